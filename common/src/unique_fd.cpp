@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <rendr/common/unique_fd.hpp>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace rendr {
+
+void UniqueFd::reset(int fd) {
+  if (fd_ >= 0 && fd_ != fd) {
+    ::close(fd_);
+  }
+  fd_ = fd;
+}
+
+Result<UniqueFd> UniqueFd::socket(int domain, int type, int protocol) {
+  int fd = ::socket(domain, type | SOCK_CLOEXEC, protocol);
+  if (fd < 0) {
+    return errno_error("socket");
+  }
+  return UniqueFd(fd);
+}
+
+Result<UniqueFd> UniqueFd::open(const std::string& path, int flags, int mode) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) {
+    return errno_error("open " + path);
+  }
+  return UniqueFd(fd);
+}
+
+Result<UniqueFd> UniqueFd::dup(int fd) {
+  int nfd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0) {
+    return errno_error("dup");
+  }
+  return UniqueFd(nfd);
+}
+
+}  // namespace rendr

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: Apache-2.0
+// repair — checkpoint and restore live kernel TCP sockets with TCP_REPAIR (the model is CRIU's
+// libsoccr; this is our own implementation). A checkpoint turns a live socket into a frozen
+// RepairSocket (move-only, owns the fd, TCP_REPAIR on) plus a TcpSnapshot value; restore builds an
+// identical socket from a snapshot in the calling thread's network namespace. Objects are not
+// shared between threads; a Repairer may be used from one thread at a time.
+//
+// Checkpoint recipe (source host):
+//   1. Freeze the flow's traffic in both directions first (eBPF freeze or a firewall rule): a
+//      packet that reaches the socket after step 4 is lost, and an ACK it sends desynchronises
+//      the peer. repair/ does not freeze; the caller (agent) does.
+//   2. TCP_REPAIR on (needs CAP_NET_ADMIN in the socket's netns; else EPERM and the userstack
+//      fallback applies).
+//   3. Read TCP_INFO (state, negotiated options, window scales), TCP_MAXSEG (= mss_clamp in
+//      repair mode), TCP_TIMESTAMP, TCP_REPAIR_WINDOW.
+//   4. Select each queue with TCP_REPAIR_QUEUE, read TCP_QUEUE_SEQ and MSG_PEEK its bytes; split
+//      the send queue with SIOCOUTQNSD into sent-unacked and not-yet-sent; account for FINs.
+//      Re-read until stable (data racing in means traffic was not frozen: EAGAIN).
+//   5. Read socket options (nodelay, cork, keepalive, timeouts, congestion, buffers, mark,
+//      TOS/TTL, linger, notsent_lowat) and the addresses. The socket stays in repair mode.
+//   6. Ship the snapshot. Then release() the frozen socket (silent close: no FIN, no RST) once the
+//      target confirmed, or thaw() it to continue here (abort path).
+//
+// Restore recipe (target host, inside the netns that should own the socket):
+//   1. socket(); TCP_REPAIR on; IPV6_V6ONLY, IP_FREEBIND/IP_TRANSPARENT, SO_MARK; force buffers
+//      large enough for the saved queues.
+//   2. bind(local); set the receive and send queue sequence numbers; connect(peer) (no SYN in
+//      repair mode; fails with EADDRNOTAVAIL while another socket in this netns owns the tuple).
+//   3. TCP_REPAIR_OPTIONS (MSS, window scale, SACK, timestamps) before anything is transmitted,
+//      then TCP_TIMESTAMP.
+//   4. Refill the receive queue and the sent-unacked part of the send queue; TCP_REPAIR_WINDOW.
+//   5. Read everything back and compare with the snapshot; on mismatch close silently, error.
+//   6. Rebuild FINs: ours with shutdown() while the send queue is selected, the peer's by
+//      injecting its FIN from a raw socket (CAP_NET_RAW).
+//   7. TCP_REPAIR off (window probe); push the never-sent bytes with plain send(); our FIN if it
+//      had not left yet; restore the remaining socket options; kick an immediate ACK so a peer
+//      waiting on a delayed ACK the old socket owed resumes at once.
+//   The caller then lifts the freeze / steers traffic to this host.
+#pragma once
+
+#include <rendr/common/endpoint.hpp>
+#include <rendr/common/log.hpp>
+#include <rendr/common/result.hpp>
+#include <rendr/common/tcp_snapshot.hpp>
+#include <rendr/common/unique_fd.hpp>
+#include <rendr/repair/sys.hpp>
+
+#include <cstdint>
+
+namespace rendr::repair {
+
+// RepairSocket — a socket in TCP_REPAIR mode: it neither sends nor answers packets on its own
+// behalf while frozen. Destroying it closes it silently (same as release()).
+class RepairSocket {
+ public:
+  RepairSocket() = default;
+  RepairSocket(RepairSocket&&) noexcept = default;
+  RepairSocket& operator=(RepairSocket&&) noexcept = default;
+
+  [[nodiscard]] int fd() const { return fd_.get(); }
+  [[nodiscard]] const FourTuple& tuple() const { return tuple_; }
+  [[nodiscard]] bool valid() const { return fd_.valid(); }
+
+ private:
+  friend class Repairer;
+  RepairSocket(UniqueFd fd, FourTuple tuple) : fd_(std::move(fd)), tuple_(tuple) {}
+  UniqueFd fd_;
+  FourTuple tuple_;
+};
+
+struct Checkpoint {
+  RepairSocket socket;
+  TcpSnapshot snapshot;
+};
+
+struct RestoreOptions {
+  // Set IP_FREEBIND (IPV6_FREEBIND) so the local address need not be configured yet.
+  bool freebind = true;
+  // Set IP_TRANSPARENT (needs CAP_NET_ADMIN) e.g. for a VIP routed to this host but not local.
+  bool transparent = false;
+  // Leave repair with a window probe (TCP_REPAIR_OFF): the peer's answer resynchronises ACK
+  // state and window. false = TCP_REPAIR_OFF_NO_WP.
+  bool window_probe = true;
+  // After restore, inject one stale segment from the peer so the socket answers with an
+  // immediate ACK (repays delayed-ACK debt the old socket owed; needs CAP_NET_RAW, else skipped
+  // with a warning).
+  bool ack_kick = true;
+  // SO_MARK for injected packets, so a freeze program can let them through.
+  std::uint32_t inject_mark = 0xC114;
+};
+
+// Repairer — the checkpoint/restore engine. |sys| must outlive it; |sink| receives log lines
+// (empty = default sink).
+class Repairer {
+ public:
+  explicit Repairer(Sys& sys = real_sys(), LogSink sink = {});
+
+  // checkpoint puts the connected TCP socket |fd| into repair mode and captures its state. |fd|
+  // is borrowed: the Checkpoint owns a duplicate, and the socket stays frozen until thaw() or
+  // until its last descriptor is closed (silently, because it is in repair mode). On error the
+  // socket is thawed again and |fd| keeps working. Errors: EPERM (no CAP_NET_ADMIN; the message
+  // names the userstack fallback), ENOTCONN / ENOTSOCK / EPROTONOSUPPORT (not a connected TCP
+  // socket), ENOTSUP (state not supported, named), EAGAIN (queues kept changing: traffic was
+  // not frozen).
+  [[nodiscard]] Result<Checkpoint> checkpoint(int fd);
+
+  // restore builds a live socket from |snap| in the calling thread's netns (see recipe above).
+  // Nothing half-built survives an error. Errors: EINVAL (invalid snapshot), EPERM (missing
+  // capability, named), EADDRNOTAVAIL (tuple still owned here / address not usable), EIO
+  // (read-back validation mismatch, with the field), kernel errors with the failing step.
+  [[nodiscard]] Result<UniqueFd> restore(const TcpSnapshot& snap, const RestoreOptions& opts = {});
+
+  // thaw returns a frozen socket to normal operation (abort path: the connection continues
+  // here). The window probe resynchronises with the peer.
+  [[nodiscard]] Result<UniqueFd> thaw(RepairSocket&& s);
+
+  // release closes a frozen socket silently: no FIN, no RST leave this host.
+  void release(RepairSocket&& s);
+
+ private:
+  Sys& sys_;
+  Logger log_;
+};
+
+// probe_tcp_repair tries TCP_REPAIR on a fresh socket in the caller's netns; ok means the kernel
+// supports it and the caller holds CAP_NET_ADMIN there.
+[[nodiscard]] Status probe_tcp_repair(Sys& sys = real_sys());
+
+}  // namespace rendr::repair

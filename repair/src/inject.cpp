@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "inject.hpp"
+
+#include <rendr/common/unique_fd.hpp>
+
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip6.h>
+#include <netinet/tcp.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace rendr::repair {
+namespace {
+
+std::uint32_t sum16(const std::uint8_t* p, std::size_t n, std::uint32_t acc) {
+  for (std::size_t i = 0; i + 1 < n; i += 2) {
+    acc += static_cast<std::uint32_t>((p[i] << 8) | p[i + 1]);
+  }
+  if ((n & 1U) != 0) {
+    acc += static_cast<std::uint32_t>(p[n - 1] << 8);
+  }
+  return acc;
+}
+
+std::uint16_t fold(std::uint32_t acc) {
+  while ((acc >> 16) != 0) {
+    acc = (acc & 0xFFFFU) + (acc >> 16);
+  }
+  return static_cast<std::uint16_t>(~acc);
+}
+
+void put16(std::uint8_t* p, std::uint16_t v) {
+  p[0] = static_cast<std::uint8_t>(v >> 8);
+  p[1] = static_cast<std::uint8_t>(v);
+}
+void put32(std::uint8_t* p, std::uint32_t v) {
+  put16(p, static_cast<std::uint16_t>(v >> 16));
+  put16(p + 2, static_cast<std::uint16_t>(v));
+}
+
+}  // namespace
+
+std::vector<std::byte> build_segment(const ForgedSegment& seg) {
+  const bool v4 = seg.from.family == IpFamily::v4;
+  const std::size_t iph = v4 ? 20 : 40;
+  std::vector<std::uint8_t> pkt(iph + 20, 0);
+  std::uint8_t* tcp = pkt.data() + iph;
+  put16(tcp + 0, seg.from.port);
+  put16(tcp + 2, seg.to.port);
+  put32(tcp + 4, seg.seq);
+  put32(tcp + 8, seg.ack);
+  tcp[12] = 5U << 4;  // data offset: 5 words, no options
+  tcp[13] = static_cast<std::uint8_t>(0x10U | (seg.fin ? 0x01U : 0U));  // ACK [+ FIN]
+  put16(tcp + 14, seg.window);
+
+  std::uint32_t acc = 0;
+  const std::size_t alen = v4 ? 4 : 16;
+  acc = sum16(seg.from.addr.data(), alen, acc);
+  acc = sum16(seg.to.addr.data(), alen, acc);
+  acc += IPPROTO_TCP;
+  acc += 20;  // TCP length
+  acc = sum16(tcp, 20, acc);
+  put16(tcp + 16, fold(acc));
+
+  std::uint8_t* ip = pkt.data();
+  if (v4) {
+    ip[0] = 0x45;
+    put16(ip + 2, static_cast<std::uint16_t>(pkt.size()));
+    ip[6] = 0x40;  // DF
+    ip[8] = 64;
+    ip[9] = IPPROTO_TCP;
+    std::memcpy(ip + 12, seg.from.addr.data(), 4);
+    std::memcpy(ip + 16, seg.to.addr.data(), 4);
+    put16(ip + 10, fold(sum16(ip, 20, 0)));
+  } else {
+    ip[0] = 0x60;
+    put16(ip + 4, 20);
+    ip[6] = IPPROTO_TCP;
+    ip[7] = 64;
+    std::memcpy(ip + 8, seg.from.addr.data(), 16);
+    std::memcpy(ip + 24, seg.to.addr.data(), 16);
+  }
+  std::vector<std::byte> out(pkt.size());
+  std::memcpy(out.data(), pkt.data(), pkt.size());
+  return out;
+}
+
+Status inject_segment(Sys& sys, const ForgedSegment& seg, std::uint32_t mark) {
+  const bool v4 = seg.from.family == IpFamily::v4;
+  int raw = sys.socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (raw < 0) {
+    int err = errno;
+    if (err == EPERM || err == EACCES) {
+      return errno_error("inject: raw socket needs CAP_NET_RAW", err);
+    }
+    return errno_error("inject: raw socket", err);
+  }
+  struct Closer {
+    Sys& s;
+    int fd;
+    ~Closer() { s.close(fd); }
+  } closer{sys, raw};
+  if (mark != 0 && sys.setsockopt(raw, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    return errno_error("inject: SO_MARK");
+  }
+  auto pkt = build_segment(seg);
+  Endpoint dst = seg.to;
+  dst.port = 0;  // raw sockets take the protocol, not a port, in the address
+  sockaddr_storage ss{};
+  socklen_t sl = dst.to_sockaddr(ss);
+  if (sys.sendto(raw, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&ss), sl) !=
+      static_cast<ssize_t>(pkt.size())) {
+    return errno_error("inject: sendto " + seg.to.address_string());
+  }
+  return {};
+}
+
+}  // namespace rendr::repair

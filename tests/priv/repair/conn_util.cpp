@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "conn_util.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+namespace rendr::test {
+namespace {
+[[noreturn]] void fail(const std::string& m) { throw std::runtime_error(m); }
+}  // namespace
+
+UniqueFd listen_on(const Netns& ns, const Endpoint& ep) {
+  NetnsScope scope(ns);
+  auto fd = UniqueFd::socket(ep.af(), SOCK_STREAM, 0);
+  if (!fd) {
+    fail(fd.error().message());
+  }
+  int one = 1;
+  ::setsockopt(fd->get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage ss{};
+  socklen_t len = ep.to_sockaddr(ss);
+  if (::bind(fd->get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
+      ::listen(fd->get(), 128) != 0) {
+    fail("listen on " + ep.to_string() + ": " + std::strerror(errno));
+  }
+  return std::move(*fd);
+}
+
+UniqueFd connect_from(const Netns& ns, const Endpoint& ep) {
+  NetnsScope scope(ns);
+  auto fd = UniqueFd::socket(ep.af(), SOCK_STREAM, 0);
+  if (!fd) {
+    fail(fd.error().message());
+  }
+  timeval tv{5, 0};
+  ::setsockopt(fd->get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_storage ss{};
+  socklen_t len = ep.to_sockaddr(ss);
+  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    fail("connect to " + ep.to_string() + ": " + std::strerror(errno));
+  }
+  return std::move(*fd);
+}
+
+UniqueFd accept_one(int listener) {
+  pollfd p{listener, POLLIN, 0};
+  if (::poll(&p, 1, 5000) != 1) {
+    fail("accept: no connection within 5 s");
+  }
+  int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) {
+    fail(std::string("accept: ") + std::strerror(errno));
+  }
+  return UniqueFd(fd);
+}
+
+void set_nonblocking(int fd, bool on) {
+  int fl = ::fcntl(fd, F_GETFL);
+  ::fcntl(fd, F_SETFL, on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK));
+}
+
+void write_all(int fd, std::span<const std::byte> data, int timeout_ms) {
+  std::size_t off = 0;
+  while (off < data.size()) {
+    pollfd p{fd, POLLOUT, 0};
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r != 1) {
+      fail("write_all: no progress for " + std::to_string(timeout_ms) + " ms at " +
+           std::to_string(off) + "/" + std::to_string(data.size()));
+    }
+    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN) {
+        continue;
+      }
+      fail(std::string("write_all: ") + std::strerror(errno));
+    }
+    off += static_cast<std::size_t>(n);
+  }
+}
+
+std::vector<std::byte> read_exact(int fd, std::size_t n, int timeout_ms) {
+  std::vector<std::byte> out(n);
+  std::size_t off = 0;
+  while (off < n) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) != 1) {
+      fail("read_exact: no data for " + std::to_string(timeout_ms) + " ms at " +
+           std::to_string(off) + "/" + std::to_string(n));
+    }
+    ssize_t r = ::recv(fd, out.data() + off, n - off, MSG_DONTWAIT);
+    if (r == 0) {
+      fail("read_exact: EOF at " + std::to_string(off) + "/" + std::to_string(n));
+    }
+    if (r < 0) {
+      if (errno == EAGAIN) {
+        continue;
+      }
+      fail(std::string("read_exact: ") + std::strerror(errno) + " at " + std::to_string(off));
+    }
+    off += static_cast<std::size_t>(r);
+  }
+  return out;
+}
+
+void expect_eof(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) != 1) {
+    fail("expect_eof: nothing within timeout");
+  }
+  char c = 0;
+  ssize_t r = ::recv(fd, &c, 1, MSG_DONTWAIT);
+  if (r != 0) {
+    fail("expect_eof: got " + std::to_string(r) + (r < 0 ? std::string(" ") + std::strerror(errno) : ""));
+  }
+}
+
+void wait_inq(int fd, int n, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int have = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    ::ioctl(fd, FIONREAD, &have);
+    if (have >= n) {
+      return;
+    }
+    ::poll(nullptr, 0, 2);
+  }
+  fail("wait_inq: " + std::to_string(have) + " of " + std::to_string(n) + " bytes arrived");
+}
+
+std::size_t write_until_full(int fd, const Pattern& p, std::uint64_t offset) {
+  std::vector<std::byte> buf(64 * 1024);
+  std::size_t total = 0;
+  for (int rounds = 0; rounds < 100000; ++rounds) {
+    p.fill(offset + total, buf);
+    ssize_t n = ::send(fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN) {
+        return total;
+      }
+      fail(std::string("write_until_full: ") + std::strerror(errno));
+    }
+    total += static_cast<std::size_t>(n);
+  }
+  fail("write_until_full: socket never filled");
+}
+
+FourTuple tuple_of(int fd) {
+  sockaddr_storage a{};
+  sockaddr_storage b{};
+  socklen_t al = sizeof a;
+  socklen_t bl = sizeof b;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &al);
+  ::getpeername(fd, reinterpret_cast<sockaddr*>(&b), &bl);
+  return FourTuple{*Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&a), al),
+                   *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&b), bl)};
+}
+
+std::vector<std::byte> pattern_bytes(const Pattern& p, std::uint64_t offset, std::size_t n) {
+  std::vector<std::byte> v(n);
+  p.fill(offset, v);
+  return v;
+}
+
+}  // namespace rendr::test

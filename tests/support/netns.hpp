@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test fixtures for network namespaces (STYLE T4). A Netns is an anonymous namespace held by an
+// fd: it disappears with the test process, so nothing leaks when a test fails or crashes.
+// Commands run inside with fork + setns + exec. Helpers throw std::runtime_error on failure
+// (Catch reports it as a test failure with the command's output).
+#pragma once
+
+#include <rendr/common/unique_fd.hpp>
+
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace rendr::test {
+
+class Netns {
+ public:
+  // create makes a new netns with "lo" up. |name| is used in messages only.
+  static Netns create(std::string name);
+
+  [[nodiscard]] int fd() const { return fd_.get(); }
+  [[nodiscard]] const std::string& name() const { return name_; }
+  // path names the namespace for "ip link set ... netns <path>".
+  [[nodiscard]] std::string path() const;
+
+  // sh runs "/bin/sh -c cmd" inside; returns the exit status and appends stdout+stderr to |out|.
+  int sh(const std::string& cmd, std::string* out = nullptr) const;
+  // must runs |cmd| and throws with its output when it fails.
+  void must(const std::string& cmd) const;
+  // spawn starts argv inside with stdout to |stdout_path| (empty: inherit); returns the pid.
+  pid_t spawn(const std::vector<std::string>& argv, const std::string& stdout_path = {}) const;
+
+ private:
+  Netns(UniqueFd fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {}
+  UniqueFd fd_;
+  std::string name_;
+};
+
+// NetnsScope moves the calling thread into |ns| and back on destruction.
+class NetnsScope {
+ public:
+  explicit NetnsScope(const Netns& ns);
+  ~NetnsScope();
+  NetnsScope(const NetnsScope&) = delete;
+  NetnsScope& operator=(const NetnsScope&) = delete;
+
+ private:
+  UniqueFd prev_;
+};
+
+// veth connects |a| and |b| with a veth pair named |a_if|/|b_if|.
+void veth(const Netns& a, const std::string& a_if, const Netns& b, const std::string& b_if);
+
+// wait_exit waits for |pid| up to |timeout_ms|; returns its exit status, or kills it and
+// throws on timeout.
+int wait_exit(pid_t pid, int timeout_ms);
+
+// read_file returns a file's contents (throws if it cannot be read).
+std::string read_file(const std::string& path);
+
+// snmp_counter reads one counter ("Tcp" "EstabResets", "TcpExt" "PAWSEstab", ...) as seen from
+// |ns| (/proc/net/snmp and /proc/net/netstat of that namespace).
+long long snmp_counter(const Netns& ns, const std::string& group, const std::string& name);
+
+}  // namespace rendr::test
