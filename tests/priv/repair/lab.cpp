@@ -34,7 +34,7 @@ void GatewayLab::route_vip_to(const Netns& host) {
           ".2 && ip -6 route replace fd99::1/128 via fd00:" + n + "::2");
 }
 
-void GatewayLab::freeze(const FourTuple& t) {
+void GatewayLab::freeze(const FourTuple& t, bool host_to_peer_only) {
   const bool v6 = t.local.family == IpFamily::v6;
   const std::string ip = v6 ? "ip6" : "ip";
   const std::string l = t.local.address_string();
@@ -45,9 +45,10 @@ void GatewayLab::freeze(const FourTuple& t) {
           "table inet rendr_freeze {\n"
           " chain forward_drop { type filter hook forward priority -10; policy accept;\n"
           "  " + ip + " saddr " + l + " " + ip + " daddr " + r + " tcp sport " + lp +
-          " tcp dport " + rp + " drop\n"
-          "  " + ip + " saddr " + r + " " + ip + " daddr " + l + " tcp sport " + rp +
-          " tcp dport " + lp + " drop\n"
+          " tcp dport " + rp + " drop\n" +
+          (host_to_peer_only ? std::string()
+                             : "  " + ip + " saddr " + r + " " + ip + " daddr " + l +
+                                   " tcp sport " + rp + " tcp dport " + lp + " drop\n") +
           " }\n}\nEOF");
   frozen_ = true;
 }

@@ -29,8 +29,9 @@ class GatewayLab {
 
   // route_vip_to points gw's VIP routes at |host| (a or b).
   void route_vip_to(const Netns& host);
-  // freeze drops both directions of |tuple| in gw; unfreeze lifts it.
-  void freeze(const FourTuple& tuple);
+  // freeze drops both directions of |tuple| in gw (only host->peer when |host_to_peer_only|);
+  // unfreeze lifts it.
+  void freeze(const FourTuple& tuple, bool host_to_peer_only = false);
   void unfreeze();
 
  private:

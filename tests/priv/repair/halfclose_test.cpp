@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: Apache-2.0
+// Half-closed connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) and a closed peer window
+// migrate across namespaces and then close cleanly: every byte once, EOF where due, no RST.
+#include "conn_util.hpp"
+#include "lab.hpp"
+#include "migrate_util.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <netinet/tcp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+using namespace rendr;
+using namespace rendr::test;
+
+namespace {
+
+struct Flow {
+  UniqueFd listener;
+  UniqueFd server;
+  UniqueFd client;
+};
+
+Flow open_flow(GatewayLab& lab, bool v6, std::uint16_t port) {
+  Flow f;
+  auto vip = *Endpoint::parse_address(v6 ? GatewayLab::kVip6 : GatewayLab::kVip4, port);
+  f.listener = listen_on(lab.a, vip);
+  f.client = connect_from(lab.peer, vip);
+  f.server = accept_one(f.listener.get());
+  return f;
+}
+
+int tcp_state(int fd) {
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len);
+  return ti.tcpi_state;
+}
+
+void wait_state(int fd, int state) {
+  for (int i = 0; i < 1000 && tcp_state(fd) != state; ++i) {
+    ::poll(nullptr, 0, 2);
+  }
+  REQUIRE(tcp_state(fd) == state);
+}
+
+long long peer_resets(GatewayLab& lab) {
+  return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "OutRsts");
+}
+
+}  // namespace
+
+TEST_CASE("CLOSE_WAIT migrates: unread data then EOF, and the server can still send",
+          "[.repair][repair][halfclose]") {
+  const bool v6 = GENERATE(false, true);
+  GatewayLab lab;
+  Flow f = open_flow(lab, v6, 7200);
+  Pattern p(3);
+  const long long resets = peer_resets(lab);
+  write_all(f.client.get(), pattern_bytes(p, 0, 4000));
+  ::shutdown(f.client.get(), SHUT_WR);
+  wait_state(f.server.get(), TCP_CLOSE_WAIT);
+
+  TcpSnapshot seen;
+  UniqueFd r = migrate(lab, f.server, lab.b, {.inspect = [&](const TcpSnapshot& s) { seen = s; }});
+  CHECK(seen.state == TcpState::close_wait);
+  CHECK(seen.peer_fin);
+  CHECK(seen.recv_queue.size() == 4000);
+  CHECK(tcp_state(r.get()) == TCP_CLOSE_WAIT);
+  CHECK(p.mismatch(0, read_exact(r.get(), 4000)) == -1);
+  expect_eof(r.get());
+  write_all(r.get(), pattern_bytes(p, 9, 50000));
+  CHECK(p.mismatch(9, read_exact(f.client.get(), 50000)) == -1);
+  r.reset();  // LAST_ACK -> CLOSED once the peer ACKs our FIN
+  expect_eof(f.client.get());
+  CHECK(peer_resets(lab) == resets);
+}
+
+TEST_CASE("FIN_WAIT2 migrates: the server keeps receiving after its own FIN",
+          "[.repair][repair][halfclose]") {
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7201);
+  Pattern p(4);
+  const long long resets = peer_resets(lab);
+  ::shutdown(f.server.get(), SHUT_WR);
+  expect_eof(f.client.get());
+  wait_state(f.server.get(), TCP_FIN_WAIT2);
+  write_all(f.client.get(), pattern_bytes(p, 0, 2000));
+  wait_inq(f.server.get(), 2000);
+
+  TcpSnapshot seen;
+  UniqueFd r = migrate(lab, f.server, lab.b, {.inspect = [&](const TcpSnapshot& s) { seen = s; }});
+  CHECK(seen.state == TcpState::fin_wait2);
+  CHECK(seen.fin_sent);
+  write_all(f.client.get(), pattern_bytes(p, 2000, 30000));
+  CHECK(p.mismatch(0, read_exact(r.get(), 32000)) == -1);
+  wait_state(r.get(), TCP_FIN_WAIT2);  // the peer's ACK of our FIN arrives after the probe
+  ::shutdown(f.client.get(), SHUT_WR);
+  expect_eof(r.get());
+  CHECK(peer_resets(lab) == resets);
+}
+
+TEST_CASE("FIN_WAIT1 with unsent and unacked data migrates; the peer gets all bytes then EOF",
+          "[.repair][repair][halfclose]") {
+  const bool v6 = GENERATE(false, true);
+  GatewayLab lab;
+  Flow f = open_flow(lab, v6, 7202);
+  Pattern p(6);
+  const long long resets = peer_resets(lab);
+  std::size_t queued = 0;
+  TcpSnapshot seen;
+  set_nonblocking(f.server.get(), true);
+  UniqueFd r = migrate(lab, f.server, lab.b,
+                       {.after_freeze =
+                            [&] {
+                              queued = write_until_full(f.server.get(), p, 0);
+                              ::shutdown(f.server.get(), SHUT_WR);
+                            },
+                        .inspect = [&](const TcpSnapshot& s) { seen = s; }});
+  CHECK(seen.state == TcpState::fin_wait1);
+  CHECK(seen.fin_queued);
+  CHECK(seen.send_queue.size() == queued);
+  CHECK(p.mismatch(0, read_exact(f.client.get(), queued, 15000)) == -1);
+  expect_eof(f.client.get());
+  f.client.reset();
+  CHECK(peer_resets(lab) == resets);
+}
+
+TEST_CASE("LAST_ACK migrates and completes the close", "[.repair][repair][halfclose]") {
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7203);
+  const long long resets = peer_resets(lab);
+  ::shutdown(f.client.get(), SHUT_WR);
+  wait_state(f.server.get(), TCP_CLOSE_WAIT);
+  expect_eof(f.server.get());
+  TcpSnapshot seen;
+  UniqueFd r = migrate(lab, f.server, lab.b,
+                       {.after_freeze = [&] { ::shutdown(f.server.get(), SHUT_WR); },
+                        .inspect = [&](const TcpSnapshot& s) { seen = s; }});
+  CHECK(seen.state == TcpState::last_ack);
+  CHECK(seen.fin_sent);
+  CHECK(seen.peer_fin);
+  expect_eof(f.client.get(), 5000);
+  CHECK(peer_resets(lab) == resets);
+}
+
+TEST_CASE("CLOSING (simultaneous close) migrates", "[.repair][repair][halfclose]") {
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7204);
+  const long long resets = peer_resets(lab);
+  TcpSnapshot seen;
+  UniqueFd r = migrate(lab, f.server, lab.b,
+                       {.after_freeze =
+                            [&] {
+                              ::shutdown(f.server.get(), SHUT_WR);  // our FIN is dropped
+                              ::shutdown(f.client.get(), SHUT_WR);  // theirs arrives
+                              wait_state(f.server.get(), TCP_CLOSING);
+                            },
+                        .inspect = [&](const TcpSnapshot& s) { seen = s; },
+                        .host_to_peer_only = true});
+  CHECK(seen.state == TcpState::closing);
+  expect_eof(r.get());
+  expect_eof(f.client.get(), 5000);
+  CHECK(peer_resets(lab) == resets);
+}
+
+TEST_CASE("a connection whose peer stopped reading (window closed) migrates",
+          "[.repair][repair][window]") {
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7205);
+  Pattern p(8);
+  const long long resets = peer_resets(lab);
+  int small = 64 * 1024;
+  ::setsockopt(f.client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  set_nonblocking(f.server.get(), true);
+  // Fill until the peer's receive window is closed and our send queue is full.
+  std::size_t queued = 0;
+  for (int i = 0; i < 200; ++i) {
+    queued += write_until_full(f.server.get(), p, queued);
+    ::poll(nullptr, 0, 5);
+  }
+  TcpSnapshot seen;
+  UniqueFd r = migrate(lab, f.server, lab.b, {.inspect = [&](const TcpSnapshot& s) { seen = s; }});
+  CHECK(seen.has_window);
+  CHECK(seen.window.snd_wnd < 4096);  // the peer advertised (almost) nothing
+  CHECK(seen.send_unsent > 0);
+  // The peer starts reading only now; everything arrives once, in order.
+  CHECK(p.mismatch(0, read_exact(f.client.get(), queued, 20000)) == -1);
+  write_all(r.get(), pattern_bytes(p, queued, 10000));
+  CHECK(p.mismatch(queued, read_exact(f.client.get(), 10000)) == -1);
+  CHECK(peer_resets(lab) == resets);
+}
