@@ -26,6 +26,12 @@ GatewayLab::GatewayLab()
             "ip addr add 10.99.0.1/32 dev lo && ip -6 addr add fd99::1/128 dev lo nodad");
   }
   route_vip_to(a);
+  // Resolve neighbours now so the first packets after a migration do not wait for ARP/ND.
+  for (Netns* h : {&a, &b}) {
+    const char* n = h == &a ? "2" : "3";
+    h->must(std::string("ping -c1 -W2 -q 10.0.") + n + ".1 >/dev/null && ping -6 -c1 -W2 -q fd00:" +
+            n + "::1 >/dev/null");
+  }
 }
 
 void GatewayLab::route_vip_to(const Netns& host) {
