@@ -16,9 +16,9 @@ namespace rendr::test {
 
 struct MigrateHooks {
   // Runs after the freeze, before the checkpoint (e.g. to queue data that must be "unacked").
-  std::function<void()> after_freeze;
+  std::function<void()> after_freeze = {};
   // Receives the snapshot for inspection.
-  std::function<void(const TcpSnapshot&)> inspect;
+  std::function<void(const TcpSnapshot&)> inspect = {};
   bool host_to_peer_only = false;
 };
 
