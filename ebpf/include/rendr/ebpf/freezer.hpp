@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+// Freezer: the freeze family (progs/freeze_tc.bpf.c). Attached to clsact ingress and egress of
+// one or more devices, it drops every packet of a frozen TCP flow in both directions - so while
+// repair/ checkpoints, restores or releases a socket, the kernel neither answers the peer nor
+// lets a RST or a late segment out - and counts what it dropped. Packets whose skb->mark equals
+// the bypass mark (default 0xC114, repair/'s inject_mark) pass, so forged segments get through.
+//
+// One Freezer owns one loaded program pair, its flow map and its tc filters; destroying it
+// detaches everything (in the netns each filter was attached in). One map entry per connection
+// freezes both directions. Not synchronised: use one Freezer from one thread at a time (the
+// datapath side is lock-free; map updates are atomic per flow).
+#pragma once
+
+#include <rendr/common/endpoint.hpp>
+#include <rendr/common/result.hpp>
+
+#include <cstdint>
+#include <memory>
+
+namespace rendr::ebpf {
+
+struct FreezerOptions {
+  // skb->mark that passes a freeze; 0 disables the bypass. A load-time constant.
+  std::uint32_t bypass_mark = 0xC114;
+  // Capacity of the frozen-flow map.
+  std::uint32_t max_flows = 65536;
+};
+
+// Per-flow counters since freeze(): packets/bytes dropped per hook direction of the devices
+// the Freezer is attached to (bytes are L2 frame lengths), and frozen-flow packets that passed
+// because they carried the bypass mark.
+struct FreezeCounters {
+  std::uint64_t ingress_packets = 0;
+  std::uint64_t ingress_bytes = 0;
+  std::uint64_t egress_packets = 0;
+  std::uint64_t egress_bytes = 0;
+  std::uint64_t bypassed_packets = 0;
+};
+
+class Freezer {
+ public:
+  // create opens and loads freeze_tc (verifier runs here); it attaches nothing. Errors: EPERM
+  // without CAP_BPF/CAP_NET_ADMIN, and load failures with the verifier's complaint in context.
+  [[nodiscard]] static Result<Freezer> create(const FreezerOptions& options = {});
+
+  Freezer(Freezer&&) noexcept;
+  Freezer& operator=(Freezer&&) noexcept;
+  ~Freezer();
+
+  // attach adds the programs at clsact ingress and egress of |ifindex| (in the calling thread's
+  // netns), creating clsact if needed. Attach every device the flow can cross. Errors: ENODEV,
+  // EPERM, netlink errors; on error nothing stays attached to |ifindex|.
+  [[nodiscard]] Status attach(int ifindex);
+  // detach removes this Freezer's filters from |ifindex|. ENOENT if it is not attached there.
+  [[nodiscard]] Status detach(int ifindex);
+
+  // freeze starts dropping |flow| (local/remote as the socket owner sees them; IPv4-mapped
+  // addresses count as IPv4) in both directions. Idempotent: freezing a frozen flow keeps its
+  // counters. Errors: EINVAL (mixed families), E2BIG (map full).
+  [[nodiscard]] Status freeze(const FourTuple& flow);
+  // unfreeze lets |flow| through again and returns its final counters. ENOENT if not frozen.
+  [[nodiscard]] Result<FreezeCounters> unfreeze(const FourTuple& flow);
+  // counters reads |flow|'s counters (summed over CPUs). ENOENT if not frozen.
+  [[nodiscard]] Result<FreezeCounters> counters(const FourTuple& flow) const;
+  // frozen_count is the number of frozen flows.
+  [[nodiscard]] Result<std::size_t> frozen_count() const;
+
+  struct ProgramFds {
+    int ingress = -1;
+    int egress = -1;
+  };
+  // program_fds_for_test exposes the loaded programs for BPF_PROG_TEST_RUN.
+  [[nodiscard]] ProgramFds program_fds_for_test() const;
+
+ private:
+  struct Impl;
+  explicit Freezer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rendr::ebpf

@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: Apache-2.0
+// Steerer: the gateway's tc steering family (progs/steer_tc.bpf.c). Attached at clsact ingress
+// of the device facing the peers, it forwards every TCP packet addressed to a VIP to the backend
+// host that owns its flow (bpf_redirect_neigh out of the backend's device, kernel >= 5.10).
+// Flows with no entry go to the default backend and are pinned there on their first packet, so
+// changing the default or adding a backend never moves a live flow; moving a flow is an
+// explicit steer(). Non-TCP packets and packets to other addresses pass to the gateway's stack.
+//
+// Owns the loaded program, its maps and its tc filters (detached on destruction). Not
+// synchronised: one thread at a time; map updates are atomic per entry.
+#pragma once
+
+#include <rendr/common/endpoint.hpp>
+#include <rendr/common/result.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace rendr::ebpf {
+
+// Backend: where a backend host is reached from the gateway: the egress device and, if the
+// host is not the packet's destination's FIB neighbour, the nexthop address (port ignored).
+struct Backend {
+  int ifindex = 0;
+  std::optional<Endpoint> nexthop;
+};
+
+// SteeredFlow: one flow table entry. flow.local is the VIP side, flow.remote the peer.
+struct SteeredFlow {
+  FourTuple flow;
+  std::uint32_t backend = 0;
+  bool pinned = false;  // inserted by the datapath (default backend), not by steer()
+};
+
+struct SteerCounters {
+  std::uint64_t table = 0;       // steered by an existing entry
+  std::uint64_t pinned = 0;      // new flows pinned to the default backend
+  std::uint64_t unpinned = 0;    // sent to the default without pinning (RST, table full)
+  std::uint64_t not_vip = 0;     // TCP to a non-VIP address: passed
+  std::uint64_t no_backend = 0;  // dropped: no default backend or empty backend slot
+  std::uint64_t table_full = 0;  // pinning failed
+};
+
+struct BackendCounters {
+  std::uint64_t packets = 0;
+  std::uint64_t bytes = 0;
+};
+
+struct SteererOptions {
+  std::uint32_t max_flows = 65536;
+};
+
+class Steerer {
+ public:
+  // kMaxBackends bounds backend indices: [0, kMaxBackends).
+  static constexpr std::uint32_t kMaxBackends = 256;
+
+  // create opens and loads steer_tc; attaches nothing. Errors as Freezer::create.
+  [[nodiscard]] static Result<Steerer> create(const SteererOptions& options = {});
+
+  Steerer(Steerer&&) noexcept;
+  Steerer& operator=(Steerer&&) noexcept;
+  ~Steerer();
+
+  // attach adds the program at clsact ingress of |ifindex| (calling thread's netns).
+  [[nodiscard]] Status attach(int ifindex);
+
+  // add_vip / remove_vip list the addresses (port ignored) whose traffic is steered.
+  [[nodiscard]] Status add_vip(const Endpoint& vip);
+  [[nodiscard]] Status remove_vip(const Endpoint& vip);
+
+  // set_backend fills slot |index|; clear_backend empties it (its flows are then dropped until
+  // steered elsewhere). EINVAL: index out of range, ifindex <= 0, nexthop family mismatch.
+  [[nodiscard]] Status set_backend(std::uint32_t index, const Backend& backend);
+  [[nodiscard]] Status clear_backend(std::uint32_t index);
+  // set_default_backend chooses where new flows go; clear_default_backend drops them instead.
+  [[nodiscard]] Status set_default_backend(std::uint32_t index);
+  [[nodiscard]] Status clear_default_backend();
+
+  // steer sends |flow| (local = VIP:port, remote = peer) to |backend| from its next packet on,
+  // replacing any entry. remove forgets it (ENOENT if absent): its next packet re-pins it.
+  [[nodiscard]] Status steer(const FourTuple& flow, std::uint32_t backend);
+  [[nodiscard]] Status remove(const FourTuple& flow);
+  [[nodiscard]] Result<std::optional<SteeredFlow>> lookup(const FourTuple& flow) const;
+  // flows lists the flow table (explicit and pinned entries).
+  [[nodiscard]] Result<std::vector<SteeredFlow>> flows() const;
+
+  [[nodiscard]] Result<SteerCounters> counters() const;
+  [[nodiscard]] Result<BackendCounters> backend_counters(std::uint32_t index) const;
+
+  // program_fd_for_test exposes the loaded program for BPF_PROG_TEST_RUN.
+  [[nodiscard]] int program_fd_for_test() const;
+
+ private:
+  struct Impl;
+  explicit Steerer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rendr::ebpf

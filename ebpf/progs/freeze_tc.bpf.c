@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * freeze_tc.bpf.c - the freeze family: tc (sched_cls) programs for clsact ingress and egress
+ * that drop every packet of a frozen TCP flow while its socket is being checkpointed, restored
+ * or released, so the kernel neither answers the peer nor lets a RST or late segment out.
+ *
+ * One entry in freeze_flows freezes both directions: the key is normalised
+ * (rendr_flow_key_normalise), so a packet and its reply map to the same entry. Packets carrying
+ * skb->mark == bypass_mark pass (repair/ injects forged segments with that mark); a bypass mark
+ * of 0 disables the bypass.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/parse.h"
+#include "shared/freeze_shared.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Load-time constant (STYLE B4): set by the Freezer between open and load. */
+const volatile __u32 bypass_mark = RENDR_FREEZE_DEFAULT_BYPASS_MARK;
+
+/* Written by the Freezer (insert/delete = freeze/unfreeze); BPF bumps counters of entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536); /* the Freezer may resize before load */
+	__type(key, struct rendr_flow_key);
+	__type(value, struct rendr_freeze_counters);
+} freeze_flows SEC(".maps");
+
+enum rendr_freeze_dir {
+	FREEZE_INGRESS,
+	FREEZE_EGRESS,
+};
+
+static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir dir)
+{
+	struct rendr_flow_key key = {};
+	struct rendr_freeze_counters *c;
+	__u8 flags = 0;
+
+	if (rendr_parse_tcp(skb, &key, &flags) < 0)
+		return TC_ACT_OK;
+	rendr_flow_key_normalise(&key);
+	c = bpf_map_lookup_elem(&freeze_flows, &key);
+	if (!c)
+		return TC_ACT_OK;
+	/* Checked after the lookup, so bypassed_packets only counts packets of frozen flows. */
+	if (bypass_mark != 0 && skb->mark == bypass_mark) {
+		c->bypassed_packets++;
+		return TC_ACT_OK;
+	}
+	/* Per-CPU values: plain increments are race-free. */
+	if (dir == FREEZE_INGRESS) {
+		c->ingress_packets++;
+		c->ingress_bytes += skb->len;
+	} else {
+		c->egress_packets++;
+		c->egress_bytes += skb->len;
+	}
+	return TC_ACT_SHOT;
+}
+
+SEC("tc")
+int freeze_ingress(struct __sk_buff *skb)
+{
+	return freeze(skb, FREEZE_INGRESS);
+}
+
+SEC("tc")
+int freeze_egress(struct __sk_buff *skb)
+{
+	return freeze(skb, FREEZE_EGRESS);
+}

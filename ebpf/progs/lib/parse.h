@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * parse.h - packet parsing shared by the tc programs: Ethernet + IPv4/IPv6 (+ up to
+ * RENDR_IPV6_MAX_EXT hop-by-hop/routing/destination-options headers) + TCP -> rendr_flow_key.
+ *
+ * Reads through bpf_skb_load_bytes rather than direct packet access, so headers in a non-linear
+ * skb (GRO/GSO on veth) are seen without a bpf_skb_pull_data and the verifier needs no
+ * variable-offset packet-pointer proofs. Devices must carry an Ethernet header at tc (veth,
+ * physical NICs and lo do; TUN devices do not).
+ */
+#ifndef RENDR_EBPF_LIB_PARSE_H
+#define RENDR_EBPF_LIB_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "shared/flow_shared.h"
+
+#define RENDR_IPV6_MAX_EXT 4
+/* Fragment offset bits of iphdr.frag_off (RFC 791); the UAPI header does not name them. */
+#define RENDR_IP_FRAG_OFFSET_MASK 0x1fff
+
+/* TCP flag bits in byte 13 of the TCP header (RFC 9293). */
+#define RENDR_TCP_FIN 0x01
+#define RENDR_TCP_SYN 0x02
+#define RENDR_TCP_RST 0x04
+#define RENDR_TCP_ACK 0x10
+
+/*
+ * rendr_parse_tcp fills |key| (not normalised: src/dst as in the packet) and |tcp_flags| for an
+ * IPv4/IPv6 TCP packet. Returns 0, or -1 for anything else (non-IP, non-TCP, non-first
+ * fragments, IPv6 fragments, truncated headers) - callers let those pass.
+ */
+static __always_inline int rendr_parse_tcp(struct __sk_buff *skb, struct rendr_flow_key *key,
+					   __u8 *tcp_flags)
+{
+	__u8 th[14]; /* ports, seq, ack, data offset, flags */
+	__u32 off = ETH_HLEN;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+			return -1;
+		if (ip.ihl < 5 || ip.protocol != IPPROTO_TCP)
+			return -1;
+		if (ip.frag_off & bpf_htons(RENDR_IP_FRAG_OFFSET_MASK))
+			return -1;
+		key->family = RENDR_FAMILY_V4;
+		__builtin_memcpy(key->src_addr, &ip.saddr, 4);
+		__builtin_memcpy(key->dst_addr, &ip.daddr, 4);
+		off += ip.ihl * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		__u8 nexthdr;
+		int i;
+
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		key->family = RENDR_FAMILY_V6;
+		__builtin_memcpy(key->src_addr, &ip6.saddr, 16);
+		__builtin_memcpy(key->dst_addr, &ip6.daddr, 16);
+		off += sizeof(ip6);
+		nexthdr = ip6.nexthdr;
+		for (i = 0; i < RENDR_IPV6_MAX_EXT; i++) {
+			struct ipv6_opt_hdr oh;
+
+			if (nexthdr != IPPROTO_HOPOPTS && nexthdr != IPPROTO_ROUTING &&
+			    nexthdr != IPPROTO_DSTOPTS)
+				break;
+			if (bpf_skb_load_bytes(skb, off, &oh, sizeof(oh)) < 0)
+				return -1;
+			nexthdr = oh.nexthdr;
+			off += ((__u32)oh.hdrlen + 1) * 8;
+		}
+		if (nexthdr != IPPROTO_TCP)
+			return -1;
+	} else {
+		return -1;
+	}
+
+	if (bpf_skb_load_bytes(skb, off, th, sizeof(th)) < 0)
+		return -1;
+	key->proto = IPPROTO_TCP;
+	__builtin_memcpy(&key->src_port, &th[0], 2);
+	__builtin_memcpy(&key->dst_port, &th[2], 2);
+	*tcp_flags = th[13];
+	return 0;
+}
+
+#endif /* RENDR_EBPF_LIB_PARSE_H */

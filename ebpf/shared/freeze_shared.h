@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * freeze_shared.h - structs of the freeze family (progs/freeze_tc.bpf.c, src/freezer.cpp).
+ *
+ * Map freeze_flows: PERCPU_HASH, key struct rendr_flow_key (normalised, see flow_shared.h),
+ * value struct rendr_freeze_counters. Written by the C++ Freezer (insert = freeze, delete =
+ * unfreeze); the BPF programs only bump the counters of an existing entry. User space sums the
+ * per-CPU values (STYLE G3).
+ */
+#ifndef RENDR_EBPF_SHARED_FREEZE_SHARED_H
+#define RENDR_EBPF_SHARED_FREEZE_SHARED_H
+
+#include "shared/compat_shared.h"
+#include "shared/flow_shared.h"
+
+/* Default skb->mark that passes a freeze (repair/ injects forged segments with it). */
+#define RENDR_FREEZE_DEFAULT_BYPASS_MARK 0xC114u
+
+struct rendr_freeze_counters {
+	rendr_u64 ingress_packets; /* dropped at clsact ingress */
+	rendr_u64 ingress_bytes;   /* skb->len (L2 frame) of those */
+	rendr_u64 egress_packets;  /* dropped at clsact egress */
+	rendr_u64 egress_bytes;
+	rendr_u64 bypassed_packets; /* matched, but carried the bypass mark: passed */
+};
+RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 40, "rendr_freeze_counters layout");
+
+#endif /* RENDR_EBPF_SHARED_FREEZE_SHARED_H */

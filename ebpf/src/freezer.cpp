@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <rendr/ebpf/freezer.hpp>
+
+#include "flow_key.hpp"
+#include "libbpf_util.hpp"
+#include "shared/freeze_shared.h"
+#include "skeleton.hpp"
+#include "tc_attach.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <freeze_tc.skel.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <vector>
+
+namespace rendr::ebpf {
+
+static_assert(FreezerOptions{}.bypass_mark == RENDR_FREEZE_DEFAULT_BYPASS_MARK);
+
+struct Freezer::Impl {
+  detail::Skeleton<freeze_tc> skel;
+  std::vector<detail::TcAttachment> attachments;
+};
+
+namespace {
+
+FreezeCounters to_counters(const rendr_freeze_counters& c) {
+  FreezeCounters out;
+  out.ingress_packets = c.ingress_packets;
+  out.ingress_bytes = c.ingress_bytes;
+  out.egress_packets = c.egress_packets;
+  out.egress_bytes = c.egress_bytes;
+  out.bypassed_packets = c.bypassed_packets;
+  return out;
+}
+
+}  // namespace
+
+Freezer::Freezer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Freezer::Freezer(Freezer&&) noexcept = default;
+Freezer& Freezer::operator=(Freezer&&) noexcept = default;
+Freezer::~Freezer() = default;
+
+Result<Freezer> Freezer::create(const FreezerOptions& options) {
+  auto skel = detail::Skeleton<freeze_tc>::open("freeze_tc");
+  if (!skel) {
+    return skel.error();
+  }
+  skel->get()->rodata->bypass_mark = options.bypass_mark;
+  if (int err = bpf_map__set_max_entries(skel->get()->maps.freeze_flows, options.max_flows);
+      err != 0) {
+    return detail::libbpf_error(err, "freeze_tc: set freeze_flows max_entries");
+  }
+  RENDR_TRY(skel->load());
+  auto impl = std::make_unique<Impl>();
+  impl->skel = std::move(*skel);
+  return Freezer(std::move(impl));
+}
+
+Status Freezer::attach(int ifindex) {
+  auto* s = impl_->skel.get();
+  auto in = detail::TcAttachment::attach(ifindex, detail::TcDirection::ingress,
+                                         bpf_program__fd(s->progs.freeze_ingress),
+                                         "freeze_tc/freeze_ingress");
+  if (!in) {
+    return in.error();
+  }
+  auto out = detail::TcAttachment::attach(ifindex, detail::TcDirection::egress,
+                                          bpf_program__fd(s->progs.freeze_egress),
+                                          "freeze_tc/freeze_egress");
+  if (!out) {
+    return out.error();  // |in| detaches itself
+  }
+  impl_->attachments.push_back(std::move(*in));
+  impl_->attachments.push_back(std::move(*out));
+  return {};
+}
+
+Status Freezer::detach(int ifindex) {
+  auto& a = impl_->attachments;
+  auto it = std::partition(a.begin(), a.end(),
+                           [&](const detail::TcAttachment& t) { return t.ifindex() != ifindex; });
+  if (it == a.end()) {
+    return make_error(std::errc::no_such_file_or_directory,
+                      "freeze_tc: detach ifindex " + std::to_string(ifindex) + ": not attached");
+  }
+  Status result;
+  for (auto i = it; i != a.end(); ++i) {
+    if (auto st = i->detach(); !st.ok() && result.ok()) {
+      result = st;
+    }
+  }
+  a.erase(it, a.end());
+  return result;
+}
+
+Status Freezer::freeze(const FourTuple& flow) {
+  std::string ctx = "freeze conn=" + flow.to_string();
+  auto key = detail::freeze_key(flow);
+  if (!key) {
+    return key.error().with_context(ctx);
+  }
+  auto ncpu = detail::possible_cpus();
+  if (!ncpu) {
+    return ncpu.error().with_context(ctx);
+  }
+  std::vector<rendr_freeze_counters> zero(*ncpu, rendr_freeze_counters{});
+  int err = bpf_map__update_elem(impl_->skel->maps.freeze_flows, &*key, sizeof *key, zero.data(),
+                                 zero.size() * sizeof(rendr_freeze_counters), BPF_NOEXIST);
+  if (err == -EEXIST) {
+    return {};  // already frozen: keep its counters
+  }
+  if (err != 0) {
+    return detail::libbpf_error(err, ctx + ": update freeze_flows");
+  }
+  return {};
+}
+
+Result<FreezeCounters> Freezer::counters(const FourTuple& flow) const {
+  std::string ctx = "freeze counters conn=" + flow.to_string();
+  auto key = detail::freeze_key(flow);
+  if (!key) {
+    return key.error().with_context(ctx);
+  }
+  auto buf = detail::lookup_percpu(impl_->skel->maps.freeze_flows, &*key, sizeof *key,
+                                   sizeof(rendr_freeze_counters), ctx + ": lookup freeze_flows");
+  if (!buf) {
+    return buf.error();
+  }
+  return to_counters(detail::sum_percpu<rendr_freeze_counters>(*buf));
+}
+
+Result<FreezeCounters> Freezer::unfreeze(const FourTuple& flow) {
+  // Read, then delete: packets dropped in between are not counted (nanoseconds; acceptable).
+  auto c = counters(flow);
+  if (!c) {
+    return c.error().with_context("unfreeze");
+  }
+  auto key = detail::freeze_key(flow);
+  int err = bpf_map__delete_elem(impl_->skel->maps.freeze_flows, &*key, sizeof *key, 0);
+  if (err != 0) {
+    return detail::libbpf_error(err, "unfreeze conn=" + flow.to_string() + ": delete");
+  }
+  return c;
+}
+
+Result<std::size_t> Freezer::frozen_count() const {
+  const bpf_map* map = impl_->skel->maps.freeze_flows;
+  rendr_flow_key cur{};
+  rendr_flow_key next{};
+  std::size_t n = 0;
+  const void* prev = nullptr;
+  // Bounded by max_entries: deletions during the walk may restart it from the first key.
+  for (std::uint32_t i = 0; i <= bpf_map__max_entries(map); ++i) {
+    int err = bpf_map__get_next_key(map, prev, &next, sizeof next);
+    if (err == -ENOENT) {
+      return n;
+    }
+    if (err != 0) {
+      return detail::libbpf_error(err, "freeze_tc: walk freeze_flows");
+    }
+    ++n;
+    cur = next;
+    prev = &cur;
+  }
+  return n;
+}
+
+Freezer::ProgramFds Freezer::program_fds_for_test() const {
+  auto* s = impl_->skel.get();
+  return {bpf_program__fd(s->progs.freeze_ingress), bpf_program__fd(s->progs.freeze_egress)};
+}
+
+}  // namespace rendr::ebpf

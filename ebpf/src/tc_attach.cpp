@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "tc_attach.hpp"
+
+#include "libbpf_util.hpp"
+
+#include <rendr/common/log.hpp>
+
+#include <bpf/libbpf.h>
+#include <sched.h>
+
+#include <cerrno>
+#include <utility>
+
+namespace rendr::ebpf::detail {
+namespace {
+
+bpf_tc_hook make_hook(int ifindex, TcDirection dir) {
+  bpf_tc_hook hook{};
+  hook.sz = sizeof hook;
+  hook.ifindex = ifindex;
+  hook.attach_point = dir == TcDirection::ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
+  return hook;
+}
+
+std::string describe(const std::string& what, int ifindex, TcDirection dir) {
+  return what + " on ifindex " + std::to_string(ifindex) +
+         (dir == TcDirection::ingress ? " ingress" : " egress");
+}
+
+}  // namespace
+
+TcAttachment::TcAttachment(TcAttachment&& o) noexcept
+    : ifindex_(std::exchange(o.ifindex_, 0)),
+      dir_(o.dir_),
+      handle_(o.handle_),
+      priority_(o.priority_),
+      netns_(std::move(o.netns_)),
+      what_(std::move(o.what_)) {}
+
+TcAttachment& TcAttachment::operator=(TcAttachment&& o) noexcept {
+  if (this != &o) {
+    (void)detach();
+    ifindex_ = std::exchange(o.ifindex_, 0);
+    dir_ = o.dir_;
+    handle_ = o.handle_;
+    priority_ = o.priority_;
+    netns_ = std::move(o.netns_);
+    what_ = std::move(o.what_);
+  }
+  return *this;
+}
+
+TcAttachment::~TcAttachment() {
+  if (auto s = detach(); !s.ok()) {
+    Logger().warn("ebpf: " + s.error().message());
+  }
+}
+
+Result<TcAttachment> TcAttachment::attach(int ifindex, TcDirection dir, int prog_fd,
+                                          std::string what) {
+  std::string ctx = "attach " + describe(what, ifindex, dir);
+  if (ifindex <= 0) {
+    return make_error(std::errc::no_such_device, ctx + ": invalid ifindex");
+  }
+  auto ns = current_netns();
+  if (!ns) {
+    return ns.error().with_context(ctx);
+  }
+  LibbpfWarnings warnings;
+  bpf_tc_hook hook = make_hook(ifindex, dir);
+  // Creates clsact (both directions); EEXIST means someone (maybe us) already did.
+  int err = bpf_tc_hook_create(&hook);
+  if (err != 0 && err != -EEXIST) {
+    return libbpf_error(err, ctx + ": create clsact qdisc");
+  }
+  bpf_tc_opts opts{};
+  opts.sz = sizeof opts;
+  opts.prog_fd = prog_fd;
+  err = bpf_tc_attach(&hook, &opts);
+  if (err != 0) {
+    return libbpf_error(err, ctx + ": add filter");
+  }
+  TcAttachment a;
+  a.ifindex_ = ifindex;
+  a.dir_ = dir;
+  a.handle_ = opts.handle;
+  a.priority_ = opts.priority;
+  a.netns_ = std::move(*ns);
+  a.what_ = std::move(what);
+  return a;
+}
+
+Status TcAttachment::detach() {
+  if (ifindex_ == 0) {
+    return {};
+  }
+  int ifindex = std::exchange(ifindex_, 0);
+  std::string ctx = "detach " + describe(what_, ifindex, dir_);
+  // netlink talks to the caller's netns: step into the attach-time one if we are elsewhere,
+  // so we never remove a filter from an unrelated device with the same ifindex.
+  UniqueFd back;
+  if (netns_.valid()) {
+    auto here = current_netns();
+    if (!here) {
+      return here.error().with_context(ctx);
+    }
+    if (!same_netns(here->get(), netns_.get())) {
+      if (::setns(netns_.get(), CLONE_NEWNET) != 0) {
+        return errno_error(ctx + ": setns");
+      }
+      back = std::move(*here);
+    }
+  }
+  bpf_tc_hook hook = make_hook(ifindex, dir_);
+  bpf_tc_opts opts{};
+  opts.sz = sizeof opts;
+  opts.handle = handle_;
+  opts.priority = priority_;
+  int err = bpf_tc_detach(&hook, &opts);
+  if (back.valid() && ::setns(back.get(), CLONE_NEWNET) != 0) {
+    return errno_error(ctx + ": setns back");
+  }
+  netns_.reset();
+  // ENOENT/ENODEV/EINVAL: the device (or its whole netns) is already gone, and the filter with it.
+  if (err != 0 && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
+    return libbpf_error(err, ctx);
+  }
+  return {};
+}
+
+}  // namespace rendr::ebpf::detail
