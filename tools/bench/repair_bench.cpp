@@ -1,0 +1,845 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-bench repair — cost of TCP_REPAIR checkpoint + restore of live kernel sockets, measured in
+// a private network namespace on loopback (client and server ends in the same netns):
+//   idle     checkpoint -> release -> restore of an idle ESTABLISHED socket, N times in a row,
+//            each followed by a 1-byte ping-pong over the restored socket
+//   queued   the same with |queue| bytes unread in the receive queue and |queue| bytes in the send
+//            queue (the peer does not read: its window is closed); byte counts and contents are
+//            checked after every iteration and the whole stream is drained and checked at the end
+//   batch    N established sockets checkpointed, released and restored phase by phase; a sample
+//            is verified with ping-pong afterwards
+//   variants the idle loop once per RestoreOptions {ack_kick, window_probe} combination
+// Only checkpoint() and restore() are timed; release (silent close) is reported on its own.
+#include "cli.hpp"
+#include "loopback.hpp"
+#include "progress.hpp"
+#include "stats.hpp"
+#include "subcommand.hpp"
+
+#include <rendr/common/json.hpp>
+#include <rendr/repair/repair.hpp>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rendr::bench {
+namespace {
+
+constexpr const char* kTool = "rendr-bench repair";
+constexpr double kIdleTargetUs = 30.0;
+constexpr double kBatchTargetS = 1.0;
+constexpr std::uint64_t kBatchReference = 10000;  // the batch size the target is stated for
+
+struct Config {
+  bool json = false;
+  bool quiet = false;
+  bool check_targets = false;
+  bool variants = false;
+  std::vector<std::string> phases{"idle", "queued", "batch"};
+  std::uint64_t idle_iters = 2000;
+  std::uint64_t queued_iters = 200;
+  std::uint64_t queue_bytes = 1U << 20;
+  std::uint64_t batch = kBatchReference;
+  std::uint64_t batch_verify = 200;
+  std::uint64_t warmup = 50;
+  std::int64_t cpu = -1;
+  bool ack_kick = true;
+  bool window_probe = true;
+
+  [[nodiscard]] bool has(std::string_view phase) const {
+    return std::find(phases.begin(), phases.end(), phase) != phases.end();
+  }
+};
+
+// Per-iteration timings of one latency loop.
+struct Latency {
+  Samples total;       // checkpoint + restore
+  Samples checkpoint;
+  Samples restore;
+  Samples release;
+  std::uint64_t iterations = 0;
+};
+
+struct BatchResult {
+  std::uint64_t sockets = 0;
+  double checkpoint_s = 0;
+  double release_s = 0;
+  double restore_s = 0;
+  std::uint64_t verified = 0;
+  [[nodiscard]] double total_s() const { return checkpoint_s + restore_s; }
+  [[nodiscard]] double per_socket_us() const {
+    return sockets == 0 ? 0 : total_s() * 1e6 / static_cast<double>(sockets);
+  }
+};
+
+struct VariantResult {
+  bool ack_kick;
+  bool window_probe;
+  Latency lat;
+};
+
+// Counts the repairer's warnings (e.g. "ACK kick skipped"): a warning means the measured path
+// differs from the intended one, so it is reported, and the first one is shown on stderr.
+struct WarningCounter {
+  std::uint64_t count = 0;
+  void on(LogLevel level, std::string_view msg) {
+    if (level <= LogLevel::warn) {
+      if (count++ == 0) {
+        std::fprintf(stderr, "%s: repair warning (further ones are only counted): %.*s\n", kTool,
+                     static_cast<int>(msg.size()), msg.data());
+      }
+    }
+  }
+};
+
+std::string kernel_release() {
+  utsname u{};
+  if (::uname(&u) != 0) {
+    return "unknown";
+  }
+  return u.release;
+}
+
+// Deterministic stream contents, so queued bytes can be checked anywhere in the stream.
+std::byte pattern_at(std::uint64_t stream, std::uint64_t off) {
+  std::uint64_t x = (off + 1) * 0x9E3779B97F4A7C15ULL ^ (stream * 0xD1B54A32D192ED03ULL);
+  x ^= x >> 29;
+  return static_cast<std::byte>(x & 0xFF);
+}
+std::vector<std::byte> pattern(std::uint64_t stream, std::uint64_t off, std::size_t n) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    v[i] = pattern_at(stream, off + i);
+  }
+  return v;
+}
+
+// migrate_once checkpoints |server|, releases the frozen socket (and the caller's descriptor),
+// restores it from the snapshot and puts the restored fd back into |server|. |check| sees the
+// snapshot before release, untimed.
+template <typename Check>
+Status migrate_once(repair::Repairer& rep, UniqueFd& server, const repair::RestoreOptions& ro,
+                    Latency* lat, Check&& check) {
+  const std::uint64_t t0 = now_ns();
+  auto cp = rep.checkpoint(server.get());
+  const std::uint64_t t1 = now_ns();
+  if (!cp) {
+    return std::move(cp).take_error();
+  }
+  RENDR_TRY(check(cp->snapshot));
+  const std::uint64_t t2 = now_ns();
+  server.reset();  // the checkpoint holds the last reference, in repair mode: close is silent
+  rep.release(std::move(cp->socket));
+  const std::uint64_t t3 = now_ns();
+  auto fd = rep.restore(cp->snapshot, ro);
+  const std::uint64_t t4 = now_ns();
+  if (!fd) {
+    return std::move(fd).take_error();
+  }
+  server = std::move(*fd);
+  if (lat != nullptr) {
+    lat->checkpoint.add(t1 - t0);
+    lat->release.add(t3 - t2);
+    lat->restore.add(t4 - t3);
+    lat->total.add((t1 - t0) + (t4 - t3));
+    ++lat->iterations;
+  }
+  return {};
+}
+
+struct Pair {
+  UniqueFd listener;
+  UniqueFd client;
+  UniqueFd server;
+};
+
+Result<Pair> open_pair(const ListenOptions& lo, const ConnectOptions& co) {
+  Pair p;
+  auto l = listen_loopback(lo);
+  if (!l) {
+    return std::move(l).take_error();
+  }
+  p.listener = std::move(*l);
+  auto port = local_port(p.listener.get());
+  if (!port) {
+    return std::move(port).take_error();
+  }
+  auto c = connect_loopback(*port, co);
+  if (!c) {
+    return std::move(c).take_error();
+  }
+  p.client = std::move(*c);
+  auto s = accept_one(p.listener.get());
+  if (!s) {
+    return std::move(s).take_error();
+  }
+  p.server = std::move(*s);
+  return p;
+}
+
+Result<Latency> run_idle(const Config& cfg, repair::Repairer& rep,
+                         const repair::RestoreOptions& ro, std::uint64_t iters, Progress& prog,
+                         const std::string& label) {
+  auto pair = open_pair({}, {});
+  if (!pair) {
+    return std::move(pair).take_error().with_context(label + ": set up a connection");
+  }
+  auto no_check = [](const TcpSnapshot& s) -> Status {
+    if (!s.send_queue.empty() || !s.recv_queue.empty()) {
+      return make_error(std::errc::io_error, "idle socket has queued data");
+    }
+    return {};
+  };
+  Latency lat;
+  lat.total.reserve(iters);
+  lat.checkpoint.reserve(iters);
+  lat.restore.reserve(iters);
+  lat.release.reserve(iters);
+  prog.begin(label, cfg.warmup + iters);
+  for (std::uint64_t i = 0; i < cfg.warmup + iters; ++i) {
+    const bool measured = i >= cfg.warmup;
+    if (auto st = migrate_once(rep, pair->server, ro, measured ? &lat : nullptr, no_check);
+        !st.ok()) {
+      return std::move(st).take_error().with_context(label + " iteration " + std::to_string(i));
+    }
+    if (auto st = ping_pong(pair->server.get(), pair->client.get(), static_cast<std::uint8_t>(i));
+        !st.ok()) {
+      return std::move(st).take_error().with_context(label + " iteration " + std::to_string(i) +
+                                                     ": stream check after restore");
+    }
+    prog.tick(i + 1);
+  }
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "p50 %.1f us", lat.total.percentile_us(50));
+  prog.end(buf);
+  return lat;
+}
+
+Result<Latency> run_queued(const Config& cfg, repair::Repairer& rep,
+                           const repair::RestoreOptions& ro, Progress& prog) {
+  const auto qb = static_cast<std::size_t>(cfg.queue_bytes);
+  // The server keeps |qb| unread bytes and |qb| bytes for a peer whose small receive buffer is
+  // full (window closed), so both queues stay put between iterations.
+  ListenOptions lo;
+  lo.rcvbuf_force = static_cast<int>(std::min<std::uint64_t>(qb * 4 + (256U << 10), 1U << 30));
+  lo.sndbuf_force = lo.rcvbuf_force;
+  ConnectOptions co;
+  co.rcvbuf = 4096;
+  auto pair = open_pair(lo, co);
+  if (!pair) {
+    return std::move(pair).take_error().with_context("queued: set up a connection");
+  }
+  constexpr std::uint64_t kUp = 1;    // client -> server
+  constexpr std::uint64_t kDown = 2;  // server -> client
+  const auto up = pattern(kUp, 0, qb);
+  RENDR_TRY_CTX(write_exact(pair->client.get(), up, 10000), "queued: fill the receive queue");
+  // Fill the send queue: top up until SIOCOUTQ holds exactly |qb| and stays there (what the
+  // client's buffer absorbs first is acknowledged, possibly after a delayed ACK).
+  std::uint64_t written = 0;
+  int stable = 0;
+  const std::uint64_t deadline = now_ns() + 10'000'000'000ULL;
+  while (stable < 3) {
+    if (now_ns() > deadline) {
+      return make_error(std::errc::timed_out,
+                        "queued: the send queue did not settle at " + std::to_string(qb) + " bytes");
+    }
+    auto sin = inq(pair->server.get());
+    auto so = outq(pair->server.get());
+    if (!sin || !so) {
+      return (!sin ? sin : so).error().with_context("queued: fill");
+    }
+    if (static_cast<std::size_t>(*so) < qb) {
+      const std::size_t want = qb - static_cast<std::size_t>(*so);
+      const auto chunk = pattern(kDown, written, want);
+      ssize_t n = ::send(pair->server.get(), chunk.data(), chunk.size(),
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n < 0 && errno != EAGAIN) {
+        return errno_error("queued: fill the send queue");
+      }
+      written += n > 0 ? static_cast<std::uint64_t>(n) : 0;
+      stable = 0;
+    } else if (static_cast<std::size_t>(*sin) == qb) {
+      ++stable;
+    }
+    timespec ts{0, 20'000'000};
+    nanosleep(&ts, nullptr);
+  }
+  auto absorbed = inq(pair->client.get());
+  if (!absorbed) {
+    return std::move(absorbed).take_error();
+  }
+  // Invariant across migrations: server SIOCOUTQ + client SIOCINQ == bytes written downstream.
+  const std::uint64_t down_total = written;
+  prog.note("queued: " + std::to_string(qb) + " B unread at the server, " + std::to_string(qb) +
+            " B in its send queue, peer window closed after " + std::to_string(*absorbed) + " B");
+
+  std::uint64_t snap_down_off = 0;
+  auto check = [&](const TcpSnapshot& s) -> Status {
+    if (s.recv_queue.size() != qb || s.send_queue.size() != qb) {
+      return make_error(std::errc::io_error,
+                        "snapshot queues are " + std::to_string(s.recv_queue.size()) + "/" +
+                            std::to_string(s.send_queue.size()) + " bytes, expected " +
+                            std::to_string(qb) + " each");
+    }
+    if (s.recv_queue != up) {
+      return make_error(std::errc::io_error, "snapshot receive queue content differs");
+    }
+    snap_down_off = down_total - qb;
+    if (s.send_queue != pattern(kDown, snap_down_off, qb)) {
+      return make_error(std::errc::io_error, "snapshot send queue content differs");
+    }
+    return {};
+  };
+  Latency lat;
+  prog.begin("queued", cfg.warmup / 10 + cfg.queued_iters);
+  const std::uint64_t warm = cfg.warmup / 10;
+  for (std::uint64_t i = 0; i < warm + cfg.queued_iters; ++i) {
+    const std::string ctx = "queued iteration " + std::to_string(i);
+    RENDR_TRY_CTX(migrate_once(rep, pair->server, ro, i >= warm ? &lat : nullptr, check), ctx);
+    auto si = inq(pair->server.get());
+    auto so = outq(pair->server.get());
+    auto ci = inq(pair->client.get());
+    if (!si || !so || !ci) {
+      return make_error(std::errc::io_error, ctx + ": cannot read queue sizes after restore");
+    }
+    if (static_cast<std::size_t>(*si) != qb ||
+        static_cast<std::uint64_t>(*so) + static_cast<std::uint64_t>(*ci) != down_total) {
+      return make_error(std::errc::io_error,
+                        ctx + ": after restore server inq=" + std::to_string(*si) + " outq=" +
+                            std::to_string(*so) + " client inq=" + std::to_string(*ci) +
+                            "; expected inq=" + std::to_string(qb) +
+                            " and outq+client inq=" + std::to_string(down_total));
+    }
+    prog.tick(i + 1);
+  }
+  // Drain and check both directions end to end, then prove the stream still works.
+  std::vector<std::byte> got(qb);
+  RENDR_TRY_CTX(read_exact(pair->server.get(), got, 10000), "queued: drain the receive queue");
+  if (got != up) {
+    return make_error(std::errc::io_error, "queued: receive queue content differs after drain");
+  }
+  std::vector<std::byte> down(down_total);
+  RENDR_TRY_CTX(read_exact(pair->client.get(), down, 10000), "queued: drain the send queue");
+  if (down != pattern(kDown, 0, down_total)) {
+    return make_error(std::errc::io_error, "queued: send stream content differs after drain");
+  }
+  RENDR_TRY_CTX(ping_pong(pair->server.get(), pair->client.get(), 0x5A), "queued: final ping");
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "p50 %.1f us", lat.total.percentile_us(50));
+  prog.end(buf);
+  return lat;
+}
+
+// Holds the client ends of the batch in a child process (same netns, own descriptor table, so
+// 10000 pairs fit under a 20000-descriptor RLIMIT_NOFILE that this sandbox cannot raise) and
+// echoes every byte it receives, so the parent verifies a restored socket with send + read back.
+class EchoChild {
+ public:
+  EchoChild() = default;
+  EchoChild(const EchoChild&) = delete;
+  EchoChild& operator=(const EchoChild&) = delete;
+  ~EchoChild() { stop(); }
+
+  // start forks the child, which connects |n| times to |ports| (round robin by block of
+  // |per_port|) and then echoes until the parent closes the control pipe or dies.
+  Status start(std::size_t n, const std::vector<std::uint16_t>& ports, std::size_t per_port) {
+    int ctl[2];
+    if (::pipe2(ctl, O_CLOEXEC) != 0) {
+      return errno_error("batch: pipe");
+    }
+    pid_ = ::fork();
+    if (pid_ < 0) {
+      return errno_error("batch: fork");
+    }
+    if (pid_ == 0) {
+      ::close(ctl[1]);
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      ::_exit(child_main(n, ports, per_port, ctl[0]));
+    }
+    ::close(ctl[0]);
+    ctl_.reset(ctl[1]);
+    return {};
+  }
+  // alive reports a child that has not exited (with its status in |why| otherwise).
+  bool alive(std::string* why) {
+    int st = 0;
+    if (pid_ > 0 && ::waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      *why = "the client process exited with status " +
+             std::to_string(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+      return false;
+    }
+    return pid_ > 0;
+  }
+  void stop() {
+    ctl_.reset();
+    if (pid_ > 0) {
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+      pid_ = -1;
+    }
+  }
+
+ private:
+  static int child_main(std::size_t n, const std::vector<std::uint16_t>& ports,
+                        std::size_t per_port, int ctl) {
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) {
+      return 10;
+    }
+    std::vector<UniqueFd> clients(n);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = n;  // the control pipe
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, ctl, &ev) != 0) {
+      return 11;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      auto c = connect_loopback(ports[i / per_port], {});
+      if (!c) {
+        std::fprintf(stderr, "%s: client %zu: %s\n", kTool, i, c.error().message().c_str());
+        return 12;
+      }
+      clients[i] = std::move(*c);
+      ev.data.u64 = i;
+      if (::epoll_ctl(ep, EPOLL_CTL_ADD, clients[i].get(), &ev) != 0) {
+        return 13;
+      }
+    }
+    epoll_event evs[64];
+    for (;;) {
+      int k = ::epoll_wait(ep, evs, 64, 1000);
+      if (k < 0 && errno != EINTR) {
+        return 14;
+      }
+      for (int e = 0; e < k; ++e) {
+        const std::size_t i = evs[e].data.u64;
+        if (i == n) {
+          return 0;  // parent closed the control pipe
+        }
+        std::byte buf[256];
+        ssize_t r = ::recv(clients[i].get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (r > 0) {
+          if (::send(clients[i].get(), buf, static_cast<std::size_t>(r), MSG_NOSIGNAL) != r) {
+            return 15;
+          }
+        } else if (r == 0) {
+          (void)::epoll_ctl(ep, EPOLL_CTL_DEL, clients[i].get(), nullptr);
+          clients[i].reset();
+        }
+      }
+    }
+  }
+
+  pid_t pid_ = -1;
+  UniqueFd ctl_;
+};
+
+// echo_check sends one byte on a restored socket and expects the client process to echo it.
+Status echo_check(int fd, std::uint8_t tag) {
+  std::byte out{tag};
+  std::byte in{};
+  RENDR_TRY_CTX(write_exact(fd, {&out, 1}), "echo send");
+  RENDR_TRY_CTX(read_exact(fd, {&in, 1}), "echo receive");
+  if (in != out) {
+    return make_error(std::errc::io_error, "echo returned a different byte");
+  }
+  auto q = inq(fd);
+  if (!q || *q != 0) {
+    return make_error(std::errc::io_error, "echo: unexpected bytes queued after the echo");
+  }
+  return {};
+}
+
+Result<BatchResult> run_batch(const Config& cfg, repair::Repairer& rep,
+                              const repair::RestoreOptions& ro, Progress& prog) {
+  const std::size_t n = cfg.batch;
+  // Server side: one descriptor per socket (the caller's fd is closed right after its
+  // checkpoint, the frozen duplicate takes its place), plus slack; clients live in the child.
+  RENDR_TRY_CTX(raise_nofile(n + 256), "batch of " + std::to_string(n) + " sockets");
+  // Let the accept queue hold the whole burst (per-netns sysctl; best effort).
+  if (std::FILE* f = std::fopen("/proc/sys/net/core/somaxconn", "w")) {
+    std::fputs("65535", f);
+    std::fclose(f);
+  }
+  // One listener per 20000 connections keeps every listener's ephemeral-port space roomy.
+  constexpr std::size_t kPerListener = 20000;
+  std::vector<UniqueFd> listeners;
+  std::vector<std::uint16_t> ports;
+  for (std::size_t i = 0; i < (n + kPerListener - 1) / kPerListener; ++i) {
+    ListenOptions lo;
+    lo.backlog = 65535;
+    auto l = listen_loopback(lo);
+    if (!l) {
+      return std::move(l).take_error().with_context("batch: listen");
+    }
+    auto port = local_port(l->get());
+    if (!port) {
+      return std::move(port).take_error();
+    }
+    listeners.push_back(std::move(*l));
+    ports.push_back(*port);
+  }
+  EchoChild child;
+  RENDR_TRY(child.start(n, ports, kPerListener));
+  std::vector<UniqueFd> servers(n);
+  prog.begin("batch setup", n);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto s = accept_one(listeners[i / kPerListener].get(), 10000);
+    if (!s) {
+      std::string why;
+      if (!child.alive(&why)) {
+        return make_error(std::errc::io_error, "batch: connection " + std::to_string(i) + ": " + why);
+      }
+      return std::move(s).take_error().with_context("batch: connection " + std::to_string(i));
+    }
+    servers[i] = std::move(*s);
+    prog.tick(i + 1);
+  }
+  prog.end();
+
+  BatchResult br;
+  br.sockets = n;
+  std::vector<TcpSnapshot> snaps(n);
+  std::vector<repair::RepairSocket> frozen(n);
+  prog.begin("batch checkpoint", n);
+  std::uint64_t spent = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t t0 = now_ns();
+    auto cp = rep.checkpoint(servers[i].get());
+    spent += now_ns() - t0;
+    if (!cp) {
+      return std::move(cp).take_error().with_context("batch: checkpoint " + std::to_string(i));
+    }
+    servers[i].reset();  // untimed: the frozen duplicate keeps the socket
+    snaps[i] = std::move(cp->snapshot);
+    frozen[i] = std::move(cp->socket);
+  }
+  br.checkpoint_s = static_cast<double>(spent) / 1e9;
+  prog.end();
+
+  prog.begin("batch release", n);
+  std::uint64_t t0 = now_ns();
+  for (std::size_t i = 0; i < n; ++i) {
+    rep.release(std::move(frozen[i]));
+  }
+  br.release_s = static_cast<double>(now_ns() - t0) / 1e9;
+  prog.end();
+
+  prog.begin("batch restore", n);
+  t0 = now_ns();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto fd = rep.restore(snaps[i], ro);
+    if (!fd) {
+      return std::move(fd).take_error().with_context("batch: restore " + std::to_string(i));
+    }
+    servers[i] = std::move(*fd);
+  }
+  br.restore_s = static_cast<double>(now_ns() - t0) / 1e9;
+  prog.end();
+
+  // Verify an evenly spaced sample (always including the first and the last socket).
+  const std::size_t sample = std::min<std::size_t>(cfg.batch_verify, n);
+  for (std::size_t k = 0; k < sample; ++k) {
+    const std::size_t i = sample == 1 ? 0 : k * (n - 1) / (sample - 1);
+    if (auto st = echo_check(servers[i].get(), static_cast<std::uint8_t>(i)); !st.ok()) {
+      std::string why;
+      return std::move(st).take_error().with_context(
+          "batch: verify socket " + std::to_string(i) + (child.alive(&why) ? "" : " (" + why + ")"));
+    }
+    ++br.verified;
+  }
+  prog.note("batch: verified " + std::to_string(br.verified) + " of " + std::to_string(n) +
+            " restored sockets (1 byte echoed by the peer)");
+  return br;
+}
+
+std::string on_off(bool v) { return v ? "on" : "off"; }
+
+std::string variant_key(bool kick, bool probe) {
+  return std::string("kick_") + (kick ? "on" : "off") + "_probe_" + (probe ? "on" : "off");
+}
+
+void print_latency(const char* name, Latency& l) {
+  std::printf("%-8s %6llu iters  total p50 %8.1f us  p99 %8.1f us  max %8.1f us | checkpoint p50 "
+              "%7.1f p99 %7.1f | restore p50 %7.1f p99 %7.1f | release p50 %6.1f\n",
+              name, static_cast<unsigned long long>(l.iterations), l.total.percentile_us(50),
+              l.total.percentile_us(99), l.total.max_us(), l.checkpoint.percentile_us(50),
+              l.checkpoint.percentile_us(99), l.restore.percentile_us(50),
+              l.restore.percentile_us(99), l.release.percentile_us(50));
+}
+
+void json_latency(JsonWriter& j, const std::string& prefix, std::optional<Latency>& l) {
+  auto put = [&](const std::string& key, double v) {
+    if (l) {
+      j.kv(prefix + key, v);
+    } else {
+      j.kv_null(prefix + key);
+    }
+  };
+  put("p50_us", l ? l->total.percentile_us(50) : 0);
+  put("p99_us", l ? l->total.percentile_us(99) : 0);
+  put("mean_us", l ? l->total.mean_us() : 0);
+  put("max_us", l ? l->total.max_us() : 0);
+  put("checkpoint_p50_us", l ? l->checkpoint.percentile_us(50) : 0);
+  put("checkpoint_p99_us", l ? l->checkpoint.percentile_us(99) : 0);
+  put("restore_p50_us", l ? l->restore.percentile_us(50) : 0);
+  put("restore_p99_us", l ? l->restore.percentile_us(99) : 0);
+  put("release_p50_us", l ? l->release.percentile_us(50) : 0);
+}
+
+}  // namespace
+
+int run_repair(std::span<char* const> args) {
+  Config cfg;
+  ArgParser p(
+      "rendr-bench repair [--json] [options]",
+      "Measures TCP_REPAIR checkpoint+restore of live kernel TCP sockets (rendr::repair) inside\n"
+      "a private network namespace on loopback. Needs root (CAP_SYS_ADMIN for the namespace,\n"
+      "CAP_NET_ADMIN for TCP_REPAIR, CAP_NET_RAW for the ACK kick).\n"
+      "Phases: idle (checkpoint -> release -> restore -> 1-byte ping-pong, repeated), queued\n"
+      "(same, with --queue-bytes unread in the receive queue and in the send queue of a peer\n"
+      "that does not read), batch (--batch sockets checkpointed, released, restored; a sample\n"
+      "verified). Only checkpoint and restore are timed; release is reported separately.\n"
+      "Targets: idle p50 <= 30 us (checkpoint+restore), 10000 sockets in <= 1 s.");
+  p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
+  p.flag("quiet", &cfg.quiet, "no progress lines on stderr");
+  p.choices("phases", &cfg.phases, {"idle", "queued", "batch"}, "phases to run");
+  p.uint("idle-iters", &cfg.idle_iters, 1, 10'000'000, "measured idle iterations");
+  p.uint("queued-iters", &cfg.queued_iters, 1, 1'000'000, "measured queued iterations");
+  p.uint("queue-bytes", &cfg.queue_bytes, 1, 64U << 20,
+         "bytes in each queue for the queued phase (suffix Ki/Mi allowed)");
+  p.uint("batch", &cfg.batch, 1, 200'000, "sockets in the batch phase");
+  p.uint("batch-verify", &cfg.batch_verify, 0, 200'000,
+         "restored batch sockets verified with ping-pong");
+  p.uint("warmup", &cfg.warmup, 0, 1'000'000,
+         "unmeasured idle iterations first (queued uses a tenth)");
+  p.on_off("ack-kick", &cfg.ack_kick, "RestoreOptions.ack_kick for all phases");
+  p.on_off("window-probe", &cfg.window_probe, "RestoreOptions.window_probe for all phases");
+  p.flag("variants", &cfg.variants,
+         "also run the idle loop for every {ack-kick, window-probe} combination");
+  p.integer("cpu", &cfg.cpu, -1, 4095, "pin the benchmark to this CPU (-1: no pinning)");
+  p.flag("check-targets", &cfg.check_targets,
+         "exit 3 when a measured target (idle p50, 10000-socket batch) is missed");
+  auto parsed = p.parse(args);
+  if (!parsed) {
+    std::fprintf(stderr, "%s: %s\n", kTool, parsed.error().context.c_str());
+    return kExitUsage;
+  }
+  if (!*parsed) {
+    return kExitOk;
+  }
+
+  Progress prog(kTool, cfg.quiet);
+  auto fail = [&](const Error& e) {
+    std::fprintf(stderr, "%s: FAILED: %s\n", kTool, e.message().c_str());
+    return kExitFailed;
+  };
+  if (cfg.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(static_cast<int>(cfg.cpu), &set);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0) {
+      return fail(errno_error("pin to CPU " + std::to_string(cfg.cpu)));
+    }
+  }
+  if (auto st = enter_private_netns(); !st.ok()) {
+    return fail(st.error());
+  }
+  if (auto st = repair::probe_tcp_repair(); !st.ok()) {
+    return fail(st.error());
+  }
+
+  WarningCounter warnings;
+  repair::Repairer rep(repair::real_sys(),
+                       [&warnings](LogLevel l, std::string_view m) { warnings.on(l, m); });
+  repair::RestoreOptions ro;
+  ro.ack_kick = cfg.ack_kick;
+  ro.window_probe = cfg.window_probe;
+  const std::string kernel = kernel_release();
+  prog.note("kernel " + kernel + ", private netns, loopback; ack_kick=" + on_off(cfg.ack_kick) +
+            " window_probe=" + on_off(cfg.window_probe));
+
+  std::optional<Latency> idle;
+  std::optional<Latency> queued;
+  std::optional<BatchResult> batch;
+  std::vector<VariantResult> variants;
+  if (cfg.has("idle")) {
+    auto r = run_idle(cfg, rep, ro, cfg.idle_iters, prog, "idle");
+    if (!r) {
+      return fail(r.error());
+    }
+    idle = std::move(*r);
+  }
+  if (cfg.variants) {
+    for (bool kick : {true, false}) {
+      for (bool probe : {true, false}) {
+        repair::RestoreOptions vo;
+        vo.ack_kick = kick;
+        vo.window_probe = probe;
+        auto r = run_idle(cfg, rep, vo, cfg.idle_iters, prog, "idle " + variant_key(kick, probe));
+        if (!r) {
+          return fail(r.error());
+        }
+        variants.push_back({kick, probe, std::move(*r)});
+      }
+    }
+  }
+  if (cfg.has("queued")) {
+    auto r = run_queued(cfg, rep, ro, prog);
+    if (!r) {
+      return fail(r.error());
+    }
+    queued = std::move(*r);
+  }
+  if (cfg.has("batch")) {
+    auto r = run_batch(cfg, rep, ro, prog);
+    if (!r) {
+      return fail(r.error());
+    }
+    batch = *r;
+  }
+
+  // Human-readable report.
+  std::printf("rendr-bench repair  kernel %s  ack_kick=%s window_probe=%s  (times: checkpoint + "
+              "restore; release separate)\n",
+              kernel.c_str(), on_off(cfg.ack_kick).c_str(), on_off(cfg.window_probe).c_str());
+  if (idle) {
+    print_latency("idle", *idle);
+  }
+  if (queued) {
+    char name[32];
+    std::snprintf(name, sizeof name, "queued");
+    print_latency(name, *queued);
+    std::printf("         (%llu B unread in the receive queue + %llu B in the send queue)\n",
+                static_cast<unsigned long long>(cfg.queue_bytes),
+                static_cast<unsigned long long>(cfg.queue_bytes));
+  }
+  for (auto& v : variants) {
+    std::printf("variant ack_kick=%-3s window_probe=%-3s ", on_off(v.ack_kick).c_str(),
+                on_off(v.window_probe).c_str());
+    print_latency("idle", v.lat);
+  }
+  if (batch) {
+    std::printf("batch    %llu sockets  checkpoint+restore %.3f s (%.1f us/socket, %.0f "
+                "sockets/s) | checkpoint %.3f s  restore %.3f s | release %.3f s | verified %llu\n",
+                static_cast<unsigned long long>(batch->sockets), batch->total_s(),
+                batch->per_socket_us(),
+                batch->total_s() > 0 ? static_cast<double>(batch->sockets) / batch->total_s() : 0,
+                batch->checkpoint_s, batch->restore_s, batch->release_s,
+                static_cast<unsigned long long>(batch->verified));
+  }
+  std::optional<bool> idle_met;
+  std::optional<bool> batch_met;
+  if (idle) {
+    idle_met = idle->total.percentile_us(50) <= kIdleTargetUs;
+    std::printf("target   idle p50 <= %.0f us: %s\n", kIdleTargetUs, *idle_met ? "met" : "MISSED");
+  }
+  if (batch && batch->sockets == kBatchReference) {
+    batch_met = batch->total_s() <= kBatchTargetS;
+    std::printf("target   %llu sockets <= %.0f s: %s\n",
+                static_cast<unsigned long long>(kBatchReference), kBatchTargetS,
+                *batch_met ? "met" : "MISSED");
+  }
+  if (warnings.count > 0) {
+    std::printf("warnings %llu repair warnings during the run (see stderr)\n",
+                static_cast<unsigned long long>(warnings.count));
+  }
+
+  if (cfg.json) {
+    JsonWriter j;
+    j.begin_object();
+    j.kv("bench", "repair");
+    j.kv("kernel", kernel);
+    j.kv("ack_kick", cfg.ack_kick);
+    j.kv("window_probe", cfg.window_probe);
+    j.kv("warmup_iterations", cfg.warmup);
+    j.kv("idle_iterations", idle ? idle->iterations : std::uint64_t{0});
+    j.kv("queued_iterations", queued ? queued->iterations : std::uint64_t{0});
+    j.kv("queue_bytes", cfg.queue_bytes);
+    json_latency(j, "idle_", idle);
+    // Unprefixed checkpoint/restore keys describe the idle socket (the headline case).
+    if (idle) {
+      j.kv("checkpoint_p50_us", idle->checkpoint.percentile_us(50));
+      j.kv("checkpoint_p99_us", idle->checkpoint.percentile_us(99));
+      j.kv("restore_p50_us", idle->restore.percentile_us(50));
+      j.kv("restore_p99_us", idle->restore.percentile_us(99));
+    } else {
+      for (const char* k : {"checkpoint_p50_us", "checkpoint_p99_us", "restore_p50_us",
+                            "restore_p99_us"}) {
+        j.kv_null(k);
+      }
+    }
+    json_latency(j, "queued_", queued);
+    j.kv("batch_sockets", batch ? batch->sockets : std::uint64_t{0});
+    if (batch) {
+      j.kv("batch_s", batch->total_s());
+      j.kv("batch_checkpoint_s", batch->checkpoint_s);
+      j.kv("batch_restore_s", batch->restore_s);
+      j.kv("batch_release_s", batch->release_s);
+      j.kv("batch_per_socket_us", batch->per_socket_us());
+      j.kv("batch_sockets_per_s",
+           batch->total_s() > 0 ? static_cast<double>(batch->sockets) / batch->total_s() : 0.0);
+      j.kv("batch_verified", batch->verified);
+    } else {
+      for (const char* k : {"batch_s", "batch_checkpoint_s", "batch_restore_s", "batch_release_s",
+                            "batch_per_socket_us", "batch_sockets_per_s", "batch_verified"}) {
+        j.kv_null(k);
+      }
+    }
+    // batch_10000_s is only a measurement when the batch really had 10000 sockets.
+    if (batch && batch->sockets == kBatchReference) {
+      j.kv("batch_10000_s", batch->total_s());
+    } else {
+      j.kv_null("batch_10000_s");
+    }
+    j.begin_object("variants");
+    for (auto& v : variants) {
+      j.begin_object(variant_key(v.ack_kick, v.window_probe));
+      j.kv("p50_us", v.lat.total.percentile_us(50));
+      j.kv("p99_us", v.lat.total.percentile_us(99));
+      j.kv("checkpoint_p50_us", v.lat.checkpoint.percentile_us(50));
+      j.kv("restore_p50_us", v.lat.restore.percentile_us(50));
+      j.kv("restore_p99_us", v.lat.restore.percentile_us(99));
+      j.kv("iterations", v.lat.iterations);
+      j.end_object();
+    }
+    j.end_object();
+    j.kv("idle_target_us", kIdleTargetUs);
+    j.kv("batch_target_s", kBatchTargetS);
+    if (idle_met) {
+      j.kv("idle_target_met", *idle_met);
+    } else {
+      j.kv_null("idle_target_met");
+    }
+    if (batch_met) {
+      j.kv("batch_target_met", *batch_met);
+    } else {
+      j.kv_null("batch_target_met");
+    }
+    j.kv("repair_warnings", warnings.count);
+    j.end_object();
+    std::printf("%s\n", j.str().c_str());
+  }
+  std::fflush(stdout);
+  if (cfg.check_targets && ((idle_met && !*idle_met) || (batch_met && !*batch_met))) {
+    std::fprintf(stderr, "%s: a target was missed\n", kTool);
+    return kExitTargetMissed;
+  }
+  return kExitOk;
+}
+
+}  // namespace rendr::bench
