@@ -115,12 +115,19 @@ Status SkLookup::Impl::add(const std::string& ctx, const Endpoint& vip, std::uin
   if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
     return make_error(std::errc::invalid_argument, ctx + ": socket is neither TCP nor UDP");
   }
+  rendr_sk_lookup_key k = target_key(vip, port, proto);
+  // Re-registering a VIP port swaps the socket in its slot: the target entry stays valid.
+  auto existing = slots.find(key_bytes(k));
   std::uint32_t slot = 0;
-  while (slot < slot_used.size() && slot_used[slot]) {
-    ++slot;
-  }
-  if (slot == slot_used.size()) {
-    return make_error(std::errc::no_space_on_device, ctx + ": all SOCKMAP slots in use");
+  if (existing != slots.end()) {
+    slot = existing->second;
+  } else {
+    while (slot < slot_used.size() && slot_used[slot]) {
+      ++slot;
+    }
+    if (slot == slot_used.size()) {
+      return make_error(std::errc::no_space_on_device, ctx + ": all SOCKMAP slots in use");
+    }
   }
   std::uint64_t value = static_cast<std::uint64_t>(fd);
   int err = bpf_map__update_elem(skel->maps.sk_lookup_socks, &slot, sizeof slot, &value,
@@ -130,21 +137,18 @@ Status SkLookup::Impl::add(const std::string& ctx, const Endpoint& vip, std::uin
   }
   slot_used[slot] = true;
   // Socket first, target second: the program never finds a target with an empty slot.
-  rendr_sk_lookup_key k = target_key(vip, port, proto);
   rendr_sk_lookup_target t{};
   t.slot = slot;
   t.port_lo = lo;
   t.port_hi = hi;
   err = bpf_map__update_elem(skel->maps.sk_lookup_targets, &k, sizeof k, &t, sizeof t, BPF_ANY);
   if (err != 0) {
-    free_slot(slot);
+    if (existing == slots.end()) {
+      free_slot(slot);
+    }
     return detail::libbpf_error(err, ctx + ": update sk_lookup_targets");
   }
-  auto [it, inserted] = slots.try_emplace(key_bytes(k), slot);
-  if (!inserted) {
-    free_slot(it->second);
-    it->second = slot;
-  }
+  slots.emplace(key_bytes(k), slot);
   return {};
 }
 

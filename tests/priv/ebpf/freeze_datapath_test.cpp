@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: Apache-2.0
+// freeze_tc through BPF_PROG_TEST_RUN (STYLE T7): crafted frames against an expectation table.
+#include "ebpf_util.hpp"
+#include "support/netns.hpp"
+#include "support/packet.hpp"
+
+#include <rendr/ebpf/freezer.hpp>
+#include <rendr/ebpf/prog_test_run.hpp>
+
+#include <catch2/catch.hpp>
+#include <linux/pkt_cls.h>
+
+#include <string>
+#include <vector>
+
+using namespace rendr;
+using namespace rendr::ebpf;
+using test::endpoint;
+
+namespace {
+
+enum class Hook { ingress, egress };
+
+struct Case {
+  std::string name;
+  Hook hook;
+  std::vector<std::byte> frame;
+  std::uint32_t mark;
+  std::uint32_t verdict;  // TC_ACT_*
+};
+
+std::vector<std::byte> payload(std::size_t n) {
+  return std::vector<std::byte>(n, std::byte{0x5a});
+}
+
+std::vector<std::byte> tcp(const char* src, const char* dst, std::uint8_t flags = test::kTcpAck,
+                           std::size_t len = 0, bool hbh = false) {
+  test::TcpFrameSpec s;
+  s.src = endpoint(src);
+  s.dst = endpoint(dst);
+  s.flags = flags;
+  s.payload = payload(len);
+  s.ipv6_hop_by_hop = hbh;
+  return test::tcp_frame(s);
+}
+
+std::uint32_t run(const Freezer& f, Hook hook, const std::vector<std::byte>& frame,
+                  std::uint32_t mark = 0) {
+  auto fds = f.program_fds_for_test();
+  SkbRunOptions o;
+  o.mark = mark;
+  auto r = test_run_skb(hook == Hook::ingress ? fds.ingress : fds.egress, frame, o);
+  EBPF_REQUIRE_OK(r);
+  return r->retval;
+}
+
+}  // namespace
+
+TEST_CASE("ebpf: freeze drops a frozen flow in both directions and counts it",
+          "[.bpf][ebpf][freeze][datapath]") {
+  auto ns = test::Netns::create("ebpf-freeze-run");
+  test::NetnsScope in(ns);
+  auto f = Freezer::create();
+  EBPF_REQUIRE_OK(f);
+
+  // Owner's view: local = 10.1.0.1:8080, remote = 10.2.0.2:40000; likewise for IPv6.
+  FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
+  FourTuple v6{endpoint("[fd00::1]:443"), endpoint("[fd00::2]:50000")};
+  EBPF_REQUIRE_OK(f->freeze(v4));
+  EBPF_REQUIRE_OK(f->freeze(v6));
+
+  const std::vector<Case> cases = {
+      {"v4 out (local->remote, data)", Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40000", 0x18, 100), 0, TC_ACT_SHOT},
+      {"v4 in (remote->local, data)", Hook::ingress, tcp("10.2.0.2:40000", "10.1.0.1:8080", 0x18, 200), 0, TC_ACT_SHOT},
+      {"v4 in RST", Hook::ingress, tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpRst), 0, TC_ACT_SHOT},
+      {"v4 out RST (kernel reply)", Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40000", test::kTcpRst), 0, TC_ACT_SHOT},
+      {"v4 out, wrong mark", Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40000"), 0xC115, TC_ACT_SHOT},
+      {"v4 out, bypass mark", Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40000", test::kTcpFin | test::kTcpAck), 0xC114, TC_ACT_OK},
+      {"v4 other remote port", Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40001"), 0, TC_ACT_OK},
+      {"v4 other remote port in", Hook::ingress, tcp("10.2.0.2:40001", "10.1.0.1:8080"), 0, TC_ACT_OK},
+      {"v4 other local addr", Hook::ingress, tcp("10.2.0.2:40000", "10.1.0.9:8080"), 0, TC_ACT_OK},
+      {"v4 UDP, same ports", Hook::egress, test::udp_frame(endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")), 0, TC_ACT_OK},
+      {"v6 out", Hook::egress, tcp("[fd00::1]:443", "[fd00::2]:50000", 0x18, 300), 0, TC_ACT_SHOT},
+      {"v6 in", Hook::ingress, tcp("[fd00::2]:50000", "[fd00::1]:443", test::kTcpAck), 0, TC_ACT_SHOT},
+      {"v6 in behind hop-by-hop", Hook::ingress, tcp("[fd00::2]:50000", "[fd00::1]:443", test::kTcpAck, 10, true), 0, TC_ACT_SHOT},
+      {"v6 other flow", Hook::ingress, tcp("[fd00::2]:50001", "[fd00::1]:443"), 0, TC_ACT_OK},
+      {"v6 UDP", Hook::ingress, test::udp_frame(endpoint("[fd00::2]:50000"), endpoint("[fd00::1]:443")), 0, TC_ACT_OK},
+  };
+
+  FreezeCounters want4;
+  FreezeCounters want6;
+  for (const auto& c : cases) {
+    INFO(c.name);
+    CHECK(run(*f, c.hook, c.frame, c.mark) == c.verdict);
+    bool is_v6 = c.name.rfind("v6", 0) == 0;
+    FreezeCounters& w = is_v6 ? want6 : want4;
+    if (c.verdict == TC_ACT_SHOT) {
+      (c.hook == Hook::ingress ? w.ingress_packets : w.egress_packets) += 1;
+      (c.hook == Hook::ingress ? w.ingress_bytes : w.egress_bytes) += c.frame.size();
+    } else if (c.mark == 0xC114) {
+      w.bypassed_packets += 1;
+    }
+  }
+
+  for (auto [flow, want] : {std::pair{v4, want4}, std::pair{v6, want6}}) {
+    INFO(flow.to_string());
+    auto got = f->counters(flow);
+    EBPF_REQUIRE_OK(got);
+    CHECK(got->ingress_packets == want.ingress_packets);
+    CHECK(got->ingress_bytes == want.ingress_bytes);
+    CHECK(got->egress_packets == want.egress_packets);
+    CHECK(got->egress_bytes == want.egress_bytes);
+    CHECK(got->bypassed_packets == want.bypassed_packets);
+  }
+  CHECK(want4.ingress_packets == 2);
+  CHECK(want4.egress_packets == 3);
+
+  auto count = f->frozen_count();
+  EBPF_REQUIRE_OK(count);
+  CHECK(*count == 2);
+
+  // Freezing again keeps the counters.
+  EBPF_REQUIRE_OK(f->freeze(v4));
+  auto again = f->counters(v4);
+  EBPF_REQUIRE_OK(again);
+  CHECK(again->egress_packets == want4.egress_packets);
+
+  // Unfreeze hands back the final counters; afterwards the flow passes.
+  auto last = f->unfreeze(v4);
+  EBPF_REQUIRE_OK(last);
+  CHECK(last->ingress_packets == want4.ingress_packets);
+  CHECK(run(*f, Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40000")) == TC_ACT_OK);
+  CHECK(run(*f, Hook::ingress, tcp("10.2.0.2:40000", "10.1.0.1:8080")) == TC_ACT_OK);
+  EBPF_REQUIRE_ERROR(f->counters(v4), std::errc::no_such_file_or_directory, "10.1.0.1:8080");
+  EBPF_REQUIRE_ERROR(f->unfreeze(v4), std::errc::no_such_file_or_directory, "unfreeze");
+  // The IPv6 flow is still frozen.
+  CHECK(run(*f, Hook::egress, tcp("[fd00::1]:443", "[fd00::2]:50000")) == TC_ACT_SHOT);
+}
+
+TEST_CASE("ebpf: freeze matches IPv4-mapped tuples against IPv4 packets",
+          "[.bpf][ebpf][freeze][datapath]") {
+  auto ns = test::Netns::create("ebpf-freeze-mapped");
+  test::NetnsScope in(ns);
+  auto f = Freezer::create();
+  EBPF_REQUIRE_OK(f);
+  // A dual-stack socket reports its IPv4 peers as ::ffff:a.b.c.d.
+  FourTuple mapped{endpoint("[::ffff:10.3.0.1]:80"), endpoint("[::ffff:10.3.0.2]:33000")};
+  EBPF_REQUIRE_OK(f->freeze(mapped));
+  CHECK(run(*f, Hook::ingress, tcp("10.3.0.2:33000", "10.3.0.1:80")) == TC_ACT_SHOT);
+  CHECK(run(*f, Hook::egress, tcp("10.3.0.1:80", "10.3.0.2:33000")) == TC_ACT_SHOT);
+  EBPF_REQUIRE_ERROR(f->freeze(FourTuple{endpoint("10.3.0.1:80"), endpoint("[fd00::2]:1")}),
+                     std::errc::invalid_argument, "families differ");
+}
+
+TEST_CASE("ebpf: freeze with the bypass disabled drops marked packets too",
+          "[.bpf][ebpf][freeze][datapath]") {
+  auto ns = test::Netns::create("ebpf-freeze-nobypass");
+  test::NetnsScope in(ns);
+  FreezerOptions o;
+  o.bypass_mark = 0;
+  auto f = Freezer::create(o);
+  EBPF_REQUIRE_OK(f);
+  FourTuple t{endpoint("10.4.0.1:22"), endpoint("10.4.0.2:50000")};
+  EBPF_REQUIRE_OK(f->freeze(t));
+  CHECK(run(*f, Hook::egress, tcp("10.4.0.1:22", "10.4.0.2:50000"), 0xC114) == TC_ACT_SHOT);
+  auto c = f->counters(t);
+  EBPF_REQUIRE_OK(c);
+  CHECK(c->bypassed_packets == 0);
+  CHECK(c->egress_packets == 1);
+}

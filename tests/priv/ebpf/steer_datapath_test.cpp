@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+// steer_tc through BPF_PROG_TEST_RUN (STYLE T7): table entries, default backend, pinning.
+// Test-run reports the verdict (TC_ACT_REDIRECT) without sending the frame anywhere; which
+// backend was chosen is read back from the per-backend counters and the flow table.
+#include "ebpf_util.hpp"
+#include "support/netns.hpp"
+#include "support/packet.hpp"
+
+#include <rendr/ebpf/prog_test_run.hpp>
+#include <rendr/ebpf/steerer.hpp>
+
+#include <catch2/catch.hpp>
+#include <linux/pkt_cls.h>
+
+#include <vector>
+
+using namespace rendr;
+using namespace rendr::ebpf;
+using test::endpoint;
+
+namespace {
+
+std::vector<std::byte> from_peer(const FourTuple& t, std::uint8_t flags = test::kTcpAck) {
+  test::TcpFrameSpec s;
+  s.src = t.remote;
+  s.dst = t.local;
+  s.flags = flags;
+  return test::tcp_frame(s);
+}
+
+std::uint32_t run(const Steerer& s, const std::vector<std::byte>& frame) {
+  auto r = test_run_skb(s.program_fd_for_test(), frame);
+  EBPF_REQUIRE_OK(r);
+  return r->retval;
+}
+
+std::uint64_t backend_packets(const Steerer& s, std::uint32_t idx) {
+  auto c = s.backend_counters(idx);
+  EBPF_REQUIRE_OK(c);
+  return c->packets;
+}
+
+std::optional<SteeredFlow> entry(const Steerer& s, const FourTuple& t) {
+  auto e = s.lookup(t);
+  EBPF_REQUIRE_OK(e);
+  return *e;
+}
+
+}  // namespace
+
+TEST_CASE("ebpf: steer follows the flow table and pins new flows to the default backend",
+          "[.bpf][ebpf][steer][datapath]") {
+  auto ns = test::Netns::create("ebpf-steer-run");
+  test::NetnsScope in(ns);
+  auto s = Steerer::create();
+  EBPF_REQUIRE_OK(s);
+  EBPF_REQUIRE_OK(s->add_vip(endpoint("10.0.0.100:0")));
+  EBPF_REQUIRE_OK(s->add_vip(endpoint("[fd00::100]:0")));
+  // ifindex values only matter to a real redirect; test-run returns the verdict.
+  EBPF_REQUIRE_OK(s->set_backend(0, Backend{1, std::nullopt}));
+  EBPF_REQUIRE_OK(s->set_backend(1, Backend{1, endpoint("10.9.0.2:0")}));
+
+  FourTuple a{endpoint("10.0.0.100:443"), endpoint("192.0.2.10:40000")};
+  FourTuple b{endpoint("10.0.0.100:443"), endpoint("192.0.2.11:40001")};
+  FourTuple c{endpoint("10.0.0.100:443"), endpoint("192.0.2.12:40002")};
+
+  SECTION("no default backend: VIP traffic of unknown flows is dropped, others pass") {
+    CHECK(run(*s, from_peer(a, test::kTcpSyn)) == TC_ACT_SHOT);
+    CHECK_FALSE(entry(*s, a).has_value());
+    FourTuple not_vip{endpoint("10.0.0.101:443"), endpoint("192.0.2.10:40000")};
+    CHECK(run(*s, from_peer(not_vip, test::kTcpSyn)) == TC_ACT_OK);
+    CHECK(run(*s, test::udp_frame(a.remote, a.local)) == TC_ACT_OK);
+    auto cnt = s->counters();
+    EBPF_REQUIRE_OK(cnt);
+    CHECK(cnt->no_backend == 1);
+    CHECK(cnt->not_vip == 1);
+  }
+
+  SECTION("pinning, default changes, explicit steering, removal") {
+    EBPF_REQUIRE_OK(s->set_default_backend(0));
+    // First SYN of a: default backend 0, pinned.
+    CHECK(run(*s, from_peer(a, test::kTcpSyn)) == TC_ACT_REDIRECT);
+    auto ea = entry(*s, a);
+    REQUIRE(ea.has_value());
+    CHECK(ea->backend == 0);
+    CHECK(ea->pinned);
+    CHECK(ea->flow == a);
+    CHECK(backend_packets(*s, 0) == 1);
+
+    // A new default does not move a: it stays on 0; a new flow b goes to 1.
+    EBPF_REQUIRE_OK(s->set_default_backend(1));
+    CHECK(run(*s, from_peer(a)) == TC_ACT_REDIRECT);
+    CHECK(backend_packets(*s, 0) == 2);
+    CHECK(backend_packets(*s, 1) == 0);
+    CHECK(run(*s, from_peer(b, test::kTcpSyn)) == TC_ACT_REDIRECT);
+    CHECK(backend_packets(*s, 1) == 1);
+    CHECK(entry(*s, b)->backend == 1);
+
+    // The agent moves a to backend 1 (a migration): its next packet follows.
+    EBPF_REQUIRE_OK(s->steer(a, 1));
+    CHECK(run(*s, from_peer(a)) == TC_ACT_REDIRECT);
+    CHECK(backend_packets(*s, 1) == 2);
+    ea = entry(*s, a);
+    REQUIRE(ea.has_value());
+    CHECK(ea->backend == 1);
+    CHECK_FALSE(ea->pinned);
+
+    // RST of an unknown flow goes to the default but is not pinned.
+    CHECK(run(*s, from_peer(c, test::kTcpRst)) == TC_ACT_REDIRECT);
+    CHECK_FALSE(entry(*s, c).has_value());
+
+    auto all = s->flows();
+    EBPF_REQUIRE_OK(all);
+    CHECK(all->size() == 2);
+
+    // Removing a: its next packet re-pins it to the current default (1).
+    EBPF_REQUIRE_OK(s->remove(a));
+    EBPF_REQUIRE_ERROR(s->remove(a), std::errc::no_such_file_or_directory, "steer remove");
+    EBPF_REQUIRE_OK(s->set_default_backend(0));
+    CHECK(run(*s, from_peer(a)) == TC_ACT_REDIRECT);
+    CHECK(entry(*s, a)->backend == 0);
+
+    // An emptied backend slot drops its flows instead of leaking them to the gateway.
+    EBPF_REQUIRE_OK(s->clear_backend(1));
+    CHECK(run(*s, from_peer(b)) == TC_ACT_SHOT);
+
+    auto cnt = s->counters();
+    EBPF_REQUIRE_OK(cnt);
+    CHECK(cnt->pinned == 3);    // a, b, a again
+    CHECK(cnt->table == 3);     // a (default changed), a (steered), b (cleared backend)
+    CHECK(cnt->unpinned == 1);  // c's RST
+    CHECK(cnt->no_backend == 1);
+  }
+
+  SECTION("IPv6 flows") {
+    EBPF_REQUIRE_OK(s->set_default_backend(0));
+    FourTuple v6{endpoint("[fd00::100]:443"), endpoint("[2001:db8::5]:40000")};
+    CHECK(run(*s, from_peer(v6, test::kTcpSyn)) == TC_ACT_REDIRECT);
+    auto e = entry(*s, v6);
+    REQUIRE(e.has_value());
+    CHECK(e->backend == 0);
+    EBPF_REQUIRE_OK(s->steer(v6, 1));
+    CHECK(run(*s, from_peer(v6)) == TC_ACT_REDIRECT);
+    CHECK(backend_packets(*s, 1) == 1);
+  }
+
+  SECTION("argument errors") {
+    EBPF_REQUIRE_ERROR(s->set_backend(Steerer::kMaxBackends, Backend{1, std::nullopt}),
+                       std::errc::invalid_argument, "out of range");
+    EBPF_REQUIRE_ERROR(s->set_backend(2, Backend{0, std::nullopt}), std::errc::invalid_argument,
+                       "ifindex");
+    EBPF_REQUIRE_ERROR(s->steer(a, Steerer::kMaxBackends), std::errc::invalid_argument,
+                       "out of range");
+  }
+}
