@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr_fuzz_seedgen <dir>: writes every seed_snapshots() value, encoded, to <dir>/<name>.rsnp
+// rendr_fuzz_seedgen <dir>: writes every sample_snapshots() value, encoded, to <dir>/<name>.rsnp
 // (the snapshot decoder fuzzer's seed corpus). Creates <dir> if needed. Exit 0 on success.
-#include "seed_snapshots.hpp"
+#include "support/snapshot_samples.hpp"
 
 #include <rendr/common/snapshot_codec.hpp>
 
@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   int n = 0;
-  for (const auto& seed : rendr::test::seed_snapshots()) {
+  for (const auto& seed : rendr::test::sample_snapshots()) {
     if (auto v = rendr::validate(seed.snapshot); !v.ok()) {
       std::fprintf(stderr, "seed %s is invalid: %s\n", seed.name.c_str(),
                    v.error().message().c_str());

@@ -3,7 +3,7 @@
 // same oracle the libFuzzer target uses, so a codec regression shows up in every unit run even
 // where clang/libFuzzer is unavailable.
 #include "roundtrip_oracle.hpp"
-#include "seed_snapshots.hpp"
+#include "support/snapshot_samples.hpp"
 
 #include <rendr/common/crc32c.hpp>
 #include <rendr/common/snapshot_codec.hpp>
@@ -33,7 +33,7 @@ void refresh_frame(std::vector<std::byte>& b) {
 }  // namespace
 
 TEST_CASE("fuzz seed corpus covers the snapshot shapes", "[common][codec][fuzz]") {
-  const auto seeds = seed_snapshots();
+  const auto seeds = sample_snapshots();
   std::set<TcpState> states;
   std::set<std::string> names;
   bool v4 = false;
@@ -59,7 +59,7 @@ TEST_CASE("fuzz seed corpus covers the snapshot shapes", "[common][codec][fuzz]"
 
 TEST_CASE("every fuzz seed decodes, validates and re-encodes to the same bytes",
           "[common][codec][fuzz]") {
-  for (const auto& s : seed_snapshots()) {
+  for (const auto& s : sample_snapshots()) {
     INFO(s.name);
     REQUIRE(validate(s.snapshot).ok());
     const auto bytes = encode_snapshot(s.snapshot);
@@ -75,7 +75,7 @@ TEST_CASE("mutated fuzz seeds never decode into an invalid or unstable snapshot"
   std::mt19937 rng(20240611);  // seeded: deterministic (STYLE T5)
   int decoded = 0;
   int refused = 0;
-  for (const auto& s : seed_snapshots()) {
+  for (const auto& s : sample_snapshots()) {
     const auto bytes = encode_snapshot(s.snapshot);
     for (int round = 0; round < 200; ++round) {
       auto m = bytes;

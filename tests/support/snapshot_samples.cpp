@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "seed_snapshots.hpp"
+#include "support/snapshot_samples.hpp"
 
 #include <cstdint>
 
@@ -68,8 +68,8 @@ void full_options(TcpSnapshot& s) {
 
 }  // namespace
 
-std::vector<SeedSnapshot> seed_snapshots() {
-  std::vector<SeedSnapshot> out;
+std::vector<SampleSnapshot> sample_snapshots() {
+  std::vector<SampleSnapshot> out;
   for (bool v6 : {false, true}) {
     const std::string fam = v6 ? "-v6" : "-v4";
 

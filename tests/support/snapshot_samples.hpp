@@ -2,8 +2,9 @@
 // Valid TcpSnapshot values covering the codec's shapes: every supported state, IPv4 / IPv6
 // (scoped, v4-mapped), empty and non-empty queues, with and without TCP_REPAIR_WINDOW, sequence
 // numbers that wrap inside a queue. They seed the snapshot decoder fuzzer's corpus
-// (rendr_fuzz_seedgen writes them out) and are replayed by rendr_unit_snapshot_corpus, so the
-// corpus is generated, never checked in as binaries. Deterministic; no I/O.
+// (rendr_fuzz_seedgen writes them out; replayed by rendr_unit_snapshot_corpus, so the corpus is
+// generated, never checked in as binaries) and drive repair's fake-syscall unit tests.
+// Deterministic; no I/O. Compiled into the executables that use it (header + one .cpp).
 #pragma once
 
 #include <rendr/common/tcp_snapshot.hpp>
@@ -13,11 +14,11 @@
 
 namespace rendr::test {
 
-struct SeedSnapshot {
+struct SampleSnapshot {
   std::string name;  // file-name friendly: "established-v4-queues"
   TcpSnapshot snapshot;
 };
 
-[[nodiscard]] std::vector<SeedSnapshot> seed_snapshots();
+[[nodiscard]] std::vector<SampleSnapshot> sample_snapshots();
 
 }  // namespace rendr::test

@@ -1,0 +1,468 @@
+// SPDX-License-Identifier: Apache-2.0
+// repair/'s error paths, driven through FakeSys (no kernel, no privileges, no network): missing
+// CAP_NET_ADMIN, kernels without TCP_REPAIR_WINDOW, and a failure at every single step of
+// checkpoint and restore. The guarantees under test are the ones repair.hpp promises: EPERM names
+// the capability and the userstack fallback; a failed checkpoint leaves the caller's socket
+// working (thawed); a failed restore closes its socket while still in repair mode (silently) and
+// never switches repair off; an invalid snapshot is refused before any syscall.
+#include "fake_sys.hpp"
+#include "support/require_result.hpp"
+#include "support/snapshot_samples.hpp"
+
+#include <rendr/repair/repair.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <string>
+
+using namespace rendr;
+using namespace rendr::repair;
+using rendr::repair::test::Call;
+using rendr::repair::test::FakeSys;
+using rendr::repair::test::Op;
+
+namespace {
+
+LogSink quiet() {
+  return [](LogLevel, std::string_view) {};
+}
+
+bool is_repair_on(const Call& c) {
+  return c.is_set(IPPROTO_TCP, TCP_REPAIR) && c.value == TCP_REPAIR_ON;
+}
+bool is_repair_off(const Call& c) {
+  return c.is_set(IPPROTO_TCP, TCP_REPAIR) && c.value != TCP_REPAIR_ON;
+}
+
+std::size_t count_if(const std::vector<Call>& calls, bool (*pred)(const Call&)) {
+  std::size_t n = 0;
+  for (const auto& c : calls) {
+    n += pred(c) ? 1 : 0;
+  }
+  return n;
+}
+
+std::string trace(const std::vector<Call>& calls) {
+  std::string s;
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    s += "  #" + std::to_string(i) + " " + calls[i].describe() + "\n";
+  }
+  return s;
+}
+
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    ++n;
+  }
+  return n;
+}
+
+std::vector<std::byte> bytes(std::size_t n, unsigned salt) {
+  std::vector<std::byte> b(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    b[i] = static_cast<std::byte>((i * 29U + salt) & 0xFFU);
+  }
+  return b;
+}
+
+// source sets up an established socket with data in every queue and all TCP options.
+int source(FakeSys& fake, bool v6 = false) {
+  int fd = fake.add_connected(v6 ? "[fd99::1]:443" : "10.99.0.1:443",
+                              v6 ? "[fd00:1::2]:51000" : "10.0.1.2:51000");
+  auto& s = fake.sock(fd);
+  s.tcpi_options = TCPI_OPT_SACK | TCPI_OPT_TIMESTAMPS | TCPI_OPT_WSCALE;
+  s.snd_wscale = 7;
+  s.rcv_wscale = 9;
+  s.recv_seq = 5000;
+  s.recv_queue = bytes(700, 1);
+  s.send_seq = 0xFFFFFF00U;
+  s.send_queue = bytes(1200, 2);
+  s.unsent = 200;
+  s.timestamp = 424242;
+  s.opts[{IPPROTO_TCP, TCP_NODELAY}] = 1;
+  return fd;
+}
+
+void require_cap_hint(const Error& e) {
+  INFO("error: " << e.message());
+  CHECK(e.code == std::errc::operation_not_permitted);
+  CHECK_THAT(e.message(), Catch::Contains("CAP_NET_ADMIN"));
+  CHECK_THAT(e.message(), Catch::Contains("userstack"));
+}
+
+}  // namespace
+
+// ---- without CAP_NET_ADMIN ------------------------------------------------------------------
+
+TEST_CASE("checkpoint without CAP_NET_ADMIN fails with EPERM naming the capability and userstack",
+          "[repair][errors][cap]") {
+  FakeSys fake;
+  const int fd = source(fake);
+  fake.fail_if([](const Call& c) { return c.is_set(IPPROTO_TCP, TCP_REPAIR); }, EPERM);
+  Repairer rep(fake, quiet());
+  auto r = rep.checkpoint(fd);
+  REQUIRE_FALSE(r.ok());
+  require_cap_hint(r.error());
+  CHECK_THAT(r.error().message(), Catch::Contains("10.99.0.1:443->10.0.1.2:51000"));
+  // Nothing changed: the caller's socket is open, not in repair mode, nothing else was tried.
+  CHECK(fake.is_open(fd));
+  CHECK_FALSE(fake.sock(fd).repair);
+  INFO(trace(fake.calls()));
+  CHECK(is_repair_on(fake.calls().back()));
+  CHECK(count_if(fake.calls(), is_repair_off) == 0);
+}
+
+TEST_CASE("restore without CAP_NET_ADMIN fails with EPERM naming the capability and userstack",
+          "[repair][errors][cap]") {
+  FakeSys fake;
+  fake.fail_if([](const Call& c) { return c.is_set(IPPROTO_TCP, TCP_REPAIR); }, EPERM);
+  Repairer rep(fake, quiet());
+  const auto samples = rendr::test::sample_snapshots();
+  auto r = rep.restore(samples.at(1).snapshot);
+  REQUIRE_FALSE(r.ok());
+  require_cap_hint(r.error());
+  CHECK_THAT(r.error().message(), Catch::Contains("restore "));
+  INFO(trace(fake.calls()));
+  REQUIRE(fake.created().size() == 1);
+  CHECK(fake.closed(0));
+  CHECK(is_repair_on(fake.calls().back()));  // nothing after the refused TCP_REPAIR
+}
+
+TEST_CASE("thaw without CAP_NET_ADMIN fails with EPERM and leaves the socket to the caller",
+          "[repair][errors][cap]") {
+  FakeSys fake;
+  const int fd = source(fake);
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+  REQUIRE(fake.sock(fd).repair);
+  fake.fail_if([](const Call& c) { return is_repair_off(c); }, EPERM);
+  auto r = rep.thaw(std::move(cp->socket));
+  REQUIRE_FALSE(r.ok());
+  require_cap_hint(r.error());
+  CHECK_THAT(r.error().message(), Catch::Contains("thaw "));
+  // The RepairSocket was not consumed: the caller can retry (or release) once privileged.
+  REQUIRE(cp->socket.valid());
+  fake.clear_faults();
+  auto again = rep.thaw(std::move(cp->socket));
+  REQUIRE_OK(again);
+  CHECK_FALSE(fake.sock(fd).repair);
+  CHECK(fake.sock(again->get()).state == TCP_ESTABLISHED);
+}
+
+TEST_CASE("probe_tcp_repair without CAP_NET_ADMIN fails with EPERM and closes its socket",
+          "[repair][errors][cap]") {
+  FakeSys fake;
+  fake.fail_if([](const Call& c) { return c.is_set(IPPROTO_TCP, TCP_REPAIR); }, EPERM);
+  auto r = probe_tcp_repair(fake);
+  REQUIRE_FALSE(r.ok());
+  require_cap_hint(r.error());
+  CHECK_THAT(r.error().message(), Catch::Contains("probe"));
+  REQUIRE(fake.created().size() == 1);
+  CHECK(fake.closed(0));
+  CHECK(fake.calls().back().op == Op::close);
+
+  FakeSys ok;
+  REQUIRE_OK(probe_tcp_repair(ok));
+  REQUIRE(ok.created().size() == 1);
+  CHECK(ok.closed(0));
+}
+
+TEST_CASE("every EPERM during restore names the capability", "[repair][errors][cap]") {
+  // SO_MARK, SO_*BUFFORCE and IP_TRANSPARENT need CAP_NET_ADMIN as well.
+  const auto samples = rendr::test::sample_snapshots();
+  TcpSnapshot snap = samples.at(1).snapshot;  // established, queues, mark set
+  REQUIRE(snap.options.mark != 0);
+  RestoreOptions opts;
+  opts.transparent = true;
+  for (int name : {SO_MARK, SO_RCVBUFFORCE, IP_TRANSPARENT}) {
+    FakeSys fake;
+    fake.fail_if([name](const Call& c) { return c.op == Op::setsockopt && c.name == name; },
+                 EPERM);
+    Repairer rep(fake, quiet());
+    auto r = rep.restore(snap, opts);
+    INFO("option " << name);
+    REQUIRE_FALSE(r.ok());
+    require_cap_hint(r.error());
+    CHECK(fake.closed(0));
+  }
+}
+
+// ---- kernels without TCP_REPAIR_WINDOW ------------------------------------------------------
+
+TEST_CASE("ENOPROTOOPT on TCP_REPAIR_WINDOW yields has_window=false, not an error",
+          "[repair][errors][window]") {
+  FakeSys fake;
+  const int fd = source(fake);
+  fake.sock(fd).window_supported = false;
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+  CHECK_FALSE(cp->snapshot.has_window);
+  CHECK(cp->snapshot.window == TcpWindow{});
+  CHECK(fake.sock(fd).repair);  // the checkpoint holds it frozen
+
+  // Restore of such a snapshot never touches TCP_REPAIR_WINDOW.
+  FakeSys target;
+  Repairer rep2(target, quiet());
+  auto fd2 = rep2.restore(cp->snapshot);
+  REQUIRE_OK(fd2);
+  for (const auto& c : target.calls()) {
+    INFO(c.describe());
+    CHECK_FALSE(c.is_set(IPPROTO_TCP, TCP_REPAIR_WINDOW));
+  }
+}
+
+TEST_CASE("TCP_REPAIR_WINDOW is captured when the kernel has it, and other errors fail",
+          "[repair][errors][window]") {
+  FakeSys fake;
+  const int fd = source(fake);
+  fake.sock(fd).window = tcp_repair_window{7, 5000, 6000, 7000, 5700};
+  Repairer rep(fake, quiet());
+  {
+    auto cp = rep.checkpoint(fd);
+    REQUIRE_OK(cp);
+    CHECK(cp->snapshot.has_window);
+    CHECK(cp->snapshot.window == TcpWindow{7, 5000, 6000, 7000, 5700});
+    auto th = rep.thaw(std::move(cp->socket));
+    REQUIRE_OK(th);
+  }
+  fake.fail_if([](const Call& c) { return c.is_get(IPPROTO_TCP, TCP_REPAIR_WINDOW); }, EIO, 1);
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_ERROR(cp, std::errc::io_error, "TCP_REPAIR_WINDOW");
+  CHECK_FALSE(fake.sock(fd).repair);
+}
+
+// ---- checkpoint: refusals and a failure at every step ---------------------------------------
+
+TEST_CASE("checkpoint refuses unsupported sockets before entering repair mode",
+          "[repair][errors][checkpoint]") {
+  FakeSys fake;
+  Repairer rep(fake, quiet());
+  SECTION("listening or closing states, named") {
+    const int fd = source(fake);
+    fake.sock(fd).state = TCP_TIME_WAIT;
+    REQUIRE_ERROR(rep.checkpoint(fd), std::errc::not_supported, "TIME_WAIT");
+  }
+  SECTION("not TCP") {
+    const int fd = source(fake);
+    fake.sock(fd).type = SOCK_DGRAM;
+    REQUIRE_ERROR(rep.checkpoint(fd), std::errc::protocol_not_supported, "not a TCP socket");
+  }
+  SECTION("not connected") {
+    const int fd = source(fake);
+    fake.sock(fd).connected = false;
+    REQUIRE_ERROR(rep.checkpoint(fd), std::errc::not_connected, "connected");
+  }
+  SECTION("not a socket the fake knows: EBADF from the first call") {
+    FakeSys other;
+    const int fd = source(other);
+    REQUIRE_ERROR(rep.checkpoint(fd), std::errc::bad_file_descriptor, "SO_TYPE");
+  }
+  INFO(trace(fake.calls()));
+  CHECK(count_if(fake.calls(), is_repair_on) == 0);
+}
+
+TEST_CASE("checkpoint of a socket whose queues keep changing fails with EAGAIN and thaws",
+          "[repair][errors][checkpoint]") {
+  FakeSys fake;
+  const int fd = source(fake);
+  fake.sock(fd).kernel_grows_recv_queue = true;  // traffic was not frozen
+  Repairer rep(fake, quiet());
+  REQUIRE_ERROR(rep.checkpoint(fd), std::errc::resource_unavailable_try_again, "freeze");
+  CHECK_FALSE(fake.sock(fd).repair);
+  CHECK(is_repair_off(fake.calls().back()));
+}
+
+TEST_CASE("checkpoint failing at any step after entering repair mode thaws the socket",
+          "[repair][errors][checkpoint]") {
+  const bool v6 = GENERATE(false, true);
+  // Reference run: every call a successful checkpoint makes.
+  std::vector<Call> ref;
+  {
+    FakeSys fake;
+    const int fd = source(fake, v6);
+    Repairer rep(fake, quiet());
+    auto cp = rep.checkpoint(fd);
+    REQUIRE_OK(cp);
+    CHECK(cp->snapshot.send_queue.size() == 1200);
+    CHECK(cp->snapshot.send_unsent == 200);
+    CHECK(cp->snapshot.recv_queue.size() == 700);
+    ref = fake.calls();
+  }
+  std::size_t repair_on = ref.size();
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (is_repair_on(ref[i])) {
+      repair_on = i;
+      break;
+    }
+  }
+  REQUIRE(repair_on < ref.size());
+  REQUIRE(ref.size() > repair_on + 30);  // the capture is really exercised
+
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    FakeSys fake;
+    const int fd = source(fake, v6);
+    fake.fail_nth(i, EIO);
+    Repairer rep(fake, quiet());
+    const std::size_t fds_before = open_fds();
+    {
+      auto r = rep.checkpoint(fd);
+      INFO("failing call #" << i << " " << ref[i].describe() << "\n" << trace(fake.calls()));
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.error().code.value() == EIO);
+      CHECK_THAT(r.error().message(), Catch::Contains("checkpoint"));
+      CHECK_FALSE(fake.sock(fd).repair);  // the caller's fd keeps working
+      CHECK(fake.is_open(fd));
+      if (i <= repair_on) {
+        CHECK(count_if(fake.calls(), is_repair_off) == 0);
+      } else {
+        // Thawed after the failure: the last word on TCP_REPAIR was "off".
+        REQUIRE(count_if(fake.calls(), is_repair_off) == 1);
+        CHECK(is_repair_off(fake.calls().back()));
+      }
+    }
+    CHECK(open_fds() == fds_before);  // the duplicate taken for the RepairSocket is gone
+  }
+}
+
+// ---- restore: invalid input and a failure at every step before repair-off --------------------
+
+TEST_CASE("restore rejects an invalid snapshot before any syscall", "[repair][errors][restore]") {
+  const auto samples = rendr::test::sample_snapshots();
+  TcpSnapshot bad = samples.at(1).snapshot;
+  SECTION("unsent beyond the queue") {
+    bad.send_unsent = static_cast<std::uint32_t>(bad.send_queue.size() + 1);
+  }
+  SECTION("unsupported state") { bad.state = TcpState::listen; }
+  SECTION("families differ") { bad.tuple.remote = *Endpoint::parse("[fd00::2]:80"); }
+  SECTION("port 0") { bad.tuple.local.port = 0; }
+  SECTION("FIN flags contradict the state") { bad.peer_fin = true; }
+  FakeSys fake;
+  Repairer rep(fake, quiet());
+  auto r = rep.restore(bad);
+  REQUIRE_ERROR(r, std::errc::invalid_argument, "restore ");
+  CHECK(fake.calls().empty());
+  CHECK(fake.created().empty());
+}
+
+TEST_CASE("restore rebuilds every sample snapshot in the kernel's order",
+          "[repair][restore]") {
+  for (const auto& sample : rendr::test::sample_snapshots()) {
+    INFO(sample.name);
+    const TcpSnapshot& snap = sample.snapshot;
+    FakeSys fake;
+    Repairer rep(fake, quiet());
+    auto fd = rep.restore(snap);
+    REQUIRE_OK(fd);
+    INFO(trace(fake.calls()));
+    const auto& s = fake.created_sock(0);
+    CHECK_FALSE(s.repair);
+    CHECK(s.recv_seq == snap.recv_seq);
+    CHECK(s.send_seq == snap.send_seq);
+    CHECK(s.recv_queue == snap.recv_queue);
+    CHECK(s.send_queue.size() == snap.send_unacked());
+    CHECK(s.live_sends == snap.send_unsent);
+    CHECK(s.peer_fin == snap.peer_fin);
+    CHECK(s.our_fin == snap.fin_queued);
+    // Ordering: repair on first; options before queue refills; window after them; off last of
+    // the repair-mode steps.
+    const auto& calls = fake.calls();
+    auto first = [&](auto pred) {
+      for (std::size_t i = 0; i < calls.size(); ++i) {
+        if (pred(calls[i])) {
+          return i;
+        }
+      }
+      return calls.size();
+    };
+    const auto on = first(is_repair_on);
+    const auto opts = first([](const Call& c) { return c.is_set(IPPROTO_TCP, TCP_REPAIR_OPTIONS); });
+    const auto refill = first([](const Call& c) { return c.op == Op::send; });
+    const auto window = first([](const Call& c) { return c.is_set(IPPROTO_TCP, TCP_REPAIR_WINDOW); });
+    const auto off = first(is_repair_off);
+    CHECK(on == 1);  // right after socket()
+    CHECK(on < opts);
+    CHECK(opts < off);
+    CHECK(off < calls.size());
+    if (snap.has_window) {
+      CHECK(window < off);
+      if (!snap.recv_queue.empty() || snap.send_unacked() > 0) {
+        CHECK(refill < window);
+      }
+    } else {
+      CHECK(window == calls.size());
+    }
+  }
+}
+
+TEST_CASE("restore failing at any step before repair-off closes its socket silently",
+          "[repair][errors][restore]") {
+  int checked = 0;
+  for (const auto& sample : rendr::test::sample_snapshots()) {
+    const TcpSnapshot& snap = sample.snapshot;
+    std::vector<Call> ref;
+    {
+      FakeSys fake;
+      Repairer rep(fake, quiet());
+      auto fd = rep.restore(snap);
+      INFO(sample.name);
+      REQUIRE_OK(fd);
+      ref = fake.calls();
+    }
+    std::size_t off = ref.size();
+    std::size_t injected = ref.size();  // first raw sendto: a forged peer FIN
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      if (is_repair_off(ref[i]) && off == ref.size()) {
+        off = i;
+      }
+      if (ref[i].op == Op::sendto && injected == ref.size()) {
+        injected = i;
+      }
+    }
+    REQUIRE(off < ref.size());
+
+    for (std::size_t i = 0; i < off; ++i) {
+      if (ref[i].op == Op::close) {
+        continue;  // closing the raw injection socket: its result is irrelevant
+      }
+      FakeSys fake;
+      fake.fail_nth(i, EIO);
+      Repairer rep(fake, quiet());
+      auto r = rep.restore(snap);
+      INFO(sample.name << ": failing call #" << i << " " << ref[i].describe() << "\n"
+                       << trace(fake.calls()));
+      if (r.ok()) {
+        // Only the bounded wait for the forged FIN polls, so one failed read there is retried.
+        const bool poll_step = i > injected && (ref[i].is_set(IPPROTO_TCP, TCP_REPAIR_QUEUE) ||
+                                                ref[i].is_get(IPPROTO_TCP, TCP_QUEUE_SEQ));
+        CHECK(poll_step);
+        continue;
+      }
+      ++checked;
+      CHECK(r.error().code.value() == EIO);
+      CHECK_THAT(r.error().message(), Catch::Contains("restore " + snap.tuple.to_string()));
+      // Silently: repair mode was never left, nothing was sent outside it, and every socket
+      // restore opened (the TCP socket, a raw injection socket) is closed again.
+      CHECK(count_if(fake.calls(), is_repair_off) == 0);
+      for (std::size_t k = 0; k < fake.created().size(); ++k) {
+        CHECK(fake.closed(k));
+        CHECK(fake.created_sock(k).live_sends == 0);
+      }
+    }
+  }
+  CHECK(checked > 300);
+}
+
+TEST_CASE("thaw of an empty RepairSocket is EBADF", "[repair][errors]") {
+  FakeSys fake;
+  Repairer rep(fake, quiet());
+  REQUIRE_ERROR(rep.thaw(RepairSocket{}), std::errc::bad_file_descriptor, "thaw");
+  CHECK(fake.calls().empty());
+}
