@@ -14,6 +14,7 @@
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/result.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
