@@ -87,8 +87,9 @@ std::vector<std::byte> build_segment(const ForgedSegment& seg) {
   return out;
 }
 
-Status inject_segment(Sys& sys, const ForgedSegment& seg, std::uint32_t mark) {
-  const bool v4 = seg.from.family == IpFamily::v4;
+namespace {
+
+Result<int> open_raw(Sys& sys, bool v4) {
   int raw = sys.socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
   if (raw < 0) {
     int err = errno;
@@ -97,14 +98,17 @@ Status inject_segment(Sys& sys, const ForgedSegment& seg, std::uint32_t mark) {
     }
     return errno_error("inject: raw socket", err);
   }
-  struct Closer {
-    Sys& s;
-    int fd;
-    ~Closer() { s.close(fd); }
-  } closer{sys, raw};
-  if (mark != 0 && sys.setsockopt(raw, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+  return raw;
+}
+
+Status set_mark(Sys& sys, int raw, std::uint32_t mark) {
+  if (sys.setsockopt(raw, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
     return errno_error("inject: SO_MARK");
   }
+  return {};
+}
+
+Status send_on(Sys& sys, int raw, const ForgedSegment& seg) {
   auto pkt = build_segment(seg);
   Endpoint dst = seg.to;
   dst.port = 0;  // raw sockets take the protocol, not a port, in the address
@@ -113,6 +117,67 @@ Status inject_segment(Sys& sys, const ForgedSegment& seg, std::uint32_t mark) {
   if (sys.sendto(raw, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&ss), sl) !=
       static_cast<ssize_t>(pkt.size())) {
     return errno_error("inject: sendto " + seg.to.address_string());
+  }
+  return {};
+}
+
+}  // namespace
+
+Status inject_segment(Sys& sys, const ForgedSegment& seg, std::uint32_t mark) {
+  auto raw = open_raw(sys, seg.from.family == IpFamily::v4);
+  if (!raw) {
+    return std::move(raw).take_error();
+  }
+  struct Closer {
+    Sys& s;
+    int fd;
+    ~Closer() { s.close(fd); }
+  } closer{sys, *raw};
+  if (mark != 0) {
+    RENDR_TRY(set_mark(sys, *raw, mark));
+  }
+  return send_on(sys, *raw, seg);
+}
+
+InjectCache::~InjectCache() {
+  for (auto& e : entries_) {
+    drop(e);
+  }
+}
+
+void InjectCache::drop(Entry& e) {
+  if (e.fd >= 0) {
+    sys_.close(e.fd);
+  }
+  e = Entry{};
+}
+
+Status InjectCache::inject(const ForgedSegment& seg, std::uint32_t mark,
+                           std::uint64_t netns_cookie) {
+  const bool v4 = seg.from.family == IpFamily::v4;
+  Entry& e = entries_[v4 ? 0 : 1];
+  if (e.fd >= 0 && e.netns_cookie != netns_cookie) {
+    drop(e);
+  }
+  if (e.fd < 0) {
+    auto raw = open_raw(sys_, v4);
+    if (!raw) {
+      return std::move(raw).take_error();
+    }
+    e.fd = *raw;
+    e.netns_cookie = netns_cookie;
+    e.mark = 0;  // a new socket carries no mark
+  }
+  if (e.mark != mark) {
+    if (auto st = set_mark(sys_, e.fd, mark); !st.ok()) {
+      drop(e);
+      return st;
+    }
+    e.mark = mark;
+  }
+  if (auto st = send_on(sys_, e.fd, seg); !st.ok()) {
+    drop(e);  // never keep a socket that just failed
+    return st;
   }
   return {};
 }

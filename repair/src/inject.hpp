@@ -26,7 +26,34 @@ struct ForgedSegment {
 // build_segment returns the IP packet (IPv4 or IPv6 header + 20-byte TCP header, checksummed).
 [[nodiscard]] std::vector<std::byte> build_segment(const ForgedSegment& seg);
 
-// inject_segment sends |seg| to the local stack with SO_MARK |mark|.
+// inject_segment sends |seg| to the local stack with SO_MARK |mark| from a one-shot raw socket.
 [[nodiscard]] Status inject_segment(Sys& sys, const ForgedSegment& seg, std::uint32_t mark);
+
+// InjectCache keeps one raw socket per address family open between injections, so a restore does
+// not pay socket() + SO_MARK + close() for its ACK kick. A raw socket injects into the netns it was
+// created in, so each send names the netns it must reach by its SO_NETNS_COOKIE (read from the
+// socket being restored); a cached socket from another netns is closed and replaced. Closes its
+// sockets through |sys|, which must outlive it. One thread at a time, like its Repairer.
+class InjectCache {
+ public:
+  explicit InjectCache(Sys& sys) : sys_(sys) {}
+  InjectCache(const InjectCache&) = delete;
+  InjectCache& operator=(const InjectCache&) = delete;
+  ~InjectCache();
+
+  // inject sends |seg| with SO_MARK |mark| into the netns identified by |netns_cookie|.
+  [[nodiscard]] Status inject(const ForgedSegment& seg, std::uint32_t mark,
+                              std::uint64_t netns_cookie);
+
+ private:
+  struct Entry {
+    int fd = -1;
+    std::uint64_t netns_cookie = 0;
+    std::uint32_t mark = 0;
+  };
+  void drop(Entry& e);
+  Sys& sys_;
+  Entry entries_[2];  // [0] IPv4, [1] IPv6
+};
 
 }  // namespace rendr::repair

@@ -360,6 +360,23 @@ void unmap_v4(Endpoint& e) {
 }  // namespace
 
 Repairer::Repairer(Sys& sys, LogSink sink) : sys_(sys), log_(std::move(sink)) {}
+Repairer::Repairer(const Repairer& other) : sys_(other.sys_), log_(other.log_) {}
+Repairer::~Repairer() = default;
+
+Status Repairer::kick(int restored, const ForgedSegment& seg, std::uint32_t mark) {
+  // Reuse a cached raw socket only when we can tell it reaches the restored socket's netns
+  // (SO_NETNS_COOKIE, Linux 5.14+); otherwise inject from a one-shot socket as before.
+  std::uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  if (sys_.getsockopt(restored, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0 ||
+      len != sizeof cookie) {
+    return inject_segment(sys_, seg, mark);
+  }
+  if (!inject_) {
+    inject_ = std::make_unique<InjectCache>(sys_);
+  }
+  return inject_->inject(seg, mark, cookie);
+}
 
 Result<Checkpoint> Repairer::checkpoint(int fd) {
   Ops op(sys_, fd);
@@ -735,7 +752,7 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
     kick.seq = rcv_wup - 1;
     kick.ack = snap.send_seq;
     kick.window = 0;
-    if (auto k = inject_segment(sys_, kick, opts.inject_mark); !k.ok()) {
+    if (auto k = this->kick(raw, kick, opts.inject_mark); !k.ok()) {
       soft(std::move(k).take_error().with_context("ACK kick skipped"));
     }
   }

@@ -46,8 +46,12 @@
 #include <rendr/repair/sys.hpp>
 
 #include <cstdint>
+#include <memory>
 
 namespace rendr::repair {
+
+class InjectCache;
+struct ForgedSegment;
 
 // RepairSocket — a socket in TCP_REPAIR mode: it neither sends nor answers packets on its own
 // behalf while frozen. Destroying it closes it silently (same as release()).
@@ -90,10 +94,15 @@ struct RestoreOptions {
 };
 
 // Repairer — the checkpoint/restore engine. |sys| must outlive it; |sink| receives log lines
-// (empty = default sink).
+// (empty = default sink). After its first ACK kick a Repairer keeps one raw injection socket per
+// address family open (closed by its destructor) and reuses it while restores happen in the same
+// netns; a copy starts without one.
 class Repairer {
  public:
   explicit Repairer(Sys& sys = real_sys(), LogSink sink = {});
+  Repairer(const Repairer& other);
+  Repairer& operator=(const Repairer&) = delete;
+  ~Repairer();
 
   // checkpoint puts the connected TCP socket |fd| into repair mode and captures its state. |fd|
   // is borrowed: the Checkpoint owns a duplicate, and the socket stays frozen until thaw() or
@@ -118,8 +127,12 @@ class Repairer {
   void release(RepairSocket&& s);
 
  private:
+  // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
+  [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
+
   Sys& sys_;
   Logger log_;
+  std::unique_ptr<InjectCache> inject_;  // created on the first ACK kick
 };
 
 // probe_tcp_repair tries TCP_REPAIR on a fresh socket in the caller's netns; ok means the kernel
