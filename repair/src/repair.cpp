@@ -66,7 +66,16 @@ class Ops {
     }
     return v;
   }
-  Status select_queue(int q) { return set(IPPROTO_TCP, TCP_REPAIR_QUEUE, q, "TCP_REPAIR_QUEUE"); }
+  // select_queue sets TCP_REPAIR_QUEUE, skipping the syscall when |q| is already selected
+  // through this Ops (the option is a plain assignment in the kernel, so a repeat is a no-op).
+  Status select_queue(int q) {
+    if (q == queue_) {
+      return {};
+    }
+    auto st = set(IPPROTO_TCP, TCP_REPAIR_QUEUE, q, "TCP_REPAIR_QUEUE");
+    queue_ = st.ok() ? q : -1;
+    return st;
+  }
   Result<std::uint32_t> queue_seq(int q) {
     RENDR_TRY(select_queue(q));
     auto v = get(IPPROTO_TCP, TCP_QUEUE_SEQ, "get TCP_QUEUE_SEQ");
@@ -132,6 +141,7 @@ class Ops {
 
   Sys& sys_;
   int fd_;
+  int queue_ = -1;  // TCP_REPAIR_QUEUE last set through this Ops; -1 = unknown
 };
 
 bool ep_equal(const Endpoint& a, const Endpoint& b) {
@@ -208,9 +218,11 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple) {
     if (!sq) {
       return std::move(sq).take_error();
     }
-    auto rcv_nxt2 = op.queue_seq(TCP_RECV_QUEUE);
+    // Re-read the send side first, while its queue is still selected (one select fewer); the
+    // receive side's bracket [rcv_nxt, rcv_nxt2] still spans every other read.
     auto write_seq2 = op.queue_seq(TCP_SEND_QUEUE);
     auto outq2 = op.ioctl(SIOCOUTQ, "SIOCOUTQ");
+    auto rcv_nxt2 = op.queue_seq(TCP_RECV_QUEUE);
     RENDR_TRY(op.select_queue(TCP_NO_QUEUE));
     if (!rcv_nxt2 || !write_seq2 || !outq2) {
       return make_error(std::errc::io_error, "checkpoint: re-reading queue state failed");
@@ -359,9 +371,15 @@ void unmap_v4(Endpoint& e) {
 
 }  // namespace
 
-Repairer::Repairer(Sys& sys, LogSink sink) : sys_(sys), log_(std::move(sink)) {}
-Repairer::Repairer(const Repairer& other) : sys_(other.sys_), log_(other.log_) {}
+Repairer::Repairer(Sys& sys, LogSink sink)
+    : sys_(sys), custom_sink_(static_cast<bool>(sink)) {
+  log_ = Logger(std::move(sink));
+}
+Repairer::Repairer(const Repairer& other)
+    : sys_(other.sys_), log_(other.log_), custom_sink_(other.custom_sink_) {}
 Repairer::~Repairer() = default;
+
+bool Repairer::debug_on() const { return custom_sink_ || log_level() >= LogLevel::debug; }
 
 Status Repairer::kick(int restored, const ForgedSegment& seg, std::uint32_t mark) {
   // Reuse a cached raw socket only when we can tell it reaches the restored socket's netns
@@ -398,25 +416,26 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
     return (!local ? local : remote).error().with_context("checkpoint: not a connected socket");
   }
   FourTuple tuple{*local, *remote};
-  const std::string ctx = "checkpoint " + tuple.to_string();
+  // Error contexts are formatted only when an error is returned.
+  auto ctx = [&tuple] { return "checkpoint " + tuple.to_string(); };
   auto ti = op.info();
   if (!ti) {
-    return std::move(ti).take_error().with_context(ctx);
+    return std::move(ti).take_error().with_context(ctx());
   }
   auto st = static_cast<TcpState>(ti->tcpi_state);
   if (!snapshot_state_supported(st)) {
     return make_error(std::errc::not_supported,
-                      ctx + ": TCP state " + std::string(to_string(st)) +
+                      ctx() + ": TCP state " + std::string(to_string(st)) +
                           " is not supported (supported: ESTABLISHED, FIN_WAIT1, FIN_WAIT2, "
                           "CLOSE_WAIT, LAST_ACK, CLOSING)");
   }
   if (auto r = op.set(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON, "enter repair mode (TCP_REPAIR)");
       !r.ok()) {
-    return std::move(r).take_error().with_context(ctx);
+    return std::move(r).take_error().with_context(ctx());
   }
   auto thaw_on_error = [&](Error e) -> Error {
     (void)op.set(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF, "thaw");
-    return e.with_context(ctx);
+    return e.with_context(ctx());
   };
   auto dup = UniqueFd::dup(fd);
   if (!dup) {
@@ -426,29 +445,34 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   if (!snap) {
     return thaw_on_error(std::move(snap).take_error());
   }
-  log_.debug("conn=" + tuple.to_string() + " stage=checkpoint state=" +
-             std::string(to_string(snap->state)) + " sendq=" +
-             std::to_string(snap->send_queue.size()) + " unsent=" +
-             std::to_string(snap->send_unsent) + " recvq=" + std::to_string(snap->recv_queue.size()));
+  if (debug_on()) {
+    log_.debug("conn=" + tuple.to_string() + " stage=checkpoint state=" +
+               std::string(to_string(snap->state)) + " sendq=" +
+               std::to_string(snap->send_queue.size()) + " unsent=" +
+               std::to_string(snap->send_unsent) +
+               " recvq=" + std::to_string(snap->recv_queue.size()));
+  }
   return Checkpoint{RepairSocket(std::move(*dup), tuple), std::move(*snap)};
 }
 
 Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions& opts) {
-  const std::string ctx = "restore " + snap.tuple.to_string();
+  // Error contexts are formatted only when an error is returned.
+  auto ctx = [&snap] { return "restore " + snap.tuple.to_string(); };
   if (auto v = validate(snap); !v.ok()) {
-    return std::move(v).take_error().with_context(ctx);
+    return std::move(v).take_error().with_context(ctx());
   }
   const bool v6 = snap.tuple.local.family == IpFamily::v6;
   int raw = sys_.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                         IPPROTO_TCP);
   if (raw < 0) {
-    return sys_error(ctx + ": socket");
+    int err = errno;
+    return sys_error(ctx() + ": socket", err);
   }
   // Until repair is switched off, closing this fd is silent: every early return below leaves
   // nothing behind on the wire.
   UniqueFd fd(raw);
   Ops op(sys_, raw);
-  auto fail = [&](Error e) { return e.with_context(ctx); };
+  auto fail = [&](Error e) { return e.with_context(ctx()); };
 #define RENDR_STEP(expr)                   \
   do {                                     \
     auto step_r_ = (expr);                 \
@@ -669,8 +693,12 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
       warnings += (warnings.empty() ? "" : "; ") + st.error().message();
     }
   };
+  // The socket is fresh, so options still at the kernel's initial value (Nagle on, no cork,
+  // no keepalive, no user timeout) need no syscall: writing that value again is a no-op.
   // Nagle must be in its final state before the unsent bytes are pushed.
-  soft(op.set(IPPROTO_TCP, TCP_NODELAY, o.nodelay ? 1 : 0, "TCP_NODELAY"));
+  if (o.nodelay) {
+    soft(op.set(IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"));
+  }
   std::size_t off = 0;
   const std::uint64_t push_deadline = now_ns() + 2'000'000'000ULL;
   while (off < unsent.size()) {
@@ -684,16 +712,24 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
       (void)::poll(&p, 1, 10);
       continue;
     }
-    return errno_error(ctx + ": push unsent bytes (" + std::to_string(unsent.size() - off) +
-                       " left); the restored connection is live but incomplete");
+    int err = errno;
+    return errno_error(ctx() + ": push unsent bytes (" + std::to_string(unsent.size() - off) +
+                           " left); the restored connection is live but incomplete",
+                       err);
   }
   if (snap.fin_queued && !snap.fin_sent) {
     if (sys_.shutdown(raw, SHUT_WR) != 0) {
-      return errno_error(ctx + ": shutdown(SHUT_WR) after pushing unsent bytes");
+      int err = errno;
+      return errno_error(ctx() + ": shutdown(SHUT_WR) after pushing unsent bytes", err);
     }
   }
-  soft(op.set(IPPROTO_TCP, TCP_CORK, o.cork ? 1 : 0, "TCP_CORK"));
-  soft(op.set(SOL_SOCKET, SO_KEEPALIVE, o.keepalive ? 1 : 0, "SO_KEEPALIVE"));
+  // Uncorking pushes pending frames: only a no-op when nothing was queued for transmission.
+  if (o.cork || !unsent.empty() || (snap.fin_queued && !snap.fin_sent)) {
+    soft(op.set(IPPROTO_TCP, TCP_CORK, o.cork ? 1 : 0, "TCP_CORK"));
+  }
+  if (o.keepalive) {
+    soft(op.set(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE"));
+  }
   if (o.keepidle != 0) {
     soft(op.set(IPPROTO_TCP, TCP_KEEPIDLE, static_cast<int>(o.keepidle), "TCP_KEEPIDLE"));
   }
@@ -703,7 +739,10 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
   if (o.keepcnt != 0) {
     soft(op.set(IPPROTO_TCP, TCP_KEEPCNT, static_cast<int>(o.keepcnt), "TCP_KEEPCNT"));
   }
-  soft(op.set(IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(o.user_timeout), "TCP_USER_TIMEOUT"));
+  if (o.user_timeout != 0) {
+    soft(op.set(IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(o.user_timeout),
+                "TCP_USER_TIMEOUT"));
+  }
   if (o.notsent_lowat != 0) {
     soft(op.set(IPPROTO_TCP, TCP_NOTSENT_LOWAT, static_cast<int>(o.notsent_lowat),
                 "TCP_NOTSENT_LOWAT"));
@@ -735,8 +774,8 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
     soft(op.set(SOL_SOCKET, SO_RCVBUFFORCE, static_cast<int>(o.rcvbuf / 2), "SO_RCVBUF"));
   }
   if (!o.nonblocking) {
-    int fl = sys_.get_fl(raw);
-    if (fl < 0 || sys_.set_fl(raw, fl & ~O_NONBLOCK) != 0) {
+    // socket() above opened the file O_RDWR | O_NONBLOCK: no need to read the flags back.
+    if (sys_.set_fl(raw, O_RDWR) != 0) {
       soft(sys_error("fcntl clear O_NONBLOCK"));
     }
   }
@@ -759,8 +798,10 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
   if (!warnings.empty()) {
     log_.warn("conn=" + snap.tuple.to_string() + " stage=restore warnings: " + warnings);
   }
-  log_.debug("conn=" + snap.tuple.to_string() + " stage=restore state=" +
-             std::string(to_string(snap.state)) + " ok");
+  if (debug_on()) {
+    log_.debug("conn=" + snap.tuple.to_string() + " stage=restore state=" +
+               std::string(to_string(snap.state)) + " ok");
+  }
   return fd;
 }
 
@@ -772,13 +813,17 @@ Result<UniqueFd> Repairer::thaw(RepairSocket&& s) {
   if (auto r = op.set(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF, "leave repair mode"); !r.ok()) {
     return std::move(r).take_error().with_context("thaw " + s.tuple().to_string());
   }
-  log_.debug("conn=" + s.tuple().to_string() + " stage=thaw ok");
+  if (debug_on()) {
+    log_.debug("conn=" + s.tuple().to_string() + " stage=thaw ok");
+  }
   return std::move(s.fd_);
 }
 
 void Repairer::release(RepairSocket&& s) {
   // Closing a socket in repair mode is silent: the kernel sends neither FIN nor RST.
-  log_.debug("conn=" + s.tuple().to_string() + " stage=release");
+  if (debug_on()) {
+    log_.debug("conn=" + s.tuple().to_string() + " stage=release");
+  }
   s.fd_.reset();
 }
 

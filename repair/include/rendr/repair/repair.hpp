@@ -130,8 +130,13 @@ class Repairer {
   // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
 
+  // debug_on: whether a debug line can be seen (a custom sink sees every line; the default sink
+  // filters by log_level()), so per-connection debug lines are only formatted when it can.
+  [[nodiscard]] bool debug_on() const;
+
   Sys& sys_;
   Logger log_;
+  bool custom_sink_ = false;
   std::unique_ptr<InjectCache> inject_;  // created on the first ACK kick
 };
 
