@@ -76,6 +76,7 @@ class Ops {
     queue_ = st.ok() ? q : -1;
     return st;
   }
+  [[nodiscard]] int selected_queue() const { return queue_; }
   Result<std::uint32_t> queue_seq(int q) {
     RENDR_TRY(select_queue(q));
     auto v = get(IPPROTO_TCP, TCP_QUEUE_SEQ, "get TCP_QUEUE_SEQ");
@@ -520,7 +521,10 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
   RENDR_STEP(op.set(IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(snap.recv_seq), "set recv seq"));
   RENDR_STEP(op.select_queue(TCP_SEND_QUEUE));
   RENDR_STEP(op.set(IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(snap.send_seq), "set send seq"));
-  RENDR_STEP(op.select_queue(TCP_NO_QUEUE));
+  // The selected repair queue only matters to data sends/peeks and TCP_QUEUE_SEQ: connect
+  // (tcp_connect goes straight to tcp_finish_connect in repair mode), TCP_REPAIR_OPTIONS,
+  // TCP_TIMESTAMP and TCP_REPAIR_WINDOW transmit nothing and ignore it. So it stays selected until
+  // the read-back, which starts with it; TCP_NO_QUEUE is selected before anything can transmit.
 
   sl = snap.tuple.remote.to_sockaddr(ss);
   if (sys_.connect(raw, reinterpret_cast<sockaddr*>(&ss), sl) != 0) {
@@ -569,7 +573,6 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
     RENDR_STEP(op.select_queue(TCP_SEND_QUEUE));
     RENDR_STEP(op.write_queue(unacked, "refill send queue (sent, unacked)"));
   }
-  RENDR_STEP(op.select_queue(TCP_NO_QUEUE));
 
   const std::uint32_t rcv_nxt_pre_fin =
       snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size());
@@ -609,8 +612,12 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
       return fail(make_error(std::errc::io_error,
                              "restore validation: socket addresses differ from the snapshot"));
     }
-    auto rn = op.queue_seq(TCP_RECV_QUEUE);
-    auto ws = op.queue_seq(TCP_SEND_QUEUE);
+    // Read the still-selected queue first (one select fewer).
+    const bool send_first = op.selected_queue() == TCP_SEND_QUEUE;
+    auto first = op.queue_seq(send_first ? TCP_SEND_QUEUE : TCP_RECV_QUEUE);
+    auto second = op.queue_seq(send_first ? TCP_RECV_QUEUE : TCP_SEND_QUEUE);
+    const auto& rn = send_first ? second : first;
+    const auto& ws = send_first ? first : second;
     RENDR_STEP(op.select_queue(TCP_NO_QUEUE));
     if (!rn || !ws) {
       return fail(make_error(std::errc::io_error, "restore validation: cannot read sequences"));
