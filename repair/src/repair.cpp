@@ -105,6 +105,16 @@ class Ops {
   }
   // peek reads up to |max| bytes of the selected queue without consuming them.
   Result<std::vector<std::byte>> peek(std::size_t max) {
+    if (max == 1) {
+      // The common idle case (queue reported empty, peeking one byte to prove it): no heap
+      // buffer unless that byte exists.
+      std::byte b{};
+      ssize_t n = sys_.recv(fd_, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && errno != EAGAIN) {
+        return sys_error("peek queue");
+      }
+      return n > 0 ? std::vector<std::byte>{b} : std::vector<std::byte>{};
+    }
     std::vector<std::byte> buf(max);
     if (max == 0) {
       return buf;
