@@ -274,7 +274,9 @@ Result<Latency> run_queued(const Config& cfg, repair::Repairer& rep,
   prog.note("queued: " + std::to_string(qb) + " B unread at the server, " + std::to_string(qb) +
             " B in its send queue, peer window closed after " + std::to_string(*absorbed) + " B");
 
-  std::uint64_t snap_down_off = 0;
+  // Precomputed once: a 1 MiB allocation per iteration would perturb the heap (and so the
+  // allocator behaviour the timed peeks see).
+  const auto down_expected = pattern(kDown, down_total - qb, qb);
   auto check = [&](const TcpSnapshot& s) -> Status {
     if (s.recv_queue.size() != qb || s.send_queue.size() != qb) {
       return make_error(std::errc::io_error,
@@ -285,8 +287,7 @@ Result<Latency> run_queued(const Config& cfg, repair::Repairer& rep,
     if (s.recv_queue != up) {
       return make_error(std::errc::io_error, "snapshot receive queue content differs");
     }
-    snap_down_off = down_total - qb;
-    if (s.send_queue != pattern(kDown, snap_down_off, qb)) {
+    if (s.send_queue != down_expected) {
       return make_error(std::errc::io_error, "snapshot send queue content differs");
     }
     return {};
