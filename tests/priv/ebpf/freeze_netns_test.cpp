@@ -77,6 +77,14 @@ void run_freeze_roundtrip(const char* a_addr, const char* b_addr, const char* ip
 
   auto frozen = f->counters(flow);
   EBPF_REQUIRE_OK(frozen);
+  // Retransmission timing depends on the RTT estimate and load: wait (bounded, while still
+  // frozen) until both sides have retransmitted at least once.
+  for (int i = 0; i < 300 && (frozen->egress_packets < 2 || frozen->ingress_packets < 2); ++i) {
+    CHECK_FALSE(test::readable(server.get(), 10));
+    CHECK_FALSE(test::readable(client.get(), 0));
+    frozen = f->counters(flow);
+    EBPF_REQUIRE_OK(frozen);
+  }
   CHECK(frozen->egress_packets >= 2);   // original + at least one retransmission
   CHECK(frozen->ingress_packets >= 2);
   CHECK(frozen->egress_bytes > kChunk);
