@@ -18,21 +18,6 @@ using namespace rendr::test;
 
 namespace {
 
-struct Flow {
-  UniqueFd listener;
-  UniqueFd server;
-  UniqueFd client;
-};
-
-Flow open_flow(GatewayLab& lab, bool v6, std::uint16_t port) {
-  Flow f;
-  auto vip = *Endpoint::parse_address(v6 ? GatewayLab::kVip6 : GatewayLab::kVip4, port);
-  f.listener = listen_on(lab.a, vip);
-  f.client = connect_from(lab.peer, vip);
-  f.server = accept_one(f.listener.get());
-  return f;
-}
-
 int tcp_state(int fd) {
   tcp_info ti{};
   socklen_t len = sizeof ti;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "lab.hpp"
 
+#include "conn_util.hpp"
+
 namespace rendr::test {
 
 GatewayLab::GatewayLab()
@@ -64,6 +66,16 @@ void GatewayLab::unfreeze() {
     gw.must("nft delete table inet rendr_freeze");
     frozen_ = false;
   }
+}
+
+Flow open_flow(GatewayLab& lab, bool v6, std::uint16_t port) {
+  Flow f;
+  auto vip = *Endpoint::parse_address(v6 ? GatewayLab::kVip6 : GatewayLab::kVip4, port);
+  f.listener = listen_on(lab.a, vip);
+  f.client = connect_from(lab.peer, vip);
+  f.server = accept_one(f.listener.get());
+  f.tuple = tuple_of(f.server.get());
+  return f;
 }
 
 }  // namespace rendr::test

@@ -8,6 +8,7 @@
 #include "support/netns.hpp"
 
 #include <rendr/common/endpoint.hpp>
+#include <rendr/common/unique_fd.hpp>
 
 #include <string>
 
@@ -37,5 +38,16 @@ class GatewayLab {
  private:
   bool frozen_ = false;
 };
+
+// Flow: one connection peer -> VIP served in hostA (listener kept open until the test drops it).
+struct Flow {
+  UniqueFd listener;
+  UniqueFd server;  // in hostA
+  UniqueFd client;  // in peer
+  FourTuple tuple;  // as seen by the server
+};
+
+// open_flow connects the peer to the VIP (IPv4 or IPv6) on |port| and accepts in hostA.
+Flow open_flow(GatewayLab& lab, bool v6, std::uint16_t port);
 
 }  // namespace rendr::test

@@ -3,6 +3,7 @@
 // steer the VIP to |to|, restore inside |to|, unfreeze. Throws with the repair error on failure.
 #pragma once
 
+#include "conn_util.hpp"
 #include "lab.hpp"
 
 #include <rendr/common/tcp_snapshot.hpp>
@@ -24,17 +25,7 @@ struct MigrateHooks {
 
 inline UniqueFd migrate(GatewayLab& lab, UniqueFd& fd, const Netns& to,
                         const MigrateHooks& hooks = {}) {
-  FourTuple t;
-  {
-    sockaddr_storage a{};
-    sockaddr_storage b{};
-    socklen_t al = sizeof a;
-    socklen_t bl = sizeof b;
-    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &al);
-    ::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&b), &bl);
-    t = FourTuple{*Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&a), al),
-                  *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&b), bl)};
-  }
+  const FourTuple t = tuple_of(fd.get());
   lab.freeze(t, hooks.host_to_peer_only);
   if (hooks.after_freeze) {
     hooks.after_freeze();

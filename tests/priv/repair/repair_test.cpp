@@ -15,23 +15,6 @@ using namespace rendr::test;
 
 namespace {
 
-struct Flow {
-  UniqueFd listener;
-  UniqueFd server;  // in hostA
-  UniqueFd client;  // in peer
-  FourTuple tuple;  // as seen by the server
-};
-
-Flow open_flow(GatewayLab& lab, bool v6, std::uint16_t port) {
-  Flow f;
-  auto vip = *Endpoint::parse_address(v6 ? GatewayLab::kVip6 : GatewayLab::kVip4, port);
-  f.listener = listen_on(lab.a, vip);
-  f.client = connect_from(lab.peer, vip);
-  f.server = accept_one(f.listener.get());
-  f.tuple = tuple_of(f.server.get());
-  return f;
-}
-
 long long peer_resets(GatewayLab& lab) {
   return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "InErrs");
 }
