@@ -467,6 +467,42 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
 }
 
 Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions& opts) {
+  StageState st;
+  auto fd = stage(snap, opts, st);
+  if (!fd.ok()) {
+    return std::move(fd).take_error();
+  }
+  return activate_staged(snap, opts, st, std::move(fd).value());
+}
+
+Result<StagedSocket> Repairer::restore_staged(TcpSnapshot snap, const RestoreOptions& opts) {
+  StagedSocket s;
+  s.snap_ = std::make_unique<TcpSnapshot>(std::move(snap));
+  s.opts_ = opts;
+  auto fd = stage(*s.snap_, opts, s.st_);
+  if (!fd.ok()) {
+    return std::move(fd).take_error();
+  }
+  s.fd_ = std::move(fd).value();
+  return s;
+}
+
+Result<UniqueFd> Repairer::activate(StagedSocket&& s) {
+  if (!s.valid()) {
+    return make_error(std::errc::bad_file_descriptor, "activate: empty StagedSocket");
+  }
+  return activate_staged(*s.snap_, s.opts_, s.st_, std::move(s.fd_));
+}
+
+void Repairer::release(StagedSocket&& s) {
+  if (debug_on() && s.valid()) {
+    log_.debug("conn=" + s.tuple().to_string() + " stage=release-staged");
+  }
+  s.fd_.reset();
+}
+
+Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& opts,
+                                 StageState& st) {
   // Error contexts are formatted only when an error is returned.
   auto ctx = [&snap] { return "restore " + snap.tuple.to_string(); };
   if (auto v = validate(snap); !v.ok()) {
@@ -574,7 +610,6 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
   }
 
   const auto unacked = std::span(snap.send_queue).first(snap.send_unacked());
-  const auto unsent = std::span(snap.send_queue).subspan(snap.send_unacked());
   if (!snap.recv_queue.empty()) {
     RENDR_STEP(op.select_queue(TCP_RECV_QUEUE));
     RENDR_STEP(op.write_queue(snap.recv_queue, "refill receive queue"));
@@ -697,17 +732,38 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
     RENDR_STEP(our_fin_in_repair());
   }
 
+  st.v6 = v6;
+  st.force_snd = force_snd;
+  st.force_rcv = force_rcv;
+  st.rcv_wup = rcv_wup;
+#undef RENDR_STEP
+  return fd;
+}
+
+Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const RestoreOptions& opts,
+                                           const StageState& st, UniqueFd fd) {
+  auto ctx = [&snap] { return "restore " + snap.tuple.to_string(); };
+  const int raw = fd.get();
+  Ops op(sys_, raw);
+  const bool v6 = st.v6;
+  const bool force_snd = st.force_snd;
+  const bool force_rcv = st.force_rcv;
+  const std::uint32_t rcv_wup = st.rcv_wup;
+  const auto unsent = std::span(snap.send_queue).subspan(snap.send_unacked());
   // Leave repair mode. From here on the socket is live; failures are reported but the
   // connection is not torn down.
-  RENDR_STEP(op.set(IPPROTO_TCP, TCP_REPAIR, opts.window_probe ? TCP_REPAIR_OFF : TCP_REPAIR_OFF_NO_WP,
-                    "leave repair mode"));
-#undef RENDR_STEP
+  if (auto r = op.set(IPPROTO_TCP, TCP_REPAIR,
+                      opts.window_probe ? TCP_REPAIR_OFF : TCP_REPAIR_OFF_NO_WP,
+                      "leave repair mode");
+      !r.ok()) {
+    return std::move(r).take_error().with_context(ctx());
+  }
 
   const auto& o = snap.options;
   std::string warnings;
-  auto soft = [&](Status st) {
-    if (!st.ok()) {
-      warnings += (warnings.empty() ? "" : "; ") + st.error().message();
+  auto soft = [&](Status s) {
+    if (!s.ok()) {
+      warnings += (warnings.empty() ? "" : "; ") + s.error().message();
     }
   };
   // The socket is fresh, so options still at the kernel's initial value (Nagle on, no cork,

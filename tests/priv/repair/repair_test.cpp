@@ -115,3 +115,68 @@ TEST_CASE("checkpoint refuses sockets it cannot migrate, naming why", "[.repair]
   REQUIRE_FALSE(u.ok());
   CHECK_THAT(u.error().message(), Catch::Contains("not a TCP socket"));
 }
+
+TEST_CASE("a staged restore transmits nothing until activated, and releasing it is silent",
+          "[.repair][repair][netns]") {
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7003);
+  Pattern up(31);
+  Pattern down(32);
+  write_all(f.client.get(), pattern_bytes(up, 0, 2000));
+  wait_inq(f.server.get(), 2000);
+  const long long resets_before = peer_resets(lab);
+  repair::Repairer rep;
+
+  // Abort path: staged on B while A stays frozen, then dropped; A thaws and carries on.
+  lab.freeze(f.tuple);
+  auto cp = rep.checkpoint(f.server.get());
+  REQUIRE(cp.ok());
+  const long long b_out_before = snmp_counter(lab.b, "Tcp", "OutSegs");
+  const long long b_rst_before = snmp_counter(lab.b, "Tcp", "OutRsts");
+  {
+    NetnsScope in_b(lab.b);
+    auto staged = rep.restore_staged(cp->snapshot);
+    REQUIRE(staged.ok());
+    CHECK(staged->tuple() == f.tuple);
+    CHECK(staged->snapshot().recv_queue.size() == 2000);
+    rep.release(std::move(*staged));
+  }
+  lab.unfreeze();
+  auto thawed = rep.thaw(std::move(cp->socket));
+  REQUIRE(thawed.ok());
+  // B's stack sent nothing (its socket never left repair mode), and A still works.
+  CHECK(snmp_counter(lab.b, "Tcp", "OutSegs") == b_out_before);
+  CHECK(snmp_counter(lab.b, "Tcp", "OutRsts") == b_rst_before);
+  CHECK(up.mismatch(0, read_exact(f.server.get(), 2000)) == -1);
+  write_all(f.server.get(), pattern_bytes(down, 0, 5000));
+  CHECK(down.mismatch(0, read_exact(f.client.get(), 5000)) == -1);
+
+  // Commit path: stage on B, steer, activate.
+  write_all(f.client.get(), pattern_bytes(up, 2000, 3000));
+  wait_inq(f.server.get(), 3000);
+  lab.freeze(f.tuple);
+  auto cp2 = rep.checkpoint(f.server.get());
+  REQUIRE(cp2.ok());
+  repair::StagedSocket staged;
+  {
+    NetnsScope in_b(lab.b);
+    auto s = rep.restore_staged(std::move(cp2->snapshot));
+    REQUIRE(s.ok());
+    staged = std::move(*s);
+  }
+  rep.release(std::move(cp2->socket));
+  f.server.reset();
+  lab.route_vip_to(lab.b);
+  lab.unfreeze();
+  UniqueFd live;
+  {
+    NetnsScope in_b(lab.b);
+    auto fd = rep.activate(std::move(staged));
+    REQUIRE(fd.ok());
+    live = std::move(*fd);
+  }
+  CHECK(up.mismatch(2000, read_exact(live.get(), 3000)) == -1);
+  write_all(live.get(), pattern_bytes(down, 5000, 70000));
+  CHECK(down.mismatch(5000, read_exact(f.client.get(), 70000)) == -1);
+  CHECK(peer_resets(lab) == resets_before);
+}

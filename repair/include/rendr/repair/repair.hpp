@@ -93,6 +93,37 @@ struct RestoreOptions {
   std::uint32_t inject_mark = 0xC114;
 };
 
+// StageState — what activate() needs to know about how a socket was staged (internal).
+struct StageState {
+  bool v6 = false;
+  bool force_snd = false;
+  bool force_rcv = false;
+  std::uint32_t rcv_wup = 0;
+};
+
+// StagedSocket — a restored socket that is still in repair mode (restore recipe steps 1-6 done
+// and validated; step 7 not yet): it transmits nothing and closing it is silent, so the target
+// host can hold it until the migration commits. Owns the fd and the snapshot it was built from.
+// Destroying it closes it silently (same as Repairer::release()).
+class StagedSocket {
+ public:
+  StagedSocket() = default;
+  StagedSocket(StagedSocket&&) noexcept = default;
+  StagedSocket& operator=(StagedSocket&&) noexcept = default;
+
+  [[nodiscard]] bool valid() const { return fd_.valid(); }
+  [[nodiscard]] int fd() const { return fd_.get(); }
+  [[nodiscard]] const FourTuple& tuple() const { return snap_->tuple; }
+  [[nodiscard]] const TcpSnapshot& snapshot() const { return *snap_; }
+
+ private:
+  friend class Repairer;
+  UniqueFd fd_;
+  std::unique_ptr<TcpSnapshot> snap_;
+  RestoreOptions opts_;
+  StageState st_;
+};
+
 // Repairer — the checkpoint/restore engine. |sys| must outlive it; |sink| receives log lines
 // (empty = default sink). After its first ACK kick a Repairer keeps one raw injection socket per
 // address family open (closed by its destructor) and reuses it while restores happen in the same
@@ -119,6 +150,17 @@ class Repairer {
   // (read-back validation mismatch, with the field), kernel errors with the failing step.
   [[nodiscard]] Result<UniqueFd> restore(const TcpSnapshot& snap, const RestoreOptions& opts = {});
 
+  // restore_staged is restore() split in two for two-phase migrations: it runs the recipe up to
+  // and including the read-back validation and FIN rebuild, but leaves the socket in repair
+  // mode, so nothing is transmitted and dropping the StagedSocket is silent. Errors as restore().
+  [[nodiscard]] Result<StagedSocket> restore_staged(TcpSnapshot snap,
+                                                    const RestoreOptions& opts = {});
+  // activate finishes a staged restore (repair off with window probe, unsent bytes, options,
+  // ACK kick) and returns the live socket. Call it once traffic is steered to this host.
+  [[nodiscard]] Result<UniqueFd> activate(StagedSocket&& s);
+  // release (staged) closes a staged socket silently (abort path on the target).
+  void release(StagedSocket&& s);
+
   // thaw returns a frozen socket to normal operation (abort path: the connection continues
   // here). The window probe resynchronises with the peer.
   [[nodiscard]] Result<UniqueFd> thaw(RepairSocket&& s);
@@ -127,6 +169,11 @@ class Repairer {
   void release(RepairSocket&& s);
 
  private:
+  [[nodiscard]] Result<UniqueFd> stage(const TcpSnapshot& snap, const RestoreOptions& opts,
+                                       StageState& st);
+  [[nodiscard]] Result<UniqueFd> activate_staged(const TcpSnapshot& snap,
+                                                 const RestoreOptions& opts, const StageState& st,
+                                                 UniqueFd fd);
   // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
 
