@@ -2,112 +2,109 @@
 #include "gateway_lab.hpp"
 
 #include <fcntl.h>
-#include <sched.h>
-#include <sys/wait.h>
-
-#include <cstdio>
 
 namespace rendr::lab {
 
-int shell(const std::string& cmd, std::string* out) {
-  std::string full = cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (p == nullptr) {
-    return -1;
-  }
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) {
-    if (out != nullptr) {
-      out->append(buf, n);
-    }
-  }
-  int st = ::pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+const std::vector<std::string>& GatewayLab::roles() {
+  static const std::vector<std::string> kRoles = {"peer", "gw", "a", "b"};
+  return kRoles;
+}
+
+const std::vector<Iface>& GatewayLab::interfaces() {
+  static const std::vector<Iface> kIfaces = {
+      {"peer", "eth0", "10.0.1.2/24", "fd00:1::2/64", "gw", "vpeer"},
+      {"gw", "vpeer", "10.0.1.1/24", "fd00:1::1/64", "peer", "eth0"},
+      {"gw", "va", "10.0.2.1/24", "fd00:2::1/64", "a", "eth0"},
+      {"gw", "vb", "10.0.3.1/24", "fd00:3::1/64", "b", "eth0"},
+      {"a", "eth0", "10.0.2.2/24", "fd00:2::2/64", "gw", "va"},
+      {"a", "lo", "10.99.0.1/32", "fd99::1/128", "", ""},
+      {"b", "eth0", "10.0.3.2/24", "fd00:3::2/64", "gw", "vb"},
+      {"b", "lo", "10.99.0.1/32", "fd99::1/128", "", ""},
+  };
+  return kIfaces;
 }
 
 namespace {
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q.push_back(c);
-    }
-  }
-  return q + "'";
-}
-
+const char* leg(Host h) { return h == Host::a ? "2" : "3"; }
 }  // namespace
 
+std::string GatewayLab::host_addr4(Host h) { return std::string("10.0.") + leg(h) + ".2"; }
+std::string GatewayLab::host_addr6(Host h) { return std::string("fd00:") + leg(h) + "::2"; }
+std::string GatewayLab::gw_addr4(Host h) { return std::string("10.0.") + leg(h) + ".1"; }
+std::string GatewayLab::gw_addr6(Host h) { return std::string("fd00:") + leg(h) + "::1"; }
+std::string GatewayLab::gw_ifname(Host h) { return h == Host::a ? "va" : "vb"; }
+
 Status GatewayLab::run(const std::string& role, const std::string& cmd) const {
-  std::string out;
-  int rc = shell("ip netns exec " + ns(role) + " sh -c " + quote(cmd), &out);
-  if (rc != 0) {
-    return make_error(std::errc::io_error, "lab: [" + ns(role) + "] '" + cmd + "' exited " +
-                                               std::to_string(rc) + ": " + out);
-  }
-  return {};
+  return run_in(ns(role), cmd);
 }
 
 Result<std::unique_ptr<GatewayLab>> GatewayLab::create(std::string prefix) {
+  RENDR_TRY(valid_prefix(prefix));
   std::unique_ptr<GatewayLab> lab(new GatewayLab(std::move(prefix)));
   lab->teardown();  // leftovers of an earlier run
-  lab->up_ = true;
-  for (const char* role : {"peer", "gw", "a", "b"}) {
-    std::string out;
-    if (shell("ip netns add " + lab->ns(role), &out) != 0) {
-      return make_error(std::errc::operation_not_permitted,
-                        "lab: ip netns add " + lab->ns(role) + " failed (needs root): " + out);
-    }
-    RENDR_TRY(lab->run(role, "ip link set lo up"));
+  // From here on, any early return destroys |lab|, which deletes what was built so far.
+  for (const auto& role : roles()) {
+    RENDR_TRY(netns_add(lab->ns(role)));
   }
-  auto link = [&](const std::string& x, const std::string& xif, const std::string& y,
-                  const std::string& yif) -> Status {
-    std::string out;
-    if (shell("ip -n " + lab->ns(x) + " link add " + xif + " type veth peer name " + yif +
-                  " netns " + lab->ns(y),
-              &out) != 0) {
-      return make_error(std::errc::io_error, "lab: veth " + xif + ": " + out);
+  for (const auto& i : interfaces()) {
+    if (i.peer_role.empty() || i.role == "gw") {
+      continue;  // lo, or the gw end (created with its peer)
     }
-    RENDR_TRY(lab->run(x, "ip link set " + xif + " up"));
-    return lab->run(y, "ip link set " + yif + " up");
-  };
-  RENDR_TRY(link("peer", "eth0", "gw", "vpeer"));
-  RENDR_TRY(link("a", "eth0", "gw", "va"));
-  RENDR_TRY(link("b", "eth0", "gw", "vb"));
-  RENDR_TRY(lab->run("peer",
-                     "ip addr add 10.0.1.2/24 dev eth0 && ip -6 addr add fd00:1::2/64 dev eth0 "
-                     "nodad && ip route add default via 10.0.1.1 && ip -6 route add default via "
-                     "fd00:1::1"));
-  RENDR_TRY(lab->run("gw",
-                     "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 && "
-                     "ip addr add 10.0.1.1/24 dev vpeer && ip -6 addr add fd00:1::1/64 dev vpeer "
-                     "nodad && ip addr add 10.0.2.1/24 dev va && ip -6 addr add fd00:2::1/64 dev "
-                     "va nodad && ip addr add 10.0.3.1/24 dev vb && ip -6 addr add fd00:3::1/64 "
-                     "dev vb nodad"));
-  for (const char* h : {"a", "b"}) {
-    std::string n = std::string(h) == "a" ? "2" : "3";
-    RENDR_TRY(lab->run(h, "ip addr add 10.0." + n + ".2/24 dev eth0 && ip -6 addr add fd00:" + n +
-                              "::2/64 dev eth0 nodad && ip route add default via 10.0." + n +
-                              ".1 && ip -6 route add default via fd00:" + n +
-                              "::1 && ip addr add 10.99.0.1/32 dev lo && ip -6 addr add "
-                              "fd99::1/128 dev lo nodad && ping -c1 -W2 -q 10.0." + n +
-                              ".1 >/dev/null && ping -6 -c1 -W2 -q fd00:" + n + "::1 >/dev/null"));
+    std::string out;
+    if (shell("ip -n " + lab->ns(i.role) + " link add " + i.name + " type veth peer name " +
+                  i.peer_name + " netns " + lab->ns(i.peer_role),
+              &out) != 0) {
+      return make_error(std::errc::io_error,
+                        "lab: veth " + lab->ns(i.role) + "/" + i.name + ": " + out);
+    }
+  }
+  for (const auto& i : interfaces()) {
+    std::string cmd = "ip addr add " + i.addr4 + " dev " + i.name + " && ip -6 addr add " +
+                      i.addr6 + " dev " + i.name + " nodad";
+    if (i.name != "lo") {
+      cmd += " && ip link set " + i.name + " up";
+    }
+    RENDR_TRY(lab->run(i.role, cmd));
+  }
+  RENDR_TRY(lab->run("peer", "ip route add default via 10.0.1.1 && ip -6 route add default via "
+                             "fd00:1::1"));
+  RENDR_TRY(lab->run("gw", "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"));
+  for (Host h : {Host::a, Host::b}) {
+    const std::string role = h == Host::a ? "a" : "b";
+    RENDR_TRY(lab->run(role, "ip route add default via " + gw_addr4(h) +
+                                 " && ip -6 route add default via " + gw_addr6(h) +
+                                 " && ping -c1 -W2 -q " + gw_addr4(h) +
+                                 " >/dev/null && ping -6 -c1 -W2 -q " + gw_addr6(h) +
+                                 " >/dev/null"));
   }
   RENDR_TRY(lab->route_vip_to(Host::a));
   return lab;
 }
 
-GatewayLab::~GatewayLab() { teardown(); }
+Result<std::unique_ptr<GatewayLab>> GatewayLab::attach(std::string prefix) {
+  RENDR_TRY(valid_prefix(prefix));
+  std::unique_ptr<GatewayLab> lab(new GatewayLab(std::move(prefix)));
+  lab->owned_ = false;
+  for (const auto& role : roles()) {
+    if (!netns_exists(lab->ns(role))) {
+      return make_error(std::errc::no_such_file_or_directory,
+                        "lab: no gateway lab with prefix '" + lab->prefix_ + "' (namespace " +
+                            lab->ns(role) + " missing)");
+    }
+  }
+  return lab;
+}
+
+GatewayLab::~GatewayLab() {
+  if (owned_) {
+    teardown();
+  }
+}
 
 void GatewayLab::teardown() {
-  for (const char* role : {"peer", "gw", "a", "b"}) {
-    (void)shell("ip netns del " + ns(role) + " 2>/dev/null");
+  for (const auto& role : roles()) {
+    netns_del(ns(role));
   }
-  up_ = false;
   frozen_ = false;
 }
 
@@ -115,10 +112,27 @@ Result<UniqueFd> GatewayLab::netns_fd(const std::string& role) const {
   return UniqueFd::open("/run/netns/" + ns(role), O_RDONLY);
 }
 
+Result<int> GatewayLab::ifindex(const std::string& role, const std::string& ifname) const {
+  return lab::ifindex(ns(role), ifname);
+}
+
 Status GatewayLab::route_vip_to(Host h) {
-  const char* n = h == Host::a ? "2" : "3";
-  return run("gw", std::string("ip route replace 10.99.0.1/32 via 10.0.") + n +
-                       ".2 && ip -6 route replace fd99::1/128 via fd00:" + n + "::2");
+  return run("gw", "ip route replace 10.99.0.1/32 via " + host_addr4(h) +
+                       " && ip -6 route replace fd99::1/128 via " + host_addr6(h));
+}
+
+Result<Host> GatewayLab::vip_owner() const {
+  auto out = output_in(ns("gw"), "ip route show 10.99.0.1/32");
+  if (!out) {
+    return std::move(out).take_error();
+  }
+  if (out->find("via " + host_addr4(Host::a)) != std::string::npos) {
+    return Host::a;
+  }
+  if (out->find("via " + host_addr4(Host::b)) != std::string::npos) {
+    return Host::b;
+  }
+  return make_error(std::errc::no_such_file_or_directory, "lab: gw has no VIP route");
 }
 
 Status GatewayLab::freeze(const FourTuple& t) {
@@ -132,7 +146,7 @@ Status GatewayLab::freeze(const FourTuple& t) {
                        ip + " saddr " + l + " " + ip + " daddr " + r + " tcp sport " + lp +
                        " tcp dport " + rp + " drop; " + ip + " saddr " + r + " " + ip +
                        " daddr " + l + " tcp sport " + rp + " tcp dport " + lp + " drop; }; }";
-  RENDR_TRY(run("gw", "echo " + quote(script) + " | nft -f -"));
+  RENDR_TRY(run("gw", "echo " + shell_quote(script) + " | nft -f -"));
   frozen_ = true;
   return {};
 }
@@ -145,21 +159,98 @@ Status GatewayLab::unfreeze() {
   return run("gw", "nft delete table inet rendr_freeze");
 }
 
-Result<NetnsEnter> NetnsEnter::enter(int netns_fd) {
-  auto prev = UniqueFd::open("/proc/thread-self/ns/net", O_RDONLY);
-  if (!prev) {
-    return std::move(prev).take_error();
+void GatewayLab::describe(JsonWriter& w) const {
+  auto addr_pair = [&](std::string_view key4, const std::string& a4, std::string_view key6,
+                       const std::string& a6) { w.kv(key4, a4).kv(key6, a6); };
+  w.begin_object();
+  w.kv("lab", "gateway").kv("prefix", prefix_);
+  bool up = true;
+  for (const auto& role : roles()) {
+    up = up && netns_exists(ns(role));
   }
-  if (::setns(netns_fd, CLONE_NEWNET) != 0) {
-    return errno_error("setns");
+  w.kv("up", up);
+  w.begin_object("vip").kv("v4", kVip4).kv("v6", kVip6);
+  auto owner = up ? vip_owner() : Result<Host>(make_error(std::errc::no_such_file_or_directory, ""));
+  if (owner) {
+    w.kv("owner", *owner == Host::a ? "a" : "b").kv("owner_ns", host_ns(*owner));
+  } else {
+    w.kv_null("owner").kv_null("owner_ns");
   }
-  return NetnsEnter(std::move(*prev));
+  w.end_object();
+  w.begin_object("peer").kv("ns", ns("peer")).kv("if", kHostIf);
+  addr_pair("addr4", kPeer4, "addr6", kPeer6);
+  addr_pair("gw4", kGwPeer4, "gw6", kGwPeer6);
+  w.end_object();
+  w.begin_object("gw").kv("ns", ns("gw"));
+  w.begin_object("peer").kv("if", kGwPeerIf).kv("addr4", kGwPeer4).kv("addr6", kGwPeer6);
+  w.end_object();
+  for (Host h : {Host::a, Host::b}) {
+    w.begin_object(h == Host::a ? "a" : "b").kv("if", gw_ifname(h));
+    addr_pair("addr4", gw_addr4(h), "addr6", gw_addr6(h));
+    w.end_object();
+  }
+  w.end_object();
+  w.begin_object("hosts");
+  for (Host h : {Host::a, Host::b}) {
+    w.begin_object(h == Host::a ? "a" : "b").kv("ns", host_ns(h)).kv("if", kHostIf);
+    addr_pair("addr4", host_addr4(h), "addr6", host_addr6(h));
+    addr_pair("gw4", gw_addr4(h), "gw6", gw_addr6(h));
+    w.end_object();
+  }
+  w.end_object();
+  // Agent management addresses: where each node's rendr-agent listens for its peers. Hosts use
+  // their leg address (routed through gw); gw uses its peer-leg address, reachable from all.
+  w.begin_object("agents");
+  w.begin_object("gw").kv("ns", ns("gw")).kv("addr4", kGwPeer4).kv("addr6", kGwPeer6);
+  w.end_object();
+  for (Host h : {Host::a, Host::b}) {
+    w.begin_object(h == Host::a ? "a" : "b").kv("ns", host_ns(h));
+    addr_pair("addr4", host_addr4(h), "addr6", host_addr6(h));
+    w.end_object();
+  }
+  w.end_object();
+  w.begin_array("namespaces");
+  for (const auto& role : roles()) {
+    w.begin_object().kv("role", role).kv("name", ns(role)).kv("exists", netns_exists(ns(role)));
+    std::vector<Link> ls;
+    if (netns_exists(ns(role))) {
+      if (auto r = links(ns(role))) {
+        ls = std::move(*r);
+      }
+    }
+    w.begin_array("interfaces");
+    for (const auto& i : interfaces()) {
+      if (i.role != role) {
+        continue;
+      }
+      w.begin_object().kv("name", i.name);
+      bool found = false;
+      for (const auto& l : ls) {
+        if (l.name == i.name) {
+          w.kv("ifindex", l.ifindex);
+          found = true;
+        }
+      }
+      if (!found) {
+        w.kv_null("ifindex");
+      }
+      w.kv("addr4", i.addr4).kv("addr6", i.addr6);
+      if (!i.peer_role.empty()) {
+        w.kv("peer_ns", ns(i.peer_role)).kv("peer_if", i.peer_name);
+      }
+      w.end_object();
+    }
+    w.end_array();
+    w.end_object();
+  }
+  w.end_array();
+  w.end_object();
 }
 
-NetnsEnter::~NetnsEnter() {
-  if (prev_.valid()) {
-    (void)::setns(prev_.get(), CLONE_NEWNET);
-  }
+std::string GatewayLab::describe() const {
+  JsonWriter w;
+  describe(w);
+  return w.str();
 }
 
 }  // namespace rendr::lab

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "lab_util.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+namespace rendr::lab {
+
+int shell(const std::string& cmd, std::string* out) {
+  std::string full = cmd + " 2>&1";
+  FILE* p = ::popen(full.c_str(), "r");
+  if (p == nullptr) {
+    return -1;
+  }
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) {
+    if (out != nullptr) {
+      out->append(buf, n);
+    }
+  }
+  int st = ::pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q.push_back(c);
+    }
+  }
+  return q + "'";
+}
+
+Result<std::string> output_in(const std::string& netns, const std::string& cmd) {
+  std::string out;
+  int rc = shell("ip netns exec " + shell_quote(netns) + " sh -c " + shell_quote(cmd), &out);
+  if (rc != 0) {
+    while (!out.empty() && out.back() == '\n') {
+      out.pop_back();
+    }
+    return make_error(std::errc::io_error, "lab: [" + netns + "] '" + cmd + "' exited " +
+                                               std::to_string(rc) + ": " + out);
+  }
+  return out;
+}
+
+Status run_in(const std::string& netns, const std::string& cmd) {
+  auto r = output_in(netns, cmd);
+  if (!r) {
+    return std::move(r).take_error();
+  }
+  return {};
+}
+
+bool netns_exists(const std::string& name) {
+  struct stat st {};
+  return ::stat(("/run/netns/" + name).c_str(), &st) == 0;
+}
+
+Status netns_add(const std::string& name) {
+  if (netns_exists(name)) {
+    return make_error(std::errc::file_exists, "lab: namespace " + name + " already exists");
+  }
+  std::string out;
+  if (shell("ip netns add " + shell_quote(name), &out) != 0) {
+    while (!out.empty() && out.back() == '\n') {
+      out.pop_back();
+    }
+    if (::geteuid() != 0 || out.find("ermission denied") != std::string::npos ||
+        out.find("not permitted") != std::string::npos) {
+      return make_error(std::errc::operation_not_permitted,
+                        "lab: ip netns add " + name +
+                            " failed: needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): " + out);
+    }
+    return make_error(std::errc::io_error, "lab: ip netns add " + name + " failed: " + out);
+  }
+  return run_in(name, "ip link set lo up");
+}
+
+void netns_del(const std::string& name) {
+  if (netns_exists(name)) {
+    (void)shell("ip netns del " + shell_quote(name));
+  }
+}
+
+Result<UniqueFd> open_netns(const std::string& name) {
+  auto fd = UniqueFd::open("/run/netns/" + name, O_RDONLY);
+  if (!fd) {
+    return std::move(fd).take_error().with_context("lab: open namespace " + name);
+  }
+  return fd;
+}
+
+Result<std::vector<Link>> links(const std::string& netns) {
+  auto out = output_in(netns, "ip -o link show");
+  if (!out) {
+    return std::move(out).take_error();
+  }
+  // "2: p1@if3: <BROADCAST,...> mtu ..." -> {2, "p1"}
+  std::vector<Link> v;
+  std::istringstream in(*out);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto c1 = line.find(": ");
+    if (c1 == std::string::npos) {
+      continue;
+    }
+    auto c2 = line.find(": ", c1 + 2);
+    if (c2 == std::string::npos) {
+      continue;
+    }
+    Link l;
+    l.ifindex = std::atoi(line.substr(0, c1).c_str());
+    l.name = line.substr(c1 + 2, c2 - c1 - 2);
+    if (auto at = l.name.find('@'); at != std::string::npos) {
+      l.name.resize(at);
+    }
+    v.push_back(std::move(l));
+  }
+  return v;
+}
+
+Result<int> ifindex(const std::string& netns, const std::string& ifname) {
+  auto ls = links(netns);
+  if (!ls) {
+    return std::move(ls).take_error();
+  }
+  for (const auto& l : *ls) {
+    if (l.name == ifname) {
+      return l.ifindex;
+    }
+  }
+  return make_error(std::errc::no_such_device, "lab: no interface " + ifname + " in " + netns);
+}
+
+const std::vector<std::string>& lab_roles() {
+  static const std::vector<std::string> kRoles = {"peer", "gw", "a", "b", "client", "server"};
+  return kRoles;
+}
+
+std::vector<std::string> existing_lab_namespaces(const std::string& prefix) {
+  std::vector<std::string> v;
+  for (const auto& r : lab_roles()) {
+    if (netns_exists(prefix + "-" + r)) {
+      v.push_back(prefix + "-" + r);
+    }
+  }
+  return v;
+}
+
+std::vector<std::string> remove_lab(const std::string& prefix) {
+  std::vector<std::string> removed;
+  for (const auto& n : existing_lab_namespaces(prefix)) {
+    netns_del(n);
+    if (!netns_exists(n)) {
+      removed.push_back(n);
+    }
+  }
+  return removed;
+}
+
+Status valid_prefix(const std::string& prefix) {
+  if (prefix.empty() || prefix.size() > 32 || prefix[0] == '-' || prefix[0] == '.') {
+    return make_error(std::errc::invalid_argument,
+                      "lab: prefix '" + prefix + "' must be 1..32 characters, not starting "
+                                                 "with '-' or '.'");
+  }
+  for (char c : prefix) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.';
+    if (!ok) {
+      return make_error(std::errc::invalid_argument,
+                        "lab: prefix '" + prefix + "' may only use [A-Za-z0-9_.-]");
+    }
+  }
+  return {};
+}
+
+Result<NetnsEnter> NetnsEnter::enter(int netns_fd) {
+  auto prev = UniqueFd::open("/proc/thread-self/ns/net", O_RDONLY);
+  if (!prev) {
+    return std::move(prev).take_error();
+  }
+  if (::setns(netns_fd, CLONE_NEWNET) != 0) {
+    return errno_error("setns");
+  }
+  return NetnsEnter(std::move(*prev));
+}
+
+NetnsEnter::~NetnsEnter() {
+  if (prev_.valid()) {
+    (void)::setns(prev_.get(), CLONE_NEWNET);
+  }
+}
+
+}  // namespace rendr::lab

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: Apache-2.0
+// Helpers shared by the named-netns labs (gateway_lab, multipath_lab) and rendr-lab: running
+// commands inside a namespace, listing and deleting a prefix's namespaces, reading interface
+// indexes, and NetnsEnter (move the calling thread into a namespace and back). Everything here
+// only touches namespaces under /run/netns whose names the caller passes in. Not thread-safe
+// beyond what the kernel gives (NetnsEnter is per thread).
+#pragma once
+
+#include <rendr/common/result.hpp>
+#include <rendr/common/unique_fd.hpp>
+
+#include <string>
+#include <vector>
+
+namespace rendr::lab {
+
+// shell runs "sh -c cmd" and returns its exit status; output goes to |out| if given.
+int shell(const std::string& cmd, std::string* out = nullptr);
+
+// shell_quote wraps |s| in single quotes for sh.
+[[nodiscard]] std::string shell_quote(const std::string& s);
+
+// run_in executes "ip netns exec <netns> sh -c <cmd>"; the error names the namespace, the
+// command, its exit status and its output.
+[[nodiscard]] Status run_in(const std::string& netns, const std::string& cmd);
+// output_in is run_in returning the command's output (stdout+stderr).
+[[nodiscard]] Result<std::string> output_in(const std::string& netns, const std::string& cmd);
+
+// netns_exists says whether /run/netns/<name> exists.
+[[nodiscard]] bool netns_exists(const std::string& name);
+// netns_add creates a named namespace with "lo" up. Fails with EPERM and a "needs root" hint
+// when the caller lacks CAP_SYS_ADMIN, with EEXIST when the name is taken.
+[[nodiscard]] Status netns_add(const std::string& name);
+// netns_del deletes a named namespace; a missing one is not an error.
+void netns_del(const std::string& name);
+// open_netns opens /run/netns/<name> (for setns / NetnsEnter).
+[[nodiscard]] Result<UniqueFd> open_netns(const std::string& name);
+
+// Link: one line of "ip -o link show" inside a namespace.
+struct Link {
+  int ifindex = 0;
+  std::string name;
+};
+// links lists the interfaces of a named namespace.
+[[nodiscard]] Result<std::vector<Link>> links(const std::string& netns);
+// ifindex returns the index of |ifname| in |netns| (ENODEV when absent).
+[[nodiscard]] Result<int> ifindex(const std::string& netns, const std::string& ifname);
+
+// lab_roles lists every namespace role any lab may create ("peer", "gw", "a", "b", "client",
+// "server"); a lab's namespace is "<prefix>-<role>".
+[[nodiscard]] const std::vector<std::string>& lab_roles();
+// existing_lab_namespaces returns the "<prefix>-<role>" namespaces that exist now.
+[[nodiscard]] std::vector<std::string> existing_lab_namespaces(const std::string& prefix);
+// remove_lab deletes every lab namespace of |prefix| (see lab_roles) and returns the names it
+// deleted. Only names built from the prefix and the known roles are touched.
+std::vector<std::string> remove_lab(const std::string& prefix);
+// valid_prefix: 1..32 chars of [A-Za-z0-9_.-], not starting with '-' or '.'.
+[[nodiscard]] Status valid_prefix(const std::string& prefix);
+
+// NetnsEnter moves the calling thread into a namespace and back (RAII).
+class NetnsEnter {
+ public:
+  [[nodiscard]] static Result<NetnsEnter> enter(int netns_fd);
+  NetnsEnter(NetnsEnter&&) noexcept = default;
+  NetnsEnter& operator=(NetnsEnter&&) noexcept = default;
+  ~NetnsEnter();
+
+ private:
+  explicit NetnsEnter(UniqueFd prev) : prev_(std::move(prev)) {}
+  UniqueFd prev_;
+};
+
+}  // namespace rendr::lab
