@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: Apache-2.0
+// FlowCore: one rendr flow (one logical connection, one side), I/O-free (STYLE M3).
+//
+// Input:  carrier bytes per path (on_receive), carrier failures (path_failed), application
+//         writes/reads/close, admin calls (add_path, migrate, remove_path, set_mode), and "now".
+// Output: carrier bytes per path (poll_transmit), events (poll_event: handshake done, path
+//         ready/down, migrated, closed) and the next deadline (next_deadline -> on_timeout).
+// It never blocks, sleeps, reads a clock or touches a socket; the Asio shell (next step of
+// issue 4) shuttles bytes and timers. All methods must be called from one thread (the flow's
+// executor); the object is movable, not copyable.
+//
+// Semantics follow the public rendr v0.3 engine (docs/wire.md, docs/engine.md): one SEQ space
+// per direction shared by DATA and sequenced controls; every sequenced frame is kept in a
+// bounded replay ledger until the peer's cumulative ACK releases it (the ledger bound is the
+// send window: write() accepts less, or nothing, when it is full); the receiver admits frames
+// in SEQ order through a hard-capped reorder buffer into a bounded delivery buffer and ACKs
+// only what it admitted, so a reader that stops reading stops the sender (end-to-end
+// backpressure). A path that dies (carrier error, unanswered probes past its RTT-scaled
+// freshness window, stalled output, malformed input) is dropped and every unacknowledged frame
+// that no surviving path carries is replayed on the survivors; a planned switch replays the
+// whole ledger on the new path first. No path at all: state migrating for at most the
+// migration budget, then migration_budget_exceeded.
+#pragma once
+
+#include <rendr/common/result.hpp>
+#include <rendr/engine/path_quality.hpp>
+#include <rendr/engine/scheduler.hpp>
+#include <rendr/engine/wire.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace rendr::engine {
+
+enum class FlowState : std::uint8_t { init, handshaking, active, migrating, closing, dead };
+[[nodiscard]] std::string_view to_string(FlowState s);
+
+enum class Side : std::uint8_t { client, server };
+
+// Framing of one carrier: stream = ordered reliable bytes with the u16 length prefix (tcp, quic
+// stream, custom stream factories); datagram = one frame per datagram, may lose/reorder
+// (udpflow after its own 8-byte header is stripped, quic datagram).
+enum class Framing : std::uint8_t { stream, datagram };
+
+enum class PathState : std::uint8_t {
+  pending,   // client: waiting for the handshake before its BRIDGE_TAG can be sent
+  hello,     // client: HELLO sent, waiting for HELLO_ACK
+  bridging,  // client: BRIDGE_TAG sent, waiting for BRIDGE_ACK
+  ready,     // usable for data
+};
+[[nodiscard]] std::string_view to_string(PathState s);
+
+struct FlowConfig {
+  Mode mode = Mode::prime;
+  std::uint32_t caps = 0;                  // HELLO caps (packet mode: not implemented yet)
+  std::size_t max_payload = kMaxPayload;   // DATA chunk size (<= kMaxPayload)
+  // Send window (replay ledger) and receive side bounds.
+  std::size_t ledger_max_frames = 8192;
+  std::size_t ledger_max_bytes = 64U << 20;
+  std::size_t reorder_max_frames = 16384;  // must be >= the peer's ledger_max_frames
+  std::size_t reorder_max_bytes = 96U << 20;
+  std::size_t recv_window_bytes = 8U << 20;  // delivered-but-unread bytes before ACKs stop
+  // Probing and path death.
+  Duration probe_interval = std::chrono::seconds(1);
+  Duration fresh_min = std::chrono::milliseconds(500);
+  Duration fresh_max = std::chrono::seconds(4);
+  Duration stall_min = std::chrono::milliseconds(100);
+  Duration stall_max = std::chrono::seconds(2);
+  Duration rto_min = std::chrono::milliseconds(20);  // datagram carriers only
+  Duration rto_max = std::chrono::seconds(1);
+  // prime
+  double hysteresis = 0.25;
+  Duration dwell = std::chrono::seconds(5);
+  Duration cooldown = std::chrono::seconds(30);
+  Duration sched_tick = std::chrono::milliseconds(200);
+  // bond
+  std::size_t bond_pin = 8;
+  double bond_stuck_multiplier = 3.0;
+  // Lifetime.
+  Duration migration_budget = std::chrono::seconds(90);  // default and maximum
+  int zombie_max_migrations = 2;
+  Duration zombie_cooldown = std::chrono::seconds(30);
+  Duration graceful_close_timeout = std::chrono::seconds(2);
+};
+// validate_config refuses out-of-range values with invalid_config (budget > 90 s, zero
+// intervals, max_payload > kMaxPayload, empty windows, hysteresis <= 0...).
+[[nodiscard]] Status validate_config(const FlowConfig& c);
+
+struct PathOptions {
+  Framing framing = Framing::stream;
+  std::string name;  // sent as the str8 path name in HELLO / BRIDGE_TAG when non-empty
+};
+
+enum class MigrateCause : std::uint8_t { explicit_request, death, quality };
+[[nodiscard]] std::string_view to_string(MigrateCause c);
+
+struct EvHandshakeDone {};
+struct EvPathReady {
+  PathId path = 0;
+};
+// EvPathDown: the core dropped the path; the shell closes its carrier.
+struct EvPathDown {
+  PathId path = 0;
+  Error reason;
+};
+struct EvMigrated {
+  PathId from = 0;  // 0 when the flow was migrating (no path)
+  PathId to = 0;
+  MigrateCause cause = MigrateCause::death;
+};
+// EvClosed: the flow is dead. error empty = clean (our BYE acknowledged, or peer BYE normal).
+// The shell flushes poll_transmit once more (final ACK/BYE) before closing carriers.
+struct EvClosed {
+  std::optional<Error> error;
+};
+using FlowEvent = std::variant<EvHandshakeDone, EvPathReady, EvPathDown, EvMigrated, EvClosed>;
+
+struct PathInfo {
+  PathId id = 0;
+  std::string name;
+  Framing framing = Framing::stream;
+  PathState state = PathState::pending;
+  bool active = false;
+  bool has_rtt = false;
+  Duration srtt{0};
+  Duration jitter{0};
+  std::uint16_t loss_ppt = 0;
+  std::uint64_t frames_rx = 0;
+  std::uint64_t frames_tx = 0;
+  std::uint64_t bytes_rx = 0;
+  std::uint64_t bytes_tx = 0;
+  std::uint64_t recv_dups = 0;
+  std::size_t queued_frames = 0;
+};
+
+struct FlowStats {
+  Id128 flow_id{};
+  Side side = Side::client;
+  FlowState state = FlowState::init;
+  Mode mode = Mode::prime;
+  PathId active_path = 0;
+  std::vector<PathInfo> paths;
+  std::uint32_t peer_caps = 0;
+  Id128 peer_instance_id{};
+  std::size_t recv_queue_hwm = 0;
+  std::uint64_t recv_dups = 0;
+  std::uint64_t bond_stuck_skips = 0;
+  std::uint64_t migration_count = 0;
+  std::uint64_t malformed_frames = 0;
+  std::uint64_t ignored_acks = 0;
+  std::uint64_t retransmits = 0;        // RTO re-sends on datagram carriers
+  std::uint64_t replayed_frames = 0;    // death and planned-switch replays
+  std::uint64_t backpressure_events = 0;
+  std::size_t ledger_frames = 0;
+  std::size_t ledger_bytes = 0;
+  std::size_t ledger_frames_high_water = 0;
+  std::size_t ledger_bytes_high_water = 0;
+  std::uint64_t published_next = 1;  // next SEQ this side will publish
+  std::uint64_t ack_next = 1;        // first SEQ the peer has not acknowledged
+  std::uint64_t recv_next = 1;       // first SEQ not yet admitted (what we ACK)
+  std::size_t reorder_frames = 0;
+  std::size_t delivered_unread = 0;
+};
+
+struct ReadOutcome {
+  std::size_t bytes = 0;
+  bool eof = false;  // peer closed cleanly and every byte before its BYE was read
+};
+
+class FlowCore {
+ public:
+  // client creates the dialing side of flow |flow_id|. Fails with invalid_config.
+  [[nodiscard]] static Result<FlowCore> client(const FlowConfig& cfg, const Id128& flow_id,
+                                               const Id128& instance_id);
+  // server creates the accepting side from the HELLO that arrived first on a fresh carrier;
+  // that carrier becomes path 1 (ready) and the HELLO_ACK is queued on it. Fails with
+  // invalid_config, or peer_protocol for a HELLO asking for packet mode (not implemented).
+  [[nodiscard]] static Result<FlowCore> server(const FlowConfig& cfg, const Hello& hello,
+                                               const Id128& instance_id,
+                                               const PathOptions& first_path, TimePoint now);
+
+  FlowCore(FlowCore&&) noexcept;
+  FlowCore& operator=(FlowCore&&) noexcept;
+  FlowCore(const FlowCore&) = delete;
+  FlowCore& operator=(const FlowCore&) = delete;
+  ~FlowCore();
+
+  // --- paths ---
+  // add_path (client) registers a freshly dialled carrier: the first one carries HELLO, later
+  // ones BRIDGE_TAG once the handshake is done. Errors: wrong_side, too_many_paths, closed.
+  [[nodiscard]] Result<PathId> add_path(const PathOptions& opts, TimePoint now);
+  // accept_bridge (server) attaches a carrier whose first frame was |tag|; queues BRIDGE_ACK(ok).
+  // Errors (the shell answers with the matching BRIDGE_ACK code and closes the carrier):
+  // flow_mismatch, instance_mismatch, too_many_paths, closed, wrong_side.
+  [[nodiscard]] Result<PathId> accept_bridge(const BridgeTag& tag, const PathOptions& opts,
+                                             TimePoint now);
+  // on_receive feeds carrier bytes: any split for stream paths, exactly one frame per call for
+  // datagram paths. Protocol problems never surface here: they drop the path (EvPathDown) or
+  // end the flow (EvClosed). Errors: unknown_path only.
+  [[nodiscard]] Status on_receive(PathId path, std::span<const std::byte> bytes, TimePoint now);
+  // path_failed reports a carrier error/EOF seen by the shell; the path is dropped and its
+  // frames replayed elsewhere. Errors: unknown_path.
+  [[nodiscard]] Status path_failed(PathId path, const Error& cause, TimePoint now);
+  // remove_path fails over first when |path| is active, then drops it. Errors: unknown_path,
+  // last_path.
+  [[nodiscard]] Status remove_path(PathId path, TimePoint now);
+  // migrate makes |path| active after replaying every unacknowledged frame on it.
+  // Errors: unknown_path, not_ready (path not ready or flow not established).
+  [[nodiscard]] Status migrate(PathId path, TimePoint now);
+  [[nodiscard]] Status set_mode(Mode m);
+
+  // --- carrier output ---
+  // poll_transmit appends whole frames for |path| to |out| (with the u16 prefix on stream
+  // paths; exactly one frame per call on datagram paths) while they fit in |max_bytes| and
+  // returns how many bytes it appended (0: nothing to send / does not fit; pass at least
+  // kMaxStreamFrame + 2 to always make progress). A path whose output is not taken for its
+  // stall timeout is declared dead.
+  std::size_t poll_transmit(PathId path, std::vector<std::byte>& out, std::size_t max_bytes,
+                            TimePoint now);
+  [[nodiscard]] bool wants_transmit(PathId path) const;
+  [[nodiscard]] std::vector<PathId> path_ids() const;
+  [[nodiscard]] std::optional<FlowEvent> poll_event();
+  [[nodiscard]] std::optional<TimePoint> next_deadline() const;
+  void on_timeout(TimePoint now);
+
+  // --- application ---
+  // write accepts up to |data.size()| bytes into the send window and returns how many it took
+  // (0 = window full, wait for writable() > 0). Errors: not_ready (no path added yet), closed,
+  // or the flow's close error.
+  [[nodiscard]] Result<std::size_t> write(std::span<const std::byte> data, TimePoint now);
+  // read copies delivered bytes; {0, false} = nothing yet; {0, true} = clean EOF. After a
+  // non-clean end, buffered bytes are still returned, then the close error.
+  [[nodiscard]] Result<ReadOutcome> read(std::span<std::byte> out, TimePoint now);
+  [[nodiscard]] std::size_t readable() const;
+  [[nodiscard]] std::size_t writable() const;
+  // close sends BYE(normal) and ends the flow once the peer acknowledged it (or after
+  // min(budget, graceful_close_timeout): graceful_close_timeout). Idempotent.
+  void close(TimePoint now);
+
+  // --- observation ---
+  [[nodiscard]] FlowState state() const;
+  [[nodiscard]] Side side() const;
+  [[nodiscard]] Mode mode() const;
+  [[nodiscard]] PathId active_path() const;
+  [[nodiscard]] const Id128& flow_id() const;
+  [[nodiscard]] const std::optional<Error>& close_error() const;
+  [[nodiscard]] FlowStats stats() const;
+
+ private:
+  struct Impl;
+  explicit FlowCore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rendr::engine

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// Per-path quality estimates from probe round trips: smoothed RTT, jitter, loss over the last
+// probes, and the windows derived from them (freshness before a silent path is declared dead,
+// write-stall timeout, retransmission timeout on unreliable carriers). Pure value type; the
+// flow core feeds it. Times are steady_clock based; tests use made-up time points.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace rendr::engine {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+using Duration = std::chrono::nanoseconds;
+
+class PathEstimator {
+ public:
+  static constexpr int kLossWindow = 32;
+
+  // on_rtt_sample folds in one probe round trip: srtt is an EWMA (1/8), jitter follows
+  // (3 * jitter + |rtt - previous rtt|) / 4, min_rtt is the minimum seen.
+  void on_rtt_sample(Duration rtt);
+  // on_probe_outcome records a probe as answered or lost (sliding window of kLossWindow).
+  void on_probe_outcome(bool answered);
+
+  [[nodiscard]] bool has_rtt() const { return samples_ > 0; }
+  [[nodiscard]] Duration srtt() const { return srtt_; }
+  [[nodiscard]] Duration latest_rtt() const { return latest_; }
+  [[nodiscard]] Duration min_rtt() const { return min_; }
+  [[nodiscard]] Duration jitter() const { return jitter_; }
+  // loss_ppt: lost probes per thousand over the window (0 with no outcomes yet).
+  [[nodiscard]] std::uint16_t loss_ppt() const;
+  // score_ms: prime's cost, lower is better: rtt + jitter + 10 ms per % loss.
+  [[nodiscard]] double score_ms() const;
+
+  // fresh_window = clamp(max(3 * interval, 4 * rtt + 2 * jitter + interval), lo, hi): how long a
+  // path may stay silent while probes are outstanding before it is declared dead.
+  [[nodiscard]] Duration fresh_window(Duration interval, Duration lo, Duration hi) const;
+  // stall_timeout = clamp(max(100 ms, 4 * rtt + 2 * jitter), lo, hi): how long queued output may
+  // wait for the carrier to take it before the path counts as stalled.
+  [[nodiscard]] Duration stall_timeout(Duration lo, Duration hi) const;
+  // rto = clamp(srtt + 4 * jitter, lo, hi) (lo without a sample): retransmission timeout for
+  // frames sent on unreliable carriers.
+  [[nodiscard]] Duration rto(Duration lo, Duration hi) const;
+
+ private:
+  Duration srtt_{0};
+  Duration latest_{0};
+  Duration min_{0};
+  Duration jitter_{0};
+  std::uint64_t samples_ = 0;
+  std::uint32_t outcomes_ = 0;  // bit i: outcome i (1 = lost), newest in bit 0
+  int outcome_count_ = 0;
+};
+
+}  // namespace rendr::engine

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr wire format v0: the 8-byte frame header, control codes and payload layouts (v0.3 shapes
+// of the public rendr), plus the carrier framings (u16 length prefix on byte streams, one frame
+// per datagram). Pure functions and one incremental stream deframer; no I/O, no allocation
+// beyond the output vectors. docs/wire.md is the normative description; this header mirrors it.
+//
+// Decoding is strict and total: any byte string either decodes into a Frame that re-encodes to
+// exactly the same bytes, or is refused with an engine errc (malformed_frame, frame_too_large,
+// unknown_control, unsupported_version) and a message naming the field. Nothing here trusts a
+// length it has not bounded.
+#pragma once
+
+#include <rendr/common/result.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace rendr::engine {
+
+inline constexpr std::uint8_t kWireVersion = 0;
+inline constexpr std::size_t kHeaderSize = 8;
+inline constexpr std::uint64_t kMaxSeq = (std::uint64_t{1} << 48) - 1;
+// Largest DATA payload (so header + payload fits the u16 stream prefix with room to spare).
+inline constexpr std::size_t kMaxPayload = 32 * 1024;
+// Largest frame a u16 length prefix can carry.
+inline constexpr std::size_t kMaxStreamFrame = 65535;
+inline constexpr std::size_t kStreamPrefixSize = 2;
+// Longest optional str8 (path name, reject reason).
+inline constexpr std::size_t kMaxName = 255;
+// The ACK rides in a PATH_PROBE_REPLY whose payload starts with this magic ("RENDR_AC").
+inline constexpr std::uint64_t kAckMagic = 0x52454E44525F4143ULL;
+
+// HELLO / HELLO_ACK capability bits; unknown bits are ignored.
+inline constexpr std::uint32_t kCapsPacketMode = 1U << 0;
+inline constexpr std::uint32_t kCapsL3Identity = 1U << 1;
+
+using Id128 = std::array<std::uint8_t, 16>;  // flow_id (= bridge_id), instance_id
+
+enum class Ctrl : std::uint8_t {
+  hello = 0x01,
+  migrate_notify = 0x02,
+  path_quality = 0x03,
+  heartbeat = 0x04,
+  bye = 0x05,
+  path_probe = 0x06,
+  path_probe_reply = 0x07,  // also carries the ACK (see Ack)
+  hello_ack = 0x09,
+  bridge_tag = 0x10,
+  bridge_ack = 0x11,
+};
+
+enum class ByeReason : std::uint8_t {
+  normal = 0x00,
+  migration_budget = 0x01,
+  zombie = 0x02,
+  proto_version = 0x03,
+  app_request = 0x04,
+};
+
+enum class BridgeAckCode : std::uint8_t {
+  ok = 0,
+  unknown_flow = 1,
+  instance_mismatch = 2,
+  attach_failed = 3,
+  malformed = 4,
+  duplicate = 5,
+  proto_state = 6,
+};
+
+// Sequenced frames (DATA and the sequenced controls) carry SEQ >= 1; out-of-band controls SEQ 0.
+struct Data {
+  std::uint64_t seq = 0;
+  std::span<const std::byte> payload;  // view into the decoded input / caller's buffer
+  bool last_fragment = false;          // header F bit; defined by v0, never set by rendr
+};
+struct Hello {
+  Id128 flow_id{};
+  Id128 instance_id{};
+  std::uint32_t caps = 0;
+  std::optional<std::string> path_name;  // str8 trailer
+  bool legacy = false;                   // 20-byte v0.1 form (no instance id)
+};
+struct HelloAck {
+  Id128 flow_id{};
+  Id128 instance_id{};
+  std::uint32_t caps = 0;
+};
+struct BridgeTag {
+  Id128 bridge_id{};
+  Id128 instance_id{};
+  Id128 expected_peer_instance_id{};
+  std::optional<std::string> path_name;
+  bool legacy = false;  // 16-byte v0.1 form (bridge id only)
+};
+struct BridgeAck {
+  Id128 bridge_id{};
+  Id128 instance_id{};
+  BridgeAckCode code = BridgeAckCode::ok;
+  std::optional<std::string> reason;
+};
+struct Probe {
+  std::uint64_t ts = 0;
+  std::uint64_t id = 0;
+};
+struct ProbeReply {
+  std::uint64_t ts = 0;
+  std::uint64_t id = 0;
+};
+// Cumulative ACK: |next_seq| is the first SEQ not yet contiguously delivered.
+struct Ack {
+  std::uint64_t next_seq = 0;
+};
+struct Bye {
+  std::uint64_t seq = 0;
+  ByeReason reason = ByeReason::normal;
+};
+struct MigrateNotify {
+  std::uint64_t seq = 0;
+  std::uint32_t new_path_id = 0;
+};
+struct PathQualityReport {
+  std::uint64_t seq = 0;
+  std::uint32_t rtt_us = 0;
+  std::uint32_t jitter_us = 0;
+  std::uint16_t loss_ppt = 0;  // parts per thousand
+};
+struct Heartbeat {
+  std::uint64_t seq = 0;
+  std::uint64_t ts = 0;
+};
+
+using Frame = std::variant<Data, Hello, HelloAck, BridgeTag, BridgeAck, Probe, ProbeReply, Ack,
+                           Bye, MigrateNotify, PathQualityReport, Heartbeat>;
+
+// frame_seq returns the SEQ a frame occupies (0 for out-of-band controls).
+[[nodiscard]] std::uint64_t frame_seq(const Frame& f);
+// frame_name is a short lower-case name for logs and errors ("data", "hello", ...).
+[[nodiscard]] const char* frame_name(const Frame& f);
+
+// encode_frame appends the wire form of |f| (header + payload, no carrier prefix) to |out|.
+// Fails with malformed_frame for SEQ out of range for the kind, frame_too_large for a DATA
+// payload over kMaxPayload, or a str8 over kMaxName; |out| is unchanged then.
+[[nodiscard]] Status encode_frame(const Frame& f, std::vector<std::byte>& out);
+
+// encode_data_header appends the 8-byte DATA header for |seq| (hot path; caller appends the
+// payload). Precondition: 1 <= seq <= kMaxSeq.
+void encode_data_header(std::uint64_t seq, std::vector<std::byte>& out);
+
+// decode_frame decodes exactly one frame (no carrier prefix). Data::payload views |wire|.
+[[nodiscard]] Result<Frame> decode_frame(std::span<const std::byte> wire);
+
+// append_stream_prefix appends the u16 length prefix for a frame of |frame_size| bytes.
+// Precondition: 8 <= frame_size <= kMaxStreamFrame.
+void append_stream_prefix(std::size_t frame_size, std::vector<std::byte>& out);
+
+// StreamDeframer splits a byte stream (TCP and other ordered carriers) into frames at the u16
+// length prefixes. feed() accepts any split of the input; next() returns the next complete frame
+// (a view valid until the next feed()/next() call), std::nullopt when more input is needed, or
+// frame_too_large for a zero length prefix / a frame shorter than a header. After an error the
+// deframer stays failed: the carrier is out of sync and must be closed.
+class StreamDeframer {
+ public:
+  void feed(std::span<const std::byte> bytes);
+  [[nodiscard]] Result<std::optional<std::span<const std::byte>>> next();
+  [[nodiscard]] std::size_t buffered() const { return buf_.size() - pos_; }
+  [[nodiscard]] bool failed() const { return failed_; }
+
+ private:
+  std::vector<std::byte> buf_;
+  std::size_t pos_ = 0;
+  bool failed_ = false;
+};
+
+// FirstFrame: what a listener may see first on a fresh carrier.
+using FirstFrame = std::variant<Hello, BridgeTag>;
+// classify_first_frame decodes |wire| and accepts only HELLO or BRIDGE_TAG (anything else is
+// peer_protocol: the carrier is not a rendr client and must be closed).
+[[nodiscard]] Result<FirstFrame> classify_first_frame(std::span<const std::byte> wire);
+
+}  // namespace rendr::engine

@@ -1,0 +1,1347 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <rendr/engine/errors.hpp>
+#include <rendr/engine/flow.hpp>
+
+#include "ledger.hpp"
+#include "reorder.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <deque>
+#include <map>
+
+namespace rendr::engine {
+
+std::string_view to_string(FlowState s) {
+  switch (s) {
+    case FlowState::init: return "init";
+    case FlowState::handshaking: return "handshaking";
+    case FlowState::active: return "active";
+    case FlowState::migrating: return "migrating";
+    case FlowState::closing: return "closing";
+    case FlowState::dead: return "dead";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(PathState s) {
+  switch (s) {
+    case PathState::pending: return "pending";
+    case PathState::hello: return "hello";
+    case PathState::bridging: return "bridging";
+    case PathState::ready: return "ready";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(MigrateCause c) {
+  switch (c) {
+    case MigrateCause::explicit_request: return "explicit";
+    case MigrateCause::death: return "death";
+    case MigrateCause::quality: return "quality";
+  }
+  return "unknown";
+}
+
+Status validate_config(const FlowConfig& c) {
+  const auto bad = [](const char* what) { return make_error(errc::invalid_config, what); };
+  if (c.max_payload == 0 || c.max_payload > kMaxPayload) {
+    return bad("max_payload must be in 1..32768");
+  }
+  if (c.ledger_max_frames == 0 || c.ledger_max_bytes < kHeaderSize + c.max_payload) {
+    return bad("ledger must hold at least one maximal frame");
+  }
+  if (c.reorder_max_frames == 0 || c.reorder_max_bytes < c.max_payload ||
+      c.recv_window_bytes == 0) {
+    return bad("reorder buffer and receive window must be non-empty");
+  }
+  if (c.probe_interval <= Duration::zero() || c.sched_tick <= Duration::zero() ||
+      c.fresh_min <= Duration::zero() || c.stall_min <= Duration::zero() ||
+      c.rto_min <= Duration::zero()) {
+    return bad("probe_interval, sched_tick, fresh_min, stall_min, rto_min must be > 0");
+  }
+  if (c.migration_budget <= Duration::zero() || c.migration_budget > std::chrono::seconds(90)) {
+    return bad("migration_budget must be in (0, 90 s]");
+  }
+  if (!(c.hysteresis > 0.0) || c.bond_pin == 0 || c.bond_pin > 256 ||
+      c.zombie_max_migrations < 1) {
+    return bad("hysteresis > 0, bond_pin 1..256, zombie_max_migrations >= 1");
+  }
+  if ((c.caps & kCapsPacketMode) != 0) {
+    return bad("packet mode is not implemented yet");
+  }
+  return {};
+}
+
+namespace {
+
+constexpr std::size_t kMaxPaths = 64;          // one bit per path slot in ledger masks
+constexpr std::size_t kMaxCtrlQueue = 64;      // queued OOB controls per path (probe replies)
+constexpr std::size_t kMaxOutstandingProbes = 16;
+constexpr std::size_t kControlReserve = 8;
+constexpr std::size_t kRtoScan = 64;  // ledger entries examined per RTO pass
+
+std::uint64_t ns_since_epoch(TimePoint t) {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+}
+
+std::vector<std::byte> encode(const Frame& f) {
+  std::vector<std::byte> out;
+  // Frames built here are valid by construction; an encode error is a logic error.
+  if (!encode_frame(f, out).ok()) {
+    out.clear();
+  }
+  return out;
+}
+
+}  // namespace
+
+// SeqQueue: FIFO of ledger SEQs for one path (a vector with a moving head; std::deque's
+// push_back trips g++ 12's -Wnull-dereference false positive).
+class SeqQueue {
+ public:
+  void push_back(std::uint64_t s) { v_.push_back(s); }
+  [[nodiscard]] bool empty() const { return head_ == v_.size(); }
+  [[nodiscard]] std::size_t size() const { return v_.size() - head_; }
+  [[nodiscard]] std::uint64_t front() const { return v_[head_]; }
+  void pop_front() {
+    if (++head_ == v_.size()) {
+      clear();
+    } else if (head_ >= 1024 && head_ * 2 >= v_.size()) {
+      v_.erase(v_.begin(), v_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+  void clear() {
+    v_.clear();
+    head_ = 0;
+  }
+
+ private:
+  std::vector<std::uint64_t> v_;
+  std::size_t head_ = 0;
+};
+
+struct FlowCore::Impl {
+  struct Path {
+    PathId id = 0;
+    unsigned slot = 0;
+    Framing framing = Framing::stream;
+    std::string name;
+    PathState state = PathState::pending;
+    StreamDeframer deframer;
+    std::deque<std::vector<std::byte>> ctrl;  // encoded OOB controls
+    SeqQueue data;                            // ledger SEQs to send
+    bool ack_pending = false;
+    bool probe_due = false;
+    std::optional<TimePoint> tx_waiting_since;
+    PathEstimator est;
+    std::deque<std::pair<std::uint64_t, TimePoint>> probes;  // outstanding: id, sent
+    TimePoint next_probe{};
+    TimePoint last_rx{};
+    PathInfo counters;  // frames/bytes/dups
+
+    [[nodiscard]] bool has_output() const {
+      return !ctrl.empty() || ack_pending || probe_due || !data.empty();
+    }
+    [[nodiscard]] std::uint64_t bit() const { return std::uint64_t{1} << slot; }
+  };
+
+  FlowConfig cfg;
+  Side side;
+  Id128 flow_id{};
+  Id128 instance_id{};
+  Id128 peer_instance{};
+  std::uint32_t peer_caps = 0;
+  FlowState state = FlowState::init;
+  std::optional<Error> close_error;
+  std::optional<ByeReason> peer_bye;
+  std::optional<std::uint64_t> our_bye_seq;
+  std::optional<TimePoint> close_deadline;
+  std::optional<TimePoint> budget_deadline;
+
+  std::map<PathId, Path> paths;
+  PathId next_path_id = 1;
+  std::uint64_t used_slots = 0;
+  PathId active = 0;
+  PathId last_active = 0;  // before entering migrating
+  Mode mode;
+  PrimeSelector prime;
+  BondCursor bond;
+  std::optional<TimePoint> next_tick;
+
+  detail::Ledger ledger;
+  detail::ReorderBuffer reorder;
+  std::deque<std::vector<std::byte>> delivered;
+  std::size_t delivered_front_off = 0;
+  std::size_t delivered_bytes = 0;
+  std::uint64_t last_ack_sent = 1;
+
+  int zombie_left;
+  std::optional<TimePoint> last_death_migration;
+  std::uint64_t next_probe_id = 1;
+
+  std::deque<FlowEvent> events;
+  FlowStats counters;  // only the counter fields are used
+
+  Impl(const FlowConfig& c, Side s, const Id128& flow, const Id128& inst)
+      : cfg(c),
+        side(s),
+        flow_id(flow),
+        instance_id(inst),
+        mode(c.mode),
+        prime(PrimeSelector::Params{c.hysteresis, c.dwell, c.cooldown}),
+        bond(c.bond_pin, c.bond_stuck_multiplier),
+        ledger(c.ledger_max_frames, c.ledger_max_bytes, kControlReserve),
+        reorder(c.reorder_max_frames, c.reorder_max_bytes),
+        zombie_left(c.zombie_max_migrations) {}
+
+  // ---------------------------------------------------------------- helpers
+
+  [[nodiscard]] bool established() const {
+    return state == FlowState::active || state == FlowState::migrating ||
+           state == FlowState::closing;
+  }
+
+  Path* find(PathId id) {
+    auto it = paths.find(id);
+    return it == paths.end() ? nullptr : &it->second;
+  }
+  [[nodiscard]] const Path* find(PathId id) const {
+    auto it = paths.find(id);
+    return it == paths.end() ? nullptr : &it->second;
+  }
+
+  [[nodiscard]] std::uint64_t live_mask() const {
+    std::uint64_t m = 0;
+    for (const auto& [id, p] : paths) {
+      if (p.state == PathState::ready) {
+        m |= p.bit();
+      }
+    }
+    return m;
+  }
+
+  [[nodiscard]] std::vector<PathScore> scores() const {
+    std::vector<PathScore> v;
+    for (const auto& [id, p] : paths) {
+      if (p.state == PathState::ready) {
+        v.push_back({id, p.est.has_rtt() ? std::optional<double>(p.est.score_ms()) : std::nullopt});
+      }
+    }
+    return v;
+  }
+
+  Result<Path*> new_path(const PathOptions& opts, PathState st, TimePoint now) {
+    if (paths.size() >= kMaxPaths || used_slots == ~std::uint64_t{0}) {
+      return make_error(errc::too_many_paths, "flow already has 64 paths");
+    }
+    const auto slot = static_cast<unsigned>(std::countr_one(used_slots));
+    used_slots |= std::uint64_t{1} << slot;
+    Path p;
+    p.id = next_path_id++;
+    p.slot = slot;
+    p.framing = opts.framing;
+    p.name = opts.name;
+    p.state = st;
+    p.last_rx = now;
+    p.next_probe = now;
+    auto [it, inserted] = paths.emplace(p.id, std::move(p));
+    (void)inserted;
+    return &it->second;
+  }
+
+  void mark_waiting(Path& p, TimePoint now) {
+    if (!p.tx_waiting_since) {
+      p.tx_waiting_since = now;
+    }
+  }
+
+  void queue_ctrl(Path& p, const Frame& f, TimePoint now) {
+    if (p.ctrl.size() >= kMaxCtrlQueue) {
+      return;  // a peer flooding probes does not grow our memory
+    }
+    p.ctrl.push_back(encode(f));
+    mark_waiting(p, now);
+  }
+
+  void queue_data(Path& p, detail::LedgerEntry& e, TimePoint now) {
+    p.data.push_back(e.seq);
+    e.queued_mask |= p.bit();
+    mark_waiting(p, now);
+  }
+
+  // dispatch queues ledger entry |e| on the path(s) the mode picks; nothing when no path is
+  // usable (it is replayed when one becomes ready).
+  void dispatch(detail::LedgerEntry& e, TimePoint now) {
+    if (!established()) {
+      return;
+    }
+    if (mode == Mode::race) {
+      for (auto& [id, p] : paths) {
+        if (p.state == PathState::ready) {
+          queue_data(p, e, now);
+        }
+      }
+      return;
+    }
+    if (mode == Mode::bond) {
+      std::vector<BondPath> bp;
+      for (const auto& [id, p] : paths) {
+        if (p.state == PathState::ready) {
+          bp.push_back({id, p.est.has_rtt() ? std::optional<Duration>(p.est.latest_rtt())
+                                            : std::nullopt});
+        }
+      }
+      if (bp.empty()) {
+        return;
+      }
+      queue_data(*find(bond.next(bp)), e, now);
+      return;
+    }
+    Path* a = find(active);
+    if (a != nullptr && a->state == PathState::ready) {
+      queue_data(*a, e, now);
+    }
+  }
+
+  // replay_orphans re-dispatches every unacknowledged frame that no usable path carries.
+  void replay_orphans(TimePoint now) {
+    const std::uint64_t live = live_mask();
+    if (live == 0) {
+      return;
+    }
+    for (auto& e : ledger.entries()) {
+      if ((e.queued_mask & live) == 0) {
+        dispatch(e, now);
+        counters.replayed_frames += 1;
+      }
+    }
+  }
+
+  void schedule_ack(TimePoint now) {
+    for (auto& [id, p] : paths) {
+      if (p.state == PathState::ready && !p.ack_pending) {
+        p.ack_pending = true;
+        mark_waiting(p, now);
+      }
+    }
+  }
+
+  void refresh_zombie() {
+    zombie_left = cfg.zombie_max_migrations;
+    last_death_migration.reset();
+  }
+
+  void fail_flow(Error err, std::optional<ByeReason> bye, TimePoint now) {
+    if (state == FlowState::dead) {
+      return;
+    }
+    if (bye && established() && ledger.next_seq() <= kMaxSeq) {
+      // Best effort: tell the peer why, on every usable path, bypassing the window.
+      auto& e = ledger.push(encode(Bye{ledger.next_seq(), *bye}), false);
+      for (auto& [id, p] : paths) {
+        if (p.state == PathState::ready) {
+          queue_data(p, e, now);
+        }
+      }
+    }
+    state = FlowState::dead;
+    close_error = err;
+    budget_deadline.reset();
+    close_deadline.reset();
+    events.emplace_back(EvClosed{std::move(err)});
+  }
+
+  void finish_clean() {
+    if (state == FlowState::dead) {
+      return;
+    }
+    state = FlowState::dead;
+    budget_deadline.reset();
+    close_deadline.reset();
+    events.emplace_back(EvClosed{std::nullopt});
+  }
+
+  // activate makes |to| the active path after a death or when leaving migrating.
+  void activate(PathId to, MigrateCause cause, TimePoint now) {
+    const PathId from = active != 0 ? active : last_active;
+    active = to;
+    if (state == FlowState::migrating) {
+      state = FlowState::active;
+      budget_deadline.reset();
+    }
+    counters.migration_count += 1;
+    prime.note_switch(now, cause == MigrateCause::quality);
+    events.emplace_back(EvMigrated{from, to, cause});
+    if (cause == MigrateCause::death) {
+      if (last_death_migration && now - *last_death_migration > cfg.zombie_cooldown) {
+        zombie_left = cfg.zombie_max_migrations;
+      }
+      zombie_left -= 1;
+      last_death_migration = now;
+      if (zombie_left <= 0) {
+        fail_flow(make_error(errc::zombie, "flow migrated " +
+                                               std::to_string(cfg.zombie_max_migrations) +
+                                               " times after path deaths with no payload flowing"),
+                  ByeReason::zombie, now);
+      }
+    }
+  }
+
+  void enter_migrating(TimePoint now) {
+    last_active = active;
+    active = 0;
+    if (state == FlowState::active) {
+      state = FlowState::migrating;
+    }
+    if (!budget_deadline) {
+      budget_deadline = now + cfg.migration_budget;
+    }
+  }
+
+  void kill_path(PathId id, Error reason, TimePoint now) {
+    auto it = paths.find(id);
+    if (it == paths.end()) {
+      return;
+    }
+    const std::uint64_t bit = it->second.bit();
+    const PathState was = it->second.state;
+    used_slots &= ~bit;
+    for (auto& e : ledger.entries()) {
+      e.queued_mask &= ~bit;
+    }
+    paths.erase(it);
+    events.emplace_back(EvPathDown{id, std::move(reason)});
+    if (state == FlowState::dead) {
+      return;
+    }
+    if (was == PathState::hello) {
+      // The handshake carrier died: retry HELLO on the next carrier, if any.
+      state = FlowState::init;
+      for (auto& [pid, p] : paths) {
+        if (p.state == PathState::pending) {
+          start_hello(p, now);
+          break;
+        }
+      }
+      return;
+    }
+    if (!established()) {
+      return;
+    }
+    if (id == active || (active == 0 && state != FlowState::migrating)) {
+      const auto sc = scores();
+      if (auto to = PrimeSelector::best_for_failover(sc)) {
+        last_active = id;
+        active = 0;
+        activate(*to, MigrateCause::death, now);
+      } else {
+        active = id;
+        enter_migrating(now);
+      }
+    }
+    if (state != FlowState::dead) {
+      replay_orphans(now);
+    }
+  }
+
+  void start_hello(Path& p, TimePoint now) {
+    p.state = PathState::hello;
+    state = FlowState::handshaking;
+    Hello h;
+    h.flow_id = flow_id;
+    h.instance_id = instance_id;
+    h.caps = cfg.caps;
+    if (!p.name.empty()) {
+      h.path_name = p.name.substr(0, kMaxName);
+    }
+    queue_ctrl(p, h, now);
+  }
+
+  void start_bridge(Path& p, TimePoint now) {
+    p.state = PathState::bridging;
+    BridgeTag t;
+    t.bridge_id = flow_id;
+    t.instance_id = instance_id;
+    t.expected_peer_instance_id = peer_instance;
+    if (!p.name.empty()) {
+      t.path_name = p.name.substr(0, kMaxName);
+    }
+    queue_ctrl(p, t, now);
+  }
+
+  // path_became_ready: probing starts; a migrating flow resumes on it; orphans are replayed.
+  void path_became_ready(Path& p, TimePoint now) {
+    p.state = PathState::ready;
+    p.next_probe = now;
+    p.last_rx = now;
+    events.emplace_back(EvPathReady{p.id});
+    if (state == FlowState::migrating || (established() && active == 0)) {
+      activate(p.id, MigrateCause::death, now);
+    }
+    if (state != FlowState::dead) {
+      replay_orphans(now);
+    }
+  }
+
+  // ---------------------------------------------------------------- receive
+
+  void handle_frame(Path& p, Frame&& f, TimePoint now) {
+    p.last_rx = now;
+    p.counters.frames_rx += 1;
+    if (auto* d = std::get_if<Data>(&f)) {
+      detail::RecvItem item;
+      item.payload.assign(d->payload.begin(), d->payload.end());
+      insert_sequenced(p, d->seq, std::move(item), now, true);
+      return;
+    }
+    if (auto* b = std::get_if<Bye>(&f)) {
+      detail::RecvItem item;
+      item.kind = detail::RecvItem::Kind::bye;
+      item.reason = b->reason;
+      insert_sequenced(p, b->seq, std::move(item), now, false);
+      return;
+    }
+    if (std::holds_alternative<MigrateNotify>(f) || std::holds_alternative<PathQualityReport>(f) ||
+        std::holds_alternative<Heartbeat>(f)) {
+      detail::RecvItem item;
+      item.kind = detail::RecvItem::Kind::other;
+      insert_sequenced(p, frame_seq(f), std::move(item), now, false);
+      return;
+    }
+    if (auto* a = std::get_if<Ack>(&f)) {
+      handle_ack(a->next_seq, now);
+      return;
+    }
+    if (auto* pr = std::get_if<Probe>(&f)) {
+      queue_ctrl(p, ProbeReply{pr->ts, pr->id}, now);
+      return;
+    }
+    if (auto* rep = std::get_if<ProbeReply>(&f)) {
+      for (auto it = p.probes.begin(); it != p.probes.end(); ++it) {
+        if (it->first == rep->id) {
+          p.est.on_rtt_sample(now - it->second);
+          p.est.on_probe_outcome(true);
+          p.probes.erase(it);
+          break;
+        }
+      }
+      return;
+    }
+    if (auto* ha = std::get_if<HelloAck>(&f)) {
+      handle_hello_ack(p, *ha, now);
+      return;
+    }
+    if (auto* ba = std::get_if<BridgeAck>(&f)) {
+      handle_bridge_ack(p, *ba, now);
+      return;
+    }
+    // HELLO / BRIDGE_TAG on an attached carrier: a confused or hostile peer; ignore.
+    counters.malformed_frames += 1;
+  }
+
+  void insert_sequenced(Path& p, std::uint64_t seq, detail::RecvItem item, TimePoint now,
+                        bool payload) {
+    if (state == FlowState::dead) {
+      return;
+    }
+    auto r = reorder.insert(seq, std::move(item));
+    if (!r.ok()) {
+      fail_flow(std::move(r).take_error().with_context("path " + std::to_string(p.id)),
+                std::nullopt, now);
+      return;
+    }
+    if (*r == detail::ReorderBuffer::Insert::duplicate) {
+      counters.recv_dups += 1;
+      p.counters.recv_dups += 1;
+      // The sender may have missed our ACK (datagram carriers): repeat it.
+      schedule_ack(now);
+      return;
+    }
+    if (payload) {
+      refresh_zombie();
+    }
+  }
+
+  void handle_ack(std::uint64_t next, TimePoint now) {
+    if (next > ledger.next_seq()) {
+      counters.ignored_acks += 1;  // acknowledges frames never published
+      return;
+    }
+    if (next <= ledger.ack_next()) {
+      return;
+    }
+    const auto rel = ledger.release_below(next);
+    if (rel.data_frames > 0) {
+      refresh_zombie();
+    }
+    if (our_bye_seq && next > *our_bye_seq) {
+      if (state == FlowState::closing) {
+        finish_clean();
+      }
+    }
+    (void)now;
+  }
+
+  void handle_hello_ack(Path& p, const HelloAck& ha, TimePoint now) {
+    if (side != Side::client || p.state != PathState::hello) {
+      counters.malformed_frames += 1;
+      return;
+    }
+    if (ha.flow_id != flow_id) {
+      fail_flow(make_error(errc::flow_mismatch, "hello_ack for another flow_id"), std::nullopt,
+                now);
+      return;
+    }
+    if ((ha.caps & kCapsPacketMode) != (cfg.caps & kCapsPacketMode)) {
+      fail_flow(make_error(errc::peer_protocol, "hello_ack: packet-mode bit does not match"),
+                ByeReason::proto_version, now);
+      return;
+    }
+    peer_instance = ha.instance_id;
+    peer_caps = ha.caps;
+    state = FlowState::active;
+    active = p.id;
+    p.state = PathState::ready;
+    p.next_probe = now;
+    events.emplace_back(EvHandshakeDone{});
+    events.emplace_back(EvPathReady{p.id});
+    for (auto& [id, q] : paths) {
+      if (q.state == PathState::pending) {
+        start_bridge(q, now);
+      }
+    }
+    replay_orphans(now);
+  }
+
+  void handle_bridge_ack(Path& p, const BridgeAck& ba, TimePoint now) {
+    if (side != Side::client || p.state != PathState::bridging) {
+      counters.malformed_frames += 1;
+      return;
+    }
+    if (ba.bridge_id != flow_id || ba.code != BridgeAckCode::ok) {
+      std::string why = ba.bridge_id != flow_id
+                            ? std::string("bridge_ack for another flow")
+                            : "bridge_ack code " + std::to_string(static_cast<int>(ba.code));
+      if (ba.reason) {
+        why += " (" + *ba.reason + ")";
+      }
+      kill_path(p.id, make_error(errc::bridge_rejected, why), now);
+      return;
+    }
+    path_became_ready(p, now);
+  }
+
+  void drain_reorder(TimePoint now) {
+    while (state != FlowState::dead && reorder.head_ready()) {
+      auto& h = reorder.head();
+      if (h.kind == detail::RecvItem::Kind::data) {
+        if (delivered_bytes > 0 && delivered_bytes + h.payload.size() > cfg.recv_window_bytes) {
+          break;  // backpressure: the application must read first
+        }
+        auto item = reorder.pop_head();
+        delivered_bytes += item.payload.size();
+        if (!item.payload.empty()) {
+          delivered.push_back(std::move(item.payload));
+        }
+        continue;
+      }
+      auto item = reorder.pop_head();
+      if (item.kind == detail::RecvItem::Kind::bye) {
+        handle_peer_bye(item.reason, now);
+        break;
+      }
+    }
+    if (reorder.expected() != last_ack_sent) {
+      schedule_ack(now);
+    }
+  }
+
+  void handle_peer_bye(ByeReason reason, TimePoint now) {
+    peer_bye = reason;
+    schedule_ack(now);  // the terminal ACK: shell flushes it after EvClosed
+    switch (reason) {
+      case ByeReason::normal:
+        close_error = make_error(errc::closed, "peer closed the flow");
+        finish_clean();
+        break;
+      case ByeReason::migration_budget:
+        fail_flow(make_error(errc::migration_budget_exceeded, "peer: migration budget exhausted"),
+                  std::nullopt, now);
+        break;
+      case ByeReason::zombie:
+        fail_flow(make_error(errc::zombie, "peer declared the flow a zombie"), std::nullopt, now);
+        break;
+      case ByeReason::proto_version:
+        fail_flow(make_error(errc::peer_proto_version, "peer: protocol version"), std::nullopt,
+                  now);
+        break;
+      case ByeReason::app_request:
+        fail_flow(make_error(errc::peer_closed, "peer application closed the flow"), std::nullopt,
+                  now);
+        break;
+    }
+  }
+
+  void on_decode_error(Path& p, Error err, TimePoint now) {
+    counters.malformed_frames += 1;
+    if (p.framing == Framing::datagram && err.code != make_error_code(errc::unsupported_version)) {
+      return;  // one bad datagram: drop it, keep the path
+    }
+    const bool version = err.code == make_error_code(errc::unsupported_version);
+    const PathId id = p.id;
+    kill_path(id, err.with_context("path " + std::to_string(id)), now);  // |p| is gone now
+    if (version) {
+      fail_flow(make_error(errc::peer_proto_version, "path " + std::to_string(id) + ": " +
+                                                         err.message()),
+                std::nullopt, now);
+    }
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  [[nodiscard]] Duration fresh(const Path& p) const {
+    return p.est.fresh_window(cfg.probe_interval, cfg.fresh_min, cfg.fresh_max);
+  }
+
+  // first_unanswered: send time of the oldest outstanding probe committed after the last
+  // reception on the path (nothing at all came back since).
+  [[nodiscard]] static std::optional<TimePoint> first_unanswered(const Path& p) {
+    for (const auto& [id, sent] : p.probes) {
+      if (sent >= p.last_rx) {
+        return sent;
+      }
+    }
+    return std::nullopt;
+  }
+
+  [[nodiscard]] Duration rto_for(const detail::LedgerEntry& e) const {
+    const Path* p = find(e.last_path);
+    const Duration base = p != nullptr ? p->est.rto(cfg.rto_min, cfg.rto_max) : cfg.rto_min;
+    const auto shift = std::min<std::uint32_t>(e.retransmits, 5);
+    return std::min<Duration>(base * (1U << shift), cfg.rto_max);
+  }
+
+  void run_timers(TimePoint now) {
+    if (state == FlowState::dead) {
+      return;
+    }
+    if (budget_deadline && now >= *budget_deadline) {
+      fail_flow(make_error(errc::migration_budget_exceeded,
+                           "no path came back within " +
+                               std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                  cfg.migration_budget)
+                                                  .count()) +
+                               " s"),
+                std::nullopt, now);
+      return;
+    }
+    if (close_deadline && now >= *close_deadline) {
+      fail_flow(make_error(errc::graceful_close_timeout, "BYE not acknowledged"), std::nullopt,
+                now);
+      return;
+    }
+    std::vector<std::pair<PathId, Error>> dead;
+    for (auto& [id, p] : paths) {
+      if (p.state != PathState::ready) {
+        continue;
+      }
+      // Silent death: a committed probe that nothing at all followed within the window.
+      const Duration fw = fresh(p);
+      if (auto fu = first_unanswered(p); fu && now - *fu >= fw) {
+        dead.emplace_back(id, make_error(errc::path_dead,
+                                         "path " + std::to_string(id) +
+                                             ": silent for the freshness window (" +
+                                             std::to_string(fw.count() / 1000000) + " ms)"));
+        continue;
+      }
+      // Overdue probes on a path that otherwise talks count as lost.
+      while (!p.probes.empty() && now - p.probes.front().second >= fw) {
+        p.probes.pop_front();
+        p.est.on_probe_outcome(false);
+      }
+      if (p.tx_waiting_since &&
+          now - *p.tx_waiting_since >= p.est.stall_timeout(cfg.stall_min, cfg.stall_max)) {
+        dead.emplace_back(id, make_error(errc::path_dead,
+                                         "path " + std::to_string(id) + ": output stalled"));
+        continue;
+      }
+      if (now >= p.next_probe) {
+        if (!p.probe_due) {
+          p.probe_due = true;
+          mark_waiting(p, now);
+        }
+        p.next_probe = now + cfg.probe_interval;
+      }
+    }
+    for (auto& [id, err] : dead) {
+      kill_path(id, std::move(err), now);
+      if (state == FlowState::dead) {
+        return;
+      }
+    }
+    // prime quality switches
+    if (next_tick && now >= *next_tick) {
+      next_tick = now + cfg.sched_tick;
+      if (mode == Mode::prime && state == FlowState::active && active != 0) {
+        const auto sc = scores();
+        if (sc.size() >= 2) {
+          if (auto to = prime.tick(active, sc, now)) {
+            planned_switch(*to, MigrateCause::quality, now);
+          }
+        }
+      }
+    } else if (!next_tick) {
+      next_tick = now + cfg.sched_tick;
+    }
+    // Retransmission of frames last sent on unreliable carriers.
+    std::size_t scanned = 0;
+    for (auto& e : ledger.entries()) {
+      if (++scanned > kRtoScan) {
+        break;
+      }
+      if (!e.last_on_datagram) {
+        continue;
+      }
+      if (now - e.last_sent >= rto_for(e)) {
+        e.last_on_datagram = false;  // re-armed when the re-send is committed
+        e.retransmits += 1;
+        counters.retransmits += 1;
+        dispatch(e, now);
+      }
+    }
+  }
+
+  [[nodiscard]] std::optional<TimePoint> deadline() const {
+    std::optional<TimePoint> d;
+    const auto take = [&d](TimePoint t) {
+      if (!d || t < *d) {
+        d = t;
+      }
+    };
+    if (state == FlowState::dead) {
+      return std::nullopt;
+    }
+    if (budget_deadline) {
+      take(*budget_deadline);
+    }
+    if (close_deadline) {
+      take(*close_deadline);
+    }
+    for (const auto& [id, p] : paths) {
+      if (p.state != PathState::ready) {
+        continue;
+      }
+      if (!p.probe_due) {
+        take(p.next_probe);
+      }
+      const Duration fw = fresh(p);
+      if (!p.probes.empty()) {
+        take(p.probes.front().second + fw);
+      }
+      if (p.tx_waiting_since) {
+        take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max));
+      }
+    }
+    if (mode == Mode::prime && paths.size() >= 2) {
+      take(next_tick.value_or(TimePoint{}));
+    }
+    std::size_t scanned = 0;
+    for (const auto& e : ledger.entries()) {
+      if (++scanned > kRtoScan) {
+        break;
+      }
+      if (e.last_on_datagram) {
+        take(e.last_sent + rto_for(e));
+      }
+    }
+    return d;
+  }
+
+  // planned_switch: replay the whole unacknowledged ledger on |to| first, then switch.
+  void planned_switch(PathId to, MigrateCause cause, TimePoint now) {
+    Path* np = find(to);
+    if (np == nullptr || to == active) {
+      return;
+    }
+    if (Path* old = find(active); old != nullptr && mode == Mode::prime) {
+      // Frames still queued on the old path are about to be replayed on the new one.
+      old->data.clear();
+    }
+    for (auto& e : ledger.entries()) {
+      queue_data(*np, e, now);
+      counters.replayed_frames += 1;
+    }
+    activate(to, cause, now);
+  }
+
+  // ---------------------------------------------------------------- transmit
+
+  std::size_t transmit(Path& p, std::vector<std::byte>& out, std::size_t max_bytes,
+                       TimePoint now) {
+    const bool stream = p.framing == Framing::stream;
+    const std::size_t overhead = stream ? kStreamPrefixSize : 0;
+    std::size_t written = 0;
+    std::size_t frames = 0;
+    const auto fits = [&](std::size_t n) { return written + overhead + n <= max_bytes; };
+    const auto emit = [&](std::span<const std::byte> frame) {
+      if (stream) {
+        append_stream_prefix(frame.size(), out);
+      }
+      out.insert(out.end(), frame.begin(), frame.end());
+      written += overhead + frame.size();
+      frames += 1;
+      p.counters.frames_tx += 1;
+      p.counters.bytes_tx += frame.size();
+    };
+    const auto more = [&] { return stream || frames == 0; };
+
+    while (more() && !p.ctrl.empty() && fits(p.ctrl.front().size())) {
+      emit(p.ctrl.front());
+      p.ctrl.pop_front();
+    }
+    if (more() && p.ack_pending && p.ctrl.empty()) {
+      auto f = encode(Ack{reorder.expected()});
+      if (fits(f.size())) {
+        emit(f);
+        p.ack_pending = false;
+        last_ack_sent = reorder.expected();
+      }
+    }
+    if (more() && p.probe_due && p.ctrl.empty() && !p.ack_pending) {
+      const std::uint64_t id = next_probe_id++;
+      auto f = encode(Probe{ns_since_epoch(now), id});
+      if (fits(f.size())) {
+        emit(f);
+        p.probe_due = false;
+        p.probes.emplace_back(id, now);
+        if (p.probes.size() > kMaxOutstandingProbes) {
+          p.probes.pop_front();
+          p.est.on_probe_outcome(false);
+        }
+      }
+    }
+    while (more() && p.ctrl.empty() && !p.ack_pending && !p.probe_due && !p.data.empty()) {
+      detail::LedgerEntry* e = ledger.find(p.data.front());
+      if (e == nullptr) {  // acknowledged while queued
+        p.data.pop_front();
+        continue;
+      }
+      if (!fits(e->frame.size())) {
+        break;
+      }
+      emit(e->frame);
+      e->last_sent = now;
+      e->last_on_datagram = !stream;
+      e->last_path = p.id;
+      p.data.pop_front();
+    }
+    if (!p.has_output()) {
+      p.tx_waiting_since.reset();
+    } else if (frames > 0) {
+      p.tx_waiting_since = now;  // progress: the stall clock restarts
+    }
+    return written;
+  }
+};
+
+// ------------------------------------------------------------------ FlowCore
+
+FlowCore::FlowCore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+FlowCore::FlowCore(FlowCore&&) noexcept = default;
+FlowCore& FlowCore::operator=(FlowCore&&) noexcept = default;
+FlowCore::~FlowCore() = default;
+
+Result<FlowCore> FlowCore::client(const FlowConfig& cfg, const Id128& flow_id,
+                                  const Id128& instance_id) {
+  RENDR_TRY_CTX(validate_config(cfg), "flow config");
+  return FlowCore(std::make_unique<Impl>(cfg, Side::client, flow_id, instance_id));
+}
+
+Result<FlowCore> FlowCore::server(const FlowConfig& cfg, const Hello& hello,
+                                  const Id128& instance_id, const PathOptions& first_path,
+                                  TimePoint now) {
+  RENDR_TRY_CTX(validate_config(cfg), "flow config");
+  if ((hello.caps & kCapsPacketMode) != 0) {
+    return make_error(errc::peer_protocol, "hello asks for packet mode (not implemented yet)");
+  }
+  auto impl = std::make_unique<Impl>(cfg, Side::server, hello.flow_id, instance_id);
+  impl->peer_instance = hello.instance_id;
+  impl->peer_caps = hello.caps;
+  auto p = impl->new_path(first_path, PathState::ready, now);
+  if (!p.ok()) {
+    return std::move(p).take_error();
+  }
+  HelloAck ack;
+  ack.flow_id = hello.flow_id;
+  ack.instance_id = instance_id;
+  ack.caps = cfg.caps & ~kCapsL3Identity;
+  if ((hello.caps & kCapsL3Identity) != 0) {
+    ack.caps |= cfg.caps & kCapsL3Identity;
+  }
+  impl->queue_ctrl(**p, ack, now);
+  impl->state = FlowState::active;
+  impl->active = (*p)->id;
+  impl->events.emplace_back(EvHandshakeDone{});
+  impl->events.emplace_back(EvPathReady{(*p)->id});
+  return FlowCore(std::move(impl));
+}
+
+Result<PathId> FlowCore::add_path(const PathOptions& opts, TimePoint now) {
+  auto& m = *impl_;
+  if (m.side != Side::client) {
+    return make_error(errc::wrong_side, "add_path: servers attach paths with accept_bridge");
+  }
+  if (m.state == FlowState::dead || m.state == FlowState::closing) {
+    return make_error(errc::closed, "add_path: flow is " + std::string(to_string(m.state)));
+  }
+  auto p = m.new_path(opts, PathState::pending, now);
+  if (!p.ok()) {
+    return std::move(p).take_error();
+  }
+  Impl::Path& path = **p;
+  if (m.state == FlowState::init) {
+    m.start_hello(path, now);
+  } else if (m.state != FlowState::handshaking) {
+    m.start_bridge(path, now);
+  }
+  return path.id;
+}
+
+Result<PathId> FlowCore::accept_bridge(const BridgeTag& tag, const PathOptions& opts,
+                                       TimePoint now) {
+  auto& m = *impl_;
+  if (m.side != Side::server) {
+    return make_error(errc::wrong_side, "accept_bridge on a client flow");
+  }
+  if (m.state == FlowState::dead || m.state == FlowState::closing) {
+    return make_error(errc::closed, "accept_bridge: flow is " + std::string(to_string(m.state)));
+  }
+  if (tag.bridge_id != m.flow_id) {
+    return make_error(errc::flow_mismatch, "bridge_tag for another flow_id");
+  }
+  if (!tag.legacy && (tag.expected_peer_instance_id != m.instance_id ||
+                      tag.instance_id != m.peer_instance)) {
+    return make_error(errc::instance_mismatch, "bridge_tag names another rendr instance");
+  }
+  auto p = m.new_path(opts, PathState::ready, now);
+  if (!p.ok()) {
+    return std::move(p).take_error();
+  }
+  BridgeAck ack;
+  ack.bridge_id = m.flow_id;
+  ack.instance_id = m.instance_id;
+  ack.code = BridgeAckCode::ok;
+  m.queue_ctrl(**p, ack, now);
+  const PathId id = (*p)->id;
+  m.path_became_ready(**p, now);
+  return id;
+}
+
+Status FlowCore::on_receive(PathId path, std::span<const std::byte> bytes, TimePoint now) {
+  auto& m = *impl_;
+  Impl::Path* p = m.find(path);
+  if (p == nullptr) {
+    return make_error(errc::unknown_path, "on_receive: path " + std::to_string(path));
+  }
+  p->counters.bytes_rx += bytes.size();
+  if (p->framing == Framing::datagram) {
+    auto f = decode_frame(bytes);
+    if (!f.ok()) {
+      m.on_decode_error(*p, std::move(f).take_error(), now);
+    } else {
+      m.handle_frame(*p, std::move(*f), now);
+    }
+  } else {
+    p->deframer.feed(bytes);
+    while (true) {
+      // handle_frame may kill this very path (bridge rejected): re-find it each round.
+      p = m.find(path);
+      if (p == nullptr) {
+        break;
+      }
+      auto next = p->deframer.next();
+      if (!next.ok()) {
+        m.on_decode_error(*p, std::move(next).take_error(), now);
+        break;
+      }
+      if (!next->has_value()) {
+        break;
+      }
+      auto f = decode_frame(**next);
+      if (!f.ok()) {
+        m.on_decode_error(*p, std::move(f).take_error(), now);
+        break;
+      }
+      m.handle_frame(*p, std::move(*f), now);
+    }
+  }
+  m.drain_reorder(now);
+  return {};
+}
+
+Status FlowCore::path_failed(PathId path, const Error& cause, TimePoint now) {
+  auto& m = *impl_;
+  if (m.find(path) == nullptr) {
+    return make_error(errc::unknown_path, "path_failed: path " + std::to_string(path));
+  }
+  m.kill_path(path, cause, now);
+  return {};
+}
+
+Status FlowCore::remove_path(PathId path, TimePoint now) {
+  auto& m = *impl_;
+  Impl::Path* p = m.find(path);
+  if (p == nullptr) {
+    return make_error(errc::unknown_path, "remove_path: path " + std::to_string(path));
+  }
+  if (p->state == PathState::ready) {
+    std::vector<PathScore> others;
+    for (const auto& s : m.scores()) {
+      if (s.id != path) {
+        others.push_back(s);
+      }
+    }
+    if (others.empty()) {
+      return make_error(errc::last_path, "remove_path: path " + std::to_string(path) +
+                                             " is the only usable path");
+    }
+    if (path == m.active) {
+      if (auto to = PrimeSelector::best_for_failover(others)) {
+        m.planned_switch(*to, MigrateCause::explicit_request, now);
+      }
+    }
+  }
+  m.kill_path(path, make_error(errc::path_dead, "path " + std::to_string(path) + " removed"),
+              now);
+  return {};
+}
+
+Status FlowCore::migrate(PathId path, TimePoint now) {
+  auto& m = *impl_;
+  Impl::Path* p = m.find(path);
+  if (p == nullptr) {
+    return make_error(errc::unknown_path, "migrate: path " + std::to_string(path));
+  }
+  if (p->state != PathState::ready || !m.established()) {
+    return make_error(errc::not_ready, "migrate: path " + std::to_string(path) + " is " +
+                                           std::string(to_string(p->state)) + ", flow is " +
+                                           std::string(to_string(m.state)));
+  }
+  m.planned_switch(path, MigrateCause::explicit_request, now);
+  return {};
+}
+
+Status FlowCore::set_mode(Mode mode) {
+  auto& m = *impl_;
+  RENDR_TRY(check_mode_switch(m.mode, mode));
+  m.mode = mode;
+  return {};
+}
+
+std::size_t FlowCore::poll_transmit(PathId path, std::vector<std::byte>& out,
+                                    std::size_t max_bytes, TimePoint now) {
+  auto& m = *impl_;
+  Impl::Path* p = m.find(path);
+  if (p == nullptr) {
+    return 0;
+  }
+  return m.transmit(*p, out, max_bytes, now);
+}
+
+bool FlowCore::wants_transmit(PathId path) const {
+  const Impl::Path* p = impl_->find(path);
+  return p != nullptr && p->has_output();
+}
+
+std::vector<PathId> FlowCore::path_ids() const {
+  std::vector<PathId> v;
+  for (const auto& [id, p] : impl_->paths) {
+    v.push_back(id);
+  }
+  return v;
+}
+
+std::optional<FlowEvent> FlowCore::poll_event() {
+  auto& ev = impl_->events;
+  if (ev.empty()) {
+    return std::nullopt;
+  }
+  FlowEvent e = std::move(ev.front());
+  ev.pop_front();
+  return e;
+}
+
+std::optional<TimePoint> FlowCore::next_deadline() const { return impl_->deadline(); }
+
+void FlowCore::on_timeout(TimePoint now) { impl_->run_timers(now); }
+
+Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint now) {
+  auto& m = *impl_;
+  if (m.state == FlowState::dead) {
+    return m.close_error.value_or(make_error(errc::closed, "write: flow is dead"));
+  }
+  if (m.state == FlowState::closing || m.our_bye_seq) {
+    return make_error(errc::closed, "write after close");
+  }
+  if (m.state == FlowState::init) {
+    return make_error(errc::not_ready, "write: no path added yet");
+  }
+  std::size_t taken = 0;
+  bool blocked = false;
+  while (taken < data.size()) {
+    const std::size_t n = std::min(m.cfg.max_payload, data.size() - taken);
+    if (!m.ledger.can_push_data(kHeaderSize + n)) {
+      blocked = true;
+      break;
+    }
+    const std::uint64_t seq = m.ledger.next_seq();
+    if (seq > kMaxSeq) {
+      if (taken == 0) {
+        return make_error(errc::sequence_exhausted, "write: 2^48-1 frames sent");
+      }
+      break;
+    }
+    std::vector<std::byte> frame;
+    frame.reserve(kHeaderSize + n);
+    encode_data_header(seq, frame);
+    const auto chunk = data.subspan(taken, n);
+    frame.insert(frame.end(), chunk.begin(), chunk.end());
+    auto& e = m.ledger.push(std::move(frame), true);
+    m.dispatch(e, now);
+    taken += n;
+  }
+  if (blocked) {
+    m.counters.backpressure_events += 1;
+  }
+  return taken;
+}
+
+Result<ReadOutcome> FlowCore::read(std::span<std::byte> out, TimePoint now) {
+  auto& m = *impl_;
+  std::size_t n = 0;
+  while (n < out.size() && !m.delivered.empty()) {
+    auto& front = m.delivered.front();
+    const std::size_t avail = front.size() - m.delivered_front_off;
+    const std::size_t k = std::min(avail, out.size() - n);
+    std::copy_n(front.begin() + static_cast<std::ptrdiff_t>(m.delivered_front_off), k,
+                out.begin() + static_cast<std::ptrdiff_t>(n));
+    n += k;
+    m.delivered_front_off += k;
+    m.delivered_bytes -= k;
+    if (m.delivered_front_off == front.size()) {
+      m.delivered.pop_front();
+      m.delivered_front_off = 0;
+    }
+  }
+  if (n > 0) {
+    if (m.state != FlowState::dead) {
+      m.drain_reorder(now);  // room in the window: admit more, ACK it
+    }
+    return ReadOutcome{n, false};
+  }
+  if (m.peer_bye == ByeReason::normal) {
+    return ReadOutcome{0, true};
+  }
+  if (m.state == FlowState::dead) {
+    return m.close_error.value_or(make_error(errc::closed, "read: flow is dead"));
+  }
+  return ReadOutcome{0, false};
+}
+
+std::size_t FlowCore::readable() const { return impl_->delivered_bytes; }
+
+std::size_t FlowCore::writable() const {
+  const auto& m = *impl_;
+  if (m.state == FlowState::dead || m.state == FlowState::closing || m.state == FlowState::init) {
+    return 0;
+  }
+  const auto& l = m.ledger;
+  if (!l.can_push_data(kHeaderSize + 1)) {
+    return 0;
+  }
+  if (l.data_frames() == 0) {
+    return std::max(m.cfg.max_payload, l.max_bytes() - l.bytes());
+  }
+  const std::size_t frames_left = l.max_frames() - l.data_frames();
+  const std::size_t bytes_left = l.max_bytes() - l.bytes();
+  return std::min(frames_left * m.cfg.max_payload, bytes_left);
+}
+
+void FlowCore::close(TimePoint now) {
+  auto& m = *impl_;
+  switch (m.state) {
+    case FlowState::init:
+    case FlowState::handshaking:
+      m.close_error = make_error(errc::closed, "closed before the handshake completed");
+      m.finish_clean();
+      return;
+    case FlowState::active:
+    case FlowState::migrating: {
+      if (m.ledger.next_seq() > kMaxSeq) {
+        m.fail_flow(make_error(errc::sequence_exhausted, "close: no SEQ left for BYE"),
+                    std::nullopt, now);
+        return;
+      }
+      const std::uint64_t seq = m.ledger.next_seq();
+      auto& e = m.ledger.push(encode(Bye{seq, ByeReason::normal}), false);
+      m.our_bye_seq = seq;
+      m.dispatch(e, now);
+      m.state = FlowState::closing;
+      m.close_deadline = now + std::min(m.cfg.migration_budget, m.cfg.graceful_close_timeout);
+      return;
+    }
+    case FlowState::closing:
+    case FlowState::dead:
+      return;
+  }
+}
+
+FlowState FlowCore::state() const { return impl_->state; }
+Side FlowCore::side() const { return impl_->side; }
+Mode FlowCore::mode() const { return impl_->mode; }
+PathId FlowCore::active_path() const { return impl_->active; }
+const Id128& FlowCore::flow_id() const { return impl_->flow_id; }
+const std::optional<Error>& FlowCore::close_error() const { return impl_->close_error; }
+
+FlowStats FlowCore::stats() const {
+  const auto& m = *impl_;
+  FlowStats s = m.counters;
+  s.flow_id = m.flow_id;
+  s.side = m.side;
+  s.state = m.state;
+  s.mode = m.mode;
+  s.active_path = m.active;
+  s.peer_caps = m.peer_caps;
+  s.peer_instance_id = m.peer_instance;
+  s.recv_queue_hwm = m.reorder.frames_high_water();
+  s.bond_stuck_skips = m.bond.stuck_skips();
+  s.ledger_frames = m.ledger.frames();
+  s.ledger_bytes = m.ledger.bytes();
+  s.ledger_frames_high_water = m.ledger.frames_high_water();
+  s.ledger_bytes_high_water = m.ledger.bytes_high_water();
+  s.published_next = m.ledger.next_seq();
+  s.ack_next = m.ledger.ack_next();
+  s.recv_next = m.reorder.expected();
+  s.reorder_frames = m.reorder.frames();
+  s.delivered_unread = m.delivered_bytes;
+  for (const auto& [id, p] : m.paths) {
+    PathInfo i = p.counters;
+    i.id = id;
+    i.name = p.name;
+    i.framing = p.framing;
+    i.state = p.state;
+    i.active = id == m.active;
+    i.has_rtt = p.est.has_rtt();
+    i.srtt = p.est.srtt();
+    i.jitter = p.est.jitter();
+    i.loss_ppt = p.est.loss_ppt();
+    i.queued_frames = p.data.size() + p.ctrl.size();
+    s.paths.push_back(std::move(i));
+  }
+  return s;
+}
+
+}  // namespace rendr::engine

@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: Apache-2.0
+// Reorder buffer (private): sequenced frames received ahead of the next expected SEQ, in a ring
+// indexed by SEQ distance. The hard cap is on distance (a frame more than max_frames ahead of
+// the head is refused: the peer ran further ahead than its own window allows) and on buffered
+// payload bytes; both refusals are recv_window_exceeded, which ends the flow. Duplicates (below
+// the head, or a slot already filled: race mode, replay) are reported, never stored twice.
+#pragma once
+
+#include <rendr/common/result.hpp>
+#include <rendr/engine/wire.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <vector>
+
+namespace rendr::engine::detail {
+
+struct RecvItem {
+  enum class Kind : std::uint8_t { data, bye, other } kind = Kind::data;
+  std::vector<std::byte> payload;  // DATA bytes
+  ByeReason reason = ByeReason::normal;
+};
+
+class ReorderBuffer {
+ public:
+  enum class Insert : std::uint8_t { stored, duplicate };
+
+  ReorderBuffer(std::size_t max_frames, std::size_t max_bytes);
+
+  [[nodiscard]] Result<Insert> insert(std::uint64_t seq, RecvItem item);
+  [[nodiscard]] bool head_ready() const { return !slots_.empty() && slots_.front().has_value(); }
+  [[nodiscard]] RecvItem& head() { return *slots_.front(); }
+  // pop_head consumes the head slot (precondition: head_ready()) and advances expected().
+  RecvItem pop_head();
+
+  [[nodiscard]] std::uint64_t expected() const { return expected_; }
+  [[nodiscard]] std::size_t frames() const { return frames_; }
+  [[nodiscard]] std::size_t bytes() const { return bytes_; }
+  [[nodiscard]] std::size_t frames_high_water() const { return hwm_; }
+  // has_gap: frames are buffered but the head is missing.
+  [[nodiscard]] bool has_gap() const { return frames_ > 0 && !head_ready(); }
+
+ private:
+  std::deque<std::optional<RecvItem>> slots_;  // slot i holds SEQ expected_ + i
+  std::uint64_t expected_ = 1;
+  std::size_t max_frames_;
+  std::size_t max_bytes_;
+  std::size_t frames_ = 0;
+  std::size_t bytes_ = 0;
+  std::size_t hwm_ = 0;
+};
+
+}  // namespace rendr::engine::detail
