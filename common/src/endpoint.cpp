@@ -125,4 +125,31 @@ Result<Endpoint> Endpoint::parse(std::string_view text) {
   return parse_address(host, static_cast<std::uint16_t>(port));
 }
 
+Result<FourTuple> FourTuple::parse(std::string_view text) {
+  std::size_t sep = text.find("->");
+  std::size_t skip = 2;
+  if (sep == std::string_view::npos) {
+    sep = text.find_first_of(", ");
+    skip = 1;
+  }
+  if (sep == std::string_view::npos) {
+    return make_error(std::errc::invalid_argument,
+                      "4-tuple '" + std::string(text) +
+                          "': expected LOCAL->REMOTE, e.g. 10.99.0.1:80->10.0.1.2:41000");
+  }
+  auto l = Endpoint::parse(text.substr(0, sep));
+  if (!l) {
+    return std::move(l).take_error().with_context("4-tuple local side");
+  }
+  auto r = Endpoint::parse(text.substr(sep + skip));
+  if (!r) {
+    return std::move(r).take_error().with_context("4-tuple remote side");
+  }
+  if (l->family != r->family) {
+    return make_error(std::errc::invalid_argument,
+                      "4-tuple '" + std::string(text) + "' mixes IPv4 and IPv6");
+  }
+  return FourTuple{*l, *r};
+}
+
 }  // namespace rendr

@@ -23,6 +23,9 @@
 #include <cstring>
 #include <string>
 #include <thread>
+
+#include "agent_cmds.hpp"
+#include "cert.hpp"
 #include <vector>
 
 using namespace rendr;
@@ -46,11 +49,18 @@ constexpr const char* kUsage =
     "  snapshot restore FILE [--netns PATH] --exec CMD [ARGS...]\n"
     "      Restore the socket (inside netns PATH, e.g. /run/netns/hostB) and run CMD with it as\n"
     "      fd 3 (LISTEN_FDS=1, like systemd socket activation).\n"
-    "\n"
-    "Exit status: 0 ok, 1 operation failed, 2 usage error.\n";
+    ;
+constexpr const char* kUsageTail = "\nExit status: 0 ok, 1 operation failed, 2 usage error.\n";
+
+void print_usage(FILE* out) {
+  std::fputs(kUsage, out);
+  std::fputs(rendrctl::kAgentUsage, out);
+  std::fputs(kUsageTail, out);
+}
 
 int usage_error(const std::string& msg) {
-  std::fprintf(stderr, "rendrctl: %s\n\n%s", msg.c_str(), kUsage);
+  std::fprintf(stderr, "rendrctl: %s\n\n", msg.c_str());
+  print_usage(stderr);
   return 2;
 }
 
@@ -394,11 +404,23 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "-h" || cmd == "--help" || cmd == "help") {
-    std::fputs(kUsage, stdout);
+    print_usage(stdout);
     return 0;
   }
   if (cmd == "status") {
-    return cmd_status(args);
+    return rendrctl::wants_agent(args) ? rendrctl::cmd_agent_status(args) : cmd_status(args);
+  }
+  if (cmd == "cert") {
+    return rendr_cert_main(argc - 1, argv + 1);
+  }
+  if (cmd == "flows") {
+    return rendrctl::cmd_flows(args);
+  }
+  if (cmd == "migrate") {
+    return rendrctl::cmd_migrate(args);
+  }
+  if (cmd == "metrics") {
+    return rendrctl::cmd_metrics(args);
   }
   if (cmd == "snapshot") {
     return cmd_snapshot(args);

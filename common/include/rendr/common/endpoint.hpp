@@ -47,6 +47,8 @@ struct FourTuple {
   Endpoint remote;
   friend bool operator==(const FourTuple&, const FourTuple&) = default;
   [[nodiscard]] std::string to_string() const { return local.to_string() + "->" + remote.to_string(); }
+  // parse accepts to_string()'s form "local->remote" (also with ',' or ' ' as separator).
+  [[nodiscard]] static Result<FourTuple> parse(std::string_view text);
 };
 
 }  // namespace rendr

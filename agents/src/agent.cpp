@@ -1,0 +1,1793 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-agent: one io_context thread, C++20 coroutines. Blocking kernel calls (repair, BPF map
+// updates) are microseconds and run inline on that thread.
+#include "agent.hpp"
+
+#include <rendr/agents/message.hpp>
+#include <rendr/agents/migration.hpp>
+#include <rendr/agents/packet.hpp>
+#include <rendr/common/endpoint.hpp>
+#include <rendr/common/json.hpp>
+#include <rendr/common/log.hpp>
+#include <rendr/common/snapshot_codec.hpp>
+#include <rendr/ebpf/freezer.hpp>
+#include <rendr/ebpf/steerer.hpp>
+#include <rendr/repair/repair.hpp>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ssl.hpp>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <set>
+
+namespace rendr::agents {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+using Clock = std::chrono::steady_clock;
+using ms = std::chrono::milliseconds;
+constexpr auto as_tuple_aw = asio::experimental::as_tuple(asio::use_awaitable);
+using seqp = asio::generic::seq_packet_protocol;
+using seqp_acceptor = asio::basic_socket_acceptor<seqp>;
+using tls_stream = asio::ssl::stream<asio::ip::tcp::socket>;
+
+namespace {
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string kernel_release() {
+  utsname u{};
+  return ::uname(&u) == 0 ? std::string(u.release) : "unknown";
+}
+
+Result<asio::ip::tcp::endpoint> tcp_endpoint(const std::string& text) {
+  auto ep = Endpoint::parse(text);
+  if (!ep) {
+    return std::move(ep).take_error();
+  }
+  sockaddr_storage ss{};
+  socklen_t len = ep->to_sockaddr(ss);
+  asio::ip::tcp::endpoint out;
+  std::memcpy(out.data(), &ss, len);
+  out.resize(len);
+  return out;
+}
+
+// FaultSys: test-only repair::Sys that makes the read-back of TCP_QUEUE_SEQ disagree, so a
+// restore fails its validation for real (fault "restore_mismatch").
+class FaultSys final : public repair::Sys {
+ public:
+  explicit FaultSys(repair::Sys& inner) : in_(inner) {}
+  bool mismatch = false;
+  int socket(int d, int t, int p) override { return in_.socket(d, t, p); }
+  int close(int fd) override { return in_.close(fd); }
+  int setsockopt(int fd, int l, int n, const void* v, socklen_t len) override {
+    return in_.setsockopt(fd, l, n, v, len);
+  }
+  int getsockopt(int fd, int l, int n, void* v, socklen_t* len) override {
+    int r = in_.getsockopt(fd, l, n, v, len);
+    if (r == 0 && mismatch && l == IPPROTO_TCP && n == TCP_QUEUE_SEQ) {
+      *static_cast<int*>(v) += 1;
+    }
+    return r;
+  }
+  int ioctl_int(int fd, unsigned long rq, int* out) override { return in_.ioctl_int(fd, rq, out); }
+  ssize_t recv(int fd, void* b, std::size_t n, int f) override { return in_.recv(fd, b, n, f); }
+  ssize_t send(int fd, const void* b, std::size_t n, int f) override {
+    return in_.send(fd, b, n, f);
+  }
+  ssize_t sendto(int fd, const void* b, std::size_t n, int f, const sockaddr* a,
+                 socklen_t al) override {
+    return in_.sendto(fd, b, n, f, a, al);
+  }
+  int bind(int fd, const sockaddr* a, socklen_t l) override { return in_.bind(fd, a, l); }
+  int connect(int fd, const sockaddr* a, socklen_t l) override { return in_.connect(fd, a, l); }
+  int shutdown(int fd, int how) override { return in_.shutdown(fd, how); }
+  int getsockname(int fd, sockaddr* a, socklen_t* l) override { return in_.getsockname(fd, a, l); }
+  int getpeername(int fd, sockaddr* a, socklen_t* l) override { return in_.getpeername(fd, a, l); }
+  int get_fl(int fd) override { return in_.get_fl(fd); }
+  int set_fl(int fd, int f) override { return in_.set_fl(fd, f); }
+
+ private:
+  repair::Sys& in_;
+};
+
+struct AppSession;
+
+// A tracked connection of an embedder.
+struct FlowRec {
+  FourTuple tuple;
+  std::weak_ptr<AppSession> session;
+  std::uint64_t conn_id = 0;
+  std::string service;
+  bool migrating = false;
+};
+
+// What an export produced for one flow.
+struct ExportSlot {
+  bool done = false;
+  std::string error;
+  UniqueFd fd;
+  std::vector<std::byte> state;
+};
+
+struct AppSession {
+  std::uint64_t id = 0;
+  std::string service;
+  std::shared_ptr<seqp::socket> sock;
+  std::map<std::uint64_t, std::string> conns;  // conn_id -> tuple key
+  // pending exports: conn_id -> slot (filled by the reader loop)
+  std::map<std::uint64_t, ExportSlot*> pending;
+  asio::steady_timer* export_notify = nullptr;
+  bool alive = true;
+};
+
+// One outgoing or incoming TLS channel.
+struct PeerConn {
+  explicit PeerConn(asio::io_context& io, asio::ssl::context& ctx) : stream(io, ctx) {}
+  tls_stream stream;
+  FrameReader reader;
+  std::string peer_name;
+  bool broken = false;
+};
+
+// B side: a migration staged here.
+struct StagedMig {
+  std::uint64_t mig = 0;
+  std::string from;
+  std::string service;
+  std::vector<repair::StagedSocket> sockets;
+  std::vector<std::vector<std::byte>> states;
+  std::string state = "staged";  // staged | committed | aborted
+  std::unique_ptr<asio::steady_timer> expiry;
+  PeerConn* channel = nullptr;
+};
+
+struct Metrics {
+  std::uint64_t migrations_committed = 0;
+  std::uint64_t migrations_aborted = 0;
+  std::uint64_t migrations_indeterminate = 0;
+  std::uint64_t flows_migrated_out = 0;
+  std::uint64_t flows_adopted = 0;
+  std::uint64_t restores_failed = 0;
+  std::uint64_t offers_rejected = 0;
+  std::uint64_t peers_refused = 0;
+  double frozen_ms_sum = 0;
+  double frozen_ms_last = 0;
+  double frozen_ms_max = 0;
+};
+
+// Adopted fds waiting for a registered server of their service.
+struct Orphan {
+  FourTuple tuple;
+  UniqueFd fd;
+  std::vector<std::byte> state;
+};
+
+class Agent {
+ public:
+  Agent(asio::io_context& io, AgentConfig cfg)
+      : io_(io),
+        cfg_(std::move(cfg)),
+        log_(),
+        tls_server_(asio::ssl::context::tls_server),
+        tls_client_(asio::ssl::context::tls_client),
+        fault_sys_(repair::real_sys()),
+        repairer_(fault_sys_) {
+    for (const auto& f : cfg_.faults) {
+      faults_.insert(f);
+    }
+    fault_sys_.mismatch = faults_.count("restore_mismatch") != 0;
+  }
+
+  Status init();
+  awaitable<void> control_acceptor();
+  awaitable<void> peer_acceptor();
+  void shutdown();
+
+ private:
+  // control socket
+  awaitable<void> serve_control(std::shared_ptr<seqp::socket> sock);
+  awaitable<Message> handle_request(const std::shared_ptr<seqp::socket>& sock, Packet& p,
+                                    std::shared_ptr<AppSession>& session);
+  void on_session_message(AppSession& s, Packet& p);
+  void drop_session(AppSession& s);
+
+  // peer channel
+  Status setup_tls();
+  awaitable<Result<std::unique_ptr<PeerConn>>> connect_peer(const std::string& name);
+  awaitable<Result<std::unique_ptr<PeerConn>>> take_peer(const std::string& name);
+  void give_back(std::unique_ptr<PeerConn> c);
+  awaitable<Status> write_msg(PeerConn& c, const Message& m, Clock::time_point deadline);
+  awaitable<Result<Message>> read_msg(PeerConn& c, Clock::time_point deadline);
+  awaitable<Result<Message>> rpc(PeerConn& c, const Message& m, Clock::time_point deadline);
+  awaitable<void> serve_peer(std::unique_ptr<PeerConn> c);
+  awaitable<Message> handle_peer(PeerConn& c, const Message& m);
+  Message on_offer(PeerConn& c, const Message& m);
+  Message on_commit(const Message& m);
+  Message on_abort(std::uint64_t mig, const std::string& why);
+  Message on_steer(const Message& m);
+  void abort_staged(StagedMig& sm, const std::string& why);
+
+  // migration (source side)
+  awaitable<Message> migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req);
+  void progress(const std::shared_ptr<seqp::socket>& ctl, const std::string& line);
+  void adopt_or_queue(const std::string& service, Orphan o);
+  void schedule_unfreeze(const FourTuple& t);
+  void cancel_freeze(const FourTuple& t);
+
+  // status
+  std::string status_json();
+  std::string flows_json();
+  std::string metrics_text();
+
+  bool fault(const char* f) const { return faults_.count(f) != 0; }
+
+  asio::io_context& io_;
+  AgentConfig cfg_;
+  Logger log_;
+  asio::ssl::context tls_server_;
+  asio::ssl::context tls_client_;
+  FaultSys fault_sys_;
+  repair::Repairer repairer_;
+  std::set<std::string> faults_;
+  std::unique_ptr<ebpf::Freezer> freezer_;
+  std::unique_ptr<ebpf::Steerer> steerer_;
+  std::map<std::string, std::uint32_t> backend_index_;
+  std::string freeze_error_;
+  bool tcp_repair_ok_ = false;
+  std::string tcp_repair_error_;
+  std::unique_ptr<seqp_acceptor> control_;
+  std::unique_ptr<asio::ip::tcp::acceptor> peer_acc_;
+  std::map<std::string, FlowRec> flows_;  // key: tuple.to_string()
+  std::map<std::uint64_t, std::shared_ptr<AppSession>> sessions_;
+  std::uint64_t next_session_ = 1;
+  std::uint64_t next_mig_ = 1;
+  std::uint64_t next_adopt_id_ = 1;
+  std::map<std::string, std::vector<std::unique_ptr<PeerConn>>> pool_;
+  std::map<std::uint64_t, std::unique_ptr<StagedMig>> staged_;
+  std::deque<std::pair<std::uint64_t, std::string>> finished_;  // recent mig -> final state
+  std::map<std::string, std::unique_ptr<asio::steady_timer>> grace_;  // tuple -> unfreeze timer
+  std::map<std::string, std::deque<Orphan>> orphans_;                 // service -> fds
+  Metrics metrics_;
+  std::vector<std::string> recent_reports_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// init
+
+std::vector<std::string> default_ifaces() {
+  std::vector<std::string> out;
+  ifaddrs* ifa = nullptr;
+  if (::getifaddrs(&ifa) != 0) {
+    return out;
+  }
+  for (ifaddrs* i = ifa; i != nullptr; i = i->ifa_next) {
+    if ((i->ifa_flags & IFF_LOOPBACK) != 0 || (i->ifa_flags & IFF_UP) == 0) {
+      continue;
+    }
+    if (std::find(out.begin(), out.end(), i->ifa_name) == out.end()) {
+      out.emplace_back(i->ifa_name);
+    }
+  }
+  ::freeifaddrs(ifa);
+  return out;
+}
+
+Status Agent::setup_tls() {
+  auto prep = [&](asio::ssl::context& ctx, const char* role) -> Status {
+    SSL_CTX* raw = ctx.native_handle();
+    SSL_CTX_set_min_proto_version(raw, TLS1_3_VERSION);
+    asio::error_code ec;
+    ctx.use_certificate_chain_file(cfg_.cert, ec);
+    if (ec) {
+      return make_error(std::errc::invalid_argument,
+                        std::string(role) + ": certificate " + cfg_.cert + ": " + ec.message() +
+                            " (create one with `rendrctl cert issue`)");
+    }
+    ctx.use_private_key_file(cfg_.key, asio::ssl::context::pem, ec);
+    if (ec) {
+      return make_error(std::errc::invalid_argument,
+                        std::string(role) + ": private key " + cfg_.key + ": " + ec.message());
+    }
+    ctx.load_verify_file(cfg_.ca, ec);
+    if (ec) {
+      return make_error(std::errc::invalid_argument,
+                        std::string(role) + ": CA " + cfg_.ca + ": " + ec.message());
+    }
+    ctx.set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+    return {};
+  };
+  RENDR_TRY(prep(tls_server_, "TLS server"));
+  RENDR_TRY(prep(tls_client_, "TLS client"));
+  return {};
+}
+
+Status Agent::init() {
+  if (cfg_.name.empty()) {
+    return make_error(std::errc::invalid_argument, "--name is required");
+  }
+  if (cfg_.cert.empty() || cfg_.key.empty() || cfg_.ca.empty()) {
+    return make_error(std::errc::invalid_argument,
+                      "--cert, --key and --ca are required (the agent channel is mutual TLS; "
+                      "see `rendrctl cert init`)");
+  }
+  RENDR_TRY(setup_tls());
+
+  auto rp = repair::probe_tcp_repair();
+  tcp_repair_ok_ = rp.ok();
+  if (!rp.ok()) {
+    tcp_repair_error_ = rp.error().message();
+    log_.warn("TCP_REPAIR unavailable: " + tcp_repair_error_);
+  }
+
+  if (!cfg_.no_freeze && cfg_.steer_ifaces.empty()) {
+    auto fz = ebpf::Freezer::create();
+    if (!fz) {
+      freeze_error_ = fz.error().message();
+      log_.warn("eBPF freeze unavailable: " + freeze_error_);
+    } else {
+      freezer_ = std::make_unique<ebpf::Freezer>(std::move(*fz));
+      auto ifs = cfg_.freeze_ifaces.empty() ? default_ifaces() : cfg_.freeze_ifaces;
+      for (const auto& ifn : ifs) {
+        unsigned idx = ::if_nametoindex(ifn.c_str());
+        if (idx == 0) {
+          return make_error(std::errc::no_such_device, "--freeze-iface " + ifn + ": no such device");
+        }
+        RENDR_TRY_CTX(freezer_->attach(static_cast<int>(idx)), "attach freeze to " + ifn);
+        log_.info("freeze attached to " + ifn);
+      }
+    }
+  }
+
+  if (!cfg_.steer_ifaces.empty()) {
+    auto st = ebpf::Steerer::create();
+    if (!st) {
+      return std::move(st).take_error().with_context("gateway steering");
+    }
+    steerer_ = std::make_unique<ebpf::Steerer>(std::move(*st));
+    std::uint32_t idx = 0;
+    for (const auto& b : cfg_.backends) {
+      unsigned ifidx = ::if_nametoindex(b.ifname.c_str());
+      if (ifidx == 0) {
+        return make_error(std::errc::no_such_device,
+                          "--backend " + b.name + ": no device " + b.ifname);
+      }
+      ebpf::Backend be;
+      be.ifindex = static_cast<int>(ifidx);
+      if (!b.nexthop.empty()) {
+        auto nh = Endpoint::parse_address(b.nexthop, 0);
+        if (!nh) {
+          return std::move(nh).take_error().with_context("--backend " + b.name + " nexthop");
+        }
+        be.nexthop = *nh;
+      }
+      RENDR_TRY_CTX(steerer_->set_backend(idx, be), "backend " + b.name);
+      backend_index_[b.name] = idx++;
+    }
+    for (const auto& v : cfg_.vips) {
+      auto ep = Endpoint::parse_address(v, 0);
+      if (!ep) {
+        return std::move(ep).take_error().with_context("--vip");
+      }
+      RENDR_TRY_CTX(steerer_->add_vip(*ep), "--vip " + v);
+    }
+    if (!cfg_.default_backend.empty()) {
+      auto it = backend_index_.find(cfg_.default_backend);
+      if (it == backend_index_.end()) {
+        return make_error(std::errc::invalid_argument,
+                          "--default-backend " + cfg_.default_backend + " is not a --backend");
+      }
+      RENDR_TRY(steerer_->set_default_backend(it->second));
+    }
+    for (const auto& ifn : cfg_.steer_ifaces) {
+      unsigned idx2 = ::if_nametoindex(ifn.c_str());
+      if (idx2 == 0) {
+        return make_error(std::errc::no_such_device, "--steer-iface " + ifn + ": no such device");
+      }
+      RENDR_TRY_CTX(steerer_->attach(static_cast<int>(idx2)), "attach steering to " + ifn);
+    }
+    log_.info("gateway steering on " + std::to_string(cfg_.steer_ifaces.size()) +
+              " device(s), " + std::to_string(cfg_.backends.size()) + " backend(s)");
+  }
+
+  // Control socket: root-only (mode 0600, and SO_PEERCRED checked per connection).
+  std::string dir = cfg_.control_socket.substr(0, cfg_.control_socket.rfind('/'));
+  if (!dir.empty()) {
+    ::mkdir(dir.c_str(), 0755);
+  }
+  ::unlink(cfg_.control_socket.c_str());
+  control_ = std::make_unique<seqp_acceptor>(io_);
+  asio::error_code ec;
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  if (cfg_.control_socket.size() >= sizeof sun.sun_path) {
+    return make_error(std::errc::filename_too_long, "--control " + cfg_.control_socket);
+  }
+  std::memcpy(sun.sun_path, cfg_.control_socket.c_str(), cfg_.control_socket.size() + 1);
+  mode_t old = ::umask(0177);
+  control_->open(seqp(AF_UNIX, 0), ec);
+  if (!ec) {
+    control_->bind(seqp::endpoint(&sun, sizeof sun), ec);
+  }
+  ::umask(old);
+  if (!ec) {
+    control_->listen(asio::socket_base::max_listen_connections, ec);
+  }
+  if (ec) {
+    return Error{ec, "control socket " + cfg_.control_socket};
+  }
+  ::chmod(cfg_.control_socket.c_str(), 0600);
+
+  if (!cfg_.listen.empty()) {
+    auto ep = tcp_endpoint(cfg_.listen);
+    if (!ep) {
+      return std::move(ep).take_error().with_context("--listen");
+    }
+    peer_acc_ = std::make_unique<asio::ip::tcp::acceptor>(io_);
+    peer_acc_->open(ep->protocol(), ec);
+    if (!ec) {
+      peer_acc_->set_option(asio::socket_base::reuse_address(true), ec);
+      peer_acc_->bind(*ep, ec);
+    }
+    if (!ec) {
+      peer_acc_->listen(asio::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+      return Error{ec, "agent channel listen " + cfg_.listen};
+    }
+  }
+  log_.info("agent " + cfg_.name + " ready: control " + cfg_.control_socket +
+            (cfg_.listen.empty() ? "" : ", agent channel " + cfg_.listen));
+  return {};
+}
+
+void Agent::shutdown() {
+  asio::error_code ec;
+  if (control_) {
+    control_->close(ec);
+  }
+  if (peer_acc_) {
+    peer_acc_->close(ec);
+  }
+  ::unlink(cfg_.control_socket.c_str());
+  // Staged sockets close silently; held migrated fds were never handed out.
+  staged_.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// control socket
+
+awaitable<void> Agent::control_acceptor() {
+  for (;;) {
+    auto sock = std::make_shared<seqp::socket>(io_);
+    auto [ec] = co_await control_->async_accept(*sock, as_tuple_aw);
+    if (ec) {
+      if (ec == asio::error::operation_aborted) {
+        co_return;
+      }
+      log_.warn("control accept: " + ec.message());
+      continue;
+    }
+    ucred cred{};
+    socklen_t cl = sizeof cred;
+    if (::getsockopt(sock->native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 ||
+        cred.uid != 0) {
+      (void)send_packet(sock->native_handle(),
+                        fail_msg("the rendr-agent control socket is root-only"));
+      continue;
+    }
+    asio::co_spawn(io_, serve_control(sock), asio::detached);
+  }
+}
+
+awaitable<void> Agent::serve_control(std::shared_ptr<seqp::socket> sock) {
+  std::shared_ptr<AppSession> session;
+  for (;;) {
+    auto [ec] = co_await sock->async_wait(asio::socket_base::wait_read, as_tuple_aw);
+    if (ec) {
+      break;
+    }
+    auto p = recv_packet(sock->native_handle());
+    if (!p) {
+      if (p.error().code == std::errc::resource_unavailable_try_again) {
+        continue;
+      }
+      if (p.error().code != std::errc::connection_reset) {
+        log_.warn("control: " + p.error().message());
+        (void)send_packet(sock->native_handle(), fail_msg(p.error()));
+      }
+      break;
+    }
+    if (session) {
+      on_session_message(*session, *p);
+      continue;
+    }
+    Message reply = co_await handle_request(sock, *p, session);
+    (void)send_packet(sock->native_handle(), reply);
+  }
+  if (session) {
+    drop_session(*session);
+  }
+}
+
+awaitable<Message> Agent::handle_request(const std::shared_ptr<seqp::socket>& sock, Packet& p,
+                                         std::shared_ptr<AppSession>& session) {
+  const Message& m = p.msg;
+  switch (m.type()) {
+    case MsgType::register_service: {
+      auto svc = m.str(Tag::service);
+      if (!svc || svc->empty()) {
+        co_return fail_msg("register_service needs a service name");
+      }
+      session = std::make_shared<AppSession>();
+      session->id = next_session_++;
+      session->service = *svc;
+      session->sock = sock;
+      sessions_[session->id] = session;
+      log_.info("service " + *svc + " registered (session " + std::to_string(session->id) + ")");
+      // Connections that arrived while no server was registered.
+      auto it = orphans_.find(*svc);
+      if (it != orphans_.end()) {
+        auto queue = std::move(it->second);
+        orphans_.erase(it);
+        asio::post(io_, [this, svc = *svc, q = std::make_shared<std::deque<Orphan>>(
+                                               std::move(queue))]() mutable {
+          while (!q->empty()) {
+            adopt_or_queue(svc, std::move(q->front()));
+            q->pop_front();
+          }
+        });
+      }
+      co_return ok_msg("registered " + *svc);
+    }
+    case MsgType::status: {
+      auto peer = m.str(Tag::peer);
+      if (!peer || peer->empty() || *peer == cfg_.name) {
+        co_return Message(MsgType::json).add(Tag::text, status_json());
+      }
+      auto c = co_await take_peer(*peer);
+      if (!c) {
+        co_return fail_msg(c.error());
+      }
+      auto r = co_await rpc(**c, Message(MsgType::status),
+                            Clock::now() + ms(cfg_.step_timeout_ms));
+      if (!r) {
+        co_return fail_msg(r.error());
+      }
+      give_back(std::move(*c));
+      co_return std::move(*r);
+    }
+    case MsgType::flows:
+      co_return Message(MsgType::json).add(Tag::text, flows_json());
+    case MsgType::metrics:
+      co_return Message(MsgType::text).add(Tag::text, metrics_text());
+    case MsgType::migrate:
+      co_return co_await migrate(sock, m);
+    default:
+      co_return fail_msg(std::string("unexpected request ") + to_string(m.type()) +
+                         " (register_service first for embedder messages)");
+  }
+}
+
+void Agent::on_session_message(AppSession& s, Packet& p) {
+  const Message& m = p.msg;
+  switch (m.type()) {
+    case MsgType::track: {
+      auto id = m.u64(Tag::conn_id);
+      auto ts = m.str(Tag::tuple);
+      auto t = ts ? FourTuple::parse(*ts) : Result<FourTuple>(ts.error());
+      if (!id || !t) {
+        log_.warn("session " + std::to_string(s.id) + ": malformed track");
+        return;
+      }
+      FlowRec r;
+      r.tuple = *t;
+      r.session = sessions_[s.id];
+      r.conn_id = *id;
+      r.service = s.service;
+      flows_[t->to_string()] = std::move(r);
+      s.conns[*id] = t->to_string();
+      return;
+    }
+    case MsgType::untrack: {
+      auto id = m.u64(Tag::conn_id);
+      if (id) {
+        auto it = s.conns.find(*id);
+        if (it != s.conns.end()) {
+          auto f = flows_.find(it->second);
+          if (f != flows_.end() && !f->second.migrating) {
+            flows_.erase(f);
+          }
+          s.conns.erase(it);
+        }
+      }
+      return;
+    }
+    case MsgType::exported:
+    case MsgType::export_refused: {
+      auto id = m.u64(Tag::conn_id);
+      if (!id) {
+        return;
+      }
+      auto it = s.pending.find(*id);
+      if (it == s.pending.end()) {
+        log_.warn("session " + std::to_string(s.id) + ": unrequested export of conn " +
+                  std::to_string(*id));
+        return;
+      }
+      ExportSlot* slot = it->second;
+      s.pending.erase(it);
+      slot->done = true;
+      if (m.type() == MsgType::exported) {
+        if (!p.fd.valid()) {
+          slot->error = "exported without an fd";
+        } else {
+          slot->fd = std::move(p.fd);
+          const auto* st = m.get(Tag::state);
+          if (st != nullptr) {
+            slot->state = *st;
+          }
+        }
+      } else {
+        slot->error = "the server refused: " + m.str_or(Tag::text, "(no reason)");
+      }
+      if (s.export_notify != nullptr) {
+        s.export_notify->cancel();
+      }
+      return;
+    }
+    default:
+      log_.warn("session " + std::to_string(s.id) + ": unexpected " + to_string(m.type()));
+  }
+}
+
+void Agent::drop_session(AppSession& s) {
+  s.alive = false;
+  for (auto& [id, slot] : s.pending) {
+    slot->done = true;
+    slot->error = "the server's session closed";
+  }
+  s.pending.clear();
+  if (s.export_notify != nullptr) {
+    s.export_notify->cancel();
+  }
+  for (const auto& [id, key] : s.conns) {
+    auto f = flows_.find(key);
+    if (f != flows_.end() && !f->second.migrating) {
+      flows_.erase(f);
+    }
+  }
+  log_.info("service " + s.service + " session " + std::to_string(s.id) + " closed");
+  sessions_.erase(s.id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// agent channel
+
+std::string peer_common_name(SSL* ssl) {
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr) {
+    return {};
+  }
+  char cn[256] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+  X509_free(cert);
+  return cn;
+}
+
+awaitable<Result<std::unique_ptr<PeerConn>>> Agent::connect_peer(const std::string& name) {
+  auto it = cfg_.peers.find(name);
+  if (it == cfg_.peers.end()) {
+    co_return make_error(std::errc::invalid_argument,
+                         "unknown peer agent '" + name + "' (configure it with --peer " + name +
+                             "=ADDR:PORT)");
+  }
+  auto ep = tcp_endpoint(it->second);
+  if (!ep) {
+    co_return std::move(ep).take_error().with_context("peer " + name);
+  }
+  auto c = std::make_unique<PeerConn>(io_, tls_client_);
+  c->peer_name = name;
+  asio::steady_timer t(io_, ms(cfg_.step_timeout_ms));
+  auto r = co_await (c->stream.lowest_layer().async_connect(*ep, as_tuple_aw) ||
+                     t.async_wait(as_tuple_aw));
+  if (r.index() == 1) {
+    co_return make_error(std::errc::timed_out, "connect to agent " + name + " at " + it->second);
+  }
+  if (auto [ec] = std::get<0>(r); ec) {
+    co_return Error{ec, "connect to agent " + name + " at " + it->second};
+  }
+  c->stream.lowest_layer().set_option(asio::ip::tcp::no_delay(true));
+  c->stream.set_verify_callback(asio::ssl::host_name_verification(name));
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+  SSL_set_tlsext_host_name(c->stream.native_handle(), name.c_str());
+#pragma GCC diagnostic pop
+  t.expires_after(ms(cfg_.step_timeout_ms));
+  auto h = co_await (c->stream.async_handshake(asio::ssl::stream_base::client, as_tuple_aw) ||
+                     t.async_wait(as_tuple_aw));
+  if (h.index() == 1) {
+    co_return make_error(std::errc::timed_out, "TLS handshake with agent " + name);
+  }
+  if (auto [ec] = std::get<0>(h); ec) {
+    co_return Error{ec, "TLS handshake with agent " + name +
+                            " (certificate not signed by our CA, or not issued to '" + name + "')"};
+  }
+  co_return std::move(c);
+}
+
+awaitable<Result<std::unique_ptr<PeerConn>>> Agent::take_peer(const std::string& name) {
+  auto& idle = pool_[name];
+  while (!idle.empty()) {
+    auto c = std::move(idle.back());
+    idle.pop_back();
+    if (!c->broken && c->stream.lowest_layer().is_open()) {
+      co_return std::move(c);
+    }
+  }
+  co_return co_await connect_peer(name);
+}
+
+void Agent::give_back(std::unique_ptr<PeerConn> c) {
+  if (c && !c->broken && c->reader.buffered() == 0) {
+    auto& idle = pool_[c->peer_name];
+    if (idle.size() < 8) {
+      idle.push_back(std::move(c));
+    }
+  }
+}
+
+awaitable<Status> Agent::write_msg(PeerConn& c, const Message& m, Clock::time_point deadline) {
+  auto bytes = m.encode_framed();
+  asio::steady_timer t(io_, deadline);
+  auto r = co_await (asio::async_write(c.stream, asio::buffer(bytes), as_tuple_aw) ||
+                     t.async_wait(as_tuple_aw));
+  if (r.index() == 1) {
+    c.broken = true;
+    co_return make_error(std::errc::timed_out,
+                         std::string("send ") + to_string(m.type()) + " to " + c.peer_name);
+  }
+  if (auto [ec, n] = std::get<0>(r); ec) {
+    c.broken = true;
+    co_return Error{ec, std::string("send ") + to_string(m.type()) + " to " + c.peer_name};
+  }
+  co_return Status{};
+}
+
+awaitable<Result<Message>> Agent::read_msg(PeerConn& c, Clock::time_point deadline) {
+  std::vector<std::byte> buf(64 * 1024);
+  for (;;) {
+    auto n = c.reader.next();
+    if (!n) {
+      c.broken = true;
+      co_return std::move(n).take_error().with_context("channel to " + c.peer_name);
+    }
+    if (*n) {
+      co_return std::move(**n);
+    }
+    asio::steady_timer t(io_, deadline);
+    auto r = co_await (c.stream.async_read_some(asio::buffer(buf), as_tuple_aw) ||
+                       t.async_wait(as_tuple_aw));
+    if (r.index() == 1) {
+      c.broken = true;
+      co_return make_error(std::errc::timed_out, "no answer from agent " + c.peer_name);
+    }
+    auto [ec, got] = std::get<0>(r);
+    if (ec) {
+      c.broken = true;
+      co_return Error{ec, "channel to agent " + c.peer_name + " broke"};
+    }
+    c.reader.feed(std::span(buf.data(), got));
+  }
+}
+
+awaitable<Result<Message>> Agent::rpc(PeerConn& c, const Message& m, Clock::time_point deadline) {
+  auto w = co_await write_msg(c, m, deadline);
+  if (!w) {
+    co_return std::move(w).take_error();
+  }
+  co_return co_await read_msg(c, deadline);
+}
+
+awaitable<void> Agent::peer_acceptor() {
+  for (;;) {
+    auto c = std::make_unique<PeerConn>(io_, tls_server_);
+    auto [ec] = co_await peer_acc_->async_accept(c->stream.lowest_layer(), as_tuple_aw);
+    if (ec) {
+      if (ec == asio::error::operation_aborted) {
+        co_return;
+      }
+      continue;
+    }
+    asio::co_spawn(io_, serve_peer(std::move(c)), asio::detached);
+  }
+}
+
+awaitable<void> Agent::serve_peer(std::unique_ptr<PeerConn> c) {
+  asio::error_code ignored;
+  c->stream.lowest_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
+  asio::steady_timer t(io_, ms(cfg_.step_timeout_ms));
+  auto h = co_await (c->stream.async_handshake(asio::ssl::stream_base::server, as_tuple_aw) ||
+                     t.async_wait(as_tuple_aw));
+  std::string remote = "?";
+  {
+    asio::error_code e2;
+    auto ep = c->stream.lowest_layer().remote_endpoint(e2);
+    if (!e2) {
+      remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+  }
+  if (h.index() == 1 || std::get<0>(h) != std::tuple<asio::error_code>{}) {
+    std::string why = h.index() == 1 ? "timed out" : std::get<0>(std::get<0>(h)).message();
+    ++metrics_.peers_refused;
+    log_.warn("refused agent channel from " + remote + ": TLS handshake failed (" + why + ")");
+    co_return;
+  }
+  c->peer_name = peer_common_name(c->stream.native_handle());
+  if (c->peer_name.empty()) {
+    ++metrics_.peers_refused;
+    log_.warn("refused agent channel from " + remote + ": certificate has no CN");
+    co_return;
+  }
+  for (;;) {
+    auto m = co_await read_msg(*c, Clock::now() + std::chrono::hours(24 * 365));
+    if (!m) {
+      break;
+    }
+    Message reply = co_await handle_peer(*c, *m);
+    if (reply.type() == MsgType::abort && reply.fields().empty()) {
+      break;  // fault injection: drop the channel without an answer
+    }
+    auto w = co_await write_msg(*c, reply, Clock::now() + ms(cfg_.step_timeout_ms));
+    if (!w) {
+      break;
+    }
+  }
+  // Self-abort whatever this channel staged and did not commit.
+  for (auto& [mig, sm] : staged_) {
+    if (sm->channel == c.get()) {
+      sm->channel = nullptr;
+      if (sm->state == "staged") {
+        abort_staged(*sm, "channel to " + c->peer_name + " closed before commit");
+      }
+    }
+  }
+}
+
+awaitable<Message> Agent::handle_peer(PeerConn& c, const Message& m) {
+  switch (m.type()) {
+    case MsgType::hello:
+      co_return Message(MsgType::hello).add(Tag::name, cfg_.name).add(Tag::version, "1");
+    case MsgType::status:
+      co_return Message(MsgType::json).add(Tag::text, status_json());
+    case MsgType::offer: {
+      auto mig = m.u64(Tag::mig);
+      if (fault("delay_before_restore")) {
+        asio::steady_timer t(io_, ms(3000));
+        co_await t.async_wait(as_tuple_aw);
+      }
+      Message r = on_offer(c, m);
+      if (fault("drop_after_offer")) {
+        co_return Message(MsgType::abort);
+      }
+      (void)mig;
+      co_return r;
+    }
+    case MsgType::commit: {
+      Message r = on_commit(m);
+      if (fault("drop_commit_reply")) {
+        co_return Message(MsgType::abort);
+      }
+      co_return r;
+    }
+    case MsgType::abort: {
+      auto mig = m.u64(Tag::mig);
+      if (!mig) {
+        co_return fail_msg(mig.error());
+      }
+      co_return on_abort(*mig, m.str_or(Tag::text, "source aborted"));
+    }
+    case MsgType::query: {
+      auto mig = m.u64(Tag::mig);
+      if (!mig) {
+        co_return fail_msg(mig.error());
+      }
+      std::string state = "unknown";
+      auto it = staged_.find(*mig);
+      if (it != staged_.end()) {
+        state = it->second->state;
+      } else {
+        for (const auto& [id, st] : finished_) {
+          if (id == *mig) {
+            state = st;
+          }
+        }
+      }
+      co_return Message(MsgType::mig_state).add_u64(Tag::mig, *mig).add(Tag::text, state);
+    }
+    case MsgType::steer:
+      co_return on_steer(m);
+    default:
+      co_return fail_msg(std::string("agent ") + cfg_.name + " does not handle " +
+                         to_string(m.type()));
+  }
+}
+
+Message Agent::on_offer(PeerConn& c, const Message& m) {
+  auto mig = m.u64(Tag::mig);
+  auto svc = m.str(Tag::service);
+  auto ids = m.u64s(Tag::conn_id);
+  auto snaps = m.all(Tag::snapshot);
+  auto states = m.all(Tag::state);
+  auto reject = [&](const std::string& why) {
+    ++metrics_.offers_rejected;
+    log_.warn("offer from " + c.peer_name + " rejected: " + why);
+    Message f(MsgType::peer_fail);
+    if (mig) {
+      f.add_u64(Tag::mig, *mig);
+    }
+    return f.add(Tag::text, why);
+  };
+  if (!mig || !svc || !ids || ids->size() != snaps.size() || snaps.size() != states.size() ||
+      snaps.empty()) {
+    return reject("malformed offer (fields missing or lists of different lengths)");
+  }
+  if (!tcp_repair_ok_) {
+    return reject("TCP_REPAIR unavailable on " + cfg_.name + ": " + tcp_repair_error_);
+  }
+  // Decode everything before touching the kernel: a tampered or truncated snapshot rejects
+  // the whole offer.
+  std::vector<TcpSnapshot> decoded;
+  decoded.reserve(snaps.size());
+  for (std::size_t i = 0; i < snaps.size(); ++i) {
+    auto s = decode_snapshot(*snaps[i]);
+    if (!s) {
+      return reject("snapshot " + std::to_string(i) + " rejected: " + s.error().message());
+    }
+    decoded.push_back(std::move(*s));
+  }
+  auto sm = std::make_unique<StagedMig>();
+  sm->mig = *mig;
+  sm->from = c.peer_name;
+  sm->service = *svc;
+  sm->channel = &c;
+  repair::RestoreOptions ro;
+  for (std::size_t i = 0; i < decoded.size(); ++i) {
+    // A flow that left this host earlier may still have its grace freeze: lift it first.
+    cancel_freeze(decoded[i].tuple);
+    auto st = repairer_.restore_staged(std::move(decoded[i]), ro);
+    if (!st) {
+      ++metrics_.restores_failed;
+      sm->sockets.clear();  // silent
+      return reject("restore " + std::to_string(i) + ": " + st.error().message());
+    }
+    sm->sockets.push_back(std::move(*st));
+    sm->states.push_back(*states[i]);
+  }
+  sm->expiry = std::make_unique<asio::steady_timer>(io_, ms(cfg_.staged_timeout_ms));
+  std::uint64_t id = *mig;
+  sm->expiry->async_wait([this, id](asio::error_code ec) {
+    if (ec) {
+      return;
+    }
+    auto it = staged_.find(id);
+    if (it != staged_.end() && it->second->state == "staged") {
+      abort_staged(*it->second, "no commit within the staged timeout");
+    }
+  });
+  log_.info("migration " + std::to_string(id) + " from " + c.peer_name + ": staged " +
+            std::to_string(sm->sockets.size()) + " socket(s) for " + *svc);
+  staged_[id] = std::move(sm);
+  return Message(MsgType::ready).add_u64(Tag::mig, id);
+}
+
+void Agent::abort_staged(StagedMig& sm, const std::string& why) {
+  log_.warn("migration " + std::to_string(sm.mig) + " aborted here: " + why);
+  for (auto& s : sm.sockets) {
+    repairer_.release(std::move(s));
+  }
+  sm.sockets.clear();
+  sm.state = "aborted";
+  finished_.emplace_back(sm.mig, "aborted");
+  if (finished_.size() > 1024) {
+    finished_.pop_front();
+  }
+  std::uint64_t id = sm.mig;
+  asio::post(io_, [this, id] { staged_.erase(id); });
+}
+
+Message Agent::on_abort(std::uint64_t mig, const std::string& why) {
+  auto it = staged_.find(mig);
+  if (it != staged_.end() && it->second->state == "staged") {
+    abort_staged(*it->second, why);
+  }
+  return Message(MsgType::aborted).add_u64(Tag::mig, mig);
+}
+
+Message Agent::on_commit(const Message& m) {
+  auto mig = m.u64(Tag::mig);
+  if (!mig) {
+    return fail_msg(mig.error());
+  }
+  auto it = staged_.find(*mig);
+  if (it == staged_.end() || it->second->state != "staged") {
+    return Message(MsgType::peer_fail)
+        .add_u64(Tag::mig, *mig)
+        .add(Tag::text, "migration " + std::to_string(*mig) + " is not staged here (" +
+                            (it == staged_.end() ? "unknown" : it->second->state) + ")");
+  }
+  StagedMig& sm = *it->second;
+  sm.expiry->cancel();
+  std::uint64_t adopted = 0;
+  std::string warnings;
+  for (std::size_t i = 0; i < sm.sockets.size(); ++i) {
+    FourTuple t = sm.sockets[i].tuple();
+    auto fd = repairer_.activate(std::move(sm.sockets[i]));
+    if (!fd) {
+      // Past repair-off nothing can be undone; report it loudly.
+      warnings += fd.error().message() + "; ";
+      continue;
+    }
+    ++adopted;
+    adopt_or_queue(sm.service, Orphan{t, std::move(*fd), std::move(sm.states[i])});
+  }
+  sm.sockets.clear();
+  sm.state = "committed";
+  finished_.emplace_back(sm.mig, "committed");
+  if (finished_.size() > 1024) {
+    finished_.pop_front();
+  }
+  metrics_.flows_adopted += adopted;
+  log_.info("migration " + std::to_string(sm.mig) + " committed: " + std::to_string(adopted) +
+            " connection(s) live here" + (warnings.empty() ? "" : " (errors: " + warnings + ")"));
+  std::uint64_t id = sm.mig;
+  asio::post(io_, [this, id] { staged_.erase(id); });
+  Message r(MsgType::committed);
+  r.add_u64(Tag::mig, id).add_u64(Tag::adopted, adopted);
+  if (!warnings.empty()) {
+    r.add(Tag::text, warnings);
+  }
+  return r;
+}
+
+void Agent::adopt_or_queue(const std::string& service, Orphan o) {
+  for (auto& [sid, s] : sessions_) {
+    if (s->service != service || !s->alive) {
+      continue;
+    }
+    std::uint64_t id = (1ULL << 63) | next_adopt_id_++;
+    Message a(MsgType::adopt);
+    a.add_u64(Tag::conn_id, id).add(Tag::tuple, o.tuple.to_string()).add(Tag::state, o.state);
+    if (send_packet(s->sock->native_handle(), a, o.fd.get()).ok()) {
+      FlowRec r;
+      r.tuple = o.tuple;
+      r.session = s;
+      r.conn_id = id;
+      r.service = service;
+      flows_[o.tuple.to_string()] = std::move(r);
+      s->conns[id] = o.tuple.to_string();
+      return;
+    }
+  }
+  log_.warn("no server registered for " + service + ": holding " + o.tuple.to_string() +
+            " until one registers");
+  orphans_[service].push_back(std::move(o));
+}
+
+Message Agent::on_steer(const Message& m) {
+  auto mig = m.u64(Tag::mig);
+  auto backend = m.str(Tag::backend);
+  if (!steerer_) {
+    return fail_msg("agent " + cfg_.name + " is not a gateway (no --steer-iface)");
+  }
+  if (!mig || !backend) {
+    return fail_msg("malformed steer request");
+  }
+  auto bi = backend_index_.find(*backend);
+  if (bi == backend_index_.end()) {
+    return fail_msg("gateway " + cfg_.name + " has no backend '" + *backend + "'");
+  }
+  std::size_t n = 0;
+  for (const auto& ts : m.strs(Tag::tuple)) {
+    auto t = FourTuple::parse(ts);
+    if (!t) {
+      return fail_msg(t.error());
+    }
+    if (auto s = steerer_->steer(*t, bi->second); !s) {
+      return fail_msg(s.error());
+    }
+    ++n;
+  }
+  return Message(MsgType::steered).add_u64(Tag::mig, *mig).add_u64(Tag::adopted, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// migration (source side)
+
+void Agent::progress(const std::shared_ptr<seqp::socket>& ctl, const std::string& line) {
+  if (ctl) {
+    (void)send_packet(ctl->native_handle(), Message(MsgType::progress).add(Tag::text, line));
+  }
+}
+
+void Agent::cancel_freeze(const FourTuple& t) {
+  auto it = grace_.find(t.to_string());
+  if (it != grace_.end()) {
+    it->second->cancel();
+    grace_.erase(it);
+  }
+  if (freezer_) {
+    (void)freezer_->unfreeze(t);
+  }
+}
+
+void Agent::schedule_unfreeze(const FourTuple& t) {
+  if (!freezer_) {
+    return;
+  }
+  auto timer = std::make_unique<asio::steady_timer>(io_, ms(cfg_.freeze_grace_ms));
+  std::string key = t.to_string();
+  timer->async_wait([this, t, key](asio::error_code ec) {
+    if (ec) {
+      return;
+    }
+    (void)freezer_->unfreeze(t);
+    grace_.erase(key);
+  });
+  grace_[key] = std::move(timer);
+}
+
+awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req) {
+  const auto t0 = Clock::now();
+  MigrationFsm fsm;
+  const std::uint64_t mig = (static_cast<std::uint64_t>(::getpid()) << 32) | next_mig_++;
+  auto to = req.str(Tag::to);
+  if (!to || to->empty()) {
+    co_return fail_msg("migrate: --to AGENT is required");
+  }
+  if (*to == cfg_.name) {
+    co_return fail_msg("migrate: the flows are already on " + cfg_.name);
+  }
+  if (!tcp_repair_ok_) {
+    co_return fail_msg("migrate: TCP_REPAIR unavailable here: " + tcp_repair_error_);
+  }
+  // Select the flows.
+  std::vector<FlowRec*> sel;
+  const bool all = req.get(Tag::all) != nullptr;
+  const std::string svc = req.str_or(Tag::service, "");
+  for (const auto& ts : req.strs(Tag::tuple)) {
+    auto t = FourTuple::parse(ts);
+    if (!t) {
+      co_return fail_msg(t.error());
+    }
+    auto it = flows_.find(t->to_string());
+    if (it == flows_.end()) {
+      co_return fail_msg("migrate: no tracked flow " + t->to_string() + " on " + cfg_.name +
+                         " (see `rendrctl flows`)");
+    }
+    sel.push_back(&it->second);
+  }
+  if (all || !svc.empty()) {
+    for (auto& [k, f] : flows_) {
+      if (!f.migrating && (all || f.service == svc)) {
+        sel.push_back(&f);
+      }
+    }
+  }
+  std::sort(sel.begin(), sel.end());
+  sel.erase(std::unique(sel.begin(), sel.end()), sel.end());
+  if (sel.empty()) {
+    co_return fail_msg("migrate: no flows selected");
+  }
+  std::string service = sel.front()->service;
+  for (auto* f : sel) {
+    if (f->migrating) {
+      co_return fail_msg("migrate: " + f->tuple.to_string() + " is already migrating");
+    }
+    if (f->service != service) {
+      co_return fail_msg("migrate: one batch moves flows of one service (" + service + " and " +
+                         f->service + " selected)");
+    }
+    if (f->session.expired()) {
+      co_return fail_msg("migrate: the server of " + f->tuple.to_string() + " is gone");
+    }
+  }
+  const std::size_t n = sel.size();
+  std::vector<FourTuple> tuples;
+  for (auto* f : sel) {
+    f->migrating = true;
+    tuples.push_back(f->tuple);
+  }
+  progress(ctl, "migration " + std::to_string(mig) + ": " + std::to_string(n) + " flow(s) of " +
+                    service + " from " + cfg_.name + " to " + *to);
+
+  // Channels first: a TLS handshake must not happen while traffic is frozen.
+  std::unique_ptr<PeerConn> chan;
+  std::unique_ptr<PeerConn> gw;
+  std::string error;
+  std::vector<ExportSlot> slots(n);
+  std::vector<std::vector<std::byte>> encoded(n);
+  std::vector<repair::RepairSocket> frozen(n);
+  std::vector<bool> have_frozen(n, false);
+  std::vector<bool> froze(n, false);
+  std::uint64_t bytes_carried = 0;
+  double frozen_ms = 0;
+  Clock::time_point freeze_t0{};
+  std::map<std::string, double> step_ms;
+  auto step_deadline = [&] { return Clock::now() + ms(cfg_.step_timeout_ms); };
+
+  fsm.on(MigEvent::start);
+  do {
+    auto c = co_await take_peer(*to);
+    if (!c) {
+      error = c.error().message();
+      break;
+    }
+    chan = std::move(*c);
+    if (!cfg_.gateway.empty()) {
+      auto g = co_await take_peer(cfg_.gateway);
+      if (!g) {
+        error = g.error().message();
+        break;
+      }
+      gw = std::move(*g);
+    }
+    step_ms["connect"] = ms_since(t0);
+
+    // 1. Export: each server stops using its connections and hands over fd + state.
+    auto te = Clock::now();
+    asio::steady_timer notify(io_);
+    std::map<std::uint64_t, std::vector<std::uint64_t>> by_session;
+    std::vector<std::shared_ptr<AppSession>> sess(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      sess[i] = sel[i]->session.lock();
+      sess[i]->pending[sel[i]->conn_id] = &slots[i];
+      sess[i]->export_notify = &notify;
+      by_session[sess[i]->id].push_back(sel[i]->conn_id);
+    }
+    for (auto& [sid, ids] : by_session) {
+      Message er(MsgType::export_request);
+      er.add_u64(Tag::mig, mig);
+      for (auto id : ids) {
+        er.add_u64(Tag::conn_id, id);
+      }
+      auto s = sessions_.find(sid);
+      if (s == sessions_.end() || !send_packet(s->second->sock->native_handle(), er).ok()) {
+        error = "export request to the " + service + " server failed";
+      }
+    }
+    const auto export_deadline = step_deadline();
+    while (error.empty()) {
+      bool all_done = std::all_of(slots.begin(), slots.end(), [](auto& s) { return s.done; });
+      if (all_done || Clock::now() >= export_deadline) {
+        break;
+      }
+      notify.expires_at(export_deadline);
+      co_await notify.async_wait(as_tuple_aw);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if (sess[i]) {
+        sess[i]->export_notify = nullptr;
+        sess[i]->pending.erase(sel[i]->conn_id);
+      }
+      if (error.empty() && !slots[i].done) {
+        error = "the " + service + " server did not export " + tuples[i].to_string() +
+                " within " + std::to_string(cfg_.step_timeout_ms) + " ms";
+      } else if (error.empty() && !slots[i].error.empty()) {
+        error = tuples[i].to_string() + ": " + slots[i].error;
+      }
+    }
+    fsm.on(MigEvent::exported);
+    step_ms["export"] = ms_since(te);
+    if (!error.empty()) {
+      break;
+    }
+
+    // 2. Freeze + checkpoint.
+    freeze_t0 = Clock::now();
+    for (std::size_t i = 0; i < n && error.empty(); ++i) {
+      if (freezer_) {
+        cancel_freeze(tuples[i]);
+        if (auto fz = freezer_->freeze(tuples[i]); !fz) {
+          error = "freeze " + tuples[i].to_string() + ": " + fz.error().message();
+          break;
+        }
+        froze[i] = true;
+      }
+      auto cp = repairer_.checkpoint(slots[i].fd.get());
+      if (!cp) {
+        error = cp.error().message();
+        break;
+      }
+      frozen[i] = std::move(cp->socket);
+      have_frozen[i] = true;
+      bytes_carried += cp->snapshot.send_queue.size() + cp->snapshot.recv_queue.size();
+      encoded[i] = encode_snapshot(cp->snapshot);
+      if (fault("tamper_snapshot")) {
+        encoded[i][encoded[i].size() / 2] ^= std::byte{0x40};
+      } else if (fault("truncate_snapshot")) {
+        encoded[i].resize(encoded[i].size() - 7);
+      }
+    }
+    step_ms["freeze_checkpoint"] = ms_since(freeze_t0);
+    if (!error.empty()) {
+      break;
+    }
+    fsm.on(MigEvent::checkpointed);
+
+    // 3. Ship.
+    auto ts = Clock::now();
+    Message offer(MsgType::offer);
+    offer.add_u64(Tag::mig, mig).add(Tag::service, service);
+    for (std::size_t i = 0; i < n; ++i) {
+      offer.add_u64(Tag::conn_id, sel[i]->conn_id);
+      offer.add(Tag::snapshot, std::move(encoded[i]));
+      offer.add(Tag::state, slots[i].state);
+    }
+    if (fault("cut_during_ship")) {
+      auto bytes = offer.encode_framed();
+      co_await asio::async_write(chan->stream, asio::buffer(bytes.data(), bytes.size() / 2),
+                                 as_tuple_aw);
+      asio::error_code ec;
+      chan->stream.lowest_layer().close(ec);
+      chan->broken = true;
+      error = "channel to " + *to + " cut during ship (fault injection)";
+      break;
+    }
+    auto w = co_await write_msg(*chan, offer, step_deadline());
+    if (!w) {
+      error = w.error().message();
+      break;
+    }
+    fsm.on(MigEvent::shipped);
+    auto rr = co_await read_msg(*chan, step_deadline());
+    if (!rr) {
+      error = rr.error().message();
+      break;
+    }
+    if (rr->type() != MsgType::ready) {
+      error = error_of(*rr, "agent " + *to + " refused the migration").message();
+      break;
+    }
+    fsm.on(MigEvent::ready);
+    step_ms["ship_restore"] = ms_since(ts);
+
+    // 4. Steer.
+    auto tst = Clock::now();
+    if (gw) {
+      Message sr(MsgType::steer);
+      sr.add_u64(Tag::mig, mig).add(Tag::backend, *to);
+      for (const auto& t : tuples) {
+        sr.add(Tag::tuple, t.to_string());
+      }
+      auto g = co_await rpc(*gw, sr, step_deadline());
+      if (!g) {
+        error = g.error().message();
+        break;
+      }
+      if (g->type() != MsgType::steered) {
+        error = error_of(*g, "gateway " + cfg_.gateway + " refused to steer").message();
+        break;
+      }
+    }
+    fsm.on(MigEvent::steered);
+    step_ms["steer"] = ms_since(tst);
+
+    // 5. Commit. From here on A never thaws unless B says it did not commit.
+    auto tc = Clock::now();
+    auto cw = co_await write_msg(*chan, Message(MsgType::commit).add_u64(Tag::mig, mig),
+                                 step_deadline());
+    fsm.on(MigEvent::commit_sent);
+    std::string commit_error;
+    if (cw) {
+      auto cr = co_await read_msg(*chan, step_deadline());
+      if (cr && cr->type() == MsgType::committed) {
+        fsm.on(MigEvent::committed);
+      } else if (cr) {
+        // B answered but did not commit (e.g. it already self-aborted).
+        commit_error = error_of(*cr, "commit").message();
+        fsm.on(MigEvent::b_aborted);
+      } else {
+        commit_error = cr.error().message();
+        fsm.on(MigEvent::failure);
+      }
+    } else {
+      commit_error = cw.error().message();
+      fsm.on(MigEvent::failure);
+    }
+    // Channel broke after COMMIT: ask B on fresh channels until it answers or time runs out.
+    const auto resolve_deadline = Clock::now() + ms(cfg_.commit_resolve_ms);
+    while (fsm.state() == MigState::committing && Clock::now() < resolve_deadline) {
+      progress(ctl, "commit unconfirmed (" + commit_error + "); asking " + *to);
+      auto q = co_await connect_peer(*to);
+      if (q) {
+        auto a = co_await rpc(**q, Message(MsgType::query).add_u64(Tag::mig, mig),
+                              step_deadline());
+        if (a && a->type() == MsgType::mig_state) {
+          std::string st = a->str_or(Tag::text, "unknown");
+          if (st == "committed") {
+            fsm.on(MigEvent::committed);
+          } else if (st == "aborted" || st == "unknown") {
+            fsm.on(MigEvent::b_aborted);
+          } else {
+            // Still staged: the COMMIT never arrived; B will self-abort; tell it now.
+            (void)co_await rpc(**q, Message(MsgType::abort).add_u64(Tag::mig, mig),
+                               step_deadline());
+            fsm.on(MigEvent::b_aborted);
+          }
+          break;
+        }
+      }
+      asio::steady_timer backoff(io_, ms(200));
+      co_await backoff.async_wait(as_tuple_aw);
+    }
+    if (fsm.state() == MigState::committing) {
+      fsm.on(MigEvent::b_unreachable);  // presumed commit: never run two copies
+    }
+    step_ms["commit"] = ms_since(tc);
+    if (fsm.state() == MigState::aborting) {
+      error = commit_error.empty() ? "agent " + *to + " did not commit" : commit_error;
+    }
+  } while (false);
+
+  if (fsm.state() == MigState::committed) {
+    frozen_ms = ms_since(freeze_t0);
+    for (std::size_t i = 0; i < n; ++i) {
+      repairer_.release(std::move(frozen[i]));
+      schedule_unfreeze(tuples[i]);
+      if (auto s = sel[i]->session.lock(); s && s->alive) {
+        (void)send_packet(s->sock->native_handle(),
+                          Message(MsgType::export_done).add_u64(Tag::conn_id, sel[i]->conn_id));
+        s->conns.erase(sel[i]->conn_id);
+      }
+      flows_.erase(tuples[i].to_string());
+    }
+    ++metrics_.migrations_committed;
+    if (fsm.indeterminate()) {
+      ++metrics_.migrations_indeterminate;
+    }
+    metrics_.flows_migrated_out += n;
+    metrics_.frozen_ms_sum += frozen_ms;
+    metrics_.frozen_ms_last = frozen_ms;
+    metrics_.frozen_ms_max = std::max(metrics_.frozen_ms_max, frozen_ms);
+    if (chan && !chan->broken) {
+      give_back(std::move(chan));
+    }
+  } else {
+    // Abort: undo in the order the state machine prescribes.
+    if (fsm.state() != MigState::aborting) {
+      fsm.on(MigEvent::failure);
+    }
+    std::string undo_errors;
+    for (UndoAction a : abort_plan(fsm.failed_in())) {
+      switch (a) {
+        case UndoAction::steer_back: {
+          if (!gw || gw->broken) {
+            auto g = co_await take_peer(cfg_.gateway);
+            if (g) {
+              gw = std::move(*g);
+            }
+          }
+          Message sr(MsgType::steer);
+          sr.add_u64(Tag::mig, mig).add(Tag::backend, cfg_.name);
+          for (const auto& t : tuples) {
+            sr.add(Tag::tuple, t.to_string());
+          }
+          auto g = gw ? co_await rpc(*gw, sr, step_deadline())
+                      : Result<Message>(make_error(std::errc::not_connected, "no gateway"));
+          if (!g || g->type() != MsgType::steered) {
+            undo_errors += "steer back failed: " +
+                           (g ? error_of(*g, "steer").message() : g.error().message()) + "; ";
+          }
+          break;
+        }
+        case UndoAction::tell_b_abort: {
+          if (!chan || chan->broken) {
+            auto c = co_await connect_peer(*to);
+            if (c) {
+              chan = std::move(*c);
+            } else {
+              break;  // B gone: its staged sockets closed silently with it / self-abort
+            }
+          }
+          (void)co_await rpc(*chan, Message(MsgType::abort).add_u64(Tag::mig, mig).add(
+                                        Tag::text, error),
+                             step_deadline());
+          break;
+        }
+        case UndoAction::thaw:
+          for (std::size_t i = 0; i < n; ++i) {
+            if (have_frozen[i]) {
+              auto fd = repairer_.thaw(std::move(frozen[i]));
+              if (!fd) {
+                undo_errors += fd.error().message() + "; ";
+              }
+              // The exported fd is the same socket; the thawed duplicate is closed here.
+            }
+          }
+          break;
+        case UndoAction::unfreeze:
+          for (std::size_t i = 0; i < n; ++i) {
+            if (froze[i] && freezer_) {
+              (void)freezer_->unfreeze(tuples[i]);
+            }
+          }
+          break;
+        case UndoAction::return_fds:
+          for (std::size_t i = 0; i < n; ++i) {
+            if (!slots[i].fd.valid()) {
+              continue;
+            }
+            auto s = sel[i]->session.lock();
+            if (s && s->alive) {
+              Message rt(MsgType::returned);
+              rt.add_u64(Tag::conn_id, sel[i]->conn_id).add(Tag::state, slots[i].state);
+              if (!send_packet(s->sock->native_handle(), rt, slots[i].fd.get()).ok()) {
+                undo_errors += "could not return " + tuples[i].to_string() + "; ";
+              }
+            } else {
+              adopt_or_queue(service, Orphan{tuples[i], std::move(slots[i].fd),
+                                             std::move(slots[i].state)});
+            }
+          }
+          break;
+      }
+    }
+    fsm.on(MigEvent::undone);
+    for (auto* f : sel) {
+      f->migrating = false;
+    }
+    ++metrics_.migrations_aborted;
+    if (!undo_errors.empty()) {
+      error += " (undo: " + undo_errors + ")";
+    }
+  }
+
+  JsonWriter j;
+  j.begin_object();
+  j.kv("migration", mig);
+  j.kv("result", fsm.state() == MigState::committed ? "committed" : "aborted");
+  j.kv("indeterminate", fsm.indeterminate());
+  j.kv("from", cfg_.name);
+  j.kv("to", *to);
+  j.kv("service", service);
+  j.kv("flows", static_cast<std::uint64_t>(n));
+  j.kv("frozen_ms", frozen_ms);
+  j.kv("total_ms", ms_since(t0));
+  j.kv("bytes_carried", bytes_carried);
+  j.begin_object("steps_ms");
+  for (const auto& [k, v] : step_ms) {
+    j.kv(k, v);
+  }
+  j.end_object();
+  j.kv("failed_in", fsm.state() == MigState::committed ? "" : to_string(fsm.failed_in()));
+  if (!error.empty()) {
+    j.kv("error", error);
+  }
+  j.begin_array("trace");
+  for (const auto& t : fsm.trace()) {
+    j.value(t);
+  }
+  j.end_array();
+  j.end_object();
+  log_.info("migration " + std::to_string(mig) + ": " +
+            (fsm.state() == MigState::committed ? "committed" : "aborted: " + error));
+  recent_reports_.push_back(j.str());
+  if (recent_reports_.size() > 16) {
+    recent_reports_.erase(recent_reports_.begin());
+  }
+  co_return Message(MsgType::json).add(Tag::text, j.str());
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+std::string Agent::status_json() {
+  JsonWriter j;
+  j.begin_object();
+  j.kv("agent", cfg_.name);
+  j.kv("kernel", kernel_release());
+  j.kv("role", steerer_ ? "gateway" : "host");
+  j.begin_object("capabilities");
+  j.kv("tcp_repair", tcp_repair_ok_);
+  j.kv("ebpf", freezer_ != nullptr || steerer_ != nullptr);
+  j.end_object();
+  j.kv("method", tcp_repair_ok_ && (freezer_ || cfg_.no_freeze) ? "native" : "unavailable");
+  std::string why;
+  if (!tcp_repair_ok_) {
+    why = tcp_repair_error_;
+  } else if (!freezer_ && !steerer_ && !cfg_.no_freeze) {
+    why = "eBPF freeze unavailable: " + freeze_error_;
+  } else {
+    why = "TCP_REPAIR and eBPF freeze work here";
+  }
+  j.kv("reason", why);
+  j.begin_array("peers");
+  for (const auto& [name, addr] : cfg_.peers) {
+    j.begin_object();
+    j.kv("name", name);
+    j.kv("address", addr);
+    j.kv("gateway", name == cfg_.gateway);
+    j.end_object();
+  }
+  j.end_array();
+  j.begin_array("services");
+  for (const auto& [id, s] : sessions_) {
+    j.begin_object();
+    j.kv("service", s->service);
+    j.kv("session", id);
+    j.kv("connections", static_cast<std::uint64_t>(s->conns.size()));
+    j.end_object();
+  }
+  j.end_array();
+  j.kv("flows", static_cast<std::uint64_t>(flows_.size()));
+  j.kv("staged_migrations", static_cast<std::uint64_t>(staged_.size()));
+  std::uint64_t held = 0;
+  for (const auto& [s, q] : orphans_) {
+    held += q.size();
+  }
+  j.kv("held_connections", held);
+  j.begin_object("migrations");
+  j.kv("committed", metrics_.migrations_committed);
+  j.kv("aborted", metrics_.migrations_aborted);
+  j.kv("indeterminate", metrics_.migrations_indeterminate);
+  j.kv("flows_out", metrics_.flows_migrated_out);
+  j.kv("flows_adopted", metrics_.flows_adopted);
+  j.kv("last_frozen_ms", metrics_.frozen_ms_last);
+  j.end_object();
+  if (steerer_) {
+    auto c = steerer_->counters();
+    auto fl = steerer_->flows();
+    j.begin_object("steering");
+    j.kv("flows", static_cast<std::uint64_t>(fl ? fl->size() : 0));
+    if (c) {
+      j.kv("table", c->table);
+      j.kv("pinned", c->pinned);
+      j.kv("no_backend", c->no_backend);
+    }
+    j.end_object();
+  }
+  j.end_object();
+  return j.str();
+}
+
+std::string Agent::flows_json() {
+  JsonWriter j;
+  j.begin_object();
+  j.kv("agent", cfg_.name);
+  j.begin_array("flows");
+  for (const auto& [k, f] : flows_) {
+    j.begin_object();
+    j.kv("tuple", k);
+    j.kv("service", f.service);
+    j.kv("conn_id", f.conn_id);
+    j.kv("state", f.migrating ? "migrating" : "serving");
+    j.end_object();
+  }
+  for (const auto& [k, t] : grace_) {
+    j.begin_object();
+    j.kv("tuple", k);
+    j.kv("state", "left (freeze grace)");
+    if (freezer_) {
+      if (auto fl = FourTuple::parse(k); fl) {
+        if (auto c = freezer_->counters(*fl); c) {
+          j.kv("dropped_in", c->ingress_packets);
+          j.kv("dropped_out", c->egress_packets);
+        }
+      }
+    }
+    j.end_object();
+  }
+  j.end_array();
+  j.end_object();
+  return j.str();
+}
+
+std::string Agent::metrics_text() {
+  std::string o;
+  auto line = [&o, this](const std::string& name, const std::string& help, const char* type,
+                         const std::string& labels, double v) {
+    o += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    o += name + "{agent=\"" + cfg_.name + "\"" + labels + "} " + buf + "\n";
+  };
+  line("rendr_migrations_total", "Migrations that left this agent, by result.", "counter",
+       ",result=\"committed\"", static_cast<double>(metrics_.migrations_committed));
+  o += "rendr_migrations_total{agent=\"" + cfg_.name + "\",result=\"aborted\"} " +
+       std::to_string(metrics_.migrations_aborted) + "\n";
+  line("rendr_migrations_indeterminate_total",
+       "Migrations committed by presumption (target unreachable after COMMIT).", "counter", "",
+       static_cast<double>(metrics_.migrations_indeterminate));
+  line("rendr_flows_migrated_out_total", "Connections moved away from this host.", "counter", "",
+       static_cast<double>(metrics_.flows_migrated_out));
+  line("rendr_flows_adopted_total", "Connections restored and adopted on this host.", "counter",
+       "", static_cast<double>(metrics_.flows_adopted));
+  line("rendr_restore_failures_total", "Restores that failed here.", "counter", "",
+       static_cast<double>(metrics_.restores_failed));
+  line("rendr_offers_rejected_total", "Migration offers rejected here.", "counter", "",
+       static_cast<double>(metrics_.offers_rejected));
+  line("rendr_peer_channels_refused_total", "Agent channels refused (TLS/identity).", "counter",
+       "", static_cast<double>(metrics_.peers_refused));
+  line("rendr_migration_frozen_seconds_sum", "Sum of freeze-to-commit durations.", "counter", "",
+       metrics_.frozen_ms_sum / 1000.0);
+  line("rendr_migration_frozen_seconds_max", "Longest freeze-to-commit duration.", "gauge", "",
+       metrics_.frozen_ms_max / 1000.0);
+  line("rendr_flows_tracked", "Connections tracked for migration.", "gauge", "",
+       static_cast<double>(flows_.size()));
+  o += "# HELP rendr_flow_freeze_dropped_packets Packets dropped by the freeze per flow.\n"
+       "# TYPE rendr_flow_freeze_dropped_packets gauge\n";
+  if (freezer_) {
+    for (const auto& [k, t] : grace_) {
+      if (auto fl = FourTuple::parse(k); fl) {
+        if (auto c = freezer_->counters(*fl); c) {
+          o += "rendr_flow_freeze_dropped_packets{agent=\"" + cfg_.name + "\",flow=\"" + k +
+               "\"} " + std::to_string(c->ingress_packets + c->egress_packets) + "\n";
+        }
+      }
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// entry points
+
+int run_agent(const AgentConfig& cfg) {
+  if (cfg.log_level == "debug") {
+    set_log_level(LogLevel::debug);
+  } else if (cfg.log_level == "warn") {
+    set_log_level(LogLevel::warn);
+  } else if (cfg.log_level == "error") {
+    set_log_level(LogLevel::error);
+  } else if (std::getenv("RENDR_LOG") == nullptr) {
+    set_log_level(LogLevel::info);
+  }
+  asio::io_context io(1);
+  Agent agent(io, cfg);
+  if (auto s = agent.init(); !s) {
+    std::fprintf(stderr, "rendr-agent: %s\n", s.error().message().c_str());
+    return 1;
+  }
+  asio::signal_set sigs(io, SIGINT, SIGTERM);
+  sigs.async_wait([&](asio::error_code, int) {
+    agent.shutdown();
+    io.stop();
+  });
+  asio::co_spawn(io, agent.control_acceptor(), asio::detached);
+  if (!cfg.listen.empty()) {
+    asio::co_spawn(io, agent.peer_acceptor(), asio::detached);
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  // Readiness line for supervisors and tests.
+  std::printf("rendr-agent %s ready\n", cfg.name.c_str());
+  std::fflush(stdout);
+  io.run();
+  return 0;
+}
+
+}  // namespace rendr::agents

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "agent.hpp"
+
+#include <cstdlib>
+#include <string_view>
+
+namespace rendr::agents {
+
+std::string agent_usage() {
+  return R"(usage: rendr-agent --name NAME --cert PEM --key PEM --ca PEM [options]
+
+Per-host rendr agent: tracks connections of registered servers, migrates them to other agents
+(eBPF freeze -> TCP_REPAIR checkpoint -> TLS ship -> staged restore -> steer -> commit), adopts
+connections migrated here, and (with --steer-iface) runs a gateway's eBPF flow steering.
+
+identity and channel:
+  --name NAME              this agent's name; must equal the CN/SAN of --cert
+  --cert PEM --key PEM     this agent's certificate and key (rendrctl cert issue)
+  --ca PEM                 CA that signs every trusted agent (rendrctl cert init)
+  --listen ADDR:PORT       accept agent channels (mutual TLS 1.3) here
+  --peer NAME=ADDR:PORT    a peer agent (repeat)
+  --gateway NAME           the peer agent that steers this host's VIP flows
+  --control PATH           control socket (default /run/rendr/agent.sock; root-only)
+host role:
+  --freeze-iface DEV       attach the eBPF freeze here (repeat; default: every up device but lo)
+  --no-freeze              do not load the eBPF freeze (only for agents that never migrate out)
+gateway role:
+  --steer-iface DEV        attach eBPF steering at ingress of DEV (peer-facing; repeat)
+  --vip ADDR               a VIP whose TCP flows are steered (repeat)
+  --backend NAME=DEV[@NEXTHOP]  backend host NAME reached via DEV (repeat; NAME = agent name)
+  --default-backend NAME   where new connections go
+timing:
+  --step-timeout-ms N      per-step timeout (default 5000)
+  --commit-resolve-ms N    how long to ask the target after a lost COMMIT answer (default 10000)
+  --staged-timeout-ms N    target: release staged sockets without COMMIT after N ms (default 30000)
+  --freeze-grace-ms N      source: keep a moved flow frozen N ms after commit (default 2000)
+other:
+  --log LEVEL              error|warn|info|debug (default info)
+  --fault NAME             test-only fault injection (docs/native-migration.md)
+  -h, --help               this text
+)";
+}
+
+Result<AgentConfig> parse_agent_args(int argc, char** argv, bool& help) {
+  AgentConfig c;
+  help = false;
+  auto bad = [](const std::string& why) {
+    return make_error(std::errc::invalid_argument, why + " (see --help)");
+  };
+  auto to_int = [&](const std::string& flag, const char* v) -> Result<int> {
+    char* end = nullptr;
+    long x = std::strtol(v, &end, 10);
+    if (end == v || *end != '\0' || x <= 0 || x > 3'600'000) {
+      return bad(flag + ": expected a positive number of milliseconds, got '" + v + "'");
+    }
+    return static_cast<int>(x);
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      help = true;
+      return c;
+    }
+    if (a == "--no-freeze") {
+      c.no_freeze = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      return bad("unknown or incomplete option '" + a + "'");
+    }
+    const char* v = argv[++i];
+    std::string sv = v;
+    if (a == "--name") {
+      c.name = sv;
+    } else if (a == "--cert") {
+      c.cert = sv;
+    } else if (a == "--key") {
+      c.key = sv;
+    } else if (a == "--ca") {
+      c.ca = sv;
+    } else if (a == "--listen") {
+      c.listen = sv;
+    } else if (a == "--control") {
+      c.control_socket = sv;
+    } else if (a == "--gateway") {
+      c.gateway = sv;
+    } else if (a == "--peer") {
+      auto eq = sv.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == sv.size()) {
+        return bad("--peer expects NAME=ADDR:PORT, got '" + sv + "'");
+      }
+      c.peers[sv.substr(0, eq)] = sv.substr(eq + 1);
+    } else if (a == "--freeze-iface") {
+      c.freeze_ifaces.push_back(sv);
+    } else if (a == "--steer-iface") {
+      c.steer_ifaces.push_back(sv);
+    } else if (a == "--vip") {
+      c.vips.push_back(sv);
+    } else if (a == "--backend") {
+      auto eq = sv.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return bad("--backend expects NAME=DEV[@NEXTHOP], got '" + sv + "'");
+      }
+      BackendConfig b;
+      b.name = sv.substr(0, eq);
+      std::string rest = sv.substr(eq + 1);
+      auto at = rest.find('@');
+      b.ifname = rest.substr(0, at);
+      if (at != std::string::npos) {
+        b.nexthop = rest.substr(at + 1);
+      }
+      if (b.ifname.empty()) {
+        return bad("--backend " + sv + ": device missing");
+      }
+      c.backends.push_back(b);
+    } else if (a == "--default-backend") {
+      c.default_backend = sv;
+    } else if (a == "--step-timeout-ms") {
+      auto x = to_int(a, v);
+      if (!x) return std::move(x).take_error();
+      c.step_timeout_ms = *x;
+    } else if (a == "--commit-resolve-ms") {
+      auto x = to_int(a, v);
+      if (!x) return std::move(x).take_error();
+      c.commit_resolve_ms = *x;
+    } else if (a == "--staged-timeout-ms") {
+      auto x = to_int(a, v);
+      if (!x) return std::move(x).take_error();
+      c.staged_timeout_ms = *x;
+    } else if (a == "--freeze-grace-ms") {
+      auto x = to_int(a, v);
+      if (!x) return std::move(x).take_error();
+      c.freeze_grace_ms = *x;
+    } else if (a == "--log") {
+      c.log_level = sv;
+    } else if (a == "--fault") {
+      static const char* known[] = {"restore_mismatch", "delay_before_restore", "drop_after_offer",
+                                    "drop_commit_reply", "cut_during_ship",
+                                    "tamper_snapshot", "truncate_snapshot"};
+      bool ok = false;
+      for (const char* k : known) {
+        ok = ok || sv == k;
+      }
+      if (!ok) {
+        return bad("--fault: unknown fault '" + sv + "'");
+      }
+      c.faults.push_back(sv);
+    } else {
+      return bad("unknown option '" + a + "'");
+    }
+  }
+  if (c.name.empty()) {
+    return bad("--name is required");
+  }
+  if (c.cert.empty() || c.key.empty() || c.ca.empty()) {
+    return bad("--cert, --key and --ca are required (mutual TLS between agents)");
+  }
+  if (!c.gateway.empty() && c.peers.count(c.gateway) == 0) {
+    return bad("--gateway " + c.gateway + " needs a matching --peer " + c.gateway + "=ADDR:PORT");
+  }
+  if (!c.steer_ifaces.empty() && c.backends.empty()) {
+    return bad("--steer-iface needs at least one --backend");
+  }
+  return c;
+}
+
+}  // namespace rendr::agents

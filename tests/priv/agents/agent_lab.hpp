@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: Apache-2.0
+// The gateway lab with a rendr-agent in gw, hostA and hostB (mutual TLS with a test CA), a
+// pattern_server registered with the agents of both hosts, and pattern clients in the peer.
+// Everything (namespaces, processes, temp dir) goes away with the fixture, also on failure.
+#pragma once
+
+#include "../repair/lab.hpp"
+#include "support/pattern.hpp"
+
+#include <rendr/common/unique_fd.hpp>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace rendr::test {
+
+struct AgentLabOptions {
+  std::vector<std::string> faults_a;
+  std::vector<std::string> faults_b;
+  int step_timeout_ms = 3000;
+  bool start_servers = true;
+};
+
+class AgentLab {
+ public:
+  explicit AgentLab(const AgentLabOptions& o = {});
+  ~AgentLab();
+  AgentLab(const AgentLab&) = delete;
+  AgentLab& operator=(const AgentLab&) = delete;
+
+  GatewayLab lab;
+  std::string dir;
+
+  [[nodiscard]] std::string sock(const std::string& agent) const { return dir + "/" + agent + ".sock"; }
+  // rendrctl runs the CLI against |agent|'s control socket; returns its exit status, stdout in
+  // |out| (stderr in |err| if given).
+  int rendrctl(const std::string& agent, const std::vector<std::string>& args, std::string& out,
+               std::string* err = nullptr) const;
+  // migrate runs `rendrctl migrate ... --json` from |from| and returns the JSON report line.
+  std::string migrate(const std::string& from, const std::vector<std::string>& select,
+                      const std::string& to, int* status = nullptr) const;
+  // start_agent / kill_agent manage one agent process (name: gw, a, b).
+  void start_agent(const std::string& name, const std::vector<std::string>& faults = {});
+  void kill_agent(const std::string& name, int sig = 9);
+  void start_server(const std::string& host);
+  [[nodiscard]] std::string log(const std::string& name) const;
+  [[nodiscard]] bool server_alive(const std::string& host) const;
+  // make_certs issues ca + one cert per name into |d| (CA named |ca_name|).
+  static void make_certs(const std::string& d, const std::vector<std::string>& names,
+                         const std::string& ca_name = "ca");
+
+ private:
+  AgentLabOptions opt_;
+  std::map<std::string, pid_t> procs_;
+};
+
+// PatternClient: a connection from the peer to the VIP, reading the server's pattern stream
+// (checked at every offset) and sending the upstream pattern, on its own thread.
+class PatternClient {
+ public:
+  PatternClient(const GatewayLab& lab, std::uint16_t port, std::uint64_t up_limit = 64ULL << 20);
+  ~PatternClient();
+  [[nodiscard]] FourTuple tuple() const { return tuple_; }
+  [[nodiscard]] std::uint64_t down() const { return down_.load(); }
+  [[nodiscard]] std::uint64_t up() const { return up_.load(); }
+  [[nodiscard]] bool failed() const { return failed_.load(); }
+  [[nodiscard]] std::string error() const;
+  void set_reading(bool on) { reading_.store(on); }
+  // wait_down waits until |bytes| more were received (false on timeout or failure).
+  bool wait_down(std::uint64_t more, int timeout_ms);
+  void stop();
+
+ private:
+  void run();
+  UniqueFd fd_;
+  FourTuple tuple_;
+  std::uint64_t up_limit_;
+  std::atomic<std::uint64_t> down_{0};
+  std::atomic<std::uint64_t> up_{0};
+  std::atomic<bool> failed_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> reading_{true};
+  mutable std::mutex mu_;
+  std::string error_;
+  std::thread t_;
+};
+
+long long peer_rsts(const GatewayLab& lab);
+
+}  // namespace rendr::test
