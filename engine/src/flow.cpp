@@ -199,6 +199,22 @@ struct FlowCore::Impl {
 
   // ---------------------------------------------------------------- helpers
 
+  // window_room: payload bytes the next DATA frame may carry without overrunning the ledger
+  // bounds. Below half a frame of room it reports 0, so a nearly full window is not filled
+  // with tiny frames (silly-window avoidance).
+  [[nodiscard]] std::size_t window_room() const {
+    if (ledger.data_frames() == 0) {
+      return cfg.max_payload;
+    }
+    if (ledger.data_frames() >= ledger.max_frames() ||
+        ledger.bytes() + kHeaderSize >= ledger.max_bytes()) {
+      return 0;
+    }
+    const std::size_t room =
+        std::min(cfg.max_payload, ledger.max_bytes() - ledger.bytes() - kHeaderSize);
+    return room * 2 >= cfg.max_payload ? room : 0;
+  }
+
   [[nodiscard]] bool established() const {
     return state == FlowState::active || state == FlowState::migrating ||
            state == FlowState::closing;
@@ -602,7 +618,8 @@ struct FlowCore::Impl {
     }
     peer_instance = ha.instance_id;
     peer_caps = ha.caps;
-    state = FlowState::active;
+    // close() during the handshake queued a BYE behind the buffered writes: keep closing.
+    state = our_bye_seq ? FlowState::closing : FlowState::active;
     active = p.id;
     p.state = PathState::ready;
     p.next_probe = now;
@@ -1192,8 +1209,8 @@ Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint n
   std::size_t taken = 0;
   bool blocked = false;
   while (taken < data.size()) {
-    const std::size_t n = std::min(m.cfg.max_payload, data.size() - taken);
-    if (!m.ledger.can_push_data(kHeaderSize + n)) {
+    const std::size_t n = std::min({m.cfg.max_payload, data.size() - taken, m.window_room()});
+    if (n == 0) {
       blocked = true;
       break;
     }
@@ -1259,7 +1276,7 @@ std::size_t FlowCore::writable() const {
     return 0;
   }
   const auto& l = m.ledger;
-  if (!l.can_push_data(kHeaderSize + 1)) {
+  if (m.window_room() == 0) {
     return 0;
   }
   if (l.data_frames() == 0) {
@@ -1267,17 +1284,17 @@ std::size_t FlowCore::writable() const {
   }
   const std::size_t frames_left = l.max_frames() - l.data_frames();
   const std::size_t bytes_left = l.max_bytes() - l.bytes();
-  return std::min(frames_left * m.cfg.max_payload, bytes_left);
+  return std::min(frames_left * m.cfg.max_payload, bytes_left - frames_left * kHeaderSize);
 }
 
 void FlowCore::close(TimePoint now) {
   auto& m = *impl_;
   switch (m.state) {
     case FlowState::init:
-    case FlowState::handshaking:
-      m.close_error = make_error(errc::closed, "closed before the handshake completed");
+      m.close_error = make_error(errc::closed, "closed before any path was added");
       m.finish_clean();
       return;
+    case FlowState::handshaking:  // BYE queues behind buffered writes, sent after HELLO_ACK
     case FlowState::active:
     case FlowState::migrating: {
       if (m.ledger.next_seq() > kMaxSeq) {
@@ -1289,7 +1306,9 @@ void FlowCore::close(TimePoint now) {
       auto& e = m.ledger.push(encode(Bye{seq, ByeReason::normal}), false);
       m.our_bye_seq = seq;
       m.dispatch(e, now);
-      m.state = FlowState::closing;
+      if (m.state != FlowState::handshaking) {
+        m.state = FlowState::closing;
+      }
       m.close_deadline = now + std::min(m.cfg.migration_budget, m.cfg.graceful_close_timeout);
       return;
     }

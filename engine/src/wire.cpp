@@ -485,6 +485,13 @@ Result<std::optional<std::span<const std::byte>>> StreamDeframer::next() {
   return std::optional<std::span<const std::byte>>{frame};
 }
 
+std::vector<std::byte> StreamDeframer::release_buffered() {
+  std::vector<std::byte> rest(buf_.begin() + static_cast<std::ptrdiff_t>(pos_), buf_.end());
+  buf_.clear();
+  pos_ = 0;
+  return rest;
+}
+
 Result<FirstFrame> classify_first_frame(std::span<const std::byte> wire) {
   auto f = decode_frame(wire);
   if (!f.ok()) {

@@ -169,6 +169,9 @@ class StreamDeframer {
   void feed(std::span<const std::byte> bytes);
   [[nodiscard]] Result<std::optional<std::span<const std::byte>>> next();
   [[nodiscard]] std::size_t buffered() const { return buf_.size() - pos_; }
+  // release_buffered hands back the bytes not yet returned as frames (a listener that read the
+  // first frame itself passes them on to FlowCore::on_receive) and empties the deframer.
+  [[nodiscard]] std::vector<std::byte> release_buffered();
   [[nodiscard]] bool failed() const { return failed_; }
 
  private:

@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: Apache-2.0
+// Flow core end to end, in memory: two cores through FakeNet with a fake clock and scripted
+// loss. Every transfer is a seekable pattern stream checked byte for byte at its offset, so a
+// lost, duplicated or reordered byte fails at the exact place.
+#include "fake_net.hpp"
+
+#include <rendr/engine/errors.hpp>
+#include <rendr/engine/flow.hpp>
+
+#include "support/pattern.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace rendr;
+using namespace rendr::engine;
+using namespace rendr::engine::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Fast probing so path death is detected within a few hundred fake milliseconds.
+FlowConfig fast_config() {
+  FlowConfig c;
+  c.probe_interval = 20ms;
+  c.fresh_min = 100ms;
+  c.fresh_max = 1s;
+  c.ledger_max_frames = 256;
+  c.ledger_max_bytes = 1U << 20;
+  c.reorder_max_frames = 512;
+  c.recv_window_bytes = 1U << 20;
+  c.max_payload = 16 * 1024;
+  return c;
+}
+
+// Transfer writes |total| pattern bytes on |from| and reads/verifies them on |to|.
+struct Transfer {
+  explicit Transfer(std::uint64_t n, std::uint32_t seed = 7) : pattern(seed), total(n) {}
+  rendr::test::Pattern pattern;
+  std::uint64_t total;
+  std::uint64_t written = 0;
+  std::uint64_t read = 0;
+  bool eof = false;
+  long long mismatch_at = -1;
+  bool read_enabled = true;
+  std::optional<Error> read_error;
+
+  void write_some(FlowCore& c, TimePoint now) {
+    std::vector<std::byte> buf(64 * 1024);
+    while (written < total) {
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - written));
+      pattern.fill(written, std::span(buf).first(n));
+      auto r = c.write(std::span(buf).first(n), now);
+      INFO((r.ok() ? std::string("-") : r.error().message()));
+      REQUIRE(r.ok());
+      if (*r == 0) {
+        break;
+      }
+      written += *r;
+    }
+  }
+  void read_some(FlowCore& c, TimePoint now) {
+    if (!read_enabled) {
+      return;
+    }
+    std::vector<std::byte> buf(48 * 1024);
+    while (true) {
+      auto r = c.read(buf, now);
+      if (!r.ok()) {
+        read_error = r.error();
+        return;
+      }
+      if (r->eof) {
+        eof = true;
+        return;
+      }
+      if (r->bytes == 0) {
+        return;
+      }
+      const auto got = std::span(buf).first(r->bytes);
+      if (mismatch_at < 0) {
+        const long long m = pattern.mismatch(read, got);
+        if (m >= 0) {
+          mismatch_at = static_cast<long long>(read) + m;
+        }
+      }
+      read += r->bytes;
+    }
+  }
+  [[nodiscard]] bool complete() const { return read == total && mismatch_at < 0; }
+};
+
+template <class Ev>
+std::size_t count_events(const std::vector<FlowEvent>& evs) {
+  return static_cast<std::size_t>(
+      std::count_if(evs.begin(), evs.end(), [](const FlowEvent& e) { return std::holds_alternative<Ev>(e); }));
+}
+
+// all_ready runs until the client has |n| ready paths.
+bool all_ready(FakeNet& net, std::size_t n) {
+  return net.run_until(
+      [&] {
+        const auto st = net.client.stats();
+        return st.paths.size() == n &&
+               std::all_of(st.paths.begin(), st.paths.end(),
+                           [](const PathInfo& p) { return p.state == PathState::ready; });
+      },
+      2s);
+}
+
+void wire_transfer(FakeNet& net, Transfer& t) {
+  net.app = [&t](FakeNet& n) {
+    if (n.client.state() != FlowState::init) {
+      t.write_some(n.client, n.now);
+    }
+    if (n.server) {
+      t.read_some(*n.server, n.now);
+    }
+  };
+}
+
+}  // namespace
+
+TEST_CASE("engine flow: handshake, then a byte stream arrives intact both ways",
+          "[engine][flow]") {
+  FakeNet net(fast_config(), fast_config());
+  net.add_link({});
+  REQUIRE(net.client.state() == FlowState::handshaking);
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 1s));
+  REQUIRE(net.server.has_value());
+  CHECK(net.server->flow_id() == net.client.flow_id());
+  CHECK(net.server->state() == FlowState::active);
+  CHECK(count_events<EvHandshakeDone>(net.client_events) == 1);
+
+  Transfer up(3'000'000, 1);
+  Transfer down(2'000'000, 2);
+  net.app = [&](FakeNet& n) {
+    up.write_some(n.client, n.now);
+    up.read_some(*n.server, n.now);
+    down.write_some(*n.server, n.now);
+    down.read_some(n.client, n.now);
+  };
+  REQUIRE(net.run_until([&] { return up.complete() && down.complete(); }, 60s));
+  CHECK(up.mismatch_at == -1);
+  CHECK(down.mismatch_at == -1);
+  const auto cs = net.client.stats();
+  CHECK(cs.recv_dups == 0);
+  CHECK(cs.migration_count == 0);
+  // Everything written was acknowledged and released from the ledger.
+  REQUIRE(net.run_until([&] { return net.client.stats().ledger_frames == 0; }, 1s));
+  CHECK(net.client.stats().ledger_bytes_high_water <= fast_config().ledger_max_bytes);
+  CHECK(net.client.stats().paths.at(0).has_rtt);
+}
+
+TEST_CASE("engine flow: silent death of the active path fails over and replays, no byte lost",
+          "[engine][flow][failover]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({Framing::stream, 5ms});
+  const int b = net.add_link({Framing::stream, 8ms});
+  Transfer t(6'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.read > 2'000'000; }, 30s));
+  REQUIRE(net.client.active_path() == net.client_path(a));
+  const TimePoint cut = net.now;
+  net.blackhole(a);  // nftables DROP: no error, no FIN, nothing
+  REQUIRE(net.run_until([&] { return net.client.active_path() == net.client_path(b); }, 5s));
+  const Duration failover = net.now - cut;
+  CHECK(failover <= 1s);  // freshness window is clamped to <= 1 s in fast_config
+  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
+  CHECK(t.mismatch_at == -1);
+  CHECK(t.read == t.total);
+  const auto cs = net.client.stats();
+  CHECK(cs.migration_count >= 1);
+  CHECK(cs.replayed_frames > 0);
+  CHECK(count_events<EvPathDown>(net.client_events) == 1);
+  CHECK(net.client.state() == FlowState::active);
+  // The server noticed on its own (its probes went unanswered too) and moved its side.
+  REQUIRE(net.run_until([&] { return net.server->active_path() == *net.server_path(b); }, 5s));
+  CHECK(net.dropped(a) > 0);
+}
+
+TEST_CASE("engine flow: a loud carrier failure fails over at once", "[engine][flow][failover]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({});
+  const int b = net.add_link({});
+  Transfer t(4'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.read > 1'000'000; }, 30s));
+  net.fail_link(a);
+  CHECK(net.client.active_path() == net.client_path(b));
+  CHECK(net.server->active_path() == *net.server_path(b));
+  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
+  CHECK(t.mismatch_at == -1);
+}
+
+TEST_CASE("engine flow: planned migrate replays on the new path first; receiver dedups",
+          "[engine][flow][migrate]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({Framing::stream, 2ms});
+  const int b = net.add_link({Framing::stream, 30ms});
+  REQUIRE(all_ready(net, 2));
+  Transfer t(5'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.read > 1'000'000; }, 30s));
+  auto mig = net.client.migrate(net.client_path(b), net.now);
+  INFO((mig.ok() ? std::string("-") : mig.error().message()));
+  REQUIRE(mig.ok());
+  CHECK(net.client.active_path() == net.client_path(b));
+  REQUIRE(net.run_until([&] { return t.read > 3'000'000; }, 30s));
+  REQUIRE(net.client.migrate(net.client_path(a), net.now).ok());
+  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
+  CHECK(t.mismatch_at == -1);
+  CHECK(net.client.stats().migration_count == 2);
+  // Frames in flight on the old path also arrived via the replay: dropped as duplicates.
+  CHECK(net.server->stats().recv_dups > 0);
+  bool saw_explicit = false;
+  for (const auto& e : net.client_events) {
+    if (const auto* m = std::get_if<EvMigrated>(&e)) {
+      saw_explicit = saw_explicit || m->cause == MigrateCause::explicit_request;
+    }
+  }
+  CHECK(saw_explicit);
+  // migrate to a path that does not exist is refused.
+  auto bad = net.client.migrate(99, net.now);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().code == make_error_code(errc::unknown_path));
+}
+
+TEST_CASE("engine flow: all paths dead -> migrating; a new path within the budget resumes",
+          "[engine][flow][budget]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({});
+  Transfer t(3'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.read > 1'000'000; }, 30s));
+  net.fail_link(a);
+  CHECK(net.client.state() == FlowState::migrating);
+  CHECK(net.client.active_path() == 0);
+  REQUIRE(net.run_until([&] { return false; }, 5s) == false);  // 5 s without any path
+  CHECK(net.client.state() == FlowState::migrating);
+  // Writes still go into the window while migrating (no error surfaces).
+  net.add_link({});
+  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
+  CHECK(t.mismatch_at == -1);
+  CHECK(net.client.state() == FlowState::active);
+  CHECK(net.server->state() == FlowState::active);
+  CHECK_FALSE(t.read_error.has_value());
+}
+
+TEST_CASE("engine flow: migration budget exhausted is an error, never EOF",
+          "[engine][flow][budget]") {
+  FlowConfig c = fast_config();
+  c.migration_budget = 3s;
+  FakeNet net(c, c);
+  const int a = net.add_link({});
+  Transfer t(1'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.read > 100'000; }, 30s));
+  net.blackhole(a);
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::dead; }, 10s));
+  REQUIRE(net.client.close_error().has_value());
+  CHECK(net.client.close_error()->code == make_error_code(errc::migration_budget_exceeded));
+  auto w = net.client.write(std::vector<std::byte>(10), net.now);
+  REQUIRE_FALSE(w.ok());
+  CHECK(w.error().code == make_error_code(errc::migration_budget_exceeded));
+  // The server side ends the same way; its reader sees the error after the buffered bytes,
+  // never a clean EOF.
+  REQUIRE(net.run_until([&] { return net.server->state() == FlowState::dead; }, 10s));
+  t.read_some(*net.server, net.now);
+  CHECK_FALSE(t.eof);
+  REQUIRE(t.read_error.has_value());
+  CHECK(t.read_error->code == make_error_code(errc::migration_budget_exceeded));
+}
+
+TEST_CASE("engine flow: clean close delivers everything then EOF", "[engine][flow][close]") {
+  FakeNet net(fast_config(), fast_config());
+  net.add_link({});
+  REQUIRE(all_ready(net, 1));
+  Transfer t(500'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.written == t.total; }, 30s));
+  INFO((net.client.close_error() ? net.client.close_error()->message() : std::string("-")));
+  REQUIRE(net.client.state() == FlowState::active);
+  net.client.close(net.now);
+  CHECK(net.client.state() == FlowState::closing);
+  auto w = net.client.write(std::vector<std::byte>(1), net.now);
+  REQUIRE_FALSE(w.ok());
+  CHECK(w.error().code == make_error_code(errc::closed));
+  REQUIRE(net.run_until([&] { return t.eof && net.client.state() == FlowState::dead; }, 10s));
+  CHECK(t.complete());
+  CHECK_FALSE(net.client.close_error().has_value());  // our BYE was acknowledged: clean
+  bool clean = false;
+  for (const auto& e : net.client_events) {
+    if (const auto* c = std::get_if<EvClosed>(&e)) {
+      clean = !c->error.has_value();
+    }
+  }
+  CHECK(clean);
+}
+
+TEST_CASE("engine flow: a reader that stops reading stops the writer (end-to-end backpressure)",
+          "[engine][flow][backpressure]") {
+  FlowConfig c = fast_config();
+  c.ledger_max_frames = 64;
+  c.ledger_max_bytes = 512 * 1024;
+  FlowConfig s = fast_config();
+  s.recv_window_bytes = 256 * 1024;
+  FakeNet net(c, s);
+  net.add_link({});
+  Transfer t(8'000'000);
+  t.read_enabled = false;
+  wire_transfer(net, t);
+  net.run_until([&] { return false; }, 5s);
+  const auto cs = net.client.stats();
+  const auto ss = net.server->stats();
+  // The writer is stuck at (receiver window + sender window), nowhere near the 8 MB.
+  CHECK(t.written <= s.recv_window_bytes + c.ledger_max_bytes + c.max_payload);
+  CHECK(t.written >= s.recv_window_bytes);
+  CHECK(net.client.writable() == 0);
+  CHECK(cs.backpressure_events > 0);
+  CHECK(cs.ledger_bytes_high_water <= c.ledger_max_bytes);
+  CHECK(cs.ledger_frames_high_water <= c.ledger_max_frames);
+  CHECK(ss.delivered_unread <= s.recv_window_bytes);
+  // Reading resumes: the transfer completes intact.
+  t.read_enabled = true;
+  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
+  CHECK(t.mismatch_at == -1);
+}
+
+TEST_CASE("engine flow: datagram carrier with random loss recovers by retransmission",
+          "[engine][flow][loss]") {
+  FlowConfig c = fast_config();
+  c.max_payload = 1200;
+  FakeNet net(c, c, 42);
+  const int a = net.add_link({Framing::datagram, 5ms, 0.0});
+  Transfer t(1'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 1s));
+  net.set_loss(a, 0.05);
+  REQUIRE(net.run_until([&] { return t.complete(); }, 120s));
+  CHECK(t.mismatch_at == -1);
+  CHECK(net.dropped(a) > 0);
+  CHECK(net.client.stats().retransmits > 0);
+}
+
+TEST_CASE("engine flow: race over two lossy datagram paths, duplicates dropped by SEQ",
+          "[engine][flow][race]") {
+  FlowConfig c = fast_config();
+  c.max_payload = 1200;
+  c.mode = Mode::race;
+  FakeNet net(c, c, 7);
+  const int a = net.add_link({Framing::datagram, 5ms});
+  const int b = net.add_link({Framing::datagram, 9ms});
+  Transfer t(1'000'000);
+  wire_transfer(net, t);
+  REQUIRE(all_ready(net, 2));
+  net.set_loss(a, 0.10);
+  net.set_loss(b, 0.10);
+  REQUIRE(net.run_until([&] { return t.complete(); }, 120s));
+  CHECK(t.mismatch_at == -1);
+  const auto ss = net.server->stats();
+  CHECK(ss.recv_dups > 0);  // the second copy of most frames
+  CHECK(ss.recv_queue_hwm > 0);
+  CHECK(net.dropped(a) > 0);
+  CHECK(net.dropped(b) > 0);
+}
+
+TEST_CASE("engine flow: bond spreads frames over both paths and survives a path death",
+          "[engine][flow][bond]") {
+  FlowConfig c = fast_config();
+  c.mode = Mode::bond;
+  c.bond_pin = 4;
+  FakeNet net(c, c);
+  const int a = net.add_link({Framing::stream, 5ms, 0.0, 256 * 1024, 2000});
+  const int b = net.add_link({Framing::stream, 6ms, 0.0, 256 * 1024, 2000});
+  Transfer t(4'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.read > 1'500'000; }, 60s));
+  const auto mid = net.client.stats();
+  REQUIRE(mid.paths.size() == 2);
+  CHECK(mid.paths[0].frames_tx > 50);
+  CHECK(mid.paths[1].frames_tx > 50);
+  net.blackhole(b);
+  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
+  CHECK(t.mismatch_at == -1);
+  CHECK(net.client.stats().paths.size() == 1);
+  CHECK(net.client.active_path() == net.client_path(a));
+}
+
+TEST_CASE("engine flow: a path added later joins via BRIDGE_TAG; remove_path fails over first",
+          "[engine][flow][paths]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({});
+  Transfer t(3'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.read > 500'000; }, 30s));
+  auto last = net.client.remove_path(net.client_path(a), net.now);
+  REQUIRE_FALSE(last.ok());
+  CHECK(last.error().code == make_error_code(errc::last_path));
+  const int b = net.add_link({});
+  REQUIRE(all_ready(net, 2));
+  REQUIRE(net.server_path(b).has_value());
+  REQUIRE(net.client.remove_path(net.client_path(a), net.now).ok());
+  CHECK(net.client.active_path() == net.client_path(b));
+  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
+  CHECK(t.mismatch_at == -1);
+}
+
+TEST_CASE("engine flow: mode switches prime<->race and prime<->bond only",
+          "[engine][flow][mode]") {
+  auto c = FlowCore::client(fast_config(), make_id(1), make_id(2));
+  REQUIRE(c.ok());
+  REQUIRE(c->set_mode(Mode::race).ok());
+  auto bad = c->set_mode(Mode::bond);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().code == make_error_code(errc::mode_switch_illegal));
+  REQUIRE(c->set_mode(Mode::prime).ok());
+  REQUIRE(c->set_mode(Mode::bond).ok());
+  CHECK_FALSE(c->set_mode(Mode::race).ok());
+  CHECK(c->mode() == Mode::bond);
+}
+
+TEST_CASE("engine flow: config limits are enforced", "[engine][flow][config]") {
+  FlowConfig c;
+  c.migration_budget = 91s;
+  auto r = FlowCore::client(c, make_id(1), make_id(2));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == make_error_code(errc::invalid_config));
+  CHECK_THAT(r.error().message(), Catch::Contains("90 s"));
+  FlowConfig d;
+  d.max_payload = kMaxPayload + 1;
+  CHECK_FALSE(FlowCore::client(d, make_id(1), make_id(2)).ok());
+  auto ok = FlowCore::client(FlowConfig{}, make_id(1), make_id(2));
+  REQUIRE(ok.ok());
+  auto w = ok->write(std::vector<std::byte>(1), TimePoint{});
+  REQUIRE_FALSE(w.ok());
+  CHECK(w.error().code == make_error_code(errc::not_ready));
+}
+
+TEST_CASE("engine flow: close right after writing, before the handshake, still delivers",
+          "[engine][flow][close]") {
+  FakeNet net(fast_config(), fast_config());
+  net.add_link({Framing::stream, 20ms});
+  Transfer t(200'000);
+  t.write_some(net.client, net.now);
+  REQUIRE(t.written == t.total);  // buffered in the window during the handshake
+  net.client.close(net.now);
+  net.app = [&t](FakeNet& n) {
+    if (n.server) {
+      t.read_some(*n.server, n.now);
+    }
+  };
+  REQUIRE(net.run_until([&] { return t.eof; }, 10s));
+  CHECK(t.complete());
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::dead; }, 5s));
+  CHECK_FALSE(net.client.close_error().has_value());
+}
