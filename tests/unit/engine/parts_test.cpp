@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: Apache-2.0
+// The flow core's parts on their own: replay ledger, reorder buffer, path estimator, and the
+// prime / bond scheduler decisions, with made-up times.
+#include "ledger.hpp"
+#include "reorder.hpp"
+
+#include <rendr/engine/errors.hpp>
+#include <rendr/engine/path_quality.hpp>
+#include <rendr/engine/scheduler.hpp>
+
+#include <catch2/catch.hpp>
+
+using namespace rendr;
+using namespace rendr::engine;
+using namespace std::chrono_literals;
+
+namespace {
+const TimePoint t0 = TimePoint{} + 1h;
+std::vector<std::byte> frame_of(std::size_t n) { return std::vector<std::byte>(n); }
+}  // namespace
+
+TEST_CASE("engine ledger: bounded by frames and bytes, released by cumulative ACK",
+          "[engine][ledger]") {
+  detail::Ledger l(4, 1000, 2);
+  CHECK(l.can_push_data(5000));  // empty: one frame always fits
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(l.can_push_data(100));
+    l.push(frame_of(100), true);
+  }
+  CHECK_FALSE(l.can_push_data(100));  // frame bound
+  CHECK(l.next_seq() == 5);
+  // Control frames use their own small reserve, so BYE never waits for window.
+  REQUIRE(l.can_push_control());
+  l.push(frame_of(9), false);
+  REQUIRE(l.can_push_control());
+  l.push(frame_of(9), false);
+  CHECK_FALSE(l.can_push_control());
+  auto rel = l.release_below(3);
+  CHECK(rel.frames == 2);
+  CHECK(rel.data_frames == 2);
+  CHECK(l.ack_next() == 3);
+  CHECK(l.find(2) == nullptr);
+  REQUIRE(l.find(3) != nullptr);
+  CHECK(l.find(3)->seq == 3);
+  CHECK(l.can_push_data(100));
+  CHECK_FALSE(l.can_push_data(900));  // byte bound: 218 in use
+  rel = l.release_below(7);
+  CHECK(rel.frames == 4);
+  CHECK(l.empty());
+  CHECK(l.bytes() == 0);
+  CHECK(l.frames_high_water() == 6);
+}
+
+TEST_CASE("engine reorder: ring by SEQ distance, duplicates, hard caps", "[engine][reorder]") {
+  detail::ReorderBuffer r(8, 100);
+  const auto item = [](std::size_t n) {
+    detail::RecvItem i;
+    i.payload.resize(n);
+    return i;
+  };
+  auto a = r.insert(3, item(10));
+  REQUIRE(a.ok());
+  CHECK(*a == detail::ReorderBuffer::Insert::stored);
+  CHECK(r.has_gap());
+  CHECK_FALSE(r.head_ready());
+  auto dup = r.insert(3, item(10));
+  REQUIRE(dup.ok());
+  CHECK(*dup == detail::ReorderBuffer::Insert::duplicate);
+  REQUIRE(r.insert(1, item(10)).ok());
+  REQUIRE(r.insert(2, item(10)).ok());
+  for (std::uint64_t s = 1; s <= 3; ++s) {
+    REQUIRE(r.head_ready());
+    (void)r.pop_head();
+  }
+  CHECK(r.expected() == 4);
+  CHECK(r.frames() == 0);
+  auto old = r.insert(2, item(1));
+  REQUIRE(old.ok());
+  CHECK(*old == detail::ReorderBuffer::Insert::duplicate);
+  auto far = r.insert(12, item(1));  // distance 8 == cap
+  REQUIRE_FALSE(far.ok());
+  CHECK(far.error().code == make_error_code(errc::recv_window_exceeded));
+  REQUIRE(r.insert(11, item(60)).ok());
+  auto heavy = r.insert(10, item(60));
+  REQUIRE_FALSE(heavy.ok());
+  CHECK(r.frames_high_water() == 3);
+}
+
+TEST_CASE("engine estimator: RTT, jitter, loss and the windows derived from them",
+          "[engine][estimator]") {
+  PathEstimator e;
+  CHECK_FALSE(e.has_rtt());
+  CHECK(e.fresh_window(1s, 500ms, 4s) == 3s);
+  CHECK(e.rto(20ms, 1s) == 20ms);
+  e.on_rtt_sample(100ms);
+  e.on_rtt_sample(100ms);
+  CHECK(e.srtt() == 100ms);
+  CHECK(e.min_rtt() == 100ms);
+  // fresh = clamp(max(3 x 10 ms, 4 x 100 + 2 x jitter + 10 ms), 500 ms, 4 s)
+  CHECK(e.fresh_window(10ms, 500ms, 4s) >= 500ms);
+  CHECK(e.fresh_window(10ms, 100ms, 4s) > 400ms);
+  CHECK(e.fresh_window(1s, 500ms, 4s) == 3s);
+  CHECK(e.fresh_window(10s, 500ms, 4s) == 4s);  // capped
+  for (int i = 0; i < 9; ++i) {
+    e.on_probe_outcome(true);
+  }
+  e.on_probe_outcome(false);
+  CHECK(e.loss_ppt() == 100);  // 1 of 10 = 10 %
+  // score = rtt + jitter + 10 ms per % loss = 100 + jitter + 100
+  CHECK(e.score_ms() == Approx(200.0 + std::chrono::duration<double, std::milli>(e.jitter()).count()));
+}
+
+TEST_CASE("engine prime: hysteresis margin, dwell and cooldown", "[engine][sched][prime]") {
+  PrimeSelector sel({0.25, 5s, 30s});
+  const PathId a = 1;
+  const PathId b = 2;
+  // b is better but inside the margin: 85 is not < 100 / 1.25 = 80.
+  std::vector<PathScore> sc = {{a, 100.0}, {b, 85.0}};
+  CHECK_FALSE(sel.tick(a, sc, t0).has_value());
+  CHECK_FALSE(sel.tracked().has_value());
+  // Outside the margin: tracked, but must stay best for the dwell.
+  sc = {{a, 100.0}, {b, 70.0}};
+  CHECK_FALSE(sel.tick(a, sc, t0 + 1s).has_value());
+  CHECK(sel.tracked() == b);
+  CHECK_FALSE(sel.tick(a, sc, t0 + 5s).has_value());
+  // A blip back inside the margin restarts the dwell.
+  CHECK_FALSE(sel.tick(a, {{{a, 100.0}, {b, 90.0}}}, t0 + 5500ms).has_value());
+  CHECK_FALSE(sel.tick(a, sc, t0 + 6s).has_value());
+  CHECK_FALSE(sel.tick(a, sc, t0 + 10s).has_value());
+  auto sw = sel.tick(a, sc, t0 + 11s);
+  REQUIRE(sw.has_value());
+  CHECK(*sw == b);
+  // Now on b; a gets much better, stays better past the dwell, but the cooldown (30 s from
+  // the switch at 11 s) holds it until 41 s.
+  sc = {{a, 10.0}, {b, 70.0}};
+  CHECK_FALSE(sel.tick(b, sc, t0 + 12s).has_value());
+  CHECK_FALSE(sel.tick(b, sc, t0 + 20s).has_value());
+  CHECK_FALSE(sel.tick(b, sc, t0 + 40s).has_value());
+  auto back = sel.tick(b, sc, t0 + 41s);
+  REQUIRE(back.has_value());
+  CHECK(*back == a);
+  // No evidence for the active path: never a quality switch.
+  CHECK_FALSE(sel.tick(a, {{{a, std::nullopt}, {b, 1.0}}}, t0 + 200s).has_value());
+}
+
+TEST_CASE("engine prime: failover picks the best scored path, unscored last",
+          "[engine][sched][prime]") {
+  std::vector<PathScore> sc = {{3, std::nullopt}, {5, 40.0}, {4, 20.0}};
+  CHECK(PrimeSelector::best_for_failover(sc) == PathId{4});
+  sc = {{7, std::nullopt}, {6, std::nullopt}};
+  CHECK(PrimeSelector::best_for_failover(sc) == PathId{6});
+  CHECK_FALSE(PrimeSelector::best_for_failover({}).has_value());
+}
+
+TEST_CASE("engine bond: round robin with N-frame pinning, stuck paths skipped",
+          "[engine][sched][bond]") {
+  BondCursor c(3, 3.0);
+  std::vector<BondPath> paths = {{1, 10ms}, {2, 12ms}};
+  std::vector<PathId> got;
+  for (int i = 0; i < 12; ++i) {
+    got.push_back(c.next(paths));
+  }
+  CHECK(got == std::vector<PathId>{1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2});
+  CHECK(c.stuck_skips() == 0);
+  // Path 2 becomes stuck (RTT > 3 x best): skipped, counted.
+  paths = {{1, 10ms}, {2, 40ms}};
+  got.clear();
+  for (int i = 0; i < 6; ++i) {
+    got.push_back(c.next(paths));
+  }
+  CHECK(got == std::vector<PathId>{1, 1, 1, 1, 1, 1});
+  CHECK(c.stuck_skips() > 0);
+  // A path without an RTT sample is never stuck.
+  BondCursor d(1, 3.0);
+  std::vector<BondPath> fresh = {{1, 10ms}, {2, std::nullopt}};
+  CHECK(d.next(fresh) == 1);
+  CHECK(d.next(fresh) == 2);
+  // Mode switch rules.
+  CHECK(check_mode_switch(Mode::prime, Mode::bond).ok());
+  CHECK(check_mode_switch(Mode::race, Mode::prime).ok());
+  CHECK_FALSE(check_mode_switch(Mode::bond, Mode::race).ok());
+}
