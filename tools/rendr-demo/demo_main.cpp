@@ -1,25 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-demo — the README's main job: a live TCP connection moves between two hosts while an
+// rendr-demo - the README's main job: a live TCP connection moves between two hosts while an
 // unmodified client (curl) keeps downloading, and the demo proves nothing was lost.
 //
-// It builds the gateway lab (named netns rendr-demo-{peer,gw,a,b}), serves a generated file over
-// HTTP/1.1 from hostA, starts stock curl in the peer namespace, and migrates the serving socket
-// hostA -> hostB -> hostA ... mid-download: freeze the flow (nftables in gw), checkpoint with
-// TCP_REPAIR, release the source silently, steer the VIP route, restore in the other host, lift
-// the freeze. The server's application state (the file offset) moves with the socket. At the end
-// it compares SHA-256 of what curl saved with what was served. Exit 0 only if all is well.
+// It builds the gateway lab (named netns rendr-demo-{peer,gw,a,b}), starts rendr-agent in gw
+// (eBPF steering), hostA and hostB (eBPF freeze, TCP_REPAIR) with a fresh CA, and
+// rendr-fileserver - an HTTP/1.1 server written against the embedder API, whose file offset
+// migrates with the socket - on both hosts. Stock curl in the peer namespace downloads a file
+// from the VIP while `migrate` requests move the connection A -> B -> A -> B through the agents
+// (freeze, checkpoint, TLS ship, staged restore, steer, commit). At the end it compares the
+// SHA-256 of what curl saved with the source file. Exit 0 only if all is well.
+#include "lab/agent_stack.hpp"
 #include "lab/gateway_lab.hpp"
 
+#include <rendr/agents/message.hpp>
+#include <rendr/agents/packet.hpp>
 #include <rendr/common/json.hpp>
-#include <rendr/common/snapshot_codec.hpp>
-#include <rendr/repair/repair.hpp>
 
 #include <openssl/evp.h>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace rendr;
@@ -37,18 +38,15 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: rendr-demo [--size-mib N] [--migrations N] [--rate-mib R] [--ipv6] [--json]\n"
-    "                  [--keep-file]\n"
+    "usage: rendr-demo [--size-mib N] [--migrations N] [--rate-mib R] [--json] [--keep-file]\n"
     "\n"
-    "Live TCP migration demo: curl downloads a file from a VIP served by hostA while rendr\n"
-    "moves the serving socket between hostA and hostB (network namespaces on this machine).\n"
-    "Needs root (network namespaces, nftables, TCP_REPAIR).\n"
+    "Live TCP migration demo: stock curl downloads a file from a VIP served by hostA while the\n"
+    "rendr agents move the serving connection between hostA and hostB (network namespaces on\n"
+    "this machine, torn down at the end). Needs root (netns, eBPF, TCP_REPAIR).\n"
     "\n"
     "  --size-mib N     size of the served file in MiB (default 1024)\n"
-    "  --migrations N   number of migrations during the download (default 4: A->B->A->B->A)\n"
-    "  --rate-mib R     curl's download rate limit in MiB/s, 0 = unlimited (default 256); a\n"
-    "                   paced reader keeps data queued in the socket when it migrates\n"
-    "  --ipv6           use the IPv6 VIP [fd99::1] instead of 10.99.0.1\n"
+    "  --migrations N   migrations during the download (default 3: A->B->A->B)\n"
+    "  --rate-mib R     curl's download rate limit in MiB/s, 0 = unlimited (default 256)\n"
     "  --json           print one JSON object with the results as the last line\n"
     "  --keep-file      keep curl's download (path printed) instead of deleting it\n";
 
@@ -111,21 +109,6 @@ Result<std::string> sha256_file(const std::string& path, std::uint64_t* size) {
   return hex(md, len);
 }
 
-struct MigrationReport {
-  std::string from;
-  std::string to;
-  double at_percent = 0;
-  double pause_ms = 0;       // freeze on -> freeze off
-  double checkpoint_us = 0;
-  double restore_us = 0;
-  std::uint64_t carried_bytes = 0;  // bytes in the socket queues that moved with it
-  std::string error;
-};
-
-double us_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::micro>(b - a).count();
-}
-
 long long snmp(const lab::GatewayLab& lab, const std::string& name) {
   std::string out;
   lab::shell("ip netns exec " + lab.ns("peer") + " cat /proc/net/snmp", &out);
@@ -164,13 +147,30 @@ int fail(const std::string& msg) {
   return 2;
 }
 
+
+struct MigrationReport {
+  std::string from;
+  std::string to;
+  double at_percent = 0;
+  std::string json;
+  std::string result;
+  double frozen_ms = 0;
+  double total_ms = 0;
+  std::uint64_t carried = 0;
+  std::string error;
+};
+
+std::uint64_t file_size(const std::string& p) {
+  struct stat sb {};
+  return ::stat(p.c_str(), &sb) == 0 ? static_cast<std::uint64_t>(sb.st_size) : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::uint64_t size_mib = 1024;
-  int migrations = 4;
+  int migrations = 3;
   std::uint64_t rate_mib = 256;
-  bool v6 = false;
   bool json = false;
   bool keep = false;
   for (int i = 1; i < argc; ++i) {
@@ -182,29 +182,25 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
+    char* end = nullptr;
     if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
     } else if (a == "--size-mib") {
-      char* end = nullptr;
       size_mib = std::strtoull(need("--size-mib"), &end, 10);
       if (*end != '\0' || size_mib == 0 || size_mib > 65536) {
         return fail("--size-mib must be a number in 1..65536");
       }
     } else if (a == "--migrations") {
-      char* end = nullptr;
       migrations = static_cast<int>(std::strtol(need("--migrations"), &end, 10));
       if (*end != '\0' || migrations < 0 || migrations > 1000) {
         return fail("--migrations must be a number in 0..1000");
       }
     } else if (a == "--rate-mib") {
-      char* end = nullptr;
       rate_mib = std::strtoull(need("--rate-mib"), &end, 10);
       if (*end != '\0' || rate_mib > 100000) {
         return fail("--rate-mib must be a number in 0..100000");
       }
-    } else if (a == "--ipv6") {
-      v6 = true;
     } else if (a == "--json") {
       json = true;
     } else if (a == "--keep-file") {
@@ -215,10 +211,39 @@ int main(int argc, char** argv) {
     }
   }
   if (::geteuid() != 0) {
-    return fail("needs root (network namespaces, nftables, TCP_REPAIR); run with sudo");
+    return fail("needs root (network namespaces, eBPF, TCP_REPAIR); run with sudo");
   }
   const std::uint64_t size = size_mib << 20;
   ::signal(SIGPIPE, SIG_IGN);
+
+  char tmpl[] = "/tmp/rendr-demo-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) {
+    return fail("mkdtemp failed");
+  }
+  const std::string work = tmpl;
+  const std::string src_path = work + "/file";
+  const std::string out_path = work + "/download.bin";
+  std::fprintf(stderr, "rendr-demo: writing the %llu MiB source file...\n",
+               static_cast<unsigned long long>(size_mib));
+  {
+    auto fd = UniqueFd::open(src_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (!fd) {
+      return fail(fd.error().message());
+    }
+    std::vector<std::byte> buf(1 << 20);
+    for (std::uint64_t off = 0; off < size; off += buf.size()) {
+      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - off));
+      fill(off, buf.data(), n);
+      if (::write(fd->get(), buf.data(), n) != static_cast<ssize_t>(n)) {
+        return fail("write " + src_path + ": " + std::strerror(errno));
+      }
+    }
+  }
+  std::uint64_t src_size = 0;
+  auto src_sha = sha256_file(src_path, &src_size);
+  if (!src_sha) {
+    return fail(src_sha.error().message());
+  }
 
   std::fprintf(stderr, "rendr-demo: building the gateway lab (peer -- gw -- hostA, hostB)...\n");
   auto lab_r = lab::GatewayLab::create("rendr-demo");
@@ -230,280 +255,179 @@ int main(int argc, char** argv) {
   ::signal(SIGINT, on_signal);
   ::signal(SIGTERM, on_signal);
 
-  const std::uint16_t port = 8080;
-  auto vip = *Endpoint::parse_address(v6 ? lab::GatewayLab::kVip6 : lab::GatewayLab::kVip4, port);
-  auto ns_a = lab.netns_fd("a");
-  auto ns_b = lab.netns_fd("b");
-  if (!ns_a || !ns_b) {
-    return fail("cannot open the lab's namespaces");
+  std::fprintf(stderr, "rendr-demo: starting rendr-agent in gw, hostA, hostB (mutual TLS)...\n");
+  lab::AgentStackOptions so;
+  so.agent_bin = RENDR_AGENT_BIN;
+  so.rendrctl_bin = RENDRCTL_BIN;
+  auto stack_r = lab::AgentStack::start(lab, so);
+  if (!stack_r) {
+    return fail(stack_r.error().message());
   }
-  UniqueFd listener;
-  {
-    auto in = lab::NetnsEnter::enter(ns_a->get());
-    if (!in) {
-      return fail(in.error().message());
+  auto& stack = **stack_r;
+  for (const char* h : {"a", "b"}) {
+    auto pid = stack.spawn(h, {RENDR_FILESERVER_BIN, "--agent", stack.sock(h), "--service", "http",
+                               "--root", work, "--listen",
+                               std::string(lab::GatewayLab::kVip4) + ":8080"},
+                           std::string("fileserver-") + h);
+    if (!pid || !stack.wait_log(std::string("fileserver-") + h, "ready", 10000)) {
+      return fail(std::string("rendr-fileserver did not start in host ") + h + ": " +
+                  stack.log(std::string("fileserver-") + h));
     }
-    auto l = UniqueFd::socket(vip.af(), SOCK_STREAM, 0);
-    sockaddr_storage ss{};
-    socklen_t sl = vip.to_sockaddr(ss);
-    if (!l || ::bind(l->get(), reinterpret_cast<sockaddr*>(&ss), sl) != 0 ||
-        ::listen(l->get(), 16) != 0) {
-      return fail("listen on " + vip.to_string() + " in hostA: " + std::strerror(errno));
-    }
-    listener = std::move(*l);
   }
 
-  char tmpl[] = "/tmp/rendr-demo-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) {
-    return fail("mkdtemp failed");
-  }
-  const std::string out_path = std::string(tmpl) + "/download.bin";
-  const std::string url = v6 ? "http://[fd99::1]:8080/file" : "http://10.99.0.1:8080/file";
+  const std::string url = "http://10.99.0.1:8080/file";
   const long long rst0 = snmp(lab, "EstabResets");
   const long long outrst0 = snmp(lab, "OutRsts");
+  const long long inerr0 = snmp(lab, "InErrs");
   pid_t curl = ::fork();
   if (curl == 0) {
     int devnull = ::open("/dev/null", O_WRONLY);
     ::dup2(devnull, 1);
     const std::string rate = rate_mib == 0 ? "0" : std::to_string(rate_mib) + "M";
     ::execlp("ip", "ip", "netns", "exec", lab.ns("peer").c_str(), "curl", "-sS", "-g",
-             "--max-time", "600", "--limit-rate", rate.c_str(), "-o", out_path.c_str(),
+             "--max-time", "900", "--limit-rate", rate.c_str(), "-o", out_path.c_str(),
              url.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  std::printf("rendr-demo: curl (peer namespace, stock curl) is downloading %s (%llu MiB)\n",
+  std::printf("rendr-demo: stock curl in the peer namespace downloads %s (%llu MiB)\n",
               url.c_str(), static_cast<unsigned long long>(size_mib));
   std::fflush(stdout);
-
-  pollfd lp{listener.get(), POLLIN, 0};
-  if (::poll(&lp, 1, 10000) != 1) {
-    return fail("curl did not connect within 10 s");
-  }
-  UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-  if (!conn) {
-    return fail(std::string("accept: ") + std::strerror(errno));
-  }
-  // Read the request head.
-  std::string req;
-  auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (req.find("\r\n\r\n") == std::string::npos && Clock::now() < deadline) {
-    pollfd p{conn.get(), POLLIN, 0};
-    ::poll(&p, 1, 100);
-    char buf[2048];
-    ssize_t n = ::recv(conn.get(), buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0) {
-      req.append(buf, static_cast<std::size_t>(n));
-    } else if (n == 0) {
-      return fail("curl closed before sending its request");
-    }
-  }
-  if (req.rfind("GET /file ", 0) != 0) {
-    return fail("unexpected request: " + req.substr(0, req.find('\r')));
-  }
-  std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
-                     std::to_string(size) + "\r\nConnection: close\r\n\r\n";
-
-  // Application state that travels with the socket: how much of the response was written.
-  std::uint64_t head_sent = 0;
-  std::uint64_t body_sent = 0;
-  EVP_MD_CTX* served = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(served, EVP_sha256(), nullptr);
-  std::vector<std::byte> buf(256 * 1024);
-  std::vector<MigrationReport> reports;
-  repair::Repairer rep;
-  bool on_a = true;
-  int done_migrations = 0;
   const auto t_start = Clock::now();
-  std::string serve_error;
 
-  while (head_sent < head.size() || body_sent < size) {
-    // Migrate when the body crosses the next k/(migrations+1) mark.
-    if (done_migrations < migrations &&
-        body_sent >= size * static_cast<std::uint64_t>(done_migrations + 1) /
-                         static_cast<std::uint64_t>(migrations + 1)) {
-      MigrationReport mr;
-      mr.from = on_a ? "hostA" : "hostB";
-      mr.to = on_a ? "hostB" : "hostA";
-      mr.at_percent = 100.0 * static_cast<double>(body_sent) / static_cast<double>(size);
-      sockaddr_storage la{};
-      sockaddr_storage ra{};
-      socklen_t ll = sizeof la;
-      socklen_t rl = sizeof ra;
-      ::getsockname(conn.get(), reinterpret_cast<sockaddr*>(&la), &ll);
-      ::getpeername(conn.get(), reinterpret_cast<sockaddr*>(&ra), &rl);
-      FourTuple t{*Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&la), ll),
-                  *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ra), rl)};
-      const auto t0 = Clock::now();
-      if (auto f = lab.freeze(t); !f) {
-        serve_error = f.error().message();
-        break;
-      }
-      const auto t1 = Clock::now();
-      auto cp = rep.checkpoint(conn.get());
-      const auto t2 = Clock::now();
-      if (!cp) {
-        (void)lab.unfreeze();
-        mr.error = cp.error().message();
-        reports.push_back(mr);
-        serve_error = "checkpoint failed: " + mr.error;
-        break;
-      }
-      mr.checkpoint_us = us_between(t1, t2);
-      mr.carried_bytes = cp->snapshot.send_queue.size() + cp->snapshot.recv_queue.size();
-      if (std::getenv("RENDR_DEMO_DEBUG") != nullptr) {
-        std::fprintf(stderr, "%s\n", snapshot_to_json(cp->snapshot).c_str());
-      }
-      rep.release(std::move(cp->socket));
-      conn.reset();
-      (void)lab.route_vip_to(on_a ? lab::Host::b : lab::Host::a);
-      Result<UniqueFd> restored = make_error(std::errc::invalid_argument, "not run");
-      Clock::time_point t3;
-      Clock::time_point t4;
-      {
-        auto in = lab::NetnsEnter::enter(on_a ? ns_b->get() : ns_a->get());
-        if (!in) {
-          serve_error = in.error().message();
-          break;
-        }
-        t3 = Clock::now();
-        restored = rep.restore(cp->snapshot);
-        t4 = Clock::now();
-      }
-      (void)lab.unfreeze();
-      const auto t5 = Clock::now();
-      mr.restore_us = us_between(t3, t4);
-      mr.pause_ms = us_between(t0, t5) / 1000.0;
-      if (!restored) {
-        mr.error = restored.error().message();
-        reports.push_back(mr);
-        serve_error = "restore failed: " + mr.error;
-        break;
-      }
-      conn = std::move(*restored);
-      int fl = ::fcntl(conn.get(), F_GETFL);
-      ::fcntl(conn.get(), F_SETFL, fl | O_NONBLOCK);
-      on_a = !on_a;
-      ++done_migrations;
-      reports.push_back(mr);
-      std::printf("  migration %d: %s -> %s at %5.1f%%  pause %.2f ms (checkpoint %.0f us, "
-                  "restore %.0f us), %llu bytes in flight carried\n",
-                  done_migrations, mr.from.c_str(), mr.to.c_str(), mr.at_percent, mr.pause_ms,
-                  mr.checkpoint_us, mr.restore_us,
-                  static_cast<unsigned long long>(mr.carried_bytes));
-      std::fflush(stdout);
-    }
-    pollfd p{conn.get(), POLLOUT, 0};
-    if (::poll(&p, 1, 30000) != 1) {
-      serve_error = "no progress for 30 s at byte " + std::to_string(body_sent);
-      break;
-    }
-    ssize_t n = 0;
-    if (head_sent < head.size()) {
-      n = ::send(conn.get(), head.data() + head_sent, head.size() - head_sent, MSG_NOSIGNAL);
-      if (n > 0) {
-        head_sent += static_cast<std::uint64_t>(n);
-      }
-    } else {
-      std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - body_sent));
-      // Do not cross a migration mark in one write, so migrations happen at the planned points.
-      fill(body_sent, buf.data(), want);
-      n = ::send(conn.get(), buf.data(), want, MSG_NOSIGNAL);
-      if (n > 0) {
-        EVP_DigestUpdate(served, buf.data(), static_cast<std::size_t>(n));
-        body_sent += static_cast<std::uint64_t>(n);
+  // The connection, as hostA's agent tracks it.
+  std::string tuple;
+  for (int i = 0; i < 1000 && tuple.empty(); ++i) {
+    auto s = agents::connect_control(stack.sock("a"));
+    if (s) {
+      auto r = agents::call(s->get(), agents::Message(agents::MsgType::flows), 5000);
+      if (r && r->type() == agents::MsgType::json) {
+        tuple = lab::json_field(r->str_or(agents::Tag::text, ""), "tuple");
       }
     }
-    if (n < 0 && errno != EAGAIN) {
-      serve_error = std::string("send: ") + std::strerror(errno);
-      break;
+    if (tuple.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
-  // Orderly close after the whole body (curl sees Content-Length satisfied, then FIN).
-  conn.reset();
-  unsigned char md[32];
-  unsigned mdlen = 0;
-  EVP_DigestFinal_ex(served, md, &mdlen);
-  EVP_MD_CTX_free(served);
-  const std::string served_sha = hex(md, mdlen);
-
-  int status = 0;
-  int curl_rc = -1;
-  for (int i = 0; i < 60000 && ::waitpid(curl, &status, WNOHANG) == 0; ++i) {
-    ::poll(nullptr, 0, 10);
-  }
-  if (WIFEXITED(status)) {
-    curl_rc = WEXITSTATUS(status);
-  } else {
+  if (tuple.empty()) {
     ::kill(curl, SIGKILL);
-    ::waitpid(curl, &status, 0);
+    return fail("the file server on hostA never reported curl's connection:\n" +
+                stack.log("fileserver-a") + stack.log("a"));
+  }
+  std::printf("rendr-demo: connection %s served by hostA\n", tuple.c_str());
+
+  std::vector<MigrationReport> reports;
+  std::string on = "a";
+  int curl_status = -1;
+  bool curl_done = false;
+  for (int k = 1; k <= migrations && !curl_done; ++k) {
+    const std::uint64_t mark = size * static_cast<std::uint64_t>(k) /
+                               static_cast<std::uint64_t>(migrations + 1);
+    while (file_size(out_path) < mark) {
+      int st = 0;
+      if (::waitpid(curl, &st, WNOHANG) == curl) {
+        curl_done = true;
+        curl_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    if (curl_done) {
+      break;
+    }
+    MigrationReport mr;
+    mr.from = on;
+    mr.to = on == "a" ? "b" : "a";
+    mr.at_percent = 100.0 * static_cast<double>(file_size(out_path)) / static_cast<double>(size);
+    auto r = stack.migrate(on, {tuple}, mr.to);
+    if (!r) {
+      mr.result = "error";
+      mr.error = r.error().message();
+    } else {
+      mr.json = *r;
+      mr.result = lab::json_field(*r, "result");
+      mr.frozen_ms = std::atof(lab::json_field(*r, "frozen_ms").c_str());
+      mr.total_ms = std::atof(lab::json_field(*r, "total_ms").c_str());
+      mr.carried = std::strtoull(lab::json_field(*r, "bytes_carried").c_str(), nullptr, 10);
+      mr.error = lab::json_field(*r, "error");
+    }
+    if (mr.result == "committed") {
+      on = mr.to;
+    }
+    std::printf("  migration %d: host%s -> host%s at %5.1f%%  %s: frozen %.2f ms (freeze to "
+                "commit), total %.2f ms, %llu bytes in flight carried%s%s\n",
+                k, mr.from == "a" ? "A" : "B", mr.to == "a" ? "A" : "B", mr.at_percent,
+                mr.result.c_str(), mr.frozen_ms, mr.total_ms,
+                static_cast<unsigned long long>(mr.carried), mr.error.empty() ? "" : ": ",
+                mr.error.c_str());
+    std::fflush(stdout);
+    reports.push_back(mr);
+  }
+  if (!curl_done) {
+    int st = 0;
+    auto deadline = Clock::now() + std::chrono::seconds(900);
+    while (::waitpid(curl, &st, WNOHANG) == 0) {
+      if (Clock::now() > deadline) {
+        ::kill(curl, SIGKILL);
+        ::waitpid(curl, &st, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    curl_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
   std::uint64_t got_size = 0;
   auto got_sha = sha256_file(out_path, &got_size);
-  const long long rst = snmp(lab, "EstabResets") - rst0;
-  const long long outrst = snmp(lab, "OutRsts") - outrst0;
-  if (!keep) {
-    std::remove(out_path.c_str());
-    ::rmdir(tmpl);
-  }
-  lab.teardown();
-  g_lab = nullptr;
-
-  const bool sha_ok = got_sha.ok() && *got_sha == served_sha && got_size == size;
-  const bool ok = serve_error.empty() && curl_rc == 0 && sha_ok && rst == 0 && outrst == 0 &&
-                  done_migrations == migrations;
-  double worst = 0;
+  const long long rsts = (snmp(lab, "EstabResets") - rst0) + (snmp(lab, "OutRsts") - outrst0) +
+                         (snmp(lab, "InErrs") - inerr0);
+  int committed = 0;
   for (const auto& r : reports) {
-    worst = std::max(worst, r.pause_ms);
+    committed += r.result == "committed" ? 1 : 0;
   }
+  const bool sha_ok = got_sha && *got_sha == *src_sha && got_size == src_size;
+  const bool ok = curl_status == 0 && sha_ok && rsts == 0 &&
+                  committed == static_cast<int>(reports.size()) &&
+                  static_cast<int>(reports.size()) == migrations;
   std::printf("\nrendr-demo report\n");
-  std::printf("  migrations        %d of %d (%s)\n", done_migrations, migrations,
-              v6 ? "IPv6" : "IPv4");
-  std::printf("  worst pause       %.2f ms (freeze on -> off, includes nftables)\n", worst);
-  std::printf("  transfer          %llu MiB in %.2f s\n", static_cast<unsigned long long>(size_mib), secs);
-  std::printf("  curl exit status  %d\n", curl_rc);
-  std::printf("  sha256 served     %s\n", served_sha.c_str());
-  std::printf("  sha256 received   %s (%llu bytes)\n", got_sha.ok() ? got_sha->c_str() : "-",
-              static_cast<unsigned long long>(got_size));
-  std::printf("  peer RSTs         %lld received, %lld sent\n", rst, outrst);
-  if (!serve_error.empty()) {
-    std::printf("  error             %s\n", serve_error.c_str());
+  std::printf("  migrations     %d of %d committed (hostA <-> hostB through rendr-agent)\n",
+              committed, migrations);
+  std::printf("  curl exit      %d\n", curl_status);
+  std::printf("  bytes          %llu received of %llu served\n",
+              static_cast<unsigned long long>(got_size), static_cast<unsigned long long>(src_size));
+  std::printf("  sha256 source  %s\n", src_sha->c_str());
+  std::printf("  sha256 curl    %s\n", got_sha ? got_sha->c_str() : got_sha.error().message().c_str());
+  std::printf("  peer RSTs      %lld\n", rsts);
+  std::printf("  elapsed        %.1f s (%.0f MiB/s)\n", secs,
+              static_cast<double>(got_size) / 1048576.0 / secs);
+  std::printf("  verdict        %s\n", ok ? "OK: nothing lost, nothing duplicated, no reset"
+                                             : "FAILED");
+  if (!ok) {
+    std::fprintf(stderr, "--- agent a ---\n%s--- agent b ---\n%s--- gw ---\n%s",
+                 stack.log("a").c_str(), stack.log("b").c_str(), stack.log("gw").c_str());
   }
-  if (keep) {
-    std::printf("  download kept at  %s\n", out_path.c_str());
-  }
-  std::printf("RESULT: %s\n", ok ? "OK - no byte lost or duplicated, no reset"
-                                 : "FAILED - see above");
   if (json) {
     JsonWriter j;
     j.begin_object();
     j.kv("ok", ok);
-    j.kv("family", v6 ? "ipv6" : "ipv4");
-    j.kv("size_bytes", size);
-    j.kv("seconds", secs);
-    j.kv("curl_exit", curl_rc);
-    j.kv("sha256_served", served_sha);
-    j.kv("sha256_received", got_sha.ok() ? *got_sha : std::string());
+    j.kv("size_bytes", src_size);
     j.kv("received_bytes", got_size);
-    j.kv("peer_rst_received", static_cast<std::int64_t>(rst));
-    j.kv("peer_rst_sent", static_cast<std::int64_t>(outrst));
-    j.kv("error", serve_error);
+    j.kv("sha256_source", *src_sha);
+    j.kv("sha256_received", got_sha ? *got_sha : std::string());
+    j.kv("curl_exit", curl_status);
+    j.kv("peer_rsts", static_cast<std::int64_t>(rsts));
+    j.kv("elapsed_s", secs);
     j.begin_array("migrations");
     for (const auto& r : reports) {
-      j.begin_object();
-      j.kv("from", r.from);
-      j.kv("to", r.to);
-      j.kv("at_percent", r.at_percent);
-      j.kv("pause_ms", r.pause_ms);
-      j.kv("checkpoint_us", r.checkpoint_us);
-      j.kv("restore_us", r.restore_us);
-      j.kv("carried_bytes", r.carried_bytes);
-      j.kv("error", r.error);
-      j.end_object();
+      j.raw("", r.json.empty() ? "null" : r.json);
     }
     j.end_array();
     j.end_object();
     std::printf("%s\n", j.str().c_str());
+  }
+  if (keep) {
+    std::printf("rendr-demo: download kept at %s\n", out_path.c_str());
+  } else {
+    (void)lab::shell("rm -rf '" + work + "'");
   }
   return ok ? 0 : 1;
 }

@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "lab/agent_stack.hpp"
+
+#include <rendr/agents/message.hpp>
+#include <rendr/agents/packet.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace rendr::lab {
+
+std::string json_field(const std::string& j, const std::string& key) {
+  std::string pat = "\"" + key + "\":";
+  auto p = j.find(pat);
+  if (p == std::string::npos) {
+    return {};
+  }
+  p += pat.size();
+  if (p < j.size() && j[p] == '"') {
+    return j.substr(p + 1, j.find('"', p + 1) - p - 1);
+  }
+  return j.substr(p, j.find_first_of(",}", p) - p);
+}
+
+Result<pid_t> AgentStack::spawn(const std::string& role, const std::vector<std::string>& argv,
+                                const std::string& log) {
+  std::string path = dir_ + "/" + log + ".log";
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    return errno_error("fork");
+  }
+  if (pid == 0) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    std::vector<std::string> full = {"/usr/bin/ip", "netns", "exec", lab_.ns(role)};
+    full.insert(full.end(), argv.begin(), argv.end());
+    std::vector<char*> a;
+    for (auto& s : full) {
+      a.push_back(s.data());
+    }
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  procs_.emplace_back(log, pid);
+  return pid;
+}
+
+std::string AgentStack::log(const std::string& name) const {
+  std::string out;
+  if (FILE* f = std::fopen((dir_ + "/" + name + ".log").c_str(), "r")) {
+    char buf[4096];
+    std::size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+      out.append(buf, n);
+    }
+    std::fclose(f);
+  }
+  return out;
+}
+
+bool AgentStack::wait_log(const std::string& name, const std::string& text, int timeout_ms) const {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (log(name).find(text) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > end) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+Status AgentStack::start_agent(const std::string& name) {
+  std::vector<std::string> argv = {opt_.agent_bin,
+                                   "--name", name,
+                                   "--cert", dir_ + "/" + name + ".pem",
+                                   "--key", dir_ + "/" + name + ".key",
+                                   "--ca", dir_ + "/ca.pem",
+                                   "--control", sock(name),
+                                   "--step-timeout-ms", std::to_string(opt_.step_timeout_ms),
+                                   "--freeze-grace-ms", std::to_string(opt_.freeze_grace_ms)};
+  if (name == "gw") {
+    argv.insert(argv.end(),
+                {"--listen", GatewayLab::gw_addr4(Host::a) + ":7300", "--steer-iface",
+                 GatewayLab::kGwPeerIf, "--vip", GatewayLab::kVip4, "--backend",
+                 "a=" + GatewayLab::gw_ifname(Host::a) + "@" + GatewayLab::host_addr4(Host::a),
+                 "--backend",
+                 "b=" + GatewayLab::gw_ifname(Host::b) + "@" + GatewayLab::host_addr4(Host::b),
+                 "--default-backend", "a"});
+  } else {
+    Host h = name == "a" ? Host::a : Host::b;
+    Host o = name == "a" ? Host::b : Host::a;
+    argv.insert(argv.end(), {"--listen", GatewayLab::host_addr4(h) + ":7300", "--peer",
+                             std::string(name == "a" ? "b" : "a") + "=" +
+                                 GatewayLab::host_addr4(o) + ":7300",
+                             "--peer", "gw=" + GatewayLab::gw_addr4(Host::a) + ":7300",
+                             "--gateway", "gw"});
+  }
+  argv.insert(argv.end(), opt_.extra_agent_args.begin(), opt_.extra_agent_args.end());
+  auto pid = spawn(name, argv, name);
+  if (!pid) {
+    return std::move(pid).take_error();
+  }
+  if (!wait_log(name, "ready", 10000)) {
+    return make_error(std::errc::timed_out, "rendr-agent " + name + " did not start: " + log(name));
+  }
+  return {};
+}
+
+Result<std::unique_ptr<AgentStack>> AgentStack::start(const GatewayLab& lab, AgentStackOptions o) {
+  std::unique_ptr<AgentStack> s(new AgentStack(lab, std::move(o)));
+  char tmpl[] = "/tmp/rendr-agents-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) {
+    return errno_error("mkdtemp");
+  }
+  s->dir_ = tmpl;
+  auto run = [&](const std::string& cmd) -> Status {
+    std::string out;
+    if (shell(cmd, &out) != 0) {
+      return make_error(std::errc::io_error, cmd + ": " + out);
+    }
+    return {};
+  };
+  RENDR_TRY(run(s->opt_.rendrctl_bin + " cert init --dir " + s->dir_ + " --days 2"));
+  for (const char* n : {"gw", "a", "b"}) {
+    RENDR_TRY(run(s->opt_.rendrctl_bin + " cert issue --dir " + s->dir_ + " --name " + n +
+                  " --days 2"));
+  }
+  for (const char* n : {"gw", "a", "b"}) {
+    RENDR_TRY(s->start_agent(n));
+  }
+  return s;
+}
+
+AgentStack::~AgentStack() {
+  for (auto& [name, pid] : procs_) {
+    ::kill(pid, SIGTERM);
+  }
+  for (auto& [name, pid] : procs_) {
+    for (int i = 0; i < 100; ++i) {
+      int st = 0;
+      if (::waitpid(pid, &st, WNOHANG) != 0) {
+        pid = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+  if (!dir_.empty()) {
+    (void)shell("rm -rf '" + dir_ + "'");
+  }
+}
+
+Result<std::string> AgentStack::migrate(const std::string& from,
+                                        const std::vector<std::string>& flows,
+                                        const std::string& to, bool all,
+                                        const std::string& service) const {
+  auto s = agents::connect_control(sock(from));
+  if (!s) {
+    return std::move(s).take_error();
+  }
+  agents::Message m(agents::MsgType::migrate);
+  m.add(agents::Tag::to, to);
+  for (const auto& f : flows) {
+    m.add(agents::Tag::tuple, f);
+  }
+  if (all) {
+    m.add(agents::Tag::all, "1");
+  }
+  if (!service.empty()) {
+    m.add(agents::Tag::service, service);
+  }
+  auto r = agents::call(s->get(), m, 120000);
+  if (!r) {
+    return std::move(r).take_error();
+  }
+  if (r->type() != agents::MsgType::json) {
+    return agents::error_of(*r, "migrate");
+  }
+  return r->str_or(agents::Tag::text, "{}");
+}
+
+}  // namespace rendr::lab
