@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "wire_oracle.hpp"
+
+#include <rendr/engine/errors.hpp>
+#include <rendr/engine/flow.hpp>
+#include <rendr/engine/wire.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <string_view>
+
+namespace rendr::test {
+
+using namespace rendr::engine;
+
+namespace {
+
+Id128 id_of(std::uint8_t seed) {
+  Id128 id{};
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    id[i] = static_cast<std::uint8_t>(seed + i);
+  }
+  return id;
+}
+
+std::vector<std::byte> encoded(const Frame& f) {
+  std::vector<std::byte> out;
+  (void)encode_frame(f, out);
+  return out;
+}
+
+void append_framed(std::vector<std::byte>& stream, const Frame& f) {
+  auto frame = encoded(f);
+  append_stream_prefix(frame.size(), stream);
+  stream.insert(stream.end(), frame.begin(), frame.end());
+}
+
+std::string check_decode(std::span<const std::byte> input) {
+  auto f = decode_frame(input);
+  if (!f.ok()) {
+    if (f.error().code.category() != engine_category()) {
+      return "decode error outside the engine category: " + f.error().message();
+    }
+    if (f.error().context.empty()) {
+      return "decode error without a reason";
+    }
+    return {};
+  }
+  std::vector<std::byte> again;
+  if (auto st = encode_frame(*f, again); !st.ok()) {
+    return std::string("decoded ") + frame_name(*f) + " does not re-encode: " +
+           st.error().message();
+  }
+  if (!std::equal(again.begin(), again.end(), input.begin(), input.end())) {
+    return std::string("decoded ") + frame_name(*f) + " re-encodes to different bytes";
+  }
+  return {};
+}
+
+// check_deframe: one-shot and byte-split feeding yield the same frames / the same failure.
+std::string check_deframe(std::span<const std::byte> input) {
+  const auto run = [&input](std::size_t step, std::vector<std::vector<std::byte>>& frames) {
+    StreamDeframer d;
+    for (std::size_t off = 0; off < input.size(); off += step) {
+      d.feed(input.subspan(off, std::min(step, input.size() - off)));
+      while (true) {
+        auto r = d.next();
+        if (!r.ok()) {
+          return false;
+        }
+        if (!r->has_value()) {
+          break;
+        }
+        frames.emplace_back((*r)->begin(), (*r)->end());
+      }
+    }
+    return true;
+  };
+  std::vector<std::vector<std::byte>> whole;
+  std::vector<std::vector<std::byte>> split;
+  const bool ok_whole = run(std::max<std::size_t>(input.size(), 1), whole);
+  const std::size_t step = input.empty() ? 1 : 1 + static_cast<std::size_t>(input[0]) % 7;
+  const bool ok_split = run(step, split);
+  if (ok_whole != ok_split || whole != split) {
+    return "stream deframer depends on how the input is split";
+  }
+  return {};
+}
+
+std::string check_core(std::span<const std::byte> input) {
+  using namespace std::chrono_literals;
+  FlowConfig cfg;
+  cfg.reorder_max_frames = 256;
+  cfg.reorder_max_bytes = 1U << 20;
+  cfg.recv_window_bytes = 256 * 1024;
+  cfg.ledger_max_frames = 64;
+  cfg.ledger_max_bytes = 256 * 1024;
+  const TimePoint t0 = TimePoint{} + 1h;
+  Hello h;
+  h.flow_id = id_of(1);
+  h.instance_id = id_of(2);
+  auto s = FlowCore::server(cfg, h, id_of(3), PathOptions{Framing::stream, "s"}, t0);
+  if (!s.ok()) {
+    return "server core: " + s.error().message();
+  }
+  FlowCore& core = *s;
+  const PathId sp = core.path_ids().front();
+  BridgeTag tag;
+  tag.bridge_id = id_of(1);
+  tag.instance_id = id_of(2);
+  tag.expected_peer_instance_id = id_of(3);
+  auto dp = core.accept_bridge(tag, PathOptions{Framing::datagram, "d"}, t0);
+  if (!dp.ok()) {
+    return "accept_bridge: " + dp.error().message();
+  }
+  (void)core.write(input.first(std::min<std::size_t>(input.size(), 100)), t0);
+  // The input as a byte stream on path 1, and cut into datagrams on path 2.
+  (void)core.on_receive(sp, input, t0);
+  std::size_t off = 0;
+  while (off < input.size()) {
+    const std::size_t n = std::min<std::size_t>(
+        input.size() - off, 8 + static_cast<std::size_t>(input[off]) % 64);
+    (void)core.on_receive(*dp, input.subspan(off, n), t0 + 1ms);
+    off += n;
+  }
+  TimePoint now = t0 + 2ms;
+  std::vector<std::byte> out;
+  std::vector<std::byte> buf(4096);
+  for (int round = 0; round < 4; ++round) {
+    for (PathId p : core.path_ids()) {
+      out.clear();
+      while (core.poll_transmit(p, out, 1 << 20, now) > 0) {
+      }
+    }
+    while (auto r = core.read(buf, now)) {
+      if (r->bytes == 0) {
+        break;
+      }
+    }
+    while (core.poll_event()) {
+    }
+    if (auto d = core.next_deadline()) {
+      now = std::max(now + 1ms, *d);
+    } else {
+      now += 100ms;
+    }
+    core.on_timeout(now);
+  }
+  const auto st = core.stats();
+  if (st.delivered_unread > cfg.recv_window_bytes + kMaxPayload) {
+    return "delivery buffer over the receive window";
+  }
+  if (st.reorder_frames > cfg.reorder_max_frames) {
+    return "reorder buffer over its frame cap";
+  }
+  if (st.ledger_frames > cfg.ledger_max_frames + 16) {
+    return "ledger over its bound";
+  }
+  if (core.state() == FlowState::dead && !core.close_error()) {
+    // A clean end needs a peer BYE(normal); then read() must report EOF.
+    auto r = core.read(buf, now);
+    if (!r.ok() || !r->eof) {
+      return "dead without an error but no EOF";
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string check_wire_input(std::span<const std::byte> input) {
+  if (auto why = check_decode(input); !why.empty()) {
+    return why;
+  }
+  if (auto why = check_deframe(input); !why.empty()) {
+    return why;
+  }
+  return check_core(input);
+}
+
+std::vector<WireSeed> wire_seeds() {
+  std::vector<WireSeed> seeds;
+  const std::string text = "the quick brown fox";
+  const auto payload = std::as_bytes(std::span(text.data(), text.size()));
+  const std::vector<std::pair<std::string, Frame>> singles = {
+      {"data", Data{1, payload, false}},
+      {"hello", Hello{id_of(1), id_of(2), kCapsL3Identity, std::string("a"), false}},
+      {"hello_legacy", Hello{id_of(1), {}, 0, std::nullopt, true}},
+      {"hello_ack", HelloAck{id_of(1), id_of(3), 0}},
+      {"bridge_tag", BridgeTag{id_of(1), id_of(2), id_of(3), std::string("b"), false}},
+      {"bridge_ack", BridgeAck{id_of(1), id_of(3), BridgeAckCode::ok, std::nullopt}},
+      {"probe", Probe{1, 2}},
+      {"probe_reply", ProbeReply{1, 2}},
+      {"ack", Ack{2}},
+      {"bye", Bye{2, ByeReason::normal}},
+      {"migrate_notify", MigrateNotify{3, 2}},
+      {"path_quality", PathQualityReport{4, 1000, 100, 5}},
+      {"heartbeat", Heartbeat{5, 99}},
+  };
+  for (const auto& [name, f] : singles) {
+    seeds.push_back({"frame_" + name, encoded(f)});
+  }
+  // Stream seeds: in order, reordered with a duplicate, and one ending in BYE.
+  std::vector<std::byte> s1;
+  for (std::uint64_t seq = 1; seq <= 4; ++seq) {
+    append_framed(s1, Data{seq, payload, false});
+  }
+  append_framed(s1, Ack{1});
+  append_framed(s1, Probe{7, 7});
+  seeds.push_back({"stream_in_order", s1});
+  std::vector<std::byte> s2;
+  for (std::uint64_t seq : {3, 1, 3, 2, 5, 4}) {
+    append_framed(s2, Data{seq, payload, false});
+  }
+  seeds.push_back({"stream_reordered", s2});
+  std::vector<std::byte> s3;
+  append_framed(s3, Data{1, payload, false});
+  append_framed(s3, Bye{2, ByeReason::normal});
+  seeds.push_back({"stream_bye", s3});
+  return seeds;
+}
+
+}  // namespace rendr::test
