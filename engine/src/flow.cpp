@@ -79,7 +79,7 @@ constexpr std::size_t kMaxPaths = 64;          // one bit per path slot in ledge
 constexpr std::size_t kMaxCtrlQueue = 64;      // queued OOB controls per path (probe replies)
 constexpr std::size_t kMaxOutstandingProbes = 16;
 constexpr std::size_t kControlReserve = 8;
-constexpr std::size_t kRtoScan = 64;  // ledger entries examined per RTO pass
+constexpr int kFastRetransmitDupAcks = 3;
 
 std::uint64_t ns_since_epoch(TimePoint t) {
   return static_cast<std::uint64_t>(
@@ -181,6 +181,7 @@ struct FlowCore::Impl {
   int zombie_left;
   std::optional<TimePoint> last_death_migration;
   std::uint64_t next_probe_id = 1;
+  int dup_acks = 0;
 
   std::deque<FlowEvent> events;
   FlowStats counters;  // only the counter fields are used
@@ -579,6 +580,13 @@ struct FlowCore::Impl {
     if (payload) {
       refresh_zombie();
     }
+    if (p.framing == Framing::datagram && seq != reorder.expected()) {
+      // Out of order on a lossy carrier: tell the sender now (a duplicate ACK) on this path.
+      if (!p.ack_pending) {
+        p.ack_pending = true;
+        mark_waiting(p, now);
+      }
+    }
   }
 
   void handle_ack(std::uint64_t next, TimePoint now) {
@@ -586,9 +594,19 @@ struct FlowCore::Impl {
       counters.ignored_acks += 1;  // acknowledges frames never published
       return;
     }
-    if (next <= ledger.ack_next()) {
+    if (next < ledger.ack_next()) {
       return;
     }
+    if (next == ledger.ack_next()) {
+      // Duplicate ACK: the receiver saw later frames but not this one (it ACKs out-of-order
+      // datagram arrivals). The third one triggers a fast retransmit of the head.
+      if (!ledger.empty() && ++dup_acks == kFastRetransmitDupAcks &&
+          ledger.entries().front().last_on_datagram) {
+        retransmit(ledger.entries().front(), now);
+      }
+      return;
+    }
+    dup_acks = 0;
     const auto rel = ledger.release_below(next);
     if (rel.data_frames > 0) {
       refresh_zombie();
@@ -598,7 +616,6 @@ struct FlowCore::Impl {
         finish_clean();
       }
     }
-    (void)now;
   }
 
   void handle_hello_ack(Path& p, const HelloAck& ha, TimePoint now) {
@@ -813,22 +830,23 @@ struct FlowCore::Impl {
     } else if (!next_tick) {
       next_tick = now + cfg.sched_tick;
     }
-    // Retransmission of frames last sent on unreliable carriers.
-    std::size_t scanned = 0;
-    for (auto& e : ledger.entries()) {
-      if (++scanned > kRtoScan) {
-        break;
-      }
-      if (!e.last_on_datagram) {
-        continue;
-      }
-      if (now - e.last_sent >= rto_for(e)) {
-        e.last_on_datagram = false;  // re-armed when the re-send is committed
-        e.retransmits += 1;
-        counters.retransmits += 1;
-        dispatch(e, now);
+    // Retransmission timeout for the oldest unacknowledged frame when it went over an
+    // unreliable carrier. Only the head: ACKs are cumulative, so later frames are most likely
+    // sitting in the receiver's reorder buffer; once the head is repaired the ACK jumps and the
+    // next hole (if any) becomes the head, already overdue.
+    if (!ledger.empty()) {
+      auto& e = ledger.entries().front();
+      if (e.last_on_datagram && now - e.last_sent >= rto_for(e)) {
+        retransmit(e, now);
       }
     }
+  }
+
+  void retransmit(detail::LedgerEntry& e, TimePoint now) {
+    e.last_on_datagram = false;  // re-armed when the re-send is committed
+    e.retransmits += 1;
+    counters.retransmits += 1;
+    dispatch(e, now);
   }
 
   [[nodiscard]] std::optional<TimePoint> deadline() const {
@@ -865,14 +883,9 @@ struct FlowCore::Impl {
     if (mode == Mode::prime && paths.size() >= 2) {
       take(next_tick.value_or(TimePoint{}));
     }
-    std::size_t scanned = 0;
-    for (const auto& e : ledger.entries()) {
-      if (++scanned > kRtoScan) {
-        break;
-      }
-      if (e.last_on_datagram) {
-        take(e.last_sent + rto_for(e));
-      }
+    if (!ledger.empty() && ledger.entries().front().last_on_datagram) {
+      const auto& e = ledger.entries().front();
+      take(e.last_sent + rto_for(e));
     }
     return d;
   }
