@@ -1106,6 +1106,9 @@ Status FlowCore::on_receive(PathId path, std::span<const std::byte> bytes, TimeP
         break;
       }
       m.handle_frame(*p, std::move(*f), now);
+      // Drain per frame: in-order frames never pile up in the reorder buffer, so its high-water
+      // mark measures real reordering (G5 evidence), not batch size.
+      m.drain_reorder(now);
     }
   }
   m.drain_reorder(now);

@@ -51,6 +51,10 @@ void FakeNet::set_loss(int link, double loss) {
   links_[static_cast<std::size_t>(link)].spec.loss = loss;
 }
 
+void FakeNet::set_delay(int link, Duration delay) {
+  links_[static_cast<std::size_t>(link)].spec.delay = delay;
+}
+
 void FakeNet::fail_link(int link) {
   auto& l = links_[static_cast<std::size_t>(link)];
   const Error err = rendr::make_error(std::errc::connection_reset, "fake link reset");

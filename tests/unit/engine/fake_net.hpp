@@ -40,6 +40,7 @@ class FakeNet {
   // fail_link closes the carrier loudly: both sides see path_failed (like a RST).
   void fail_link(int link);
   void set_loss(int link, double loss);
+  void set_delay(int link, Duration delay);
 
   // step runs one round at the current time (timers, transmit, deliver, application hooks)
   // then moves the clock to the next event. Returns false when nothing can happen any more.

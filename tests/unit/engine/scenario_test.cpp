@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: Apache-2.0
+// Longer-running scenarios in fake time: quality switches, zombie protection, handshake retry,
+// race without stalls, path re-add (G5 shape) and an echo across a silent path death (G4 shape).
+#include "fake_net.hpp"
+
+#include <rendr/engine/errors.hpp>
+#include <rendr/engine/flow.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <map>
+
+using namespace rendr;
+using namespace rendr::engine;
+using namespace rendr::engine::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+FlowConfig fast_config() {
+  FlowConfig c;
+  c.probe_interval = 20ms;
+  c.fresh_min = 100ms;
+  c.fresh_max = 1s;
+  c.ledger_max_frames = 256;
+  c.ledger_max_bytes = 1U << 20;
+  c.reorder_max_frames = 512;
+  c.recv_window_bytes = 1U << 20;
+  return c;
+}
+
+bool all_ready(FakeNet& net, std::size_t n) {
+  return net.run_until(
+      [&] {
+        const auto st = net.client.stats();
+        return st.paths.size() == n &&
+               std::all_of(st.paths.begin(), st.paths.end(),
+                           [](const PathInfo& p) { return p.state == PathState::ready; });
+      },
+      2s);
+}
+
+// Echo: the client sends a numbered 64-byte message every |period|; the server echoes each
+// message back; the client records each round-trip latency. Messages are verified in order.
+struct Echo {
+  Duration period = 10ms;
+  TimePoint next_send{};
+  std::uint32_t sent = 0;
+  std::uint32_t echoed_back = 0;
+  std::map<std::uint32_t, TimePoint> sent_at;
+  std::vector<Duration> rtts;
+  std::vector<std::byte> server_buf;
+  std::vector<std::byte> client_buf;
+  bool order_ok = true;
+  std::uint32_t server_seen = 0;
+
+  static std::vector<std::byte> message(std::uint32_t n) {
+    std::vector<std::byte> m(64, std::byte{0});
+    for (int i = 0; i < 4; ++i) {
+      m[static_cast<std::size_t>(i)] = static_cast<std::byte>(n >> (8 * i));
+    }
+    return m;
+  }
+  static std::uint32_t number(std::span<const std::byte> m) {
+    std::uint32_t n = 0;
+    for (int i = 0; i < 4; ++i) {
+      n |= static_cast<std::uint32_t>(m[static_cast<std::size_t>(i)]) << (8 * i);
+    }
+    return n;
+  }
+
+  void run(FakeNet& net, std::uint32_t limit) {
+    if (net.client.state() == FlowState::active && sent < limit && net.now >= next_send) {
+      auto w = net.client.write(message(sent), net.now);
+      REQUIRE(w.ok());
+      REQUIRE(*w == 64);
+      sent_at[sent] = net.now;
+      ++sent;
+      next_send = net.now + period;
+    }
+    std::vector<std::byte> buf(4096);
+    if (net.server) {
+      while (true) {
+        auto r = net.server->read(buf, net.now);
+        REQUIRE(r.ok());
+        if (r->bytes == 0) {
+          break;
+        }
+        server_buf.insert(server_buf.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(r->bytes));
+      }
+      while (server_buf.size() >= 64) {
+        const auto n = number(server_buf);
+        order_ok = order_ok && n == server_seen;
+        ++server_seen;
+        auto w = net.server->write(std::span(server_buf).first(64), net.now);
+        REQUIRE(w.ok());
+        REQUIRE(*w == 64);
+        server_buf.erase(server_buf.begin(), server_buf.begin() + 64);
+      }
+    }
+    while (true) {
+      auto r = net.client.read(buf, net.now);
+      REQUIRE(r.ok());
+      if (r->bytes == 0) {
+        break;
+      }
+      client_buf.insert(client_buf.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(r->bytes));
+    }
+    while (client_buf.size() >= 64) {
+      const auto n = number(client_buf);
+      order_ok = order_ok && n == echoed_back;
+      rtts.push_back(net.now - sent_at.at(n));
+      ++echoed_back;
+      client_buf.erase(client_buf.begin(), client_buf.begin() + 64);
+    }
+  }
+  [[nodiscard]] Duration worst() const {
+    return rtts.empty() ? Duration{0} : *std::max_element(rtts.begin(), rtts.end());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("engine scenario: prime switches to a clearly better path after the dwell, once per "
+          "cooldown, without loss",
+          "[engine][scenario][prime]") {
+  FlowConfig c = fast_config();
+  c.dwell = 1s;
+  c.cooldown = 10s;
+  FakeNet net(c, c);
+  const int a = net.add_link({Framing::stream, 5ms});
+  const int b = net.add_link({Framing::stream, 5ms});
+  REQUIRE(all_ready(net, 2));
+  Echo echo;
+  net.app = [&echo](FakeNet& n) { echo.run(n, 1000000); };
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 20; }, 5s));
+  REQUIRE(net.client.active_path() == net.client_path(a));
+  net.set_delay(a, 60ms);  // a turns slow: score ~120 ms vs ~10 ms
+  const TimePoint slow = net.now;
+  REQUIRE(net.run_until([&] { return net.client.active_path() == net.client_path(b); }, 10s));
+  CHECK(net.now - slow >= 1s);  // not before the dwell
+  CHECK(net.now - slow < 4s);
+  bool quality = false;
+  for (const auto& e : net.client_events) {
+    if (const auto* m = std::get_if<EvMigrated>(&e)) {
+      quality = quality || m->cause == MigrateCause::quality;
+    }
+  }
+  CHECK(quality);
+  // a recovers and becomes much better than b: the cooldown holds the next switch back.
+  net.set_delay(a, 1ms);
+  net.set_delay(b, 40ms);
+  const TimePoint better = net.now;
+  REQUIRE(net.run_until([&] { return net.client.active_path() == net.client_path(a); }, 20s));
+  CHECK(net.now - better >= 5s);  // cooldown (10 s since the first switch) dominates the dwell
+  const std::uint32_t target = echo.sent + 50;
+  net.app = [&echo, target](FakeNet& n) { echo.run(n, target); };
+  REQUIRE(net.run_until([&] { return echo.echoed_back == target; }, 10s));
+  CHECK(echo.order_ok);
+  CHECK(net.client.stats().migration_count == 2);
+}
+
+TEST_CASE("engine scenario: death migrations with no payload flowing end as zombie",
+          "[engine][scenario][zombie]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({});
+  const int b = net.add_link({});
+  net.add_link({});
+  REQUIRE(all_ready(net, 3));
+  net.fail_link(a);
+  CHECK(net.client.state() == FlowState::active);
+  net.fail_link(b);
+  CHECK(net.client.state() == FlowState::dead);
+  REQUIRE(net.client.close_error().has_value());
+  CHECK(net.client.close_error()->code == make_error_code(errc::zombie));
+  // The BYE(zombie) reaches the server over the last path.
+  REQUIRE(net.run_until([&] { return net.server->state() == FlowState::dead; }, 2s));
+  CHECK(net.server->close_error()->code == make_error_code(errc::zombie));
+}
+
+TEST_CASE("engine scenario: payload between path deaths keeps the flow alive",
+          "[engine][scenario][zombie]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({});
+  const int b = net.add_link({});
+  const int c = net.add_link({});
+  net.add_link({});
+  REQUIRE(all_ready(net, 4));
+  Echo echo;
+  net.app = [&echo](FakeNet& n) { echo.run(n, 1000000); };
+  for (const int l : {a, b, c}) {
+    const auto before = echo.echoed_back;
+    REQUIRE(net.run_until([&] { return echo.echoed_back > before + 3; }, 5s));
+    net.fail_link(l);
+    REQUIRE(net.client.state() == FlowState::active);
+  }
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 100; }, 10s));
+  CHECK(echo.order_ok);
+  CHECK(net.client.stats().migration_count == 3);
+}
+
+TEST_CASE("engine scenario: the HELLO carrier dies before HELLO_ACK; HELLO goes on the next",
+          "[engine][scenario][handshake]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({Framing::stream, 20ms});
+  const int b = net.add_link({Framing::stream, 20ms});
+  net.fail_link(a);  // before anything was delivered
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 2s));
+  CHECK(net.client.active_path() == net.client_path(b));
+  REQUIRE(net.server.has_value());
+  CHECK(net.server->flow_id() == net.client.flow_id());
+}
+
+TEST_CASE("engine scenario: race keeps delivering without a stall when one path goes silent",
+          "[engine][scenario][race]") {
+  FlowConfig c = fast_config();
+  c.mode = Mode::race;
+  FakeNet net(c, c);
+  const int a = net.add_link({Framing::stream, 5ms});
+  net.add_link({Framing::stream, 7ms});
+  REQUIRE(all_ready(net, 2));
+  Echo echo;
+  echo.period = 5ms;
+  net.app = [&echo](FakeNet& n) { echo.run(n, 1000000); };
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 50; }, 5s));
+  const auto before = echo.rtts.size();
+  net.blackhole(a);
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 400; }, 10s));
+  CHECK(echo.order_ok);
+  Duration worst_after{0};
+  for (std::size_t i = before; i < echo.rtts.size(); ++i) {
+    worst_after = std::max(worst_after, echo.rtts[i]);
+  }
+  // The surviving path's RTT is 14 ms; race adds no failover stall.
+  CHECK(worst_after <= 20ms);
+  CHECK(net.client.stats().paths.size() == 1);  // the silent path was eventually dropped
+}
+
+TEST_CASE("engine scenario: G4 shape - echo across a silent drop of the active path (prime)",
+          "[engine][scenario][failover]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({Framing::stream, 5ms});
+  const int b = net.add_link({Framing::stream, 5ms});
+  REQUIRE(all_ready(net, 2));
+  Echo echo;
+  net.app = [&echo](FakeNet& n) { echo.run(n, 1000000); };
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 50; }, 5s));
+  net.blackhole(a);
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 300; }, 10s));
+  CHECK(echo.order_ok);
+  CHECK(net.client.active_path() == net.client_path(b));
+  CHECK(net.server->active_path() == *net.server_path(b));
+  // Worst echo = detection (freshness window: 100 ms floor here) + replay, well under 500 ms.
+  CHECK(echo.worst() <= 500ms);
+  CHECK(echo.worst() >= 100ms);  // it did have to wait for detection
+}
+
+TEST_CASE("engine scenario: G5 shape - a re-added path rejoins without spurious reordering",
+          "[engine][scenario][paths]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({Framing::stream, 5ms});
+  net.add_link({Framing::stream, 6ms});
+  REQUIRE(all_ready(net, 2));
+  Echo echo;
+  net.app = [&echo](FakeNet& n) { echo.run(n, 1000000); };
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 50; }, 5s));
+  net.blackhole(a);
+  REQUIRE(net.run_until([&] { return net.client.stats().paths.size() == 1; }, 5s));
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 150; }, 5s));
+  const auto hwm_before = net.server->stats().recv_queue_hwm;
+  const auto dups_before = net.server->stats().recv_dups + net.client.stats().recv_dups;
+  const int c = net.add_link({Framing::stream, 5ms});  // the operator's add_path
+  REQUIRE(all_ready(net, 2));
+  REQUIRE(net.server_path(c).has_value());
+  REQUIRE(net.run_until([&] { return echo.echoed_back > 400; }, 10s));
+  CHECK(echo.order_ok);
+  CHECK(net.server->stats().recv_dups + net.client.stats().recv_dups == dups_before);
+  CHECK(net.server->stats().recv_queue_hwm == hwm_before);
+  CHECK(hwm_before <= 2);
+}
