@@ -26,6 +26,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/utsname.h>
@@ -1173,6 +1174,10 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   if (!tcp_repair_ok_) {
     co_return fail_msg("migrate: TCP_REPAIR unavailable here: " + tcp_repair_error_);
   }
+  if (!freezer_ && !cfg_.no_freeze) {
+    co_return fail_msg("migrate: the eBPF freeze is not loaded here (" + freeze_error_ +
+                       "); without it the source could answer the peer mid-migration");
+  }
   // Select the flows.
   std::vector<FlowRec*> sel;
   const bool all = req.get(Tag::all) != nullptr;
@@ -1236,6 +1241,8 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   double frozen_ms = 0;
   Clock::time_point freeze_t0{};
   std::map<std::string, double> step_ms;
+  bool steer_sent = false;
+  std::string commit_warnings;
   auto step_deadline = [&] { return Clock::now() + ms(cfg_.step_timeout_ms); };
 
   fsm.on(MigEvent::start);
@@ -1382,6 +1389,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       for (const auto& t : tuples) {
         sr.add(Tag::tuple, t.to_string());
       }
+      steer_sent = true;
       auto g = co_await rpc(*gw, sr, step_deadline());
       if (!g) {
         error = g.error().message();
@@ -1404,6 +1412,12 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     if (cw) {
       auto cr = co_await read_msg(*chan, step_deadline());
       if (cr && cr->type() == MsgType::committed) {
+        auto adopted = cr->u64(Tag::adopted);
+        if (!adopted || *adopted != n) {
+          commit_warnings = "target activated " + (adopted ? std::to_string(*adopted) : "?") +
+                            " of " + std::to_string(n) + " connections: " +
+                            cr->str_or(Tag::text, "");
+        }
         fsm.on(MigEvent::committed);
       } else if (cr) {
         // B answered but did not commit (e.g. it already self-aborted).
@@ -1429,8 +1443,12 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
           std::string st = a->str_or(Tag::text, "unknown");
           if (st == "committed") {
             fsm.on(MigEvent::committed);
-          } else if (st == "aborted" || st == "unknown") {
+          } else if (st == "aborted") {
             fsm.on(MigEvent::b_aborted);
+          } else if (st == "unknown") {
+            // B lost its memory (restart): its staged sockets died silently with it, or it had
+            // committed. Never thaw here: presume commit (flagged indeterminate).
+            fsm.on(MigEvent::b_unreachable);
           } else {
             // Still staged: the COMMIT never arrived; B will self-abort; tell it now.
             (void)co_await rpc(**q, Message(MsgType::abort).add_u64(Tag::mig, mig),
@@ -1481,7 +1499,12 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       fsm.on(MigEvent::failure);
     }
     std::string undo_errors;
-    for (UndoAction a : abort_plan(fsm.failed_in())) {
+    std::vector<UndoAction> plan = abort_plan(fsm.failed_in());
+    // A steer request that failed or went unanswered may have moved some flows already.
+    if (steer_sent && std::find(plan.begin(), plan.end(), UndoAction::steer_back) == plan.end()) {
+      plan.insert(plan.begin(), UndoAction::steer_back);
+    }
+    for (UndoAction a : plan) {
       switch (a) {
         case UndoAction::steer_back: {
           if (!gw || gw->broken) {
@@ -1585,6 +1608,9 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   j.kv("failed_in", fsm.state() == MigState::committed ? "" : to_string(fsm.failed_in()));
   if (!error.empty()) {
     j.kv("error", error);
+  }
+  if (!commit_warnings.empty()) {
+    j.kv("warnings", commit_warnings);
   }
   j.begin_array("trace");
   for (const auto& t : fsm.trace()) {
@@ -1766,6 +1792,12 @@ int run_agent(const AgentConfig& cfg) {
     set_log_level(LogLevel::error);
   } else if (std::getenv("RENDR_LOG") == nullptr) {
     set_log_level(LogLevel::info);
+  }
+  // Batches move thousands of fds through the agent (SCM_RIGHTS in, repair, out).
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &rl);
   }
   asio::io_context io(1);
   Agent agent(io, cfg);

@@ -17,6 +17,10 @@ using rendr::bench::Subcommand;
 constexpr Subcommand kSubcommands[] = {
     {"repair", "TCP_REPAIR checkpoint+restore latency (idle, queued) and a 10k-socket batch",
      &rendr::bench::run_repair},
+    {"migrate", "native migration through rendr-agent: downtime (1 ms echo), bulk ratio, batch",
+     &rendr::bench::run_migrate},
+    {"echo-server", "(internal) echo server for `migrate`, registered with an agent",
+     &rendr::bench::run_echo_server},
 };
 
 void usage(std::FILE* out) {

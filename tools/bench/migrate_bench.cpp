@@ -1,0 +1,590 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-bench migrate: native migration through rendr-agent in the gateway lab (named netns
+// rbench-*). Three parts, each against a baseline measured in the same run:
+//   downtime  echo every 1 ms over one connection; per migration, the worst per-message RTT of
+//             messages sent around it (p50/p99 over --migrations, default 20);
+//   bulk      HTTP download from rendr-fileserver with 5 migrations vs the same without;
+//   batch     --batch connections (default 1000) moved by one migrate request: total time.
+// The last stdout line (with --json) is one JSON object.
+#include "bench/cli.hpp"
+#include "bench/subcommand.hpp"
+#include "lab/agent_stack.hpp"
+#include "lab/gateway_lab.hpp"
+
+#include <rendr/agents/embed.hpp>
+#include <rendr/common/endpoint.hpp>
+#include <rendr/common/json.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace rendr::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+void raise_nofile() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+std::uint8_t file_byte(std::uint64_t i) { return static_cast<std::uint8_t>((i >> 12) ^ (i * 131)); }
+
+Result<UniqueFd> connect_vip(const lab::GatewayLab& lab, std::uint16_t port) {
+  auto ns = lab.netns_fd("peer");
+  if (!ns) {
+    return std::move(ns).take_error();
+  }
+  auto in = lab::NetnsEnter::enter(ns->get());
+  if (!in) {
+    return std::move(in).take_error();
+  }
+  auto ep = *Endpoint::parse_address(lab::GatewayLab::kVip4, port);
+  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss{};
+  socklen_t sl = ep.to_sockaddr(ss);
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), sl) != 0) {
+    return errno_error("connect " + ep.to_string());
+  }
+  int one = 1;
+  ::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return s;
+}
+
+std::string server_tuple(int fd) {
+  sockaddr_storage l{};
+  sockaddr_storage r{};
+  socklen_t ll = sizeof l;
+  socklen_t rl = sizeof r;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&l), &ll);
+  ::getpeername(fd, reinterpret_cast<sockaddr*>(&r), &rl);
+  FourTuple t{*Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&r), rl),
+              *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&l), ll)};
+  return t.to_string();
+}
+
+// Echo client: 16-byte messages (seq, send time) every |period_us|; RTT per message.
+struct EchoClient {
+  UniqueFd fd;
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<std::pair<double, double>> samples;  // (send ms since t0, rtt ms)
+  std::uint64_t lost = 0;
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+  std::string error;
+  Clock::time_point t0 = Clock::now();
+  std::thread th;
+
+  void run(int period_us) {
+    std::vector<std::uint8_t> in;
+    auto next = Clock::now();
+    std::map<std::uint64_t, Clock::time_point> pending;
+    std::uint64_t expect = 0;
+    while (!stop.load()) {
+      auto now = Clock::now();
+      if (now >= next) {
+        std::uint64_t msg[2] = {sent, 0};
+        if (::send(fd.get(), msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT) == sizeof msg) {
+          pending[sent] = now;
+          ++sent;
+        }
+        next += std::chrono::microseconds(period_us);
+      }
+      pollfd p{fd.get(), POLLIN, 0};
+      int wait = static_cast<int>(std::max<long long>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count()));
+      if (::poll(&p, 1, wait) > 0) {
+        std::uint8_t buf[4096];
+        ssize_t n = ::recv(fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN)) {
+          std::lock_guard<std::mutex> g(mu);
+          error = n == 0 ? "EOF" : std::strerror(errno);
+          return;
+        }
+        if (n > 0) {
+          in.insert(in.end(), buf, buf + n);
+          auto t = Clock::now();
+          while (in.size() >= 16) {
+            std::uint64_t seq = 0;
+            std::memcpy(&seq, in.data(), 8);
+            in.erase(in.begin(), in.begin() + 16);
+            if (seq != expect) {
+              std::lock_guard<std::mutex> g(mu);
+              lost += seq > expect ? (seq - expect) * 16 : 16;
+              error = "echo out of order: got " + std::to_string(seq) + " expected " +
+                      std::to_string(expect);
+            }
+            expect = seq + 1;
+            auto it = pending.find(seq);
+            if (it != pending.end()) {
+              std::lock_guard<std::mutex> g(mu);
+              samples.emplace_back(ms_between(t0, it->second), ms_between(it->second, t));
+              pending.erase(it);
+            }
+            ++received;
+          }
+        }
+      }
+    }
+  }
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) {
+    return 0;
+  }
+  std::sort(v.begin(), v.end());
+  auto rank = static_cast<std::size_t>(p / 100.0 * static_cast<double>(v.size()) + 0.999999);
+  return v[std::min(v.size(), std::max<std::size_t>(rank, 1)) - 1];
+}
+
+long long peer_resets(const lab::GatewayLab& lab) {
+  std::string out;
+  lab::shell("ip netns exec " + lab.ns("peer") + " nstat -az TcpEstabResets TcpInErrs TcpOutRsts",
+             &out);
+  long long sum = 0;
+  std::size_t pos = 0;
+  while ((pos = out.find("Tcp", pos)) != std::string::npos) {
+    auto sp = out.find_first_of(" \t", pos);
+    auto num = out.find_first_not_of(" \t", sp);
+    sum += std::atoll(out.c_str() + num);
+    pos = num;
+  }
+  return sum;
+}
+
+}  // namespace
+
+// Hidden helper: echo server against the embedder API (one per host in the bench's lab).
+int run_echo_server(std::span<char* const> args) {
+  raise_nofile();
+  if (args.size() < 2) {
+    return kExitUsage;
+  }
+  std::string sock = args[0];
+  std::string listen = args[1];
+  auto session = agents::Session::connect(sock, "echo");
+  if (!session) {
+    std::fprintf(stderr, "echo-server: %s\n", session.error().message().c_str());
+    return kExitFailed;
+  }
+  auto ep = Endpoint::parse(listen);
+  UniqueFd l(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  int one = 1;
+  ::setsockopt(l.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage ss{};
+  socklen_t sl = ep->to_sockaddr(ss);
+  if (::bind(l.get(), reinterpret_cast<sockaddr*>(&ss), sl) != 0 || ::listen(l.get(), 4096) != 0) {
+    std::perror("echo-server: listen");
+    return kExitFailed;
+  }
+  std::printf("echo-server ready\n");
+  std::fflush(stdout);
+  std::map<std::uint64_t, UniqueFd> conns;
+  std::vector<std::uint8_t> buf(65536);
+  for (;;) {
+    std::vector<pollfd> p = {{session->fd(), POLLIN, 0}, {l.get(), POLLIN, 0}};
+    std::vector<std::uint64_t> ids;
+    for (auto& [id, fd] : conns) {
+      p.push_back({fd.get(), POLLIN, 0});
+      ids.push_back(id);
+    }
+    if (::poll(p.data(), p.size(), 1000) < 0) {
+      continue;
+    }
+    if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      for (;;) {
+        auto ev = session->poll_event();
+        if (!ev) {
+          return kExitFailed;
+        }
+        if (!*ev) {
+          break;
+        }
+        if (auto* er = std::get_if<agents::Session::ExportRequest>(&**ev)) {
+          for (auto id : er->conn_ids) {
+            auto it = conns.find(id);
+            if (it != conns.end()) {
+              (void)session->export_conn(id, it->second.get(), {});
+              conns.erase(it);
+            }
+          }
+        } else if (auto* ad = std::get_if<agents::Session::Adopt>(&**ev)) {
+          conns[ad->conn_id] = std::move(ad->fd);
+        } else if (auto* rt = std::get_if<agents::Session::Returned>(&**ev)) {
+          conns[rt->conn_id] = std::move(rt->fd);
+        }
+      }
+      continue;
+    }
+    if ((p[1].revents & POLLIN) != 0) {
+      for (;;) {
+        int fd = ::accept4(l.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) {
+          break;
+        }
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        auto id = session->track(fd);
+        if (id) {
+          conns[*id] = UniqueFd(fd);
+        } else {
+          ::close(fd);
+        }
+      }
+    }
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+      if (p[2 + k].revents == 0) {
+        continue;
+      }
+      auto it = conns.find(ids[k]);
+      if (it == conns.end()) {
+        continue;
+      }
+      ssize_t n = ::recv(it->second.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+      if (n > 0) {
+        (void)::send(it->second.get(), buf.data(), static_cast<std::size_t>(n), MSG_NOSIGNAL);
+      } else if (n == 0 || errno != EAGAIN) {
+        (void)session->untrack(ids[k]);
+        conns.erase(it);
+      }
+    }
+  }
+}
+
+int run_migrate(std::span<char* const> args) {
+  bool json = false;
+  std::uint64_t migrations = 20;
+  std::uint64_t batch = 1000;
+  std::uint64_t bulk_mib = 512;
+  ArgParser ap("rendr-bench migrate [--json] [options]",
+               "Native migration through rendr-agent in a gateway lab (named netns rbench-*): "
+               "peer-observed downtime (echo every 1 ms), bulk throughput with 5 migrations vs "
+               "none, and one batch of N connections. Needs root.");
+  ap.flag("json", &json, "print one JSON object as the last line");
+  ap.uint("migrations", &migrations, 1, 10000, "downtime samples (migrations), default 20");
+  ap.uint("batch", &batch, 0, 20000, "connections moved in one batch (0 skips), default 1000");
+  ap.uint("bulk-mib", &bulk_mib, 0, 65536, "bulk transfer size in MiB (0 skips), default 512");
+  auto pr = ap.parse(args);
+  if (!pr) {
+    std::fprintf(stderr, "rendr-bench migrate: %s\n", pr.error().message().c_str());
+    return kExitUsage;
+  }
+  if (!*pr) {
+    return kExitOk;
+  }
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "rendr-bench migrate: needs root (netns, eBPF, TCP_REPAIR)\n");
+    return kExitFailed;
+  }
+  raise_nofile();
+  auto labr = lab::GatewayLab::create("rbench");
+  if (!labr) {
+    std::fprintf(stderr, "rendr-bench migrate: %s\n", labr.error().message().c_str());
+    return kExitFailed;
+  }
+  auto& lab = **labr;
+  lab::AgentStackOptions so;
+  so.agent_bin = RENDR_AGENT_BIN;
+  so.rendrctl_bin = RENDRCTL_BIN;
+  so.freeze_grace_ms = 500;
+  auto str = lab::AgentStack::start(lab, so);
+  if (!str) {
+    std::fprintf(stderr, "rendr-bench migrate: %s\n", str.error().message().c_str());
+    return kExitFailed;
+  }
+  auto& stack = **str;
+  char self[4096] = {};
+  ssize_t sn = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (sn <= 0) {
+    return kExitFailed;
+  }
+  const std::string work = stack.dir();
+  for (const char* h : {"a", "b"}) {
+    std::string lg = std::string("echo-") + h;
+    (void)stack.spawn(h, {self, "echo-server", stack.sock(h), "10.99.0.1:9000"}, lg);
+    if (!stack.wait_log(lg, "ready", 10000)) {
+      std::fprintf(stderr, "echo server did not start: %s\n", stack.log(lg).c_str());
+      return kExitFailed;
+    }
+  }
+  const long long rst0 = peer_resets(lab);
+  std::uint64_t bytes_lost = 0;
+  std::string failures;
+
+  // 1. Downtime.
+  std::vector<double> downtimes;
+  std::vector<double> frozen;
+  double baseline_p99 = 0;
+  {
+    EchoClient ec;
+    auto fd = connect_vip(lab, 9000);
+    if (!fd) {
+      std::fprintf(stderr, "rendr-bench migrate: %s\n", fd.error().message().c_str());
+      return kExitFailed;
+    }
+    ec.fd = std::move(*fd);
+    const std::string tuple = server_tuple(ec.fd.get());
+    ec.th = std::thread([&ec] { ec.run(1000); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    {
+      std::lock_guard<std::mutex> g(ec.mu);
+      std::vector<double> r;
+      for (auto& s : ec.samples) {
+        r.push_back(s.second);
+      }
+      baseline_p99 = percentile(r, 99);
+    }
+    std::string on = "a";
+    std::vector<std::pair<double, double>> windows;
+    for (std::uint64_t i = 0; i < migrations; ++i) {
+      std::string to = on == "a" ? "b" : "a";
+      double w0 = ms_between(ec.t0, Clock::now());
+      auto rep = stack.migrate(on, {tuple}, to);
+      double w1 = ms_between(ec.t0, Clock::now());
+      if (!rep || lab::json_field(*rep, "result") != "committed") {
+        failures += "downtime migration " + std::to_string(i) + ": " +
+                    (rep ? lab::json_field(*rep, "error") : rep.error().message()) + "; ";
+      } else {
+        on = to;
+        frozen.push_back(std::atof(lab::json_field(*rep, "frozen_ms").c_str()));
+      }
+      windows.emplace_back(w0, w1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ec.stop = true;
+    ec.th.join();
+    std::lock_guard<std::mutex> g(ec.mu);
+    bytes_lost += ec.lost;
+    if (!ec.error.empty()) {
+      failures += "echo: " + ec.error + "; ";
+    }
+    for (auto& [w0, w1] : windows) {
+      double worst = 0;
+      for (auto& [t, rtt] : ec.samples) {
+        if (t >= w0 - 5 && t <= w1 + 50) {
+          worst = std::max(worst, rtt);
+        }
+      }
+      downtimes.push_back(worst);
+    }
+    bytes_lost += (ec.sent - ec.received) * 16 > 16 * 4 ? (ec.sent - ec.received) * 16 : 0;
+  }
+
+  // 2. Bulk: the same download without and with 5 migrations.
+  double ratio = 0;
+  std::vector<double> plain_tl;
+  std::vector<double> mig_tl;
+  std::vector<double> marks;
+  if (bulk_mib > 0) {
+    const std::uint64_t size = bulk_mib << 20;
+    {
+      UniqueFd f(::open((work + "/bulk").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+      std::vector<std::uint8_t> b(1 << 20);
+      for (std::uint64_t off = 0; off < size; off += b.size()) {
+        for (std::size_t i = 0; i < b.size(); ++i) {
+          b[i] = file_byte(off + i);
+        }
+        if (::write(f.get(), b.data(), b.size()) != static_cast<ssize_t>(b.size())) {
+          return kExitFailed;
+        }
+      }
+    }
+    for (const char* h : {"a", "b"}) {
+      std::string lg = std::string("fs-") + h;
+      (void)stack.spawn(h, {RENDR_FILESERVER_BIN, "--agent", stack.sock(h), "--service", "http",
+                            "--root", work, "--listen", "10.99.0.1:8080"},
+                        lg);
+      (void)stack.wait_log(lg, "ready", 10000);
+    }
+    auto download = [&](int n_mig, std::vector<double>& timeline, std::vector<double>* mk) -> double {
+      auto fd = connect_vip(lab, 8080);
+      if (!fd) {
+        failures += "bulk connect: " + fd.error().message() + "; ";
+        return 0;
+      }
+      std::string req = "GET /bulk HTTP/1.1\r\nHost: vip\r\n\r\n";
+      (void)::send(fd->get(), req.data(), req.size(), MSG_NOSIGNAL);
+      const std::string tuple = server_tuple(fd->get());
+      std::atomic<std::uint64_t> got{0};
+      std::atomic<bool> done{false};
+      std::thread mig([&] {
+        std::string on = "a";
+        for (int k = 1; k <= n_mig; ++k) {
+          while (!done && got.load() < size * static_cast<std::uint64_t>(k) / static_cast<std::uint64_t>(n_mig + 1)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
+          if (done) {
+            break;
+          }
+          std::string to = on == "a" ? "b" : "a";
+          if (mk != nullptr) {
+            mk->push_back(static_cast<double>(timeline.size()) * 0.1);
+          }
+          auto rep = stack.migrate(on, {tuple}, to);
+          if (rep && lab::json_field(*rep, "result") == "committed") {
+            on = to;
+          } else {
+            failures += "bulk migration failed; ";
+          }
+        }
+      });
+      std::vector<std::uint8_t> buf(1 << 20);
+      std::string head;
+      bool in_body = false;
+      std::uint64_t body = 0;
+      auto t0 = Clock::now();
+      auto tick = t0;
+      std::uint64_t tick_bytes = 0;
+      while (body < size) {
+        ssize_t n = ::recv(fd->get(), buf.data(), buf.size(), 0);
+        if (n <= 0) {
+          break;
+        }
+        std::size_t off = 0;
+        if (!in_body) {
+          head.append(reinterpret_cast<char*>(buf.data()), static_cast<std::size_t>(n));
+          auto e = head.find("\r\n\r\n");
+          if (e == std::string::npos) {
+            continue;
+          }
+          in_body = true;
+          std::size_t hdr_in_this = static_cast<std::size_t>(n) - (head.size() - (e + 4));
+          off = hdr_in_this;
+        }
+        for (std::size_t i = off; i < static_cast<std::size_t>(n); ++i) {
+          if (buf[i] != file_byte(body + (i - off))) {
+            ++bytes_lost;
+          }
+        }
+        body += static_cast<std::uint64_t>(n) - off;
+        got = body;
+        tick_bytes += static_cast<std::uint64_t>(n) - off;
+        auto now = Clock::now();
+        if (now - tick >= std::chrono::milliseconds(100)) {
+          timeline.push_back(static_cast<double>(tick_bytes) / 1048576.0 /
+                             std::chrono::duration<double>(now - tick).count());
+          tick = now;
+          tick_bytes = 0;
+        }
+      }
+      done = true;
+      mig.join();
+      if (body < size) {
+        bytes_lost += size - body;
+      }
+      return static_cast<double>(body) / 1048576.0 /
+             std::chrono::duration<double>(Clock::now() - t0).count();
+    };
+    double plain = download(0, plain_tl, nullptr);
+    double with = download(5, mig_tl, &marks);
+    ratio = plain > 0 ? with / plain : 0;
+  }
+
+  // 3. Batch.
+  double batch_s = 0;
+  if (batch > 0) {
+    std::vector<UniqueFd> cs;
+    for (std::uint64_t i = 0; i < batch; ++i) {
+      auto fd = connect_vip(lab, 9000);
+      if (!fd) {
+        failures += "batch connect: " + fd.error().message() + "; ";
+        break;
+      }
+      cs.push_back(std::move(*fd));
+    }
+    // Wait until the echo server tracks them all (an echo round trip each).
+    for (auto& c : cs) {
+      std::uint64_t m[2] = {7, 7};
+      (void)::send(c.get(), m, sizeof m, MSG_NOSIGNAL);
+      std::uint8_t r[16];
+      (void)::recv(c.get(), r, sizeof r, MSG_WAITALL);
+    }
+    auto t0 = Clock::now();
+    auto rep = stack.migrate("a", {}, "b", false, "echo");
+    batch_s = ms_between(t0, Clock::now()) / 1000.0;
+    if (!rep || lab::json_field(*rep, "result") != "committed") {
+      failures += "batch: " + (rep ? lab::json_field(*rep, "error") : rep.error().message()) + "; ";
+    }
+    for (auto& c : cs) {
+      std::uint64_t m[2] = {9, 9};
+      (void)::send(c.get(), m, sizeof m, MSG_NOSIGNAL);
+      std::uint8_t r[16];
+      pollfd p{c.get(), POLLIN, 0};
+      if (::poll(&p, 1, 5000) != 1 || ::recv(c.get(), r, sizeof r, MSG_WAITALL) != 16) {
+        bytes_lost += 16;
+      }
+    }
+  }
+  const long long rst = peer_resets(lab) - rst0;
+
+  JsonWriter j;
+  j.begin_object();
+  j.kv("bench", "migrate");
+  j.kv("downtime_p50_ms", percentile(downtimes, 50));
+  j.kv("downtime_p99_ms", percentile(downtimes, 99));
+  j.kv("downtime_max_ms", percentile(downtimes, 100));
+  j.kv("echo_baseline_p99_ms", baseline_p99);
+  j.kv("frozen_p50_ms", percentile(frozen, 50));
+  j.kv("frozen_p99_ms", percentile(frozen, 99));
+  j.kv("migrations", static_cast<std::uint64_t>(downtimes.size()));
+  j.kv("bulk_throughput_ratio", ratio);
+  j.begin_array("bulk_timeline_mib_s_plain");
+  for (double v : plain_tl) {
+    j.value(static_cast<std::int64_t>(v));
+  }
+  j.end_array();
+  j.begin_array("bulk_timeline_mib_s_migrated");
+  for (double v : mig_tl) {
+    j.value(static_cast<std::int64_t>(v));
+  }
+  j.end_array();
+  j.begin_array("bulk_migration_marks_s");
+  for (double v : marks) {
+    j.value(static_cast<std::int64_t>(v * 1000));
+  }
+  j.end_array();
+  j.kv("batch_connections", batch);
+  j.kv("batch_1000_s", batch_s);
+  j.kv("rst_seen", static_cast<std::int64_t>(rst));
+  j.kv("bytes_lost", bytes_lost);
+  if (!failures.empty()) {
+    j.kv("failures", failures);
+  }
+  j.end_object();
+  if (!json) {
+    std::printf("downtime p50 %.2f ms p99 %.2f ms (freeze-to-commit p50 %.2f ms) over %zu migrations\n"
+                "bulk throughput ratio %.3f\nbatch of %llu: %.3f s\nrst %lld, bytes lost %llu\n",
+                percentile(downtimes, 50), percentile(downtimes, 99), percentile(frozen, 50),
+                downtimes.size(), ratio, static_cast<unsigned long long>(batch), batch_s, rst,
+                static_cast<unsigned long long>(bytes_lost));
+  }
+  std::printf("%s\n", j.str().c_str());
+  return failures.empty() ? kExitOk : kExitFailed;
+}
+
+}  // namespace rendr::bench
