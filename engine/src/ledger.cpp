@@ -30,7 +30,8 @@ LedgerEntry& Ledger::push(std::vector<std::byte> frame, bool app_data) {
   return entries_.back();
 }
 
-LedgerRelease Ledger::release_below(std::uint64_t next) {
+LedgerRelease Ledger::release_below(std::uint64_t next,
+                                    std::vector<std::vector<std::byte>>* recycle) {
   LedgerRelease r;
   while (!entries_.empty() && entries_.front().seq < next) {
     auto& e = entries_.front();
@@ -43,6 +44,9 @@ LedgerRelease Ledger::release_below(std::uint64_t next) {
       control_frames_ -= 1;
     }
     bytes_ -= e.frame.size();
+    if (recycle != nullptr) {
+      recycle->push_back(std::move(e.frame));
+    }
     entries_.pop_front();
     ack_next_ += 1;
   }

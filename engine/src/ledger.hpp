@@ -42,9 +42,10 @@ class Ledger {
   [[nodiscard]] bool can_push_control() const;
   // push records the next sequenced frame; its SEQ is next_seq(). Precondition: credit checked.
   LedgerEntry& push(std::vector<std::byte> frame, bool app_data);
-  // release_below drops entries with SEQ < |next| (a cumulative ACK). Precondition:
-  // ack_next() <= next <= next_seq().
-  LedgerRelease release_below(std::uint64_t next);
+  // release_below drops entries with SEQ < |next| (a cumulative ACK); their frame buffers are
+  // handed to |recycle| when given. Precondition: ack_next() <= next <= next_seq().
+  LedgerRelease release_below(std::uint64_t next,
+                              std::vector<std::vector<std::byte>>* recycle = nullptr);
 
   [[nodiscard]] LedgerEntry* find(std::uint64_t seq);
   [[nodiscard]] std::uint64_t ack_next() const { return ack_next_; }

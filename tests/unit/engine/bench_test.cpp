@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+// Hidden micro-benchmark ([.bench], not run by default): bytes through two FlowCores joined
+// directly (no network model), to see the core's own cost per byte. Run:
+//   rendr_unit_engine "[.bench]" -d yes
+#include "fake_net.hpp"
+
+#include <rendr/engine/flow.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdio>
+
+using namespace rendr;
+using namespace rendr::engine;
+using namespace rendr::engine::test;
+
+TEST_CASE("engine bench: in-memory stream throughput of the core", "[.bench][engine]") {
+  FlowConfig cfg;
+  auto c = FlowCore::client(cfg, make_id(1), make_id(2));
+  REQUIRE(c.ok());
+  FlowCore& client = *c;
+  TimePoint now = TimePoint{} + std::chrono::hours(1);
+  const PathId cp = *client.add_path({}, now);
+  std::vector<std::byte> wire;
+  REQUIRE(client.poll_transmit(cp, wire, 1 << 20, now) > 0);
+  StreamDeframer d;
+  d.feed(wire);
+  auto first = d.next();
+  REQUIRE(first.ok());
+  auto hello = classify_first_frame(**first);
+  REQUIRE(hello.ok());
+  auto s = FlowCore::server(cfg, std::get<Hello>(*hello), make_id(3), {}, now);
+  REQUIRE(s.ok());
+  FlowCore& server = *s;
+  const PathId sp = server.path_ids().front();
+
+  const std::uint64_t total = 2ULL << 30;
+  std::uint64_t written = 0;
+  std::uint64_t got = 0;
+  std::vector<std::byte> src(256 * 1024, std::byte{0x42});
+  std::vector<std::byte> dst(256 * 1024);
+  std::vector<std::byte> buf;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (got < total) {
+    now += std::chrono::microseconds(10);
+    if (written < total) {
+      auto w = client.write(src, now);
+      REQUIRE(w.ok());
+      written += *w;
+    }
+    buf.clear();
+    while (client.poll_transmit(cp, buf, 1 << 20, now) > 0) {
+    }
+    if (!buf.empty()) {
+      REQUIRE(server.on_receive(sp, buf, now).ok());
+    }
+    while (true) {
+      auto r = server.read(dst, now);
+      REQUIRE(r.ok());
+      if (r->bytes == 0) {
+        break;
+      }
+      got += r->bytes;
+    }
+    buf.clear();
+    while (server.poll_transmit(sp, buf, 1 << 20, now) > 0) {
+    }
+    if (!buf.empty()) {
+      REQUIRE(client.on_receive(cp, buf, now).ok());
+    }
+    if (client.next_deadline().value_or(TimePoint::max()) <= now) {
+      client.on_timeout(now);
+    }
+    if (server.next_deadline().value_or(TimePoint::max()) <= now) {
+      server.on_timeout(now);
+    }
+  }
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("engine core: %.0f MiB in %.2f s = %.0f MiB/s\n",
+              static_cast<double>(total) / (1 << 20), secs,
+              static_cast<double>(total) / (1 << 20) / secs);
+  CHECK(got == total);
+}
