@@ -45,7 +45,10 @@ Result<std::unique_ptr<GatewayLab>> GatewayLab::create(std::string prefix) {
   // From here on, any early return destroys |lab|, which deletes what was built so far.
   for (const auto& role : roles()) {
     RENDR_TRY(netns_add(lab->ns(role)));
+    RENDR_TRY(lab->run(role, kNoDadSysctl));
   }
+  RENDR_TRY(lab->run("gw", "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 "
+                           "net.ipv6.conf.default.forwarding=1"));
   for (const auto& i : interfaces()) {
     if (i.peer_role.empty() || i.role == "gw") {
       continue;  // lo, or the gw end (created with its peer)
@@ -58,26 +61,53 @@ Result<std::unique_ptr<GatewayLab>> GatewayLab::create(std::string prefix) {
                         "lab: veth " + lab->ns(i.role) + "/" + i.name + ": " + out);
     }
   }
+  // Links up (and carrier on) first, addresses after: an IPv6 address added (nodad) while its
+  // link has no carrier makes the first neighbour resolution over that link wait a full
+  // retransmit timer (1 s).
   for (const auto& i : interfaces()) {
-    std::string cmd = "ip addr add " + i.addr4 + " dev " + i.name + " && ip -6 addr add " +
-                      i.addr6 + " dev " + i.name + " nodad";
     if (i.name != "lo") {
-      cmd += " && ip link set " + i.name + " up";
+      RENDR_TRY(lab->run(i.role, "ip link set " + i.name + " up"));
     }
-    RENDR_TRY(lab->run(i.role, cmd));
+  }
+  for (const auto& role : roles()) {
+    RENDR_TRY(wait_links_ready(lab->ns(role)));
+  }
+  for (const auto& i : interfaces()) {
+    RENDR_TRY(lab->run(i.role, "ip addr add " + i.addr4 + " dev " + i.name + " && ip -6 addr add " +
+                                   i.addr6 + " dev " + i.name + " nodad"));
+  }
+  // Permanent neighbours on every veth (see pin_neighbour).
+  for (const auto& i : interfaces()) {
+    if (i.peer_role.empty()) {
+      continue;
+    }
+    for (const auto& o : interfaces()) {
+      if (o.role == i.peer_role && o.name == i.peer_name) {
+        auto mac = mac_of(lab->ns(o.role), o.name);
+        if (!mac) {
+          return std::move(mac).take_error();
+        }
+        std::vector<std::string> addrs = {o.addr4.substr(0, o.addr4.find('/')),
+                                          o.addr6.substr(0, o.addr6.find('/'))};
+        RENDR_TRY(pin_neighbour(lab->ns(i.role), i.name, addrs, *mac));
+      }
+    }
   }
   RENDR_TRY(lab->run("peer", "ip route add default via 10.0.1.1 && ip -6 route add default via "
                              "fd00:1::1"));
-  RENDR_TRY(lab->run("gw", "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"));
   for (Host h : {Host::a, Host::b}) {
     const std::string role = h == Host::a ? "a" : "b";
     RENDR_TRY(lab->run(role, "ip route add default via " + gw_addr4(h) +
                                  " && ip -6 route add default via " + gw_addr6(h) +
-                                 " && ping -c1 -W2 -q " + gw_addr4(h) +
-                                 " >/dev/null && ping -6 -c1 -W2 -q " + gw_addr6(h) +
+                                 " && " + kProbePing + " " + gw_addr4(h) + " >/dev/null && " +
+                                 kProbePing + " -6 " + gw_addr6(h) +
                                  " >/dev/null"));
   }
   RENDR_TRY(lab->route_vip_to(Host::a));
+  RENDR_TRY(lab->run("peer", std::string(kProbePing) + " " + kGwPeer4 + " >/dev/null && " +
+                                 kProbePing + " -6 " + kGwPeer6 + " >/dev/null && " + kProbePing +
+                                 " " + kVip4 + " >/dev/null && " + kProbePing + " -6 " + kVip6 +
+                                 " >/dev/null"));
   return lab;
 }
 

@@ -7,9 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <thread>
 
 namespace rendr::lab {
 
@@ -142,6 +144,63 @@ Result<int> ifindex(const std::string& netns, const std::string& ifname) {
     }
   }
   return make_error(std::errc::no_such_device, "lab: no interface " + ifname + " in " + netns);
+}
+
+Status wait_links_ready(const std::string& netns, int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    auto out = output_in(netns, "ip -o link show");
+    if (!out) {
+      return std::move(out).take_error();
+    }
+    std::string waiting;
+    std::istringstream in(*out);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.find("LOOPBACK") != std::string::npos) {
+        continue;
+      }
+      if (line.find("qdisc noop") != std::string::npos ||
+          line.find("state UP") == std::string::npos) {
+        waiting = line.substr(0, line.find('<'));
+        break;
+      }
+    }
+    if (waiting.empty()) {
+      return {};
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return make_error(std::errc::timed_out,
+                        "lab: [" + netns + "] link not ready after " +
+                            std::to_string(timeout_ms) + " ms: " + waiting);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+Result<std::string> mac_of(const std::string& netns, const std::string& ifname) {
+  auto out = output_in(netns, "cat /sys/class/net/" + ifname + "/address");
+  if (!out) {
+    return std::move(out).take_error();
+  }
+  std::string mac = *out;
+  while (!mac.empty() && (mac.back() == '\n' || mac.back() == ' ')) {
+    mac.pop_back();
+  }
+  if (mac.size() != 17) {
+    return make_error(std::errc::io_error, "lab: [" + netns + "] bad MAC for " + ifname + ": " + mac);
+  }
+  return mac;
+}
+
+Status pin_neighbour(const std::string& netns, const std::string& ifname,
+                     const std::vector<std::string>& peer_addrs, const std::string& peer_mac) {
+  std::string cmd = "true";
+  for (const auto& a : peer_addrs) {
+    cmd += " && ip neigh replace " + a + " lladdr " + peer_mac + " dev " + ifname +
+           " nud permanent";
+  }
+  return run_in(netns, cmd);
 }
 
 const std::vector<std::string>& lab_roles() {

@@ -14,6 +14,13 @@
 
 namespace rendr::lab {
 
+// kNoDadSysctl turns IPv6 duplicate address detection off for interfaces created afterwards.
+// Run it in a fresh namespace before adding veths: otherwise their link-local addresses stay
+// tentative for a second or two, and a forwarding namespace (gw) cannot resolve neighbours for
+// forwarded IPv6 packets meanwhile (its NS would need a usable link-local source).
+inline constexpr const char* kNoDadSysctl =
+    "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0";
+
 // shell runs "sh -c cmd" and returns its exit status; output goes to |out| if given.
 int shell(const std::string& cmd, std::string* out = nullptr);
 
@@ -45,6 +52,30 @@ struct Link {
 [[nodiscard]] Result<std::vector<Link>> links(const std::string& netns);
 // ifindex returns the index of |ifname| in |netns| (ENODEV when absent).
 [[nodiscard]] Result<int> ifindex(const std::string& netns, const std::string& ifname);
+
+// wait_links_ready polls (bounded by |timeout_ms|) until every non-loopback interface of |netns|
+// is "state UP" with a real qdisc. A veth's carrier goes through linkwatch, which may delay it
+// by up to a second; until then its qdisc is noop and every packet sent is silently dropped,
+// which would cost the first ping or SYN a retransmission timeout. ETIMEDOUT names the link.
+[[nodiscard]] Status wait_links_ready(const std::string& netns, int timeout_ms = 5000);
+
+// mac_of reads the MAC address of |ifname| in |netns| ("aa:bb:cc:dd:ee:ff").
+[[nodiscard]] Result<std::string> mac_of(const std::string& netns, const std::string& ifname);
+// pin_neighbour adds permanent neighbour entries in |netns| on |ifname| for the other end of a
+// veth (|peer_addrs|, bare v4/v6 addresses, all owned by |peer_mac|). The labs pin every veth
+// neighbour: no ARP/ND round trip on first use (right after setup the first IPv6 neighbour
+// solicitation is sometimes lost, costing a 1 s retransmit), and a silent drop never depends
+// on neighbour state.
+[[nodiscard]] Status pin_neighbour(const std::string& netns, const std::string& ifname,
+                                   const std::vector<std::string>& peer_addrs,
+                                   const std::string& peer_mac);
+
+// kProbePing: a reachability probe that returns as soon as one reply arrives (20 ms between
+// attempts, 3 s deadline). For about a second after a lab is built, the first IPv6 packets to a
+// namespace's own address are sometimes dropped (seen on 6.x kernels, with DAD off and
+// neighbours pinned); probing until a reply arrives means create() returns a lab whose first
+// real packet does not pay a 1 s retransmission. Needs root (interval < 200 ms).
+inline constexpr const char* kProbePing = "ping -q -c1 -i0.02 -w3";
 
 // lab_roles lists every namespace role any lab may create ("peer", "gw", "a", "b", "client",
 // "server"); a lab's namespace is "<prefix>-<role>".

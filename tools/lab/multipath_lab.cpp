@@ -133,8 +133,10 @@ Result<std::unique_ptr<MultipathLab>> MultipathLab::create(std::string prefix,
   for (const char* role : {"client", "server"}) {
     RENDR_TRY(netns_add(lab->ns(role)));
     RENDR_TRY(lab->run(role, "sysctl -qw net.ipv4.conf.all.rp_filter=0 "
-                             "net.ipv4.conf.default.rp_filter=0"));
+                             "net.ipv4.conf.default.rp_filter=0 && " + std::string(kNoDadSysctl)));
   }
+  std::string client_up = "true";
+  std::string server_up = "true";
   std::string client_cmd = "true";
   std::string server_cmd = "true";
   for (int i = 1; i <= opt.paths; ++i) {
@@ -145,24 +147,44 @@ Result<std::unique_ptr<MultipathLab>> MultipathLab::create(std::string prefix,
               &out) != 0) {
       return make_error(std::errc::io_error, "lab: veth " + lab->client_ns() + "/" + p + ": " + out);
     }
+    client_up += " && ip link set " + p + " up";
     client_cmd += " && ip addr add " + client_addr4(i) + "/24 dev " + p + " && ip -6 addr add " +
-                  client_addr6(i) + "/64 dev " + p + " nodad && ip link set " + p + " up";
+                  client_addr6(i) + "/64 dev " + p + " nodad";
+    server_up += " && ip link set " + p + " up";
     server_cmd += " && ip addr add " + server_addr4(i) + "/24 dev " + p + " && ip -6 addr add " +
-                  server_addr6(i) + "/64 dev " + p + " nodad && ip link set " + p + " up";
+                  server_addr6(i) + "/64 dev " + p + " nodad";
     nft += "  chain " + p + "_drop {\n  }\n  chain " + p + "_loss {\n  }\n";
     jumps += "    oifname \"" + p + "\" jump " + p + "_drop\n    oifname \"" + p + "\" jump " + p +
              "_loss\n";
   }
   nft += "  chain output {\n    type filter hook output priority 0; policy accept;\n" + jumps +
          "  }\n}\n";
+  // Links up (carrier on) before addresses; see gateway_lab.cpp (IPv6 neighbour resolution).
+  RENDR_TRY(lab->run("client", client_up));
+  RENDR_TRY(lab->run("server", server_up));
+  RENDR_TRY(wait_links_ready(lab->client_ns()));
+  RENDR_TRY(wait_links_ready(lab->server_ns()));
   RENDR_TRY(lab->run("client", client_cmd));
   RENDR_TRY(lab->run("server", server_cmd));
+  for (int i = 1; i <= opt.paths; ++i) {
+    auto cmac = mac_of(lab->client_ns(), ifname(i));
+    if (!cmac) {
+      return std::move(cmac).take_error();
+    }
+    auto smac = mac_of(lab->server_ns(), ifname(i));
+    if (!smac) {
+      return std::move(smac).take_error();
+    }
+    RENDR_TRY(pin_neighbour(lab->client_ns(), ifname(i), {server_addr4(i), server_addr6(i)}, *smac));
+    RENDR_TRY(pin_neighbour(lab->server_ns(), ifname(i), {client_addr4(i), client_addr6(i)}, *cmac));
+  }
   for (const char* role : {"client", "server"}) {
     RENDR_TRY(lab->run(role, "printf '%s' " + shell_quote(nft) + " | nft -f -"));
   }
   std::string check = "true";
   for (int i = 1; i <= opt.paths; ++i) {
-    check += " && ping -c1 -W2 -q " + server_addr4(i) + " >/dev/null && ping -6 -c1 -W2 -q " +
+    check += std::string(" && ") + kProbePing + " " + server_addr4(i) + " >/dev/null && " +
+             kProbePing + " -6 " +
              server_addr6(i) + " >/dev/null";
   }
   RENDR_TRY(lab->run("client", check));
@@ -241,11 +263,14 @@ Status MultipathLab::loss(int i, int percent, Dir dir) {
     return make_error(std::errc::invalid_argument,
                       "lab: loss " + std::to_string(percent) + "% out of range 0..100");
   }
-  return set_chain(i, "loss",
-                   percent == 0 ? ""
-                                : "numgen random mod 100 < " + std::to_string(percent) +
-                                      " counter drop",
-                   dir);
+  // nft's "numgen random mod 100" yields 0..99, so "< 100" does not parse: 100 % is "<= 99".
+  std::string rule;
+  if (percent == 100) {
+    rule = "numgen random mod 100 <= 99 counter drop";
+  } else if (percent > 0) {
+    rule = "numgen random mod 100 < " + std::to_string(percent) + " counter drop";
+  }
+  return set_chain(i, "loss", rule, dir);
 }
 
 Status MultipathLab::rate(int i, std::uint64_t bps, Dir dir) {
@@ -297,6 +322,8 @@ Result<PathState> MultipathLab::state(int i) const {
     d.drop = drop_part.find(" drop") != std::string::npos;
     if (auto m = loss_part.find("mod 100 < "); m != std::string::npos) {
       d.loss_percent = std::atoi(loss_part.c_str() + m + 10);
+    } else if (loss_part.find("mod 100 <= 99 ") != std::string::npos) {
+      d.loss_percent = 100;
     }
     d.dropped_packets = sum_after(drop_part, "packets ") + sum_after(loss_part, "packets ");
     if (auto t = tc_part.find("qdisc tbf"); t != std::string::npos) {
