@@ -67,9 +67,6 @@ Status validate_config(const FlowConfig& c) {
       c.zombie_max_migrations < 1) {
     return bad("hysteresis > 0, bond_pin 1..256, zombie_max_migrations >= 1");
   }
-  if ((c.caps & kCapsPacketMode) != 0) {
-    return bad("packet mode is not implemented yet");
-  }
   return {};
 }
 
@@ -228,7 +225,8 @@ struct FlowCore::Impl {
         instance_id(inst),
         mode(c.mode),
         prime(PrimeSelector::Params{c.hysteresis, c.dwell, c.cooldown}),
-        bond(c.bond_pin, c.bond_stuck_multiplier),
+        // Packet flows pin one frame per path: bursts of datagrams overflow carrier queues.
+        bond((c.caps & kCapsPacketMode) != 0 ? 1 : c.bond_pin, c.bond_stuck_multiplier),
         ledger(c.ledger_max_frames, c.ledger_max_bytes, kControlReserve),
         reorder(c.reorder_max_frames, c.reorder_max_bytes),
         zombie_left(c.zombie_max_migrations) {}
@@ -249,6 +247,13 @@ struct FlowCore::Impl {
     const std::size_t room =
         std::min(cfg.max_payload, ledger.max_bytes() - ledger.bytes() - kHeaderSize);
     return room * 2 >= cfg.max_payload ? room : 0;
+  }
+
+  [[nodiscard]] bool packet() const { return (cfg.caps & kCapsPacketMode) != 0; }
+
+  // room_for: may a payload of |n| bytes join the application's receive queue now?
+  [[nodiscard]] bool room_for(std::size_t n) const {
+    return delivered_bytes == 0 || delivered_bytes + n <= cfg.recv_window_bytes;
   }
 
   [[nodiscard]] bool established() const {
@@ -600,6 +605,7 @@ struct FlowCore::Impl {
     if (state == FlowState::dead) {
       return;
     }
+    const std::size_t size = item.payload.size();
     auto r = reorder.insert(seq, std::move(item));
     if (!r.ok()) {
       fail_flow(std::move(r).take_error().with_context("path " + std::to_string(p.id)),
@@ -615,6 +621,13 @@ struct FlowCore::Impl {
     }
     if (payload) {
       refresh_zombie();
+      if (packet() && seq != reorder.expected()) {
+        // Datagram semantics: hand it over now, even with earlier SEQs missing (when the
+        // receive queue has room; otherwise it waits for the head like a stream frame).
+        if (room_for(size)) {
+          deliver_packet(reorder.deliver_early(seq));
+        }
+      }
     }
     if (p.framing == Framing::datagram && seq != reorder.expected()) {
       // Out of order on a lossy carrier: tell the sender now (a duplicate ACK) on this path.
@@ -705,16 +718,26 @@ struct FlowCore::Impl {
     path_became_ready(p, now);
   }
 
+  void deliver_packet(std::vector<std::byte> payload) {
+    delivered_bytes += payload.size();
+    delivered.push_back(std::move(payload));  // empty packets are packets too
+  }
+
   void drain_reorder(TimePoint now) {
     while (state != FlowState::dead && reorder.head_ready()) {
       auto& h = reorder.head();
       if (h.kind == detail::RecvItem::Kind::data) {
-        if (delivered_bytes > 0 && delivered_bytes + h.payload.size() > cfg.recv_window_bytes) {
+        if (!h.delivered && !room_for(h.payload.size())) {
           break;  // backpressure: the application must read first
         }
         auto item = reorder.pop_head();
-        delivered_bytes += item.payload.size();
-        if (!item.payload.empty()) {
+        if (item.delivered) {
+          continue;
+        }
+        if (packet()) {
+          deliver_packet(std::move(item.payload));
+        } else if (!item.payload.empty()) {
+          delivered_bytes += item.payload.size();
           delivered.push_back(std::move(item.payload));
         }
         continue;
@@ -1031,9 +1054,6 @@ Result<FlowCore> FlowCore::server(const FlowConfig& cfg, const Hello& hello,
                                   const Id128& instance_id, const PathOptions& first_path,
                                   TimePoint now) {
   RENDR_TRY_CTX(validate_config(cfg), "flow config");
-  if ((hello.caps & kCapsPacketMode) != 0) {
-    return make_error(errc::peer_protocol, "hello asks for packet mode (not implemented yet)");
-  }
   auto impl = std::make_unique<Impl>(cfg, Side::server, hello.flow_id, instance_id);
   impl->peer_instance = hello.instance_id;
   impl->peer_caps = hello.caps;
@@ -1259,6 +1279,9 @@ Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint n
   if (m.state == FlowState::init) {
     return make_error(errc::not_ready, "write: no path added yet");
   }
+  if (m.packet()) {
+    return make_error(errc::wrong_mode, "write on a packet flow (use write_packet)");
+  }
   std::size_t taken = 0;
   bool blocked = false;
   while (taken < data.size()) {
@@ -1288,8 +1311,74 @@ Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint n
   return taken;
 }
 
+Result<bool> FlowCore::write_packet(std::span<const std::byte> packet, TimePoint now) {
+  auto& m = *impl_;
+  if (!m.packet()) {
+    return make_error(errc::wrong_mode, "write_packet on a stream flow (use write)");
+  }
+  if (packet.size() > m.cfg.max_payload) {
+    return make_error(errc::packet_too_large, "packet of " + std::to_string(packet.size()) +
+                                                  " bytes > max_payload " +
+                                                  std::to_string(m.cfg.max_payload));
+  }
+  if (m.state == FlowState::dead) {
+    return m.close_error.value_or(make_error(errc::closed, "write_packet: flow is dead"));
+  }
+  if (m.state == FlowState::closing || m.our_bye_seq) {
+    return make_error(errc::closed, "write_packet after close");
+  }
+  if (m.state == FlowState::init) {
+    return make_error(errc::not_ready, "write_packet: no path added yet");
+  }
+  if (m.ledger.next_seq() > kMaxSeq) {
+    return make_error(errc::sequence_exhausted, "write_packet: 2^48-1 frames sent");
+  }
+  // A packet is never split: it needs window for all of it (an empty ledger always fits one).
+  if (m.ledger.data_frames() > 0 && m.window_room() < std::max<std::size_t>(packet.size(), 1)) {
+    m.counters.backpressure_events += 1;
+    return false;
+  }
+  std::vector<std::byte> frame = m.pool.take(kHeaderSize + packet.size());
+  encode_data_header(m.ledger.next_seq(), frame);
+  frame.insert(frame.end(), packet.begin(), packet.end());
+  auto& e = m.ledger.push(std::move(frame), true);
+  m.dispatch(e, now);
+  return true;
+}
+
+Result<ReadOutcome> FlowCore::read_packet(std::vector<std::byte>& out, TimePoint now) {
+  auto& m = *impl_;
+  if (!m.packet()) {
+    return make_error(errc::wrong_mode, "read_packet on a stream flow (use read)");
+  }
+  if (!m.delivered.empty()) {
+    m.pool.give(std::move(out));
+    out = std::move(m.delivered.front());
+    m.delivered.pop_front();
+    m.delivered_bytes -= out.size();
+    if (m.state != FlowState::dead) {
+      m.drain_reorder(now);
+    }
+    return ReadOutcome{out.size(), false};
+  }
+  out.clear();
+  if (m.peer_bye == ByeReason::normal) {
+    return ReadOutcome{0, true};
+  }
+  if (m.state == FlowState::dead) {
+    return m.close_error.value_or(make_error(errc::closed, "read_packet: flow is dead"));
+  }
+  return ReadOutcome{0, false};
+}
+
+bool FlowCore::packet_ready() const { return !impl_->delivered.empty(); }
+bool FlowCore::packet_mode() const { return impl_->packet(); }
+
 Result<ReadOutcome> FlowCore::read(std::span<std::byte> out, TimePoint now) {
   auto& m = *impl_;
+  if (m.packet()) {
+    return make_error(errc::wrong_mode, "read on a packet flow (use read_packet)");
+  }
   std::size_t n = 0;
   while (n < out.size() && !m.delivered.empty()) {
     auto& front = m.delivered.front();

@@ -21,6 +21,7 @@ struct RecvItem {
   enum class Kind : std::uint8_t { data, bye, other } kind = Kind::data;
   std::vector<std::byte> payload;  // DATA bytes
   ByeReason reason = ByeReason::normal;
+  bool delivered = false;  // packet mode: handed to the application on arrival already
 };
 
 class ReorderBuffer {
@@ -30,6 +31,10 @@ class ReorderBuffer {
   ReorderBuffer(std::size_t max_frames, std::size_t max_bytes);
 
   [[nodiscard]] Result<Insert> insert(std::uint64_t seq, RecvItem item);
+  // deliver_early (packet mode) moves the payload of the stored, undelivered DATA frame |seq|
+  // out and marks it delivered; the slot stays until the head passes it (dedup).
+  // Precondition: insert(seq) just returned stored.
+  [[nodiscard]] std::vector<std::byte> deliver_early(std::uint64_t seq);
   [[nodiscard]] bool head_ready() const { return !slots_.empty() && slots_.front().has_value(); }
   [[nodiscard]] RecvItem& head() { return *slots_.front(); }
   // pop_head consumes the head slot (precondition: head_ready()) and advances expected().

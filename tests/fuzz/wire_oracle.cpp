@@ -95,6 +95,11 @@ std::string check_core(std::span<const std::byte> input) {
   cfg.recv_window_bytes = 256 * 1024;
   cfg.ledger_max_frames = 64;
   cfg.ledger_max_bytes = 256 * 1024;
+  // Odd first byte: a packet flow (unordered delivery path), else a stream flow.
+  const bool packet = !input.empty() && (static_cast<unsigned>(input[0]) & 1U) != 0;
+  if (packet) {
+    cfg.caps = kCapsPacketMode;
+  }
   const TimePoint t0 = TimePoint{} + 1h;
   Hello h;
   h.flow_id = id_of(1);
@@ -113,7 +118,11 @@ std::string check_core(std::span<const std::byte> input) {
   if (!dp.ok()) {
     return "accept_bridge: " + dp.error().message();
   }
-  (void)core.write(input.first(std::min<std::size_t>(input.size(), 100)), t0);
+  if (packet) {
+    (void)core.write_packet(input.first(std::min<std::size_t>(input.size(), 100)), t0);
+  } else {
+    (void)core.write(input.first(std::min<std::size_t>(input.size(), 100)), t0);
+  }
   // The input as a byte stream on path 1, and cut into datagrams on path 2.
   (void)core.on_receive(sp, input, t0);
   std::size_t off = 0;
@@ -132,9 +141,18 @@ std::string check_core(std::span<const std::byte> input) {
       while (core.poll_transmit(p, out, 1 << 20, now) > 0) {
       }
     }
-    while (auto r = core.read(buf, now)) {
-      if (r->bytes == 0) {
-        break;
+    if (packet) {
+      std::vector<std::byte> pkt;
+      while (core.packet_ready()) {
+        if (!core.read_packet(pkt, now).ok()) {
+          break;
+        }
+      }
+    } else {
+      while (auto r = core.read(buf, now)) {
+        if (r->bytes == 0) {
+          break;
+        }
       }
     }
     while (core.poll_event()) {
@@ -157,8 +175,15 @@ std::string check_core(std::span<const std::byte> input) {
     return "ledger over its bound";
   }
   if (core.state() == FlowState::dead && !core.close_error()) {
-    // A clean end needs a peer BYE(normal); then read() must report EOF.
-    auto r = core.read(buf, now);
+    // A clean end needs a peer BYE(normal); then reading (after the queue) must report EOF.
+    std::vector<std::byte> pkt;
+    while (packet && core.packet_ready()) {
+      (void)core.read_packet(pkt, now);
+    }
+    while (!packet && core.readable() > 0) {
+      (void)core.read(buf, now);
+    }
+    auto r = packet ? core.read_packet(pkt, now) : core.read(buf, now);
     if (!r.ok() || !r->eof) {
       return "dead without an error but no EOF";
     }

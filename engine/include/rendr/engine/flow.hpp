@@ -59,7 +59,9 @@ enum class PathState : std::uint8_t {
 
 struct FlowConfig {
   Mode mode = Mode::prime;
-  std::uint32_t caps = 0;                  // HELLO caps (packet mode: not implemented yet)
+  // HELLO caps. kCapsPacketMode makes this a packet flow: one write_packet = one DATA frame,
+  // read_packet returns one packet; delivery is reliable but unordered (first arrival wins).
+  std::uint32_t caps = 0;
   std::size_t max_payload = kMaxPayload;   // DATA chunk size (<= kMaxPayload)
   // Send window (replay ledger) and receive side bounds.
   std::size_t ledger_max_frames = 8192;
@@ -181,7 +183,8 @@ class FlowCore {
                                                const Id128& instance_id);
   // server creates the accepting side from the HELLO that arrived first on a fresh carrier;
   // that carrier becomes path 1 (ready) and the HELLO_ACK is queued on it. Fails with
-  // invalid_config, or peer_protocol for a HELLO asking for packet mode (not implemented).
+  // invalid_config. The flow is a packet flow when |cfg.caps| has kCapsPacketMode (the listener
+  // decides from the HELLO's caps which kind it accepts); the HELLO_ACK echoes that bit.
   [[nodiscard]] static Result<FlowCore> server(const FlowConfig& cfg, const Hello& hello,
                                                const Id128& instance_id,
                                                const PathOptions& first_path, TimePoint now);
@@ -238,6 +241,15 @@ class FlowCore {
   // read copies delivered bytes; {0, false} = nothing yet; {0, true} = clean EOF. After a
   // non-clean end, buffered bytes are still returned, then the close error.
   [[nodiscard]] Result<ReadOutcome> read(std::span<std::byte> out, TimePoint now);
+  // write_packet (packet flows) sends |packet| as one DATA frame: true = taken, false = window
+  // full. Errors: packet_too_large (> max_payload), wrong_mode, and those of write().
+  [[nodiscard]] Result<bool> write_packet(std::span<const std::byte> packet, TimePoint now);
+  // read_packet (packet flows) moves the next packet into |out| (replacing its contents):
+  // {size, false}, {0, false} = none yet, {0, true} = clean EOF. Packets come in arrival order,
+  // each exactly once; an empty packet is {0, false} with packet_ready() having been true.
+  [[nodiscard]] Result<ReadOutcome> read_packet(std::vector<std::byte>& out, TimePoint now);
+  [[nodiscard]] bool packet_ready() const;
+  [[nodiscard]] bool packet_mode() const;
   [[nodiscard]] std::size_t readable() const;
   [[nodiscard]] std::size_t writable() const;
   // close sends BYE(normal) and ends the flow once the peer acknowledged it (or after
