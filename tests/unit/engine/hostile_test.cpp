@@ -182,7 +182,8 @@ TEST_CASE("engine hostile: a zero length prefix desynchronises only its own carr
   bytes.insert(bytes.end(), more.begin(), more.end());
   REQUIRE(s.core.on_receive(s.stream_path, bytes, t0).ok());
   CHECK(read_all(s.core) == "abc");  // the good frame before the damage was delivered
-  const auto* down = find_down(events(s.core));
+  const auto evs = events(s.core);
+  const auto* down = find_down(evs);
   REQUIRE(down != nullptr);
   CHECK(down->reason.code == make_error_code(errc::frame_too_large));
   // The only path is gone: the flow waits for a new one (migrating), it is not dead.
@@ -196,7 +197,8 @@ TEST_CASE("engine hostile: a bad datagram is dropped and counted, the path stays
   REQUIRE(s.core.on_receive(s.stream_path, junk, t0).ok());
   REQUIRE(s.core.on_receive(s.stream_path, data_frame(1, "fine", false), t0).ok());
   CHECK(read_all(s.core) == "fine");
-  CHECK(find_down(events(s.core)) == nullptr);
+  const auto evs = events(s.core);
+  CHECK(find_down(evs) == nullptr);
   CHECK(s.core.stats().malformed_frames == 1);
   CHECK(s.core.state() == FlowState::active);
 }
