@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/pattern.hpp"
+
 #include <map>
 
 using namespace rendr;
@@ -277,4 +279,99 @@ TEST_CASE("engine scenario: G5 shape - a re-added path rejoins without spurious 
   CHECK(net.server->stats().recv_dups + net.client.stats().recv_dups == dups_before);
   CHECK(net.server->stats().recv_queue_hwm == hwm_before);
   CHECK(hwm_before <= 2);
+}
+
+namespace {
+
+struct G1Run {
+  Duration elapsed{0};
+  Duration worst_gap{0};
+  bool intact = false;
+  std::uint64_t migrations = 0;
+};
+
+// run_g1 moves |total| bytes over two rate-limited stream paths; at each fraction in |at| the
+// client migrates to the other path. Fake-time duration and the longest reader stall are kept.
+G1Run run_g1(std::uint64_t total, const std::vector<double>& at) {
+  FlowConfig c = fast_config();
+  c.ledger_max_bytes = 4U << 20;
+  c.ledger_max_frames = 1024;
+  c.reorder_max_frames = 2048;
+  c.recv_window_bytes = 4U << 20;
+  FakeNet net(c, c);
+  const LinkSpec spec{Framing::stream, 10ms, 0.0, 512 * 1024, 10'000};  // 10 MB/s, 10 ms
+  const int a = net.add_link(spec);
+  const int b = net.add_link(spec);
+  REQUIRE(all_ready(net, 2));
+  rendr::test::Pattern pattern(11);
+  std::uint64_t written = 0;
+  std::uint64_t read = 0;
+  bool ok = true;
+  TimePoint last_progress = net.now;
+  Duration worst{0};
+  std::vector<std::byte> buf(64 * 1024);
+  net.app = [&](FakeNet& n) {
+    while (written < total) {
+      const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - written));
+      pattern.fill(written, std::span(buf).first(k));
+      auto w = n.client.write(std::span(buf).first(k), n.now);
+      REQUIRE(w.ok());
+      if (*w == 0) {
+        break;
+      }
+      written += *w;
+    }
+    while (true) {
+      auto r = n.server->read(buf, n.now);
+      REQUIRE(r.ok());
+      if (r->bytes == 0) {
+        break;
+      }
+      ok = ok && pattern.mismatch(read, std::span(buf).first(r->bytes)) < 0;
+      read += r->bytes;
+      worst = std::max(worst, n.now - last_progress);
+      last_progress = n.now;
+    }
+  };
+  const TimePoint start = net.now;
+  std::size_t next = 0;
+  int target = b;
+  REQUIRE(net.run_until(
+      [&] {
+        if (next < at.size() && static_cast<double>(read) >= at[next] * static_cast<double>(total)) {
+          REQUIRE(net.client.migrate(net.client_path(target), net.now).ok());
+          target = target == b ? a : b;
+          ++next;
+        }
+        return read == total;
+      },
+      120s));
+  G1Run r;
+  r.elapsed = net.now - start;
+  r.worst_gap = worst;
+  r.intact = ok && read == total;
+  r.migrations = net.client.stats().migration_count;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("engine scenario: G1 shape - forced migrations at 30/50/70 % cost <= 10 % time and "
+          "never stall 500 ms",
+          "[engine][scenario][g1]") {
+  constexpr std::uint64_t kTotal = 40'000'000;
+  const G1Run base = run_g1(kTotal, {});
+  const G1Run mig = run_g1(kTotal, {0.3, 0.5, 0.7});
+  INFO("baseline " << std::chrono::duration_cast<std::chrono::milliseconds>(base.elapsed).count()
+                   << " ms, with migrations "
+                   << std::chrono::duration_cast<std::chrono::milliseconds>(mig.elapsed).count()
+                   << " ms, worst gap "
+                   << std::chrono::duration_cast<std::chrono::milliseconds>(mig.worst_gap).count()
+                   << " ms");
+  REQUIRE(base.intact);
+  REQUIRE(mig.intact);
+  CHECK(mig.migrations == 3);
+  CHECK(base.elapsed >= 3s);  // 40 MB at 10 MB/s: the rate limit really applied
+  CHECK(static_cast<double>(mig.elapsed.count()) <= 1.10 * static_cast<double>(base.elapsed.count()));
+  CHECK(mig.worst_gap < 500ms);
 }
