@@ -83,3 +83,36 @@ TEST_CASE("engine bench: in-memory stream throughput of the core", "[.bench][eng
               static_cast<double>(total) / (1 << 20) / secs);
   CHECK(got == total);
 }
+
+#include <malloc.h>
+
+TEST_CASE("engine bench: heap bytes per idle flow (2 paths, handshake done)", "[.bench][engine]") {
+  constexpr int kFlows = 1000;
+  std::vector<FlowCore> flows;
+  flows.reserve(kFlows);
+  TimePoint now = TimePoint{} + std::chrono::hours(1);
+  FlowConfig cfg;
+  const auto before = mallinfo2().uordblks;
+  for (int i = 0; i < kFlows; ++i) {
+    Hello h;
+    h.flow_id = make_id(static_cast<std::uint8_t>(i));
+    auto s = FlowCore::server(cfg, h, make_id(3), {}, now);
+    REQUIRE(s.ok());
+    BridgeTag t;
+    t.bridge_id = h.flow_id;
+    t.legacy = true;
+    REQUIRE(s->accept_bridge(t, {}, now).ok());
+    std::vector<std::byte> out;
+    for (PathId p : s->path_ids()) {
+      while (s->poll_transmit(p, out, 1 << 16, now) > 0) {
+      }
+    }
+    while (s->poll_event()) {
+    }
+    flows.push_back(std::move(s).value());
+  }
+  const auto after = mallinfo2().uordblks;
+  const double per = static_cast<double>(after - before) / kFlows;
+  std::printf("engine core: %.0f heap bytes per idle flow (2 paths)\n", per);
+  CHECK(per > 0);
+}
