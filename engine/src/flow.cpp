@@ -55,6 +55,9 @@ Status validate_config(const FlowConfig& c) {
       c.recv_window_bytes == 0) {
     return bad("reorder buffer and receive window must be non-empty");
   }
+  if (c.handshake_timeout <= Duration::zero()) {
+    return bad("handshake_timeout must be > 0");
+  }
   if (c.probe_interval <= Duration::zero() || c.sched_tick <= Duration::zero() ||
       c.fresh_min <= Duration::zero() || c.stall_min <= Duration::zero() ||
       c.rto_min <= Duration::zero()) {
@@ -170,6 +173,7 @@ struct FlowCore::Impl {
     std::deque<std::pair<std::uint64_t, TimePoint>> probes;  // outstanding: id, sent
     TimePoint next_probe{};
     TimePoint last_rx{};
+    TimePoint attached_at{};  // handshake clock for hello / bridging carriers
     PathInfo counters;  // frames/bytes/dups
 
     [[nodiscard]] bool has_output() const {
@@ -294,6 +298,12 @@ struct FlowCore::Impl {
     if (paths.size() >= kMaxPaths || used_slots == ~std::uint64_t{0}) {
       return make_error(errc::too_many_paths, "flow already has 64 paths");
     }
+    if (opts.max_frame != 0 && opts.max_frame < kHeaderSize + cfg.max_payload) {
+      return make_error(errc::invalid_config,
+                        "path max_frame " + std::to_string(opts.max_frame) + " < " +
+                            std::to_string(kHeaderSize + cfg.max_payload) +
+                            " (8 + the flow's max_payload)");
+    }
     const auto slot = static_cast<unsigned>(std::countr_one(used_slots));
     used_slots |= std::uint64_t{1} << slot;
     Path p;
@@ -304,6 +314,7 @@ struct FlowCore::Impl {
     p.state = st;
     p.last_rx = now;
     p.next_probe = now;
+    p.attached_at = now;
     auto [it, inserted] = paths.emplace(p.id, std::move(p));
     (void)inserted;
     return &it->second;
@@ -506,6 +517,7 @@ struct FlowCore::Impl {
 
   void start_hello(Path& p, TimePoint now) {
     p.state = PathState::hello;
+    p.attached_at = now;
     state = FlowState::handshaking;
     Hello h;
     h.flow_id = flow_id;
@@ -519,6 +531,7 @@ struct FlowCore::Impl {
 
   void start_bridge(Path& p, TimePoint now) {
     p.state = PathState::bridging;
+    p.attached_at = now;
     BridgeTag t;
     t.bridge_id = flow_id;
     t.instance_id = instance_id;
@@ -839,6 +852,15 @@ struct FlowCore::Impl {
     }
     std::vector<std::pair<PathId, Error>> dead;
     for (auto& [id, p] : paths) {
+      if ((p.state == PathState::hello || p.state == PathState::bridging) &&
+          now - p.attached_at >= cfg.handshake_timeout) {
+        dead.emplace_back(id, make_error(errc::path_dead,
+                                         "path " + std::to_string(id) + ": no " +
+                                             (p.state == PathState::hello ? "HELLO_ACK"
+                                                                          : "BRIDGE_ACK") +
+                                             " within the handshake timeout"));
+        continue;
+      }
       if (p.state != PathState::ready) {
         continue;
       }
@@ -926,6 +948,9 @@ struct FlowCore::Impl {
       take(*close_deadline);
     }
     for (const auto& [id, p] : paths) {
+      if (p.state == PathState::hello || p.state == PathState::bridging) {
+        take(p.attached_at + cfg.handshake_timeout);
+      }
       if (p.state != PathState::ready) {
         continue;
       }

@@ -375,3 +375,40 @@ TEST_CASE("engine scenario: G1 shape - forced migrations at 30/50/70 % cost <= 1
   CHECK(static_cast<double>(mig.elapsed.count()) <= 1.10 * static_cast<double>(base.elapsed.count()));
   CHECK(mig.worst_gap < 500ms);
 }
+
+TEST_CASE("engine scenario: a carrier that never answers the HELLO times out; the next one "
+          "carries it",
+          "[engine][scenario][handshake]") {
+  FlowConfig c = fast_config();
+  c.handshake_timeout = 3s;
+  FakeNet net(c, c);
+  const int a = net.add_link({});
+  net.blackhole(a);  // a middlebox eats everything: no error, no answer
+  const int b = net.add_link({});
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 10s));
+  CHECK(net.client.active_path() == net.client_path(b));
+  CHECK(net.now - (TimePoint{} + 1h) >= 3s);
+  bool timed_out = false;
+  for (const auto& e : net.client_events) {
+    if (const auto* d = std::get_if<EvPathDown>(&e)) {
+      timed_out = timed_out || (d->path == net.client_path(a) &&
+                                d->reason.message().find("HELLO_ACK") != std::string::npos);
+    }
+  }
+  CHECK(timed_out);
+}
+
+TEST_CASE("engine scenario: a path whose carrier cannot take the flow's frames is refused",
+          "[engine][scenario][paths]") {
+  FlowConfig c = fast_config();  // max_payload 32 KiB
+  auto cl = FlowCore::client(c, make_id(1), make_id(2));
+  REQUIRE(cl.ok());
+  auto r = cl->add_path(PathOptions{Framing::datagram, "udp", 1392}, TimePoint{});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == make_error_code(errc::invalid_config));
+  CHECK_THAT(r.error().message(), Catch::Contains("max_frame 1392"));
+  c.max_payload = 1384;  // udpflow: 1 400 - 8 udpflow header - 8 frame header
+  auto ok = FlowCore::client(c, make_id(1), make_id(2));
+  REQUIRE(ok.ok());
+  CHECK(ok->add_path(PathOptions{Framing::datagram, "udp", 1392}, TimePoint{}).ok());
+}

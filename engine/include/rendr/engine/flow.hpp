@@ -90,6 +90,8 @@ struct FlowConfig {
   int zombie_max_migrations = 2;
   Duration zombie_cooldown = std::chrono::seconds(30);
   Duration graceful_close_timeout = std::chrono::seconds(2);
+  // A client carrier still waiting for HELLO_ACK / BRIDGE_ACK after this is dropped.
+  Duration handshake_timeout = std::chrono::seconds(10);
 };
 // validate_config refuses out-of-range values with invalid_config (budget > 90 s, zero
 // intervals, max_payload > kMaxPayload, empty windows, hysteresis <= 0...).
@@ -98,6 +100,10 @@ struct FlowConfig {
 struct PathOptions {
   Framing framing = Framing::stream;
   std::string name;  // sent as the str8 path name in HELLO / BRIDGE_TAG when non-empty
+  // Largest frame the carrier takes (header + payload, no prefix); 0 = the framing's own limit.
+  // Frames are encoded once and may be replayed on any path, so every path of a flow must take
+  // 8 + max_payload bytes (udpflow: 1 392, QUIC DATAGRAM: 1 200).
+  std::size_t max_frame = 0;
 };
 
 enum class MigrateCause : std::uint8_t { explicit_request, death, quality };
@@ -197,7 +203,8 @@ class FlowCore {
 
   // --- paths ---
   // add_path (client) registers a freshly dialled carrier: the first one carries HELLO, later
-  // ones BRIDGE_TAG once the handshake is done. Errors: wrong_side, too_many_paths, closed.
+  // ones BRIDGE_TAG once the handshake is done. Errors: wrong_side, too_many_paths, closed,
+  // invalid_config (opts.max_frame smaller than the flow's frames).
   [[nodiscard]] Result<PathId> add_path(const PathOptions& opts, TimePoint now);
   // accept_bridge (server) attaches a carrier whose first frame was |tag|; queues BRIDGE_ACK(ok).
   // Errors (the shell answers with the matching BRIDGE_ACK code and closes the carrier):
