@@ -32,6 +32,8 @@ class Category final : public std::error_category {
       case errc::bridge_rejected: return "bridge rejected by peer";
       case errc::sequence_exhausted: return "sequence space exhausted";
       case errc::path_dead: return "path dead";
+      case errc::unknown_flow: return "unknown flow";
+      case errc::table_full: return "bridge table full";
       case errc::wrong_mode: return "operation does not match the flow's stream/packet mode";
       case errc::too_many_paths: return "too many paths";
       case errc::wrong_side: return "operation not valid on this side of the flow";

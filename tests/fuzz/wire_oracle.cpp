@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "wire_oracle.hpp"
 
+#include <rendr/engine/bridge.hpp>
 #include <rendr/engine/errors.hpp>
 #include <rendr/engine/flow.hpp>
 #include <rendr/engine/wire.hpp>
@@ -191,10 +192,49 @@ std::string check_core(std::span<const std::byte> input) {
   return {};
 }
 
+// check_bridge: a listener given |input| as a carrier's first frame attaches, asks to retry
+// (BRIDGE_TAG for an unknown flow) or rejects with a reply that is itself a valid frame.
+std::string check_bridge(std::span<const std::byte> input) {
+  using namespace std::chrono_literals;
+  BridgeConfig cfg;
+  cfg.instance_id = id_of(3);
+  auto table = BridgeTable::create(cfg);
+  if (!table.ok()) {
+    return "bridge table: " + table.error().message();
+  }
+  const TimePoint t0 = TimePoint{} + 1h;
+  for (const bool final_attempt : {false, true}) {
+    auto r = table->accept(input, PathOptions{Framing::stream, "s"}, t0, final_attempt);
+    if (const auto* rej = std::get_if<BridgeRejected>(&r)) {
+      if (rej->error.code.category() != engine_category()) {
+        return "bridge rejection outside the engine category: " + rej->error.message();
+      }
+      if (!rej->reply.empty()) {
+        StreamDeframer d;
+        d.feed(rej->reply);
+        auto f = d.next();
+        if (!f.ok() || !f->has_value() || !decode_frame(**f).ok()) {
+          return "bridge reply is not a valid framed frame";
+        }
+      }
+    } else if (const auto* att = std::get_if<BridgeAttached>(&r)) {
+      if (table->find(att->flow_id) == nullptr) {
+        return "bridge attached to a flow it does not hold";
+      }
+    } else if (final_attempt) {
+      return "bridge asked to retry on the final attempt";
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 std::string check_wire_input(std::span<const std::byte> input) {
   if (auto why = check_decode(input); !why.empty()) {
+    return why;
+  }
+  if (auto why = check_bridge(input); !why.empty()) {
     return why;
   }
   if (auto why = check_deframe(input); !why.empty()) {

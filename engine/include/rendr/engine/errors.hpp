@@ -40,6 +40,8 @@ enum class errc {
   bridge_rejected,           // peer answered BRIDGE_TAG with a non-ok code
   sequence_exhausted,        // 2^48 - 1 sequence numbers used
   path_dead,                 // a path was declared dead (silent, stalled, removed)
+  unknown_flow,              // BRIDGE_TAG names a flow this listener does not have
+  table_full,                // bridge table at capacity
   wrong_mode,                // stream call on a packet flow or the reverse
   too_many_paths,            // more than 64 live paths on one flow
   wrong_side,                // client-only / server-only operation on the other side
