@@ -2,6 +2,7 @@
 #include <rendr/engine/bridge.hpp>
 #include <rendr/engine/errors.hpp>
 
+#include <algorithm>
 #include <string>
 
 namespace rendr::engine {
@@ -53,7 +54,12 @@ FlowCore* BridgeTable::find(const Id128& flow_id) {
 std::vector<Id128> BridgeTable::reap() {
   std::vector<Id128> gone;
   for (auto it = flows_.begin(); it != flows_.end();) {
-    if (it->second.state() == FlowState::dead) {
+    const FlowCore& f = it->second;
+    const auto ids = f.path_ids();
+    const bool drained = f.readable() == 0 && !f.packet_ready() &&
+                         std::none_of(ids.begin(), ids.end(),
+                                      [&f](PathId p) { return f.wants_transmit(p); });
+    if (f.state() == FlowState::dead && drained) {
       gone.push_back(it->first);
       it = flows_.erase(it);
     } else {

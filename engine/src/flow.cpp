@@ -1106,8 +1106,9 @@ Result<PathId> FlowCore::add_path(const PathOptions& opts, TimePoint now) {
   if (m.side != Side::client) {
     return make_error(errc::wrong_side, "add_path: servers attach paths with accept_bridge");
   }
-  if (m.state == FlowState::dead || m.state == FlowState::closing) {
-    return make_error(errc::closed, "add_path: flow is " + std::string(to_string(m.state)));
+  // A closing flow still takes paths: its BYE may need one to reach the peer.
+  if (m.state == FlowState::dead) {
+    return make_error(errc::closed, "add_path: flow is dead");
   }
   auto p = m.new_path(opts, PathState::pending, now);
   if (!p.ok()) {
@@ -1128,8 +1129,8 @@ Result<PathId> FlowCore::accept_bridge(const BridgeTag& tag, const PathOptions& 
   if (m.side != Side::server) {
     return make_error(errc::wrong_side, "accept_bridge on a client flow");
   }
-  if (m.state == FlowState::dead || m.state == FlowState::closing) {
-    return make_error(errc::closed, "accept_bridge: flow is " + std::string(to_string(m.state)));
+  if (m.state == FlowState::dead) {
+    return make_error(errc::closed, "accept_bridge: flow is dead");
   }
   if (tag.bridge_id != m.flow_id) {
     return make_error(errc::flow_mismatch, "bridge_tag for another flow_id");

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fake_net.hpp"
 
+#include <rendr/common/bytes.hpp>
 #include <rendr/engine/bridge.hpp>
 #include <rendr/engine/errors.hpp>
 
@@ -128,13 +129,28 @@ TEST_CASE("engine bridge: dead flows are reaped and their flow_id can come back"
   FlowCore* flow = table.find(make_id(1));
   REQUIRE(flow != nullptr);
   CHECK(table.reap().empty());
-  // The peer says BYE(normal) as SEQ 1: the flow ends cleanly.
+  // The peer sends "unread" (SEQ 1) and BYE(normal) (SEQ 2): the flow ends cleanly.
   std::vector<std::byte> in;
-  const auto bye = enc(Bye{1, ByeReason::normal});
-  append_stream_prefix(bye.size(), in);
-  in.insert(in.end(), bye.begin(), bye.end());
+  for (const Frame& f : {Frame{Data{1, as_bytes_of("unread"), false}},
+                         Frame{Bye{2, ByeReason::normal}}}) {
+    const auto frame = enc(f);
+    append_stream_prefix(frame.size(), in);
+    in.insert(in.end(), frame.begin(), frame.end());
+  }
   REQUIRE(flow->on_receive(flow->path_ids().front(), in, t0).ok());
   REQUIRE(flow->state() == FlowState::dead);
+  // Dead, but the final ACK is not flushed and "unread" is not read yet: kept.
+  CHECK(table.reap().empty());
+  std::vector<std::byte> out;
+  for (PathId p : flow->path_ids()) {
+    while (flow->poll_transmit(p, out, 1 << 16, t0) > 0) {
+    }
+  }
+  CHECK(table.reap().empty());
+  std::vector<std::byte> buf(64);
+  auto rd = flow->read(buf, t0);
+  REQUIRE(rd.ok());
+  CHECK(rd->bytes == 6);
   const auto gone = table.reap();
   REQUIRE(gone.size() == 1);
   CHECK(gone[0] == make_id(1));

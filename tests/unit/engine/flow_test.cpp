@@ -536,3 +536,20 @@ TEST_CASE("engine flow: a packet client refuses a stream server (HELLO_ACK bit m
   REQUIRE(net.client.close_error().has_value());
   CHECK(net.client.close_error()->code == make_error_code(errc::peer_protocol));
 }
+
+TEST_CASE("engine flow: a closing flow whose path died takes a new one and still ends cleanly",
+          "[engine][flow][close]") {
+  FakeNet net(fast_config(), fast_config());
+  const int a = net.add_link({});
+  REQUIRE(all_ready(net, 1));
+  Transfer t(300'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.read > 100'000; }, 10s));
+  net.client.close(net.now);
+  net.fail_link(a);  // the BYE is stuck in the ledger with no path
+  REQUIRE(net.client.state() == FlowState::closing);
+  net.add_link({});
+  REQUIRE(net.run_until([&] { return t.eof && net.client.state() == FlowState::dead; }, 5s));
+  CHECK(t.complete());
+  CHECK_FALSE(net.client.close_error().has_value());
+}

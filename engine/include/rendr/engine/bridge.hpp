@@ -63,8 +63,12 @@ class BridgeTable {
 
   [[nodiscard]] FlowCore* find(const Id128& flow_id);
   [[nodiscard]] std::size_t size() const { return flows_.size(); }
-  // reap removes every dead flow and returns their ids (the shell closes their carriers).
+  // reap removes dead flows with nothing left to hand out (no unread data, no queued output)
+  // and returns their ids (the shell closes their carriers). A dead flow whose application
+  // never reads stays until remove().
   std::vector<Id128> reap();
+  // remove drops a flow unconditionally (its Conn was closed / destroyed by the application).
+  void remove(const Id128& flow_id) { flows_.erase(flow_id); }
   std::map<Id128, FlowCore>& flows() { return flows_; }
 
  private:
