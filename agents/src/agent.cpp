@@ -1246,15 +1246,29 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   auto step_deadline = [&] { return Clock::now() + ms(cfg_.step_timeout_ms); };
 
   fsm.on(MigEvent::start);
+  // take_live: a pooled channel, checked with a HELLO round trip (a peer may have restarted),
+  // else a fresh one.
+  auto take_live = [&](const std::string& name) -> awaitable<Result<std::unique_ptr<PeerConn>>> {
+    auto c = co_await take_peer(name);
+    if (c) {
+      auto h = co_await rpc(**c, Message(MsgType::hello).add(Tag::name, cfg_.name),
+                            Clock::now() + ms(cfg_.step_timeout_ms));
+      if (h && h->type() == MsgType::hello) {
+        co_return std::move(*c);
+      }
+      c = co_await connect_peer(name);
+    }
+    co_return std::move(c);
+  };
   do {
-    auto c = co_await take_peer(*to);
+    auto c = co_await take_live(*to);
     if (!c) {
       error = c.error().message();
       break;
     }
     chan = std::move(*c);
     if (!cfg_.gateway.empty()) {
-      auto g = co_await take_peer(cfg_.gateway);
+      auto g = co_await take_live(cfg_.gateway);
       if (!g) {
         error = g.error().message();
         break;
