@@ -36,7 +36,7 @@ TEST_CASE("rendr-impair udp: a 20 ms relay delays each direction by >= 20 ms",
   }
 }
 
-TEST_CASE("rendr-impair udp: jitter never goes below zero; loss 100 % drops all; loss 50 % some",
+TEST_CASE("rendr-impair udp: jitter stays at or above zero, loss 100 % drops all, loss 50 % some",
           "[impair][udp]") {
   UdpEcho echo(loopback("127.0.0.1:0"));
   {
