@@ -168,9 +168,16 @@ struct FlowCore::Impl {
     SeqQueue data;                            // ledger SEQs to send
     bool ack_pending = false;
     bool probe_due = false;
+    std::size_t unacked_bytes = 0;  // committed here, not yet acknowledged (self-load signal)
     std::optional<TimePoint> tx_waiting_since;
     PathEstimator est;
-    std::deque<std::pair<std::uint64_t, TimePoint>> probes;  // outstanding: id, sent
+    struct OutstandingProbe {
+      std::uint64_t id = 0;
+      TimePoint sent{};
+      bool loaded = false;  // committed while this path's output was backlogged
+    };
+    std::deque<OutstandingProbe> probes;
+    std::deque<OutstandingProbe> late;  // expired, still matched if the reply turns up
     TimePoint next_probe{};
     TimePoint last_rx{};
     TimePoint attached_at{};  // handshake clock for hello / bridging carriers
@@ -318,6 +325,14 @@ struct FlowCore::Impl {
     auto [it, inserted] = paths.emplace(p.id, std::move(p));
     (void)inserted;
     return &it->second;
+  }
+
+  // uncount removes |e| from the unacked-bytes count of the path it was last committed on.
+  void uncount(detail::LedgerEntry& e) {
+    if (Path* q = find(e.counted_path)) {
+      q->unacked_bytes -= std::min(q->unacked_bytes, e.frame.size());
+    }
+    e.counted_path = 0;
   }
 
   void mark_waiting(Path& p, TimePoint now) {
@@ -592,11 +607,20 @@ struct FlowCore::Impl {
     }
     if (auto* rep = std::get_if<ProbeReply>(&f)) {
       for (auto it = p.probes.begin(); it != p.probes.end(); ++it) {
-        if (it->first == rep->id) {
-          p.est.on_rtt_sample(now - it->second);
+        if (it->id == rep->id) {
+          p.est.on_rtt_sample(now - it->sent, it->loaded);
           p.est.on_probe_outcome(true);
           p.probes.erase(it);
-          break;
+          return;
+        }
+      }
+      // A reply after its probe expired still tells how long the round trip really takes
+      // (a backlogged carrier): the timing windows learn it; the loss record stands.
+      for (auto it = p.late.begin(); it != p.late.end(); ++it) {
+        if (it->id == rep->id) {
+          p.est.on_rtt_sample(now - it->sent, true);
+          p.late.erase(it);
+          return;
         }
       }
       return;
@@ -669,6 +693,12 @@ struct FlowCore::Impl {
       return;
     }
     dup_acks = 0;
+    for (auto& e : ledger.entries()) {
+      if (e.seq >= next) {
+        break;
+      }
+      uncount(e);
+    }
     const auto rel = ledger.release_below(next, &released);
     pool.give_all(released);
     if (rel.data_frames > 0) {
@@ -816,9 +846,9 @@ struct FlowCore::Impl {
   // first_unanswered: send time of the oldest outstanding probe committed after the last
   // reception on the path (nothing at all came back since).
   [[nodiscard]] static std::optional<TimePoint> first_unanswered(const Path& p) {
-    for (const auto& [id, sent] : p.probes) {
-      if (sent >= p.last_rx) {
-        return sent;
+    for (const auto& pr : p.probes) {
+      if (pr.sent >= p.last_rx) {
+        return pr.sent;
       }
     }
     return std::nullopt;
@@ -874,9 +904,16 @@ struct FlowCore::Impl {
         continue;
       }
       // Overdue probes on a path that otherwise talks count as lost.
-      while (!p.probes.empty() && now - p.probes.front().second >= fw) {
+      // A probe that waited behind our own backlog and expired says nothing about loss.
+      while (!p.probes.empty() && now - p.probes.front().sent >= fw) {
+        if (!p.probes.front().loaded) {
+          p.est.on_probe_outcome(false);
+        }
+        p.late.push_back(p.probes.front());
         p.probes.pop_front();
-        p.est.on_probe_outcome(false);
+        if (p.late.size() > kMaxOutstandingProbes) {
+          p.late.pop_front();
+        }
       }
       if (p.tx_waiting_since &&
           now - *p.tx_waiting_since >= p.est.stall_timeout(cfg.stall_min, cfg.stall_max)) {
@@ -959,7 +996,7 @@ struct FlowCore::Impl {
       }
       const Duration fw = fresh(p);
       if (!p.probes.empty()) {
-        take(p.probes.front().second + fw);
+        take(p.probes.front().sent + fw);
       }
       if (p.tx_waiting_since) {
         take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max));
@@ -1012,6 +1049,9 @@ struct FlowCore::Impl {
       p.counters.bytes_tx += frame.size();
     };
     const auto more = [&] { return stream || frames == 0; };
+    // Our own unacknowledged bytes on this carrier sit in its buffers ahead of a probe sent now:
+    // such a probe measures our queue (self-load), not the path.
+    const bool backlogged = p.unacked_bytes >= cfg.self_load_bytes;
 
     while (more() && !p.ctrl.empty() && fits(p.ctrl.front().size())) {
       emit(p.ctrl.front());
@@ -1031,10 +1071,12 @@ struct FlowCore::Impl {
       if (fits(f.size())) {
         emit(f);
         p.probe_due = false;
-        p.probes.emplace_back(id, now);
+        p.probes.push_back({id, now, backlogged});
         if (p.probes.size() > kMaxOutstandingProbes) {
+          if (!p.probes.front().loaded) {
+            p.est.on_probe_outcome(false);
+          }
           p.probes.pop_front();
-          p.est.on_probe_outcome(false);
         }
       }
     }
@@ -1051,6 +1093,11 @@ struct FlowCore::Impl {
       e->last_sent = now;
       e->last_on_datagram = !stream;
       e->last_path = p.id;
+      if (e->counted_path != p.id) {
+        uncount(*e);
+        p.unacked_bytes += e->frame.size();
+        e->counted_path = p.id;
+      }
       p.data.pop_front();
     }
     if (!p.has_output()) {

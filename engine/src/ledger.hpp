@@ -23,6 +23,7 @@ struct LedgerEntry {
   TimePoint last_sent{};         // last committed transmission (poll_transmit)
   bool last_on_datagram = false; // that transmission went over an unreliable carrier
   std::uint32_t last_path = 0;   // path of that transmission (its RTT scales the RTO)
+  std::uint32_t counted_path = 0; // path whose unacked-bytes count includes this frame
   std::uint32_t retransmits = 0;
 };
 

@@ -8,14 +8,19 @@ namespace rendr::engine {
 
 using std::chrono::milliseconds;
 
-void PathEstimator::on_rtt_sample(Duration rtt) {
+void PathEstimator::on_rtt_sample(Duration rtt, bool loaded) {
   if (rtt < Duration::zero()) {
     rtt = Duration::zero();
+  }
+  all_srtt_ = all_samples_ == 0 ? rtt : (7 * all_srtt_ + rtt) / 8;
+  all_samples_ += 1;
+  if (loaded) {
+    return;
   }
   if (samples_ == 0) {
     srtt_ = rtt;
     min_ = rtt;
-    jitter_ = rtt / 2;
+    jitter_ = Duration::zero();  // as the reference: jitter grows from measured differences
   } else {
     const Duration diff = rtt > latest_ ? rtt - latest_ : latest_ - rtt;
     jitter_ = (3 * jitter_ + diff) / 4;
@@ -49,25 +54,25 @@ double PathEstimator::score_ms() const {
 
 Duration PathEstimator::fresh_window(Duration interval, Duration lo, Duration hi) const {
   Duration w = 3 * interval;
-  if (has_rtt()) {
-    w = std::max(w, 4 * srtt_ + 2 * jitter_ + interval);
+  if (all_samples_ > 0) {
+    w = std::max(w, 4 * window_rtt() + 2 * jitter_ + interval);
   }
   return std::clamp(w, lo, std::max(lo, hi));
 }
 
 Duration PathEstimator::stall_timeout(Duration lo, Duration hi) const {
   Duration w = milliseconds(100);
-  if (has_rtt()) {
-    w = std::max(w, 4 * srtt_ + 2 * jitter_);
+  if (all_samples_ > 0) {
+    w = std::max(w, 4 * window_rtt() + 2 * jitter_);
   }
   return std::clamp(w, lo, std::max(lo, hi));
 }
 
 Duration PathEstimator::rto(Duration lo, Duration hi) const {
-  if (!has_rtt()) {
+  if (all_samples_ == 0) {
     return lo;
   }
-  return std::clamp(srtt_ + 4 * jitter_, lo, std::max(lo, hi));
+  return std::clamp(window_rtt() + 4 * jitter_, lo, std::max(lo, hi));
 }
 
 }  // namespace rendr::engine

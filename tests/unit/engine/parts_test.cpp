@@ -110,6 +110,23 @@ TEST_CASE("engine estimator: RTT, jitter, loss and the windows derived from them
   CHECK(e.score_ms() == Approx(200.0 + std::chrono::duration<double, std::milli>(e.jitter()).count()));
 }
 
+TEST_CASE("engine estimator: loaded samples widen the windows but never move the score",
+          "[engine][estimator]") {
+  PathEstimator e;
+  e.on_rtt_sample(20ms);
+  CHECK(e.jitter() == 0ms);  // jitter grows from differences only
+  const double score = e.score_ms();
+  const auto fresh = e.fresh_window(10ms, 50ms, 4s);
+  for (int i = 0; i < 20; ++i) {
+    e.on_rtt_sample(300ms, true);  // a probe that queued behind our own bulk data
+  }
+  CHECK(e.srtt() == 20ms);
+  CHECK(e.score_ms() == Approx(score));
+  CHECK(e.window_rtt() > 250ms);
+  CHECK(e.fresh_window(10ms, 50ms, 4s) > fresh);
+  CHECK(e.rto(20ms, 2s) > 250ms);
+}
+
 TEST_CASE("engine prime: hysteresis margin, dwell and cooldown", "[engine][sched][prime]") {
   PrimeSelector sel({0.25, 5s, 30s});
   const PathId a = 1;

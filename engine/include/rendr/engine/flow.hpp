@@ -82,6 +82,9 @@ struct FlowConfig {
   Duration dwell = std::chrono::seconds(5);
   Duration cooldown = std::chrono::seconds(30);
   Duration sched_tick = std::chrono::milliseconds(200);
+  // Self-load guard: a probe sent while at least this many of our bytes are committed to the
+  // path and unacknowledged queues behind them; its RTT feeds the timing windows, not the score.
+  std::size_t self_load_bytes = 16 * 1024;
   // bond
   std::size_t bond_pin = 8;
   double bond_stuck_multiplier = 3.0;

@@ -5,6 +5,7 @@
 // flow core feeds it. Times are steady_clock based; tests use made-up time points.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 
@@ -19,8 +20,11 @@ class PathEstimator {
   static constexpr int kLossWindow = 32;
 
   // on_rtt_sample folds in one probe round trip: srtt is an EWMA (1/8), jitter follows
-  // (3 * jitter + |rtt - previous rtt|) / 4, min_rtt is the minimum seen.
-  void on_rtt_sample(Duration rtt);
+  // (3 * jitter + |rtt - previous rtt|) / 4, min_rtt is the minimum seen. A |loaded| sample
+  // (the probe queued behind this side's own backlog on the carrier) measures our own queue,
+  // not the path: it only feeds the timing windows (window_rtt), never srtt / jitter / score,
+  // so prime does not flee a path it is saturating itself.
+  void on_rtt_sample(Duration rtt, bool loaded = false);
   // on_probe_outcome records a probe as answered or lost (sliding window of kLossWindow).
   void on_probe_outcome(bool answered);
 
@@ -29,6 +33,8 @@ class PathEstimator {
   [[nodiscard]] Duration latest_rtt() const { return latest_; }
   [[nodiscard]] Duration min_rtt() const { return min_; }
   [[nodiscard]] Duration jitter() const { return jitter_; }
+  // window_rtt: EWMA over every sample, loaded or not (what freshness / stall / RTO scale by).
+  [[nodiscard]] Duration window_rtt() const { return std::max(srtt_, all_srtt_); }
   // loss_ppt: lost probes per thousand over the window (0 with no outcomes yet).
   [[nodiscard]] std::uint16_t loss_ppt() const;
   // score_ms: prime's cost, lower is better: rtt + jitter + 10 ms per % loss.
@@ -49,7 +55,9 @@ class PathEstimator {
   Duration latest_{0};
   Duration min_{0};
   Duration jitter_{0};
+  Duration all_srtt_{0};
   std::uint64_t samples_ = 0;
+  std::uint64_t all_samples_ = 0;
   std::uint32_t outcomes_ = 0;  // bit i: outcome i (1 = lost), newest in bit 0
   int outcome_count_ = 0;
 };
