@@ -87,8 +87,14 @@ BridgeAccept BridgeTable::accept(std::span<const std::byte> first_frame, const P
                                                                 : "listener serves no stream flows"),
                             framed(Bye{1, ByeReason::proto_version}, opts.framing)};
     }
-    if (flows_.count(hello->flow_id) != 0) {
-      return BridgeRejected{make_error(errc::flow_mismatch, "duplicate HELLO for a live flow_id"),
+    if (FlowCore* live = find(hello->flow_id)) {
+      // The same client repeating its HELLO (the HELLO_ACK was lost) gets the carrier attached
+      // and a new HELLO_ACK; anyone else is a duplicate.
+      auto again = live->accept_hello_again(*hello, opts, now);
+      if (again.ok()) {
+        return BridgeAttached{hello->flow_id, *again, false};
+      }
+      return BridgeRejected{std::move(again).take_error(),
                             framed(Bye{1, ByeReason::proto_version}, opts.framing)};
     }
     if (flows_.size() >= cfg_.capacity) {

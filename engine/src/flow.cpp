@@ -181,6 +181,9 @@ struct FlowCore::Impl {
     TimePoint next_probe{};
     TimePoint last_rx{};
     TimePoint attached_at{};  // handshake clock for hello / bridging carriers
+    std::optional<TimePoint> silent_probe;  // first probe committed since the last reception
+    TimePoint next_handshake_tx{};  // datagram carriers: when to repeat HELLO / BRIDGE_TAG
+    Duration handshake_backoff{0};
     PathInfo counters;  // frames/bytes/dups
 
     [[nodiscard]] bool has_output() const {
@@ -389,14 +392,30 @@ struct FlowCore::Impl {
     }
   }
 
-  // replay_orphans re-dispatches every unacknowledged frame that no usable path carries.
+  // covered: a usable path still has |e| queued or committed it on a reliable carrier.
+  [[nodiscard]] static bool covered(const detail::LedgerEntry& e, std::uint64_t live) {
+    return ((e.queued_mask | e.reliable_mask) & live) != 0;
+  }
+  // rto_owned: |e|'s last transmission went over a datagram carrier that is still usable and
+  // nothing else covers it: the retransmission timer is responsible for it.
+  [[nodiscard]] bool rto_owned(const detail::LedgerEntry& e, std::uint64_t live) const {
+    if (!e.last_on_datagram || covered(e, live)) {
+      return false;
+    }
+    const Path* p = find(e.last_path);
+    return p != nullptr && p->state == PathState::ready;
+  }
+
+  // replay_orphans re-dispatches every unacknowledged frame that nothing can deliver any more:
+  // not queued on or reliably committed to a usable path, and not awaiting an RTO on a usable
+  // datagram path. (A past send on a lossy datagram path does not count as coverage.)
   void replay_orphans(TimePoint now) {
     const std::uint64_t live = live_mask();
     if (live == 0) {
       return;
     }
     for (auto& e : ledger.entries()) {
-      if ((e.queued_mask & live) == 0) {
+      if (!covered(e, live) && !rto_owned(e, live)) {
         dispatch(e, now);
         counters.replayed_frames += 1;
       }
@@ -494,6 +513,7 @@ struct FlowCore::Impl {
     used_slots &= ~bit;
     for (auto& e : ledger.entries()) {
       e.queued_mask &= ~bit;
+      e.reliable_mask &= ~bit;
     }
     paths.erase(it);
     events.emplace_back(EvPathDown{id, std::move(reason)});
@@ -533,7 +553,21 @@ struct FlowCore::Impl {
   void start_hello(Path& p, TimePoint now) {
     p.state = PathState::hello;
     p.attached_at = now;
+    arm_handshake_repeat(p, now);
     state = FlowState::handshaking;
+    send_hello(p, now);
+  }
+
+  // Datagram carriers may lose the handshake: HELLO / BRIDGE_TAG are repeated with backoff
+  // (200 ms doubling to 1 s) until answered or the handshake timeout drops the carrier.
+  static constexpr Duration kHandshakeRepeat = std::chrono::milliseconds(200);
+  static constexpr Duration kHandshakeRepeatMax = std::chrono::seconds(1);
+  static void arm_handshake_repeat(Path& p, TimePoint now) {
+    p.handshake_backoff = kHandshakeRepeat;
+    p.next_handshake_tx = now + kHandshakeRepeat;
+  }
+
+  void send_hello(Path& p, TimePoint now) {
     Hello h;
     h.flow_id = flow_id;
     h.instance_id = instance_id;
@@ -547,6 +581,11 @@ struct FlowCore::Impl {
   void start_bridge(Path& p, TimePoint now) {
     p.state = PathState::bridging;
     p.attached_at = now;
+    arm_handshake_repeat(p, now);
+    send_bridge_tag(p, now);
+  }
+
+  void send_bridge_tag(Path& p, TimePoint now) {
     BridgeTag t;
     t.bridge_id = flow_id;
     t.instance_id = instance_id;
@@ -633,7 +672,32 @@ struct FlowCore::Impl {
       handle_bridge_ack(p, *ba, now);
       return;
     }
-    // HELLO / BRIDGE_TAG on an attached carrier: a confused or hostile peer; ignore.
+    // HELLO / BRIDGE_TAG repeated on its own carrier (our answer was lost on a datagram
+    // carrier): answer again. Anything else there is a confused or hostile peer: ignore.
+    if (side == Side::server) {
+      if (const auto* h = std::get_if<Hello>(&f);
+          h != nullptr && h->flow_id == flow_id && h->instance_id == peer_instance) {
+        HelloAck ack;
+        ack.flow_id = flow_id;
+        ack.instance_id = instance_id;
+        ack.caps = cfg.caps & ~kCapsL3Identity;
+        if ((h->caps & kCapsL3Identity) != 0) {
+          ack.caps |= cfg.caps & kCapsL3Identity;
+        }
+        queue_ctrl(p, ack, now);
+        return;
+      }
+      if (const auto* t = std::get_if<BridgeTag>(&f);
+          t != nullptr && t->bridge_id == flow_id &&
+          (t->legacy || (t->instance_id == peer_instance &&
+                         t->expected_peer_instance_id == instance_id))) {
+        BridgeAck ack;
+        ack.bridge_id = flow_id;
+        ack.instance_id = instance_id;
+        queue_ctrl(p, ack, now);
+        return;
+      }
+    }
     counters.malformed_frames += 1;
   }
 
@@ -687,7 +751,7 @@ struct FlowCore::Impl {
       // Duplicate ACK: the receiver saw later frames but not this one (it ACKs out-of-order
       // datagram arrivals). The third one triggers a fast retransmit of the head.
       if (!ledger.empty() && ++dup_acks == kFastRetransmitDupAcks &&
-          ledger.entries().front().last_on_datagram) {
+          rto_owned(ledger.entries().front(), live_mask())) {
         retransmit(ledger.entries().front(), now);
       }
       return;
@@ -843,13 +907,13 @@ struct FlowCore::Impl {
     return p.est.fresh_window(cfg.probe_interval, cfg.fresh_min, cfg.fresh_max);
   }
 
-  // first_unanswered: send time of the oldest outstanding probe committed after the last
-  // reception on the path (nothing at all came back since).
+  // first_unanswered: send time of the first probe committed after the last reception on the
+  // path (nothing at all came back since). Kept apart from the outstanding-probe list, whose
+  // cap drops old entries: with fast probing the cap could span less than the freshness window
+  // and a silent path would never look silent.
   [[nodiscard]] static std::optional<TimePoint> first_unanswered(const Path& p) {
-    for (const auto& pr : p.probes) {
-      if (pr.sent >= p.last_rx) {
-        return pr.sent;
-      }
+    if (p.silent_probe && *p.silent_probe >= p.last_rx) {
+      return p.silent_probe;
     }
     return std::nullopt;
   }
@@ -890,6 +954,16 @@ struct FlowCore::Impl {
                                                                           : "BRIDGE_ACK") +
                                              " within the handshake timeout"));
         continue;
+      }
+      if ((p.state == PathState::hello || p.state == PathState::bridging) &&
+          p.framing == Framing::datagram && now >= p.next_handshake_tx) {
+        if (p.state == PathState::hello) {
+          send_hello(p, now);
+        } else {
+          send_bridge_tag(p, now);
+        }
+        p.handshake_backoff = std::min<Duration>(2 * p.handshake_backoff, kHandshakeRepeatMax);
+        p.next_handshake_tx = now + p.handshake_backoff;
       }
       if (p.state != PathState::ready) {
         continue;
@@ -955,7 +1029,7 @@ struct FlowCore::Impl {
     // next hole (if any) becomes the head, already overdue.
     if (!ledger.empty()) {
       auto& e = ledger.entries().front();
-      if (e.last_on_datagram && now - e.last_sent >= rto_for(e)) {
+      if (e.last_on_datagram && !covered(e, live_mask()) && now - e.last_sent >= rto_for(e)) {
         retransmit(e, now);
       }
     }
@@ -987,6 +1061,9 @@ struct FlowCore::Impl {
     for (const auto& [id, p] : paths) {
       if (p.state == PathState::hello || p.state == PathState::bridging) {
         take(p.attached_at + cfg.handshake_timeout);
+        if (p.framing == Framing::datagram) {
+          take(p.next_handshake_tx);
+        }
       }
       if (p.state != PathState::ready) {
         continue;
@@ -998,6 +1075,9 @@ struct FlowCore::Impl {
       if (!p.probes.empty()) {
         take(p.probes.front().sent + fw);
       }
+      if (auto fu = first_unanswered(p)) {
+        take(*fu + fw);
+      }
       if (p.tx_waiting_since) {
         take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max));
       }
@@ -1005,9 +1085,11 @@ struct FlowCore::Impl {
     if (mode == Mode::prime && paths.size() >= 2) {
       take(next_tick.value_or(TimePoint{}));
     }
-    if (!ledger.empty() && ledger.entries().front().last_on_datagram) {
+    if (!ledger.empty()) {
       const auto& e = ledger.entries().front();
-      take(e.last_sent + rto_for(e));
+      if (e.last_on_datagram && !covered(e, live_mask())) {
+        take(e.last_sent + rto_for(e));
+      }
     }
     return d;
   }
@@ -1021,6 +1103,9 @@ struct FlowCore::Impl {
     if (Path* old = find(active); old != nullptr && mode == Mode::prime) {
       // Frames still queued on the old path are about to be replayed on the new one.
       old->data.clear();
+      for (auto& e : ledger.entries()) {
+        e.queued_mask &= ~old->bit();
+      }
     }
     for (auto& e : ledger.entries()) {
       queue_data(*np, e, now);
@@ -1072,6 +1157,9 @@ struct FlowCore::Impl {
         emit(f);
         p.probe_due = false;
         p.probes.push_back({id, now, backlogged});
+        if (!p.silent_probe || *p.silent_probe < p.last_rx) {
+          p.silent_probe = now;
+        }
         if (p.probes.size() > kMaxOutstandingProbes) {
           if (!p.probes.front().loaded) {
             p.est.on_probe_outcome(false);
@@ -1093,6 +1181,10 @@ struct FlowCore::Impl {
       e->last_sent = now;
       e->last_on_datagram = !stream;
       e->last_path = p.id;
+      e->queued_mask &= ~p.bit();
+      if (stream) {
+        e->reliable_mask |= p.bit();
+      }
       if (e->counted_path != p.id) {
         uncount(*e);
         p.unacked_bytes += e->frame.size();
@@ -1194,6 +1286,38 @@ Result<PathId> FlowCore::accept_bridge(const BridgeTag& tag, const PathOptions& 
   ack.bridge_id = m.flow_id;
   ack.instance_id = m.instance_id;
   ack.code = BridgeAckCode::ok;
+  m.queue_ctrl(**p, ack, now);
+  const PathId id = (*p)->id;
+  m.path_became_ready(**p, now);
+  return id;
+}
+
+Result<PathId> FlowCore::accept_hello_again(const Hello& hello, const PathOptions& opts,
+                                            TimePoint now) {
+  auto& m = *impl_;
+  if (m.side != Side::server) {
+    return make_error(errc::wrong_side, "accept_hello_again on a client flow");
+  }
+  if (m.state == FlowState::dead) {
+    return make_error(errc::closed, "accept_hello_again: flow is dead");
+  }
+  if (hello.flow_id != m.flow_id || hello.instance_id != m.peer_instance) {
+    return make_error(errc::flow_mismatch, "HELLO for a live flow_id from another instance");
+  }
+  if ((hello.caps & kCapsPacketMode) != (m.cfg.caps & kCapsPacketMode)) {
+    return make_error(errc::wrong_mode, "repeated HELLO changes the packet-mode bit");
+  }
+  auto p = m.new_path(opts, PathState::ready, now);
+  if (!p.ok()) {
+    return std::move(p).take_error();
+  }
+  HelloAck ack;
+  ack.flow_id = m.flow_id;
+  ack.instance_id = m.instance_id;
+  ack.caps = m.cfg.caps & ~kCapsL3Identity;
+  if ((hello.caps & kCapsL3Identity) != 0) {
+    ack.caps |= m.cfg.caps & kCapsL3Identity;
+  }
   m.queue_ctrl(**p, ack, now);
   const PathId id = (*p)->id;
   m.path_became_ready(**p, now);

@@ -19,9 +19,11 @@ struct LedgerEntry {
   std::uint64_t seq = 0;
   std::vector<std::byte> frame;  // header + payload, no carrier prefix
   bool app_data = true;          // DATA (counts against the window) vs sequenced control
-  std::uint64_t queued_mask = 0; // path slots this frame is queued or was sent on
-  TimePoint last_sent{};         // last committed transmission (poll_transmit)
-  bool last_on_datagram = false; // that transmission went over an unreliable carrier
+  // Who can still deliver this frame (bits are path slots):
+  std::uint64_t queued_mask = 0;   // waiting in these paths' send queues
+  std::uint64_t reliable_mask = 0; // committed on these stream carriers (delivered unless they die)
+  TimePoint last_sent{};           // last committed transmission (poll_transmit)
+  bool last_on_datagram = false;   // that transmission went over an unreliable carrier (RTO's job)
   std::uint32_t last_path = 0;   // path of that transmission (its RTT scales the RTO)
   std::uint32_t counted_path = 0; // path whose unacked-bytes count includes this frame
   std::uint32_t retransmits = 0;

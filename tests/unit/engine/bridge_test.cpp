@@ -77,8 +77,16 @@ TEST_CASE("engine bridge: rejections carry the right answer", "[engine][bridge]"
   auto table = make_table(2, false);
   REQUIRE(std::holds_alternative<BridgeAttached>(table.accept(enc(hello_for(1)), {}, t0)));
 
-  // Duplicate HELLO: BYE(proto_version).
-  auto dup = table.accept(enc(hello_for(1)), {}, t0);
+  // The same client repeating its HELLO (lost HELLO_ACK): one more path, no new flow.
+  auto again = table.accept(enc(hello_for(1)), {}, t0);
+  REQUIRE(std::holds_alternative<BridgeAttached>(again));
+  CHECK_FALSE(std::get<BridgeAttached>(again).new_flow);
+  CHECK(table.find(make_id(1))->path_ids().size() == 2);
+
+  // HELLO for the live flow_id from another instance: duplicate, BYE(proto_version).
+  Hello other = hello_for(1);
+  other.instance_id = make_id(8);
+  auto dup = table.accept(enc(other), {}, t0);
   REQUIRE(std::holds_alternative<BridgeRejected>(dup));
   const auto& d = std::get<BridgeRejected>(dup);
   CHECK(d.error.code == make_error_code(errc::flow_mismatch));

@@ -138,8 +138,12 @@ void FakeNet::server_first_bytes(Link& l, std::span<const std::byte> bytes) {
   INFO((ff.ok() ? std::string("-") : ff.error().message()));
   REQUIRE(ff.ok());
   const PathOptions opts{l.spec.framing, "server-link"};
-  if (auto* h = std::get_if<Hello>(&*ff)) {
-    REQUIRE_FALSE(server.has_value());
+  if (auto* h = std::get_if<Hello>(&*ff); h != nullptr && server) {
+    auto p = server->accept_hello_again(*h, opts, now);  // the HELLO_ACK was lost: repeat
+    INFO((p.ok() ? std::string("-") : p.error().message()));
+    REQUIRE(p.ok());
+    l.spath = *p;
+  } else if (h != nullptr) {
     auto s = FlowCore::server(server_cfg_, *h, make_id(3), opts, now);
     INFO((s.ok() ? std::string("-") : s.error().message()));
     REQUIRE(s.ok());
@@ -275,7 +279,11 @@ bool FakeNet::step() {
     return true;
   }
   spins = 0;
-  now = std::min(*next, limit_);  // never jump past the caller's horizon
+  TimePoint to = std::min(*next, limit_);  // never jump past the caller's horizon
+  if (max_step > Duration::zero()) {
+    to = std::min(to, now + max_step);
+  }
+  now = to;
   return true;
 }
 

@@ -56,6 +56,9 @@ class FakeNet {
   // Application hooks, run every round (e.g. write a pattern, read and verify).
   std::function<void(FakeNet&)> app;
   std::size_t spins = 0;  // rounds in which the clock could not advance (a core bug)
+  // Largest clock jump per step (0 = straight to the next event); set it when run_until's
+  // predicate schedules things of its own (chaos actions).
+  Duration max_step{0};
 
   [[nodiscard]] PathId client_path(int link) const { return links_[static_cast<std::size_t>(link)].cpath; }
   [[nodiscard]] std::optional<PathId> server_path(int link) const {

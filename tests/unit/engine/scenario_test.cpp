@@ -457,3 +457,35 @@ TEST_CASE("engine scenario: prime does not flee its own bulk load (self-load gua
   CHECK(net.client.active_path() == net.client_path(a));
   CHECK(net.client.stats().migration_count == 0);
 }
+
+TEST_CASE("engine scenario: silent death is detected when the freshness window spans more "
+          "probes than are kept outstanding (fast probing, long RTT)",
+          "[engine][scenario][failover]") {
+  FlowConfig c = fast_config();
+  c.probe_interval = 10ms;  // 16 outstanding probes = 160 ms < the 500 ms window below
+  c.fresh_min = 500ms;
+  FakeNet net(c, c);
+  const int a = net.add_link({Framing::stream, 5ms});
+  const int b = net.add_link({Framing::stream, 5ms});
+  REQUIRE(all_ready(net, 2));
+  net.blackhole(a);
+  const TimePoint cut = net.now;
+  REQUIRE(net.run_until([&] { return net.client.active_path() == net.client_path(b); }, 5s));
+  CHECK(net.now - cut >= 500ms);
+  CHECK(net.now - cut <= 700ms);
+}
+
+TEST_CASE("engine scenario: lost HELLO / HELLO_ACK on a datagram carrier are repeated",
+          "[engine][scenario][handshake]") {
+  FakeNet net(fast_config(), fast_config(), 5);
+  const int a = net.add_link({Framing::datagram, 5ms, 1.0});  // everything lost at first
+  REQUIRE_FALSE(net.run_until([&] { return net.client.state() == FlowState::active; }, 700ms));
+  net.set_loss(a, 0.0);
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 2s));
+  // And a BRIDGE_TAG whose answer is lost: the second link drops everything for a while.
+  const int b = net.add_link({Framing::datagram, 5ms, 1.0});
+  net.run_until([] { return false; }, 500ms);
+  net.set_loss(b, 0.0);
+  REQUIRE(all_ready(net, 2));
+  CHECK(net.server->path_ids().size() >= 2);
+}

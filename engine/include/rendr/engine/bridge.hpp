@@ -4,6 +4,8 @@
 // header) and hands it to accept():
 //   HELLO       -> a new server FlowCore (stream or packet kind from the HELLO's caps bit),
 //                  its path 1 = this carrier, HELLO_ACK queued           -> Attached{new_flow}
+//   HELLO again from the same client instance (its HELLO_ACK was lost)
+//               -> accept_hello_again: another path, HELLO_ACK queued     -> Attached
 //   BRIDGE_TAG  -> accept_bridge on the named flow, BRIDGE_ACK queued    -> Attached
 //   BRIDGE_TAG for a flow not known yet (it may race its HELLO on another carrier)
 //                                                                        -> Retry (park the
@@ -54,7 +56,8 @@ class BridgeTable {
 
   // accept classifies a fresh carrier's first frame (no length prefix). |opts.framing| says how
   // the reply is framed. Rejection errors: peer_protocol (not HELLO/BRIDGE_TAG, or malformed),
-  // flow_mismatch (duplicate HELLO: answered with BYE(proto_version)), table_full, wrong_mode
+  // flow_mismatch (HELLO for a live flow from another instance: answered with
+  // BYE(proto_version)), table_full, wrong_mode
   // (a kind this listener does not serve), unknown_flow on the final attempt, and
   // accept_bridge's errors (each answered with the matching BRIDGE_ACK code).
   [[nodiscard]] BridgeAccept accept(std::span<const std::byte> first_frame,

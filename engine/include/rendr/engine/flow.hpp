@@ -214,6 +214,12 @@ class FlowCore {
   // flow_mismatch, instance_mismatch, too_many_paths, closed, wrong_side.
   [[nodiscard]] Result<PathId> accept_bridge(const BridgeTag& tag, const PathOptions& opts,
                                              TimePoint now);
+  // accept_hello_again (server) attaches a carrier whose first frame repeats this flow's HELLO
+  // from the same client instance: the client re-sent it on another carrier because the
+  // HELLO_ACK was lost. Queues HELLO_ACK again. Errors: flow_mismatch (another flow or
+  // instance: a real duplicate), wrong_mode, too_many_paths, closed, wrong_side.
+  [[nodiscard]] Result<PathId> accept_hello_again(const Hello& hello, const PathOptions& opts,
+                                                  TimePoint now);
   // on_receive feeds carrier bytes: any split for stream paths, exactly one frame per call for
   // datagram paths. Protocol problems never surface here: they drop the path (EvPathDown) or
   // end the flow (EvClosed). Errors: unknown_path only.
