@@ -88,7 +88,7 @@ TEST_CASE("FIN_WAIT2 migrates: the server keeps receiving after its own FIN",
   CHECK(peer_resets(lab) == resets);
 }
 
-TEST_CASE("FIN_WAIT1 with unsent and unacked data migrates; the peer gets all bytes then EOF",
+TEST_CASE("FIN_WAIT1 with unsent and unacked data migrates, the peer gets all bytes then EOF",
           "[.repair][repair][halfclose]") {
   const bool v6 = GENERATE(false, true);
   GatewayLab lab;

@@ -192,7 +192,7 @@ TEST_CASE("engine flow: a loud carrier failure fails over at once", "[engine][fl
   CHECK(t.mismatch_at == -1);
 }
 
-TEST_CASE("engine flow: planned migrate replays on the new path first; receiver dedups",
+TEST_CASE("engine flow: planned migrate replays on the new path first, receiver dedups",
           "[engine][flow][migrate]") {
   FakeNet net(fast_config(), fast_config());
   const int a = net.add_link({Framing::stream, 2ms});
@@ -225,7 +225,7 @@ TEST_CASE("engine flow: planned migrate replays on the new path first; receiver 
   CHECK(bad.error().code == make_error_code(errc::unknown_path));
 }
 
-TEST_CASE("engine flow: all paths dead -> migrating; a new path within the budget resumes",
+TEST_CASE("engine flow: all paths dead -> migrating, a new path within the budget resumes",
           "[engine][flow][budget]") {
   FakeNet net(fast_config(), fast_config());
   const int a = net.add_link({});
@@ -389,7 +389,7 @@ TEST_CASE("engine flow: bond spreads frames over both paths and survives a path 
   CHECK(net.client.active_path() == net.client_path(a));
 }
 
-TEST_CASE("engine flow: a path added later joins via BRIDGE_TAG; remove_path fails over first",
+TEST_CASE("engine flow: a path added later joins via BRIDGE_TAG, remove_path fails over first",
           "[engine][flow][paths]") {
   FakeNet net(fast_config(), fast_config());
   const int a = net.add_link({});

@@ -201,7 +201,7 @@ TEST_CASE("engine scenario: payload between path deaths keeps the flow alive",
   CHECK(net.client.stats().migration_count == 3);
 }
 
-TEST_CASE("engine scenario: the HELLO carrier dies before HELLO_ACK; HELLO goes on the next",
+TEST_CASE("engine scenario: the HELLO carrier dies before HELLO_ACK, HELLO goes on the next",
           "[engine][scenario][handshake]") {
   FakeNet net(fast_config(), fast_config());
   const int a = net.add_link({Framing::stream, 20ms});
@@ -376,7 +376,7 @@ TEST_CASE("engine scenario: G1 shape - forced migrations at 30/50/70 % cost <= 1
   CHECK(mig.worst_gap < 500ms);
 }
 
-TEST_CASE("engine scenario: a carrier that never answers the HELLO times out; the next one "
+TEST_CASE("engine scenario: a carrier that never answers the HELLO times out, the next one "
           "carries it",
           "[engine][scenario][handshake]") {
   FlowConfig c = fast_config();
