@@ -7,28 +7,6 @@
 
 namespace rendr::agents {
 
-namespace {
-Result<FourTuple> tuple_of(int fd) {
-  sockaddr_storage l{};
-  sockaddr_storage r{};
-  socklen_t ll = sizeof l;
-  socklen_t rl = sizeof r;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&l), &ll) != 0 ||
-      ::getpeername(fd, reinterpret_cast<sockaddr*>(&r), &rl) != 0) {
-    return errno_error("track: not a connected socket");
-  }
-  FourTuple t;
-  auto le = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&l), ll);
-  auto re = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&r), rl);
-  if (!le || !re) {
-    return make_error(std::errc::invalid_argument, "track: not an IP socket");
-  }
-  t.local = *le;
-  t.remote = *re;
-  return t;
-}
-}  // namespace
-
 Result<Session> Session::connect(const std::string& path, std::string_view service) {
   auto s = connect_control(path);
   if (!s) {
@@ -47,9 +25,9 @@ Result<Session> Session::connect(const std::string& path, std::string_view servi
 }
 
 Result<std::uint64_t> Session::track(int conn_fd) {
-  auto t = tuple_of(conn_fd);
+  auto t = FourTuple::of_socket(conn_fd);
   if (!t) {
-    return std::move(t).take_error();
+    return std::move(t).take_error().with_context("track: not a connected TCP/IP socket");
   }
   std::uint64_t id = next_id_++;
   Message m(MsgType::track);

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <charconv>
 #include <cstring>
@@ -150,6 +151,25 @@ Result<FourTuple> FourTuple::parse(std::string_view text) {
                       "4-tuple '" + std::string(text) + "' mixes IPv4 and IPv6");
   }
   return FourTuple{*l, *r};
+}
+
+Result<FourTuple> FourTuple::of_socket(int fd) {
+  sockaddr_storage l{};
+  sockaddr_storage r{};
+  socklen_t ll = sizeof l;
+  socklen_t rl = sizeof r;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&l), &ll) != 0) {
+    return errno_error("getsockname");
+  }
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&r), &rl) != 0) {
+    return errno_error("getpeername (is the socket connected?)");
+  }
+  auto le = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&l), ll);
+  auto re = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&r), rl);
+  if (!le || !re) {
+    return make_error(std::errc::address_family_not_supported, "not an IP socket");
+  }
+  return FourTuple{*le, *re};
 }
 
 }  // namespace rendr

@@ -115,4 +115,25 @@ JsonWriter& JsonWriter::value(std::int64_t v) {
   return *this;
 }
 
+std::string json_scalar(std::string_view json, std::string_view key) {
+  std::string pat = "\"" + std::string(key) + "\":";
+  auto p = json.find(pat);
+  if (p == std::string_view::npos) {
+    return {};
+  }
+  p += pat.size();
+  if (p < json.size() && json[p] == '"') {
+    std::string v;
+    for (std::size_t i = p + 1; i < json.size() && json[i] != '"'; ++i) {
+      if (json[i] == '\\' && i + 1 < json.size()) {
+        ++i;
+      }
+      v += json[i];
+    }
+    return v;
+  }
+  auto e = json.find_first_of(",}", p);
+  return std::string(json.substr(p, e - p));
+}
+
 }  // namespace rendr

@@ -74,16 +74,10 @@ Result<UniqueFd> connect_vip(const lab::GatewayLab& lab, std::uint16_t port) {
   return s;
 }
 
+// server_tuple: the client socket |fd|'s connection as the server sees it.
 std::string server_tuple(int fd) {
-  sockaddr_storage l{};
-  sockaddr_storage r{};
-  socklen_t ll = sizeof l;
-  socklen_t rl = sizeof r;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&l), &ll);
-  ::getpeername(fd, reinterpret_cast<sockaddr*>(&r), &rl);
-  FourTuple t{*Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&r), rl),
-              *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&l), ll)};
-  return t.to_string();
+  auto t = FourTuple::of_socket(fd);
+  return t ? FourTuple{t->remote, t->local}.to_string() : std::string();
 }
 
 // Echo client: 16-byte messages (seq, send time) every |period_us|; RTT per message.
@@ -365,12 +359,12 @@ int run_migrate(std::span<char* const> args) {
       double w0 = ms_between(ec.t0, Clock::now());
       auto rep = stack.migrate(on, {tuple}, to);
       double w1 = ms_between(ec.t0, Clock::now());
-      if (!rep || lab::json_field(*rep, "result") != "committed") {
+      if (!rep || json_scalar(*rep, "result") != "committed") {
         failures += "downtime migration " + std::to_string(i) + ": " +
-                    (rep ? lab::json_field(*rep, "error") : rep.error().message()) + "; ";
+                    (rep ? json_scalar(*rep, "error") : rep.error().message()) + "; ";
       } else {
         on = to;
-        frozen.push_back(std::atof(lab::json_field(*rep, "frozen_ms").c_str()));
+        frozen.push_back(std::atof(json_scalar(*rep, "frozen_ms").c_str()));
       }
       windows.emplace_back(w0, w1);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -446,7 +440,7 @@ int run_migrate(std::span<char* const> args) {
             mk->push_back(static_cast<double>(timeline.size()) * 0.1);
           }
           auto rep = stack.migrate(on, {tuple}, to);
-          if (rep && lab::json_field(*rep, "result") == "committed") {
+          if (rep && json_scalar(*rep, "result") == "committed") {
             on = to;
           } else {
             failures += "bulk migration failed; ";
@@ -527,8 +521,8 @@ int run_migrate(std::span<char* const> args) {
     auto t0 = Clock::now();
     auto rep = stack.migrate("a", {}, "b", false, "echo");
     batch_s = ms_between(t0, Clock::now()) / 1000.0;
-    if (!rep || lab::json_field(*rep, "result") != "committed") {
-      failures += "batch: " + (rep ? lab::json_field(*rep, "error") : rep.error().message()) + "; ";
+    if (!rep || json_scalar(*rep, "result") != "committed") {
+      failures += "batch: " + (rep ? json_scalar(*rep, "error") : rep.error().message()) + "; ";
     }
     for (auto& c : cs) {
       std::uint64_t m[2] = {9, 9};

@@ -19,19 +19,6 @@
 
 namespace rendr::lab {
 
-std::string json_field(const std::string& j, const std::string& key) {
-  std::string pat = "\"" + key + "\":";
-  auto p = j.find(pat);
-  if (p == std::string::npos) {
-    return {};
-  }
-  p += pat.size();
-  if (p < j.size() && j[p] == '"') {
-    return j.substr(p + 1, j.find('"', p + 1) - p - 1);
-  }
-  return j.substr(p, j.find_first_of(",}", p) - p);
-}
-
 Result<pid_t> AgentStack::spawn(const std::string& role, const std::vector<std::string>& argv,
                                 const std::string& log) {
   std::string path = dir_ + "/" + log + ".log";

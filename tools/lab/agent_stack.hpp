@@ -59,7 +59,4 @@ class AgentStack {
   std::vector<std::pair<std::string, pid_t>> procs_;
 };
 
-// json_field extracts a top-level scalar from the agents' flat JSON ("" when absent).
-[[nodiscard]] std::string json_field(const std::string& json, const std::string& key);
-
 }  // namespace rendr::lab

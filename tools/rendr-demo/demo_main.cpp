@@ -301,7 +301,7 @@ int main(int argc, char** argv) {
     if (s) {
       auto r = agents::call(s->get(), agents::Message(agents::MsgType::flows), 5000);
       if (r && r->type() == agents::MsgType::json) {
-        tuple = lab::json_field(r->str_or(agents::Tag::text, ""), "tuple");
+        tuple = json_scalar(r->str_or(agents::Tag::text, ""), "tuple");
       }
     }
     if (tuple.empty()) {
@@ -344,11 +344,11 @@ int main(int argc, char** argv) {
       mr.error = r.error().message();
     } else {
       mr.json = *r;
-      mr.result = lab::json_field(*r, "result");
-      mr.frozen_ms = std::atof(lab::json_field(*r, "frozen_ms").c_str());
-      mr.total_ms = std::atof(lab::json_field(*r, "total_ms").c_str());
-      mr.carried = std::strtoull(lab::json_field(*r, "bytes_carried").c_str(), nullptr, 10);
-      mr.error = lab::json_field(*r, "error");
+      mr.result = json_scalar(*r, "result");
+      mr.frozen_ms = std::atof(json_scalar(*r, "frozen_ms").c_str());
+      mr.total_ms = std::atof(json_scalar(*r, "total_ms").c_str());
+      mr.carried = std::strtoull(json_scalar(*r, "bytes_carried").c_str(), nullptr, 10);
+      mr.error = json_scalar(*r, "error");
     }
     if (mr.result == "committed") {
       on = mr.to;

@@ -4,6 +4,7 @@
 #include <rendr/agents/message.hpp>
 #include <rendr/agents/packet.hpp>
 #include <rendr/common/endpoint.hpp>
+#include <rendr/common/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -79,28 +80,6 @@ std::string pretty(std::string_view j) {
     }
   }
   return out;
-}
-
-// field extracts a top-level scalar from our flat report JSON ("" when absent).
-std::string field(std::string_view j, std::string_view key) {
-  std::string pat = "\"" + std::string(key) + "\":";
-  auto p = j.find(pat);
-  if (p == std::string_view::npos) {
-    return {};
-  }
-  p += pat.size();
-  if (p < j.size() && j[p] == '"') {
-    std::string v;
-    for (std::size_t i = p + 1; i < j.size() && j[i] != '"'; ++i) {
-      if (j[i] == '\\' && i + 1 < j.size()) {
-        ++i;
-      }
-      v += j[i];
-    }
-    return v;
-  }
-  auto e = j.find_first_of(",}", p);
-  return std::string(j.substr(p, e - p));
 }
 
 struct Common {
@@ -257,23 +236,23 @@ int cmd_migrate(const std::vector<std::string>& args) {
     return fail(error_of(*r, "migrate").message());
   }
   std::string j = r->str_or(Tag::text, "{}");
-  const bool ok = field(j, "result") == "committed";
+  const bool ok = json_scalar(j, "result") == "committed";
   if (c.json) {
     std::printf("%s\n", j.c_str());
   } else {
-    std::printf("result         %s%s\n", field(j, "result").c_str(),
-                field(j, "indeterminate") == "true" ? " (presumed: target unreachable after commit)"
+    std::printf("result         %s%s\n", json_scalar(j, "result").c_str(),
+                json_scalar(j, "indeterminate") == "true" ? " (presumed: target unreachable after commit)"
                                                     : "");
-    std::printf("flows          %s  %s -> %s\n", field(j, "flows").c_str(),
-                field(j, "from").c_str(), field(j, "to").c_str());
-    std::printf("frozen         %s ms (freeze to commit)\n", field(j, "frozen_ms").c_str());
-    std::printf("total          %s ms\n", field(j, "total_ms").c_str());
+    std::printf("flows          %s  %s -> %s\n", json_scalar(j, "flows").c_str(),
+                json_scalar(j, "from").c_str(), json_scalar(j, "to").c_str());
+    std::printf("frozen         %s ms (freeze to commit)\n", json_scalar(j, "frozen_ms").c_str());
+    std::printf("total          %s ms\n", json_scalar(j, "total_ms").c_str());
     std::printf("bytes carried  %s (socket queues moved with the connections)\n",
-                field(j, "bytes_carried").c_str());
+                json_scalar(j, "bytes_carried").c_str());
     if (!ok) {
-      std::printf("failed in      %s\nerror          %s\n", field(j, "failed_in").c_str(),
-                  field(j, "error").c_str());
-      std::printf("the connections continue on %s\n", field(j, "from").c_str());
+      std::printf("failed in      %s\nerror          %s\n", json_scalar(j, "failed_in").c_str(),
+                  json_scalar(j, "error").c_str());
+      std::printf("the connections continue on %s\n", json_scalar(j, "from").c_str());
     }
   }
   return ok ? 0 : 1;

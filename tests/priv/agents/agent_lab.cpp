@@ -229,15 +229,9 @@ PatternClient::PatternClient(const GatewayLab& lab, std::uint16_t port, std::uin
     : up_limit_(up_limit) {
   auto ep = Endpoint::parse_address(GatewayLab::kVip4, port);
   fd_ = connect_from(lab.peer, *ep);
-  sockaddr_storage l{};
-  sockaddr_storage r{};
-  socklen_t ll = sizeof l;
-  socklen_t rl = sizeof r;
-  ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&l), &ll);
-  ::getpeername(fd_.get(), reinterpret_cast<sockaddr*>(&r), &rl);
   // The server sees the tuple mirrored.
-  tuple_.local = *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&r), rl);
-  tuple_.remote = *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&l), ll);
+  const FourTuple mine = tuple_of(fd_.get());
+  tuple_ = FourTuple{mine.remote, mine.local};
   set_nonblocking(fd_.get(), true);
   t_ = std::thread([this] { run(); });
 }

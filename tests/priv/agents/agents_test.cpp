@@ -6,6 +6,8 @@
 
 #include "support/netns.hpp"
 
+#include <rendr/common/json.hpp>
+
 #include <catch2/catch.hpp>
 
 #include <sys/socket.h>
@@ -20,20 +22,6 @@ using namespace rendr;
 using namespace rendr::test;
 
 namespace {
-
-// jfield: a top-level scalar of our agents' flat JSON ("" when absent).
-std::string jfield(const std::string& j, const std::string& key) {
-  std::string pat = "\"" + key + "\":";
-  auto p = j.find(pat);
-  if (p == std::string::npos) {
-    return {};
-  }
-  p += pat.size();
-  if (j[p] == '"') {
-    return j.substr(p + 1, j.find('"', p + 1) - p - 1);
-  }
-  return j.substr(p, j.find_first_of(",}", p) - p);
-}
 
 void expect_healthy(AgentLab& al, PatternClient& c, long long rst_before) {
   INFO("client error: " << c.error());
@@ -61,9 +49,9 @@ TEST_CASE("agents migrate a live connection A->B->A->B with nothing lost",
     std::string rep = al.migrate(hop[0], {"--flow", flow}, hop[1], &st);
     INFO(rep);
     CHECK(st == 0);
-    CHECK(jfield(rep, "result") == "committed");
-    CHECK(jfield(rep, "flows") == "1");
-    CHECK(std::stod(jfield(rep, "bytes_carried")) >= 0);
+    CHECK(json_scalar(rep, "result") == "committed");
+    CHECK(json_scalar(rep, "flows") == "1");
+    CHECK(std::stod(json_scalar(rep, "bytes_carried")) >= 0);
     // The flow is now served by the target's server; the source no longer tracks it.
     std::string out;
     REQUIRE(al.rendrctl(hop[1], {"flows", "--json"}, out) == 0);
@@ -91,8 +79,8 @@ TEST_CASE("agents move 100 concurrent connections in one batch", "[.agents][agen
   std::string rep = al.migrate("a", {"--service", "pat"}, "b", &st);
   INFO(rep << "\n" << al.log("a") << al.log("b"));
   CHECK(st == 0);
-  CHECK(jfield(rep, "flows") == "100");
-  CHECK(jfield(rep, "result") == "committed");
+  CHECK(json_scalar(rep, "flows") == "100");
+  CHECK(json_scalar(rep, "result") == "committed");
   for (auto& c : cs) {
     INFO(c->error());
     CHECK(c->wait_down(256 << 10, 20000));
@@ -115,7 +103,7 @@ TEST_CASE("a connection whose peer stopped reading migrates with its full queues
   std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
   INFO(rep);
   CHECK(st == 0);
-  CHECK(std::stod(jfield(rep, "bytes_carried")) > 64 * 1024);
+  CHECK(std::stod(json_scalar(rep, "bytes_carried")) > 64 * 1024);
   c.set_reading(true);
   expect_healthy(al, c, rst0);
 }
@@ -158,9 +146,9 @@ TEST_CASE("abort paths: the connection survives on A whatever fails",
       }
       INFO(rep);
       CHECK(st == 1);
-      CHECK(jfield(rep, "result") == "aborted");
-      CHECK(jfield(rep, "failed_in") == cs.failed_in);
-      CHECK_FALSE(jfield(rep, "error").empty());
+      CHECK(json_scalar(rep, "result") == "aborted");
+      CHECK(json_scalar(rep, "failed_in") == cs.failed_in);
+      CHECK_FALSE(json_scalar(rep, "error").empty());
       // Still served by A, byte-exact, no RST.
       std::string out;
       REQUIRE(al.rendrctl("a", {"flows", "--json"}, out) == 0);
@@ -184,8 +172,8 @@ TEST_CASE("a lost COMMIT answer is resolved by asking the target", "[.agents][ag
   std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
   INFO(rep);
   CHECK(st == 0);
-  CHECK(jfield(rep, "result") == "committed");
-  CHECK(jfield(rep, "indeterminate") == "false");
+  CHECK(json_scalar(rep, "result") == "committed");
+  CHECK(json_scalar(rep, "indeterminate") == "false");
   expect_healthy(al, c, rst0);
 }
 
@@ -203,8 +191,8 @@ TEST_CASE("tampered or truncated snapshots are rejected and the connection stays
       std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
       INFO(rep);
       CHECK(st == 1);
-      CHECK(jfield(rep, "result") == "aborted");
-      CHECK(jfield(rep, "error").find("snapshot 0 rejected") != std::string::npos);
+      CHECK(json_scalar(rep, "result") == "aborted");
+      CHECK(json_scalar(rep, "error").find("snapshot 0 rejected") != std::string::npos);
       CHECK(c.wait_down(4 << 20, 20000));
       CHECK_FALSE(c.failed());
       CHECK(peer_rsts(al.lab) == rst0);
@@ -220,7 +208,7 @@ TEST_CASE("agents refuse peers whose certificate another CA signed", "[.agents][
   std::string err;
   // a trusts b: status over the channel works.
   REQUIRE(al.rendrctl("a", {"status", "--peer", "b", "--json"}, out, &err) == 0);
-  CHECK(jfield(out, "agent") == "b");
+  CHECK(json_scalar(out, "agent") == "b");
   // A rogue agent in hostB with a certificate from a different CA, named like a trusted peer.
   std::string rogue = al.dir + "/rogue";
   REQUIRE(::mkdir(rogue.c_str(), 0700) == 0);

@@ -155,14 +155,11 @@ std::size_t write_until_full(int fd, const Pattern& p, std::uint64_t offset) {
 }
 
 FourTuple tuple_of(int fd) {
-  sockaddr_storage a{};
-  sockaddr_storage b{};
-  socklen_t al = sizeof a;
-  socklen_t bl = sizeof b;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &al);
-  ::getpeername(fd, reinterpret_cast<sockaddr*>(&b), &bl);
-  return FourTuple{*Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&a), al),
-                   *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&b), bl)};
+  auto t = FourTuple::of_socket(fd);
+  if (!t) {
+    throw std::runtime_error("tuple_of: " + t.error().message());
+  }
+  return *t;
 }
 
 std::vector<std::byte> pattern_bytes(const Pattern& p, std::uint64_t offset, std::size_t n) {

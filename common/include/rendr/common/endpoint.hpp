@@ -47,6 +47,9 @@ struct FourTuple {
   Endpoint remote;
   friend bool operator==(const FourTuple&, const FourTuple&) = default;
   [[nodiscard]] std::string to_string() const { return local.to_string() + "->" + remote.to_string(); }
+  // of_socket reads a connected socket's tuple as its owner sees it (getsockname/getpeername).
+  // Errors: the errno of either call (ENOTCONN, ENOTSOCK, ...), EAFNOSUPPORT for a non-IP socket.
+  [[nodiscard]] static Result<FourTuple> of_socket(int fd);
   // parse accepts to_string()'s form "local->remote" (also with ',' or ' ' as separator).
   [[nodiscard]] static Result<FourTuple> parse(std::string_view text);
 };

@@ -42,4 +42,9 @@ class JsonWriter {
   bool need_comma_ = false;
 };
 
+// json_scalar reads the value of the first `"key":` in |json|, a flat document this project
+// wrote (agent status/report JSON): a string's contents (an escape yields the escaped
+// character), or a number/true/false/null as written. "" when the key is absent.
+[[nodiscard]] std::string json_scalar(std::string_view json, std::string_view key);
+
 }  // namespace rendr
