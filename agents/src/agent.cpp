@@ -77,41 +77,17 @@ Result<asio::ip::tcp::endpoint> tcp_endpoint(const std::string& text) {
 
 // FaultSys: test-only repair::Sys that makes the read-back of TCP_QUEUE_SEQ disagree, so a
 // restore fails its validation for real (fault "restore_mismatch").
-class FaultSys final : public repair::Sys {
+class FaultSys final : public repair::ForwardingSys {
  public:
-  explicit FaultSys(repair::Sys& inner) : in_(inner) {}
+  using ForwardingSys::ForwardingSys;
   bool mismatch = false;
-  int socket(int d, int t, int p) override { return in_.socket(d, t, p); }
-  int close(int fd) override { return in_.close(fd); }
-  int setsockopt(int fd, int l, int n, const void* v, socklen_t len) override {
-    return in_.setsockopt(fd, l, n, v, len);
-  }
   int getsockopt(int fd, int l, int n, void* v, socklen_t* len) override {
-    int r = in_.getsockopt(fd, l, n, v, len);
+    int r = ForwardingSys::getsockopt(fd, l, n, v, len);
     if (r == 0 && mismatch && l == IPPROTO_TCP && n == TCP_QUEUE_SEQ) {
       *static_cast<int*>(v) += 1;
     }
     return r;
   }
-  int ioctl_int(int fd, unsigned long rq, int* out) override { return in_.ioctl_int(fd, rq, out); }
-  ssize_t recv(int fd, void* b, std::size_t n, int f) override { return in_.recv(fd, b, n, f); }
-  ssize_t send(int fd, const void* b, std::size_t n, int f) override {
-    return in_.send(fd, b, n, f);
-  }
-  ssize_t sendto(int fd, const void* b, std::size_t n, int f, const sockaddr* a,
-                 socklen_t al) override {
-    return in_.sendto(fd, b, n, f, a, al);
-  }
-  int bind(int fd, const sockaddr* a, socklen_t l) override { return in_.bind(fd, a, l); }
-  int connect(int fd, const sockaddr* a, socklen_t l) override { return in_.connect(fd, a, l); }
-  int shutdown(int fd, int how) override { return in_.shutdown(fd, how); }
-  int getsockname(int fd, sockaddr* a, socklen_t* l) override { return in_.getsockname(fd, a, l); }
-  int getpeername(int fd, sockaddr* a, socklen_t* l) override { return in_.getpeername(fd, a, l); }
-  int get_fl(int fd) override { return in_.get_fl(fd); }
-  int set_fl(int fd, int f) override { return in_.set_fl(fd, f); }
-
- private:
-  repair::Sys& in_;
 };
 
 struct AppSession;
@@ -244,6 +220,13 @@ class Agent {
   std::string metrics_text();
 
   bool fault(const char* f) const { return faults_.count(f) != 0; }
+  // remember_outcome keeps a staged migration's final state for `query` (last 1024).
+  void remember_outcome(std::uint64_t mig, const char* state) {
+    finished_.emplace_back(mig, state);
+    if (finished_.size() > 1024) {
+      finished_.pop_front();
+    }
+  }
 
   asio::io_context& io_;
   AgentConfig cfg_;
@@ -1011,10 +994,7 @@ void Agent::abort_staged(StagedMig& sm, const std::string& why) {
   }
   sm.sockets.clear();
   sm.state = "aborted";
-  finished_.emplace_back(sm.mig, "aborted");
-  if (finished_.size() > 1024) {
-    finished_.pop_front();
-  }
+  remember_outcome(sm.mig, "aborted");
   std::uint64_t id = sm.mig;
   asio::post(io_, [this, id] { staged_.erase(id); });
 }
@@ -1056,10 +1036,7 @@ Message Agent::on_commit(const Message& m) {
   }
   sm.sockets.clear();
   sm.state = "committed";
-  finished_.emplace_back(sm.mig, "committed");
-  if (finished_.size() > 1024) {
-    finished_.pop_front();
-  }
+  remember_outcome(sm.mig, "committed");
   metrics_.flows_adopted += adopted;
   log_.info("migration " + std::to_string(sm.mig) + " committed: " + std::to_string(adopted) +
             " connection(s) live here" + (warnings.empty() ? "" : " (errors: " + warnings + ")"));
@@ -1242,6 +1219,15 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   Clock::time_point freeze_t0{};
   std::map<std::string, double> step_ms;
   bool steer_sent = false;
+  // steer_msg asks the gateway to send every flow of this migration to |backend|.
+  auto steer_msg = [&](const std::string& backend) {
+    Message sr(MsgType::steer);
+    sr.add_u64(Tag::mig, mig).add(Tag::backend, backend);
+    for (const auto& t : tuples) {
+      sr.add(Tag::tuple, t.to_string());
+    }
+    return sr;
+  };
   std::string commit_warnings;
   auto step_deadline = [&] { return Clock::now() + ms(cfg_.step_timeout_ms); };
 
@@ -1398,13 +1384,8 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     // 4. Steer.
     auto tst = Clock::now();
     if (gw) {
-      Message sr(MsgType::steer);
-      sr.add_u64(Tag::mig, mig).add(Tag::backend, *to);
-      for (const auto& t : tuples) {
-        sr.add(Tag::tuple, t.to_string());
-      }
       steer_sent = true;
-      auto g = co_await rpc(*gw, sr, step_deadline());
+      auto g = co_await rpc(*gw, steer_msg(*to), step_deadline());
       if (!g) {
         error = g.error().message();
         break;
@@ -1527,12 +1508,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
               gw = std::move(*g);
             }
           }
-          Message sr(MsgType::steer);
-          sr.add_u64(Tag::mig, mig).add(Tag::backend, cfg_.name);
-          for (const auto& t : tuples) {
-            sr.add(Tag::tuple, t.to_string());
-          }
-          auto g = gw ? co_await rpc(*gw, sr, step_deadline())
+          auto g = gw ? co_await rpc(*gw, steer_msg(cfg_.name), step_deadline())
                       : Result<Message>(make_error(std::errc::not_connected, "no gateway"));
           if (!g || g->type() != MsgType::steered) {
             undo_errors += "steer back failed: " +
