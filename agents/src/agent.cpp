@@ -1023,9 +1023,18 @@ Message Agent::on_commit(const Message& m) {
   sm.expiry->cancel();
   std::uint64_t adopted = 0;
   std::string warnings;
+  // Optional (older sources send none): one peer_ack hint per connection, in offer order.
+  std::vector<std::uint64_t> hints;
+  if (auto h = m.u64s(Tag::peer_ack); h && h->size() == sm.sockets.size()) {
+    hints = std::move(*h);
+  }
   for (std::size_t i = 0; i < sm.sockets.size(); ++i) {
     FourTuple t = sm.sockets[i].tuple();
-    auto fd = repairer_.activate(std::move(sm.sockets[i]));
+    std::optional<std::uint32_t> peer_acked;
+    if (i < hints.size() && (hints[i] >> 32) == 1) {
+      peer_acked = static_cast<std::uint32_t>(hints[i]);
+    }
+    auto fd = repairer_.activate(std::move(sm.sockets[i]), peer_acked);
     if (!fd) {
       // Past repair-off nothing can be undone; report it loudly.
       warnings += fd.error().message() + "; ";
@@ -1400,8 +1409,19 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
 
     // 5. Commit. From here on A never thaws unless B says it did not commit.
     auto tc = Clock::now();
-    auto cw = co_await write_msg(*chan, Message(MsgType::commit).add_u64(Tag::mig, mig),
-                                 step_deadline());
+    Message commit(MsgType::commit);
+    commit.add_u64(Tag::mig, mig);
+    // What the peer acknowledged while frozen: lets B resend at once only what the peer lacks.
+    for (const auto& t : tuples) {
+      std::uint64_t hint = 0;
+      if (freezer_) {
+        if (auto fc = freezer_->counters(t); fc && fc->peer_ack) {
+          hint = (std::uint64_t{1} << 32) | *fc->peer_ack;
+        }
+      }
+      commit.add_u64(Tag::peer_ack, hint);
+    }
+    auto cw = co_await write_msg(*chan, commit, step_deadline());
     fsm.on(MigEvent::commit_sent);
     std::string commit_error;
     if (cw) {

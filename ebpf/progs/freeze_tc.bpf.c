@@ -39,8 +39,9 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 	struct rendr_flow_key key = {};
 	struct rendr_freeze_counters *c;
 	__u8 flags = 0;
+	__u32 ack = 0;
 
-	if (rendr_parse_tcp(skb, &key, &flags) < 0)
+	if (rendr_parse_tcp_ack(skb, &key, &flags, &ack) < 0)
 		return TC_ACT_OK;
 	rendr_flow_key_normalise(&key);
 	c = bpf_map_lookup_elem(&freeze_flows, &key);
@@ -55,6 +56,13 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 	if (dir == FREEZE_INGRESS) {
 		c->ingress_packets++;
 		c->ingress_bytes += skb->len;
+		/* Ingress comes from the peer: remember the highest ACK it sent (wrap-aware). */
+		if (flags & RENDR_TCP_ACK) {
+			__u32 prev = (__u32)c->peer_ack;
+
+			if (!(c->peer_ack & RENDR_FREEZE_PEER_ACK_SEEN) || (__s32)(ack - prev) > 0)
+				c->peer_ack = RENDR_FREEZE_PEER_ACK_SEEN | ack;
+		}
 	} else {
 		c->egress_packets++;
 		c->egress_bytes += skb->len;

@@ -22,7 +22,14 @@ struct rendr_freeze_counters {
 	rendr_u64 egress_packets;  /* dropped at clsact egress */
 	rendr_u64 egress_bytes;
 	rendr_u64 bypassed_packets; /* matched, but carried the bypass mark: passed */
+	/* Highest (mod 2^32) acknowledgment number of the ACK segments dropped at ingress on this
+	 * CPU, in the low 32 bits; bit 32 set once one was seen. Not a counter: user space takes
+	 * the highest over CPUs instead of the sum. It tells the restore how much of the send
+	 * queue the peer already holds (the ACKs that said so were dropped by the freeze). */
+	rendr_u64 peer_ack;
 };
-RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 40, "rendr_freeze_counters layout");
+RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 48, "rendr_freeze_counters layout");
+
+#define RENDR_FREEZE_PEER_ACK_SEEN (1ULL << 32)
 
 #endif /* RENDR_EBPF_SHARED_FREEZE_SHARED_H */

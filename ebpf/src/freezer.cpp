@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <rendr/ebpf/freezer.hpp>
 
+#include <cstring>
 #include "flow_key.hpp"
 #include "libbpf_util.hpp"
 #include "shared/freeze_shared.h"
@@ -129,7 +130,21 @@ Result<FreezeCounters> Freezer::counters(const FourTuple& flow) const {
   if (!buf) {
     return buf.error();
   }
-  return to_counters(detail::sum_percpu<rendr_freeze_counters>(*buf));
+  FreezeCounters out = to_counters(detail::sum_percpu<rendr_freeze_counters>(*buf));
+  // peer_ack is a per-CPU maximum, not a counter: take the latest over CPUs.
+  for (std::size_t off = 0; off + sizeof(rendr_freeze_counters) <= buf->size();
+       off += sizeof(rendr_freeze_counters)) {
+    rendr_freeze_counters one;
+    std::memcpy(&one, buf->data() + off, sizeof one);
+    if ((one.peer_ack & RENDR_FREEZE_PEER_ACK_SEEN) == 0) {
+      continue;
+    }
+    auto ack = static_cast<std::uint32_t>(one.peer_ack);
+    if (!out.peer_ack || static_cast<std::int32_t>(ack - *out.peer_ack) > 0) {
+      out.peer_ack = ack;
+    }
+  }
+  return out;
 }
 
 Result<FreezeCounters> Freezer::unfreeze(const FourTuple& flow) {

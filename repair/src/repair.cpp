@@ -472,7 +472,7 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
   if (!fd.ok()) {
     return std::move(fd).take_error();
   }
-  return activate_staged(snap, opts, st, std::move(fd).value());
+  return activate_staged(snap, opts, st, std::move(fd).value(), std::nullopt);
 }
 
 Result<StagedSocket> Repairer::restore_staged(TcpSnapshot snap, const RestoreOptions& opts) {
@@ -487,11 +487,11 @@ Result<StagedSocket> Repairer::restore_staged(TcpSnapshot snap, const RestoreOpt
   return s;
 }
 
-Result<UniqueFd> Repairer::activate(StagedSocket&& s) {
+Result<UniqueFd> Repairer::activate(StagedSocket&& s, std::optional<std::uint32_t> peer_acked) {
   if (!s.valid()) {
     return make_error(std::errc::bad_file_descriptor, "activate: empty StagedSocket");
   }
-  return activate_staged(*s.snap_, s.opts_, s.st_, std::move(s.fd_));
+  return activate_staged(*s.snap_, s.opts_, s.st_, std::move(s.fd_), peer_acked);
 }
 
 void Repairer::release(StagedSocket&& s) {
@@ -609,7 +609,11 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
                       "TCP_TIMESTAMP"));
   }
 
-  const auto unacked = std::span(snap.send_queue).first(snap.send_unacked());
+  // Unless our FIN is already sent (it must sit behind them), the sent-but-unacked bytes are
+  // queued by activate(), which knows more about what the peer holds by then.
+  const bool defer_unacked = !snap.fin_sent;
+  const std::uint32_t sent_in_repair = defer_unacked ? 0U : snap.send_unacked();
+  const auto unacked = std::span(snap.send_queue).first(sent_in_repair);
   if (!snap.recv_queue.empty()) {
     RENDR_STEP(op.select_queue(TCP_RECV_QUEUE));
     RENDR_STEP(op.write_queue(snap.recv_queue, "refill receive queue"));
@@ -621,7 +625,7 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
 
   const std::uint32_t rcv_nxt_pre_fin =
       snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size());
-  const std::uint32_t write_seq_pre_fin = snap.send_seq + snap.send_unacked();
+  const std::uint32_t write_seq_pre_fin = snap.send_seq + sent_in_repair;
   std::uint32_t rcv_wup = rcv_nxt_pre_fin;
   if (snap.has_window) {
     tcp_repair_window w{snap.window.snd_wl1, snap.window.snd_wnd, snap.window.max_window,
@@ -682,9 +686,9 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
       return fail(mismatch("receive queue length", static_cast<std::uint64_t>(*inq),
                            snap.recv_queue.size()));
     }
-    if (static_cast<std::uint32_t>(*outq) != snap.send_unacked()) {
+    if (static_cast<std::uint32_t>(*outq) != sent_in_repair) {
       return fail(mismatch("send queue length", static_cast<std::uint64_t>(*outq),
-                           snap.send_unacked()));
+                           sent_in_repair));
     }
   }
 
@@ -736,12 +740,15 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
   st.force_snd = force_snd;
   st.force_rcv = force_rcv;
   st.rcv_wup = rcv_wup;
+  st.sent_in_repair = sent_in_repair;
+  st.unacked_deferred = defer_unacked && snap.send_unacked() > 0;
 #undef RENDR_STEP
   return fd;
 }
 
 Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const RestoreOptions& opts,
-                                           const StageState& st, UniqueFd fd) {
+                                           const StageState& st, UniqueFd fd,
+                                           std::optional<std::uint32_t> peer_acked) {
   auto ctx = [&snap] { return "restore " + snap.tuple.to_string(); };
   const int raw = fd.get();
   Ops op(sys_, raw);
@@ -749,7 +756,32 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
   const bool force_snd = st.force_snd;
   const bool force_rcv = st.force_rcv;
   const std::uint32_t rcv_wup = st.rcv_wup;
-  const auto unsent = std::span(snap.send_queue).subspan(snap.send_unacked());
+  // Deferred sent-but-unacked bytes: those the peer is known to hold go in as transmitted, the
+  // rest is sent again below as fresh data (the freeze dropped it or its ACK is still coming).
+  std::uint32_t in_repair = st.sent_in_repair;
+  if (st.unacked_deferred) {
+    const std::uint32_t unacked = snap.send_unacked();
+    std::uint32_t held = unacked;
+    if (peer_acked) {
+      auto ahead = static_cast<std::int32_t>(*peer_acked - snap.send_seq);
+      held = ahead <= 0 ? 0U : std::min<std::uint32_t>(static_cast<std::uint32_t>(ahead), unacked);
+    }
+    if (held > 0) {
+      auto q = op.select_queue(TCP_SEND_QUEUE);
+      if (q.ok()) {
+        q = op.write_queue(std::span(snap.send_queue).first(held),
+                           "refill send queue (sent, acknowledged by the peer)");
+      }
+      if (q.ok()) {
+        q = op.select_queue(TCP_NO_QUEUE);
+      }
+      if (!q.ok()) {
+        return std::move(q).take_error().with_context(ctx());
+      }
+    }
+    in_repair = held;
+  }
+  const auto unsent = std::span(snap.send_queue).subspan(in_repair);
   // Leave repair mode. From here on the socket is live; failures are reported but the
   // connection is not torn down.
   if (auto r = op.set(IPPROTO_TCP, TCP_REPAIR,

@@ -34,12 +34,14 @@
 #define RENDR_TCP_ACK 0x10
 
 /*
- * rendr_parse_tcp fills |key| (not normalised: src/dst as in the packet) and |tcp_flags| for an
+ * rendr_parse_tcp_ack fills |key| (not normalised: src/dst as in the packet), |tcp_flags| and
+ * |ack_seq| (host order) for an
  * IPv4/IPv6 TCP packet. Returns 0, or -1 for anything else (non-IP, non-TCP, non-first
  * fragments, IPv6 fragments, truncated headers) - callers let those pass.
  */
-static __always_inline int rendr_parse_tcp(struct __sk_buff *skb, struct rendr_flow_key *key,
-					   __u8 *tcp_flags)
+static __always_inline int rendr_parse_tcp_ack(struct __sk_buff *skb,
+					       struct rendr_flow_key *key, __u8 *tcp_flags,
+					       __u32 *ack_seq)
 {
 	__u8 th[14]; /* ports, seq, ack, data offset, flags */
 	__u32 off = ETH_HLEN;
@@ -92,7 +94,18 @@ static __always_inline int rendr_parse_tcp(struct __sk_buff *skb, struct rendr_f
 	__builtin_memcpy(&key->src_port, &th[0], 2);
 	__builtin_memcpy(&key->dst_port, &th[2], 2);
 	*tcp_flags = th[13];
+	__builtin_memcpy(ack_seq, &th[8], 4);
+	*ack_seq = bpf_ntohl(*ack_seq);
 	return 0;
+}
+
+/* rendr_parse_tcp_ack without the acknowledgment number. */
+static __always_inline int rendr_parse_tcp(struct __sk_buff *skb, struct rendr_flow_key *key,
+					   __u8 *tcp_flags)
+{
+	__u32 ack_seq;
+
+	return rendr_parse_tcp_ack(skb, key, tcp_flags, &ack_seq);
 }
 
 #endif /* RENDR_EBPF_LIB_PARSE_H */

@@ -137,6 +137,52 @@ TEST_CASE("ebpf: freeze drops a frozen flow in both directions and counts it",
   CHECK(run(*f, Hook::egress, tcp("[fd00::1]:443", "[fd00::2]:50000")) == TC_ACT_SHOT);
 }
 
+TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
+          "[.bpf][ebpf][freeze][datapath]") {
+  auto ns = test::Netns::create("ebpf-freeze-ack");
+  test::NetnsScope in(ns);
+  auto f = Freezer::create();
+  EBPF_REQUIRE_OK(f);
+  FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
+  EBPF_REQUIRE_OK(f->freeze(v4));
+  auto seg = [](const char* src, const char* dst, std::uint8_t flags, std::uint32_t ack) {
+    test::TcpFrameSpec s;
+    s.src = endpoint(src);
+    s.dst = endpoint(dst);
+    s.flags = flags;
+    s.ack = ack;
+    return test::tcp_frame(s);
+  };
+  auto ack_now = [&]() {
+    auto c = f->counters(v4);
+    EBPF_REQUIRE_OK(c);
+    return c->peer_ack;
+  };
+  CHECK_FALSE(ack_now().has_value());
+  // Our own segments (egress) and segments without the ACK bit say nothing about the peer.
+  CHECK(run(*f, Hook::egress, seg("10.1.0.1:8080", "10.2.0.2:40000", test::kTcpAck, 0x7000)) ==
+        TC_ACT_SHOT);
+  CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpRst, 0x7000)) ==
+        TC_ACT_SHOT);
+  CHECK_FALSE(ack_now().has_value());
+  CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck,
+                                   0xFFFFFF00U)) == TC_ACT_SHOT);
+  CHECK(ack_now() == std::optional<std::uint32_t>(0xFFFFFF00U));
+  // Across the 2^32 wrap: 0x10 comes after 0xFFFFFF00; an older (reordered) ACK does not win.
+  CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x10)) ==
+        TC_ACT_SHOT);
+  CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080",
+                                   test::kTcpAck | test::kTcpPsh, 0xFFFFFFF0U)) == TC_ACT_SHOT);
+  CHECK(ack_now() == std::optional<std::uint32_t>(0x10U));
+  // A bypassed (marked) packet is not a dropped ACK.
+  CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x20),
+            0xC114) == TC_ACT_OK);
+  auto last = f->unfreeze(v4);
+  EBPF_REQUIRE_OK(last);
+  CHECK(last->peer_ack == std::optional<std::uint32_t>(0x10U));
+  CHECK(last->ingress_packets == 4);
+}
+
 TEST_CASE("ebpf: freeze matches IPv4-mapped tuples against IPv4 packets",
           "[.bpf][ebpf][freeze][datapath]") {
   auto ns = test::Netns::create("ebpf-freeze-mapped");

@@ -79,6 +79,9 @@ enum class Tag : std::uint16_t {
   adopted = 16,
   json = 17,
   timeout_ms = 18,
+  // COMMIT, one per migrated connection in offer order: bit 32 set + the highest ACK number the
+  // peer sent while the source's freeze dropped it (low 32 bits), or 0 when none is known.
+  peer_ack = 19,
 };
 
 [[nodiscard]] const char* to_string(MsgType t);

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 namespace rendr::ebpf {
 
@@ -36,6 +37,10 @@ struct FreezeCounters {
   std::uint64_t egress_packets = 0;
   std::uint64_t egress_bytes = 0;
   std::uint64_t bypassed_packets = 0;
+  // Highest acknowledgment number (mod 2^32, the latest in sequence order) of the ACK segments
+  // dropped at ingress, i.e. what the peer had acknowledged while its ACKs could not reach the
+  // frozen socket; empty if no ACK was dropped. Ingress is taken to come from the peer.
+  std::optional<std::uint32_t> peer_ack;
 };
 
 class Freezer {

@@ -47,6 +47,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 namespace rendr::repair {
 
@@ -99,6 +100,11 @@ struct StageState {
   bool force_snd = false;
   bool force_rcv = false;
   std::uint32_t rcv_wup = 0;
+  // Bytes of the send queue queued at stage time in repair mode (counted as transmitted). When
+  // our FIN was not sent yet, the sent-but-unacked bytes are deferred to activate() instead,
+  // which splits them by what the peer is known to hold (see activate()).
+  std::uint32_t sent_in_repair = 0;
+  bool unacked_deferred = false;
 };
 
 // StagedSocket — a restored socket that is still in repair mode (restore recipe steps 1-6 done
@@ -157,7 +163,16 @@ class Repairer {
                                                     const RestoreOptions& opts = {});
   // activate finishes a staged restore (repair off with window probe, unsent bytes, options,
   // ACK kick) and returns the live socket. Call it once traffic is steered to this host.
-  [[nodiscard]] Result<UniqueFd> activate(StagedSocket&& s);
+  //
+  // |peer_acked| is the highest acknowledgment number the peer is known to have sent (e.g. the
+  // ACKs a freeze dropped: ebpf::FreezeCounters::peer_ack). The sent-but-unacked bytes below it
+  // are queued as already transmitted (the peer's next ACK releases them); the bytes from it on
+  // are sent again as fresh data at once. Without it every unacked byte is queued as
+  // transmitted, and whatever the freeze dropped waits for a retransmission timer, which on a
+  // restored socket (no RTT sample yet) is a 1 s tail loss probe. An out-of-range hint (below
+  // the queue or beyond what was sent) is clamped. Ignored when our FIN was already sent.
+  [[nodiscard]] Result<UniqueFd> activate(StagedSocket&& s,
+                                          std::optional<std::uint32_t> peer_acked = {});
   // release (staged) closes a staged socket silently (abort path on the target).
   void release(StagedSocket&& s);
 
@@ -173,7 +188,8 @@ class Repairer {
                                        StageState& st);
   [[nodiscard]] Result<UniqueFd> activate_staged(const TcpSnapshot& snap,
                                                  const RestoreOptions& opts, const StageState& st,
-                                                 UniqueFd fd);
+                                                 UniqueFd fd,
+                                                 std::optional<std::uint32_t> peer_acked);
   // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
 
