@@ -57,6 +57,12 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+std::string fmt_ms(Clock::time_point a, Clock::time_point b) {
+  char out[32];
+  std::snprintf(out, sizeof out, "%.2f", std::chrono::duration<double, std::milli>(b - a).count());
+  return out;
+}
+
 std::string kernel_release() {
   utsname u{};
   return ::uname(&u) == 0 ? std::string(u.release) : "unknown";
@@ -761,7 +767,9 @@ awaitable<Status> Agent::write_msg(PeerConn& c, const Message& m, Clock::time_po
 }
 
 awaitable<Result<Message>> Agent::read_msg(PeerConn& c, Clock::time_point deadline) {
-  std::vector<std::byte> buf(64 * 1024);
+  constexpr std::size_t kChunk = 64 * 1024;
+  std::vector<std::byte> buf(kChunk);
+  asio::steady_timer t(io_, deadline);  // one timer for the whole message
   for (;;) {
     auto n = c.reader.next();
     if (!n) {
@@ -771,9 +779,21 @@ awaitable<Result<Message>> Agent::read_msg(PeerConn& c, Clock::time_point deadli
     if (*n) {
       co_return std::move(**n);
     }
-    asio::steady_timer t(io_, deadline);
-    auto r = co_await (c.stream.async_read_some(asio::buffer(buf), as_tuple_aw) ||
-                       t.async_wait(as_tuple_aw));
+    // A large frame (a snapshot) is read in one composed read of exactly what it lacks, not
+    // one TLS record (16 KiB) per loop turn.
+    const std::size_t want = c.reader.need();
+    if (want > kChunk) {
+      buf.resize(want);
+    }
+    // (if/else, not ?: : GCC 12 miscompiles a conditional over awaitables in a coroutine.)
+    std::variant<std::tuple<asio::error_code, std::size_t>, std::tuple<asio::error_code>> r;
+    if (want > kChunk) {
+      r = co_await (asio::async_read(c.stream, asio::buffer(buf.data(), want), as_tuple_aw) ||
+                    t.async_wait(as_tuple_aw));
+    } else {
+      r = co_await (c.stream.async_read_some(asio::buffer(buf.data(), kChunk), as_tuple_aw) ||
+                    t.async_wait(as_tuple_aw));
+    }
     if (r.index() == 1) {
       c.broken = true;
       co_return make_error(std::errc::timed_out, "no answer from agent " + c.peer_name);
@@ -943,6 +963,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
   }
   // Decode everything before touching the kernel: a tampered or truncated snapshot rejects
   // the whole offer.
+  const auto t_decode = Clock::now();
   std::vector<TcpSnapshot> decoded;
   decoded.reserve(snaps.size());
   for (std::size_t i = 0; i < snaps.size(); ++i) {
@@ -952,6 +973,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     }
     decoded.push_back(std::move(*s));
   }
+  const auto t_stage = Clock::now();
   auto sm = std::make_unique<StagedMig>();
   sm->mig = *mig;
   sm->from = c.peer_name;
@@ -982,7 +1004,8 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     }
   });
   log_.info("migration " + std::to_string(id) + " from " + c.peer_name + ": staged " +
-            std::to_string(sm->sockets.size()) + " socket(s) for " + *svc);
+            std::to_string(sm->sockets.size()) + " socket(s) for " + *svc + " (decode " +
+            fmt_ms(t_decode, t_stage) + " ms, restore " + fmt_ms(t_stage, Clock::now()) + " ms)");
   staged_[id] = std::move(sm);
   return Message(MsgType::ready).add_u64(Tag::mig, id);
 }
@@ -1378,6 +1401,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       break;
     }
     fsm.on(MigEvent::shipped);
+    step_ms["ship_write"] = ms_since(ts);
     auto rr = co_await read_msg(*chan, step_deadline());
     if (!rr) {
       error = rr.error().message();

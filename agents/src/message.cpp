@@ -248,6 +248,19 @@ void FrameReader::feed(std::span<const std::byte> data) {
   buf_.insert(buf_.end(), data.begin(), data.end());
 }
 
+std::size_t FrameReader::need() const {
+  std::span<const std::byte> avail(buf_.data() + off_, buf_.size() - off_);
+  if (avail.size() < 4) {
+    return 4 - avail.size();
+  }
+  ByteReader r(avail);
+  std::uint32_t len = 0;
+  (void)r.u32(len);
+  const std::size_t total = 4 + static_cast<std::size_t>(std::min<std::uint32_t>(
+                                    len, static_cast<std::uint32_t>(kMaxMessage)));
+  return avail.size() >= total ? 0 : total - avail.size();
+}
+
 Result<std::optional<Message>> FrameReader::next() {
   std::span<const std::byte> avail(buf_.data() + off_, buf_.size() - off_);
   if (avail.size() < 4) {

@@ -440,6 +440,15 @@ int run_migrate(std::span<char* const> args) {
             mk->push_back(static_cast<double>(timeline.size()) * 0.1);
           }
           auto rep = stack.migrate(on, {tuple}, to);
+          if (rep) {
+            auto steps = rep->find("\"steps_ms\":");
+            auto steps_end = steps == std::string::npos ? steps : rep->find('}', steps);
+            std::fprintf(stderr, "bulk migration %d %s->%s: %s, frozen %s ms, %s bytes carried %s\n",
+                         k, on.c_str(), to.c_str(), json_scalar(*rep, "result").c_str(),
+                         json_scalar(*rep, "frozen_ms").c_str(),
+                         json_scalar(*rep, "bytes_carried").c_str(),
+                         steps == std::string::npos ? "" : rep->substr(steps, steps_end + 1 - steps).c_str());
+          }
           if (rep && json_scalar(*rep, "result") == "committed") {
             on = to;
           } else {

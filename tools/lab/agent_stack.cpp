@@ -151,7 +151,14 @@ AgentStack::~AgentStack() {
     }
   }
   if (!dir_.empty()) {
-    (void)shell("rm -rf '" + dir_ + "'");
+    const char* keep = std::getenv("RENDR_KEEP_LOGS");
+    if (keep != nullptr && *keep != '\0' && std::string(keep) != "0") {
+      // Debugging: keep the agents' and servers' logs, drop everything else (keys, data).
+      (void)shell("find '" + dir_ + "' -type f ! -name '*.log' -delete");
+      std::fprintf(stderr, "RENDR_KEEP_LOGS: logs kept in %s\n", dir_.c_str());
+    } else {
+      (void)shell("rm -rf '" + dir_ + "'");
+    }
   }
 }
 

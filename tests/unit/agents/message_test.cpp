@@ -98,6 +98,26 @@ TEST_CASE("frame reader reassembles messages split at every byte", "[agents]") {
   CHECK(fr.buffered() == 0);
 }
 
+TEST_CASE("frame reader says how many bytes complete the current frame", "[agents]") {
+  std::vector<std::byte> big(200000, std::byte{0x5a});
+  Message m = Message(MsgType::offer).add(Tag::snapshot, big);
+  auto f = m.encode_framed();
+  FrameReader fr;
+  CHECK(fr.need() == 4);
+  fr.feed(std::span(f).first(2));
+  CHECK(fr.need() == 2);
+  fr.feed(std::span(f).subspan(2, 1000));
+  CHECK(fr.need() == f.size() - 1002);
+  // Reading exactly need() bytes completes the frame, with nothing left over.
+  fr.feed(std::span(f).subspan(1002, fr.need()));
+  CHECK(fr.need() == 0);
+  auto n = fr.next();
+  REQUIRE(n.ok());
+  REQUIRE(n->has_value());
+  CHECK((*n)->get(Tag::snapshot)->size() == big.size());
+  CHECK(fr.need() == 4);
+}
+
 TEST_CASE("frame reader refuses an oversized length prefix", "[agents]") {
   FrameReader fr;
   std::vector<std::byte> huge = {std::byte{0xff}, std::byte{0xff}, std::byte{0xff},

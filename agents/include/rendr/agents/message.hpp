@@ -144,8 +144,11 @@ class FrameReader {
   // unusable).
   void feed(std::span<const std::byte> data);
   [[nodiscard]] Result<std::optional<Message>> next();
-  // need: how many more bytes the current frame needs (at least 1 when incomplete).
+  // buffered: bytes fed but not yet returned as messages.
   [[nodiscard]] std::size_t buffered() const { return buf_.size() - off_; }
+  // need: how many more bytes complete the current frame (its length prefix first), 0 if a
+  // whole frame is buffered. Lets a reader fetch a large frame in one read.
+  [[nodiscard]] std::size_t need() const;
 
  private:
   std::vector<std::byte> buf_;
