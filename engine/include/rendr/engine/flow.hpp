@@ -149,6 +149,10 @@ struct PathInfo {
   std::uint64_t bytes_tx = 0;
   std::uint64_t recv_dups = 0;
   std::size_t queued_frames = 0;
+  // Filled in by the Asio shell (empty from FlowCore::stats()): carrier kind and addresses.
+  std::string transport;
+  std::string local;
+  std::string remote;
 };
 
 struct FlowStats {

@@ -39,6 +39,11 @@ inline constexpr std::uint64_t kAckMagic = 0x52454E44525F4143ULL;
 // HELLO / HELLO_ACK capability bits; unknown bits are ignored.
 inline constexpr std::uint32_t kCapsPacketMode = 1U << 0;
 inline constexpr std::uint32_t kCapsL3Identity = 1U << 1;
+// Bits 8-9: the dialer's scheduling mode (engine::Mode value: 1 prime, 2 bond, 3 race; 0 = no
+// hint). A listener that follows the client runs its own direction in the same mode. Peers that
+// do not know the bits ignore them (docs/wire.md, revision v0+mode-hint).
+inline constexpr std::uint32_t kCapsModeShift = 8;
+inline constexpr std::uint32_t kCapsModeMask = 3U << kCapsModeShift;
 
 using Id128 = std::array<std::uint8_t, 16>;  // flow_id (= bridge_id), instance_id
 

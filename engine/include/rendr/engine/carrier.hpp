@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+// Carriers: what one path of a flow runs over. The engine's Asio shell drives a flow's FlowCore
+// over any number of carriers of two kinds (STYLE M1: one abstract async interface per kind):
+//   StreamCarrier - an ordered reliable byte stream (tcp; custom stream factories; a quic stream
+//                   later). Frames travel with the u16 length prefix.
+//   PacketCarrier - datagrams that may be lost or reordered (udpflow; a quic DATAGRAM later).
+//                   One frame per datagram; any carrier header (udpflow's 8 bytes) is the
+//                   carrier's business and never reaches the engine.
+// A carrier belongs to the io_context it was created on; the shell calls it only from the thread
+// that runs that io_context, and it invokes its callbacks there, never from inside the initiating
+// call. Built-in transports are "tcp" and "udpflow"; a Dialer takes custom factories by name
+// ("quic" is reserved: the seam for the QUIC carrier, not built yet).
+#pragma once
+
+#include <rendr/common/result.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+
+namespace asio {
+class io_context;
+}
+
+namespace rendr {
+
+using Deadline = std::chrono::steady_clock::time_point;
+inline constexpr Deadline kNoDeadline = Deadline::max();
+// deadline_in returns now + |d| (saturating).
+[[nodiscard]] inline Deadline deadline_in(std::chrono::steady_clock::duration d) {
+  const auto now = std::chrono::steady_clock::now();
+  return d >= kNoDeadline - now ? kNoDeadline : now + d;
+}
+
+// PathSpec names one path of a Dialer: which transport, where to, from where.
+struct PathSpec {
+  std::string transport = "tcp";  // "tcp", "udpflow", or a registered factory name
+  std::string address;            // "10.10.1.2:7000", "[fd10:1::2]:7000"
+  std::string local;              // optional source address ("10.10.1.1" or "10.10.1.1:0")
+  std::string name;               // path name sent in HELLO / BRIDGE_TAG (default: transport/address)
+  // Transport options. udpflow: "flow_id_hex" = 14 hex digits (the per-path 7-byte id; random
+  // when absent).
+  std::map<std::string, std::string> opts;
+};
+
+using IoHandler = std::function<void(std::error_code, std::size_t)>;
+
+class StreamCarrier {
+ public:
+  virtual ~StreamCarrier() = default;
+  // async_read_some reads at least one byte into |buf| (which stays valid until the handler
+  // runs). EOF is reported as an error (asio::error::eof or any code): to the engine a carrier
+  // that ends is a dead path, never the end of the flow.
+  virtual void async_read_some(std::span<std::byte> buf, IoHandler handler) = 0;
+  // async_write writes all of |buf| (valid until the handler runs), then calls |handler|.
+  virtual void async_write(std::span<const std::byte> buf, IoHandler handler) = 0;
+  // close ends the carrier; pending operations complete with an error. Idempotent.
+  virtual void close() = 0;
+  // describe: local and remote address, for stats ("10.10.1.1:40000", "10.10.1.2:7000").
+  [[nodiscard]] virtual std::string local() const = 0;
+  [[nodiscard]] virtual std::string remote() const = 0;
+};
+using StreamCarrierPtr = std::unique_ptr<StreamCarrier>;
+
+class PacketCarrier {
+ public:
+  virtual ~PacketCarrier() = default;
+  // start delivers every received datagram (the frame only) to |on_packet| and the first fatal
+  // error to |on_error|, until close(). Called once.
+  virtual void start(std::function<void(std::span<const std::byte>)> on_packet,
+                     std::function<void(std::error_code)> on_error) = 0;
+  // send sends one frame now without blocking. Returns {} when sent (or silently dropped, as
+  // datagrams may be), asio/std would_block when the socket is full (call async_wait_writable),
+  // anything else when the carrier is dead.
+  [[nodiscard]] virtual std::error_code send(std::span<const std::byte> frame) = 0;
+  virtual void async_wait_writable(std::function<void(std::error_code)> handler) = 0;
+  // max_frame: largest frame (8-byte header + payload) one datagram takes.
+  [[nodiscard]] virtual std::size_t max_frame() const = 0;
+  virtual void close() = 0;
+  [[nodiscard]] virtual std::string local() const = 0;
+  [[nodiscard]] virtual std::string remote() const = 0;
+};
+using PacketCarrierPtr = std::unique_ptr<PacketCarrier>;
+
+// Factories dial one carrier for |spec| on |io| before |deadline| (blocking the calling thread,
+// which is the application's: Dialer::dial, Admin::add_path). The result must only be used from
+// |io|'s thread afterwards.
+using StreamFactory =
+    std::function<Result<StreamCarrierPtr>(asio::io_context& io, const PathSpec& spec, Deadline)>;
+using PacketFactory =
+    std::function<Result<PacketCarrierPtr>(asio::io_context& io, const PathSpec& spec, Deadline)>;
+
+// Built-in carriers (engine/src/tcp_carrier.cpp, udpflow_carrier.cpp).
+// dial_tcp: non-blocking connect bounded by |deadline|, TCP_NODELAY on, keepalive off, optional
+// bind to spec.local. Errors: the connect errno, timed_out, invalid_argument (bad address).
+[[nodiscard]] Result<StreamCarrierPtr> dial_tcp(asio::io_context& io, const PathSpec& spec,
+                                                Deadline deadline);
+// dial_udpflow: a connected UDP socket; every datagram is "0 | id[7] | frame". The id comes from
+// spec.opts["flow_id_hex"] or is random. Errors: errno of socket/bind/connect, invalid_argument.
+[[nodiscard]] Result<PacketCarrierPtr> dial_udpflow(asio::io_context& io, const PathSpec& spec,
+                                                    Deadline deadline);
+
+inline constexpr std::size_t kUdpFlowHeader = 8;
+inline constexpr std::size_t kUdpFlowMaxDatagram = 1400;
+inline constexpr std::size_t kUdpFlowMaxFrame = kUdpFlowMaxDatagram - kUdpFlowHeader;  // 1 392
+
+}  // namespace rendr

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: Apache-2.0
+// Dialer: opens rendr flows (Conn / PacketConn) over one or more paths. The options are the
+// flow's knobs (engine::FlowConfig: mode, hysteresis, dwell, cooldown, migration_budget <= 90 s,
+// probe_interval, zombie limits, bond_pin / bond_stuck_multiplier, windows...) plus the paths.
+//
+// Dial algorithm: a fresh random 16-byte flow_id; every path in order is dialled with its
+// transport's factory; the first carrier carries HELLO, the others BRIDGE_TAG once HELLO_ACK is
+// in. dial returns when the handshake is done and every dialled path is ready or gone (or the
+// deadline passed with the handshake done). Paths that fail to dial are skipped silently (use
+// Admin::add_path to bring one back); no path at all is an error.
+//
+// A Dialer runs its flows on its own io thread, or on |io| when given (run it from exactly one
+// thread). Flows outlive the Dialer. Thread-safe after construction except for add_*_factory.
+#pragma once
+
+#include <rendr/common/result.hpp>
+#include <rendr/engine/carrier.hpp>
+#include <rendr/engine/conn.hpp>
+#include <rendr/engine/flow.hpp>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace asio {
+class io_context;
+}
+
+namespace rendr {
+
+namespace detail {
+class IoRuntime;
+}
+
+struct DialOptions : engine::FlowConfig {
+  std::vector<PathSpec> paths;
+  // Zero: a fresh random instance id per Dialer.
+  engine::Id128 instance_id{};
+  // Run flows on this io_context (owned by the caller, run by one thread) instead of an own
+  // thread.
+  asio::io_context* io = nullptr;
+};
+
+class Dialer {
+ public:
+  // Errors: invalid_config (FlowConfig out of range, no paths).
+  [[nodiscard]] static Result<std::unique_ptr<Dialer>> create(DialOptions opts);
+  ~Dialer();
+  Dialer(const Dialer&) = delete;
+  Dialer& operator=(const Dialer&) = delete;
+
+  // add_stream_factory / add_packet_factory register a carrier kind under |name| for this
+  // Dialer's paths. Errors: invalid_argument (empty name, a built-in name, already taken).
+  [[nodiscard]] Status add_stream_factory(const std::string& name, StreamFactory f);
+  [[nodiscard]] Status add_packet_factory(const std::string& name, PacketFactory f);
+
+  // dial opens a stream flow. Errors: the first path's dial error when no path could be dialled,
+  // not_supported (unknown transport, "quic"), timed_out (handshake not done by |deadline|),
+  // the flow's close error (e.g. peer_protocol when the peer is not rendr).
+  [[nodiscard]] Result<ConnPtr> dial(Deadline deadline = deadline_in(std::chrono::seconds(10)));
+  // dial_packet opens a packet flow (caps bit 0); the peer must accept packet flows.
+  [[nodiscard]] Result<PacketConnPtr> dial_packet(
+      Deadline deadline = deadline_in(std::chrono::seconds(10)));
+
+  [[nodiscard]] const DialOptions& options() const { return opts_; }
+
+ private:
+  Dialer() = default;
+  DialOptions opts_;
+  std::shared_ptr<detail::IoRuntime> rt_;
+  std::map<std::string, StreamFactory> stream_factories_;
+  std::map<std::string, PacketFactory> packet_factories_;
+};
+
+}  // namespace rendr

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// Listener: the accepting side. listen_tcp takes u16-framed TCP carriers, listen_udpflow
+// opaque UDP datagrams (8-byte udpflow header with a per-path 7-byte id) on one port; both
+// serve stream flows (accept) and packet flows (accept_packet), chosen by the HELLO's caps bit.
+// The first frame of every fresh carrier decides: HELLO = a new flow (published on the accept
+// queue), BRIDGE_TAG = one more path of a known flow, anything else is refused and closed
+// (engine::BridgeTable, capacity 4 096 flows).
+//
+// Server mode: v0 carries no policy frames. With follow_client_mode (default) the server runs
+// its own direction in the mode the dialer announced in the HELLO caps bits 8-9 (prime when
+// absent); otherwise in flow.mode. docs/modes.md.
+//
+// The listener runs on its own io thread (or on |io|); accepted Conns keep the listener's
+// state alive, so they outlive close() and the Listener object.
+#pragma once
+
+#include <rendr/common/result.hpp>
+#include <rendr/engine/carrier.hpp>
+#include <rendr/engine/conn.hpp>
+#include <rendr/engine/flow.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace asio {
+class io_context;
+}
+
+namespace rendr {
+
+namespace detail {
+class ListenerCore;
+}
+
+struct ListenOptions {
+  engine::FlowConfig flow;  // server flows (max_payload is lowered for udpflow)
+  bool follow_client_mode = true;
+  bool accept_stream = true;
+  bool accept_packet = true;
+  std::size_t capacity = 4096;
+  engine::Id128 instance_id{};  // zero: random
+  asio::io_context* io = nullptr;
+};
+
+class Listener {
+ public:
+  explicit Listener(std::shared_ptr<detail::ListenerCore> c);
+  ~Listener();  // close()
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // accept returns the next new stream flow. Errors: closed (listener closed), timed_out.
+  [[nodiscard]] Result<ConnPtr> accept(Deadline deadline = kNoDeadline);
+  [[nodiscard]] Result<PacketConnPtr> accept_packet(Deadline deadline = kNoDeadline);
+  // local_address: "ip:port" actually bound (port 0 resolved).
+  [[nodiscard]] std::string local_address() const;
+  [[nodiscard]] std::uint16_t port() const;
+  // close stops accepting carriers (existing flows keep their paths). Idempotent.
+  void close();
+  [[nodiscard]] std::vector<engine::Id128> flow_ids() const;
+  // stats: one snapshot per live flow.
+  [[nodiscard]] std::vector<engine::FlowStats> stats() const;
+
+ private:
+  std::shared_ptr<detail::ListenerCore> c_;
+};
+using ListenerPtr = std::unique_ptr<Listener>;
+
+// listen_tcp / listen_udpflow bind |address| ("127.0.0.1:0", "[::]:7000"). Errors: bind/listen
+// errno, invalid_argument (address), invalid_config (flow config).
+[[nodiscard]] Result<ListenerPtr> listen_tcp(std::string_view address, ListenOptions opts = {});
+[[nodiscard]] Result<ListenerPtr> listen_udpflow(std::string_view address,
+                                                 ListenOptions opts = {});
+
+}  // namespace rendr

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: Apache-2.0
+// Built-in carrier implementations shared by the dialer and the listeners (private).
+#pragma once
+
+#include <rendr/common/result.hpp>
+#include <rendr/engine/carrier.hpp>
+
+#include <asio/ip/tcp.hpp>
+#include <asio/ip/udp.hpp>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace rendr::detail {
+
+// make_tcp_carrier wraps a connected socket (sets TCP_NODELAY, keepalive off).
+[[nodiscard]] StreamCarrierPtr make_tcp_carrier(asio::ip::tcp::socket sock);
+
+using UdpFlowId = std::array<std::uint8_t, 7>;
+
+// One udpflow path as the listener sees it: datagrams for |id| arrive through the listener's
+// socket and are handed to on_packet; replies go to |remote| (updated when the client's source
+// address changes: NAT rebinding).
+struct UdpServerPathState {
+  UdpFlowId id{};
+  asio::ip::udp::endpoint remote;
+  std::function<void(std::span<const std::byte>)> on_packet;
+  std::function<void(std::error_code)> on_error;
+  bool closed = false;
+};
+
+// make_udpflow_server_path builds the carrier of such a path, sending through |sock|.
+[[nodiscard]] PacketCarrierPtr make_udpflow_server_path(
+    std::shared_ptr<asio::ip::udp::socket> sock, std::shared_ptr<UdpServerPathState> state,
+    std::string local);
+
+[[nodiscard]] Result<asio::ip::udp::endpoint> parse_udp_endpoint(const std::string& text);
+[[nodiscard]] Result<asio::ip::tcp::endpoint> parse_tcp_endpoint(const std::string& text);
+[[nodiscard]] std::string endpoint_string(const asio::ip::address& a, std::uint16_t port);
+
+}  // namespace rendr::detail

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: Apache-2.0
+// The Asio shell around one FlowCore (docs/engine.md "What the shell must do").
+//
+// IoRuntime: an io_context and, unless the embedder brought one, the thread that runs it.
+// FlowDriver: one flow's FlowCore plus its carriers, timer and application waiters. All state is
+// guarded by |mu|; carrier and timer operations are issued only on the io thread (application
+// threads change the core under the lock and post service()). Handlers hold a shared_ptr to
+// the driver and to the carrier slot whose buffers they use (the reason for shared_ptr here:
+// asynchronous operations outlive the caller's handle).
+#pragma once
+
+#include <rendr/common/result.hpp>
+#include <rendr/engine/carrier.hpp>
+#include <rendr/engine/conn.hpp>
+#include <rendr/engine/flow.hpp>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace rendr::detail {
+
+class IoRuntime {
+ public:
+  // owned starts a thread running a fresh io_context; external wraps the caller's.
+  [[nodiscard]] static std::shared_ptr<IoRuntime> owned(std::string name);
+  [[nodiscard]] static std::shared_ptr<IoRuntime> external(asio::io_context& io);
+  ~IoRuntime();
+  IoRuntime(const IoRuntime&) = delete;
+  IoRuntime& operator=(const IoRuntime&) = delete;
+  asio::io_context& io() { return *io_; }
+
+ private:
+  IoRuntime() = default;
+  std::shared_ptr<asio::io_context> io_shared_;  // co-owned by the thread
+  asio::io_context* io_ = nullptr;
+  std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::thread thread_;
+};
+
+// Dialing context a client flow keeps for add_path.
+struct DialContext {
+  std::map<std::string, StreamFactory> stream_factories;
+  std::map<std::string, PacketFactory> packet_factories;
+};
+
+// Dial |spec| through |ctx| (built-ins first). Returns the carrier in one of two slots.
+struct DialedCarrier {
+  StreamCarrierPtr stream;
+  PacketCarrierPtr packet;
+};
+[[nodiscard]] Result<DialedCarrier> dial_carrier(const DialContext& ctx, asio::io_context& io,
+                                                 const PathSpec& spec, Deadline deadline);
+
+class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
+ public:
+  // client: owns |core|. server: |core| lives in the listener's BridgeTable, |listener| keeps it
+  // alive and |on_finished| (run by the destructor, on any thread) arranges its removal.
+  FlowDriver(std::shared_ptr<IoRuntime> rt, engine::FlowCore owned_core,
+             std::shared_ptr<const DialContext> dial);
+  FlowDriver(std::shared_ptr<IoRuntime> rt, engine::FlowCore* table_core,
+             std::shared_ptr<void> listener, std::function<void()> on_finished);
+  ~FlowDriver();
+
+  std::mutex mu;
+  std::condition_variable cv;
+
+  // --- io thread or under mu ---
+  engine::FlowCore& core() { return *core_; }
+  // attach_*_locked registers a carrier for |path| (mu held); service() starts its I/O.
+  void attach_stream_locked(engine::PathId path, StreamCarrierPtr c, std::string transport,
+                            std::vector<std::byte> initial_input);
+  void attach_packet_locked(engine::PathId path, PacketCarrierPtr c, std::string transport);
+  // deliver_locked feeds a datagram the listener received for |path| (server udpflow).
+  void request_service_locked();
+  // pump_locked: the post-processing after any core call on the io thread (events, carrier
+  // output, timer, waiters). Deferred callbacks are run by run_deferred after unlocking.
+  void pump_locked();
+  void run_deferred(std::unique_lock<std::mutex>& lk);
+
+  // --- application side (any thread except io) ---
+  [[nodiscard]] Result<std::size_t> read_some(std::span<std::byte> buf, Deadline d);
+  [[nodiscard]] Result<std::size_t> write_some(std::span<const std::byte> data, Deadline d);
+  [[nodiscard]] Status write_packet(std::span<const std::byte> p, Deadline d);
+  [[nodiscard]] Result<bool> read_packet(std::vector<std::byte>& out, Deadline d);
+  [[nodiscard]] Result<engine::PathId> add_path(const PathSpec& spec, Deadline d);
+  [[nodiscard]] Status close();
+  void shutdown();  // closes carriers and the timer (io thread, posted); idempotent
+  void kill_path(engine::PathId path);
+  std::uint64_t add_migrate_callback(MigrateCallback cb);
+  void remove_migrate_callback(std::uint64_t id);
+  [[nodiscard]] engine::FlowStats stats_locked();
+  // dial helpers: wait for the handshake and the dialled paths.
+  [[nodiscard]] Status wait_established(Deadline d);
+  void start_async_read(std::span<std::byte> buf, IoHandler h);
+  void start_async_write(std::span<const std::byte> buf, IoHandler h);
+  void cancel_async();
+
+  asio::io_context& io() { return rt_->io(); }
+  [[nodiscard]] std::size_t max_payload() const { return max_payload_; }
+  void set_max_payload(std::size_t n) { max_payload_ = n; }
+  [[nodiscard]] bool is_client() const { return dial_ != nullptr; }
+
+ private:
+  struct Slot {
+    engine::PathId id = 0;
+    std::string transport;
+    StreamCarrierPtr stream;
+    PacketCarrierPtr packet;
+    bool started = false;
+    bool closed = false;
+    bool writing = false;  // stream: async_write pending; packet: waiting for writable
+    std::vector<std::byte> rbuf;
+    std::vector<std::byte> out;
+    std::vector<std::byte> initial;
+    std::string local;
+    std::string remote;
+  };
+  using SlotPtr = std::shared_ptr<Slot>;
+
+  void service();  // io thread: lock, pump, run deferred
+  void start_slot_locked(const SlotPtr& s);
+  void start_read_locked(const SlotPtr& s);
+  void flush_locked(const SlotPtr& s);
+  void close_slot_locked(const SlotPtr& s);
+  void carrier_failed_locked(const SlotPtr& s, std::error_code ec, const char* what);
+  void arm_timer_locked();
+  void complete_async_locked();
+  bool path_settled_locked(engine::PathId id) const;
+
+  std::shared_ptr<IoRuntime> rt_;
+  std::size_t max_payload_ = engine::kMaxPayload;
+  std::optional<engine::FlowCore> owned_core_;
+  engine::FlowCore* core_ = nullptr;
+  std::shared_ptr<const DialContext> dial_;
+  std::shared_ptr<void> listener_;
+  std::function<void()> on_finished_;
+
+  std::map<engine::PathId, SlotPtr> slots_;
+  asio::steady_timer timer_;
+  std::optional<engine::TimePoint> armed_;
+  bool service_posted_ = false;
+  bool closed_event_ = false;  // EvClosed seen: flush once more, then close carriers
+  bool shut_ = false;
+  bool user_closed_ = false;
+  std::vector<std::function<void()>> deferred_;
+  std::map<std::uint64_t, MigrateCallback> migrate_cbs_;
+  std::uint64_t next_cb_id_ = 1;
+
+  struct PendingRead {
+    std::span<std::byte> buf;
+    IoHandler h;
+  };
+  struct PendingWrite {
+    std::span<const std::byte> buf;
+    IoHandler h;
+  };
+  std::optional<PendingRead> pending_read_;
+  std::optional<PendingWrite> pending_write_;
+};
+
+}  // namespace rendr::detail

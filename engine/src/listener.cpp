@@ -1,0 +1,574 @@
+// SPDX-License-Identifier: Apache-2.0
+// listen_tcp / listen_udpflow: the accepting shell around an engine::BridgeTable.
+#include <rendr/engine/listener.hpp>
+
+#include "carriers.hpp"
+#include "driver.hpp"
+
+#include <rendr/engine/bridge.hpp>
+#include <rendr/engine/errors.hpp>
+
+#include <asio/ip/tcp.hpp>
+#include <asio/ip/udp.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
+
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+
+namespace rendr {
+
+namespace detail {
+
+using engine::Clock;
+using engine::Id128;
+
+namespace {
+constexpr auto kFirstFrameTimeout = std::chrono::seconds(10);
+constexpr auto kRetryStep = std::chrono::milliseconds(20);
+constexpr auto kRetryWindow = std::chrono::milliseconds(500);
+// Largest HELLO / BRIDGE_TAG: header + 48-byte payload + str8 name.
+constexpr std::size_t kMaxFirstFrame = engine::kHeaderSize + 48 + 1 + engine::kMaxName;
+
+Id128 first_frame_id(const engine::FirstFrame& f) {
+  if (const auto* h = std::get_if<engine::Hello>(&f)) {
+    return h->flow_id;
+  }
+  return std::get<engine::BridgeTag>(f).bridge_id;
+}
+}  // namespace
+
+class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
+ public:
+  ListenerCore(std::shared_ptr<IoRuntime> runtime, ListenOptions options, engine::BridgeTable t,
+               bool is_udp)
+      : rt(std::move(runtime)), opts(std::move(options)), udp(is_udp), table(std::move(t)) {}
+
+  std::shared_ptr<IoRuntime> rt;
+  ListenOptions opts;
+  bool udp;
+  std::string local;
+
+  // io thread only
+  engine::BridgeTable table;
+  std::optional<asio::ip::tcp::acceptor> acceptor;
+  std::shared_ptr<asio::ip::udp::socket> usock;
+  std::map<UdpFlowId, std::shared_ptr<UdpServerPathState>> upaths;
+  std::vector<std::byte> ubuf;
+
+  // guarded by mu
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::map<Id128, std::weak_ptr<FlowDriver>> drivers;
+  std::deque<std::shared_ptr<FlowDriver>> stream_q;
+  std::deque<std::shared_ptr<FlowDriver>> packet_q;
+  bool closed = false;
+
+  std::shared_ptr<FlowDriver> find_driver(const Id128& id) {
+    std::lock_guard lk(mu);
+    auto it = drivers.find(id);
+    return it == drivers.end() ? nullptr : it->second.lock();
+  }
+
+  // on_flow_gone runs (posted) when a server driver was destroyed.
+  void on_flow_gone(const Id128& id) {
+    table.remove(id);
+    std::lock_guard lk(mu);
+    if (auto it = drivers.find(id); it != drivers.end() && it->second.expired()) {
+      drivers.erase(it);
+    }
+    if (closed && drivers.empty() && usock) {
+      std::error_code ec;
+      usock->close(ec);
+    }
+  }
+
+  // attach handles an accepted first frame (io thread). |attach_carrier| registers the carrier
+  // on the driver (its mutex held). Returns the rejection reply to send, if any, and whether the
+  // carrier was taken; nullopt result = retry later.
+  struct Outcome {
+    bool taken = false;
+    bool retry = false;
+    std::vector<std::byte> reply;
+  };
+  template <typename Attach>
+  Outcome accept_first(std::span<const std::byte> frame, const engine::PathOptions& popts,
+                       bool final_attempt, Attach&& attach_carrier) {
+    Outcome out;
+    auto ff = engine::classify_first_frame(frame);
+    if (!ff) {
+      return out;  // not rendr: close without a word
+    }
+    const Id128 id = first_frame_id(*ff);
+    auto drv = find_driver(id);
+    const auto now = Clock::now();
+    if (drv) {
+      std::unique_lock dl(drv->mu);
+      auto r = table.accept(frame, popts, now, final_attempt);
+      if (auto* a = std::get_if<engine::BridgeAttached>(&r)) {
+        attach_carrier(*drv, a->path);
+        out.taken = true;
+      } else if (auto* rej = std::get_if<engine::BridgeRejected>(&r)) {
+        out.reply = std::move(rej->reply);
+      } else {
+        out.retry = true;
+      }
+      return out;
+    }
+    if (table.find(id) != nullptr) {
+      return out;  // a flow whose application is gone, awaiting removal
+    }
+    {
+      std::lock_guard lk(mu);
+      if (closed && std::holds_alternative<engine::Hello>(*ff)) {
+        return out;
+      }
+    }
+    auto r = table.accept(frame, popts, now, final_attempt);
+    if (auto* rej = std::get_if<engine::BridgeRejected>(&r)) {
+      out.reply = std::move(rej->reply);
+      return out;
+    }
+    if (std::holds_alternative<engine::BridgeRetry>(r)) {
+      out.retry = true;
+      return out;
+    }
+    const auto& a = std::get<engine::BridgeAttached>(r);
+    engine::FlowCore* core = table.find(a.flow_id);
+    if (!a.new_flow || core == nullptr) {
+      return out;
+    }
+    std::weak_ptr<ListenerCore> weak = shared_from_this();
+    const Id128 fid = a.flow_id;
+    auto self = shared_from_this();
+    auto driver = std::make_shared<FlowDriver>(rt, core, self, [self, fid] {
+      asio::post(self->rt->io(), [self, fid] { self->on_flow_gone(fid); });
+    });
+    const bool packet = core->packet_mode();
+    driver->set_max_payload(udp ? kUdpFlowMaxFrame - engine::kHeaderSize : opts.flow.max_payload);
+    {
+      std::unique_lock dl(driver->mu);
+      if (opts.follow_client_mode) {
+        const std::uint32_t hint =
+            (core->stats().peer_caps & engine::kCapsModeMask) >> engine::kCapsModeShift;
+        if (hint == 2 || hint == 3) {
+          (void)core->set_mode(static_cast<engine::Mode>(hint));
+        }
+      }
+      attach_carrier(*driver, a.path);
+    }
+    {
+      std::lock_guard lk(mu);
+      drivers[fid] = driver;
+      (packet ? packet_q : stream_q).push_back(std::move(driver));
+    }
+    cv.notify_all();
+    out.taken = true;
+    return out;
+  }
+
+  // --- tcp ---
+  struct PendingTcp {
+    explicit PendingTcp(asio::ip::tcp::socket s, asio::io_context& io)
+        : sock(std::move(s)), timer(io) {}
+    asio::ip::tcp::socket sock;
+    asio::steady_timer timer;
+    engine::StreamDeframer deframer;
+    std::vector<std::byte> buf = std::vector<std::byte>(64 * 1024);
+    std::vector<std::byte> first;
+    std::vector<std::byte> reply;
+    Clock::time_point started = Clock::now();
+    std::uint16_t prefix = 0;
+    std::size_t prefix_seen = 0;
+    bool done = false;
+  };
+
+  void do_accept() {
+    acceptor->async_accept([self = shared_from_this()](std::error_code ec,
+                                                       asio::ip::tcp::socket sock) {
+      {
+        std::lock_guard lk(self->mu);
+        if (self->closed) {
+          return;
+        }
+      }
+      if (!ec) {
+        self->start_pending(std::move(sock));
+      }
+      if (ec == asio::error::operation_aborted) {
+        return;
+      }
+      self->do_accept();
+    });
+  }
+
+  void start_pending(asio::ip::tcp::socket sock) {
+    auto p = std::make_shared<PendingTcp>(std::move(sock), rt->io());
+    p->timer.expires_after(kFirstFrameTimeout);
+    p->timer.async_wait([p](std::error_code ec) {
+      if (!ec && !p->done) {
+        p->done = true;
+        std::error_code e2;
+        p->sock.close(e2);
+      }
+    });
+    read_first(p);
+  }
+
+  void read_first(const std::shared_ptr<PendingTcp>& p) {
+    p->sock.async_read_some(asio::buffer(p->buf), [self = shared_from_this(), p](
+                                                      std::error_code ec, std::size_t n) {
+      if (p->done) {
+        return;
+      }
+      if (ec) {
+        p->done = true;
+        p->timer.cancel();
+        return;
+      }
+      // A first frame is a HELLO or BRIDGE_TAG: a few hundred bytes. A longer length prefix
+      // (an HTTP request reads as ~18 000) is not rendr: close now instead of waiting for it.
+      for (std::size_t i = 0; i < n && p->prefix_seen < 2; ++i, ++p->prefix_seen) {
+        p->prefix = static_cast<std::uint16_t>((p->prefix << 8) | static_cast<std::uint8_t>(p->buf[i]));
+      }
+      if (p->prefix_seen == 2 && p->prefix > kMaxFirstFrame) {
+        p->done = true;
+        p->timer.cancel();
+        std::error_code e2;
+        p->sock.close(e2);
+        return;
+      }
+      p->deframer.feed(std::span<const std::byte>(p->buf.data(), n));
+      auto f = p->deframer.next();
+      if (!f) {
+        p->done = true;
+        p->timer.cancel();
+        std::error_code e2;
+        p->sock.close(e2);
+        return;
+      }
+      if (!f->has_value()) {
+        self->read_first(p);
+        return;
+      }
+      p->first.assign((*f)->begin(), (*f)->end());
+      self->handle_first_tcp(p, false);
+    });
+  }
+
+  void handle_first_tcp(const std::shared_ptr<PendingTcp>& p, bool final_attempt) {
+    const engine::PathOptions popts{engine::Framing::stream, "tcp", 0};
+    auto out = accept_first(p->first, popts, final_attempt, [&](FlowDriver& d, PathId path) {
+      d.attach_stream_locked(path, make_tcp_carrier(std::move(p->sock)), "tcp",
+                             p->deframer.release_buffered());
+    });
+    if (out.taken) {
+      p->done = true;
+      p->timer.cancel();
+      return;
+    }
+    if (out.retry) {
+      const bool last = Clock::now() - p->started >= kRetryWindow;
+      p->timer.expires_after(kRetryStep);
+      p->timer.async_wait([self = shared_from_this(), p, last](std::error_code ec) {
+        if (ec || p->done) {
+          return;
+        }
+        self->handle_first_tcp(p, last);
+      });
+      return;
+    }
+    p->done = true;
+    p->timer.cancel();
+    if (out.reply.empty()) {
+      std::error_code e2;
+      p->sock.close(e2);
+      return;
+    }
+    p->reply = std::move(out.reply);
+    asio::async_write(p->sock, asio::buffer(p->reply), [p](std::error_code, std::size_t) {
+      std::error_code e2;
+      p->sock.close(e2);
+    });
+  }
+
+  // --- udpflow ---
+  void do_recv() {
+    usock->async_wait(asio::socket_base::wait_read, [self = shared_from_this()](
+                                                         std::error_code ec) {
+      if (ec) {
+        return;  // socket closed
+      }
+      self->drain_udp();
+      if (self->usock->is_open()) {
+        self->do_recv();
+      }
+    });
+  }
+
+  void drain_udp() {
+    for (int i = 0; i < 64; ++i) {
+      asio::ip::udp::endpoint src;
+      socklen_t slen = static_cast<socklen_t>(src.capacity());
+      const ssize_t n = ::recvfrom(usock->native_handle(), ubuf.data(), ubuf.size(), MSG_DONTWAIT,
+                                   static_cast<sockaddr*>(src.data()), &slen);
+      if (n < 0) {
+        return;
+      }
+      src.resize(slen);
+      const auto len = static_cast<std::size_t>(n);
+      if (len < kUdpFlowHeader + engine::kHeaderSize || ubuf[0] != std::byte{0}) {
+        continue;
+      }
+      UdpFlowId id{};
+      std::memcpy(id.data(), ubuf.data() + 1, id.size());
+      const std::span<const std::byte> frame(ubuf.data() + kUdpFlowHeader, len - kUdpFlowHeader);
+      if (auto it = upaths.find(id); it != upaths.end()) {
+        auto st = it->second;
+        if (!st->closed) {
+          if (st->remote != src) {
+            st->remote = src;  // NAT rebinding: replies follow the new source
+          }
+          if (st->on_packet) {
+            st->on_packet(frame);
+          }
+          continue;
+        }
+        upaths.erase(it);
+      }
+      const engine::PathOptions popts{engine::Framing::datagram, "udpflow", kUdpFlowMaxFrame};
+      auto out = accept_first(frame, popts, false, [&](FlowDriver& d, PathId path) {
+        auto st = std::make_shared<UdpServerPathState>();
+        st->id = id;
+        st->remote = src;
+        upaths[id] = st;
+        d.attach_packet_locked(path, make_udpflow_server_path(usock, st, local), "udpflow");
+      });
+      if (!out.reply.empty()) {
+        std::vector<std::byte> dg(kUdpFlowHeader + out.reply.size());
+        dg[0] = std::byte{0};
+        std::memcpy(dg.data() + 1, id.data(), id.size());
+        std::memcpy(dg.data() + kUdpFlowHeader, out.reply.data(), out.reply.size());
+        (void)::sendto(usock->native_handle(), dg.data(), dg.size(), MSG_DONTWAIT,
+                       static_cast<const sockaddr*>(src.data()), src.size());
+      }
+      // retry: dropped; the dialer repeats BRIDGE_TAG on datagram carriers.
+    }
+    // Forget closed paths now and then (bounded work per wake-up).
+    for (auto it = upaths.begin(); it != upaths.end();) {
+      it = it->second->closed ? upaths.erase(it) : std::next(it);
+    }
+  }
+};
+
+namespace {
+
+engine::BridgeConfig bridge_config(const ListenOptions& o, bool udp) {
+  engine::BridgeConfig bc;
+  bc.stream = o.flow;
+  bc.packet = o.flow;
+  if (udp) {
+    const std::size_t cap = kUdpFlowMaxFrame - engine::kHeaderSize;
+    bc.stream.max_payload = std::min(bc.stream.max_payload, cap);
+    bc.packet.max_payload = std::min(bc.packet.max_payload, cap);
+  }
+  bc.accept_stream = o.accept_stream;
+  bc.accept_packet = o.accept_packet;
+  bc.capacity = o.capacity;
+  bc.instance_id = o.instance_id;
+  if (bc.instance_id == Id128{}) {
+    (void)::getrandom(bc.instance_id.data(), bc.instance_id.size(), 0);
+  }
+  return bc;
+}
+
+}  // namespace
+
+}  // namespace detail
+
+using detail::ListenerCore;
+
+Listener::Listener(std::shared_ptr<ListenerCore> c) : c_(std::move(c)) {}
+
+Listener::~Listener() { close(); }
+
+namespace {
+
+template <typename ConnT>
+Result<std::unique_ptr<ConnT>> accept_from(ListenerCore& c,
+                                           std::deque<std::shared_ptr<detail::FlowDriver>>& q,
+                                           Deadline deadline) {
+  std::unique_lock lk(c.mu);
+  for (;;) {
+    if (!q.empty()) {
+      auto d = std::move(q.front());
+      q.pop_front();
+      return std::make_unique<ConnT>(std::move(d));
+    }
+    if (c.closed) {
+      return engine::make_error(engine::errc::closed, "accept: listener closed");
+    }
+    if (deadline == kNoDeadline) {
+      c.cv.wait(lk);
+    } else if (std::chrono::steady_clock::now() >= deadline) {
+      return make_error(std::errc::timed_out, "accept");
+    } else {
+      c.cv.wait_until(lk, deadline);
+    }
+  }
+}
+
+}  // namespace
+
+Result<ConnPtr> Listener::accept(Deadline deadline) {
+  return accept_from<Conn>(*c_, c_->stream_q, deadline);
+}
+
+Result<PacketConnPtr> Listener::accept_packet(Deadline deadline) {
+  return accept_from<PacketConn>(*c_, c_->packet_q, deadline);
+}
+
+std::string Listener::local_address() const { return c_->local; }
+
+std::uint16_t Listener::port() const {
+  const auto pos = c_->local.rfind(':');
+  return static_cast<std::uint16_t>(std::stoul(c_->local.substr(pos + 1)));
+}
+
+void Listener::close() {
+  std::deque<std::shared_ptr<detail::FlowDriver>> orphans;
+  {
+    std::lock_guard lk(c_->mu);
+    if (c_->closed) {
+      return;
+    }
+    c_->closed = true;
+    orphans.swap(c_->stream_q);
+    for (auto& d : c_->packet_q) {
+      orphans.push_back(std::move(d));
+    }
+    c_->packet_q.clear();
+  }
+  c_->cv.notify_all();
+  for (auto& d : orphans) {
+    d->shutdown();
+  }
+  orphans.clear();
+  asio::post(c_->rt->io(), [c = c_] {
+    std::error_code ec;
+    if (c->acceptor) {
+      c->acceptor->close(ec);
+    }
+    std::lock_guard lk(c->mu);
+    if (c->usock && c->drivers.empty()) {
+      c->usock->close(ec);
+    }
+  });
+}
+
+std::vector<engine::Id128> Listener::flow_ids() const {
+  std::vector<engine::Id128> out;
+  std::lock_guard lk(c_->mu);
+  for (const auto& [id, w] : c_->drivers) {
+    if (!w.expired()) {
+      out.push_back(id);
+    }
+  }
+  return out;
+}
+
+std::vector<engine::FlowStats> Listener::stats() const {
+  std::vector<std::shared_ptr<detail::FlowDriver>> ds;
+  {
+    std::lock_guard lk(c_->mu);
+    for (const auto& [id, w] : c_->drivers) {
+      if (auto d = w.lock()) {
+        ds.push_back(std::move(d));
+      }
+    }
+  }
+  std::vector<engine::FlowStats> out;
+  for (auto& d : ds) {
+    std::lock_guard lk(d->mu);
+    out.push_back(d->stats_locked());
+  }
+  return out;
+}
+
+namespace {
+
+std::shared_ptr<detail::IoRuntime> runtime_for(asio::io_context* io) {
+  return io != nullptr ? detail::IoRuntime::external(*io) : detail::IoRuntime::owned("listener");
+}
+
+}  // namespace
+
+Result<ListenerPtr> listen_tcp(std::string_view address, ListenOptions opts) {
+  auto ep = detail::parse_tcp_endpoint(std::string(address));
+  if (!ep) {
+    return std::move(ep).take_error().with_context("listen_tcp");
+  }
+  auto table = engine::BridgeTable::create(detail::bridge_config(opts, false));
+  if (!table) {
+    return std::move(table).take_error().with_context("listen_tcp");
+  }
+  auto rt = runtime_for(opts.io);
+  auto core = std::make_shared<ListenerCore>(rt, opts, std::move(*table), false);
+  asio::ip::tcp::acceptor acc(rt->io());
+  std::error_code ec;
+  acc.open(ep->protocol(), ec);
+  if (!ec) {
+    acc.set_option(asio::socket_base::reuse_address(true), ec);
+    acc.bind(*ep, ec);
+  }
+  if (!ec) {
+    acc.listen(asio::socket_base::max_listen_connections, ec);
+  }
+  if (ec) {
+    return Error{ec, "listen_tcp " + std::string(address)};
+  }
+  const auto le = acc.local_endpoint(ec);
+  core->local = detail::endpoint_string(le.address(), le.port());
+  core->acceptor.emplace(std::move(acc));
+  asio::post(rt->io(), [core] { core->do_accept(); });
+  return std::make_unique<Listener>(core);
+}
+
+Result<ListenerPtr> listen_udpflow(std::string_view address, ListenOptions opts) {
+  auto ep = detail::parse_udp_endpoint(std::string(address));
+  if (!ep) {
+    return std::move(ep).take_error().with_context("listen_udpflow");
+  }
+  auto table = engine::BridgeTable::create(detail::bridge_config(opts, true));
+  if (!table) {
+    return std::move(table).take_error().with_context("listen_udpflow");
+  }
+  auto rt = runtime_for(opts.io);
+  auto core = std::make_shared<ListenerCore>(rt, opts, std::move(*table), true);
+  auto sock = std::make_shared<asio::ip::udp::socket>(rt->io());
+  std::error_code ec;
+  sock->open(ep->protocol(), ec);
+  if (!ec) {
+    sock->bind(*ep, ec);
+  }
+  if (ec) {
+    return Error{ec, "listen_udpflow " + std::string(address)};
+  }
+  // Large socket buffers: every path of every flow shares this socket.
+  sock->set_option(asio::socket_base::receive_buffer_size(8 << 20), ec);
+  sock->set_option(asio::socket_base::send_buffer_size(8 << 20), ec);
+  const auto le = sock->local_endpoint(ec);
+  core->local = detail::endpoint_string(le.address(), le.port());
+  core->usock = std::move(sock);
+  core->ubuf.resize(64 * 1024);
+  asio::post(rt->io(), [core] { core->do_recv(); });
+  return std::make_unique<Listener>(core);
+}
+
+}  // namespace rendr
