@@ -20,7 +20,9 @@ if [ "$ok" = 0 ]; then
   ok=$?
   kill -0 "$agent_pid" 2>/dev/null || { echo "rendr-agent died" >>"$mig/ctl.log"; ok=1; }
   "$RENDR_RENDRCTL" status --agent "$mig/agent.sock" --json >"$mig/status.json" 2>&1
+  echo "(rendrctl exit $?)" >>"$mig/status.json"
   "$RENDR_RENDRCTL" metrics --agent "$mig/agent.sock" >"$mig/metrics.txt" 2>&1
+  echo "(rendrctl exit $?)" >>"$mig/metrics.txt"
 fi
 mig_stop $agent_pid
 {

@@ -39,8 +39,11 @@ if [ "$ok" = 0 ]; then
   ok=$?
   kill -0 "$agent_pid" 2>/dev/null || { echo "rendr-agent died" >>"$mig/ctl.log"; ok=1; }
   "$RENDR_RENDRCTL" status --agent "$mig/agent.sock" --json >"$mig/status.json" 2>&1
+  echo "(rendrctl exit $?)" >>"$mig/status.json"
   "$RENDR_RENDRCTL" flows --agent "$mig/agent.sock" >"$mig/flows.txt" 2>&1
+  echo "(rendrctl exit $?)" >>"$mig/flows.txt"
   "$RENDR_RENDRCTL" metrics --agent "$mig/agent.sock" >"$mig/metrics.txt" 2>&1
+  echo "(rendrctl exit $?)" >>"$mig/metrics.txt"
 fi
 mig_stop $fs_pid $agent_pid
 {
