@@ -57,6 +57,13 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+std::optional<repair::PeerAck> decode_peer_ack(std::uint64_t v) {
+  if ((v >> 48) != 1) {
+    return std::nullopt;
+  }
+  return repair::PeerAck{static_cast<std::uint32_t>(v), static_cast<std::uint16_t>(v >> 32)};
+}
+
 std::string fmt_ms(Clock::time_point a, Clock::time_point b) {
   char out[32];
   std::snprintf(out, sizeof out, "%.2f", std::chrono::duration<double, std::milli>(b - a).count());
@@ -218,6 +225,8 @@ class Agent {
   void progress(const std::shared_ptr<seqp::socket>& ctl, const std::string& line);
   void adopt_or_queue(const std::string& service, Orphan o);
   void schedule_unfreeze(const FourTuple& t);
+  // peer_ack_hint encodes what the freeze saw the peer acknowledge (Tag::peer_ack), 0 if none.
+  std::uint64_t peer_ack_hint(const FourTuple& t) const;
   void cancel_freeze(const FourTuple& t);
 
   // status
@@ -979,10 +988,18 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
   sm->from = c.peer_name;
   sm->service = *svc;
   sm->channel = &c;
-  repair::RestoreOptions ro;
+  // Optional (older sources send none): one peer_ack hint per connection.
+  std::vector<std::uint64_t> hints;
+  if (auto h = m.u64s(Tag::peer_ack); h && h->size() == decoded.size()) {
+    hints = std::move(*h);
+  }
   for (std::size_t i = 0; i < decoded.size(); ++i) {
     // A flow that left this host earlier may still have its grace freeze: lift it first.
     cancel_freeze(decoded[i].tuple);
+    repair::RestoreOptions ro;
+    if (i < hints.size()) {
+      ro.peer_ack = decode_peer_ack(hints[i]);
+    }
     auto st = repairer_.restore_staged(std::move(decoded[i]), ro);
     if (!st) {
       ++metrics_.restores_failed;
@@ -1054,8 +1071,19 @@ Message Agent::on_commit(const Message& m) {
   for (std::size_t i = 0; i < sm.sockets.size(); ++i) {
     FourTuple t = sm.sockets[i].tuple();
     std::optional<std::uint32_t> peer_acked;
-    if (i < hints.size() && (hints[i] >> 32) == 1) {
-      peer_acked = static_cast<std::uint32_t>(hints[i]);
+    if (i < hints.size()) {
+      if (auto pa = decode_peer_ack(hints[i])) {
+        peer_acked = pa->ack;
+      }
+    }
+    {
+      const auto& snap = sm.sockets[i].snapshot();
+      log_.info("activate " + t.to_string() + ": " + std::to_string(snap.send_unacked()) +
+                " bytes unacked, " +
+                std::to_string(snap.send_queue.size() - snap.send_unacked()) + " unsent, peer ack " +
+                (peer_acked ? std::to_string(static_cast<std::int32_t>(*peer_acked - snap.send_seq)) +
+                                  " past snd_una"
+                            : std::string("unknown")));
     }
     auto fd = repairer_.activate(std::move(sm.sockets[i]), peer_acked);
     if (!fd) {
@@ -1151,6 +1179,17 @@ void Agent::cancel_freeze(const FourTuple& t) {
   if (freezer_) {
     (void)freezer_->unfreeze(t);
   }
+}
+
+std::uint64_t Agent::peer_ack_hint(const FourTuple& t) const {
+  if (!freezer_) {
+    return 0;
+  }
+  auto c = freezer_->counters(t);
+  if (!c || !c->peer_ack) {
+    return 0;
+  }
+  return (std::uint64_t{1} << 48) | (std::uint64_t{c->peer_window} << 32) | *c->peer_ack;
 }
 
 void Agent::schedule_unfreeze(const FourTuple& t) {
@@ -1384,6 +1423,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       offer.add_u64(Tag::conn_id, sel[i]->conn_id);
       offer.add(Tag::snapshot, std::move(encoded[i]));
       offer.add(Tag::state, slots[i].state);
+      offer.add_u64(Tag::peer_ack, peer_ack_hint(tuples[i]));
     }
     if (fault("cut_during_ship")) {
       auto bytes = offer.encode_framed();
@@ -1437,13 +1477,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     commit.add_u64(Tag::mig, mig);
     // What the peer acknowledged while frozen: lets B resend at once only what the peer lacks.
     for (const auto& t : tuples) {
-      std::uint64_t hint = 0;
-      if (freezer_) {
-        if (auto fc = freezer_->counters(t); fc && fc->peer_ack) {
-          hint = (std::uint64_t{1} << 32) | *fc->peer_ack;
-        }
-      }
-      commit.add_u64(Tag::peer_ack, hint);
+      commit.add_u64(Tag::peer_ack, peer_ack_hint(t));
     }
     auto cw = co_await write_msg(*chan, commit, step_deadline());
     fsm.on(MigEvent::commit_sent);

@@ -114,6 +114,17 @@ JsonWriter& JsonWriter::value(std::int64_t v) {
   out_ += std::to_string(v);
   return *this;
 }
+JsonWriter& JsonWriter::number(double v) {
+  sep({});
+  if (!std::isfinite(v)) {
+    out_ += "null";
+    return *this;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  out_ += buf;
+  return *this;
+}
 
 std::string json_scalar(std::string_view json, std::string_view key) {
   std::string pat = "\"" + std::string(key) + "\":";

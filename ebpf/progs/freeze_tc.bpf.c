@@ -40,8 +40,9 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 	struct rendr_freeze_counters *c;
 	__u8 flags = 0;
 	__u32 ack = 0;
+	__u16 win = 0;
 
-	if (rendr_parse_tcp_ack(skb, &key, &flags, &ack) < 0)
+	if (rendr_parse_tcp_ack(skb, &key, &flags, &ack, &win) < 0)
 		return TC_ACT_OK;
 	rendr_flow_key_normalise(&key);
 	c = bpf_map_lookup_elem(&freeze_flows, &key);
@@ -60,8 +61,11 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 		if (flags & RENDR_TCP_ACK) {
 			__u32 prev = (__u32)c->peer_ack;
 
-			if (!(c->peer_ack & RENDR_FREEZE_PEER_ACK_SEEN) || (__s32)(ack - prev) > 0)
+			/* >= : a later ACK for the same byte may carry a newer window. */
+			if (!(c->peer_ack & RENDR_FREEZE_PEER_ACK_SEEN) || (__s32)(ack - prev) >= 0) {
 				c->peer_ack = RENDR_FREEZE_PEER_ACK_SEEN | ack;
+				c->peer_win = win;
+			}
 		}
 	} else {
 		c->egress_packets++;

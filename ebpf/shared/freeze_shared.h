@@ -27,8 +27,10 @@ struct rendr_freeze_counters {
 	 * the highest over CPUs instead of the sum. It tells the restore how much of the send
 	 * queue the peer already holds (the ACKs that said so were dropped by the freeze). */
 	rendr_u64 peer_ack;
+	/* The raw (unscaled) receive window advertised by that same ACK, in the low 16 bits. */
+	rendr_u64 peer_win;
 };
-RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 48, "rendr_freeze_counters layout");
+RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 56, "rendr_freeze_counters layout");
 
 #define RENDR_FREEZE_PEER_ACK_SEEN (1ULL << 32)
 

@@ -142,6 +142,7 @@ Result<FreezeCounters> Freezer::counters(const FourTuple& flow) const {
     auto ack = static_cast<std::uint32_t>(one.peer_ack);
     if (!out.peer_ack || static_cast<std::int32_t>(ack - *out.peer_ack) > 0) {
       out.peer_ack = ack;
+      out.peer_window = static_cast<std::uint16_t>(one.peer_win);
     }
   }
   return out;

@@ -475,7 +475,40 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
   return activate_staged(snap, opts, st, std::move(fd).value(), std::nullopt);
 }
 
+namespace {
+
+// drop_acked removes from |snap| the send-queue bytes the peer acknowledged (RestoreOptions::
+// peer_ack) and takes the peer's window from that ACK. Returns how many bytes were dropped.
+std::uint32_t drop_acked(TcpSnapshot& snap, const PeerAck& pa) {
+  if (snap.fin_sent) {
+    return 0;
+  }
+  auto ahead = static_cast<std::int32_t>(pa.ack - snap.send_seq);
+  if (ahead <= 0 || static_cast<std::uint32_t>(ahead) > snap.send_unacked()) {
+    return 0;  // nothing new, or an ACK for bytes never sent: ignore it
+  }
+  const auto n = static_cast<std::uint32_t>(ahead);
+  snap.send_queue.erase(snap.send_queue.begin(), snap.send_queue.begin() + n);
+  snap.send_seq += n;
+  if (snap.has_window) {
+    const std::uint32_t wnd = static_cast<std::uint32_t>(pa.window)
+                              << (snap.opt_wscale ? snap.snd_wscale : 0);
+    snap.window.snd_wnd = wnd;
+    snap.window.max_window = std::max(snap.window.max_window, wnd);
+  }
+  return n;
+}
+
+}  // namespace
+
 Result<StagedSocket> Repairer::restore_staged(TcpSnapshot snap, const RestoreOptions& opts) {
+  if (opts.peer_ack) {
+    const auto n = drop_acked(snap, *opts.peer_ack);
+    if (n > 0 && debug_on()) {
+      log_.debug("restore " + snap.tuple.to_string() + ": " + std::to_string(n) +
+                 " send-queue bytes were already acknowledged by the peer");
+    }
+  }
   StagedSocket s;
   s.snap_ = std::make_unique<TcpSnapshot>(std::move(snap));
   s.opts_ = opts;

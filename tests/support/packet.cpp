@@ -129,7 +129,7 @@ std::vector<std::byte> tcp_frame(const TcpFrameSpec& spec) {
   w.u32(spec.ack);
   w.u8(5 << 4);  // data offset: 20 bytes
   w.u8(spec.flags);
-  w.u16(65535);  // window
+  w.u16(spec.window);
   w.u16(0);      // checksum, below
   w.u16(0);      // urgent pointer
   w.bytes(spec.payload);

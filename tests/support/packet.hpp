@@ -24,6 +24,7 @@ struct TcpFrameSpec {
   std::uint8_t flags = kTcpAck;
   std::uint32_t seq = 1000;
   std::uint32_t ack = 0;
+  std::uint16_t window = 65535;
   std::vector<std::byte> payload;
   // IPv6 only: put an (empty, PadN) hop-by-hop options header before TCP.
   bool ipv6_hop_by_hop = false;

@@ -94,6 +94,18 @@ void ArgParser::integer(std::string name, std::int64_t* out, std::int64_t min, s
   };
 }
 
+void ArgParser::str(std::string name, std::string* out, std::string metavar, std::string help) {
+  const std::string n = name;
+  opts_.push_back({std::move(name), std::move(metavar), std::move(help), *out, nullptr});
+  opts_.back().set = [out, n](std::string_view v) -> Status {
+    if (v.empty()) {
+      return bad(n, v, "a non-empty value");
+    }
+    *out = std::string(v);
+    return {};
+  };
+}
+
 void ArgParser::on_off(std::string name, bool* out, std::string help) {
   const std::string n = name;
   opts_.push_back({std::move(name), "on|off", std::move(help), *out ? "on" : "off", nullptr});

@@ -25,6 +25,8 @@ class ArgParser {
             std::string help);
   void integer(std::string name, std::int64_t* out, std::int64_t min, std::int64_t max,
                std::string help);
+  // str accepts any non-empty value (shown as |metavar| in --help).
+  void str(std::string name, std::string* out, std::string metavar, std::string help);
   // on_off accepts on|off|true|false|1|0.
   void on_off(std::string name, bool* out, std::string help);
   // choices accepts a comma-separated subset of |allowed| (at least one).

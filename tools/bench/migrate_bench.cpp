@@ -11,6 +11,9 @@
 #include "lab/agent_stack.hpp"
 #include "lab/gateway_lab.hpp"
 
+#include <cmath>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <rendr/agents/embed.hpp>
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/json.hpp>
@@ -27,6 +30,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -171,6 +175,23 @@ long long peer_resets(const lab::GatewayLab& lab) {
   return sum;
 }
 
+// tcp_counters returns "name=value ..." of the nonzero nstat counters |names| in |ns| since
+// the last call there (nstat keeps per-netns history); used for the bulk diagnostics.
+std::string tcp_counters(const std::string& ns, const std::string& names) {
+  std::string out;
+  lab::shell("ip netns exec " + ns + " nstat " + names, &out);
+  std::string r;
+  std::size_t pos = 0;
+  while ((pos = out.find("Tcp", pos)) != std::string::npos) {
+    auto sp = out.find_first_of(" \t", pos);
+    auto num = out.find_first_not_of(" \t", sp);
+    auto end = out.find_first_of(" \t\n", num);
+    r += (r.empty() ? "" : " ") + out.substr(pos, sp - pos) + "=" + out.substr(num, end - num);
+    pos = end;
+  }
+  return r.empty() ? "-" : r;
+}
+
 }  // namespace
 
 // Hidden helper: echo server against the embedder API (one per host in the bench's lab).
@@ -269,11 +290,70 @@ int run_echo_server(std::span<char* const> args) {
   }
 }
 
+struct Sample {
+  double t_s;
+  double mib_s;
+};
+
+// plot_bulk draws both bulk timelines and the migration markers into |png| with gnuplot
+// (Debian package gnuplot-nox; the setup script installs it).
+Status plot_bulk(const std::string& png, const std::vector<Sample>& plain,
+                 const std::vector<Sample>& migrated, const std::vector<double>& marks,
+                 std::uint64_t mib) {
+  auto data = [](const std::vector<Sample>& tl) {
+    std::string d;
+    char line[64];
+    d += "0 0\n";
+    for (const auto& smp : tl) {
+      std::snprintf(line, sizeof line, "%.3f %.1f\n", smp.t_s, smp.mib_s);
+      d += line;
+    }
+    return d + "e\n";
+  };
+  std::string script =
+      "set terminal pngcairo size 1100,520 font 'sans,10'\n"
+      "set output '" + png + "'\n"
+      "set title 'rendr-bench migrate: " + std::to_string(mib) +
+      " MiB HTTP download through the VIP; live migrations A<->B (dashed)'\n"
+      "set xlabel 'time since the request (s)'\nset ylabel 'throughput (MiB/s, 100 ms samples)'\n"
+      "set grid\nset key top right\nset yrange [0:*]\n";
+  int k = 1;
+  for (double m : marks) {
+    char a[160];
+    std::snprintf(a, sizeof a,
+                  "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb '#c03030'\n"
+                  "set label 'm%d' at %.3f, graph 0.97 offset 0.3,0 tc rgb '#c03030'\n",
+                  m, m, k, m);
+    script += a;
+    ++k;
+  }
+  // A sample is (end of its tick, rate over the tick): fsteps draws it over the tick.
+  script += "plot '-' using 1:2 with fsteps lw 2 lc rgb '#909090' title 'no migration', "
+            "'-' using 1:2 with fsteps lw 2 lc rgb '#2060c0' title 'with migrations'\n";
+  script += data(plain) + data(migrated);
+  FILE* g = ::popen("gnuplot 2>&1", "w");
+  if (g == nullptr) {
+    return make_error(std::errc::no_such_file_or_directory, "cannot run gnuplot");
+  }
+  std::fwrite(script.data(), 1, script.size(), g);
+  int rc = ::pclose(g);
+  if (rc != 0) {
+    return make_error(std::errc::io_error,
+                      "gnuplot failed (exit " + std::to_string(WEXITSTATUS(rc)) +
+                          "; is gnuplot-nox installed? tools/setup --deps installs it)");
+  }
+  struct stat stbuf{};
+  if (::stat(png.c_str(), &stbuf) != 0 || stbuf.st_size == 0) {
+    return make_error(std::errc::io_error, "gnuplot wrote no " + png);
+  }
+  return {};
+}
+
 int run_migrate(std::span<char* const> args) {
   bool json = false;
   std::uint64_t migrations = 20;
   std::uint64_t batch = 1000;
-  std::uint64_t bulk_mib = 512;
+  std::uint64_t bulk_mib = 1024;
   ArgParser ap("rendr-bench migrate [--json] [options]",
                "Native migration through rendr-agent in a gateway lab (named netns rbench-*): "
                "peer-observed downtime (echo every 1 ms), bulk throughput with 5 migrations vs "
@@ -281,7 +361,10 @@ int run_migrate(std::span<char* const> args) {
   ap.flag("json", &json, "print one JSON object as the last line");
   ap.uint("migrations", &migrations, 1, 10000, "downtime samples (migrations), default 20");
   ap.uint("batch", &batch, 0, 20000, "connections moved in one batch (0 skips), default 1000");
-  ap.uint("bulk-mib", &bulk_mib, 0, 65536, "bulk transfer size in MiB (0 skips), default 512");
+  ap.uint("bulk-mib", &bulk_mib, 0, 65536, "bulk transfer size in MiB (0 skips), default 1024");
+  std::string plot;
+  ap.str("plot", &plot, "FILE.png",
+         "draw the bulk throughput timelines with migration markers into FILE.png (gnuplot)");
   auto pr = ap.parse(args);
   if (!pr) {
     std::fprintf(stderr, "rendr-bench migrate: %s\n", pr.error().message().c_str());
@@ -391,9 +474,9 @@ int run_migrate(std::span<char* const> args) {
 
   // 2. Bulk: the same download without and with 5 migrations.
   double ratio = 0;
-  std::vector<double> plain_tl;
-  std::vector<double> mig_tl;
-  std::vector<double> marks;
+  std::vector<Sample> plain_tl;  // (end of a 100 ms tick in s since the request, MiB/s)
+  std::vector<Sample> mig_tl;
+  std::vector<double> marks;  // s since the request at which each migration was requested
   if (bulk_mib > 0) {
     const std::uint64_t size = bulk_mib << 20;
     {
@@ -415,7 +498,7 @@ int run_migrate(std::span<char* const> args) {
                         lg);
       (void)stack.wait_log(lg, "ready", 10000);
     }
-    auto download = [&](int n_mig, std::vector<double>& timeline, std::vector<double>* mk) -> double {
+    auto download = [&](int n_mig, std::vector<Sample>& timeline, std::vector<double>* mk) -> double {
       auto fd = connect_vip(lab, 8080);
       if (!fd) {
         failures += "bulk connect: " + fd.error().message() + "; ";
@@ -426,6 +509,7 @@ int run_migrate(std::span<char* const> args) {
       const std::string tuple = server_tuple(fd->get());
       std::atomic<std::uint64_t> got{0};
       std::atomic<bool> done{false};
+      const auto t0 = Clock::now();
       std::thread mig([&] {
         std::string on = "a";
         for (int k = 1; k <= n_mig; ++k) {
@@ -437,7 +521,7 @@ int run_migrate(std::span<char* const> args) {
           }
           std::string to = on == "a" ? "b" : "a";
           if (mk != nullptr) {
-            mk->push_back(static_cast<double>(timeline.size()) * 0.1);
+            mk->push_back(std::chrono::duration<double>(Clock::now() - t0).count());
           }
           auto rep = stack.migrate(on, {tuple}, to);
           if (rep) {
@@ -460,7 +544,6 @@ int run_migrate(std::span<char* const> args) {
       std::string head;
       bool in_body = false;
       std::uint64_t body = 0;
-      auto t0 = Clock::now();
       auto tick = t0;
       std::uint64_t tick_bytes = 0;
       while (body < size) {
@@ -489,8 +572,9 @@ int run_migrate(std::span<char* const> args) {
         tick_bytes += static_cast<std::uint64_t>(n) - off;
         auto now = Clock::now();
         if (now - tick >= std::chrono::milliseconds(100)) {
-          timeline.push_back(static_cast<double>(tick_bytes) / 1048576.0 /
-                             std::chrono::duration<double>(now - tick).count());
+          timeline.push_back({std::chrono::duration<double>(now - t0).count(),
+                              static_cast<double>(tick_bytes) / 1048576.0 /
+                                  std::chrono::duration<double>(now - tick).count()});
           tick = now;
           tick_bytes = 0;
         }
@@ -503,8 +587,21 @@ int run_migrate(std::span<char* const> args) {
       return static_cast<double>(body) / 1048576.0 /
              std::chrono::duration<double>(Clock::now() - t0).count();
     };
+    const char* env_diag = std::getenv("RENDR_BENCH_NSTAT");
+    const std::string kDiag = env_diag != nullptr ? env_diag :
+        "TcpRetransSegs TcpExtPAWSEstab TcpExtTCPLossProbes TcpExtTCPTimeouts "
+        "TcpExtTCPDSACKRecv TcpExtTCPACKSkippedSeq TcpExtTCPSpuriousRTOs TcpExtTCPZeroWindowDrop";
+    for (const char* h : {"peer", "a", "b"}) {
+      (void)tcp_counters(lab.ns(h), kDiag);  // start the history
+    }
     double plain = download(0, plain_tl, nullptr);
+    for (const char* h : {"peer", "a", "b"}) {
+      std::fprintf(stderr, "bulk (no migration) %s: %s\n", h, tcp_counters(lab.ns(h), kDiag).c_str());
+    }
     double with = download(5, mig_tl, &marks);
+    for (const char* h : {"peer", "a", "b"}) {
+      std::fprintf(stderr, "bulk (5 migrations) %s: %s\n", h, tcp_counters(lab.ns(h), kDiag).c_str());
+    }
     ratio = plain > 0 ? with / plain : 0;
   }
 
@@ -556,21 +653,31 @@ int run_migrate(std::span<char* const> args) {
   j.kv("frozen_p99_ms", percentile(frozen, 99));
   j.kv("migrations", static_cast<std::uint64_t>(downtimes.size()));
   j.kv("bulk_throughput_ratio", ratio);
-  j.begin_array("bulk_timeline_mib_s_plain");
-  for (double v : plain_tl) {
-    j.value(static_cast<std::int64_t>(v));
+  for (auto [key, tl] : {std::pair{"plain", &plain_tl}, std::pair{"migrated", &mig_tl}}) {
+    j.begin_array(std::string("bulk_timeline_mib_s_") + key);
+    for (const auto& smp : *tl) {
+      j.value(static_cast<std::int64_t>(smp.mib_s));
+    }
+    j.end_array();
+    j.begin_array(std::string("bulk_timeline_t_s_") + key);
+    for (const auto& smp : *tl) {
+      j.number(std::round(smp.t_s * 1000) / 1000);
+    }
+    j.end_array();
   }
-  j.end_array();
-  j.begin_array("bulk_timeline_mib_s_migrated");
-  for (double v : mig_tl) {
-    j.value(static_cast<std::int64_t>(v));
-  }
-  j.end_array();
   j.begin_array("bulk_migration_marks_s");
   for (double v : marks) {
-    j.value(static_cast<std::int64_t>(v * 1000));
+    j.number(std::round(v * 1000) / 1000);
   }
   j.end_array();
+  if (!plot.empty() && bulk_mib > 0) {
+    if (auto pl = plot_bulk(plot, plain_tl, mig_tl, marks, bulk_mib); !pl) {
+      failures += "plot: " + pl.error().message() + "; ";
+    } else {
+      std::fprintf(stderr, "bulk timeline plot written to %s\n", plot.c_str());
+      j.kv("bulk_plot", plot);
+    }
+  }
   j.kv("batch_connections", batch);
   j.kv("batch_1000_s", batch_s);
   j.kv("rst_seen", static_cast<std::int64_t>(rst));

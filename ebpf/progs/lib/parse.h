@@ -34,16 +34,16 @@
 #define RENDR_TCP_ACK 0x10
 
 /*
- * rendr_parse_tcp_ack fills |key| (not normalised: src/dst as in the packet), |tcp_flags| and
- * |ack_seq| (host order) for an
+ * rendr_parse_tcp_ack fills |key| (not normalised: src/dst as in the packet), |tcp_flags|,
+ * |ack_seq| and the raw |window| (host order) for an
  * IPv4/IPv6 TCP packet. Returns 0, or -1 for anything else (non-IP, non-TCP, non-first
  * fragments, IPv6 fragments, truncated headers) - callers let those pass.
  */
 static __always_inline int rendr_parse_tcp_ack(struct __sk_buff *skb,
 					       struct rendr_flow_key *key, __u8 *tcp_flags,
-					       __u32 *ack_seq)
+					       __u32 *ack_seq, __u16 *window)
 {
-	__u8 th[14]; /* ports, seq, ack, data offset, flags */
+	__u8 th[16]; /* ports, seq, ack, data offset, flags, window */
 	__u32 off = ETH_HLEN;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
@@ -96,6 +96,8 @@ static __always_inline int rendr_parse_tcp_ack(struct __sk_buff *skb,
 	*tcp_flags = th[13];
 	__builtin_memcpy(ack_seq, &th[8], 4);
 	*ack_seq = bpf_ntohl(*ack_seq);
+	__builtin_memcpy(window, &th[14], 2);
+	*window = bpf_ntohs(*window);
 	return 0;
 }
 
@@ -104,8 +106,9 @@ static __always_inline int rendr_parse_tcp(struct __sk_buff *skb, struct rendr_f
 					   __u8 *tcp_flags)
 {
 	__u32 ack_seq;
+	__u16 window;
 
-	return rendr_parse_tcp_ack(skb, key, tcp_flags, &ack_seq);
+	return rendr_parse_tcp_ack(skb, key, tcp_flags, &ack_seq, &window);
 }
 
 #endif /* RENDR_EBPF_LIB_PARSE_H */

@@ -145,12 +145,14 @@ TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
   EBPF_REQUIRE_OK(f);
   FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
   EBPF_REQUIRE_OK(f->freeze(v4));
-  auto seg = [](const char* src, const char* dst, std::uint8_t flags, std::uint32_t ack) {
+  auto seg = [](const char* src, const char* dst, std::uint8_t flags, std::uint32_t ack,
+                std::uint16_t window = 1000) {
     test::TcpFrameSpec s;
     s.src = endpoint(src);
     s.dst = endpoint(dst);
     s.flags = flags;
     s.ack = ack;
+    s.window = window;
     return test::tcp_frame(s);
   };
   auto ack_now = [&]() {
@@ -169,18 +171,24 @@ TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
                                    0xFFFFFF00U)) == TC_ACT_SHOT);
   CHECK(ack_now() == std::optional<std::uint32_t>(0xFFFFFF00U));
   // Across the 2^32 wrap: 0x10 comes after 0xFFFFFF00; an older (reordered) ACK does not win.
-  CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x10)) ==
+  CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x10, 777)) ==
         TC_ACT_SHOT);
   CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080",
-                                   test::kTcpAck | test::kTcpPsh, 0xFFFFFFF0U)) == TC_ACT_SHOT);
+                                   test::kTcpAck | test::kTcpPsh, 0xFFFFFFF0U, 5)) == TC_ACT_SHOT);
   CHECK(ack_now() == std::optional<std::uint32_t>(0x10U));
+  // The window comes from the ACK that won: 777, not the older ACK's 5.
+  CHECK(f->counters(v4)->peer_window == 777);
+  // A window update for the same ACK replaces the window.
+  CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x10, 900)) ==
+        TC_ACT_SHOT);
+  CHECK(f->counters(v4)->peer_window == 900);
   // A bypassed (marked) packet is not a dropped ACK.
   CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x20),
             0xC114) == TC_ACT_OK);
   auto last = f->unfreeze(v4);
   EBPF_REQUIRE_OK(last);
   CHECK(last->peer_ack == std::optional<std::uint32_t>(0x10U));
-  CHECK(last->ingress_packets == 4);
+  CHECK(last->ingress_packets == 5);
 }
 
 TEST_CASE("ebpf: freeze matches IPv4-mapped tuples against IPv4 packets",

@@ -79,8 +79,9 @@ enum class Tag : std::uint16_t {
   adopted = 16,
   json = 17,
   timeout_ms = 18,
-  // COMMIT, one per migrated connection in offer order: bit 32 set + the highest ACK number the
-  // peer sent while the source's freeze dropped it (low 32 bits), or 0 when none is known.
+  // OFFER and COMMIT, one per migrated connection in offer order: what the peer acknowledged
+  // while the source's freeze dropped its ACKs - bit 48 set, the raw window of that ACK in
+  // bits 32-47, the highest ACK number in bits 0-31 - or 0 when none is known.
   peer_ack = 19,
 };
 

@@ -31,6 +31,7 @@ class JsonWriter {
   // value appends an array element.
   JsonWriter& value(std::string_view v);
   JsonWriter& value(std::int64_t v);
+  JsonWriter& number(double v);  // array element: %.6g, null if not finite (as kv)
 
   [[nodiscard]] const std::string& str() const { return out_; }
 

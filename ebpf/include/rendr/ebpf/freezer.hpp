@@ -41,6 +41,8 @@ struct FreezeCounters {
   // dropped at ingress, i.e. what the peer had acknowledged while its ACKs could not reach the
   // frozen socket; empty if no ACK was dropped. Ingress is taken to come from the peer.
   std::optional<std::uint32_t> peer_ack;
+  // The raw (not yet scaled) window field of that ACK; meaningful when peer_ack is set.
+  std::uint16_t peer_window = 0;
 };
 
 class Freezer {

@@ -78,6 +78,14 @@ struct Checkpoint {
   TcpSnapshot snapshot;
 };
 
+// PeerAck — what the peer acknowledged while its ACKs could not reach the socket (a freeze
+// dropped them, see ebpf::FreezeCounters::peer_ack): the acknowledgment number and the raw
+// window field of that ACK (scaled by the snapshot's snd_wscale).
+struct PeerAck {
+  std::uint32_t ack = 0;
+  std::uint16_t window = 0;
+};
+
 struct RestoreOptions {
   // Set IP_FREEBIND (IPV6_FREEBIND) so the local address need not be configured yet.
   bool freebind = true;
@@ -92,6 +100,13 @@ struct RestoreOptions {
   bool ack_kick = true;
   // SO_MARK for injected packets, so a freeze program can let them through.
   std::uint32_t inject_mark = 0xC114;
+  // restore_staged() only: the peer already acknowledged the send-queue bytes below
+  // peer_ack->ack, so the socket is rebuilt without them (snd_una = that ACK, and the peer's
+  // window from it). Otherwise they would sit in flight until the peer ACKs again - and its
+  // answer to the repair-off window probe is rate limited (tcp_invalid_ratelimit, 500 ms), so
+  // a second migration within 500 ms waited for a ~200 ms tail loss probe. Ignored when the
+  // ACK is outside [snd_una, snd_nxt] or our FIN was already sent.
+  std::optional<PeerAck> peer_ack;
 };
 
 // StageState — what activate() needs to know about how a socket was staged (internal).
