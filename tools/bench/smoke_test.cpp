@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// bench.repair_smoke (ctest, label priv): runs `rendr-bench repair --json` with tiny iteration
-// counts and checks that it exits 0 and that the last stdout line is a JSON object carrying the
-// documented keys. It never asserts on timing (the bench itself checks targets). Like
+// bench.repair_smoke / bench.migrate_smoke (ctest, label priv): run `rendr-bench repair|migrate
+// --json` with tiny counts and check that it exits 0 and that the last stdout line is a JSON
+// object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG from
+// --plot). They never assert on timing (the bench reports against its targets). Like
 // tests/support/priv_main.cpp it first probes what it needs by trying (a network namespace,
 // TCP_REPAIR) and prints one "SKIP ..." line and exits 77 when that fails - or "FAIL ..." and 1
 // under CI=true / RENDR_REQUIRE_PRIV=1, where a skip would hide bugs.
@@ -56,21 +57,70 @@ bool required() {
          (req != nullptr && std::string(req) == "1");
 }
 
+struct Spec {
+  std::string args;                      // after "rendr-bench"
+  std::vector<std::string> keys;         // must appear as "key":
+  std::vector<std::string> exact;        // must appear verbatim
+};
+
+bool file_is_png(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return false;
+  }
+  unsigned char magic[8] = {};
+  std::size_t n = std::fread(magic, 1, sizeof magic, f);
+  std::fclose(f);
+  static const unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  return n == 8 && std::memcmp(magic, kPng, 8) == 0;
+}
+
 }  // namespace
 
+// usage: rendr_bench_smoke <rendr-bench> [repair|migrate]
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <path to rendr-bench>\n", argv[0]);
+  if (argc < 2 || argc > 3) {
+    std::fprintf(stderr, "usage: %s <path to rendr-bench> [repair|migrate]\n", argv[0]);
     return 2;
   }
+  const std::string which = argc == 3 ? argv[2] : "repair";
   if (std::string why = probe(); !why.empty()) {
     std::printf("%s %s: needs %s; run as root or via vm-tests\n", required() ? "FAIL" : "SKIP",
                 argv[0], why.c_str());
     return required() ? 1 : 77;
   }
-  const std::string cmd = std::string("'") + argv[1] +
-                          "' repair --json --quiet --idle-iters 20 --warmup 5 --queued-iters 3 "
-                          "--queue-bytes 64Ki --batch 50 --batch-verify 50 --variants";
+  Spec spec;
+  std::string plot;
+  if (which == "repair") {
+    spec.args = "repair --json --quiet --idle-iters 20 --warmup 5 --queued-iters 3 "
+                "--queue-bytes 64Ki --batch 50 --batch-verify 50 --variants";
+    spec.keys = {"kernel", "idle_iterations", "queued_iterations", "idle_p50_us", "idle_p99_us",
+                 "queued_p50_us", "queued_p99_us", "checkpoint_p50_us", "restore_p50_us",
+                 "batch_10000_s", "batch_s", "batch_per_socket_us", "batch_sockets",
+                 "batch_verified", "variants", "kick_off_probe_off"};
+    // Tiny runs must still have measured what they were asked to.
+    spec.exact = {"\"idle_iterations\":20", "\"queued_iterations\":3", "\"batch_sockets\":50",
+                  "\"batch_verified\":50"};
+  } else if (which == "migrate") {
+    char tmpl[] = "/tmp/rendr-bench-smoke-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) {
+      std::printf("FAIL: mkdtemp: %s\n", std::strerror(errno));
+      return 1;
+    }
+    plot = std::string(tmpl) + "/bulk.png";
+    spec.args = "migrate --json --migrations 3 --batch 50 --bulk-mib 64 --plot " + plot;
+    spec.keys = {"downtime_p50_ms", "downtime_p99_ms", "bulk_throughput_ratio", "batch_1000_s",
+                 "rst_seen", "bytes_lost", "echo_baseline_p99_ms", "frozen_p99_ms",
+                 "bulk_timeline_mib_s_migrated", "bulk_timeline_t_s_migrated",
+                 "bulk_migration_marks_s", "bulk_plot"};
+    // Correctness is asserted even in a smoke run: nothing lost, no reset, every sample taken.
+    spec.exact = {"\"migrations\":3", "\"batch_connections\":50", "\"rst_seen\":0",
+                  "\"bytes_lost\":0"};
+  } else {
+    std::fprintf(stderr, "%s: unknown bench %s\n", argv[0], which.c_str());
+    return 2;
+  }
+  const std::string cmd = std::string("'") + argv[1] + "' " + spec.args;
   std::FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) {
     std::printf("FAIL: popen: %s\n", std::strerror(errno));
@@ -84,10 +134,11 @@ int main(int argc, char** argv) {
   }
   int status = ::pclose(p);
   std::fputs(out.c_str(), stdout);
+  int bad = 0;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::printf("FAIL: rendr-bench repair exited with status %d\n",
+    std::printf("FAIL: rendr-bench %s exited with status %d\n", which.c_str(),
                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    return 1;
+    ++bad;
   }
   while (!out.empty() && out.back() == '\n') {
     out.pop_back();
@@ -97,29 +148,30 @@ int main(int argc, char** argv) {
     std::printf("FAIL: the last stdout line is not a JSON object: %s\n", last.c_str());
     return 1;
   }
-  const std::vector<std::string> keys = {
-      "kernel", "idle_iterations", "queued_iterations", "idle_p50_us", "idle_p99_us",
-      "queued_p50_us", "queued_p99_us", "checkpoint_p50_us", "restore_p50_us", "batch_10000_s",
-      "batch_s", "batch_per_socket_us", "batch_sockets", "batch_verified", "variants",
-      "kick_off_probe_off"};
-  int missing = 0;
-  for (const auto& k : keys) {
+  for (const auto& k : spec.keys) {
     if (last.find("\"" + k + "\":") == std::string::npos) {
       std::printf("FAIL: key \"%s\" missing from the JSON line\n", k.c_str());
-      ++missing;
+      ++bad;
     }
   }
-  // Tiny runs must still have measured what they were asked to.
-  for (const char* k : {"\"idle_iterations\":20", "\"queued_iterations\":3", "\"batch_sockets\":50",
-                        "\"batch_verified\":50"}) {
+  for (const auto& k : spec.exact) {
     if (last.find(k) == std::string::npos) {
-      std::printf("FAIL: expected %s in the JSON line\n", k);
-      ++missing;
+      std::printf("FAIL: expected %s in the JSON line\n", k.c_str());
+      ++bad;
     }
   }
-  if (missing != 0) {
+  if (!plot.empty()) {
+    if (!file_is_png(plot)) {
+      std::printf("FAIL: --plot did not write a PNG to %s\n", plot.c_str());
+      ++bad;
+    }
+    std::remove(plot.c_str());
+    ::rmdir(plot.substr(0, plot.rfind('/')).c_str());
+  }
+  if (bad != 0) {
     return 1;
   }
-  std::printf("PASS: rendr-bench repair --json produced all %zu keys\n", keys.size());
+  std::printf("PASS: rendr-bench %s --json produced all %zu keys\n", which.c_str(),
+              spec.keys.size());
   return 0;
 }
