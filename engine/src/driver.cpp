@@ -24,7 +24,9 @@ using engine::PathId;
 // detector sees a blocked carrier (a write only completes when the socket took it).
 constexpr std::size_t kStreamChunk = 128 * 1024;
 constexpr std::size_t kStreamRoom = kStreamChunk + engine::kMaxStreamFrame + 2;
-constexpr std::size_t kReadBuf = 256 * 1024;
+// Read buffers start small (idle flows stay cheap) and double while reads fill them.
+constexpr std::size_t kReadBufMin = 16 * 1024;
+constexpr std::size_t kReadBufMax = 256 * 1024;
 constexpr int kDatagramBurst = 256;
 
 bool would_block(std::error_code ec) {
@@ -246,7 +248,7 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
   s->started = true;
   const auto now = Clock::now();
   if (s->stream) {
-    s->rbuf.resize(kReadBuf);
+    s->rbuf.resize(kReadBufMin);
     if (!s->initial.empty()) {
       (void)core_->on_receive(s->id, s->initial, now);
       s->initial.clear();
@@ -298,6 +300,9 @@ void FlowDriver::start_read_locked(const SlotPtr& s) {
         } else {
           (void)self->core_->on_receive(s->id, std::span<const std::byte>(s->rbuf.data(), n),
                                         Clock::now());
+          if (n == s->rbuf.size() && s->rbuf.size() < kReadBufMax) {
+            s->rbuf.resize(s->rbuf.size() * 2);
+          }
           if (!s->closed && !self->shut_) {
             self->start_read_locked(s);
           }

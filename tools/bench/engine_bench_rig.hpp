@@ -65,8 +65,10 @@ struct TransferResult {
 };
 // transfer writes |total| deterministic bytes client -> server, closes the client, and reads
 // to EOF on the server. |on_progress(written)| runs on the writer thread after every chunk.
+// With |digest| false no SHA-256 is computed (throughput comparisons).
 [[nodiscard]] TransferResult transfer(Conn& client, Conn& server, std::uint64_t total,
-                                      const std::function<void(std::uint64_t)>& on_progress = {});
+                                      const std::function<void(std::uint64_t)>& on_progress = {},
+                                      bool digest = true);
 
 struct EchoResult {
   std::vector<double> rtt_ms;  // per message, in order

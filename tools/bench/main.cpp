@@ -19,6 +19,8 @@ constexpr Subcommand kSubcommands[] = {
      &rendr::bench::run_repair},
     {"migrate", "native migration through rendr-agent: downtime (1 ms echo), bulk ratio, batch",
      &rendr::bench::run_migrate},
+    {"engine", "framing engine in the multipath lab: throughput, G1, failover vs MPTCP, memory",
+     &rendr::bench::run_engine},
     {"echo-server", "(internal) echo server for `migrate`, registered with an agent",
      &rendr::bench::run_echo_server},
 };

@@ -24,6 +24,8 @@ struct Subcommand {
 // run_repair: `rendr-bench repair` (repair_bench.cpp).
 int run_repair(std::span<char* const> args);
 int run_migrate(std::span<char* const> args);
+// run_engine: `rendr-bench engine` (engine_bench.cpp).
+int run_engine(std::span<char* const> args);
 // echo-server SOCK ADDR:PORT: the migrate benchmark's echo server (internal).
 int run_echo_server(std::span<char* const> args);
 

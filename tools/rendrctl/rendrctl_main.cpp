@@ -26,6 +26,9 @@
 
 #include "agent_cmds.hpp"
 #include "cert.hpp"
+#include "engine_status.hpp"
+
+#include <rendr/engine/stats_json.hpp>
 #include <vector>
 
 using namespace rendr;
@@ -36,9 +39,11 @@ constexpr const char* kUsage =
     "usage: rendrctl <command> [options]\n"
     "\n"
     "commands:\n"
-    "  status [--json]\n"
+    "  status [--json] [--engine-dir DIR]\n"
     "      Probe what this host can do (TCP_REPAIR, BPF, TUN, netns) and say which migration\n"
-    "      method rendr will use and why.\n"
+    "      method rendr will use and why; list the engine flows and paths (RTT, loss, state,\n"
+    "      bytes) that live processes published in DIR (default $RENDR_ENGINE_STATUS_DIR or\n"
+    "      /run/rendr/engine).\n"
     "  snapshot take --pid PID --flow LOCAL->REMOTE -o FILE [--keep-frozen]\n"
     "      Take the TCP socket LOCAL->REMOTE (e.g. 10.99.0.1:80->10.0.1.2:51000) out of process\n"
     "      PID and checkpoint it into FILE. FREEZE THE FLOW'S TRAFFIC FIRST. By default the\n"
@@ -127,9 +132,13 @@ Probe probe_tun() {
 
 int cmd_status(const std::vector<std::string>& args) {
   bool json = false;
-  for (const auto& a : args) {
+  std::string engine_dir = rendr::engine::engine_status_dir();
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
     if (a == "--json") {
       json = true;
+    } else if (a == "--engine-dir" && i + 1 < args.size()) {
+      engine_dir = args[++i];
     } else {
       return usage_error("status: unknown option '" + a + "'");
     }
@@ -182,6 +191,7 @@ int cmd_status(const std::vector<std::string>& args) {
       j.end_object();
     }
     j.end_object();
+    rendrctl::engine_status_json(j, engine_dir);
     j.end_object();
     std::printf("%s\n", j.str().c_str());
     return 0;
@@ -192,6 +202,7 @@ int cmd_status(const std::vector<std::string>& args) {
                 p.detail.empty() ? "" : "  - ", p.detail.c_str());
   }
   std::printf("method   %s: %s\n", method.c_str(), why.c_str());
+  rendrctl::print_engine_status(engine_dir);
   return 0;
 }
 

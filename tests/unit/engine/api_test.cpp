@@ -72,6 +72,9 @@ DialOptions dial_opts(std::vector<PathSpec> paths) {
   DialOptions o;
   static_cast<engine::FlowConfig&>(o) = fast_cfg();
   o.paths = std::move(paths);
+  // A 1 MiB send window: the writers are paced by the carriers, so actions taken at a read
+  // offset happen while data is still in flight.
+  o.ledger_max_bytes = 1U << 20;
   return o;
 }
 
@@ -180,6 +183,10 @@ TEST_CASE("engine api: tcp dial, two paths, bytes both ways, migrate, clean clos
   }
   CHECK(client.active_path() == other);
   CHECK(client.migration_count() == 1);
+  // on_migrate runs on the io thread, after the call that caused it returned.
+  for (int i = 0; i < 200 && migrations.load() == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
   client.cancel_on_migrate(cb);
 
   // Clean close: the server reads EOF after everything, never an error.
@@ -219,6 +226,9 @@ TEST_CASE("engine api: a killed carrier is no error, bytes arrive over the other
   });
   up.t.join();
   CHECK(up.error.empty());
+  for (int i = 0; i < 200 && deaths.load() == 0; ++i) {
+    std::this_thread::sleep_for(10ms);  // on_migrate runs on the io thread
+  }
   CHECK(deaths.load() == 1);
   CHECK((*c)->stats().paths.size() == 1);
   CHECK((*c)->state() == engine::FlowState::active);
@@ -519,4 +529,43 @@ TEST_CASE("engine api: the Asio face with C++20 coroutines on the caller's io_co
   l->reset();
   io.stop();
   runner.join();
+}
+
+TEST_CASE("engine api: write_engine_status publishes flows for rendrctl status",
+          "[engine][api][status]") {
+  char tmpl[] = "/tmp/rendr-engine-status-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  auto d = Dialer::create(dial_opts({tcp_path(**l, "one"), tcp_path(**l, "two")}));
+  REQUIRE_OK(d);
+  auto c = (*d)->dial();
+  REQUIRE_OK(c);
+  auto s = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s);
+  std::vector<engine::FlowStats> flows{(*c)->stats()};
+  for (auto& f : (*l)->stats()) {
+    flows.push_back(std::move(f));
+  }
+  REQUIRE_OK(engine::write_engine_status(flows, "api_test", dir));
+  const std::string file = dir + "/" + std::to_string(::getpid()) + ".json";
+  std::string js;
+  {
+    FILE* f = std::fopen(file.c_str(), "r");
+    REQUIRE(f != nullptr);
+    char buf[8192];
+    std::size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+      js.append(buf, n);
+    }
+    std::fclose(f);
+  }
+  CHECK_THAT(js, Catch::Contains("\"process\":\"api_test\""));
+  CHECK_THAT(js, Catch::Contains("\"side\":\"client\""));
+  CHECK_THAT(js, Catch::Contains("\"side\":\"server\""));
+  CHECK_THAT(js, Catch::Contains("\"name\":\"two\""));
+  CHECK_THAT(js, Catch::Contains(engine::id_hex((*c)->flow_id())));
+  std::remove(file.c_str());
+  ::rmdir(dir.c_str());
 }

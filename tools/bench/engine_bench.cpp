@@ -1,0 +1,614 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-bench engine: the framing engine in the multipath lab (docs/bench.md "engine").
+//   throughput_ratio      rendr (one tcp path, prime) / raw TCP over the same veth, alternated
+//   g1_time_ratio         1 GiB with migrations at 30/50/70 % / the same without
+//   failover_p50/p99_ms   echo every 5 ms, silent nftables drop of the active path: the worst
+//                         per-message latency of each run, over >= 10 runs (prime, fast probing)
+//   race_stall_ms         the same in race mode: worst latency minus the run's median, max over runs
+//   mptcp_failover_*_ms   the same rig with Linux MPTCP (IPPROTO_MPTCP, two subflows)
+//   bytes_per_idle_flow   RSS delta over 1 000 idle flows (client + server end, one tcp path)
+#include "engine_bench_rig.hpp"
+
+#include "cli.hpp"
+#include "subcommand.hpp"
+
+#include <rendr/common/json.hpp>
+#include <rendr/common/unique_fd.hpp>
+
+#include <linux/mptcp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+#ifndef SOL_MPTCP
+#define SOL_MPTCP 284
+#endif
+
+namespace rendr::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+struct Config {
+  bool json = false;
+  bool check_targets = false;
+  bool skip_mptcp = false;
+  std::uint64_t tput_mib = 512;
+  std::uint64_t g1_mib = 1024;
+  std::uint64_t runs = 10;
+  std::uint64_t flows = 1000;
+  std::string prefix;
+};
+
+void progress(const std::string& s) { std::fprintf(stderr, "rendr-bench engine: %s\n", s.c_str()); }
+
+double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// --- raw sockets (the baselines) ---
+
+Result<UniqueFd> listen_raw(int proto, std::uint16_t* port) {
+  auto fd = UniqueFd::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, proto);
+  if (!fd) {
+    return std::move(fd).take_error();
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  if (::bind(fd->get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::listen(fd->get(), 16) != 0) {
+    return errno_error("listen");
+  }
+  socklen_t len = sizeof a;
+  ::getsockname(fd->get(), reinterpret_cast<sockaddr*>(&a), &len);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+Result<UniqueFd> connect_raw(int proto, const std::string& ip, std::uint16_t port) {
+  auto fd = UniqueFd::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, proto);
+  if (!fd) {
+    return std::move(fd).take_error();
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  ::inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    return errno_error("connect " + ip);
+  }
+  int one = 1;
+  ::setsockopt(fd->get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+bool write_all(int fd, const std::byte* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) {
+      return false;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+bool read_all(int fd, std::byte* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t r = ::recv(fd, p, n, 0);
+    if (r <= 0) {
+      return false;
+    }
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+// raw_transfer: |total| bytes over a plain TCP connection client ns -> server ns (path 1).
+Result<double> raw_transfer(EngineRig& rig, std::uint64_t total) {
+  UniqueFd lfd;
+  std::uint16_t port = 0;
+  auto st = rig.in_server([&]() -> Status {
+    auto l = listen_raw(IPPROTO_TCP, &port);
+    if (!l) {
+      return std::move(l).take_error();
+    }
+    lfd = std::move(*l);
+    return {};
+  });
+  if (!st) {
+    return std::move(st).take_error();
+  }
+  UniqueFd cfd;
+  st = rig.in_client([&]() -> Status {
+    auto c = connect_raw(IPPROTO_TCP, lab::MultipathLab::server_addr4(1), port);
+    if (!c) {
+      return std::move(c).take_error();
+    }
+    cfd = std::move(*c);
+    return {};
+  });
+  if (!st) {
+    return std::move(st).take_error();
+  }
+  const int sfd = ::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC);
+  if (sfd < 0) {
+    return errno_error("accept");
+  }
+  UniqueFd server(sfd);
+  const auto start = Clock::now();
+  std::thread w([&] {
+    std::vector<std::byte> buf(1U << 20, std::byte{0x5a});
+    std::uint64_t off = 0;
+    while (off < total) {
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - off));
+      if (!write_all(cfd.get(), buf.data(), n)) {
+        return;
+      }
+      off += n;
+    }
+    ::shutdown(cfd.get(), SHUT_WR);
+  });
+  std::vector<std::byte> in(1U << 20);
+  std::uint64_t got = 0;
+  for (;;) {
+    const ssize_t r = ::recv(server.get(), in.data(), in.size(), 0);
+    if (r <= 0) {
+      break;
+    }
+    got += static_cast<std::uint64_t>(r);
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  w.join();
+  if (got != total) {
+    return make_error(std::errc::io_error, "raw transfer: short");
+  }
+  return secs;
+}
+
+// --- echo over raw sockets: worst latency after a drop (MPTCP baseline) ---
+
+struct FailoverRun {
+  double worst_ms = 0;
+  double median_ms = 0;
+  bool ok = false;
+};
+
+constexpr int kPreDrop = 60;   // 300 ms at 5 ms
+constexpr int kPostDrop = 300; // 1.5 s after the drop
+
+FailoverRun raw_echo_failover(EngineRig& rig, int lfd, const std::string& ip, std::uint16_t port) {
+  FailoverRun run;
+  UniqueFd cfd;
+  auto st = rig.in_client([&]() -> Status {
+    auto c = connect_raw(IPPROTO_MPTCP, ip, port);
+    if (!c) {
+      return std::move(c).take_error();
+    }
+    cfd = std::move(*c);
+    return {};
+  });
+  if (!st) {
+    progress("mptcp connect: " + st.error().message());
+    return run;
+  }
+  const int sfd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (sfd < 0) {
+    return run;
+  }
+  UniqueFd server(sfd);
+  std::thread echo([&] {
+    std::byte m[16];
+    while (read_all(server.get(), m, sizeof m) && write_all(server.get(), m, sizeof m)) {
+    }
+  });
+  // Wait (bounded) until the second subflow joined.
+  for (int i = 0; i < 100; ++i) {
+    mptcp_info info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(cfd.get(), SOL_MPTCP, MPTCP_INFO, &info, &len) == 0 &&
+        info.mptcpi_subflows >= 1) {
+      break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  timeval tv{10, 0};
+  ::setsockopt(cfd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::vector<double> rtts;
+  const auto start = Clock::now();
+  bool ok = true;
+  for (int i = 0; i < kPreDrop + kPostDrop && ok; ++i) {
+    if (i == kPreDrop) {
+      ok = rig.lab().drop(1, true).ok();
+    }
+    std::this_thread::sleep_until(start + 5ms * i);
+    std::byte m[16] = {};
+    std::memcpy(m, &i, sizeof i);
+    const auto t0 = Clock::now();
+    std::byte back[16];
+    ok = ok && write_all(cfd.get(), m, sizeof m) && read_all(cfd.get(), back, sizeof back) &&
+         std::memcmp(m, back, sizeof m) == 0;
+    rtts.push_back(ms(Clock::now() - t0));
+  }
+  (void)rig.lab().clear(1);
+  ::shutdown(cfd.get(), SHUT_RDWR);
+  ::shutdown(server.get(), SHUT_RDWR);
+  echo.join();
+  if (ok) {
+    run.ok = true;
+    run.worst_ms = *std::max_element(rtts.begin() + kPreDrop, rtts.end());
+    run.median_ms = percentile(rtts, 50);
+  }
+  return run;
+}
+
+FailoverRun rendr_echo_failover(EngineRig& rig, Listener& l, Mode mode) {
+  FailoverRun run;
+  DialOptions o;
+  engine::FlowConfig fast;
+  fast.probe_interval = 10ms;
+  fast.fresh_min = 30ms;
+  fast.fresh_max = 1s;
+  static_cast<engine::FlowConfig&>(o) = fast;
+  o.mode = mode;
+  o.paths = {EngineRig::path(1, l.port()), EngineRig::path(2, l.port())};
+  auto d = Dialer::create(o);
+  if (!d) {
+    return run;
+  }
+  auto c = rig.dial(**d);
+  if (!c) {
+    progress("dial: " + c.error().message());
+    return run;
+  }
+  auto s = l.accept(deadline_in(5s));
+  if (!s) {
+    return run;
+  }
+  bool drop_ok = true;
+  auto r = echo(**c, **s, 5ms, kPreDrop + kPostDrop, [&](int i) {
+    if (i == kPreDrop) {
+      drop_ok = rig.lab().drop(1, true).ok();
+    }
+  });
+  (void)rig.lab().clear(1);
+  if (!r.error.empty() || !drop_ok) {
+    progress("rendr echo: " + r.error);
+    return run;
+  }
+  run.ok = true;
+  run.worst_ms = *std::max_element(r.rtt_ms.begin() + kPreDrop, r.rtt_ms.end());
+  run.median_ms = percentile(r.rtt_ms, 50);
+  return run;
+}
+
+std::uint64_t rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  std::uint64_t size = 0;
+  std::uint64_t resident = 0;
+  f >> size >> resident;
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// idle_flow_bytes: RSS growth per idle flow (both ends in this process, one tcp path each, on
+// loopback in the client namespace).
+Result<double> idle_flow_bytes(EngineRig& rig, std::uint64_t n) {
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  Result<ListenerPtr> l = make_error(std::errc::invalid_argument, "unset");
+  std::vector<ConnPtr> conns;
+  double per = 0;
+  auto st = rig.in_client([&]() -> Status {
+    l = listen_tcp("127.0.0.1:0");
+    if (!l) {
+      return l.error();
+    }
+    DialOptions o;
+    PathSpec p;
+    p.address = (*l)->local_address();
+    o.paths = {p};
+    auto d = Dialer::create(o);
+    if (!d) {
+      return d.error();
+    }
+    // Warm up (threads, allocator arenas), then measure.
+    for (int i = 0; i < 8; ++i) {
+      auto c = (*d)->dial();
+      if (!c) {
+        return c.error();
+      }
+      conns.push_back(std::move(*c));
+      auto s = (*l)->accept(deadline_in(5s));
+      if (!s) {
+        return s.error();
+      }
+      conns.push_back(std::move(*s));
+    }
+    const std::uint64_t before = rss_bytes();
+    for (std::uint64_t i = 0; i < n; ++i) {
+      auto c = (*d)->dial();
+      if (!c) {
+        return c.error();
+      }
+      conns.push_back(std::move(*c));
+      auto s = (*l)->accept(deadline_in(5s));
+      if (!s) {
+        return s.error();
+      }
+      conns.push_back(std::move(*s));
+    }
+    std::this_thread::sleep_for(1500ms);  // a probe round on every flow
+    const std::uint64_t after = rss_bytes();
+    per = static_cast<double>(after - before) / static_cast<double>(n);
+    return {};
+  });
+  // Closing 2 000 ends one by one is slow and not measured: let them go without a BYE wait.
+  for (auto& c : conns) {
+    c->kill_path_for_test(c->active_path());
+  }
+  conns.clear();
+  if (!st) {
+    return std::move(st).take_error();
+  }
+  return per;
+}
+
+}  // namespace
+
+int run_engine(std::span<char* const> args) {
+  Config cfg;
+  cfg.prefix = "rbe" + std::to_string(::getpid());
+  ArgParser p("rendr-bench engine [--json] [options]",
+              "The framing engine in a two-path multipath lab (needs root): throughput vs raw "
+              "TCP, G1 time ratio, failover after a silent drop (prime, race, and Linux MPTCP), "
+              "memory per idle flow. docs/bench.md.");
+  p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
+  p.flag("check-targets", &cfg.check_targets, "exit 3 when a target is missed");
+  p.flag("skip-mptcp", &cfg.skip_mptcp, "do not run the MPTCP baseline");
+  p.uint("tput-mib", &cfg.tput_mib, 16, 65536, "MiB per throughput run (3 runs each side)");
+  p.uint("g1-mib", &cfg.g1_mib, 16, 65536, "MiB for the G1 time ratio");
+  p.uint("runs", &cfg.runs, 1, 1000, "failover runs per mode");
+  p.uint("flows", &cfg.flows, 10, 100000, "idle flows for bytes_per_idle_flow");
+  p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
+  auto parsed = p.parse(args);
+  if (!parsed) {
+    std::fprintf(stderr, "%s\n\n%s", parsed.error().message().c_str(), p.help().c_str());
+    return kExitUsage;
+  }
+  if (!*parsed) {
+    return kExitOk;
+  }
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "rendr-bench engine: needs root (network namespaces, nftables, tc)\n");
+    return kExitFailed;
+  }
+  auto rig_r = EngineRig::create(cfg.prefix, {});
+  if (!rig_r) {
+    std::fprintf(stderr, "rendr-bench engine: lab: %s\n", rig_r.error().message().c_str());
+    return kExitFailed;
+  }
+  EngineRig& rig = **rig_r;
+  ListenOptions lo;
+  lo.flow.probe_interval = 10ms;
+  lo.flow.fresh_min = 30ms;
+  lo.flow.fresh_max = 1s;
+  auto l = rig.listen_tcp(lo);
+  if (!l) {
+    std::fprintf(stderr, "rendr-bench engine: listen: %s\n", l.error().message().c_str());
+    return kExitFailed;
+  }
+  Listener& lis = **l;
+  const auto fail = [](const std::string& what) {
+    std::fprintf(stderr, "rendr-bench engine: %s\n", what.c_str());
+    return kExitFailed;
+  };
+  const auto pair = [&](DialOptions o) -> Result<std::pair<ConnPtr, ConnPtr>> {
+    auto d = Dialer::create(std::move(o));
+    if (!d) {
+      return d.error();
+    }
+    auto c = rig.dial(**d);
+    if (!c) {
+      return c.error();
+    }
+    auto s = lis.accept(deadline_in(5s));
+    if (!s) {
+      return s.error();
+    }
+    return std::make_pair(std::move(*c), std::move(*s));
+  };
+
+  // 1. throughput: alternate raw and rendr, best of three each.
+  const std::uint64_t tput_bytes = cfg.tput_mib << 20;
+  double raw_best = 1e9;
+  double rendr_best = 1e9;
+  for (int i = 0; i < 3; ++i) {
+    progress("throughput run " + std::to_string(i + 1) + "/3");
+    auto raw = raw_transfer(rig, tput_bytes);
+    if (!raw) {
+      return fail("raw transfer: " + raw.error().message());
+    }
+    raw_best = std::min(raw_best, *raw);
+    DialOptions o;
+    o.paths = {EngineRig::path(1, lis.port())};
+    auto pr = pair(o);
+    if (!pr) {
+      return fail("dial: " + pr.error().message());
+    }
+    auto res = transfer(*pr->first, *pr->second, tput_bytes, {}, false);
+    if (!res.error.empty()) {
+      return fail("rendr transfer: " + res.error);
+    }
+    rendr_best = std::min(rendr_best, res.seconds);
+  }
+  const double raw_mbps = static_cast<double>(tput_bytes) / raw_best / 1e6;
+  const double rendr_mbps = static_cast<double>(tput_bytes) / rendr_best / 1e6;
+  const double throughput_ratio = rendr_mbps / raw_mbps;
+
+  // 2. G1 time ratio.
+  const std::uint64_t g1_bytes = cfg.g1_mib << 20;
+  double g1_base = 0;
+  double g1_mig = 0;
+  double g1_gap = 0;
+  for (int migrate = 0; migrate < 2; ++migrate) {
+    progress(migrate ? "G1 with migrations" : "G1 baseline");
+    DialOptions o;
+    o.paths = {EngineRig::path(1, lis.port()), EngineRig::path(2, lis.port())};
+    auto pr = pair(o);
+    if (!pr) {
+      return fail("dial: " + pr.error().message());
+    }
+    Conn& c = *pr->first;
+    int next = 0;
+    auto res = transfer(c, *pr->second, g1_bytes, [&](std::uint64_t written) {
+      const double marks[] = {0.3, 0.5, 0.7};
+      if (migrate && next < 3 && written >= static_cast<std::uint64_t>(marks[next] * static_cast<double>(g1_bytes))) {
+        next += 1;
+        for (const auto& path : c.stats().paths) {
+          if (!path.active) {
+            (void)c.migrate(path.id);
+            break;
+          }
+        }
+      }
+    });
+    if (!res.error.empty() || res.sha_sent != res.sha_received) {
+      return fail("G1 transfer: " + (res.error.empty() ? "digest mismatch" : res.error));
+    }
+    (migrate ? g1_mig : g1_base) = res.seconds;
+    if (migrate) {
+      g1_gap = res.max_gap_ms;
+    }
+  }
+  const double g1_time_ratio = g1_mig / g1_base;
+
+  // 3. failover, prime and race.
+  std::vector<double> prime_worst;
+  std::vector<double> race_stall;
+  for (std::uint64_t i = 0; i < cfg.runs; ++i) {
+    progress("failover run " + std::to_string(i + 1) + "/" + std::to_string(cfg.runs));
+    auto a = rendr_echo_failover(rig, lis, Mode::prime);
+    auto b = rendr_echo_failover(rig, lis, Mode::race);
+    if (!a.ok || !b.ok) {
+      return fail("failover run failed");
+    }
+    prime_worst.push_back(a.worst_ms);
+    race_stall.push_back(std::max(0.0, b.worst_ms - b.median_ms));
+  }
+
+  // 4. MPTCP on the same lab.
+  std::vector<double> mptcp_worst;
+  if (!cfg.skip_mptcp) {
+    const std::string s2 = lab::MultipathLab::server_addr4(2);
+    auto st = rig.lab().run("server", "sysctl -qw net.mptcp.enabled=1 && ip mptcp endpoint flush && "
+                                      "ip mptcp limits set subflows 2 add_addr_accepted 2 && "
+                                      "ip mptcp endpoint add " + s2 + " dev p2 id 1 signal");
+    if (st) {
+      st = rig.lab().run("client", "sysctl -qw net.mptcp.enabled=1 && ip mptcp endpoint flush && "
+                                   "ip mptcp limits set subflows 2 add_addr_accepted 2");
+    }
+    UniqueFd mlfd;
+    std::uint16_t mport = 0;
+    if (st) {
+      st = rig.in_server([&]() -> Status {
+        auto lf = listen_raw(IPPROTO_MPTCP, &mport);
+        if (!lf) {
+          return lf.error();
+        }
+        mlfd = std::move(*lf);
+        return {};
+      });
+    }
+    if (!st) {
+      return fail("mptcp setup: " + st.error().message());
+    }
+    for (std::uint64_t i = 0; i < cfg.runs; ++i) {
+      progress("mptcp failover run " + std::to_string(i + 1) + "/" + std::to_string(cfg.runs));
+      auto r = raw_echo_failover(rig, mlfd.get(), lab::MultipathLab::server_addr4(1), mport);
+      if (!r.ok) {
+        return fail("mptcp failover run failed");
+      }
+      mptcp_worst.push_back(r.worst_ms);
+    }
+  }
+
+  // 5. memory per idle flow.
+  progress("idle flows: " + std::to_string(cfg.flows));
+  auto idle = idle_flow_bytes(rig, cfg.flows);
+  if (!idle) {
+    return fail("idle flows: " + idle.error().message());
+  }
+
+  const double fo50 = percentile(prime_worst, 50);
+  const double fo99 = percentile(prime_worst, 99);
+  const double race = *std::max_element(race_stall.begin(), race_stall.end());
+  const double m50 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 50);
+  const double m99 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 99);
+  std::printf("engine (2-path veth lab, tcp carriers)\n");
+  std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s, ratio %.3f (target >= 0.95)\n",
+              rendr_mbps, raw_mbps, throughput_ratio);
+  std::printf("  G1 %llu MiB: baseline %.2f s, migrations at 30/50/70 %% %.2f s, ratio %.3f "
+              "(target <= 1.10), max gap %.1f ms\n",
+              static_cast<unsigned long long>(cfg.g1_mib), g1_base, g1_mig, g1_time_ratio, g1_gap);
+  std::printf("  failover (prime, probe 10 ms): p50 %.1f ms, p99 %.1f ms over %zu runs "
+              "(target p50 <= 50)\n",
+              fo50, fo99, prime_worst.size());
+  std::printf("  race stall: %.1f ms (worst minus median, max over runs; target 0)\n", race);
+  if (!mptcp_worst.empty()) {
+    std::printf("  MPTCP failover: p50 %.1f ms, p99 %.1f ms; rendr/MPTCP p50 %.2f\n", m50, m99,
+                fo50 / m50);
+  }
+  std::printf("  idle flow: %.0f bytes RSS (client + server end, one path)\n", *idle);
+  if (cfg.json) {
+    JsonWriter j;
+    j.begin_object();
+    j.kv("bench", "engine");
+    j.kv("throughput_ratio", throughput_ratio);
+    j.kv("rendr_mbps", rendr_mbps);
+    j.kv("raw_tcp_mbps", raw_mbps);
+    j.kv("g1_time_ratio", g1_time_ratio);
+    j.kv("g1_mib", cfg.g1_mib);
+    j.kv("g1_max_gap_ms", g1_gap);
+    j.kv("failover_p50_ms", fo50);
+    j.kv("failover_p99_ms", fo99);
+    j.kv("failover_runs", static_cast<std::uint64_t>(prime_worst.size()));
+    j.kv("race_stall_ms", race);
+    if (mptcp_worst.empty()) {
+      j.kv_null("mptcp_failover_p50_ms");
+      j.kv_null("mptcp_failover_p99_ms");
+    } else {
+      j.kv("mptcp_failover_p50_ms", m50);
+      j.kv("mptcp_failover_p99_ms", m99);
+      j.kv("failover_ratio_vs_mptcp", fo50 / m50);
+    }
+    j.kv("bytes_per_idle_flow", *idle);
+    j.kv("idle_flows", cfg.flows);
+    j.end_object();
+    std::printf("%s\n", j.str().c_str());
+  }
+  std::fflush(stdout);
+  if (cfg.check_targets &&
+      (throughput_ratio < 0.95 || g1_time_ratio > 1.10 || fo50 > 50 || race > 0.5)) {
+    return kExitTargetMissed;
+  }
+  return kExitOk;
+}
+
+}  // namespace rendr::bench

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "engine_status.hpp"
+
+#include <dirent.h>
+#include <signal.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string_view>
+#include <vector>
+
+namespace rendrctl {
+
+namespace {
+
+struct StatusFile {
+  long pid = 0;
+  std::string json;
+};
+
+// live_status_files reads every <pid>.json in |dir| whose process still exists.
+std::vector<StatusFile> live_status_files(const std::string& dir) {
+  std::vector<StatusFile> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return out;
+  }
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() < 6 || name.substr(name.size() - 5) != ".json") {
+      continue;
+    }
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str(), &end, 10);
+    if (pid <= 0 || std::string_view(end) != ".json") {
+      continue;
+    }
+    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      continue;  // stale file of a process that is gone
+    }
+    std::ifstream f(dir + "/" + name);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    std::string js = ss.str();
+    while (!js.empty() && (js.back() == '\n' || js.back() == ' ')) {
+      js.pop_back();
+    }
+    if (!js.empty() && js.front() == '{') {
+      out.push_back(StatusFile{pid, std::move(js)});
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
+// Splits |s| at every occurrence of |marker| (the pieces start with it). The status files are
+// written by rendr::engine::write_flow_stats, whose layout is fixed: flows start with
+// {"flow_id": and paths with {"id":.
+std::vector<std::string_view> pieces(std::string_view s, std::string_view marker) {
+  std::vector<std::string_view> out;
+  std::size_t pos = s.find(marker);
+  while (pos != std::string_view::npos) {
+    const std::size_t next = s.find(marker, pos + marker.size());
+    out.push_back(s.substr(pos, next == std::string_view::npos ? std::string_view::npos : next - pos));
+    pos = next;
+  }
+  return out;
+}
+
+std::string human_bytes(const std::string& v) {
+  const double b = v.empty() ? 0 : std::stod(v);
+  char buf[32];
+  if (b >= 1e9) {
+    std::snprintf(buf, sizeof buf, "%.2f GB", b / 1e9);
+  } else if (b >= 1e6) {
+    std::snprintf(buf, sizeof buf, "%.2f MB", b / 1e6);
+  } else if (b >= 1e3) {
+    std::snprintf(buf, sizeof buf, "%.1f kB", b / 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f B", b);
+  }
+  return buf;
+}
+
+std::string rtt_text(const std::string& us) {
+  if (us.empty() || us == "null") {
+    return "-";
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f ms", std::stod(us) / 1000.0);
+  return buf;
+}
+
+}  // namespace
+
+void engine_status_json(rendr::JsonWriter& j, const std::string& dir) {
+  j.begin_object("engine");
+  j.kv("dir", dir);
+  j.begin_array("processes");
+  for (const auto& f : live_status_files(dir)) {
+    j.raw({}, f.json);
+  }
+  j.end_array();
+  j.end_object();
+}
+
+void print_engine_status(const std::string& dir) {
+  const auto files = live_status_files(dir);
+  if (files.empty()) {
+    std::printf("engine   no flows (no live status files in %s)\n", dir.c_str());
+    return;
+  }
+  for (const auto& f : files) {
+    const std::string_view js = f.json;
+    const auto flows = pieces(js, "{\"flow_id\":");
+    std::printf("engine   pid %ld (%s): %zu flow(s)\n", f.pid,
+                rendr::json_scalar(js, "process").c_str(), flows.size());
+    for (const auto flow : flows) {
+      const auto paths_at = flow.find("\"paths\":");
+      const std::string_view head = flow.substr(0, paths_at);
+      std::printf("  flow %s %s %s mode=%s active=%s migrations=%s dups=%s\n",
+                  rendr::json_scalar(head, "flow_id").c_str(),
+                  rendr::json_scalar(head, "side").c_str(),
+                  rendr::json_scalar(head, "state").c_str(),
+                  rendr::json_scalar(head, "mode").c_str(),
+                  rendr::json_scalar(head, "active_path").c_str(),
+                  rendr::json_scalar(head, "migration_count").c_str(),
+                  rendr::json_scalar(head, "recv_dups").c_str());
+      if (paths_at == std::string_view::npos) {
+        continue;
+      }
+      for (const auto p : pieces(flow.substr(paths_at), "{\"id\":")) {
+        std::printf("    path %s %-8s %s %s->%s %s%s rtt %s jitter %s loss %s/1000 tx %s rx %s\n",
+                    rendr::json_scalar(p, "id").c_str(), rendr::json_scalar(p, "name").c_str(),
+                    rendr::json_scalar(p, "transport").c_str(),
+                    rendr::json_scalar(p, "local").c_str(),
+                    rendr::json_scalar(p, "remote").c_str(),
+                    rendr::json_scalar(p, "state").c_str(),
+                    rendr::json_scalar(p, "active") == "true" ? " (active)" : "",
+                    rtt_text(rendr::json_scalar(p, "rtt_us")).c_str(),
+                    rtt_text(rendr::json_scalar(p, "jitter_us")).c_str(),
+                    rendr::json_scalar(p, "loss_ppt").c_str(),
+                    human_bytes(rendr::json_scalar(p, "bytes_tx")).c_str(),
+                    human_bytes(rendr::json_scalar(p, "bytes_rx")).c_str());
+      }
+    }
+  }
+}
+
+}  // namespace rendrctl
