@@ -149,6 +149,7 @@ struct StagedMig {
   std::string service;
   std::vector<repair::StagedSocket> sockets;
   std::vector<std::vector<std::byte>> states;
+  std::vector<FourTuple> frozen_here;  // tuples this (target) agent froze while staged
   std::string state = "staged";  // staged | committed | aborted
   std::unique_ptr<asio::steady_timer> expiry;
   PeerConn* channel = nullptr;
@@ -1000,6 +1001,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     if (i < hints.size()) {
       ro.peer_ack = decode_peer_ack(hints[i]);
     }
+    const FourTuple tuple = decoded[i].tuple;
     auto st = repairer_.restore_staged(std::move(decoded[i]), ro);
     if (!st) {
       ++metrics_.restores_failed;
@@ -1008,6 +1010,11 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     }
     sm->sockets.push_back(std::move(*st));
     sm->states.push_back(*states[i]);
+    // Hold what reaches this host for the connection until it goes live (the gateway may steer
+    // before COMMIT); it is replayed after activation, so the staged socket sees nothing.
+    if (freezer_ && freezer_->freeze(tuple)) {
+      sm->frozen_here.push_back(tuple);
+    }
   }
   sm->expiry = std::make_unique<asio::steady_timer>(io_, ms(cfg_.staged_timeout_ms));
   std::uint64_t id = *mig;
@@ -1033,6 +1040,12 @@ void Agent::abort_staged(StagedMig& sm, const std::string& why) {
     repairer_.release(std::move(s));
   }
   sm.sockets.clear();
+  if (freezer_) {
+    for (const auto& t : sm.frozen_here) {
+      (void)freezer_->unfreeze(t);
+    }
+  }
+  sm.frozen_here.clear();
   sm.state = "aborted";
   remember_outcome(sm.mig, "aborted");
   std::uint64_t id = sm.mig;
@@ -1068,8 +1081,32 @@ Message Agent::on_commit(const Message& m) {
   if (auto h = m.u64s(Tag::peer_ack); h && h->size() == sm.sockets.size()) {
     hints = std::move(*h);
   }
+  // Replay packets from the source, per connection, oldest first.
+  std::vector<std::vector<std::vector<std::byte>>> replay(sm.sockets.size());
+  for (const auto* v : m.all(Tag::replay)) {
+    if (v->size() <= 4) {
+      continue;
+    }
+    const std::uint32_t idx = (static_cast<std::uint32_t>((*v)[0]) << 24) |
+                              (static_cast<std::uint32_t>((*v)[1]) << 16) |
+                              (static_cast<std::uint32_t>((*v)[2]) << 8) |
+                              static_cast<std::uint32_t>((*v)[3]);
+    if (idx < replay.size()) {
+      replay[idx].emplace_back(v->begin() + 4, v->end());
+    }
+  }
   for (std::size_t i = 0; i < sm.sockets.size(); ++i) {
     FourTuple t = sm.sockets[i].tuple();
+    // Then what reached this host while staged; lift our freeze before the socket speaks.
+    if (freezer_ && std::find(sm.frozen_here.begin(), sm.frozen_here.end(), t) !=
+                        sm.frozen_here.end()) {
+      if (auto own = freezer_->take_dropped(t); own) {
+        for (auto& p : *own) {
+          replay[i].push_back(std::move(p));
+        }
+      }
+      (void)freezer_->unfreeze(t);
+    }
     std::optional<std::uint32_t> peer_acked;
     if (i < hints.size()) {
       if (auto pa = decode_peer_ack(hints[i])) {
@@ -1085,7 +1122,7 @@ Message Agent::on_commit(const Message& m) {
                                   " past snd_una"
                             : std::string("unknown")));
     }
-    auto fd = repairer_.activate(std::move(sm.sockets[i]), peer_acked);
+    auto fd = repairer_.activate(std::move(sm.sockets[i]), peer_acked, replay[i]);
     if (!fd) {
       // Past repair-off nothing can be undone; report it loudly.
       warnings += fd.error().message() + "; ";
@@ -1095,6 +1132,7 @@ Message Agent::on_commit(const Message& m) {
     adopt_or_queue(sm.service, Orphan{t, std::move(*fd), std::move(sm.states[i])});
   }
   sm.sockets.clear();
+  sm.frozen_here.clear();
   sm.state = "committed";
   remember_outcome(sm.mig, "committed");
   metrics_.flows_adopted += adopted;
@@ -1289,6 +1327,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   double frozen_ms = 0;
   Clock::time_point freeze_t0{};
   std::map<std::string, double> step_ms;
+  std::uint64_t replayed_total = 0;  // packets the freeze dropped, shipped for replay on B
   bool steer_sent = false;
   // steer_msg asks the gateway to send every flow of this migration to |backend|.
   auto steer_msg = [&](const std::string& backend) {
@@ -1476,9 +1515,28 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     Message commit(MsgType::commit);
     commit.add_u64(Tag::mig, mig);
     // What the peer acknowledged while frozen: lets B resend at once only what the peer lacks.
-    for (const auto& t : tuples) {
-      commit.add_u64(Tag::peer_ack, peer_ack_hint(t));
+    std::size_t replayed = 0;
+    for (std::size_t i = 0; i < tuples.size(); ++i) {
+      commit.add_u64(Tag::peer_ack, peer_ack_hint(tuples[i]));
+      if (!freezer_) {
+        continue;
+      }
+      // What the peer sent into the freeze: B replays it instead of waiting for a retransmit.
+      if (auto pk = freezer_->take_dropped(tuples[i]); pk) {
+        for (const auto& p : *pk) {
+          std::vector<std::byte> v(4 + p.size());
+          const auto idx = static_cast<std::uint32_t>(i);
+          v[0] = static_cast<std::byte>(idx >> 24);
+          v[1] = static_cast<std::byte>(idx >> 16);
+          v[2] = static_cast<std::byte>(idx >> 8);
+          v[3] = static_cast<std::byte>(idx);
+          std::memcpy(v.data() + 4, p.data(), p.size());
+          commit.add(Tag::replay, std::move(v));
+          ++replayed;
+        }
+      }
     }
+    replayed_total = replayed;
     auto cw = co_await write_msg(*chan, commit, step_deadline());
     fsm.on(MigEvent::commit_sent);
     std::string commit_error;
@@ -1668,6 +1726,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   j.kv("frozen_ms", frozen_ms);
   j.kv("total_ms", ms_since(t0));
   j.kv("bytes_carried", bytes_carried);
+  j.kv("replayed_packets", replayed_total);
   j.begin_object("steps_ms");
   for (const auto& [k, v] : step_ms) {
     j.kv(k, v);

@@ -29,6 +29,49 @@ struct {
 	__type(value, struct rendr_freeze_counters);
 } freeze_flows SEC(".maps");
 
+/* Dropped ingress packets worth replaying (see freeze_shared.h); read by the Freezer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} freeze_replay SEC(".maps");
+
+/* Per-CPU staging area for one record (too big for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rendr_replay_scratch);
+} replay_scratch SEC(".maps");
+
+static __always_inline void record_replay(struct __sk_buff *skb, const struct rendr_flow_key *key,
+					  struct rendr_freeze_counters *c)
+{
+	struct rendr_replay_scratch *r;
+	__u32 zero = 0;
+	__u32 len;
+
+	if (skb->len <= ETH_HLEN)
+		return;
+	len = skb->len - ETH_HLEN;
+	if (len > RENDR_FREEZE_REPLAY_MAX) {
+		c->replay_skipped++;
+		return;
+	}
+	r = bpf_map_lookup_elem(&replay_scratch, &zero);
+	if (!r)
+		return;
+	if (len < 1 || bpf_skb_load_bytes(skb, ETH_HLEN, r->data, len) < 0)
+		return;
+	r->hdr.key = *key;
+	r->hdr.len = len;
+	r->hdr.pad = 0;
+	if (bpf_ringbuf_output(&freeze_replay, r, sizeof(r->hdr) + len, 0) < 0) {
+		c->replay_lost++;
+		return;
+	}
+	c->replay_packets++;
+}
+
 enum rendr_freeze_dir {
 	FREEZE_INGRESS,
 	FREEZE_EGRESS,
@@ -39,10 +82,9 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 	struct rendr_flow_key key = {};
 	struct rendr_freeze_counters *c;
 	__u8 flags = 0;
-	__u32 ack = 0;
-	__u16 win = 0;
+	struct rendr_tcp_meta meta = {};
 
-	if (rendr_parse_tcp_ack(skb, &key, &flags, &ack, &win) < 0)
+	if (rendr_parse_tcp_meta(skb, &key, &flags, &meta) < 0)
 		return TC_ACT_OK;
 	rendr_flow_key_normalise(&key);
 	c = bpf_map_lookup_elem(&freeze_flows, &key);
@@ -62,11 +104,15 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 			__u32 prev = (__u32)c->peer_ack;
 
 			/* >= : a later ACK for the same byte may carry a newer window. */
-			if (!(c->peer_ack & RENDR_FREEZE_PEER_ACK_SEEN) || (__s32)(ack - prev) >= 0) {
-				c->peer_ack = RENDR_FREEZE_PEER_ACK_SEEN | ack;
-				c->peer_win = win;
+			if (!(c->peer_ack & RENDR_FREEZE_PEER_ACK_SEEN) ||
+			    (__s32)(meta.ack_seq - prev) >= 0) {
+				c->peer_ack = RENDR_FREEZE_PEER_ACK_SEEN | meta.ack_seq;
+				c->peer_win = meta.window;
 			}
 		}
+		/* A bare ACK is summed up by peer_ack; anything more is kept for replay. */
+		if (meta.payload > 0 || (flags & (RENDR_TCP_FIN | RENDR_TCP_RST | RENDR_TCP_SYN)))
+			record_replay(skb, &key, c);
 	} else {
 		c->egress_packets++;
 		c->egress_bytes += skb->len;

@@ -29,9 +29,31 @@ struct rendr_freeze_counters {
 	rendr_u64 peer_ack;
 	/* The raw (unscaled) receive window advertised by that same ACK, in the low 16 bits. */
 	rendr_u64 peer_win;
+	rendr_u64 replay_packets; /* ingress packets recorded in freeze_replay */
+	rendr_u64 replay_skipped; /* too large to record */
+	rendr_u64 replay_lost;    /* the ring was full */
 };
-RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 56, "rendr_freeze_counters layout");
+RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 80, "rendr_freeze_counters layout");
 
 #define RENDR_FREEZE_PEER_ACK_SEEN (1ULL << 32)
+
+/*
+ * Ring buffer freeze_replay: one record per packet dropped at ingress (from the peer) that
+ * carries more than a bare ACK (payload, FIN or RST), so the new owner can feed it to the
+ * restored socket instead of waiting for the peer to retransmit it. Record = this header +
+ * |len| bytes of the packet from its IP header on. Larger packets are not recorded (counted in
+ * replay_skipped); ring full = counted in replay_lost.
+ */
+#define RENDR_FREEZE_REPLAY_MAX 9216u
+struct rendr_replay_hdr {
+	struct rendr_flow_key key; /* normalised, as in freeze_flows */
+	rendr_u32 len;
+	rendr_u32 pad;
+};
+
+struct rendr_replay_scratch {
+	struct rendr_replay_hdr hdr;
+	rendr_u8 data[RENDR_FREEZE_REPLAY_MAX];
+};
 
 #endif /* RENDR_EBPF_SHARED_FREEZE_SHARED_H */

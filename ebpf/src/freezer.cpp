@@ -13,6 +13,8 @@
 #include <freeze_tc.skel.h>
 
 #include <algorithm>
+#include <map>
+#include <string>
 #include <cerrno>
 #include <vector>
 
@@ -23,7 +25,77 @@ static_assert(FreezerOptions{}.bypass_mark == RENDR_FREEZE_DEFAULT_BYPASS_MARK);
 struct Freezer::Impl {
   detail::Skeleton<freeze_tc> skel;
   std::vector<detail::TcAttachment> attachments;
+  // freeze_replay consumer (created on first use) and what it read, by normalised flow key.
+  ring_buffer* replay = nullptr;
+  std::map<std::string, std::vector<std::vector<std::byte>>> stash;
+  std::size_t stash_bytes = 0;
+
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() {
+    if (replay != nullptr) {
+      ring_buffer__free(replay);
+    }
+  }
+  // drain moves every record waiting in freeze_replay into |stash|.
+  Status drain();
+  void forget(const rendr_flow_key& key);
 };
+
+namespace {
+
+// Records kept per Freezer at most (a flow nobody takes, e.g. an aborted migration's, must not
+// grow the agent without bound).
+constexpr std::size_t kMaxStashBytes = 64U << 20;
+
+std::string key_bytes(const rendr_flow_key& k) {
+  return std::string(reinterpret_cast<const char*>(&k), sizeof k);
+}
+
+int on_replay_record(void* ctx, void* data, std::size_t size) {
+  auto* impl = static_cast<Freezer::Impl*>(ctx);
+  rendr_replay_hdr h{};
+  if (size < sizeof h) {
+    return 0;
+  }
+  std::memcpy(&h, data, sizeof h);
+  if (h.len == 0 || h.len > RENDR_FREEZE_REPLAY_MAX || sizeof h + h.len > size ||
+      impl->stash_bytes + h.len > kMaxStashBytes) {
+    return 0;
+  }
+  const auto* p = static_cast<const std::byte*>(data) + sizeof h;
+  impl->stash[key_bytes(h.key)].emplace_back(p, p + h.len);
+  impl->stash_bytes += h.len;
+  return 0;
+}
+
+}  // namespace
+
+Status Freezer::Impl::drain() {
+  if (replay == nullptr) {
+    replay = ring_buffer__new(bpf_map__fd(skel->maps.freeze_replay), on_replay_record, this,
+                              nullptr);
+    if (replay == nullptr) {
+      return detail::libbpf_error(-errno, "freeze_tc: open freeze_replay ring buffer");
+    }
+  }
+  if (int n = ring_buffer__consume(replay); n < 0) {
+    return detail::libbpf_error(n, "freeze_tc: read freeze_replay");
+  }
+  return {};
+}
+
+void Freezer::Impl::forget(const rendr_flow_key& key) {
+  auto it = stash.find(key_bytes(key));
+  if (it == stash.end()) {
+    return;
+  }
+  for (const auto& pkt : it->second) {
+    stash_bytes -= pkt.size();
+  }
+  stash.erase(it);
+}
 
 namespace {
 
@@ -34,6 +106,9 @@ FreezeCounters to_counters(const rendr_freeze_counters& c) {
   out.egress_packets = c.egress_packets;
   out.egress_bytes = c.egress_bytes;
   out.bypassed_packets = c.bypassed_packets;
+  out.replay_packets = c.replay_packets;
+  out.replay_skipped = c.replay_skipped;
+  out.replay_lost = c.replay_lost;
   return out;
 }
 
@@ -116,6 +191,9 @@ Status Freezer::freeze(const FourTuple& flow) {
   if (err != 0) {
     return detail::libbpf_error(err, ctx + ": update freeze_flows");
   }
+  // A fresh freeze starts with no recorded packets (drop leftovers of an earlier one).
+  (void)impl_->drain();
+  impl_->forget(*key);
   return {};
 }
 
@@ -159,7 +237,27 @@ Result<FreezeCounters> Freezer::unfreeze(const FourTuple& flow) {
   if (err != 0) {
     return detail::libbpf_error(err, "unfreeze conn=" + flow.to_string() + ": delete");
   }
+  (void)impl_->drain();
+  impl_->forget(*key);
   return c;
+}
+
+Result<std::vector<std::vector<std::byte>>> Freezer::take_dropped(const FourTuple& flow) {
+  auto key = detail::freeze_key(flow);
+  if (!key) {
+    return key.error().with_context("take dropped packets of " + flow.to_string());
+  }
+  RENDR_TRY(impl_->drain());
+  std::vector<std::vector<std::byte>> out;
+  auto it = impl_->stash.find(key_bytes(*key));
+  if (it != impl_->stash.end()) {
+    out = std::move(it->second);
+    for (const auto& pkt : out) {
+      impl_->stash_bytes -= pkt.size();
+    }
+    impl_->stash.erase(it);
+  }
+  return out;
 }
 
 Result<std::size_t> Freezer::frozen_count() const {

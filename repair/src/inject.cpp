@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 namespace rendr::repair {
 namespace {
@@ -122,6 +123,105 @@ Status send_on(Sys& sys, int raw, const ForgedSegment& seg) {
 }
 
 }  // namespace
+
+Result<std::vector<std::byte>> prepare_replay(std::span<const std::byte> l3, const Endpoint& from,
+                                              const Endpoint& to) {
+  auto bad = [](const std::string& why) -> Error {
+    return make_error(std::errc::invalid_argument, "replay packet: " + why);
+  };
+  std::vector<std::uint8_t> pkt(l3.size());
+  std::memcpy(pkt.data(), l3.data(), l3.size());
+  const bool v4 = from.family == IpFamily::v4;
+  if (pkt.size() < (v4 ? 20U : 40U) + 20U) {
+    return bad("truncated (" + std::to_string(pkt.size()) + " bytes)");
+  }
+  std::size_t iph = 0;
+  std::size_t total = 0;
+  const std::size_t alen = v4 ? 4 : 16;
+  const std::uint8_t* src = nullptr;
+  const std::uint8_t* dst = nullptr;
+  if (v4) {
+    if ((pkt[0] >> 4) != 4 || pkt[9] != IPPROTO_TCP) {
+      return bad("not IPv4 TCP");
+    }
+    iph = static_cast<std::size_t>(pkt[0] & 0x0FU) * 4;
+    total = static_cast<std::size_t>((pkt[2] << 8) | pkt[3]);
+    src = pkt.data() + 12;
+    dst = pkt.data() + 16;
+  } else {
+    if ((pkt[0] >> 4) != 6 || pkt[6] != IPPROTO_TCP) {
+      return bad("not IPv6 TCP (or has extension headers)");
+    }
+    iph = 40;
+    total = 40 + static_cast<std::size_t>((pkt[4] << 8) | pkt[5]);
+    src = pkt.data() + 8;
+    dst = pkt.data() + 24;
+  }
+  if (iph < 20 || total > pkt.size() || total < iph + 20) {
+    return bad("bad lengths");
+  }
+  pkt.resize(total);
+  std::uint8_t* tcp = pkt.data() + iph;
+  const std::size_t tcp_len = total - iph;
+  if (std::memcmp(src, from.addr.data(), alen) != 0 || std::memcmp(dst, to.addr.data(), alen) != 0 ||
+      static_cast<std::uint16_t>((tcp[0] << 8) | tcp[1]) != from.port ||
+      static_cast<std::uint16_t>((tcp[2] << 8) | tcp[3]) != to.port) {
+    return bad("not of this connection");
+  }
+  if (static_cast<std::size_t>(tcp[12] >> 4) * 4 < 20 ||
+      static_cast<std::size_t>(tcp[12] >> 4) * 4 > tcp_len) {
+    return bad("bad TCP header length");
+  }
+  put16(tcp + 16, 0);
+  std::uint32_t acc = 0;
+  acc = sum16(src, alen, acc);
+  acc = sum16(dst, alen, acc);
+  acc += IPPROTO_TCP;
+  acc += static_cast<std::uint32_t>(tcp_len);
+  acc = sum16(tcp, tcp_len, acc);
+  put16(tcp + 16, fold(acc));
+  if (v4) {
+    put16(pkt.data() + 10, 0);
+    put16(pkt.data() + 10, fold(sum16(pkt.data(), iph, 0)));
+  }
+  std::vector<std::byte> out(pkt.size());
+  std::memcpy(out.data(), pkt.data(), pkt.size());
+  return out;
+}
+
+Result<std::size_t> inject_packets(Sys& sys, const Endpoint& to,
+                                   std::span<const std::vector<std::byte>> pkts,
+                                   std::uint32_t mark) {
+  if (pkts.empty()) {
+    return std::size_t{0};
+  }
+  auto raw = open_raw(sys, to.family == IpFamily::v4);
+  if (!raw) {
+    return std::move(raw).take_error();
+  }
+  struct Closer {
+    Sys& s;
+    int fd;
+    ~Closer() { s.close(fd); }
+  } closer{sys, *raw};
+  if (mark != 0) {
+    RENDR_TRY(set_mark(sys, *raw, mark));
+  }
+  Endpoint dst = to;
+  dst.port = 0;
+  sockaddr_storage ss{};
+  socklen_t sl = dst.to_sockaddr(ss);
+  std::size_t sent = 0;
+  for (const auto& p : pkts) {
+    if (sys.sendto(*raw, p.data(), p.size(), 0, reinterpret_cast<sockaddr*>(&ss), sl) !=
+        static_cast<ssize_t>(p.size())) {
+      return errno_error("inject: sendto " + to.address_string() + " (replayed packet " +
+                         std::to_string(sent + 1) + " of " + std::to_string(pkts.size()) + ")");
+    }
+    ++sent;
+  }
+  return sent;
+}
 
 Status inject_segment(Sys& sys, const ForgedSegment& seg, std::uint32_t mark) {
   auto raw = open_raw(sys, seg.from.family == IpFamily::v4);

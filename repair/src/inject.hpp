@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace rendr::repair {
@@ -28,6 +29,20 @@ struct ForgedSegment {
 
 // inject_segment sends |seg| to the local stack with SO_MARK |mark| from a one-shot raw socket.
 [[nodiscard]] Status inject_segment(Sys& sys, const ForgedSegment& seg, std::uint32_t mark);
+
+// prepare_replay checks that |l3| is an IPv4/IPv6 TCP packet from |from| to |to| (addresses
+// and ports; IPv6 without extension headers) and returns it with fresh IP and TCP checksums
+// (a packet captured where checksum offload left them partial must still pass the local
+// stack's check). Errors: EINVAL naming what does not match.
+[[nodiscard]] Result<std::vector<std::byte>> prepare_replay(std::span<const std::byte> l3,
+                                                            const Endpoint& from,
+                                                            const Endpoint& to);
+
+// inject_packets sends prepared packets to |to|'s stack from one raw socket with SO_MARK |mark|.
+// Returns how many were sent; stops at the first error.
+[[nodiscard]] Result<std::size_t> inject_packets(Sys& sys, const Endpoint& to,
+                                                 std::span<const std::vector<std::byte>> pkts,
+                                                 std::uint32_t mark);
 
 // InjectCache keeps one raw socket per address family open between injections, so a restore does
 // not pay socket() + SO_MARK + close() for its ACK kick. A raw socket injects into the netns it was

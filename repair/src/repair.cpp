@@ -472,7 +472,7 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
   if (!fd.ok()) {
     return std::move(fd).take_error();
   }
-  return activate_staged(snap, opts, st, std::move(fd).value(), std::nullopt);
+  return activate_staged(snap, opts, st, std::move(fd).value(), std::nullopt, {});
 }
 
 namespace {
@@ -520,11 +520,12 @@ Result<StagedSocket> Repairer::restore_staged(TcpSnapshot snap, const RestoreOpt
   return s;
 }
 
-Result<UniqueFd> Repairer::activate(StagedSocket&& s, std::optional<std::uint32_t> peer_acked) {
+Result<UniqueFd> Repairer::activate(StagedSocket&& s, std::optional<std::uint32_t> peer_acked,
+                                    std::span<const std::vector<std::byte>> replay) {
   if (!s.valid()) {
     return make_error(std::errc::bad_file_descriptor, "activate: empty StagedSocket");
   }
-  return activate_staged(*s.snap_, s.opts_, s.st_, std::move(s.fd_), peer_acked);
+  return activate_staged(*s.snap_, s.opts_, s.st_, std::move(s.fd_), peer_acked, replay);
 }
 
 void Repairer::release(StagedSocket&& s) {
@@ -781,7 +782,8 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
 
 Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const RestoreOptions& opts,
                                            const StageState& st, UniqueFd fd,
-                                           std::optional<std::uint32_t> peer_acked) {
+                                           std::optional<std::uint32_t> peer_acked,
+                                           std::span<const std::vector<std::byte>> replay) {
   auto ctx = [&snap] { return "restore " + snap.tuple.to_string(); };
   const int raw = fd.get();
   Ops op(sys_, raw);
@@ -931,6 +933,28 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
     kick.window = 0;
     if (auto k = this->kick(raw, kick, opts.inject_mark); !k.ok()) {
       soft(std::move(k).take_error().with_context("ACK kick skipped"));
+    }
+  }
+  // Replay what the peer sent while the connection was frozen (the freeze dropped it): the
+  // socket takes it as if it had just arrived, instead of waiting for the peer's retransmission.
+  if (!replay.empty()) {
+    Endpoint from = snap.tuple.remote;
+    Endpoint to = snap.tuple.local;
+    unmap_v4(from);
+    unmap_v4(to);
+    std::vector<std::vector<std::byte>> ready;
+    ready.reserve(replay.size());
+    std::size_t refused = 0;
+    for (const auto& pkt : replay) {
+      auto p = prepare_replay(pkt, from, to);
+      if (p) {
+        ready.push_back(std::move(*p));
+      } else if (refused++ == 0) {
+        soft(std::move(p).take_error());
+      }
+    }
+    if (auto n = inject_packets(sys_, to, ready, opts.inject_mark); !n) {
+      soft(std::move(n).take_error().with_context("replay skipped"));
     }
   }
   if (!warnings.empty()) {

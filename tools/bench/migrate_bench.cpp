@@ -449,6 +449,17 @@ int run_migrate(std::span<char* const> args) {
         on = to;
         frozen.push_back(std::atof(json_scalar(*rep, "frozen_ms").c_str()));
       }
+      if (rep) {
+        auto steps = rep->find("\"steps_ms\":");
+        auto steps_end = steps == std::string::npos ? steps : rep->find('}', steps);
+        std::fprintf(stderr, "migration %llu: %s, total %s ms, frozen %s ms, replayed %s %s\n",
+                     static_cast<unsigned long long>(i), json_scalar(*rep, "result").c_str(),
+                     json_scalar(*rep, "total_ms").c_str(), json_scalar(*rep, "frozen_ms").c_str(),
+                     json_scalar(*rep, "replayed_packets").c_str(),
+                     steps == std::string::npos
+                         ? ""
+                         : rep->substr(steps, steps_end + 1 - steps).c_str());
+      }
       windows.emplace_back(w0, w1);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -654,6 +665,16 @@ int run_migrate(std::span<char* const> args) {
   j.kv("frozen_p50_ms", percentile(frozen, 50));
   j.kv("frozen_p99_ms", percentile(frozen, 99));
   j.kv("migrations", static_cast<std::uint64_t>(downtimes.size()));
+  j.begin_array("downtime_ms");
+  for (double v : downtimes) {
+    j.number(std::round(v * 1000) / 1000);
+  }
+  j.end_array();
+  j.begin_array("frozen_ms");
+  for (double v : frozen) {
+    j.number(std::round(v * 1000) / 1000);
+  }
+  j.end_array();
   j.kv("bulk_throughput_ratio", ratio);
   for (auto [key, tl] : {std::pair{"plain", &plain_tl}, std::pair{"migrated", &mig_tl}}) {
     j.begin_array(std::string("bulk_timeline_mib_s_") + key);

@@ -34,17 +34,24 @@
 #define RENDR_TCP_ACK 0x10
 
 /*
- * rendr_parse_tcp_ack fills |key| (not normalised: src/dst as in the packet), |tcp_flags|,
- * |ack_seq| and the raw |window| (host order) for an
+ * rendr_parse_tcp_meta fills |key| (not normalised: src/dst as in the packet), |tcp_flags| and
+ * |meta| (ACK number, raw window, payload length) for an
  * IPv4/IPv6 TCP packet. Returns 0, or -1 for anything else (non-IP, non-TCP, non-first
  * fragments, IPv6 fragments, truncated headers) - callers let those pass.
  */
-static __always_inline int rendr_parse_tcp_ack(struct __sk_buff *skb,
-					       struct rendr_flow_key *key, __u8 *tcp_flags,
-					       __u32 *ack_seq, __u16 *window)
+struct rendr_tcp_meta {
+	__u32 ack_seq;  /* host order */
+	__u16 window;   /* raw, host order */
+	__u16 payload;  /* TCP payload bytes (0 for a bare ACK), clamped to 65535 */
+};
+
+static __always_inline int rendr_parse_tcp_meta(struct __sk_buff *skb,
+						struct rendr_flow_key *key, __u8 *tcp_flags,
+						struct rendr_tcp_meta *meta)
 {
 	__u8 th[16]; /* ports, seq, ack, data offset, flags, window */
 	__u32 off = ETH_HLEN;
+	__u32 l3_end = 0;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
@@ -56,6 +63,7 @@ static __always_inline int rendr_parse_tcp_ack(struct __sk_buff *skb,
 		if (ip.frag_off & bpf_htons(RENDR_IP_FRAG_OFFSET_MASK))
 			return -1;
 		key->family = RENDR_FAMILY_V4;
+		l3_end = ETH_HLEN + bpf_ntohs(ip.tot_len);
 		__builtin_memcpy(key->src_addr, &ip.saddr, 4);
 		__builtin_memcpy(key->dst_addr, &ip.daddr, 4);
 		off += ip.ihl * 4;
@@ -67,6 +75,7 @@ static __always_inline int rendr_parse_tcp_ack(struct __sk_buff *skb,
 		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
 			return -1;
 		key->family = RENDR_FAMILY_V6;
+		l3_end = ETH_HLEN + sizeof(ip6) + bpf_ntohs(ip6.payload_len);
 		__builtin_memcpy(key->src_addr, &ip6.saddr, 16);
 		__builtin_memcpy(key->dst_addr, &ip6.daddr, 16);
 		off += sizeof(ip6);
@@ -94,21 +103,27 @@ static __always_inline int rendr_parse_tcp_ack(struct __sk_buff *skb,
 	__builtin_memcpy(&key->src_port, &th[0], 2);
 	__builtin_memcpy(&key->dst_port, &th[2], 2);
 	*tcp_flags = th[13];
-	__builtin_memcpy(ack_seq, &th[8], 4);
-	*ack_seq = bpf_ntohl(*ack_seq);
-	__builtin_memcpy(window, &th[14], 2);
-	*window = bpf_ntohs(*window);
+	{
+		__u32 ack;
+		__u16 win;
+		__u32 hdr_end = off + ((__u32)(th[12] >> 4)) * 4;
+
+		__builtin_memcpy(&ack, &th[8], 4);
+		__builtin_memcpy(&win, &th[14], 2);
+		meta->ack_seq = bpf_ntohl(ack);
+		meta->window = bpf_ntohs(win);
+		meta->payload = l3_end > hdr_end ? (__u16)(l3_end - hdr_end > 65535 ? 65535 : l3_end - hdr_end) : 0;
+	}
 	return 0;
 }
 
-/* rendr_parse_tcp_ack without the acknowledgment number. */
+/* rendr_parse_tcp_meta without the meta. */
 static __always_inline int rendr_parse_tcp(struct __sk_buff *skb, struct rendr_flow_key *key,
 					   __u8 *tcp_flags)
 {
-	__u32 ack_seq;
-	__u16 window;
+	struct rendr_tcp_meta meta;
 
-	return rendr_parse_tcp_ack(skb, key, tcp_flags, &ack_seq, &window);
+	return rendr_parse_tcp_meta(skb, key, tcp_flags, &meta);
 }
 
 #endif /* RENDR_EBPF_LIB_PARSE_H */

@@ -83,6 +83,9 @@ enum class Tag : std::uint16_t {
   // while the source's freeze dropped its ACKs - bit 48 set, the raw window of that ACK in
   // bits 32-47, the highest ACK number in bits 0-31 - or 0 when none is known.
   peer_ack = 19,
+  // COMMIT, any number: a packet the peer sent while the source's freeze dropped it, to replay
+  // on the target after activation - u32 connection index (offer order) + the IP packet.
+  replay = 20,
 };
 
 [[nodiscard]] const char* to_string(MsgType t);

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 namespace rendr::ebpf {
 
@@ -43,6 +44,11 @@ struct FreezeCounters {
   std::optional<std::uint32_t> peer_ack;
   // The raw (not yet scaled) window field of that ACK; meaningful when peer_ack is set.
   std::uint16_t peer_window = 0;
+  // Dropped ingress packets carrying more than a bare ACK (payload, FIN, RST, SYN): recorded
+  // for replay (take_dropped), too large to record (> 9216 bytes), or lost (ring full).
+  std::uint64_t replay_packets = 0;
+  std::uint64_t replay_skipped = 0;
+  std::uint64_t replay_lost = 0;
 };
 
 class Freezer {
@@ -70,9 +76,16 @@ class Freezer {
   [[nodiscard]] Result<FreezeCounters> unfreeze(const FourTuple& flow);
   // counters reads |flow|'s counters (summed over CPUs). ENOENT if not frozen.
   [[nodiscard]] Result<FreezeCounters> counters(const FourTuple& flow) const;
+  // take_dropped returns, oldest first, the packets of |flow| the freeze dropped at ingress and
+  // recorded (see FreezeCounters::replay_packets), each from its IP header on, and forgets
+  // them; the new owner of the connection can feed them to the restored socket instead of
+  // waiting for the peer to retransmit. Take them before unfreeze(), which forgets them too.
+  // At most 64 MiB of records are kept per Freezer.
+  [[nodiscard]] Result<std::vector<std::vector<std::byte>>> take_dropped(const FourTuple& flow);
   // frozen_count is the number of frozen flows.
   [[nodiscard]] Result<std::size_t> frozen_count() const;
 
+  struct Impl;  // (public only so the ring-buffer callback can reach it)
   struct ProgramFds {
     int ingress = -1;
     int egress = -1;
@@ -81,7 +94,6 @@ class Freezer {
   [[nodiscard]] ProgramFds program_fds_for_test() const;
 
  private:
-  struct Impl;
   explicit Freezer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -48,6 +48,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
+#include <span>
 
 namespace rendr::repair {
 
@@ -186,8 +188,14 @@ class Repairer {
   // transmitted, and whatever the freeze dropped waits for a retransmission timer, which on a
   // restored socket (no RTT sample yet) is a 1 s tail loss probe. An out-of-range hint (below
   // the queue or beyond what was sent) is clamped. Ignored when our FIN was already sent.
+  //
+  // |replay| are packets the peer sent while the connection was frozen (IP header on, as
+  // ebpf::Freezer::take_dropped returns them): after repair-off they are fed to the socket
+  // through a raw socket (CAP_NET_RAW), oldest first, so it need not wait for the peer to
+  // retransmit them. Packets not of this connection are refused (a warning, not an error).
   [[nodiscard]] Result<UniqueFd> activate(StagedSocket&& s,
-                                          std::optional<std::uint32_t> peer_acked = {});
+                                          std::optional<std::uint32_t> peer_acked = {},
+                                          std::span<const std::vector<std::byte>> replay = {});
   // release (staged) closes a staged socket silently (abort path on the target).
   void release(StagedSocket&& s);
 
@@ -204,7 +212,8 @@ class Repairer {
   [[nodiscard]] Result<UniqueFd> activate_staged(const TcpSnapshot& snap,
                                                  const RestoreOptions& opts, const StageState& st,
                                                  UniqueFd fd,
-                                                 std::optional<std::uint32_t> peer_acked);
+                                                 std::optional<std::uint32_t> peer_acked,
+                                                 std::span<const std::vector<std::byte>> replay);
   // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
 
