@@ -264,6 +264,15 @@ struct FlowCore::Impl {
   }
 
   [[nodiscard]] bool packet() const { return (cfg.caps & kCapsPacketMode) != 0; }
+  // other_ready_path: whether a ready path other than |id| exists.
+  [[nodiscard]] bool other_ready_path(PathId id) const {
+    for (const auto& [pid, q] : paths) {
+      if (pid != id && q.state == PathState::ready) {
+        return true;
+      }
+    }
+    return false;
+  }
 
   // room_for: may a payload of |n| bytes join the application's receive queue now?
   [[nodiscard]] bool room_for(std::size_t n) const {
@@ -989,7 +998,10 @@ struct FlowCore::Impl {
           p.late.pop_front();
         }
       }
-      if (p.tx_waiting_since &&
+      // A write stall only moves traffic to another ready path: the last one is kept (its
+      // output has nowhere else to go, and a receiver starved of CPU looks just like this);
+      // silence still ends it.
+      if (p.tx_waiting_since && other_ready_path(id) &&
           now - *p.tx_waiting_since >= p.est.stall_timeout(cfg.stall_min, cfg.stall_max)) {
         dead.emplace_back(id, make_error(errc::path_dead,
                                          "path " + std::to_string(id) + ": output stalled"));
@@ -1078,7 +1090,7 @@ struct FlowCore::Impl {
       if (auto fu = first_unanswered(p)) {
         take(*fu + fw);
       }
-      if (p.tx_waiting_since) {
+      if (p.tx_waiting_since && other_ready_path(id)) {
         take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max));
       }
     }

@@ -359,10 +359,7 @@ Result<double> idle_flow_bytes(EngineRig& rig, std::uint64_t n) {
     per = static_cast<double>(after - before) / static_cast<double>(n);
     return {};
   });
-  // Closing 2 000 ends one by one is slow and not measured: let them go without a BYE wait.
-  for (auto& c : conns) {
-    c->kill_path_for_test(c->active_path());
-  }
+  // Clean closes, client end first (BYE, ACK), then its server end (already closed by the peer).
   conns.clear();
   if (!st) {
     return std::move(st).take_error();
