@@ -49,6 +49,7 @@ static __always_inline void record_replay(struct __sk_buff *skb, const struct re
 	struct rendr_replay_scratch *r;
 	__u32 zero = 0;
 	__u32 len;
+	__u32 len_m1;
 
 	if (skb->len <= ETH_HLEN)
 		return;
@@ -60,7 +61,18 @@ static __always_inline void record_replay(struct __sk_buff *skb, const struct re
 	r = bpf_map_lookup_elem(&replay_scratch, &zero);
 	if (!r)
 		return;
-	if (len < 1 || bpf_skb_load_bytes(skb, ETH_HLEN, r->data, len) < 0)
+	/*
+	 * bpf_skb_load_bytes needs a size the verifier can prove to be in [1, MAX]. Older
+	 * verifiers (6.1) do not carry a bound across the copies clang makes of len, nor learn
+	 * umin >= 1 from "len != 0": bound len - 1 (opaque to clang, so the check stays on the
+	 * register used) and pass len - 1 + 1.
+	 */
+	len_m1 = len - 1;
+	asm volatile("" : "+r"(len_m1));
+	if (len_m1 >= RENDR_FREEZE_REPLAY_MAX)
+		return;
+	len = len_m1 + 1;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, r->data, len) < 0)
 		return;
 	r->hdr.key = *key;
 	r->hdr.len = len;

@@ -33,12 +33,25 @@ LogLevel shifted(libbpf_print_level level) {
 }
 
 int print_cb(libbpf_print_level level, const char* fmt, va_list args) {
-  char buf[1024];
-  int n = std::vsnprintf(buf, sizeof buf, fmt, args);
+  // libbpf hands the whole verifier log to one call (tens of KiB); the error is at its end, so
+  // format all of it rather than a fixed-size head.
+  char small[1024];
+  va_list copy;
+  va_copy(copy, args);
+  int n = std::vsnprintf(small, sizeof small, fmt, args);
   if (n < 0) {
+    va_end(copy);
     return 0;
   }
-  std::string line(buf);
+  std::string line;
+  if (static_cast<std::size_t>(n) < sizeof small) {
+    line.assign(small, static_cast<std::size_t>(n));
+  } else {
+    line.resize(static_cast<std::size_t>(n) + 1);
+    std::vsnprintf(line.data(), line.size(), fmt, copy);
+    line.resize(static_cast<std::size_t>(n));
+  }
+  va_end(copy);
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
     line.pop_back();
   }
