@@ -228,6 +228,18 @@ def client(a):
         checks.write()
 
 
+def step_answer(step):
+    try:
+        return json.loads(step["answer"]) if isinstance(step["answer"], str) else {}
+    except ValueError:
+        return {}
+
+
+def step_committed(step):
+    ans = step_answer(step)
+    return ans.get("rc") == 0 and ans.get("report", {}).get("result") == "committed"
+
+
 def client_run(a, checks, ctl, plan, t_start):
     expected = pattern_digest(a.mib)
     size = a.mib << 20
@@ -268,6 +280,7 @@ def client_run(a, checks, ctl, plan, t_start):
     error = None
     steps = []  # one per plan step: {from, to, at, replied_at, answer}
     pending = None  # (socket, step) of the migration being run
+    plan_stopped = False  # a migration failed: the connection may not be where the plan says
     last_rx = time.monotonic()
     eof = False
     while not eof or pending:
@@ -279,7 +292,8 @@ def client_run(a, checks, ctl, plan, t_start):
             error = f"no byte for {a.stall} s at offset {got}"
             break
         # Ask for the next migration once the previous one answered and the body is far enough.
-        if pending is None and len(steps) < len(plan) and body_len is not None and not eof:
+        if (pending is None and not plan_stopped and len(steps) < len(plan) and
+                body_len is not None and not eof):
             frac = a.first_at + len(steps) * a.step_gap
             if got >= frac * body_len:
                 src, dst = plan[len(steps)]
@@ -349,6 +363,9 @@ def client_run(a, checks, ctl, plan, t_start):
                 log(f"migrate {step['from']} -> {step['to']} answered at body offset {got}: "
                     f"{step['answer']}")
                 pending = None
+                if not step_committed(step):
+                    plan_stopped = True
+                    log("the migration did not commit: the rest of the plan is not asked")
             elif b:
                 step["answer"] += b
     secs = time.monotonic() - t0
@@ -356,10 +373,7 @@ def client_run(a, checks, ctl, plan, t_start):
     c1 = counters()
 
     for k, step in enumerate(steps, 1):
-        try:
-            ans = json.loads(step["answer"]) if isinstance(step["answer"], str) else {}
-        except ValueError:
-            ans = {}
+        ans = step_answer(step)
         rep = ans.get("report", {})
         result = rep.get("result")
         mid = body_len is not None and "replied_at" in step and step["replied_at"] < body_len
@@ -368,7 +382,9 @@ def client_run(a, checks, ctl, plan, t_start):
                    f"(asked at {100.0 * step['at'] / max(body_len or 1, 1):.0f}% of the body, "
                    f"answered at {100.0 * step.get('replied_at', 0) / max(body_len or 1, 1):.0f}%"
                    f"; frozen {rep.get('frozen_ms', '?')} ms, total {rep.get('total_ms', '?')} ms,"
-                   f" {rep.get('bytes_carried', '?')} bytes carried)",
+                   f" {rep.get('bytes_carried', '?')} bytes carried)" +
+                   ("" if result == "committed" else
+                    f"; error: {(rep.get('error') or ans.get('stderr') or '?')[:200]}"),
                    ans.get("seconds", 0.0))
     for k in range(len(steps), len(plan)):
         checks.add(False, f"migration {k + 1}: {plan[k][0]} -> {plan[k][1]} never asked "

@@ -26,10 +26,10 @@ if [ "$ok" = 0 ]; then
 fi
 mig_stop $agent_pid
 {
-  mig_section "control port" "$mig/ctl.log"
-  mig_section "rendrctl status --agent (at the end: steering table)" "$mig/status.json"
   mig_section "rendrctl metrics --agent (at the end)" "$mig/metrics.txt"
+  mig_section "rendrctl status --agent (at the end: steering table)" "$mig/status.json"
   mig_section "rendr-agent $RENDR_AGENT_NAME" "$mig/agent.log"
+  mig_section "control port" "$mig/ctl.log"
 } >"$mig/end.log" 2>&1
 mig_report "gateway $RENDR_AGENT_NAME: steered until the peer was done, agent alive to the end" \
   "$ok" "$mig/end.log" "$t0"

@@ -46,14 +46,15 @@ if [ "$ok" = 0 ]; then
   echo "(rendrctl exit $?)" >>"$mig/metrics.txt"
 fi
 mig_stop $fs_pid $agent_pid
+# Most telling last: the harness prints the tail of a failed result's log.
 {
-  mig_section "control port (migrations asked of $RENDR_AGENT_NAME)" "$mig/ctl.log"
+  mig_section "/proc/net/snmp (this host)" /proc/net/snmp
+  mig_section "rendrctl metrics --agent (at the end)" "$mig/metrics.txt"
   mig_section "rendrctl status --agent (at the end)" "$mig/status.json"
   mig_section "rendrctl flows --agent (at the end)" "$mig/flows.txt"
-  mig_section "rendrctl metrics --agent (at the end)" "$mig/metrics.txt"
-  mig_section "rendr-agent $RENDR_AGENT_NAME" "$mig/agent.log"
   mig_section "rendr-fileserver" "$mig/fileserver.log"
-  mig_section "nstat-like: /proc/net/snmp" /proc/net/snmp
+  mig_section "rendr-agent $RENDR_AGENT_NAME" "$mig/agent.log"
+  mig_section "control port (migrations asked of $RENDR_AGENT_NAME)" "$mig/ctl.log"
 } >"$mig/end.log" 2>&1
 mig_report "host $RENDR_AGENT_NAME: migrations it was asked for committed, agent alive to the end" \
   "$ok" "$mig/end.log" "$t0"
