@@ -29,6 +29,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/random.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -263,7 +264,19 @@ class Agent {
   std::map<std::string, FlowRec> flows_;  // key: tuple.to_string()
   std::map<std::uint64_t, std::shared_ptr<AppSession>> sessions_;
   std::uint64_t next_session_ = 1;
+  // Migration ids: a random 32-bit prefix drawn at start, then a counter. The pid was used
+  // before; agents in fresh VMs or pid namespaces share pids, so ids collided across hosts
+  // (and the target keys staged migrations by id).
+  std::uint64_t mig_prefix_ = random_mig_prefix();
   std::uint64_t next_mig_ = 1;
+  static std::uint64_t random_mig_prefix() {
+    std::uint32_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) {
+      r = static_cast<std::uint32_t>(::getpid()) ^
+          static_cast<std::uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    }
+    return static_cast<std::uint64_t>(r == 0 ? 1 : r) << 32;
+  }
   std::uint64_t next_adopt_id_ = 1;
   std::map<std::string, std::vector<std::unique_ptr<PeerConn>>> pool_;
   std::map<std::uint64_t, std::unique_ptr<StagedMig>> staged_;
@@ -971,6 +984,10 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
   if (!tcp_repair_ok_) {
     return reject("TCP_REPAIR unavailable on " + cfg_.name + ": " + tcp_repair_error_);
   }
+  if (staged_.count(*mig) != 0) {
+    return reject("migration " + std::to_string(*mig) + " is already staged here (from " +
+                  staged_.at(*mig)->from + ")");
+  }
   // Decode everything before touching the kernel: a tampered or truncated snapshot rejects
   // the whole offer.
   const auto t_decode = Clock::now();
@@ -1249,7 +1266,7 @@ void Agent::schedule_unfreeze(const FourTuple& t) {
 awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req) {
   const auto t0 = Clock::now();
   MigrationFsm fsm;
-  const std::uint64_t mig = (static_cast<std::uint64_t>(::getpid()) << 32) | next_mig_++;
+  const std::uint64_t mig = mig_prefix_ | (next_mig_++ & 0xffffffffu);
   auto to = req.str(Tag::to);
   if (!to || to->empty()) {
     co_return fail_msg("migrate: --to AGENT is required");

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <set>
+#include <string>
 
 using namespace rendr;
 using namespace rendr::test;
@@ -43,6 +45,7 @@ TEST_CASE("agents migrate a live connection A->B->A->B with nothing lost",
   REQUIRE(c.wait_down(4 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   const char* hops[][2] = {{"a", "b"}, {"b", "a"}, {"a", "b"}};
+  std::set<std::string> ids;  // migration ids: unique across the hosts' agents
   for (const auto& hop : hops) {
     INFO(hop[0] << " -> " << hop[1]);
     int st = -1;
@@ -52,6 +55,8 @@ TEST_CASE("agents migrate a live connection A->B->A->B with nothing lost",
     CHECK(json_scalar(rep, "result") == "committed");
     CHECK(json_scalar(rep, "flows") == "1");
     CHECK(std::stod(json_scalar(rep, "bytes_carried")) >= 0);
+    CHECK_FALSE(json_scalar(rep, "migration").empty());
+    CHECK(ids.insert(json_scalar(rep, "migration")).second);
     // The flow is now served by the target's server; the source no longer tracks it.
     std::string out;
     REQUIRE(al.rendrctl(hop[1], {"flows", "--json"}, out) == 0);
