@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
     spec.keys = {"downtime_p50_ms", "downtime_p99_ms", "bulk_throughput_ratio", "batch_1000_s",
                  "rst_seen", "bytes_lost", "echo_baseline_p99_ms", "frozen_p99_ms",
                  "bulk_timeline_mib_s_migrated", "bulk_timeline_t_s_migrated",
-                 "bulk_migration_marks_s", "bulk_plot"};
+                 "bulk_migration_marks_s", "bulk_plot", "bulk_migrations_committed",
+                 "bulk_migrations_after_end"};
     // Correctness is asserted even in a smoke run: nothing lost, no reset, every sample taken.
     spec.exact = {"\"migrations\":3", "\"batch_connections\":50", "\"rst_seen\":0",
                   "\"bytes_lost\":0"};
@@ -153,6 +154,12 @@ int main(int argc, char** argv) {
       std::printf("FAIL: key \"%s\" missing from the JSON line\n", k.c_str());
       ++bad;
     }
+  }
+  // The first bulk migration is asked at 1/6 of the body: it must have committed (later ones
+  // may come after the server finished a fast 64 MiB download, which is not a failure).
+  if (which == "migrate" && last.find("\"bulk_migrations_committed\":0") != std::string::npos) {
+    std::printf("FAIL: no bulk migration committed\n");
+    ++bad;
   }
   for (const auto& k : spec.exact) {
     if (last.find(k) == std::string::npos) {
