@@ -524,6 +524,8 @@ struct FlowCore::Impl {
       e.queued_mask &= ~bit;
       e.reliable_mask &= ~bit;
     }
+    counters.paths_lost += 1;
+    counters.last_path_down = "path " + std::to_string(id) + ": " + reason.message();
     paths.erase(it);
     events.emplace_back(EvPathDown{id, std::move(reason)});
     if (state == FlowState::dead) {

@@ -214,8 +214,8 @@ TransferResult transfer(Conn& client, Conn& server, std::uint64_t total,
   writer.join();
   res.sha_sent = sha_sent;
   res.sha_received = sha.hex();
-  if (res.error.empty() && !write_error.empty()) {
-    res.error = write_error;
+  if (!write_error.empty()) {
+    res.error = res.error.empty() ? write_error : res.error + "; writer: " + write_error;
   }
   if (res.error.empty() && res.bytes != total) {
     res.error = "received " + std::to_string(res.bytes) + " of " + std::to_string(total);

@@ -128,6 +128,10 @@ void print_engine_status(const std::string& dir) {
                   rendr::json_scalar(head, "active_path").c_str(),
                   rendr::json_scalar(head, "migration_count").c_str(),
                   rendr::json_scalar(head, "recv_dups").c_str());
+      if (const auto lost = rendr::json_scalar(head, "paths_lost"); !lost.empty() && lost != "0") {
+        std::printf("    paths lost %s, last: %s\n", lost.c_str(),
+                    rendr::json_scalar(head, "last_path_down").c_str());
+      }
       if (paths_at == std::string_view::npos) {
         continue;
       }

@@ -182,6 +182,8 @@ struct FlowStats {
   std::uint64_t recv_next = 1;       // first SEQ not yet admitted (what we ACK)
   std::size_t reorder_frames = 0;
   std::size_t delivered_unread = 0;
+  std::uint64_t paths_lost = 0;  // paths that went down (any reason)
+  std::string last_path_down;    // why the most recent one went down ("" = none yet)
 };
 
 struct ReadOutcome {
