@@ -51,6 +51,9 @@ Status validate_config(const FlowConfig& c) {
   if (c.ledger_max_frames == 0 || c.ledger_max_bytes < kHeaderSize + c.max_payload) {
     return bad("ledger must hold at least one maximal frame");
   }
+  if (c.unsent_max_bytes < kHeaderSize + c.max_payload) {
+    return bad("unsent_max_bytes must hold at least one maximal frame");
+  }
   if (c.reorder_max_frames == 0 || c.reorder_max_bytes < c.max_payload ||
       c.recv_window_bytes == 0) {
     return bad("reorder buffer and receive window must be non-empty");
@@ -129,7 +132,7 @@ class SeqQueue {
 // Bounded, so an idle flow keeps at most kMaxPooled buffers.
 class BufferPool {
  public:
-  static constexpr std::size_t kMaxPooled = 32;
+  static constexpr std::size_t kMaxPooled = 512;
   std::vector<std::byte> take(std::size_t capacity) {
     std::vector<std::byte> v;
     if (!free_.empty()) {
@@ -258,9 +261,22 @@ struct FlowCore::Impl {
         ledger.bytes() + kHeaderSize >= ledger.max_bytes()) {
       return 0;
     }
-    const std::size_t room =
-        std::min(cfg.max_payload, ledger.max_bytes() - ledger.bytes() - kHeaderSize);
+    const std::size_t unsent = unsent_bytes();
+    if (unsent + kHeaderSize >= cfg.unsent_max_bytes) {
+      return 0;
+    }
+    const std::size_t room = std::min({cfg.max_payload, ledger.max_bytes() - ledger.bytes() - kHeaderSize,
+                                       cfg.unsent_max_bytes - unsent - kHeaderSize});
     return room * 2 >= cfg.max_payload ? room : 0;
+  }
+
+  // unsent_bytes: ledger bytes not committed to a live path (new, or orphaned by a dead one).
+  [[nodiscard]] std::size_t unsent_bytes() const {
+    std::size_t committed = 0;
+    for (const auto& [id, p] : paths) {
+      committed += p.unacked_bytes;
+    }
+    return ledger.bytes() > committed ? ledger.bytes() - committed : 0;
   }
 
   [[nodiscard]] bool packet() const { return (cfg.caps & kCapsPacketMode) != 0; }

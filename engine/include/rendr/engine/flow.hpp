@@ -66,6 +66,10 @@ struct FlowConfig {
   // Send window (replay ledger) and receive side bounds.
   std::size_t ledger_max_frames = 8192;
   std::size_t ledger_max_bytes = 64U << 20;
+  // Of the ledger, bytes not yet handed to any carrier (a user-space send queue): writes block
+  // beyond it, like TCP_NOTSENT_LOWAT. In-flight bytes may still use the whole ledger (long fat
+  // paths); a small unsent backlog keeps the working set in cache and memory per flow low.
+  std::size_t unsent_max_bytes = 4U << 20;
   std::size_t reorder_max_frames = 16384;  // must be >= the peer's ledger_max_frames
   std::size_t reorder_max_bytes = 96U << 20;
   std::size_t recv_window_bytes = 8U << 20;  // delivered-but-unread bytes before ACKs stop
