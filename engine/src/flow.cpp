@@ -134,6 +134,7 @@ class BufferPool {
  public:
   static constexpr std::size_t kMaxPooled = 512;
   std::vector<std::byte> take(std::size_t capacity) {
+    ++takes_;
     std::vector<std::byte> v;
     if (!free_.empty()) {
       v = std::move(free_.back());
@@ -154,9 +155,20 @@ class BufferPool {
     }
     vs.clear();
   }
+  // trim: an idle flow (nothing buffered either way) keeps only a few (bytes per idle flow).
+  void trim() {
+    if (free_.size() > kIdleKeep) {
+      free_.resize(kIdleKeep);
+      free_.shrink_to_fit();
+    }
+  }
+  static constexpr std::size_t kIdleKeep = 4;
+  [[nodiscard]] std::uint64_t takes() const { return takes_; }
+  [[nodiscard]] std::size_t size() const { return free_.size(); }
 
  private:
   std::vector<std::vector<std::byte>> free_;
+  std::uint64_t takes_ = 0;
 };
 
 struct FlowCore::Impl {
@@ -455,6 +467,29 @@ struct FlowCore::Impl {
       }
     }
   }
+
+  // trim_pool_if_idle (from the timers): a flow with nothing buffered either way at two checks
+  // at least kPoolIdle apart, with no buffer taken in between, gives its pooled buffers back.
+  // Not at the moment the ledger empties: a bulk writer empties it often, and re-growing the
+  // pool each time cost up to half the throughput.
+  void trim_pool_if_idle(TimePoint now) {
+    const bool idle = ledger.empty() && delivered.empty() && reorder.frames() == 0;
+    if (!idle) {
+      pool_idle_since.reset();
+      return;
+    }
+    if (!pool_idle_since || pool.takes() != pool_takes_at_idle) {
+      pool_idle_since = now;
+      pool_takes_at_idle = pool.takes();
+      return;
+    }
+    if (now - *pool_idle_since >= kPoolIdle) {
+      pool.trim();
+    }
+  }
+  static constexpr Duration kPoolIdle = std::chrono::seconds(2);
+  std::optional<TimePoint> pool_idle_since;
+  std::uint64_t pool_takes_at_idle = 0;
 
   void refresh_zombie() {
     zombie_left = cfg.zombie_max_migrations;
@@ -971,6 +1006,7 @@ struct FlowCore::Impl {
                 now);
       return;
     }
+    trim_pool_if_idle(now);
     std::vector<std::pair<PathId, Error>> dead;
     for (auto& [id, p] : paths) {
       if ((p.state == PathState::hello || p.state == PathState::bridging) &&
@@ -1715,6 +1751,7 @@ FlowStats FlowCore::stats() const {
   s.recv_next = m.reorder.expected();
   s.reorder_frames = m.reorder.frames();
   s.delivered_unread = m.delivered_bytes;
+  s.pooled_buffers = m.pool.size();
   for (const auto& [id, p] : m.paths) {
     PathInfo i = p.counters;
     i.id = id;

@@ -326,6 +326,50 @@ TEST_CASE("engine flow: a reader that stops reading stops the writer (end-to-end
   CHECK(t.mismatch_at == -1);
 }
 
+TEST_CASE("engine flow: writes stop at unsent_max_bytes while no carrier takes frames",
+          "[engine][flow][backpressure]") {
+  FlowConfig c = fast_config();
+  c.ledger_max_bytes = 1U << 20;
+  c.unsent_max_bytes = 128 * 1024;
+  FakeNet net(c, fast_config());
+  net.add_link({});
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 1s));
+  // Nothing is transmitted between these writes (no run): all of it is unsent.
+  std::vector<std::byte> chunk(64 * 1024, std::byte{7});
+  std::size_t taken = 0;
+  for (int i = 0; i < 32; ++i) {
+    auto r = net.client.write(chunk, net.now);
+    REQUIRE(r.ok());
+    taken += *r;
+  }
+  CHECK(taken <= c.unsent_max_bytes);
+  CHECK(taken >= c.unsent_max_bytes - 2 * (c.max_payload + 64));
+  CHECK(net.client.stats().ledger_bytes <= c.unsent_max_bytes);
+  CHECK(net.client.stats().backpressure_events > 0);
+  // Once the carrier took them, writing goes on (in flight may use the whole ledger).
+  net.run_until([&] { return false; }, 50ms);
+  auto r = net.client.write(chunk, net.now);
+  REQUIRE(r.ok());
+  CHECK(*r > 0);
+}
+
+TEST_CASE("engine flow: an idle flow gives its pooled buffers back",
+          "[engine][flow][memory]") {
+  FakeNet net(fast_config(), fast_config());
+  net.add_link({});
+  Transfer t(2'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
+  REQUIRE(net.run_until([&] { return net.client.stats().ledger_frames == 0; }, 1s));
+  const auto busy_client = net.client.stats().pooled_buffers;
+  const auto busy_server = net.server->stats().pooled_buffers;
+  CHECK(busy_client > 4);  // the transfer left buffers to recycle
+  CHECK(busy_server > 4);
+  net.run_until([&] { return false; }, 3s);  // idle for longer than the 2 s trim age
+  CHECK(net.client.stats().pooled_buffers <= 4);
+  CHECK(net.server->stats().pooled_buffers <= 4);
+}
+
 TEST_CASE("engine flow: datagram carrier with random loss recovers by retransmission",
           "[engine][flow][loss]") {
   FlowConfig c = fast_config();

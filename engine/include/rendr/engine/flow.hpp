@@ -186,6 +186,7 @@ struct FlowStats {
   std::uint64_t recv_next = 1;       // first SEQ not yet admitted (what we ACK)
   std::size_t reorder_frames = 0;
   std::size_t delivered_unread = 0;
+  std::size_t pooled_buffers = 0;  // recycled frame buffers kept (trimmed when idle >= 2 s)
   std::uint64_t paths_lost = 0;  // paths that went down (any reason)
   std::string last_path_down;    // why the most recent one went down ("" = none yet)
 };
