@@ -31,6 +31,7 @@ Result<PathId> Admin::add_path(const PathSpec& spec, Deadline deadline) {
 
 Status Admin::remove_path(PathId path) {
   std::unique_lock lk(d_->mu);
+  d_->forget_path_locked(path);  // removed on purpose: no re-dial
   auto r = d_->core().remove_path(path, Clock::now());
   d_->request_service_locked();
   return r;

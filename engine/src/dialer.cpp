@@ -38,6 +38,13 @@ Result<std::unique_ptr<Dialer>> Dialer::create(DialOptions opts) {
   if (auto st = engine::validate_config(opts); !st) {
     return std::move(st).take_error().with_context("Dialer");
   }
+  if (opts.retry.enabled &&
+      (opts.retry.min_backoff.count() <= 0 || opts.retry.max_backoff < opts.retry.min_backoff ||
+       opts.retry.attempt_timeout.count() <= 0)) {
+    return engine::make_error(engine::errc::invalid_config,
+                              "Dialer: retry needs 0 < min_backoff <= max_backoff and "
+                              "attempt_timeout > 0");
+  }
   if (opts.instance_id == engine::Id128{}) {
     opts.instance_id = random_id();
   }
@@ -82,6 +89,7 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
     const PathSpec* spec;
   };
   std::vector<Dialed> carriers;
+  std::vector<const PathSpec*> failed;
   std::optional<Error> first_error;
   for (const auto& spec : opts.paths) {
     auto c = detail::dial_carrier(*ctx, rt->io(), spec, deadline);
@@ -89,6 +97,7 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
       if (!first_error) {
         first_error = c.error().with_context("dial " + spec.transport + " " + spec.address);
       }
+      failed.push_back(&spec);
       continue;
     }
     carriers.push_back(Dialed{std::move(*c), &spec});
@@ -131,11 +140,18 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
       } else {
         drv->attach_packet_locked(*id, std::move(d.c.packet), d.spec->transport);
       }
+      drv->note_path_locked(*id, *d.spec);
     }
   }
   if (auto st = drv->wait_established(deadline); !st) {
     drv->shutdown();
     return std::move(st).take_error();
+  }
+  if (ctx->retry.enabled && !failed.empty()) {
+    std::unique_lock lk(drv->mu);
+    for (const PathSpec* spec : failed) {
+      drv->schedule_redial_locked(*spec);
+    }
   }
   return drv;
 }
@@ -146,6 +162,7 @@ Result<ConnPtr> Dialer::dial(Deadline deadline) {
   auto ctx = std::make_shared<detail::DialContext>();
   ctx->stream_factories = stream_factories_;
   ctx->packet_factories = packet_factories_;
+  ctx->retry = opts_.retry;
   auto d = dial_flow(opts_, rt_, ctx, false, deadline);
   if (!d) {
     return std::move(d).take_error();
@@ -157,6 +174,7 @@ Result<PacketConnPtr> Dialer::dial_packet(Deadline deadline) {
   auto ctx = std::make_shared<detail::DialContext>();
   ctx->stream_factories = stream_factories_;
   ctx->packet_factories = packet_factories_;
+  ctx->retry = opts_.retry;
   auto d = dial_flow(opts_, rt_, ctx, true, deadline);
   if (!d) {
     return std::move(d).take_error();

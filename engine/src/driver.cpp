@@ -141,6 +141,11 @@ FlowDriver::FlowDriver(std::shared_ptr<IoRuntime> rt, engine::FlowCore* table_co
       timer_(rt_->io()) {}
 
 FlowDriver::~FlowDriver() {
+  if (retry_) {
+    std::lock_guard rl(retry_->mu);
+    retry_->stop = true;
+    retry_->cv.notify_all();
+  }
   // A server flow's core lives in the listener's table: it may go only now that nothing can
   // touch it any more.
   if (on_finished_) {
@@ -206,6 +211,14 @@ void FlowDriver::pump_locked() {
     if (auto* down = std::get_if<engine::EvPathDown>(&*ev)) {
       if (auto it = slots_.find(down->path); it != slots_.end()) {
         close_slot_locked(it->second);
+      }
+      if (auto sp = path_specs_.find(down->path); sp != path_specs_.end()) {
+        PathSpec spec = std::move(sp->second);
+        path_specs_.erase(sp);
+        if (dial_ && dial_->retry.enabled && !shut_ && !user_closed_ &&
+            core_->state() != FlowState::dead && core_->state() != FlowState::closing) {
+          schedule_redial_locked(spec);
+        }
       }
     } else if (auto* mig = std::get_if<engine::EvMigrated>(&*ev)) {
       const MigrateEvent e{mig->from, mig->to, mig->cause};
@@ -649,6 +662,7 @@ Result<PathId> FlowDriver::add_path(const PathSpec& spec, Deadline d) {
   } else {
     attach_packet_locked(*id, std::move(c->packet), spec.transport);
   }
+  note_path_locked(*id, spec);
   const PathId pid = *id;
   for (;;) {
     bool present = false;
@@ -786,8 +800,73 @@ void FlowDriver::remove_migrate_callback(std::uint64_t id) {
   migrate_cbs_.erase(id);
 }
 
+void FlowDriver::note_path_locked(PathId path, const PathSpec& spec) { path_specs_[path] = spec; }
+
+void FlowDriver::forget_path_locked(PathId path) { path_specs_.erase(path); }
+
+bool FlowDriver::redial_wanted() {
+  std::unique_lock lk(mu);
+  const auto st = core_->state();
+  return !shut_ && !user_closed_ && st != FlowState::dead && st != FlowState::closing;
+}
+
+void FlowDriver::schedule_redial_locked(const PathSpec& spec) {
+  if (!retry_) {
+    retry_ = std::make_shared<RetryQueue>();
+  }
+  std::lock_guard rl(retry_->mu);
+  retry_->pending.emplace_back(spec, dial_->retry.min_backoff);
+  if (retry_->running) {
+    retry_->cv.notify_all();
+    return;
+  }
+  retry_->running = true;
+  // Detached: the thread keeps the queue, and the flow only weakly between attempts, so a
+  // Conn the application drops is not kept alive by a path that will never come back.
+  std::thread([q = retry_, weak = std::weak_ptr<FlowDriver>(shared_from_this()),
+               policy = dial_->retry] {
+    for (;;) {
+      PathSpec next;
+      std::chrono::milliseconds backoff{};
+      {
+        std::unique_lock ql(q->mu);
+        if (q->stop || q->pending.empty()) {
+          q->running = false;
+          return;
+        }
+        next = q->pending.front().first;
+        backoff = q->pending.front().second;
+        q->pending.pop_front();
+        q->cv.wait_for(ql, backoff, [&] { return q->stop; });
+        if (q->stop) {
+          q->running = false;
+          return;
+        }
+      }
+      auto drv = weak.lock();
+      if (!drv || !drv->redial_wanted()) {
+        std::lock_guard ql(q->mu);
+        q->running = false;
+        return;
+      }
+      auto r = drv->add_path(next, deadline_in(policy.attempt_timeout));
+      if (r) {
+        std::unique_lock lk(drv->mu);
+        drv->redials_ += 1;
+      }
+      const bool again = !r && drv->redial_wanted();
+      drv.reset();  // may destroy the flow here: its destructor only sets q->stop
+      std::lock_guard ql(q->mu);
+      if (again) {
+        q->pending.emplace_back(next, std::min(backoff * 2, policy.max_backoff));
+      }
+    }
+  }).detach();
+}
+
 engine::FlowStats FlowDriver::stats_locked() {
   engine::FlowStats s = core_->stats();
+  s.path_redials = redials_;
   for (auto& p : s.paths) {
     if (auto it = slots_.find(p.id); it != slots_.end()) {
       p.transport = it->second->transport;

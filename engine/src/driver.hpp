@@ -12,6 +12,7 @@
 #include <rendr/common/result.hpp>
 #include <rendr/engine/carrier.hpp>
 #include <rendr/engine/conn.hpp>
+#include <rendr/engine/dialer.hpp>
 #include <rendr/engine/flow.hpp>
 
 #include <asio/executor_work_guard.hpp>
@@ -21,6 +22,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -53,6 +55,17 @@ class IoRuntime {
 struct DialContext {
   std::map<std::string, StreamFactory> stream_factories;
   std::map<std::string, PacketFactory> packet_factories;
+  RetryPolicy retry;
+};
+
+// RetryQueue: a client flow's paths waiting to be re-dialled, shared by the flow and its retry
+// thread (detached; it holds the flow only weakly, and strongly only during one attempt).
+struct RetryQueue {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  bool running = false;
+  std::deque<std::pair<PathSpec, std::chrono::milliseconds>> pending;  // spec, next backoff
 };
 
 // Dial |spec| through |ctx| (built-ins first). Returns the carrier in one of two slots.
@@ -95,6 +108,12 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   [[nodiscard]] Status write_packet(std::span<const std::byte> p, Deadline d);
   [[nodiscard]] Result<bool> read_packet(std::vector<std::byte>& out, Deadline d);
   [[nodiscard]] Result<engine::PathId> add_path(const PathSpec& spec, Deadline d);
+  // note_path_locked remembers which spec |path| was dialled from (for the re-dial);
+  // forget_path_locked stops its re-dial (remove_path). schedule_redial queues |spec|.
+  void note_path_locked(engine::PathId path, const PathSpec& spec);
+  void forget_path_locked(engine::PathId path);
+  void schedule_redial_locked(const PathSpec& spec);
+  [[nodiscard]] bool redial_wanted();
   [[nodiscard]] Status close();
   void shutdown();  // closes carriers and the timer (io thread, posted); idempotent
   void kill_path(engine::PathId path);
@@ -148,6 +167,9 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::function<void()> on_finished_;
 
   std::map<engine::PathId, SlotPtr> slots_;
+  std::map<engine::PathId, PathSpec> path_specs_;  // client: what each path was dialled from
+  std::shared_ptr<RetryQueue> retry_;              // created on the first re-dial
+  std::uint64_t redials_ = 0;                      // paths brought back by the re-dial
   asio::steady_timer timer_;
   std::optional<engine::TimePoint> armed_;
   bool service_posted_ = false;

@@ -44,6 +44,7 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   w.kv("ledger_bytes", static_cast<std::uint64_t>(s.ledger_bytes));
   w.kv("backpressure_events", s.backpressure_events);
   w.kv("paths_lost", s.paths_lost);
+  w.kv("path_redials", s.path_redials);
   w.kv("last_path_down", s.last_path_down);
   w.begin_array("paths");
   for (const auto& p : s.paths) {

@@ -234,6 +234,76 @@ TEST_CASE("engine api: a killed carrier is no error, bytes arrive over the other
   CHECK((*c)->state() == engine::FlowState::active);
 }
 
+TEST_CASE("engine api: with retry on, a killed only path is re-dialled and nothing is lost",
+          "[engine][api][tcp][retry]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  auto o = dial_opts({tcp_path(**l)});
+  o.retry.enabled = true;
+  o.retry.min_backoff = 50ms;
+  o.retry.max_backoff = 200ms;
+  o.retry.attempt_timeout = 2s;
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  auto c = (*d)->dial();
+  REQUIRE_OK(c);
+  auto s = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s);
+  constexpr std::uint64_t kTotal = 8U << 20;
+  Writer up(**c, kTotal, 5);
+  bool killed = false;
+  read_verify(**s, kTotal, 5, [&](std::uint64_t off) {
+    if (!killed && off >= kTotal / 3) {
+      killed = true;
+      (*c)->kill_path_for_test((*c)->active_path());
+    }
+  });
+  up.t.join();
+  CHECK(killed);
+  CHECK(up.error.empty());
+  // The bytes may all have been in flight before the kill; the path comes back after >= 50 ms.
+  for (int i = 0; i < 300 && (*c)->stats().path_redials == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  const auto st = (*c)->stats();
+  CHECK(st.paths_lost == 1);
+  CHECK(st.path_redials == 1);
+  CHECK(st.paths.size() == 1);
+  CHECK((*c)->state() == engine::FlowState::active);
+  // And the flow works on the re-dialled path, both ways.
+  Writer more(**s, 1U << 20, 6);
+  read_verify(**c, 1U << 20, 6);
+  more.t.join();
+  CHECK(more.error.empty());
+}
+
+TEST_CASE("engine api: retry leaves a path removed with remove_path alone; bad retry knobs",
+          "[engine][api][tcp][retry]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  auto o = dial_opts({tcp_path(**l, "p1"), tcp_path(**l, "p2")});
+  o.retry.enabled = true;
+  o.retry.min_backoff = 20ms;
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  auto c = (*d)->dial();
+  REQUIRE_OK(c);
+  auto s = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s);
+  REQUIRE((*c)->stats().paths.size() == 2);
+  const PathId other = (*c)->stats().paths.at(0).active ? (*c)->stats().paths.at(1).id
+                                                         : (*c)->stats().paths.at(0).id;
+  REQUIRE_OK((*c)->remove_path(other));
+  std::this_thread::sleep_for(300ms);  // 15 backoffs: a re-dial would have happened
+  CHECK((*c)->stats().paths.size() == 1);
+  CHECK((*c)->stats().path_redials == 0);
+
+  auto bad = dial_opts({tcp_path(**l)});
+  bad.retry.enabled = true;
+  bad.retry.min_backoff = 0ms;
+  REQUIRE_EERR(Dialer::create(bad), engine::errc::invalid_config, "retry");
+}
+
 TEST_CASE("engine api: all paths gone past the budget is MigrationBudgetExceeded, not EOF",
           "[engine][api][tcp]") {
   auto lo = listen_opts();

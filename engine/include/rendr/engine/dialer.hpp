@@ -6,8 +6,9 @@
 // Dial algorithm: a fresh random 16-byte flow_id; every path in order is dialled with its
 // transport's factory; the first carrier carries HELLO, the others BRIDGE_TAG once HELLO_ACK is
 // in. dial returns when the handshake is done and every dialled path is ready or gone (or the
-// deadline passed with the handshake done). Paths that fail to dial are skipped silently (use
-// Admin::add_path to bring one back); no path at all is an error.
+// deadline passed with the handshake done). Paths that fail to dial are skipped (use
+// Admin::add_path to bring one back, or DialOptions::retry to have it re-dialled in the
+// background); no path at all is an error.
 //
 // A Dialer runs its flows on its own io thread, or on |io| when given (run it from exactly one
 // thread). Flows outlive the Dialer. Thread-safe after construction except for add_*_factory.
@@ -34,8 +35,21 @@ namespace detail {
 class IoRuntime;
 }
 
+// RetryPolicy: background re-dial of the client's paths. A path that dies (carrier error,
+// silence, a stalled write) or could not be dialled at all is dialled again with backoff
+// (min_backoff, doubling to max_backoff; each attempt bounded by attempt_timeout) and attached
+// with BRIDGE_TAG, until it is back, the flow ends, or the path was removed with remove_path.
+// Off by default (as in the reference); rendr-bench and the gates call add_path themselves.
+struct RetryPolicy {
+  bool enabled = false;
+  std::chrono::milliseconds min_backoff{500};
+  std::chrono::milliseconds max_backoff{5000};
+  std::chrono::milliseconds attempt_timeout{10000};
+};
+
 struct DialOptions : engine::FlowConfig {
   std::vector<PathSpec> paths;
+  RetryPolicy retry;
   // Zero: a fresh random instance id per Dialer.
   engine::Id128 instance_id{};
   // Run flows on this io_context (owned by the caller, run by one thread) instead of an own
