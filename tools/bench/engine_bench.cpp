@@ -48,6 +48,7 @@ struct Config {
   bool check_targets = false;
   bool skip_mptcp = false;
   std::uint64_t tput_mib = 512;
+  std::uint64_t tput_rate_mbit = 1000;
   std::uint64_t g1_mib = 1024;
   std::uint64_t runs = 10;
   std::uint64_t flows = 1000;
@@ -381,6 +382,8 @@ int run_engine(std::span<char* const> args) {
   p.flag("check-targets", &cfg.check_targets, "exit 3 when a target is missed");
   p.flag("skip-mptcp", &cfg.skip_mptcp, "do not run the MPTCP baseline");
   p.uint("tput-mib", &cfg.tput_mib, 16, 65536, "MiB per throughput run (3 runs each side)");
+  p.uint("tput-rate-mbit", &cfg.tput_rate_mbit, 0, 100000,
+         "also compare on path 1 limited to this rate with tbf (0 skips), default 1000");
   p.uint("g1-mib", &cfg.g1_mib, 16, 65536, "MiB for the G1 time ratio");
   p.uint("runs", &cfg.runs, 1, 1000, "failover runs per mode");
   p.uint("flows", &cfg.flows, 10, 100000, "idle flows for bytes_per_idle_flow");
@@ -440,34 +443,66 @@ int run_engine(std::span<char* const> args) {
     return std::make_pair(std::move(*c), std::move(*s));
   };
 
-  // 1. throughput: alternate raw and rendr, best of three each.
-  const std::uint64_t tput_bytes = cfg.tput_mib << 20;
-  double raw_best = 1e9;
-  double rendr_best = 1e9;
-  for (int i = 0; i < 3; ++i) {
-    progress("throughput run " + std::to_string(i + 1) + "/3");
-    auto raw = raw_transfer(rig, tput_bytes);
-    if (!raw) {
-      return fail("raw transfer: " + raw.error().message());
-    }
-    raw_best = std::min(raw_best, *raw);
-    DialOptions o;
-    o.paths = {EngineRig::path(1, lis_bulk.port())};
-    auto pr = pair(o, lis_bulk);
-    if (!pr) {
-      return fail("dial: " + pr.error().message());
-    }
-    auto res = transfer(*pr->first, *pr->second, tput_bytes, {}, false);
-    if (!res.error.empty()) {
-      return fail("rendr transfer: " + res.error + "\n  client: " +
+  // 1. throughput: alternate raw and rendr, best of three each; then the same on path 1 limited
+  // with tbf to --tput-rate-mbit (a NIC-bound path, where the copies rendr adds are not the limit).
+  struct Tput {
+    double raw_mbps = 0;
+    double rendr_mbps = 0;
+    std::string error;
+  };
+  const auto measure = [&](std::uint64_t bytes, const std::string& label) -> Tput {
+    Tput t;
+    double raw_best = 1e9;
+    double rendr_best = 1e9;
+    for (int i = 0; i < 3; ++i) {
+      progress(label + " run " + std::to_string(i + 1) + "/3");
+      auto raw = raw_transfer(rig, bytes);
+      if (!raw) {
+        t.error = "raw transfer: " + raw.error().message();
+        return t;
+      }
+      raw_best = std::min(raw_best, *raw);
+      DialOptions o;
+      o.paths = {EngineRig::path(1, lis_bulk.port())};
+      auto pr = pair(o, lis_bulk);
+      if (!pr) {
+        t.error = "dial: " + pr.error().message();
+        return t;
+      }
+      auto res = transfer(*pr->first, *pr->second, bytes, {}, false);
+      if (!res.error.empty()) {
+        t.error = "rendr transfer: " + res.error + "\n  client: " +
                   engine::flow_stats_json(pr->first->stats()) + "\n  server: " +
-                  engine::flow_stats_json(pr->second->stats()));
+                  engine::flow_stats_json(pr->second->stats());
+        return t;
+      }
+      rendr_best = std::min(rendr_best, res.seconds);
     }
-    rendr_best = std::min(rendr_best, res.seconds);
+    t.raw_mbps = static_cast<double>(bytes) / raw_best / 1e6;
+    t.rendr_mbps = static_cast<double>(bytes) / rendr_best / 1e6;
+    return t;
+  };
+  const std::uint64_t tput_bytes = cfg.tput_mib << 20;
+  const Tput open_path = measure(tput_bytes, "throughput");
+  if (!open_path.error.empty()) {
+    return fail(open_path.error);
   }
-  const double raw_mbps = static_cast<double>(tput_bytes) / raw_best / 1e6;
-  const double rendr_mbps = static_cast<double>(tput_bytes) / rendr_best / 1e6;
+  const double raw_mbps = open_path.raw_mbps;
+  const double rendr_mbps = open_path.rendr_mbps;
   const double throughput_ratio = rendr_mbps / raw_mbps;
+  Tput limited;
+  if (cfg.tput_rate_mbit > 0) {
+    if (auto st = rig.lab().rate(1, cfg.tput_rate_mbit * 1000000); !st) {
+      return fail("rate limit on path 1: " + st.error().message());
+    }
+    // About one second per transfer at the limit.
+    const std::uint64_t bytes = std::max<std::uint64_t>(16, cfg.tput_rate_mbit / 8) << 20;
+    limited = measure(bytes, "throughput at " + std::to_string(cfg.tput_rate_mbit) + " Mbit/s");
+    (void)rig.lab().clear(1);
+    if (!limited.error.empty()) {
+      return fail(limited.error);
+    }
+  }
 
   // 2. G1 time ratio.
   const std::uint64_t g1_bytes = cfg.g1_mib << 20;
@@ -571,6 +606,11 @@ int run_engine(std::span<char* const> args) {
   std::printf("engine (2-path veth lab, tcp carriers)\n");
   std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s, ratio %.3f (target >= 0.95)\n",
               rendr_mbps, raw_mbps, throughput_ratio);
+  if (cfg.tput_rate_mbit > 0) {
+    std::printf("  throughput at %llu Mbit/s (tbf): rendr %.0f MB/s, raw TCP %.0f MB/s, ratio %.3f\n",
+                static_cast<unsigned long long>(cfg.tput_rate_mbit), limited.rendr_mbps,
+                limited.raw_mbps, limited.rendr_mbps / limited.raw_mbps);
+  }
   std::printf("  G1 %llu MiB: baseline %.2f s, migrations at 30/50/70 %% %.2f s, ratio %.3f "
               "(target <= 1.10), max gap %.1f ms\n",
               static_cast<unsigned long long>(cfg.g1_mib), g1_base, g1_mig, g1_time_ratio, g1_gap);
@@ -590,6 +630,12 @@ int run_engine(std::span<char* const> args) {
     j.kv("throughput_ratio", throughput_ratio);
     j.kv("rendr_mbps", rendr_mbps);
     j.kv("raw_tcp_mbps", raw_mbps);
+    if (cfg.tput_rate_mbit > 0) {
+      j.kv("rate_limited_mbit", cfg.tput_rate_mbit);
+      j.kv("throughput_ratio_rate_limited", limited.rendr_mbps / limited.raw_mbps);
+      j.kv("rate_limited_rendr_mbps", limited.rendr_mbps);
+      j.kv("rate_limited_raw_tcp_mbps", limited.raw_mbps);
+    }
     j.kv("g1_time_ratio", g1_time_ratio);
     j.kv("g1_mib", cfg.g1_mib);
     j.kv("g1_max_gap_ms", g1_gap);
