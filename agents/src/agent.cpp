@@ -26,10 +26,10 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/tcp.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/random.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 

@@ -79,6 +79,18 @@ Status Dialer::add_packet_factory(const std::string& name, PacketFactory f) {
 
 namespace {
 
+// dial_context: what a flow keeps for add_path and the re-dial (the Dialer's factories as of
+// now, and its retry policy).
+std::shared_ptr<const detail::DialContext> dial_context(
+    const DialOptions& opts, const std::map<std::string, StreamFactory>& streams,
+    const std::map<std::string, PacketFactory>& packets) {
+  auto ctx = std::make_shared<detail::DialContext>();
+  ctx->stream_factories = streams;
+  ctx->packet_factories = packets;
+  ctx->retry = opts.retry;
+  return ctx;
+}
+
 Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
     const DialOptions& opts, const std::shared_ptr<detail::IoRuntime>& rt,
     const std::shared_ptr<const detail::DialContext>& ctx, bool packet, Deadline deadline) {
@@ -159,10 +171,7 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
 }  // namespace
 
 Result<ConnPtr> Dialer::dial(Deadline deadline) {
-  auto ctx = std::make_shared<detail::DialContext>();
-  ctx->stream_factories = stream_factories_;
-  ctx->packet_factories = packet_factories_;
-  ctx->retry = opts_.retry;
+  auto ctx = dial_context(opts_, stream_factories_, packet_factories_);
   auto d = dial_flow(opts_, rt_, ctx, false, deadline);
   if (!d) {
     return std::move(d).take_error();
@@ -171,10 +180,7 @@ Result<ConnPtr> Dialer::dial(Deadline deadline) {
 }
 
 Result<PacketConnPtr> Dialer::dial_packet(Deadline deadline) {
-  auto ctx = std::make_shared<detail::DialContext>();
-  ctx->stream_factories = stream_factories_;
-  ctx->packet_factories = packet_factories_;
-  ctx->retry = opts_.retry;
+  auto ctx = dial_context(opts_, stream_factories_, packet_factories_);
   auto d = dial_flow(opts_, rt_, ctx, true, deadline);
   if (!d) {
     return std::move(d).take_error();

@@ -215,8 +215,7 @@ void FlowDriver::pump_locked() {
       if (auto sp = path_specs_.find(down->path); sp != path_specs_.end()) {
         PathSpec spec = std::move(sp->second);
         path_specs_.erase(sp);
-        if (dial_ && dial_->retry.enabled && !shut_ && !user_closed_ &&
-            core_->state() != FlowState::dead && core_->state() != FlowState::closing) {
+        if (dial_ && dial_->retry.enabled && redial_wanted_locked()) {
           schedule_redial_locked(spec);
         }
       }
@@ -804,10 +803,14 @@ void FlowDriver::note_path_locked(PathId path, const PathSpec& spec) { path_spec
 
 void FlowDriver::forget_path_locked(PathId path) { path_specs_.erase(path); }
 
-bool FlowDriver::redial_wanted() {
-  std::unique_lock lk(mu);
+bool FlowDriver::redial_wanted_locked() const {
   const auto st = core_->state();
   return !shut_ && !user_closed_ && st != FlowState::dead && st != FlowState::closing;
+}
+
+bool FlowDriver::redial_wanted() {
+  std::unique_lock lk(mu);
+  return redial_wanted_locked();
 }
 
 void FlowDriver::schedule_redial_locked(const PathSpec& spec) {

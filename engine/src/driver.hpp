@@ -21,8 +21,8 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -113,7 +113,9 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   void note_path_locked(engine::PathId path, const PathSpec& spec);
   void forget_path_locked(engine::PathId path);
   void schedule_redial_locked(const PathSpec& spec);
+  // redial_wanted: the flow still wants its paths back (not shut down, closed or dead).
   [[nodiscard]] bool redial_wanted();
+  [[nodiscard]] bool redial_wanted_locked() const;
   [[nodiscard]] Status close();
   void shutdown();  // closes carriers and the timer (io thread, posted); idempotent
   void kill_path(engine::PathId path);

@@ -131,6 +131,28 @@ void read_verify(Conn& c, std::uint64_t total, std::uint32_t seed,
   }
 }
 
+// transfer_killing_active writes |total| pattern bytes client -> server and kills the client's
+// active path once a third has been read and verified. Returns the writer's error ("" = none)
+// and whether the kill happened.
+struct KilledTransfer {
+  std::string writer_error;
+  bool killed = false;
+};
+KilledTransfer transfer_killing_active(Conn& client, Conn& server, std::uint64_t total,
+                                       std::uint32_t seed) {
+  KilledTransfer k;
+  Writer up(client, total, seed);
+  read_verify(server, total, seed, [&](std::uint64_t off) {
+    if (!k.killed && off >= total / 3) {
+      k.killed = true;
+      client.kill_path_for_test(client.active_path());
+    }
+  });
+  up.t.join();
+  k.writer_error = up.error;
+  return k;
+}
+
 }  // namespace
 
 TEST_CASE("engine api: tcp dial, two paths, bytes both ways, migrate, clean close is EOF",
@@ -215,17 +237,8 @@ TEST_CASE("engine api: a killed carrier is no error, bytes arrive over the other
       deaths += 1;
     }
   });
-  constexpr std::uint64_t kTotal = 8U << 20;
-  Writer up(**c, kTotal, 3);
-  bool killed = false;
-  read_verify(**s, kTotal, 3, [&](std::uint64_t off) {
-    if (!killed && off >= kTotal / 3) {
-      killed = true;
-      (*c)->kill_path_for_test((*c)->active_path());
-    }
-  });
-  up.t.join();
-  CHECK(up.error.empty());
+  const auto k = transfer_killing_active(**c, **s, 8U << 20, 3);
+  CHECK(k.writer_error.empty());
   for (int i = 0; i < 200 && deaths.load() == 0; ++i) {
     std::this_thread::sleep_for(10ms);  // on_migrate runs on the io thread
   }
@@ -249,18 +262,9 @@ TEST_CASE("engine api: with retry on, a killed only path is re-dialled and nothi
   REQUIRE_OK(c);
   auto s = (*l)->accept(deadline_in(5s));
   REQUIRE_OK(s);
-  constexpr std::uint64_t kTotal = 8U << 20;
-  Writer up(**c, kTotal, 5);
-  bool killed = false;
-  read_verify(**s, kTotal, 5, [&](std::uint64_t off) {
-    if (!killed && off >= kTotal / 3) {
-      killed = true;
-      (*c)->kill_path_for_test((*c)->active_path());
-    }
-  });
-  up.t.join();
-  CHECK(killed);
-  CHECK(up.error.empty());
+  const auto k = transfer_killing_active(**c, **s, 8U << 20, 5);
+  CHECK(k.killed);
+  CHECK(k.writer_error.empty());
   // The bytes may all have been in flight before the kill; the path comes back after >= 50 ms.
   for (int i = 0; i < 300 && (*c)->stats().path_redials == 0; ++i) {
     std::this_thread::sleep_for(10ms);
