@@ -148,6 +148,22 @@ struct EchoClient {
         }
       }
     }
+    // Replies to the last messages may still be in flight: closing with them unread would make
+    // this socket send a RST (TCPAbortOnClose), which rst_seen counts. Half-close, and read to
+    // the server's EOF (bounded), discarding them: they are not samples.
+    ::shutdown(fd.get(), SHUT_WR);
+    const auto drain_until = Clock::now() + std::chrono::seconds(2);
+    while (Clock::now() < drain_until) {
+      pollfd p{fd.get(), POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) {
+        continue;
+      }
+      std::uint8_t buf[4096];
+      const ssize_t n = ::recv(fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN)) {
+        break;  // EOF (the server closed after our FIN) or an error: nothing more to read
+      }
+    }
   }
 };
 
