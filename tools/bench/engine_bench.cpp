@@ -53,7 +53,24 @@ struct Config {
   std::uint64_t runs = 10;
   std::uint64_t flows = 1000;
   std::string prefix;
+  std::string only;  // comma list of sections; empty = all
+  [[nodiscard]] bool runs_section(std::string_view name) const {
+    if (only.empty()) {
+      return true;
+    }
+    std::string_view rest = only;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      if (rest.substr(0, comma) == name) {
+        return true;
+      }
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
+    return false;
+  }
 };
+
+constexpr std::string_view kSections[] = {"throughput", "g1", "failover", "mptcp", "memory"};
 
 void progress(const std::string& s) { std::fprintf(stderr, "rendr-bench engine: %s\n", s.c_str()); }
 
@@ -388,6 +405,9 @@ int run_engine(std::span<char* const> args) {
   p.uint("runs", &cfg.runs, 1, 1000, "failover runs per mode");
   p.uint("flows", &cfg.flows, 10, 100000, "idle flows for bytes_per_idle_flow");
   p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
+  p.str("only", &cfg.only, "LIST",
+        "run only these sections (comma list of throughput,g1,failover,mptcp,memory); the JSON "
+        "keys of the others are null");
   auto parsed = p.parse(args);
   if (!parsed) {
     std::fprintf(stderr, "%s\n\n%s", parsed.error().message().c_str(), p.help().c_str());
@@ -395,6 +415,20 @@ int run_engine(std::span<char* const> args) {
   }
   if (!*parsed) {
     return kExitOk;
+  }
+  {
+    std::string_view rest = cfg.only;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      const std::string_view name = rest.substr(0, comma);
+      if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
+        std::fprintf(stderr, "rendr-bench engine: --only: unknown section \"%.*s\" (one of "
+                     "throughput,g1,failover,mptcp,memory)\n",
+                     static_cast<int>(name.size()), name.data());
+        return kExitUsage;
+      }
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
   }
   if (::geteuid() != 0) {
     std::fprintf(stderr, "rendr-bench engine: needs root (network namespaces, nftables, tc)\n");
@@ -482,34 +516,41 @@ int run_engine(std::span<char* const> args) {
     t.rendr_mbps = static_cast<double>(bytes) / rendr_best / 1e6;
     return t;
   };
-  const std::uint64_t tput_bytes = cfg.tput_mib << 20;
-  const Tput open_path = measure(tput_bytes, "throughput");
-  if (!open_path.error.empty()) {
-    return fail(open_path.error);
+  const bool do_tput = cfg.runs_section("throughput");
+  const bool do_g1 = cfg.runs_section("g1");
+  const bool do_failover = cfg.runs_section("failover");
+  const bool do_mptcp = cfg.runs_section("mptcp") && !cfg.skip_mptcp;
+  const bool do_memory = cfg.runs_section("memory");
+  Tput open_path;
+  Tput limited;
+  if (do_tput) {
+    open_path = measure(cfg.tput_mib << 20, "throughput");
+    if (!open_path.error.empty()) {
+      return fail(open_path.error);
+    }
+    if (cfg.tput_rate_mbit > 0) {
+      if (auto st = rig.lab().rate(1, cfg.tput_rate_mbit * 1000000); !st) {
+        return fail("rate limit on path 1: " + st.error().message());
+      }
+      // About one second per transfer at the limit.
+      const std::uint64_t bytes = std::max<std::uint64_t>(16, cfg.tput_rate_mbit / 8) << 20;
+      limited = measure(bytes, "throughput at " + std::to_string(cfg.tput_rate_mbit) + " Mbit/s");
+      (void)rig.lab().clear(1);
+      if (!limited.error.empty()) {
+        return fail(limited.error);
+      }
+    }
   }
   const double raw_mbps = open_path.raw_mbps;
   const double rendr_mbps = open_path.rendr_mbps;
-  const double throughput_ratio = rendr_mbps / raw_mbps;
-  Tput limited;
-  if (cfg.tput_rate_mbit > 0) {
-    if (auto st = rig.lab().rate(1, cfg.tput_rate_mbit * 1000000); !st) {
-      return fail("rate limit on path 1: " + st.error().message());
-    }
-    // About one second per transfer at the limit.
-    const std::uint64_t bytes = std::max<std::uint64_t>(16, cfg.tput_rate_mbit / 8) << 20;
-    limited = measure(bytes, "throughput at " + std::to_string(cfg.tput_rate_mbit) + " Mbit/s");
-    (void)rig.lab().clear(1);
-    if (!limited.error.empty()) {
-      return fail(limited.error);
-    }
-  }
+  const double throughput_ratio = do_tput ? rendr_mbps / raw_mbps : 0;
 
   // 2. G1 time ratio.
   const std::uint64_t g1_bytes = cfg.g1_mib << 20;
   double g1_base = 0;
   double g1_mig = 0;
   double g1_gap = 0;
-  for (int migrate = 0; migrate < 2; ++migrate) {
+  for (int migrate = 0; migrate < (do_g1 ? 2 : 0); ++migrate) {
     progress(migrate ? "G1 with migrations" : "G1 baseline");
     DialOptions o;
     o.paths = {EngineRig::path(1, lis_bulk.port()), EngineRig::path(2, lis_bulk.port())};
@@ -539,12 +580,12 @@ int run_engine(std::span<char* const> args) {
       g1_gap = res.max_gap_ms;
     }
   }
-  const double g1_time_ratio = g1_mig / g1_base;
+  const double g1_time_ratio = do_g1 ? g1_mig / g1_base : 0;
 
   // 3. failover, prime and race.
   std::vector<double> prime_worst;
   std::vector<double> race_stall;
-  for (std::uint64_t i = 0; i < cfg.runs; ++i) {
+  for (std::uint64_t i = 0; i < (do_failover ? cfg.runs : 0); ++i) {
     progress("failover run " + std::to_string(i + 1) + "/" + std::to_string(cfg.runs));
     auto a = rendr_echo_failover(rig, lis, Mode::prime);
     auto b = rendr_echo_failover(rig, lis, Mode::race);
@@ -557,7 +598,7 @@ int run_engine(std::span<char* const> args) {
 
   // 4. MPTCP on the same lab.
   std::vector<double> mptcp_worst;
-  if (!cfg.skip_mptcp) {
+  if (do_mptcp) {
     const std::string s2 = lab::MultipathLab::server_addr4(2);
     auto st = rig.lab().run("server", "sysctl -qw net.mptcp.enabled=1 && ip mptcp endpoint flush && "
                                       "ip mptcp limits set subflows 2 add_addr_accepted 2 && "
@@ -592,73 +633,98 @@ int run_engine(std::span<char* const> args) {
   }
 
   // 5. memory per idle flow.
-  progress("idle flows: " + std::to_string(cfg.flows));
-  auto idle = idle_flow_bytes(rig, cfg.flows);
-  if (!idle) {
-    return fail("idle flows: " + idle.error().message());
+  Result<double> idle = 0.0;
+  if (do_memory) {
+    progress("idle flows: " + std::to_string(cfg.flows));
+    idle = idle_flow_bytes(rig, cfg.flows);
+    if (!idle) {
+      return fail("idle flows: " + idle.error().message());
+    }
   }
 
-  const double fo50 = percentile(prime_worst, 50);
-  const double fo99 = percentile(prime_worst, 99);
-  const double race = *std::max_element(race_stall.begin(), race_stall.end());
+  const double fo50 = prime_worst.empty() ? 0 : percentile(prime_worst, 50);
+  const double fo99 = prime_worst.empty() ? 0 : percentile(prime_worst, 99);
+  const double race =
+      race_stall.empty() ? 0 : *std::max_element(race_stall.begin(), race_stall.end());
   const double m50 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 50);
   const double m99 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 99);
   std::printf("engine (2-path veth lab, tcp carriers)\n");
-  std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s, ratio %.3f (target >= 0.95)\n",
-              rendr_mbps, raw_mbps, throughput_ratio);
-  if (cfg.tput_rate_mbit > 0) {
-    std::printf("  throughput at %llu Mbit/s (tbf): rendr %.0f MB/s, raw TCP %.0f MB/s, ratio %.3f\n",
-                static_cast<unsigned long long>(cfg.tput_rate_mbit), limited.rendr_mbps,
-                limited.raw_mbps, limited.rendr_mbps / limited.raw_mbps);
+  if (do_tput) {
+    std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s, ratio %.3f (target >= 0.95)\n",
+                rendr_mbps, raw_mbps, throughput_ratio);
+    if (cfg.tput_rate_mbit > 0) {
+      std::printf("  throughput at %llu Mbit/s (tbf): rendr %.0f MB/s, raw TCP %.0f MB/s, ratio "
+                  "%.3f\n",
+                  static_cast<unsigned long long>(cfg.tput_rate_mbit), limited.rendr_mbps,
+                  limited.raw_mbps, limited.rendr_mbps / limited.raw_mbps);
+    }
   }
-  std::printf("  G1 %llu MiB: baseline %.2f s, migrations at 30/50/70 %% %.2f s, ratio %.3f "
-              "(target <= 1.10), max gap %.1f ms\n",
-              static_cast<unsigned long long>(cfg.g1_mib), g1_base, g1_mig, g1_time_ratio, g1_gap);
-  std::printf("  failover (prime, probe 10 ms): p50 %.1f ms, p99 %.1f ms over %zu runs "
-              "(target p50 <= 50)\n",
-              fo50, fo99, prime_worst.size());
-  std::printf("  race stall: %.1f ms (worst minus median, max over runs; target 0)\n", race);
+  if (do_g1) {
+    std::printf("  G1 %llu MiB: baseline %.2f s, migrations at 30/50/70 %% %.2f s, ratio %.3f "
+                "(target <= 1.10), max gap %.1f ms\n",
+                static_cast<unsigned long long>(cfg.g1_mib), g1_base, g1_mig, g1_time_ratio,
+                g1_gap);
+  }
+  if (do_failover) {
+    std::printf("  failover (prime, probe 10 ms): p50 %.1f ms, p99 %.1f ms over %zu runs "
+                "(target p50 <= 50)\n",
+                fo50, fo99, prime_worst.size());
+    std::printf("  race stall: %.1f ms (worst minus median, max over runs; target 0)\n", race);
+  }
   if (!mptcp_worst.empty()) {
-    std::printf("  MPTCP failover: p50 %.1f ms, p99 %.1f ms; rendr/MPTCP p50 %.2f\n", m50, m99,
-                fo50 / m50);
+    std::printf("  MPTCP failover: p50 %.1f ms, p99 %.1f ms", m50, m99);
+    if (do_failover) {
+      std::printf("; rendr/MPTCP p50 %.2f", fo50 / m50);
+    }
+    std::printf("\n");
   }
-  std::printf("  idle flow: %.0f bytes RSS (client + server end, one path)\n", *idle);
+  if (do_memory) {
+    std::printf("  idle flow: %.0f bytes RSS (client + server end, one path)\n", *idle);
+  }
   if (cfg.json) {
     JsonWriter j;
     j.begin_object();
     j.kv("bench", "engine");
-    j.kv("throughput_ratio", throughput_ratio);
-    j.kv("rendr_mbps", rendr_mbps);
-    j.kv("raw_tcp_mbps", raw_mbps);
-    if (cfg.tput_rate_mbit > 0) {
+    const auto kv_if = [&](bool on, std::string_view key, double v) {
+      if (on) {
+        j.kv(key, v);
+      } else {
+        j.kv_null(key);
+      }
+    };
+    kv_if(do_tput, "throughput_ratio", throughput_ratio);
+    kv_if(do_tput, "rendr_mbps", rendr_mbps);
+    kv_if(do_tput, "raw_tcp_mbps", raw_mbps);
+    if (do_tput && cfg.tput_rate_mbit > 0) {
       j.kv("rate_limited_mbit", cfg.tput_rate_mbit);
       j.kv("throughput_ratio_rate_limited", limited.rendr_mbps / limited.raw_mbps);
       j.kv("rate_limited_rendr_mbps", limited.rendr_mbps);
       j.kv("rate_limited_raw_tcp_mbps", limited.raw_mbps);
     }
-    j.kv("g1_time_ratio", g1_time_ratio);
+    kv_if(do_g1, "g1_time_ratio", g1_time_ratio);
     j.kv("g1_mib", cfg.g1_mib);
-    j.kv("g1_max_gap_ms", g1_gap);
-    j.kv("failover_p50_ms", fo50);
-    j.kv("failover_p99_ms", fo99);
+    kv_if(do_g1, "g1_max_gap_ms", g1_gap);
+    kv_if(do_failover, "failover_p50_ms", fo50);
+    kv_if(do_failover, "failover_p99_ms", fo99);
     j.kv("failover_runs", static_cast<std::uint64_t>(prime_worst.size()));
-    j.kv("race_stall_ms", race);
+    kv_if(do_failover, "race_stall_ms", race);
     if (mptcp_worst.empty()) {
       j.kv_null("mptcp_failover_p50_ms");
       j.kv_null("mptcp_failover_p99_ms");
     } else {
       j.kv("mptcp_failover_p50_ms", m50);
       j.kv("mptcp_failover_p99_ms", m99);
-      j.kv("failover_ratio_vs_mptcp", fo50 / m50);
+      kv_if(do_failover, "failover_ratio_vs_mptcp", fo50 / m50);
     }
-    j.kv("bytes_per_idle_flow", *idle);
+    kv_if(do_memory, "bytes_per_idle_flow", *idle);
     j.kv("idle_flows", cfg.flows);
     j.end_object();
     std::printf("%s\n", j.str().c_str());
   }
   std::fflush(stdout);
-  if (cfg.check_targets &&
-      (throughput_ratio < 0.95 || g1_time_ratio > 1.10 || fo50 > 50 || race > 0.5)) {
+  if (cfg.check_targets && ((do_tput && throughput_ratio < 0.95) ||
+                            (do_g1 && g1_time_ratio > 1.10) ||
+                            (do_failover && (fo50 > 50 || race > 0.5)))) {
     return kExitTargetMissed;
   }
   return kExitOk;
