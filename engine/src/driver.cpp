@@ -253,7 +253,17 @@ void FlowDriver::pump_locked() {
     arm_timer_locked();
   }
   (void)now;
-  cv.notify_all();
+  notify_locked();
+}
+
+void FlowDriver::notify_locked() {
+  cv.notify_all();  // no syscall without waiters
+  if (read_waiters_ > 0 && (shut_ || core_->read_ready())) {
+    read_cv.notify_all();
+  }
+  if (write_waiters_ > 0 && (shut_ || core_->write_ready(write_want_))) {
+    write_cv.notify_all();
+  }
 }
 
 void FlowDriver::start_slot_locked(const SlotPtr& s) {
@@ -532,6 +542,29 @@ void FlowDriver::cancel_async() {
 
 // --- application side ---
 
+// wait_locked: one wait on |v| (counted in |waiters|); false once |d| has passed.
+bool FlowDriver::wait_locked(std::unique_lock<std::mutex>& lk, std::condition_variable& v,
+                             int& waiters, Deadline d) {
+  if (d != kNoDeadline && Clock::now() >= d) {
+    return false;
+  }
+  waiters += 1;
+  if (d == kNoDeadline) {
+    v.wait(lk);
+  } else {
+    v.wait_until(lk, d);
+  }
+  waiters -= 1;
+  return true;
+}
+
+bool FlowDriver::wait_writable_locked(std::unique_lock<std::mutex>& lk, std::size_t want,
+                                      Deadline d) {
+  // Several writers: wake for the smallest want (each rechecks its own).
+  write_want_ = write_waiters_ == 0 ? want : std::min(write_want_, want);
+  return wait_locked(lk, write_cv, write_waiters_, d);
+}
+
 Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) {
   std::unique_lock lk(mu);
   for (;;) {
@@ -546,12 +579,8 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
     if (r->eof || buf.empty()) {
       return std::size_t{0};
     }
-    if (d == kNoDeadline) {
-      cv.wait(lk);
-    } else if (Clock::now() >= d) {
+    if (!wait_locked(lk, read_cv, read_waiters_, d)) {
       return timed_out("read");
-    } else {
-      cv.wait_until(lk, d);
     }
   }
 }
@@ -567,12 +596,8 @@ Result<std::size_t> FlowDriver::write_some(std::span<const std::byte> data, Dead
       request_service_locked();
       return *r;
     }
-    if (d == kNoDeadline) {
-      cv.wait(lk);
-    } else if (Clock::now() >= d) {
+    if (!wait_writable_locked(lk, std::min(data.size(), core_->write_wake_bytes()), d)) {
       return timed_out("write");
-    } else {
-      cv.wait_until(lk, d);
     }
   }
 }
@@ -588,12 +613,8 @@ Status FlowDriver::write_packet(std::span<const std::byte> p, Deadline d) {
       request_service_locked();
       return {};
     }
-    if (d == kNoDeadline) {
-      cv.wait(lk);
-    } else if (Clock::now() >= d) {
+    if (!wait_writable_locked(lk, std::max<std::size_t>(p.size(), 1), d)) {
       return timed_out("write packet");
-    } else {
-      cv.wait_until(lk, d);
     }
   }
 }
@@ -613,12 +634,8 @@ Result<bool> FlowDriver::read_packet(std::vector<std::byte>& out, Deadline d) {
     if (r->eof) {
       return false;
     }
-    if (d == kNoDeadline) {
-      cv.wait(lk);
-    } else if (Clock::now() >= d) {
+    if (!wait_locked(lk, read_cv, read_waiters_, d)) {
       return timed_out("read packet");
-    } else {
-      cv.wait_until(lk, d);
     }
   }
 }
@@ -745,6 +762,8 @@ void FlowDriver::shutdown() {
   }
   shut_ = true;
   cv.notify_all();
+  read_cv.notify_all();
+  write_cv.notify_all();
   asio::post(rt_->io(), [self = shared_from_this()] {
     std::unique_lock l2(self->mu);
     std::vector<SlotPtr> all;

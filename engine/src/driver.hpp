@@ -62,7 +62,11 @@ struct DialContext {
 // thread (detached; it holds the flow only weakly, and strongly only during one attempt).
 struct RetryQueue {
   std::mutex mu;
-  std::condition_variable cv;
+  std::condition_variable cv;  // state changes (handshake, paths, close): any waiter
+  // Application readers and writers wait on their own variables and are woken only when the
+  // call they wait in can make progress (a writer for half a window, not for every frame).
+  std::condition_variable read_cv;
+  std::condition_variable write_cv;
   bool stop = false;
   bool running = false;
   std::deque<std::pair<PathSpec, std::chrono::milliseconds>> pending;  // spec, next backoff
@@ -87,7 +91,11 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   ~FlowDriver();
 
   std::mutex mu;
-  std::condition_variable cv;
+  std::condition_variable cv;  // state changes (handshake, paths, close): any waiter
+  // Application readers and writers wait on their own variables and are woken only when the
+  // call they wait in can make progress (a writer for half a window, not for every frame).
+  std::condition_variable read_cv;
+  std::condition_variable write_cv;
 
   // --- io thread or under mu ---
   engine::FlowCore& core() { return *core_; }
@@ -190,6 +198,13 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
     std::span<const std::byte> buf;
     IoHandler h;
   };
+  void notify_locked();
+  bool wait_locked(std::unique_lock<std::mutex>& lk, std::condition_variable& v, int& waiters,
+                   Deadline d);
+  bool wait_writable_locked(std::unique_lock<std::mutex>& lk, std::size_t want, Deadline d);
+  int read_waiters_ = 0;
+  int write_waiters_ = 0;
+  std::size_t write_want_ = 0;  // smallest room a waiting writer wants
   std::optional<PendingRead> pending_read_;
   std::optional<PendingWrite> pending_write_;
 };

@@ -1405,7 +1405,7 @@ Status FlowCore::on_receive(PathId path, std::span<const std::byte> bytes, TimeP
       m.handle_frame(*p, std::move(*f), now);
     }
   } else {
-    p->deframer.feed(bytes);
+    p->deframer.feed_view(bytes);  // drained below (or the path dies with it)
     while (true) {
       // handle_frame may kill this very path (bridge rejected): re-find it each round.
       p = m.find(path);
@@ -1429,6 +1429,9 @@ Status FlowCore::on_receive(PathId path, std::span<const std::byte> bytes, TimeP
       // Drain per frame: in-order frames never pile up in the reorder buffer, so its high-water
       // mark measures real reordering (G5 evidence), not batch size.
       m.drain_reorder(now);
+    }
+    if (Impl::Path* q = m.find(path)) {
+      q->deframer.settle();  // the caller's bytes are not ours to keep
     }
   }
   m.drain_reorder(now);
@@ -1677,19 +1680,44 @@ std::size_t FlowCore::readable() const { return impl_->delivered_bytes; }
 
 std::size_t FlowCore::writable() const {
   const auto& m = *impl_;
-  if (m.state == FlowState::dead || m.state == FlowState::closing || m.state == FlowState::init) {
+  if (m.state == FlowState::dead || m.state == FlowState::closing || m.state == FlowState::init ||
+      m.our_bye_seq) {
     return 0;
   }
-  const auto& l = m.ledger;
   if (m.window_room() == 0) {
     return 0;
   }
-  if (l.data_frames() == 0) {
-    return std::max(m.cfg.max_payload, l.max_bytes() - l.bytes());
+  const auto& l = m.ledger;
+  // Bytes left under both bounds (ledger and unsent), less one header per frame they need.
+  const std::size_t unsent = m.unsent_bytes();
+  const std::size_t room = std::min(l.max_bytes() - std::min(l.max_bytes(), l.bytes()),
+                                    m.cfg.unsent_max_bytes - std::min(m.cfg.unsent_max_bytes, unsent));
+  const std::size_t per = m.cfg.max_payload + kHeaderSize;
+  const std::size_t frames = (room + per - 1) / per;
+  const std::size_t payload = room - std::min(room, frames * kHeaderSize);
+  const std::size_t frames_left = l.max_frames() - std::min(l.max_frames(), l.data_frames());
+  const std::size_t n = std::min(payload, frames_left * m.cfg.max_payload);
+  // An empty window always takes one maximal frame.
+  return l.data_frames() == 0 ? std::max(n, m.cfg.max_payload) : n;
+}
+
+std::size_t FlowCore::write_wake_bytes() const {
+  const auto& m = *impl_;
+  const std::size_t cap = std::min(m.ledger.max_bytes(), m.cfg.unsent_max_bytes);
+  return std::max<std::size_t>(1, std::min(cap / 2, cap - std::min(cap, m.cfg.max_payload + kHeaderSize)));
+}
+
+bool FlowCore::read_ready() const {
+  const auto& m = *impl_;
+  return !m.delivered.empty() || m.peer_bye == ByeReason::normal || m.state == FlowState::dead;
+}
+
+bool FlowCore::write_ready(std::size_t want) const {
+  const auto& m = *impl_;
+  if (m.state == FlowState::dead || m.state == FlowState::closing || m.our_bye_seq) {
+    return true;  // the write fails now
   }
-  const std::size_t frames_left = l.max_frames() - l.data_frames();
-  const std::size_t bytes_left = l.max_bytes() - l.bytes();
-  return std::min(frames_left * m.cfg.max_payload, bytes_left - frames_left * kHeaderSize);
+  return writable() >= std::max<std::size_t>(want, 1);
 }
 
 void FlowCore::close(TimePoint now) {

@@ -182,6 +182,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
     engine::StreamDeframer deframer;
     std::vector<std::byte> buf = std::vector<std::byte>(64 * 1024);
     std::vector<std::byte> first;
+    std::vector<std::byte> rest;  // bytes after the first frame (handed to the flow)
     std::vector<std::byte> reply;
     Clock::time_point started = Clock::now();
     std::uint16_t prefix = 0;
@@ -258,6 +259,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
         return;
       }
       p->first.assign((*f)->begin(), (*f)->end());
+      p->rest = p->deframer.release_buffered();  // the deframer may view p->buf
       self->handle_first_tcp(p, false);
     });
   }
@@ -266,7 +268,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
     const engine::PathOptions popts{engine::Framing::stream, "tcp", 0};
     auto out = accept_first(p->first, popts, final_attempt, [&](FlowDriver& d, PathId path) {
       d.attach_stream_locked(path, make_tcp_carrier(std::move(p->sock)), "tcp",
-                             p->deframer.release_buffered());
+                             std::move(p->rest));
     });
     if (out.taken) {
       p->done = true;

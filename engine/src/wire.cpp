@@ -446,12 +446,12 @@ Result<Frame> decode_frame(std::span<const std::byte> wire) {
   return make_error(errc::unknown_control, std::string("control code ") + hex);
 }
 
-void StreamDeframer::feed(std::span<const std::byte> bytes) {
-  if (failed_) {
+void StreamDeframer::stash_view() {
+  if (view_.empty()) {
     return;
   }
-  // Compact here, never in next(): the last returned view must stay valid until this call.
-  // Lazily: only when the consumed prefix dominates the buffer.
+  // Compact here, never while a returned view may still be in use: lazily, only when the
+  // consumed prefix dominates the buffer.
   if (pos_ == buf_.size()) {
     buf_.clear();
     pos_ = 0;
@@ -459,36 +459,92 @@ void StreamDeframer::feed(std::span<const std::byte> bytes) {
     buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
     pos_ = 0;
   }
-  buf_.insert(buf_.end(), bytes.begin(), bytes.end());
+  buf_.insert(buf_.end(), view_.begin(), view_.end());
+  view_ = {};
+}
+
+void StreamDeframer::take_from_view(std::size_t n) {
+  n = std::min(n, view_.size());
+  if (pos_ > 0 && pos_ == buf_.size()) {
+    buf_.clear();
+    pos_ = 0;
+  }
+  buf_.insert(buf_.end(), view_.begin(), view_.begin() + static_cast<std::ptrdiff_t>(n));
+  view_ = view_.subspan(n);
+}
+
+void StreamDeframer::feed(std::span<const std::byte> bytes) {
+  feed_view(bytes);
+  stash_view();
+}
+
+void StreamDeframer::feed_view(std::span<const std::byte> bytes) {
+  if (failed_) {
+    return;
+  }
+  stash_view();  // the previous input was not drained: keep its rest
+  view_ = bytes;
 }
 
 Result<std::optional<std::span<const std::byte>>> StreamDeframer::next() {
   if (failed_) {
     return make_error(errc::frame_too_large, "stream deframer already failed");
   }
-  const std::size_t avail = buf_.size() - pos_;
-  if (avail < kStreamPrefixSize) {
-    return std::optional<std::span<const std::byte>>{};
-  }
-  const std::size_t len = (static_cast<std::size_t>(buf_[pos_]) << 8) |
-                          static_cast<std::size_t>(buf_[pos_ + 1]);
-  if (len < kHeaderSize) {
+  const auto length = [](const std::byte* p) {
+    return (static_cast<std::size_t>(p[0]) << 8) | static_cast<std::size_t>(p[1]);
+  };
+  const auto too_short = [this](std::size_t len) {
     failed_ = true;
     return make_error(errc::frame_too_large,
                       "stream length prefix " + std::to_string(len) + " < 8-byte header");
+  };
+  if (buf_.size() > pos_) {
+    // A frame split across feeds: complete it in the buffer.
+    if (buf_.size() - pos_ < kStreamPrefixSize) {
+      take_from_view(kStreamPrefixSize - (buf_.size() - pos_));
+      if (buf_.size() - pos_ < kStreamPrefixSize) {
+        return std::optional<std::span<const std::byte>>{};
+      }
+    }
+    const std::size_t len = length(buf_.data() + pos_);
+    if (len < kHeaderSize) {
+      return too_short(len);
+    }
+    const std::size_t have = buf_.size() - pos_;
+    if (have < kStreamPrefixSize + len) {
+      take_from_view(kStreamPrefixSize + len - have);
+      if (buf_.size() - pos_ < kStreamPrefixSize + len) {
+        return std::optional<std::span<const std::byte>>{};
+      }
+    }
+    std::span<const std::byte> frame(buf_.data() + pos_ + kStreamPrefixSize, len);
+    pos_ += kStreamPrefixSize + len;
+    return std::optional<std::span<const std::byte>>{frame};
   }
-  if (avail < kStreamPrefixSize + len) {
+  // Whole frames straight from the fed bytes.
+  if (view_.size() < kStreamPrefixSize) {
+    stash_view();
     return std::optional<std::span<const std::byte>>{};
   }
-  std::span<const std::byte> frame(buf_.data() + pos_ + kStreamPrefixSize, len);
-  pos_ += kStreamPrefixSize + len;
+  const std::size_t len = length(view_.data());
+  if (len < kHeaderSize) {
+    return too_short(len);
+  }
+  if (view_.size() < kStreamPrefixSize + len) {
+    stash_view();
+    return std::optional<std::span<const std::byte>>{};
+  }
+  const auto frame = view_.subspan(kStreamPrefixSize, len);
+  view_ = view_.subspan(kStreamPrefixSize + len);
   return std::optional<std::span<const std::byte>>{frame};
 }
 
 std::vector<std::byte> StreamDeframer::release_buffered() {
   std::vector<std::byte> rest(buf_.begin() + static_cast<std::ptrdiff_t>(pos_), buf_.end());
+  rest.insert(rest.end(), view_.begin(), view_.end());
   buf_.clear();
   pos_ = 0;
+  view_ = {};
   return rest;
 }
 

@@ -121,7 +121,11 @@ void read_verify(Conn& c, std::uint64_t total, std::uint32_t seed,
   while (off < total) {
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - off));
     auto r = c.read_some(std::span<std::byte>(buf.data(), want), deadline_in(30s));
-    REQUIRE_OK(r);
+    if (!r) {
+      // The reader's view of the flow says which side stalled (ledger, paths, last ACK).
+      INFO("reader at " << off << " of " << total << ": " << engine::flow_stats_json(c.stats()));
+      REQUIRE_OK(r);
+    }
     REQUIRE(*r > 0);
     REQUIRE(p.mismatch(off, std::span<const std::byte>(buf.data(), *r)) == -1);
     off += *r;
@@ -540,7 +544,9 @@ TEST_CASE("engine api: listeners refuse non-rendr input without harm", "[engine]
   REQUIRE_OK(d);
   auto c = (*d)->dial();
   REQUIRE_OK(c);
-  REQUIRE_OK((*l)->accept(deadline_in(5s)));
+  // Held: a dropped server Conn leaves the listener's table (asynchronously).
+  auto s = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s);
   CHECK((*l)->flow_ids().size() == 1);
   CHECK((*l)->stats().size() == 1);
 }

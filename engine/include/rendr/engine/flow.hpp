@@ -279,7 +279,15 @@ class FlowCore {
   [[nodiscard]] bool packet_ready() const;
   [[nodiscard]] bool packet_mode() const;
   [[nodiscard]] std::size_t readable() const;
+  // writable: about how many bytes write() would take now (0 = window full).
   [[nodiscard]] std::size_t writable() const;
+  // For a shell's waiters: read_ready = read() would return data, EOF or an error now;
+  // write_ready(n) = a write would take |n| bytes (or fail) now; write_wake_bytes = how much
+  // room a blocked writer should wait for (half the window: a writer woken for every frame
+  // the carrier takes costs a context switch per frame).
+  [[nodiscard]] bool read_ready() const;
+  [[nodiscard]] bool write_ready(std::size_t want) const;
+  [[nodiscard]] std::size_t write_wake_bytes() const;
   // close sends BYE(normal) and ends the flow once the peer acknowledged it (or after
   // min(budget, graceful_close_timeout): graceful_close_timeout). Idempotent.
   void close(TimePoint now);
