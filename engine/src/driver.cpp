@@ -8,6 +8,7 @@
 #include <asio/post.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -28,6 +29,9 @@ constexpr std::size_t kStreamRoom = kStreamChunk + engine::kMaxStreamFrame + 2;
 constexpr std::size_t kReadBufMin = 16 * 1024;
 constexpr std::size_t kReadBufMax = 256 * 1024;
 constexpr int kDatagramBurst = 256;
+// A write_some publishes at most this much at once (its copy runs before the io thread may
+// send any of it).
+constexpr std::size_t kAppSlice = 256 * 1024;
 
 bool would_block(std::error_code ec) {
   return ec == std::errc::operation_would_block || ec == std::errc::resource_unavailable_try_again;
@@ -566,14 +570,26 @@ bool FlowDriver::wait_writable_locked(std::unique_lock<std::mutex>& lk, std::siz
 }
 
 Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) {
+  // One reader at a time; the bulk copy runs without |mu| (the io thread needs it to receive
+  // and acknowledge): the core lends whole delivered buffers (read_loan).
+  std::unique_lock rl(read_mu_);
   std::unique_lock lk(mu);
   for (;;) {
-    auto r = core_->read(buf, Clock::now());
+    auto r = core_->read_loan(buf, read_loans_, Clock::now());
     if (!r) {
       return std::move(r).take_error();
     }
     if (r->bytes > 0) {
       request_service_locked();  // the freed receive window may release an ACK
+      lk.unlock();
+      std::size_t off = 0;
+      for (const auto& l : read_loans_) {
+        const std::size_t k = l.buf.size() - l.off;
+        std::memcpy(buf.data() + off, l.buf.data() + l.off, k);
+        off += k;
+      }
+      lk.lock();
+      core_->recycle(read_loans_);
       return r->bytes;
     }
     if (r->eof || buf.empty()) {
@@ -586,15 +602,34 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
 }
 
 Result<std::size_t> FlowDriver::write_some(std::span<const std::byte> data, Deadline d) {
+  // One writer at a time; the copy into frame buffers runs without |mu| (reserve_write, then
+  // commit_write assigns SEQs in order).
+  data = data.first(std::min(data.size(), kAppSlice));
+  std::unique_lock wl(write_mu_);
   std::unique_lock lk(mu);
   for (;;) {
-    auto r = core_->write(data, Clock::now());
+    auto r = core_->reserve_write(data.size(), write_loans_);
     if (!r) {
       return std::move(r).take_error();
     }
-    if (*r > 0 || data.empty()) {
+    if (*r > 0) {
+      lk.unlock();
+      std::size_t off = 0;
+      for (auto& l : write_loans_) {
+        l.buf.insert(l.buf.end(), data.begin() + static_cast<std::ptrdiff_t>(off),
+                     data.begin() + static_cast<std::ptrdiff_t>(off + l.payload));
+        off += l.payload;
+      }
+      lk.lock();
+      auto c = core_->commit_write(write_loans_, Clock::now());
+      if (!c) {
+        return std::move(c).take_error();
+      }
       request_service_locked();
-      return *r;
+      return *c;
+    }
+    if (data.empty()) {
+      return std::size_t{0};
     }
     if (!wait_writable_locked(lk, std::min(data.size(), core_->write_wake_bytes()), d)) {
       return timed_out("write");

@@ -199,6 +199,10 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
     IoHandler h;
   };
   void notify_locked();
+  std::mutex read_mu_;   // one application reader at a time (taken before mu)
+  std::mutex write_mu_;  // one application writer at a time (taken before mu)
+  std::vector<engine::BufferLoan> read_loans_;   // guarded by read_mu_
+  std::vector<engine::BufferLoan> write_loans_;  // guarded by write_mu_
   bool wait_locked(std::unique_lock<std::mutex>& lk, std::condition_variable& v, int& waiters,
                    Deadline d);
   bool wait_writable_locked(std::unique_lock<std::mutex>& lk, std::size_t want, Deadline d);

@@ -1577,6 +1577,133 @@ Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint n
   return taken;
 }
 
+namespace {
+// The checks write() makes before taking bytes.
+Status check_writable(FlowState state, bool closing, bool packet,
+                      const std::optional<Error>& close_error) {
+  if (state == FlowState::dead) {
+    return close_error.value_or(make_error(errc::closed, "write: flow is dead"));
+  }
+  if (state == FlowState::closing || closing) {
+    return make_error(errc::closed, "write after close");
+  }
+  if (state == FlowState::init) {
+    return make_error(errc::not_ready, "write: no path added yet");
+  }
+  if (packet) {
+    return make_error(errc::wrong_mode, "write on a packet flow (use write_packet)");
+  }
+  return {};
+}
+}  // namespace
+
+Result<std::size_t> FlowCore::reserve_write(std::size_t n, std::vector<BufferLoan>& loans) {
+  auto& m = *impl_;
+  loans.clear();
+  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error);
+      !st) {
+    return std::move(st).take_error();
+  }
+  std::size_t left = std::min(n, writable());
+  std::size_t total = 0;
+  while (left > 0) {
+    BufferLoan l;
+    l.payload = std::min(left, m.cfg.max_payload);
+    l.buf = m.pool.take(kHeaderSize + l.payload);
+    l.buf.resize(kHeaderSize);
+    left -= l.payload;
+    total += l.payload;
+    loans.push_back(std::move(l));
+  }
+  if (total == 0 && n > 0) {
+    m.counters.backpressure_events += 1;
+  }
+  return total;
+}
+
+Result<std::size_t> FlowCore::commit_write(std::vector<BufferLoan>& loans, TimePoint now) {
+  auto& m = *impl_;
+  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error);
+      !st) {
+    recycle(loans);
+    return std::move(st).take_error();
+  }
+  std::size_t taken = 0;
+  std::vector<std::byte> hdr;
+  hdr.reserve(kHeaderSize);
+  for (auto& l : loans) {
+    if (l.buf.size() != kHeaderSize + l.payload) {
+      recycle(loans);
+      return make_error(errc::invalid_config, "commit_write: a loan was not filled");
+    }
+    const std::uint64_t seq = m.ledger.next_seq();
+    if (seq > kMaxSeq) {
+      if (taken == 0) {
+        recycle(loans);
+        return make_error(errc::sequence_exhausted, "write: 2^48-1 frames sent");
+      }
+      break;
+    }
+    hdr.clear();
+    encode_data_header(seq, hdr);
+    std::copy(hdr.begin(), hdr.end(), l.buf.begin());
+    taken += l.payload;
+    auto& e = m.ledger.push(std::move(l.buf), true);
+    m.dispatch(e, now);
+  }
+  recycle(loans);
+  return taken;
+}
+
+Result<ReadOutcome> FlowCore::read_loan(std::span<std::byte> out, std::vector<BufferLoan>& loans,
+                                        TimePoint now) {
+  auto& m = *impl_;
+  loans.clear();
+  if (m.packet()) {
+    return make_error(errc::wrong_mode, "read on a packet flow (use read_packet)");
+  }
+  std::size_t n = 0;
+  while (n < out.size() && !m.delivered.empty()) {
+    auto& front = m.delivered.front();
+    const std::size_t avail = front.size() - m.delivered_front_off;
+    if (avail <= out.size() - n) {
+      loans.push_back(BufferLoan{std::move(front), m.delivered_front_off, 0});
+      m.delivered.pop_front();
+      m.delivered_front_off = 0;
+      m.delivered_bytes -= avail;
+      n += avail;
+      continue;
+    }
+    // Does not fit whole: copy the part that does, after the loans.
+    const std::size_t k = out.size() - n;
+    std::copy_n(front.begin() + static_cast<std::ptrdiff_t>(m.delivered_front_off), k,
+                out.begin() + static_cast<std::ptrdiff_t>(n));
+    n += k;
+    m.delivered_front_off += k;
+    m.delivered_bytes -= k;
+  }
+  if (n > 0) {
+    if (m.state != FlowState::dead) {
+      m.drain_reorder(now);
+    }
+    return ReadOutcome{n, false};
+  }
+  if (m.peer_bye == ByeReason::normal) {
+    return ReadOutcome{0, true};
+  }
+  if (m.state == FlowState::dead) {
+    return m.close_error.value_or(make_error(errc::closed, "read: flow is dead"));
+  }
+  return ReadOutcome{0, false};
+}
+
+void FlowCore::recycle(std::vector<BufferLoan>& loans) {
+  for (auto& l : loans) {
+    impl_->pool.give(std::move(l.buf));
+  }
+  loans.clear();
+}
+
 Result<bool> FlowCore::write_packet(std::span<const std::byte> packet, TimePoint now) {
   auto& m = *impl_;
   if (!m.packet()) {

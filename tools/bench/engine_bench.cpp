@@ -183,12 +183,20 @@ Result<double> raw_transfer(EngineRig& rig, std::uint64_t total) {
   });
   std::vector<std::byte> in(1U << 20);
   std::uint64_t got = 0;
+  auto last = Clock::now();
+  double gap = 0;
   for (;;) {
     const ssize_t r = ::recv(server.get(), in.data(), in.size(), 0);
     if (r <= 0) {
       break;
     }
+    const auto now = Clock::now();
+    gap = std::max(gap, ms(now - last));
+    last = now;
     got += static_cast<std::uint64_t>(r);
+  }
+  if (std::getenv("RENDR_BENCH_GAPS") != nullptr) {
+    progress("raw longest pause " + std::to_string(gap) + " ms");
   }
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
   w.join();
@@ -511,6 +519,12 @@ int run_engine(std::span<char* const> args) {
         return t;
       }
       rendr_best = std::min(rendr_best, res.seconds);
+      char line[200];
+      std::snprintf(line, sizeof line,
+                    "%s run %d/3: raw TCP %.0f MB/s, rendr %.0f MB/s (longest pause %.1f ms)",
+                    label.c_str(), i + 1, static_cast<double>(bytes) / *raw / 1e6,
+                    static_cast<double>(bytes) / res.seconds / 1e6, res.max_gap_ms);
+      progress(line);
     }
     t.raw_mbps = static_cast<double>(bytes) / raw_best / 1e6;
     t.rendr_mbps = static_cast<double>(bytes) / rendr_best / 1e6;

@@ -197,6 +197,15 @@ struct ReadOutcome {
   bool eof = false;  // peer closed cleanly and every byte before its BYE was read
 };
 
+// A frame buffer lent to a shell so it can copy payload bytes without holding its lock:
+// bytes [off, buf.size()) are the payload (read loans), or the shell appends |payload| bytes
+// after the header space (write reservations).
+struct BufferLoan {
+  std::vector<std::byte> buf;
+  std::size_t off = 0;
+  std::size_t payload = 0;
+};
+
 class FlowCore {
  public:
   // client creates the dialing side of flow |flow_id|. Fails with invalid_config.
@@ -269,6 +278,19 @@ class FlowCore {
   // read copies delivered bytes; {0, false} = nothing yet; {0, true} = clean EOF. After a
   // non-clean end, buffered bytes are still returned, then the close error.
   [[nodiscard]] Result<ReadOutcome> read(std::span<std::byte> out, TimePoint now);
+  // The same two calls in two steps each, for shells whose application threads should not copy
+  // bulk data while holding the lock that the io thread needs (docs/engine.md):
+  // reserve_write lends frame buffers for up to |n| bytes of window (0 = full; errors as
+  // write()); the shell appends each loan's |payload| bytes, then commit_write publishes them
+  // in order (SEQs are assigned there) and returns the bytes taken. One writer at a time.
+  // read_loan hands over delivered buffers for up to |out.size()| bytes instead of copying
+  // them: the shell copies |loans| in order to the start of |out|; a piece that did not fit
+  // whole was already copied after them. recycle gives lent buffers back. One reader at a time.
+  [[nodiscard]] Result<std::size_t> reserve_write(std::size_t n, std::vector<BufferLoan>& loans);
+  [[nodiscard]] Result<std::size_t> commit_write(std::vector<BufferLoan>& loans, TimePoint now);
+  [[nodiscard]] Result<ReadOutcome> read_loan(std::span<std::byte> out,
+                                              std::vector<BufferLoan>& loans, TimePoint now);
+  void recycle(std::vector<BufferLoan>& loans);
   // write_packet (packet flows) sends |packet| as one DATA frame: true = taken, false = window
   // full. Errors: packet_too_large (> max_payload), wrong_mode, and those of write().
   [[nodiscard]] Result<bool> write_packet(std::span<const std::byte> packet, TimePoint now);
