@@ -4,7 +4,11 @@
 //   g1_time_ratio         1 GiB with migrations at 30/50/70 % / the same without
 //   failover_p50/p99_ms   echo every 5 ms, silent nftables drop of the active path: the worst
 //                         per-message latency of each run, over >= 10 runs (prime, fast probing)
-//   race_stall_ms         the same in race mode: worst latency minus the run's median, max over runs
+//   race_stall_ms         the same in race mode: per run, the worst of the 60 messages after the
+//                         drop minus the worst of the 60 before (the run's own noise floor);
+//                         median over runs. race_stall_max_ms: worst of all 300 after minus
+//                         that floor, max over runs; race_worst_minus_median_ms: the older
+//                         measure (worst minus median, max over runs)
 //   mptcp_failover_*_ms   the same rig with Linux MPTCP (IPPROTO_MPTCP, two subflows)
 //   bytes_per_idle_flow   RSS delta over 1 000 idle flows (client + server end, one tcp path)
 #include "engine_bench_rig.hpp"
@@ -211,6 +215,8 @@ Result<double> raw_transfer(EngineRig& rig, std::uint64_t total) {
 struct FailoverRun {
   double worst_ms = 0;
   double median_ms = 0;
+  double worst_before_ms = 0;      // worst of the kPreDrop messages before the drop
+  double worst_after_same_ms = 0;  // worst of the kPreDrop messages right after it
   bool ok = false;
 };
 
@@ -318,6 +324,11 @@ FailoverRun rendr_echo_failover(EngineRig& rig, Listener& l, Mode mode) {
   }
   run.ok = true;
   run.worst_ms = *std::max_element(r.rtt_ms.begin() + kPreDrop, r.rtt_ms.end());
+  run.worst_before_ms = *std::max_element(r.rtt_ms.begin(), r.rtt_ms.begin() + kPreDrop);
+  // The same number of messages right after the drop (failover happens in that window): the
+  // worst of 300 messages is larger than the worst of 60 by chance alone.
+  run.worst_after_same_ms =
+      *std::max_element(r.rtt_ms.begin() + kPreDrop, r.rtt_ms.begin() + 2 * kPreDrop);
   run.median_ms = percentile(r.rtt_ms, 50);
   return run;
 }
@@ -598,7 +609,9 @@ int run_engine(std::span<char* const> args) {
 
   // 3. failover, prime and race.
   std::vector<double> prime_worst;
-  std::vector<double> race_stall;
+  std::vector<double> race_stall;      // per run: worst of 60 after the drop - worst of 60 before
+  std::vector<double> race_stall_all;  // per run: worst of all 300 after - worst of 60 before
+  std::vector<double> race_vs_median;  // worst after the drop - median, per run
   for (std::uint64_t i = 0; i < (do_failover ? cfg.runs : 0); ++i) {
     progress("failover run " + std::to_string(i + 1) + "/" + std::to_string(cfg.runs));
     auto a = rendr_echo_failover(rig, lis, Mode::prime);
@@ -607,7 +620,16 @@ int run_engine(std::span<char* const> args) {
       return fail("failover run failed");
     }
     prime_worst.push_back(a.worst_ms);
-    race_stall.push_back(std::max(0.0, b.worst_ms - b.median_ms));
+    race_stall.push_back(std::max(0.0, b.worst_after_same_ms - b.worst_before_ms));
+    race_stall_all.push_back(std::max(0.0, b.worst_ms - b.worst_before_ms));
+    race_vs_median.push_back(std::max(0.0, b.worst_ms - b.median_ms));
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "failover run %llu: prime worst %.1f ms; race worst %.1f ms, median %.2f ms, "
+                  "worst before the drop %.1f ms",
+                  static_cast<unsigned long long>(i + 1), a.worst_ms, b.worst_ms, b.median_ms,
+                  b.worst_before_ms);
+    progress(line);
   }
 
   // 4. MPTCP on the same lab.
@@ -658,8 +680,13 @@ int run_engine(std::span<char* const> args) {
 
   const double fo50 = prime_worst.empty() ? 0 : percentile(prime_worst, 50);
   const double fo99 = prime_worst.empty() ? 0 : percentile(prime_worst, 99);
-  const double race =
-      race_stall.empty() ? 0 : *std::max_element(race_stall.begin(), race_stall.end());
+  // A stall the failover causes shows in every run; scheduler noise (a thread descheduled for
+  // a few ms on 2 busy cores) in a few: the median over runs separates them; the max is kept.
+  const double race = race_stall.empty() ? 0 : percentile(race_stall, 50);
+  const double race_max =
+      race_stall_all.empty() ? 0 : *std::max_element(race_stall_all.begin(), race_stall_all.end());
+  const double race_old =
+      race_vs_median.empty() ? 0 : *std::max_element(race_vs_median.begin(), race_vs_median.end());
   const double m50 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 50);
   const double m99 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 99);
   std::printf("engine (2-path veth lab, tcp carriers)\n");
@@ -683,7 +710,10 @@ int run_engine(std::span<char* const> args) {
     std::printf("  failover (prime, probe 10 ms): p50 %.1f ms, p99 %.1f ms over %zu runs "
                 "(target p50 <= 50)\n",
                 fo50, fo99, prime_worst.size());
-    std::printf("  race stall: %.1f ms (worst minus median, max over runs; target 0)\n", race);
+    std::printf("  race stall: %.1f ms extra (worst of 60 messages after the drop minus worst of 60 "
+                "before, median over runs; target 0); max over runs and all 300 after %.1f ms; "
+                "worst minus median %.1f ms\n",
+                race, race_max, race_old);
   }
   if (!mptcp_worst.empty()) {
     std::printf("  MPTCP failover: p50 %.1f ms, p99 %.1f ms", m50, m99);
@@ -722,6 +752,8 @@ int run_engine(std::span<char* const> args) {
     kv_if(do_failover, "failover_p99_ms", fo99);
     j.kv("failover_runs", static_cast<std::uint64_t>(prime_worst.size()));
     kv_if(do_failover, "race_stall_ms", race);
+    kv_if(do_failover, "race_stall_max_ms", race_max);
+    kv_if(do_failover, "race_worst_minus_median_ms", race_old);
     if (mptcp_worst.empty()) {
       j.kv_null("mptcp_failover_p50_ms");
       j.kv_null("mptcp_failover_p99_ms");
