@@ -242,6 +242,7 @@ struct FlowCore::Impl {
   std::uint64_t next_probe_id = 1;
   BufferPool pool;
   std::vector<std::vector<std::byte>> released;  // scratch for ledger releases
+  std::vector<BufferLoan> read_scratch;           // read(): the loans it copies out
   int dup_acks = 0;
 
   std::deque<FlowEvent> events;
@@ -1534,19 +1535,31 @@ std::optional<TimePoint> FlowCore::next_deadline() const { return impl_->deadlin
 
 void FlowCore::on_timeout(TimePoint now) { impl_->run_timers(now); }
 
-Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint now) {
-  auto& m = *impl_;
-  if (m.state == FlowState::dead) {
-    return m.close_error.value_or(make_error(errc::closed, "write: flow is dead"));
+namespace {
+// The checks write() and reserve_write() make before taking bytes.
+Status check_writable(FlowState state, bool closing, bool packet,
+                      const std::optional<Error>& close_error) {
+  if (state == FlowState::dead) {
+    return close_error.value_or(make_error(errc::closed, "write: flow is dead"));
   }
-  if (m.state == FlowState::closing || m.our_bye_seq) {
+  if (state == FlowState::closing || closing) {
     return make_error(errc::closed, "write after close");
   }
-  if (m.state == FlowState::init) {
+  if (state == FlowState::init) {
     return make_error(errc::not_ready, "write: no path added yet");
   }
-  if (m.packet()) {
+  if (packet) {
     return make_error(errc::wrong_mode, "write on a packet flow (use write_packet)");
+  }
+  return {};
+}
+}  // namespace
+
+Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint now) {
+  auto& m = *impl_;
+  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error);
+      !st) {
+    return std::move(st).take_error();
   }
   std::size_t taken = 0;
   bool blocked = false;
@@ -1577,25 +1590,6 @@ Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint n
   return taken;
 }
 
-namespace {
-// The checks write() makes before taking bytes.
-Status check_writable(FlowState state, bool closing, bool packet,
-                      const std::optional<Error>& close_error) {
-  if (state == FlowState::dead) {
-    return close_error.value_or(make_error(errc::closed, "write: flow is dead"));
-  }
-  if (state == FlowState::closing || closing) {
-    return make_error(errc::closed, "write after close");
-  }
-  if (state == FlowState::init) {
-    return make_error(errc::not_ready, "write: no path added yet");
-  }
-  if (packet) {
-    return make_error(errc::wrong_mode, "write on a packet flow (use write_packet)");
-  }
-  return {};
-}
-}  // namespace
 
 Result<std::size_t> FlowCore::reserve_write(std::size_t n, std::vector<BufferLoan>& loans) {
   auto& m = *impl_;
@@ -1684,7 +1678,7 @@ Result<ReadOutcome> FlowCore::read_loan(std::span<std::byte> out, std::vector<Bu
   }
   if (n > 0) {
     if (m.state != FlowState::dead) {
-      m.drain_reorder(now);
+      m.drain_reorder(now);  // room in the window: admit more, ACK it
     }
     return ReadOutcome{n, false};
   }
@@ -1768,39 +1762,17 @@ bool FlowCore::packet_ready() const { return !impl_->delivered.empty(); }
 bool FlowCore::packet_mode() const { return impl_->packet(); }
 
 Result<ReadOutcome> FlowCore::read(std::span<std::byte> out, TimePoint now) {
-  auto& m = *impl_;
-  if (m.packet()) {
-    return make_error(errc::wrong_mode, "read on a packet flow (use read_packet)");
+  // The lending read, copied out at once (one loop for both).
+  std::vector<BufferLoan>& loans = impl_->read_scratch;
+  auto r = read_loan(out, loans, now);
+  std::size_t off = 0;
+  for (const auto& l : loans) {
+    std::copy(l.buf.begin() + static_cast<std::ptrdiff_t>(l.off), l.buf.end(),
+              out.begin() + static_cast<std::ptrdiff_t>(off));
+    off += l.buf.size() - l.off;
   }
-  std::size_t n = 0;
-  while (n < out.size() && !m.delivered.empty()) {
-    auto& front = m.delivered.front();
-    const std::size_t avail = front.size() - m.delivered_front_off;
-    const std::size_t k = std::min(avail, out.size() - n);
-    std::copy_n(front.begin() + static_cast<std::ptrdiff_t>(m.delivered_front_off), k,
-                out.begin() + static_cast<std::ptrdiff_t>(n));
-    n += k;
-    m.delivered_front_off += k;
-    m.delivered_bytes -= k;
-    if (m.delivered_front_off == front.size()) {
-      m.pool.give(std::move(front));
-      m.delivered.pop_front();
-      m.delivered_front_off = 0;
-    }
-  }
-  if (n > 0) {
-    if (m.state != FlowState::dead) {
-      m.drain_reorder(now);  // room in the window: admit more, ACK it
-    }
-    return ReadOutcome{n, false};
-  }
-  if (m.peer_bye == ByeReason::normal) {
-    return ReadOutcome{0, true};
-  }
-  if (m.state == FlowState::dead) {
-    return m.close_error.value_or(make_error(errc::closed, "read: flow is dead"));
-  }
-  return ReadOutcome{0, false};
+  recycle(loans);
+  return r;
 }
 
 std::size_t FlowCore::readable() const { return impl_->delivered_bytes; }
