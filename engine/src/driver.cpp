@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "driver.hpp"
+#include "frame_cache.hpp"
 
 #include <rendr/engine/errors.hpp>
 
@@ -454,6 +455,7 @@ void FlowDriver::arm_timer_locked() {
     if (auto d = self->core_->next_deadline(); d && *d <= now) {
       self->core_->on_timeout(now);
     }
+    engine::detail::FrameCache::instance().trim_if_idle(now);
     self->pump_locked();
     self->run_deferred(lk);
   });

@@ -2,6 +2,7 @@
 #include <rendr/engine/errors.hpp>
 #include <rendr/engine/flow.hpp>
 
+#include "frame_cache.hpp"
 #include "ledger.hpp"
 #include "reorder.hpp"
 
@@ -126,50 +127,6 @@ class SeqQueue {
   std::size_t head_ = 0;
 };
 
-// BufferPool recycles frame and payload buffers (ledger frames released by ACKs, payloads the
-// application has read): allocating and freeing 32 KiB blocks per frame otherwise makes the
-// allocator grow and trim the heap constantly (page faults dominated the core's profile).
-// Bounded, so an idle flow keeps at most kMaxPooled buffers.
-class BufferPool {
- public:
-  static constexpr std::size_t kMaxPooled = 512;
-  std::vector<std::byte> take(std::size_t capacity) {
-    ++takes_;
-    std::vector<std::byte> v;
-    if (!free_.empty()) {
-      v = std::move(free_.back());
-      free_.pop_back();
-      v.clear();
-    }
-    v.reserve(capacity);
-    return v;
-  }
-  void give(std::vector<std::byte>&& v) {
-    if (free_.size() < kMaxPooled && v.capacity() >= 4096) {
-      free_.push_back(std::move(v));
-    }
-  }
-  void give_all(std::vector<std::vector<std::byte>>& vs) {
-    for (auto& v : vs) {
-      give(std::move(v));
-    }
-    vs.clear();
-  }
-  // trim: an idle flow (nothing buffered either way) keeps only a few (bytes per idle flow).
-  void trim() {
-    if (free_.size() > kIdleKeep) {
-      free_.resize(kIdleKeep);
-      free_.shrink_to_fit();
-    }
-  }
-  static constexpr std::size_t kIdleKeep = 4;
-  [[nodiscard]] std::uint64_t takes() const { return takes_; }
-  [[nodiscard]] std::size_t size() const { return free_.size(); }
-
- private:
-  std::vector<std::vector<std::byte>> free_;
-  std::uint64_t takes_ = 0;
-};
 
 struct FlowCore::Impl {
   struct Path {
@@ -240,7 +197,7 @@ struct FlowCore::Impl {
   int zombie_left;
   std::optional<TimePoint> last_death_migration;
   std::uint64_t next_probe_id = 1;
-  BufferPool pool;
+  detail::BufferPool pool;
   std::vector<std::vector<std::byte>> released;  // scratch for ledger releases
   std::vector<BufferLoan> read_scratch;           // read(): the loans it copies out
   int dup_acks = 0;

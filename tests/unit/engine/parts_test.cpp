@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The flow core's parts on their own: replay ledger, reorder buffer, path estimator, and the
-// prime / bond scheduler decisions, with made-up times.
+// prime / bond scheduler decisions, the frame buffer pool and cache, with made-up times.
+#include "frame_cache.hpp"
 #include "ledger.hpp"
 #include "reorder.hpp"
 
@@ -196,4 +197,82 @@ TEST_CASE("engine bond: round robin with N-frame pinning, stuck paths skipped",
   CHECK(check_mode_switch(Mode::prime, Mode::bond).ok());
   CHECK(check_mode_switch(Mode::race, Mode::prime).ok());
   CHECK_FALSE(check_mode_switch(Mode::bond, Mode::race).ok());
+}
+
+TEST_CASE("engine frame cache: bounded, refills empty pools, emptied when idle",
+          "[engine][memory]") {
+  auto& cache = detail::FrameCache::instance();
+  cache.set_limit(0);  // start empty whatever ran before in this process
+  constexpr std::size_t kFrame = kHeaderSize + kMaxPayload;
+  cache.set_limit(4 * kFrame);
+  const auto base = cache.stats();
+  CHECK(base.held_buffers == 0);
+  CHECK(base.limit_bytes == 4 * kFrame);
+
+  std::vector<detail::Buffer> six;
+  for (int i = 0; i < 6; ++i) {
+    six.emplace_back(kFrame);
+  }
+  six.emplace_back(100);  // too small to cache: freed
+  cache.give(six);
+  CHECK(six.empty());
+  auto s = cache.stats();
+  CHECK(s.held_buffers == 4);  // the bound, not the count given
+  CHECK(s.held_bytes == 4 * kFrame);
+  CHECK(s.released - base.released == 2);
+
+  {
+    detail::BufferPool pool;
+    auto a = pool.take(kFrame);  // an empty pool refills from the cache
+    CHECK(a.empty());
+    CHECK(a.capacity() >= kFrame);
+    CHECK(pool.size() == 3);
+    CHECK(cache.stats().held_buffers == 0);
+    CHECK(cache.stats().reused - base.reused == 4);
+    pool.give(std::move(a));
+    CHECK(pool.size() == 4);
+  }  // a pool that ends hands its buffers to the cache
+  CHECK(cache.stats().held_buffers == 4);
+
+  // Idle: the first call marks the quiet start, a later one within kIdle keeps, after it empties.
+  const auto t = std::chrono::steady_clock::time_point{} + 1h;
+  cache.trim_if_idle(t);
+  cache.trim_if_idle(t + detail::FrameCache::kIdle - 1ms);
+  CHECK(cache.stats().held_buffers == 4);
+  cache.trim_if_idle(t + detail::FrameCache::kIdle);
+  CHECK(cache.stats().held_buffers == 0);
+  CHECK(cache.stats().held_bytes == 0);
+
+  // A lower limit frees at once; 0 turns the cache off.
+  std::vector<detail::Buffer> two(2, detail::Buffer(kFrame));
+  cache.give(two);
+  CHECK(cache.stats().held_buffers == 2);
+  cache.set_limit(kFrame);
+  CHECK(cache.stats().held_buffers == 1);
+  cache.set_limit(0);
+  CHECK(cache.stats().held_buffers == 0);
+  cache.set_limit(detail::FrameCache::kDefaultLimit);
+}
+
+TEST_CASE("engine buffer pool: keeps a bounded number, spills the rest to the cache in batches",
+          "[engine][memory]") {
+  auto& cache = detail::FrameCache::instance();
+  cache.set_limit(0);
+  cache.set_limit(detail::FrameCache::kDefaultLimit);
+  constexpr std::size_t kFrame = kHeaderSize + kMaxPayload;
+  detail::BufferPool pool;
+  const std::size_t n = detail::BufferPool::kMaxPooled + detail::BufferPool::kBatch;
+  for (std::size_t i = 0; i < n; ++i) {
+    pool.give(detail::Buffer(kFrame));
+  }
+  CHECK(pool.size() == detail::BufferPool::kMaxPooled);
+  CHECK(cache.stats().held_buffers == detail::BufferPool::kBatch);
+  pool.give(detail::Buffer(10));  // too small to keep
+  CHECK(pool.size() == detail::BufferPool::kMaxPooled);
+  pool.trim();
+  CHECK(pool.size() == detail::BufferPool::kIdleKeep);
+  CHECK(cache.stats().held_buffers ==
+        n - detail::BufferPool::kIdleKeep);  // all fit under the default bound
+  cache.set_limit(0);
+  cache.set_limit(detail::FrameCache::kDefaultLimit);
 }

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "frame_cache.hpp"
+
+#include <utility>
+
+namespace rendr::engine {
+
+FrameCacheStats frame_cache_stats() { return detail::FrameCache::instance().stats(); }
+
+void set_frame_cache_limit(std::size_t bytes) { detail::FrameCache::instance().set_limit(bytes); }
+
+}  // namespace rendr::engine
+
+namespace rendr::engine::detail {
+
+FrameCache& FrameCache::instance() {
+  // Never destroyed: flows owned by static objects may still give buffers back during exit.
+  static auto* cache = new FrameCache;
+  return *cache;
+}
+
+std::size_t FrameCache::take(std::vector<Buffer>& out, std::size_t n) {
+  std::lock_guard lk(mu_);
+  std::size_t got = 0;
+  while (got < n && !free_.empty()) {
+    held_ -= free_.back().capacity();
+    out.push_back(std::move(free_.back()));
+    free_.pop_back();
+    ++got;
+  }
+  reused_ += got;
+  ++activity_;
+  return got;
+}
+
+void FrameCache::give(std::vector<Buffer>& vs) {
+  {
+    std::lock_guard lk(mu_);
+    for (auto& v : vs) {
+      const std::size_t cap = v.capacity();
+      if (cap >= kMinCapacity && held_ + cap <= limit_) {
+        held_ += cap;
+        v.clear();
+        free_.push_back(std::move(v));
+      } else if (cap >= kMinCapacity) {
+        ++released_;
+      }
+    }
+    ++activity_;
+  }
+  vs.clear();  // what the cache did not keep is freed here, outside the lock
+}
+
+void FrameCache::free_over_limit_locked() {
+  while (held_ > limit_ && !free_.empty()) {
+    held_ -= free_.back().capacity();
+    free_.pop_back();
+    ++released_;
+  }
+}
+
+void FrameCache::trim_if_idle(std::chrono::steady_clock::time_point now) {
+  std::vector<Buffer> drop;
+  {
+    std::lock_guard lk(mu_);
+    if (activity_ != activity_seen_) {
+      activity_seen_ = activity_;
+      quiet_since_ = now;
+      return;
+    }
+    if (free_.empty() || now - quiet_since_ < kIdle) {
+      return;
+    }
+    released_ += free_.size();
+    held_ = 0;
+    drop.swap(free_);
+  }
+}
+
+void FrameCache::set_limit(std::size_t bytes) {
+  std::lock_guard lk(mu_);
+  limit_ = bytes;
+  free_over_limit_locked();
+}
+
+FrameCacheStats FrameCache::stats() const {
+  std::lock_guard lk(mu_);
+  return FrameCacheStats{held_, free_.size(), limit_, reused_, released_};
+}
+
+BufferPool& BufferPool::operator=(BufferPool&& o) noexcept {
+  if (this != &o) {
+    FrameCache::instance().give(free_);
+    FrameCache::instance().give(spill_);
+    free_ = std::move(o.free_);
+    spill_ = std::move(o.spill_);
+    takes_ = o.takes_;
+  }
+  return *this;
+}
+
+BufferPool::~BufferPool() {
+  FrameCache::instance().give(free_);
+  FrameCache::instance().give(spill_);
+}
+
+Buffer BufferPool::take(std::size_t capacity) {
+  ++takes_;
+  if (free_.empty()) {
+    (void)FrameCache::instance().take(free_, kBatch);
+  }
+  Buffer v;
+  if (!free_.empty()) {
+    v = std::move(free_.back());
+    free_.pop_back();
+    v.clear();
+  }
+  v.reserve(capacity);
+  return v;
+}
+
+void BufferPool::give(Buffer&& v) {
+  if (v.capacity() < 4096) {
+    return;
+  }
+  if (free_.size() < kMaxPooled) {
+    free_.push_back(std::move(v));
+    return;
+  }
+  spill_.push_back(std::move(v));
+  if (spill_.size() >= kBatch) {
+    FrameCache::instance().give(spill_);
+  }
+}
+
+void BufferPool::give_all(std::vector<Buffer>& vs) {
+  for (auto& v : vs) {
+    give(std::move(v));
+  }
+  vs.clear();
+}
+
+void BufferPool::trim() {
+  if (!spill_.empty()) {
+    FrameCache::instance().give(spill_);
+  }
+  if (free_.size() > kIdleKeep) {
+    spill_.assign(std::make_move_iterator(free_.begin() + kIdleKeep),
+                  std::make_move_iterator(free_.end()));
+    free_.resize(kIdleKeep);
+    free_.shrink_to_fit();
+    FrameCache::instance().give(spill_);
+    spill_.shrink_to_fit();
+  }
+}
+
+}  // namespace rendr::engine::detail

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+// FrameCache (private): the process-wide buffer cache behind rendr/engine/frame_cache.hpp, and
+// BufferPool, the per-flow pool in front of it. A pool is used under its flow's lock; the cache
+// has a mutex of its own and is touched only when a pool runs empty or full (in batches).
+#pragma once
+
+#include <rendr/engine/frame_cache.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+namespace rendr::engine::detail {
+
+using Buffer = std::vector<std::byte>;
+
+class FrameCache {
+ public:
+  static FrameCache& instance();
+
+  // take moves up to |n| cached buffers into |out| (appended); returns how many.
+  std::size_t take(std::vector<Buffer>& out, std::size_t n);
+  // give keeps the buffers of |vs| that fit under the bound and frees the rest; |vs| is left
+  // empty. Buffers smaller than kMinCapacity are freed (the cache holds full frame buffers).
+  void give(std::vector<Buffer>& vs);
+  // trim_if_idle (from flow timers, real time) empties the cache when nothing was taken or
+  // given for kIdle.
+  void trim_if_idle(std::chrono::steady_clock::time_point now);
+  void set_limit(std::size_t bytes);
+  [[nodiscard]] FrameCacheStats stats() const;
+
+  static constexpr std::size_t kMinCapacity = 16 * 1024;
+  static constexpr std::size_t kDefaultLimit = 32U << 20;
+  static constexpr std::chrono::seconds kIdle{5};
+
+ private:
+  void free_over_limit_locked();
+  mutable std::mutex mu_;
+  std::vector<Buffer> free_;
+  std::size_t held_ = 0;
+  std::size_t limit_ = kDefaultLimit;
+  std::uint64_t reused_ = 0;
+  std::uint64_t released_ = 0;
+  std::uint64_t activity_ = 0;  // bumped by take/give
+  std::uint64_t activity_seen_ = 0;
+  std::chrono::steady_clock::time_point quiet_since_{};
+};
+
+// BufferPool recycles one flow's frame and payload buffers (ledger frames released by ACKs,
+// payloads the application has read). Up to kMaxPooled stay with the flow; beyond that, and
+// when the flow trims or ends, they go to the FrameCache. An empty pool refills from the cache
+// kBatch at a time before it allocates.
+class BufferPool {
+ public:
+  static constexpr std::size_t kMaxPooled = 512;
+  static constexpr std::size_t kIdleKeep = 4;
+  static constexpr std::size_t kBatch = 16;
+
+  BufferPool() = default;
+  BufferPool(BufferPool&&) noexcept = default;
+  BufferPool& operator=(BufferPool&& o) noexcept;
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+  ~BufferPool();
+
+  // take returns an empty buffer with at least |capacity| reserved.
+  Buffer take(std::size_t capacity);
+  void give(Buffer&& v);
+  void give_all(std::vector<Buffer>& vs);
+  // trim: an idle flow keeps only kIdleKeep (bytes per idle flow); the rest go to the cache.
+  void trim();
+  [[nodiscard]] std::uint64_t takes() const { return takes_; }
+  [[nodiscard]] std::size_t size() const { return free_.size(); }
+
+ private:
+  std::vector<Buffer> free_;
+  std::vector<Buffer> spill_;  // scratch for handing buffers to the cache
+  std::uint64_t takes_ = 0;
+};
+
+}  // namespace rendr::engine::detail
