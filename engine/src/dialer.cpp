@@ -51,7 +51,7 @@ Result<std::unique_ptr<Dialer>> Dialer::create(DialOptions opts) {
   std::unique_ptr<Dialer> d(new Dialer());
   d->opts_ = std::move(opts);
   d->rt_ = d->opts_.io != nullptr ? detail::IoRuntime::external(*d->opts_.io)
-                                  : detail::IoRuntime::owned("dialer");
+                                  : detail::IoRuntime::owned("rendr-dialer");
   return d;
 }
 

@@ -8,6 +8,8 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -26,9 +28,6 @@ using engine::PathId;
 // detector sees a blocked carrier (a write only completes when the socket took it).
 constexpr std::size_t kStreamChunk = 128 * 1024;
 constexpr std::size_t kStreamRoom = kStreamChunk + engine::kMaxStreamFrame + 2;
-// Read buffers start small (idle flows stay cheap) and double while reads fill them.
-constexpr std::size_t kReadBufMin = 16 * 1024;
-constexpr std::size_t kReadBufMax = 256 * 1024;
 constexpr int kDatagramBurst = 256;
 // A write_some publishes at most this much at once (its copy runs before the io thread may
 // send any of it).
@@ -53,7 +52,9 @@ std::shared_ptr<IoRuntime> IoRuntime::owned(std::string name) {
   rt->work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
       io->get_executor());
   rt->thread_ = std::thread([io, name = std::move(name)] {
-    (void)name;
+    // Named so operators can tell rendr's io threads apart in top -H, perf and /proc (the
+    // kernel keeps 15 characters).
+    (void)::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
     io->run();
   });
   return rt;
@@ -275,7 +276,6 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
   s->started = true;
   const auto now = Clock::now();
   if (s->stream) {
-    s->rbuf.resize(kReadBufMin);
     if (!s->initial.empty()) {
       (void)core_->on_receive(s->id, s->initial, now);
       s->initial.clear();
@@ -315,9 +315,15 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
 }
 
 void FlowDriver::start_read_locked(const SlotPtr& s) {
+  // The carrier reads straight into the core's receive chunk: DATA payloads stay where the
+  // kernel put them (no copy) and are lent to the reader from there.
+  auto sp = core_->recv_space(s->id);
+  if (sp.space.empty()) {
+    return;  // the path is gone (or failed): nothing more to read
+  }
   s->stream->async_read_some(
-      std::span<std::byte>(s->rbuf), [self = shared_from_this(), s](std::error_code ec,
-                                                                      std::size_t n) {
+      sp.space, [self = shared_from_this(), s, hold = std::move(sp.hold)](
+                    std::error_code ec, std::size_t n) mutable {
         std::unique_lock lk(self->mu);
         if (s->closed) {
           return;
@@ -325,11 +331,8 @@ void FlowDriver::start_read_locked(const SlotPtr& s) {
         if (ec) {
           self->carrier_failed_locked(s, ec, "stream carrier read");
         } else {
-          (void)self->core_->on_receive(s->id, std::span<const std::byte>(s->rbuf.data(), n),
-                                        Clock::now());
-          if (n == s->rbuf.size() && s->rbuf.size() < kReadBufMax) {
-            s->rbuf.resize(s->rbuf.size() * 2);
-          }
+          hold.reset();  // the core holds the chunk; a chunk nobody views can start over
+          (void)self->core_->on_received(s->id, n, Clock::now());
           if (!s->closed && !self->shut_) {
             self->start_read_locked(s);
           }
@@ -586,9 +589,9 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
       lk.unlock();
       std::size_t off = 0;
       for (const auto& l : read_loans_) {
-        const std::size_t k = l.buf.size() - l.off;
-        std::memcpy(buf.data() + off, l.buf.data() + l.off, k);
-        off += k;
+        const auto b = l.bytes();
+        std::memcpy(buf.data() + off, b.data(), b.size());
+        off += b.size();
       }
       lk.lock();
       core_->recycle(read_loans_);

@@ -150,7 +150,6 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
     bool started = false;
     bool closed = false;
     bool writing = false;  // stream: async_write pending; packet: waiting for writable
-    std::vector<std::byte> rbuf;
     std::vector<std::byte> out;
     std::vector<std::byte> initial;
     std::string local;

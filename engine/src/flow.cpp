@@ -84,6 +84,11 @@ constexpr std::size_t kMaxCtrlQueue = 64;      // queued OOB controls per path (
 constexpr std::size_t kMaxOutstandingProbes = 16;
 constexpr std::size_t kControlReserve = 8;
 constexpr int kFastRetransmitDupAcks = 3;
+// Stream receive chunks: a path starts with a small one (an idle flow stays small) and doubles
+// the next while reads fill the space they were given, up to FrameCache::kChunkSize. A chunk
+// with less than kRxMinRead left (or too little for the frame being read) is replaced.
+constexpr std::size_t kRxFirstChunk = 16 * 1024;
+constexpr std::size_t kRxMinRead = 4 * 1024;
 
 std::uint64_t ns_since_epoch(TimePoint t) {
   return static_cast<std::uint64_t>(
@@ -135,7 +140,13 @@ struct FlowCore::Impl {
     Framing framing = Framing::stream;
     std::string name;
     PathState state = PathState::pending;
-    StreamDeframer deframer;
+    // Stream receive: bytes are read into rx_chunk[0, rx_end) and parsed up to rx_parse; DATA
+    // payloads are views of the chunk (detail::Payload), which lives while a view does.
+    std::shared_ptr<std::vector<std::byte>> rx_chunk;
+    std::size_t rx_parse = 0;
+    std::size_t rx_end = 0;
+    std::size_t rx_next = kRxFirstChunk;  // size of the next chunk: doubles while reads fill it
+    bool rx_failed = false;
     std::deque<std::vector<std::byte>> ctrl;  // encoded OOB controls
     SeqQueue data;                            // ledger SEQs to send
     bool ack_pending = false;
@@ -189,8 +200,11 @@ struct FlowCore::Impl {
 
   detail::Ledger ledger;
   detail::ReorderBuffer reorder;
-  std::deque<std::vector<std::byte>> delivered;
+  std::deque<detail::Payload> delivered;
   std::size_t delivered_front_off = 0;
+  // The chunk being parsed (on_received): DATA frames inside it become views, not copies.
+  const std::vector<std::byte>* rx_source = nullptr;
+  std::shared_ptr<std::vector<std::byte>> rx_source_ref;
   std::size_t delivered_bytes = 0;
   std::uint64_t last_ack_sent = 1;
 
@@ -637,8 +651,16 @@ struct FlowCore::Impl {
     p.counters.frames_rx += 1;
     if (auto* d = std::get_if<Data>(&f)) {
       detail::RecvItem item;
-      item.payload = pool.take(d->payload.size());
-      item.payload.assign(d->payload.begin(), d->payload.end());
+      const std::byte* at = d->payload.data();
+      if (rx_source != nullptr && !d->payload.empty() && at >= rx_source->data() &&
+          at + d->payload.size() <= rx_source->data() + rx_source->size()) {
+        item.payload.chunk = rx_source_ref;
+        item.payload.off = static_cast<std::size_t>(at - rx_source->data());
+        item.payload.len = d->payload.size();
+      } else {
+        item.payload.own = pool.take(d->payload.size());
+        item.payload.own.assign(d->payload.begin(), d->payload.end());
+      }
       insert_sequenced(p, d->seq, std::move(item), now, true);
       return;
     }
@@ -845,7 +867,7 @@ struct FlowCore::Impl {
     path_became_ready(p, now);
   }
 
-  void deliver_packet(std::vector<std::byte> payload) {
+  void deliver_packet(detail::Payload payload) {
     delivered_bytes += payload.size();
     delivered.push_back(std::move(payload));  // empty packets are packets too
   }
@@ -1363,35 +1385,115 @@ Status FlowCore::on_receive(PathId path, std::span<const std::byte> bytes, TimeP
       m.handle_frame(*p, std::move(*f), now);
     }
   } else {
-    p->deframer.feed_view(bytes);  // drained below (or the path dies with it)
-    while (true) {
-      // handle_frame may kill this very path (bridge rejected): re-find it each round.
-      p = m.find(path);
-      if (p == nullptr) {
-        break;
+    // Through the receive chunk, like a carrier read (a copy: these bytes are the caller's).
+    p->counters.bytes_rx -= bytes.size();  // on_received counts them
+    while (!bytes.empty()) {
+      auto sp = recv_space(path);
+      if (sp.space.empty()) {
+        break;  // the path died on the way
       }
-      auto next = p->deframer.next();
-      if (!next.ok()) {
-        m.on_decode_error(*p, std::move(next).take_error(), now);
-        break;
-      }
-      if (!next->has_value()) {
-        break;
-      }
-      auto f = decode_frame(**next);
-      if (!f.ok()) {
-        m.on_decode_error(*p, std::move(f).take_error(), now);
-        break;
-      }
-      m.handle_frame(*p, std::move(*f), now);
-      // Drain per frame: in-order frames never pile up in the reorder buffer, so its high-water
-      // mark measures real reordering (G5 evidence), not batch size.
-      m.drain_reorder(now);
+      const std::size_t n = std::min(sp.space.size(), bytes.size());
+      std::copy_n(bytes.begin(), n, sp.space.begin());
+      bytes = bytes.subspan(n);
+      (void)on_received(path, n, now);
     }
-    if (Impl::Path* q = m.find(path)) {
-      q->deframer.settle();  // the caller's bytes are not ours to keep
-    }
+    return {};
   }
+  m.drain_reorder(now);
+  return {};
+}
+
+RecvSpace FlowCore::recv_space(PathId path) {
+  auto& m = *impl_;
+  Impl::Path* p = m.find(path);
+  if (p == nullptr || p->framing != Framing::stream || p->rx_failed) {
+    return {};
+  }
+  std::size_t need = kRxMinRead;  // room this read should have at least
+  const std::size_t pending = p->rx_end - p->rx_parse;
+  if (pending >= kStreamPrefixSize) {
+    // Part of a frame is here: its whole length must fit in the chunk.
+    const auto* q = p->rx_chunk->data() + p->rx_parse;
+    const std::size_t len = (static_cast<std::size_t>(q[0]) << 8) | static_cast<std::size_t>(q[1]);
+    need = std::max(need, kStreamPrefixSize + len - pending);
+  }
+  if (p->rx_chunk && pending == 0 && p->rx_chunk.use_count() == 1) {
+    p->rx_parse = p->rx_end = 0;  // nothing in it is still viewed: start it over
+  }
+  if (!p->rx_chunk || p->rx_chunk->size() - p->rx_end < need) {
+    const std::size_t size =
+        std::max(p->rx_next, std::bit_ceil(pending + need));  // a frame always fits whole
+    auto fresh = detail::FrameCache::instance().make_chunk(size);
+    if (pending > 0) {
+      std::copy_n(p->rx_chunk->data() + p->rx_parse, pending, fresh->data());
+    }
+    p->rx_chunk = std::move(fresh);
+    p->rx_parse = 0;
+    p->rx_end = pending;
+  }
+  auto& c = *p->rx_chunk;
+  return RecvSpace{p->rx_chunk, std::span<std::byte>(c.data() + p->rx_end, c.size() - p->rx_end)};
+}
+
+Status FlowCore::on_received(PathId path, std::size_t n, TimePoint now) {
+  auto& m = *impl_;
+  Impl::Path* p = m.find(path);
+  if (p == nullptr) {
+    return make_error(errc::unknown_path, "on_received: path " + std::to_string(path));
+  }
+  if (p->framing != Framing::stream || !p->rx_chunk || n > p->rx_chunk->size() - p->rx_end) {
+    return rendr::make_error(std::errc::invalid_argument,
+                      "on_received: " + std::to_string(n) + " bytes do not fit recv_space");
+  }
+  if (p->rx_failed) {
+    return {};
+  }
+  p->counters.bytes_rx += n;
+  if (n == p->rx_chunk->size() - p->rx_end) {
+    p->rx_next = std::min(p->rx_next * 2, detail::FrameCache::kChunkSize);
+  }
+  p->rx_end += n;
+  // Hold the chunk here: handle_frame may kill this very path (bridge rejected), and the frame
+  // being handled lies in it. Re-find the path after every frame.
+  const auto chunk = p->rx_chunk;
+  m.rx_source = chunk.get();
+  m.rx_source_ref = chunk;
+  while (true) {
+    p = m.find(path);
+    if (p == nullptr || p->rx_chunk != chunk) {
+      break;
+    }
+    const std::size_t avail = p->rx_end - p->rx_parse;
+    if (avail < kStreamPrefixSize) {
+      break;
+    }
+    const std::byte* q = chunk->data() + p->rx_parse;
+    const std::size_t len = (static_cast<std::size_t>(q[0]) << 8) | static_cast<std::size_t>(q[1]);
+    if (len < kHeaderSize) {
+      p->rx_failed = true;
+      m.on_decode_error(*p,
+                        make_error(errc::frame_too_large, "stream length prefix " +
+                                                              std::to_string(len) +
+                                                              " < 8-byte header"),
+                        now);
+      break;
+    }
+    if (avail < kStreamPrefixSize + len) {
+      break;
+    }
+    p->rx_parse += kStreamPrefixSize + len;
+    auto f = decode_frame(std::span<const std::byte>(q + kStreamPrefixSize, len));
+    if (!f.ok()) {
+      m.on_decode_error(*p, std::move(f).take_error(), now);
+      break;
+    }
+    m.handle_frame(*p, std::move(*f), now);
+    // Drain per frame: in-order frames never pile up in the reorder buffer, so its high-water
+    // mark measures real reordering (G5 evidence), not batch size.
+    m.drain_reorder(now);
+  }
+  m.rx_source = nullptr;
+  m.rx_source_ref.reset();
   m.drain_reorder(now);
   return {};
 }
@@ -1618,7 +1720,12 @@ Result<ReadOutcome> FlowCore::read_loan(std::span<std::byte> out, std::vector<Bu
     auto& front = m.delivered.front();
     const std::size_t avail = front.size() - m.delivered_front_off;
     if (avail <= out.size() - n) {
-      loans.push_back(BufferLoan{std::move(front), m.delivered_front_off, 0});
+      if (front.chunk) {
+        loans.push_back(
+            BufferLoan{{}, front.off + m.delivered_front_off, avail, std::move(front.chunk)});
+      } else {
+        loans.push_back(BufferLoan{std::move(front.own), m.delivered_front_off, 0, nullptr});
+      }
       m.delivered.pop_front();
       m.delivered_front_off = 0;
       m.delivered_bytes -= avail;
@@ -1627,7 +1734,7 @@ Result<ReadOutcome> FlowCore::read_loan(std::span<std::byte> out, std::vector<Bu
     }
     // Does not fit whole: copy the part that does, after the loans.
     const std::size_t k = out.size() - n;
-    std::copy_n(front.begin() + static_cast<std::ptrdiff_t>(m.delivered_front_off), k,
+    std::copy_n(front.bytes().begin() + static_cast<std::ptrdiff_t>(m.delivered_front_off), k,
                 out.begin() + static_cast<std::ptrdiff_t>(n));
     n += k;
     m.delivered_front_off += k;
@@ -1650,7 +1757,7 @@ Result<ReadOutcome> FlowCore::read_loan(std::span<std::byte> out, std::vector<Bu
 
 void FlowCore::recycle(std::vector<BufferLoan>& loans) {
   for (auto& l : loans) {
-    impl_->pool.give(std::move(l.buf));
+    impl_->pool.give(std::move(l.buf));  // chunk views just let go: the last one frees it
   }
   loans.clear();
 }
@@ -1696,8 +1803,13 @@ Result<ReadOutcome> FlowCore::read_packet(std::vector<std::byte>& out, TimePoint
     return make_error(errc::wrong_mode, "read_packet on a stream flow (use read)");
   }
   if (!m.delivered.empty()) {
-    m.pool.give(std::move(out));
-    out = std::move(m.delivered.front());
+    auto& front = m.delivered.front();
+    if (front.chunk) {
+      out.assign(front.bytes().begin(), front.bytes().end());  // packets are handed over owned
+    } else {
+      m.pool.give(std::move(out));
+      out = std::move(front.own);
+    }
     m.delivered.pop_front();
     m.delivered_bytes -= out.size();
     if (m.state != FlowState::dead) {
@@ -1724,9 +1836,9 @@ Result<ReadOutcome> FlowCore::read(std::span<std::byte> out, TimePoint now) {
   auto r = read_loan(out, loans, now);
   std::size_t off = 0;
   for (const auto& l : loans) {
-    std::copy(l.buf.begin() + static_cast<std::ptrdiff_t>(l.off), l.buf.end(),
-              out.begin() + static_cast<std::ptrdiff_t>(off));
-    off += l.buf.size() - l.off;
+    const auto b = l.bytes();
+    std::copy(b.begin(), b.end(), out.begin() + static_cast<std::ptrdiff_t>(off));
+    off += b.size();
   }
   recycle(loans);
   return r;

@@ -1,7 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "frame_cache.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <utility>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
 
 namespace rendr::engine {
 
@@ -12,6 +20,25 @@ void set_frame_cache_limit(std::size_t bytes) { detail::FrameCache::instance().s
 }  // namespace rendr::engine
 
 namespace rendr::engine::detail {
+
+namespace {
+// prefault maps the pages of a fresh allocation in one call: touching them one by one costs a
+// page fault each (about 10 us on a virtualised host, against well under 1 us per page here).
+// Best effort: an old kernel (EINVAL) just leaves them to fault.
+void prefault(void* p, std::size_t n) {
+  static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) & ~(page - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(p) + n + page - 1) & ~(page - 1);
+  (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+}
+
+Buffer fresh_buffer(std::size_t capacity) {
+  Buffer b;
+  b.reserve(capacity);
+  prefault(b.data(), capacity);
+  return b;
+}
+}  // namespace
 
 FrameCache& FrameCache::instance() {
   // Never destroyed: flows owned by static objects may still give buffers back during exit.
@@ -52,9 +79,49 @@ void FrameCache::give(std::vector<Buffer>& vs) {
 }
 
 void FrameCache::free_over_limit_locked() {
+  while (held_ > limit_ && !chunks_.empty()) {
+    held_ -= chunks_.back().size();
+    chunks_.pop_back();
+    ++released_;
+  }
   while (held_ > limit_ && !free_.empty()) {
     held_ -= free_.back().capacity();
     free_.pop_back();
+    ++released_;
+  }
+}
+
+std::shared_ptr<Buffer> FrameCache::make_chunk(std::size_t size) {
+  Buffer b;
+  if (size == kChunkSize) {
+    std::lock_guard lk(mu_);
+    if (!chunks_.empty()) {
+      b = std::move(chunks_.back());
+      chunks_.pop_back();
+      held_ -= kChunkSize;
+      ++reused_;
+    }
+    ++activity_;
+  }
+  if (b.size() != size) {
+    b = fresh_buffer(size);
+    b.resize(size);
+  }
+  return std::shared_ptr<Buffer>(new Buffer(std::move(b)), [](Buffer* p) {
+    if (p->size() == kChunkSize) {
+      instance().give_chunk(std::move(*p));
+    }
+    delete p;
+  });
+}
+
+void FrameCache::give_chunk(Buffer&& b) {
+  std::lock_guard lk(mu_);
+  ++activity_;
+  if (held_ + b.size() <= limit_) {
+    held_ += b.size();
+    chunks_.push_back(std::move(b));
+  } else {
     ++released_;
   }
 }
@@ -68,12 +135,16 @@ void FrameCache::trim_if_idle(std::chrono::steady_clock::time_point now) {
       quiet_since_ = now;
       return;
     }
-    if (free_.empty() || now - quiet_since_ < kIdle) {
+    if ((free_.empty() && chunks_.empty()) || now - quiet_since_ < kIdle) {
       return;
     }
-    released_ += free_.size();
+    released_ += free_.size() + chunks_.size();
     held_ = 0;
     drop.swap(free_);
+    for (auto& c : chunks_) {
+      drop.push_back(std::move(c));
+    }
+    chunks_.clear();
   }
 }
 
@@ -85,7 +156,7 @@ void FrameCache::set_limit(std::size_t bytes) {
 
 FrameCacheStats FrameCache::stats() const {
   std::lock_guard lk(mu_);
-  return FrameCacheStats{held_, free_.size(), limit_, reused_, released_};
+  return FrameCacheStats{held_, free_.size() + chunks_.size(), limit_, reused_, released_};
 }
 
 BufferPool& BufferPool::operator=(BufferPool&& o) noexcept {
@@ -109,12 +180,12 @@ Buffer BufferPool::take(std::size_t capacity) {
   if (free_.empty()) {
     (void)FrameCache::instance().take(free_, kBatch);
   }
-  Buffer v;
-  if (!free_.empty()) {
-    v = std::move(free_.back());
-    free_.pop_back();
-    v.clear();
+  if (free_.empty()) {
+    return fresh_buffer(capacity);
   }
+  Buffer v = std::move(free_.back());
+  free_.pop_back();
+  v.clear();
   v.reserve(capacity);
   return v;
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // FrameCache (private): the process-wide buffer cache behind rendr/engine/frame_cache.hpp, and
-// BufferPool, the per-flow pool in front of it. A pool is used under its flow's lock; the cache
+// BufferPool, the per-flow pool in front of it, and the receive chunks of stream carriers. A pool is used under its flow's lock; the cache
 // has a mutex of its own and is touched only when a pool runs empty or full (in batches).
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -31,14 +32,22 @@ class FrameCache {
   void set_limit(std::size_t bytes);
   [[nodiscard]] FrameCacheStats stats() const;
 
+  // make_chunk returns a receive chunk of |size| bytes (a stream carrier reads into it, the DATA
+  // payloads it holds are views of it). Chunks of kChunkSize come from the cache and go back
+  // to it when the last view is gone, from whichever thread drops it.
+  std::shared_ptr<Buffer> make_chunk(std::size_t size);
+  static constexpr std::size_t kChunkSize = 256 * 1024;
+
   static constexpr std::size_t kMinCapacity = 16 * 1024;
-  static constexpr std::size_t kDefaultLimit = 32U << 20;
+  static constexpr std::size_t kDefaultLimit = 64U << 20;
   static constexpr std::chrono::seconds kIdle{5};
 
  private:
   void free_over_limit_locked();
+  void give_chunk(Buffer&& b);
   mutable std::mutex mu_;
   std::vector<Buffer> free_;
+  std::vector<Buffer> chunks_;
   std::size_t held_ = 0;
   std::size_t limit_ = kDefaultLimit;
   std::uint64_t reused_ = 0;

@@ -506,7 +506,7 @@ std::vector<engine::FlowStats> Listener::stats() const {
 namespace {
 
 std::shared_ptr<detail::IoRuntime> runtime_for(asio::io_context* io) {
-  return io != nullptr ? detail::IoRuntime::external(*io) : detail::IoRuntime::owned("listener");
+  return io != nullptr ? detail::IoRuntime::external(*io) : detail::IoRuntime::owned("rendr-listener");
 }
 
 }  // namespace

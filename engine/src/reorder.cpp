@@ -41,10 +41,10 @@ Result<ReorderBuffer::Insert> ReorderBuffer::insert(std::uint64_t seq, RecvItem 
   return Insert::stored;
 }
 
-std::vector<std::byte> ReorderBuffer::deliver_early(std::uint64_t seq) {
+Payload ReorderBuffer::deliver_early(std::uint64_t seq) {
   auto& slot = *slots_[static_cast<std::size_t>(seq - expected_)];
-  std::vector<std::byte> out = std::move(slot.payload);
-  slot.payload.clear();
+  Payload out = std::move(slot.payload);
+  slot.payload = Payload{};
   slot.delivered = true;
   bytes_ -= out.size();
   return out;

@@ -12,14 +12,33 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace rendr::engine::detail {
 
+// Payload: the bytes of one DATA frame. Frames from datagram carriers own a buffer; frames from
+// stream carriers are views into the receive chunk they arrived in (no copy), which lives as
+// long as a view of it does.
+struct Payload {
+  std::vector<std::byte> own;
+  std::shared_ptr<const std::vector<std::byte>> chunk;  // set: the bytes are chunk[off, off+len)
+  std::size_t off = 0;
+  std::size_t len = 0;
+
+  [[nodiscard]] std::size_t size() const { return chunk ? len : own.size(); }
+  [[nodiscard]] bool empty() const { return size() == 0; }
+  [[nodiscard]] std::span<const std::byte> bytes() const {
+    return chunk ? std::span<const std::byte>(chunk->data() + off, len)
+                 : std::span<const std::byte>(own);
+  }
+};
+
 struct RecvItem {
   enum class Kind : std::uint8_t { data, bye, other } kind = Kind::data;
-  std::vector<std::byte> payload;  // DATA bytes
+  Payload payload;  // DATA bytes
   ByeReason reason = ByeReason::normal;
   bool delivered = false;  // packet mode: handed to the application on arrival already
 };
@@ -34,7 +53,7 @@ class ReorderBuffer {
   // deliver_early (packet mode) moves the payload of the stored, undelivered DATA frame |seq|
   // out and marks it delivered; the slot stays until the head passes it (dedup).
   // Precondition: insert(seq) just returned stored.
-  [[nodiscard]] std::vector<std::byte> deliver_early(std::uint64_t seq);
+  [[nodiscard]] Payload deliver_early(std::uint64_t seq);
   [[nodiscard]] bool head_ready() const { return !slots_.empty() && slots_.front().has_value(); }
   [[nodiscard]] RecvItem& head() { return *slots_.front(); }
   // pop_head consumes the head slot (precondition: head_ready()) and advances expected().

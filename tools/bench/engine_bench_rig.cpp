@@ -4,6 +4,7 @@
 #include "lab/lab_util.hpp"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cstring>
@@ -159,6 +160,7 @@ TransferResult transfer(Conn& client, Conn& server, std::uint64_t total,
   std::string sha_sent;
   const auto start = Clock::now();
   std::thread writer([&] {
+    (void)::pthread_setname_np(::pthread_self(), "bench-writer");
     Sha256 sha;
     std::vector<std::byte> buf = block;
     std::uint64_t off = 0;

@@ -198,9 +198,9 @@ TEST_CASE("engine flow: two-step writes and lent reads carry a stream intact",
       }
       std::size_t off = 0;
       for (const auto& l : rl) {
-        std::copy(l.buf.begin() + static_cast<std::ptrdiff_t>(l.off), l.buf.end(),
-                  dst.begin() + static_cast<std::ptrdiff_t>(off));
-        off += l.buf.size() - l.off;
+        const auto b = l.bytes();
+        std::copy(b.begin(), b.end(), dst.begin() + static_cast<std::ptrdiff_t>(off));
+        off += b.size();
       }
       partial_reads += off < r->bytes ? 1 : 0;
       n.server->recycle(rl);
@@ -444,10 +444,10 @@ TEST_CASE("engine flow: an idle flow gives its pooled buffers back",
   wire_transfer(net, t);
   REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
   REQUIRE(net.run_until([&] { return net.client.stats().ledger_frames == 0; }, 1s));
+  // The sender's frame buffers come back through the pool. (The receiver's payloads are views
+  // of its receive chunks, which go back to the process-wide cache, not to its pool.)
   const auto busy_client = net.client.stats().pooled_buffers;
-  const auto busy_server = net.server->stats().pooled_buffers;
   CHECK(busy_client > 4);  // the transfer left buffers to recycle
-  CHECK(busy_server > 4);
   net.run_until([&] { return false; }, 3s);  // idle for longer than the 2 s trim age
   CHECK(net.client.stats().pooled_buffers <= 4);
   CHECK(net.server->stats().pooled_buffers <= 4);

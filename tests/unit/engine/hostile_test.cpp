@@ -11,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <string>
 
 using namespace rendr;
@@ -290,4 +291,120 @@ TEST_CASE("engine hostile: peer BYE reasons map to errors, only normal is EOF",
       CHECK(r->eof);
     }
   }
+}
+
+TEST_CASE("engine receive chunks: reads of any size give one stream, lent views outlive chunks",
+          "[engine][hostile][chunks]") {
+  FlowConfig cfg;  // default bounds: the whole stream may sit unread
+  auto s = make_server(Framing::stream, cfg);
+  // 300 DATA frames of 1 .. 32 768 bytes, each byte a function of its stream offset.
+  std::vector<std::byte> wire;
+  std::vector<std::byte> expect;
+  std::vector<std::size_t> ends;  // frame boundaries in |wire|
+  std::uint32_t x = 12345;
+  const auto next = [&x] {
+    x = x * 1103515245U + 12345U;
+    return x >> 8;
+  };
+  for (std::uint64_t seq = 1; seq <= 300; ++seq) {
+    const std::size_t len = seq % 7 == 0 ? kMaxPayload : 1 + next() % kMaxPayload;
+    std::vector<std::byte> payload(len);
+    for (auto& b : payload) {
+      b = static_cast<std::byte>((expect.size() + static_cast<std::size_t>(&b - payload.data())) * 31U);
+    }
+    expect.insert(expect.end(), payload.begin(), payload.end());
+    auto f = framed(Data{seq, payload, false});
+    wire.insert(wire.end(), f.begin(), f.end());
+    ends.push_back(wire.size());
+  }
+  std::vector<std::byte> got;
+  std::vector<std::vector<BufferLoan>> held;  // loans kept across later reads and chunk changes
+  std::vector<const void*> chunks;
+  std::size_t views = 0;
+  std::vector<std::byte> out(40'000);
+  const auto drain_held = [&] {
+    for (auto& ls : held) {
+      for (const auto& l : ls) {
+        const auto b = l.bytes();
+        got.insert(got.end(), b.begin(), b.end());
+      }
+      s.core.recycle(ls);
+    }
+    held.clear();
+  };
+  std::size_t fed = 0;
+  int round = 0;
+  while (fed < wire.size()) {
+    auto sp = s.core.recv_space(s.stream_path);
+    REQUIRE_FALSE(sp.space.empty());
+    if (chunks.empty() || chunks.back() != sp.hold.get()) {
+      chunks.push_back(sp.hold.get());
+    }
+    std::size_t want = 1 + next() % 70'000;
+    if (round % 3 == 0) {
+      // Up to a frame boundary: the chunk is then fully parsed while loans still view it.
+      want = *std::upper_bound(ends.begin(), ends.end(), fed) - fed;
+    }
+    const std::size_t n = std::min({sp.space.size(), wire.size() - fed, want});
+    std::copy_n(wire.begin() + static_cast<std::ptrdiff_t>(fed), n, sp.space.begin());
+    sp = RecvSpace{};  // like a carrier read that completed
+    REQUIRE(s.core.on_received(s.stream_path, n, t0).ok());
+    fed += n;
+    // Every other round, lend what arrived and keep the loans a while before copying them.
+    if (++round % 2 == 0) {
+      std::vector<BufferLoan> loans;
+      auto r = s.core.read_loan(out, loans, t0);
+      REQUIRE(r.ok());
+      for (const auto& l : loans) {
+        views += l.shared ? 1 : 0;
+      }
+      // Pieces that did not fit whole were copied to out after the loans: keep them in order.
+      std::size_t lent = 0;
+      for (const auto& l : loans) {
+        lent += l.bytes().size();
+      }
+      if (lent < r->bytes) {
+        BufferLoan tail;
+        tail.buf.assign(out.begin() + static_cast<std::ptrdiff_t>(lent),
+                        out.begin() + static_cast<std::ptrdiff_t>(r->bytes));
+        loans.push_back(std::move(tail));
+      }
+      held.push_back(std::move(loans));
+      if (held.size() > 6) {
+        drain_held();
+      }
+    }
+  }
+  drain_held();
+  for (;;) {
+    auto r = s.core.read(out, t0);
+    REQUIRE(r.ok());
+    if (r->bytes == 0) {
+      break;
+    }
+    got.insert(got.end(), out.begin(), out.begin() + static_cast<std::ptrdiff_t>(r->bytes));
+  }
+  REQUIRE(got.size() == expect.size());
+  CHECK(got == expect);
+  CHECK(chunks.size() > 3);  // the stream crossed several chunks
+  CHECK(views > 100);        // and its payloads were lent where they were read, not copied
+  CHECK(s.core.stats().malformed_frames == 0);
+}
+
+TEST_CASE("engine receive chunks: on_received refuses what recv_space did not offer",
+          "[engine][hostile][chunks]") {
+  auto s = make_server();
+  auto sp = s.core.recv_space(s.stream_path);
+  REQUIRE_FALSE(sp.space.empty());
+  auto too_much = s.core.on_received(s.stream_path, sp.space.size() + 1, t0);
+  REQUIRE_FALSE(too_much.ok());
+  CHECK(too_much.error().code == std::make_error_code(std::errc::invalid_argument));
+  auto unknown = s.core.on_received(s.stream_path + 100, 1, t0);
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(unknown.error().code == make_error_code(errc::unknown_path));
+  CHECK(s.core.recv_space(s.stream_path + 100).space.empty());
+
+  auto d = make_server(Framing::datagram);
+  CHECK(d.core.recv_space(d.stream_path).space.empty());  // datagrams come one by one
+  CHECK_FALSE(d.core.on_received(d.stream_path, 1, t0).ok());
 }

@@ -56,7 +56,7 @@ TEST_CASE("engine reorder: ring by SEQ distance, duplicates, hard caps", "[engin
   detail::ReorderBuffer r(8, 100);
   const auto item = [](std::size_t n) {
     detail::RecvItem i;
-    i.payload.resize(n);
+    i.payload.own.resize(n);
     return i;
   };
   auto a = r.insert(3, item(10));

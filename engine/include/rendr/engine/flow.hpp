@@ -65,7 +65,7 @@ struct FlowConfig {
   std::size_t max_payload = kMaxPayload;   // DATA chunk size (<= kMaxPayload)
   // Send window (replay ledger) and receive side bounds.
   std::size_t ledger_max_frames = 8192;
-  std::size_t ledger_max_bytes = 64U << 20;
+  std::size_t ledger_max_bytes = 16U << 20;
   // Of the ledger, bytes not yet handed to any carrier (a user-space send queue): writes block
   // beyond it, like TCP_NOTSENT_LOWAT. In-flight bytes may still use the whole ledger (long fat
   // paths); a small unsent backlog keeps the working set in cache and memory per flow low.
@@ -197,13 +197,27 @@ struct ReadOutcome {
   bool eof = false;  // peer closed cleanly and every byte before its BYE was read
 };
 
-// A frame buffer lent to a shell so it can copy payload bytes without holding its lock:
-// bytes [off, buf.size()) are the payload (read loans), or the shell appends |payload| bytes
-// after the header space (write reservations).
+// A frame buffer lent to a shell so it can copy payload bytes without holding its lock.
+// Write reservations: the shell appends |payload| bytes to |buf| after the header space.
+// Read loans: bytes() are the payload - [off, buf.size()) of |buf|, or, for bytes that came
+// over a stream carrier, [off, off + payload) of the shared receive chunk |shared|.
 struct BufferLoan {
   std::vector<std::byte> buf;
   std::size_t off = 0;
   std::size_t payload = 0;
+  std::shared_ptr<const std::vector<std::byte>> shared;
+
+  [[nodiscard]] std::span<const std::byte> bytes() const {
+    return shared ? std::span<const std::byte>(shared->data() + off, payload)
+                  : std::span<const std::byte>(buf).subspan(off);
+  }
+};
+
+// Where a stream carrier should read next (FlowCore::recv_space): |space| lies in memory that
+// |hold| keeps alive; keep |hold| until the read has completed.
+struct RecvSpace {
+  std::shared_ptr<void> hold;
+  std::span<std::byte> space;
 };
 
 class FlowCore {
@@ -245,6 +259,12 @@ class FlowCore {
   // datagram paths. Protocol problems never surface here: they drop the path (EvPathDown) or
   // end the flow (EvClosed). Errors: unknown_path only.
   [[nodiscard]] Status on_receive(PathId path, std::span<const std::byte> bytes, TimePoint now);
+  // The same for stream paths without a copy: the shell reads into recv_space(path) and
+  // reports how many bytes it got with on_received. DATA payloads stay where they were read
+  // and are lent to the reader from there. recv_space of an unknown or datagram path is empty;
+  // on_received errors: unknown_path, invalid_argument (more than the space, datagram path).
+  [[nodiscard]] RecvSpace recv_space(PathId path);
+  [[nodiscard]] Status on_received(PathId path, std::size_t n, TimePoint now);
   // path_failed reports a carrier error/EOF seen by the shell; the path is dropped and its
   // frames replayed elsewhere. Errors: unknown_path.
   [[nodiscard]] Status path_failed(PathId path, const Error& cause, TimePoint now);
