@@ -24,6 +24,16 @@
 
 namespace rendr {
 
+void StreamCarrier::async_write_gather(std::span<const std::span<const std::byte>> pieces,
+                                       IoHandler handler) {
+  auto buf = std::make_shared<std::vector<std::byte>>();
+  for (const auto& p : pieces) {
+    buf->insert(buf->end(), p.begin(), p.end());
+  }
+  async_write(*buf, [buf, h = std::move(handler)](std::error_code ec, std::size_t n) { h(ec, n); });
+}
+
+
 namespace detail {
 
 namespace {
@@ -78,6 +88,18 @@ class TcpCarrier final : public StreamCarrier {
   }
   void async_write(std::span<const std::byte> buf, IoHandler handler) override {
     asio::async_write(*sock_, asio::buffer(buf.data(), buf.size()),
+                      [s = sock_, h = std::move(handler)](std::error_code ec, std::size_t n) {
+                        h(ec, n);
+                      });
+  }
+  void async_write_gather(std::span<const std::span<const std::byte>> pieces,
+                          IoHandler handler) override {
+    std::vector<asio::const_buffer> bufs;
+    bufs.reserve(pieces.size());
+    for (const auto& p : pieces) {
+      bufs.emplace_back(p.data(), p.size());
+    }
+    asio::async_write(*sock_, std::move(bufs),
                       [s = sock_, h = std::move(handler)](std::error_code ec, std::size_t n) {
                         h(ec, n);
                       });

@@ -348,20 +348,17 @@ void FlowDriver::flush_locked(const SlotPtr& s) {
   }
   const auto now = Clock::now();
   if (s->stream) {
-    s->out.clear();
-    while (s->out.size() < kStreamChunk) {
-      if (core_->poll_transmit(s->id, s->out, kStreamRoom - s->out.size(), now) == 0) {
-        break;
-      }
-    }
-    if (s->out.empty()) {
+    // Gathered: DATA frames go to the carrier straight from the ledger (writev), pinned there
+    // until the write completes (transmit_done), even if an ACK releases them meanwhile.
+    if (core_->poll_transmit_gather(s->id, s->gather, kStreamRoom, now) == 0) {
       return;
     }
     s->writing = true;
-    s->stream->async_write(std::span<const std::byte>(s->out),
+    s->stream->async_write_gather(s->gather.pieces,
                            [self = shared_from_this(), s](std::error_code ec, std::size_t) {
                              std::unique_lock lk(self->mu);
                              s->writing = false;
+                             self->core_->transmit_done(s->id);
                              if (s->closed) {
                                return;
                              }

@@ -150,7 +150,8 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
     bool started = false;
     bool closed = false;
     bool writing = false;  // stream: async_write pending; packet: waiting for writable
-    std::vector<std::byte> out;
+    std::vector<std::byte> out;  // datagram: the frame being sent
+    engine::TxGather gather;     // stream: the write in flight
     std::vector<std::byte> initial;
     std::string local;
     std::string remote;

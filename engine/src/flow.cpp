@@ -10,6 +10,7 @@
 #include <bit>
 #include <deque>
 #include <map>
+#include <unordered_map>
 
 namespace rendr::engine {
 
@@ -213,6 +214,12 @@ struct FlowCore::Impl {
   std::uint64_t next_probe_id = 1;
   detail::BufferPool pool;
   std::vector<std::vector<std::byte>> released;  // scratch for ledger releases
+  // Ledger frames that gathered writes in flight point to (poll_transmit_gather): how many
+  // writes per frame, the frames of each path's writes, and frames an ACK released meanwhile
+  // (recycled at transmit_done).
+  std::unordered_map<const std::byte*, std::uint32_t> pins;
+  std::map<PathId, std::vector<const std::byte*>> pinned_by_path;
+  std::unordered_map<const std::byte*, std::vector<std::byte>> released_pinned;
   std::vector<BufferLoan> read_scratch;           // read(): the loans it copies out
   int dup_acks = 0;
 
@@ -806,7 +813,18 @@ struct FlowCore::Impl {
       uncount(e);
     }
     const auto rel = ledger.release_below(next, &released);
-    pool.give_all(released);
+    if (pins.empty()) {
+      pool.give_all(released);
+    } else {
+      for (auto& b : released) {
+        if (pins.contains(b.data())) {
+          released_pinned.emplace(b.data(), std::move(b));  // a carrier write still reads it
+        } else {
+          pool.give(std::move(b));
+        }
+      }
+      released.clear();
+    }
     if (rel.data_frames > 0) {
       refresh_zombie();
     }
@@ -1162,22 +1180,59 @@ struct FlowCore::Impl {
 
   // ---------------------------------------------------------------- transmit
 
-  std::size_t transmit(Path& p, std::vector<std::byte>& out, std::size_t max_bytes,
-                       TimePoint now) {
+  // transmit appends frames for |p| to |out|; with |gather| (stream paths) ledger frames are not
+  // copied: |out| collects prefixes and control frames, and |gather| records, per piece, an
+  // offset into |out| or a pinned ledger frame (see poll_transmit_gather).
+  struct GatherPiece {
+    const std::byte* frame = nullptr;  // a pinned ledger frame, or null: out[off, off + len)
+    std::size_t off = 0;
+    std::size_t len = 0;
+  };
+  std::size_t transmit(Path& p, std::vector<std::byte>& out, std::size_t max_bytes, TimePoint now,
+                       std::vector<GatherPiece>* gather = nullptr) {
     const bool stream = p.framing == Framing::stream;
     const std::size_t overhead = stream ? kStreamPrefixSize : 0;
     std::size_t written = 0;
     std::size_t frames = 0;
     const auto fits = [&](std::size_t n) { return written + overhead + n <= max_bytes; };
+    const auto owned_piece = [&](std::size_t from) {
+      if (gather == nullptr || out.size() == from) {
+        return;
+      }
+      if (!gather->empty() && gather->back().frame == nullptr &&
+          gather->back().off + gather->back().len == from) {
+        gather->back().len += out.size() - from;  // adjacent owned bytes: one piece
+      } else {
+        gather->push_back(GatherPiece{nullptr, from, out.size() - from});
+      }
+    };
+    const auto count = [&](std::size_t size) {
+      written += overhead + size;
+      frames += 1;
+      p.counters.frames_tx += 1;
+      p.counters.bytes_tx += size;
+    };
     const auto emit = [&](std::span<const std::byte> frame) {
+      const std::size_t from = out.size();
       if (stream) {
         append_stream_prefix(frame.size(), out);
       }
       out.insert(out.end(), frame.begin(), frame.end());
-      written += overhead + frame.size();
-      frames += 1;
-      p.counters.frames_tx += 1;
-      p.counters.bytes_tx += frame.size();
+      owned_piece(from);
+      count(frame.size());
+    };
+    const auto emit_ledger = [&](const std::vector<std::byte>& frame) {
+      if (gather == nullptr) {
+        emit(frame);
+        return;
+      }
+      const std::size_t from = out.size();
+      append_stream_prefix(frame.size(), out);
+      owned_piece(from);
+      gather->push_back(GatherPiece{frame.data(), 0, frame.size()});
+      pins[frame.data()] += 1;
+      pinned_by_path[p.id].push_back(frame.data());
+      count(frame.size());
     };
     const auto more = [&] { return stream || frames == 0; };
     // Our own unacknowledged bytes on this carrier sit in its buffers ahead of a probe sent now:
@@ -1223,7 +1278,7 @@ struct FlowCore::Impl {
       if (!fits(e->frame.size())) {
         break;
       }
-      emit(e->frame);
+      emit_ledger(e->frame);
       e->last_sent = now;
       e->last_on_datagram = !stream;
       e->last_path = p.id;
@@ -1565,6 +1620,54 @@ std::size_t FlowCore::poll_transmit(PathId path, std::vector<std::byte>& out,
     return 0;
   }
   return m.transmit(*p, out, max_bytes, now);
+}
+
+std::size_t FlowCore::poll_transmit_gather(PathId path, TxGather& out, std::size_t max_bytes,
+                                           TimePoint now) {
+  auto& m = *impl_;
+  out.clear();
+  Impl::Path* p = m.find(path);
+  if (p == nullptr) {
+    return 0;
+  }
+  if (p->framing != Framing::stream) {
+    const std::size_t n = m.transmit(*p, out.owned, max_bytes, now);
+    if (n > 0) {
+      out.pieces.emplace_back(out.owned);
+      out.bytes = n;
+    }
+    return n;
+  }
+  std::vector<Impl::GatherPiece> pieces;
+  const std::size_t n = m.transmit(*p, out.owned, max_bytes, now, &pieces);
+  // |owned| no longer grows: its pieces can point into it now.
+  for (const auto& g : pieces) {
+    out.pieces.push_back(g.frame != nullptr ? std::span<const std::byte>(g.frame, g.len)
+                                            : std::span<const std::byte>(out.owned).subspan(
+                                                  g.off, g.len));
+  }
+  out.bytes = n;
+  return n;
+}
+
+void FlowCore::transmit_done(PathId path) {
+  auto& m = *impl_;
+  auto it = m.pinned_by_path.find(path);
+  if (it == m.pinned_by_path.end()) {
+    return;
+  }
+  for (const std::byte* f : it->second) {
+    auto pin = m.pins.find(f);
+    if (pin == m.pins.end() || --pin->second > 0) {
+      continue;
+    }
+    m.pins.erase(pin);
+    if (auto r = m.released_pinned.find(f); r != m.released_pinned.end()) {
+      m.pool.give(std::move(r->second));
+      m.released_pinned.erase(r);
+    }
+  }
+  m.pinned_by_path.erase(it);
 }
 
 bool FlowCore::wants_transmit(PathId path) const {

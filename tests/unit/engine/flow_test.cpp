@@ -680,3 +680,77 @@ TEST_CASE("engine flow: a closing flow whose path died takes a new one and still
   CHECK(t.complete());
   CHECK_FALSE(net.client.close_error().has_value());
 }
+
+TEST_CASE("engine flow: gathered writes pin ledger frames until transmit_done, even when ACKed",
+          "[engine][flow][memory]") {
+  FlowConfig cfg;
+  auto c = FlowCore::client(cfg, make_id(1), make_id(2));
+  REQUIRE(c.ok());
+  FlowCore& client = *c;
+  TimePoint now = TimePoint{} + 1h;
+  const PathId cp = *client.add_path({}, now);
+  TxGather g;
+  REQUIRE(client.poll_transmit_gather(cp, g, 1 << 20, now) > 0);  // HELLO, owned bytes
+  std::vector<std::byte> wire;
+  for (auto piece : g.pieces) {
+    wire.insert(wire.end(), piece.begin(), piece.end());
+  }
+  CHECK(wire.size() == g.bytes);
+  client.transmit_done(cp);
+  StreamDeframer d;
+  d.feed(wire);
+  auto first = d.next();
+  REQUIRE(first.ok());
+  auto hello = classify_first_frame(**first);
+  REQUIRE(hello.ok());
+  auto s = FlowCore::server(cfg, std::get<Hello>(*hello), make_id(3), {}, now);
+  REQUIRE(s.ok());
+  FlowCore& server = *s;
+  const PathId sp = server.path_ids().front();
+  const auto server_to_client = [&] {
+    std::vector<std::byte> back;
+    while (server.poll_transmit(sp, back, 1 << 20, now) > 0) {
+    }
+    REQUIRE(client.on_receive(cp, back, now).ok());
+  };
+  server_to_client();  // HELLO_ACK
+  REQUIRE(client.state() == FlowState::active);
+
+  // 256 KiB of DATA, gathered: the pieces point into the ledger (no copy of the payload).
+  rendr::test::Pattern pattern(7);
+  std::vector<std::byte> src(256 * 1024);
+  pattern.fill(0, src);
+  REQUIRE(*client.write(src, now) == src.size());
+  REQUIRE(client.poll_transmit_gather(cp, g, 1 << 20, now) > src.size());
+  std::vector<std::byte> sent;
+  std::size_t big_pieces = 0;
+  for (auto piece : g.pieces) {
+    sent.insert(sent.end(), piece.begin(), piece.end());
+    const bool in_owned = piece.data() >= g.owned.data() &&
+                          piece.data() < g.owned.data() + g.owned.size();
+    big_pieces += !in_owned && piece.size() > kMaxPayload ? 1 : 0;
+  }
+  CHECK(big_pieces == src.size() / kMaxPayload);
+  // The peer gets it all and acknowledges: the ledger releases every frame while the "carrier
+  // write" is still in flight.
+  REQUIRE(server.on_receive(sp, sent, now).ok());
+  server_to_client();
+  REQUIRE(client.stats().ledger_frames == 0);
+  const auto pooled_before = client.stats().pooled_buffers;
+  // New writes take frame buffers from the pool: the pinned ones must not be among them.
+  std::vector<std::byte> other(256 * 1024, std::byte{0xEE});
+  REQUIRE(*client.write(other, now) == other.size());
+  std::vector<std::byte> still;
+  for (auto piece : g.pieces) {
+    still.insert(still.end(), piece.begin(), piece.end());
+  }
+  CHECK(still == sent);  // what the carrier is writing did not change under it
+  client.transmit_done(cp);
+  CHECK(client.stats().pooled_buffers >= pooled_before + src.size() / kMaxPayload);
+  // And the server read exactly the pattern.
+  std::vector<std::byte> dst(src.size());
+  auto r = server.read(dst, now);
+  REQUIRE(r.ok());
+  REQUIRE(r->bytes == src.size());
+  CHECK(pattern.mismatch(0, dst) == -1);
+}

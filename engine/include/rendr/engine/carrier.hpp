@@ -59,6 +59,12 @@ class StreamCarrier {
   virtual void async_read_some(std::span<std::byte> buf, IoHandler handler) = 0;
   // async_write writes all of |buf| (valid until the handler runs), then calls |handler|.
   virtual void async_write(std::span<const std::byte> buf, IoHandler handler) = 0;
+  // async_write_gather writes all |pieces| in order (each valid until the handler runs), then
+  // calls |handler| with the total. The engine sends frames from its replay ledger this way,
+  // without copying them. The default copies the pieces into one buffer for async_write;
+  // override it when the carrier can gather (writev).
+  virtual void async_write_gather(std::span<const std::span<const std::byte>> pieces,
+                                  IoHandler handler);
   // close ends the carrier; pending operations complete with an error. Idempotent.
   virtual void close() = 0;
   // describe: local and remote address, for stats ("10.10.1.1:40000", "10.10.1.2:7000").

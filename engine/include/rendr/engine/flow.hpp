@@ -213,6 +213,20 @@ struct BufferLoan {
   }
 };
 
+// A gathered transmission for a stream carrier (FlowCore::poll_transmit_gather): write
+// |pieces| in order. They point into |owned| (length prefixes, control frames) or straight into
+// frames of the replay ledger, which the core keeps unchanged until transmit_done(path).
+struct TxGather {
+  std::vector<std::byte> owned;
+  std::vector<std::span<const std::byte>> pieces;
+  std::size_t bytes = 0;  // total of |pieces|
+  void clear() {
+    owned.clear();
+    pieces.clear();
+    bytes = 0;
+  }
+};
+
 // Where a stream carrier should read next (FlowCore::recv_space): |space| lies in memory that
 // |hold| keeps alive; keep |hold| until the read has completed.
 struct RecvSpace {
@@ -284,6 +298,13 @@ class FlowCore {
   // stall timeout is declared dead.
   std::size_t poll_transmit(PathId path, std::vector<std::byte>& out, std::size_t max_bytes,
                             TimePoint now);
+  // poll_transmit_gather is poll_transmit for stream paths without copying DATA frames: it
+  // appends to |out| (cleared first) and returns the bytes it holds. Ledger frames it points to
+  // stay pinned - not recycled even when an ACK releases them - until transmit_done(path), which
+  // the shell must call once its write of |out| completed or failed, also after the path died.
+  std::size_t poll_transmit_gather(PathId path, TxGather& out, std::size_t max_bytes,
+                                   TimePoint now);
+  void transmit_done(PathId path);
   [[nodiscard]] bool wants_transmit(PathId path) const;
   [[nodiscard]] std::vector<PathId> path_ids() const;
   [[nodiscard]] std::optional<FlowEvent> poll_event();
