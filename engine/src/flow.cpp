@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <bit>
 #include <deque>
+#include <atomic>
 #include <map>
 #include <unordered_map>
 
@@ -206,6 +207,13 @@ struct FlowCore::Impl {
   // The chunk being parsed (on_received): DATA frames inside it become views, not copies.
   const std::vector<std::byte>* rx_source = nullptr;
   std::shared_ptr<std::vector<std::byte>> rx_source_ref;
+  // Receive chunk memory alive for this flow (views keep chunks alive). A view pins its whole
+  // chunk, so a peer that sends a little DATA among much else could make a few payload bytes
+  // hold a lot of memory; past rx_pinned_max new payloads are copied instead, and memory stays
+  // within twice the configured receive bounds.
+  std::shared_ptr<std::atomic<std::size_t>> rx_pinned =
+      std::make_shared<std::atomic<std::size_t>>(0);
+  std::size_t rx_pinned_max = 0;
   std::size_t delivered_bytes = 0;
   std::uint64_t last_ack_sent = 1;
 
@@ -237,7 +245,9 @@ struct FlowCore::Impl {
         bond((c.caps & kCapsPacketMode) != 0 ? 1 : c.bond_pin, c.bond_stuck_multiplier),
         ledger(c.ledger_max_frames, c.ledger_max_bytes, kControlReserve),
         reorder(c.reorder_max_frames, c.reorder_max_bytes),
-        zombie_left(c.zombie_max_migrations) {}
+        zombie_left(c.zombie_max_migrations) {
+    rx_pinned_max = c.recv_window_bytes + c.reorder_max_bytes;
+  }
 
   // ---------------------------------------------------------------- helpers
 
@@ -660,7 +670,8 @@ struct FlowCore::Impl {
       detail::RecvItem item;
       const std::byte* at = d->payload.data();
       if (rx_source != nullptr && !d->payload.empty() && at >= rx_source->data() &&
-          at + d->payload.size() <= rx_source->data() + rx_source->size()) {
+          at + d->payload.size() <= rx_source->data() + rx_source->size() &&
+          rx_pinned->load(std::memory_order_relaxed) <= rx_pinned_max) {
         item.payload.chunk = rx_source_ref;
         item.payload.off = static_cast<std::size_t>(at - rx_source->data());
         item.payload.len = d->payload.size();
@@ -1478,7 +1489,7 @@ RecvSpace FlowCore::recv_space(PathId path) {
   if (!p->rx_chunk || p->rx_chunk->size() - p->rx_end < need) {
     const std::size_t size =
         std::max(p->rx_next, std::bit_ceil(pending + need));  // a frame always fits whole
-    auto fresh = detail::FrameCache::instance().make_chunk(size);
+    auto fresh = detail::FrameCache::instance().make_chunk(size, m.rx_pinned);
     if (pending > 0) {
       std::copy_n(p->rx_chunk->data() + p->rx_parse, pending, fresh->data());
     }
@@ -2051,6 +2062,7 @@ FlowStats FlowCore::stats() const {
   s.reorder_frames = m.reorder.frames();
   s.delivered_unread = m.delivered_bytes;
   s.pooled_buffers = m.pool.size();
+  s.recv_chunk_bytes = m.rx_pinned->load(std::memory_order_relaxed);
   for (const auto& [id, p] : m.paths) {
     PathInfo i = p.counters;
     i.id = id;

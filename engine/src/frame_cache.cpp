@@ -91,7 +91,8 @@ void FrameCache::free_over_limit_locked() {
   }
 }
 
-std::shared_ptr<Buffer> FrameCache::make_chunk(std::size_t size) {
+std::shared_ptr<Buffer> FrameCache::make_chunk(std::size_t size,
+                                               std::shared_ptr<std::atomic<std::size_t>> account) {
   Buffer b;
   if (size == kChunkSize) {
     std::lock_guard lk(mu_);
@@ -107,7 +108,13 @@ std::shared_ptr<Buffer> FrameCache::make_chunk(std::size_t size) {
     b = fresh_buffer(size);
     b.resize(size);
   }
-  return std::shared_ptr<Buffer>(new Buffer(std::move(b)), [](Buffer* p) {
+  if (account) {
+    account->fetch_add(size, std::memory_order_relaxed);
+  }
+  return std::shared_ptr<Buffer>(new Buffer(std::move(b)), [account](Buffer* p) {
+    if (account) {
+      account->fetch_sub(p->size(), std::memory_order_relaxed);
+    }
     if (p->size() == kChunkSize) {
       instance().give_chunk(std::move(*p));
     }

@@ -6,6 +6,7 @@
 
 #include <rendr/engine/frame_cache.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -35,7 +36,10 @@ class FrameCache {
   // make_chunk returns a receive chunk of |size| bytes (a stream carrier reads into it, the DATA
   // payloads it holds are views of it). Chunks of kChunkSize come from the cache and go back
   // to it when the last view is gone, from whichever thread drops it.
-  std::shared_ptr<Buffer> make_chunk(std::size_t size);
+  // |account| (optional) is raised by |size| now and lowered again when the chunk is freed: a
+  // flow's count of the chunk memory its views keep alive.
+  std::shared_ptr<Buffer> make_chunk(std::size_t size,
+                                     std::shared_ptr<std::atomic<std::size_t>> account = nullptr);
   static constexpr std::size_t kChunkSize = 256 * 1024;
 
   static constexpr std::size_t kMinCapacity = 16 * 1024;

@@ -42,6 +42,8 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   w.kv("replayed_frames", s.replayed_frames);
   w.kv("ledger_frames", static_cast<std::uint64_t>(s.ledger_frames));
   w.kv("ledger_bytes", static_cast<std::uint64_t>(s.ledger_bytes));
+  w.kv("delivered_unread", static_cast<std::uint64_t>(s.delivered_unread));
+  w.kv("recv_chunk_bytes", static_cast<std::uint64_t>(s.recv_chunk_bytes));
   w.kv("backpressure_events", s.backpressure_events);
   w.kv("paths_lost", s.paths_lost);
   w.kv("path_redials", s.path_redials);

@@ -408,3 +408,33 @@ TEST_CASE("engine receive chunks: on_received refuses what recv_space did not of
   CHECK(d.core.recv_space(d.stream_path).space.empty());  // datagrams come one by one
   CHECK_FALSE(d.core.on_received(d.stream_path, 1, t0).ok());
 }
+
+TEST_CASE("engine receive chunks: a little DATA among much else cannot pin chunk memory",
+          "[engine][hostile][chunks][memory]") {
+  FlowConfig cfg = small_config();
+  cfg.recv_window_bytes = 64 * 1024;
+  auto s = make_server(Framing::stream, cfg);
+  // Each round: one 1-byte DATA frame in order, then 224 KiB of duplicates of frame 1 (dropped
+  // on arrival). Viewed in place, each byte would keep a whole receive chunk alive.
+  const std::vector<std::byte> big(kMaxPayload, std::byte{0x55});
+  const auto dup = framed(Data{1, big, false});
+  std::string expect;
+  for (std::uint64_t seq = 1; seq <= 200; ++seq) {
+    const std::string one(1, static_cast<char>('a' + seq % 26));
+    expect += one;
+    std::vector<std::byte> round = data_frame(seq, one);
+    for (int i = 0; i < 7; ++i) {
+      round.insert(round.end(), dup.begin(), dup.end());
+    }
+    REQUIRE(s.core.on_receive(s.stream_path, round, t0).ok());
+  }
+  const auto st = s.core.stats();
+  CHECK(st.state == FlowState::active);
+  CHECK(st.delivered_unread == 200);
+  CHECK(st.recv_dups >= 7 * 199);
+  // Bounded by the receive bounds (window + reorder bytes), plus the chunks being read into.
+  CHECK(st.recv_chunk_bytes <= cfg.recv_window_bytes + cfg.reorder_max_bytes + 512 * 1024);
+  CHECK(read_all(s.core) == expect);
+  // Everything read: only the path's own chunk is left.
+  CHECK(s.core.stats().recv_chunk_bytes <= 256 * 1024);
+}

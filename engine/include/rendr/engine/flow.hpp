@@ -187,6 +187,7 @@ struct FlowStats {
   std::size_t reorder_frames = 0;
   std::size_t delivered_unread = 0;
   std::size_t pooled_buffers = 0;  // recycled frame buffers kept (trimmed when idle >= 2 s)
+  std::size_t recv_chunk_bytes = 0;  // receive chunks alive (held by paths and unread payloads)
   std::uint64_t paths_lost = 0;  // paths that went down (any reason)
   std::uint64_t path_redials = 0;  // paths re-dialled by DialOptions::retry (shell-filled)
   std::string last_path_down;    // why the most recent one went down ("" = none yet)
