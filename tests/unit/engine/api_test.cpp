@@ -84,6 +84,23 @@ ListenOptions listen_opts() {
   return o;
 }
 
+// Dialed: a Dialer, its flow, and the listener's end of it - what most tests start with.
+struct Dialed {
+  Result<std::unique_ptr<Dialer>> d;
+  Result<ConnPtr> c;
+  Result<ConnPtr> s;
+};
+
+Dialed dial_pair(Listener& l, DialOptions o) {
+  auto d = Dialer::create(std::move(o));
+  REQUIRE_OK(d);
+  auto c = (*d)->dial();
+  REQUIRE_OK(c);
+  auto s = l.accept(deadline_in(5s));
+  REQUIRE_OK(s);
+  return Dialed{std::move(d), std::move(c), std::move(s)};
+}
+
 // Writes |total| pattern bytes on |c| from a thread while the caller reads them elsewhere.
 struct Writer {
   Writer(Conn& c, std::uint64_t total, std::uint32_t seed)
@@ -163,12 +180,7 @@ TEST_CASE("engine api: tcp dial, two paths, bytes both ways, migrate, clean clos
           "[engine][api][tcp]") {
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
-  auto d = Dialer::create(dial_opts({tcp_path(**l, "a"), tcp_path(**l, "b")}));
-  REQUIRE_OK(d);
-  auto c = (*d)->dial();
-  REQUIRE_OK(c);
-  auto s = (*l)->accept(deadline_in(5s));
-  REQUIRE_OK(s);
+  auto [d, c, s] = dial_pair(**l, dial_opts({tcp_path(**l, "a"), tcp_path(**l, "b")}));
   Conn& client = **c;
   Conn& server = **s;
 
@@ -229,12 +241,7 @@ TEST_CASE("engine api: a killed carrier is no error, bytes arrive over the other
           "[engine][api][tcp]") {
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
-  auto d = Dialer::create(dial_opts({tcp_path(**l), tcp_path(**l)}));
-  REQUIRE_OK(d);
-  auto c = (*d)->dial();
-  REQUIRE_OK(c);
-  auto s = (*l)->accept(deadline_in(5s));
-  REQUIRE_OK(s);
+  auto [d, c, s] = dial_pair(**l, dial_opts({tcp_path(**l), tcp_path(**l)}));
   std::atomic<int> deaths{0};
   (void)(*c)->on_migrate([&](const MigrateEvent& e) {
     if (e.cause == engine::MigrateCause::death) {
@@ -260,12 +267,7 @@ TEST_CASE("engine api: with retry on, a killed only path is re-dialled and nothi
   o.retry.min_backoff = 50ms;
   o.retry.max_backoff = 200ms;
   o.retry.attempt_timeout = 2s;
-  auto d = Dialer::create(o);
-  REQUIRE_OK(d);
-  auto c = (*d)->dial();
-  REQUIRE_OK(c);
-  auto s = (*l)->accept(deadline_in(5s));
-  REQUIRE_OK(s);
+  auto [d, c, s] = dial_pair(**l, o);
   const auto k = transfer_killing_active(**c, **s, 8U << 20, 5);
   CHECK(k.killed);
   CHECK(k.writer_error.empty());
@@ -292,12 +294,7 @@ TEST_CASE("engine api: retry leaves a path removed with remove_path alone; bad r
   auto o = dial_opts({tcp_path(**l, "p1"), tcp_path(**l, "p2")});
   o.retry.enabled = true;
   o.retry.min_backoff = 20ms;
-  auto d = Dialer::create(o);
-  REQUIRE_OK(d);
-  auto c = (*d)->dial();
-  REQUIRE_OK(c);
-  auto s = (*l)->accept(deadline_in(5s));
-  REQUIRE_OK(s);
+  auto [d, c, s] = dial_pair(**l, o);
   REQUIRE((*c)->stats().paths.size() == 2);
   const PathId other = (*c)->stats().paths.at(0).active ? (*c)->stats().paths.at(1).id
                                                          : (*c)->stats().paths.at(0).id;
@@ -320,12 +317,7 @@ TEST_CASE("engine api: all paths gone past the budget is MigrationBudgetExceeded
   REQUIRE_OK(l);
   auto o = dial_opts({tcp_path(**l)});
   o.migration_budget = 300ms;
-  auto d = Dialer::create(o);
-  REQUIRE_OK(d);
-  auto c = (*d)->dial();
-  REQUIRE_OK(c);
-  auto s = (*l)->accept(deadline_in(5s));
-  REQUIRE_OK(s);
+  auto [d, c, s] = dial_pair(**l, o);
   (*c)->kill_path_for_test((*c)->active_path());
   std::byte b[8];
   auto r = (*c)->read_some(b, deadline_in(5s));
@@ -340,12 +332,7 @@ TEST_CASE("engine api: deadlines, refused mode switch, remove_path, add_path",
           "[engine][api][admin]") {
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
-  auto d = Dialer::create(dial_opts({tcp_path(**l)}));
-  REQUIRE_OK(d);
-  auto c = (*d)->dial();
-  REQUIRE_OK(c);
-  auto s = (*l)->accept(deadline_in(5s));
-  REQUIRE_OK(s);
+  auto [d, c, s] = dial_pair(**l, dial_opts({tcp_path(**l)}));
   Conn& client = **c;
 
   std::byte b[8];
@@ -618,12 +605,7 @@ TEST_CASE("engine api: write_engine_status publishes flows for rendrctl status",
   const std::string dir = tmpl;
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
-  auto d = Dialer::create(dial_opts({tcp_path(**l, "one"), tcp_path(**l, "two")}));
-  REQUIRE_OK(d);
-  auto c = (*d)->dial();
-  REQUIRE_OK(c);
-  auto s = (*l)->accept(deadline_in(5s));
-  REQUIRE_OK(s);
+  auto [d, c, s] = dial_pair(**l, dial_opts({tcp_path(**l, "one"), tcp_path(**l, "two")}));
   std::vector<engine::FlowStats> flows{(*c)->stats()};
   for (auto& f : (*l)->stats()) {
     flows.push_back(std::move(f));
