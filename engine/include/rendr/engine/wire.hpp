@@ -169,16 +169,11 @@ void append_stream_prefix(std::size_t frame_size, std::vector<std::byte>& out);
 // (a view valid until the next feed()/next() call), std::nullopt when more input is needed, or
 // frame_too_large for a zero length prefix / a frame shorter than a header. After an error the
 // deframer stays failed: the carrier is out of sync and must be closed.
-// feed() copies; feed_view() does not: whole frames are then returned as views of the fed
-// bytes and only a frame split across inputs is assembled in the internal buffer (the hot
-// receive path). Bytes given to feed_view() must stay valid until next() returned std::nullopt
-// (the incomplete tail has then been copied) or an error, or until the next feed.
+// The listener uses it for the first frame of a fresh carrier; a flow's own stream paths parse
+// in place in their receive chunks (FlowCore::recv_space).
 class StreamDeframer {
  public:
   void feed(std::span<const std::byte> bytes);
-  void feed_view(std::span<const std::byte> bytes);
-  // settle copies what is left of a feed_view() input (call it when stopping early).
-  void settle() { stash_view(); }
   [[nodiscard]] Result<std::optional<std::span<const std::byte>>> next();
   [[nodiscard]] std::size_t buffered() const { return buf_.size() - pos_ + view_.size(); }
   // release_buffered hands back the bytes not yet returned as frames (a listener that read the
@@ -187,6 +182,9 @@ class StreamDeframer {
   [[nodiscard]] bool failed() const { return failed_; }
 
  private:
+  // feed_view takes bytes without copying them (feed() copies what next() has not consumed
+  // right after): whole frames are returned as views and only a split frame is assembled.
+  void feed_view(std::span<const std::byte> bytes);
   void stash_view();  // copy the unconsumed fed bytes into buf_
   void take_from_view(std::size_t n);
   std::vector<std::byte> buf_;  // an incomplete frame (from pos_)
