@@ -320,12 +320,21 @@ TEST_CASE("engine bond: two tbf-limited paths carry >= 1.7x one path",
   }
   auto p = connect(*rig, **l,
                    dial_opts({EngineRig::path(1, port), EngineRig::path(2, port)}, Mode::bond));
-  auto res = bench::transfer(*p.client, *p.server, 2 * kOne);
+  // Both ends' stats half-way through, for a failure report (after the transfer the flow is
+  // closed and its paths are gone).
+  std::string mid;
+  auto res = bench::transfer(*p.client, *p.server, 2 * kOne, [&](std::uint64_t off) {
+    if (mid.empty() && off >= kOne) {
+      mid = "client: " + engine::flow_stats_json(p.client->stats()) +
+            "\n  server: " + engine::flow_stats_json(p.server->stats());
+    }
+  });
   INFO(res.error);
   REQUIRE(res.error.empty());
   CHECK(res.sha_sent == res.sha_received);
   const double two = static_cast<double>(2 * kOne) / res.seconds;
   WARN("bond: one path " << one / 1e6 << " MB/s, bond " << two / 1e6 << " MB/s, ratio "
                          << two / one << ", stuck skips " << p.client->bond_stuck_skips());
+  INFO("half-way: " << mid);
   CHECK(two / one >= 1.7);
 }

@@ -77,7 +77,9 @@ struct FlowConfig {
   Duration probe_interval = std::chrono::seconds(1);
   Duration fresh_min = std::chrono::milliseconds(500);
   Duration fresh_max = std::chrono::seconds(4);
-  Duration stall_min = std::chrono::milliseconds(100);
+  // A write stall shorter than this never kills a path: a TCP carrier legitimately waits one
+  // retransmission timeout (>= 200 ms on Linux) after a tail loss.
+  Duration stall_min = std::chrono::milliseconds(300);
   Duration stall_max = std::chrono::seconds(2);
   Duration rto_min = std::chrono::milliseconds(20);  // datagram carriers only
   Duration rto_max = std::chrono::seconds(1);
