@@ -205,8 +205,7 @@ struct FlowCore::Impl {
   std::deque<detail::Payload> delivered;
   std::size_t delivered_front_off = 0;
   // The chunk being parsed (on_received): DATA frames inside it become views, not copies.
-  const std::vector<std::byte>* rx_source = nullptr;
-  std::shared_ptr<std::vector<std::byte>> rx_source_ref;
+  std::shared_ptr<std::vector<std::byte>> rx_source;
   // Receive chunk memory alive for this flow (views keep chunks alive). A view pins its whole
   // chunk, so a peer that sends a little DATA among much else could make a few payload bytes
   // hold a lot of memory; past rx_pinned_max new payloads are copied instead, and memory stays
@@ -669,10 +668,10 @@ struct FlowCore::Impl {
     if (auto* d = std::get_if<Data>(&f)) {
       detail::RecvItem item;
       const std::byte* at = d->payload.data();
-      if (rx_source != nullptr && !d->payload.empty() && at >= rx_source->data() &&
+      if (rx_source && !d->payload.empty() && at >= rx_source->data() &&
           at + d->payload.size() <= rx_source->data() + rx_source->size() &&
           rx_pinned->load(std::memory_order_relaxed) <= rx_pinned_max) {
-        item.payload.chunk = rx_source_ref;
+        item.payload.chunk = rx_source;
         item.payload.off = static_cast<std::size_t>(at - rx_source->data());
         item.payload.len = d->payload.size();
       } else {
@@ -1199,6 +1198,7 @@ struct FlowCore::Impl {
     std::size_t off = 0;
     std::size_t len = 0;
   };
+  std::vector<GatherPiece> gather_scratch;  // poll_transmit_gather's, kept between calls
   std::size_t transmit(Path& p, std::vector<std::byte>& out, std::size_t max_bytes, TimePoint now,
                        std::vector<GatherPiece>* gather = nullptr) {
     const bool stream = p.framing == Framing::stream;
@@ -1442,8 +1442,8 @@ Status FlowCore::on_receive(PathId path, std::span<const std::byte> bytes, TimeP
   if (p == nullptr) {
     return make_error(errc::unknown_path, "on_receive: path " + std::to_string(path));
   }
-  p->counters.bytes_rx += bytes.size();
   if (p->framing == Framing::datagram) {
+    p->counters.bytes_rx += bytes.size();  // (stream bytes are counted by on_received)
     auto f = decode_frame(bytes);
     if (!f.ok()) {
       m.on_decode_error(*p, std::move(f).take_error(), now);
@@ -1452,7 +1452,6 @@ Status FlowCore::on_receive(PathId path, std::span<const std::byte> bytes, TimeP
     }
   } else {
     // Through the receive chunk, like a carrier read (a copy: these bytes are the caller's).
-    p->counters.bytes_rx -= bytes.size();  // on_received counts them
     while (!bytes.empty()) {
       auto sp = recv_space(path);
       if (sp.space.empty()) {
@@ -1479,8 +1478,7 @@ RecvSpace FlowCore::recv_space(PathId path) {
   const std::size_t pending = p->rx_end - p->rx_parse;
   if (pending >= kStreamPrefixSize) {
     // Part of a frame is here: its whole length must fit in the chunk.
-    const auto* q = p->rx_chunk->data() + p->rx_parse;
-    const std::size_t len = (static_cast<std::size_t>(q[0]) << 8) | static_cast<std::size_t>(q[1]);
+    const std::size_t len = stream_prefix_length(p->rx_chunk->data() + p->rx_parse);
     need = std::max(need, kStreamPrefixSize + len - pending);
   }
   if (p->rx_chunk && pending == 0 && p->rx_chunk.use_count() == 1) {
@@ -1522,8 +1520,7 @@ Status FlowCore::on_received(PathId path, std::size_t n, TimePoint now) {
   // Hold the chunk here: handle_frame may kill this very path (bridge rejected), and the frame
   // being handled lies in it. Re-find the path after every frame.
   const auto chunk = p->rx_chunk;
-  m.rx_source = chunk.get();
-  m.rx_source_ref = chunk;
+  m.rx_source = chunk;
   while (true) {
     p = m.find(path);
     if (p == nullptr || p->rx_chunk != chunk) {
@@ -1534,14 +1531,10 @@ Status FlowCore::on_received(PathId path, std::size_t n, TimePoint now) {
       break;
     }
     const std::byte* q = chunk->data() + p->rx_parse;
-    const std::size_t len = (static_cast<std::size_t>(q[0]) << 8) | static_cast<std::size_t>(q[1]);
+    const std::size_t len = stream_prefix_length(q);
     if (len < kHeaderSize) {
       p->rx_failed = true;
-      m.on_decode_error(*p,
-                        make_error(errc::frame_too_large, "stream length prefix " +
-                                                              std::to_string(len) +
-                                                              " < 8-byte header"),
-                        now);
+      m.on_decode_error(*p, short_stream_prefix(len), now);
       break;
     }
     if (avail < kStreamPrefixSize + len) {
@@ -1558,8 +1551,7 @@ Status FlowCore::on_received(PathId path, std::size_t n, TimePoint now) {
     // mark measures real reordering (G5 evidence), not batch size.
     m.drain_reorder(now);
   }
-  m.rx_source = nullptr;
-  m.rx_source_ref.reset();
+  m.rx_source.reset();
   m.drain_reorder(now);
   return {};
 }
@@ -1649,7 +1641,8 @@ std::size_t FlowCore::poll_transmit_gather(PathId path, TxGather& out, std::size
     }
     return n;
   }
-  std::vector<Impl::GatherPiece> pieces;
+  auto& pieces = m.gather_scratch;
+  pieces.clear();
   const std::size_t n = m.transmit(*p, out.owned, max_bytes, now, &pieces);
   // |owned| no longer grows: its pieces can point into it now.
   for (const auto& g : pieces) {

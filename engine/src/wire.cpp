@@ -139,6 +139,15 @@ void append_stream_prefix(std::size_t frame_size, std::vector<std::byte>& out) {
   put16(out, static_cast<std::uint16_t>(frame_size));
 }
 
+std::size_t stream_prefix_length(const std::byte* p) {
+  return (static_cast<std::size_t>(p[0]) << 8) | static_cast<std::size_t>(p[1]);
+}
+
+Error short_stream_prefix(std::size_t len) {
+  return make_error(errc::frame_too_large,
+                    "stream length prefix " + std::to_string(len) + " < 8-byte header");
+}
+
 Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
   const auto ctrl_hdr = [&out](Ctrl c, std::uint64_t seq) {
     put_header(out, true, false, static_cast<std::uint16_t>(c), seq);
@@ -490,13 +499,10 @@ Result<std::optional<std::span<const std::byte>>> StreamDeframer::next() {
   if (failed_) {
     return make_error(errc::frame_too_large, "stream deframer already failed");
   }
-  const auto length = [](const std::byte* p) {
-    return (static_cast<std::size_t>(p[0]) << 8) | static_cast<std::size_t>(p[1]);
-  };
+  const auto length = stream_prefix_length;
   const auto too_short = [this](std::size_t len) {
     failed_ = true;
-    return make_error(errc::frame_too_large,
-                      "stream length prefix " + std::to_string(len) + " < 8-byte header");
+    return short_stream_prefix(len);
   };
   if (buf_.size() > pos_) {
     // A frame split across feeds: complete it in the buffer.

@@ -28,6 +28,7 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 
 using namespace rendr;
 using namespace std::chrono_literals;
@@ -85,20 +86,36 @@ ListenOptions listen_opts() {
 }
 
 // Dialed: a Dialer, its flow, and the listener's end of it - what most tests start with.
+// C = ConnPtr (stream flow) or PacketConnPtr (packet flow).
+template <typename C>
 struct Dialed {
   Result<std::unique_ptr<Dialer>> d;
-  Result<ConnPtr> c;
-  Result<ConnPtr> s;
+  Result<C> c;
+  Result<C> s;
 };
 
-Dialed dial_pair(Listener& l, DialOptions o) {
+template <typename C = ConnPtr>
+Dialed<C> dial_pair(Listener& l, DialOptions o) {
+  constexpr bool kPacket = std::is_same_v<C, PacketConnPtr>;
   auto d = Dialer::create(std::move(o));
   REQUIRE_OK(d);
-  auto c = (*d)->dial();
+  Result<C> c = [&] {
+    if constexpr (kPacket) {
+      return (*d)->dial_packet();
+    } else {
+      return (*d)->dial();
+    }
+  }();
   REQUIRE_OK(c);
-  auto s = l.accept(deadline_in(5s));
+  Result<C> s = [&] {
+    if constexpr (kPacket) {
+      return l.accept_packet(deadline_in(5s));
+    } else {
+      return l.accept(deadline_in(5s));
+    }
+  }();
   REQUIRE_OK(s);
-  return Dialed{std::move(d), std::move(c), std::move(s)};
+  return Dialed<C>{std::move(d), std::move(c), std::move(s)};
 }
 
 // Writes |total| pattern bytes on |c| from a thread while the caller reads them elsewhere.
@@ -462,12 +479,7 @@ TEST_CASE("engine api: udpflow serves stream and packet flows on one port",
     CHECK(*r == 0);
   }
   SECTION("packets keep their boundaries, each arrives once") {
-    auto d = Dialer::create(dial_opts({udp_path(**l)}));
-    REQUIRE_OK(d);
-    auto c = (*d)->dial_packet();
-    REQUIRE_OK(c);
-    auto s = (*l)->accept_packet(deadline_in(5s));
-    REQUIRE_OK(s);
+    auto [d, c, s] = dial_pair<PacketConnPtr>(**l, dial_opts({udp_path(**l)}));
     CHECK((*c)->max_packet() == kUdpFlowMaxFrame - engine::kHeaderSize);
     std::vector<std::byte> big((*c)->max_packet() + 1);
     REQUIRE_EERR((*c)->write(big), engine::errc::packet_too_large, "");
@@ -516,12 +528,7 @@ TEST_CASE("engine api: packet flows over tcp carriers keep boundaries and bytes"
   // as its own buffer.
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
-  auto d = Dialer::create(dial_opts({tcp_path(**l)}));
-  REQUIRE_OK(d);
-  auto c = (*d)->dial_packet();
-  REQUIRE_OK(c);
-  auto s = (*l)->accept_packet(deadline_in(5s));
-  REQUIRE_OK(s);
+  auto [d, c, s] = dial_pair<PacketConnPtr>(**l, dial_opts({tcp_path(**l)}));
   const std::size_t max = (*c)->max_packet();
   CHECK(max == engine::kMaxPayload);
   constexpr int kCount = 600;

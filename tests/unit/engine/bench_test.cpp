@@ -24,15 +24,7 @@ TEST_CASE("engine bench: in-memory stream throughput of the core", "[.bench][eng
   const PathId cp = *client.add_path({}, now);
   std::vector<std::byte> wire;
   REQUIRE(client.poll_transmit(cp, wire, 1 << 20, now) > 0);
-  StreamDeframer d;
-  d.feed(wire);
-  auto first = d.next();
-  REQUIRE(first.ok());
-  auto hello = classify_first_frame(**first);
-  REQUIRE(hello.ok());
-  auto s = FlowCore::server(cfg, std::get<Hello>(*hello), make_id(3), {}, now);
-  REQUIRE(s.ok());
-  FlowCore& server = *s;
+  FlowCore server = server_from_hello(cfg, wire, now);
   const PathId sp = server.path_ids().front();
 
   const std::uint64_t total = 2ULL << 30;

@@ -17,6 +17,20 @@ Id128 make_id(std::uint8_t seed) {
   return id;
 }
 
+FlowCore server_from_hello(const FlowConfig& cfg, std::span<const std::byte> wire,
+                           TimePoint now) {
+  StreamDeframer d;
+  d.feed(wire);
+  auto first = d.next();
+  REQUIRE(first.ok());
+  REQUIRE(first->has_value());
+  auto hello = classify_first_frame(**first);
+  REQUIRE(hello.ok());
+  auto s = FlowCore::server(cfg, std::get<Hello>(*hello), make_id(3), {}, now);
+  REQUIRE(s.ok());
+  return std::move(s).value();
+}
+
 namespace {
 
 FlowCore make_client(const FlowConfig& cfg) {

@@ -16,6 +16,7 @@
 #include <functional>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -105,5 +106,8 @@ class FakeNet {
 };
 
 Id128 make_id(std::uint8_t seed);
+// server_from_hello creates the server core from a client's first stream bytes (its HELLO),
+// with path 1 = that carrier - for tests that drive two cores by hand, without a FakeNet.
+FlowCore server_from_hello(const FlowConfig& cfg, std::span<const std::byte> wire, TimePoint now);
 
 }  // namespace rendr::engine::test

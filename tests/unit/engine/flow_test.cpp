@@ -697,15 +697,7 @@ TEST_CASE("engine flow: gathered writes pin ledger frames until transmit_done, e
   }
   CHECK(wire.size() == g.bytes);
   client.transmit_done(cp);
-  StreamDeframer d;
-  d.feed(wire);
-  auto first = d.next();
-  REQUIRE(first.ok());
-  auto hello = classify_first_frame(**first);
-  REQUIRE(hello.ok());
-  auto s = FlowCore::server(cfg, std::get<Hello>(*hello), make_id(3), {}, now);
-  REQUIRE(s.ok());
-  FlowCore& server = *s;
+  FlowCore server = server_from_hello(cfg, wire, now);
   const PathId sp = server.path_ids().front();
   const auto server_to_client = [&] {
     std::vector<std::byte> back;

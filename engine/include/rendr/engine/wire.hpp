@@ -163,6 +163,10 @@ void encode_data_header(std::uint64_t seq, std::vector<std::byte>& out);
 // append_stream_prefix appends the u16 length prefix for a frame of |frame_size| bytes.
 // Precondition: 8 <= frame_size <= kMaxStreamFrame.
 void append_stream_prefix(std::size_t frame_size, std::vector<std::byte>& out);
+// stream_prefix_length reads the u16 length prefix at |p| (2 bytes must be readable);
+// short_stream_prefix is the error for one below kHeaderSize (the carrier is out of sync).
+[[nodiscard]] std::size_t stream_prefix_length(const std::byte* p);
+[[nodiscard]] Error short_stream_prefix(std::size_t len);
 
 // StreamDeframer splits a byte stream (TCP and other ordered carriers) into frames at the u16
 // length prefixes. feed() accepts any split of the input; next() returns the next complete frame
