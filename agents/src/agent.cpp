@@ -1661,8 +1661,12 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
               gw = std::move(*g);
             }
           }
-          auto g = gw ? co_await rpc(*gw, steer_msg(cfg_.name), step_deadline())
-                      : Result<Message>(make_error(std::errc::not_connected, "no gateway"));
+          // if/else, not ?: : GCC 12 miscompiles a conditional whose arm is a co_await
+          // (the awaited temporaries were destroyed twice: the source agent crashed here).
+          Result<Message> g = make_error(std::errc::not_connected, "no gateway");
+          if (gw) {
+            g = co_await rpc(*gw, steer_msg(cfg_.name), step_deadline());
+          }
           if (!g || g->type() != MsgType::steered) {
             undo_errors += "steer back failed: " +
                            (g ? error_of(*g, "steer").message() : g.error().message()) + "; ";
