@@ -129,9 +129,11 @@ void AgentLab::start_agent(const std::string& name, const std::vector<std::strin
   const Netns* ns = &lab.gw;
   if (name == "gw") {
     for (const char* a : {"--listen", "10.0.2.1:7300", "--steer-iface", "vpeer", "--vip",
-                          "10.99.0.1", "--backend", "a=va@10.0.2.2", "--backend",
-                          "b=vb@10.0.3.2", "--default-backend", "a"}) {
+                          "10.99.0.1", "--backend", "a=va@10.0.2.2", "--default-backend", "a"}) {
       argv.emplace_back(a);
+    }
+    if (opt_.gw_knows_b) {
+      argv.insert(argv.end(), {"--backend", "b=vb@10.0.3.2"});
     }
   } else {
     const bool is_a = name == "a";

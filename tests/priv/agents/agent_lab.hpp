@@ -23,6 +23,9 @@ struct AgentLabOptions {
   std::vector<std::string> faults_b;
   int step_timeout_ms = 3000;
   bool start_servers = true;
+  // The gateway knows hostB as a backend; false starts it with hostA only, so it refuses to
+  // steer anything to B.
+  bool gw_knows_b = true;
 };
 
 class AgentLab {
