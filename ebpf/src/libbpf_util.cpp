@@ -57,6 +57,9 @@ int print_cb(libbpf_print_level level, const char* fmt, va_list args) {
   }
   if (level == LIBBPF_WARN) {
     detail::append_warning(line);
+    if (detail::warnings_quiet()) {
+      return n;
+    }
   }
   LogSink sink;
   {
@@ -95,7 +98,11 @@ void append_warning(const std::string& line) {
   }
 }
 
-LibbpfWarnings::LibbpfWarnings() : prev_(t_warnings) { t_warnings = this; }
+bool warnings_quiet() { return t_warnings != nullptr && t_warnings->quiet_; }
+
+LibbpfWarnings::LibbpfWarnings(bool quiet) : prev_(t_warnings), quiet_(quiet) {
+  t_warnings = this;
+}
 LibbpfWarnings::~LibbpfWarnings() { t_warnings = prev_; }
 
 std::string LibbpfWarnings::tail(std::size_t max) const {
