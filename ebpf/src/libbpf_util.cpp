@@ -66,7 +66,9 @@ int print_cb(libbpf_print_level level, const char* fmt, va_list args) {
     std::lock_guard<std::mutex> lock(g_sink_mu);
     sink = g_sink;
   }
-  Logger(sink).log(shifted(level), "libbpf: " + line);
+  // libbpf prefixes most of its own lines with "libbpf: "; say it once.
+  const bool prefixed = line.rfind("libbpf: ", 0) == 0;
+  Logger(sink).log(shifted(level), prefixed ? line : "libbpf: " + line);
   return n;
 }
 
