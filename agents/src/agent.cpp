@@ -136,7 +136,8 @@ struct AppSession {
 
 // One outgoing or incoming TLS channel.
 struct PeerConn {
-  explicit PeerConn(asio::io_context& io, asio::ssl::context& ctx) : stream(io, ctx) {}
+  PeerConn(asio::io_context& io, asio::ssl::context& ctx, std::size_t max_frame)
+      : stream(io, ctx), reader(max_frame) {}
   tls_stream stream;
   FrameReader reader;
   std::string peer_name;
@@ -165,6 +166,7 @@ struct Metrics {
   std::uint64_t restores_failed = 0;
   std::uint64_t offers_rejected = 0;
   std::uint64_t peers_refused = 0;
+  std::uint64_t peer_requests_refused = 0;  // a configured agent asked for what its role may not
   double frozen_ms_sum = 0;
   double frozen_ms_last = 0;
   double frozen_ms_max = 0;
@@ -200,6 +202,8 @@ class Agent {
 
  private:
   // control socket
+  // send_reply sends |m| to a control client without blocking anyone else.
+  awaitable<Status> send_reply(seqp::socket& sock, const Message& m);
   awaitable<void> serve_control(std::shared_ptr<seqp::socket> sock);
   awaitable<Message> handle_request(const std::shared_ptr<seqp::socket>& sock, Packet& p,
                                     std::shared_ptr<AppSession>& session);
@@ -222,6 +226,11 @@ class Agent {
   // on_steer answers steer (|check_only| false) and steer_check (true): every tuple is validated
   // (a VIP this gateway steers, a known backend) before any entry changes.
   Message on_steer(const Message& m, bool check_only);
+  // refusal_for says why |c|'s agent may not send |m| ("" = allowed): hosts take offers,
+  // commits, aborts and queries only from their --peer hosts (the --gateway is not one), and a
+  // commit/abort/query only from the agent that offered that migration; a gateway takes
+  // steering only from its --backends.
+  [[nodiscard]] std::string refusal_for(const PeerConn& c, const Message& m) const;
   void abort_staged(StagedMig& sm, const std::string& why);
 
   // migration (source side)
@@ -519,6 +528,27 @@ awaitable<void> Agent::control_acceptor() {
   }
 }
 
+awaitable<Status> Agent::send_reply(seqp::socket& sock, const Message& m) {
+  // Never block the io thread on one client: wait for room in its queue asynchronously, at
+  // most one step timeout (a client that stopped reading is then dropped).
+  asio::steady_timer t(io_, ms(cfg_.step_timeout_ms));
+  for (;;) {
+    auto s = send_packet_nowait(sock.native_handle(), m);
+    if (s.ok() || s.error().code != std::errc::resource_unavailable_try_again) {
+      co_return s;
+    }
+    auto r = co_await (sock.async_wait(asio::socket_base::wait_write, as_tuple_aw) ||
+                       t.async_wait(as_tuple_aw));
+    if (r.index() == 1) {
+      co_return make_error(std::errc::timed_out,
+                           "control client does not read its replies: dropped");
+    }
+    if (auto [ec] = std::get<0>(r); ec) {
+      co_return Error{ec, "control client"};
+    }
+  }
+}
+
 awaitable<void> Agent::serve_control(std::shared_ptr<seqp::socket> sock) {
   std::shared_ptr<AppSession> session;
   for (;;) {
@@ -542,7 +572,9 @@ awaitable<void> Agent::serve_control(std::shared_ptr<seqp::socket> sock) {
       continue;
     }
     Message reply = co_await handle_request(sock, *p, session);
-    (void)send_packet(sock->native_handle(), reply);
+    if (!(co_await send_reply(*sock, reply)).ok()) {
+      break;
+    }
   }
   if (session) {
     drop_session(*session);
@@ -725,7 +757,7 @@ awaitable<Result<std::unique_ptr<PeerConn>>> Agent::connect_peer(const std::stri
   if (!ep) {
     co_return std::move(ep).take_error().with_context("peer " + name);
   }
-  auto c = std::make_unique<PeerConn>(io_, tls_client_);
+  auto c = std::make_unique<PeerConn>(io_, tls_client_, cfg_.max_frame_bytes);
   c->peer_name = name;
   asio::steady_timer t(io_, ms(cfg_.step_timeout_ms));
   auto r = co_await (c->stream.lowest_layer().async_connect(*ep, as_tuple_aw) ||
@@ -795,6 +827,7 @@ awaitable<Status> Agent::write_msg(PeerConn& c, const Message& m, Clock::time_po
 
 awaitable<Result<Message>> Agent::read_msg(PeerConn& c, Clock::time_point deadline) {
   constexpr std::size_t kChunk = 64 * 1024;
+  constexpr std::size_t kBigRead = 1U << 20;
   std::vector<std::byte> buf(kChunk);
   asio::steady_timer t(io_, deadline);  // one timer for the whole message
   for (;;) {
@@ -806,10 +839,11 @@ awaitable<Result<Message>> Agent::read_msg(PeerConn& c, Clock::time_point deadli
     if (*n) {
       co_return std::move(**n);
     }
-    // A large frame (a snapshot) is read in one composed read of exactly what it lacks, not
-    // one TLS record (16 KiB) per loop turn.
-    const std::size_t want = c.reader.need();
-    if (want > kChunk) {
+    // A large frame (a snapshot) is read in composed reads of what it lacks, not one TLS
+    // record (16 KiB) per loop turn - at most kBigRead at a time, so memory follows the bytes
+    // that really arrived, not what a length prefix claims.
+    const std::size_t want = std::min(c.reader.need(), kBigRead);
+    if (want > buf.size()) {
       buf.resize(want);
     }
     // (if/else, not ?: : GCC 12 miscompiles a conditional over awaitables in a coroutine.)
@@ -844,7 +878,7 @@ awaitable<Result<Message>> Agent::rpc(PeerConn& c, const Message& m, Clock::time
 
 awaitable<void> Agent::peer_acceptor() {
   for (;;) {
-    auto c = std::make_unique<PeerConn>(io_, tls_server_);
+    auto c = std::make_unique<PeerConn>(io_, tls_server_, cfg_.max_frame_bytes);
     auto [ec] = co_await peer_acc_->async_accept(c->stream.lowest_layer(), as_tuple_aw);
     if (ec) {
       if (ec == asio::error::operation_aborted) {
@@ -882,6 +916,14 @@ awaitable<void> Agent::serve_peer(std::unique_ptr<PeerConn> c) {
     log_.warn("refused agent channel from " + remote + ": certificate has no CN");
     co_return;
   }
+  // The CA may sign certificates for agents this one has nothing to do with: only names this
+  // agent was configured with (--peer, --backend) get a channel.
+  if (!cfg_.peers.contains(c->peer_name) && !backend_index_.contains(c->peer_name)) {
+    ++metrics_.peers_refused;
+    log_.warn("refused agent channel from " + remote + ": certificate CN '" + c->peer_name +
+              "' is not a configured --peer or --backend of " + cfg_.name);
+    co_return;
+  }
   for (;;) {
     auto m = co_await read_msg(*c, Clock::now() + std::chrono::hours(24 * 365));
     if (!m) {
@@ -907,7 +949,48 @@ awaitable<void> Agent::serve_peer(std::unique_ptr<PeerConn> c) {
   }
 }
 
+std::string Agent::refusal_for(const PeerConn& c, const Message& m) const {
+  const std::string& who = c.peer_name;
+  const bool host_peer = cfg_.peers.contains(who) && who != cfg_.gateway;
+  auto staged_by_other = [&]() -> bool {
+    auto mig = m.u64(Tag::mig);
+    if (!mig) {
+      return false;  // the handler answers the malformed request
+    }
+    auto it = staged_.find(*mig);
+    return it != staged_.end() && it->second->from != who;
+  };
+  switch (m.type()) {
+    case MsgType::hello:
+    case MsgType::status:
+      return {};
+    case MsgType::offer:
+      return host_peer ? std::string{} : who + " is not a --peer host of " + cfg_.name;
+    case MsgType::commit:
+    case MsgType::abort:
+    case MsgType::query:
+      if (!host_peer) {
+        return who + " is not a --peer host of " + cfg_.name;
+      }
+      return staged_by_other() ? "the migration was offered by another agent" : std::string{};
+    case MsgType::steer:
+    case MsgType::steer_check:
+      if (steerer_ && !backend_index_.contains(who)) {
+        return who + " is not a --backend of gateway " + cfg_.name;
+      }
+      return {};
+    default:
+      return {};
+  }
+}
+
 awaitable<Message> Agent::handle_peer(PeerConn& c, const Message& m) {
+  if (std::string why = refusal_for(c, m); !why.empty()) {
+    ++metrics_.peer_requests_refused;
+    log_.warn("refused " + std::string(to_string(m.type())) + " from " + c.peer_name + ": " + why);
+    co_return fail_msg(make_error(std::errc::permission_denied,
+                                  std::string(to_string(m.type())) + " refused: " + why));
+  }
   switch (m.type()) {
     case MsgType::hello:
       co_return Message(MsgType::hello).add(Tag::name, cfg_.name).add(Tag::version, "1");
@@ -1247,7 +1330,9 @@ Message Agent::on_steer(const Message& m, bool check_only) {
 
 void Agent::progress(const std::shared_ptr<seqp::socket>& ctl, const std::string& line) {
   if (ctl) {
-    (void)send_packet(ctl->native_handle(), Message(MsgType::progress).add(Tag::text, line));
+    // Progress is informational: a client that does not read it loses lines, nobody waits.
+    (void)send_packet_nowait(ctl->native_handle(),
+                             Message(MsgType::progress).add(Tag::text, line));
   }
 }
 
@@ -1943,6 +2028,9 @@ std::string Agent::metrics_text() {
        static_cast<double>(metrics_.offers_rejected));
   line("rendr_peer_channels_refused_total", "Agent channels refused (TLS/identity).", "counter",
        "", static_cast<double>(metrics_.peers_refused));
+  line("rendr_peer_requests_refused_total",
+       "Requests a configured agent's role does not allow (docs/security.md).", "counter", "",
+       static_cast<double>(metrics_.peer_requests_refused));
   line("rendr_migration_frozen_seconds_sum", "Sum of freeze-to-commit durations.", "counter", "",
        metrics_.frozen_ms_sum / 1000.0);
   line("rendr_migration_frozen_seconds_max", "Longest freeze-to-commit duration.", "gauge", "",

@@ -38,6 +38,8 @@ struct AgentConfig {
   int commit_resolve_ms = 10000;
   int staged_timeout_ms = 30000;
   int freeze_grace_ms = 2000;
+  // limits
+  std::size_t max_frame_bytes = 256U << 20;  // one agent-channel message (a whole offer)
   // test-only fault injection (docs/native-migration.md "Fault injection")
   std::vector<std::string> faults;
   std::string log_level;

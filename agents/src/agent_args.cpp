@@ -34,6 +34,9 @@ timing:
   --commit-resolve-ms N    how long to ask the target after a lost COMMIT answer (default 10000)
   --staged-timeout-ms N    target: release staged sockets without COMMIT after N ms (default 30000)
   --freeze-grace-ms N      source: keep a moved flow frozen N ms after commit (default 2000)
+limits:
+  --max-frame-mib N        largest agent-channel message accepted, in MiB (default 256, at most
+                           256): an offer carries every snapshot of a batch
 other:
   --log LEVEL              error|warn|info|debug (default info)
   --fault NAME             test-only fault injection (docs/native-migration.md)
@@ -115,6 +118,13 @@ Result<AgentConfig> parse_agent_args(int argc, char** argv, bool& help) {
       c.backends.push_back(b);
     } else if (a == "--default-backend") {
       c.default_backend = sv;
+    } else if (a == "--max-frame-mib") {
+      auto x = to_int(a, v);
+      if (!x) return std::move(x).take_error();
+      if (*x < 1 || *x > 256) {
+        return bad("--max-frame-mib must be 1..256, got " + sv);
+      }
+      c.max_frame_bytes = static_cast<std::size_t>(*x) << 20;
     } else if (a == "--step-timeout-ms") {
       auto x = to_int(a, v);
       if (!x) return std::move(x).take_error();

@@ -258,8 +258,7 @@ std::size_t FrameReader::need() const {
   ByteReader r(avail);
   std::uint32_t len = 0;
   (void)r.u32(len);
-  const std::size_t total = 4 + static_cast<std::size_t>(std::min<std::uint32_t>(
-                                    len, static_cast<std::uint32_t>(kMaxMessage)));
+  const std::size_t total = 4 + std::min<std::size_t>(len, max_);
   return avail.size() >= total ? 0 : total - avail.size();
 }
 
@@ -271,9 +270,10 @@ Result<std::optional<Message>> FrameReader::next() {
   ByteReader r(avail);
   std::uint32_t len = 0;
   (void)r.u32(len);
-  if (len > kMaxMessage) {
-    return make_error(std::errc::bad_message,
-                      "agent frame of " + std::to_string(len) + " bytes exceeds the limit");
+  if (len > max_) {
+    return make_error(std::errc::message_size, "agent frame of " + std::to_string(len) +
+                                                   " bytes exceeds the limit of " +
+                                                   std::to_string(max_) + " bytes");
   }
   if (avail.size() < 4 + static_cast<std::size_t>(len)) {
     return std::optional<Message>{};

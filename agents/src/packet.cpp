@@ -9,7 +9,9 @@
 
 namespace rendr::agents {
 
-Status send_packet(int sock, const Message& m, int fd) {
+namespace {
+
+Status send_one(int sock, const Message& m, int fd, bool wait) {
   auto body = m.encode();
   iovec iov{body.data(), body.size()};
   msghdr mh{};
@@ -26,14 +28,14 @@ Status send_packet(int sock, const Message& m, int fd) {
     std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
   for (;;) {
-    ssize_t n = ::sendmsg(sock, &mh, MSG_NOSIGNAL);
+    ssize_t n = ::sendmsg(sock, &mh, MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT));
     if (n >= 0) {
       return {};
     }
     if (errno == EINTR) {
       continue;
     }
-    if (errno == EAGAIN) {
+    if (errno == EAGAIN && wait) {
       // Seqpacket sends are atomic; wait (bounded) for room.
       pollfd p{sock, POLLOUT, 0};
       if (::poll(&p, 1, 5000) > 0) {
@@ -42,6 +44,14 @@ Status send_packet(int sock, const Message& m, int fd) {
     }
     return errno_error(std::string("send ") + to_string(m.type()) + " on control socket");
   }
+}
+
+}  // namespace
+
+Status send_packet(int sock, const Message& m, int fd) { return send_one(sock, m, fd, true); }
+
+Status send_packet_nowait(int sock, const Message& m, int fd) {
+  return send_one(sock, m, fd, false);
 }
 
 Result<Packet> recv_packet(int sock) {

@@ -97,7 +97,9 @@ AgentLab::AgentLab(const AgentLabOptions& o) : opt_(o) {
     throw std::runtime_error("mkdtemp failed");
   }
   dir = tmpl;
-  make_certs(dir, {"gw", "a", "b"});
+  std::vector<std::string> names = {"gw", "a", "b"};
+  names.insert(names.end(), opt_.extra_certs.begin(), opt_.extra_certs.end());
+  make_certs(dir, names);
   start_agent("gw", opt_.faults_gw);
   start_agent("a", opt_.faults_a);
   start_agent("b", opt_.faults_b);

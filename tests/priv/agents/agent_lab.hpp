@@ -9,6 +9,8 @@
 
 #include <rendr/common/unique_fd.hpp>
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -27,6 +29,8 @@ struct AgentLabOptions {
   // steer anything to B.
   bool gw_knows_b = true;
   std::vector<std::string> faults_gw;
+  // More certificates from the lab's CA, for names no agent is configured with.
+  std::vector<std::string> extra_certs;
 };
 
 class AgentLab {
@@ -50,6 +54,11 @@ class AgentLab {
   // start_agent / kill_agent manage one agent process (name: gw, a, b).
   void start_agent(const std::string& name, const std::vector<std::string>& faults = {});
   void kill_agent(const std::string& name, int sig = 9);
+  // pid of a running agent or server ("a", "srv-a"); -1 if none.
+  [[nodiscard]] pid_t pid(const std::string& name) const {
+    auto it = procs_.find(name);
+    return it == procs_.end() ? -1 : it->second;
+  }
   void start_server(const std::string& host);
   [[nodiscard]] std::string log(const std::string& name) const;
   [[nodiscard]] bool server_alive(const std::string& host) const;

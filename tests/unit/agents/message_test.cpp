@@ -128,6 +128,33 @@ TEST_CASE("frame reader refuses an oversized length prefix", "[agents]") {
   CHECK_THAT(n.error().message(), Catch::Contains("exceeds"));
 }
 
+TEST_CASE("frame reader enforces its configured maximum from the length prefix alone",
+          "[agents]") {
+  FrameReader fr(1U << 20);
+  Message ok_size = Message(MsgType::offer).add(Tag::snapshot, std::vector<std::byte>(1000));
+  auto f = ok_size.encode_framed();
+  fr.feed(f);
+  auto n = fr.next();
+  REQUIRE(n.ok());
+  REQUIRE(n->has_value());
+  // A prefix claiming 2 MiB: refused as soon as its 4 bytes are in, nothing else buffered.
+  const std::uint32_t claim = 2U << 20;
+  std::vector<std::byte> hdr = {std::byte(claim >> 24), std::byte((claim >> 16) & 0xff),
+                                std::byte((claim >> 8) & 0xff), std::byte(claim & 0xff)};
+  fr.feed(hdr);
+  CHECK(fr.need() == (1U << 20));  // a reader never fetches more than the limit
+  auto bad = fr.next();
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().code == std::errc::message_size);
+  CHECK(bad.error().message() ==
+        "agent frame of 2097152 bytes exceeds the limit of 1048576 bytes");
+  // The maximum never exceeds what the decoder accepts.
+  FrameReader capped(kMaxMessage * 2);
+  std::vector<std::byte> huge(4, std::byte{0xff});
+  capped.feed(huge);
+  CHECK(capped.need() == kMaxMessage);
+}
+
 TEST_CASE("fail replies carry the error code and message", "[agents]") {
   Error e = errno_error("restore 1.2.3.4:5->6.7.8.9:10", EADDRNOTAVAIL);
   auto back = Message::decode(fail_msg(e).encode());

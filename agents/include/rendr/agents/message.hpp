@@ -144,6 +144,11 @@ class Message {
 // FrameReader reassembles u32-length-prefixed messages from a byte stream.
 class FrameReader {
  public:
+  // |max_frame| bounds one frame (at most kMaxMessage): a longer length prefix is an error as
+  // soon as its 4 bytes arrive, before any of the body is buffered.
+  explicit FrameReader(std::size_t max_frame = kMaxMessage)
+      : max_(max_frame < kMaxMessage ? max_frame : kMaxMessage) {}
+
   // feed appends bytes; next() returns a complete message if there is one, nullopt if more
   // bytes are needed, or an error for an oversized or malformed frame (the stream is then
   // unusable).
@@ -158,6 +163,7 @@ class FrameReader {
  private:
   std::vector<std::byte> buf_;
   std::size_t off_ = 0;
+  std::size_t max_;
 };
 
 }  // namespace rendr::agents

@@ -20,6 +20,10 @@ struct Packet {
 // send_packet sends |m| (and |fd| when >= 0). Errors: sendmsg's (EPIPE when the other side
 // left), EMSGSIZE.
 [[nodiscard]] Status send_packet(int sock, const Message& m, int fd = -1);
+// send_packet_nowait is send_packet without waiting for room: EAGAIN when the other side's
+// queue is full (a client that does not read its replies), so a server can wait for it
+// without stopping anyone else.
+[[nodiscard]] Status send_packet_nowait(int sock, const Message& m, int fd = -1);
 // recv_packet receives one datagram. ECONNRESET when the other side closed; EBADMSG for a
 // malformed message (any fd that came with it is closed).
 [[nodiscard]] Result<Packet> recv_packet(int sock);
