@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr_fuzz_agent_seedgen <dir>: writes every agent_seeds() input to <dir>/<name>.ragent (the
+// agent message fuzzer's seed corpus). Creates <dir> if needed. Exit 0 on success.
+#include "agent_oracle.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+int main(int argc, char** argv) {
+  if (argc != 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    std::fprintf(stderr, "usage: %s <corpus-dir>\n", argv[0]);
+    return argc == 2 ? 0 : 2;
+  }
+  const std::filesystem::path dir = argv[1];
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "%s: %s\n", dir.c_str(), ec.message().c_str());
+    return 1;
+  }
+  for (const auto& seed : rendr::test::agent_seeds()) {
+    const auto path = dir / (seed.name + ".ragent");
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(seed.bytes.data()),
+            static_cast<std::streamsize>(seed.bytes.size()));
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", path.c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
