@@ -606,6 +606,17 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
   // TCP_TIMESTAMP and TCP_REPAIR_WINDOW transmit nothing and ignore it. So it stays selected until
   // the read-back, which starts with it; TCP_NO_QUEUE is selected before anything can transmit.
 
+  // connect() computes the send MSS from the clamp in force at that moment - the kernel's
+  // default of 536 unless TCP_MAXSEG is set - and TCP_REPAIR_OPTIONS later changes only the clamp,
+  // so the restored socket sent 524-byte segments (no GSO) until its next PMTU change. With the
+  // saved clamp as TCP_MAXSEG, connect sizes segments right. The kernel takes 88..32767 here
+  // (TCP_MIN_MSS..MAX_TCP_WINDOW); TCP_REPAIR_OPTIONS still restores the exact clamp.
+  const bool user_mss = snap.mss_clamp >= 88;
+  if (user_mss) {
+    RENDR_STEP(op.set(IPPROTO_TCP, TCP_MAXSEG,
+                      static_cast<int>(std::min<std::uint32_t>(snap.mss_clamp, 32767)),
+                      "TCP_MAXSEG (saved MSS)"));
+  }
   sl = snap.tuple.remote.to_sockaddr(ss);
   if (sys_.connect(raw, reinterpret_cast<sockaddr*>(&ss), sl) != 0) {
     int err = errno;
@@ -617,6 +628,11 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
                               err));
     }
     return fail(sys_error("connect (repair) " + snap.tuple.remote.to_string(), err));
+  }
+  // The user MSS has done its job; unset it as on the original socket (it also clamps the MSS a
+  // later connect on this socket would advertise).
+  if (user_mss) {
+    RENDR_STEP(op.set(IPPROTO_TCP, TCP_MAXSEG, 0, "TCP_MAXSEG (reset)"));
   }
 
   // Options must be set before anything is really transmitted (kernels >= 5.19 refuse them

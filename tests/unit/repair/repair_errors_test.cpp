@@ -466,3 +466,32 @@ TEST_CASE("thaw of an empty RepairSocket is EBADF", "[repair][errors]") {
   REQUIRE_ERROR(rep.thaw(RepairSocket{}), std::errc::bad_file_descriptor, "thaw");
   CHECK(fake.calls().empty());
 }
+
+TEST_CASE("restore sets the saved MSS as TCP_MAXSEG before the repair-mode connect",
+          "[repair][mss]") {
+  // connect() sizes segments from the clamp in force then (536 by default); TCP_REPAIR_OPTIONS
+  // changes only the clamp afterwards.
+  const auto samples = rendr::test::sample_snapshots();
+  const TcpSnapshot& snap = samples.at(1).snapshot;
+  FakeSys fake;
+  Repairer rep(fake, quiet());
+  REQUIRE_OK(rep.restore(snap));
+  const auto& calls = fake.calls();
+  INFO(trace(calls));
+  std::size_t set_mss = calls.size();
+  std::size_t reset_mss = calls.size();
+  std::size_t connect = calls.size();
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    if (calls[i].is_set(IPPROTO_TCP, TCP_MAXSEG)) {
+      (calls[i].value != 0 ? set_mss : reset_mss) = i;
+    }
+    if (calls[i].op == Op::connect) {
+      connect = i;
+    }
+  }
+  REQUIRE(set_mss < calls.size());
+  CHECK(calls[set_mss].value == static_cast<int>(snap.mss_clamp));
+  CHECK(set_mss < connect);
+  CHECK(connect < reset_mss);  // unset again, as on the original socket
+  CHECK(fake.created_sock(0).opts[{IPPROTO_TCP, TCP_MAXSEG}] == 0);
+}

@@ -24,8 +24,9 @@
 // Restore recipe (target host, inside the netns that should own the socket):
 //   1. socket(); TCP_REPAIR on; IPV6_V6ONLY, IP_FREEBIND/IP_TRANSPARENT, SO_MARK; force buffers
 //      large enough for the saved queues.
-//   2. bind(local); set the receive and send queue sequence numbers; connect(peer) (no SYN in
-//      repair mode; fails with EADDRNOTAVAIL while another socket in this netns owns the tuple).
+//   2. bind(local); set the receive and send queue sequence numbers; TCP_MAXSEG = the saved MSS
+//      (connect sizes segments by it); connect(peer) (no SYN in repair mode; fails with
+//      EADDRNOTAVAIL while another socket in this netns owns the tuple).
 //   3. TCP_REPAIR_OPTIONS (MSS, window scale, SACK, timestamps) before anything is transmitted,
 //      then TCP_TIMESTAMP.
 //   4. Refill the receive queue and the sent-unacked part of the send queue; TCP_REPAIR_WINDOW.
