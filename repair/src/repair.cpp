@@ -754,6 +754,9 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
   if (snap.fin_sent && snap.state != TcpState::last_ack) {
     RENDR_STEP(our_fin_in_repair());
   }
+  if (snap.state == TcpState::fin_wait2) {
+    ack_our_fin(raw, snap, rcv_nxt_pre_fin, opts.inject_mark);
+  }
   if (snap.peer_fin) {
     ForgedSegment fin;
     fin.from = snap.tuple.remote;
@@ -794,6 +797,41 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
   st.unacked_deferred = defer_unacked && snap.send_unacked() > 0;
 #undef RENDR_STEP
   return fd;
+}
+
+void Repairer::ack_our_fin(int fd, const TcpSnapshot& snap, std::uint32_t rcv_nxt,
+                           std::uint32_t mark) {
+  // The FIN rebuilt above is queued as sent but unacknowledged (FIN_WAIT1); the peer had already
+  // acknowledged it. Feed the socket that ACK so it is FIN_WAIT2 at once: otherwise it
+  // retransmitted the FIN and reached FIN_WAIT2 only with the peer's answer. Best effort (needs
+  // CAP_NET_RAW): without it the connection still closes correctly, a little later.
+  ForgedSegment ack;
+  ack.from = snap.tuple.remote;
+  ack.to = snap.tuple.local;
+  unmap_v4(ack.from);
+  unmap_v4(ack.to);
+  ack.seq = rcv_nxt;
+  ack.ack = snap.send_seq + 1;  // the send queue is empty: the FIN is all that was unacked
+  const std::uint32_t wnd = snap.has_window ? snap.window.snd_wnd >> snap.snd_wscale : 0xFFFF;
+  ack.window = static_cast<std::uint16_t>(std::min<std::uint32_t>(wnd, 0xFFFF));
+  auto sent = kick(fd, ack, mark);
+  bool seen = false;
+  if (sent.ok()) {
+    Ops op(sys_, fd);
+    const std::uint64_t deadline = now_ns() + 200'000'000ULL;
+    while (!seen && now_ns() < deadline) {
+      auto ti = op.info();
+      seen = ti && ti->tcpi_state == TCP_FIN_WAIT2;
+      if (!seen) {
+        pause_us(50);
+      }
+    }
+  }
+  if (!seen) {
+    log_.warn("conn=" + snap.tuple.to_string() + " stage=restore FIN_WAIT2 restored as FIN_WAIT1 " +
+              (sent.ok() ? std::string("(the forged ACK of our FIN was not taken within 200 ms)")
+                         : "(" + sent.error().message() + ")"));
+  }
 }
 
 Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const RestoreOptions& opts,

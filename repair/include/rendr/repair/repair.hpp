@@ -32,7 +32,8 @@
 //   4. Refill the receive queue and the sent-unacked part of the send queue; TCP_REPAIR_WINDOW.
 //   5. Read everything back and compare with the snapshot; on mismatch close silently, error.
 //   6. Rebuild FINs: ours with shutdown() while the send queue is selected, the peer's by
-//      injecting its FIN from a raw socket (CAP_NET_RAW).
+//      injecting its FIN from a raw socket (CAP_NET_RAW); in FIN_WAIT2 also the peer's ACK of
+//      our FIN.
 //   7. TCP_REPAIR off (window probe); push the never-sent bytes with plain send(); our FIN if it
 //      had not left yet; restore the remaining socket options; kick an immediate ACK so a peer
 //      waiting on a delayed ACK the old socket owed resumes at once.
@@ -217,6 +218,9 @@ class Repairer {
                                                  std::span<const std::vector<std::byte>> replay);
   // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
+  // ack_our_fin makes a staged FIN_WAIT2 socket (our FIN rebuilt as sent) take the peer's ACK of
+  // that FIN, forged and sent like a kick (best effort: a warning when it cannot).
+  void ack_our_fin(int fd, const TcpSnapshot& snap, std::uint32_t rcv_nxt, std::uint32_t mark);
 
   // debug_on: whether a debug line can be seen (a custom sink sees every line; the default sink
   // filters by log_level()), so per-connection debug lines are only formatted when it can.
