@@ -440,6 +440,13 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
                           " is not supported (supported: ESTABLISHED, FIN_WAIT1, FIN_WAIT2, "
                           "CLOSE_WAIT, LAST_ACK, CLOSING)");
   }
+  // Repair mode overrides SO_REUSEADDR (reads 2 while on) and leaving it clears the option, so
+  // it is read now and set again by thaw() or restore: otherwise the connection's TIME_WAIT
+  // blocked a server restarting on its port for a minute ("Address already in use").
+  auto reuse = op.get(SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR");
+  if (!reuse) {
+    return std::move(reuse).take_error().with_context(ctx());
+  }
   if (auto r = op.set(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON, "enter repair mode (TCP_REPAIR)");
       !r.ok()) {
     return std::move(r).take_error().with_context(ctx());
@@ -456,6 +463,7 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   if (!snap) {
     return thaw_on_error(std::move(snap).take_error());
   }
+  snap->options.reuseaddr = *reuse != 0;
   if (debug_on()) {
     log_.debug("conn=" + tuple.to_string() + " stage=checkpoint state=" +
                std::string(to_string(snap->state)) + " sendq=" +
@@ -463,7 +471,8 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
                std::to_string(snap->send_unsent) +
                " recvq=" + std::to_string(snap->recv_queue.size()));
   }
-  return Checkpoint{RepairSocket(std::move(*dup), tuple), std::move(*snap)};
+  const bool reuseaddr = snap->options.reuseaddr;
+  return Checkpoint{RepairSocket(std::move(*dup), tuple, reuseaddr), std::move(*snap)};
 }
 
 Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions& opts) {
@@ -887,6 +896,10 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
       warnings += (warnings.empty() ? "" : "; ") + s.error().message();
     }
   };
+  // Leaving repair mode cleared SO_REUSEADDR (see checkpoint()).
+  if (o.reuseaddr) {
+    soft(op.set(SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"));
+  }
   // The socket is fresh, so options still at the kernel's initial value (Nagle on, no cork,
   // no keepalive, no user timeout) need no syscall: writing that value again is a no-op.
   // Nagle must be in its final state before the unsent bytes are pushed.
@@ -1028,6 +1041,13 @@ Result<UniqueFd> Repairer::thaw(RepairSocket&& s) {
   Ops op(sys_, s.fd());
   if (auto r = op.set(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF, "leave repair mode"); !r.ok()) {
     return std::move(r).take_error().with_context("thaw " + s.tuple().to_string());
+  }
+  // Leaving repair mode cleared SO_REUSEADDR (see checkpoint()); the socket is live already, so
+  // a failure here is a warning.
+  if (s.reuseaddr_) {
+    if (auto r = op.set(SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"); !r.ok()) {
+      log_.warn("conn=" + s.tuple().to_string() + " stage=thaw " + r.error().message());
+    }
   }
   if (debug_on()) {
     log_.debug("conn=" + s.tuple().to_string() + " stage=thaw ok");

@@ -209,3 +209,37 @@ TEST_CASE("a restored socket sends full-size segments at once (the saved MSS, no
   }
   CHECK(info_of(r.get()).tcpi_snd_mss == before.tcpi_snd_mss);
 }
+
+TEST_CASE("a server restarts on its port right after a migrated or thawed connection closed",
+          "[.repair][repair][netns][reuseaddr]") {
+  const bool thawed = GENERATE(false, true);
+  INFO((thawed ? "thawed" : "migrated"));
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7005);  // the listener has SO_REUSEADDR, so the connection too
+  UniqueFd conn;
+  const Netns* host = &lab.a;
+  if (thawed) {
+    repair::Repairer rep;
+    auto cp = rep.checkpoint(f.server.get());
+    REQUIRE(cp.ok());
+    auto fd = rep.thaw(std::move(cp->socket));
+    REQUIRE(fd.ok());
+    conn = std::move(*fd);
+    f.server.reset();
+  } else {
+    conn = migrate(lab, f.server, lab.b);
+    host = &lab.b;
+  }
+  int reuse = 0;
+  socklen_t len = sizeof reuse;
+  REQUIRE(::getsockopt(conn.get(), SOL_SOCKET, SO_REUSEADDR, &reuse, &len) == 0);
+  CHECK(reuse == 1);
+  // The server closes first, so its end of the connection stays in TIME_WAIT.
+  ::shutdown(conn.get(), SHUT_WR);
+  expect_eof(f.client.get());
+  f.client.reset();
+  expect_eof(conn.get());
+  conn.reset();
+  f.listener.reset();
+  CHECK_NOTHROW(listen_on(*host, *Endpoint::parse_address(GatewayLab::kVip4, 7005)));
+}

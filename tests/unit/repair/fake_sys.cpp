@@ -238,6 +238,8 @@ int FakeSys::setsockopt(int fd, int level, int name, const void* val, socklen_t 
     switch (name) {
       case TCP_REPAIR:
         s->repair = v == TCP_REPAIR_ON;
+        // As the kernel: sk_reuse is SK_FORCE_REUSE in repair mode and SK_NO_REUSE after it.
+        s->opts[{SOL_SOCKET, SO_REUSEADDR}] = s->repair ? 2 : 0;
         return finish(0, 0);
       case TCP_REPAIR_QUEUE:
         if (!s->repair) {

@@ -475,6 +475,27 @@ TEST_CASE("thaw of an empty RepairSocket is EBADF", "[repair][errors]") {
   CHECK(fake.calls().empty());
 }
 
+TEST_CASE("SO_REUSEADDR survives checkpoint + thaw and checkpoint + restore",
+          "[repair][reuseaddr]") {
+  // The kernel clears SO_REUSEADDR when repair mode is left (and reports 2 while it is on): the
+  // saved value must be set again, or the connection's TIME_WAIT blocks a restarting server.
+  const bool reuse = GENERATE(false, true);
+  FakeSys fake;
+  const int fd = source(fake);
+  fake.sock(fd).opts[{SOL_SOCKET, SO_REUSEADDR}] = reuse ? 1 : 0;
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+  CHECK(cp->snapshot.options.reuseaddr == reuse);
+  FakeSys target;
+  Repairer rep2(target, quiet());
+  auto restored = rep2.restore(cp->snapshot);
+  REQUIRE_OK(restored);
+  CHECK(target.sock(restored->get()).opts[{SOL_SOCKET, SO_REUSEADDR}] == (reuse ? 1 : 0));
+  auto thawed = rep.thaw(std::move(cp->socket));
+  REQUIRE_OK(thawed);
+  CHECK(fake.sock(fd).opts[{SOL_SOCKET, SO_REUSEADDR}] == (reuse ? 1 : 0));
+}
 TEST_CASE("restore sets the saved MSS as TCP_MAXSEG before the repair-mode connect",
           "[repair][mss]") {
   // connect() sizes segments from the clamp in force then (536 by default); TCP_REPAIR_OPTIONS

@@ -17,7 +17,8 @@
 //      the send queue with SIOCOUTQNSD into sent-unacked and not-yet-sent; account for FINs.
 //      Re-read until stable (data racing in means traffic was not frozen: EAGAIN).
 //   5. Read socket options (nodelay, cork, keepalive, timeouts, congestion, buffers, mark,
-//      TOS/TTL, linger, notsent_lowat) and the addresses. The socket stays in repair mode.
+//      TOS/TTL, linger, notsent_lowat; SO_REUSEADDR before step 2, as repair mode overrides it)
+//      and the addresses. The socket stays in repair mode.
 //   6. Ship the snapshot. Then release() the frozen socket (silent close: no FIN, no RST) once the
 //      target confirmed, or thaw() it to continue here (abort path).
 //
@@ -35,7 +36,8 @@
 //      injecting its FIN from a raw socket (CAP_NET_RAW); in FIN_WAIT2 also the peer's ACK of
 //      our FIN.
 //   7. TCP_REPAIR off (window probe); push the never-sent bytes with plain send(); our FIN if it
-//      had not left yet; restore the remaining socket options; kick an immediate ACK so a peer
+//      had not left yet; restore the remaining socket options (SO_REUSEADDR: leaving repair mode
+//      cleared it); kick an immediate ACK so a peer
 //      waiting on a delayed ACK the old socket owed resumes at once.
 //   The caller then lifts the freeze / steers traffic to this host.
 #pragma once
@@ -72,9 +74,11 @@ class RepairSocket {
 
  private:
   friend class Repairer;
-  RepairSocket(UniqueFd fd, FourTuple tuple) : fd_(std::move(fd)), tuple_(tuple) {}
+  RepairSocket(UniqueFd fd, FourTuple tuple, bool reuseaddr)
+      : fd_(std::move(fd)), tuple_(tuple), reuseaddr_(reuseaddr) {}
   UniqueFd fd_;
   FourTuple tuple_;
+  bool reuseaddr_ = false;  // SO_REUSEADDR before repair mode (leaving it clears the option)
 };
 
 struct Checkpoint {
