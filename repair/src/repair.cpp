@@ -171,6 +171,39 @@ void pause_us(long us) {
   nanosleep(&ts, nullptr);
 }
 
+// peer_window is the send window a peer ACK |pa| gives a socket whose snd_una is |snd_una|: the
+// window field scaled, plus what the ACK acknowledges beyond snd_una (the right edge counts).
+std::uint32_t peer_window(const TcpSnapshot& snap, const PeerAck& pa, std::uint32_t snd_una) {
+  return (pa.ack - snd_una) +
+         (static_cast<std::uint32_t>(pa.window) << (snap.opt_wscale ? snap.snd_wscale : 0));
+}
+
+// peer_ack_in_range: |pa| acknowledges something in [snd_una, snd_nxt] of |snap|.
+bool peer_ack_in_range(const TcpSnapshot& snap, const PeerAck& pa) {
+  const auto ahead = static_cast<std::int32_t>(pa.ack - snap.send_seq);
+  return ahead >= 0 && static_cast<std::uint32_t>(ahead) <= snap.send_unacked();
+}
+
+// set_peer_window makes the window of the peer ACK |pa| the send window of the repair-mode socket
+// behind |op| (snd_una = the snapshot's send_seq), as if that ACK had just arrived: the peer may
+// have opened its window while the freeze dropped its window updates, and it answers the
+// repair-off window probe at most every 500 ms (tcp_invalid_ratelimit).
+Status set_peer_window(Ops& op, const TcpSnapshot& snap, const PeerAck& pa) {
+  tcp_repair_window w{};
+  socklen_t wl = sizeof w;
+  if (op.sys_.getsockopt(op.fd_, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, &wl) != 0) {
+    return sys_error("read TCP_REPAIR_WINDOW for the peer's window");
+  }
+  w.snd_wnd = peer_window(snap, pa, snap.send_seq);
+  w.max_window = std::max(w.max_window, w.snd_wnd);
+  // The ACK came after every byte received so far: rcv_nxt (less a re-injected FIN's one).
+  w.snd_wl1 = snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size());
+  if (op.sys_.setsockopt(op.fd_, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, sizeof w) != 0) {
+    return sys_error("TCP_REPAIR_WINDOW (the peer's window)");
+  }
+  return {};
+}
+
 // capture reads the whole state of a socket that is already in repair mode.
 Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple) {
   Ops op(sys, fd);
@@ -487,23 +520,22 @@ Result<UniqueFd> Repairer::restore(const TcpSnapshot& snap, const RestoreOptions
 namespace {
 
 // drop_acked removes from |snap| the send-queue bytes the peer acknowledged (RestoreOptions::
-// peer_ack) and takes the peer's window from that ACK. Returns how many bytes were dropped.
+// peer_ack) and takes the peer's window from that ACK, also from one that acknowledges nothing
+// new (a window update: the peer opened its window during the freeze). Returns how many bytes
+// were dropped.
 std::uint32_t drop_acked(TcpSnapshot& snap, const PeerAck& pa) {
-  if (snap.fin_sent) {
-    return 0;
+  if (snap.fin_sent || !peer_ack_in_range(snap, pa)) {
+    return 0;  // an ACK below the queue or for bytes never sent: ignore it
   }
-  auto ahead = static_cast<std::int32_t>(pa.ack - snap.send_seq);
-  if (ahead <= 0 || static_cast<std::uint32_t>(ahead) > snap.send_unacked()) {
-    return 0;  // nothing new, or an ACK for bytes never sent: ignore it
-  }
-  const auto n = static_cast<std::uint32_t>(ahead);
+  const auto n = pa.ack - snap.send_seq;
   snap.send_queue.erase(snap.send_queue.begin(), snap.send_queue.begin() + n);
   snap.send_seq += n;
   if (snap.has_window) {
-    const std::uint32_t wnd = static_cast<std::uint32_t>(pa.window)
-                              << (snap.opt_wscale ? snap.snd_wscale : 0);
+    const std::uint32_t wnd = peer_window(snap, pa, snap.send_seq);
     snap.window.snd_wnd = wnd;
     snap.window.max_window = std::max(snap.window.max_window, wnd);
+    // The window now comes from a segment the peer sent after everything we received.
+    snap.window.snd_wl1 = snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size());
   }
   return n;
 }
@@ -529,7 +561,7 @@ Result<StagedSocket> Repairer::restore_staged(TcpSnapshot snap, const RestoreOpt
   return s;
 }
 
-Result<UniqueFd> Repairer::activate(StagedSocket&& s, std::optional<std::uint32_t> peer_acked,
+Result<UniqueFd> Repairer::activate(StagedSocket&& s, std::optional<PeerAck> peer_acked,
                                     std::span<const std::vector<std::byte>> replay) {
   if (!s.valid()) {
     return make_error(std::errc::bad_file_descriptor, "activate: empty StagedSocket");
@@ -845,7 +877,7 @@ void Repairer::ack_our_fin(int fd, const TcpSnapshot& snap, std::uint32_t rcv_nx
 
 Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const RestoreOptions& opts,
                                            const StageState& st, UniqueFd fd,
-                                           std::optional<std::uint32_t> peer_acked,
+                                           std::optional<PeerAck> peer_acked,
                                            std::span<const std::vector<std::byte>> replay) {
   auto ctx = [&snap] { return "restore " + snap.tuple.to_string(); };
   const int raw = fd.get();
@@ -861,7 +893,7 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
     const std::uint32_t unacked = snap.send_unacked();
     std::uint32_t held = unacked;
     if (peer_acked) {
-      auto ahead = static_cast<std::int32_t>(*peer_acked - snap.send_seq);
+      auto ahead = static_cast<std::int32_t>(peer_acked->ack - snap.send_seq);
       held = ahead <= 0 ? 0U : std::min<std::uint32_t>(static_cast<std::uint32_t>(ahead), unacked);
     }
     if (held > 0) {
@@ -878,6 +910,11 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
       }
     }
     in_repair = held;
+  }
+  if (peer_acked && !snap.fin_sent && snap.has_window && peer_ack_in_range(snap, *peer_acked)) {
+    if (auto w = set_peer_window(op, snap, *peer_acked); !w.ok()) {
+      return std::move(w).take_error().with_context(ctx());
+    }
   }
   const auto unsent = std::span(snap.send_queue).subspan(in_repair);
   // Leave repair mode. From here on the socket is live; failures are reported but the

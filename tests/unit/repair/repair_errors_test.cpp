@@ -496,6 +496,76 @@ TEST_CASE("SO_REUSEADDR survives checkpoint + thaw and checkpoint + restore",
   REQUIRE_OK(thawed);
   CHECK(fake.sock(fd).opts[{SOL_SOCKET, SO_REUSEADDR}] == (reuse ? 1 : 0));
 }
+
+TEST_CASE("the peer's window from an ACK hint is used also when the ACK acknowledges nothing new",
+          "[repair][peer_ack]") {
+  // The peer closed its window, then opened it while the freeze dropped its window updates (same
+  // ACK number as before): the hint's window must become the restored socket's send window.
+  FakeSys fake;
+  const int fd = source(fake);
+  fake.sock(fd).window = tcp_repair_window{5700, 0, 65535, 64000, 5700};  // peer window closed
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+  const TcpSnapshot& snap = cp->snapshot;
+  REQUIRE(snap.window.snd_wnd == 0);
+  REQUIRE(snap.snd_wscale == 7);
+  const std::uint32_t rcv_nxt = snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size());
+  const std::uint32_t ahead = GENERATE(0U, 300U);  // a window update; an ACK of 300 bytes too
+  const PeerAck hint{snap.send_seq + ahead, 1000};  // 1000 << 7 = 128000 bytes
+
+  SECTION("at offer: restore_staged(RestoreOptions::peer_ack)") {
+    FakeSys target;
+    Repairer rep2(target, quiet());
+    RestoreOptions opts;
+    opts.peer_ack = hint;
+    auto staged = rep2.restore_staged(snap, opts);
+    REQUIRE_OK(staged);
+    CHECK(staged->snapshot().send_seq == snap.send_seq + ahead);
+    CHECK(staged->snapshot().window.snd_wnd == 128000);
+    const auto& w = target.created_sock(0).window;
+    CHECK(w.snd_wnd == 128000);
+    CHECK(w.max_window == 128000);
+    CHECK(w.snd_wl1 == rcv_nxt);
+  }
+  SECTION("at commit: activate(PeerAck), before repair mode is left") {
+    FakeSys target;
+    Repairer rep2(target, quiet());
+    auto staged = rep2.restore_staged(snap);
+    REQUIRE_OK(staged);
+    REQUIRE(target.created_sock(0).window.snd_wnd == 0);
+    target.clear_calls();
+    auto live = rep2.activate(std::move(*staged), hint);
+    REQUIRE_OK(live);
+    const auto& w = target.created_sock(0).window;
+    CHECK(w.snd_wnd == ahead + 128000);  // the right edge is the ACK plus its window
+    CHECK(w.max_window == ahead + 128000);
+    CHECK(w.snd_wl1 == rcv_nxt);
+    const auto& calls = target.calls();
+    std::size_t set_window = calls.size();
+    std::size_t off = calls.size();
+    for (std::size_t i = 0; i < calls.size(); ++i) {
+      if (calls[i].is_set(IPPROTO_TCP, TCP_REPAIR_WINDOW)) {
+        set_window = i;
+      }
+      if (is_repair_off(calls[i]) && off == calls.size()) {
+        off = i;
+      }
+    }
+    INFO(trace(calls));
+    CHECK(set_window < off);
+  }
+  SECTION("an ACK beyond what was sent is ignored") {
+    FakeSys target;
+    Repairer rep2(target, quiet());
+    auto staged = rep2.restore_staged(snap);
+    REQUIRE_OK(staged);
+    auto live = rep2.activate(std::move(*staged), PeerAck{snap.send_seq + 5000, 1000});
+    REQUIRE_OK(live);
+    CHECK(target.created_sock(0).window.snd_wnd == 0);
+  }
+}
+
 TEST_CASE("restore sets the saved MSS as TCP_MAXSEG before the repair-mode connect",
           "[repair][mss]") {
   // connect() sizes segments from the clamp in force then (536 by default); TCP_REPAIR_OPTIONS

@@ -109,11 +109,12 @@ struct RestoreOptions {
   // SO_MARK for injected packets, so a freeze program can let them through.
   std::uint32_t inject_mark = 0xC114;
   // restore_staged() only: the peer already acknowledged the send-queue bytes below
-  // peer_ack->ack, so the socket is rebuilt without them (snd_una = that ACK, and the peer's
-  // window from it). Otherwise they would sit in flight until the peer ACKs again - and its
-  // answer to the repair-off window probe is rate limited (tcp_invalid_ratelimit, 500 ms), so
-  // a second migration within 500 ms waited for a ~200 ms tail loss probe. Ignored when the
-  // ACK is outside [snd_una, snd_nxt] or our FIN was already sent.
+  // peer_ack->ack, so the socket is rebuilt without them (snd_una = that ACK), and the peer's
+  // window is taken from that ACK - also when it acknowledges nothing new (a window update).
+  // Otherwise the bytes would sit in flight until the peer ACKs again - and its answer to the
+  // repair-off window probe is rate limited (tcp_invalid_ratelimit, 500 ms), so a second
+  // migration within 500 ms waited for a ~200 ms tail loss probe. Ignored when the ACK is
+  // outside [snd_una, snd_nxt] or our FIN was already sent.
   std::optional<PeerAck> peer_ack;
 };
 
@@ -187,20 +188,23 @@ class Repairer {
   // activate finishes a staged restore (repair off with window probe, unsent bytes, options,
   // ACK kick) and returns the live socket. Call it once traffic is steered to this host.
   //
-  // |peer_acked| is the highest acknowledgment number the peer is known to have sent (e.g. the
-  // ACKs a freeze dropped: ebpf::FreezeCounters::peer_ack). The sent-but-unacked bytes below it
-  // are queued as already transmitted (the peer's next ACK releases them); the bytes from it on
-  // are sent again as fresh data at once. Without it every unacked byte is queued as
+  // |peer_acked| is the highest ACK the peer is known to have sent, with its window (e.g. the
+  // ACKs a freeze dropped: ebpf::FreezeCounters::peer_ack). The sent-but-unacked bytes below
+  // its ack are queued as already transmitted (the peer's next ACK releases them); the bytes
+  // from it on are sent again as fresh data at once. Without it every unacked byte is queued as
   // transmitted, and whatever the freeze dropped waits for a retransmission timer, which on a
-  // restored socket (no RTT sample yet) is a 1 s tail loss probe. An out-of-range hint (below
-  // the queue or beyond what was sent) is clamped. Ignored when our FIN was already sent.
+  // restored socket (no RTT sample yet) is a 1 s tail loss probe. An out-of-range ack (below
+  // the queue or beyond what was sent) is clamped. Its window becomes the socket's send window
+  // before repair mode is left (also for an ACK that acknowledges nothing new: a window the
+  // peer opened during the freeze is used at once instead of waiting for a zero-window probe);
+  // not when the ack is out of range. Ignored when our FIN was already sent.
   //
   // |replay| are packets the peer sent while the connection was frozen (IP header on, as
   // ebpf::Freezer::take_dropped returns them): after repair-off they are fed to the socket
   // through a raw socket (CAP_NET_RAW), oldest first, so it need not wait for the peer to
   // retransmit them. Packets not of this connection are refused (a warning, not an error).
   [[nodiscard]] Result<UniqueFd> activate(StagedSocket&& s,
-                                          std::optional<std::uint32_t> peer_acked = {},
+                                          std::optional<PeerAck> peer_acked = {},
                                           std::span<const std::vector<std::byte>> replay = {});
   // release (staged) closes a staged socket silently (abort path on the target).
   void release(StagedSocket&& s);
@@ -217,8 +221,7 @@ class Repairer {
                                        StageState& st);
   [[nodiscard]] Result<UniqueFd> activate_staged(const TcpSnapshot& snap,
                                                  const RestoreOptions& opts, const StageState& st,
-                                                 UniqueFd fd,
-                                                 std::optional<std::uint32_t> peer_acked,
+                                                 UniqueFd fd, std::optional<PeerAck> peer_acked,
                                                  std::span<const std::vector<std::byte>> replay);
   // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
