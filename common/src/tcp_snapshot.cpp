@@ -37,7 +37,7 @@ bool snapshot_state_supported(TcpState s) {
 namespace {
 
 Status invalid(const std::string& what) {
-  return make_error(std::errc::invalid_argument, "snapshot: " + what);
+  return refusal(std::errc::invalid_argument, "snapshot: " + what);
 }
 
 bool state_has_our_fin(TcpState s) {

@@ -35,10 +35,20 @@ Error sys_error(const std::string& step, int err = errno) {
   return errno_error(step, err);
 }
 
+// Refusals below are conditions, not failed calls: their message says the cause and carries no
+// errno text (an appended "Input/output error" or "Invalid argument" would only mislead).
 Error mismatch(const std::string& what, std::uint64_t have, std::uint64_t want) {
-  return make_error(std::errc::io_error, "restore validation: " + what + " is " +
-                                             std::to_string(have) + ", snapshot says " +
-                                             std::to_string(want));
+  return refusal(std::errc::io_error, "restore validation: " + what + " is " +
+                                          std::to_string(have) + ", snapshot says " +
+                                          std::to_string(want));
+}
+
+// unreadable: a read-back that failed (EIO refusal naming |what| and the underlying error).
+template <typename... R>
+Error unreadable(const std::string& what, const R&... reads) {
+  std::string why;
+  ((why.empty() && !reads.ok() ? why = reads.error().message() : why), ...);
+  return refusal(std::errc::io_error, what + " (" + why + ")");
 }
 
 class Ops {
@@ -215,10 +225,10 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple) {
   }
   s.state = static_cast<TcpState>(ti->tcpi_state);
   if (!snapshot_state_supported(s.state)) {
-    return make_error(std::errc::not_supported,
-                      "checkpoint: TCP state " + std::string(to_string(s.state)) +
-                          " is not supported (supported: ESTABLISHED, FIN_WAIT1, FIN_WAIT2, "
-                          "CLOSE_WAIT, LAST_ACK, CLOSING)");
+    return refusal(std::errc::not_supported,
+                   "checkpoint: TCP state " + std::string(to_string(s.state)) +
+                       " is not supported (supported: ESTABLISHED, FIN_WAIT1, FIN_WAIT2, "
+                       "CLOSE_WAIT, LAST_ACK, CLOSING)");
   }
   s.opt_sack = (ti->tcpi_options & TCPI_OPT_SACK) != 0;
   s.opt_timestamps = (ti->tcpi_options & TCPI_OPT_TIMESTAMPS) != 0;
@@ -269,7 +279,7 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple) {
     auto rcv_nxt2 = op.queue_seq(TCP_RECV_QUEUE);
     RENDR_TRY(op.select_queue(TCP_NO_QUEUE));
     if (!rcv_nxt2 || !write_seq2 || !outq2) {
-      return make_error(std::errc::io_error, "checkpoint: re-reading queue state failed");
+      return unreadable("checkpoint: re-reading queue state failed", write_seq2, outq2, rcv_nxt2);
     }
     // Our FIN occupies one sequence number in write_seq and (until acked) in SIOCOUTQ.
     const std::uint32_t fin_in_outq = (s.fin_queued && !fin_acked) ? 1 : 0;
@@ -294,17 +304,17 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple) {
       s.fin_sent = s.fin_queued;
     }
     if (s.send_unsent > s.send_queue.size()) {
-      return make_error(std::errc::io_error, "checkpoint: SIOCOUTQNSD " + std::to_string(unsent) +
-                                                 " exceeds the send queue");
+      return refusal(std::errc::io_error, "checkpoint: SIOCOUTQNSD " + std::to_string(unsent) +
+                                              " exceeds the send queue");
     }
     s.send_seq = *write_seq - (s.fin_queued ? 1U : 0U) -
                  static_cast<std::uint32_t>(s.send_queue.size());
     s.recv_seq = *rcv_nxt - (s.peer_fin ? 1U : 0U) - static_cast<std::uint32_t>(s.recv_queue.size());
   }
   if (!stable) {
-    return make_error(std::errc::resource_unavailable_try_again,
-                      "checkpoint: socket queues kept changing; freeze the flow's traffic before "
-                      "checkpointing");
+    return refusal(std::errc::resource_unavailable_try_again,
+                   "checkpoint: socket queues kept changing; freeze the flow's traffic before "
+                   "checkpointing");
   }
 
   auto mss = op.get(IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG");
@@ -451,8 +461,8 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
     return std::move(proto).take_error();
   }
   if (*type != SOCK_STREAM || *proto != IPPROTO_TCP) {
-    return make_error(std::errc::protocol_not_supported,
-                      "checkpoint: fd " + std::to_string(fd) + " is not a TCP socket");
+    return refusal(std::errc::protocol_not_supported,
+                   "checkpoint: fd " + std::to_string(fd) + " is not a TCP socket");
   }
   auto local = op.name(false);
   auto remote = op.name(true);
@@ -468,10 +478,10 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   }
   auto st = static_cast<TcpState>(ti->tcpi_state);
   if (!snapshot_state_supported(st)) {
-    return make_error(std::errc::not_supported,
-                      ctx() + ": TCP state " + std::string(to_string(st)) +
-                          " is not supported (supported: ESTABLISHED, FIN_WAIT1, FIN_WAIT2, "
-                          "CLOSE_WAIT, LAST_ACK, CLOSING)");
+    return refusal(std::errc::not_supported,
+                   ctx() + ": TCP state " + std::string(to_string(st)) +
+                       " is not supported (supported: ESTABLISHED, FIN_WAIT1, FIN_WAIT2, "
+                       "CLOSE_WAIT, LAST_ACK, CLOSING)");
   }
   // Repair mode overrides SO_REUSEADDR (reads 2 while on) and leaving it clears the option, so
   // it is read now and set again by thaw() or restore: otherwise the connection's TIME_WAIT
@@ -693,7 +703,12 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
   }
   if (sys_.setsockopt(raw, IPPROTO_TCP, TCP_REPAIR_OPTIONS, ro,
                       static_cast<socklen_t>(nro * sizeof(tcp_repair_opt))) != 0) {
-    return fail(sys_error("TCP_REPAIR_OPTIONS"));
+    // EPERM here is not the capability (repair mode is on): the kernel takes the options only
+    // in ESTABLISHED and before any data was sent.
+    return fail(errno == EPERM ? refusal(std::errc::operation_not_permitted,
+                                         "TCP_REPAIR_OPTIONS: refused by the kernel (only "
+                                         "before any data was sent, in ESTABLISHED)")
+                               : sys_error("TCP_REPAIR_OPTIONS"));
   }
   if (snap.opt_timestamps) {
     RENDR_STEP(op.set(IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>(snap.timestamp),
@@ -747,10 +762,13 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
   {
     auto local = op.name(false);
     auto remote = op.name(true);
-    if (!local || !remote || !ep_equal(*local, snap.tuple.local) ||
-        !ep_equal(*remote, snap.tuple.remote)) {
-      return fail(make_error(std::errc::io_error,
-                             "restore validation: socket addresses differ from the snapshot"));
+    if (!local || !remote) {
+      return fail(unreadable("restore validation: cannot read the socket addresses", local,
+                             remote));
+    }
+    if (!ep_equal(*local, snap.tuple.local) || !ep_equal(*remote, snap.tuple.remote)) {
+      return fail(refusal(std::errc::io_error,
+                          "restore validation: socket addresses differ from the snapshot"));
     }
     // Read the still-selected queue first (one select fewer).
     const bool send_first = op.selected_queue() == TCP_SEND_QUEUE;
@@ -760,7 +778,7 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     const auto& ws = send_first ? first : second;
     RENDR_STEP(op.select_queue(TCP_NO_QUEUE));
     if (!rn || !ws) {
-      return fail(make_error(std::errc::io_error, "restore validation: cannot read sequences"));
+      return fail(unreadable("restore validation: cannot read sequences", first, second));
     }
     if (*rn != rcv_nxt_pre_fin) {
       return fail(mismatch("rcv_nxt", *rn, rcv_nxt_pre_fin));
@@ -771,7 +789,7 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     auto inq = op.ioctl(SIOCINQ, "SIOCINQ");
     auto outq = op.ioctl(SIOCOUTQ, "SIOCOUTQ");
     if (!inq || !outq) {
-      return fail(make_error(std::errc::io_error, "restore validation: cannot read queue sizes"));
+      return fail(unreadable("restore validation: cannot read queue sizes", inq, outq));
     }
     if (static_cast<std::size_t>(*inq) != snap.recv_queue.size()) {
       return fail(mismatch("receive queue length", static_cast<std::uint64_t>(*inq),
@@ -822,8 +840,9 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     }
     RENDR_STEP(op.select_queue(TCP_NO_QUEUE));
     if (!seen) {
-      return fail(make_error(std::errc::timed_out,
-                             "restore: the re-injected peer FIN was not accepted within 200 ms"));
+      return fail(refusal(std::errc::timed_out,
+                          "restore: the re-injected peer FIN was not accepted within 200 ms (did a "
+                          "firewall or freeze drop it?)"));
     }
   }
   if (snap.fin_sent && snap.state == TcpState::last_ack) {
@@ -956,10 +975,14 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
       (void)::poll(&p, 1, 10);
       continue;
     }
-    int err = errno;
-    return errno_error(ctx() + ": push unsent bytes (" + std::to_string(unsent.size() - off) +
-                           " left); the restored connection is live but incomplete",
-                       err);
+    const std::string what = ctx() + ": push unsent bytes (" +
+                             std::to_string(unsent.size() - off) +
+                             " left); the restored connection is live but incomplete";
+    if (w < 0 && errno != EAGAIN) {
+      return errno_error(what, errno);
+    }
+    return refusal(std::errc::resource_unavailable_try_again,
+                   what + " (no room in the send buffer for 2 s)");
   }
   if (snap.fin_queued && !snap.fin_sent) {
     if (sys_.shutdown(raw, SHUT_WR) != 0) {

@@ -613,3 +613,150 @@ TEST_CASE("a FIN_WAIT2 snapshot is restored as FIN_WAIT2, its FIN acknowledged",
     CHECK(s.our_fin_acked);
   }
 }
+
+// ---- refusals read well ---------------------------------------------------------------------
+
+namespace {
+
+// require_refusal: |e| has |code| and says its cause, ending with |tail|, without the code's
+// errno text (a refusal is a condition, not a failed call).
+void require_refusal(const Error& e, std::errc code, const std::string& tail) {
+  INFO("message: " << e.message());
+  CHECK(e.code == code);
+  CHECK_THAT(e.message(), Catch::EndsWith(tail));
+  CHECK_THAT(e.message(), !Catch::Contains(e.code.message()));
+}
+
+// Rigged: a ForwardingSys whose restore-side reads or raw sends misbehave on demand.
+struct Rigged : ForwardingSys {
+  using ForwardingSys::ForwardingSys;
+  int seq_skew = 0;          // added to every TCP_QUEUE_SEQ read
+  bool drop_raw = false;     // raw sendto reports success but delivers nothing
+  ssize_t raw_short = 0;     // raw sendto takes this many bytes fewer
+  int getsockopt(int fd, int l, int n, void* v, socklen_t* len) override {
+    int r = ForwardingSys::getsockopt(fd, l, n, v, len);
+    if (r == 0 && l == IPPROTO_TCP && n == TCP_QUEUE_SEQ) {
+      *static_cast<int*>(v) += seq_skew;
+    }
+    return r;
+  }
+  ssize_t sendto(int fd, const void* b, std::size_t n, int f, const sockaddr* a,
+                 socklen_t al) override {
+    if (drop_raw) {
+      return static_cast<ssize_t>(n);
+    }
+    ssize_t r = ForwardingSys::sendto(fd, b, n, f, a, al);
+    return r > 0 ? r - raw_short : r;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("refusals say their cause without an unrelated errno text", "[repair][errors][text]") {
+  const auto samples = rendr::test::sample_snapshots();
+  SECTION("checkpoint of a socket that is not TCP") {
+    FakeSys fake;
+    const int fd = source(fake);
+    fake.sock(fd).type = SOCK_DGRAM;
+    Repairer rep(fake, quiet());
+    auto r = rep.checkpoint(fd);
+    REQUIRE_FALSE(r.ok());
+    require_refusal(r.error(), std::errc::protocol_not_supported,
+                    "checkpoint: fd " + std::to_string(fd) + " is not a TCP socket");
+  }
+  SECTION("checkpoint of an unsupported state") {
+    FakeSys fake;
+    const int fd = source(fake);
+    fake.sock(fd).state = TCP_TIME_WAIT;
+    Repairer rep(fake, quiet());
+    auto r = rep.checkpoint(fd);
+    REQUIRE_FALSE(r.ok());
+    require_refusal(r.error(), std::errc::not_supported,
+                    "TCP state TIME_WAIT is not supported (supported: ESTABLISHED, FIN_WAIT1, "
+                    "FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)");
+  }
+  SECTION("checkpoint of traffic that was not frozen") {
+    FakeSys fake;
+    const int fd = source(fake);
+    fake.sock(fd).kernel_grows_recv_queue = true;
+    Repairer rep(fake, quiet());
+    auto r = rep.checkpoint(fd);
+    REQUIRE_FALSE(r.ok());
+    require_refusal(r.error(), std::errc::resource_unavailable_try_again,
+                    "freeze the flow's traffic before checkpointing");
+  }
+  SECTION("restore of an invalid snapshot") {
+    TcpSnapshot bad = samples.at(1).snapshot;
+    bad.snd_wscale = 15;
+    FakeSys fake;
+    Repairer rep(fake, quiet());
+    auto r = rep.restore(bad);
+    REQUIRE_FALSE(r.ok());
+    require_refusal(r.error(), std::errc::invalid_argument, "snapshot: window scale above 14");
+    CHECK_THAT(r.error().message(), Catch::StartsWith("restore "));
+  }
+  SECTION("restore whose read-back differs from the snapshot") {
+    FakeSys fake;
+    Rigged rig(fake);
+    rig.seq_skew = 1;
+    Repairer rep(rig, quiet());
+    const TcpSnapshot& snap = samples.at(1).snapshot;
+    auto r = rep.restore(snap);
+    REQUIRE_FALSE(r.ok());
+    const std::uint32_t rcv_nxt =
+        snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size());
+    require_refusal(r.error(), std::errc::io_error,
+                    "restore validation: rcv_nxt is " + std::to_string(rcv_nxt + 1) +
+                        ", snapshot says " + std::to_string(rcv_nxt));
+  }
+  SECTION("restore whose read-back fails says why, keeping EIO") {
+    FakeSys fake;
+    Repairer rep(fake, quiet());
+    fake.fail_if([](const Call& c) { return c.is_get(IPPROTO_TCP, TCP_QUEUE_SEQ); }, ENOTCONN);
+    auto r = rep.restore(samples.at(1).snapshot);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == std::errc::io_error);
+    CHECK_THAT(r.error().message(),
+               Catch::EndsWith("restore validation: cannot read sequences (get TCP_QUEUE_SEQ: " +
+                               std::generic_category().message(ENOTCONN) + ")"));
+  }
+  SECTION("EPERM from TCP_REPAIR_OPTIONS is not blamed on CAP_NET_ADMIN") {
+    FakeSys fake;
+    fake.fail_if([](const Call& c) { return c.is_set(IPPROTO_TCP, TCP_REPAIR_OPTIONS); }, EPERM);
+    Repairer rep(fake, quiet());
+    auto r = rep.restore(samples.at(1).snapshot);
+    REQUIRE_FALSE(r.ok());
+    require_refusal(r.error(), std::errc::operation_not_permitted,
+                    "TCP_REPAIR_OPTIONS: refused by the kernel (only before any data was sent, "
+                    "in ESTABLISHED)");
+    CHECK_THAT(r.error().message(), !Catch::Contains("CAP_NET_ADMIN"));
+  }
+  for (const auto& sample : samples) {
+    if (!sample.snapshot.peer_fin) {
+      continue;
+    }
+    DYNAMIC_SECTION("a re-injected peer FIN that never arrives: " << sample.name) {
+      FakeSys fake;
+      Rigged rig(fake);
+      rig.drop_raw = true;
+      Repairer rep(rig, quiet());
+      auto r = rep.restore(sample.snapshot);
+      REQUIRE_FALSE(r.ok());
+      require_refusal(r.error(), std::errc::timed_out,
+                      "the re-injected peer FIN was not accepted within 200 ms (did a firewall "
+                      "or freeze drop it?)");
+    }
+    DYNAMIC_SECTION("a raw send that takes part of the packet: " << sample.name) {
+      FakeSys fake;
+      Rigged rig(fake);
+      rig.raw_short = 1;
+      Repairer rep(rig, quiet());
+      auto r = rep.restore(sample.snapshot);
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.error().code == std::errc::io_error);
+      CHECK_THAT(r.error().message(), Catch::Contains(" bytes"));
+      CHECK_THAT(r.error().message(), Catch::Matches(".*inject: sendto \\S+ took \\d+ of \\d+ bytes"));
+    }
+    break;  // one sample with the peer's FIN is enough
+  }
+}

@@ -16,16 +16,18 @@
 namespace rendr {
 
 // Error: what went wrong (|code|) and where/why (|context|, outermost step first after
-// with_context()). message() renders "context: code message".
+// with_context()). message() renders "context: code message" - or only the context for a
+// refusal (code_text false), whose context already says the whole cause.
 struct Error {
   std::error_code code;
   std::string context;
+  bool code_text = true;  // message() appends the code's own text (strerror)
 
   [[nodiscard]] std::string message() const {
     if (context.empty()) {
       return code.message();
     }
-    return context + ": " + code.message();
+    return code_text ? context + ": " + code.message() : context;
   }
   // with_context prefixes |outer| ("restore 10.0.0.1:443: set send queue").
   [[nodiscard]] Error with_context(std::string_view outer) const {
@@ -41,6 +43,12 @@ struct Error {
 }
 [[nodiscard]] inline Error make_error(std::errc code, std::string context) {
   return Error{std::make_error_code(code), std::move(context)};
+}
+// refusal builds an Error for a condition rather than a failed call: |cause| says it in full and
+// message() adds no errno text (a trailing "Invalid argument" would only mislead); |code|
+// classifies it for callers that match codes.
+[[nodiscard]] inline Error refusal(std::errc code, std::string cause) {
+  return Error{std::make_error_code(code), std::move(cause), false};
 }
 
 template <typename T>
