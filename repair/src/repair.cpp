@@ -297,6 +297,9 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   }
   auto thaw_on_error = [&](Error e) -> Error {
     (void)op.set(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF, "thaw");
+    if (*reuse != 0) {
+      (void)op.set(SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");  // cleared by repair-off
+    }
     return e.with_context(ctx());
   };
   auto dup = UniqueFd::dup(fd);

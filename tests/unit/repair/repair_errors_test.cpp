@@ -495,6 +495,11 @@ TEST_CASE("SO_REUSEADDR survives checkpoint + thaw and checkpoint + restore",
   auto thawed = rep.thaw(std::move(cp->socket));
   REQUIRE_OK(thawed);
   CHECK(fake.sock(fd).opts[{SOL_SOCKET, SO_REUSEADDR}] == (reuse ? 1 : 0));
+  // A checkpoint that fails after entering repair mode thaws the socket the same way.
+  fake.sock(fd).kernel_grows_recv_queue = true;
+  REQUIRE_ERROR(rep.checkpoint(fd), std::errc::resource_unavailable_try_again, "freeze");
+  CHECK_FALSE(fake.sock(fd).repair);
+  CHECK(fake.sock(fd).opts[{SOL_SOCKET, SO_REUSEADDR}] == (reuse ? 1 : 0));
 }
 
 TEST_CASE("the peer's window from an ACK hint is used also when the ACK acknowledges nothing new",
