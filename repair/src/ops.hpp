@@ -141,7 +141,7 @@ class Ops {
     std::size_t off = 0;
     while (off < data.size()) {
       std::size_t n = std::min(chunk, data.size() - off);
-      ssize_t w = sys_.send(fd_, data.data() + off, n, 0);
+      ssize_t w = sys_.send(fd_, data.data() + off, n, MSG_DONTWAIT);
       if (w < 0) {
         if ((errno == ENOMEM || errno == ENOBUFS || errno == EAGAIN) && chunk > 1024) {
           chunk /= 2;
@@ -158,10 +158,6 @@ class Ops {
   int fd_;
   int queue_ = -1;  // TCP_REPAIR_QUEUE last set through this Ops; -1 = unknown
 };
-
-inline bool ep_equal(const Endpoint& a, const Endpoint& b) {
-  return a.family == b.family && a.addr == b.addr && a.port == b.port;
-}
 
 inline std::uint64_t now_ns() {
   timespec ts{};

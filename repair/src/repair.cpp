@@ -26,22 +26,15 @@ using detail::unreadable;
 
 namespace {
 
-// capture reads the whole state of a socket that is already in repair mode.
-Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple) {
+// capture reads the whole state of a socket that is already in repair mode; |ti| is its TCP_INFO
+// as read just before (a supported state). Reading it again would prove nothing: the state of a
+// flow that is not frozen can change at any point of the capture, before or after a re-read.
+Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple, const tcp_info& info) {
   Ops op(sys, fd);
   TcpSnapshot s;
   s.tuple = tuple;
-  auto ti = op.info();
-  if (!ti) {
-    return std::move(ti).take_error();
-  }
+  const tcp_info* ti = &info;
   s.state = static_cast<TcpState>(ti->tcpi_state);
-  if (!snapshot_state_supported(s.state)) {
-    return refusal(std::errc::not_supported,
-                   "checkpoint: TCP state " + std::string(to_string(s.state)) +
-                       " is not supported (supported: ESTABLISHED, FIN_WAIT1, FIN_WAIT2, "
-                       "CLOSE_WAIT, LAST_ACK, CLOSING)");
-  }
   s.opt_sack = (ti->tcpi_options & TCPI_OPT_SACK) != 0;
   s.opt_timestamps = (ti->tcpi_options & TCPI_OPT_TIMESTAMPS) != 0;
   s.opt_wscale = (ti->tcpi_options & TCPI_OPT_WSCALE) != 0;
@@ -55,21 +48,25 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple) {
                s.state == TcpState::closing;
   const bool fin_acked = s.state == TcpState::fin_wait2;
 
-  // Queues. Repeat until two consecutive reads agree: a change means packets are still being
-  // processed (traffic not frozen, or frozen only just now - CRIU saw SIOCINQ lag the peek).
+  // Queues. The send side first: what can change it while the flow is frozen is nothing, and
+  // an ACK arriving anyway only frees bytes the snapshot then still carries (the peer drops them
+  // as duplicates); an ACK between SIOCOUTQ and the peek shows as a short peek. Then the receive
+  // side between two reads of rcv_nxt: data arriving meanwhile (traffic not frozen, or frozen
+  // only just now - CRIU saw SIOCINQ lag the peek) moves it, and the whole read is repeated.
+  // Empty queues are not peeked: the lengths already say so, and the rcv_nxt bracket catches a
+  // byte arriving after SIOCINQ.
+  // Our FIN occupies one sequence number in write_seq and (until acked) in SIOCOUTQ.
+  const std::uint32_t fin_in_outq = (s.fin_queued && !fin_acked) ? 1 : 0;
+  auto peek_n = [&op](int n) -> Result<std::vector<std::byte>> {
+    if (n <= 0) {
+      return std::vector<std::byte>{};
+    }
+    return op.peek(static_cast<std::size_t>(n));
+  };
   bool stable = false;
   for (int attempt = 0; attempt < 8 && !stable; ++attempt) {
-    auto rcv_nxt = op.queue_seq(TCP_RECV_QUEUE);
-    if (!rcv_nxt) {
-      return std::move(rcv_nxt).take_error();
-    }
-    auto inq = op.ioctl(SIOCINQ, "SIOCINQ");
-    if (!inq) {
-      return std::move(inq).take_error();
-    }
-    auto rq = op.peek(static_cast<std::size_t>(*inq) + 1);
-    if (!rq) {
-      return std::move(rq).take_error();
+    if (attempt > 0) {
+      pause_us(200);
     }
     auto write_seq = op.queue_seq(TCP_SEND_QUEUE);
     if (!write_seq) {
@@ -80,27 +77,30 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple) {
     if (!outq || !unsq) {
       return (!outq ? outq : unsq).error();
     }
-    auto sq = op.peek(static_cast<std::size_t>(*outq) + 1);
+    auto sq = peek_n(*outq - static_cast<int>(fin_in_outq));
     if (!sq) {
       return std::move(sq).take_error();
     }
-    // Re-read the send side first, while its queue is still selected (one select fewer); the
-    // receive side's bracket [rcv_nxt, rcv_nxt2] still spans every other read.
-    auto write_seq2 = op.queue_seq(TCP_SEND_QUEUE);
-    auto outq2 = op.ioctl(SIOCOUTQ, "SIOCOUTQ");
-    auto rcv_nxt2 = op.queue_seq(TCP_RECV_QUEUE);
-    RENDR_TRY(op.select_queue(TCP_NO_QUEUE));
-    if (!rcv_nxt2 || !write_seq2 || !outq2) {
-      return unreadable("checkpoint: re-reading queue state failed", write_seq2, outq2, rcv_nxt2);
+    auto rcv_nxt = op.queue_seq(TCP_RECV_QUEUE);
+    if (!rcv_nxt) {
+      return std::move(rcv_nxt).take_error();
     }
-    // Our FIN occupies one sequence number in write_seq and (until acked) in SIOCOUTQ.
-    const std::uint32_t fin_in_outq = (s.fin_queued && !fin_acked) ? 1 : 0;
-    const bool consistent =
-        *rcv_nxt == *rcv_nxt2 && *write_seq == *write_seq2 && *outq == *outq2 &&
-        rq->size() <= static_cast<std::size_t>(*inq) &&
-        static_cast<std::size_t>(*outq) == sq->size() + fin_in_outq;
+    auto inq = op.ioctl(SIOCINQ, "SIOCINQ");
+    if (!inq) {
+      return std::move(inq).take_error();
+    }
+    auto rq = peek_n(*inq);
+    if (!rq) {
+      return std::move(rq).take_error();
+    }
+    auto rcv_nxt2 = op.queue_seq(TCP_RECV_QUEUE);
+    if (!rcv_nxt2) {
+      return unreadable("checkpoint: re-reading rcv_nxt failed", rcv_nxt2);
+    }
+    const bool consistent = *rcv_nxt == *rcv_nxt2 &&
+                            rq->size() == static_cast<std::size_t>(std::max(*inq, 0)) &&
+                            static_cast<std::size_t>(*outq) == sq->size() + fin_in_outq;
     if (!consistent) {
-      pause_us(200);
       continue;
     }
     stable = true;
@@ -306,7 +306,7 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   if (!dup) {
     return thaw_on_error(std::move(dup).take_error());
   }
-  auto snap = capture(sys_, fd, tuple);
+  auto snap = capture(sys_, fd, tuple, *ti);
   if (!snap) {
     return thaw_on_error(std::move(snap).take_error());
   }

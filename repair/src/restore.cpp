@@ -23,7 +23,6 @@
 
 namespace rendr::repair {
 
-using detail::ep_equal;
 using detail::now_ns;
 using detail::Ops;
 using detail::pause_us;
@@ -148,7 +147,9 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     return std::move(v).take_error().with_context(ctx());
   }
   const bool v6 = snap.tuple.local.family == IpFamily::v6;
-  int raw = sys_.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+  // Blocking or not as the saved socket was; restore's own sends do not wait (MSG_DONTWAIT).
+  int raw = sys_.socket(v6 ? AF_INET6 : AF_INET,
+                        SOCK_STREAM | SOCK_CLOEXEC | (snap.options.nonblocking ? SOCK_NONBLOCK : 0),
                         IPPROTO_TCP);
   if (raw < 0) {
     int err = errno;
@@ -215,9 +216,9 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
   // default of 536 unless TCP_MAXSEG is set - and TCP_REPAIR_OPTIONS later changes only the clamp,
   // so the restored socket sent 524-byte segments (no GSO) until its next PMTU change. With the
   // saved clamp as TCP_MAXSEG, connect sizes segments right. The kernel takes 88..32767 here
-  // (TCP_MIN_MSS..MAX_TCP_WINDOW); TCP_REPAIR_OPTIONS still restores the exact clamp.
-  const bool user_mss = snap.mss_clamp >= 88;
-  if (user_mss) {
+  // (TCP_MIN_MSS..MAX_TCP_WINDOW); TCP_REPAIR_OPTIONS still restores the exact clamp. It stays
+  // set: on a connected socket the user MSS only clamps what a later connect() would advertise.
+  if (snap.mss_clamp >= 88) {
     RENDR_STEP(op.set(IPPROTO_TCP, TCP_MAXSEG,
                       static_cast<int>(std::min<std::uint32_t>(snap.mss_clamp, 32767)),
                       "TCP_MAXSEG (saved MSS)"));
@@ -233,11 +234,6 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
                               err));
     }
     return fail(sys_error("connect (repair) " + snap.tuple.remote.to_string(), err));
-  }
-  // The user MSS has done its job; unset it as on the original socket (it also clamps the MSS a
-  // later connect on this socket would advertise).
-  if (user_mss) {
-    RENDR_STEP(op.set(IPPROTO_TCP, TCP_MAXSEG, 0, "TCP_MAXSEG (reset)"));
   }
 
   // Options must be set before anything is really transmitted (kernels >= 5.19 refuse them
@@ -301,36 +297,20 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     if (sys_.setsockopt(raw, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, sizeof w) != 0) {
       return fail(sys_error("TCP_REPAIR_WINDOW"));
     }
-    tcp_repair_window back{};
-    socklen_t bl = sizeof back;
-    if (sys_.getsockopt(raw, IPPROTO_TCP, TCP_REPAIR_WINDOW, &back, &bl) != 0) {
-      return fail(sys_error("read back TCP_REPAIR_WINDOW"));
-    }
-    if (back.snd_wnd != w.snd_wnd || back.rcv_wnd != w.rcv_wnd || back.rcv_wup != w.rcv_wup ||
-        back.snd_wl1 != w.snd_wl1 || back.max_window != w.max_window) {
-      return fail(mismatch("window (snd_wnd)", back.snd_wnd, w.snd_wnd));
-    }
   }
 
-  // Read back and compare before anything can leave this host.
+  // Read the sequence numbers back before anything can leave this host. They cover the queue
+  // refills too, and catch a kernel that rewrites them in connect (before 4.18 when the tuple
+  // was reused from TIME_WAIT). The other setters need no read-back: bind, connect and
+  // TCP_REPAIR_WINDOW either fail or set exactly what they were given.
   {
-    auto local = op.name(false);
-    auto remote = op.name(true);
-    if (!local || !remote) {
-      return fail(unreadable("restore validation: cannot read the socket addresses", local,
-                             remote));
-    }
-    if (!ep_equal(*local, snap.tuple.local) || !ep_equal(*remote, snap.tuple.remote)) {
-      return fail(refusal(std::errc::io_error,
-                          "restore validation: socket addresses differ from the snapshot"));
-    }
-    // Read the still-selected queue first (one select fewer).
+    // Read the still-selected queue first (one select fewer). The queue left selected does not
+    // matter: repair-off makes the socket transmit normally whichever it is.
     const bool send_first = op.selected_queue() == TCP_SEND_QUEUE;
     auto first = op.queue_seq(send_first ? TCP_SEND_QUEUE : TCP_RECV_QUEUE);
     auto second = op.queue_seq(send_first ? TCP_RECV_QUEUE : TCP_SEND_QUEUE);
     const auto& rn = send_first ? second : first;
     const auto& ws = send_first ? first : second;
-    RENDR_STEP(op.select_queue(TCP_NO_QUEUE));
     if (!rn || !ws) {
       return fail(unreadable("restore validation: cannot read sequences", first, second));
     }
@@ -339,19 +319,6 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     }
     if (*ws != write_seq_pre_fin) {
       return fail(mismatch("write_seq", *ws, write_seq_pre_fin));
-    }
-    auto inq = op.ioctl(SIOCINQ, "SIOCINQ");
-    auto outq = op.ioctl(SIOCOUTQ, "SIOCOUTQ");
-    if (!inq || !outq) {
-      return fail(unreadable("restore validation: cannot read queue sizes", inq, outq));
-    }
-    if (static_cast<std::size_t>(*inq) != snap.recv_queue.size()) {
-      return fail(mismatch("receive queue length", static_cast<std::uint64_t>(*inq),
-                           snap.recv_queue.size()));
-    }
-    if (static_cast<std::uint32_t>(*outq) != sent_in_repair) {
-      return fail(mismatch("send queue length", static_cast<std::uint64_t>(*outq),
-                           sent_in_repair));
     }
   }
 
@@ -519,7 +486,8 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
   std::size_t off = 0;
   const std::uint64_t push_deadline = now_ns() + 2'000'000'000ULL;
   while (off < unsent.size()) {
-    ssize_t w = sys_.send(raw, unsent.data() + off, unsent.size() - off, MSG_NOSIGNAL);
+    ssize_t w =
+        sys_.send(raw, unsent.data() + off, unsent.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w > 0) {
       off += static_cast<std::size_t>(w);
       continue;
@@ -593,12 +561,6 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
   }
   if (force_rcv && o.rcvbuf != 0) {
     soft(op.set(SOL_SOCKET, SO_RCVBUFFORCE, static_cast<int>(o.rcvbuf / 2), "SO_RCVBUF"));
-  }
-  if (!o.nonblocking) {
-    // socket() above opened the file O_RDWR | O_NONBLOCK: no need to read the flags back.
-    if (sys_.set_fl(raw, O_RDWR) != 0) {
-      soft(sys_error("fcntl clear O_NONBLOCK"));
-    }
   }
   // Repay delayed-ACK debt: a segment below rcv_wup is out of window, so the socket answers at
   // once with a duplicate ACK carrying rcv_nxt, which acknowledges what the peer sent before the

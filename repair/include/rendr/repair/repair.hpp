@@ -15,7 +15,8 @@
 //      repair mode), TCP_TIMESTAMP, TCP_REPAIR_WINDOW.
 //   4. Select each queue with TCP_REPAIR_QUEUE, read TCP_QUEUE_SEQ and MSG_PEEK its bytes; split
 //      the send queue with SIOCOUTQNSD into sent-unacked and not-yet-sent; account for FINs.
-//      Re-read until stable (data racing in means traffic was not frozen: EAGAIN).
+//      rcv_nxt is read before and after the receive queue; repeat until they agree (data racing
+//      in means traffic was not frozen: EAGAIN).
 //   5. Read socket options (nodelay, cork, keepalive, timeouts, congestion, buffers, mark,
 //      TOS/TTL, linger, notsent_lowat; SO_REUSEADDR before step 2, as repair mode overrides it)
 //      and the addresses. The socket stays in repair mode.
@@ -31,7 +32,8 @@
 //   3. TCP_REPAIR_OPTIONS (MSS, window scale, SACK, timestamps) before anything is transmitted,
 //      then TCP_TIMESTAMP.
 //   4. Refill the receive queue and the sent-unacked part of the send queue; TCP_REPAIR_WINDOW.
-//   5. Read everything back and compare with the snapshot; on mismatch close silently, error.
+//   5. Read both sequence numbers back and compare with the snapshot; on mismatch close
+//      silently, error.
 //   6. Rebuild FINs: ours with shutdown() while the send queue is selected, the peer's by
 //      injecting its FIN from a raw socket (CAP_NET_RAW); in FIN_WAIT2 also the peer's ACK of
 //      our FIN.
