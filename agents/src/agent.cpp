@@ -1228,7 +1228,9 @@ Message Agent::on_commit(const Message& m) {
                                   " past snd_una"
                             : std::string("unknown")));
     }
-    auto fd = repairer_.activate(std::move(sm.sockets[i]), peer_acked, replay[i]);
+    auto fd = repairer_.activate(std::move(sm.sockets[i]),
+                                 i < hints.size() ? decode_peer_ack(hints[i]) : std::nullopt,
+                                 replay[i]);
     if (!fd) {
       // Past repair-off nothing can be undone; report it loudly.
       warnings += fd.error().message() + "; ";

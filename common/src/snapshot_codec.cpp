@@ -29,7 +29,8 @@ constexpr std::uint8_t kKeepalive = 1U << 2;
 constexpr std::uint8_t kLinger = 1U << 3;
 constexpr std::uint8_t kV6only = 1U << 4;
 constexpr std::uint8_t kNonblock = 1U << 5;
-constexpr std::uint8_t kFlags2Known = 0x3F;
+constexpr std::uint8_t kReuseaddr = 1U << 6;
+constexpr std::uint8_t kFlags2Known = 0x7F;
 
 void put_endpoint(ByteWriter& w, const Endpoint& e) {
   w.u8(static_cast<std::uint8_t>(e.family));
@@ -99,6 +100,7 @@ std::vector<std::byte> encode_snapshot(const TcpSnapshot& s) {
   f2 |= o.linger_on ? kLinger : 0;
   f2 |= o.v6only ? kV6only : 0;
   f2 |= o.nonblocking ? kNonblock : 0;
+  f2 |= o.reuseaddr ? kReuseaddr : 0;
   w.u8(f2);
   for (std::uint32_t v : {o.keepidle, o.keepintvl, o.keepcnt, o.user_timeout, o.sndbuf, o.rcvbuf,
                           o.mark, o.tos, o.ttl, o.linger_secs, o.notsent_lowat}) {
@@ -185,6 +187,7 @@ Result<TcpSnapshot> decode_snapshot(std::span<const std::byte> data) {
   o.linger_on = (f2 & kLinger) != 0;
   o.v6only = (f2 & kV6only) != 0;
   o.nonblocking = (f2 & kNonblock) != 0;
+  o.reuseaddr = (f2 & kReuseaddr) != 0;
   for (std::uint32_t* v : {&o.keepidle, &o.keepintvl, &o.keepcnt, &o.user_timeout, &o.sndbuf,
                            &o.rcvbuf, &o.mark, &o.tos, &o.ttl, &o.linger_secs, &o.notsent_lowat}) {
     if (!r.u32(*v)) {
@@ -278,6 +281,7 @@ std::string snapshot_to_json(const TcpSnapshot& s, bool full_queues) {
   j.kv("notsent_lowat", static_cast<std::uint64_t>(o.notsent_lowat));
   j.kv("v6only", o.v6only);
   j.kv("nonblocking", o.nonblocking);
+  j.kv("reuseaddr", o.reuseaddr);
   j.end_object();
   j.end_object();
   return j.str();

@@ -90,6 +90,13 @@ std::vector<std::byte> build_segment(const ForgedSegment& seg) {
 
 namespace {
 
+// short_send: sendto took only part of a packet - it did not fail, so errno says nothing.
+Error short_send(const Endpoint& to, ssize_t n, std::size_t size) {
+  return make_error(std::errc::io_error, "inject: sendto " + to.address_string() + " took " +
+                                          std::to_string(n) + " of " + std::to_string(size) +
+                                          " bytes");
+}
+
 Result<int> open_raw(Sys& sys, bool v4) {
   int raw = sys.socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
   if (raw < 0) {
@@ -115,9 +122,13 @@ Status send_on(Sys& sys, int raw, const ForgedSegment& seg) {
   dst.port = 0;  // raw sockets take the protocol, not a port, in the address
   sockaddr_storage ss{};
   socklen_t sl = dst.to_sockaddr(ss);
-  if (sys.sendto(raw, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&ss), sl) !=
-      static_cast<ssize_t>(pkt.size())) {
+  const ssize_t n =
+      sys.sendto(raw, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&ss), sl);
+  if (n < 0) {
     return errno_error("inject: sendto " + seg.to.address_string());
+  }
+  if (n != static_cast<ssize_t>(pkt.size())) {
+    return short_send(seg.to, n, pkt.size());
   }
   return {};
 }
@@ -213,10 +224,15 @@ Result<std::size_t> inject_packets(Sys& sys, const Endpoint& to,
   socklen_t sl = dst.to_sockaddr(ss);
   std::size_t sent = 0;
   for (const auto& p : pkts) {
-    if (sys.sendto(*raw, p.data(), p.size(), 0, reinterpret_cast<sockaddr*>(&ss), sl) !=
-        static_cast<ssize_t>(p.size())) {
-      return errno_error("inject: sendto " + to.address_string() + " (replayed packet " +
-                         std::to_string(sent + 1) + " of " + std::to_string(pkts.size()) + ")");
+    const ssize_t n =
+        sys.sendto(*raw, p.data(), p.size(), 0, reinterpret_cast<sockaddr*>(&ss), sl);
+    if (n != static_cast<ssize_t>(p.size())) {
+      const std::string which = " (replayed packet " + std::to_string(sent + 1) + " of " +
+                                std::to_string(pkts.size()) + ")";
+      Error e = n < 0 ? errno_error("inject: sendto " + to.address_string())
+                      : short_send(to, n, p.size());
+      e.context += which;
+      return e;
     }
     ++sent;
   }

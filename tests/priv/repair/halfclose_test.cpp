@@ -5,31 +5,56 @@
 #include "lab.hpp"
 #include "migrate_util.hpp"
 
+#include <rendr/repair/repair.hpp>
+
 #include <catch2/catch.hpp>
 
-#include <netinet/tcp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+
+#include <chrono>
+#include <cstdio>
 
 using namespace rendr;
 using namespace rendr::test;
 
 namespace {
 
-int tcp_state(int fd) {
+tcp_info tcp_info_of(int fd) {
   tcp_info ti{};
   socklen_t len = sizeof ti;
   ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len);
-  return ti.tcpi_state;
+  return ti;
 }
+
+int tcp_state(int fd) { return tcp_info_of(fd).tcpi_state; }
 
 void wait_state(int fd, int state) {
   for (int i = 0; i < 1000 && tcp_state(fd) != state; ++i) {
     ::poll(nullptr, 0, 2);
   }
   REQUIRE(tcp_state(fd) == state);
+}
+
+// peer_window_update reads what |fd|'s last ACK told its peer - the acknowledgment number and the
+// raw window field (scaled down by |wscale|) - as the freeze program records a dropped ACK. It
+// reads the socket in repair mode and leaves it without a window probe: nothing is sent.
+repair::PeerAck peer_window_update(int fd, std::uint8_t wscale) {
+  int v = TCP_REPAIR_ON;
+  REQUIRE(::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &v, sizeof v) == 0);
+  tcp_repair_window w{};
+  socklen_t wl = sizeof w;
+  REQUIRE(::getsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, &wl) == 0);
+  v = TCP_RECV_QUEUE;
+  REQUIRE(::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, &v, sizeof v) == 0);
+  int rcv_nxt = 0;
+  socklen_t len = sizeof rcv_nxt;
+  REQUIRE(::getsockopt(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &rcv_nxt, &len) == 0);
+  v = TCP_REPAIR_OFF_NO_WP;
+  REQUIRE(::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &v, sizeof v) == 0);
+  return {static_cast<std::uint32_t>(rcv_nxt), static_cast<std::uint16_t>(w.rcv_wnd >> wscale)};
 }
 
 long long peer_resets(GatewayLab& lab) {
@@ -66,8 +91,9 @@ TEST_CASE("CLOSE_WAIT migrates: unread data then EOF, and the server can still s
 
 TEST_CASE("FIN_WAIT2 migrates: the server keeps receiving after its own FIN",
           "[.repair][repair][halfclose]") {
+  const bool v6 = GENERATE(false, true);
   GatewayLab lab;
-  Flow f = open_flow(lab, false, 7201);
+  Flow f = open_flow(lab, v6, 7201);
   Pattern p(4);
   const long long resets = peer_resets(lab);
   ::shutdown(f.server.get(), SHUT_WR);
@@ -80,9 +106,14 @@ TEST_CASE("FIN_WAIT2 migrates: the server keeps receiving after its own FIN",
   UniqueFd r = migrate(lab, f.server, lab.b, {.inspect = [&](const TcpSnapshot& s) { seen = s; }});
   CHECK(seen.state == TcpState::fin_wait2);
   CHECK(seen.fin_sent);
+  // FIN_WAIT2 at once: the FIN the peer already acknowledged is not in flight again, so an idle
+  // peer is not sent it again either (the restored socket's first retransmission is due at 1 s).
+  CHECK(tcp_state(r.get()) == TCP_FIN_WAIT2);
+  ::poll(nullptr, 0, 1500);
+  CHECK(tcp_info_of(r.get()).tcpi_total_retrans == 0);
+  CHECK(tcp_state(r.get()) == TCP_FIN_WAIT2);
   write_all(f.client.get(), pattern_bytes(p, 2000, 30000));
   CHECK(p.mismatch(0, read_exact(r.get(), 32000)) == -1);
-  wait_state(r.get(), TCP_FIN_WAIT2);  // the peer's ACK of our FIN arrives after the probe
   ::shutdown(f.client.get(), SHUT_WR);
   expect_eof(r.get());
   CHECK(peer_resets(lab) == resets);
@@ -179,6 +210,77 @@ TEST_CASE("a connection whose peer stopped reading (window closed) migrates",
   // The peer starts reading only now; everything arrives once, in order.
   CHECK(p.mismatch(0, read_exact(f.client.get(), queued, 20000)) == -1);
   write_all(r.get(), pattern_bytes(p, queued, 10000));
+  CHECK(p.mismatch(queued, read_exact(f.client.get(), 10000)) == -1);
+  CHECK(peer_resets(lab) == resets);
+}
+
+TEST_CASE("a window the peer opened during the freeze is used at once (ACK hint at activate)",
+          "[.repair][repair][window]") {
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7206);
+  Pattern p(10);
+  const long long resets = peer_resets(lab);
+  int small = 64 * 1024;
+  ::setsockopt(f.client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  set_nonblocking(f.server.get(), true);
+  std::size_t queued = 0;
+  for (int i = 0; i < 200; ++i) {
+    queued += write_until_full(f.server.get(), p, queued);
+    ::poll(nullptr, 0, 5);
+  }
+  lab.freeze(f.tuple);
+  repair::Repairer rep;
+  auto cp = rep.checkpoint(f.server.get());
+  REQUIRE(cp.ok());
+  const TcpSnapshot& s = cp->snapshot;
+  REQUIRE(s.window.snd_wnd < 4096);  // the peer's window is closed
+  REQUIRE(s.send_unsent > 0);
+  // The peer reads all it holds; its window update (same ACK number) is dropped by the freeze.
+  set_nonblocking(f.client.get(), true);
+  std::vector<std::byte> buf(1 << 20);
+  std::size_t got = 0;
+  for (ssize_t n = 0; (n = ::recv(f.client.get(), buf.data(), buf.size(), 0)) > 0;) {
+    CHECK(p.mismatch(got, std::span(buf).first(static_cast<std::size_t>(n))) == -1);
+    got += static_cast<std::size_t>(n);
+  }
+  REQUIRE(got > 0);
+  set_nonblocking(f.client.get(), false);
+  const repair::PeerAck hint = peer_window_update(f.client.get(), s.snd_wscale);
+  CHECK(hint.ack == s.send_seq + s.send_unacked());
+  CHECK(hint.window > 0);
+
+  rep.release(std::move(cp->socket));
+  f.server.reset();
+  lab.route_vip_to(lab.b);
+  // No window probe: it stands for a probe the peer leaves unanswered (it answers out-of-window
+  // segments at most every 500 ms), so only the hint can tell the socket the window is open.
+  repair::RestoreOptions opts;
+  opts.window_probe = false;
+  repair::StagedSocket staged;
+  {
+    NetnsScope in_b(lab.b);
+    auto st = rep.restore_staged(s, opts);
+    REQUIRE(st.ok());
+    staged = std::move(*st);
+  }
+  lab.unfreeze();
+  const auto t0 = std::chrono::steady_clock::now();
+  UniqueFd live;
+  {
+    NetnsScope in_b(lab.b);
+    auto fd = rep.activate(std::move(staged), hint);
+    REQUIRE(fd.ok());
+    live = std::move(*fd);
+  }
+  pollfd pf{f.client.get(), POLLIN, 0};
+  REQUIRE(::poll(&pf, 1, 5000) == 1);
+  const double stall_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "peer window opened during the freeze: first byte %.2f ms after activate\n",
+               stall_ms);
+  CHECK(stall_ms < 100);  // not after a zero-window probe (>= 200 ms)
+  CHECK(p.mismatch(got, read_exact(f.client.get(), queued - got)) == -1);
+  write_all(live.get(), pattern_bytes(p, queued, 10000));
   CHECK(p.mismatch(queued, read_exact(f.client.get(), 10000)) == -1);
   CHECK(peer_resets(lab) == resets);
 }

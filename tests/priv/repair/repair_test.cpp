@@ -3,11 +3,14 @@
 // TCP peer. Every test builds its own gateway lab (anonymous netns, gone with the process).
 #include "conn_util.hpp"
 #include "lab.hpp"
+#include "migrate_util.hpp"
 
 #include <rendr/repair/repair.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 using namespace rendr;
@@ -17,6 +20,13 @@ namespace {
 
 long long peer_resets(GatewayLab& lab) {
   return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "InErrs");
+}
+
+tcp_info info_of(int fd) {
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  REQUIRE(::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0);
+  return ti;
 }
 
 }  // namespace
@@ -179,4 +189,57 @@ TEST_CASE("a staged restore transmits nothing until activated, and releasing it 
   write_all(live.get(), pattern_bytes(down, 5000, 70000));
   CHECK(down.mismatch(5000, read_exact(f.client.get(), 70000)) == -1);
   CHECK(peer_resets(lab) == resets_before);
+}
+
+TEST_CASE("a restored socket sends full-size segments at once (the saved MSS, not 524)",
+          "[.repair][repair][netns][mss]") {
+  const bool v6 = GENERATE(false, true);
+  GatewayLab lab;
+  Flow f = open_flow(lab, v6, 7004);
+  const tcp_info before = info_of(f.server.get());
+  REQUIRE(before.tcpi_snd_mss > 1000);
+  Pattern p(41);
+  UniqueFd r = migrate(lab, f.server, lab.b);
+  // Right after restore, before anything was sent or received: no PMTU event has happened that
+  // could have recomputed the MSS since the repair-mode connect.
+  CHECK(info_of(r.get()).tcpi_snd_mss == before.tcpi_snd_mss);
+  for (std::size_t off = 0; off < (1U << 20); off += 65536) {
+    write_all(r.get(), pattern_bytes(p, off, 65536));
+    CHECK(p.mismatch(off, read_exact(f.client.get(), 65536)) == -1);
+  }
+  CHECK(info_of(r.get()).tcpi_snd_mss == before.tcpi_snd_mss);
+}
+
+TEST_CASE("a server restarts on its port right after a migrated or thawed connection closed",
+          "[.repair][repair][netns][reuseaddr]") {
+  const bool thawed = GENERATE(false, true);
+  INFO((thawed ? "thawed" : "migrated"));
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7005);  // the listener has SO_REUSEADDR, so the connection too
+  UniqueFd conn;
+  const Netns* host = &lab.a;
+  if (thawed) {
+    repair::Repairer rep;
+    auto cp = rep.checkpoint(f.server.get());
+    REQUIRE(cp.ok());
+    auto fd = rep.thaw(std::move(cp->socket));
+    REQUIRE(fd.ok());
+    conn = std::move(*fd);
+    f.server.reset();
+  } else {
+    conn = migrate(lab, f.server, lab.b);
+    host = &lab.b;
+  }
+  int reuse = 0;
+  socklen_t len = sizeof reuse;
+  REQUIRE(::getsockopt(conn.get(), SOL_SOCKET, SO_REUSEADDR, &reuse, &len) == 0);
+  CHECK(reuse == 1);
+  // The server closes first, so its end of the connection stays in TIME_WAIT.
+  ::shutdown(conn.get(), SHUT_WR);
+  expect_eof(f.client.get());
+  f.client.reset();
+  expect_eof(conn.get());
+  conn.reset();
+  f.listener.reset();
+  CHECK_NOTHROW(listen_on(*host, *Endpoint::parse_address(GatewayLab::kVip4, 7005)));
 }

@@ -38,6 +38,7 @@ TcpSnapshot sample() {
   s.options.rcvbuf = 131072;
   s.options.mark = 7;
   s.options.ttl = 64;
+  s.options.reuseaddr = true;
   return s;
 }
 

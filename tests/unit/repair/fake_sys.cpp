@@ -238,6 +238,8 @@ int FakeSys::setsockopt(int fd, int level, int name, const void* val, socklen_t 
     switch (name) {
       case TCP_REPAIR:
         s->repair = v == TCP_REPAIR_ON;
+        // As the kernel: sk_reuse is SK_FORCE_REUSE in repair mode and SK_NO_REUSE after it.
+        s->opts[{SOL_SOCKET, SO_REUSEADDR}] = s->repair ? 2 : 0;
         return finish(0, 0);
       case TCP_REPAIR_QUEUE:
         if (!s->repair) {
@@ -439,12 +441,20 @@ ssize_t FakeSys::sendto(int fd, const void* buf, std::size_t len, int flags, con
     return finish(-1, EBADF);
   }
   // A forged segment for the restored socket: an IPv4 or IPv6 header, then TCP; FIN is bit 0 of
-  // the flags byte (offset 13).
+  // the flags byte (offset 13). A segment acknowledging our FIN (ack = write_seq) acks it.
   const auto* p = static_cast<const std::uint8_t*>(buf);
   const std::size_t iph = len > 0 && (p[0] >> 4) == 4 ? 20 : 40;
-  if (len >= iph + 20 && (p[iph + 13] & 0x01U) != 0) {
-    if (FakeSocket* t = tcp_target(); t != nullptr) {
-      t->peer_fin = true;
+  FakeSocket* t = len >= iph + 20 ? tcp_target() : nullptr;
+  if (t != nullptr && (p[iph + 13] & 0x01U) != 0) {
+    t->peer_fin = true;
+  } else if (t != nullptr && t->our_fin) {
+    const std::uint32_t ack = (std::uint32_t{p[iph + 8]} << 24) |
+                              (std::uint32_t{p[iph + 9]} << 16) |
+                              (std::uint32_t{p[iph + 10]} << 8) | std::uint32_t{p[iph + 11]};
+    if (t->send_queue.empty() &&
+        ack == t->send_seq + static_cast<std::uint32_t>(t->send_queue.size()) + 1) {
+      t->our_fin_acked = true;
+      t->state = TCP_FIN_WAIT2;
     }
   }
   return finish(static_cast<int>(len), 0);

@@ -23,13 +23,13 @@ namespace rendr {
 struct Error {
   std::error_code code;
   std::string context;
-  bool code_in_message = true;
+  bool code_text = true;
 
   [[nodiscard]] std::string message() const {
     if (context.empty()) {
       return code.message();
     }
-    if (!code_in_message) {
+    if (!code_text) {
       return context;
     }
     return context + ": " + code.message();
@@ -38,8 +38,8 @@ struct Error {
   [[nodiscard]] Error with_context(std::string_view outer) const {
     Error e = *this;
     e.context = context.empty() ? std::string(outer) : std::string(outer) + ": " + context;
-    if (context.empty() && !code_in_message) {
-      e.code_in_message = true;  // the bare code was the whole message so far
+    if (context.empty() && !code_text) {
+      e.code_text = true;  // the bare code was the whole message so far
     }
     return e;
   }

@@ -68,6 +68,7 @@ struct TcpSocketOptions {
   std::uint32_t notsent_lowat = 0;  // 0 = unset (kernel default)
   bool v6only = false;
   bool nonblocking = false;  // O_NONBLOCK on the file
+  bool reuseaddr = false;    // SO_REUSEADDR (as before repair mode, which overrides it)
   friend bool operator==(const TcpSocketOptions&, const TcpSocketOptions&) = default;
 };
 

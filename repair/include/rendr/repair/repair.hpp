@@ -15,25 +15,31 @@
 //      repair mode), TCP_TIMESTAMP, TCP_REPAIR_WINDOW.
 //   4. Select each queue with TCP_REPAIR_QUEUE, read TCP_QUEUE_SEQ and MSG_PEEK its bytes; split
 //      the send queue with SIOCOUTQNSD into sent-unacked and not-yet-sent; account for FINs.
-//      Re-read until stable (data racing in means traffic was not frozen: EAGAIN).
+//      rcv_nxt is read before and after the receive queue; repeat until they agree (data racing
+//      in means traffic was not frozen: EAGAIN).
 //   5. Read socket options (nodelay, cork, keepalive, timeouts, congestion, buffers, mark,
-//      TOS/TTL, linger, notsent_lowat) and the addresses. The socket stays in repair mode.
+//      TOS/TTL, linger, notsent_lowat; SO_REUSEADDR before step 2, as repair mode overrides it)
+//      and the addresses. The socket stays in repair mode.
 //   6. Ship the snapshot. Then release() the frozen socket (silent close: no FIN, no RST) once the
 //      target confirmed, or thaw() it to continue here (abort path).
 //
 // Restore recipe (target host, inside the netns that should own the socket):
 //   1. socket(); TCP_REPAIR on; IPV6_V6ONLY, IP_FREEBIND/IP_TRANSPARENT, SO_MARK; force buffers
 //      large enough for the saved queues.
-//   2. bind(local); set the receive and send queue sequence numbers; connect(peer) (no SYN in
-//      repair mode; fails with EADDRNOTAVAIL while another socket in this netns owns the tuple).
+//   2. bind(local); set the receive and send queue sequence numbers; TCP_MAXSEG = the saved MSS
+//      (connect sizes segments by it); connect(peer) (no SYN in repair mode; fails with
+//      EADDRNOTAVAIL while another socket in this netns owns the tuple).
 //   3. TCP_REPAIR_OPTIONS (MSS, window scale, SACK, timestamps) before anything is transmitted,
 //      then TCP_TIMESTAMP.
 //   4. Refill the receive queue and the sent-unacked part of the send queue; TCP_REPAIR_WINDOW.
-//   5. Read everything back and compare with the snapshot; on mismatch close silently, error.
+//   5. Read both sequence numbers back and compare with the snapshot; on mismatch close
+//      silently, error.
 //   6. Rebuild FINs: ours with shutdown() while the send queue is selected, the peer's by
-//      injecting its FIN from a raw socket (CAP_NET_RAW).
+//      injecting its FIN from a raw socket (CAP_NET_RAW); in FIN_WAIT2 also the peer's ACK of
+//      our FIN.
 //   7. TCP_REPAIR off (window probe); push the never-sent bytes with plain send(); our FIN if it
-//      had not left yet; restore the remaining socket options; kick an immediate ACK so a peer
+//      had not left yet; restore the remaining socket options (SO_REUSEADDR: leaving repair mode
+//      cleared it); kick an immediate ACK so a peer
 //      waiting on a delayed ACK the old socket owed resumes at once.
 //   The caller then lifts the freeze / steers traffic to this host.
 #pragma once
@@ -70,9 +76,11 @@ class RepairSocket {
 
  private:
   friend class Repairer;
-  RepairSocket(UniqueFd fd, FourTuple tuple) : fd_(std::move(fd)), tuple_(tuple) {}
+  RepairSocket(UniqueFd fd, FourTuple tuple, bool reuseaddr)
+      : fd_(std::move(fd)), tuple_(tuple), reuseaddr_(reuseaddr) {}
   UniqueFd fd_;
   FourTuple tuple_;
+  bool reuseaddr_ = false;  // SO_REUSEADDR before repair mode (leaving it clears the option)
 };
 
 struct Checkpoint {
@@ -103,11 +111,12 @@ struct RestoreOptions {
   // SO_MARK for injected packets, so a freeze program can let them through.
   std::uint32_t inject_mark = 0xC114;
   // restore_staged() only: the peer already acknowledged the send-queue bytes below
-  // peer_ack->ack, so the socket is rebuilt without them (snd_una = that ACK, and the peer's
-  // window from it). Otherwise they would sit in flight until the peer ACKs again - and its
-  // answer to the repair-off window probe is rate limited (tcp_invalid_ratelimit, 500 ms), so
-  // a second migration within 500 ms waited for a ~200 ms tail loss probe. Ignored when the
-  // ACK is outside [snd_una, snd_nxt] or our FIN was already sent.
+  // peer_ack->ack, so the socket is rebuilt without them (snd_una = that ACK), and the peer's
+  // window is taken from that ACK - also when it acknowledges nothing new (a window update).
+  // Otherwise the bytes would sit in flight until the peer ACKs again - and its answer to the
+  // repair-off window probe is rate limited (tcp_invalid_ratelimit, 500 ms), so a second
+  // migration within 500 ms waited for a ~200 ms tail loss probe. Ignored when the ACK is
+  // outside [snd_una, snd_nxt] or our FIN was already sent.
   std::optional<PeerAck> peer_ack;
 };
 
@@ -181,20 +190,23 @@ class Repairer {
   // activate finishes a staged restore (repair off with window probe, unsent bytes, options,
   // ACK kick) and returns the live socket. Call it once traffic is steered to this host.
   //
-  // |peer_acked| is the highest acknowledgment number the peer is known to have sent (e.g. the
-  // ACKs a freeze dropped: ebpf::FreezeCounters::peer_ack). The sent-but-unacked bytes below it
-  // are queued as already transmitted (the peer's next ACK releases them); the bytes from it on
-  // are sent again as fresh data at once. Without it every unacked byte is queued as
+  // |peer_acked| is the highest ACK the peer is known to have sent, with its window (e.g. the
+  // ACKs a freeze dropped: ebpf::FreezeCounters::peer_ack). The sent-but-unacked bytes below
+  // its ack are queued as already transmitted (the peer's next ACK releases them); the bytes
+  // from it on are sent again as fresh data at once. Without it every unacked byte is queued as
   // transmitted, and whatever the freeze dropped waits for a retransmission timer, which on a
-  // restored socket (no RTT sample yet) is a 1 s tail loss probe. An out-of-range hint (below
-  // the queue or beyond what was sent) is clamped. Ignored when our FIN was already sent.
+  // restored socket (no RTT sample yet) is a 1 s tail loss probe. An out-of-range ack (below
+  // the queue or beyond what was sent) is clamped. Its window becomes the socket's send window
+  // before repair mode is left (also for an ACK that acknowledges nothing new: a window the
+  // peer opened during the freeze is used at once instead of waiting for a zero-window probe);
+  // not when the ack is out of range. Ignored when our FIN was already sent.
   //
   // |replay| are packets the peer sent while the connection was frozen (IP header on, as
   // ebpf::Freezer::take_dropped returns them): after repair-off they are fed to the socket
   // through a raw socket (CAP_NET_RAW), oldest first, so it need not wait for the peer to
   // retransmit them. Packets not of this connection are refused (a warning, not an error).
   [[nodiscard]] Result<UniqueFd> activate(StagedSocket&& s,
-                                          std::optional<std::uint32_t> peer_acked = {},
+                                          std::optional<PeerAck> peer_acked = {},
                                           std::span<const std::vector<std::byte>> replay = {});
   // release (staged) closes a staged socket silently (abort path on the target).
   void release(StagedSocket&& s);
@@ -211,11 +223,13 @@ class Repairer {
                                        StageState& st);
   [[nodiscard]] Result<UniqueFd> activate_staged(const TcpSnapshot& snap,
                                                  const RestoreOptions& opts, const StageState& st,
-                                                 UniqueFd fd,
-                                                 std::optional<std::uint32_t> peer_acked,
+                                                 UniqueFd fd, std::optional<PeerAck> peer_acked,
                                                  std::span<const std::vector<std::byte>> replay);
   // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
+  // ack_our_fin makes a staged FIN_WAIT2 socket (our FIN rebuilt as sent) take the peer's ACK of
+  // that FIN, forged and sent like a kick (best effort: a warning when it cannot).
+  void ack_our_fin(int fd, const TcpSnapshot& snap, std::uint32_t rcv_nxt, std::uint32_t mark);
 
   // debug_on: whether a debug line can be seen (a custom sink sees every line; the default sink
   // filters by log_level()), so per-connection debug lines are only formatted when it can.
