@@ -23,6 +23,7 @@ struct AgentLabOptions {
   std::vector<std::string> faults_b;
   int step_timeout_ms = 3000;
   bool start_servers = true;
+  std::vector<std::string> server_args;  // extra pattern_server arguments (test hooks)
 };
 
 class AgentLab {
