@@ -10,8 +10,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
 #include <string>
 
 using namespace rendr;
@@ -32,6 +39,16 @@ bool tracked(const std::string& flows_json, const std::string& tuple) {
          st.find("\"migrating\"") != std::string::npos;
 }
 
+std::size_t count_tracked(const std::string& flows_json) {
+  std::size_t n = 0;
+  for (const char* s : {"\"state\":\"serving\"", "\"state\":\"migrating\""}) {
+    for (auto p = flows_json.find(s); p != std::string::npos; p = flows_json.find(s, p + 1)) {
+      ++n;
+    }
+  }
+  return n;
+}
+
 std::string flows_of(const AgentLab& al, const std::string& agent) {
   std::string out;
   if (al.rendrctl(agent, {"flows", "--json"}, out) != 0) {
@@ -39,6 +56,99 @@ std::string flows_of(const AgentLab& al, const std::string& agent) {
   }
   return out;
 }
+
+// ChurnClients: |n| threads in the peer, each opening short connections to the VIP in a loop:
+// read 16 KiB of the server's pattern (checked), hold the connection 0-200 ms (the server fills
+// the window meanwhile), half-close, read to EOF (checked), close, pause 0-50 ms. The
+// half-close first lets the server close with nothing unread, so a clean run sends no RST.
+class ChurnClients {
+ public:
+  ChurnClients(const GatewayLab& lab, int n) {
+    for (int i = 0; i < n; ++i) {
+      ts_.emplace_back([this, &lab, i] { run(lab, static_cast<unsigned>(i) + 1); });
+    }
+  }
+  ~ChurnClients() { stop(); }
+  void stop() {
+    stop_.store(true);
+    for (auto& t : ts_) {
+      if (t.joinable()) {
+        t.join();
+      }
+    }
+  }
+  [[nodiscard]] std::uint64_t done() const { return done_.load(); }
+  [[nodiscard]] std::uint64_t errors() const { return errors_.load(); }
+  [[nodiscard]] std::string first_error() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return first_error_;
+  }
+
+ private:
+  void error(const std::string& e) {
+    ++errors_;
+    std::lock_guard<std::mutex> g(mu_);
+    if (first_error_.empty()) {
+      first_error_ = e;
+    }
+  }
+  void run(const GatewayLab& lab, unsigned seed) {
+    std::minstd_rand rng(seed);
+    NetnsScope scope(lab.peer);
+    auto ep = Endpoint::parse_address(GatewayLab::kVip4, 8000);
+    sockaddr_storage ss{};
+    const socklen_t len = ep->to_sockaddr(ss);
+    const Pattern down(1);
+    std::vector<std::byte> buf(64 * 1024);
+    while (!stop_.load()) {
+      UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      int rcvbuf = 16 * 1024;  // a small window keeps what the server queues (and we drain) small
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+      timeval tv{10, 0};
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+        error(std::string("connect: ") + std::strerror(errno));
+      } else {
+        std::uint64_t got = 0;
+        bool shut = false;
+        for (;;) {
+          ssize_t n = ::recv(fd.get(), buf.data(), buf.size(), 0);
+          if (n > 0) {
+            if (down.mismatch(got, std::span(buf.data(), static_cast<std::size_t>(n))) >= 0) {
+              error("short connection: pattern mismatch after " + std::to_string(got));
+              break;
+            }
+            got += static_cast<std::uint64_t>(n);
+            if (!shut && got >= 16 * 1024) {
+              ::usleep(static_cast<useconds_t>(rng() % 200000));
+              ::shutdown(fd.get(), SHUT_WR);
+              shut = true;
+            }
+            continue;
+          }
+          if (n == 0 && shut) {
+            ++done_;
+          } else if (n == 0) {
+            error("short connection: EOF after " + std::to_string(got) + " bytes");
+          } else {
+            error("short connection: recv after " + std::to_string(got) +
+                  " bytes: " + std::strerror(errno));
+          }
+          break;
+        }
+      }
+      ::usleep(static_cast<useconds_t>(rng() % 50000));
+    }
+  }
+
+  std::vector<std::thread> ts_;
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> done_{0};
+  std::atomic<std::uint64_t> errors_{0};
+  mutable std::mutex mu_;
+  std::string first_error_;
+};
 
 }  // namespace
 
@@ -149,4 +259,74 @@ TEST_CASE("flows a server closed without untracking vanish and do not poison lat
     CHECK(c->wait_down(512 << 10, 20000));
     CHECK_FALSE(c->failed());
   }
+}
+
+TEST_CASE("every --all batch commits under 50 clients of short connections",
+          "[.agents][agents][netns]") {
+  AgentLab al;
+  // Ports for ~10 000 short connections in TIME_WAIT on the client side.
+  al.lab.peer.must("sysctl -qw net.ipv4.ip_local_port_range='10000 65000'");
+  std::vector<std::unique_ptr<PatternClient>> live;
+  for (int i = 0; i < 5; ++i) {
+    live.push_back(std::make_unique<PatternClient>(al.lab, 8000, 1 << 20));
+  }
+  for (auto& c : live) {
+    REQUIRE(c->wait_down(256 << 10, 10000));
+  }
+  const long long rst0 = peer_rsts(al.lab);
+  ChurnClients churn(al.lab, 50);
+  ::usleep(500000);
+  std::uint64_t moved = 0;
+  std::uint64_t ended = 0;
+  for (int round = 0; round < 5; ++round) {
+    for (const char* from : {"a", "b"}) {
+      const std::string to = std::string(from) == "a" ? "b" : "a";
+      int st = -1;
+      std::string rep = al.migrate(from, {"--all"}, to, &st);
+      INFO("round " << round << " " << from << " -> " << to << ": " << rep);
+      std::fprintf(stderr, "churn: %s -> %s result %s flows %s ended %s frozen_ms %s total_ms %s\n",
+                   from, to.c_str(), json_scalar(rep, "result").c_str(),
+                   json_scalar(rep, "flows").c_str(), json_scalar(rep, "ended").c_str(),
+                   json_scalar(rep, "frozen_ms").c_str(), json_scalar(rep, "total_ms").c_str());
+      CHECK(st == 0);
+      CHECK(json_scalar(rep, "result") == "committed");
+      moved += std::stoull("0" + json_scalar(rep, "flows"));
+      ended += std::stoull("0" + json_scalar(rep, "ended"));
+      // The long-lived connections moved with the batch and keep streaming.
+      std::string ft = flows_of(al, to);
+      for (auto& c : live) {
+        INFO(c->error());
+        CHECK(tracked(ft, c->tuple().to_string()));
+        CHECK(c->wait_down(128 << 10, 20000));
+      }
+    }
+  }
+  churn.stop();
+  std::fprintf(stderr, "churn: %llu short connections, %llu errors; %llu flows moved, %llu ended\n",
+               static_cast<unsigned long long>(churn.done()),
+               static_cast<unsigned long long>(churn.errors()),
+               static_cast<unsigned long long>(moved), static_cast<unsigned long long>(ended));
+  INFO("first short-connection error: " << churn.first_error());
+  CHECK(churn.errors() == 0);
+  CHECK(churn.done() > 100);
+  for (auto& c : live) {
+    INFO(c->error());
+    CHECK(c->wait_down(512 << 10, 20000));
+    CHECK_FALSE(c->failed());
+  }
+  CHECK(peer_rsts(al.lab) == rst0);
+  // Afterwards the agents track exactly the long-lived connections (the servers close the last
+  // short ones a moment after their clients).
+  std::size_t n = 0;
+  for (int i = 0; i < 100; ++i) {
+    n = count_tracked(flows_of(al, "a")) + count_tracked(flows_of(al, "b"));
+    if (n == live.size()) {
+      break;
+    }
+    ::usleep(50000);
+  }
+  INFO(flows_of(al, "a") << "\n" << flows_of(al, "b"));
+  CHECK(n == live.size());
+  CHECK(al.server_alive("a"));
+  CHECK(al.server_alive("b"));
 }
