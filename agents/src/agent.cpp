@@ -24,6 +24,7 @@
 #include <openssl/x509.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/tcp.h>
@@ -95,6 +96,40 @@ bool socket_closed(int fd) {
   socklen_t len = sizeof ti;
   return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE;
 }
+
+// FdRoom: how many flows one batch may hold under this process's RLIMIT_NOFILE. A source
+// batch keeps two descriptors per flow open (the exported fd and the checkpoint's duplicate);
+// a reserve stays free for channels, sessions and sockets staged here by other agents.
+struct FdRoom {
+  std::uint64_t limit = 0;  // 0: unlimited
+  std::uint64_t open = 0;
+  std::size_t flows = 0;
+};
+
+FdRoom fd_room() {
+  FdRoom r;
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+    r.flows = SIZE_MAX;
+    return r;
+  }
+  r.limit = rl.rlim_cur;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') {
+        ++r.open;
+      }
+    }
+    ::closedir(d);
+    r.open = r.open > 0 ? r.open - 1 : 0;  // the directory's own descriptor
+  }
+  const std::uint64_t reserve = std::max<std::uint64_t>(32, r.limit / 16);
+  r.flows = r.limit > r.open + reserve ? static_cast<std::size_t>((r.limit - r.open - reserve) / 2)
+                                       : 0;
+  return r;
+}
+
+std::uint64_t u64_of(const std::string& s) { return std::strtoull(s.c_str(), nullptr, 10); }
 
 std::string kernel_release() {
   utsname u{};
@@ -263,7 +298,14 @@ class Agent {
   void abort_staged(StagedMig& sm, const std::string& why);
 
   // migration (source side)
-  awaitable<Message> migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req);
+  // migrate runs one batch; a selection larger than fd_room() allows is handed to
+  // migrate_in_batches unless |one_batch| (then flows no longer tracked count as ended).
+  awaitable<Message> migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req,
+                             bool one_batch = false);
+  awaitable<Message> migrate_in_batches(const std::shared_ptr<seqp::socket>& ctl,
+                                        const std::string& to, const std::string& service,
+                                        std::vector<std::string> keys,
+                                        std::vector<std::string> ended);
   void progress(const std::shared_ptr<seqp::socket>& ctl, const std::string& line);
   void adopt_or_queue(const std::string& service, Orphan o);
   void schedule_unfreeze(const FourTuple& t);
@@ -1368,7 +1410,8 @@ void Agent::schedule_unfreeze(const FourTuple& t) {
   grace_[key] = std::move(timer);
 }
 
-awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req) {
+awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req,
+                                  bool one_batch) {
   const auto t0 = Clock::now();
   MigrationFsm fsm;
   const std::uint64_t mig = mig_prefix_ | (next_mig_++ & 0xffffffffu);
@@ -1388,6 +1431,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   }
   // Select the flows.
   std::vector<FlowRec*> sel;
+  std::vector<std::string> ended;  // flows that ended before they could move: "tuple: why"
   const bool all = req.get(Tag::all) != nullptr;
   const std::string svc = req.str_or(Tag::service, "");
   for (const auto& ts : req.strs(Tag::tuple)) {
@@ -1396,6 +1440,10 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       co_return fail_msg(t.error());
     }
     auto it = flows_.find(t->to_string());
+    if (it == flows_.end() && one_batch) {
+      ended.push_back(t->to_string() + ": closed by the server (before its batch)");
+      continue;
+    }
     if (it == flows_.end()) {
       co_return fail_msg("migrate: no tracked flow " + t->to_string() + " on " + cfg_.name +
                          " (see `rendrctl flows`)");
@@ -1411,12 +1459,11 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   }
   std::sort(sel.begin(), sel.end());
   sel.erase(std::unique(sel.begin(), sel.end()), sel.end());
-  if (sel.empty()) {
+  if (sel.empty() && ended.empty()) {
     co_return fail_msg("migrate: no flows selected");
   }
   // Flows that ended before the batch starts are not moved but reported, with why: entries
   // whose server went away, or whose socket no process holds (closed without an untrack).
-  std::vector<std::string> ended;  // "tuple: why"
   {
     std::optional<std::set<std::string>> held;
     if (std::any_of(sel.begin(), sel.end(), [](FlowRec* f) {
@@ -1460,6 +1507,22 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     if (f->service != service) {
       co_return fail_msg("migrate: one batch moves flows of one service (" + service + " and " +
                          f->service + " selected)");
+    }
+  }
+  if (!one_batch && !sel.empty()) {
+    const FdRoom room = fd_room();
+    if (room.flows == 0) {
+      co_return fail_msg("migrate: no room for a batch under this agent's descriptor limit "
+                         "(RLIMIT_NOFILE " + std::to_string(room.limit) + ", " +
+                         std::to_string(room.open) + " open, 2 needed per connection); "
+                         "raise the agent's limit");
+    }
+    if (sel.size() > room.flows) {
+      std::vector<std::string> keys;
+      for (auto* f : sel) {
+        keys.push_back(f->tuple.to_string());
+      }
+      co_return co_await migrate_in_batches(ctl, *to, service, std::move(keys), std::move(ended));
     }
   }
   // Set when every selected flow ended before it could move: nothing is frozen or moved.
@@ -2013,6 +2076,107 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   if (recent_reports_.size() > 16) {
     recent_reports_.erase(recent_reports_.begin());
   }
+  co_return Message(MsgType::json).add(Tag::text, j.str());
+}
+
+awaitable<Message> Agent::migrate_in_batches(const std::shared_ptr<seqp::socket>& ctl,
+                                             const std::string& to, const std::string& service,
+                                             std::vector<std::string> keys,
+                                             std::vector<std::string> ended) {
+  const auto t0 = Clock::now();
+  const FdRoom first = fd_room();
+  progress(ctl, std::to_string(keys.size()) + " flows do not fit in one batch under RLIMIT_NOFILE " +
+                    std::to_string(first.limit) + " (" + std::to_string(first.open) +
+                    " open, 2 per flow): moving them in batches of at most " +
+                    std::to_string(first.flows));
+  std::vector<std::string> reports;
+  std::size_t next = 0;
+  std::uint64_t moved = 0;
+  std::uint64_t ended_n = ended.size();
+  std::uint64_t bytes = 0;
+  std::uint64_t replayed = 0;
+  std::uint64_t committed = 0;
+  double frozen_max = 0;
+  std::string error;
+  std::string failed_in;
+  while (next < keys.size()) {
+    // Each batch is planned from what is open now: the last one's sockets are closed by then.
+    const FdRoom room = fd_room();
+    if (room.flows == 0) {
+      error = "no room for a batch under RLIMIT_NOFILE " + std::to_string(room.limit) + " (" +
+              std::to_string(room.open) + " open)";
+      break;
+    }
+    const std::size_t take = std::min(room.flows, keys.size() - next);
+    Message sub(MsgType::migrate);
+    sub.add(Tag::to, to);
+    for (std::size_t i = next; i < next + take; ++i) {
+      sub.add(Tag::tuple, keys[i]);
+    }
+    next += take;
+    Message r = co_await migrate(ctl, sub, true);
+    if (r.type() != MsgType::json) {
+      error = error_of(r, "batch").message();
+      break;
+    }
+    std::string rep = r.str_or(Tag::text, "{}");
+    ended_n += u64_of(json_scalar(rep, "ended"));
+    const std::string res = json_scalar(rep, "result");
+    if (res == "aborted") {
+      error = json_scalar(rep, "error");
+      failed_in = json_scalar(rep, "failed_in");
+      reports.push_back(std::move(rep));
+      break;
+    }
+    if (res == "committed") {
+      ++committed;
+      moved += u64_of(json_scalar(rep, "flows"));
+      bytes += u64_of(json_scalar(rep, "bytes_carried"));
+      replayed += u64_of(json_scalar(rep, "replayed_packets"));
+      frozen_max = std::max(frozen_max, std::strtod(json_scalar(rep, "frozen_ms").c_str(), nullptr));
+    }
+    reports.push_back(std::move(rep));
+  }
+  // A failed batch stops the rest: the batches before it stay committed, its flows and the
+  // later ones stay here.
+  const char* result = !error.empty() ? (committed == 0 ? "aborted" : "partial")
+                       : committed == 0 ? "empty"
+                                        : "committed";
+  JsonWriter j;
+  j.begin_object();
+  j.kv("result", result);
+  j.kv("from", cfg_.name);
+  j.kv("to", to);
+  j.kv("service", service);
+  j.kv("flows", moved);
+  j.kv("ended", ended_n);
+  j.begin_array("ended_flows");  // those found before the first batch; each batch lists its own
+  for (std::size_t i = 0; i < ended.size() && i < 100; ++i) {
+    j.value(ended[i]);
+  }
+  j.end_array();
+  j.kv("frozen_ms", frozen_max);
+  j.kv("total_ms", ms_since(t0));
+  j.kv("bytes_carried", bytes);
+  j.kv("replayed_packets", replayed);
+  j.kv("fd_limit", first.limit);
+  j.kv("batch_max_flows", static_cast<std::uint64_t>(first.flows));
+  j.kv("batches_committed", committed);
+  j.kv("batches_run", static_cast<std::uint64_t>(reports.size()));
+  const std::uint64_t gone = moved + (ended_n - ended.size());  // ended inside the batches
+  j.kv("not_moved", keys.size() > gone ? keys.size() - gone : 0);  // they stay here
+  j.kv("failed_in", failed_in);
+  if (!error.empty()) {
+    j.kv("error", error);
+  }
+  j.begin_array("batches");
+  for (const auto& r : reports) {
+    j.raw({}, r);
+  }
+  j.end_array();
+  j.end_object();
+  log_.info(std::to_string(keys.size()) + " flows to " + to + " in " +
+            std::to_string(reports.size()) + " batch(es): " + result);
   co_return Message(MsgType::json).add(Tag::text, j.str());
 }
 

@@ -25,7 +25,10 @@ const char* const kAgentUsage =
     "          [--json] [--timeout-ms N]\n"
     "      Move live connections to AGENT: freeze, checkpoint, ship, restore, steer, commit.\n"
     "      Progress goes to stderr; the report (downtime, bytes carried, result) to stdout.\n"
-    "      Exit 0 when committed, 1 when aborted (the connections continue here).\n"
+    "      Flows that ended meanwhile are dropped and listed; a selection too big for the\n"
+    "      agent's descriptor limit moves in several batches.\n"
+    "      Exit 0 when committed (or every flow had ended), 1 when aborted (the connections\n"
+    "      continue here) or only some batches committed.\n"
     "  metrics [--agent SOCK]\n"
     "      Prometheus text metrics of the agent.\n"
     "  cert init --dir DIR | cert issue --dir DIR --name AGENT\n"
@@ -279,6 +282,13 @@ int cmd_migrate(const std::vector<std::string>& args) {
     std::printf("total          %s ms\n", json_scalar(j, "total_ms").c_str());
     std::printf("bytes carried  %s (socket queues moved with the connections)\n",
                 json_scalar(j, "bytes_carried").c_str());
+    if (!json_scalar(j, "batches_run").empty()) {
+      std::printf("batches        %s of %s run committed (at most %s flows each under the agent's "
+                  "RLIMIT_NOFILE %s); %s flow(s) not moved\n",
+                  json_scalar(j, "batches_committed").c_str(), json_scalar(j, "batches_run").c_str(),
+                  json_scalar(j, "batch_max_flows").c_str(), json_scalar(j, "fd_limit").c_str(),
+                  json_scalar(j, "not_moved").c_str());
+    }
     if (json_scalar(j, "ended") != "0" && !json_scalar(j, "ended").empty()) {
       std::printf("ended          %s (closed before they could move: not migrated, forgotten)\n",
                   json_scalar(j, "ended").c_str());
@@ -289,7 +299,9 @@ int cmd_migrate(const std::vector<std::string>& args) {
     if (!ok) {
       std::printf("failed in      %s\nerror          %s\n", json_scalar(j, "failed_in").c_str(),
                   json_scalar(j, "error").c_str());
-      std::printf("the connections continue on %s\n", json_scalar(j, "from").c_str());
+      std::printf("the connections %scontinue on %s\n",
+                  json_scalar(j, "result") == "partial" ? "of the failed and later batches " : "",
+                  json_scalar(j, "from").c_str());
     }
   }
   return ok ? 0 : 1;

@@ -47,6 +47,11 @@ class AgentLab {
   // start_agent / kill_agent manage one agent process (name: gw, a, b).
   void start_agent(const std::string& name, const std::vector<std::string>& faults = {});
   void kill_agent(const std::string& name, int sig = 9);
+  // pid of a process the lab started (agents gw, a, b; servers srv-a, srv-b), 0 if none.
+  [[nodiscard]] pid_t pid(const std::string& name) const {
+    auto it = procs_.find(name);
+    return it == procs_.end() ? 0 : it->second;
+  }
   void start_server(const std::string& host);
   [[nodiscard]] std::string log(const std::string& name) const;
   [[nodiscard]] bool server_alive(const std::string& host) const;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Batches under ordinary churn: connections that end before or while their batch exports are
 // dropped from it and reported, the rest of the batch commits, and the agent forgets flows
-// whose socket is gone, so they never poison a later batch.
+// whose socket is gone, so they never poison a later batch. A selection larger than the
+// agent's descriptor limit allows moves in several batches.
 #include "agent_lab.hpp"
 
 #include "support/netns.hpp"
@@ -12,6 +13,7 @@
 
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -329,4 +331,53 @@ TEST_CASE("every --all batch commits under 50 clients of short connections",
   CHECK(n == live.size());
   CHECK(al.server_alive("a"));
   CHECK(al.server_alive("b"));
+}
+
+TEST_CASE("a selection larger than the agent's descriptor limit moves in several batches",
+          "[.agents][agents][netns]") {
+  AgentLab al;
+  // Two descriptors per flow on the source: 300 flows need ~600, the agent gets 256.
+  const rlimit rl{256, 256};
+  REQUIRE(::prlimit(al.pid("a"), RLIMIT_NOFILE, &rl, nullptr) == 0);
+  std::vector<std::unique_ptr<PatternClient>> cs;
+  for (int i = 0; i < 300; ++i) {
+    cs.push_back(std::make_unique<PatternClient>(al.lab, 8000, 0));
+    cs.back()->set_reading(false);  // idle: the windows fill, nothing streams meanwhile
+  }
+  std::size_t n = 0;
+  for (int i = 0; i < 200 && n < cs.size(); ++i) {
+    n = count_tracked(flows_of(al, "a"));
+    if (n < cs.size()) {
+      ::usleep(50000);
+    }
+  }
+  REQUIRE(n == cs.size());
+  const long long rst0 = peer_rsts(al.lab);
+  int st = -1;
+  std::string err;
+  std::string rep = al.migrate("a", {"--all"}, "b", &st);
+  INFO(rep.substr(0, 2000) << "\nagent a log:\n" << al.log("a").substr(0, 4000));
+  std::fprintf(stderr, "fd limit: result %s flows %s batches %s/%s (max %s each) total_ms %s\n",
+               json_scalar(rep, "result").c_str(), json_scalar(rep, "flows").c_str(),
+               json_scalar(rep, "batches_committed").c_str(),
+               json_scalar(rep, "batches_run").c_str(),
+               json_scalar(rep, "batch_max_flows").c_str(), json_scalar(rep, "total_ms").c_str());
+  CHECK(st == 0);
+  CHECK(json_scalar(rep, "result") == "committed");
+  CHECK(json_scalar(rep, "flows") == "300");
+  CHECK(json_scalar(rep, "fd_limit") == "256");
+  CHECK(std::stoi("0" + json_scalar(rep, "batches_run")) >= 3);
+  CHECK(json_scalar(rep, "batches_committed") == json_scalar(rep, "batches_run"));
+  CHECK(json_scalar(rep, "not_moved") == "0");
+  CHECK(al.log("a").find("Too many open files") == std::string::npos);
+  CHECK(count_tracked(flows_of(al, "b")) == cs.size());
+  for (auto& c : cs) {
+    c->set_reading(true);
+  }
+  for (auto& c : cs) {
+    INFO(c->error());
+    CHECK(c->wait_down(256 << 10, 20000));
+    CHECK_FALSE(c->failed());
+  }
+  CHECK(peer_rsts(al.lab) == rst0);
 }
