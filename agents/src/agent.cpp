@@ -294,7 +294,9 @@ class Agent {
   Message on_offer(PeerConn& c, const Message& m);
   Message on_commit(const Message& m);
   Message on_abort(std::uint64_t mig, const std::string& why);
-  Message on_steer(const Message& m);
+  // on_steer answers steer (|check_only| false) and steer_check (true): every tuple is validated
+  // (a VIP this gateway steers, a known backend) before any entry changes.
+  Message on_steer(const Message& m, bool check_only);
   void abort_staged(StagedMig& sm, const std::string& why);
 
   // migration (source side)
@@ -338,6 +340,7 @@ class Agent {
   std::unique_ptr<ebpf::Freezer> freezer_;
   std::unique_ptr<ebpf::Steerer> steerer_;
   std::map<std::string, std::uint32_t> backend_index_;
+  std::vector<Endpoint> vips_;  // --vip, parsed (gateway)
   std::string freeze_error_;
   bool tcp_repair_ok_ = false;
   std::string tcp_repair_error_;
@@ -487,6 +490,7 @@ Status Agent::init() {
         return std::move(ep).take_error().with_context("--vip");
       }
       RENDR_TRY_CTX(steerer_->add_vip(*ep), "--vip " + v);
+      vips_.push_back(*ep);
     }
     if (!cfg_.default_backend.empty()) {
       auto it = backend_index_.find(cfg_.default_backend);
@@ -1102,7 +1106,9 @@ awaitable<Message> Agent::handle_peer(PeerConn& c, const Message& m) {
       co_return Message(MsgType::mig_state).add_u64(Tag::mig, *mig).add(Tag::text, state);
     }
     case MsgType::steer:
-      co_return on_steer(m);
+      co_return on_steer(m, false);
+    case MsgType::steer_check:
+      co_return on_steer(m, true);
     default:
       co_return fail_msg(std::string("agent ") + cfg_.name + " does not handle " +
                          to_string(m.type()));
@@ -1336,7 +1342,7 @@ void Agent::adopt_or_queue(const std::string& service, Orphan o) {
   orphans_[service].push_back(std::move(o));
 }
 
-Message Agent::on_steer(const Message& m) {
+Message Agent::on_steer(const Message& m, bool check_only) {
   auto mig = m.u64(Tag::mig);
   auto backend = m.str(Tag::backend);
   if (!steerer_) {
@@ -1349,18 +1355,38 @@ Message Agent::on_steer(const Message& m) {
   if (bi == backend_index_.end()) {
     return fail_msg("gateway " + cfg_.name + " has no backend '" + *backend + "'");
   }
-  std::size_t n = 0;
+  // All tuples first: a request that names one flow this gateway cannot steer changes nothing.
+  std::vector<FourTuple> tuples;
   for (const auto& ts : m.strs(Tag::tuple)) {
     auto t = FourTuple::parse(ts);
     if (!t) {
       return fail_msg(t.error());
     }
-    if (auto s = steerer_->steer(*t, bi->second); !s) {
-      return fail_msg(s.error());
+    const std::string addr = t->local.address_string();
+    if (std::none_of(vips_.begin(), vips_.end(),
+                     [&addr](const Endpoint& v) { return v.address_string() == addr; })) {
+      std::string have;
+      for (const auto& v : vips_) {
+        have += (have.empty() ? "" : ", ") + v.address_string();
+      }
+      return fail_msg("gateway " + cfg_.name + " does not steer " + addr + " (flow " +
+                      t->to_string() + "); its VIPs: " + (have.empty() ? "none" : have));
+    }
+    tuples.push_back(*t);
+  }
+  if (fault("refuse_steer") && !check_only) {
+    return fail_msg("gateway " + cfg_.name + " refused to steer (fault injection)");
+  }
+  std::size_t n = 0;
+  for (const auto& t : tuples) {
+    if (!check_only) {
+      if (auto s = steerer_->steer(t, bi->second); !s) {
+        return fail_msg(s.error());
+      }
     }
     ++n;
   }
-  return Message(MsgType::steered).add_u64(Tag::mig, *mig).add_u64(Tag::adopted, n);
+  return Message(MsgType::steered).add_u64(Tag::mig, *mig).add_u64(Tag::adopted, check_only ? 0 : n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1417,16 +1443,16 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   const std::uint64_t mig = mig_prefix_ | (next_mig_++ & 0xffffffffu);
   auto to = req.str(Tag::to);
   if (!to || to->empty()) {
-    co_return fail_msg("migrate: --to AGENT is required");
+    co_return fail_msg("--to AGENT is required");
   }
   if (*to == cfg_.name) {
-    co_return fail_msg("migrate: the flows are already on " + cfg_.name);
+    co_return fail_msg("the flows are already on " + cfg_.name);
   }
   if (!tcp_repair_ok_) {
-    co_return fail_msg("migrate: TCP_REPAIR unavailable here: " + tcp_repair_error_);
+    co_return fail_msg("TCP_REPAIR unavailable here: " + tcp_repair_error_);
   }
   if (!freezer_ && !cfg_.no_freeze) {
-    co_return fail_msg("migrate: the eBPF freeze is not loaded here (" + freeze_error_ +
+    co_return fail_msg("the eBPF freeze is not loaded here (" + freeze_error_ +
                        "); without it the source could answer the peer mid-migration");
   }
   // Select the flows.
@@ -1445,7 +1471,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       continue;
     }
     if (it == flows_.end()) {
-      co_return fail_msg("migrate: no tracked flow " + t->to_string() + " on " + cfg_.name +
+      co_return fail_msg("no tracked flow " + t->to_string() + " on " + cfg_.name +
                          " (see `rendrctl flows`)");
     }
     sel.push_back(&it->second);
@@ -1460,7 +1486,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   std::sort(sel.begin(), sel.end());
   sel.erase(std::unique(sel.begin(), sel.end()), sel.end());
   if (sel.empty() && ended.empty()) {
-    co_return fail_msg("migrate: no flows selected");
+    co_return fail_msg("no flows selected");
   }
   // Flows that ended before the batch starts are not moved but reported, with why: entries
   // whose server went away, or whose socket no process holds (closed without an untrack).
@@ -1502,17 +1528,17 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   std::string service = sel.empty() ? req.str_or(Tag::service, "") : sel.front()->service;
   for (auto* f : sel) {
     if (f->migrating) {
-      co_return fail_msg("migrate: " + f->tuple.to_string() + " is already migrating");
+      co_return fail_msg(f->tuple.to_string() + " is already migrating");
     }
     if (f->service != service) {
-      co_return fail_msg("migrate: one batch moves flows of one service (" + service + " and " +
+      co_return fail_msg("one batch moves flows of one service (" + service + " and " +
                          f->service + " selected)");
     }
   }
   if (!one_batch && !sel.empty()) {
     const FdRoom room = fd_room();
     if (room.flows == 0) {
-      co_return fail_msg("migrate: no room for a batch under this agent's descriptor limit "
+      co_return fail_msg("no room for a batch under this agent's descriptor limit "
                          "(RLIMIT_NOFILE " + std::to_string(room.limit) + ", " +
                          std::to_string(room.open) + " open, 2 needed per connection); "
                          "raise the agent's limit");
@@ -1552,8 +1578,8 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   std::uint64_t replayed_total = 0;  // packets the freeze dropped, shipped for replay on B
   bool steer_sent = false;
   // steer_msg asks the gateway to send every flow of this migration to |backend|.
-  auto steer_msg = [&](const std::string& backend) {
-    Message sr(MsgType::steer);
+  auto steer_msg = [&](const std::string& backend, MsgType type = MsgType::steer) {
+    Message sr(type);
     sr.add_u64(Tag::mig, mig).add(Tag::backend, backend);
     for (const auto& t : tuples) {
       sr.add(Tag::tuple, t.to_string());
@@ -1595,6 +1621,18 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
         break;
       }
       gw = std::move(*g);
+      // Ask before anything is frozen whether the gateway can steer every flow to the target
+      // (a VIP it steers, a backend it knows): a flow it cannot steer would be restored on the
+      // target and then reset by this host.
+      auto cr = co_await rpc(*gw, steer_msg(*to, MsgType::steer_check), step_deadline());
+      if (!cr) {
+        error = cr.error().message();
+        break;
+      }
+      if (cr->type() != MsgType::steered) {
+        error = error_of(*cr, "gateway " + cfg_.gateway + " cannot steer this batch").message();
+        break;
+      }
     }
     step_ms["connect"] = ms_since(t0);
 

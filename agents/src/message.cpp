@@ -39,6 +39,7 @@ const char* to_string(MsgType t) {
     case MsgType::query: return "query";
     case MsgType::mig_state: return "mig_state";
     case MsgType::peer_fail: return "peer_fail";
+    case MsgType::steer_check: return "steer_check";
   }
   return "unknown";
 }
@@ -231,7 +232,8 @@ Error error_of(const Message& m, std::string_view what) {
     auto code = m.u64(Tag::code);
     std::error_code ec = code ? std::error_code(static_cast<int>(*code), std::generic_category())
                               : std::make_error_code(std::errc::protocol_error);
-    return Error{ec, std::string(what) + ": " + m.str_or(Tag::text, "(no reason given)")};
+    // The text is the peer's whole message (with its errno text where that was the cause).
+    return Error{ec, std::string(what) + ": " + m.str_or(Tag::text, "(no reason given)"), false};
   }
   return make_error(std::errc::protocol_error,
                     std::string(what) + ": unexpected reply " + to_string(m.type()));

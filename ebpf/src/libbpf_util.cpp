@@ -57,13 +57,18 @@ int print_cb(libbpf_print_level level, const char* fmt, va_list args) {
   }
   if (level == LIBBPF_WARN) {
     detail::append_warning(line);
+    if (detail::warnings_quiet()) {
+      return n;
+    }
   }
   LogSink sink;
   {
     std::lock_guard<std::mutex> lock(g_sink_mu);
     sink = g_sink;
   }
-  Logger(sink).log(shifted(level), "libbpf: " + line);
+  // libbpf prefixes most of its own lines with "libbpf: "; say it once.
+  const bool prefixed = line.rfind("libbpf: ", 0) == 0;
+  Logger(sink).log(shifted(level), prefixed ? line : "libbpf: " + line);
   return n;
 }
 
@@ -95,7 +100,11 @@ void append_warning(const std::string& line) {
   }
 }
 
-LibbpfWarnings::LibbpfWarnings() : prev_(t_warnings) { t_warnings = this; }
+bool warnings_quiet() { return t_warnings != nullptr && t_warnings->quiet_; }
+
+LibbpfWarnings::LibbpfWarnings(bool quiet) : prev_(t_warnings), quiet_(quiet) {
+  t_warnings = this;
+}
 LibbpfWarnings::~LibbpfWarnings() { t_warnings = prev_; }
 
 std::string LibbpfWarnings::tail(std::size_t max) const {

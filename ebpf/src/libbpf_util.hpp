@@ -22,11 +22,16 @@ void ensure_libbpf_logging();
 // append_warning adds one libbpf warning line to the calling thread's LibbpfWarnings, if any.
 void append_warning(const std::string& line);
 
+// warnings_quiet tells whether the calling thread's innermost LibbpfWarnings is quiet.
+bool warnings_quiet();
+
 // LibbpfWarnings collects libbpf's warning lines printed by the calling thread while it lives,
-// so a failed open/load/attach can carry the verifier's complaint in its Error context.
+// so a failed open/load/attach can carry the verifier's complaint in its Error context. A
+// |quiet| collector also keeps them out of the log: for calls whose complaint is expected and
+// handled (creating a clsact qdisc that exists prints "Exclusivity flag on").
 class LibbpfWarnings {
  public:
-  LibbpfWarnings();
+  explicit LibbpfWarnings(bool quiet = false);
   ~LibbpfWarnings();
   LibbpfWarnings(const LibbpfWarnings&) = delete;
   LibbpfWarnings& operator=(const LibbpfWarnings&) = delete;
@@ -36,7 +41,9 @@ class LibbpfWarnings {
  private:
   LibbpfWarnings* prev_;
   std::string text_;
+  bool quiet_;
   friend void append_warning(const std::string& line);
+  friend bool warnings_quiet();
 };
 
 // libbpf_error converts a libbpf return value (negative errno) or, when |ret| is 0 or positive,

@@ -68,10 +68,19 @@ Result<TcAttachment> TcAttachment::attach(int ifindex, TcDirection dir, int prog
   }
   LibbpfWarnings warnings;
   bpf_tc_hook hook = make_hook(ifindex, dir);
-  // Creates clsact (both directions); EEXIST means someone (maybe us) already did.
-  int err = bpf_tc_hook_create(&hook);
+  // Creates clsact (both directions); EEXIST means someone (maybe us) already did. The kernel
+  // says so in an extack line ("Exclusivity flag on") that libbpf prints as a warning: it is
+  // kept out of the log and only shown when creating failed for another reason.
+  int err = 0;
+  std::string create_warnings;
+  {
+    LibbpfWarnings quiet(true);
+    err = bpf_tc_hook_create(&hook);
+    create_warnings = quiet.tail(300);
+  }
   if (err != 0 && err != -EEXIST) {
-    return libbpf_error(err, ctx + ": create clsact qdisc");
+    return libbpf_error(err, ctx + ": create clsact qdisc" +
+                                 (create_warnings.empty() ? "" : " (" + create_warnings + ")"));
   }
   bpf_tc_opts opts{};
   opts.sz = sizeof opts;

@@ -98,7 +98,7 @@ AgentLab::AgentLab(const AgentLabOptions& o) : opt_(o) {
   }
   dir = tmpl;
   make_certs(dir, {"gw", "a", "b"});
-  start_agent("gw");
+  start_agent("gw", opt_.faults_gw);
   start_agent("a", opt_.faults_a);
   start_agent("b", opt_.faults_b);
   if (opt_.start_servers) {
@@ -129,9 +129,11 @@ void AgentLab::start_agent(const std::string& name, const std::vector<std::strin
   const Netns* ns = &lab.gw;
   if (name == "gw") {
     for (const char* a : {"--listen", "10.0.2.1:7300", "--steer-iface", "vpeer", "--vip",
-                          "10.99.0.1", "--backend", "a=va@10.0.2.2", "--backend",
-                          "b=vb@10.0.3.2", "--default-backend", "a"}) {
+                          "10.99.0.1", "--backend", "a=va@10.0.2.2", "--default-backend", "a"}) {
       argv.emplace_back(a);
+    }
+    if (opt_.gw_knows_b) {
+      argv.insert(argv.end(), {"--backend", "b=vb@10.0.3.2"});
     }
   } else {
     const bool is_a = name == "a";
@@ -164,7 +166,7 @@ void AgentLab::start_server(const std::string& host) {
   const Netns& ns = host == "a" ? lab.a : lab.b;
   std::string key = "srv-" + host;
   std::vector<std::string> argv = {PATTERN_SERVER_BIN, "--agent", sock(host), "--service", "pat",
-                                   "--listen", "10.99.0.1:8000"};
+                                   "--listen", "10.99.0.1:8000", "--listen", "[fd99::1]:8000"};
   argv.insert(argv.end(), opt_.server_args.begin(), opt_.server_args.end());
   procs_[key] = ns.spawn(argv, dir + "/" + key + ".log");
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -226,9 +228,10 @@ std::string AgentLab::migrate(const std::string& from, const std::vector<std::st
 
 // ---------------------------------------------------------------------------------------------
 
-PatternClient::PatternClient(const GatewayLab& lab, std::uint16_t port, std::uint64_t up_limit)
+PatternClient::PatternClient(const GatewayLab& lab, std::uint16_t port, std::uint64_t up_limit,
+                             bool v6)
     : up_limit_(up_limit) {
-  auto ep = Endpoint::parse_address(GatewayLab::kVip4, port);
+  auto ep = Endpoint::parse_address(v6 ? GatewayLab::kVip6 : GatewayLab::kVip4, port);
   fd_ = connect_from(lab.peer, *ep);
   // The server sees the tuple mirrored.
   const FourTuple mine = tuple_of(fd_.get());

@@ -23,6 +23,10 @@ struct AgentLabOptions {
   std::vector<std::string> faults_b;
   int step_timeout_ms = 3000;
   bool start_servers = true;
+  // The gateway knows hostB as a backend; false starts it with hostA only, so it refuses to
+  // steer anything to B.
+  bool gw_knows_b = true;
+  std::vector<std::string> faults_gw;
   std::vector<std::string> server_args;  // extra pattern_server arguments (test hooks)
 };
 
@@ -68,7 +72,8 @@ class AgentLab {
 // (checked at every offset) and sending the upstream pattern, on its own thread.
 class PatternClient {
  public:
-  PatternClient(const GatewayLab& lab, std::uint16_t port, std::uint64_t up_limit = 64ULL << 20);
+  PatternClient(const GatewayLab& lab, std::uint16_t port, std::uint64_t up_limit = 64ULL << 20,
+                bool v6 = false);
   ~PatternClient();
   [[nodiscard]] FourTuple tuple() const { return tuple_; }
   [[nodiscard]] std::uint64_t down() const { return down_.load(); }

@@ -166,6 +166,69 @@ TEST_CASE("abort paths: the connection survives on A whatever fails",
   }
 }
 
+TEST_CASE("a gateway that refuses STEER aborts the batch; the source agent lives on",
+          "[.agents][agents][netns]") {
+  AgentLabOptions o;
+  o.faults_gw = {"refuse_steer"};  // passes the check before the freeze, refuses the steer
+  AgentLab al(o);
+  PatternClient c(al.lab, 8000);
+  const long long rst0 = peer_rsts(al.lab);
+  REQUIRE(c.wait_down(2 << 20, 10000));
+  for (int round = 0; round < 3; ++round) {
+    int st = -1;
+    std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
+    INFO("round " << round << ": " << rep << "\nagent a log:\n" << al.log("a"));
+    CHECK(st == 1);
+    CHECK(json_scalar(rep, "result") == "aborted");
+    CHECK(json_scalar(rep, "error").find("refused to steer") != std::string::npos);
+    // The source agent answered and is still there to answer again.
+    std::string out;
+    REQUIRE(al.rendrctl("a", {"flows", "--json"}, out) == 0);
+    CHECK(out.find(c.tuple().to_string()) != std::string::npos);
+  }
+  INFO("client error: " << c.error() << "\nagent a log:\n" << al.log("a"));
+  CHECK(c.wait_down(8 << 20, 20000));
+  CHECK_FALSE(c.failed());
+  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(al.server_alive("a"));
+}
+
+TEST_CASE("flows the gateway cannot steer are refused before anything is frozen",
+          "[.agents][agents][netns]") {
+  struct Case {
+    const char* name;
+    bool gw_knows_b;
+    bool v6;
+    const char* why;
+  };
+  const Case cases[] = {
+      {"no backend for the target", false, false, "has no backend 'b'"},
+      {"an IPv6 flow behind an IPv4-only gateway", true, true, "does not steer fd99::1"},
+  };
+  for (const auto& cs : cases) {
+    DYNAMIC_SECTION(cs.name) {
+      AgentLabOptions o;
+      o.gw_knows_b = cs.gw_knows_b;
+      AgentLab al(o);
+      PatternClient c(al.lab, 8000, 64ULL << 20, cs.v6);
+      const long long rst0 = peer_rsts(al.lab);
+      REQUIRE(c.wait_down(2 << 20, 10000));
+      int st = -1;
+      std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
+      INFO(rep << "\nagent a log:\n" << al.log("a"));
+      CHECK(st == 1);
+      CHECK(json_scalar(rep, "result") == "aborted");
+      CHECK(json_scalar(rep, "error").find(cs.why) != std::string::npos);
+      CHECK(json_scalar(rep, "error").find("Protocol error") == std::string::npos);
+      CHECK(json_scalar(rep, "failed_in") == "exporting");  // before the freeze
+      INFO("client error: " << c.error());
+      CHECK(c.wait_down(8 << 20, 20000));
+      CHECK_FALSE(c.failed());
+      CHECK(peer_rsts(al.lab) == rst0);
+    }
+  }
+}
+
 TEST_CASE("a lost COMMIT answer is resolved by asking the target", "[.agents][agents][netns]") {
   AgentLabOptions o;
   o.faults_b = {"drop_commit_reply"};

@@ -7,6 +7,9 @@
 #include "support/pattern.hpp"
 
 #include <rendr/ebpf/freezer.hpp>
+#include <rendr/ebpf/log.hpp>
+
+#include <mutex>
 
 #include <catch2/catch.hpp>
 
@@ -142,4 +145,28 @@ TEST_CASE("ebpf: Freezer::attach reports a missing device and detach an unknown 
   out.clear();
   ns.sh("tc filter show dev lo egress", &out);
   CHECK(out.find("freeze_egress") == std::string::npos);
+}
+
+TEST_CASE("ebpf: attaching beside an existing clsact qdisc logs nothing",
+          "[.bpf][ebpf][freeze][netns]") {
+  auto ns = test::Netns::create("ebpf-freeze-quiet");
+  test::NetnsScope in(ns);
+  std::mutex mu;
+  std::vector<std::string> lines;
+  set_libbpf_log_sink([&](LogLevel, std::string_view l) {
+    std::lock_guard<std::mutex> g(mu);
+    lines.emplace_back(l);
+  });
+  // A clsact the freeze did not create (tc, another tool, or our own steering) already exists:
+  // creating it again fails with EEXIST, which the kernel explains in an extack line.
+  REQUIRE(ns.sh("tc qdisc add dev lo clsact") == 0);
+  auto f = Freezer::create();
+  EBPF_REQUIRE_OK(f);
+  EBPF_REQUIRE_OK(f->attach(test::ifindex_of("lo")));
+  set_libbpf_log_sink({});
+  std::lock_guard<std::mutex> g(mu);
+  for (const auto& l : lines) {
+    INFO(l);
+    CHECK(l.find("Exclusivity") == std::string::npos);
+  }
 }

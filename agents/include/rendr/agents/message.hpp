@@ -58,6 +58,7 @@ enum class MsgType : std::uint16_t {
   query = 0x040A,      // tag mig
   mig_state = 0x040B,  // tag mig, text (unknown | staged | committed | aborted)
   peer_fail = 0x040C,  // tag mig, text
+  steer_check = 0x040D,  // tag mig, backend, tuple*: could the gateway steer these? (no change)
 };
 
 enum class Tag : std::uint16_t {

@@ -16,14 +16,21 @@
 namespace rendr {
 
 // Error: what went wrong (|code|) and where/why (|context|, outermost step first after
-// with_context()). message() renders "context: code message".
+// with_context()). message() renders "context: code message" when the code is the cause (an
+// errno from a syscall, an asio error), and just "context" when the code only classifies a
+// refusal rendr itself decided (make_error(std::errc, ...)): "gateway gw has no backend 'b'",
+// not "...: Protocol error".
 struct Error {
   std::error_code code;
   std::string context;
+  bool code_in_message = true;
 
   [[nodiscard]] std::string message() const {
     if (context.empty()) {
       return code.message();
+    }
+    if (!code_in_message) {
+      return context;
     }
     return context + ": " + code.message();
   }
@@ -31,16 +38,22 @@ struct Error {
   [[nodiscard]] Error with_context(std::string_view outer) const {
     Error e = *this;
     e.context = context.empty() ? std::string(outer) : std::string(outer) + ": " + context;
+    if (context.empty() && !code_in_message) {
+      e.code_in_message = true;  // the bare code was the whole message so far
+    }
     return e;
   }
 };
 
-// errno_error builds an Error from an errno value (defaults to the current errno).
+// errno_error builds an Error from an errno value (defaults to the current errno); its text
+// ends with the errno's text.
 [[nodiscard]] inline Error errno_error(std::string context, int err = errno) {
   return Error{std::error_code(err, std::generic_category()), std::move(context)};
 }
+// make_error builds a refusal rendr decided: |code| classifies it for callers and tests,
+// |context| is the whole message (the code's generic text is not appended).
 [[nodiscard]] inline Error make_error(std::errc code, std::string context) {
-  return Error{std::make_error_code(code), std::move(context)};
+  return Error{std::make_error_code(code), std::move(context), false};
 }
 
 template <typename T>
