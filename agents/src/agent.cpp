@@ -730,6 +730,17 @@ void Agent::on_session_message(AppSession& s, Packet& p) {
         if (m.type() == MsgType::export_refused) {
           log_.debug("session " + std::to_string(s.id) + ": late refusal of conn " +
                      std::to_string(*id));
+        } else if (p.fd.valid() && s.conns.count(*id) != 0) {
+          // An export that came after its batch gave up waiting (step timeout): the server
+          // no longer serves it, and closing the fd here would end the connection. Hand it back.
+          log_.warn("session " + std::to_string(s.id) + ": late export of conn " +
+                    std::to_string(*id) + ": returned to the server");
+          Message rt(MsgType::returned);
+          rt.add_u64(Tag::conn_id, *id);
+          if (const auto* st = m.get(Tag::state); st != nullptr) {
+            rt.add(Tag::state, *st);
+          }
+          (void)send_packet(s.sock->native_handle(), rt, p.fd.get());
         } else {
           log_.warn("session " + std::to_string(s.id) + ": unrequested export of conn " +
                     std::to_string(*id));

@@ -333,6 +333,28 @@ TEST_CASE("every --all batch commits under 50 clients of short connections",
   CHECK(al.server_alive("b"));
 }
 
+TEST_CASE("an export that comes after its batch gave up is handed back to the server",
+          "[.agents][agents][netns]") {
+  AgentLabOptions o;
+  o.server_args = {"--export-delay-ms", "3500"};  // the lab's step timeout is 3000 ms
+  AgentLab al(o);
+  PatternClient c(al.lab, 8000, 1 << 20);
+  REQUIRE(c.wait_down(256 << 10, 10000));
+  const long long rst0 = peer_rsts(al.lab);
+  int st = -1;
+  std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
+  INFO(rep << "\nagent a log:\n" << al.log("a"));
+  CHECK(st == 1);
+  CHECK(json_scalar(rep, "failed_in") == "exporting");
+  CHECK(json_scalar(rep, "error").find("did not export") != std::string::npos);
+  // The late export reaches the agent after the abort; the server gets the connection back.
+  INFO(c.error());
+  CHECK(c.wait_down(1 << 20, 20000));
+  CHECK_FALSE(c.failed());
+  CHECK(tracked(flows_of(al, "a"), c.tuple().to_string()));
+  CHECK(peer_rsts(al.lab) == rst0);
+}
+
 TEST_CASE("a selection larger than the agent's descriptor limit moves in several batches",
           "[.agents][agents][netns]") {
   AgentLab al;

@@ -4,10 +4,11 @@
 // byte by byte. The app state that migrates with a connection is "<sent> <received>", the
 // stream offsets. Any mismatch is fatal (exit 3), so a test sees a lost or duplicated byte.
 //   pattern_server --agent SOCK --service NAME [--listen ADDR:PORT]... [--max-bytes N]
-//                  [--end-quiet-on-export 1] [--no-untrack 1]
+//                  [--end-quiet-on-export 1] [--no-untrack 1] [--export-delay-ms N]
 // Test hooks: --end-quiet-on-export closes every connection whose client sent nothing yet when
 // an export request names it, then answers "unknown connection" (a short connection finishing
-// just as its batch asks for it); --no-untrack never tells the agent about closed connections.
+// just as its batch asks for it); --no-untrack never tells the agent about closed connections;
+// --export-delay-ms stalls the whole server N ms before it answers an export request.
 #include "support/pattern.hpp"
 
 #include <rendr/agents/embed.hpp>
@@ -44,6 +45,7 @@ const test::Pattern kUp(2);
 std::uint64_t g_max = ~0ULL;
 bool g_end_quiet = false;
 bool g_no_untrack = false;
+int g_export_delay_ms = 0;
 
 std::vector<std::byte> state_of(const Conn& c) {
   std::string s = std::to_string(c.sent) + " " + std::to_string(c.received);
@@ -87,6 +89,8 @@ int main(int argc, char** argv) {
       g_end_quiet = std::string(argv[i + 1]) == "1";
     } else if (a == "--no-untrack") {
       g_no_untrack = std::string(argv[i + 1]) == "1";
+    } else if (a == "--export-delay-ms") {
+      g_export_delay_ms = std::atoi(argv[i + 1]);
     }
   }
   auto session = Session::connect(agent, service);
@@ -149,6 +153,9 @@ int main(int argc, char** argv) {
           break;
         }
         if (auto* er = std::get_if<Session::ExportRequest>(&**ev)) {
+          if (g_export_delay_ms > 0) {
+            ::usleep(static_cast<useconds_t>(g_export_delay_ms) * 1000);
+          }
           for (auto id : er->conn_ids) {
             auto it = conns.find(id);
             if (it != conns.end() && g_end_quiet && it->second.received == 0) {
