@@ -2,6 +2,7 @@
 // rendr-agent: one io_context thread, C++20 coroutines. Blocking kernel calls (repair, BPF map
 // updates) are microseconds and run inline on that thread.
 #include "agent.hpp"
+#include "sock_diag.hpp"
 
 #include <rendr/agents/message.hpp>
 #include <rendr/agents/migration.hpp>
@@ -23,6 +24,7 @@
 #include <openssl/x509.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/tcp.h>
@@ -38,6 +40,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <set>
 
 namespace rendr::agents {
@@ -70,6 +73,63 @@ std::string fmt_ms(Clock::time_point a, Clock::time_point b) {
   std::snprintf(out, sizeof out, "%.2f", std::chrono::duration<double, std::milli>(b - a).count());
   return out;
 }
+
+// peer_in_our_netns: whether the process at the other end of control socket |fd| lives in this
+// agent's network namespace (then its sockets can be looked up here).
+bool peer_in_our_netns(int fd) {
+  ucred cred{};
+  socklen_t cl = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cred.pid <= 0) {
+    return false;
+  }
+  struct stat theirs {};
+  struct stat ours {};
+  const std::string path = "/proc/" + std::to_string(cred.pid) + "/ns/net";
+  return ::stat(path.c_str(), &theirs) == 0 && ::stat("/proc/self/ns/net", &ours) == 0 &&
+         theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev;
+}
+
+// socket_closed: the TCP socket |fd| reached CLOSE (the peer reset it, or both sides closed
+// it): nothing of the connection is left to move.
+bool socket_closed(int fd) {
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE;
+}
+
+// FdRoom: how many flows one batch may hold under this process's RLIMIT_NOFILE. A source
+// batch keeps two descriptors per flow open (the exported fd and the checkpoint's duplicate);
+// a reserve stays free for channels, sessions and sockets staged here by other agents.
+struct FdRoom {
+  std::uint64_t limit = 0;  // 0: unlimited
+  std::uint64_t open = 0;
+  std::size_t flows = 0;
+};
+
+FdRoom fd_room() {
+  FdRoom r;
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+    r.flows = SIZE_MAX;
+    return r;
+  }
+  r.limit = rl.rlim_cur;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') {
+        ++r.open;
+      }
+    }
+    ::closedir(d);
+    r.open = r.open > 0 ? r.open - 1 : 0;  // the directory's own descriptor
+  }
+  const std::uint64_t reserve = std::max<std::uint64_t>(32, r.limit / 16);
+  r.flows = r.limit > r.open + reserve ? static_cast<std::size_t>((r.limit - r.open - reserve) / 2)
+                                       : 0;
+  return r;
+}
+
+std::uint64_t u64_of(const std::string& s) { return std::strtoull(s.c_str(), nullptr, 10); }
 
 std::string kernel_release() {
   utsname u{};
@@ -113,11 +173,16 @@ struct FlowRec {
   std::uint64_t conn_id = 0;
   std::string service;
   bool migrating = false;
+  // The server closed it while a batch held it (untrack): the batch drops it and forgets it.
+  bool ended = false;
+  std::string ended_why;
 };
 
 // What an export produced for one flow.
 struct ExportSlot {
   bool done = false;
+  bool refused = false;  // the server declined (error says why)
+  bool ended = false;    // the connection is gone (error says how): dropped from the batch
   std::string error;
   UniqueFd fd;
   std::vector<std::byte> state;
@@ -132,6 +197,8 @@ struct AppSession {
   std::map<std::uint64_t, ExportSlot*> pending;
   asio::steady_timer* export_notify = nullptr;
   bool alive = true;
+  // The server lives in the agent's netns, so its sockets can be checked (sock_diag.hpp).
+  bool same_netns = false;
 };
 
 // One outgoing or incoming TLS channel.
@@ -167,6 +234,8 @@ struct Metrics {
   std::uint64_t offers_rejected = 0;
   std::uint64_t peers_refused = 0;
   std::uint64_t peer_requests_refused = 0;  // a configured agent asked for what its role may not
+  std::uint64_t flows_ended = 0;   // dropped from batches: they ended before they could move
+  std::uint64_t flows_reaped = 0;  // forgotten: no process held their socket any more
   double frozen_ms_sum = 0;
   double frozen_ms_last = 0;
   double frozen_ms_max = 0;
@@ -209,6 +278,12 @@ class Agent {
                                     std::shared_ptr<AppSession>& session);
   void on_session_message(AppSession& s, Packet& p);
   void drop_session(AppSession& s);
+  // conn_gone: the server of |s| no longer has connection |id|. The flow is forgotten; one a
+  // batch holds is marked ended (the batch drops it), and an export it awaits completes so.
+  void conn_gone(AppSession& s, std::uint64_t id, const std::string& why);
+  // reap_closed_flows forgets tracked flows (not in a batch) whose server is gone or whose
+  // socket no process holds any more (closed without untrack). Returns how many.
+  std::size_t reap_closed_flows();
 
   // peer channel
   Status setup_tls();
@@ -234,7 +309,14 @@ class Agent {
   void abort_staged(StagedMig& sm, const std::string& why);
 
   // migration (source side)
-  awaitable<Message> migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req);
+  // migrate runs one batch; a selection larger than fd_room() allows is handed to
+  // migrate_in_batches unless |one_batch| (then flows no longer tracked count as ended).
+  awaitable<Message> migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req,
+                             bool one_batch = false);
+  awaitable<Message> migrate_in_batches(const std::shared_ptr<seqp::socket>& ctl,
+                                        const std::string& to, const std::string& service,
+                                        std::vector<std::string> keys,
+                                        std::vector<std::string> ended);
   void progress(const std::shared_ptr<seqp::socket>& ctl, const std::string& line);
   void adopt_or_queue(const std::string& service, Orphan o);
   void schedule_unfreeze(const FourTuple& t);
@@ -594,6 +676,7 @@ awaitable<Message> Agent::handle_request(const std::shared_ptr<seqp::socket>& so
       session->id = next_session_++;
       session->service = *svc;
       session->sock = sock;
+      session->same_netns = peer_in_our_netns(sock->native_handle());
       sessions_[session->id] = session;
       log_.info("service " + *svc + " registered (session " + std::to_string(session->id) + ")");
       // Connections that arrived while no server was registered.
@@ -661,16 +744,8 @@ void Agent::on_session_message(AppSession& s, Packet& p) {
       return;
     }
     case MsgType::untrack: {
-      auto id = m.u64(Tag::conn_id);
-      if (id) {
-        auto it = s.conns.find(*id);
-        if (it != s.conns.end()) {
-          auto f = flows_.find(it->second);
-          if (f != flows_.end() && !f->second.migrating) {
-            flows_.erase(f);
-          }
-          s.conns.erase(it);
-        }
+      if (auto id = m.u64(Tag::conn_id); id) {
+        conn_gone(s, *id, "closed by the server");
       }
       return;
     }
@@ -682,8 +757,26 @@ void Agent::on_session_message(AppSession& s, Packet& p) {
       }
       auto it = s.pending.find(*id);
       if (it == s.pending.end()) {
-        log_.warn("session " + std::to_string(s.id) + ": unrequested export of conn " +
-                  std::to_string(*id));
+        // A refusal after an untrack of the same connection is the usual order when a
+        // connection closes while its batch exports (the untrack already ended it).
+        if (m.type() == MsgType::export_refused) {
+          log_.debug("session " + std::to_string(s.id) + ": late refusal of conn " +
+                     std::to_string(*id));
+        } else if (p.fd.valid() && s.conns.count(*id) != 0) {
+          // An export that came after its batch gave up waiting (step timeout): the server
+          // no longer serves it, and closing the fd here would end the connection. Hand it back.
+          log_.warn("session " + std::to_string(s.id) + ": late export of conn " +
+                    std::to_string(*id) + ": returned to the server");
+          Message rt(MsgType::returned);
+          rt.add_u64(Tag::conn_id, *id);
+          if (const auto* st = m.get(Tag::state); st != nullptr) {
+            rt.add(Tag::state, *st);
+          }
+          (void)send_packet(s.sock->native_handle(), rt, p.fd.get());
+        } else {
+          log_.warn("session " + std::to_string(s.id) + ": unrequested export of conn " +
+                    std::to_string(*id));
+        }
         return;
       }
       ExportSlot* slot = it->second;
@@ -700,6 +793,7 @@ void Agent::on_session_message(AppSession& s, Packet& p) {
           }
         }
       } else {
+        slot->refused = true;
         slot->error = "the server refused: " + m.str_or(Tag::text, "(no reason)");
       }
       if (s.export_notify != nullptr) {
@@ -710,6 +804,70 @@ void Agent::on_session_message(AppSession& s, Packet& p) {
     default:
       log_.warn("session " + std::to_string(s.id) + ": unexpected " + to_string(m.type()));
   }
+}
+
+void Agent::conn_gone(AppSession& s, std::uint64_t id, const std::string& why) {
+  auto it = s.conns.find(id);
+  if (it != s.conns.end()) {
+    auto f = flows_.find(it->second);
+    if (f != flows_.end() && f->second.conn_id == id && f->second.session.lock().get() == &s) {
+      if (f->second.migrating) {
+        f->second.ended = true;
+        f->second.ended_why = why;
+      } else {
+        flows_.erase(f);
+      }
+    }
+    s.conns.erase(it);
+  }
+  auto p = s.pending.find(id);
+  if (p != s.pending.end()) {
+    p->second->done = true;
+    p->second->ended = true;
+    p->second->error = why;
+    s.pending.erase(p);
+    if (s.export_notify != nullptr) {
+      s.export_notify->cancel();
+    }
+  }
+}
+
+std::size_t Agent::reap_closed_flows() {
+  bool checkable = false;
+  for (const auto& [k, f] : flows_) {
+    auto s = f.session.lock();
+    if (!f.migrating && (!s || !s->alive || s->same_netns)) {
+      checkable = true;
+      break;
+    }
+  }
+  if (!checkable) {
+    return 0;
+  }
+  auto held = held_tcp_sockets();
+  if (!held) {
+    log_.warn("cannot check tracked flows against their sockets: " + held.error().message());
+  }
+  std::size_t n = 0;
+  for (auto it = flows_.begin(); it != flows_.end();) {
+    auto s = it->second.session.lock();
+    const bool gone = !it->second.migrating &&
+                      (!s || !s->alive ||
+                       (held && s->same_netns && held->count(it->first) == 0));
+    if (!gone) {
+      ++it;
+      continue;
+    }
+    log_.info("forgetting " + it->first + " (conn " + std::to_string(it->second.conn_id) +
+              "): " + (s && s->alive ? "no process holds its socket" : "its server is gone"));
+    if (s) {
+      s->conns.erase(it->second.conn_id);
+    }
+    it = flows_.erase(it);
+    ++n;
+  }
+  metrics_.flows_reaped += n;
+  return n;
 }
 
 void Agent::drop_session(AppSession& s) {
@@ -1376,7 +1534,8 @@ void Agent::schedule_unfreeze(const FourTuple& t) {
   grace_[key] = std::move(timer);
 }
 
-awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req) {
+awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, const Message& req,
+                                  bool one_batch) {
   const auto t0 = Clock::now();
   MigrationFsm fsm;
   const std::uint64_t mig = mig_prefix_ | (next_mig_++ & 0xffffffffu);
@@ -1396,6 +1555,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   }
   // Select the flows.
   std::vector<FlowRec*> sel;
+  std::vector<std::string> ended;  // flows that ended before they could move: "tuple: why"
   const bool all = req.get(Tag::all) != nullptr;
   const std::string svc = req.str_or(Tag::service, "");
   for (const auto& ts : req.strs(Tag::tuple)) {
@@ -1404,6 +1564,10 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       co_return fail_msg(t.error());
     }
     auto it = flows_.find(t->to_string());
+    if (it == flows_.end() && one_batch) {
+      ended.push_back(t->to_string() + ": closed by the server (before its batch)");
+      continue;
+    }
     if (it == flows_.end()) {
       co_return fail_msg("no tracked flow " + t->to_string() + " on " + cfg_.name +
                          " (see `rendrctl flows`)");
@@ -1419,10 +1583,47 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   }
   std::sort(sel.begin(), sel.end());
   sel.erase(std::unique(sel.begin(), sel.end()), sel.end());
-  if (sel.empty()) {
+  if (sel.empty() && ended.empty()) {
     co_return fail_msg("no flows selected");
   }
-  std::string service = sel.front()->service;
+  // Flows that ended before the batch starts are not moved but reported, with why: entries
+  // whose server went away, or whose socket no process holds (closed without an untrack).
+  {
+    std::optional<std::set<std::string>> held;
+    if (std::any_of(sel.begin(), sel.end(), [](FlowRec* f) {
+          auto s = f->session.lock();
+          return s && s->same_netns && !f->migrating;
+        })) {
+      if (auto h = held_tcp_sockets(); h) {
+        held = std::move(*h);
+      } else {
+        log_.warn("migrate: cannot check the flows against their sockets: " +
+                  h.error().message());
+      }
+    }
+    std::erase_if(sel, [&](FlowRec* f) {
+      if (f->migrating) {
+        return false;  // refused below
+      }
+      auto s = f->session.lock();
+      std::string why;
+      if (!s || !s->alive) {
+        why = "its server is gone";
+      } else if (held && s->same_netns && held->count(f->tuple.to_string()) == 0) {
+        why = "closed (no process holds its socket)";
+      } else {
+        return false;
+      }
+      const std::string key = f->tuple.to_string();
+      ended.push_back(key + ": " + why);
+      if (s) {
+        s->conns.erase(f->conn_id);
+      }
+      flows_.erase(key);
+      return true;
+    });
+  }
+  std::string service = sel.empty() ? req.str_or(Tag::service, "") : sel.front()->service;
   for (auto* f : sel) {
     if (f->migrating) {
       co_return fail_msg(f->tuple.to_string() + " is already migrating");
@@ -1431,11 +1632,26 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       co_return fail_msg("one batch moves flows of one service (" + service + " and " +
                          f->service + " selected)");
     }
-    if (f->session.expired()) {
-      co_return fail_msg("the server of " + f->tuple.to_string() + " is gone");
+  }
+  if (!one_batch && !sel.empty()) {
+    const FdRoom room = fd_room();
+    if (room.flows == 0) {
+      co_return fail_msg("no room for a batch under this agent's descriptor limit "
+                         "(RLIMIT_NOFILE " + std::to_string(room.limit) + ", " +
+                         std::to_string(room.open) + " open, 2 needed per connection); "
+                         "raise the agent's limit");
+    }
+    if (sel.size() > room.flows) {
+      std::vector<std::string> keys;
+      for (auto* f : sel) {
+        keys.push_back(f->tuple.to_string());
+      }
+      co_return co_await migrate_in_batches(ctl, *to, service, std::move(keys), std::move(ended));
     }
   }
-  const std::size_t n = sel.size();
+  // Set when every selected flow ended before it could move: nothing is frozen or moved.
+  bool empty_batch = sel.empty();
+  std::size_t n = sel.size();
   std::vector<FourTuple> tuples;
   for (auto* f : sel) {
     f->migrating = true;
@@ -1487,6 +1703,9 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     co_return std::move(c);
   };
   do {
+    if (empty_batch) {
+      break;
+    }
     auto c = co_await take_live(*to);
     if (!c) {
       error = c.error().message();
@@ -1522,6 +1741,17 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     std::vector<std::shared_ptr<AppSession>> sess(n);
     for (std::size_t i = 0; i < n; ++i) {
       sess[i] = sel[i]->session.lock();
+      if (sel[i]->ended) {  // untracked while the channels were set up
+        slots[i].done = true;
+        slots[i].ended = true;
+        slots[i].error = sel[i]->ended_why;
+        continue;
+      }
+      if (!sess[i] || !sess[i]->alive) {
+        slots[i].done = true;
+        slots[i].error = "the server's session closed";
+        continue;
+      }
       sess[i]->pending[sel[i]->conn_id] = &slots[i];
       sess[i]->export_notify = &notify;
       by_session[sess[i]->id].push_back(sel[i]->conn_id);
@@ -1551,6 +1781,28 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
         sess[i]->export_notify = nullptr;
         sess[i]->pending.erase(sel[i]->conn_id);
       }
+    }
+    // Connections that ended before or while they were exported leave the batch; the rest
+    // moves on. A refusal counts as such when no process holds the socket any more (the
+    // server had closed it without an untrack); any other refusal aborts the batch.
+    if (std::any_of(slots.begin(), slots.end(), [](auto& sl) { return sl.refused; })) {
+      auto held = held_tcp_sockets();
+      for (std::size_t i = 0; held && i < n; ++i) {
+        if (slots[i].refused && sess[i] && sess[i]->same_netns &&
+            held->count(tuples[i].to_string()) == 0) {
+          slots[i].ended = true;
+          slots[i].error += "; no process holds its socket";
+        }
+      }
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if (slots[i].fd.valid() && socket_closed(slots[i].fd.get())) {
+        slots[i].ended = true;
+        slots[i].error = "closed (reset by the peer, or both sides closed it) before it moved";
+      }
+      if (slots[i].ended) {
+        continue;
+      }
       if (error.empty() && !slots[i].done) {
         error = "the " + service + " server did not export " + tuples[i].to_string() +
                 " within " + std::to_string(cfg_.step_timeout_ms) + " ms";
@@ -1558,9 +1810,45 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
         error = tuples[i].to_string() + ": " + slots[i].error;
       }
     }
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!slots[i].ended) {
+        if (kept != i) {
+          sel[kept] = sel[i];
+          tuples[kept] = tuples[i];
+          slots[kept] = std::move(slots[i]);
+        }
+        ++kept;
+        continue;
+      }
+      ended.push_back(tuples[i].to_string() + ": " + slots[i].error);
+      if (sess[i] && sess[i]->alive) {
+        if (slots[i].fd.valid()) {
+          // The server gave it away already: the connection left it; the dead socket closes.
+          (void)send_packet(sess[i]->sock->native_handle(),
+                            Message(MsgType::export_done).add_u64(Tag::conn_id, sel[i]->conn_id));
+        }
+        sess[i]->conns.erase(sel[i]->conn_id);
+      }
+      if (auto f = flows_.find(tuples[i].to_string()); f != flows_.end() && &f->second == sel[i]) {
+        flows_.erase(f);
+      }
+    }
+    n = kept;
+    sel.resize(n);
+    tuples.resize(n);
+    slots.resize(n);
+    encoded.resize(n);
+    frozen.resize(n);
+    have_frozen.resize(n);
+    froze.resize(n);
     fsm.on(MigEvent::exported);
     step_ms["export"] = ms_since(te);
     if (!error.empty()) {
+      break;
+    }
+    if (n == 0) {
+      empty_batch = true;
       break;
     }
 
@@ -1766,6 +2054,14 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     if (chan && !chan->broken) {
       give_back(std::move(chan));
     }
+  } else if (empty_batch) {
+    // Every flow ended before anything was frozen: nothing to move, nothing to undo.
+    if (chan && !chan->broken) {
+      give_back(std::move(chan));
+    }
+    if (gw && !gw->broken) {
+      give_back(std::move(gw));
+    }
   } else {
     // Abort: undo in the order the state machine prescribes.
     if (fsm.state() != MigState::aborting) {
@@ -1851,8 +2147,13 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       }
     }
     fsm.on(MigEvent::undone);
-    for (auto* f : sel) {
-      f->migrating = false;
+    for (std::size_t i = 0; i < n; ++i) {
+      sel[i]->migrating = false;
+      sel[i]->ended = false;
+      // A flow whose server went away and whose fd no other server took is not served here.
+      if (auto s = sel[i]->session.lock(); !s || !s->alive) {
+        flows_.erase(tuples[i].to_string());
+      }
     }
     ++metrics_.migrations_aborted;
     if (!undo_errors.empty()) {
@@ -1860,15 +2161,25 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     }
   }
 
+  metrics_.flows_ended += ended.size();
+  const char* result = fsm.state() == MigState::committed ? "committed"
+                       : empty_batch                     ? "empty"
+                                                         : "aborted";
   JsonWriter j;
   j.begin_object();
   j.kv("migration", mig);
-  j.kv("result", fsm.state() == MigState::committed ? "committed" : "aborted");
+  j.kv("result", result);
   j.kv("indeterminate", fsm.indeterminate());
   j.kv("from", cfg_.name);
   j.kv("to", *to);
   j.kv("service", service);
   j.kv("flows", static_cast<std::uint64_t>(n));
+  j.kv("ended", static_cast<std::uint64_t>(ended.size()));
+  j.begin_array("ended_flows");  // the first 100, "tuple: why"
+  for (std::size_t i = 0; i < ended.size() && i < 100; ++i) {
+    j.value(ended[i]);
+  }
+  j.end_array();
   j.kv("frozen_ms", frozen_ms);
   j.kv("total_ms", ms_since(t0));
   j.kv("bytes_carried", bytes_carried);
@@ -1878,7 +2189,9 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
     j.kv(k, v);
   }
   j.end_object();
-  j.kv("failed_in", fsm.state() == MigState::committed ? "" : to_string(fsm.failed_in()));
+  j.kv("failed_in", fsm.state() == MigState::committed || empty_batch
+                        ? ""
+                        : to_string(fsm.failed_in()));
   if (!error.empty()) {
     j.kv("error", error);
   }
@@ -1892,7 +2205,9 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   j.end_array();
   j.end_object();
   log_.info("migration " + std::to_string(mig) + ": " +
-            (fsm.state() == MigState::committed ? "committed" : "aborted: " + error));
+            (fsm.state() == MigState::committed || empty_batch ? std::string(result)
+                                                               : "aborted: " + error) +
+            (ended.empty() ? "" : " (" + std::to_string(ended.size()) + " ended before moving)"));
   recent_reports_.push_back(j.str());
   if (recent_reports_.size() > 16) {
     recent_reports_.erase(recent_reports_.begin());
@@ -1900,10 +2215,112 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   co_return Message(MsgType::json).add(Tag::text, j.str());
 }
 
+awaitable<Message> Agent::migrate_in_batches(const std::shared_ptr<seqp::socket>& ctl,
+                                             const std::string& to, const std::string& service,
+                                             std::vector<std::string> keys,
+                                             std::vector<std::string> ended) {
+  const auto t0 = Clock::now();
+  const FdRoom first = fd_room();
+  progress(ctl, std::to_string(keys.size()) + " flows do not fit in one batch under RLIMIT_NOFILE " +
+                    std::to_string(first.limit) + " (" + std::to_string(first.open) +
+                    " open, 2 per flow): moving them in batches of at most " +
+                    std::to_string(first.flows));
+  std::vector<std::string> reports;
+  std::size_t next = 0;
+  std::uint64_t moved = 0;
+  std::uint64_t ended_n = ended.size();
+  std::uint64_t bytes = 0;
+  std::uint64_t replayed = 0;
+  std::uint64_t committed = 0;
+  double frozen_max = 0;
+  std::string error;
+  std::string failed_in;
+  while (next < keys.size()) {
+    // Each batch is planned from what is open now: the last one's sockets are closed by then.
+    const FdRoom room = fd_room();
+    if (room.flows == 0) {
+      error = "no room for a batch under RLIMIT_NOFILE " + std::to_string(room.limit) + " (" +
+              std::to_string(room.open) + " open)";
+      break;
+    }
+    const std::size_t take = std::min(room.flows, keys.size() - next);
+    Message sub(MsgType::migrate);
+    sub.add(Tag::to, to);
+    for (std::size_t i = next; i < next + take; ++i) {
+      sub.add(Tag::tuple, keys[i]);
+    }
+    next += take;
+    Message r = co_await migrate(ctl, sub, true);
+    if (r.type() != MsgType::json) {
+      error = error_of(r, "batch").message();
+      break;
+    }
+    std::string rep = r.str_or(Tag::text, "{}");
+    ended_n += u64_of(json_scalar(rep, "ended"));
+    const std::string res = json_scalar(rep, "result");
+    if (res == "aborted") {
+      error = json_scalar(rep, "error");
+      failed_in = json_scalar(rep, "failed_in");
+      reports.push_back(std::move(rep));
+      break;
+    }
+    if (res == "committed") {
+      ++committed;
+      moved += u64_of(json_scalar(rep, "flows"));
+      bytes += u64_of(json_scalar(rep, "bytes_carried"));
+      replayed += u64_of(json_scalar(rep, "replayed_packets"));
+      frozen_max = std::max(frozen_max, std::strtod(json_scalar(rep, "frozen_ms").c_str(), nullptr));
+    }
+    reports.push_back(std::move(rep));
+  }
+  // A failed batch stops the rest: the batches before it stay committed, its flows and the
+  // later ones stay here.
+  const char* result = !error.empty() ? (committed == 0 ? "aborted" : "partial")
+                       : committed == 0 ? "empty"
+                                        : "committed";
+  JsonWriter j;
+  j.begin_object();
+  j.kv("result", result);
+  j.kv("from", cfg_.name);
+  j.kv("to", to);
+  j.kv("service", service);
+  j.kv("flows", moved);
+  j.kv("ended", ended_n);
+  j.begin_array("ended_flows");  // those found before the first batch; each batch lists its own
+  for (std::size_t i = 0; i < ended.size() && i < 100; ++i) {
+    j.value(ended[i]);
+  }
+  j.end_array();
+  j.kv("frozen_ms", frozen_max);
+  j.kv("total_ms", ms_since(t0));
+  j.kv("bytes_carried", bytes);
+  j.kv("replayed_packets", replayed);
+  j.kv("fd_limit", first.limit);
+  j.kv("batch_max_flows", static_cast<std::uint64_t>(first.flows));
+  j.kv("batches_committed", committed);
+  j.kv("batches_run", static_cast<std::uint64_t>(reports.size()));
+  const std::uint64_t gone = moved + (ended_n - ended.size());  // ended inside the batches
+  j.kv("not_moved", keys.size() > gone ? keys.size() - gone : 0);  // they stay here
+  j.kv("failed_in", failed_in);
+  if (!error.empty()) {
+    j.kv("error", error);
+  }
+  j.begin_array("batches");
+  for (const auto& r : reports) {
+    j.raw({}, r);
+  }
+  j.end_array();
+  j.end_object();
+  log_.info(std::to_string(keys.size()) + " flows to " + to + " in " +
+            std::to_string(reports.size()) + " batch(es): " + result);
+  co_return Message(MsgType::json).add(Tag::text, j.str());
+}
+
 // ---------------------------------------------------------------------------------------------
 // status
 
 std::string Agent::status_json() {
+  (void)reap_closed_flows();
   JsonWriter j;
   j.begin_object();
   j.kv("agent", cfg_.name);
@@ -1973,6 +2390,7 @@ std::string Agent::status_json() {
 }
 
 std::string Agent::flows_json() {
+  (void)reap_closed_flows();
   JsonWriter j;
   j.begin_object();
   j.kv("agent", cfg_.name);
@@ -2039,6 +2457,12 @@ std::string Agent::metrics_text() {
        metrics_.frozen_ms_max / 1000.0);
   line("rendr_flows_tracked", "Connections tracked for migration.", "gauge", "",
        static_cast<double>(flows_.size()));
+  line("rendr_migration_flows_ended_total",
+       "Flows dropped from a batch because they ended before they could move.", "counter", "",
+       static_cast<double>(metrics_.flows_ended));
+  line("rendr_flows_reaped_total",
+       "Tracked flows forgotten because their server or socket was gone.", "counter", "",
+       static_cast<double>(metrics_.flows_reaped));
   o += "# HELP rendr_flow_freeze_dropped_packets Packets dropped by the freeze per flow.\n"
        "# TYPE rendr_flow_freeze_dropped_packets gauge\n";
   if (freezer_) {

@@ -25,7 +25,10 @@ const char* const kAgentUsage =
     "          [--json] [--timeout-ms N]\n"
     "      Move live connections to AGENT: freeze, checkpoint, ship, restore, steer, commit.\n"
     "      Progress goes to stderr; the report (downtime, bytes carried, result) to stdout.\n"
-    "      Exit 0 when committed, 1 when aborted (the connections continue here).\n"
+    "      Flows that ended meanwhile are dropped and listed; a selection too big for the\n"
+    "      agent's descriptor limit moves in several batches.\n"
+    "      Exit 0 when committed (or every flow had ended), 1 when aborted (the connections\n"
+    "      continue here) or only some batches committed.\n"
     "  metrics [--agent SOCK]\n"
     "      Prometheus text metrics of the agent.\n"
     "  cert init --dir DIR | cert issue --dir DIR --name AGENT\n"
@@ -184,6 +187,33 @@ int cmd_metrics(const std::vector<std::string>& args) {
   return 0;
 }
 
+// json_strings reads the array of strings at the first `"key":[` in |json| (our agents' flat
+// reports; escapes are kept as sent, the strings we list carry none).
+std::vector<std::string> json_strings(std::string_view json, std::string_view key) {
+  std::vector<std::string> out;
+  const std::string k = "\"" + std::string(key) + "\":[";
+  auto p = json.find(k);
+  if (p == std::string_view::npos) {
+    return out;
+  }
+  p += k.size();
+  while (p < json.size() && json[p] == '"') {
+    std::string v;
+    for (++p; p < json.size() && json[p] != '"'; ++p) {
+      if (json[p] == '\\' && p + 1 < json.size()) {
+        v += json[p++];
+      }
+      v += json[p];
+    }
+    out.push_back(std::move(v));
+    p += 1;
+    if (p < json.size() && json[p] == ',') {
+      ++p;
+    }
+  }
+  return out;
+}
+
 int cmd_migrate(const std::vector<std::string>& args) {
   Common c;
   Message m(MsgType::migrate);
@@ -236,12 +266,15 @@ int cmd_migrate(const std::vector<std::string>& args) {
     return fail(error_of(*r, "migrate").message());
   }
   std::string j = r->str_or(Tag::text, "{}");
-  const bool ok = json_scalar(j, "result") == "committed";
+  // "empty": every selected flow ended before it could move; nothing was frozen or moved.
+  const bool ok = json_scalar(j, "result") == "committed" || json_scalar(j, "result") == "empty";
   if (c.json) {
     std::printf("%s\n", j.c_str());
   } else {
-    std::printf("result         %s%s\n", json_scalar(j, "result").c_str(),
+    std::printf("result         %s%s%s\n", json_scalar(j, "result").c_str(),
                 json_scalar(j, "indeterminate") == "true" ? " (presumed: target unreachable after commit)"
+                                                    : "",
+                json_scalar(j, "result") == "empty" ? " (every selected flow ended before it could move)"
                                                     : "");
     std::printf("flows          %s  %s -> %s\n", json_scalar(j, "flows").c_str(),
                 json_scalar(j, "from").c_str(), json_scalar(j, "to").c_str());
@@ -249,10 +282,26 @@ int cmd_migrate(const std::vector<std::string>& args) {
     std::printf("total          %s ms\n", json_scalar(j, "total_ms").c_str());
     std::printf("bytes carried  %s (socket queues moved with the connections)\n",
                 json_scalar(j, "bytes_carried").c_str());
+    if (!json_scalar(j, "batches_run").empty()) {
+      std::printf("batches        %s of %s run committed (at most %s flows each under the agent's "
+                  "RLIMIT_NOFILE %s); %s flow(s) not moved\n",
+                  json_scalar(j, "batches_committed").c_str(), json_scalar(j, "batches_run").c_str(),
+                  json_scalar(j, "batch_max_flows").c_str(), json_scalar(j, "fd_limit").c_str(),
+                  json_scalar(j, "not_moved").c_str());
+    }
+    if (json_scalar(j, "ended") != "0" && !json_scalar(j, "ended").empty()) {
+      std::printf("ended          %s (closed before they could move: not migrated, forgotten)\n",
+                  json_scalar(j, "ended").c_str());
+      for (const auto& e : json_strings(j, "ended_flows")) {
+        std::printf("               %s\n", e.c_str());
+      }
+    }
     if (!ok) {
       std::printf("failed in      %s\nerror          %s\n", json_scalar(j, "failed_in").c_str(),
                   json_scalar(j, "error").c_str());
-      std::printf("the connections continue on %s\n", json_scalar(j, "from").c_str());
+      std::printf("the connections %scontinue on %s\n",
+                  json_scalar(j, "result") == "partial" ? "of the failed and later batches " : "",
+                  json_scalar(j, "from").c_str());
     }
   }
   return ok ? 0 : 1;

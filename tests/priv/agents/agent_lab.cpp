@@ -167,9 +167,10 @@ void AgentLab::kill_agent(const std::string& name, int sig) {
 void AgentLab::start_server(const std::string& host) {
   const Netns& ns = host == "a" ? lab.a : lab.b;
   std::string key = "srv-" + host;
-  procs_[key] = ns.spawn({PATTERN_SERVER_BIN, "--agent", sock(host), "--service", "pat",
-                          "--listen", "10.99.0.1:8000", "--listen", "[fd99::1]:8000"},
-                         dir + "/" + key + ".log");
+  std::vector<std::string> argv = {PATTERN_SERVER_BIN, "--agent", sock(host), "--service", "pat",
+                                   "--listen", "10.99.0.1:8000", "--listen", "[fd99::1]:8000"};
+  argv.insert(argv.end(), opt_.server_args.begin(), opt_.server_args.end());
+  procs_[key] = ns.spawn(argv, dir + "/" + key + ".log");
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (log(key).find("ready") == std::string::npos) {
     if (std::chrono::steady_clock::now() > end) {

@@ -31,6 +31,7 @@ struct AgentLabOptions {
   std::vector<std::string> faults_gw;
   // More certificates from the lab's CA, for names no agent is configured with.
   std::vector<std::string> extra_certs;
+  std::vector<std::string> server_args;  // extra pattern_server arguments (test hooks)
 };
 
 class AgentLab {
@@ -54,10 +55,10 @@ class AgentLab {
   // start_agent / kill_agent manage one agent process (name: gw, a, b).
   void start_agent(const std::string& name, const std::vector<std::string>& faults = {});
   void kill_agent(const std::string& name, int sig = 9);
-  // pid of a running agent or server ("a", "srv-a"); -1 if none.
+  // pid of a process the lab started (agents gw, a, b; servers srv-a, srv-b), 0 if none.
   [[nodiscard]] pid_t pid(const std::string& name) const {
     auto it = procs_.find(name);
-    return it == procs_.end() ? -1 : it->second;
+    return it == procs_.end() ? 0 : it->second;
   }
   void start_server(const std::string& host);
   [[nodiscard]] std::string log(const std::string& name) const;

@@ -4,6 +4,11 @@
 // byte by byte. The app state that migrates with a connection is "<sent> <received>", the
 // stream offsets. Any mismatch is fatal (exit 3), so a test sees a lost or duplicated byte.
 //   pattern_server --agent SOCK --service NAME [--listen ADDR:PORT]... [--max-bytes N]
+//                  [--end-quiet-on-export 1] [--no-untrack 1] [--export-delay-ms N]
+// Test hooks: --end-quiet-on-export closes every connection whose client sent nothing yet when
+// an export request names it, then answers "unknown connection" (a short connection finishing
+// just as its batch asks for it); --no-untrack never tells the agent about closed connections;
+// --export-delay-ms stalls the whole server N ms before it answers an export request.
 #include "support/pattern.hpp"
 
 #include <rendr/agents/embed.hpp>
@@ -38,6 +43,9 @@ struct Conn {
 const test::Pattern kDown(1);
 const test::Pattern kUp(2);
 std::uint64_t g_max = ~0ULL;
+bool g_end_quiet = false;
+bool g_no_untrack = false;
+int g_export_delay_ms = 0;
 
 std::vector<std::byte> state_of(const Conn& c) {
   std::string s = std::to_string(c.sent) + " " + std::to_string(c.received);
@@ -77,6 +85,12 @@ int main(int argc, char** argv) {
       listens.emplace_back(argv[i + 1]);
     } else if (a == "--max-bytes") {
       g_max = std::strtoull(argv[i + 1], nullptr, 10);
+    } else if (a == "--end-quiet-on-export") {
+      g_end_quiet = std::string(argv[i + 1]) == "1";
+    } else if (a == "--no-untrack") {
+      g_no_untrack = std::string(argv[i + 1]) == "1";
+    } else if (a == "--export-delay-ms") {
+      g_export_delay_ms = std::atoi(argv[i + 1]);
     }
   }
   auto session = Session::connect(agent, service);
@@ -139,8 +153,18 @@ int main(int argc, char** argv) {
           break;
         }
         if (auto* er = std::get_if<Session::ExportRequest>(&**ev)) {
+          if (g_export_delay_ms > 0) {
+            ::usleep(static_cast<useconds_t>(g_export_delay_ms) * 1000);
+          }
           for (auto id : er->conn_ids) {
             auto it = conns.find(id);
+            if (it != conns.end() && g_end_quiet && it->second.received == 0) {
+              if (!g_no_untrack) {
+                (void)session->untrack(id);
+              }
+              conns.erase(it);
+              it = conns.end();
+            }
             if (it == conns.end()) {
               (void)session->refuse_export(id, "unknown connection");
               continue;
@@ -220,7 +244,9 @@ int main(int argc, char** argv) {
         }
       }
       if (close_it) {
-        (void)session->untrack(ids[k]);
+        if (!g_no_untrack) {
+          (void)session->untrack(ids[k]);
+        }
         conns.erase(it);
       }
     }

@@ -12,7 +12,9 @@
 // export_conn(id, fd, state) and close your fd (the agent holds a duplicate). The connection is
 // either committed elsewhere (ExportDone: forget it) or handed back (Returned: keep serving
 // with the returned fd and state). Adopt: a connection migrated here, with its state; it is
-// already tracked under the given id. Not thread-safe; the socket is non-blocking.
+// already tracked under the given id. Closing a connection: untrack(id) first; a connection
+// that closes while a migration asks for it is dropped from that migration (the rest of the
+// batch moves). Not thread-safe; the socket is non-blocking.
 #pragma once
 
 #include <rendr/common/endpoint.hpp>
@@ -58,6 +60,8 @@ class Session {
   [[nodiscard]] int fd() const { return sock_.get(); }
   // track announces a connected TCP socket; the returned id names it in later events.
   [[nodiscard]] Result<std::uint64_t> track(int conn_fd);
+  // untrack tells the agent the server closed |conn_id|; a migration waiting for its export
+  // drops it from the batch instead of aborting.
   [[nodiscard]] Status untrack(std::uint64_t conn_id);
   // poll_event returns the next event if one is waiting (never blocks); ECONNRESET when the
   // agent went away.
@@ -65,7 +69,9 @@ class Session {
   // export_conn hands |conn_fd| and |state| to the agent for an ExportRequest.
   [[nodiscard]] Status export_conn(std::uint64_t conn_id, int conn_fd,
                                    std::span<const std::byte> state);
-  // refuse_export declines to export |conn_id| (the migration of that flow aborts).
+  // refuse_export declines to export |conn_id|: the whole batch aborts, unless no process
+  // holds the connection's socket any more (the agent checks when the server shares its
+  // netns), then the connection counts as ended and only it leaves the batch.
   [[nodiscard]] Status refuse_export(std::uint64_t conn_id, std::string_view why);
 
  private:
