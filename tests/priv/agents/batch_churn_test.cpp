@@ -357,7 +357,11 @@ TEST_CASE("an export that comes after its batch gave up is handed back to the se
 
 TEST_CASE("a selection larger than the agent's descriptor limit moves in several batches",
           "[.agents][agents][netns]") {
-  AgentLab al;
+  // Each batch carries ~60 MB of full queues: on 2 busy cores its checkpoint and offer took
+  // over the lab's 3 s step timeout. This test is about the split, not about speed.
+  AgentLabOptions o;
+  o.step_timeout_ms = 15000;
+  AgentLab al(o);
   // Two descriptors per flow on the source: 300 flows need ~600, the agent gets 256.
   const rlimit rl{256, 256};
   REQUIRE(::prlimit(al.pid("a"), RLIMIT_NOFILE, &rl, nullptr) == 0);
