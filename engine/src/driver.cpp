@@ -212,7 +212,19 @@ void FlowDriver::run_deferred(std::unique_lock<std::mutex>& lk) {
 }
 
 void FlowDriver::pump_locked() {
-  const auto now = Clock::now();
+  // Starting a carrier feeds the core the bytes read with its first frame, which can queue
+  // events (junk after a HELLO kills the path): drain them in a second pass, or the dead path's
+  // carrier would stay open until some later event (CLOSE-WAIT for the migration budget).
+  for (int pass = 0; pass < 2; ++pass) {
+    if (!pump_pass_locked()) {
+      break;
+    }
+  }
+  notify_locked();
+}
+
+bool FlowDriver::pump_pass_locked() {
+  bool started = false;
   while (auto ev = core_->poll_event()) {
     if (auto* down = std::get_if<engine::EvPathDown>(&*ev)) {
       if (auto it = slots_.find(down->path); it != slots_.end()) {
@@ -248,6 +260,7 @@ void FlowDriver::pump_locked() {
       }
       if (!s->started) {
         start_slot_locked(s);
+        started = true;
       }
       if (!s->closed) {
         flush_locked(s);
@@ -256,10 +269,16 @@ void FlowDriver::pump_locked() {
         close_slot_locked(s);
       }
     }
-    arm_timer_locked();
+    if (closed_event_ && slots_.empty()) {
+      // Nothing left to time: a pending wait would keep this driver (and a server flow's
+      // table entry) alive until its deadline, up to the migration budget.
+      timer_.cancel();
+      armed_.reset();
+    } else {
+      arm_timer_locked();
+    }
   }
-  (void)now;
-  notify_locked();
+  return started;
 }
 
 void FlowDriver::notify_locked() {

@@ -159,6 +159,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   using SlotPtr = std::shared_ptr<Slot>;
 
   void service();  // io thread: lock, pump, run deferred
+  bool pump_pass_locked();  // true when it started a carrier (its input may queue events)
   void start_slot_locked(const SlotPtr& s);
   void start_read_locked(const SlotPtr& s);
   void flush_locked(const SlotPtr& s);
