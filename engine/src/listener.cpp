@@ -17,6 +17,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -33,6 +34,20 @@ namespace {
 constexpr auto kFirstFrameTimeout = std::chrono::seconds(10);
 constexpr auto kRetryStep = std::chrono::milliseconds(20);
 constexpr auto kRetryWindow = std::chrono::milliseconds(500);
+// accept() out of descriptors or memory: the connection stays queued and the listening socket
+// readable, so retrying at once spins (25 000 failed calls a second); pause, doubling.
+constexpr auto kAcceptPauseMin = std::chrono::milliseconds(50);
+constexpr auto kAcceptPauseMax = std::chrono::milliseconds(1000);
+
+bool accept_resource_error(std::error_code ec) {
+  // asio reports errno in its own category ("asio.system"), which compares unequal to errc.
+  if (ec.category() != asio::system_category() && ec.category() != std::system_category() &&
+      ec.category() != std::generic_category()) {
+    return false;
+  }
+  const int e = ec.value();
+  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
 // Largest HELLO / BRIDGE_TAG: header + 48-byte payload + str8 name.
 constexpr std::size_t kMaxFirstFrame = engine::kHeaderSize + 48 + 1 + engine::kMaxName;
 
@@ -58,6 +73,8 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   // io thread only
   engine::BridgeTable table;
   std::optional<asio::ip::tcp::acceptor> acceptor;
+  std::optional<asio::steady_timer> accept_timer;
+  std::chrono::milliseconds accept_pause{0};
   std::shared_ptr<asio::ip::udp::socket> usock;
   std::map<UdpFlowId, std::shared_ptr<UdpServerPathState>> upaths;
   std::vector<std::byte> ubuf;
@@ -69,6 +86,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   std::deque<std::shared_ptr<FlowDriver>> stream_q;
   std::deque<std::shared_ptr<FlowDriver>> packet_q;
   bool closed = false;
+  ListenerStats counters;
 
   std::shared_ptr<FlowDriver> find_driver(const Id128& id) {
     std::lock_guard lk(mu);
@@ -198,11 +216,34 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
         if (self->closed) {
           return;
         }
-      }
-      if (!ec) {
-        self->start_pending(std::move(sock));
+        if (ec && ec != asio::error::operation_aborted) {
+          self->counters.accept_errors += 1;
+          self->counters.accept_pauses += accept_resource_error(ec) ? 1 : 0;
+        }
       }
       if (ec == asio::error::operation_aborted) {
+        return;
+      }
+      if (!ec) {
+        self->accept_pause = std::chrono::milliseconds(0);
+        self->start_pending(std::move(sock));
+      } else if (accept_resource_error(ec)) {
+        self->pause_accepting();
+        return;
+      }
+      self->do_accept();
+    });
+  }
+
+  void pause_accepting() {
+    accept_pause = accept_pause.count() == 0 ? kAcceptPauseMin
+                                             : std::min(accept_pause * 2, kAcceptPauseMax);
+    if (!accept_timer) {
+      accept_timer.emplace(rt->io());
+    }
+    accept_timer->expires_after(accept_pause);
+    accept_timer->async_wait([self = shared_from_this()](std::error_code ec) {
+      if (ec || !self->acceptor->is_open()) {
         return;
       }
       self->do_accept();
@@ -467,6 +508,9 @@ void Listener::close() {
     if (c->acceptor) {
       c->acceptor->close(ec);
     }
+    if (c->accept_timer) {
+      c->accept_timer->cancel();
+    }
     std::lock_guard lk(c->mu);
     if (c->usock && c->drivers.empty()) {
       c->usock->close(ec);
@@ -501,6 +545,11 @@ std::vector<engine::FlowStats> Listener::stats() const {
     out.push_back(d->stats_locked());
   }
   return out;
+}
+
+ListenerStats Listener::listener_stats() const {
+  std::lock_guard lk(c_->mu);
+  return c_->counters;
 }
 
 namespace {

@@ -45,6 +45,12 @@ struct ListenOptions {
   asio::io_context* io = nullptr;
 };
 
+// ListenerStats: the listener's own counters (its flows report FlowStats).
+struct ListenerStats {
+  std::uint64_t accept_errors = 0;  // accept() calls that failed
+  std::uint64_t accept_pauses = 0;  // pauses after EMFILE / ENFILE / ENOBUFS / ENOMEM
+};
+
 class Listener {
  public:
   explicit Listener(std::shared_ptr<detail::ListenerCore> c);
@@ -63,6 +69,7 @@ class Listener {
   [[nodiscard]] std::vector<engine::Id128> flow_ids() const;
   // stats: one snapshot per live flow.
   [[nodiscard]] std::vector<engine::FlowStats> stats() const;
+  [[nodiscard]] ListenerStats listener_stats() const;
 
  private:
   std::shared_ptr<detail::ListenerCore> c_;
