@@ -169,6 +169,9 @@ void FlowDriver::attach_stream_locked(PathId path, StreamCarrierPtr c, std::stri
   s->stream = std::move(c);
   s->initial = std::move(initial_input);
   slots_[path] = std::move(s);
+  if (carriers_hook_) {
+    carriers_hook_(slots_.size());
+  }
   request_service_locked();
 }
 
@@ -180,6 +183,9 @@ void FlowDriver::attach_packet_locked(PathId path, PacketCarrierPtr c, std::stri
   s->remote = c->remote();
   s->packet = std::move(c);
   slots_[path] = std::move(s);
+  if (carriers_hook_) {
+    carriers_hook_(slots_.size());
+  }
   request_service_locked();
 }
 
@@ -434,6 +440,9 @@ void FlowDriver::close_slot_locked(const SlotPtr& s) {
     s->packet->close();
   }
   slots_.erase(s->id);
+  if (carriers_hook_) {
+    carriers_hook_(slots_.size());
+  }
 }
 
 void FlowDriver::carrier_failed_locked(const SlotPtr& s, std::error_code ec, const char* what) {
@@ -844,6 +853,25 @@ void FlowDriver::shutdown() {
       h(make_error_code(engine::errc::closed), 0);
     }
   });
+}
+
+void FlowDriver::evict_locked(Error why) {
+  if (!owned_core_) {
+    owned_core_.emplace(std::move(*core_));  // a pimpl: the flow's state stays where it is
+    core_ = &*owned_core_;
+  }
+  on_finished_ = nullptr;
+  carriers_hook_ = nullptr;
+  if (shut_) {
+    return;
+  }
+  core_->abort(std::move(why), Clock::now());
+  request_service_locked();
+}
+
+void FlowDriver::set_carriers_hook(std::function<void(std::size_t)> hook) {
+  std::unique_lock lk(mu);
+  carriers_hook_ = std::move(hook);
 }
 
 void FlowDriver::kill_path(PathId path) {

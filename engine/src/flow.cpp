@@ -2026,6 +2026,10 @@ void FlowCore::close(TimePoint now) {
   }
 }
 
+void FlowCore::abort(Error why, TimePoint now) {
+  impl_->fail_flow(std::move(why), ByeReason::app_request, now);
+}
+
 FlowState FlowCore::state() const { return impl_->state; }
 Side FlowCore::side() const { return impl_->side; }
 Mode FlowCore::mode() const { return impl_->mode; }

@@ -357,6 +357,10 @@ class FlowCore {
   // close sends BYE(normal) and ends the flow once the peer acknowledged it (or after
   // min(budget, graceful_close_timeout): graceful_close_timeout). Idempotent.
   void close(TimePoint now);
+  // abort ends the flow at once with |why| as its close error (the application's next call
+  // returns it): BYE(app_request) goes out on every ready path, best effort, then EvClosed.
+  // The listener uses it to evict a half-open flow. No-op on a dead flow.
+  void abort(Error why, TimePoint now);
 
   // --- observation ---
   [[nodiscard]] FlowState state() const;
