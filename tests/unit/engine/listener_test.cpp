@@ -465,3 +465,57 @@ TEST_CASE("engine listener: limits must be positive", "[engine][listener][config
   lo.first_frame_timeout = 0ms;
   CHECK_FALSE(listen_udpflow("127.0.0.1:0", lo).ok());
 }
+
+TEST_CASE("engine listener: what an evicted flow's two ends see", "[engine][listener][evict]") {
+  auto lo = listen_opts();
+  lo.capacity = 2;
+  lo.backlog = 1;
+  auto l = listen_tcp("127.0.0.1:0", lo);
+  REQUIRE_OK(l);
+  std::array<std::byte, 4> in{};
+  // An accepted flow whose client lost its only carrier (half-open) ...
+  auto oa = dial_opts(**l);
+  oa.graceful_close_timeout = 1ms;  // its close at the end has no path to send BYE on
+  auto da = Dialer::create(oa);
+  REQUIRE_OK(da);
+  auto a = (*da)->dial(deadline_in(10s));
+  REQUIRE_OK(a);
+  auto as = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(as);
+  (*a)->kill_path_for_test((*a)->active_path());
+  // ... reads timed_out until the server notices, then is evicted by a flow over capacity.
+  for (;;) {
+    auto st = (*l)->listener_stats();
+    if (st.half_open == 1) {
+      break;
+    }
+    auto r = (*as)->read_some(in, deadline_in(20ms));  // a bounded wait, not a sleep
+    REQUIRE_FALSE(r.ok());
+  }
+  auto db = Dialer::create(dial_opts(**l));
+  REQUIRE_OK(db);
+  auto b = (*db)->dial(deadline_in(10s));  // 2 flows: fits
+  REQUIRE_OK(b);
+  // Over the backlog (b is not accepted): b goes, its client hears BYE(app_request).
+  auto dc = Dialer::create(dial_opts(**l));
+  REQUIRE_OK(dc);
+  auto c = (*dc)->dial(deadline_in(10s));
+  REQUIRE_OK(c);
+  auto rb = (*b)->read_some(in, deadline_in(5s));
+  REQUIRE_FALSE(rb.ok());
+  CHECK(rb.error().code == engine::make_error_code(engine::errc::peer_closed));
+  auto cs = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(cs);
+  CHECK((*cs)->stats().flow_id == (*c)->stats().flow_id);
+  // Over the capacity (a and c): a, without a carrier, goes; its Conn reads evicted.
+  auto dd = Dialer::create(dial_opts(**l));
+  REQUIRE_OK(dd);
+  auto d = (*dd)->dial(deadline_in(10s));
+  REQUIRE_OK(d);
+  auto r = (*as)->read_some(in, deadline_in(5s));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == engine::make_error_code(engine::errc::evicted));
+  const auto st = (*l)->listener_stats();
+  CHECK(st.flows_evicted == 2);
+  CHECK(st.flows == 2);
+}
