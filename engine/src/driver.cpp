@@ -306,7 +306,7 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
       s->initial.clear();
       s->initial.shrink_to_fit();
     }
-    start_read_locked(s);
+    start_read_locked(s, true);
     return;
   }
   std::weak_ptr<FlowDriver> weak = weak_from_this();
@@ -339,15 +339,36 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
       });
 }
 
-void FlowDriver::start_read_locked(const SlotPtr& s) {
+void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
+  // A carrier that had nothing more to read (its last read did not fill the space) waits for
+  // readability without a receive chunk: an idle path (a probe a second) holds no receive
+  // memory between reads; 5 000 idle flows held 16 KiB each.
+  if (drained && s->stream->can_wait_readable()) {
+    (void)core_->release_recv_space(s->id);
+    s->stream->async_wait_readable([self = shared_from_this(), s](std::error_code ec) {
+      std::unique_lock lk(self->mu);
+      if (s->closed) {
+        return;
+      }
+      if (ec) {
+        self->carrier_failed_locked(s, ec, "stream carrier wait");
+      } else if (!self->shut_) {
+        self->start_read_locked(s, false);
+      }
+      self->pump_locked();
+      self->run_deferred(lk);
+    });
+    return;
+  }
   // The carrier reads straight into the core's receive chunk: DATA payloads stay where the
   // kernel put them (no copy) and are lent to the reader from there.
   auto sp = core_->recv_space(s->id);
   if (sp.space.empty()) {
     return;  // the path is gone (or failed): nothing more to read
   }
+  const std::size_t room = sp.space.size();
   s->stream->async_read_some(
-      sp.space, [self = shared_from_this(), s, hold = std::move(sp.hold)](
+      sp.space, [self = shared_from_this(), s, room, hold = std::move(sp.hold)](
                     std::error_code ec, std::size_t n) mutable {
         std::unique_lock lk(self->mu);
         if (s->closed) {
@@ -359,7 +380,7 @@ void FlowDriver::start_read_locked(const SlotPtr& s) {
           hold.reset();  // the core holds the chunk; a chunk nobody views can start over
           (void)self->core_->on_received(s->id, n, Clock::now());
           if (!s->closed && !self->shut_) {
-            self->start_read_locked(s);
+            self->start_read_locked(s, n < room);
           }
         }
         self->pump_locked();

@@ -169,7 +169,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   void service();  // io thread: lock, pump, run deferred
   bool pump_pass_locked();  // true when it started a carrier (its input may queue events)
   void start_slot_locked(const SlotPtr& s);
-  void start_read_locked(const SlotPtr& s);
+  void start_read_locked(const SlotPtr& s, bool drained);
   void flush_locked(const SlotPtr& s);
   void close_slot_locked(const SlotPtr& s);
   void carrier_failed_locked(const SlotPtr& s, std::error_code ec, const char* what);

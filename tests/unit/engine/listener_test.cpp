@@ -346,8 +346,10 @@ TEST_CASE("engine listener: 4 200 HELLOs whose carriers close at once do not loc
   const auto st = (*l)->listener_stats();
   INFO("flows " << st.flows << " half-open " << st.half_open << " evicted " << st.flows_evicted
                 << " refused " << st.flows_refused);
-  CHECK(st.half_open <= 256 + 1);  // the source at its limit, and the last dial (closed)
-  CHECK(st.flows_evicted >= 4200 - 256);
+  // The source's half-open flows are held at 256 when a HELLO arrives; flows accepted with a
+  // carrier then (live) may lose it later, and the last dial closed.
+  CHECK(st.flows <= 300);
+  CHECK(st.flows_evicted >= 4200 - 300);
   CHECK(st.flows_refused == 0);
   CHECK(st.pending_carriers == 0);
 }
@@ -518,4 +520,44 @@ TEST_CASE("engine listener: what an evicted flow's two ends see", "[engine][list
   const auto st = (*l)->listener_stats();
   CHECK(st.flows_evicted == 2);
   CHECK(st.flows == 2);
+}
+
+TEST_CASE("engine listener: idle flows hold no receive chunk between reads",
+          "[engine][listener][memory]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  auto d = Dialer::create(dial_opts(**l));
+  REQUIRE_OK(d);
+  constexpr int kFlows = 32;
+  std::vector<ConnPtr> clients;
+  std::vector<ConnPtr> servers;
+  for (int i = 0; i < kFlows; ++i) {
+    auto c = (*d)->dial(deadline_in(10s));
+    REQUIRE_OK(c);
+    auto s = (*l)->accept(deadline_in(5s));
+    REQUIRE_OK(s);
+    clients.push_back(std::move(*c));
+    servers.push_back(std::move(*s));
+  }
+  // Probes flow every 50 ms; a read may be in progress at a snapshot (its chunk exists from
+  // readability to the read's completion), so allow two in flight. Before: 16 KiB per flow
+  // and side from the first read on (512 KiB here on each side; 5 000 idle flows: 80 MiB).
+  std::size_t server_bytes = 0;
+  for (const auto& st : (*l)->stats()) {
+    server_bytes += st.recv_chunk_bytes;
+  }
+  std::size_t client_bytes = 0;
+  for (const auto& c : clients) {
+    client_bytes += c->stats().recv_chunk_bytes;
+  }
+  CHECK(server_bytes <= 2 * 16 * 1024);
+  CHECK(client_bytes <= 2 * 16 * 1024);
+  // The flows still work: bytes both ways on one of them.
+  const std::string ping = "ping";
+  REQUIRE_OK(clients[7]->write(std::as_bytes(std::span(ping))));
+  std::array<std::byte, 4> in{};
+  REQUIRE_OK(servers[7]->read(in, deadline_in(5s)));
+  REQUIRE_OK(servers[7]->write(in));
+  REQUIRE_OK(clients[7]->read(in, deadline_in(5s)));
+  CHECK(std::memcmp(in.data(), ping.data(), 4) == 0);
 }
