@@ -15,6 +15,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 
+#include <malloc.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 
@@ -38,6 +39,8 @@ constexpr auto kRetryWindow = std::chrono::milliseconds(500);
 // readable, so retrying at once spins (25 000 failed calls a second); pause, doubling.
 constexpr auto kAcceptPauseMin = std::chrono::milliseconds(50);
 constexpr auto kAcceptPauseMax = std::chrono::milliseconds(1000);
+
+constexpr std::size_t kTrimFlows = 256;
 
 bool accept_resource_error(std::error_code ec) {
   // asio reports errno in its own category ("asio.system"), which compares unequal to errc.
@@ -111,6 +114,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   std::deque<std::shared_ptr<FlowDriver>> packet_q;
   bool closed = false;
   ListenerStats counters;
+  std::size_t peak_flows = 0;  // io thread: table size since the last malloc_trim
   // Which flows and waiting carriers to keep when flooded; its flows' accepted state changes
   // together with the accept queues, under |mu|.
   Admission adm;
@@ -128,6 +132,13 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
     adm.gone(id);
     if (auto it = drivers.find(id); it != drivers.end() && it->second.expired()) {
       drivers.erase(it);
+    }
+    // After a mass close (half of at least 256 flows gone) give the C heap's free pages back:
+    // glibc keeps them mapped (an explicit trim halved the RSS left by 2 000 closed flows).
+    peak_flows = std::max(peak_flows, table.size() + 1);
+    if (peak_flows >= kTrimFlows && table.size() <= peak_flows / 2) {
+      peak_flows = table.size();
+      (void)::malloc_trim(0);
     }
     if (closed && drivers.empty() && usock) {
       std::error_code ec;

@@ -7,6 +7,7 @@
 #include <rendr/engine/conn.hpp>
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/errors.hpp>
+#include <rendr/engine/frame_cache.hpp>
 #include <rendr/engine/listener.hpp>
 #include <rendr/engine/wire.hpp>
 
@@ -15,6 +16,7 @@
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/random.h>
@@ -24,6 +26,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -560,4 +564,66 @@ TEST_CASE("engine listener: idle flows hold no receive chunk between reads",
   REQUIRE_OK(servers[7]->write(in));
   REQUIRE_OK(clients[7]->read(in, deadline_in(5s)));
   CHECK(std::memcmp(in.data(), ping.data(), 4) == 0);
+}
+
+namespace {
+
+std::size_t rss_kib() {
+  long pages = 0;
+  long resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) {
+      resident = 0;
+    }
+    std::fclose(f);
+  }
+  return static_cast<std::size_t>(resident) * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) /
+         1024;
+}
+
+}  // namespace
+
+// Hidden: RSS of N idle flows (both ends in this process) and after they closed. Prints only.
+TEST_CASE("engine listener bench: memory of idle flows and after a mass close",
+          "[.bench][engine][listener]") {
+  const int n = std::getenv("RENDR_IDLE_FLOWS") ? std::atoi(std::getenv("RENDR_IDLE_FLOWS")) : 2000;
+  auto l = listen_tcp("127.0.0.1:0", ListenOptions{});
+  REQUIRE_OK(l);
+  DialOptions o = dial_opts(**l);
+  static_cast<engine::FlowConfig&>(o) = engine::FlowConfig{};  // default probing (1 s)
+  o.paths = dial_opts(**l).paths;
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  const auto base = rss_kib();
+  std::vector<ConnPtr> cs;
+  std::vector<ConnPtr> ss;
+  for (int i = 0; i < n; ++i) {
+    auto c = (*d)->dial(deadline_in(10s));
+    REQUIRE_OK(c);
+    auto s = (*l)->accept(deadline_in(5s));
+    REQUIRE_OK(s);
+    cs.push_back(std::move(*c));
+    ss.push_back(std::move(*s));
+  }
+  std::this_thread::sleep_for(3s);  // a few probes each
+  const auto idle = rss_kib();
+  std::size_t chunks = 0;
+  for (const auto& st : (*l)->stats()) {
+    chunks += st.recv_chunk_bytes;
+  }
+  // Keep one flow: its timer is what empties the idle frame cache.
+  for (std::size_t i = 1; i < cs.size(); ++i) {
+    (void)cs[i]->close();
+  }
+  cs.resize(1);
+  ss.resize(1);
+  std::this_thread::sleep_for(8s);
+  const auto after = rss_kib();
+  const auto flows_left = (*l)->stats().size();
+  (void)::malloc_trim(0);
+  std::printf("flows left %zu, after an explicit malloc_trim %zu KiB\n", flows_left, rss_kib());
+  std::printf("idle flows %d: rss base %zu KiB, idle %zu KiB (%.1f KiB per flow, both ends), "
+              "server recv chunks %zu KiB, after close + 8 s %zu KiB, frame cache %zu KiB\n",
+              n, base, idle, static_cast<double>(idle - base) / n, chunks / 1024, after,
+              engine::frame_cache_stats().held_bytes / 1024);
 }
