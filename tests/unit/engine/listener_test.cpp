@@ -585,7 +585,7 @@ std::size_t rss_kib() {
 
 // Hidden: RSS of N idle flows (both ends in this process) and after they closed. Prints only.
 TEST_CASE("engine listener bench: memory of idle flows and after a mass close",
-          "[.bench][engine][listener]") {
+          "[.bench][engine]") {
   const int n = std::getenv("RENDR_IDLE_FLOWS") ? std::atoi(std::getenv("RENDR_IDLE_FLOWS")) : 2000;
   auto l = listen_tcp("127.0.0.1:0", ListenOptions{});
   REQUIRE_OK(l);
