@@ -566,6 +566,47 @@ TEST_CASE("engine listener: idle flows hold no receive chunk between reads",
   CHECK(std::memcmp(in.data(), ping.data(), 4) == 0);
 }
 
+TEST_CASE("engine listener: udpflow HELLO datagrams that never come back do not fill it",
+          "[engine][listener][flood]") {
+  auto lo = listen_opts();
+  lo.capacity = 64;
+  lo.backlog = 32;
+  auto l = listen_udpflow("127.0.0.1:0", lo);
+  REQUIRE_OK(l);
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((*l)->port());
+  // 200 stream HELLOs, each on its own udpflow path id, never followed by anything.
+  for (int i = 0; i < 200; ++i) {
+    engine::Hello h;
+    REQUIRE(::getrandom(h.flow_id.data(), h.flow_id.size(), 0) == 16);
+    REQUIRE(::getrandom(h.instance_id.data(), h.instance_id.size(), 0) == 16);
+    std::vector<std::byte> dg(8);
+    REQUIRE(::getrandom(dg.data() + 1, 7, 0) == 7);
+    REQUIRE(engine::encode_frame(h, dg).ok());  // appends after the udpflow header
+    REQUIRE(::sendto(fd, dg.data(), dg.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a) ==
+            static_cast<ssize_t>(dg.size()));
+  }
+  ::close(fd);
+  // Before: the table held 64 flows nobody accepted and refused every further HELLO.
+  DialOptions o;
+  static_cast<engine::FlowConfig&>(o) = fast_cfg();
+  PathSpec p;
+  p.transport = "udpflow";
+  p.address = (*l)->local_address();
+  o.paths = {p};
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  auto c = (*d)->dial(deadline_in(10s));
+  REQUIRE_OK(c);
+  const auto st = (*l)->listener_stats();
+  CHECK(st.unaccepted <= 32);
+  CHECK(st.flows_evicted >= 200 - 32);
+}
+
 namespace {
 
 std::size_t rss_kib() {
