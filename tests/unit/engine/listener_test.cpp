@@ -668,3 +668,35 @@ TEST_CASE("engine listener bench: memory of idle flows and after a mass close",
               n, base, idle, static_cast<double>(idle - base) / n, chunks / 1024, after,
               engine::frame_cache_stats().held_bytes / 1024);
 }
+
+// Hidden: one flow's loopback throughput (client -> server), to check the receive path.
+TEST_CASE("engine listener bench: loopback throughput of one tcp flow", "[.bench][engine]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  auto d = Dialer::create(dial_opts(**l));
+  REQUIRE_OK(d);
+  auto c = (*d)->dial(deadline_in(10s));
+  REQUIRE_OK(c);
+  auto s = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s);
+  constexpr std::uint64_t kTotal = 1ULL << 29;
+  std::thread w([&] {
+    std::vector<std::byte> buf(256 * 1024, std::byte{7});
+    for (std::uint64_t off = 0; off < kTotal; off += buf.size()) {
+      if (!(*c)->write(buf)) {
+        return;
+      }
+    }
+  });
+  std::vector<std::byte> in(256 * 1024);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::uint64_t got = 0;
+  while (got < kTotal) {
+    auto r = (*s)->read_some(in, deadline_in(30s));
+    REQUIRE_OK(r);
+    got += *r;
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  w.join();
+  std::printf("one tcp flow over loopback: %.0f MB/s\n", static_cast<double>(kTotal) / secs / 1e6);
+}
