@@ -241,8 +241,12 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
         return out;
       }
     }
-    if (std::holds_alternative<engine::Hello>(*ff) && !make_room(src)) {
-      return out;  // only live flows: refused like a full table, without a word
+    if (const auto* h = std::get_if<engine::Hello>(&*ff)) {
+      // Only a HELLO the table would take may evict anyone (not a kind this listener refuses).
+      const bool packet = (h->caps & engine::kCapsPacketMode) != 0;
+      if ((packet ? opts.accept_packet : opts.accept_stream) && !make_room(src)) {
+        return out;  // only live flows: refused like a full table, without a word
+      }
     }
     auto r = table.accept(frame, popts, now, final_attempt);
     if (auto* rej = std::get_if<engine::BridgeRejected>(&r)) {
