@@ -5,6 +5,7 @@
 #include "admission.hpp"
 #include "carriers.hpp"
 #include "driver.hpp"
+#include "frame_cache.hpp"
 
 #include <rendr/engine/bridge.hpp>
 #include <rendr/engine/errors.hpp>
@@ -140,6 +141,9 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
       peak_flows = table.size();
       (void)::malloc_trim(0);
     }
+    if (table.size() == 0) {
+      trim_cache_while_idle();
+    }
     if (closed && drivers.empty() && usock) {
       std::error_code ec;
       usock->close(ec);
@@ -154,6 +158,36 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
     bool retry = false;
     std::vector<std::byte> reply;
   };
+  // The frame cache is emptied by flow timers once idle (5 s); with no flow left nobody would
+  // call it, and the buffers the ended flows gave back (up to its 64 MiB bound) stayed.
+  std::optional<asio::steady_timer> cache_timer;
+  bool cache_timer_armed = false;
+  void trim_cache_while_idle() {
+    if (cache_timer_armed) {
+      return;
+    }
+    if (!cache_timer) {
+      cache_timer.emplace(rt->io());
+    }
+    cache_timer_armed = true;
+    cache_timer->expires_after(std::chrono::seconds(1));
+    cache_timer->async_wait([weak = weak_from_this()](std::error_code ec) {
+      auto self = weak.lock();
+      if (!self) {
+        return;
+      }
+      self->cache_timer_armed = false;
+      if (ec || self->table.size() != 0) {
+        return;
+      }
+      auto& cache = engine::detail::FrameCache::instance();
+      cache.trim_if_idle(Clock::now());
+      if (cache.stats().held_buffers != 0) {
+        self->trim_cache_while_idle();
+      }
+    });
+  }
+
   // make_room evicts half-open flows until a new flow from |src| fits (io thread); false =
   // refused (only live flows left). An evicted flow leaves the table at once, also when the
   // application still holds its Conn (which then reads errc::evicted).
@@ -706,6 +740,9 @@ void Listener::close() {
     }
     if (c->first_frame_timer) {
       c->first_frame_timer->cancel();
+    }
+    if (c->cache_timer) {
+      c->cache_timer->cancel();
     }
     // Carriers still waiting for their first frame get no flow any more.
     auto waiting = std::move(c->waiting);
