@@ -33,6 +33,9 @@ void StreamCarrier::async_write_gather(std::span<const std::span<const std::byte
   async_write(*buf, [buf, h = std::move(handler)](std::error_code ec, std::size_t n) { h(ec, n); });
 }
 
+void StreamCarrier::async_wait_readable(std::function<void(std::error_code)> handler) {
+  handler(std::make_error_code(std::errc::operation_not_supported));
+}
 
 namespace detail {
 
@@ -103,6 +106,11 @@ class TcpCarrier final : public StreamCarrier {
                       [s = sock_, h = std::move(handler)](std::error_code ec, std::size_t n) {
                         h(ec, n);
                       });
+  }
+  [[nodiscard]] bool can_wait_readable() const override { return true; }
+  void async_wait_readable(std::function<void(std::error_code)> handler) override {
+    sock_->async_wait(asio::socket_base::wait_read,
+                      [s = sock_, h = std::move(handler)](std::error_code ec) { h(ec); });
   }
   void close() override {
     std::error_code ec;

@@ -126,6 +126,14 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   [[nodiscard]] bool redial_wanted_locked() const;
   [[nodiscard]] Status close();
   void shutdown();  // closes carriers and the timer (io thread, posted); idempotent
+  // evict_locked (server flows, io thread): the flow leaves the listener's table - the driver
+  // owns its core from now on, no longer reports carriers nor asks for its removal - and ends
+  // with |why| (FlowCore::abort: BYE, then its carriers close). The caller then removes the
+  // (moved-from) table entry.
+  void evict_locked(Error why);
+  // set_carriers_hook: |hook| runs (mu held, io thread) with the number of carriers whenever
+  // one is attached or closed (the listener's admission control counts them).
+  void set_carriers_hook(std::function<void(std::size_t)> hook);
   void kill_path(engine::PathId path);
   std::uint64_t add_migrate_callback(MigrateCallback cb);
   void remove_migrate_callback(std::uint64_t id);
@@ -159,8 +167,9 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   using SlotPtr = std::shared_ptr<Slot>;
 
   void service();  // io thread: lock, pump, run deferred
+  bool pump_pass_locked();  // true when it started a carrier (its input may queue events)
   void start_slot_locked(const SlotPtr& s);
-  void start_read_locked(const SlotPtr& s);
+  void start_read_locked(const SlotPtr& s, bool drained);
   void flush_locked(const SlotPtr& s);
   void close_slot_locked(const SlotPtr& s);
   void carrier_failed_locked(const SlotPtr& s, std::error_code ec, const char* what);
@@ -175,6 +184,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::shared_ptr<const DialContext> dial_;
   std::shared_ptr<void> listener_;
   std::function<void()> on_finished_;
+  std::function<void(std::size_t)> carriers_hook_;
 
   std::map<engine::PathId, SlotPtr> slots_;
   std::map<engine::PathId, PathSpec> path_specs_;  // client: what each path was dialled from

@@ -37,6 +37,7 @@ class Category final : public std::error_category {
       case errc::wrong_mode: return "operation does not match the flow's stream/packet mode";
       case errc::too_many_paths: return "too many paths";
       case errc::wrong_side: return "operation not valid on this side of the flow";
+      case errc::evicted: return "evicted by the listener to admit other flows";
     }
     return "unknown engine error";
   }

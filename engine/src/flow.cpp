@@ -1499,6 +1499,16 @@ RecvSpace FlowCore::recv_space(PathId path) {
   return RecvSpace{p->rx_chunk, std::span<std::byte>(c.data() + p->rx_end, c.size() - p->rx_end)};
 }
 
+bool FlowCore::release_recv_space(PathId path) {
+  Impl::Path* p = impl_->find(path);
+  if (p == nullptr || !p->rx_chunk || p->rx_end != p->rx_parse || p->rx_chunk.use_count() != 1) {
+    return false;
+  }
+  p->rx_chunk.reset();
+  p->rx_parse = p->rx_end = 0;
+  return true;
+}
+
 Status FlowCore::on_received(PathId path, std::size_t n, TimePoint now) {
   auto& m = *impl_;
   Impl::Path* p = m.find(path);
@@ -2024,6 +2034,10 @@ void FlowCore::close(TimePoint now) {
     case FlowState::dead:
       return;
   }
+}
+
+void FlowCore::abort(Error why, TimePoint now) {
+  impl_->fail_flow(std::move(why), ByeReason::app_request, now);
 }
 
 FlowState FlowCore::state() const { return impl_->state; }

@@ -409,6 +409,38 @@ TEST_CASE("engine receive chunks: on_received refuses what recv_space did not of
   CHECK_FALSE(d.core.on_received(d.stream_path, 1, t0).ok());
 }
 
+TEST_CASE("engine receive chunks: release_recv_space lets go only of chunks nothing needs",
+          "[engine][hostile][chunks]") {
+  auto s = make_server();
+  const PathId p = s.stream_path;
+  CHECK_FALSE(s.core.release_recv_space(p));  // none yet
+  // feed copies |bytes| into the path's chunk as a carrier read would.
+  auto feed = [&](std::span<const std::byte> bytes) {
+    auto sp = s.core.recv_space(p);
+    REQUIRE(sp.space.size() >= bytes.size());
+    std::copy(bytes.begin(), bytes.end(), sp.space.begin());
+    sp.hold.reset();
+    REQUIRE(s.core.on_received(p, bytes.size(), t0).ok());
+  };
+  const auto probe = framed(Probe{1, 1});
+  feed(std::span(probe).first(3));  // a partial frame waits in the chunk
+  CHECK(s.core.stats().recv_chunk_bytes > 0);
+  CHECK_FALSE(s.core.release_recv_space(p));
+  feed(std::span(probe).subspan(3));
+  CHECK(s.core.release_recv_space(p));  // whole frames only, nothing viewed
+  CHECK(s.core.stats().recv_chunk_bytes == 0);
+  // A payload still unread views its chunk: kept (and filled further) until it is read.
+  feed(data_frame(1, "held"));
+  CHECK_FALSE(s.core.release_recv_space(p));
+  CHECK(read_all(s.core) == "held");
+  CHECK(s.core.release_recv_space(p));
+  CHECK(s.core.stats().recv_chunk_bytes == 0);
+  // The next read takes a fresh chunk.
+  feed(data_frame(2, " again"));
+  CHECK(read_all(s.core) == " again");
+  CHECK(s.core.release_recv_space(p + 100) == false);
+}
+
 TEST_CASE("engine receive chunks: a little DATA among much else cannot pin chunk memory",
           "[engine][hostile][chunks][memory]") {
   FlowConfig cfg = small_config();

@@ -45,6 +45,8 @@ enum class errc {
   wrong_mode,                // stream call on a packet flow or the reverse
   too_many_paths,            // more than 64 live paths on one flow
   wrong_side,                // client-only / server-only operation on the other side
+  evicted,                   // a flooded listener dropped this half-open flow (no carrier left
+                             // or never accepted) to admit a new one
 };
 
 [[nodiscard]] const std::error_category& engine_category() noexcept;

@@ -282,6 +282,12 @@ class FlowCore {
   // on_received errors: unknown_path, invalid_argument (more than the space, datagram path).
   [[nodiscard]] RecvSpace recv_space(PathId path);
   [[nodiscard]] Status on_received(PathId path, std::size_t n, TimePoint now);
+  // release_recv_space lets go of |path|'s receive chunk when nothing in it is needed any more
+  // (no partial frame, no payload lent out: a chunk still viewed is kept and filled further).
+  // A shell calls it before waiting for a carrier that has nothing to read, so idle paths
+  // hold no receive memory; the next recv_space takes a chunk from the cache. Returns whether
+  // it let go.
+  bool release_recv_space(PathId path);
   // path_failed reports a carrier error/EOF seen by the shell; the path is dropped and its
   // frames replayed elsewhere. Errors: unknown_path.
   [[nodiscard]] Status path_failed(PathId path, const Error& cause, TimePoint now);
@@ -357,6 +363,10 @@ class FlowCore {
   // close sends BYE(normal) and ends the flow once the peer acknowledged it (or after
   // min(budget, graceful_close_timeout): graceful_close_timeout). Idempotent.
   void close(TimePoint now);
+  // abort ends the flow at once with |why| as its close error (the application's next call
+  // returns it): BYE(app_request) goes out on every ready path, best effort, then EvClosed.
+  // The listener uses it to evict a half-open flow. No-op on a dead flow.
+  void abort(Error why, TimePoint now);
 
   // --- observation ---
   [[nodiscard]] FlowState state() const;

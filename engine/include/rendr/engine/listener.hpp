@@ -19,6 +19,7 @@
 #include <rendr/engine/conn.hpp>
 #include <rendr/engine/flow.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,14 +36,42 @@ namespace detail {
 class ListenerCore;
 }
 
+// Limits (docs/engine.md "Listener limits"): a flow is live once the application accepted it
+// and while it has a carrier; otherwise it is half-open. When a new HELLO would exceed a limit,
+// half-open flows are evicted (their Conn reads errc::evicted), oldest first: never accepted
+// and no carrier left, then accepted with no carrier left, then never accepted. Live flows are
+// never evicted; a HELLO that only live flows keep out is refused (its carrier closed).
+// Carriers waiting for their first frame past a limit push out the oldest waiting one.
+// Every limit must be > 0 (invalid_config).
 struct ListenOptions {
   engine::FlowConfig flow;  // server flows (max_payload is lowered for udpflow)
   bool follow_client_mode = true;
   bool accept_stream = true;
   bool accept_packet = true;
-  std::size_t capacity = 4096;
+  std::size_t capacity = 4096;                // flows, live and half-open
+  std::size_t backlog = 1024;                 // flows not accepted yet (both kinds together)
+  std::size_t max_half_open_per_source = 256;  // per IPv4 address / IPv6 /64
+  std::size_t max_pending_carriers = 1024;    // tcp carriers waiting for their first frame
+  std::size_t max_pending_per_source = 128;
+  std::chrono::milliseconds first_frame_timeout{5000};  // then such a carrier is closed
   engine::Id128 instance_id{};  // zero: random
   asio::io_context* io = nullptr;
+};
+
+// ListenerStats: the listener's own counters (its flows report FlowStats).
+struct ListenerStats {
+  std::uint64_t accept_errors = 0;  // accept() calls that failed
+  std::uint64_t accept_pauses = 0;  // pauses after EMFILE / ENFILE / ENOBUFS / ENOMEM
+  // Admission (ListenOptions limits): now...
+  std::size_t flows = 0;             // flows counted against capacity
+  std::size_t unaccepted = 0;        // waiting for accept() / accept_packet()
+  std::size_t half_open = 0;         // not accepted, or no carrier left
+  std::size_t pending_carriers = 0;  // waiting for their first frame
+  // ...and since the start.
+  std::uint64_t flows_evicted = 0;
+  std::uint64_t flows_refused = 0;         // HELLOs refused: only live flows left
+  std::uint64_t carriers_dropped = 0;      // waiting carriers pushed out by newer ones
+  std::uint64_t first_frame_timeouts = 0;
 };
 
 class Listener {
@@ -63,6 +92,7 @@ class Listener {
   [[nodiscard]] std::vector<engine::Id128> flow_ids() const;
   // stats: one snapshot per live flow.
   [[nodiscard]] std::vector<engine::FlowStats> stats() const;
+  [[nodiscard]] ListenerStats listener_stats() const;
 
  private:
   std::shared_ptr<detail::ListenerCore> c_;
