@@ -6,13 +6,16 @@
 #include <rendr/common/snapshot_codec.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <corpus-dir>\n", argv[0]);
-    return 2;
+  const bool help = argc == 2 && (std::strcmp(argv[1], "--help") == 0 ||
+                                  std::strcmp(argv[1], "-h") == 0);
+  if (argc != 2 || help || argv[1][0] == '-') {
+    std::fprintf(help ? stdout : stderr, "usage: %s <corpus-dir>\n", argv[0]);
+    return help ? 0 : 2;
   }
   const std::filesystem::path dir = argv[1];
   std::error_code ec;
