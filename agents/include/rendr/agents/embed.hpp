@@ -100,9 +100,10 @@ class Session {
   // untrack tells the agent the server closed |conn_id|; a migration waiting for its export
   // drops it from the batch instead of aborting.
   [[nodiscard]] Status untrack(std::uint64_t conn_id);
-  // poll_event returns the next event if one is waiting (never blocks: at most one connect()
-  // and one send while the agent is away). Errors are malformed messages only; the agent
-  // going away is the AgentLost event.
+  // poll_event returns the next event if one is waiting (never waits for one: while the agent
+  // is away a call makes at most one connect() and one send, and the call that reads the
+  // answer sends the tracks). Errors are malformed messages only; the agent going away is the
+  // AgentLost event.
   [[nodiscard]] Result<std::optional<Event>> poll_event();
   // export_conn hands |conn_fd| and |state| to the agent for an ExportRequest. On an error
   // (e.g. the agent just went away) the connection stays the server's.
