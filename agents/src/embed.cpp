@@ -120,17 +120,16 @@ Result<std::optional<Session::Event>> Session::registration_answer() {
     lose(p->msg.str_or(Tag::text, "register_service refused"));
     return std::optional<Event>{};
   }
-  link_ = Link::registered;
   for (const auto& [id, t] : held_) {
-    auto s = send(track_msg(id, t));
+    auto s = send_packet(sock_.get(), track_msg(id, t));
     if (!s.ok()) {
-      if (!agent_gone(s.error())) {
-        return std::move(s).take_error().with_context("track again");
-      }
-      // Gone again before the tracks were through: lost_ reports it, the list is intact.
+      // Gone again (or not reading) before the tracks were through: one more failed attempt;
+      // the list is intact for the next one.
+      lose(s.error().message());
       return std::optional<Event>{};
     }
   }
+  link_ = Link::registered;
   return std::optional<Event>(AgentBack{held_.size(), attempts_});
 }
 
