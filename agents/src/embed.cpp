@@ -5,14 +5,37 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 namespace rendr::agents {
+
+namespace {
+
+constexpr int kFirstRetryMs = 100;
+constexpr int kMaxRetryMs = 2000;
+constexpr int kRegisterTimeoutMs = 5000;
+
+// agent_gone: the control socket failed because the agent is no longer at its other end.
+bool agent_gone(const Error& e) {
+  return e.code == std::errc::connection_reset || e.code == std::errc::broken_pipe ||
+         e.code == std::errc::not_connected || e.code == std::errc::connection_aborted;
+}
+
+Message track_msg(std::uint64_t id, const FourTuple& t) {
+  Message m(MsgType::track);
+  m.add_u64(Tag::conn_id, id).add(Tag::tuple, t.to_string());
+  return m;
+}
+
+}  // namespace
 
 Result<Session> Session::connect(const std::string& path, std::string_view service) {
   auto s = connect_control(path);
   if (!s) {
     return std::move(s).take_error();
   }
-  auto reply = call(s->get(), Message(MsgType::register_service).add(Tag::service, service), 5000);
+  auto reply = call(s->get(), Message(MsgType::register_service).add(Tag::service, service),
+                    kRegisterTimeoutMs);
   if (!reply) {
     return std::move(reply).take_error().with_context("register service");
   }
@@ -21,7 +44,93 @@ Result<Session> Session::connect(const std::string& path, std::string_view servi
   }
   int fl = ::fcntl(s->get(), F_GETFL);
   (void)::fcntl(s->get(), F_SETFL, fl | O_NONBLOCK);
-  return Session(std::move(*s));
+  return Session(std::move(*s), path, std::string(service));
+}
+
+int Session::timeout_ms() const {
+  if (lost_) {
+    return 0;
+  }
+  if (link_ == Link::registered) {
+    return -1;
+  }
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next_try_ - Clock::now());
+  // Round up, so a poll() that waits this long finds the attempt due.
+  return static_cast<int>(std::clamp<long long>(left.count() + 1, 0, kRegisterTimeoutMs));
+}
+
+Status Session::send(const Message& m, int fd) {
+  if (link_ != Link::registered) {
+    return make_error(std::errc::not_connected, "the agent is away (registering again)");
+  }
+  auto s = send_packet(sock_.get(), m, fd);
+  if (!s.ok() && agent_gone(s.error())) {
+    lose(s.error().message());
+  }
+  return s;
+}
+
+void Session::lose(std::string why) {
+  sock_ = UniqueFd();
+  if (link_ == Link::registered) {
+    // Exported connections went with the agent: it held their descriptors, the server did not.
+    exported_.clear();
+    lost_ = std::move(why);
+    attempts_ = 0;
+    backoff_ms_ = kFirstRetryMs;
+  } else {
+    backoff_ms_ = std::min(backoff_ms_ * 2, kMaxRetryMs);
+  }
+  link_ = Link::away;
+  next_try_ = Clock::now() + std::chrono::milliseconds(backoff_ms_);
+}
+
+void Session::try_register() {
+  ++attempts_;
+  auto s = connect_control(path_, /*nonblocking=*/true);
+  if (!s) {
+    lose(s.error().message());
+    return;
+  }
+  sock_ = std::move(*s);
+  link_ = Link::registering;
+  auto st = send_packet_nowait(sock_.get(),
+                               Message(MsgType::register_service).add(Tag::service, service_));
+  if (!st.ok()) {
+    lose(st.error().message());
+    return;
+  }
+  next_try_ = Clock::now() + std::chrono::milliseconds(kRegisterTimeoutMs);
+}
+
+Result<std::optional<Session::Event>> Session::registration_answer() {
+  auto p = recv_packet(sock_.get());
+  if (!p) {
+    if (p.error().code == std::errc::resource_unavailable_try_again) {
+      if (Clock::now() >= next_try_) {
+        lose("no answer to register_service");
+      }
+      return std::optional<Event>{};
+    }
+    lose(p.error().message());
+    return std::optional<Event>{};
+  }
+  if (p->msg.type() != MsgType::ok) {
+    // An agent that refuses the registration: try again later, like an absent one.
+    lose(p->msg.str_or(Tag::text, "register_service refused"));
+    return std::optional<Event>{};
+  }
+  for (const auto& [id, t] : held_) {
+    auto s = send_packet(sock_.get(), track_msg(id, t));
+    if (!s.ok()) {
+      // Gone again (or not reading) before the tracks were through: one more failed attempt;
+      // the list is intact for the next one.
+      lose(s.error().message());
+      return std::optional<Event>{};
+    }
+  }
+  link_ = Link::registered;
+  return std::optional<Event>(AgentBack{held_.size(), attempts_});
 }
 
 Result<std::uint64_t> Session::track(int conn_fd) {
@@ -30,21 +139,53 @@ Result<std::uint64_t> Session::track(int conn_fd) {
     return std::move(t).take_error().with_context("track: not a connected TCP/IP socket");
   }
   std::uint64_t id = next_id_++;
-  Message m(MsgType::track);
-  m.add_u64(Tag::conn_id, id).add(Tag::tuple, t->to_string());
-  RENDR_TRY(send_packet(sock_.get(), m));
+  held_[id] = *t;
+  if (link_ == Link::registered) {
+    auto s = send(track_msg(id, *t));
+    if (!s.ok() && !agent_gone(s.error())) {
+      held_.erase(id);
+      return std::move(s).take_error();
+    }
+  }
   return id;
 }
 
 Status Session::untrack(std::uint64_t conn_id) {
-  return send_packet(sock_.get(), Message(MsgType::untrack).add_u64(Tag::conn_id, conn_id));
+  held_.erase(conn_id);
+  exported_.erase(conn_id);
+  if (link_ != Link::registered) {
+    return {};
+  }
+  auto s = send(Message(MsgType::untrack).add_u64(Tag::conn_id, conn_id));
+  if (!s.ok() && agent_gone(s.error())) {
+    return {};  // the next agent never hears of it
+  }
+  return s;
 }
 
 Result<std::optional<Session::Event>> Session::poll_event() {
+  if (lost_) {
+    AgentLost l{std::move(*lost_), held_.size()};
+    lost_.reset();
+    return std::optional<Event>(std::move(l));
+  }
+  if (link_ == Link::away) {
+    if (Clock::now() >= next_try_) {
+      try_register();
+    }
+    return std::optional<Event>{};
+  }
+  if (link_ == Link::registering) {
+    return registration_answer();
+  }
   auto p = recv_packet(sock_.get());
   if (!p) {
     if (p.error().code == std::errc::resource_unavailable_try_again) {
       return std::optional<Event>{};
+    }
+    if (agent_gone(p.error())) {
+      lose(p.error().message());
+      return poll_event();  // reports the loss
     }
     return std::move(p).take_error();
   }
@@ -80,6 +221,7 @@ Result<std::optional<Session::Event>> Session::poll_event() {
       a.tuple = *t;
       a.fd = std::move(p->fd);
       a.state = state_of();
+      held_[a.conn_id] = a.tuple;
       return std::optional<Event>(std::move(a));
     }
     case MsgType::export_done: {
@@ -87,6 +229,7 @@ Result<std::optional<Session::Event>> Session::poll_event() {
       if (!id) {
         return make_error(std::errc::bad_message, "malformed export_done from the agent");
       }
+      exported_.erase(*id);
       return std::optional<Event>(ExportDone{*id});
     }
     case MsgType::returned: {
@@ -98,6 +241,12 @@ Result<std::optional<Session::Event>> Session::poll_event() {
       r.conn_id = *id;
       r.fd = std::move(p->fd);
       r.state = state_of();
+      if (auto it = exported_.find(r.conn_id); it != exported_.end()) {
+        held_[r.conn_id] = it->second;
+        exported_.erase(it);
+      } else if (auto t = FourTuple::of_socket(r.fd.get()); t) {
+        held_[r.conn_id] = *t;
+      }
       return std::optional<Event>(std::move(r));
     }
     default:
@@ -109,13 +258,18 @@ Result<std::optional<Session::Event>> Session::poll_event() {
 Status Session::export_conn(std::uint64_t conn_id, int conn_fd, std::span<const std::byte> state) {
   Message m(MsgType::exported);
   m.add_u64(Tag::conn_id, conn_id).add(Tag::state, state);
-  return send_packet(sock_.get(), m, conn_fd);
+  RENDR_TRY(send(m, conn_fd));
+  if (auto it = held_.find(conn_id); it != held_.end()) {
+    exported_[conn_id] = it->second;
+    held_.erase(it);
+  }
+  return {};
 }
 
 Status Session::refuse_export(std::uint64_t conn_id, std::string_view why) {
   Message m(MsgType::export_refused);
   m.add_u64(Tag::conn_id, conn_id).add(Tag::text, why);
-  return send_packet(sock_.get(), m);
+  return send(m);
 }
 
 }  // namespace rendr::agents

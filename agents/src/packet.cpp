@@ -112,8 +112,9 @@ Result<Packet> recv_packet(int sock) {
   return p;
 }
 
-Result<UniqueFd> connect_control(const std::string& path) {
-  UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+Result<UniqueFd> connect_control(const std::string& path, bool nonblocking) {
+  const int type = SOCK_SEQPACKET | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
+  UniqueFd s(::socket(AF_UNIX, type, 0));
   if (!s.valid()) {
     return errno_error("socket(AF_UNIX)");
   }

@@ -244,10 +244,13 @@ int run_echo_server(std::span<char* const> args) {
       p.push_back({fd.get(), POLLIN, 0});
       ids.push_back(id);
     }
-    if (::poll(p.data(), p.size(), 1000) < 0) {
+    // fd() is -1 while the agent is away; timeout_ms() says when to register again.
+    const int st = session->timeout_ms();
+    if (::poll(p.data(), p.size(), st < 0 || st > 1000 ? 1000 : st) < 0) {
       continue;
     }
-    if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+    const bool agent_io = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+    if (agent_io || session->timeout_ms() == 0) {
       for (;;) {
         auto ev = session->poll_event();
         if (!ev) {
@@ -259,8 +262,7 @@ int run_echo_server(std::span<char* const> args) {
         if (auto* er = std::get_if<agents::Session::ExportRequest>(&**ev)) {
           for (auto id : er->conn_ids) {
             auto it = conns.find(id);
-            if (it != conns.end()) {
-              (void)session->export_conn(id, it->second.get(), {});
+            if (it != conns.end() && session->export_conn(id, it->second.get(), {}).ok()) {
               conns.erase(it);
             }
           }
@@ -269,8 +271,11 @@ int run_echo_server(std::span<char* const> args) {
         } else if (auto* rt = std::get_if<agents::Session::Returned>(&**ev)) {
           conns[rt->conn_id] = std::move(rt->fd);
         }
+        // AgentLost / AgentBack: nothing to do, the connections are served on.
       }
-      continue;
+      if (agent_io) {
+        continue;
+      }
     }
     if ((p[1].revents & POLLIN) != 0) {
       for (;;) {

@@ -35,7 +35,9 @@ constexpr const char* kUsage =
     "\n"
     "HTTP/1.1 file server (GET only) whose connections rendr-agent can migrate: it registers as\n"
     "SERVICE (default http) with the agent at SOCK (default /run/rendr/agent.sock), exports a\n"
-    "connection with its file offset on request, and adopts connections migrated to this host.\n";
+    "connection with its file offset on request, and adopts connections migrated to this host.\n"
+    "If the agent goes away, every connection is served on and the server registers again\n"
+    "(tracking them all) once an agent answers at SOCK; it must be there at start.\n";
 
 volatile std::sig_atomic_t g_stop = 0;
 
@@ -175,10 +177,14 @@ int main(int argc, char** argv) {
       short ev = c.file.valid() ? POLLOUT : POLLIN;
       p.push_back({fd, ev, 0});
     }
-    if (::poll(p.data(), p.size(), 500) < 0) {
+    // session->fd() is -1 while the agent is away (poll skips it); timeout_ms() says when the
+    // session wants poll_event() again to register anew.
+    const int st = session->timeout_ms();
+    if (::poll(p.data(), p.size(), st < 0 || st > 500 ? 500 : st) < 0) {
       continue;
     }
-    if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+    const bool agent_io = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+    if (agent_io || session->timeout_ms() == 0) {
       for (;;) {
         auto ev = session->poll_event();
         if (!ev) {
@@ -188,7 +194,17 @@ int main(int argc, char** argv) {
         if (!*ev) {
           break;
         }
-        if (auto* er = std::get_if<Session::ExportRequest>(&**ev)) {
+        if (auto* lost = std::get_if<Session::AgentLost>(&**ev)) {
+          std::printf("rendr-fileserver: agent lost (%s): serving %zu connections on, "
+                      "registering again when an agent is back\n",
+                      lost->why.c_str(), conns.size());
+          std::fflush(stdout);
+        } else if (auto* back = std::get_if<Session::AgentBack>(&**ev)) {
+          std::printf("rendr-fileserver: agent back after %u attempts: service %s registered "
+                      "again, %zu connections tracked\n",
+                      back->attempts, service.c_str(), back->conns);
+          std::fflush(stdout);
+        } else if (auto* er = std::get_if<Session::ExportRequest>(&**ev)) {
           for (auto id : er->conn_ids) {
             auto it = by_id.find(id);
             if (it == by_id.end()) {
@@ -196,7 +212,11 @@ int main(int argc, char** argv) {
               continue;
             }
             Conn& c = conns[it->second];
-            (void)session->export_conn(id, c.fd.get(), state_of(c));
+            if (auto x = session->export_conn(id, c.fd.get(), state_of(c)); !x.ok()) {
+              // Not handed over (the agent went away): the connection stays ours.
+              std::fprintf(stderr, "rendr-fileserver: export: %s\n", x.error().message().c_str());
+              continue;
+            }
             conns.erase(it->second);
             by_id.erase(it);
           }
@@ -206,7 +226,9 @@ int main(int argc, char** argv) {
           adopt(rt->conn_id, std::move(rt->fd), rt->state);
         }
       }
-      continue;
+      if (agent_io) {
+        continue;
+      }
     }
     for (std::size_t i = 0; i < listeners.size(); ++i) {
       if ((p[1 + i].revents & POLLIN) == 0) {

@@ -9,6 +9,8 @@
 // an export request names it, then answers "unknown connection" (a short connection finishing
 // just as its batch asks for it); --no-untrack never tells the agent about closed connections;
 // --export-delay-ms stalls the whole server N ms before it answers an export request.
+// When its agent goes away the server serves on and registers again (tracking every connection
+// it holds) once an agent answers at SOCK; it logs "agent lost (...)" and "agent back ...".
 #include "support/pattern.hpp"
 
 #include <rendr/agents/embed.hpp>
@@ -137,12 +139,16 @@ int main(int argc, char** argv) {
       pfds.push_back({c.fd.get(), ev, 0});
       ids.push_back(id);
     }
-    if (::poll(pfds.data(), pfds.size(), 1000) < 0 && errno != EINTR) {
+    // fd() is -1 while the agent is away (poll skips it); timeout_ms() says when the session
+    // wants poll_event() again to register anew.
+    const int st = session->timeout_ms();
+    if (::poll(pfds.data(), pfds.size(), st < 0 || st > 1000 ? 1000 : st) < 0 && errno != EINTR) {
       std::perror("poll");
       return 1;
     }
     // Agent events first: an export must see the offsets before more I/O happens.
-    if ((pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+    const bool agent_io = (pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+    if (agent_io || session->timeout_ms() == 0) {
       for (;;) {
         auto ev = session->poll_event();
         if (!ev) {
@@ -152,7 +158,17 @@ int main(int argc, char** argv) {
         if (!*ev) {
           break;
         }
-        if (auto* er = std::get_if<Session::ExportRequest>(&**ev)) {
+        if (auto* lost = std::get_if<Session::AgentLost>(&**ev)) {
+          std::printf("pattern_server: agent lost (%s): serving %zu connections on, registering "
+                      "again when an agent is back\n",
+                      lost->why.c_str(), conns.size());
+          std::fflush(stdout);
+        } else if (auto* back = std::get_if<Session::AgentBack>(&**ev)) {
+          std::printf("pattern_server: agent back after %u attempts: service %s registered "
+                      "again, %zu connections tracked\n",
+                      back->attempts, service.c_str(), back->conns);
+          std::fflush(stdout);
+        } else if (auto* er = std::get_if<Session::ExportRequest>(&**ev)) {
           if (g_export_delay_ms > 0) {
             ::usleep(static_cast<useconds_t>(g_export_delay_ms) * 1000);
           }
@@ -169,7 +185,12 @@ int main(int argc, char** argv) {
               (void)session->refuse_export(id, "unknown connection");
               continue;
             }
-            (void)session->export_conn(id, it->second.fd.get(), state_of(it->second));
+            if (auto x = session->export_conn(id, it->second.fd.get(), state_of(it->second));
+                !x.ok()) {
+              // Not handed over (the agent went away): the connection stays ours.
+              std::fprintf(stderr, "pattern_server: export: %s\n", x.error().message().c_str());
+              continue;
+            }
             conns.erase(it);  // closes our fd; the agent holds the socket
           }
         } else if (auto* ad = std::get_if<Session::Adopt>(&**ev)) {
@@ -187,7 +208,9 @@ int main(int argc, char** argv) {
         }
         // ExportDone: nothing to do; the connection left.
       }
-      continue;  // poll again with the new set
+      if (agent_io) {
+        continue;  // poll again with the new set
+      }
     }
     for (std::size_t li = 0; li < listeners.size(); ++li) {
       if ((pfds[1 + li].revents & POLLIN) == 0) {

@@ -5,24 +5,37 @@
 //
 //   auto s = Session::connect("/run/rendr/agent.sock", "http");   // one per process+service
 //   auto id = s->track(fd);            // after accept(): the agent can now migrate this conn
-//   poll(s->fd(), POLLIN) ...          // then:
-//   auto ev = s->poll_event();         // ExportRequest / Adopt / ExportDone / Returned
+//   poll(s->fd(), POLLIN, s->timeout_ms()) ...   // then, after every poll() return:
+//   auto ev = s->poll_event();         // ExportRequest / Adopt / ExportDone / Returned /
+//                                      // AgentLost / AgentBack
 //
 // Export: on ExportRequest stop using each listed connection at a message boundary, then call
 // export_conn(id, fd, state) and close your fd (the agent holds a duplicate). The connection is
 // either committed elsewhere (ExportDone: forget it) or handed back (Returned: keep serving
-// with the returned fd and state). Adopt: a connection migrated here, with its state; it is
-// already tracked under the given id. Closing a connection: untrack(id) first; a connection
-// that closes while a migration asks for it is dropped from that migration (the rest of the
-// batch moves). Not thread-safe; the socket is non-blocking.
+// with the returned fd and state). An export_conn that fails leaves the connection with you:
+// keep serving it. Adopt: a connection migrated here, with its state; it is already tracked
+// under the given id. Closing a connection: untrack(id) first; a connection that closes while
+// a migration asks for it is dropped from that migration (the rest of the batch moves).
+//
+// The agent going away (it exited or was killed: its control socket closed) changes nothing for
+// the connections; the agent only ever acts on them during a migration. The session reports it
+// once (AgentLost), fd() is -1 from then on, and each poll_event() called once timeout_ms() has
+// elapsed makes one registration attempt at the same path: a connect() and a register message,
+// whose answer arrives on fd() like any event. Attempts back off from 100 ms to every 2 s and go
+// on until an agent answers; then the session tracks again, under the same ids, every connection
+// it knows the server still holds (tracked or adopted, not exported, not untracked) and reports
+// AgentBack. track/untrack while the agent is away only update that list. No thread, no timer:
+// nothing happens between the embedder's calls. Not thread-safe; the socket is non-blocking.
 #pragma once
 
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/result.hpp>
 #include <rendr/common/unique_fd.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -31,6 +44,8 @@
 #include <vector>
 
 namespace rendr::agents {
+
+class Message;
 
 class Session {
  public:
@@ -52,21 +67,46 @@ class Session {
     UniqueFd fd;
     std::vector<std::byte> state;
   };
-  using Event = std::variant<ExportRequest, Adopt, ExportDone, Returned>;
+  // The agent went away (|why|: e.g. "control socket closed by the other side"). Keep serving
+  // every connection; |conns| is how many the session will track again once an agent is back.
+  // Connections that were exported and not yet done or returned went with the agent.
+  struct AgentLost {
+    std::string why;
+    std::size_t conns = 0;
+  };
+  // Registered again with the agent at the same path after |attempts| attempts; |conns|
+  // connections were tracked again under their ids.
+  struct AgentBack {
+    std::size_t conns = 0;
+    unsigned attempts = 0;
+  };
+  using Event = std::variant<ExportRequest, Adopt, ExportDone, Returned, AgentLost, AgentBack>;
 
-  // connect registers this process as the server of |service| with the agent at |path|.
+  // connect registers this process as the server of |service| with the agent at |path| (blocks
+  // up to 5 s for its answer; an error when no agent answers).
   [[nodiscard]] static Result<Session> connect(const std::string& path, std::string_view service);
 
+  // fd is the control socket to poll for POLLIN; -1 while the agent is away (poll() skips it).
   [[nodiscard]] int fd() const { return sock_.get(); }
-  // track announces a connected TCP socket; the returned id names it in later events.
+  // registered: an agent knows this session (false from the loss until AgentBack).
+  [[nodiscard]] bool registered() const { return link_ == Link::registered; }
+  // timeout_ms is the longest the embedder's poll() may wait before calling poll_event() again:
+  // -1 (only when fd() is readable) while registered, else the time to the next registration
+  // attempt (or to the loss report, 0).
+  [[nodiscard]] int timeout_ms() const;
+  // track announces a connected TCP socket; the returned id names it in later events. While
+  // the agent is away it is only remembered (and tracked once an agent is back).
   [[nodiscard]] Result<std::uint64_t> track(int conn_fd);
   // untrack tells the agent the server closed |conn_id|; a migration waiting for its export
   // drops it from the batch instead of aborting.
   [[nodiscard]] Status untrack(std::uint64_t conn_id);
-  // poll_event returns the next event if one is waiting (never blocks); ECONNRESET when the
-  // agent went away.
+  // poll_event returns the next event if one is waiting (never waits for one: while the agent
+  // is away a call makes at most one connect() and one send, and the call that reads the
+  // answer sends the tracks). Errors are malformed messages only; the agent going away is the
+  // AgentLost event.
   [[nodiscard]] Result<std::optional<Event>> poll_event();
-  // export_conn hands |conn_fd| and |state| to the agent for an ExportRequest.
+  // export_conn hands |conn_fd| and |state| to the agent for an ExportRequest. On an error
+  // (e.g. the agent just went away) the connection stays the server's.
   [[nodiscard]] Status export_conn(std::uint64_t conn_id, int conn_fd,
                                    std::span<const std::byte> state);
   // refuse_export declines to export |conn_id|: the whole batch aborts, unless no process
@@ -75,9 +115,31 @@ class Session {
   [[nodiscard]] Status refuse_export(std::uint64_t conn_id, std::string_view why);
 
  private:
-  explicit Session(UniqueFd sock) : sock_(std::move(sock)) {}
+  using Clock = std::chrono::steady_clock;
+  enum class Link { registered, away, registering };
+
+  Session(UniqueFd sock, std::string path, std::string service)
+      : sock_(std::move(sock)), path_(std::move(path)), service_(std::move(service)) {}
+  // send sends |m| (with |fd|) when registered; a send that finds the agent gone starts the
+  // away state (reported by the next poll_event) and fails.
+  Status send(const Message& m, int fd = -1);
+  void lose(std::string why);
+  void try_register();
+  Result<std::optional<Event>> registration_answer();
+
   UniqueFd sock_;
+  std::string path_;
+  std::string service_;
   std::uint64_t next_id_ = 1;
+  // Connections the server holds, by id (re-tracked after a loss) and those handed to the agent
+  // by export_conn until ExportDone or Returned.
+  std::map<std::uint64_t, FourTuple> held_;
+  std::map<std::uint64_t, FourTuple> exported_;
+  Link link_ = Link::registered;
+  std::optional<std::string> lost_;  // a loss not reported yet
+  Clock::time_point next_try_{};     // away: next attempt; registering: answer deadline
+  int backoff_ms_ = 0;
+  unsigned attempts_ = 0;
 };
 
 }  // namespace rendr::agents

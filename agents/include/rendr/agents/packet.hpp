@@ -29,8 +29,10 @@ struct Packet {
 [[nodiscard]] Result<Packet> recv_packet(int sock);
 
 // connect_control connects to an agent's control socket at |path| (SOCK_SEQPACKET). The
-// error names the path and, for EACCES, that the socket is root-only.
-[[nodiscard]] Result<UniqueFd> connect_control(const std::string& path);
+// error names the path and, for EACCES, that the socket is root-only. |nonblocking| makes the
+// socket O_NONBLOCK from the start, so the connect() itself does not wait either (EAGAIN when
+// the agent's backlog is full).
+[[nodiscard]] Result<UniqueFd> connect_control(const std::string& path, bool nonblocking = false);
 
 // call sends |m| and waits for the reply, passing progress lines to |on_progress| (may be
 // empty) until the final reply arrives. |timeout_ms| bounds each wait (<= 0: no bound).

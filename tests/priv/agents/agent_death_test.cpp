@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: Apache-2.0
+// A host agent that dies while its server merely serves: the server (embed API) keeps every
+// connection it holds, and when an agent is back on the control socket it registers again and
+// tracks those connections, so they can be migrated as before.
+#include "agent_lab.hpp"
+
+#include <rendr/common/json.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+
+using namespace rendr;
+using namespace rendr::test;
+
+namespace {
+
+// wait_tracked waits until `rendrctl flows` on |agent| lists |flow|.
+bool wait_tracked(const AgentLab& al, const std::string& agent, const std::string& flow,
+                  int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    std::string out;
+    if (al.rendrctl(agent, {"flows", "--json"}, out) == 0 && out.find(flow) != std::string::npos) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() > end) {
+      return false;
+    }
+    ::usleep(100000);
+  }
+}
+
+// wait_log waits until the log of |name| contains |text|.
+bool wait_log(const AgentLab& al, const std::string& name, const std::string& text,
+              int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (al.log(name).find(text) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > end) {
+      return false;
+    }
+    ::usleep(10000);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("a serving agent killed with SIGKILL: the server keeps its connections and registers "
+          "again with the restarted agent",
+          "[.agents][agents][netns]") {
+  AgentLab al;
+  PatternClient c(al.lab, 8000);
+  const long long rst0 = peer_rsts(al.lab);
+  REQUIRE(c.wait_down(4 << 20, 10000));
+  const std::string flow = c.tuple().to_string();
+  REQUIRE(wait_tracked(al, "a", flow, 5000));
+
+  al.kill_agent("a");  // SIGKILL: no goodbye on the control socket
+  {
+    INFO("client error: " << c.error() << "\nserver a log:\n" << al.log("srv-a"));
+    CHECK(c.wait_down(8 << 20, 20000));
+    CHECK_FALSE(c.failed());
+    CHECK(peer_rsts(al.lab) == rst0);
+    REQUIRE(al.server_alive("a"));
+  }
+  CHECK(wait_log(al, "srv-a", "agent lost (control socket closed by the other side)", 2000));
+
+  al.start_agent("a");
+  {
+    INFO("agent a log:\n" << al.log("a") << "\nserver a log:\n" << al.log("srv-a"));
+    REQUIRE(wait_tracked(al, "a", flow, 5000));
+    CHECK(wait_log(al, "srv-a", "agent back", 2000));
+  }
+  // The client kept streaming while the agent was away and came back.
+  CHECK(c.wait_down(2 << 20, 20000));
+
+  int st = -1;
+  std::string rep = al.migrate("a", {"--flow", flow}, "b", &st);
+  INFO(rep << "\nagent a log:\n" << al.log("a") << "\nagent b log:\n" << al.log("b"));
+  CHECK(st == 0);
+  CHECK(json_scalar(rep, "result") == "committed");
+  CHECK(json_scalar(rep, "flows") == "1");
+  std::string out;
+  REQUIRE(al.rendrctl("b", {"flows", "--json"}, out) == 0);
+  CHECK(out.find(flow) != std::string::npos);
+  INFO("client error: " << c.error());
+  CHECK(c.wait_down(8 << 20, 20000));
+  CHECK_FALSE(c.failed());
+  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(al.server_alive("a"));
+  CHECK(al.server_alive("b"));
+}
+
+TEST_CASE("a restarted agent gets the adopted connections of its server back and adopts more "
+          "without reusing their ids",
+          "[.agents][agents][netns]") {
+  AgentLab al;
+  PatternClient c(al.lab, 8000);
+  const long long rst0 = peer_rsts(al.lab);
+  REQUIRE(c.wait_down(2 << 20, 10000));
+  const std::string flow = c.tuple().to_string();
+  int st = -1;
+  std::string rep = al.migrate("a", {"--flow", flow}, "b", &st);
+  INFO(rep);
+  REQUIRE(st == 0);  // adopted on B under the first adopt id of agent b
+
+  al.kill_agent("b");
+  al.start_agent("b");
+  {
+    INFO("agent b log:\n" << al.log("b") << "\nserver b log:\n" << al.log("srv-b"));
+    REQUIRE(wait_tracked(al, "b", flow, 5000));
+  }
+  // The fresh agent b adopts another connection: its first adopt id is the one the server
+  // still serves |c| under.
+  PatternClient c2(al.lab, 8000);
+  REQUIRE(c2.wait_down(2 << 20, 10000));
+  const std::string flow2 = c2.tuple().to_string();
+  rep = al.migrate("a", {"--flow", flow2}, "b", &st);
+  INFO(rep << "\nagent b log:\n" << al.log("b"));
+  CHECK(st == 0);
+  CHECK(json_scalar(rep, "result") == "committed");
+  std::string out;
+  REQUIRE(al.rendrctl("b", {"flows", "--json"}, out) == 0);
+  CHECK(out.find(flow) != std::string::npos);
+  CHECK(out.find(flow2) != std::string::npos);
+  // Both stream on B, and the re-tracked adopted one migrates back.
+  INFO("client error: " << c.error() << " / " << c2.error());
+  CHECK(c.wait_down(4 << 20, 20000));
+  CHECK(c2.wait_down(4 << 20, 20000));
+  rep = al.migrate("b", {"--flow", flow}, "a", &st);
+  INFO(rep);
+  CHECK(st == 0);
+  CHECK(json_scalar(rep, "result") == "committed");
+  CHECK(c.wait_down(8 << 20, 20000));
+  CHECK(c2.wait_down(8 << 20, 20000));
+  CHECK_FALSE(c.failed());
+  CHECK_FALSE(c2.failed());
+  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(al.server_alive("a"));
+  CHECK(al.server_alive("b"));
+}

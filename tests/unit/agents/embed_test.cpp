@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: Apache-2.0
+// The embedder Session against a fake agent (a SOCK_SEQPACKET listener in a temp dir): what it
+// does when the agent goes away and when one answers at the same path again.
+#include <rendr/agents/embed.hpp>
+#include <rendr/agents/packet.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+using namespace rendr;
+using namespace rendr::agents;
+
+namespace {
+
+UniqueFd listen_unix(const std::string& path) {
+  ::unlink(path.c_str());
+  UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  REQUIRE(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(s.get(), 8) == 0);
+  return s;
+}
+
+// answer_register accepts one client on |l|, checks its register_service and answers ok.
+UniqueFd answer_register(int l, const std::string& service) {
+  UniqueFd c(::accept4(l, nullptr, nullptr, SOCK_CLOEXEC));
+  REQUIRE(c.valid());
+  auto p = recv_packet(c.get());
+  REQUIRE(p.ok());
+  CHECK(p->msg.type() == MsgType::register_service);
+  CHECK(p->msg.str_or(Tag::service, "") == service);
+  REQUIRE(send_packet(c.get(), ok_msg("registered")).ok());
+  return c;
+}
+
+// tcp_conn returns the accepted end of a loopback TCP connection (|client| keeps the other).
+UniqueFd tcp_conn(UniqueFd& client) {
+  UniqueFd l(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  REQUIRE(::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(l.get(), 1) == 0);
+  REQUIRE(::getsockname(l.get(), reinterpret_cast<sockaddr*>(&a), &al) == 0);
+  client = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  UniqueFd s(::accept4(l.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  REQUIRE(s.valid());
+  return s;
+}
+
+// next_event waits (poll on fd(), bounded by timeout_ms()) until poll_event returns an event.
+std::optional<Session::Event> next_event(Session& s, int budget_ms) {
+  for (int waited = 0; waited < budget_ms;) {
+    int t = s.timeout_ms();
+    t = t < 0 || t > 50 ? 50 : t;
+    pollfd p{s.fd(), POLLIN, 0};
+    (void)::poll(&p, 1, t);
+    waited += t == 0 ? 1 : t;
+    auto ev = s.poll_event();
+    REQUIRE(ev.ok());
+    if (*ev) {
+      return std::move(*ev);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("a Session reports a lost agent, serves on, and tracks again when one answers",
+          "[agents][embed]") {
+  char tmpl[] = "/tmp/rendr-embed-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const std::string path = dir + "/agent.sock";
+  UniqueFd l = listen_unix(path);
+  UniqueFd agent;
+  std::thread t([&] { agent = answer_register(l.get(), "svc"); });
+  auto s = Session::connect(path, "svc");
+  t.join();
+  REQUIRE(s.ok());
+  CHECK(s->registered());
+  CHECK(s->timeout_ms() == -1);
+
+  UniqueFd peer1;
+  UniqueFd peer2;
+  UniqueFd c1 = tcp_conn(peer1);
+  UniqueFd c2 = tcp_conn(peer2);
+  auto id1 = s->track(c1.get());
+  REQUIRE(id1.ok());
+  auto p = recv_packet(agent.get());
+  REQUIRE(p.ok());
+  CHECK(p->msg.type() == MsgType::track);
+
+  // The agent dies: its end of the session and its listener close.
+  agent = UniqueFd();
+  l = UniqueFd();
+  ::unlink(path.c_str());
+  auto ev = next_event(*s, 1000);
+  REQUIRE(ev);
+  auto* lost = std::get_if<Session::AgentLost>(&*ev);
+  REQUIRE(lost != nullptr);
+  CHECK(lost->why.find("closed by the other side") != std::string::npos);
+  CHECK(lost->conns == 1);
+  CHECK_FALSE(s->registered());
+  CHECK(s->fd() == -1);
+  CHECK(s->timeout_ms() > 0);
+  CHECK(s->timeout_ms() <= 101);
+
+  // Away: track and untrack only update the list; attempts find nobody and back off.
+  auto id2 = s->track(c2.get());
+  REQUIRE(id2.ok());
+  CHECK(*id2 != *id1);
+  CHECK(s->untrack(*id1).ok());
+  CHECK_FALSE(s->export_conn(*id2, c2.get(), {}).ok());  // nobody to hand it to: still ours
+  CHECK_FALSE(next_event(*s, 400));
+  CHECK(s->fd() == -1);
+  CHECK(s->timeout_ms() > 100);  // backed off past the first 100 ms
+
+  // An agent at the same path again: one registration, then a track of what is still held.
+  l = listen_unix(path);
+  UniqueFd agent2;
+  for (int i = 0; i < 300 && s->fd() < 0; ++i) {
+    (void)::poll(nullptr, 0, s->timeout_ms() < 0 ? 10 : s->timeout_ms());
+    REQUIRE(s->poll_event().ok());
+  }
+  REQUIRE(s->fd() >= 0);  // registering
+  agent2 = answer_register(l.get(), "svc");
+  ev = next_event(*s, 1000);
+  REQUIRE(ev);
+  auto* back = std::get_if<Session::AgentBack>(&*ev);
+  REQUIRE(back != nullptr);
+  CHECK(back->conns == 1);
+  CHECK(back->attempts >= 2);
+  CHECK(s->registered());
+  p = recv_packet(agent2.get());
+  REQUIRE(p.ok());
+  CHECK(p->msg.type() == MsgType::track);
+  CHECK(p->msg.u64(Tag::conn_id).value() == *id2);
+  auto tuple = FourTuple::of_socket(c2.get());
+  REQUIRE(tuple.ok());
+  CHECK(p->msg.str_or(Tag::tuple, "") == tuple->to_string());
+  int fl = ::fcntl(agent2.get(), F_GETFL);
+  (void)::fcntl(agent2.get(), F_SETFL, fl | O_NONBLOCK);
+  CHECK_FALSE(recv_packet(agent2.get()).ok());  // nothing else: id1 was untracked
+
+  // An export that finds the agent gone fails, the connection stays held, the loss is reported.
+  agent2 = UniqueFd();
+  CHECK_FALSE(s->export_conn(*id2, c2.get(), {}).ok());
+  ev = next_event(*s, 1000);
+  REQUIRE(ev);
+  lost = std::get_if<Session::AgentLost>(&*ev);
+  REQUIRE(lost != nullptr);
+  CHECK(lost->conns == 1);
+  (void)std::system(("rm -rf '" + dir + "'").c_str());
+}
