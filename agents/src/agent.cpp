@@ -26,6 +26,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <ifaddrs.h>
+#include <malloc.h>
 #include <net/if.h>
 #include <netinet/tcp.h>
 #include <sys/random.h>
@@ -293,6 +294,8 @@ class Agent {
   awaitable<Status> write_msg(PeerConn& c, const Message& m, Clock::time_point deadline);
   awaitable<Result<Message>> read_msg(PeerConn& c, Clock::time_point deadline);
   awaitable<Result<Message>> rpc(PeerConn& c, const Message& m, Clock::time_point deadline);
+  // channel_closed counts a closed peer channel and trims the heap after a flood of them.
+  void channel_closed();
   awaitable<void> serve_peer(std::unique_ptr<PeerConn> c);
   awaitable<Message> handle_peer(PeerConn& c, const Message& m);
   Message on_offer(PeerConn& c, const Message& m);
@@ -378,6 +381,12 @@ class Agent {
   std::map<std::string, std::unique_ptr<asio::steady_timer>> grace_;  // tuple -> unfreeze timer
   std::map<std::string, std::deque<Orphan>> orphans_;                 // service -> fds
   Metrics metrics_;
+  // Peer channels closed since the heap was last trimmed; see channel_closed().
+  std::size_t closed_since_trim_ = 0;
+  // TLS handshakes in progress on accepted channels, at most kMaxHandshakes.
+  static constexpr std::size_t kMaxHandshakes = 128;
+  std::size_t handshaking_ = 0;
+  std::unique_ptr<asio::steady_timer> trim_timer_;
   std::vector<std::string> recent_reports_;
 };
 
@@ -1042,18 +1051,58 @@ awaitable<void> Agent::peer_acceptor() {
       if (ec == asio::error::operation_aborted) {
         co_return;
       }
+      // EMFILE/ENFILE/ENOBUFS: the pending connection stays queued; retrying at once would
+      // spin a core until a descriptor frees up.
+      asio::steady_timer backoff(io_, ms(100));
+      co_await backoff.async_wait(as_tuple_aw);
+      continue;
+    }
+    // Unauthenticated channels are bounded: each handshake holds ~130 KiB of TLS state.
+    if (handshaking_ >= kMaxHandshakes) {
+      if (metrics_.peers_refused++ % 1000 == 0) {
+        log_.warn("refused agent channels: " + std::to_string(kMaxHandshakes) +
+                  " TLS handshakes already in progress");
+      }
+      asio::error_code ignored;
+      c->stream.lowest_layer().close(ignored);
       continue;
     }
     asio::co_spawn(io_, serve_peer(std::move(c)), asio::detached);
   }
 }
 
+void Agent::channel_closed() {
+  // A flood of channels (a slowloris of unfinished handshakes, each with its TLS buffers) leaves
+  // the freed memory in glibc's heap, which keeps it (9 -> 140 MB after 1 000 connections).
+  // Once many have closed and none for a second, give it back to the kernel.
+  constexpr std::size_t kTrimAfter = 64;
+  if (++closed_since_trim_ < kTrimAfter) {
+    return;
+  }
+  if (!trim_timer_) {
+    trim_timer_ = std::make_unique<asio::steady_timer>(io_);
+  }
+  trim_timer_->expires_after(std::chrono::seconds(1));
+  trim_timer_->async_wait([this](const asio::error_code& ec) {
+    if (!ec) {
+      closed_since_trim_ = 0;
+      ::malloc_trim(0);
+    }
+  });
+}
+
 awaitable<void> Agent::serve_peer(std::unique_ptr<PeerConn> c) {
+  struct Closed {
+    Agent& a;
+    ~Closed() { a.channel_closed(); }
+  } closed{*this};
   asio::error_code ignored;
   c->stream.lowest_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
   asio::steady_timer t(io_, ms(cfg_.step_timeout_ms));
+  ++handshaking_;
   auto h = co_await (c->stream.async_handshake(asio::ssl::stream_base::server, as_tuple_aw) ||
                      t.async_wait(as_tuple_aw));
+  --handshaking_;
   std::string remote = "?";
   {
     asio::error_code e2;

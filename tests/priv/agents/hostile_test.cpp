@@ -3,9 +3,12 @@
 // --peer/--backend list gets no channel; a configured agent may only send what its role allows
 // (hosts take offers/commits/aborts/queries from their --peer hosts, a gateway takes steering
 // from its --backends); a length prefix claiming 256 MiB costs the agent nothing until the bytes
-// arrive; a root control client that never reads its replies delays nobody else. The attacker
-// on the agent channel is a blocking OpenSSL client in the lab's gw namespace.
+// arrive; a root control client that never reads its replies delays nobody else; slowloris
+// rounds leave no memory behind. The attacker on the agent channel is a blocking OpenSSL
+// client in the lab's gw namespace.
 #include "agent_lab.hpp"
+
+#include "../repair/conn_util.hpp"
 
 #include "support/netns.hpp"
 
@@ -246,4 +249,49 @@ TEST_CASE("a control client that never reads its replies delays nobody else",
     CHECK(ms < 2000);  // was 10-13 s: the agent blocked in one send for the hog
     CHECK(out.find("\"name\"") != std::string::npos);
   }
+}
+
+TEST_CASE("slowloris rounds on the agent channel leave the agent's memory where it was",
+          "[.agents][agents][netns]") {
+  AgentLabOptions o;
+  o.start_servers = false;
+  o.step_timeout_ms = 1000;  // handshakes that never finish are cut after this
+  AgentLab al(o);
+  const pid_t a = al.pid("a");
+  const long base = rss_kib(a);
+  REQUIRE(base > 0);
+  auto ep = Endpoint::parse_address(kHostA, 7300);
+  REQUIRE(ep.ok());
+  long peak = 0;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<UniqueFd> held;
+    for (int i = 0; i < 1000; ++i) {
+      // Half send a TLS record header and stop; half send nothing at all.
+      UniqueFd fd = connect_from(al.lab.gw, *ep);
+      if (i % 2 == 0) {
+        const unsigned char hdr[] = {0x16, 0x03, 0x01, 0x02, 0x00};
+        (void)::send(fd.get(), hdr, sizeof hdr, MSG_NOSIGNAL);
+      }
+      held.push_back(std::move(fd));
+    }
+    peak = std::max(peak, rss_kib(a));
+    ::usleep(1500000);  // past the handshake timeout: the agent cut them all
+  }
+  // Still answering, and back near where it started.
+  std::string out;
+  REQUIRE(al.rendrctl("a", {"status", "--json"}, out) == 0);
+  long after = 0;
+  for (int i = 0; i < 50; ++i) {
+    after = rss_kib(a);
+    if (after - base < base / 5 + 4096) {
+      break;
+    }
+    ::usleep(200000);
+  }
+  INFO("agent a RSS: base " << base << " KiB, peak " << peak << " KiB, after " << after << " KiB");
+  CHECK(after - base < base / 5 + 4096);  // within 20 % (+4 MiB of allocator slack)
+  CHECK(peak < 64 * 1024);  // handshakes in progress are bounded (was 136 MB at 1 000)
+  // A configured peer still gets a channel right after the flood.
+  TlsClient b(al, al.lab.gw, "b", kHostA);
+  CHECK(b.ask(Message(MsgType::status)).has_value());
 }
