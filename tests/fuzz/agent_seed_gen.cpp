@@ -2,35 +2,12 @@
 // rendr_fuzz_agent_seedgen <dir>: writes every agent_seeds() input to <dir>/<name>.ragent (the
 // agent message fuzzer's seed corpus). Creates <dir> if needed. Exit 0 on success.
 #include "agent_oracle.hpp"
-
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
+#include "seed_writer.hpp"
 
 int main(int argc, char** argv) {
-  const bool help = argc == 2 && (std::strcmp(argv[1], "--help") == 0 ||
-                                  std::strcmp(argv[1], "-h") == 0);
-  if (argc != 2 || help || argv[1][0] == '-') {
-    std::fprintf(help ? stdout : stderr, "usage: %s <corpus-dir>\n", argv[0]);
-    return help ? 0 : 2;
+  std::vector<rendr::test::NamedSeed> seeds;
+  for (auto& s : rendr::test::agent_seeds()) {
+    seeds.push_back({std::move(s.name), std::move(s.bytes)});
   }
-  const std::filesystem::path dir = argv[1];
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    std::fprintf(stderr, "%s: %s\n", dir.c_str(), ec.message().c_str());
-    return 1;
-  }
-  for (const auto& seed : rendr::test::agent_seeds()) {
-    const auto path = dir / (seed.name + ".ragent");
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(seed.bytes.data()),
-            static_cast<std::streamsize>(seed.bytes.size()));
-    if (!f) {
-      std::fprintf(stderr, "cannot write %s\n", path.c_str());
-      return 1;
-    }
-  }
-  return 0;
+  return rendr::test::seed_main(argc, argv, seeds, ".ragent", "agent message seeds");
 }

@@ -1,39 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr_fuzz_wire_seedgen <dir>: writes every wire_seeds() input to <dir>/<name>.rwire (the wire
 // decoder fuzzer's seed corpus). Creates <dir> if needed. Exit 0 on success.
+#include "seed_writer.hpp"
 #include "wire_oracle.hpp"
 
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-
 int main(int argc, char** argv) {
-  const bool help = argc == 2 && (std::strcmp(argv[1], "--help") == 0 ||
-                                  std::strcmp(argv[1], "-h") == 0);
-  if (argc != 2 || help || argv[1][0] == '-') {
-    std::fprintf(help ? stdout : stderr, "usage: %s <corpus-dir>\n", argv[0]);
-    return help ? 0 : 2;
+  std::vector<rendr::test::NamedSeed> seeds;
+  for (auto& s : rendr::test::wire_seeds()) {
+    seeds.push_back({std::move(s.name), std::move(s.bytes)});
   }
-  const std::filesystem::path dir = argv[1];
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    std::fprintf(stderr, "%s: %s\n", dir.c_str(), ec.message().c_str());
-    return 1;
-  }
-  int n = 0;
-  for (const auto& seed : rendr::test::wire_seeds()) {
-    const auto path = dir / (seed.name + ".rwire");
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(seed.bytes.data()),
-            static_cast<std::streamsize>(seed.bytes.size()));
-    if (!f) {
-      std::fprintf(stderr, "cannot write %s\n", path.c_str());
-      return 1;
-    }
-    ++n;
-  }
-  std::printf("wrote %d wire seeds to %s\n", n, dir.c_str());
-  return 0;
+  return rendr::test::seed_main(argc, argv, seeds, ".rwire", "wire seeds");
 }
