@@ -573,6 +573,9 @@ int run_migrate(std::span<char* const> args) {
           if (rep && json_scalar(*rep, "result") == "committed") {
             on = to;
             ++bulk_committed;
+          } else if (rep && json_scalar(*rep, "result") == "empty") {
+            // The agent dropped the flow from the batch as ended (the server had finished it).
+            mig_errors.emplace_back(k, "the flow had ended");
           } else {
             mig_errors.emplace_back(k, rep ? json_scalar(*rep, "error") : rep.error().message());
           }
@@ -627,7 +630,8 @@ int run_migrate(std::span<char* const> args) {
         // longer knew it: the server had already written everything and closed it (the rest
         // was in flight to us). Nothing was left to migrate; not a failure.
         if (body == size && (err.find("no tracked flow") != std::string::npos ||
-                             err.find("unknown connection") != std::string::npos)) {
+                             err.find("unknown connection") != std::string::npos ||
+                             err == "the flow had ended")) {
           ++bulk_finished_first;
           std::fprintf(stderr, "bulk migration %d not run: the server had already finished the "
                                "flow (%s)\n", k, err.c_str());
