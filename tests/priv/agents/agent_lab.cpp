@@ -92,6 +92,15 @@ void AgentLab::make_certs(const std::string& d, const std::vector<std::string>& 
 }
 
 AgentLab::AgentLab(const AgentLabOptions& o) : opt_(o) {
+  // RENDR_TEST_TIME_SCALE=N (tools/sanitize-test sets it): the agents' step timeout is N times
+  // longer, for builds whose checkpoint and TLS are several times slower (ASan). What the
+  // tests assert stays the same.
+  if (const char* s = std::getenv("RENDR_TEST_TIME_SCALE"); s != nullptr) {
+    const int k = std::atoi(s);
+    if (k > 1 && k <= 20) {
+      opt_.step_timeout_ms *= k;
+    }
+  }
   char tmpl[] = "/tmp/rendr-agentlab-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) {
     throw std::runtime_error("mkdtemp failed");
