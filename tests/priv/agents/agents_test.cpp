@@ -166,7 +166,7 @@ TEST_CASE("abort paths: the connection survives on A whatever fails",
   }
 }
 
-TEST_CASE("a gateway that refuses STEER aborts the batch; the source agent lives on",
+TEST_CASE("a gateway that refuses STEER aborts the batch and the source agent lives on",
           "[.agents][agents][netns]") {
   AgentLabOptions o;
   o.faults_gw = {"refuse_steer"};  // passes the check before the freeze, refuses the steer

@@ -154,7 +154,7 @@ class ChurnClients {
 
 }  // namespace
 
-TEST_CASE("a connection that ends while its batch exports leaves the batch; the rest commits",
+TEST_CASE("a connection that ends while its batch exports leaves the batch, the rest commits",
           "[.agents][agents][netns]") {
   // The server closes every connection whose client sent nothing when the batch asks for it:
   // with an untrack (a well-behaved server), or without one (the agent finds the socket gone).

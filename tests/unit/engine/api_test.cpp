@@ -304,7 +304,7 @@ TEST_CASE("engine api: with retry on, a killed only path is re-dialled and nothi
   CHECK(more.error.empty());
 }
 
-TEST_CASE("engine api: retry leaves a path removed with remove_path alone; bad retry knobs",
+TEST_CASE("engine api: retry leaves a path removed with remove_path alone, bad retry knobs",
           "[engine][api][tcp][retry]") {
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
