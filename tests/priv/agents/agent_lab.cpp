@@ -70,6 +70,16 @@ bool wait_socket(const std::string& path, int timeout_ms) {
 
 }  // namespace
 
+int scaled_ms(int ms) {
+  if (const char* s = std::getenv("RENDR_TEST_TIME_SCALE"); s != nullptr) {
+    const int k = std::atoi(s);
+    if (k > 1 && k <= 20) {
+      return ms * k;
+    }
+  }
+  return ms;
+}
+
 long long peer_rsts(const GatewayLab& lab) {
   return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "InErrs");
 }
@@ -95,12 +105,7 @@ AgentLab::AgentLab(const AgentLabOptions& o) : opt_(o) {
   // RENDR_TEST_TIME_SCALE=N (tools/sanitize-test sets it): the agents' step timeout is N times
   // longer, for builds whose checkpoint and TLS are several times slower (ASan). What the
   // tests assert stays the same.
-  if (const char* s = std::getenv("RENDR_TEST_TIME_SCALE"); s != nullptr) {
-    const int k = std::atoi(s);
-    if (k > 1 && k <= 20) {
-      opt_.step_timeout_ms *= k;
-    }
-  }
+  opt_.step_timeout_ms = scaled_ms(opt_.step_timeout_ms);
   char tmpl[] = "/tmp/rendr-agentlab-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) {
     throw std::runtime_error("mkdtemp failed");

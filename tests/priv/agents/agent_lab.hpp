@@ -20,6 +20,10 @@
 
 namespace rendr::test {
 
+// scaled_ms: |ms| times RENDR_TEST_TIME_SCALE (1..20, default 1), the factor the lab applies to
+// the agents' step timeout for slow (sanitizer) builds.
+int scaled_ms(int ms);
+
 struct AgentLabOptions {
   std::vector<std::string> faults_a;
   std::vector<std::string> faults_b;

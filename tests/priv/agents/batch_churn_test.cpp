@@ -336,7 +336,8 @@ TEST_CASE("every --all batch commits under 50 clients of short connections",
 TEST_CASE("an export that comes after its batch gave up is handed back to the server",
           "[.agents][agents][netns]") {
   AgentLabOptions o;
-  o.server_args = {"--export-delay-ms", "3500"};  // the lab's step timeout is 3000 ms
+  // Past the agents' step timeout (3000 ms, scaled for slow builds).
+  o.server_args = {"--export-delay-ms", std::to_string(scaled_ms(o.step_timeout_ms) + 500)};
   AgentLab al(o);
   PatternClient c(al.lab, 8000, 1 << 20);
   REQUIRE(c.wait_down(256 << 10, 10000));
