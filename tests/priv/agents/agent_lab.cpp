@@ -4,6 +4,8 @@
 #include "../repair/conn_util.hpp"
 #include "support/netns.hpp"
 
+#include <catch2/catch.hpp>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -337,6 +339,16 @@ void PatternClient::run() {
       }
     }
   }
+}
+
+void expect_healthy(AgentLab& al, PatternClient& c, long long rst_before) {
+  INFO("client error: " << c.error());
+  INFO("agent a log:\n" << al.log("a") << "\nagent b log:\n" << al.log("b"));
+  CHECK(c.wait_down(8 << 20, 20000));
+  CHECK_FALSE(c.failed());
+  CHECK(peer_rsts(al.lab) == rst_before);
+  CHECK(al.server_alive("a"));
+  CHECK(al.server_alive("b"));
 }
 
 }  // namespace rendr::test

@@ -110,4 +110,8 @@ class PatternClient {
 
 long long peer_rsts(const GatewayLab& lab);
 
+// expect_healthy checks (Catch CHECKs) that |c| receives 8 MiB more, pattern-exact, that the
+// peer saw no RST since |rst_before| and that both pattern servers still run.
+void expect_healthy(AgentLab& al, PatternClient& c, long long rst_before);
+
 }  // namespace rendr::test

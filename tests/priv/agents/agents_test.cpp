@@ -23,20 +23,6 @@
 using namespace rendr;
 using namespace rendr::test;
 
-namespace {
-
-void expect_healthy(AgentLab& al, PatternClient& c, long long rst_before) {
-  INFO("client error: " << c.error());
-  INFO("agent a log:\n" << al.log("a") << "\nagent b log:\n" << al.log("b"));
-  CHECK(c.wait_down(8 << 20, 20000));
-  CHECK_FALSE(c.failed());
-  CHECK(peer_rsts(al.lab) == rst_before);
-  CHECK(al.server_alive("a"));
-  CHECK(al.server_alive("b"));
-}
-
-}  // namespace
-
 TEST_CASE("agents migrate a live connection A->B->A->B with nothing lost",
           "[.agents][agents][netns]") {
   AgentLab al;
@@ -186,11 +172,7 @@ TEST_CASE("a gateway that refuses STEER aborts the batch and the source agent li
     REQUIRE(al.rendrctl("a", {"flows", "--json"}, out) == 0);
     CHECK(out.find(c.tuple().to_string()) != std::string::npos);
   }
-  INFO("client error: " << c.error() << "\nagent a log:\n" << al.log("a"));
-  CHECK(c.wait_down(8 << 20, 20000));
-  CHECK_FALSE(c.failed());
-  CHECK(peer_rsts(al.lab) == rst0);
-  CHECK(al.server_alive("a"));
+  expect_healthy(al, c, rst0);
 }
 
 TEST_CASE("flows the gateway cannot steer are refused before anything is frozen",
