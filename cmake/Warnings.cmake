@@ -18,8 +18,11 @@ function(rendr_library module)
   cmake_parse_arguments(ARG "" "" "SOURCES" ${ARGN})
   add_library(rendr_${module} STATIC ${ARG_SOURCES})
   add_library(rendr::${module} ALIAS rendr_${module})
-  target_include_directories(rendr_${module} PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include
-                                             PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
-  set_target_properties(rendr_${module} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  target_include_directories(rendr_${module}
+    PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include> $<INSTALL_INTERFACE:include>
+    PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  # EXPORT_NAME: installed as rendr::<module> (cmake/Install.cmake), like the in-tree alias.
+  set_target_properties(rendr_${module} PROPERTIES POSITION_INDEPENDENT_CODE ON
+                                                  EXPORT_NAME ${module})
   rendr_warnings(rendr_${module})
 endfunction()
