@@ -270,16 +270,6 @@ EchoResult echo(Conn& client, Conn& server, std::chrono::milliseconds interval, 
   return res;
 }
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) {
-    return 0;
-  }
-  std::sort(v.begin(), v.end());
-  const auto idx = static_cast<std::size_t>(std::min<double>(
-      static_cast<double>(v.size() - 1), p / 100.0 * static_cast<double>(v.size() - 1) + 0.5));
-  return v[idx];
-}
-
 engine::FlowConfig fast_config() {
   engine::FlowConfig c;
   c.probe_interval = std::chrono::milliseconds(50);

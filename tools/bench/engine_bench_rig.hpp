@@ -7,6 +7,8 @@
 // torn down by the rig's destructor.
 #pragma once
 
+#include "bench/stats.hpp"
+
 #include "lab/multipath_lab.hpp"
 
 #include <rendr/common/result.hpp>
@@ -80,8 +82,6 @@ struct EchoResult {
 [[nodiscard]] EchoResult echo(Conn& client, Conn& server, std::chrono::milliseconds interval,
                               int count, const std::function<void(int)>& each = {},
                               std::chrono::milliseconds timeout = std::chrono::seconds(10));
-
-[[nodiscard]] double percentile(std::vector<double> v, double p);
 
 // fast_config: probing for quick failover in labs (probe 50 ms, freshness 150 ms..1 s).
 [[nodiscard]] engine::FlowConfig fast_config();

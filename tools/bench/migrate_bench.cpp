@@ -4,9 +4,14 @@
 //   downtime  echo every 1 ms over one connection; per migration, the worst per-message RTT of
 //             messages sent around it (p50/p99 over --migrations, default 20);
 //   bulk      HTTP download from rendr-fileserver with 5 migrations vs the same without;
-//   batch     --batch connections (default 1000) moved by one migrate request: total time.
+//   stalls    bulk downloads migrated every 0.25 s (and the same half-closed): per migration,
+//             the longest gap in data arriving at the client (migrate_load.cpp);
+//   batch     --batch connections (default 1000) moved by one migrate request: total time;
+//   busy      --busy-flows saturating downloads moved in one batch: frozen time.
 // The last stdout line (with --json) is one JSON object.
 #include "bench/cli.hpp"
+#include "bench/migrate_load.hpp"
+#include "bench/stats.hpp"
 #include "bench/subcommand.hpp"
 #include "lab/agent_stack.hpp"
 #include "lab/gateway_lab.hpp"
@@ -41,47 +46,12 @@ namespace rendr::bench {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double ms_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
 void raise_nofile() {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
     rl.rlim_cur = rl.rlim_max;
     (void)::setrlimit(RLIMIT_NOFILE, &rl);
   }
-}
-
-std::uint8_t file_byte(std::uint64_t i) { return static_cast<std::uint8_t>((i >> 12) ^ (i * 131)); }
-
-Result<UniqueFd> connect_vip(const lab::GatewayLab& lab, std::uint16_t port) {
-  auto ns = lab.netns_fd("peer");
-  if (!ns) {
-    return std::move(ns).take_error();
-  }
-  auto in = lab::NetnsEnter::enter(ns->get());
-  if (!in) {
-    return std::move(in).take_error();
-  }
-  auto ep = *Endpoint::parse_address(lab::GatewayLab::kVip4, port);
-  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_storage ss{};
-  socklen_t sl = ep.to_sockaddr(ss);
-  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), sl) != 0) {
-    return errno_error("connect " + ep.to_string());
-  }
-  int one = 1;
-  ::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return s;
-}
-
-// server_tuple: the client socket |fd|'s connection as the server sees it.
-std::string server_tuple(int fd) {
-  auto t = FourTuple::of_socket(fd);
-  return t ? FourTuple{t->remote, t->local}.to_string() : std::string();
 }
 
 // Echo client: 16-byte messages (seq, send time) every |period_us|; RTT per message.
@@ -166,15 +136,6 @@ struct EchoClient {
     }
   }
 };
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) {
-    return 0;
-  }
-  std::sort(v.begin(), v.end());
-  auto rank = static_cast<std::size_t>(p / 100.0 * static_cast<double>(v.size()) + 0.999999);
-  return v[std::min(v.size(), std::max<std::size_t>(rank, 1)) - 1];
-}
 
 long long peer_resets(const lab::GatewayLab& lab) {
   std::string out;
@@ -383,6 +344,13 @@ int run_migrate(std::span<char* const> args) {
   ap.uint("migrations", &migrations, 1, 10000, "downtime samples (migrations), default 20");
   ap.uint("batch", &batch, 0, 20000, "connections moved in one batch (0 skips), default 1000");
   ap.uint("bulk-mib", &bulk_mib, 0, 65536, "bulk transfer size in MiB (0 skips), default 1024");
+  std::uint64_t stall_migrations = 10;
+  std::uint64_t busy_flows = 50;
+  ap.uint("stall-migrations", &stall_migrations, 0, 1000,
+          "bulk (and half-closed) migrations 0.25 s apart whose stall the client measures "
+          "(0 skips; needs --bulk-mib), default 10");
+  ap.uint("busy-flows", &busy_flows, 0, 1000,
+          "saturating downloads moved in one batch (0 skips; needs --bulk-mib), default 50");
   std::string plot;
   ap.str("plot", &plot, "FILE.png",
          "draw the bulk throughput timelines with migration markers into FILE.png (gnuplot)");
@@ -660,6 +628,29 @@ int run_migrate(std::span<char* const> args) {
     ratio = plain > 0 ? with / plain : 0;
   }
 
+  // 2b. Stalls: migrations 0.25 s apart during a bulk download, then the same with the server
+  // in CLOSE_WAIT (the client half-closed after its request).
+  StallResult stalls;
+  StallResult halfclose;
+  if (bulk_mib > 0 && stall_migrations > 0) {
+    StallOptions so2;
+    so2.file = "bulk";
+    so2.size = bulk_mib << 20;
+    so2.migrations = static_cast<int>(stall_migrations);
+    stalls = measure_stalls(lab, stack, so2);
+    so2.half_close = true;
+    halfclose = measure_stalls(lab, stack, so2);
+    for (auto* r : {&stalls, &halfclose}) {
+      bytes_lost += r->bytes_bad;
+      failures += r->failures;
+      std::fprintf(stderr, "%s stalls (ms):", r == &stalls ? "bulk" : "half-closed");
+      for (double v : r->stall_ms) {
+        std::fprintf(stderr, " %.1f", v);
+      }
+      std::fprintf(stderr, "; baseline longest gap %.1f ms\n", r->baseline_gap_ms);
+    }
+  }
+
   // 3. Batch.
   double batch_s = 0;
   if (batch > 0) {
@@ -696,6 +687,18 @@ int run_migrate(std::span<char* const> args) {
     }
   }
   const long long rst = peer_resets(lab) - rst0;
+
+  // 4. A busy batch: saturating downloads moved together (after the RST count: the bench closes
+  // these downloads unfinished, which resets them from the client's side).
+  BusyBatchResult busy;
+  if (bulk_mib > 0 && busy_flows > 0) {
+    busy = measure_busy_batch(lab, stack, "bulk", bulk_mib << 20, static_cast<int>(busy_flows));
+    bytes_lost += busy.bytes_bad;
+    failures += busy.failures;
+    std::fprintf(stderr, "busy batch of %llu: %s, frozen %.1f ms, total %.1f ms, %llu bytes carried\n",
+                 static_cast<unsigned long long>(busy.flows), busy.result.c_str(), busy.frozen_ms,
+                 busy.total_ms, static_cast<unsigned long long>(busy.bytes_carried));
+  }
 
   JsonWriter j;
   j.begin_object();
@@ -745,6 +748,25 @@ int run_migrate(std::span<char* const> args) {
       j.kv("bulk_plot", plot);
     }
   }
+  j.kv("bulk_stall_p50_ms", percentile(stalls.stall_ms, 50));
+  j.kv("bulk_stall_max_ms", percentile(stalls.stall_ms, 100));
+  j.kv("bulk_stall_baseline_ms", stalls.baseline_gap_ms);
+  j.kv("bulk_stall_migrations", stalls.committed);
+  j.kv("halfclose_stall_p50_ms", percentile(halfclose.stall_ms, 50));
+  j.kv("halfclose_stall_max_ms", percentile(halfclose.stall_ms, 100));
+  j.kv("halfclose_stall_migrations", halfclose.committed);
+  for (auto [key, v] : {std::pair{"bulk_stall_ms", &stalls.stall_ms},
+                        std::pair{"halfclose_stall_ms", &halfclose.stall_ms}}) {
+    j.begin_array(key);
+    for (double x : *v) {
+      j.number(std::round(x * 1000) / 1000);
+    }
+    j.end_array();
+  }
+  j.kv("busy_batch_flows", busy.flows);
+  j.kv("busy_batch50_frozen_ms", busy.frozen_ms);
+  j.kv("busy_batch_total_ms", busy.total_ms);
+  j.kv("busy_batch_bytes_carried", busy.bytes_carried);
   j.kv("batch_connections", batch);
   j.kv("batch_1000_s", batch_s);
   j.kv("rst_seen", static_cast<std::int64_t>(rst));
@@ -755,9 +777,15 @@ int run_migrate(std::span<char* const> args) {
   j.end_object();
   if (!json) {
     std::printf("downtime p50 %.2f ms p99 %.2f ms (freeze-to-commit p50 %.2f ms) over %zu migrations\n"
-                "bulk throughput ratio %.3f\nbatch of %llu: %.3f s\nrst %lld, bytes lost %llu\n",
+                "bulk throughput ratio %.3f\n"
+                "bulk stall p50 %.1f ms max %.1f ms, half-closed max %.1f ms\n"
+                "busy batch of %llu: frozen %.1f ms\n"
+                "batch of %llu: %.3f s\nrst %lld, bytes lost %llu\n",
                 percentile(downtimes, 50), percentile(downtimes, 99), percentile(frozen, 50),
-                downtimes.size(), ratio, static_cast<unsigned long long>(batch), batch_s, rst,
+                downtimes.size(), ratio, percentile(stalls.stall_ms, 50),
+                percentile(stalls.stall_ms, 100), percentile(halfclose.stall_ms, 100),
+                static_cast<unsigned long long>(busy.flows), busy.frozen_ms,
+                static_cast<unsigned long long>(batch), batch_s, rst,
                 static_cast<unsigned long long>(bytes_lost));
   }
   std::printf("%s\n", j.str().c_str());

@@ -108,15 +108,17 @@ int main(int argc, char** argv) {
       return 1;
     }
     plot = std::string(tmpl) + "/bulk.png";
-    spec.args = "migrate --json --migrations 3 --batch 50 --bulk-mib 64 --plot " + plot;
+    spec.args = "migrate --json --migrations 3 --batch 50 --bulk-mib 64 --stall-migrations 2 "
+                "--busy-flows 5 --plot " + plot;
     spec.keys = {"downtime_p50_ms", "downtime_p99_ms", "bulk_throughput_ratio", "batch_1000_s",
                  "rst_seen", "bytes_lost", "echo_baseline_p99_ms", "frozen_p99_ms",
                  "bulk_timeline_mib_s_migrated", "bulk_timeline_t_s_migrated",
                  "bulk_migration_marks_s", "bulk_plot", "bulk_migrations_committed",
-                 "bulk_migrations_after_end"};
+                 "bulk_migrations_after_end", "bulk_stall_p50_ms", "bulk_stall_max_ms",
+                 "halfclose_stall_max_ms", "busy_batch50_frozen_ms", "bulk_stall_ms"};
     // Correctness is asserted even in a smoke run: nothing lost, no reset, every sample taken.
     spec.exact = {"\"migrations\":3", "\"batch_connections\":50", "\"rst_seen\":0",
-                  "\"bytes_lost\":0"};
+                  "\"bytes_lost\":0", "\"busy_batch_flows\":5"};
   } else {
     std::fprintf(stderr, "%s: unknown bench %s\n", argv[0], which.c_str());
     return 2;

@@ -16,6 +16,17 @@ inline std::uint64_t now_ns() {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+// percentile: nearest-rank percentile |p| in [0,100] of |v|; 0 when empty.
+inline double percentile(std::vector<double> v, double p) {
+  if (v.empty()) {
+    return 0;
+  }
+  std::sort(v.begin(), v.end());
+  auto rank = static_cast<std::size_t>(p / 100.0 * static_cast<double>(v.size()) + 0.999999);
+  rank = std::clamp<std::size_t>(rank, 1, v.size());
+  return v[rank - 1];
+}
+
 // Samples collects durations in nanoseconds and reports them in microseconds.
 class Samples {
  public:
