@@ -695,9 +695,10 @@ int run_migrate(std::span<char* const> args) {
     busy = measure_busy_batch(lab, stack, "bulk", bulk_mib << 20, static_cast<int>(busy_flows));
     bytes_lost += busy.bytes_bad;
     failures += busy.failures;
-    std::fprintf(stderr, "busy batch of %llu: %s, frozen %.1f ms, total %.1f ms, %llu bytes carried\n",
+    std::fprintf(stderr, "busy batch of %llu: %s, frozen %.1f ms, total %.1f ms, %llu bytes carried %s\n",
                  static_cast<unsigned long long>(busy.flows), busy.result.c_str(), busy.frozen_ms,
-                 busy.total_ms, static_cast<unsigned long long>(busy.bytes_carried));
+                 busy.total_ms, static_cast<unsigned long long>(busy.bytes_carried),
+                 busy.steps.c_str());
   }
 
   JsonWriter j;

@@ -271,6 +271,9 @@ BusyBatchResult measure_busy_batch(const lab::GatewayLab& lab, const lab::AgentS
     res.result = json_scalar(*rep, "result");
     res.frozen_ms = std::atof(json_scalar(*rep, "frozen_ms").c_str());
     res.bytes_carried = std::strtoull(json_scalar(*rep, "bytes_carried").c_str(), nullptr, 10);
+    if (const auto st = rep->find("\"steps_ms\":"); st != std::string::npos) {
+      res.steps = rep->substr(st, rep->find('}', st) + 1 - st);
+    }
     if (res.result != "committed") {
       res.failures += "busy batch: " + res.result + ": " + json_scalar(*rep, "error") + "; ";
     }

@@ -57,6 +57,7 @@ struct BusyBatchResult {
   double total_ms = 0;         // the migrate request, end to end
   std::uint64_t bytes_carried = 0;
   std::uint64_t bytes_bad = 0;
+  std::string steps;  // the report's "steps_ms" object
   std::string failures;
 };
 // measure_busy_batch starts |flows| downloads of |file| from host a, reads them all as fast as

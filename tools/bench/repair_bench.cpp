@@ -13,6 +13,7 @@
 #include "cli.hpp"
 #include "loopback.hpp"
 #include "progress.hpp"
+#include "repair_minimal.hpp"
 #include "stats.hpp"
 #include "subcommand.hpp"
 #include "timing_sys.hpp"
@@ -50,7 +51,7 @@ struct Config {
   bool check_targets = false;
   bool variants = false;
   bool syscall_profile = false;
-  std::vector<std::string> phases{"idle", "queued", "batch"};
+  std::vector<std::string> phases{"idle", "minimal", "queued", "batch"};
   std::uint64_t idle_iters = 2000;
   std::uint64_t queued_iters = 200;
   std::uint64_t queue_bytes = 1U << 20;
@@ -214,6 +215,30 @@ Result<Latency> run_idle(const Config& cfg, repair::Repairer& rep,
   std::snprintf(buf, sizeof buf, "p50 %.1f us", lat.total.percentile_us(50));
   prog.end(buf);
   return lat;
+}
+
+Result<Alternated> run_vs_minimal(const Config& cfg, repair::Repairer& rep,
+                                  const repair::RestoreOptions& ro, Progress& prog) {
+  auto a = open_pair({}, {});
+  auto b = open_pair({}, {});
+  if (!a || !b) {
+    return (a ? b.error() : a.error()).with_context("minimal: set up the connections");
+  }
+  auto rendr_step = [&](std::uint8_t tag) -> Result<std::uint64_t> {
+    Latency one;  // this iteration only
+    RENDR_TRY(migrate_once(rep, a->server, ro, &one, [](const TcpSnapshot&) -> Status { return {}; }));
+    RENDR_TRY(ping_pong(a->server.get(), a->client.get(), tag));
+    return static_cast<std::uint64_t>(one.total.max_us() * 1000.0);
+  };
+  prog.begin("rendr vs minimal", cfg.warmup + cfg.idle_iters);
+  auto res = run_alternated(cfg.warmup, cfg.idle_iters, rendr_step, b->server, b->client.get(),
+                            [&](std::uint64_t i) { prog.tick(i); });
+  if (res) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "ratio %.2f", res->ratio());
+    prog.end(buf);
+  }
+  return res;
 }
 
 Result<Latency> run_queued(const Config& cfg, repair::Repairer& rep,
@@ -635,7 +660,8 @@ int run_repair(std::span<char* const> args) {
       "Targets: idle p50 <= 30 us (checkpoint+restore), 10000 sockets in <= 1 s.");
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
   p.flag("quiet", &cfg.quiet, "no progress lines on stderr");
-  p.choices("phases", &cfg.phases, {"idle", "queued", "batch"}, "phases to run");
+  p.choices("phases", &cfg.phases, {"idle", "minimal", "queued", "batch"},
+            "phases to run (minimal: rendr's idle loop alternated with the minimal recipe)");
   p.uint("idle-iters", &cfg.idle_iters, 1, 10'000'000, "measured idle iterations");
   p.uint("queued-iters", &cfg.queued_iters, 1, 1'000'000, "measured queued iterations");
   p.uint("queue-bytes", &cfg.queue_bytes, 1, 64U << 20,
@@ -710,6 +736,14 @@ int run_repair(std::span<char* const> args) {
     }
     idle = std::move(*r);
   }
+  std::optional<Alternated> vs_min;
+  if (cfg.has("minimal")) {
+    auto r = run_vs_minimal(cfg, rep, ro, prog);
+    if (!r) {
+      return fail(r.error());
+    }
+    vs_min = std::move(*r);
+  }
   if (cfg.variants) {
     for (bool kick : {true, false}) {
       for (bool probe : {true, false}) {
@@ -753,6 +787,12 @@ int run_repair(std::span<char* const> args) {
     std::printf("         (%llu B unread in the receive queue + %llu B in the send queue)\n",
                 static_cast<unsigned long long>(cfg.queue_bytes),
                 static_cast<unsigned long long>(cfg.queue_bytes));
+  }
+  if (vs_min) {
+    std::printf("minimal  rendr p50 %.1f us vs minimal recipe p50 %.1f us (alternated, %llu "
+                "iterations): ratio %.2f\n",
+                vs_min->rendr.percentile_us(50), vs_min->minimal.percentile_us(50),
+                static_cast<unsigned long long>(vs_min->iterations), vs_min->ratio());
   }
   for (auto& v : variants) {
     std::printf("variant ack_kick=%-3s window_probe=%-3s ", on_off(v.ack_kick).c_str(),
@@ -809,6 +849,16 @@ int run_repair(std::span<char* const> args) {
       }
     }
     json_latency(j, "queued_", queued);
+    if (vs_min) {
+      j.kv("idle_vs_minimal_ratio", vs_min->ratio());
+      j.kv("idle_alternated_p50_us", vs_min->rendr.percentile_us(50));
+      j.kv("minimal_p50_us", vs_min->minimal.percentile_us(50));
+      j.kv("minimal_iterations", vs_min->iterations);
+    } else {
+      for (const char* k : {"idle_vs_minimal_ratio", "idle_alternated_p50_us", "minimal_p50_us"}) {
+        j.kv_null(k);
+      }
+    }
     j.kv("batch_sockets", batch ? batch->sockets : std::uint64_t{0});
     if (batch) {
       j.kv("batch_s", batch->total_s());

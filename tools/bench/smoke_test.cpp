@@ -97,9 +97,10 @@ int main(int argc, char** argv) {
     spec.keys = {"kernel", "idle_iterations", "queued_iterations", "idle_p50_us", "idle_p99_us",
                  "queued_p50_us", "queued_p99_us", "checkpoint_p50_us", "restore_p50_us",
                  "batch_10000_s", "batch_s", "batch_per_socket_us", "batch_sockets",
-                 "batch_verified", "variants", "kick_off_probe_off"};
+                 "batch_verified", "variants", "kick_off_probe_off", "idle_vs_minimal_ratio",
+                 "minimal_p50_us"};
     // Tiny runs must still have measured what they were asked to.
-    spec.exact = {"\"idle_iterations\":20", "\"queued_iterations\":3", "\"batch_sockets\":50",
+    spec.exact = {"\"idle_iterations\":20", "\"minimal_iterations\":20", "\"queued_iterations\":3", "\"batch_sockets\":50",
                   "\"batch_verified\":50"};
   } else if (which == "migrate") {
     char tmpl[] = "/tmp/rendr-bench-smoke-XXXXXX";
