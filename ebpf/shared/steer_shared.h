@@ -3,8 +3,9 @@
  * steer_shared.h - structs of the tc steering family (progs/steer_tc.bpf.c, src/steerer.cpp).
  *
  * steer_flows    HASH  rendr_flow_key (as the packet arrives: src = peer, dst = VIP; not
- *                      normalised) -> rendr_steer_flow. Written by the Steerer (steer/remove) and
- *                      by the program (pins new flows to the default backend); read by both.
+ *                      normalised) -> rendr_steer_flow. Written by the Steerer (steer/remove/
+ *                      collect) and by the programs (steer_ingress pins new flows to the default
+ *                      backend; both record end-of-flow flags and the last packet's time).
  * steer_backends ARRAY u32 index -> rendr_steer_backend. Written by the Steerer, read by BPF.
  * steer_vips     HASH  rendr_steer_vip_key -> u32 (unused, 0). Written by the Steerer; only
  *                      packets to a listed VIP are steered, everything else passes (TC_ACT_OK).
@@ -28,14 +29,27 @@ struct rendr_steer_backend {
 RENDR_SHARED_ASSERT(sizeof(struct rendr_steer_backend) == 24, "rendr_steer_backend layout");
 
 enum rendr_steer_flow_flags {
-	RENDR_STEER_FLOW_PINNED = 1u << 0, /* inserted by the datapath (default backend) */
+	RENDR_STEER_FLOW_PINNED = 1u << 0,     /* inserted by the datapath (default backend) */
+	/* End-of-flow evidence, set by the datapath (steer_ingress: the peer's packets;
+	 * steer_return: the server's, at the backend devices), read by the Steerer's collect(). */
+	RENDR_STEER_FLOW_PEER_FIN = 1u << 1,
+	RENDR_STEER_FLOW_PEER_RST = 1u << 2,
+	RENDR_STEER_FLOW_SERVER_FIN = 1u << 3,
+	RENDR_STEER_FLOW_SERVER_RST = 1u << 4,
 };
+#define RENDR_STEER_FLOW_END_FLAGS                                                     \
+	(RENDR_STEER_FLOW_PEER_FIN | RENDR_STEER_FLOW_PEER_RST | RENDR_STEER_FLOW_SERVER_FIN | \
+	 RENDR_STEER_FLOW_SERVER_RST)
 
 struct rendr_steer_flow {
 	rendr_u32 backend; /* index into steer_backends */
 	rendr_u32 flags;   /* enum rendr_steer_flow_flags */
+	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last packet of the flow the datapath saw,
+	 * refreshed at most every RENDR_STEER_SEEN_GRANULARITY_NS; 0 = set by the Steerer. */
+	rendr_u64 last_seen_ns;
 };
-RENDR_SHARED_ASSERT(sizeof(struct rendr_steer_flow) == 8, "rendr_steer_flow layout");
+RENDR_SHARED_ASSERT(sizeof(struct rendr_steer_flow) == 16, "rendr_steer_flow layout");
+#define RENDR_STEER_SEEN_GRANULARITY_NS 1000000000ull
 
 struct rendr_steer_vip_key {
 	rendr_u8 family; /* enum rendr_family */

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 
 namespace rendr::ebpf {
@@ -32,6 +33,17 @@ rendr_steer_vip_key vip_key(const Endpoint& vip) {
   k.family = w.family;
   std::memcpy(k.addr, w.addr.data(), sizeof k.addr);
   return k;
+}
+
+SteeredFlow to_flow(const rendr_flow_key& key, const rendr_steer_flow& v) {
+  SteeredFlow f{detail::tuple_from_steer_key(key), v.backend,
+                (v.flags & RENDR_STEER_FLOW_PINNED) != 0};
+  f.peer_fin = (v.flags & RENDR_STEER_FLOW_PEER_FIN) != 0;
+  f.peer_rst = (v.flags & RENDR_STEER_FLOW_PEER_RST) != 0;
+  f.server_fin = (v.flags & RENDR_STEER_FLOW_SERVER_FIN) != 0;
+  f.server_rst = (v.flags & RENDR_STEER_FLOW_SERVER_RST) != 0;
+  f.last_seen_ns = v.last_seen_ns;
+  return f;
 }
 
 Status check_index(std::uint32_t index, const std::string& ctx) {
@@ -73,6 +85,68 @@ Status Steerer::attach(int ifindex) {
   }
   impl_->attachments.push_back(std::move(*a));
   return {};
+}
+
+Status Steerer::attach_return(int ifindex) {
+  auto a = detail::TcAttachment::attach(ifindex, detail::TcDirection::ingress,
+                                        bpf_program__fd(impl_->skel->progs.steer_return),
+                                        "steer_tc/steer_return");
+  if (!a) {
+    return a.error();
+  }
+  impl_->attachments.push_back(std::move(*a));
+  return {};
+}
+
+Result<CollectResult> Steerer::collect(const CollectOptions& o) {
+  std::uint64_t now = o.now_ns;
+  if (now == 0) {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+          static_cast<std::uint64_t>(ts.tv_nsec);
+  }
+  const bpf_map* map = impl_->skel->maps.steer_flows;
+  // Walk first, delete after: deleting while walking a hash map can restart the walk.
+  std::vector<rendr_flow_key> ended;
+  CollectResult res;
+  rendr_flow_key cur{};
+  rendr_flow_key next{};
+  const void* prev = nullptr;
+  for (std::uint32_t i = 0; i <= bpf_map__max_entries(map); ++i) {
+    int err = bpf_map__get_next_key(map, prev, &next, sizeof next);
+    if (err == -ENOENT) {
+      break;
+    }
+    if (err != 0) {
+      return detail::libbpf_error(err, "steer: walk steer_flows");
+    }
+    rendr_steer_flow v{};
+    if (bpf_map__lookup_elem(map, &next, sizeof next, &v, sizeof v, 0) == 0) {
+      ++res.examined;
+      const bool both_fin = (v.flags & RENDR_STEER_FLOW_PEER_FIN) != 0 &&
+                            (v.flags & RENDR_STEER_FLOW_SERVER_FIN) != 0;
+      const bool rst = (v.flags & (RENDR_STEER_FLOW_PEER_RST | RENDR_STEER_FLOW_SERVER_RST)) != 0;
+      const std::uint64_t quiet = now > v.last_seen_ns ? now - v.last_seen_ns : 0;
+      if ((rst && quiet >= o.rst_linger_ns) || (both_fin && quiet >= o.fin_linger_ns)) {
+        ended.push_back(next);
+      }
+    }
+    cur = next;
+    prev = &cur;
+  }
+  for (const auto& k : ended) {
+    // Re-check under the latest value: a SYN may have re-pinned the 4-tuple meanwhile.
+    rendr_steer_flow v{};
+    if (bpf_map__lookup_elem(map, &k, sizeof k, &v, sizeof v, 0) != 0 ||
+        (v.flags & RENDR_STEER_FLOW_END_FLAGS) == 0) {
+      continue;
+    }
+    if (bpf_map__delete_elem(map, &k, sizeof k, 0) == 0) {
+      ++res.removed;
+    }
+  }
+  return res;
 }
 
 Status Steerer::add_vip(const Endpoint& vip) {
@@ -197,9 +271,7 @@ Result<std::optional<SteeredFlow>> Steerer::lookup(const FourTuple& flow) const 
   if (err != 0) {
     return detail::libbpf_error(err, ctx);
   }
-  return std::optional<SteeredFlow>(
-      SteeredFlow{detail::tuple_from_steer_key(*key), v.backend,
-                  (v.flags & RENDR_STEER_FLOW_PINNED) != 0});
+  return std::optional<SteeredFlow>(to_flow(*key, v));
 }
 
 Result<std::vector<SteeredFlow>> Steerer::flows() const {
@@ -219,8 +291,7 @@ Result<std::vector<SteeredFlow>> Steerer::flows() const {
     rendr_steer_flow v{};
     // An entry removed between get_next_key and lookup is simply skipped.
     if (bpf_map__lookup_elem(map, &next, sizeof next, &v, sizeof v, 0) == 0) {
-      out.push_back(SteeredFlow{detail::tuple_from_steer_key(next), v.backend,
-                                (v.flags & RENDR_STEER_FLOW_PINNED) != 0});
+      out.push_back(to_flow(next, v));
     }
     cur = next;
     prev = &cur;
@@ -262,6 +333,10 @@ Result<BackendCounters> Steerer::backend_counters(std::uint32_t index) const {
 
 int Steerer::program_fd_for_test() const {
   return bpf_program__fd(impl_->skel->progs.steer_ingress);
+}
+
+int Steerer::return_program_fd_for_test() const {
+  return bpf_program__fd(impl_->skel->progs.steer_return);
 }
 
 }  // namespace rendr::ebpf

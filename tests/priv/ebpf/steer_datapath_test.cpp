@@ -28,6 +28,21 @@ std::vector<std::byte> from_peer(const FourTuple& t, std::uint8_t flags = test::
   return test::tcp_frame(s);
 }
 
+// from_server: a packet of |t|'s server side (VIP -> peer), as it comes back from a backend.
+std::vector<std::byte> from_server(const FourTuple& t, std::uint8_t flags = test::kTcpAck) {
+  test::TcpFrameSpec s;
+  s.src = t.local;
+  s.dst = t.remote;
+  s.flags = flags;
+  return test::tcp_frame(s);
+}
+
+std::uint32_t run_return(const Steerer& s, const std::vector<std::byte>& frame) {
+  auto r = test_run_skb(s.return_program_fd_for_test(), frame);
+  EBPF_REQUIRE_OK(r);
+  return r->retval;
+}
+
 std::uint32_t run(const Steerer& s, const std::vector<std::byte>& frame) {
   auto r = test_run_skb(s.program_fd_for_test(), frame);
   EBPF_REQUIRE_OK(r);
@@ -151,5 +166,86 @@ TEST_CASE("ebpf: steer follows the flow table and pins new flows to the default 
                        "ifindex");
     EBPF_REQUIRE_ERROR(s->steer(a, Steerer::kMaxBackends), std::errc::invalid_argument,
                        "out of range");
+  }
+}
+
+TEST_CASE("ebpf: steering entries go away with their flows and never before",
+          "[.bpf][ebpf][steer][datapath][collect]") {
+  auto ns = test::Netns::create("ebpf-steer-gc");
+  test::NetnsScope in(ns);
+  auto s = Steerer::create();
+  EBPF_REQUIRE_OK(s);
+  EBPF_REQUIRE_OK(s->add_vip(endpoint("10.0.0.100:0")));
+  EBPF_REQUIRE_OK(s->set_backend(0, Backend{1, std::nullopt}));
+  EBPF_REQUIRE_OK(s->set_backend(1, Backend{1, std::nullopt}));
+  EBPF_REQUIRE_OK(s->set_default_backend(0));
+  constexpr std::uint64_t kSec = 1'000'000'000ULL;
+  auto collect_at = [&](const FourTuple& t, std::uint64_t after_ns) {
+    auto e = entry(*s, t);
+    REQUIRE(e.has_value());
+    CollectOptions o;
+    o.now_ns = e->last_seen_ns + after_ns;
+    auto r = s->collect(o);
+    EBPF_REQUIRE_OK(r);
+    return r->removed;
+  };
+
+  FourTuple closed{endpoint("10.0.0.100:443"), endpoint("192.0.2.20:40000")};
+  FourTuple idle{endpoint("10.0.0.100:443"), endpoint("192.0.2.21:40001")};
+  FourTuple reset{endpoint("10.0.0.100:443"), endpoint("192.0.2.22:40002")};
+  FourTuple halfclosed{endpoint("10.0.0.100:443"), endpoint("192.0.2.23:40003")};
+  for (const auto& t : {closed, idle, reset, halfclosed}) {
+    CHECK(run(*s, from_peer(t, test::kTcpSyn)) == TC_ACT_REDIRECT);
+    CHECK(run_return(*s, from_server(t, test::kTcpSyn | test::kTcpAck)) == TC_ACT_OK);
+  }
+  CHECK(entry(*s, idle)->last_seen_ns != 0);
+
+  // closed: FIN both ways; half-closed: only the peer's FIN (the server may still send).
+  CHECK(run(*s, from_peer(closed, test::kTcpFin | test::kTcpAck)) == TC_ACT_REDIRECT);
+  CHECK(run_return(*s, from_server(closed, test::kTcpFin | test::kTcpAck)) == TC_ACT_OK);
+  CHECK(run(*s, from_peer(halfclosed, test::kTcpFin | test::kTcpAck)) == TC_ACT_REDIRECT);
+  CHECK(run_return(*s, from_server(reset, test::kTcpRst)) == TC_ACT_OK);
+  auto c = entry(*s, closed);
+  REQUIRE(c.has_value());
+  CHECK(c->peer_fin);
+  CHECK(c->server_fin);
+  CHECK_FALSE(c->peer_rst);
+  CHECK(entry(*s, reset)->server_rst);
+  CHECK(entry(*s, halfclosed)->peer_fin);
+  CHECK_FALSE(entry(*s, halfclosed)->server_fin);
+
+  SECTION("only ended flows go, after their linger") {
+    CHECK(collect_at(reset, 9 * kSec) == 0);
+    CHECK(collect_at(reset, 11 * kSec) == 1);  // an RST: 10 s
+    CHECK_FALSE(entry(*s, reset).has_value());
+    CHECK(collect_at(closed, 59 * kSec) == 0);  // both FINs: not before 60 s
+    CHECK(entry(*s, closed).has_value());
+    CHECK(collect_at(closed, 61 * kSec) == 1);  // both FINs: 60 s
+    CHECK_FALSE(entry(*s, closed).has_value());
+    // A live flow, however idle, and a half-closed one keep their entries.
+    CHECK(collect_at(idle, 10 * 3600 * kSec) == 0);
+    CHECK(collect_at(halfclosed, 10 * 3600 * kSec) == 0);
+    CHECK(entry(*s, idle).has_value());
+    CHECK(entry(*s, halfclosed).has_value());
+  }
+
+  SECTION("a SYN on an ended flow's 4-tuple is a new flow, pinned to today's default") {
+    EBPF_REQUIRE_OK(s->set_default_backend(1));
+    CHECK(run(*s, from_peer(closed, test::kTcpSyn)) == TC_ACT_REDIRECT);
+    auto e = entry(*s, closed);
+    REQUIRE(e.has_value());
+    CHECK(e->backend == 1);
+    CHECK(e->pinned);
+    CHECK_FALSE(e->peer_fin);
+    CHECK_FALSE(e->server_fin);
+    // A SYN on a live flow's entry (a retransmitted SYN) changes nothing.
+    CHECK(run(*s, from_peer(idle, test::kTcpSyn)) == TC_ACT_REDIRECT);
+    CHECK(entry(*s, idle)->backend == 0);
+  }
+
+  SECTION("a migrated flow is live again: steer() clears what its entry had seen") {
+    EBPF_REQUIRE_OK(s->steer(closed, 1));
+    CHECK(collect_at(closed, 3600 * kSec) == 0);
+    CHECK(entry(*s, closed)->backend == 1);
   }
 }

@@ -32,6 +32,25 @@ struct SteeredFlow {
   FourTuple flow;
   std::uint32_t backend = 0;
   bool pinned = false;  // inserted by the datapath (default backend), not by steer()
+  // End-of-flow evidence the datapath saw (the server's side needs attach_return).
+  bool peer_fin = false;
+  bool peer_rst = false;
+  bool server_fin = false;
+  bool server_rst = false;
+  // CLOCK_MONOTONIC ns of the flow's last packet seen (1 s granularity); 0: none since steer().
+  std::uint64_t last_seen_ns = 0;
+};
+
+// CollectOptions: when collect() removes the entry of a flow that ended. Entries without a FIN
+// from both sides or an RST are never removed: a live flow, however idle, keeps its entry.
+struct CollectOptions {
+  std::uint64_t now_ns = 0;                  // CLOCK_MONOTONIC; 0: read the clock
+  std::uint64_t fin_linger_ns = 60'000'000'000;  // both FINs seen, then quiet this long
+  std::uint64_t rst_linger_ns = 10'000'000'000;  // an RST seen, then quiet this long
+};
+struct CollectResult {
+  std::size_t examined = 0;
+  std::size_t removed = 0;
 };
 
 struct SteerCounters {
@@ -66,6 +85,9 @@ class Steerer {
 
   // attach adds the program at clsact ingress of |ifindex| (calling thread's netns).
   [[nodiscard]] Status attach(int ifindex);
+  // attach_return adds steer_return at clsact ingress of a backend-facing device |ifindex|:
+  // it records the servers' FIN / RST of steered flows (for collect) and changes nothing.
+  [[nodiscard]] Status attach_return(int ifindex);
 
   // add_vip / remove_vip list the addresses (port ignored) whose traffic is steered.
   [[nodiscard]] Status add_vip(const Endpoint& vip);
@@ -87,11 +109,17 @@ class Steerer {
   // flows lists the flow table (explicit and pinned entries).
   [[nodiscard]] Result<std::vector<SteeredFlow>> flows() const;
 
+  // collect removes the entries of flows that ended (CollectOptions); the agent runs it
+  // periodically. A flow that sends again after its entry went is pinned afresh to the default.
+  [[nodiscard]] Result<CollectResult> collect(const CollectOptions& options = {});
+
   [[nodiscard]] Result<SteerCounters> counters() const;
   [[nodiscard]] Result<BackendCounters> backend_counters(std::uint32_t index) const;
 
   // program_fd_for_test exposes the loaded program for BPF_PROG_TEST_RUN.
   [[nodiscard]] int program_fd_for_test() const;
+  // return_program_fd_for_test: steer_return, likewise.
+  [[nodiscard]] int return_program_fd_for_test() const;
 
  private:
   struct Impl;
