@@ -21,8 +21,12 @@ constexpr Subcommand kSubcommands[] = {
      &rendr::bench::run_migrate},
     {"engine", "framing engine in the multipath lab: throughput, G1, failover vs MPTCP, memory",
      &rendr::bench::run_engine},
+    {"hostile", "HELLO flood with a legit client, unauthorized agent actions, slowloris, faults",
+     &rendr::bench::run_hostile},
     {"echo-server", "(internal) echo server for `migrate`, registered with an agent",
      &rendr::bench::run_echo_server},
+    {"hostile-listener", "(internal) engine echo listener for `hostile`",
+     &rendr::bench::run_hostile_listener},
 };
 
 void usage(std::FILE* out) {

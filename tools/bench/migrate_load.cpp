@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 namespace rendr::bench {
@@ -81,7 +82,10 @@ struct Body {
   }
 };
 
-Result<UniqueFd> request(const lab::GatewayLab& lab, const std::string& file, bool half_close) {
+}  // namespace
+
+Result<UniqueFd> request_file(const lab::GatewayLab& lab, const std::string& file,
+                              bool half_close) {
   auto fd = connect_vip(lab, 8080);
   if (!fd) {
     return fd;
@@ -95,6 +99,35 @@ Result<UniqueFd> request(const lab::GatewayLab& lab, const std::string& file, bo
   }
   return fd;
 }
+
+Download read_body(int fd, std::uint64_t size, int idle_timeout_ms) {
+  Download d;
+  Body body;
+  std::vector<std::uint8_t> buf(1 << 20);
+  while (body.got < size) {
+    pollfd p{fd, POLLIN, 0};
+    const int pr = ::poll(&p, 1, idle_timeout_ms);
+    if (pr <= 0) {
+      d.error = "no data for " + std::to_string(idle_timeout_ms) + " ms";
+      break;
+    }
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n < 0) {
+      d.error = std::string("recv: ") + std::strerror(errno);
+      break;
+    }
+    if (n == 0) {
+      d.error = "the server closed the connection early";
+      break;
+    }
+    body.feed(buf.data(), static_cast<std::size_t>(n));
+  }
+  d.got = body.got;
+  d.bad = body.bad;
+  return d;
+}
+
+namespace {
 
 struct Window {
   double t0_ms = 0;  // asked
@@ -124,7 +157,7 @@ StallResult measure_stalls(const lab::GatewayLab& lab, const lab::AgentStack& st
                   static_cast<int>(res.stall_ms.size()) < o.migrations;
        ++d) {
     const bool baseline = d == 0;  // the first download runs without migrations
-    auto fd = request(lab, o.file, o.half_close);
+    auto fd = request_file(lab, o.file, o.half_close);
     if (!fd) {
       res.failures += "stall download: " + fd.error().message() + "; ";
       return res;
@@ -217,7 +250,7 @@ BusyBatchResult measure_busy_batch(const lab::GatewayLab& lab, const lab::AgentS
   BusyBatchResult res;
   std::vector<UniqueFd> fds;
   for (int i = 0; i < flows; ++i) {
-    auto fd = request(lab, file, false);
+    auto fd = request_file(lab, file, false);
     if (!fd) {
       res.failures += "busy batch connect: " + fd.error().message() + "; ";
       return res;

@@ -27,6 +27,19 @@ using Clock = std::chrono::steady_clock;
 // server_tuple: the client socket |fd|'s connection as the server sees it ("vip:p peer:q").
 [[nodiscard]] std::string server_tuple(int fd);
 
+// request_file connects to VIP:8080 (rendr-fileserver) and asks for |file|; |half_close| shuts
+// the client's sending side down after the request (the server's socket goes to CLOSE_WAIT).
+[[nodiscard]] Result<UniqueFd> request_file(const lab::GatewayLab& lab, const std::string& file,
+                                            bool half_close = false);
+struct Download {
+  std::uint64_t got = 0;  // body bytes received
+  std::uint64_t bad = 0;  // of them, different from file_byte()
+  std::string error;      // why it stopped short ("" when complete)
+};
+// read_body reads the response on |fd| until |size| body bytes arrived, the server closed, or
+// nothing arrived for |idle_timeout_ms|; every byte is checked against file_byte().
+[[nodiscard]] Download read_body(int fd, std::uint64_t size, int idle_timeout_ms = 20000);
+
 struct StallOptions {
   std::string file;         // served by rendr-fileserver on 10.99.0.1:8080 at both hosts
   std::uint64_t size = 0;   // its size

@@ -77,10 +77,10 @@ bool file_is_png(const std::string& path) {
 
 }  // namespace
 
-// usage: rendr_bench_smoke <rendr-bench> [repair|migrate]
+// usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile]
 int main(int argc, char** argv) {
   if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: %s <path to rendr-bench> [repair|migrate]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <path to rendr-bench> [repair|migrate|hostile]\n", argv[0]);
     return 2;
   }
   const std::string which = argc == 3 ? argv[2] : "repair";
@@ -120,6 +120,17 @@ int main(int argc, char** argv) {
     // Correctness is asserted even in a smoke run: nothing lost, no reset, every sample taken.
     spec.exact = {"\"migrations\":3", "\"batch_connections\":50", "\"rst_seen\":0",
                   "\"bytes_lost\":0", "\"busy_batch_flows\":5"};
+  } else if (which == "hostile") {
+    spec.args = "hostile --json --hellos 600 --sources 10 --settle-s 0 --slowloris 60 "
+                "--fault-mib 32";
+    spec.keys = {"legit_dial_ok_during_flood", "legit_dial_ok_after_flood",
+                 "listener_rss_growth_mb", "agent_rss_after_flood_mb",
+                 "unauthorized_actions_accepted", "faults_tried", "connections_lost"};
+    // Correctness even in a smoke run: no action of a stranger carried out, no connection
+    // lost to an agent fault, the legitimate client served after the flood.
+    spec.exact = {"\"unauthorized_actions_accepted\":0", "\"connections_lost\":0",
+                  "\"faults_tried\":2", "\"legit_dial_ok_after_flood\":1",
+                  "\"agent_crashes\":0", "\"hostile_hellos\":600"};
   } else {
     std::fprintf(stderr, "%s: unknown bench %s\n", argv[0], which.c_str());
     return 2;

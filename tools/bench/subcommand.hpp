@@ -28,5 +28,7 @@ int run_migrate(std::span<char* const> args);
 int run_engine(std::span<char* const> args);
 // echo-server SOCK ADDR:PORT: the migrate benchmark's echo server (internal).
 int run_echo_server(std::span<char* const> args);
+int run_hostile(std::span<char* const> args);
+int run_hostile_listener(std::span<char* const> args);
 
 }  // namespace rendr::bench

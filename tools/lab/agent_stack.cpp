@@ -59,6 +59,25 @@ std::string AgentStack::log(const std::string& name) const {
   return out;
 }
 
+pid_t AgentStack::pid(const std::string& log) const {
+  for (const auto& [name, p] : procs_) {
+    if (name == log) {
+      return p;
+    }
+  }
+  return -1;
+}
+
+Status AgentStack::issue_cert(const std::string& name) const {
+  const std::string cmd = opt_.rendrctl_bin + " cert issue --dir " + dir_ + " --name " +
+                          shell_quote(name) + " --days 2";
+  std::string out;
+  if (shell(cmd, &out) != 0) {
+    return make_error(std::errc::io_error, cmd + ": " + out);
+  }
+  return {};
+}
+
 bool AgentStack::wait_log(const std::string& name, const std::string& text, int timeout_ms) const {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (log(name).find(text) == std::string::npos) {

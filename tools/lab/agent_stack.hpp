@@ -47,6 +47,11 @@ class AgentStack {
                                             const std::vector<std::string>& flows,
                                             const std::string& to, bool all = false,
                                             const std::string& service = {}) const;
+  // pid: the process spawned under |log| (agents: "gw", "a", "b"); -1 when there is none.
+  [[nodiscard]] pid_t pid(const std::string& log) const;
+  // issue_cert issues one more certificate from the stack's CA (dir/<name>.pem and .key), e.g.
+  // for a name the agents do not list.
+  [[nodiscard]] Status issue_cert(const std::string& name) const;
   // wait_log waits (bounded) until |name|'s log contains |text|.
   [[nodiscard]] bool wait_log(const std::string& name, const std::string& text, int timeout_ms) const;
 

@@ -7,6 +7,7 @@
 // rounds leave no memory behind. The attacker on the agent channel is a blocking OpenSSL
 // client in the lab's gw namespace.
 #include "agent_lab.hpp"
+#include "lab/agent_client.hpp"
 
 #include "../repair/conn_util.hpp"
 
@@ -20,8 +21,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -40,78 +39,22 @@ using namespace rendr::test;
 
 namespace {
 
-// TlsClient: one agent channel opened with |name|'s certificate from the lab's dir.
+// TlsClient: one agent channel opened with |name|'s certificate from the lab's dir
+// (lab::AgentTlsClient, which rendr-bench hostile uses too).
 class TlsClient {
  public:
   TlsClient(const AgentLab& al, const Netns& from, const std::string& name, const char* ip) {
-    // A refused channel is closed under our writes: EPIPE, not a signal that kills the test.
-    ::signal(SIGPIPE, SIG_IGN);
-    ctx_ = SSL_CTX_new(TLS_client_method());
-    const std::string d = al.dir + "/";
-    if (SSL_CTX_use_certificate_chain_file(ctx_, (d + name + ".pem").c_str()) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx_, (d + name + ".key").c_str(), SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_load_verify_locations(ctx_, (d + "ca.pem").c_str(), nullptr) != 1) {
-      throw std::runtime_error("TLS client: cannot load " + name + "'s certificate");
+    auto c = lab::AgentTlsClient::open(al.dir, name, from.fd(), ip);
+    if (!c) {
+      throw std::runtime_error("TLS client: " + c.error().message());
     }
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    {
-      NetnsScope in(from);
-      fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    }
-    timeval tv{5, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(7300);
-    ::inet_pton(AF_INET, ip, &a.sin_addr);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      throw std::runtime_error(std::string("TLS client: connect to ") + ip + " failed");
-    }
-    ssl_ = SSL_new(ctx_);
-    SSL_set_fd(ssl_, fd_);
-    if (SSL_connect(ssl_) != 1) {
-      throw std::runtime_error("TLS client: handshake failed");
-    }
+    c_ = std::move(*c);
   }
-  ~TlsClient() {
-    SSL_free(ssl_);
-    SSL_CTX_free(ctx_);
-    ::close(fd_);
-  }
-  TlsClient(const TlsClient&) = delete;
-  TlsClient& operator=(const TlsClient&) = delete;
-
-  bool send_raw(std::span<const std::byte> b) {
-    return SSL_write(ssl_, b.data(), static_cast<int>(b.size())) == static_cast<int>(b.size());
-  }
-  // ask sends |m| and returns the reply, or nullopt when the agent closed the channel.
-  std::optional<Message> ask(const Message& m) {
-    auto f = m.encode_framed();
-    if (!send_raw(f)) {
-      return std::nullopt;
-    }
-    FrameReader fr;
-    std::byte buf[16384];
-    for (;;) {
-      auto n = fr.next();
-      if (!n.ok()) {
-        return std::nullopt;
-      }
-      if (n->has_value()) {
-        return std::move(**n);
-      }
-      int got = SSL_read(ssl_, buf, sizeof buf);
-      if (got <= 0) {
-        return std::nullopt;
-      }
-      fr.feed(std::span(buf, static_cast<std::size_t>(got)));
-    }
-  }
+  bool send_raw(std::span<const std::byte> b) { return c_->send_raw(b); }
+  std::optional<Message> ask(const Message& m) { return c_->ask(m); }
 
  private:
-  SSL_CTX* ctx_ = nullptr;
-  SSL* ssl_ = nullptr;
-  int fd_ = -1;
+  std::unique_ptr<lab::AgentTlsClient> c_;
 };
 
 constexpr const char* kHostA = "10.0.2.2";
