@@ -26,8 +26,7 @@ namespace rendr::repair::detail {
 
 inline constexpr const char* kCapHint =
     "TCP_REPAIR needs CAP_NET_ADMIN in the socket's network namespace and this process lacks it; "
-    "run as root or grant CAP_NET_ADMIN, or use the userstack fallback (rendr's user-space TCP "
-    "over TUN, no CAP_NET_ADMIN needed)";
+    "run as root or grant CAP_NET_ADMIN (`rendrctl status` shows what this host can do)";
 
 inline Error sys_error(const std::string& step, int err = errno) {
   if (err == EPERM) {

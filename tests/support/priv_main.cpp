@@ -7,24 +7,11 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
-#include <fcntl.h>
-#include <linux/if_tun.h>
-#include <net/if.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sched.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#include <linux/bpf.h>
+#include <rendr/agents/capabilities.hpp>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
-#include <thread>
 
 #ifndef RENDR_PRIV_NEEDS
 #define RENDR_PRIV_NEEDS "netns"
@@ -42,85 +29,23 @@ bool listing(int argc, char** argv) {
   return false;
 }
 
-// Each probe returns an empty string on success, else "<what> (<errno text>)".
-std::string probe_netns() {
-  std::string result;
-  // unshare in a throwaway thread so the main thread's namespace is untouched.
-  std::thread t([&] {
-    if (::unshare(CLONE_NEWNET) != 0) {
-      result = std::string("CAP_SYS_ADMIN to create network namespaces (") +
-               std::strerror(errno) + ")";
-    }
-  });
-  t.join();
-  return result;
-}
-
-std::string probe_tcp_repair() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-  if (fd < 0) {
-    return std::string("a TCP socket (") + std::strerror(errno) + ")";
-  }
-  int on = 1;
-  int rc = ::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on, sizeof on);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    return std::string("CAP_NET_ADMIN for TCP_REPAIR (") + std::strerror(err) + ")";
-  }
-  return {};
-}
-
-std::string probe_bpf() {
-  // Load the smallest socket-filter-free program type we use: sched_cls "return 0".
-  struct bpf_insn insns[2] = {};
-  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 0
-  insns[0].dst_reg = 0;
-  insns[1].code = BPF_JMP | BPF_EXIT;
-  union bpf_attr attr;
-  std::memset(&attr, 0, sizeof attr);
-  attr.prog_type = BPF_PROG_TYPE_SCHED_CLS;
-  attr.insns = reinterpret_cast<std::uint64_t>(insns);
-  attr.insn_cnt = 2;
-  static const char kLicense[] = "GPL";
-  attr.license = reinterpret_cast<std::uint64_t>(kLicense);
-  int fd = static_cast<int>(::syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr));
-  if (fd < 0) {
-    return std::string("CAP_BPF+CAP_NET_ADMIN to load BPF programs (") + std::strerror(errno) + ")";
-  }
-  ::close(fd);
-  return {};
-}
-
-std::string probe_tun() {
-  int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    return std::string("/dev/net/tun (") + std::strerror(errno) + ")";
-  }
-  ::close(fd);
-  return {};
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   if (!listing(argc, argv)) {
     std::string needs = RENDR_PRIV_NEEDS;
     std::string missing;
+    const auto report = rendr::agents::probe_capabilities();
     std::size_t pos = 0;
     while (pos <= needs.size()) {
       std::size_t comma = needs.find(',', pos);
       std::string n = needs.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
       pos = comma == std::string::npos ? needs.size() + 1 : comma + 1;
+      // The one capability probe (rendr/agents/capabilities.hpp); "bpf" is a tc program.
+      const std::string cap = n == "bpf" ? "ebpf_sched_cls" : n;
       std::string why;
-      if (n == "netns") {
-        why = probe_netns();
-      } else if (n == "tcp_repair") {
-        why = probe_tcp_repair();
-      } else if (n == "bpf") {
-        why = probe_bpf();
-      } else if (n == "tun") {
-        why = probe_tun();
+      if (!n.empty() && !report.ok(cap)) {
+        why = cap + " (" + report.detail(cap) + ")";
       }
       if (!why.empty()) {
         missing += (missing.empty() ? "" : ", ") + why;

@@ -61,6 +61,17 @@ double rss_mb(pid_t pid) {
   return -1;
 }
 
+long threads_of(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("Threads:", 0) == 0) {
+      return std::stol(line.substr(8));
+    }
+  }
+  return -1;
+}
+
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
 // legit_round_trip dials one flow from the peer's own address, echoes 1 KiB and closes.
@@ -344,8 +355,11 @@ int run_hostile(std::span<char* const> args) {
       }
     }
     double peak = rss_mb(lp);
+    const long threads_peak = threads_of(lp);
     std::this_thread::sleep_for(std::chrono::seconds(settle_s));
     const double after = rss_mb(lp);
+    std::fprintf(stderr, "listener: %ld threads right after the flood, %ld after %llu s\n",
+                 threads_peak, threads_of(lp), static_cast<unsigned long long>(settle_s));
     peak = std::max(peak, after);
     std::fprintf(stderr,
                  "flood: %llu HELLOs from %llu sources in %.1f s (%llu failed); legit dials "

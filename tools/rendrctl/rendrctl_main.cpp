@@ -5,6 +5,7 @@
 //   rendrctl snapshot take --pid PID --flow L->R -o FILE [--keep-frozen]
 //   rendrctl snapshot show FILE [--full]             JSON dump of a snapshot file
 //   rendrctl snapshot restore FILE [--netns PATH] --exec CMD [ARGS...]
+#include <rendr/agents/capabilities.hpp>
 #include <rendr/common/json.hpp>
 #include <rendr/common/snapshot_codec.hpp>
 #include <rendr/repair/handover.hpp>
@@ -39,7 +40,7 @@ constexpr const char* kUsage =
     "usage: rendrctl <command> [options]\n"
     "\n"
     "commands:\n"
-    "  status [--json] [--engine-dir DIR]\n"
+    "  status [--json] [--engine-dir DIR] [--tun-device NAME]\n"
     "      Probe what this host can do (TCP_REPAIR, BPF, TUN, netns) and say which migration\n"
     "      method rendr will use and why; list the engine flows and paths (RTT, loss, state,\n"
     "      bytes) that live processes published in DIR (default $RENDR_ENGINE_STATUS_DIR or\n"
@@ -74,112 +75,31 @@ int failed(const std::string& msg) {
   return 1;
 }
 
-struct Probe {
-  std::string name;
-  bool ok = false;
-  std::string detail;
-};
-
-Probe probe_netns() {
-  Probe p{"netns", false, ""};
-  std::thread t([&] {
-    if (::unshare(CLONE_NEWNET) == 0) {
-      p.ok = true;
-    } else {
-      p.detail = std::strerror(errno);
-    }
-  });
-  t.join();
-  return p;
-}
-
-Probe probe_repair() {
-  auto r = repair::probe_tcp_repair();
-  return {"tcp_repair", r.ok(), r.ok() ? "" : r.error().message()};
-}
-
-Probe probe_bpf_type(const char* name, bpf_prog_type type, bpf_attach_type attach) {
-  bpf_insn insns[2] = {};
-  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
-  insns[1].code = BPF_JMP | BPF_EXIT;
-  if (type == BPF_PROG_TYPE_SK_LOOKUP) {
-    insns[0].imm = 1;  // SK_PASS
-  }
-  bpf_attr attr;
-  std::memset(&attr, 0, sizeof attr);
-  attr.prog_type = type;
-  attr.expected_attach_type = attach;
-  attr.insns = reinterpret_cast<std::uint64_t>(insns);
-  attr.insn_cnt = 2;
-  static const char kLicense[] = "GPL";
-  attr.license = reinterpret_cast<std::uint64_t>(kLicense);
-  int fd = static_cast<int>(::syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr));
-  if (fd < 0) {
-    return {name, false, std::strerror(errno)};
-  }
-  ::close(fd);
-  return {name, true, ""};
-}
-
-Probe probe_tun() {
-  int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    return {"tun", false, std::string("/dev/net/tun: ") + std::strerror(errno)};
-  }
-  ::close(fd);
-  return {"tun", true, ""};
-}
-
 int cmd_status(const std::vector<std::string>& args) {
   bool json = false;
   std::string engine_dir = rendr::engine::engine_status_dir();
+  rendr::agents::ProbeOptions probe_opts;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
     if (a == "--json") {
       json = true;
     } else if (a == "--engine-dir" && i + 1 < args.size()) {
       engine_dir = args[++i];
+    } else if (a == "--tun-device" && i + 1 < args.size()) {
+      probe_opts.tun_device = args[++i];
     } else {
       return usage_error("status: unknown option '" + a + "'");
     }
   }
-  std::vector<Probe> probes = {probe_repair(),
-                               probe_bpf_type("ebpf_sched_cls", BPF_PROG_TYPE_SCHED_CLS,
-                                              static_cast<bpf_attach_type>(0)),
-                               probe_bpf_type("ebpf_sk_lookup", BPF_PROG_TYPE_SK_LOOKUP,
-                                              BPF_SK_LOOKUP),
-                               probe_tun(), probe_netns()};
-  auto ok = [&](const std::string& n) {
-    for (const auto& p : probes) {
-      if (p.name == n) {
-        return p.ok;
-      }
-    }
-    return false;
-  };
-  const bool native = ok("tcp_repair") && ok("ebpf_sched_cls");
-  std::string method;
-  std::string why;
-  if (native) {
-    method = "native";
-    why = "TCP_REPAIR and tc BPF programs work here: kernel sockets migrate with their state";
-  } else if (ok("tun")) {
-    method = "userstack";
-    why = std::string("native needs ") +
-          (!ok("tcp_repair") ? "TCP_REPAIR (CAP_NET_ADMIN)" : "tc BPF (CAP_BPF+CAP_NET_ADMIN)") +
-          ", which failed; a TUN device is available, so connections are terminated in rendr's "
-          "user-space TCP stack and carried by the engine";
-  } else {
-    method = "engine";
-    why = "neither TCP_REPAIR nor TUN is usable: only connections whose both ends run rendr "
-          "(the framing engine) can migrate";
-  }
-  utsname u{};
-  ::uname(&u);
+  const auto report = rendr::agents::probe_capabilities(probe_opts);
+  const auto& probes = report.caps;
+  const std::string& method = report.method;
+  const std::string& why = report.reason;
+  const std::string kernel = rendr::agents::kernel_release();
   if (json) {
     JsonWriter j;
     j.begin_object();
-    j.kv("kernel", std::string(u.release));
+    j.kv("kernel", kernel);
     j.kv("euid", static_cast<std::int64_t>(::geteuid()));
     j.kv("method", method);
     j.kv("method_reason", why);
@@ -196,7 +116,7 @@ int cmd_status(const std::vector<std::string>& args) {
     std::printf("%s\n", j.str().c_str());
     return 0;
   }
-  std::printf("kernel   %s\nuid      %d\n", u.release, static_cast<int>(::geteuid()));
+  std::printf("kernel   %s\nuid      %d\n", kernel.c_str(), static_cast<int>(::geteuid()));
   for (const auto& p : probes) {
     std::printf("%-16s %s%s%s\n", p.name.c_str(), p.ok ? "yes" : "no",
                 p.detail.empty() ? "" : "  - ", p.detail.c_str());

@@ -248,7 +248,8 @@ void check_refused(const Results& res, const std::string& entry) {
   INFO("errno " << it->second.first << ": " << it->second.second);
   CHECK(it->second.first == EPERM);
   CHECK_THAT(it->second.second, Catch::Contains("CAP_NET_ADMIN"));
-  CHECK_THAT(it->second.second, Catch::Contains("userstack"));
+  CHECK_THAT(it->second.second, Catch::Contains("rendrctl status"));
+  CHECK_THAT(it->second.second, !Catch::Contains("userstack"));
 }
 
 LogSink quiet() {

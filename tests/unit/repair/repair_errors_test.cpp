@@ -93,14 +93,16 @@ void require_cap_hint(const Error& e) {
   INFO("error: " << e.message());
   CHECK(e.code == std::errc::operation_not_permitted);
   CHECK_THAT(e.message(), Catch::Contains("CAP_NET_ADMIN"));
-  CHECK_THAT(e.message(), Catch::Contains("userstack"));
+  // It names what helps, and no method this build does not have (no userstack yet).
+  CHECK_THAT(e.message(), Catch::Contains("rendrctl status"));
+  CHECK_THAT(e.message(), !Catch::Contains("userstack"));
 }
 
 }  // namespace
 
 // ---- without CAP_NET_ADMIN ------------------------------------------------------------------
 
-TEST_CASE("checkpoint without CAP_NET_ADMIN fails with EPERM naming the capability and userstack",
+TEST_CASE("checkpoint without CAP_NET_ADMIN fails with EPERM naming the capability",
           "[repair][errors][cap]") {
   FakeSys fake;
   const int fd = source(fake);
@@ -118,7 +120,7 @@ TEST_CASE("checkpoint without CAP_NET_ADMIN fails with EPERM naming the capabili
   CHECK(count_if(fake.calls(), is_repair_off) == 0);
 }
 
-TEST_CASE("restore without CAP_NET_ADMIN fails with EPERM naming the capability and userstack",
+TEST_CASE("restore without CAP_NET_ADMIN fails with EPERM naming the capability",
           "[repair][errors][cap]") {
   FakeSys fake;
   fake.fail_if([](const Call& c) { return c.is_set(IPPROTO_TCP, TCP_REPAIR); }, EPERM);

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: Apache-2.0
+// The capability probe: what this build can do on this host, found by trying (never guessed
+// from the uid or the kernel version), and the migration method that follows. One
+// implementation for rendr-agent's status, `rendrctl status` and the privileged tests.
+//
+// Capabilities (name: what was tried):
+//   tcp_repair      TCP_REPAIR on a fresh TCP socket
+//   ebpf_sched_cls  loading a tc program (freeze, gateway steering)
+//   ebpf_sk_lookup  loading an sk_lookup program
+//   netns           unshare(CLONE_NEWNET) on a scratch thread
+//   tun             attaching a TUN device: the configured one (ProbeOptions::tun_device), else
+//                   a scratch device created in a private network namespace
+//   userstack       rendr's user-space TCP fallback: not part of this build, always false
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rendr::agents {
+
+struct Capability {
+  std::string name;
+  bool ok = false;
+  std::string detail;  // why not (empty when ok)
+};
+
+struct ProbeOptions {
+  std::string tun_device;  // a pre-provisioned TUN device to attach; empty: a scratch one
+};
+
+struct CapabilityReport {
+  std::vector<Capability> caps;
+  std::string method;  // "native" or "engine"
+  std::string reason;  // why that method, in a sentence
+  [[nodiscard]] bool ok(std::string_view name) const;
+  [[nodiscard]] std::string detail(std::string_view name) const;
+};
+
+[[nodiscard]] CapabilityReport probe_capabilities(const ProbeOptions& options = {});
+
+// kernel_release: uname -r.
+[[nodiscard]] std::string kernel_release();
+
+}  // namespace rendr::agents

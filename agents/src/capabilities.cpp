@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <rendr/agents/capabilities.hpp>
+
+#include <rendr/ebpf/probe.hpp>
+#include <rendr/repair/repair.hpp>
+
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+namespace rendr::agents {
+
+namespace {
+
+// on_scratch_thread runs |f| on a new thread, so an unshare() there leaves the caller's
+// namespaces alone.
+template <typename F>
+void on_scratch_thread(F&& f) {
+  std::thread t(std::forward<F>(f));
+  t.join();
+}
+
+Capability probe_netns() {
+  Capability c{"netns", false, ""};
+  on_scratch_thread([&] {
+    if (::unshare(CLONE_NEWNET) == 0) {
+      c.ok = true;
+    } else {
+      c.detail = std::string("creating a network namespace was refused (") +
+                 std::strerror(errno) + "): it needs CAP_SYS_ADMIN";
+    }
+  });
+  return c;
+}
+
+// attach_tun opens /dev/net/tun and attaches (TUNSETIFF) to |name|, creating it when it does
+// not exist and the caller may; the device goes away with the fd unless it is persistent.
+std::string attach_tun(const std::string& name) {
+  const int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    return std::string("/dev/net/tun: ") + std::strerror(errno);
+  }
+  ifreq ifr{};
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  const int rc = ::ioctl(fd, TUNSETIFF, &ifr);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    if (err == EBUSY) {
+      return "TUN device " + name + " is attached by another process";
+    }
+    if (err == EPERM) {
+      return "attaching TUN device " + name +
+             " was refused: it needs CAP_NET_ADMIN, or a device provisioned for this user "
+             "(ip tuntap add dev " + name + " mode tun user <uid>)";
+    }
+    return "attaching TUN device " + name + ": " + std::strerror(err);
+  }
+  return {};
+}
+
+Capability probe_tun(const ProbeOptions& o) {
+  Capability c{"tun", false, ""};
+  if (!o.tun_device.empty()) {
+    // Only an existing device: attaching to a missing name would create one.
+    c.detail = ::if_nametoindex(o.tun_device.c_str()) == 0
+                   ? "TUN device " + o.tun_device +
+                         " does not exist (provision it: ip tuntap add dev " + o.tun_device +
+                         " mode tun user <uid>)"
+                   : attach_tun(o.tun_device);
+  } else {
+    // No device configured: create a scratch one where it harms nobody.
+    on_scratch_thread([&] {
+      if (::unshare(CLONE_NEWNET) != 0) {
+        c.detail = "no TUN device configured, and no private network namespace to try one in";
+        return;
+      }
+      c.detail = attach_tun("rendrprobe0");
+    });
+  }
+  c.ok = c.detail.empty();
+  return c;
+}
+
+Capability from(const char* name, const Status& st) {
+  return {name, st.ok(), st.ok() ? "" : st.error().message()};
+}
+
+}  // namespace
+
+bool CapabilityReport::ok(std::string_view name) const {
+  for (const auto& c : caps) {
+    if (c.name == name) {
+      return c.ok;
+    }
+  }
+  return false;
+}
+
+std::string CapabilityReport::detail(std::string_view name) const {
+  for (const auto& c : caps) {
+    if (c.name == name) {
+      return c.detail;
+    }
+  }
+  return "not probed";
+}
+
+CapabilityReport probe_capabilities(const ProbeOptions& options) {
+  CapabilityReport r;
+  r.caps.push_back(from("tcp_repair", repair::probe_tcp_repair()));
+  r.caps.push_back(from("ebpf_sched_cls", ebpf::probe_prog_load(ebpf::ProgKind::sched_cls)));
+  r.caps.push_back(from("ebpf_sk_lookup", ebpf::probe_prog_load(ebpf::ProgKind::sk_lookup)));
+  r.caps.push_back(probe_tun(options));
+  r.caps.push_back(probe_netns());
+  r.caps.push_back({"userstack", false, "not part of this build"});
+  if (r.ok("tcp_repair") && r.ok("ebpf_sched_cls")) {
+    r.method = "native";
+    r.reason = "TCP_REPAIR and tc BPF programs work here: kernel sockets migrate with their state";
+  } else {
+    r.method = "engine";
+    r.reason = std::string("native migration needs ") +
+               (!r.ok("tcp_repair") ? "TCP_REPAIR (" + r.detail("tcp_repair") + ")"
+                                    : "tc BPF programs (" + r.detail("ebpf_sched_cls") + ")") +
+               "; this build has no other way to move a kernel TCP connection, so only flows "
+               "whose both ends run rendr (the framing engine) can move";
+  }
+  return r;
+}
+
+std::string kernel_release() {
+  utsname u{};
+  if (::uname(&u) != 0) {
+    return "unknown";
+  }
+  return u.release;
+}
+
+}  // namespace rendr::agents
