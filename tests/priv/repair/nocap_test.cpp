@@ -259,7 +259,7 @@ LogSink quiet() {
 }  // namespace
 
 TEST_CASE("without CAP_NET_ADMIN checkpoint, restore, thaw and probe fail naming the capability "
-          "and userstack, the socket keeps working",
+          "and what helps, the socket keeps working",
           "[.repair][repair][nocap]") {
   const bool v6 = GENERATE(false, true);
   INFO((v6 ? "IPv6" : "IPv4"));
