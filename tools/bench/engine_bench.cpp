@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-bench engine: the framing engine in the multipath lab (docs/bench.md "engine").
-//   throughput_ratio      rendr (one tcp path, prime) / raw TCP over the same veth, alternated
+//   throughput_ratio      rendr (one tcp path, prime) / raw TCP over the same veth: --tput-runs
+//                         pairs alternated, median (also _median, _min, _max), and CPU-seconds
+//                         per GiB of each side (cpu_per_gib_ratio_sender / _receiver)
 //   g1_time_ratio         1 GiB with migrations at 30/50/70 % / the same without
 //   failover_p50/p99_ms   echo every 5 ms, silent nftables drop of the active path: the worst
 //                         per-message latency of each run, over >= 10 runs (prime, fast probing)
@@ -28,6 +30,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -57,7 +60,8 @@ struct Config {
   bool json = false;
   bool check_targets = false;
   bool skip_mptcp = false;
-  std::uint64_t tput_mib = 512;
+  std::uint64_t tput_mib = 4096;
+  std::uint64_t tput_runs = 5;
   std::uint64_t tput_rate_mbit = 1000;
   std::uint64_t g1_mib = 1024;
   std::uint64_t runs = 10;
@@ -147,7 +151,12 @@ bool read_all(int fd, std::byte* p, std::size_t n) {
 }
 
 // raw_transfer: |total| bytes over a plain TCP connection client ns -> server ns (path 1).
-Result<double> raw_transfer(EngineRig& rig, std::uint64_t total) {
+struct RawResult {
+  double seconds = 0;
+  CpuTime writer_cpu;  // the sending thread's CPU time
+  CpuTime reader_cpu;  // the receiving (calling) thread's
+};
+Result<RawResult> raw_transfer(EngineRig& rig, std::uint64_t total) {
   UniqueFd lfd;
   std::uint16_t port = 0;
   auto st = rig.in_server([&]() -> Status {
@@ -178,8 +187,12 @@ Result<double> raw_transfer(EngineRig& rig, std::uint64_t total) {
     return errno_error("accept");
   }
   UniqueFd server(sfd);
+  RawResult res;
+  const CpuTime reader0 = this_thread_cpu();
   const auto start = Clock::now();
   std::thread w([&] {
+    (void)::pthread_setname_np(::pthread_self(), "bench-writer");
+    const CpuTime cpu0 = this_thread_cpu();
     std::vector<std::byte> buf(1U << 20, std::byte{0x5a});
     std::uint64_t off = 0;
     while (off < total) {
@@ -190,6 +203,7 @@ Result<double> raw_transfer(EngineRig& rig, std::uint64_t total) {
       off += n;
     }
     ::shutdown(cfd.get(), SHUT_WR);
+    res.writer_cpu = this_thread_cpu() - cpu0;
   });
   std::vector<std::byte> in(1U << 20);
   std::uint64_t got = 0;
@@ -208,12 +222,13 @@ Result<double> raw_transfer(EngineRig& rig, std::uint64_t total) {
   if (std::getenv("RENDR_BENCH_GAPS") != nullptr) {
     progress("raw longest pause " + std::to_string(gap) + " ms");
   }
-  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  res.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  res.reader_cpu = this_thread_cpu() - reader0;
   w.join();
   if (got != total) {
     return make_error(std::errc::io_error, "raw transfer: short");
   }
-  return secs;
+  return res;
 }
 
 // --- echo over raw sockets: worst latency after a drop (MPTCP baseline) ---
@@ -423,7 +438,9 @@ int run_engine(std::span<char* const> args) {
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
   p.flag("check-targets", &cfg.check_targets, "exit 3 when a target is missed");
   p.flag("skip-mptcp", &cfg.skip_mptcp, "do not run the MPTCP baseline");
-  p.uint("tput-mib", &cfg.tput_mib, 16, 65536, "MiB per throughput run (3 runs each side)");
+  p.uint("tput-mib", &cfg.tput_mib, 16, 65536, "MiB per throughput transfer, default 4096");
+  p.uint("tput-runs", &cfg.tput_runs, 1, 100,
+         "raw TCP / rendr pairs, alternated (median and min reported), default 5");
   p.uint("tput-rate-mbit", &cfg.tput_rate_mbit, 0, 100000,
          "also compare on path 1 limited to this rate with tbf (0 skips), default 1000");
   p.uint("g1-mib", &cfg.g1_mib, 16, 65536, "MiB for the G1 time ratio");
@@ -502,54 +519,96 @@ int run_engine(std::span<char* const> args) {
     return std::make_pair(std::move(*c), std::move(*s));
   };
 
-  // 1. throughput: alternate raw and rendr, best of three each; then the same on path 1 limited
-  // with tbf to --tput-rate-mbit (a NIC-bound path, where the copies rendr adds are not the limit).
+  // 1. throughput: raw TCP and rendr alternated --tput-runs times (the order flips every run),
+  // each moving --tput-mib; per pair the ratio, and CPU-seconds per GiB of each side: the
+  // application threads' own time plus, for rendr, its io threads (rendr-dialer sends,
+  // rendr-listener receives). Then the same on path 1 limited with tbf to --tput-rate-mbit (a
+  // NIC-bound path, where the copies rendr adds are not the limit).
   struct Tput {
-    double raw_mbps = 0;
+    double raw_mbps = 0;    // medians
     double rendr_mbps = 0;
+    double ratio_median = 0;
+    double ratio_min = 0;
+    double ratio_max = 0;
+    double cpu_gib_raw_send = 0;  // CPU-seconds per GiB, medians
+    double cpu_gib_raw_recv = 0;
+    double cpu_gib_rendr_send = 0;
+    double cpu_gib_rendr_recv = 0;
+    std::vector<double> ratios;
     std::string error;
   };
   const auto measure = [&](std::uint64_t bytes, const std::string& label) -> Tput {
     Tput t;
-    double raw_best = 1e9;
-    double rendr_best = 1e9;
-    for (int i = 0; i < 3; ++i) {
-      progress(label + " run " + std::to_string(i + 1) + "/3");
-      auto raw = raw_transfer(rig, bytes);
-      if (!raw) {
-        t.error = "raw transfer: " + raw.error().message();
-        return t;
+    const double gib = static_cast<double>(bytes) / static_cast<double>(1ULL << 30);
+    std::vector<double> raw_s, rendr_s, raw_send, raw_recv, rendr_send, rendr_recv;
+    const int runs = static_cast<int>(cfg.tput_runs);
+    for (int i = 0; i < runs; ++i) {
+      progress(label + " run " + std::to_string(i + 1) + "/" + std::to_string(runs));
+      double one_raw = 0;
+      double one_rendr = 0;
+      for (int k = 0; k < 2; ++k) {
+        if ((k == 0) == (i % 2 == 0)) {  // even runs: raw first
+          auto raw = raw_transfer(rig, bytes);
+          if (!raw) {
+            t.error = "raw transfer: " + raw.error().message();
+            return t;
+          }
+          one_raw = raw->seconds;
+          raw_s.push_back(raw->seconds);
+          raw_send.push_back(raw->writer_cpu.total() / gib);
+          raw_recv.push_back(raw->reader_cpu.total() / gib);
+          continue;
+        }
+        DialOptions o;
+        o.paths = {EngineRig::path(1, lis_bulk.port())};
+        auto pr = pair(o, lis_bulk);
+        if (!pr) {
+          t.error = "dial: " + pr.error().message();
+          return t;
+        }
+        // Page faults are counted because they, not the copies, decided earlier runs: a fresh
+        // page costs about 10 us on a virtualised host (docs/bench.md).
+        const long faults_before = minor_faults();
+        const CpuTime dial0 = named_threads_cpu("rendr-dialer");
+        const CpuTime listener0 = named_threads_cpu("rendr-listener");
+        auto res = transfer(*pr->first, *pr->second, bytes, {}, false);
+        const CpuTime dial = named_threads_cpu("rendr-dialer") - dial0;
+        const CpuTime listener_cpu = named_threads_cpu("rendr-listener") - listener0;
+        const long faults = minor_faults() - faults_before;
+        if (!res.error.empty()) {
+          t.error = "rendr transfer: " + res.error + "\n  client: " +
+                    engine::flow_stats_json(pr->first->stats()) + "\n  server: " +
+                    engine::flow_stats_json(pr->second->stats());
+          return t;
+        }
+        one_rendr = res.seconds;
+        rendr_s.push_back(res.seconds);
+        rendr_send.push_back((res.writer_cpu + dial).total() / gib);
+        rendr_recv.push_back((res.reader_cpu + listener_cpu).total() / gib);
+        char line[200];
+        std::snprintf(line, sizeof line, "  rendr: longest pause %.1f ms, %ld page faults",
+                      res.max_gap_ms, faults);
+        progress(line);
       }
-      raw_best = std::min(raw_best, *raw);
-      DialOptions o;
-      o.paths = {EngineRig::path(1, lis_bulk.port())};
-      auto pr = pair(o, lis_bulk);
-      if (!pr) {
-        t.error = "dial: " + pr.error().message();
-        return t;
-      }
-      // Page faults are counted because they, not the copies, decided these runs: a fresh page
-      // costs about 10 us on a virtualised host (docs/bench.md).
-      const long faults_before = minor_faults();
-      auto res = transfer(*pr->first, *pr->second, bytes, {}, false);
-      const long faults = minor_faults() - faults_before;
-      if (!res.error.empty()) {
-        t.error = "rendr transfer: " + res.error + "\n  client: " +
-                  engine::flow_stats_json(pr->first->stats()) + "\n  server: " +
-                  engine::flow_stats_json(pr->second->stats());
-        return t;
-      }
-      rendr_best = std::min(rendr_best, res.seconds);
+      t.ratios.push_back(one_raw / one_rendr);
       char line[240];
       std::snprintf(line, sizeof line,
-                    "%s run %d/3: raw TCP %.0f MB/s, rendr %.0f MB/s (longest pause %.1f ms, "
-                    "%ld page faults)",
-                    label.c_str(), i + 1, static_cast<double>(bytes) / *raw / 1e6,
-                    static_cast<double>(bytes) / res.seconds / 1e6, res.max_gap_ms, faults);
+                    "%s run %d/%d: raw TCP %.0f MB/s, rendr %.0f MB/s, ratio %.3f; CPU s/GiB "
+                    "send raw %.2f rendr %.2f, receive raw %.2f rendr %.2f",
+                    label.c_str(), i + 1, runs, static_cast<double>(bytes) / one_raw / 1e6,
+                    static_cast<double>(bytes) / one_rendr / 1e6, one_raw / one_rendr,
+                    raw_send.back(), rendr_send.back(), raw_recv.back(), rendr_recv.back());
       progress(line);
     }
-    t.raw_mbps = static_cast<double>(bytes) / raw_best / 1e6;
-    t.rendr_mbps = static_cast<double>(bytes) / rendr_best / 1e6;
+    t.raw_mbps = static_cast<double>(bytes) / percentile(raw_s, 50) / 1e6;
+    t.rendr_mbps = static_cast<double>(bytes) / percentile(rendr_s, 50) / 1e6;
+    t.ratio_median = percentile(t.ratios, 50);
+    t.ratio_min = percentile(t.ratios, 0);
+    t.ratio_max = percentile(t.ratios, 100);
+    t.cpu_gib_raw_send = percentile(raw_send, 50);
+    t.cpu_gib_raw_recv = percentile(raw_recv, 50);
+    t.cpu_gib_rendr_send = percentile(rendr_send, 50);
+    t.cpu_gib_rendr_recv = percentile(rendr_recv, 50);
     return t;
   };
   const bool do_tput = cfg.runs_section("throughput");
@@ -579,7 +638,7 @@ int run_engine(std::span<char* const> args) {
   }
   const double raw_mbps = open_path.raw_mbps;
   const double rendr_mbps = open_path.rendr_mbps;
-  const double throughput_ratio = do_tput ? rendr_mbps / raw_mbps : 0;
+  const double throughput_ratio = do_tput ? open_path.ratio_median : 0;
 
   // 2. G1 time ratio.
   const std::uint64_t g1_bytes = cfg.g1_mib << 20;
@@ -702,13 +761,22 @@ int run_engine(std::span<char* const> args) {
   const double m99 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 99);
   std::printf("engine (2-path veth lab, tcp carriers)\n");
   if (do_tput) {
-    std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s, ratio %.3f (target >= 0.95)\n",
-                rendr_mbps, raw_mbps, throughput_ratio);
+    std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s (medians of %llu x %llu MiB), "
+                "ratio median %.3f min %.3f max %.3f (targets >= 0.95, >= 0.85)\n"
+                "  CPU s/GiB: send rendr %.2f raw %.2f (x%.2f), receive rendr %.2f raw %.2f "
+                "(x%.2f) (target <= 1.3)\n",
+                rendr_mbps, raw_mbps, static_cast<unsigned long long>(cfg.tput_runs),
+                static_cast<unsigned long long>(cfg.tput_mib), open_path.ratio_median,
+                open_path.ratio_min, open_path.ratio_max, open_path.cpu_gib_rendr_send,
+                open_path.cpu_gib_raw_send,
+                open_path.cpu_gib_raw_send > 0 ? open_path.cpu_gib_rendr_send / open_path.cpu_gib_raw_send : 0,
+                open_path.cpu_gib_rendr_recv, open_path.cpu_gib_raw_recv,
+                open_path.cpu_gib_raw_recv > 0 ? open_path.cpu_gib_rendr_recv / open_path.cpu_gib_raw_recv : 0);
     if (cfg.tput_rate_mbit > 0) {
       std::printf("  throughput at %llu Mbit/s (tbf): rendr %.0f MB/s, raw TCP %.0f MB/s, ratio "
                   "%.3f\n",
                   static_cast<unsigned long long>(cfg.tput_rate_mbit), limited.rendr_mbps,
-                  limited.raw_mbps, limited.rendr_mbps / limited.raw_mbps);
+                  limited.raw_mbps, limited.ratio_median);
     }
   }
   if (do_g1) {
@@ -748,11 +816,32 @@ int run_engine(std::span<char* const> args) {
       }
     };
     kv_if(do_tput, "throughput_ratio", throughput_ratio);
+    kv_if(do_tput, "throughput_ratio_median", open_path.ratio_median);
+    kv_if(do_tput, "throughput_ratio_min", open_path.ratio_min);
+    kv_if(do_tput, "throughput_ratio_max", open_path.ratio_max);
     kv_if(do_tput, "rendr_mbps", rendr_mbps);
     kv_if(do_tput, "raw_tcp_mbps", raw_mbps);
+    kv_if(do_tput, "cpu_per_gib_ratio_sender",
+          open_path.cpu_gib_raw_send > 0 ? open_path.cpu_gib_rendr_send / open_path.cpu_gib_raw_send
+                                         : 0);
+    kv_if(do_tput, "cpu_per_gib_ratio_receiver",
+          open_path.cpu_gib_raw_recv > 0 ? open_path.cpu_gib_rendr_recv / open_path.cpu_gib_raw_recv
+                                         : 0);
+    kv_if(do_tput, "cpu_s_per_gib_rendr_sender", open_path.cpu_gib_rendr_send);
+    kv_if(do_tput, "cpu_s_per_gib_rendr_receiver", open_path.cpu_gib_rendr_recv);
+    kv_if(do_tput, "cpu_s_per_gib_raw_sender", open_path.cpu_gib_raw_send);
+    kv_if(do_tput, "cpu_s_per_gib_raw_receiver", open_path.cpu_gib_raw_recv);
+    if (do_tput) {
+      j.kv("tput_mib", cfg.tput_mib);
+      j.begin_array("throughput_ratios");
+      for (double r : open_path.ratios) {
+        j.number(std::round(r * 1000) / 1000);
+      }
+      j.end_array();
+    }
     if (do_tput && cfg.tput_rate_mbit > 0) {
       j.kv("rate_limited_mbit", cfg.tput_rate_mbit);
-      j.kv("throughput_ratio_rate_limited", limited.rendr_mbps / limited.raw_mbps);
+      j.kv("throughput_ratio_rate_limited", limited.ratio_median);
       j.kv("rate_limited_rendr_mbps", limited.rendr_mbps);
       j.kv("rate_limited_raw_tcp_mbps", limited.raw_mbps);
     }

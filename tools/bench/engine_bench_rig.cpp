@@ -159,8 +159,11 @@ TransferResult transfer(Conn& client, Conn& server, std::uint64_t total,
   std::string write_error;
   std::string sha_sent;
   const auto start = Clock::now();
+  CpuTime writer_cpu;
+  const CpuTime reader_cpu0 = this_thread_cpu();
   std::thread writer([&] {
     (void)::pthread_setname_np(::pthread_self(), "bench-writer");
+    const CpuTime cpu0 = this_thread_cpu();
     Sha256 sha;
     std::vector<std::byte> buf = block;
     std::uint64_t off = 0;
@@ -189,6 +192,7 @@ TransferResult transfer(Conn& client, Conn& server, std::uint64_t total,
     if (!st) {
       write_error = "close: " + st.error().message();
     }
+    writer_cpu = this_thread_cpu() - cpu0;
   });
   Sha256 sha;
   std::vector<std::byte> in(kChunk);
@@ -213,7 +217,9 @@ TransferResult transfer(Conn& client, Conn& server, std::uint64_t total,
     res.bytes += *r;
   }
   res.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  res.reader_cpu = this_thread_cpu() - reader_cpu0;
   writer.join();
+  res.writer_cpu = writer_cpu;
   res.sha_sent = sha_sent;
   res.sha_received = sha.hex();
   if (!write_error.empty()) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "bench/stats.hpp"
+#include "bench/thread_cpu.hpp"
 
 #include "lab/multipath_lab.hpp"
 
@@ -64,6 +65,8 @@ struct TransferResult {
   std::string sha_sent;
   std::string sha_received;
   std::string error;        // empty on success
+  CpuTime writer_cpu;       // the writer thread's own CPU time (application side of sending)
+  CpuTime reader_cpu;       // the reading (calling) thread's
 };
 // transfer writes |total| deterministic bytes client -> server, closes the client, and reads
 // to EOF on the server. |on_progress(written)| runs on the writer thread after every chunk.
