@@ -4,16 +4,13 @@
 // The other roles are in driver_carriers.cpp, driver_app.cpp and driver_dial.cpp.
 #include "driver_internal.hpp"
 
-#include "frame_cache.hpp"
+#include <rendr/engine/core/frame_cache.hpp>
 
 #include <asio/error.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
 
-#include <pthread.h>
-
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <variant>

@@ -3,13 +3,9 @@
 // behind them, and the asio face (start_async_read / start_async_write / cancel).
 #include "driver_internal.hpp"
 
-#include "frame_cache.hpp"
-
 #include <asio/error.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
-
-#include <pthread.h>
 
 #include <algorithm>
 #include <cstring>

@@ -3,16 +3,11 @@
 // handshake, and the background re-dial (DialOptions::retry).
 #include "driver_internal.hpp"
 
-#include "frame_cache.hpp"
-
 #include <asio/error.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
 
-#include <pthread.h>
-
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <variant>

@@ -2,8 +2,6 @@
 // IoRuntime: the io_context a Dialer or Listener runs its flows on, and its thread.
 #include "driver_internal.hpp"
 
-#include "frame_cache.hpp"
-
 #include <asio/error.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
@@ -11,7 +9,6 @@
 #include <pthread.h>
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <variant>

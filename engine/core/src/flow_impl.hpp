@@ -5,13 +5,12 @@
 //   flow_send.cpp       the send window, scheduling onto paths, carrier output, retransmission
 //   flow_receive.cpp    carrier input, frame handling, ACKs, reorder and delivery, reads
 //   flow_lifecycle.cpp  timers (probes, freshness, stalls, budget), close / abort, stats
-//   flow_config.cpp     FlowConfig validation and the enums' names
 #pragma once
 
 #include <rendr/engine/errors.hpp>
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/core/flow.hpp>
 
-#include "frame_cache.hpp"
+#include <rendr/engine/core/frame_cache.hpp>
 #include "ledger.hpp"
 #include "reorder.hpp"
 

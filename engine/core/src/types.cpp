@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// FlowConfig validation and the names of the flow enums.
-#include "flow_impl.hpp"
+// The embedder API's value types (rendr/engine/types.hpp): FlowConfig validation and the
+// names of the flow enums.
+#include <rendr/engine/errors.hpp>
+#include <rendr/engine/types.hpp>
+
+#include <rendr/engine/core/wire.hpp>
+
+#include <string>
 
 namespace rendr::engine {
 

@@ -5,15 +5,13 @@
 // flow core feeds it. Times are steady_clock based; tests use made-up time points.
 #pragma once
 
+#include <rendr/engine/types.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 
 namespace rendr::engine {
-
-using Clock = std::chrono::steady_clock;
-using TimePoint = Clock::time_point;
-using Duration = std::chrono::nanoseconds;
 
 class PathEstimator {
  public:

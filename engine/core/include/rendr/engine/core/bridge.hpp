@@ -17,8 +17,8 @@
 #pragma once
 
 #include <rendr/common/result.hpp>
-#include <rendr/engine/flow.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/flow.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include <cstddef>
 #include <map>
