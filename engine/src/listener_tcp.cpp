@@ -155,7 +155,8 @@ void ListenerCore::read_first(const std::shared_ptr<PendingTcp>& p) {
     // A first frame is a HELLO or BRIDGE_TAG: a few hundred bytes. A longer length prefix
     // (an HTTP request reads as ~18 000) is not rendr: close now instead of waiting for it.
     for (std::size_t i = 0; i < n && p->prefix_seen < 2; ++i, ++p->prefix_seen) {
-      p->prefix = static_cast<std::uint16_t>((p->prefix << 8) | static_cast<std::uint8_t>(p->buf[i]));
+      p->prefix =
+          static_cast<std::uint16_t>((p->prefix << 8) | static_cast<std::uint8_t>(p->buf[i]));
     }
     if (p->prefix_seen == 2 && p->prefix > kMaxFirstFrame) {
       self->finish_pending(p, true);

@@ -24,8 +24,8 @@
 namespace rendr::engine {
 
 // Limits and helpers shared by the flow_*.cpp files.
-inline constexpr std::size_t kMaxPaths = 64;          // one bit per path slot in ledger masks
-inline constexpr std::size_t kMaxCtrlQueue = 64;      // queued OOB controls per path (probe replies)
+inline constexpr std::size_t kMaxPaths = 64;      // one bit per path slot in ledger masks
+inline constexpr std::size_t kMaxCtrlQueue = 64;  // queued OOB controls per path (probe replies)
 inline constexpr std::size_t kMaxOutstandingProbes = 16;
 inline constexpr std::size_t kControlReserve = 8;
 inline constexpr int kFastRetransmitDupAcks = 3;

@@ -5,7 +5,8 @@
 
 namespace rendr::engine {
 
-Result<FlowCore::Impl::Path*> FlowCore::Impl::new_path(const PathOptions& opts, PathState st, TimePoint now) {
+Result<FlowCore::Impl::Path*> FlowCore::Impl::new_path(const PathOptions& opts, PathState st,
+                                                       TimePoint now) {
   if (paths.size() >= kMaxPaths || used_slots == ~std::uint64_t{0}) {
     return make_error(errc::too_many_paths, "flow already has 64 paths");
   }

@@ -44,8 +44,8 @@ void FlowCore::Impl::retransmit(detail::LedgerEntry& e, TimePoint now) {
   dispatch(e, now);
 }
 
-std::size_t FlowCore::Impl::transmit(Path& p, std::vector<std::byte>& out, std::size_t max_bytes, TimePoint now,
-                     std::vector<GatherPiece>* gather) {
+std::size_t FlowCore::Impl::transmit(Path& p, std::vector<std::byte>& out, std::size_t max_bytes,
+                                     TimePoint now, std::vector<GatherPiece>* gather) {
   const bool stream = p.framing == Framing::stream;
   const std::size_t overhead = stream ? kStreamPrefixSize : 0;
   std::size_t written = 0;

@@ -3,6 +3,8 @@
 // probes, and the windows derived from them (freshness before a silent path is declared dead,
 // write-stall timeout, retransmission timeout on unreliable carriers). Pure value type; the
 // flow core feeds it. Times are steady_clock based; tests use made-up time points.
+//
+// Engine core (rendr::engine_core, <rendr/engine/core/...>): not part of the embedder API.
 #pragma once
 
 #include <rendr/engine/types.hpp>

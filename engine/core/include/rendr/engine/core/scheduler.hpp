@@ -8,6 +8,8 @@
 //          exceeds k x the best RTT is skipped (a path without an RTT sample never is).
 // The flow core owns one PrimeSelector and one BondCursor and calls them with a snapshot of its
 // paths; neither keeps references to paths.
+//
+// Engine core (rendr::engine_core, <rendr/engine/core/...>): not part of the embedder API.
 #pragma once
 
 #include <rendr/common/result.hpp>

@@ -8,6 +8,8 @@
 // exactly the same bytes, or is refused with an engine errc (malformed_frame, frame_too_large,
 // unknown_control, unsupported_version) and a message naming the field. Nothing here trusts a
 // length it has not bounded.
+//
+// Engine core (rendr::engine_core, <rendr/engine/core/...>): not part of the embedder API.
 #pragma once
 
 #include <rendr/common/result.hpp>
