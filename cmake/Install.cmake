@@ -5,7 +5,9 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-set(RENDR_INSTALL_LIBS rendr_common rendr_repair rendr_engine rendr_agentproto rendr_embed)
+# rendr_engine_core: the engine's I/O-free core, linked by rendr_engine (its headers stay private).
+set(RENDR_INSTALL_LIBS rendr_common rendr_repair rendr_engine_core rendr_engine rendr_agentproto
+                      rendr_embed)
 # Components: "dev" (libraries, headers, CMake package, rendr.pc) and "programs" (the tools and
 # docs); `cmake --install build --component dev` installs only what an embedder builds against.
 install(TARGETS ${RENDR_INSTALL_LIBS} EXPORT rendrTargets

@@ -14,7 +14,7 @@
 // Live flows are never evicted: when only live flows fill the table a new HELLO is refused.
 #pragma once
 
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/core/flow.hpp>
 
 #include <array>
 #include <cstddef>

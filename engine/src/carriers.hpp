@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Built-in carrier implementations shared by the dialer and the listeners (private).
+// Built-in carrier implementations shared by the dialer and the listeners (private):
+// carrier_tcp.cpp, carrier_udpflow.cpp, and what they share in carrier_common.cpp.
 #pragma once
 
 #include <rendr/common/result.hpp>
+#include <rendr/common/unique_fd.hpp>
 #include <rendr/engine/carrier.hpp>
 
 #include <asio/ip/tcp.hpp>
@@ -40,5 +42,13 @@ struct UdpServerPathState {
 [[nodiscard]] Result<asio::ip::udp::endpoint> parse_udp_endpoint(const std::string& text);
 [[nodiscard]] Result<asio::ip::tcp::endpoint> parse_tcp_endpoint(const std::string& text);
 [[nodiscard]] std::string endpoint_string(const asio::ip::address& a, std::uint16_t port);
+
+// fd_local / fd_remote: a socket's local / peer address as "ip:port" ("" when unknown).
+[[nodiscard]] std::string fd_local(int fd);
+[[nodiscard]] std::string fd_remote(int fd);
+// connect_fd: a non-blocking socket of |type| (SOCK_STREAM, SOCK_DGRAM) connected to
+// |spec.address| (bound to spec.local when given) before |deadline|. Errors: errno of
+// socket/bind/connect, timed_out, invalid_argument (address).
+[[nodiscard]] Result<UniqueFd> connect_fd(const PathSpec& spec, int type, Deadline deadline);
 
 }  // namespace rendr::detail

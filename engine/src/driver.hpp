@@ -13,7 +13,7 @@
 #include <rendr/engine/carrier.hpp>
 #include <rendr/engine/conn.hpp>
 #include <rendr/engine/dialer.hpp>
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/core/flow.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -103,7 +103,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   void attach_stream_locked(engine::PathId path, StreamCarrierPtr c, std::string transport,
                             std::vector<std::byte> initial_input);
   void attach_packet_locked(engine::PathId path, PacketCarrierPtr c, std::string transport);
-  // deliver_locked feeds a datagram the listener received for |path| (server udpflow).
+  // request_service_locked posts one service() to the io thread (coalesced; mu held).
   void request_service_locked();
   // pump_locked: the post-processing after any core call on the io thread (events, carrier
   // output, timer, waiters). Deferred callbacks are run by run_deferred after unlocking.

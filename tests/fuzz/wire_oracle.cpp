@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "wire_oracle.hpp"
 
-#include <rendr/engine/bridge.hpp>
+#include <rendr/engine/core/bridge.hpp>
 #include <rendr/engine/errors.hpp>
-#include <rendr/engine/flow.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/flow.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include <algorithm>
 #include <chrono>

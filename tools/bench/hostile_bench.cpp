@@ -27,7 +27,7 @@
 #include <rendr/engine/conn.hpp>
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/listener.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include <fcntl.h>
 #include <netinet/in.h>

@@ -4,7 +4,7 @@
 //   rendr_unit_engine "[.bench]" -d yes
 #include "fake_net.hpp"
 
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/core/flow.hpp>
 
 #include <catch2/catch.hpp>
 

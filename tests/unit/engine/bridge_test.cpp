@@ -2,7 +2,7 @@
 #include "fake_net.hpp"
 
 #include <rendr/common/bytes.hpp>
-#include <rendr/engine/bridge.hpp>
+#include <rendr/engine/core/bridge.hpp>
 #include <rendr/engine/errors.hpp>
 
 #include <catch2/catch.hpp>

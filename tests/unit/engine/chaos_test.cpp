@@ -8,7 +8,7 @@
 #include "fake_net.hpp"
 
 #include <rendr/engine/errors.hpp>
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/core/flow.hpp>
 
 #include "support/pattern.hpp"
 

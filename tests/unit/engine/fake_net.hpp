@@ -8,7 +8,7 @@
 // sockets: time jumps from event to event.
 #pragma once
 
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/core/flow.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -6,8 +6,8 @@
 
 #include <rendr/common/bytes.hpp>
 #include <rendr/engine/errors.hpp>
-#include <rendr/engine/flow.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/flow.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include <catch2/catch.hpp>
 

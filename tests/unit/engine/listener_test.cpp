@@ -9,7 +9,7 @@
 #include <rendr/engine/errors.hpp>
 #include <rendr/engine/frame_cache.hpp>
 #include <rendr/engine/listener.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include "support/require_result.hpp"
 

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // The flow core's parts on their own: replay ledger, reorder buffer, path estimator, and the
 // prime / bond scheduler decisions, the frame buffer pool and cache, with made-up times.
-#include "frame_cache.hpp"
+#include <rendr/engine/core/frame_cache.hpp>
 #include "ledger.hpp"
 #include "reorder.hpp"
 
 #include <rendr/engine/errors.hpp>
-#include <rendr/engine/path_quality.hpp>
-#include <rendr/engine/scheduler.hpp>
+#include <rendr/engine/core/path_quality.hpp>
+#include <rendr/engine/core/scheduler.hpp>
 
 #include <catch2/catch.hpp>
 

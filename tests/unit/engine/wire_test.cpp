@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <rendr/engine/errors.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include <catch2/catch.hpp>
 

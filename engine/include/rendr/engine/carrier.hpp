@@ -107,7 +107,7 @@ using StreamFactory =
 using PacketFactory =
     std::function<Result<PacketCarrierPtr>(asio::io_context& io, const PathSpec& spec, Deadline)>;
 
-// Built-in carriers (engine/src/tcp_carrier.cpp, udpflow_carrier.cpp).
+// Built-in carriers (engine/src/carrier_tcp.cpp, carrier_udpflow.cpp).
 // dial_tcp: non-blocking connect bounded by |deadline|, TCP_NODELAY on, keepalive off, optional
 // bind to spec.local. Errors: the connect errno, timed_out, invalid_argument (bad address).
 [[nodiscard]] Result<StreamCarrierPtr> dial_tcp(asio::io_context& io, const PathSpec& spec,

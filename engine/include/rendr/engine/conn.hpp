@@ -18,7 +18,7 @@
 
 #include <rendr/common/result.hpp>
 #include <rendr/engine/carrier.hpp>
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/types.hpp>
 
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>

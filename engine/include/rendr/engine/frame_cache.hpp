@@ -5,7 +5,7 @@
 // from here. A fresh page costs a page fault (about 10 us on a virtualised host, where a warm
 // 32 KiB copy takes 2 us), and the allocator gives freed memory back to the kernel at once, so
 // without this cache every new flow and every burst paid again for the pages it touched.
-// Bounded (default 32 MiB) and emptied when no buffer was taken or given for 5 s.
+// Bounded (default 64 MiB) and emptied when no buffer was taken or given for 5 s.
 #pragma once
 
 #include <cstddef>

@@ -17,7 +17,7 @@
 #include <rendr/common/result.hpp>
 #include <rendr/engine/carrier.hpp>
 #include <rendr/engine/conn.hpp>
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/types.hpp>
 
 #include <chrono>
 #include <cstdint>

@@ -8,7 +8,7 @@
 
 #include <rendr/common/json.hpp>
 #include <rendr/common/result.hpp>
-#include <rendr/engine/flow.hpp>
+#include <rendr/engine/types.hpp>
 
 #include <span>
 #include <string>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <rendr/engine/bridge.hpp>
+#include <rendr/engine/core/bridge.hpp>
 #include <rendr/engine/errors.hpp>
 
 #include <algorithm>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "frame_cache.hpp"
+#include <rendr/engine/core/frame_cache.hpp>
 
 #include <malloc.h>
 #include <sys/mman.h>

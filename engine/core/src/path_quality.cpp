@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <rendr/engine/path_quality.hpp>
+#include <rendr/engine/core/path_quality.hpp>
 
 #include <algorithm>
 #include <bit>

@@ -8,10 +8,13 @@
 //          exceeds k x the best RTT is skipped (a path without an RTT sample never is).
 // The flow core owns one PrimeSelector and one BondCursor and calls them with a snapshot of its
 // paths; neither keeps references to paths.
+//
+// Engine core (rendr::engine_core, <rendr/engine/core/...>): not part of the embedder API.
 #pragma once
 
 #include <rendr/common/result.hpp>
-#include <rendr/engine/path_quality.hpp>
+#include <rendr/engine/core/path_quality.hpp>
+#include <rendr/engine/types.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -21,11 +24,6 @@
 
 namespace rendr::engine {
 
-using PathId = std::uint32_t;  // per flow, from 1; 0 = none
-
-enum class Mode : std::uint8_t { prime = 1, bond = 2, race = 3 };
-
-[[nodiscard]] std::string_view to_string(Mode m);
 // check_mode_switch: prime <-> race and prime <-> bond are allowed; race <-> bond is refused
 // with mode_switch_illegal (race has no per-path ordering, bond relies on it).
 [[nodiscard]] Status check_mode_switch(Mode from, Mode to);

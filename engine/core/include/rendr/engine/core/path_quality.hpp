@@ -3,17 +3,17 @@
 // probes, and the windows derived from them (freshness before a silent path is declared dead,
 // write-stall timeout, retransmission timeout on unreliable carriers). Pure value type; the
 // flow core feeds it. Times are steady_clock based; tests use made-up time points.
+//
+// Engine core (rendr::engine_core, <rendr/engine/core/...>): not part of the embedder API.
 #pragma once
+
+#include <rendr/engine/types.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 
 namespace rendr::engine {
-
-using Clock = std::chrono::steady_clock;
-using TimePoint = Clock::time_point;
-using Duration = std::chrono::nanoseconds;
 
 class PathEstimator {
  public:

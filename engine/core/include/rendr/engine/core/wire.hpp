@@ -8,9 +8,12 @@
 // exactly the same bytes, or is refused with an engine errc (malformed_frame, frame_too_large,
 // unknown_control, unsupported_version) and a message naming the field. Nothing here trusts a
 // length it has not bounded.
+//
+// Engine core (rendr::engine_core, <rendr/engine/core/...>): not part of the embedder API.
 #pragma once
 
 #include <rendr/common/result.hpp>
+#include <rendr/engine/types.hpp>
 
 #include <array>
 #include <cstddef>
@@ -24,10 +27,8 @@
 namespace rendr::engine {
 
 inline constexpr std::uint8_t kWireVersion = 0;
-inline constexpr std::size_t kHeaderSize = 8;
 inline constexpr std::uint64_t kMaxSeq = (std::uint64_t{1} << 48) - 1;
-// Largest DATA payload (so header + payload fits the u16 stream prefix with room to spare).
-inline constexpr std::size_t kMaxPayload = 32 * 1024;
+// kHeaderSize (8) and kMaxPayload (the largest DATA payload) are in rendr/engine/types.hpp.
 // Largest frame a u16 length prefix can carry.
 inline constexpr std::size_t kMaxStreamFrame = 65535;
 inline constexpr std::size_t kStreamPrefixSize = 2;
@@ -36,16 +37,13 @@ inline constexpr std::size_t kMaxName = 255;
 // The ACK rides in a PATH_PROBE_REPLY whose payload starts with this magic ("RENDR_AC").
 inline constexpr std::uint64_t kAckMagic = 0x52454E44525F4143ULL;
 
-// HELLO / HELLO_ACK capability bits; unknown bits are ignored.
-inline constexpr std::uint32_t kCapsPacketMode = 1U << 0;
-inline constexpr std::uint32_t kCapsL3Identity = 1U << 1;
+// HELLO / HELLO_ACK capability bits (unknown bits are ignored): kCapsPacketMode and
+// kCapsL3Identity are in rendr/engine/types.hpp (FlowConfig::caps).
 // Bits 8-9: the dialer's scheduling mode (engine::Mode value: 1 prime, 2 bond, 3 race; 0 = no
 // hint). A listener that follows the client runs its own direction in the same mode. Peers that
 // do not know the bits ignore them (docs/wire.md, revision v0+mode-hint).
 inline constexpr std::uint32_t kCapsModeShift = 8;
 inline constexpr std::uint32_t kCapsModeMask = 3U << kCapsModeShift;
-
-using Id128 = std::array<std::uint8_t, 16>;  // flow_id (= bridge_id), instance_id
 
 enum class Ctrl : std::uint8_t {
   hello = 0x01,

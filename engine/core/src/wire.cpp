@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include <rendr/common/bytes.hpp>
 #include <rendr/engine/errors.hpp>

@@ -14,11 +14,13 @@
 //                  |reply| (already framed for the carrier; may be empty), then close.
 // The shell feeds bytes after the first frame to the flow's on_receive, drives the flows, and
 // calls reap() to drop dead ones after flushing their last output. One thread, like FlowCore.
+//
+// Engine core (rendr::engine_core, <rendr/engine/core/...>): not part of the embedder API.
 #pragma once
 
 #include <rendr/common/result.hpp>
-#include <rendr/engine/flow.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/flow.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include <cstddef>
 #include <map>

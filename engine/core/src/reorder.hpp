@@ -7,7 +7,7 @@
 #pragma once
 
 #include <rendr/common/result.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/wire.hpp>
 
 #include <cstddef>
 #include <cstdint>

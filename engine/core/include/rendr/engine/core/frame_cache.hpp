@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// FrameCache (private): the process-wide buffer cache behind rendr/engine/frame_cache.hpp, and
-// BufferPool, the per-flow pool in front of it, and the receive chunks of stream carriers. A pool is used under its flow's lock; the cache
-// has a mutex of its own and is touched only when a pool runs empty or full (in batches).
+// FrameCache (engine core, not API): the process-wide buffer cache behind
+// rendr/engine/frame_cache.hpp, and BufferPool, the per-flow pool in front of it, and the
+// receive chunks of stream carriers. A pool is used under its flow's lock; the cache has a mutex
+// of its own and is touched only when a pool runs empty or full (in batches).
 #pragma once
 
 #include <rendr/engine/frame_cache.hpp>

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <rendr/engine/errors.hpp>
-#include <rendr/engine/scheduler.hpp>
+#include <rendr/engine/core/scheduler.hpp>
 
 #include <algorithm>
 #include <string>

@@ -6,7 +6,7 @@
 // peer's cumulative ACK. Single-threaded; owned by one FlowCore.
 #pragma once
 
-#include <rendr/engine/path_quality.hpp>
+#include <rendr/engine/core/path_quality.hpp>
 
 #include <cstddef>
 #include <cstdint>

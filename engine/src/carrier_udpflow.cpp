@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// tcp and udpflow carriers (docs/wire.md "Carrier framing"). Each keeps its socket in a shared
-// state that its own handlers co-own, so a handler completing after close() never touches a
-// destroyed object.
+// The udpflow carrier: one frame per datagram behind the 8-byte udpflow header ("0 | id[7]"),
+// dialling side (a connected UDP socket) and listening side (paths sharing the listener's
+// socket). The socket lives in a state its own handlers co-own, so a handler completing after
+// close() never touches a destroyed object.
 #include "carriers.hpp"
 
 #include <rendr/common/endpoint.hpp>
@@ -24,106 +25,9 @@
 
 namespace rendr {
 
-void StreamCarrier::async_write_gather(std::span<const std::span<const std::byte>> pieces,
-                                       IoHandler handler) {
-  auto buf = std::make_shared<std::vector<std::byte>>();
-  for (const auto& p : pieces) {
-    buf->insert(buf->end(), p.begin(), p.end());
-  }
-  async_write(*buf, [buf, h = std::move(handler)](std::error_code ec, std::size_t n) { h(ec, n); });
-}
-
-void StreamCarrier::async_wait_readable(std::function<void(std::error_code)> handler) {
-  handler(std::make_error_code(std::errc::operation_not_supported));
-}
-
 namespace detail {
 
 namespace {
-
-std::string fd_local(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    return {};
-  }
-  auto e = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-  return e ? e->to_string() : std::string{};
-}
-
-std::string fd_remote(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    return {};
-  }
-  auto e = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-  return e ? e->to_string() : std::string{};
-}
-
-Result<Endpoint> parse_any(const std::string& text, std::uint16_t default_port) {
-  auto e = Endpoint::parse(text);
-  if (e) {
-    return e;
-  }
-  return Endpoint::parse_address(text, default_port);
-}
-
-// --- tcp ---
-
-class TcpCarrier final : public StreamCarrier {
- public:
-  explicit TcpCarrier(asio::ip::tcp::socket sock)
-      : sock_(std::make_shared<asio::ip::tcp::socket>(std::move(sock))) {
-    std::error_code ec;
-    sock_->set_option(asio::ip::tcp::no_delay(true), ec);
-    sock_->set_option(asio::socket_base::keep_alive(false), ec);
-    local_ = fd_local(sock_->native_handle());
-    remote_ = fd_remote(sock_->native_handle());
-  }
-  ~TcpCarrier() override { close(); }
-
-  void async_read_some(std::span<std::byte> buf, IoHandler handler) override {
-    sock_->async_read_some(asio::buffer(buf.data(), buf.size()),
-                           [s = sock_, h = std::move(handler)](std::error_code ec, std::size_t n) {
-                             h(ec, n);
-                           });
-  }
-  void async_write(std::span<const std::byte> buf, IoHandler handler) override {
-    asio::async_write(*sock_, asio::buffer(buf.data(), buf.size()),
-                      [s = sock_, h = std::move(handler)](std::error_code ec, std::size_t n) {
-                        h(ec, n);
-                      });
-  }
-  void async_write_gather(std::span<const std::span<const std::byte>> pieces,
-                          IoHandler handler) override {
-    std::vector<asio::const_buffer> bufs;
-    bufs.reserve(pieces.size());
-    for (const auto& p : pieces) {
-      bufs.emplace_back(p.data(), p.size());
-    }
-    asio::async_write(*sock_, std::move(bufs),
-                      [s = sock_, h = std::move(handler)](std::error_code ec, std::size_t n) {
-                        h(ec, n);
-                      });
-  }
-  [[nodiscard]] bool can_wait_readable() const override { return true; }
-  void async_wait_readable(std::function<void(std::error_code)> handler) override {
-    sock_->async_wait(asio::socket_base::wait_read,
-                      [s = sock_, h = std::move(handler)](std::error_code ec) { h(ec); });
-  }
-  void close() override {
-    std::error_code ec;
-    sock_->close(ec);
-  }
-  [[nodiscard]] std::string local() const override { return local_; }
-  [[nodiscard]] std::string remote() const override { return remote_; }
-
- private:
-  std::shared_ptr<asio::ip::tcp::socket> sock_;
-  std::string local_;
-  std::string remote_;
-};
 
 // --- udpflow, dialing side ---
 
@@ -279,126 +183,13 @@ class UdpFlowServerPath final : public PacketCarrier {
 
 }  // namespace
 
-StreamCarrierPtr make_tcp_carrier(asio::ip::tcp::socket sock) {
-  return std::make_unique<TcpCarrier>(std::move(sock));
-}
-
 PacketCarrierPtr make_udpflow_server_path(std::shared_ptr<asio::ip::udp::socket> sock,
                                           std::shared_ptr<UdpServerPathState> state,
                                           std::string local) {
   return std::make_unique<UdpFlowServerPath>(std::move(sock), std::move(state), std::move(local));
 }
 
-std::string endpoint_string(const asio::ip::address& a, std::uint16_t port) {
-  if (a.is_v6()) {
-    return "[" + a.to_string() + "]:" + std::to_string(port);
-  }
-  return a.to_string() + ":" + std::to_string(port);
-}
-
-Result<asio::ip::udp::endpoint> parse_udp_endpoint(const std::string& text) {
-  auto e = Endpoint::parse(text);
-  if (!e) {
-    return std::move(e).take_error();
-  }
-  sockaddr_storage ss{};
-  const socklen_t len = e->to_sockaddr(ss);
-  asio::ip::udp::endpoint ep;
-  std::memcpy(ep.data(), &ss, len);
-  return ep;
-}
-
-Result<asio::ip::tcp::endpoint> parse_tcp_endpoint(const std::string& text) {
-  auto e = Endpoint::parse(text);
-  if (!e) {
-    return std::move(e).take_error();
-  }
-  sockaddr_storage ss{};
-  const socklen_t len = e->to_sockaddr(ss);
-  asio::ip::tcp::endpoint ep;
-  std::memcpy(ep.data(), &ss, len);
-  return ep;
-}
-
-namespace {
-
-// connect_fd: a non-blocking socket of |type| connected to |spec.address| (bound to spec.local
-// when given) before |deadline|.
-Result<UniqueFd> connect_fd(const PathSpec& spec, int type, Deadline deadline) {
-  auto remote = Endpoint::parse(spec.address);
-  if (!remote) {
-    return std::move(remote).take_error().with_context("path address \"" + spec.address + "\"");
-  }
-  auto fd = UniqueFd::socket(remote->af(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (!fd) {
-    return std::move(fd).take_error();
-  }
-  if (!spec.local.empty()) {
-    auto local = parse_any(spec.local, 0);
-    if (!local) {
-      return std::move(local).take_error().with_context("path local \"" + spec.local + "\"");
-    }
-    sockaddr_storage ls{};
-    const socklen_t llen = local->to_sockaddr(ls);
-    if (::bind(fd->get(), reinterpret_cast<sockaddr*>(&ls), llen) != 0) {
-      return errno_error("bind " + local->to_string());
-    }
-  }
-  sockaddr_storage rs{};
-  const socklen_t rlen = remote->to_sockaddr(rs);
-  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&rs), rlen) != 0) {
-    if (errno != EINPROGRESS) {
-      return errno_error("connect " + remote->to_string());
-    }
-    for (int guard = 0;; ++guard) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) {
-        return make_error(std::errc::timed_out, "connect " + remote->to_string());
-      }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
-      pollfd p{fd->get(), POLLOUT, 0};
-      const int rc = ::poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1000)));
-      if (rc < 0 && errno != EINTR) {
-        return errno_error("poll connect");
-      }
-      if (rc > 0) {
-        break;
-      }
-    }
-    int err = 0;
-    socklen_t elen = sizeof err;
-    if (::getsockopt(fd->get(), SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
-      return errno_error("getsockopt SO_ERROR");
-    }
-    if (err != 0) {
-      return errno_error("connect " + remote->to_string(), err);
-    }
-  }
-  return fd;
-}
-
-}  // namespace
-
 }  // namespace detail
-
-Result<StreamCarrierPtr> dial_tcp(asio::io_context& io, const PathSpec& spec, Deadline deadline) {
-  auto fd = detail::connect_fd(spec, SOCK_STREAM, deadline);
-  if (!fd) {
-    return std::move(fd).take_error().with_context("dial tcp");
-  }
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  ::getsockname(fd->get(), reinterpret_cast<sockaddr*>(&ss), &len);
-  asio::ip::tcp::socket sock(io);
-  std::error_code ec;
-  sock.assign(ss.ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(),
-              fd->release(), ec);
-  if (ec) {
-    return Error{ec, "dial tcp: assign"};
-  }
-  return detail::make_tcp_carrier(std::move(sock));
-}
 
 Result<PacketCarrierPtr> dial_udpflow(asio::io_context& io, const PathSpec& spec,
                                       Deadline deadline) {

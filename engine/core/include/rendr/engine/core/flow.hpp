@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// FlowCore: one rendr flow (one logical connection, one side), I/O-free (STYLE M3).
+// FlowCore: one rendr flow (one logical connection, one side), I/O-free (STYLE M3). Part of the
+// engine core (rendr::engine_core): not an embedder API; embedders use rendr/engine/conn.hpp.
 //
 // Input:  carrier bytes per path (on_receive), carrier failures (path_failed), application
 //         writes/reads/close, admin calls (add_path, migrate, remove_path, set_mode), and "now".
 // Output: carrier bytes per path (poll_transmit), events (poll_event: handshake done, path
 //         ready/down, migrated, closed) and the next deadline (next_deadline -> on_timeout).
-// It never blocks, sleeps, reads a clock or touches a socket; the Asio shell (next step of
-// issue 4) shuttles bytes and timers. All methods must be called from one thread (the flow's
+// It never blocks, sleeps, reads a clock or touches a socket; the Asio shell (engine/src,
+// FlowDriver) shuttles bytes and timers. All methods must be called from one thread (the flow's
 // executor); the object is movable, not copyable.
 //
 // Semantics follow the public rendr v0.3 engine (docs/wire.md, docs/engine.md): one SEQ space
@@ -23,9 +24,10 @@
 #pragma once
 
 #include <rendr/common/result.hpp>
-#include <rendr/engine/path_quality.hpp>
-#include <rendr/engine/scheduler.hpp>
-#include <rendr/engine/wire.hpp>
+#include <rendr/engine/core/path_quality.hpp>
+#include <rendr/engine/core/scheduler.hpp>
+#include <rendr/engine/core/wire.hpp>
+#include <rendr/engine/types.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -39,73 +41,6 @@
 
 namespace rendr::engine {
 
-enum class FlowState : std::uint8_t { init, handshaking, active, migrating, closing, dead };
-[[nodiscard]] std::string_view to_string(FlowState s);
-
-enum class Side : std::uint8_t { client, server };
-
-// Framing of one carrier: stream = ordered reliable bytes with the u16 length prefix (tcp, quic
-// stream, custom stream factories); datagram = one frame per datagram, may lose/reorder
-// (udpflow after its own 8-byte header is stripped, quic datagram).
-enum class Framing : std::uint8_t { stream, datagram };
-
-enum class PathState : std::uint8_t {
-  pending,   // client: waiting for the handshake before its BRIDGE_TAG can be sent
-  hello,     // client: HELLO sent, waiting for HELLO_ACK
-  bridging,  // client: BRIDGE_TAG sent, waiting for BRIDGE_ACK
-  ready,     // usable for data
-};
-[[nodiscard]] std::string_view to_string(PathState s);
-
-struct FlowConfig {
-  Mode mode = Mode::prime;
-  // HELLO caps. kCapsPacketMode makes this a packet flow: one write_packet = one DATA frame,
-  // read_packet returns one packet; delivery is reliable but unordered (first arrival wins).
-  std::uint32_t caps = 0;
-  std::size_t max_payload = kMaxPayload;   // DATA chunk size (<= kMaxPayload)
-  // Send window (replay ledger) and receive side bounds.
-  std::size_t ledger_max_frames = 8192;
-  std::size_t ledger_max_bytes = 16U << 20;
-  // Of the ledger, bytes not yet handed to any carrier (a user-space send queue): writes block
-  // beyond it, like TCP_NOTSENT_LOWAT. In-flight bytes may still use the whole ledger (long fat
-  // paths); a small unsent backlog keeps the working set in cache and memory per flow low.
-  std::size_t unsent_max_bytes = 4U << 20;
-  std::size_t reorder_max_frames = 16384;  // must be >= the peer's ledger_max_frames
-  std::size_t reorder_max_bytes = 96U << 20;
-  std::size_t recv_window_bytes = 8U << 20;  // delivered-but-unread bytes before ACKs stop
-  // Probing and path death.
-  Duration probe_interval = std::chrono::seconds(1);
-  Duration fresh_min = std::chrono::milliseconds(500);
-  Duration fresh_max = std::chrono::seconds(4);
-  // A write stall shorter than this never kills a path: a TCP carrier legitimately waits one
-  // retransmission timeout (>= 200 ms on Linux) after a tail loss.
-  Duration stall_min = std::chrono::milliseconds(300);
-  Duration stall_max = std::chrono::seconds(2);
-  Duration rto_min = std::chrono::milliseconds(20);  // datagram carriers only
-  Duration rto_max = std::chrono::seconds(1);
-  // prime
-  double hysteresis = 0.25;
-  Duration dwell = std::chrono::seconds(5);
-  Duration cooldown = std::chrono::seconds(30);
-  Duration sched_tick = std::chrono::milliseconds(200);
-  // Self-load guard: a probe sent while at least this many of our bytes are committed to the
-  // path and unacknowledged queues behind them; its RTT feeds the timing windows, not the score.
-  std::size_t self_load_bytes = 16 * 1024;
-  // bond
-  std::size_t bond_pin = 8;
-  double bond_stuck_multiplier = 3.0;
-  // Lifetime.
-  Duration migration_budget = std::chrono::seconds(90);  // default and maximum
-  int zombie_max_migrations = 2;
-  Duration zombie_cooldown = std::chrono::seconds(30);
-  Duration graceful_close_timeout = std::chrono::seconds(2);
-  // A client carrier still waiting for HELLO_ACK / BRIDGE_ACK after this is dropped.
-  Duration handshake_timeout = std::chrono::seconds(10);
-};
-// validate_config refuses out-of-range values with invalid_config (budget > 90 s, zero
-// intervals, max_payload > kMaxPayload, empty windows, hysteresis <= 0...).
-[[nodiscard]] Status validate_config(const FlowConfig& c);
-
 struct PathOptions {
   Framing framing = Framing::stream;
   std::string name;  // sent as the str8 path name in HELLO / BRIDGE_TAG when non-empty
@@ -114,9 +49,6 @@ struct PathOptions {
   // 8 + max_payload bytes (udpflow: 1 392, QUIC DATAGRAM: 1 200).
   std::size_t max_frame = 0;
 };
-
-enum class MigrateCause : std::uint8_t { explicit_request, death, quality };
-[[nodiscard]] std::string_view to_string(MigrateCause c);
 
 struct EvHandshakeDone {};
 struct EvPathReady {
@@ -138,62 +70,6 @@ struct EvClosed {
   std::optional<Error> error;
 };
 using FlowEvent = std::variant<EvHandshakeDone, EvPathReady, EvPathDown, EvMigrated, EvClosed>;
-
-struct PathInfo {
-  PathId id = 0;
-  std::string name;
-  Framing framing = Framing::stream;
-  PathState state = PathState::pending;
-  bool active = false;
-  bool has_rtt = false;
-  Duration srtt{0};
-  Duration jitter{0};
-  std::uint16_t loss_ppt = 0;
-  std::uint64_t frames_rx = 0;
-  std::uint64_t frames_tx = 0;
-  std::uint64_t bytes_rx = 0;
-  std::uint64_t bytes_tx = 0;
-  std::uint64_t recv_dups = 0;
-  std::size_t queued_frames = 0;
-  // Filled in by the Asio shell (empty from FlowCore::stats()): carrier kind and addresses.
-  std::string transport;
-  std::string local;
-  std::string remote;
-};
-
-struct FlowStats {
-  Id128 flow_id{};
-  Side side = Side::client;
-  FlowState state = FlowState::init;
-  Mode mode = Mode::prime;
-  PathId active_path = 0;
-  std::vector<PathInfo> paths;
-  std::uint32_t peer_caps = 0;
-  Id128 peer_instance_id{};
-  std::size_t recv_queue_hwm = 0;
-  std::uint64_t recv_dups = 0;
-  std::uint64_t bond_stuck_skips = 0;
-  std::uint64_t migration_count = 0;
-  std::uint64_t malformed_frames = 0;
-  std::uint64_t ignored_acks = 0;
-  std::uint64_t retransmits = 0;        // RTO re-sends on datagram carriers
-  std::uint64_t replayed_frames = 0;    // death and planned-switch replays
-  std::uint64_t backpressure_events = 0;
-  std::size_t ledger_frames = 0;
-  std::size_t ledger_bytes = 0;
-  std::size_t ledger_frames_high_water = 0;
-  std::size_t ledger_bytes_high_water = 0;
-  std::uint64_t published_next = 1;  // next SEQ this side will publish
-  std::uint64_t ack_next = 1;        // first SEQ the peer has not acknowledged
-  std::uint64_t recv_next = 1;       // first SEQ not yet admitted (what we ACK)
-  std::size_t reorder_frames = 0;
-  std::size_t delivered_unread = 0;
-  std::size_t pooled_buffers = 0;  // recycled frame buffers kept (trimmed when idle >= 2 s)
-  std::size_t recv_chunk_bytes = 0;  // receive chunks alive (held by paths and unread payloads)
-  std::uint64_t paths_lost = 0;  // paths that went down (any reason)
-  std::uint64_t path_redials = 0;  // paths re-dialled by DialOptions::retry (shell-filled)
-  std::string last_path_down;    // why the most recent one went down ("" = none yet)
-};
 
 struct ReadOutcome {
   std::size_t bytes = 0;

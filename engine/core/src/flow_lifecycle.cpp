@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: Apache-2.0
+// FlowCore lifecycle: construction, timers (probes, freshness, stalls, RTO, migration budget,
+// graceful close), the end of the flow (fail, peer BYE, close, abort), events and stats.
+#include "flow_impl.hpp"
+
+namespace rendr::engine {
+
+void FlowCore::Impl::trim_pool_if_idle(TimePoint now) {
+  const bool idle = ledger.empty() && delivered.empty() && reorder.frames() == 0;
+  if (!idle) {
+    pool_idle_since.reset();
+    return;
+  }
+  if (!pool_idle_since || pool.takes() != pool_takes_at_idle) {
+    pool_idle_since = now;
+    pool_takes_at_idle = pool.takes();
+    return;
+  }
+  if (now - *pool_idle_since >= kPoolIdle) {
+    pool.trim();
+  }
+}
+
+void FlowCore::Impl::fail_flow(Error err, std::optional<ByeReason> bye, TimePoint now) {
+  if (state == FlowState::dead) {
+    return;
+  }
+  if (bye && established() && ledger.next_seq() <= kMaxSeq) {
+    // Best effort: tell the peer why, on every usable path, bypassing the window.
+    auto& e = ledger.push(encode(Bye{ledger.next_seq(), *bye}), false);
+    for (auto& [id, p] : paths) {
+      if (p.state == PathState::ready) {
+        queue_data(p, e, now);
+      }
+    }
+  }
+  state = FlowState::dead;
+  close_error = err;
+  budget_deadline.reset();
+  close_deadline.reset();
+  events.emplace_back(EvClosed{std::move(err)});
+}
+
+void FlowCore::Impl::handle_peer_bye(ByeReason reason, TimePoint now) {
+  peer_bye = reason;
+  schedule_ack(now);  // the terminal ACK: shell flushes it after EvClosed
+  switch (reason) {
+    case ByeReason::normal:
+      close_error = make_error(errc::closed, "peer closed the flow");
+      finish_clean();
+      break;
+    case ByeReason::migration_budget:
+      fail_flow(make_error(errc::migration_budget_exceeded, "peer: migration budget exhausted"),
+                std::nullopt, now);
+      break;
+    case ByeReason::zombie:
+      fail_flow(make_error(errc::zombie, "peer declared the flow a zombie"), std::nullopt, now);
+      break;
+    case ByeReason::proto_version:
+      fail_flow(make_error(errc::peer_proto_version, "peer: protocol version"), std::nullopt,
+                now);
+      break;
+    case ByeReason::app_request:
+      fail_flow(make_error(errc::peer_closed, "peer application closed the flow"), std::nullopt,
+                now);
+      break;
+  }
+}
+
+void FlowCore::Impl::run_timers(TimePoint now) {
+  if (state == FlowState::dead) {
+    return;
+  }
+  if (budget_deadline && now >= *budget_deadline) {
+    fail_flow(make_error(errc::migration_budget_exceeded,
+                         "no path came back within " +
+                             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                cfg.migration_budget)
+                                                .count()) +
+                             " s"),
+              std::nullopt, now);
+    return;
+  }
+  if (close_deadline && now >= *close_deadline) {
+    fail_flow(make_error(errc::graceful_close_timeout, "BYE not acknowledged"), std::nullopt,
+              now);
+    return;
+  }
+  trim_pool_if_idle(now);
+  std::vector<std::pair<PathId, Error>> dead;
+  for (auto& [id, p] : paths) {
+    if ((p.state == PathState::hello || p.state == PathState::bridging) &&
+        now - p.attached_at >= cfg.handshake_timeout) {
+      dead.emplace_back(id, make_error(errc::path_dead,
+                                       "path " + std::to_string(id) + ": no " +
+                                           (p.state == PathState::hello ? "HELLO_ACK"
+                                                                        : "BRIDGE_ACK") +
+                                           " within the handshake timeout"));
+      continue;
+    }
+    if ((p.state == PathState::hello || p.state == PathState::bridging) &&
+        p.framing == Framing::datagram && now >= p.next_handshake_tx) {
+      if (p.state == PathState::hello) {
+        send_hello(p, now);
+      } else {
+        send_bridge_tag(p, now);
+      }
+      p.handshake_backoff = std::min<Duration>(2 * p.handshake_backoff, kHandshakeRepeatMax);
+      p.next_handshake_tx = now + p.handshake_backoff;
+    }
+    if (p.state != PathState::ready) {
+      continue;
+    }
+    // Silent death: a committed probe that nothing at all followed within the window.
+    const Duration fw = fresh(p);
+    if (auto fu = first_unanswered(p); fu && now - *fu >= fw) {
+      dead.emplace_back(id, make_error(errc::path_dead,
+                                       "path " + std::to_string(id) +
+                                           ": silent for the freshness window (" +
+                                           std::to_string(fw.count() / 1000000) + " ms)"));
+      continue;
+    }
+    // Overdue probes on a path that otherwise talks count as lost.
+    // A probe that waited behind our own backlog and expired says nothing about loss.
+    while (!p.probes.empty() && now - p.probes.front().sent >= fw) {
+      if (!p.probes.front().loaded) {
+        p.est.on_probe_outcome(false);
+      }
+      p.late.push_back(p.probes.front());
+      p.probes.pop_front();
+      if (p.late.size() > kMaxOutstandingProbes) {
+        p.late.pop_front();
+      }
+    }
+    // A write stall only moves traffic to another ready path: the last one is kept (its
+    // output has nowhere else to go, and a receiver starved of CPU looks just like this);
+    // silence still ends it.
+    if (p.tx_waiting_since && other_ready_path(id) &&
+        now - *p.tx_waiting_since >= p.est.stall_timeout(cfg.stall_min, cfg.stall_max)) {
+      dead.emplace_back(id, make_error(errc::path_dead,
+                                       "path " + std::to_string(id) + ": output stalled"));
+      continue;
+    }
+    if (now >= p.next_probe) {
+      if (!p.probe_due) {
+        p.probe_due = true;
+        mark_waiting(p, now);
+      }
+      p.next_probe = now + cfg.probe_interval;
+    }
+  }
+  for (auto& [id, err] : dead) {
+    kill_path(id, std::move(err), now);
+    if (state == FlowState::dead) {
+      return;
+    }
+  }
+  // prime quality switches
+  if (next_tick && now >= *next_tick) {
+    next_tick = now + cfg.sched_tick;
+    if (mode == Mode::prime && state == FlowState::active && active != 0) {
+      const auto sc = scores();
+      if (sc.size() >= 2) {
+        if (auto to = prime.tick(active, sc, now)) {
+          planned_switch(*to, MigrateCause::quality, now);
+        }
+      }
+    }
+  } else if (!next_tick) {
+    next_tick = now + cfg.sched_tick;
+  }
+  // Retransmission timeout for the oldest unacknowledged frame when it went over an
+  // unreliable carrier. Only the head: ACKs are cumulative, so later frames are most likely
+  // sitting in the receiver's reorder buffer; once the head is repaired the ACK jumps and the
+  // next hole (if any) becomes the head, already overdue.
+  if (!ledger.empty()) {
+    auto& e = ledger.entries().front();
+    if (e.last_on_datagram && !covered(e, live_mask()) && now - e.last_sent >= rto_for(e)) {
+      retransmit(e, now);
+    }
+  }
+}
+
+std::optional<TimePoint> FlowCore::Impl::deadline() const {
+  std::optional<TimePoint> d;
+  const auto take = [&d](TimePoint t) {
+    if (!d || t < *d) {
+      d = t;
+    }
+  };
+  if (state == FlowState::dead) {
+    return std::nullopt;
+  }
+  if (budget_deadline) {
+    take(*budget_deadline);
+  }
+  if (close_deadline) {
+    take(*close_deadline);
+  }
+  for (const auto& [id, p] : paths) {
+    if (p.state == PathState::hello || p.state == PathState::bridging) {
+      take(p.attached_at + cfg.handshake_timeout);
+      if (p.framing == Framing::datagram) {
+        take(p.next_handshake_tx);
+      }
+    }
+    if (p.state != PathState::ready) {
+      continue;
+    }
+    if (!p.probe_due) {
+      take(p.next_probe);
+    }
+    const Duration fw = fresh(p);
+    if (!p.probes.empty()) {
+      take(p.probes.front().sent + fw);
+    }
+    if (auto fu = first_unanswered(p)) {
+      take(*fu + fw);
+    }
+    if (p.tx_waiting_since && other_ready_path(id)) {
+      take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max));
+    }
+  }
+  if (mode == Mode::prime && paths.size() >= 2) {
+    take(next_tick.value_or(TimePoint{}));
+  }
+  if (!ledger.empty()) {
+    const auto& e = ledger.entries().front();
+    if (e.last_on_datagram && !covered(e, live_mask())) {
+      take(e.last_sent + rto_for(e));
+    }
+  }
+  return d;
+}
+
+// ------------------------------------------------------------------ FlowCore
+
+FlowCore::FlowCore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+FlowCore::FlowCore(FlowCore&&) noexcept = default;
+FlowCore& FlowCore::operator=(FlowCore&&) noexcept = default;
+FlowCore::~FlowCore() = default;
+
+std::optional<FlowEvent> FlowCore::poll_event() {
+  auto& ev = impl_->events;
+  if (ev.empty()) {
+    return std::nullopt;
+  }
+  FlowEvent e = std::move(ev.front());
+  ev.pop_front();
+  return e;
+}
+
+std::optional<TimePoint> FlowCore::next_deadline() const { return impl_->deadline(); }
+
+void FlowCore::on_timeout(TimePoint now) { impl_->run_timers(now); }
+
+void FlowCore::close(TimePoint now) {
+  auto& m = *impl_;
+  switch (m.state) {
+    case FlowState::init:
+      m.close_error = make_error(errc::closed, "closed before any path was added");
+      m.finish_clean();
+      return;
+    case FlowState::handshaking:  // BYE queues behind buffered writes, sent after HELLO_ACK
+    case FlowState::active:
+    case FlowState::migrating: {
+      if (m.ledger.next_seq() > kMaxSeq) {
+        m.fail_flow(make_error(errc::sequence_exhausted, "close: no SEQ left for BYE"),
+                    std::nullopt, now);
+        return;
+      }
+      const std::uint64_t seq = m.ledger.next_seq();
+      auto& e = m.ledger.push(encode(Bye{seq, ByeReason::normal}), false);
+      m.our_bye_seq = seq;
+      m.dispatch(e, now);
+      if (m.state != FlowState::handshaking) {
+        m.state = FlowState::closing;
+      }
+      m.close_deadline = now + std::min(m.cfg.migration_budget, m.cfg.graceful_close_timeout);
+      return;
+    }
+    case FlowState::closing:
+    case FlowState::dead:
+      return;
+  }
+}
+
+void FlowCore::abort(Error why, TimePoint now) {
+  impl_->fail_flow(std::move(why), ByeReason::app_request, now);
+}
+
+FlowState FlowCore::state() const { return impl_->state; }
+Side FlowCore::side() const { return impl_->side; }
+Mode FlowCore::mode() const { return impl_->mode; }
+PathId FlowCore::active_path() const { return impl_->active; }
+const Id128& FlowCore::flow_id() const { return impl_->flow_id; }
+const std::optional<Error>& FlowCore::close_error() const { return impl_->close_error; }
+
+FlowStats FlowCore::stats() const {
+  const auto& m = *impl_;
+  FlowStats s = m.counters;
+  s.flow_id = m.flow_id;
+  s.side = m.side;
+  s.state = m.state;
+  s.mode = m.mode;
+  s.active_path = m.active;
+  s.peer_caps = m.peer_caps;
+  s.peer_instance_id = m.peer_instance;
+  s.recv_queue_hwm = m.reorder.frames_high_water();
+  s.bond_stuck_skips = m.bond.stuck_skips();
+  s.ledger_frames = m.ledger.frames();
+  s.ledger_bytes = m.ledger.bytes();
+  s.ledger_frames_high_water = m.ledger.frames_high_water();
+  s.ledger_bytes_high_water = m.ledger.bytes_high_water();
+  s.published_next = m.ledger.next_seq();
+  s.ack_next = m.ledger.ack_next();
+  s.recv_next = m.reorder.expected();
+  s.reorder_frames = m.reorder.frames();
+  s.delivered_unread = m.delivered_bytes;
+  s.pooled_buffers = m.pool.size();
+  s.recv_chunk_bytes = m.rx_pinned->load(std::memory_order_relaxed);
+  for (const auto& [id, p] : m.paths) {
+    PathInfo i = p.counters;
+    i.id = id;
+    i.name = p.name;
+    i.framing = p.framing;
+    i.state = p.state;
+    i.active = id == m.active;
+    i.has_rtt = p.est.has_rtt();
+    i.srtt = p.est.srtt();
+    i.jitter = p.est.jitter();
+    i.loss_ppt = p.est.loss_ppt();
+    i.queued_frames = p.data.size() + p.ctrl.size();
+    s.paths.push_back(std::move(i));
+  }
+  return s;
+}
+
+}  // namespace rendr::engine

@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: Apache-2.0
+// FlowDriver carrier I/O: starting a carrier, reads into the core, writes (gathered for
+// streams, one datagram per frame for packets), closing a carrier and carrier failure.
+#include "driver_internal.hpp"
+
+#include <asio/error.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+namespace rendr::detail {
+
+void FlowDriver::start_slot_locked(const SlotPtr& s) {
+  s->started = true;
+  const auto now = Clock::now();
+  if (s->stream) {
+    if (!s->initial.empty()) {
+      (void)core_->on_receive(s->id, s->initial, now);
+      s->initial.clear();
+      s->initial.shrink_to_fit();
+    }
+    start_read_locked(s, true);
+    return;
+  }
+  std::weak_ptr<FlowDriver> weak = weak_from_this();
+  std::weak_ptr<Slot> ws = s;
+  s->packet->start(
+      [weak, ws](std::span<const std::byte> frame) {
+        auto self = weak.lock();
+        auto slot = ws.lock();
+        if (!self || !slot) {
+          return;
+        }
+        std::unique_lock lk(self->mu);
+        if (slot->closed) {
+          return;
+        }
+        (void)self->core_->on_receive(slot->id, frame, Clock::now());
+        self->pump_locked();
+        self->run_deferred(lk);
+      },
+      [weak, ws](std::error_code ec) {
+        auto self = weak.lock();
+        auto slot = ws.lock();
+        if (!self || !slot) {
+          return;
+        }
+        std::unique_lock lk(self->mu);
+        self->carrier_failed_locked(slot, ec, "udp carrier");
+        self->pump_locked();
+        self->run_deferred(lk);
+      });
+}
+
+void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
+  // A carrier that had nothing more to read (its last read did not fill the space) waits for
+  // readability without a receive chunk: an idle path (a probe a second) holds no receive
+  // memory between reads; 5 000 idle flows held 16 KiB each.
+  if (drained && s->stream->can_wait_readable()) {
+    (void)core_->release_recv_space(s->id);
+    s->stream->async_wait_readable([self = shared_from_this(), s](std::error_code ec) {
+      std::unique_lock lk(self->mu);
+      if (s->closed) {
+        return;
+      }
+      if (ec) {
+        self->carrier_failed_locked(s, ec, "stream carrier wait");
+      } else if (!self->shut_) {
+        self->start_read_locked(s, false);
+      }
+      self->pump_locked();
+      self->run_deferred(lk);
+    });
+    return;
+  }
+  // The carrier reads straight into the core's receive chunk: DATA payloads stay where the
+  // kernel put them (no copy) and are lent to the reader from there.
+  auto sp = core_->recv_space(s->id);
+  if (sp.space.empty()) {
+    return;  // the path is gone (or failed): nothing more to read
+  }
+  const std::size_t room = sp.space.size();
+  s->stream->async_read_some(
+      sp.space, [self = shared_from_this(), s, room, hold = std::move(sp.hold)](
+                    std::error_code ec, std::size_t n) mutable {
+        std::unique_lock lk(self->mu);
+        if (s->closed) {
+          return;
+        }
+        if (ec) {
+          self->carrier_failed_locked(s, ec, "stream carrier read");
+        } else {
+          hold.reset();  // the core holds the chunk; a chunk nobody views can start over
+          (void)self->core_->on_received(s->id, n, Clock::now());
+          if (!s->closed && !self->shut_) {
+            self->start_read_locked(s, n < room);
+          }
+        }
+        self->pump_locked();
+        self->run_deferred(lk);
+      });
+}
+
+void FlowDriver::flush_locked(const SlotPtr& s) {
+  if (s->writing || s->closed) {
+    return;
+  }
+  const auto now = Clock::now();
+  if (s->stream) {
+    // Gathered: DATA frames go to the carrier straight from the ledger (writev), pinned there
+    // until the write completes (transmit_done), even if an ACK releases them meanwhile.
+    if (core_->poll_transmit_gather(s->id, s->gather, kStreamRoom, now) == 0) {
+      return;
+    }
+    s->writing = true;
+    s->stream->async_write_gather(s->gather.pieces,
+                           [self = shared_from_this(), s](std::error_code ec, std::size_t) {
+                             std::unique_lock lk(self->mu);
+                             s->writing = false;
+                             self->core_->transmit_done(s->id);
+                             if (s->closed) {
+                               return;
+                             }
+                             if (ec) {
+                               self->carrier_failed_locked(s, ec, "stream carrier write");
+                             }
+                             self->pump_locked();
+                             self->run_deferred(lk);
+                           });
+    return;
+  }
+  const std::size_t max_frame = s->packet->max_frame();
+  for (int i = 0; i < kDatagramBurst; ++i) {
+    if (s->out.empty() && core_->poll_transmit(s->id, s->out, max_frame, now) == 0) {
+      return;
+    }
+    const std::error_code ec = s->packet->send(s->out);
+    if (would_block(ec)) {
+      s->writing = true;
+      s->packet->async_wait_writable([self = shared_from_this(), s](std::error_code wec) {
+        std::unique_lock lk(self->mu);
+        s->writing = false;
+        if (s->closed) {
+          return;
+        }
+        if (wec) {
+          self->carrier_failed_locked(s, wec, "udp carrier wait");
+        }
+        self->pump_locked();
+        self->run_deferred(lk);
+      });
+      return;
+    }
+    if (ec) {
+      carrier_failed_locked(s, ec, "udp carrier send");
+      return;
+    }
+    s->out.clear();
+  }
+  if (core_->wants_transmit(s->id)) {
+    request_service_locked();  // let other paths and flows run between bursts
+  }
+}
+
+void FlowDriver::close_slot_locked(const SlotPtr& s) {
+  if (s->closed) {
+    return;
+  }
+  s->closed = true;
+  if (s->stream) {
+    s->stream->close();
+  }
+  if (s->packet) {
+    s->packet->close();
+  }
+  slots_.erase(s->id);
+  if (carriers_hook_) {
+    carriers_hook_(slots_.size());
+  }
+}
+
+void FlowDriver::carrier_failed_locked(const SlotPtr& s, std::error_code ec, const char* what) {
+  if (s->closed) {
+    return;
+  }
+  close_slot_locked(s);
+  if (ec == asio::error::eof) {
+    // A carrier that ends is a dead path, not the end of the flow (transport errors never look
+    // like EOF): report it as a reset.
+    ec = std::make_error_code(std::errc::connection_reset);
+  }
+  (void)core_->path_failed(s->id, Error{ec, what}, Clock::now());
+}
+
+}  // namespace rendr::detail

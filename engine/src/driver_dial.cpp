@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: Apache-2.0
+// FlowDriver, dialling side: dialling a carrier by transport, add_path, waiting for the
+// handshake, and the background re-dial (DialOptions::retry).
+#include "driver_internal.hpp"
+
+#include <asio/error.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+namespace rendr::detail {
+
+// ---------------------------------------------------------------------------------------------
+// dialing
+
+Result<DialedCarrier> dial_carrier(const DialContext& ctx, asio::io_context& io,
+                                   const PathSpec& spec, Deadline deadline) {
+  DialedCarrier out;
+  if (spec.transport == "tcp") {
+    auto c = dial_tcp(io, spec, deadline);
+    if (!c) {
+      return std::move(c).take_error();
+    }
+    out.stream = std::move(*c);
+    return out;
+  }
+  if (spec.transport == "udpflow") {
+    auto c = dial_udpflow(io, spec, deadline);
+    if (!c) {
+      return std::move(c).take_error();
+    }
+    out.packet = std::move(*c);
+    return out;
+  }
+  if (auto it = ctx.stream_factories.find(spec.transport); it != ctx.stream_factories.end()) {
+    auto c = it->second(io, spec, deadline);
+    if (!c) {
+      return std::move(c).take_error().with_context("dial " + spec.transport);
+    }
+    out.stream = std::move(*c);
+    return out;
+  }
+  if (auto it = ctx.packet_factories.find(spec.transport); it != ctx.packet_factories.end()) {
+    auto c = it->second(io, spec, deadline);
+    if (!c) {
+      return std::move(c).take_error().with_context("dial " + spec.transport);
+    }
+    out.packet = std::move(*c);
+    return out;
+  }
+  if (spec.transport == "quic") {
+    return make_error(std::errc::not_supported,
+                      "transport quic: not built (register a factory named \"quic\")");
+  }
+  return make_error(std::errc::not_supported, "unknown transport \"" + spec.transport + "\"");
+}
+
+bool FlowDriver::path_settled_locked(PathId id) const {
+  for (const auto& p : core_->stats().paths) {
+    if (p.id == id) {
+      return p.state == engine::PathState::ready;
+    }
+  }
+  return true;  // gone
+}
+
+Result<PathId> FlowDriver::add_path(const PathSpec& spec, Deadline d) {
+  if (!dial_) {
+    return engine::make_error(engine::errc::wrong_side, "add_path on the accepting side");
+  }
+  auto c = dial_carrier(*dial_, rt_->io(), spec, d);
+  if (!c) {
+    return std::move(c).take_error().with_context("add_path " + spec.address);
+  }
+  engine::PathOptions opts;
+  opts.name = spec.name.empty() ? spec.transport + "/" + spec.address : spec.name;
+  if (c->packet) {
+    opts.framing = engine::Framing::datagram;
+    opts.max_frame = c->packet->max_frame();
+  }
+  std::unique_lock lk(mu);
+  auto id = core_->add_path(opts, Clock::now());
+  if (!id) {
+    if (c->stream) {
+      c->stream->close();
+    } else {
+      c->packet->close();
+    }
+    return std::move(id).take_error().with_context("add_path " + spec.address);
+  }
+  if (c->stream) {
+    attach_stream_locked(*id, std::move(c->stream), spec.transport, {});
+  } else {
+    attach_packet_locked(*id, std::move(c->packet), spec.transport);
+  }
+  note_path_locked(*id, spec);
+  const PathId pid = *id;
+  for (;;) {
+    bool present = false;
+    for (const auto& p : core_->stats().paths) {
+      if (p.id == pid) {
+        present = true;
+        if (p.state == engine::PathState::ready) {
+          return pid;
+        }
+      }
+    }
+    if (!present) {
+      return engine::make_error(engine::errc::path_dead,
+                                "add_path " + spec.address + ": the path died before it was ready");
+    }
+    if (core_->state() == FlowState::dead) {
+      return engine::make_error(engine::errc::closed, "add_path: flow is dead");
+    }
+    if (Clock::now() >= d) {
+      return timed_out("add_path: waiting for BRIDGE_ACK");
+    }
+    cv.wait_until(lk, d);
+  }
+}
+
+Status FlowDriver::wait_established(Deadline d) {
+  std::unique_lock lk(mu);
+  for (;;) {
+    const auto st = core_->state();
+    if (st == FlowState::dead) {
+      const auto& e = core_->close_error();
+      return e ? e->with_context("dial") : engine::make_error(engine::errc::closed, "dial");
+    }
+    if (st != FlowState::init && st != FlowState::handshaking) {
+      bool settled = true;
+      for (const auto& p : core_->stats().paths) {
+        settled = settled && p.state == engine::PathState::ready;
+      }
+      if (settled || Clock::now() >= d) {
+        return {};
+      }
+    } else {
+      if (core_->path_ids().empty()) {
+        return engine::make_error(engine::errc::path_dead,
+                                  "dial: every path died before the handshake");
+      }
+      if (Clock::now() >= d) {
+        return timed_out("dial: waiting for HELLO_ACK");
+      }
+    }
+    cv.wait_until(lk, d);
+  }
+}
+
+void FlowDriver::note_path_locked(PathId path, const PathSpec& spec) { path_specs_[path] = spec; }
+
+void FlowDriver::forget_path_locked(PathId path) { path_specs_.erase(path); }
+
+bool FlowDriver::redial_wanted_locked() const {
+  const auto st = core_->state();
+  return !shut_ && !user_closed_ && st != FlowState::dead && st != FlowState::closing;
+}
+
+bool FlowDriver::redial_wanted() {
+  std::unique_lock lk(mu);
+  return redial_wanted_locked();
+}
+
+void FlowDriver::schedule_redial_locked(const PathSpec& spec) {
+  if (!retry_) {
+    retry_ = std::make_shared<RetryQueue>();
+  }
+  std::lock_guard rl(retry_->mu);
+  retry_->pending.emplace_back(spec, dial_->retry.min_backoff);
+  if (retry_->running) {
+    retry_->cv.notify_all();
+    return;
+  }
+  retry_->running = true;
+  // Detached: the thread keeps the queue, and the flow only weakly between attempts, so a
+  // Conn the application drops is not kept alive by a path that will never come back.
+  std::thread([q = retry_, weak = std::weak_ptr<FlowDriver>(shared_from_this()),
+               policy = dial_->retry] {
+    for (;;) {
+      PathSpec next;
+      std::chrono::milliseconds backoff{};
+      {
+        std::unique_lock ql(q->mu);
+        if (q->stop || q->pending.empty()) {
+          q->running = false;
+          return;
+        }
+        next = q->pending.front().first;
+        backoff = q->pending.front().second;
+        q->pending.pop_front();
+        q->cv.wait_for(ql, backoff, [&] { return q->stop; });
+        if (q->stop) {
+          q->running = false;
+          return;
+        }
+      }
+      auto drv = weak.lock();
+      if (!drv || !drv->redial_wanted()) {
+        std::lock_guard ql(q->mu);
+        q->running = false;
+        return;
+      }
+      auto r = drv->add_path(next, deadline_in(policy.attempt_timeout));
+      if (r) {
+        std::unique_lock lk(drv->mu);
+        drv->redials_ += 1;
+      }
+      const bool again = !r && drv->redial_wanted();
+      drv.reset();  // may destroy the flow here: its destructor only sets q->stop
+      std::lock_guard ql(q->mu);
+      if (again) {
+        q->pending.emplace_back(next, std::min(backoff * 2, policy.max_backoff));
+      }
+    }
+  }).detach();
+}
+
+}  // namespace rendr::detail

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: Apache-2.0
+// Limits and helpers shared by the driver_*.cpp files (private). The FlowDriver is split by role:
+//   driver.cpp           construction, carrier attach, the service loop (pump), timer, close,
+//                        eviction, migrate callbacks, stats
+//   driver_carriers.cpp  carrier I/O: reads into the core, writes (gathered or per datagram),
+//                        carrier failure
+//   driver_app.cpp       the application side: blocking reads and writes, the asio face
+//   driver_dial.cpp      dialling carriers, add_path, waiting for the handshake, re-dial
+//   io_runtime.cpp       IoRuntime: the io_context and its thread
+#pragma once
+
+#include "driver.hpp"
+
+#include <rendr/engine/errors.hpp>
+
+#include <cstddef>
+#include <system_error>
+
+namespace rendr::detail {
+
+using engine::Clock;
+using engine::FlowState;
+using engine::PathId;
+
+// Output chunk per stream write: large enough for throughput, small enough that the stall
+// detector sees a blocked carrier (a write only completes when the socket took it).
+inline constexpr std::size_t kStreamChunk = 128 * 1024;
+inline constexpr std::size_t kStreamRoom = kStreamChunk + engine::kMaxStreamFrame + 2;
+inline constexpr int kDatagramBurst = 256;
+// A write_some publishes at most this much at once (its copy runs before the io thread may
+// send any of it).
+inline constexpr std::size_t kAppSlice = 256 * 1024;
+
+inline bool would_block(std::error_code ec) {
+  return ec == std::errc::operation_would_block || ec == std::errc::resource_unavailable_try_again;
+}
+
+inline Error timed_out(const char* what) { return make_error(std::errc::timed_out, what); }
+
+}  // namespace rendr::detail
