@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-agent: the target side of a migration - offers staged here, COMMIT, ABORT, expiry.
+#include "agent_internal.hpp"
+
+namespace rendr::agents {
+
+Message Agent::on_offer(PeerConn& c, const Message& m) {
+  auto mig = m.u64(Tag::mig);
+  auto svc = m.str(Tag::service);
+  auto ids = m.u64s(Tag::conn_id);
+  auto snaps = m.all(Tag::snapshot);
+  auto states = m.all(Tag::state);
+  auto reject = [&](const std::string& why) {
+    ++metrics_.offers_rejected;
+    log_.warn("offer from " + c.peer_name + " rejected: " + why);
+    Message f(MsgType::peer_fail);
+    if (mig) {
+      f.add_u64(Tag::mig, *mig);
+    }
+    return f.add(Tag::text, why);
+  };
+  if (!mig || !svc || !ids || ids->size() != snaps.size() || snaps.size() != states.size() ||
+      snaps.empty()) {
+    return reject("malformed offer (fields missing or lists of different lengths)");
+  }
+  if (!tcp_repair_ok_) {
+    return reject("TCP_REPAIR unavailable on " + cfg_.name + ": " + tcp_repair_error_);
+  }
+  if (staged_.count(*mig) != 0) {
+    return reject("migration " + std::to_string(*mig) + " is already staged here (from " +
+                  staged_.at(*mig)->from + ")");
+  }
+  // Decode everything before touching the kernel: a tampered or truncated snapshot rejects
+  // the whole offer.
+  const auto t_decode = Clock::now();
+  std::vector<TcpSnapshot> decoded;
+  decoded.reserve(snaps.size());
+  for (std::size_t i = 0; i < snaps.size(); ++i) {
+    auto s = decode_snapshot(*snaps[i]);
+    if (!s) {
+      return reject("snapshot " + std::to_string(i) + " rejected: " + s.error().message());
+    }
+    decoded.push_back(std::move(*s));
+  }
+  const auto t_stage = Clock::now();
+  auto sm = std::make_unique<StagedMig>();
+  sm->mig = *mig;
+  sm->from = c.peer_name;
+  sm->service = *svc;
+  sm->channel = &c;
+  // Optional (older sources send none): one peer_ack hint per connection.
+  std::vector<std::uint64_t> hints;
+  if (auto h = m.u64s(Tag::peer_ack); h && h->size() == decoded.size()) {
+    hints = std::move(*h);
+  }
+  for (std::size_t i = 0; i < decoded.size(); ++i) {
+    // A flow that left this host earlier may still have its grace freeze: lift it first.
+    cancel_freeze(decoded[i].tuple);
+    repair::RestoreOptions ro;
+    if (i < hints.size()) {
+      ro.peer_ack = decode_peer_ack(hints[i]);
+    }
+    const FourTuple tuple = decoded[i].tuple;
+    auto st = repairer_.restore_staged(std::move(decoded[i]), ro);
+    if (!st) {
+      ++metrics_.restores_failed;
+      sm->sockets.clear();  // silent
+      return reject("restore " + std::to_string(i) + ": " + st.error().message());
+    }
+    sm->sockets.push_back(std::move(*st));
+    sm->states.push_back(*states[i]);
+    // Hold what reaches this host for the connection until it goes live (the gateway may steer
+    // before COMMIT); it is replayed after activation, so the staged socket sees nothing.
+    if (freezer_ && freezer_->freeze(tuple)) {
+      sm->frozen_here.push_back(tuple);
+    }
+  }
+  sm->expiry = std::make_unique<asio::steady_timer>(io_, ms(cfg_.staged_timeout_ms));
+  std::uint64_t id = *mig;
+  sm->expiry->async_wait([this, id](asio::error_code ec) {
+    if (ec) {
+      return;
+    }
+    auto it = staged_.find(id);
+    if (it != staged_.end() && it->second->state == "staged") {
+      abort_staged(*it->second, "no commit within the staged timeout");
+    }
+  });
+  log_.info("migration " + std::to_string(id) + " from " + c.peer_name + ": staged " +
+            std::to_string(sm->sockets.size()) + " socket(s) for " + *svc + " (decode " +
+            fmt_ms(t_decode, t_stage) + " ms, restore " + fmt_ms(t_stage, Clock::now()) + " ms)");
+  staged_[id] = std::move(sm);
+  return Message(MsgType::ready).add_u64(Tag::mig, id);
+}
+
+void Agent::abort_staged(StagedMig& sm, const std::string& why) {
+  log_.warn("migration " + std::to_string(sm.mig) + " aborted here: " + why);
+  for (auto& s : sm.sockets) {
+    repairer_.release(std::move(s));
+  }
+  sm.sockets.clear();
+  if (freezer_) {
+    for (const auto& t : sm.frozen_here) {
+      (void)freezer_->unfreeze(t);
+    }
+  }
+  sm.frozen_here.clear();
+  sm.state = "aborted";
+  remember_outcome(sm.mig, "aborted");
+  std::uint64_t id = sm.mig;
+  asio::post(io_, [this, id] { staged_.erase(id); });
+}
+
+Message Agent::on_abort(std::uint64_t mig, const std::string& why) {
+  auto it = staged_.find(mig);
+  if (it != staged_.end() && it->second->state == "staged") {
+    abort_staged(*it->second, why);
+  }
+  return Message(MsgType::aborted).add_u64(Tag::mig, mig);
+}
+
+Message Agent::on_commit(const Message& m) {
+  auto mig = m.u64(Tag::mig);
+  if (!mig) {
+    return fail_msg(mig.error());
+  }
+  auto it = staged_.find(*mig);
+  if (it == staged_.end() || it->second->state != "staged") {
+    return Message(MsgType::peer_fail)
+        .add_u64(Tag::mig, *mig)
+        .add(Tag::text, "migration " + std::to_string(*mig) + " is not staged here (" +
+                            (it == staged_.end() ? "unknown" : it->second->state) + ")");
+  }
+  StagedMig& sm = *it->second;
+  sm.expiry->cancel();
+  std::uint64_t adopted = 0;
+  std::string warnings;
+  // Optional (older sources send none): one peer_ack hint per connection, in offer order.
+  std::vector<std::uint64_t> hints;
+  if (auto h = m.u64s(Tag::peer_ack); h && h->size() == sm.sockets.size()) {
+    hints = std::move(*h);
+  }
+  // Replay packets from the source, per connection, oldest first.
+  std::vector<std::vector<std::vector<std::byte>>> replay(sm.sockets.size());
+  for (const auto* v : m.all(Tag::replay)) {
+    if (v->size() <= 4) {
+      continue;
+    }
+    const std::uint32_t idx = (static_cast<std::uint32_t>((*v)[0]) << 24) |
+                              (static_cast<std::uint32_t>((*v)[1]) << 16) |
+                              (static_cast<std::uint32_t>((*v)[2]) << 8) |
+                              static_cast<std::uint32_t>((*v)[3]);
+    if (idx < replay.size()) {
+      replay[idx].emplace_back(v->begin() + 4, v->end());
+    }
+  }
+  for (std::size_t i = 0; i < sm.sockets.size(); ++i) {
+    FourTuple t = sm.sockets[i].tuple();
+    // Then what reached this host while staged; lift our freeze before the socket speaks.
+    if (freezer_ && std::find(sm.frozen_here.begin(), sm.frozen_here.end(), t) !=
+                        sm.frozen_here.end()) {
+      if (auto own = freezer_->take_dropped(t); own) {
+        for (auto& p : *own) {
+          replay[i].push_back(std::move(p));
+        }
+      }
+      (void)freezer_->unfreeze(t);
+    }
+    std::optional<std::uint32_t> peer_acked;
+    if (i < hints.size()) {
+      if (auto pa = decode_peer_ack(hints[i])) {
+        peer_acked = pa->ack;
+      }
+    }
+    {
+      const auto& snap = sm.sockets[i].snapshot();
+      log_.info("activate " + t.to_string() + ": " + std::to_string(snap.send_unacked()) +
+                " bytes unacked, " +
+                std::to_string(snap.send_queue.size() - snap.send_unacked()) + " unsent, peer ack " +
+                (peer_acked ? std::to_string(static_cast<std::int32_t>(*peer_acked - snap.send_seq)) +
+                                  " past snd_una"
+                            : std::string("unknown")));
+    }
+    auto fd = repairer_.activate(std::move(sm.sockets[i]),
+                                 i < hints.size() ? decode_peer_ack(hints[i]) : std::nullopt,
+                                 replay[i]);
+    if (!fd) {
+      // Past repair-off nothing can be undone; report it loudly.
+      warnings += fd.error().message() + "; ";
+      continue;
+    }
+    ++adopted;
+    adopt_or_queue(sm.service, Orphan{t, std::move(*fd), std::move(sm.states[i])});
+  }
+  sm.sockets.clear();
+  sm.frozen_here.clear();
+  sm.state = "committed";
+  remember_outcome(sm.mig, "committed");
+  metrics_.flows_adopted += adopted;
+  log_.info("migration " + std::to_string(sm.mig) + " committed: " + std::to_string(adopted) +
+            " connection(s) live here" + (warnings.empty() ? "" : " (errors: " + warnings + ")"));
+  std::uint64_t id = sm.mig;
+  asio::post(io_, [this, id] { staged_.erase(id); });
+  Message r(MsgType::committed);
+  r.add_u64(Tag::mig, id).add_u64(Tag::adopted, adopted);
+  if (!warnings.empty()) {
+    r.add(Tag::text, warnings);
+  }
+  return r;
+}
+
+}  // namespace rendr::agents
