@@ -11,9 +11,11 @@
 //   embed_sessions.cpp  embedder sessions: track/untrack, exports, late exports, adoption
 //   peer_channel.cpp    the mutual-TLS agent channel: pool, connect, framed read/write, accept
 //   peer_requests.cpp   what a peer agent may ask (refusal_for) and the dispatch of its requests
-//   migrate_source.cpp  one batch leaving this host (executes MigrationCore's actions)
+//   migrate_source.cpp  one batch leaving this host: selection, then drives SourceMigration
+//   migrate_steps.cpp   its forward steps (connect, export, freeze, ship, steer, commit)
+//   migrate_undo.cpp    its undo steps (steer back, tell the target, thaw, return fds)
 //   migrate_batches.cpp a selection larger than the descriptor limit, in batches
-//   migrate_target.cpp  offers staged here, COMMIT/ABORT/expiry of staged migrations
+//   migrate_target.cpp  offers staged here; COMMIT/ABORT/expiry as StagedMigration decides
 //   gateway_steer.cpp   the gateway role: steering setup and steer / steer_check
 //   freeze_grace.cpp    the eBPF freeze: setup, grace timers after a flow left, peer-ack hints
 //   status.cpp          status / flows JSON and Prometheus metrics
@@ -25,6 +27,8 @@
 #include <rendr/agents/message.hpp>
 #include <rendr/agents/migration.hpp>
 #include <rendr/agents/packet.hpp>
+#include <rendr/agents/source_migration.hpp>
+#include <rendr/agents/target_migration.hpp>
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/json.hpp>
 #include <rendr/common/log.hpp>
@@ -106,6 +110,7 @@ class FaultSys final : public repair::ForwardingSys {
 };
 
 struct AppSession;
+struct SourceBatch;
 
 // A tracked connection of an embedder.
 struct FlowRec {
@@ -154,13 +159,12 @@ struct PeerConn {
 
 // B side: a migration staged here.
 struct StagedMig {
-  std::uint64_t mig = 0;
-  std::string from;
+  explicit StagedMig(StagedMigration c) : core(std::move(c)) {}
+  StagedMigration core;  // id, source agent, state (staged | committed | aborted), expiry
   std::string service;
   std::vector<repair::StagedSocket> sockets;
   std::vector<std::vector<std::byte>> states;
   std::vector<FourTuple> frozen_here;  // tuples this (target) agent froze while staged
-  std::string state = "staged";  // staged | committed | aborted
   std::unique_ptr<asio::steady_timer> expiry;
   PeerConn* channel = nullptr;
 };
@@ -254,6 +258,7 @@ class Agent {
   // commit/abort/query only from the agent that offered that migration; a gateway takes
   // steering only from its --backends.
   [[nodiscard]] std::string refusal_for(const PeerConn& c, const Message& m) const;
+  // abort_staged releases what |sm| staged (silently) once its core said release.
   void abort_staged(StagedMig& sm, const std::string& why);
 
   // migration (source side)
@@ -266,6 +271,31 @@ class Agent {
                                         std::vector<std::string> keys,
                                         std::vector<std::string> ended);
   void progress(const std::shared_ptr<seqp::socket>& ctl, const std::string& line);
+  // take_live: a pooled channel, checked with a HELLO round trip (a peer may have restarted),
+  // else a fresh one.
+  awaitable<Result<std::unique_ptr<PeerConn>>> take_live(const std::string& name);
+  // source_step runs the step |next| of a batch; the src_* methods are its steps.
+  awaitable<StepResult> source_step(SourceBatch& b, const SourceMigration& core, SrcNext next);
+  awaitable<StepResult> src_connect(SourceBatch& b, SrcAction which);
+  awaitable<StepResult> src_steer_check(SourceBatch& b, Clock::time_point deadline);
+  awaitable<StepResult> src_export(SourceBatch& b, Clock::time_point export_deadline);
+  StepResult src_freeze_checkpoint(SourceBatch& b);
+  awaitable<StepResult> src_ship(SourceBatch& b, Clock::time_point deadline);
+  awaitable<StepResult> src_await_ready(SourceBatch& b, Clock::time_point deadline);
+  awaitable<StepResult> src_steer(SourceBatch& b, Clock::time_point deadline);
+  awaitable<StepResult> src_send_commit(SourceBatch& b, Clock::time_point deadline);
+  awaitable<StepResult> src_await_commit(SourceBatch& b, Clock::time_point deadline);
+  awaitable<StepResult> src_query(SourceBatch& b, const std::string& commit_error,
+                                  Clock::time_point deadline);
+  awaitable<StepResult> src_abort_staged(SourceBatch& b, Clock::time_point deadline);
+  awaitable<StepResult> src_backoff(Clock::time_point until);
+  StepResult src_release(SourceBatch& b, bool indeterminate);
+  awaitable<StepResult> src_undo_steer_back(SourceBatch& b, Clock::time_point deadline);
+  awaitable<StepResult> src_undo_tell_b_abort(SourceBatch& b, const std::string& why,
+                                              Clock::time_point deadline);
+  StepResult src_undo_thaw(SourceBatch& b);
+  StepResult src_undo_unfreeze(SourceBatch& b);
+  StepResult src_undo_return_fds(SourceBatch& b);
   void adopt_or_queue(const std::string& service, Orphan o);
   void schedule_unfreeze(const FourTuple& t);
   // peer_ack_hint encodes what the freeze saw the peer acknowledge (Tag::peer_ack), 0 if none.
@@ -279,12 +309,7 @@ class Agent {
 
   bool fault(const char* f) const { return faults_.count(f) != 0; }
   // remember_outcome keeps a staged migration's final state for `query` (last 1024).
-  void remember_outcome(std::uint64_t mig, const char* state) {
-    finished_.emplace_back(mig, state);
-    if (finished_.size() > 1024) {
-      finished_.pop_front();
-    }
-  }
+  void remember_outcome(std::uint64_t mig, const char* state) { finished_.remember(mig, state); }
 
   asio::io_context& io_;
   AgentConfig cfg_;
@@ -322,7 +347,7 @@ class Agent {
   std::uint64_t next_adopt_id_ = 1;
   std::map<std::string, std::vector<std::unique_ptr<PeerConn>>> pool_;
   std::map<std::uint64_t, std::unique_ptr<StagedMig>> staged_;
-  std::deque<std::pair<std::uint64_t, std::string>> finished_;  // recent mig -> final state
+  OutcomeLog finished_{1024};  // recent mig -> final state
   std::map<std::string, std::unique_ptr<asio::steady_timer>> grace_;  // tuple -> unfreeze timer
   std::map<std::string, std::deque<Orphan>> orphans_;                 // service -> fds
   Metrics metrics_;

@@ -40,10 +40,12 @@ void Agent::on_session_message(AppSession& s, Packet& p) {
       if (it == s.pending.end()) {
         // A refusal after an untrack of the same connection is the usual order when a
         // connection closes while its batch exports (the untrack already ended it).
-        if (m.type() == MsgType::export_refused) {
+        const LateExport what = late_export(m.type() == MsgType::export_refused, p.fd.valid(),
+                                            s.conns.count(*id) != 0);
+        if (what == LateExport::ignore_refusal) {
           log_.debug("session " + std::to_string(s.id) + ": late refusal of conn " +
                      std::to_string(*id));
-        } else if (p.fd.valid() && s.conns.count(*id) != 0) {
+        } else if (what == LateExport::hand_back) {
           // An export that came after its batch gave up waiting (step timeout): the server
           // no longer serves it, and closing the fd here would end the connection. Hand it back.
           log_.warn("session " + std::to_string(s.id) + ": late export of conn " +

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-agent: the target side of a migration - offers staged here, COMMIT, ABORT, expiry.
+// StagedMigration (rendr/agents/target_migration.hpp) decides what each of them does; this file
+// does the restores, activations and releases it names.
 #include "agent_internal.hpp"
 
 namespace rendr::agents {
@@ -19,16 +21,24 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     }
     return f.add(Tag::text, why);
   };
-  if (!mig || !svc || !ids || ids->size() != snaps.size() || snaps.size() != states.size() ||
-      snaps.empty()) {
-    return reject("malformed offer (fields missing or lists of different lengths)");
+  OfferShape shape;
+  shape.has_mig = mig.ok();
+  shape.has_service = svc.ok();
+  if (ids) {
+    shape.conn_ids = ids->size();
   }
-  if (!tcp_repair_ok_) {
-    return reject("TCP_REPAIR unavailable on " + cfg_.name + ": " + tcp_repair_error_);
+  shape.snapshots = snaps.size();
+  shape.states = states.size();
+  std::optional<std::string> staged_from;
+  if (mig) {
+    if (auto it = staged_.find(*mig); it != staged_.end()) {
+      staged_from = it->second->core.from();
+    }
   }
-  if (staged_.count(*mig) != 0) {
-    return reject("migration " + std::to_string(*mig) + " is already staged here (from " +
-                  staged_.at(*mig)->from + ")");
+  if (std::string why = check_offer(shape, cfg_.name, tcp_repair_ok_, tcp_repair_error_,
+                                    mig ? *mig : 0, staged_from);
+      !why.empty()) {
+    return reject(why);
   }
   // Decode everything before touching the kernel: a tampered or truncated snapshot rejects
   // the whole offer.
@@ -43,11 +53,9 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     decoded.push_back(std::move(*s));
   }
   const auto t_stage = Clock::now();
-  auto sm = std::make_unique<StagedMig>();
-  sm->mig = *mig;
-  sm->from = c.peer_name;
-  sm->service = *svc;
-  sm->channel = &c;
+  std::vector<repair::StagedSocket> sockets;
+  std::vector<std::vector<std::byte>> app_states;
+  std::vector<FourTuple> frozen_here;
   // Optional (older sources send none): one peer_ack hint per connection.
   std::vector<std::uint64_t> hints;
   if (auto h = m.u64s(Tag::peer_ack); h && h->size() == decoded.size()) {
@@ -64,25 +72,32 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     auto st = repairer_.restore_staged(std::move(decoded[i]), ro);
     if (!st) {
       ++metrics_.restores_failed;
-      sm->sockets.clear();  // silent
+      sockets.clear();  // silent
       return reject("restore " + std::to_string(i) + ": " + st.error().message());
     }
-    sm->sockets.push_back(std::move(*st));
-    sm->states.push_back(*states[i]);
+    sockets.push_back(std::move(*st));
+    app_states.push_back(*states[i]);
     // Hold what reaches this host for the connection until it goes live (the gateway may steer
     // before COMMIT); it is replayed after activation, so the staged socket sees nothing.
     if (freezer_ && freezer_->freeze(tuple)) {
-      sm->frozen_here.push_back(tuple);
+      frozen_here.push_back(tuple);
     }
   }
-  sm->expiry = std::make_unique<asio::steady_timer>(io_, ms(cfg_.staged_timeout_ms));
+  auto sm = std::make_unique<StagedMig>(
+      StagedMigration(*mig, c.peer_name, Clock::now(), ms(cfg_.staged_timeout_ms)));
+  sm->service = *svc;
+  sm->channel = &c;
+  sm->sockets = std::move(sockets);
+  sm->states = std::move(app_states);
+  sm->frozen_here = std::move(frozen_here);
+  sm->expiry = std::make_unique<asio::steady_timer>(io_, sm->core.deadline());
   std::uint64_t id = *mig;
   sm->expiry->async_wait([this, id](asio::error_code ec) {
     if (ec) {
       return;
     }
     auto it = staged_.find(id);
-    if (it != staged_.end() && it->second->state == "staged") {
+    if (it != staged_.end() && it->second->core.on_timer(Clock::now()) == TargetVerdict::release) {
       abort_staged(*it->second, "no commit within the staged timeout");
     }
   });
@@ -94,7 +109,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
 }
 
 void Agent::abort_staged(StagedMig& sm, const std::string& why) {
-  log_.warn("migration " + std::to_string(sm.mig) + " aborted here: " + why);
+  log_.warn("migration " + std::to_string(sm.core.mig()) + " aborted here: " + why);
   for (auto& s : sm.sockets) {
     repairer_.release(std::move(s));
   }
@@ -105,15 +120,14 @@ void Agent::abort_staged(StagedMig& sm, const std::string& why) {
     }
   }
   sm.frozen_here.clear();
-  sm.state = "aborted";
-  remember_outcome(sm.mig, "aborted");
-  std::uint64_t id = sm.mig;
+  remember_outcome(sm.core.mig(), "aborted");
+  std::uint64_t id = sm.core.mig();
   asio::post(io_, [this, id] { staged_.erase(id); });
 }
 
 Message Agent::on_abort(std::uint64_t mig, const std::string& why) {
   auto it = staged_.find(mig);
-  if (it != staged_.end() && it->second->state == "staged") {
+  if (it != staged_.end() && it->second->core.on_abort() == TargetVerdict::release) {
     abort_staged(*it->second, why);
   }
   return Message(MsgType::aborted).add_u64(Tag::mig, mig);
@@ -125,11 +139,15 @@ Message Agent::on_commit(const Message& m) {
     return fail_msg(mig.error());
   }
   auto it = staged_.find(*mig);
-  if (it == staged_.end() || it->second->state != "staged") {
+  if (it == staged_.end()) {
     return Message(MsgType::peer_fail)
         .add_u64(Tag::mig, *mig)
-        .add(Tag::text, "migration " + std::to_string(*mig) + " is not staged here (" +
-                            (it == staged_.end() ? "unknown" : it->second->state) + ")");
+        .add(Tag::text, commit_refusal_unknown(*mig));
+  }
+  if (it->second->core.on_commit() != TargetVerdict::activate) {
+    return Message(MsgType::peer_fail)
+        .add_u64(Tag::mig, *mig)
+        .add(Tag::text, it->second->core.commit_refusal());
   }
   StagedMig& sm = *it->second;
   sm.expiry->cancel();
@@ -194,12 +212,11 @@ Message Agent::on_commit(const Message& m) {
   }
   sm.sockets.clear();
   sm.frozen_here.clear();
-  sm.state = "committed";
-  remember_outcome(sm.mig, "committed");
+  remember_outcome(sm.core.mig(), "committed");
   metrics_.flows_adopted += adopted;
-  log_.info("migration " + std::to_string(sm.mig) + " committed: " + std::to_string(adopted) +
+  log_.info("migration " + std::to_string(sm.core.mig()) + " committed: " + std::to_string(adopted) +
             " connection(s) live here" + (warnings.empty() ? "" : " (errors: " + warnings + ")"));
-  std::uint64_t id = sm.mig;
+  std::uint64_t id = sm.core.mig();
   asio::post(io_, [this, id] { staged_.erase(id); });
   Message r(MsgType::committed);
   r.add_u64(Tag::mig, id).add_u64(Tag::adopted, adopted);

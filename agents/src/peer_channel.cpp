@@ -52,6 +52,19 @@ awaitable<Result<std::unique_ptr<PeerConn>>> Agent::connect_peer(const std::stri
   co_return std::move(c);
 }
 
+awaitable<Result<std::unique_ptr<PeerConn>>> Agent::take_live(const std::string& name) {
+  auto c = co_await take_peer(name);
+  if (c) {
+    auto h = co_await rpc(**c, Message(MsgType::hello).add(Tag::name, cfg_.name),
+                          Clock::now() + ms(cfg_.step_timeout_ms));
+    if (h && h->type() == MsgType::hello) {
+      co_return std::move(*c);
+    }
+    c = co_await connect_peer(name);
+  }
+  co_return std::move(c);
+}
+
 awaitable<Result<std::unique_ptr<PeerConn>>> Agent::take_peer(const std::string& name) {
   auto& idle = pool_[name];
   while (!idle.empty()) {
@@ -247,7 +260,7 @@ awaitable<void> Agent::serve_peer(std::unique_ptr<PeerConn> c) {
   for (auto& [mig, sm] : staged_) {
     if (sm->channel == c.get()) {
       sm->channel = nullptr;
-      if (sm->state == "staged") {
+      if (sm->core.on_channel_closed() == TargetVerdict::release) {
         abort_staged(*sm, "channel to " + c->peer_name + " closed before commit");
       }
     }

@@ -13,7 +13,7 @@ std::string Agent::refusal_for(const PeerConn& c, const Message& m) const {
       return false;  // the handler answers the malformed request
     }
     auto it = staged_.find(*mig);
-    return it != staged_.end() && it->second->from != who;
+    return it != staged_.end() && it->second->core.from() != who;
   };
   switch (m.type()) {
     case MsgType::hello:
@@ -83,17 +83,9 @@ awaitable<Message> Agent::handle_peer(PeerConn& c, const Message& m) {
       if (!mig) {
         co_return fail_msg(mig.error());
       }
-      std::string state = "unknown";
       auto it = staged_.find(*mig);
-      if (it != staged_.end()) {
-        state = it->second->state;
-      } else {
-        for (const auto& [id, st] : finished_) {
-          if (id == *mig) {
-            state = st;
-          }
-        }
-      }
+      const std::string state =
+          finished_.state_of(*mig, it != staged_.end() ? &it->second->core : nullptr);
       co_return Message(MsgType::mig_state).add_u64(Tag::mig, *mig).add(Tag::text, state);
     }
     case MsgType::steer:
