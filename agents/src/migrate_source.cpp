@@ -237,7 +237,8 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   j.end_object();
   log_.info("migration " + std::to_string(mig) + ": " +
             (committed || empty_batch ? std::string(result) : "aborted: " + error) +
-            (b.ended.empty() ? "" : " (" + std::to_string(b.ended.size()) + " ended before moving)"));
+            (b.ended.empty() ? ""
+                             : " (" + std::to_string(b.ended.size()) + " ended before moving)"));
   recent_reports_.push_back(j.str());
   if (recent_reports_.size() > 16) {
     recent_reports_.erase(recent_reports_.begin());

@@ -41,16 +41,23 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     return reject(why);
   }
   // Decode everything before touching the kernel: a tampered or truncated snapshot rejects
-  // the whole offer.
+  // the whole offer (OfferIntake gives the order).
+  OfferIntake intake(snaps.size());
   const auto t_decode = Clock::now();
   std::vector<TcpSnapshot> decoded;
   decoded.reserve(snaps.size());
-  for (std::size_t i = 0; i < snaps.size(); ++i) {
-    auto s = decode_snapshot(*snaps[i]);
+  IntakeNext next = intake.start();
+  while (next.action == IntakeAction::decode) {
+    auto s = decode_snapshot(*snaps[next.index]);
     if (!s) {
-      return reject("snapshot " + std::to_string(i) + " rejected: " + s.error().message());
+      next = intake.on_decoded(s.error().message());
+      continue;
     }
     decoded.push_back(std::move(*s));
+    next = intake.on_decoded({});
+  }
+  if (next.action == IntakeAction::reject) {
+    return reject(next.why);
   }
   const auto t_stage = Clock::now();
   std::vector<repair::StagedSocket> sockets;
@@ -61,7 +68,8 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
   if (auto h = m.u64s(Tag::peer_ack); h && h->size() == decoded.size()) {
     hints = std::move(*h);
   }
-  for (std::size_t i = 0; i < decoded.size(); ++i) {
+  while (next.action == IntakeAction::restore) {
+    const std::size_t i = next.index;
     // A flow that left this host earlier may still have its grace freeze: lift it first.
     cancel_freeze(decoded[i].tuple);
     repair::RestoreOptions ro;
@@ -73,7 +81,8 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     if (!st) {
       ++metrics_.restores_failed;
       sockets.clear();  // silent
-      return reject("restore " + std::to_string(i) + ": " + st.error().message());
+      next = intake.on_restored(st.error().message());
+      continue;
     }
     sockets.push_back(std::move(*st));
     app_states.push_back(*states[i]);
@@ -82,6 +91,10 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     if (freezer_ && freezer_->freeze(tuple)) {
       frozen_here.push_back(tuple);
     }
+    next = intake.on_restored({});
+  }
+  if (next.action == IntakeAction::reject) {
+    return reject(next.why);
   }
   auto sm = std::make_unique<StagedMig>(
       StagedMigration(*mig, c.peer_name, Clock::now(), ms(cfg_.staged_timeout_ms)));

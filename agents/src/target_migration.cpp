@@ -60,6 +60,46 @@ std::string check_offer(const OfferShape& o, const std::string& agent_name, bool
   return {};
 }
 
+IntakeNext OfferIntake::start() {
+  i_ = 0;
+  cur_ = n_ == 0 ? IntakeNext{IntakeAction::stage, 0, {}} : IntakeNext{IntakeAction::decode, 0, {}};
+  return cur_;
+}
+
+IntakeNext OfferIntake::on_decoded(const std::string& error) {
+  if (cur_.action != IntakeAction::decode) {
+    return cur_;
+  }
+  if (!error.empty()) {
+    cur_ = IntakeNext{IntakeAction::reject, i_,
+                      "snapshot " + std::to_string(i_) + " rejected: " + error};
+    return cur_;
+  }
+  if (++i_ < n_) {
+    cur_ = IntakeNext{IntakeAction::decode, i_, {}};
+  } else {
+    i_ = 0;
+    cur_ = IntakeNext{IntakeAction::restore, 0, {}};
+  }
+  return cur_;
+}
+
+IntakeNext OfferIntake::on_restored(const std::string& error) {
+  if (cur_.action != IntakeAction::restore) {
+    return cur_;
+  }
+  if (!error.empty()) {
+    cur_ = IntakeNext{IntakeAction::reject, i_, "restore " + std::to_string(i_) + ": " + error};
+    return cur_;
+  }
+  if (++i_ < n_) {
+    cur_ = IntakeNext{IntakeAction::restore, i_, {}};
+  } else {
+    cur_ = IntakeNext{IntakeAction::stage, 0, {}};
+  }
+  return cur_;
+}
+
 void OutcomeLog::remember(std::uint64_t mig, const char* state) {
   log_.emplace_back(mig, state);
   if (log_.size() > cap_) {

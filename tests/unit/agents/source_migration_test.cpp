@@ -97,8 +97,10 @@ TEST_CASE("source core: the happy path without a gateway", "[agents][source_core
   CHECK(h.m->commit_warning().empty());
   CHECK(h.m->failed_in().empty());
   CHECK(h.m->fsm().trace() ==
-        std::vector<std::string>{"init --start--> exporting", "exporting --exported--> exporting",
-                                 "exporting --checkpointed--> frozen", "frozen --shipped--> offered",
+        std::vector<std::string>{"init --start--> exporting",
+                                 "exporting --exported--> exporting",
+                                 "exporting --checkpointed--> frozen",
+                                 "frozen --shipped--> offered",
                                  "offered --ready--> staged", "staged --steered--> steered",
                                  "steered --commit_sent--> committing",
                                  "committing --committed--> committed"});

@@ -113,3 +113,45 @@ TEST_CASE("target core: QUERY answers the live state, else the remembered outcom
   CHECK(log.state_of(2, nullptr) == "unknown");
   CHECK(log.state_of(4, nullptr) == "aborted");
 }
+
+TEST_CASE("target core: an offer is decoded whole, then restored, then staged",
+          "[agents][target_core]") {
+  using I = IntakeAction;
+  SECTION("every connection decodes and restores") {
+    OfferIntake in(2);
+    IntakeNext n = in.start();
+    CHECK((n.action == I::decode && n.index == 0));
+    n = in.on_decoded("");
+    CHECK((n.action == I::decode && n.index == 1));
+    n = in.on_decoded("");
+    CHECK((n.action == I::restore && n.index == 0));  // the kernel only after every decode
+    n = in.on_restored("");
+    CHECK((n.action == I::restore && n.index == 1));
+    n = in.on_restored("");
+    CHECK(n.action == I::stage);
+    CHECK(in.on_restored("late").action == I::stage);  // stray results change nothing
+  }
+  SECTION("a tampered snapshot rejects the offer before any restore") {
+    OfferIntake in(3);
+    in.start();
+    in.on_decoded("");
+    IntakeNext n = in.on_decoded("checksum mismatch");
+    CHECK(n.action == I::reject);
+    CHECK(n.why == "snapshot 1 rejected: checksum mismatch");
+    CHECK(in.on_restored("").action == I::reject);
+  }
+  SECTION("a failed restore rejects the offer") {
+    OfferIntake in(2);
+    in.start();
+    in.on_decoded("");
+    in.on_decoded("");
+    in.on_restored("");
+    IntakeNext n = in.on_restored("read-back mismatch: snd_nxt");
+    CHECK(n.action == I::reject);
+    CHECK(n.why == "restore 1: read-back mismatch: snd_nxt");
+  }
+  SECTION("no connections: nothing to take in") {
+    OfferIntake in(0);
+    CHECK(in.start().action == I::stage);
+  }
+}

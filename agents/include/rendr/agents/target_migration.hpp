@@ -4,7 +4,7 @@
 // StagedMigration per offer, and asks it on every COMMIT, ABORT, QUERY, channel loss and
 // expiry; the answer says whether to activate, release (silently) or refuse.
 //
-//   offer --check_offer ok, every restore ok--> staged
+//   offer --check_offer ok, OfferIntake: decode every snapshot, then restore each--> staged
 //   staged --COMMIT--> committed (activate every socket: past repair-off nothing is undone)
 //   staged --ABORT | channel to the source closed | expiry (deadline)--> aborted (release)
 //   committed / aborted: COMMIT refused ("not staged here (<state>)"), ABORT answered, no-op
@@ -85,6 +85,32 @@ struct OfferShape {
                                       bool repair_ok, const std::string& repair_error,
                                       std::uint64_t mig,
                                       const std::optional<std::string>& staged_from);
+
+// OfferIntake: the order an accepted offer is taken in. Every snapshot is decoded before the
+// kernel is touched (a tampered or truncated one rejects the whole offer), then each is restored
+// in repair mode (nothing is transmitted); the first failure rejects the offer, and the sockets
+// restored so far close silently.
+enum class IntakeAction : std::uint8_t { decode, restore, stage, reject };
+
+struct IntakeNext {
+  IntakeAction action = IntakeAction::stage;
+  std::size_t index = 0;  // decode / restore: which connection of the offer
+  std::string why;        // reject: the text of the peer_fail answer
+};
+
+class OfferIntake {
+ public:
+  explicit OfferIntake(std::size_t connections) : n_(connections) {}
+  IntakeNext start();
+  // on_decoded / on_restored: the current connection's result ("" = it worked).
+  IntakeNext on_decoded(const std::string& error);
+  IntakeNext on_restored(const std::string& error);
+
+ private:
+  std::size_t n_;
+  std::size_t i_ = 0;
+  IntakeNext cur_{};
+};
 
 // OutcomeLog: the final state of the last |cap| migrations finished here.
 class OutcomeLog {
