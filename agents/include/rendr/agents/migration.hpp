@@ -12,6 +12,8 @@
 // steered: the gateway sends the flows to B; committing: COMMIT sent, B activates and adopts.
 // Up to `steered` every failure is undone in reverse (abort plan); once COMMIT may have reached
 // B, A never thaws unless B says it aborted: two live copies of one connection would corrupt it.
+// SourceMigration (source_migration.hpp) walks this FSM step by step for the agent; the target's
+// side is StagedMigration (target_migration.hpp).
 #pragma once
 
 #include <cstdint>

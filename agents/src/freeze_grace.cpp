@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-agent: the eBPF freeze - setup, the grace period after a flow left, peer-ack hints.
+#include "agent_internal.hpp"
+
+#include <net/if.h>
+
+namespace rendr::agents {
+
+Status Agent::init_freeze() {
+  if (!cfg_.no_freeze && cfg_.steer_ifaces.empty()) {
+    auto fz = ebpf::Freezer::create();
+    if (!fz) {
+      freeze_error_ = fz.error().message();
+      log_.warn("eBPF freeze unavailable: " + freeze_error_);
+    } else {
+      freezer_ = std::make_unique<ebpf::Freezer>(std::move(*fz));
+      auto ifs = cfg_.freeze_ifaces.empty() ? default_ifaces() : cfg_.freeze_ifaces;
+      for (const auto& ifn : ifs) {
+        unsigned idx = ::if_nametoindex(ifn.c_str());
+        if (idx == 0) {
+          return make_error(std::errc::no_such_device, "--freeze-iface " + ifn + ": no such device");
+        }
+        RENDR_TRY_CTX(freezer_->attach(static_cast<int>(idx)), "attach freeze to " + ifn);
+        log_.info("freeze attached to " + ifn);
+      }
+    }
+  }
+  return {};
+}
+
+void Agent::cancel_freeze(const FourTuple& t) {
+  auto it = grace_.find(t.to_string());
+  if (it != grace_.end()) {
+    it->second->cancel();
+    grace_.erase(it);
+  }
+  if (freezer_) {
+    (void)freezer_->unfreeze(t);
+  }
+}
+
+std::uint64_t Agent::peer_ack_hint(const FourTuple& t) const {
+  if (!freezer_) {
+    return 0;
+  }
+  auto c = freezer_->counters(t);
+  if (!c || !c->peer_ack) {
+    return 0;
+  }
+  return (std::uint64_t{1} << 48) | (std::uint64_t{c->peer_window} << 32) | *c->peer_ack;
+}
+
+void Agent::schedule_unfreeze(const FourTuple& t) {
+  if (!freezer_) {
+    return;
+  }
+  auto timer = std::make_unique<asio::steady_timer>(io_, ms(cfg_.freeze_grace_ms));
+  std::string key = t.to_string();
+  timer->async_wait([this, t, key](asio::error_code ec) {
+    if (ec) {
+      return;
+    }
+    (void)freezer_->unfreeze(t);
+    grace_.erase(key);
+  });
+  grace_[key] = std::move(timer);
+}
+
+}  // namespace rendr::agents

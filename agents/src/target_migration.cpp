@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <rendr/agents/target_migration.hpp>
+
+namespace rendr::agents {
+
+const char* to_string(StagedState s) {
+  switch (s) {
+    case StagedState::staged: return "staged";
+    case StagedState::committed: return "committed";
+    case StagedState::aborted: return "aborted";
+  }
+  return "?";
+}
+
+TargetVerdict StagedMigration::on_commit() {
+  if (state_ != StagedState::staged) {
+    return TargetVerdict::refuse;
+  }
+  state_ = StagedState::committed;
+  return TargetVerdict::activate;
+}
+
+TargetVerdict StagedMigration::on_abort() {
+  if (state_ != StagedState::staged) {
+    return TargetVerdict::nothing;
+  }
+  state_ = StagedState::aborted;
+  return TargetVerdict::release;
+}
+
+TargetVerdict StagedMigration::on_timer(Clock::time_point now) {
+  if (now < deadline_) {
+    return TargetVerdict::nothing;
+  }
+  return on_abort();
+}
+
+std::string StagedMigration::commit_refusal() const {
+  return "migration " + std::to_string(mig_) + " is not staged here (" + state_name() + ")";
+}
+
+std::string commit_refusal_unknown(std::uint64_t mig) {
+  return "migration " + std::to_string(mig) + " is not staged here (unknown)";
+}
+
+std::string check_offer(const OfferShape& o, const std::string& agent_name, bool repair_ok,
+                        const std::string& repair_error, std::uint64_t mig,
+                        const std::optional<std::string>& staged_from) {
+  if (!o.has_mig || !o.has_service || !o.conn_ids || *o.conn_ids != o.snapshots ||
+      o.snapshots != o.states || o.snapshots == 0) {
+    return "malformed offer (fields missing or lists of different lengths)";
+  }
+  if (!repair_ok) {
+    return "TCP_REPAIR unavailable on " + agent_name + ": " + repair_error;
+  }
+  if (staged_from) {
+    return "migration " + std::to_string(mig) + " is already staged here (from " + *staged_from +
+           ")";
+  }
+  return {};
+}
+
+IntakeNext OfferIntake::start() {
+  i_ = 0;
+  cur_ = n_ == 0 ? IntakeNext{IntakeAction::stage, 0, {}} : IntakeNext{IntakeAction::decode, 0, {}};
+  return cur_;
+}
+
+IntakeNext OfferIntake::on_decoded(const std::string& error) {
+  if (cur_.action != IntakeAction::decode) {
+    return cur_;
+  }
+  if (!error.empty()) {
+    cur_ = IntakeNext{IntakeAction::reject, i_,
+                      "snapshot " + std::to_string(i_) + " rejected: " + error};
+    return cur_;
+  }
+  if (++i_ < n_) {
+    cur_ = IntakeNext{IntakeAction::decode, i_, {}};
+  } else {
+    i_ = 0;
+    cur_ = IntakeNext{IntakeAction::restore, 0, {}};
+  }
+  return cur_;
+}
+
+IntakeNext OfferIntake::on_restored(const std::string& error) {
+  if (cur_.action != IntakeAction::restore) {
+    return cur_;
+  }
+  if (!error.empty()) {
+    cur_ = IntakeNext{IntakeAction::reject, i_, "restore " + std::to_string(i_) + ": " + error};
+    return cur_;
+  }
+  if (++i_ < n_) {
+    cur_ = IntakeNext{IntakeAction::restore, i_, {}};
+  } else {
+    cur_ = IntakeNext{IntakeAction::stage, 0, {}};
+  }
+  return cur_;
+}
+
+void OutcomeLog::remember(std::uint64_t mig, const char* state) {
+  log_.emplace_back(mig, state);
+  if (log_.size() > cap_) {
+    log_.pop_front();
+  }
+}
+
+std::string OutcomeLog::state_of(std::uint64_t mig, const StagedMigration* live) const {
+  if (live != nullptr) {
+    return live->state_name();
+  }
+  std::string state = "unknown";
+  for (const auto& [id, st] : log_) {
+    if (id == mig) {
+      state = st;
+    }
+  }
+  return state;
+}
+
+}  // namespace rendr::agents
