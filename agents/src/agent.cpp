@@ -55,6 +55,7 @@ Status Agent::init() {
   }
   RENDR_TRY(setup_tls());
 
+  probed_ = probe_capabilities();
   auto rp = repair::probe_tcp_repair();
   tcp_repair_ok_ = rp.ok();
   if (!rp.ok()) {
@@ -164,6 +165,7 @@ int run_agent(const AgentConfig& cfg) {
   if (!cfg.listen.empty()) {
     asio::co_spawn(io, agent.peer_acceptor(), asio::detached);
   }
+  asio::co_spawn(io, agent.steer_gc_loop(), asio::detached);
   std::signal(SIGPIPE, SIG_IGN);
   // Readiness line for supervisors and tests.
   std::printf("rendr-agent %s ready\n", cfg.name.c_str());

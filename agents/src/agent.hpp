@@ -33,11 +33,18 @@ struct AgentConfig {
   std::vector<std::string> vips;
   std::vector<BackendConfig> backends;
   std::string default_backend;
+  // Steering entries of flows that ended (both FINs, or an RST) are removed after this long
+  // without packets; the table is swept every steer_gc_interval_ms (0: never).
+  int steer_fin_linger_ms = 60000;
+  int steer_rst_linger_ms = 10000;
+  int steer_gc_interval_ms = 10000;
   // timing
   int step_timeout_ms = 5000;
   int commit_resolve_ms = 10000;
   int staged_timeout_ms = 30000;
   int freeze_grace_ms = 2000;
+  // Before the freeze, wait up to this long for exported sockets' send queues to drain (0: no).
+  int drain_ms = 200;
   // limits
   std::size_t max_frame_bytes = 256U << 20;  // one agent-channel message (a whole offer)
   // test-only fault injection (docs/native-migration.md "Fault injection")

@@ -29,11 +29,18 @@ gateway role:
   --vip ADDR               a VIP whose TCP flows are steered (repeat)
   --backend NAME=DEV[@NEXTHOP]  backend host NAME reached via DEV (repeat; NAME = agent name)
   --default-backend NAME   where new connections go
+  --steer-gc-interval-ms N sweep the flow table every N ms (default 10000; 0 never): entries of
+                           flows that ended go, live flows' entries stay however idle
+  --steer-fin-linger-ms N  remove an entry N ms after both sides' FINs and the last packet
+                           (default 60000)
+  --steer-rst-linger-ms N  remove an entry N ms after an RST and the last packet (default 10000)
 timing:
   --step-timeout-ms N      per-step timeout (default 5000)
   --commit-resolve-ms N    how long to ask the target after a lost COMMIT answer (default 10000)
   --staged-timeout-ms N    target: release staged sockets without COMMIT after N ms (default 30000)
   --freeze-grace-ms N      source: keep a moved flow frozen N ms after commit (default 2000)
+  --drain-ms N             source: before the freeze, wait up to N ms while the exported
+                           sockets' send queues drain to the peers (default 200; 0 off)
 limits:
   --max-frame-mib N        largest agent-channel message accepted, in MiB (default 256, at most
                            256): an offer carries every snapshot of a batch
@@ -137,10 +144,27 @@ Result<AgentConfig> parse_agent_args(int argc, char** argv, bool& help) {
       auto x = to_int(a, v);
       if (!x) return std::move(x).take_error();
       c.staged_timeout_ms = *x;
+    } else if (a == "--drain-ms") {
+      auto x = to_int(a, v);
+      if (!x) return std::move(x).take_error();
+      if (*x < 0 || *x > 10000) {
+        return bad("--drain-ms must be 0..10000, got " + sv);
+      }
+      c.drain_ms = *x;
     } else if (a == "--freeze-grace-ms") {
       auto x = to_int(a, v);
       if (!x) return std::move(x).take_error();
       c.freeze_grace_ms = *x;
+    } else if (a == "--steer-gc-interval-ms" || a == "--steer-fin-linger-ms" ||
+               a == "--steer-rst-linger-ms") {
+      auto x = to_int(a, v);
+      if (!x) return std::move(x).take_error();
+      if (*x < 0) {
+        return bad(a + " must be >= 0, got " + sv);
+      }
+      (a == "--steer-gc-interval-ms" ? c.steer_gc_interval_ms
+       : a == "--steer-fin-linger-ms" ? c.steer_fin_linger_ms
+                                      : c.steer_rst_linger_ms) = *x;
     } else if (a == "--log") {
       c.log_level = sv;
     } else if (a == "--fault") {

@@ -81,10 +81,6 @@ FdRoom fd_room() {
 
 std::uint64_t u64_of(const std::string& s) { return std::strtoull(s.c_str(), nullptr, 10); }
 
-std::string kernel_release() {
-  utsname u{};
-  return ::uname(&u) == 0 ? std::string(u.release) : "unknown";
-}
 
 Result<asio::ip::tcp::endpoint> tcp_endpoint(const std::string& text) {
   auto ep = Endpoint::parse(text);

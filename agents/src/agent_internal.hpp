@@ -21,6 +21,8 @@
 //   status.cpp          status / flows JSON and Prometheus metrics
 #pragma once
 
+#include <rendr/agents/capabilities.hpp>
+
 #include "agent.hpp"
 #include "sock_diag.hpp"
 
@@ -87,7 +89,6 @@ struct FdRoom {
 
 FdRoom fd_room();
 std::uint64_t u64_of(const std::string& s);
-std::string kernel_release();
 Result<asio::ip::tcp::endpoint> tcp_endpoint(const std::string& text);
 // default_ifaces: every up, non-loopback device (where the freeze attaches by default).
 std::vector<std::string> default_ifaces();
@@ -181,6 +182,8 @@ struct Metrics {
   std::uint64_t peer_requests_refused = 0;  // a configured agent asked for what its role may not
   std::uint64_t flows_ended = 0;   // dropped from batches: they ended before they could move
   std::uint64_t flows_reaped = 0;  // forgotten: no process held their socket any more
+  std::uint64_t steer_entries_removed = 0;  // gateway: entries of ended flows swept
+  std::uint64_t steer_entries = 0;          // gateway: entries at the last sweep
   double frozen_ms_sum = 0;
   double frozen_ms_last = 0;
   double frozen_ms_max = 0;
@@ -212,6 +215,9 @@ class Agent {
   Status init();
   awaitable<void> control_acceptor();
   awaitable<void> peer_acceptor();
+  // steer_gc_loop sweeps the gateway's flow table for entries of ended flows (gateway_steer.cpp);
+  // returns at once on a host.
+  awaitable<void> steer_gc_loop();
   void shutdown();
 
  private:
@@ -279,6 +285,8 @@ class Agent {
   awaitable<StepResult> src_connect(SourceBatch& b, SrcAction which);
   awaitable<StepResult> src_steer_check(SourceBatch& b, Clock::time_point deadline);
   awaitable<StepResult> src_export(SourceBatch& b, Clock::time_point export_deadline);
+  // drain_send_queues waits (bounded) for exported sockets' send queues to drain (drain.hpp).
+  awaitable<void> drain_send_queues(SourceBatch& b);
   StepResult src_freeze_checkpoint(SourceBatch& b);
   awaitable<StepResult> src_ship(SourceBatch& b, Clock::time_point deadline);
   awaitable<StepResult> src_await_ready(SourceBatch& b, Clock::time_point deadline);
@@ -321,6 +329,7 @@ class Agent {
   std::set<std::string> faults_;
   std::unique_ptr<ebpf::Freezer> freezer_;
   std::unique_ptr<ebpf::Steerer> steerer_;
+  CapabilityReport probed_;  // the capability probe at start (status: "probed")
   std::map<std::string, std::uint32_t> backend_index_;
   std::vector<Endpoint> vips_;  // --vip, parsed (gateway)
   std::string freeze_error_;

@@ -14,6 +14,7 @@ Status Agent::init_steering() {
     }
     steerer_ = std::make_unique<ebpf::Steerer>(std::move(*st));
     std::uint32_t idx = 0;
+    std::vector<unsigned> return_ifaces;
     for (const auto& b : cfg_.backends) {
       unsigned ifidx = ::if_nametoindex(b.ifname.c_str());
       if (ifidx == 0) {
@@ -31,6 +32,13 @@ Status Agent::init_steering() {
       }
       RENDR_TRY_CTX(steerer_->set_backend(idx, be), "backend " + b.name);
       backend_index_[b.name] = idx++;
+      // The servers' side of steered flows comes back on the backend's device: watch it for
+      // their FINs and RSTs, once per device.
+      if (std::find(return_ifaces.begin(), return_ifaces.end(), ifidx) == return_ifaces.end()) {
+        RENDR_TRY_CTX(steerer_->attach_return(static_cast<int>(ifidx)),
+                      "watch backend device " + b.ifname);
+        return_ifaces.push_back(ifidx);
+      }
     }
     for (const auto& v : cfg_.vips) {
       auto ep = Endpoint::parse_address(v, 0);
@@ -59,6 +67,34 @@ Status Agent::init_steering() {
               " device(s), " + std::to_string(cfg_.backends.size()) + " backend(s)");
   }
   return {};
+}
+
+awaitable<void> Agent::steer_gc_loop() {
+  if (!steerer_ || cfg_.steer_gc_interval_ms <= 0) {
+    co_return;
+  }
+  asio::steady_timer t(io_);
+  for (;;) {
+    t.expires_after(ms(cfg_.steer_gc_interval_ms));
+    auto [ec] = co_await t.async_wait(as_tuple_aw);
+    if (ec || !steerer_) {
+      co_return;
+    }
+    ebpf::CollectOptions o;
+    o.fin_linger_ns = static_cast<std::uint64_t>(cfg_.steer_fin_linger_ms) * 1'000'000ULL;
+    o.rst_linger_ns = static_cast<std::uint64_t>(cfg_.steer_rst_linger_ms) * 1'000'000ULL;
+    auto r = steerer_->collect(o);
+    if (!r) {
+      log_.warn("steering table sweep: " + r.error().message());
+      continue;
+    }
+    metrics_.steer_entries_removed += r->removed;
+    metrics_.steer_entries = r->examined - r->removed;
+    if (r->removed > 0) {
+      log_.debug("steering table: " + std::to_string(r->removed) + " entries of ended flows "
+                 "removed, " + std::to_string(metrics_.steer_entries) + " left");
+    }
+  }
 }
 
 Message Agent::on_steer(const Message& m, bool check_only) {

@@ -216,6 +216,8 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   j.kv("frozen_ms", b.frozen_ms);
   j.kv("total_ms", ms_since(t0));
   j.kv("bytes_carried", b.bytes_carried);
+  j.kv("drained_from_bytes", b.drained_bytes);
+  j.kv("drain", b.drain_stop);
   j.kv("replayed_packets", b.replayed_total);
   j.begin_object("steps_ms");
   for (const auto& [k, v] : b.step_ms) {

@@ -3,6 +3,11 @@
 // and says how it went; SourceMigration decides what comes next (migrate_source.cpp).
 #include "source_batch.hpp"
 
+#include <rendr/agents/drain.hpp>
+
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 namespace rendr::agents {
 
 using A = SrcAction;
@@ -151,7 +156,37 @@ awaitable<StepResult> Agent::src_export(SourceBatch& b, Clock::time_point export
   if (!v.error.empty()) {
     co_return step_failed(A::export_flows, v.error);
   }
+  co_await drain_send_queues(b);
   co_return step_ok(A::export_flows, n);
+}
+
+awaitable<void> Agent::drain_send_queues(SourceBatch& b) {
+  // The servers write no more to exported sockets; what their send queues hold still goes out
+  // while the peers' windows allow. Waiting a little for that shrinks the checkpoint, the ship
+  // and the restore, and so the time the flows stay frozen (drain.hpp).
+  const auto t0 = Clock::now();
+  DrainOptions o;
+  o.max = ms(cfg_.drain_ms);
+  DrainPlan plan(o, b.n, t0);
+  asio::steady_timer t(io_);
+  std::optional<DrainStop> stop;
+  while (!stop) {
+    std::uint64_t queued = 0;
+    for (std::size_t i = 0; i < b.n; ++i) {
+      int q = 0;
+      if (b.slots[i].fd.valid() && ::ioctl(b.slots[i].fd.get(), SIOCOUTQ, &q) == 0 && q > 0) {
+        queued += static_cast<std::uint64_t>(q);
+      }
+    }
+    stop = plan.observe(queued, Clock::now());
+    if (!stop) {
+      t.expires_after(o.poll);
+      co_await t.async_wait(as_tuple_aw);
+    }
+  }
+  b.step_ms["drain"] = ms_since(t0);
+  b.drained_bytes = plan.first();
+  b.drain_stop = to_string(*stop);
 }
 
 StepResult Agent::src_freeze_checkpoint(SourceBatch& b) {

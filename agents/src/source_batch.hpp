@@ -29,6 +29,8 @@ struct SourceBatch {
   std::vector<bool> have_frozen;
   std::vector<bool> froze;
   std::uint64_t bytes_carried = 0;
+  std::uint64_t drained_bytes = 0;  // send-queue bytes when the drain before the freeze began
+  std::string drain_stop;           // why it ended (drain.hpp)
   std::uint64_t replayed_total = 0;  // packets the freeze dropped, shipped for replay on B
   double frozen_ms = 0;
   Clock::time_point t0{};

@@ -18,6 +18,15 @@ std::string Agent::status_json() {
   j.kv("tcp_repair", tcp_repair_ok_);
   j.kv("ebpf", freezer_ != nullptr || steerer_ != nullptr);
   j.end_object();
+  // What the shared probe (rendrctl status, the tests) found at start, by trying.
+  j.begin_object("probed");
+  for (const auto& c : probed_.caps) {
+    j.begin_object(c.name);
+    j.kv("ok", c.ok);
+    j.kv("detail", c.detail);
+    j.end_object();
+  }
+  j.end_object();
   j.kv("method", tcp_repair_ok_ && (freezer_ || cfg_.no_freeze) ? "native" : "unavailable");
   std::string why;
   if (!tcp_repair_ok_) {
@@ -148,6 +157,13 @@ std::string Agent::metrics_text() {
   line("rendr_migration_flows_ended_total",
        "Flows dropped from a batch because they ended before they could move.", "counter", "",
        static_cast<double>(metrics_.flows_ended));
+  if (steerer_) {
+    line("rendr_steer_entries", "Gateway flow table entries at the last sweep.", "gauge", "",
+         static_cast<double>(metrics_.steer_entries));
+    line("rendr_steer_entries_removed_total",
+         "Gateway flow table entries of ended flows removed by the sweep.", "counter", "",
+         static_cast<double>(metrics_.steer_entries_removed));
+  }
   line("rendr_flows_reaped_total",
        "Tracked flows forgotten because their server or socket was gone.", "counter", "",
        static_cast<double>(metrics_.flows_reaped));

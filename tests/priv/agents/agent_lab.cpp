@@ -153,6 +153,7 @@ void AgentLab::start_agent(const std::string& name, const std::vector<std::strin
     if (opt_.gw_knows_b) {
       argv.insert(argv.end(), {"--backend", "b=vb@10.0.3.2"});
     }
+    argv.insert(argv.end(), opt_.gw_args.begin(), opt_.gw_args.end());
   } else {
     const bool is_a = name == "a";
     ns = is_a ? &lab.a : &lab.b;
@@ -349,6 +350,19 @@ void expect_healthy(AgentLab& al, PatternClient& c, long long rst_before) {
   CHECK(peer_rsts(al.lab) == rst_before);
   CHECK(al.server_alive("a"));
   CHECK(al.server_alive("b"));
+}
+
+std::uint64_t metric(AgentLab& al, const std::string& agent, const std::string& name) {
+  std::string out;
+  if (al.rendrctl(agent, {"metrics"}, out) != 0) {
+    return ~0ULL;
+  }
+  auto p = out.find("\n" + name + "{");
+  if (p == std::string::npos) {
+    return ~0ULL;
+  }
+  p = out.find("} ", p);
+  return std::stoull(out.substr(p + 2));
 }
 
 }  // namespace rendr::test

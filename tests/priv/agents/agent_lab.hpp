@@ -36,6 +36,7 @@ struct AgentLabOptions {
   // More certificates from the lab's CA, for names no agent is configured with.
   std::vector<std::string> extra_certs;
   std::vector<std::string> server_args;  // extra pattern_server arguments (test hooks)
+  std::vector<std::string> gw_args;      // extra rendr-agent arguments for the gateway
 };
 
 class AgentLab {
@@ -109,6 +110,9 @@ class PatternClient {
 };
 
 long long peer_rsts(const GatewayLab& lab);
+
+// metric reads one Prometheus value of |agent| (`rendrctl metrics`); ~0 when absent.
+std::uint64_t metric(AgentLab& al, const std::string& agent, const std::string& name);
 
 // expect_healthy checks (Catch CHECKs) that |c| receives 8 MiB more, pattern-exact, that the
 // peer saw no RST since |rst_before| and that both pattern servers still run.

@@ -60,18 +60,6 @@ class TlsClient {
 constexpr const char* kHostA = "10.0.2.2";
 constexpr const char* kGw = "10.0.2.1";
 
-std::uint64_t metric(AgentLab& al, const std::string& agent, const std::string& name) {
-  std::string out;
-  if (al.rendrctl(agent, {"metrics"}, out) != 0) {
-    return ~0ULL;
-  }
-  auto p = out.find("\n" + name + "{");
-  if (p == std::string::npos) {
-    return ~0ULL;
-  }
-  p = out.find("} ", p);
-  return std::stoull(out.substr(p + 2));
-}
 
 long rss_kib(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
