@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: Apache-2.0
+// FlowTable — per-flow state of userstack's shim, without lwIP: the random sequence offset each
+// flow's outbound SEQ / inbound ACK is shifted by, and the freeze that HOLDS a flow's inbound
+// packets (bounded) while its connection is being snapshotted or moved, to be replayed on thaw
+// (or handed to whoever takes the flow over). Keys are the tuple as lwIP sees it: local = the
+// original destination (VIP:port), remote = the peer. Not synchronised: the Stack uses it under
+// the lwIP core lock only.
+#pragma once
+
+#include <rendr/common/endpoint.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <random>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+namespace rendr::userstack {
+
+struct FourTupleHash {
+  std::size_t operator()(const FourTuple& t) const noexcept;
+};
+
+struct HoldLimits {
+  std::size_t max_packets = 4096;
+  std::size_t max_bytes = 16U << 20;
+};
+
+struct FlowEntry {
+  std::uint32_t offset = 0;  // wire SEQ = lwIP SEQ + offset (our direction only)
+  bool frozen = false;
+  std::deque<std::vector<std::byte>> held;  // inbound IP packets, wire form, oldest first
+  std::size_t held_bytes = 0;
+  std::uint64_t held_dropped = 0;  // packets that did not fit the hold limits
+};
+
+// InboundAction — what the shim does with one inbound packet.
+enum class InboundAction : std::uint8_t { deliver, held, dropped };
+
+class FlowTable {
+ public:
+  explicit FlowTable(std::uint64_t seed, HoldLimits limits = {})
+      : rng_(seed), limits_(limits) {}
+
+  // on_syn creates the flow's entry with a fresh random offset (or keeps an existing one: a
+  // retransmitted SYN must see the same ISS) and returns it.
+  FlowEntry& on_syn(const FourTuple& key);
+  // find returns the entry or nullptr.
+  [[nodiscard]] FlowEntry* find(const FourTuple& key);
+  // adopt creates/overwrites the entry with a given |offset| (a restored connection).
+  FlowEntry& adopt(const FourTuple& key, std::uint32_t offset);
+  void erase(const FourTuple& key) { flows_.erase(key); }
+
+  // inbound decides for one packet of |key|; when the flow is frozen the packet is copied into
+  // its hold queue (or dropped when the queue is full).
+  InboundAction inbound(const FourTuple& key, std::span<const std::byte> pkt);
+
+  // freeze starts holding |key|'s inbound packets (creates the entry, offset 0, if unknown).
+  void freeze(const FourTuple& key);
+  // thaw ends the freeze and returns the held packets, oldest first (the caller replays them).
+  [[nodiscard]] std::deque<std::vector<std::byte>> thaw(const FourTuple& key);
+
+  [[nodiscard]] std::size_t size() const { return flows_.size(); }
+
+ private:
+  std::unordered_map<FourTuple, FlowEntry, FourTupleHash> flows_;
+  std::mt19937_64 rng_;
+  HoldLimits limits_;
+};
+
+}  // namespace rendr::userstack
