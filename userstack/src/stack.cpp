@@ -368,7 +368,7 @@ Result<std::unique_ptr<Stack>> Stack::start(const StackOptions& opts) {
   bool expected = false;
   if (!g_running.compare_exchange_strong(expected, true)) {
     return make_error(std::errc::device_or_resource_busy,
-                      "userstack: a Stack is already running in this process (lwIP is global)");
+                      "userstack: a Stack is already running in this process (lwIP is global: only one Stack per process)");
   }
   auto tun = TunDevice::attach(opts.tun);
   if (!tun) {

@@ -18,6 +18,14 @@ Result<TunDevice> TunDevice::attach(const TunOptions& opts) {
   if (opts.name.empty() || opts.name.size() >= IFNAMSIZ) {
     return make_error(std::errc::invalid_argument, ctx + ": name must be 1-15 characters");
   }
+  // TUNSETIFF on a missing name would CREATE a device when we hold CAP_NET_ADMIN: never do
+  // that silently, the device is provisioned once by root.
+  if (::if_nametoindex(opts.name.c_str()) == 0) {
+    return make_error(std::errc::no_such_device,
+                      ctx + ": device does not exist in this network namespace (provision it "
+                            "once as root: 'ip tuntap add dev " + opts.name +
+                            " mode tun user <uid>')");
+  }
   auto fd = UniqueFd::open("/dev/net/tun", O_RDWR | O_NONBLOCK);
   if (!fd) {
     int err = fd.error().code.value();

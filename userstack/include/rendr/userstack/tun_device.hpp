@@ -40,9 +40,10 @@ struct TunOptions {
 
 class TunDevice {
  public:
-  // attach opens /dev/net/tun and attaches to the existing device |opts.name|. Errors:
+  // attach opens /dev/net/tun and attaches to the existing device |opts.name|. Errors: ENODEV
+  // (no such device in the caller's netns: attach never creates one, even as root),
   // EACCES/EPERM ("/dev/net/tun not accessible" / "not the device's owner"), EBUSY ("already
-  // attached by another process"), ENOENT/ENODEV (no /dev/net/tun), EINVAL (bad name, or the
+  // attached by another process"), ENOENT (no /dev/net/tun), EINVAL (bad name, or the
   // device is not a TUN device / lacks IFF_VNET_HDR support), plus TUNSETOFFLOAD errors.
   [[nodiscard]] static Result<TunDevice> attach(const TunOptions& opts);
 
