@@ -223,7 +223,12 @@ Result<ConnectionPtr> Stack::restore(const TcpSnapshot& snap) {
     pcb->snd_wnd = TCP_WND;
     pcb->snd_wnd_max = TCP_WND;
   }
-  std::uint32_t mss = st.opts_.send_mss != 0 ? st.opts_.send_mss : snap.mss_clamp;
+  // The sending MSS: the snapshot's (the peer's clamp), but never beyond what the TUN carries
+  // (a kernel-made snapshot from a loopback-routed socket says 65483).
+  const std::uint32_t hdrs = snap.tuple.local.family == IpFamily::v6 ? 60U : 40U;
+  const std::uint32_t mtu_mss = st.nif_.mtu > hdrs ? st.nif_.mtu - hdrs : 536U;
+  std::uint32_t mss = st.opts_.send_mss != 0 ? st.opts_.send_mss
+                                             : std::min(snap.mss_clamp, mtu_mss);
   pcb->mss = static_cast<u16_t>(std::clamp<std::uint32_t>(mss, 536, 0xffff));
   // Re-send the in-flight bytes at once: open the congestion window over them.
   const std::uint32_t inflight = snap.send_unacked();

@@ -9,6 +9,7 @@
 #include "support/pattern.hpp"
 
 #include <rendr/common/endpoint.hpp>
+#include <rendr/common/unique_fd.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -43,6 +44,10 @@ struct EchoResult {
   std::string error;
   double seconds = 0;
 };
+
+// connect_bound connects from the calling thread's netns to |to|, bound to |from| (port 0),
+// blocking with a 5 s timeout; throws on failure.
+UniqueFd connect_bound(const Endpoint& from, const Endpoint& to);
 
 // echo_client connects to |vip|, sends |total| pattern bytes while reading the echo back and
 // checking every byte, half-closes, and waits for EOF. Bounded by |timeout|.
