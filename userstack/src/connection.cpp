@@ -54,6 +54,11 @@ err_t Connection::Impl::on_recv(void* arg, tcp_pcb* /*pcb*/, pbuf* p, err_t /*er
   }
   if (p == nullptr) {
     self->peer_fin_ = true;
+    // FIN_WAIT2 + FIN: lwIP moved the PCB to TIME_WAIT and will free it on its own later,
+    // without a callback: let go of it now (the shim keeps the flow's offset for its ACKs).
+    if (self->pcb_ != nullptr && self->pcb_->state == TIME_WAIT) {
+      self->detach();
+    }
   } else {
     if (self->rx_head_ > 0 && self->rx_head_ >= self->rx_.size() / 2) {
       self->rx_.erase(self->rx_.begin(),
@@ -72,6 +77,9 @@ err_t Connection::Impl::on_recv(void* arg, tcp_pcb* /*pcb*/, pbuf* p, err_t /*er
 err_t Connection::Impl::on_sent(void* arg, tcp_pcb* /*pcb*/, u16_t /*len*/) {
   if (auto* self = static_cast<Impl*>(arg); self != nullptr) {
     self->push_pending();
+    if (self->pcb_ != nullptr && self->pcb_->state == TIME_WAIT) {
+      self->detach();  // our FIN acked after the peer's (FIN_WAIT1/CLOSING -> TIME_WAIT)
+    }
     self->signal();
   }
   return ERR_OK;
@@ -112,11 +120,12 @@ void Connection::Impl::push_pending() {
   }
 }
 
-void Connection::Impl::on_err(void* arg, err_t /*err*/) {
-  // The PCB is already freed by lwIP.
+void Connection::Impl::on_err(void* arg, err_t err) {
+  // The PCB is already freed by lwIP. ERR_CLSD is the normal end (our FIN acked after the
+  // peer's: LAST_ACK -> CLOSED), not a reset.
   if (auto* self = static_cast<Impl*>(arg); self != nullptr) {
     self->pcb_ = nullptr;
-    self->reset_ = true;
+    self->reset_ = err != ERR_CLSD;
     self->stack_.flows_.erase(self->tuple_);
     self->signal();
   }
@@ -145,7 +154,10 @@ Result<std::size_t> Connection::read(std::span<std::byte> buf) {
       s.rx_.clear();
       s.rx_head_ = 0;
     }
-    if (s.pcb_ != nullptr) {
+    // Reopen the window only while the peer may still send: after its FIN a window update
+    // reaches a socket that may be gone already and draws a RST.
+    if (s.pcb_ != nullptr && (s.pcb_->state == ESTABLISHED || s.pcb_->state == FIN_WAIT_1 ||
+                              s.pcb_->state == FIN_WAIT_2 || s.pcb_->state == CLOSE_WAIT)) {
       for (std::size_t left = n; left > 0;) {
         auto chunk = static_cast<u16_t>(std::min<std::size_t>(left, 0xffff));
         tcp_recved(s.pcb_, chunk);

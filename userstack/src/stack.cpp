@@ -13,6 +13,7 @@
 #include <array>
 #include <cstring>
 #include <random>
+#include <unordered_set>
 
 namespace rendr::userstack {
 namespace {
@@ -138,12 +139,24 @@ void Stack::Impl::stop() {
       tcp_close(l);
     }
     listeners_.clear();
-    // Connections accepted but never handed out: abort them (their owner never existed).
-    new_conns_.clear();
     netif_set_down(&nif_);
     netif_remove(&nif_);
     netif_added_ = false;
   }
+  // Connections accepted but never handed out are closed outside the core lock (their
+  // destructors take it).
+  std::vector<ConnectionPtr> orphans;
+  {
+    CoreLock lock;
+    orphans.swap(new_conns_);
+  }
+  orphans.clear();
+  std::deque<ConnectionPtr> queued;
+  {
+    std::lock_guard<std::mutex> g(accept_mu_);
+    queued.swap(accept_q_);
+  }
+  queued.clear();
 }
 
 void Stack::Impl::ensure_listener(std::uint16_t port) {
@@ -303,12 +316,28 @@ err_t Stack::Impl::output(pbuf* p) {
   return ERR_OK;
 }
 
+void Stack::Impl::prune_flows() {
+  CoreLock lock;
+  std::unordered_set<FourTuple, FourTupleHash> live;
+  for (tcp_pcb* list : {tcp_active_pcbs, tcp_tw_pcbs}) {
+    for (tcp_pcb* p = list; p != nullptr; p = p->next) {
+      live.insert(tuple_of(p));
+    }
+  }
+  flows_.prune([&live](const FourTuple& t) { return live.count(t) != 0; });
+}
+
 void Stack::Impl::run() {
   constexpr std::size_t kBatch = 32;
   constexpr std::size_t kCap = sizeof(VnetHeader) + 65536 + 256;
   std::vector<std::vector<std::byte>> bufs(kBatch, std::vector<std::byte>(kCap));
   std::array<std::size_t, kBatch> lens{};
+  auto next_prune = std::chrono::steady_clock::now() + kPruneInterval;
   for (;;) {
+    if (std::chrono::steady_clock::now() >= next_prune) {
+      prune_flows();
+      next_prune = std::chrono::steady_clock::now() + kPruneInterval;
+    }
     pollfd pf[2] = {{tun_.fd(), POLLIN, 0}, {stop_efd_.get(), POLLIN, 0}};
     int pr = ::poll(pf, 2, 1000);
     if (pr < 0 && errno != EINTR) {
@@ -460,6 +489,10 @@ StackCounters Stack::counters() const {
   s.tx_errors = c.tx_errors;
   s.accepted = c.accepted;
   s.listeners = c.listeners;
+  {
+    CoreLock lock;
+    s.flows = impl_->flows_.size();
+  }
   return s;
 }
 

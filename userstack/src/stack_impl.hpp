@@ -9,6 +9,7 @@
 #include <rendr/userstack/stack.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -70,6 +71,9 @@ class Stack::Impl {
   Status init();     // netif setup (takes the core lock)
   void run();        // reader thread
   void stop();
+  // prune_flows drops shim entries whose connection lwIP no longer has (takes the core lock).
+  void prune_flows();
+  static constexpr std::chrono::seconds kPruneInterval{5};
 
   // feed passes one inbound packet (wire form, checksum complete) through the shim into lwIP
   // (core).

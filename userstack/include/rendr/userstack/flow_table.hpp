@@ -64,6 +64,22 @@ class FlowTable {
 
   [[nodiscard]] std::size_t size() const { return flows_.size(); }
 
+  // prune erases the entries that are not frozen and for which |live(key)| is false (the
+  // Stack passes "lwIP still has a PCB for this tuple"); returns how many it erased.
+  template <typename Live>
+  std::size_t prune(Live&& live) {
+    std::size_t n = 0;
+    for (auto it = flows_.begin(); it != flows_.end();) {
+      if (!it->second.frozen && !live(it->first)) {
+        it = flows_.erase(it);
+        ++n;
+      } else {
+        ++it;
+      }
+    }
+    return n;
+  }
+
  private:
   std::unordered_map<FourTuple, FlowEntry, FourTupleHash> flows_;
   std::mt19937_64 rng_;

@@ -116,6 +116,7 @@ struct StackCounters {
   std::uint64_t tx_errors = 0;
   std::uint64_t accepted = 0;
   std::uint64_t listeners = 0;
+  std::uint64_t flows = 0;  // shim entries (pruned every 5 s once lwIP dropped the PCB)
 };
 
 class Stack {
