@@ -26,11 +26,12 @@ Result<TunDevice> TunDevice::attach(const TunOptions& opts) {
                             "once as root: 'ip tuntap add dev " + opts.name +
                             " mode tun user <uid>')");
   }
-  auto fd = UniqueFd::open("/dev/net/tun", O_RDWR | O_NONBLOCK);
+  auto fd = UniqueFd::open(opts.clone_path, O_RDWR | O_NONBLOCK);
   if (!fd) {
     int err = fd.error().code.value();
     if (err == EACCES || err == EPERM) {
-      return errno_error(ctx + ": /dev/net/tun not accessible (needs mode 0666 or group access)",
+      return errno_error(ctx + ": " + opts.clone_path +
+                             " not accessible (needs mode 0666 or group access)",
                          err);
     }
     return std::move(fd).take_error().with_context(ctx);

@@ -10,6 +10,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <grp.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <future>
 
@@ -104,4 +109,69 @@ TEST_CASE("userstack accepts any destination address and port, v4 and v6",
   CHECK(ok == targets.size());
   CHECK(server.accepted() == targets.size());
   CHECK((*stack)->counters().listeners == 5);
+}
+
+namespace {
+
+// attach_as_nobody forks a child that becomes uid/gid 65534 (no capabilities left) and tries
+// to attach |dev| through the clone node |node|; returns "ok" or the error message.
+std::string attach_as_nobody(const std::string& dev, const std::string& node) {
+  int pipefd[2];
+  REQUIRE(::pipe(pipefd) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    std::string msg;
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0) {
+      msg = "setuid failed";
+    } else {
+      userstack::TunOptions t;
+      t.name = dev;
+      t.clone_path = node;
+      auto r = userstack::TunDevice::attach(t);
+      msg = r ? "ok" : r.error().message();
+    }
+    [[maybe_unused]] ssize_t w = ::write(pipefd[1], msg.data(), msg.size());
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  std::string out;
+  char buf[512];
+  ssize_t n = 0;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) {
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(pipefd[0]);
+  wait_exit(pid, 10000);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("userstack attach works without privilege on a device provisioned for the user",
+          "[.netns][userstack][netns]") {
+  TunLab lab;
+  char tmpl[] = "/tmp/rendr-tun-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const std::string open_node = dir + "/tun-0666";
+  const std::string closed_node = dir + "/tun-0600";
+  // Private clone nodes so the host's /dev/net/tun (0600 here) is left alone.
+  REQUIRE(::mknod(open_node.c_str(), S_IFCHR | 0666, makedev(10, 200)) == 0);
+  REQUIRE(::chmod(open_node.c_str(), 0666) == 0);
+  REQUIRE(::mknod(closed_node.c_str(), S_IFCHR | 0600, makedev(10, 200)) == 0);
+  REQUIRE(::chmod(dir.c_str(), 0755) == 0);
+  lab.ns().must("ip tuntap add dev utun0 mode tun user 65534 && ip tuntap add dev rtun9 mode tun "
+                "user 0");
+  const std::string ok = attach_as_nobody("utun0", open_node);
+  const std::string not_owner = attach_as_nobody("rtun9", open_node);
+  const std::string node_denied = attach_as_nobody("utun0", closed_node);
+  ::unlink(open_node.c_str());
+  ::unlink(closed_node.c_str());
+  ::rmdir(dir.c_str());
+  CHECK(ok == "ok");
+  CHECK_THAT(not_owner, Catch::Contains("not the device's owner"));
+  CHECK_THAT(node_denied, Catch::Contains("not accessible"));
 }

@@ -36,6 +36,8 @@ struct TunOptions {
   // Offloads announced with TUNSETOFFLOAD: with them the kernel hands us TSO super-packets
   // with partial checksums (fewer, larger packets: the throughput lever). false = none.
   bool offload = true;
+  // The clone device; another node (c 10 200) serves containers or a group-readable copy.
+  std::string clone_path = "/dev/net/tun";
 };
 
 class TunDevice {
