@@ -175,3 +175,27 @@ TEST_CASE("userstack attach works without privilege on a device provisioned for 
   CHECK_THAT(not_owner, Catch::Contains("not the device's owner"));
   CHECK_THAT(node_denied, Catch::Contains("not accessible"));
 }
+
+TEST_CASE("userstack bridged echo with TUN MTU 65535 and 32 KiB segments",
+          "[.netns][userstack][netns]") {
+  TunLab lab;
+  userstack::StackOptions o = opts();
+  o.tun.mtu = 65535;
+  o.send_mss = 32768;
+  auto stack = userstack::Stack::start(o);
+  REQUIRE_OK(stack);
+  EchoServer server(**stack);
+  const long long resets0 = lab.resets();
+  constexpr std::uint64_t kTotal = 64ULL << 20;
+  EchoResult r = echo_client(ep("198.18.0.7:7000"), kTotal, 12);
+  INFO("error: " << r.error);
+  CHECK(r.error.empty());
+  CHECK(r.received == kTotal);
+  CHECK(r.first_bad == -1);
+  CHECK(r.eof);
+  CHECK(lab.resets() == resets0);
+  std::printf("userstack echo mtu 65535 mss 32768: %.0f MiB each way in %.2f s (%.2f Gbit/s each "
+              "way)\n",
+              static_cast<double>(kTotal) / (1 << 20), r.seconds,
+              static_cast<double>(kTotal) * 8 / r.seconds / 1e9);
+}
