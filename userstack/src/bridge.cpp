@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
 
@@ -32,8 +33,9 @@ Result<std::unique_ptr<Bridge>> Bridge::start(ConnectionPtr conn, std::size_t bu
   }
   std::unique_ptr<Bridge> b(
       new Bridge(std::move(conn), std::move(mine), std::move(server), std::move(stop), buffer));
-  Bridge* raw = b.get();
-  b->thread_ = std::thread([raw] { raw->run(); });
+  b->in_.resize(buffer);
+  b->out_.resize(buffer);
+  b->start_thread();
   return b;
 }
 
@@ -53,6 +55,7 @@ Bridge::~Bridge() {
 
 void Bridge::stop() {
   if (thread_.joinable()) {
+    stop_req_ = true;
     std::uint64_t one = 1;
     [[maybe_unused]] ssize_t r = ::write(stop_efd_.get(), &one, sizeof one);
     thread_.join();
@@ -63,18 +66,84 @@ BridgeStats Bridge::stats() const {
   return BridgeStats{to_server_, from_server_, reset_, done_};
 }
 
+void Bridge::start_thread() {
+  thread_ = std::thread([this] { run(); });
+}
+
+Result<std::unique_ptr<Bridge>> Bridge::resume(BridgeState st, std::size_t buffer) {
+  if (!st.conn || !st.pump_end) {
+    return make_error(std::errc::invalid_argument, "userstack bridge: resume needs a connection and the pump end");
+  }
+  UniqueFd stop(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!stop) {
+    return errno_error("userstack bridge: eventfd");
+  }
+  buffer = std::max({buffer, st.to_server.size(), st.from_server.size()});
+  std::unique_ptr<Bridge> b(new Bridge(std::move(st.conn), std::move(st.pump_end), UniqueFd(),
+                                       std::move(stop), buffer));
+  b->in_.resize(buffer);
+  b->out_.resize(buffer);
+  std::copy(st.to_server.begin(), st.to_server.end(), b->in_.begin());
+  b->in_len_ = st.to_server.size();
+  std::copy(st.from_server.begin(), st.from_server.end(), b->out_.begin());
+  b->out_len_ = st.from_server.size();
+  b->in_eof_ = st.peer_eof;
+  b->in_shut_ = st.server_told_eof;
+  b->out_eof_ = st.server_eof;
+  b->out_shut_ = st.conn_shut;
+  b->start_thread();
+  return b;
+}
+
+Result<BridgeState> Bridge::detach() {
+  if (!conn_) {
+    return make_error(std::errc::connection_already_in_progress, "userstack bridge: already detached");
+  }
+  stop();
+  BridgeState st;
+  st.conn = std::move(conn_);
+  st.pump_end = std::move(mine_);
+  st.to_server.assign(in_.begin() + static_cast<std::ptrdiff_t>(in_off_),
+                      in_.begin() + static_cast<std::ptrdiff_t>(in_off_ + in_len_));
+  st.from_server.assign(out_.begin() + static_cast<std::ptrdiff_t>(out_off_),
+                        out_.begin() + static_cast<std::ptrdiff_t>(out_off_ + out_len_));
+  st.peer_eof = in_eof_;
+  st.server_told_eof = in_shut_;
+  st.server_eof = out_eof_;
+  st.conn_shut = out_shut_;
+  return st;
+}
+
+void account_bridge(TcpSnapshot& snap, BridgeState& st) {
+  if (!st.to_server.empty()) {
+    snap.recv_queue.insert(snap.recv_queue.begin(), st.to_server.begin(), st.to_server.end());
+    snap.recv_seq -= static_cast<std::uint32_t>(st.to_server.size());
+    st.to_server.clear();
+  }
+  if (!st.from_server.empty()) {
+    snap.send_queue.insert(snap.send_queue.end(), st.from_server.begin(), st.from_server.end());
+    snap.send_unsent += static_cast<std::uint32_t>(st.from_server.size());
+    st.from_server.clear();
+  }
+}
+
 void Bridge::run() {
-  std::vector<std::byte> in(buf_size_);   // lwIP -> server
-  std::vector<std::byte> out(buf_size_);  // server -> lwIP
-  std::size_t in_off = 0;
-  std::size_t in_len = 0;
-  std::size_t out_off = 0;
-  std::size_t out_len = 0;
-  bool in_eof = false;
-  bool out_eof = false;
-  bool in_shut = false;
-  bool out_shut = false;
+  std::vector<std::byte>& in = in_;
+  std::vector<std::byte>& out = out_;
+  std::size_t& in_off = in_off_;
+  std::size_t& in_len = in_len_;
+  std::size_t& out_off = out_off_;
+  std::size_t& out_len = out_len_;
+  bool& in_eof = in_eof_;
+  bool& out_eof = out_eof_;
+  bool& in_shut = in_shut_;
+  bool& out_shut = out_shut_;
+  bool stopped = false;
   for (;;) {
+    if (stop_req_) {
+      stopped = true;
+      break;
+    }
     bool progress = false;
     conn_->clear_event();
     // lwIP -> server
@@ -156,10 +225,16 @@ void Bridge::run() {
     }
     ::poll(pf, 3, 1000);
     if ((pf[2].revents & POLLIN) != 0) {
+      stopped = true;
       break;
     }
   }
-  mine_.reset();  // the server sees EOF (or its writes fail) when the pump ends
+  // The pump end stays open when stopped (detach() may hand it on); when the pump finished
+  // or failed, close it so the server sees EOF (or its writes fail).
+  if (stopped) {
+    return;
+  }
+  mine_.reset();
 }
 
 }  // namespace rendr::userstack

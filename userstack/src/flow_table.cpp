@@ -57,6 +57,29 @@ InboundAction FlowTable::inbound(const FourTuple& key, std::span<const std::byte
   return InboundAction::held;
 }
 
+InboundAction FlowTable::outbound(const FourTuple& key, std::span<const std::byte> pkt) {
+  FlowEntry* e = find(key);
+  if (e == nullptr || !e->frozen) {
+    return InboundAction::deliver;
+  }
+  if (e->out_held.size() >= limits_.max_packets ||
+      e->out_held_bytes + pkt.size() > limits_.max_bytes) {
+    return InboundAction::dropped;
+  }
+  e->out_held.emplace_back(pkt.begin(), pkt.end());
+  e->out_held_bytes += pkt.size();
+  return InboundAction::held;
+}
+
+std::deque<std::vector<std::byte>> FlowTable::take_outbound(const FourTuple& key) {
+  FlowEntry* e = find(key);
+  if (e == nullptr) {
+    return {};
+  }
+  e->out_held_bytes = 0;
+  return std::exchange(e->out_held, {});
+}
+
 void FlowTable::freeze(const FourTuple& key) { flows_[key].frozen = true; }
 
 std::deque<std::vector<std::byte>> FlowTable::thaw(const FourTuple& key) {

@@ -152,6 +152,9 @@ Result<TcpSnapshot> Stack::snapshot(Connection& conn) {
     return std::move(v).take_error().with_context(ctx);
   }
 
+  // What this PCB emitted while frozen is obsolete: the snapshot carries those bytes, and the
+  // rebuilt PCB sends them again.
+  impl_->c_.tx_discarded += impl_->flows_.take_outbound(c.tuple_).size();
   // Remove silently: no FIN, no RST, and no delayed ACK flushed by tcp_pcb_remove().
   c.detach();
   tcp_clear_flags(pcb, TF_ACK_DELAY | TF_ACK_NOW);

@@ -301,11 +301,19 @@ err_t Stack::Impl::output(pbuf* p) {
   }
   FourTuple key{parsed->src, parsed->dst};
   if (FlowEntry* flow = flows_.find(key); flow != nullptr) {
-    if (flow->frozen) {
-      ++c_.tx_frozen_dropped;
-      return ERR_OK;
-    }
     shift_seq(pkt, *parsed, flow->offset);
+    // While frozen, what lwIP emits is held, not dropped: a rebuilt PCB transmits at once
+    // (its in-flight bytes), and dropping that would leave them to lwIP's RTO (>= 1 s).
+    switch (flows_.outbound(key, pkt)) {
+      case InboundAction::held:
+        ++c_.tx_held;
+        return ERR_OK;
+      case InboundAction::dropped:
+        ++c_.tx_frozen_dropped;
+        return ERR_OK;
+      case InboundAction::deliver:
+        break;
+    }
   }
   ssize_t n = ::write(tun_.fd(), out_buf_.data(), hdr + p->tot_len);
   if (n < 0) {
@@ -325,6 +333,21 @@ void Stack::Impl::prune_flows() {
     }
   }
   flows_.prune([&live](const FourTuple& t) { return live.count(t) != 0; });
+}
+
+void Stack::Impl::write_tun(std::span<const std::byte> pkt) {
+  const std::size_t hdr = sizeof(VnetHeader);
+  if (pkt.size() + hdr > out_buf_.size()) {
+    ++c_.tx_errors;
+    return;
+  }
+  std::memset(out_buf_.data(), 0, hdr);
+  std::memcpy(out_buf_.data() + hdr, pkt.data(), pkt.size());
+  if (::write(tun_.fd(), out_buf_.data(), hdr + pkt.size()) < 0) {
+    ++c_.tx_errors;
+    return;
+  }
+  ++c_.tx_packets;
 }
 
 void Stack::Impl::run() {
@@ -458,6 +481,9 @@ std::size_t Stack::thaw(const FourTuple& tuple) {
   std::size_t n = 0;
   {
     CoreLock lock;
+    for (auto& pkt : impl_->flows_.take_outbound(tuple)) {
+      impl_->write_tun(pkt);
+    }
     auto held = impl_->flows_.thaw(tuple);
     for (auto& pkt : held) {
       impl_->feed(pkt, true);
@@ -471,6 +497,7 @@ std::size_t Stack::thaw(const FourTuple& tuple) {
 
 std::vector<std::vector<std::byte>> Stack::take_held(const FourTuple& tuple) {
   CoreLock lock;
+  impl_->c_.tx_discarded += impl_->flows_.take_outbound(tuple).size();
   auto held = impl_->flows_.thaw(tuple);
   return {std::make_move_iterator(held.begin()), std::make_move_iterator(held.end())};
 }
@@ -486,6 +513,8 @@ StackCounters Stack::counters() const {
   s.rx_replayed = c.rx_replayed;
   s.tx_packets = c.tx_packets;
   s.tx_frozen_dropped = c.tx_frozen_dropped;
+  s.tx_held = c.tx_held;
+  s.tx_discarded = c.tx_discarded;
   s.tx_errors = c.tx_errors;
   s.accepted = c.accepted;
   s.listeners = c.listeners;

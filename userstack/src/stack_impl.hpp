@@ -80,6 +80,8 @@ class Stack::Impl {
   void feed(std::span<std::byte> pkt, bool replay);
   // output writes one lwIP packet to the TUN through the shim (core).
   err_t output(pbuf* p);
+  // write_tun writes one wire-form IP packet (core).
+  void write_tun(std::span<const std::byte> pkt);
   void ensure_listener(std::uint16_t port);  // (core)
   ConnectionPtr make_connection(tcp_pcb* pcb);  // (core)
   void deliver_accepts();  // outside the core lock
@@ -105,7 +107,7 @@ class Stack::Impl {
 
   struct Counters {
     std::atomic<std::uint64_t> rx_packets{0}, rx_ignored{0}, rx_bad_checksum{0}, rx_held{0},
-        rx_hold_dropped{0}, rx_replayed{0}, tx_packets{0}, tx_frozen_dropped{0}, tx_errors{0},
+        rx_hold_dropped{0}, rx_replayed{0}, tx_packets{0}, tx_frozen_dropped{0}, tx_held{0}, tx_discarded{0}, tx_errors{0},
         accepted{0}, listeners{0};
   } c_;
 };

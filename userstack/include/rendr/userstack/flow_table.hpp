@@ -34,6 +34,10 @@ struct FlowEntry {
   std::deque<std::vector<std::byte>> held;  // inbound IP packets, wire form, oldest first
   std::size_t held_bytes = 0;
   std::uint64_t held_dropped = 0;  // packets that did not fit the hold limits
+  // What lwIP emitted for the flow while frozen (wire form, offset applied): sent on thaw, or
+  // discarded when the connection is snapshotted (the snapshot carries those bytes).
+  std::deque<std::vector<std::byte>> out_held;
+  std::size_t out_held_bytes = 0;
 };
 
 // InboundAction — what the shim does with one inbound packet.
@@ -56,6 +60,11 @@ class FlowTable {
   // inbound decides for one packet of |key|; when the flow is frozen the packet is copied into
   // its hold queue (or dropped when the queue is full).
   InboundAction inbound(const FourTuple& key, std::span<const std::byte> pkt);
+
+  // outbound decides for one packet lwIP emits for |key|: deliver, or (frozen) held/dropped.
+  InboundAction outbound(const FourTuple& key, std::span<const std::byte> pkt);
+  // take_outbound returns (and forgets) the outbound packets held for |key|.
+  [[nodiscard]] std::deque<std::vector<std::byte>> take_outbound(const FourTuple& key);
 
   // freeze starts holding |key|'s inbound packets (creates the entry, offset 0, if unknown).
   void freeze(const FourTuple& key);

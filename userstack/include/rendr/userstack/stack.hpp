@@ -112,7 +112,9 @@ struct StackCounters {
   std::uint64_t rx_hold_dropped = 0;  // frozen flow's hold queue full
   std::uint64_t rx_replayed = 0;      // held packets fed by thaw()
   std::uint64_t tx_packets = 0;       // packets written to the TUN
-  std::uint64_t tx_frozen_dropped = 0;
+  std::uint64_t tx_held = 0;            // emitted for a frozen flow, held for thaw()
+  std::uint64_t tx_discarded = 0;       // held ones a snapshot/take_held made obsolete
+  std::uint64_t tx_frozen_dropped = 0;  // frozen flow's outbound hold full
   std::uint64_t tx_errors = 0;
   std::uint64_t accepted = 0;
   std::uint64_t listeners = 0;
@@ -136,13 +138,15 @@ class Stack {
   // accept waits up to |timeout| for a queued connection. Errors: ETIMEDOUT.
   [[nodiscard]] Result<ConnectionPtr> accept(std::chrono::milliseconds timeout);
 
-  // freeze holds |tuple|'s inbound packets (tuple as the Connection sees it) until thaw().
+  // freeze holds |tuple|'s inbound packets (tuple as the Connection sees it), and what lwIP
+  // emits for it, until thaw().
   void freeze(const FourTuple& tuple);
-  // thaw ends the freeze and replays the held packets into lwIP, oldest first; returns how
-  // many were replayed.
+  // thaw ends the freeze: sends what lwIP emitted meanwhile, then replays the held inbound
+  // packets into lwIP, oldest first; returns how many were replayed.
   std::size_t thaw(const FourTuple& tuple);
-  // take_held ends the freeze and returns the held packets (IP packets, wire form) instead of
-  // replaying them, for a flow that moves elsewhere.
+  // take_held ends the freeze and returns the held inbound packets (IP packets, wire form)
+  // instead of replaying them, for a flow that moves elsewhere; held outbound ones are
+  // discarded (the snapshot carries their bytes).
   [[nodiscard]] std::vector<std::vector<std::byte>> take_held(const FourTuple& tuple);
 
   // snapshot captures |conn| into a TcpSnapshot in wire sequence numbers (the same value
