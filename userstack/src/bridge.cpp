@@ -62,9 +62,7 @@ void Bridge::stop() {
   }
 }
 
-BridgeStats Bridge::stats() const {
-  return BridgeStats{to_server_, from_server_, reset_, done_};
-}
+BridgeStats Bridge::stats() const { return BridgeStats{to_server_, from_server_, reset_, done_}; }
 
 void Bridge::start_thread() {
   thread_ = std::thread([this] { run(); });
@@ -72,15 +70,16 @@ void Bridge::start_thread() {
 
 Result<std::unique_ptr<Bridge>> Bridge::resume(BridgeState st, std::size_t buffer) {
   if (!st.conn || !st.pump_end) {
-    return make_error(std::errc::invalid_argument, "userstack bridge: resume needs a connection and the pump end");
+    return make_error(std::errc::invalid_argument,
+                      "userstack bridge: resume needs a connection and the pump end");
   }
   UniqueFd stop(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!stop) {
     return errno_error("userstack bridge: eventfd");
   }
   buffer = std::max({buffer, st.to_server.size(), st.from_server.size()});
-  std::unique_ptr<Bridge> b(new Bridge(std::move(st.conn), std::move(st.pump_end), UniqueFd(),
-                                       std::move(stop), buffer));
+  std::unique_ptr<Bridge> b(
+      new Bridge(std::move(st.conn), std::move(st.pump_end), UniqueFd(), std::move(stop), buffer));
   b->in_.resize(buffer);
   b->out_.resize(buffer);
   std::copy(st.to_server.begin(), st.to_server.end(), b->in_.begin());
@@ -97,7 +96,8 @@ Result<std::unique_ptr<Bridge>> Bridge::resume(BridgeState st, std::size_t buffe
 
 Result<BridgeState> Bridge::detach() {
   if (!conn_) {
-    return make_error(std::errc::connection_already_in_progress, "userstack bridge: already detached");
+    return make_error(std::errc::connection_already_in_progress,
+                      "userstack bridge: already detached");
   }
   stop();
   BridgeState st;
@@ -216,7 +216,8 @@ void Bridge::run() {
     if (progress) {
       continue;
     }
-    pollfd pf[3] = {{mine_.get(), 0, 0}, {conn_->event_fd(), POLLIN, 0}, {stop_efd_.get(), POLLIN, 0}};
+    pollfd pf[3] = {
+        {mine_.get(), 0, 0}, {conn_->event_fd(), POLLIN, 0}, {stop_efd_.get(), POLLIN, 0}};
     if (in_len > 0) {
       pf[0].events |= POLLOUT;
     }

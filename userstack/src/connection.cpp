@@ -14,7 +14,9 @@
 namespace rendr::userstack {
 
 Connection::Impl::Impl(Stack::Impl& stack, tcp_pcb* pcb, FourTuple tuple)
-    : stack_(stack), pcb_(pcb), tuple_(std::move(tuple)),
+    : stack_(stack),
+      pcb_(pcb),
+      tuple_(std::move(tuple)),
       efd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
 
 Connection::Impl::~Impl() = default;
@@ -278,8 +280,8 @@ ConnectionInfo Connection::info() const {
   }
   if (s.pcb_ != nullptr) {
     ci.state = kernel_state(static_cast<int>(s.pcb_->state)).value_or(TcpState::close);
-    ci.send_queue = s.pcb_->snd_lbb - s.pcb_->lastack +
-                    static_cast<std::uint32_t>(s.tx_pending_size());
+    ci.send_queue =
+        s.pcb_->snd_lbb - s.pcb_->lastack + static_cast<std::uint32_t>(s.tx_pending_size());
     ci.mss = s.pcb_->mss;
   }
   return ci;

@@ -78,9 +78,9 @@ Result<TcpSnapshot> Stack::snapshot(Connection& conn) {
   }
   auto st = kernel_state(static_cast<int>(pcb->state));
   if (!st || !userstack_state_supported(*st)) {
-    return make_error(std::errc::not_supported,
-                      ctx + ": state " + std::string(st ? to_string(*st) : "unknown") +
-                          " cannot be snapshotted");
+    return make_error(
+        std::errc::not_supported,
+        ctx + ": state " + std::string(st ? to_string(*st) : "unknown") + " cannot be snapshotted");
   }
   std::uint32_t offset = 0;
   if (const FlowEntry* f = impl_->flows_.find(c.tuple_); f != nullptr) {
@@ -92,8 +92,7 @@ Result<TcpSnapshot> Stack::snapshot(Connection& conn) {
   s.fin_queued = (pcb->flags & TF_FIN) != 0 || *st == TcpState::fin_wait1 ||
                  *st == TcpState::fin_wait2 || *st == TcpState::closing ||
                  *st == TcpState::last_ack;
-  s.peer_fin = *st == TcpState::close_wait || *st == TcpState::closing ||
-               *st == TcpState::last_ack;
+  s.peer_fin = *st == TcpState::close_wait || *st == TcpState::closing || *st == TcpState::last_ack;
   const bool fin_acked = *st == TcpState::fin_wait2;
   // A FIN still waiting for pending bytes (fin_pending_) has not been given to lwIP yet; lwIP
   // is then still ESTABLISHED/CLOSE_WAIT and the snapshot says the FIN is queued, not sent.
@@ -125,7 +124,8 @@ Result<TcpSnapshot> Stack::snapshot(Connection& conn) {
 
   // Receive side: what lwIP delivered that the application has not read.
   s.recv_queue.assign(c.rx_.begin() + static_cast<std::ptrdiff_t>(c.rx_head_), c.rx_.end());
-  s.recv_seq = pcb->rcv_nxt - (s.peer_fin ? 1U : 0U) - static_cast<std::uint32_t>(s.recv_queue.size());
+  s.recv_seq =
+      pcb->rcv_nxt - (s.peer_fin ? 1U : 0U) - static_cast<std::uint32_t>(s.recv_queue.size());
 
   s.mss_clamp = pcb->mss;
   s.opt_wscale = (pcb->flags & TF_WND_SCALE) != 0;
@@ -170,17 +170,17 @@ Result<ConnectionPtr> Stack::restore(const TcpSnapshot& snap) {
     return std::move(v).take_error().with_context(ctx);
   }
   if (!userstack_state_supported(snap.state)) {
-    return make_error(std::errc::not_supported, ctx + ": state " +
-                                                    std::string(to_string(snap.state)) +
-                                                    " cannot be restored in lwIP");
+    return make_error(
+        std::errc::not_supported,
+        ctx + ": state " + std::string(to_string(snap.state)) + " cannot be restored in lwIP");
   }
   CoreLock lock;
   Impl& st = *impl_;
   if (tuple_has_pcb(snap.tuple)) {
     return make_error(std::errc::address_in_use, ctx + ": the tuple still has a PCB here");
   }
-  tcp_pcb* pcb = tcp_new_ip_type(snap.tuple.local.family == IpFamily::v6 ? IPADDR_TYPE_V6
-                                                                          : IPADDR_TYPE_V4);
+  tcp_pcb* pcb =
+      tcp_new_ip_type(snap.tuple.local.family == IpFamily::v6 ? IPADDR_TYPE_V6 : IPADDR_TYPE_V4);
   if (pcb == nullptr) {
     return make_error(std::errc::not_enough_memory, ctx + ": tcp_new failed");
   }
@@ -230,8 +230,8 @@ Result<ConnectionPtr> Stack::restore(const TcpSnapshot& snap) {
   // (a kernel-made snapshot from a loopback-routed socket says 65483).
   const std::uint32_t hdrs = snap.tuple.local.family == IpFamily::v6 ? 60U : 40U;
   const std::uint32_t mtu_mss = st.nif_.mtu > hdrs ? st.nif_.mtu - hdrs : 536U;
-  std::uint32_t mss = st.opts_.send_mss != 0 ? st.opts_.send_mss
-                                             : std::min(snap.mss_clamp, mtu_mss);
+  std::uint32_t mss =
+      st.opts_.send_mss != 0 ? st.opts_.send_mss : std::min(snap.mss_clamp, mtu_mss);
   pcb->mss = static_cast<u16_t>(std::clamp<std::uint32_t>(mss, 536, 0xffff));
   // Re-send the in-flight bytes at once: open the congestion window over them.
   const std::uint32_t inflight = snap.send_unacked();

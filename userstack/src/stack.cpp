@@ -85,8 +85,9 @@ FourTuple tuple_of(const tcp_pcb* pcb) {
 Stack::Impl::Impl(const StackOptions& opts, TunDevice tun)
     : opts_(opts),
       tun_(std::move(tun)),
-      flows_(opts.seed != 0 ? opts.seed : (static_cast<std::uint64_t>(std::random_device{}()) << 32) ^
-                                              std::random_device{}(),
+      flows_(opts.seed != 0 ? opts.seed
+                            : (static_cast<std::uint64_t>(std::random_device{}()) << 32) ^
+                                  std::random_device{}(),
              HoldLimits{opts.hold_max_packets, opts.hold_max_bytes}) {}
 
 Stack::Impl::~Impl() { stop(); }
@@ -420,7 +421,8 @@ Result<std::unique_ptr<Stack>> Stack::start(const StackOptions& opts) {
   bool expected = false;
   if (!g_running.compare_exchange_strong(expected, true)) {
     return make_error(std::errc::device_or_resource_busy,
-                      "userstack: a Stack is already running in this process (lwIP is global: only one Stack per process)");
+                      "userstack: a Stack is already running in this process (lwIP is global: only "
+                      "one Stack per process)");
   }
   auto tun = TunDevice::attach(opts.tun);
   if (!tun) {

@@ -44,9 +44,9 @@ class Connection::Impl {
   UniqueFd efd_;
   std::vector<std::byte> rx_;  // (core) received bytes; rx_head_ = first unread
   std::size_t rx_head_ = 0;
-  bool peer_fin_ = false;   // (core)
-  bool reset_ = false;      // (core)
-  bool shut_wr_ = false;    // (core)
+  bool peer_fin_ = false;     // (core)
+  bool reset_ = false;        // (core)
+  bool shut_wr_ = false;      // (core)
   bool snapshotted_ = false;  // (core)
   // Bytes accepted for sending that lwIP's send buffer could not take yet (a restored send
   // queue larger than TCP_SND_BUF); pushed as ACKs free space, then our FIN if |fin_pending_|.
@@ -56,7 +56,9 @@ class Connection::Impl {
 
   // push_pending moves tx_pending_ into lwIP as far as it fits (core).
   void push_pending();
-  [[nodiscard]] std::size_t tx_pending_size() const { return tx_pending_.size() - tx_pending_head_; }
+  [[nodiscard]] std::size_t tx_pending_size() const {
+    return tx_pending_.size() - tx_pending_head_;
+  }
 
   static err_t on_recv(void* arg, tcp_pcb* pcb, pbuf* p, err_t err);
   static err_t on_sent(void* arg, tcp_pcb* pcb, u16_t len);
@@ -68,8 +70,8 @@ class Stack::Impl {
   explicit Impl(const StackOptions& opts, TunDevice tun);
   ~Impl();
 
-  Status init();     // netif setup (takes the core lock)
-  void run();        // reader thread
+  Status init();  // netif setup (takes the core lock)
+  void run();     // reader thread
   void stop();
   // prune_flows drops shim entries whose connection lwIP no longer has (takes the core lock).
   void prune_flows();
@@ -82,19 +84,19 @@ class Stack::Impl {
   err_t output(pbuf* p);
   // write_tun writes one wire-form IP packet (core).
   void write_tun(std::span<const std::byte> pkt);
-  void ensure_listener(std::uint16_t port);  // (core)
+  void ensure_listener(std::uint16_t port);     // (core)
   ConnectionPtr make_connection(tcp_pcb* pcb);  // (core)
-  void deliver_accepts();  // outside the core lock
+  void deliver_accepts();                       // outside the core lock
 
   static err_t on_accept(void* arg, tcp_pcb* newpcb, err_t err);
 
   StackOptions opts_;
   TunDevice tun_;
   netif nif_{};
-  FlowTable flows_;  // (core)
+  FlowTable flows_;                                        // (core)
   std::unordered_map<std::uint16_t, tcp_pcb*> listeners_;  // (core)
   std::vector<ConnectionPtr> new_conns_;  // (core) accepted during the current batch
-  std::vector<std::byte> out_buf_;  // (core)
+  std::vector<std::byte> out_buf_;        // (core)
 
   std::mutex accept_mu_;
   std::function<void(ConnectionPtr)> accept_handler_;
@@ -107,8 +109,8 @@ class Stack::Impl {
 
   struct Counters {
     std::atomic<std::uint64_t> rx_packets{0}, rx_ignored{0}, rx_bad_checksum{0}, rx_held{0},
-        rx_hold_dropped{0}, rx_replayed{0}, tx_packets{0}, tx_frozen_dropped{0}, tx_held{0}, tx_discarded{0}, tx_errors{0},
-        accepted{0}, listeners{0};
+        rx_hold_dropped{0}, rx_replayed{0}, tx_packets{0}, tx_frozen_dropped{0}, tx_held{0},
+        tx_discarded{0}, tx_errors{0}, accepted{0}, listeners{0};
   } c_;
 };
 

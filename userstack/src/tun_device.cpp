@@ -22,17 +22,17 @@ Result<TunDevice> TunDevice::attach(const TunOptions& opts) {
   // that silently, the device is provisioned once by root.
   if (::if_nametoindex(opts.name.c_str()) == 0) {
     return make_error(std::errc::no_such_device,
-                      ctx + ": device does not exist in this network namespace (provision it "
-                            "once as root: 'ip tuntap add dev " + opts.name +
-                            " mode tun user <uid>')");
+                      ctx +
+                          ": device does not exist in this network namespace (provision it "
+                          "once as root: 'ip tuntap add dev " +
+                          opts.name + " mode tun user <uid>')");
   }
   auto fd = UniqueFd::open(opts.clone_path, O_RDWR | O_NONBLOCK);
   if (!fd) {
     int err = fd.error().code.value();
     if (err == EACCES || err == EPERM) {
-      return errno_error(ctx + ": " + opts.clone_path +
-                             " not accessible (needs mode 0666 or group access)",
-                         err);
+      return errno_error(
+          ctx + ": " + opts.clone_path + " not accessible (needs mode 0666 or group access)", err);
     }
     return std::move(fd).take_error().with_context(ctx);
   }
@@ -48,10 +48,13 @@ Result<TunDevice> TunDevice::attach(const TunOptions& opts) {
         return errno_error(ctx + ": already attached by another process", err);
       case EPERM:
       case EACCES:
-        return errno_error(ctx + ": not the device's owner/group (provision it with "
-                                 "'ip tuntap add dev " + opts.name + " mode tun user <uid>'), "
-                                 "or the device does not exist and creating one needs "
-                                 "CAP_NET_ADMIN",
+        return errno_error(ctx +
+                               ": not the device's owner/group (provision it with "
+                               "'ip tuntap add dev " +
+                               opts.name +
+                               " mode tun user <uid>'), "
+                               "or the device does not exist and creating one needs "
+                               "CAP_NET_ADMIN",
                            err);
       case EINVAL:
         return errno_error(ctx + ": device exists with other flags (not TUN / no vnet header)",

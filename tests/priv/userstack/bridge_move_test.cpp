@@ -34,7 +34,7 @@ TEST_CASE("userstack moves a bridged connection while the server keeps its fd",
   userstack::Stack& st = **stack;
   const long long resets0 = lab.resets();
   constexpr std::uint64_t kTotal = 24ULL << 20;
-  const std::size_t kPump = std::getenv("PUMP") ? std::stoul(std::getenv("PUMP")) : 256U << 10;
+  constexpr std::size_t kPump = 64U << 10;  // the pump's buffer each way
   auto client = std::async(std::launch::async, [] {
     return echo_client(Endpoint::parse("198.18.0.12:8443").value(), kTotal, 9, 60s);
   });
@@ -89,11 +89,12 @@ TEST_CASE("userstack moves a bridged connection while the server keeps its fd",
       // The pump finished both directions just now: nothing left to move.
       auto ci = state->conn->info();
       stop_reason = "pump finished: reset=" + std::to_string(bridge->stats().reset) +
-                    " state=" + std::string(to_string(ci.state)) + " alive=" +
-                    std::to_string(state->conn->alive()) + " to_server=" +
-                    std::to_string(bridge->stats().to_server) + " peer_eof=" +
-                    std::to_string(state->peer_eof) + " server_eof=" +
-                    std::to_string(state->server_eof) + " after moves " + std::to_string(moves);
+                    " state=" + std::string(to_string(ci.state)) +
+                    " alive=" + std::to_string(state->conn->alive()) +
+                    " to_server=" + std::to_string(bridge->stats().to_server) +
+                    " peer_eof=" + std::to_string(state->peer_eof) +
+                    " server_eof=" + std::to_string(state->server_eof) + " after moves " +
+                    std::to_string(moves);
       st.thaw(tuple);
       break;
     }
@@ -117,7 +118,8 @@ TEST_CASE("userstack moves a bridged connection while the server keeps its fd",
     REQUIRE_OK(resumed);
     bridge = std::move(resumed).value();
     st.thaw(tuple);
-    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     ++moves;
   }
   EchoResult r = client.get();
@@ -134,10 +136,10 @@ TEST_CASE("userstack moves a bridged connection while the server keeps its fd",
   CHECK(moves >= 10);
   CHECK(carried_to_server + carried_from_server > 0);  // the pump's bytes really were in flight
   std::sort(us.begin(), us.end());
-  std::printf("userstack bridged move: %d moves during %.0f MiB echo in %.2f s, detach+snapshot+"
-              "restore+resume p50 %.0f us, pump bytes carried %llu to server / %llu from server\n",
-              moves, static_cast<double>(kTotal) / (1 << 20), r.seconds,
-              us.empty() ? 0.0 : us[us.size() / 2],
-              static_cast<unsigned long long>(carried_to_server),
-              static_cast<unsigned long long>(carried_from_server));
+  std::printf(
+      "userstack bridged move: %d moves during %.0f MiB echo in %.2f s, detach+snapshot+"
+      "restore+resume p50 %.0f us, pump bytes carried %llu to server / %llu from server\n",
+      moves, static_cast<double>(kTotal) / (1 << 20), r.seconds,
+      us.empty() ? 0.0 : us[us.size() / 2], static_cast<unsigned long long>(carried_to_server),
+      static_cast<unsigned long long>(carried_from_server));
 }

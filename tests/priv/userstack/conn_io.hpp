@@ -13,9 +13,9 @@
 
 namespace rendr::test {
 
-inline std::vector<std::byte> conn_read_exact(userstack::Connection& c, std::size_t n,
-                                              std::chrono::milliseconds timeout =
-                                                  std::chrono::milliseconds(10000)) {
+inline std::vector<std::byte> conn_read_exact(
+    userstack::Connection& c, std::size_t n,
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
   std::vector<std::byte> out(n);
   std::size_t got = 0;
   auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -50,8 +50,8 @@ TEST_CASE("userstack lwIP connection restored as a kernel socket keeps every byt
   REQUIRE_OK(acc);
   userstack::ConnectionPtr conn = std::move(acc).value();
   // Bulk both ways through lwIP.
-  auto cw = std::async(std::launch::async,
-                       [&] { write_all(client.get(), pattern_bytes(up, 0, kBulk)); });
+  auto cw =
+      std::async(std::launch::async, [&] { write_all(client.get(), pattern_bytes(up, 0, kBulk)); });
   CHECK(up.mismatch(0, conn_read_exact(*conn, kBulk)) == -1);
   cw.get();
   auto cr = std::async(std::launch::async, [&] { return read_exact(client.get(), kBulk); });
@@ -85,8 +85,9 @@ TEST_CASE("userstack lwIP connection restored as a kernel socket keeps every byt
   write_all(kfd->get(), pattern_bytes(down, kBulk, 4096));
   CHECK(down.mismatch(kBulk, read_exact(client.get(), 4096)) == -1);
   const double first_byte_ms = ms_since(t1);
-  auto cw2 = std::async(std::launch::async,
-                        [&] { write_all(client.get(), pattern_bytes(up, kBulk + kUnread, kBulk)); });
+  auto cw2 = std::async(std::launch::async, [&] {
+    write_all(client.get(), pattern_bytes(up, kBulk + kUnread, kBulk));
+  });
   CHECK(up.mismatch(kBulk + kUnread, read_exact(kfd->get(), kBulk)) == -1);
   cw2.get();
   ::shutdown(client.get(), SHUT_WR);
@@ -94,10 +95,11 @@ TEST_CASE("userstack lwIP connection restored as a kernel socket keeps every byt
   kfd->reset();
   expect_eof(client.get());
   CHECK(lab.resets() == resets0);
-  std::printf("userstack u2n: lwIP snapshot %.3f ms, kernel restore+activate %.3f ms, whole move "
-              "incl. 'ip addr add' %.2f ms, first byte after %.2f ms, %zu held packets "
-              "replayed\n",
-              snapshot_ms, restore_ms, move_ms, first_byte_ms, held.size());
+  std::printf(
+      "userstack u2n: lwIP snapshot %.3f ms, kernel restore+activate %.3f ms, whole move "
+      "incl. 'ip addr add' %.2f ms, first byte after %.2f ms, %zu held packets "
+      "replayed\n",
+      snapshot_ms, restore_ms, move_ms, first_byte_ms, held.size());
 }
 
 TEST_CASE("userstack kernel socket checkpointed and rebuilt in lwIP keeps every byte",
@@ -117,8 +119,8 @@ TEST_CASE("userstack kernel socket checkpointed and rebuilt in lwIP keeps every 
   // The client's own address must survive the move: not the VIP (which stops being local).
   UniqueFd client = connect_bound(Endpoint::parse("10.77.0.1:0").value(), vip);
   UniqueFd server = accept_one(listener.get());
-  auto cw = std::async(std::launch::async,
-                       [&] { write_all(client.get(), pattern_bytes(up, 0, kBulk)); });
+  auto cw =
+      std::async(std::launch::async, [&] { write_all(client.get(), pattern_bytes(up, 0, kBulk)); });
   CHECK(up.mismatch(0, read_exact(server.get(), kBulk)) == -1);
   cw.get();
   auto cr = std::async(std::launch::async, [&] { return read_exact(client.get(), kBulk); });
@@ -153,8 +155,9 @@ TEST_CASE("userstack kernel socket checkpointed and rebuilt in lwIP keeps every 
   conn_write_all(c, pattern_bytes(down, kBulk, 4096));
   CHECK(down.mismatch(kBulk, read_exact(client.get(), 4096)) == -1);
   const double first_byte_ms = ms_since(t1);
-  auto cw2 = std::async(std::launch::async,
-                        [&] { write_all(client.get(), pattern_bytes(up, kBulk + kUnread, kBulk)); });
+  auto cw2 = std::async(std::launch::async, [&] {
+    write_all(client.get(), pattern_bytes(up, kBulk + kUnread, kBulk));
+  });
   CHECK(up.mismatch(kBulk + kUnread, conn_read_exact(c, kBulk)) == -1);
   cw2.get();
   auto cr2 = std::async(std::launch::async, [&] { return read_exact(client.get(), kBulk); });
@@ -169,7 +172,8 @@ TEST_CASE("userstack kernel socket checkpointed and rebuilt in lwIP keeps every 
   // netns with the client) without sending anything: OutRsts stays, and the client's clean EOF
   // above shows no RST reached it.
   CHECK(lab.resets() == resets0 + 1);
-  std::printf("userstack n2u: kernel checkpoint %.3f ms, lwIP restore %.3f ms, whole move incl. "
-              "'ip addr del' %.2f ms, first byte after %.2f ms\n",
-              checkpoint_ms, restore_ms, move_ms, first_byte_ms);
+  std::printf(
+      "userstack n2u: kernel checkpoint %.3f ms, lwIP restore %.3f ms, whole move incl. "
+      "'ip addr del' %.2f ms, first byte after %.2f ms\n",
+      checkpoint_ms, restore_ms, move_ms, first_byte_ms);
 }

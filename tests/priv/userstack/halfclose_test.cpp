@@ -99,7 +99,8 @@ TEST_CASE("userstack rebuilds CLOSE_WAIT and LAST_ACK connections without losing
   constexpr std::size_t kDown = 300000;
   auto cr = std::async(std::launch::async, [&] { return read_exact(client.get(), kDown); });
   conn_write_all(*conn, pattern_bytes(down, 0, kDown));
-  TcpSnapshot s3 = rebuild(st, conn, [](userstack::Connection& c) { REQUIRE_OK(c.shutdown_write()); });
+  TcpSnapshot s3 =
+      rebuild(st, conn, [](userstack::Connection& c) { REQUIRE_OK(c.shutdown_write()); });
   CHECK(s3.state == TcpState::last_ack);
   CHECK(s3.fin_queued);
   CHECK(s3.peer_fin);
@@ -124,7 +125,8 @@ TEST_CASE("userstack rebuilds FIN_WAIT1 and FIN_WAIT2 connections without losing
   constexpr std::size_t kDown = 50000;
   st.freeze(conn->tuple());
   conn_write_all(*conn, pattern_bytes(down, 0, kDown));
-  TcpSnapshot s1 = rebuild(st, conn, [](userstack::Connection& c) { REQUIRE_OK(c.shutdown_write()); });
+  TcpSnapshot s1 =
+      rebuild(st, conn, [](userstack::Connection& c) { REQUIRE_OK(c.shutdown_write()); });
   CHECK(s1.state == TcpState::fin_wait1);
   CHECK(s1.fin_queued);
   CHECK(s1.send_queue.size() == kDown);

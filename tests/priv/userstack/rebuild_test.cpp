@@ -26,8 +26,8 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
   const long long resets0 = lab.resets();
   constexpr std::uint64_t kTotal = 24ULL << 20;
   const Endpoint vip = Endpoint::parse(vip_text).value();
-  auto client = std::async(std::launch::async,
-                           [vip, seed] { return echo_client(vip, kTotal, seed, 60s); });
+  auto client =
+      std::async(std::launch::async, [vip, seed] { return echo_client(vip, kTotal, seed, 60s); });
 
   auto accepted = st.accept(5s);
   REQUIRE_OK(accepted);
@@ -115,14 +115,15 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
   std::sort(rebuild_us.begin(), rebuild_us.end());
   double p50 = rebuild_us.empty() ? 0 : rebuild_us[rebuild_us.size() / 2];
   double p99 = rebuild_us.empty() ? 0 : rebuild_us[rebuild_us.size() * 99 / 100];
-  std::printf("userstack rebuild %s: %d rebuilds during %.1f MiB echo in %.2f s, freeze+snapshot+"
-              "restore+thaw p50 %.0f us p99 %.0f us, max send queue %llu B, max recv queue %llu B, "
-              "held %llu replayed %llu\n",
-              vip_text, rebuilds, static_cast<double>(kTotal) / (1 << 20), r.seconds, p50, p99,
-              static_cast<unsigned long long>(snap_send_max),
-              static_cast<unsigned long long>(snap_recv_max),
-              static_cast<unsigned long long>(st.counters().rx_held),
-              static_cast<unsigned long long>(st.counters().rx_replayed));
+  std::printf(
+      "userstack rebuild %s: %d rebuilds during %.1f MiB echo in %.2f s, freeze+snapshot+"
+      "restore+thaw p50 %.0f us p99 %.0f us, max send queue %llu B, max recv queue %llu B, "
+      "held %llu replayed %llu\n",
+      vip_text, rebuilds, static_cast<double>(kTotal) / (1 << 20), r.seconds, p50, p99,
+      static_cast<unsigned long long>(snap_send_max),
+      static_cast<unsigned long long>(snap_recv_max),
+      static_cast<unsigned long long>(st.counters().rx_held),
+      static_cast<unsigned long long>(st.counters().rx_replayed));
 }
 
 }  // namespace

@@ -95,7 +95,8 @@ TEST_CASE("userstack accepts any destination address and port, v4 and v6",
   }
   std::vector<std::future<EchoResult>> runs;
   for (const auto& t : targets) {
-    runs.push_back(std::async(std::launch::async, [t] { return echo_client(t, 64 * 1024, 3, 30s); }));
+    runs.push_back(
+        std::async(std::launch::async, [t] { return echo_client(t, 64 * 1024, 3, 30s); }));
   }
   std::size_t ok = 0;
   for (std::size_t i = 0; i < runs.size(); ++i) {
@@ -163,8 +164,9 @@ TEST_CASE("userstack attach works without privilege on a device provisioned for 
   REQUIRE(::chmod(open_node.c_str(), 0666) == 0);
   REQUIRE(::mknod(closed_node.c_str(), S_IFCHR | 0600, makedev(10, 200)) == 0);
   REQUIRE(::chmod(dir.c_str(), 0755) == 0);
-  lab.ns().must("ip tuntap add dev utun0 mode tun user 65534 && ip tuntap add dev rtun9 mode tun "
-                "user 0");
+  lab.ns().must(
+      "ip tuntap add dev utun0 mode tun user 65534 && ip tuntap add dev rtun9 mode tun "
+      "user 0");
   const std::string ok = attach_as_nobody("utun0", open_node);
   const std::string not_owner = attach_as_nobody("rtun9", open_node);
   const std::string node_denied = attach_as_nobody("utun0", closed_node);
@@ -194,8 +196,9 @@ TEST_CASE("userstack bridged echo with TUN MTU 65535 and 32 KiB segments",
   CHECK(r.first_bad == -1);
   CHECK(r.eof);
   CHECK(lab.resets() == resets0);
-  std::printf("userstack echo mtu 65535 mss 32768: %.0f MiB each way in %.2f s (%.2f Gbit/s each "
-              "way)\n",
-              static_cast<double>(kTotal) / (1 << 20), r.seconds,
-              static_cast<double>(kTotal) * 8 / r.seconds / 1e9);
+  std::printf(
+      "userstack echo mtu 65535 mss 32768: %.0f MiB each way in %.2f s (%.2f Gbit/s each "
+      "way)\n",
+      static_cast<double>(kTotal) / (1 << 20), r.seconds,
+      static_cast<double>(kTotal) * 8 / r.seconds / 1e9);
 }

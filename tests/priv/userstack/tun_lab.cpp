@@ -17,9 +17,8 @@ namespace rendr::test {
 
 TunLab::TunLab() : ns_(Netns::create("userstack")) {
   ns_.must(std::string("ip tuntap add dev ") + kTun + " mode tun && ip link set " + kTun +
-           " up && ip addr add 10.77.0.1/32 dev " + kTun +
-           " && ip route add 198.18.0.0/24 dev " + kTun + " src 10.77.0.1" +
-           " && ip -6 addr add fd77::1/128 dev " + kTun + " nodad" +
+           " up && ip addr add 10.77.0.1/32 dev " + kTun + " && ip route add 198.18.0.0/24 dev " +
+           kTun + " src 10.77.0.1" + " && ip -6 addr add fd77::1/128 dev " + kTun + " nodad" +
            " && ip -6 route add fd99::/64 dev " + kTun + " src fd77::1");
   scope_ = std::make_unique<NetnsScope>(ns_);
 }
@@ -94,7 +93,8 @@ EchoResult echo_client(const Endpoint& vip, std::uint64_t total, std::uint32_t s
     ssize_t n = ::recv(fd, in.data(), in.size(), 0);
     if (n > 0) {
       if (r.first_bad < 0) {
-        long long m = pat.mismatch(r.received, std::span<const std::byte>(in.data(), static_cast<std::size_t>(n)));
+        long long m = pat.mismatch(
+            r.received, std::span<const std::byte>(in.data(), static_cast<std::size_t>(n)));
         if (m >= 0) {
           r.first_bad = static_cast<long long>(r.received) + m;
         }

@@ -56,7 +56,8 @@ TEST_CASE("userstack a frozen flow holds its packets in order and thaw returns t
   CHECK(t.thaw(tuple(1)).empty());
 }
 
-TEST_CASE("userstack the hold queue is bounded by packets and bytes", "[userstack][flows][freeze]") {
+TEST_CASE("userstack the hold queue is bounded by packets and bytes",
+          "[userstack][flows][freeze]") {
   FlowTable t(1, HoldLimits{3, 100});
   t.freeze(tuple(1));
   CHECK(t.inbound(tuple(1), bytes(40, 1)) == InboundAction::held);
@@ -70,4 +71,25 @@ TEST_CASE("userstack the hold queue is bounded by packets and bytes", "[userstac
   t.freeze(tuple(5));
   CHECK(t.find(tuple(5))->offset == 0);
   CHECK(t.inbound(tuple(5), bytes(1, 1)) == InboundAction::held);
+}
+
+TEST_CASE("userstack a frozen flow also holds what lwIP emits, for thaw or discard",
+          "[userstack][flows][freeze]") {
+  FlowTable t(1, HoldLimits{2, 1000});
+  t.on_syn(tuple(1));
+  CHECK(t.outbound(tuple(1), bytes(10, 1)) == InboundAction::deliver);
+  CHECK(t.outbound(tuple(9), bytes(10, 1)) == InboundAction::deliver);  // unknown flow
+  t.freeze(tuple(1));
+  CHECK(t.outbound(tuple(1), bytes(10, 2)) == InboundAction::held);
+  CHECK(t.outbound(tuple(1), bytes(10, 3)) == InboundAction::held);
+  CHECK(t.outbound(tuple(1), bytes(10, 4)) == InboundAction::dropped);  // limit: 2 packets
+  auto out = t.take_outbound(tuple(1));
+  REQUIRE(out.size() == 2);
+  CHECK(out[0] == bytes(10, 2));
+  CHECK(out[1] == bytes(10, 3));
+  CHECK(t.take_outbound(tuple(1)).empty());
+  // Still frozen until thaw: inbound keeps being held.
+  CHECK(t.inbound(tuple(1), bytes(5, 5)) == InboundAction::held);
+  CHECK(t.thaw(tuple(1)).size() == 1);
+  CHECK(t.outbound(tuple(1), bytes(10, 6)) == InboundAction::deliver);
 }

@@ -7,7 +7,8 @@
 using namespace rendr;
 using namespace rendr::userstack;
 
-TEST_CASE("userstack lwIP and kernel TCP state numbers map explicitly both ways", "[userstack][state]") {
+TEST_CASE("userstack lwIP and kernel TCP state numbers map explicitly both ways",
+          "[userstack][state]") {
   CHECK(kernel_state(4) == TcpState::established);
   CHECK(static_cast<int>(TcpState::established) == 1);
   CHECK(kernel_state(5) == TcpState::fin_wait1);
@@ -27,13 +28,14 @@ TEST_CASE("userstack lwIP and kernel TCP state numbers map explicitly both ways"
   }
 }
 
-TEST_CASE("userstack snapshot supports ESTABLISHED and the half-closed states only", "[userstack][state]") {
+TEST_CASE("userstack snapshot supports ESTABLISHED and the half-closed states only",
+          "[userstack][state]") {
   for (TcpState s : {TcpState::established, TcpState::fin_wait1, TcpState::fin_wait2,
                      TcpState::close_wait, TcpState::closing, TcpState::last_ack}) {
     CHECK(userstack_state_supported(s));
   }
-  for (TcpState s : {TcpState::listen, TcpState::syn_sent, TcpState::syn_recv,
-                     TcpState::time_wait, TcpState::close}) {
+  for (TcpState s : {TcpState::listen, TcpState::syn_sent, TcpState::syn_recv, TcpState::time_wait,
+                     TcpState::close}) {
     CHECK_FALSE(userstack_state_supported(s));
   }
 }

@@ -32,7 +32,8 @@ test::TcpFrameSpec spec4() {
 
 }  // namespace
 
-TEST_CASE("userstack parse_tcp reads IPv4 addresses ports flags and payload length", "[userstack][packet]") {
+TEST_CASE("userstack parse_tcp reads IPv4 addresses ports flags and payload length",
+          "[userstack][packet]") {
   auto pkt = ip_packet(spec4());
   auto p = parse_tcp(pkt);
   REQUIRE(p);
@@ -96,7 +97,8 @@ TEST_CASE("userstack shift_seq and shift_ack keep the checksum valid, with wrap-
   }
 }
 
-TEST_CASE("userstack shift_ack leaves a packet without ACK flag untouched", "[userstack][packet][offset]") {
+TEST_CASE("userstack shift_ack leaves a packet without ACK flag untouched",
+          "[userstack][packet][offset]") {
   test::TcpFrameSpec s = spec4();
   s.flags = test::kTcpSyn;
   s.ack = 0;
@@ -107,7 +109,8 @@ TEST_CASE("userstack shift_ack leaves a packet without ACK flag untouched", "[us
   CHECK(pkt == ip_packet(s));
 }
 
-TEST_CASE("userstack complete_partial_checksum finishes a NEEDS_CSUM packet", "[userstack][packet]") {
+TEST_CASE("userstack complete_partial_checksum finishes a NEEDS_CSUM packet",
+          "[userstack][packet]") {
   for (bool v6 : {false, true}) {
     test::TcpFrameSpec s = spec4();
     if (v6) {

@@ -55,7 +55,7 @@ class Bridge {
  public:
   // start creates the socketpair and the pump thread. Errors: socketpair/eventfd errno.
   [[nodiscard]] static Result<std::unique_ptr<Bridge>> start(ConnectionPtr conn,
-                                                            std::size_t buffer = 256U << 10);
+                                                             std::size_t buffer = 256U << 10);
   ~Bridge();
   Bridge(const Bridge&) = delete;
   Bridge& operator=(const Bridge&) = delete;
@@ -64,7 +64,7 @@ class Bridge {
   // (pump end, flags) with |st|.conn replaced by the restored Connection; bytes still in
   // |st|.to_server / from_server are delivered first.
   [[nodiscard]] static Result<std::unique_ptr<Bridge>> resume(BridgeState st,
-                                                             std::size_t buffer = 256U << 10);
+                                                              std::size_t buffer = 256U << 10);
 
   // detach stops the pump and hands back the Connection, the pump end and the bytes in
   // flight (once; the Bridge is empty afterwards). Errors: EALREADY (already detached).

@@ -45,8 +45,7 @@ enum class InboundAction : std::uint8_t { deliver, held, dropped };
 
 class FlowTable {
  public:
-  explicit FlowTable(std::uint64_t seed, HoldLimits limits = {})
-      : rng_(seed), limits_(limits) {}
+  explicit FlowTable(std::uint64_t seed, HoldLimits limits = {}) : rng_(seed), limits_(limits) {}
 
   // on_syn creates the flow's entry with a fresh random offset (or keeps an existing one: a
   // retransmitted SYN must see the same ISS) and returns it.

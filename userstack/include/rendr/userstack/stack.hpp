@@ -47,7 +47,7 @@ struct ConnectionInfo {
   std::uint32_t send_queue = 0;      // bytes written, not yet acknowledged by the peer
   std::uint32_t recv_queue = 0;      // bytes received, not yet read
   std::uint16_t mss = 0;
-  std::uint32_t seq_offset = 0;      // the shim's offset (wire SEQ - lwIP SEQ)
+  std::uint32_t seq_offset = 0;  // the shim's offset (wire SEQ - lwIP SEQ)
 };
 
 // Connection — one accepted (or restored) lwIP connection. Backpressure: data lwIP delivers is
@@ -84,9 +84,9 @@ class Connection {
   // alive: the connection still has an lwIP PCB (not reset, not snapshotted away).
   [[nodiscard]] bool alive() const;
 
-  Impl& impl_for_stack() { return *impl_; }
-
  private:
+  friend class Stack;  // snapshot/restore reach the PCB through the Impl
+  Impl& impl_for_stack() { return *impl_; }
   std::unique_ptr<Impl> impl_;
 };
 using ConnectionPtr = std::unique_ptr<Connection>;
@@ -105,13 +105,13 @@ struct StackOptions {
 };
 
 struct StackCounters {
-  std::uint64_t rx_packets = 0;       // TCP packets read from the TUN and fed to lwIP
-  std::uint64_t rx_ignored = 0;       // not IPv4/IPv6 TCP, malformed
-  std::uint64_t rx_bad_checksum = 0;  // partial checksum offsets out of range
-  std::uint64_t rx_held = 0;          // held for a frozen flow
-  std::uint64_t rx_hold_dropped = 0;  // frozen flow's hold queue full
-  std::uint64_t rx_replayed = 0;      // held packets fed by thaw()
-  std::uint64_t tx_packets = 0;       // packets written to the TUN
+  std::uint64_t rx_packets = 0;         // TCP packets read from the TUN and fed to lwIP
+  std::uint64_t rx_ignored = 0;         // not IPv4/IPv6 TCP, malformed
+  std::uint64_t rx_bad_checksum = 0;    // partial checksum offsets out of range
+  std::uint64_t rx_held = 0;            // held for a frozen flow
+  std::uint64_t rx_hold_dropped = 0;    // frozen flow's hold queue full
+  std::uint64_t rx_replayed = 0;        // held packets fed by thaw()
+  std::uint64_t tx_packets = 0;         // packets written to the TUN
   std::uint64_t tx_held = 0;            // emitted for a frozen flow, held for thaw()
   std::uint64_t tx_discarded = 0;       // held ones a snapshot/take_held made obsolete
   std::uint64_t tx_frozen_dropped = 0;  // frozen flow's outbound hold full

@@ -35,7 +35,7 @@ struct TcpPacket {
   std::size_t tcp_offset = 0;     // == ip_header_len
   std::size_t tcp_header_len = 0;
   std::size_t payload_len = 0;
-  std::size_t total_len = 0;      // IP total length (may be shorter than the buffer)
+  std::size_t total_len = 0;  // IP total length (may be shorter than the buffer)
   std::uint32_t seq = 0;
   std::uint32_t ack = 0;
   std::uint8_t flags = 0;
@@ -53,7 +53,8 @@ struct TcpPacket {
 [[nodiscard]] std::optional<TcpPacket> parse_tcp(std::span<const std::byte> pkt);
 
 // checksum_fold: one's-complement sum of |data| added to |initial| (not complemented).
-[[nodiscard]] std::uint32_t checksum_add(std::span<const std::byte> data, std::uint32_t initial = 0);
+[[nodiscard]] std::uint32_t checksum_add(std::span<const std::byte> data,
+                                         std::uint32_t initial = 0);
 [[nodiscard]] std::uint16_t checksum_fold(std::uint32_t sum);
 
 // tcp_checksum computes the TCP checksum (complemented, ready to store, network order value as

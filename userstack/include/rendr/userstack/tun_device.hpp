@@ -31,8 +31,8 @@ struct VnetHeader {
 static_assert(sizeof(VnetHeader) == 10);
 
 struct TunOptions {
-  std::string name;       // device name (required), at most IFNAMSIZ-1 characters
-  unsigned mtu = 0;       // 0: keep the device's MTU; else SIOCSIFMTU (needs CAP_NET_ADMIN)
+  std::string name;  // device name (required), at most IFNAMSIZ-1 characters
+  unsigned mtu = 0;  // 0: keep the device's MTU; else SIOCSIFMTU (needs CAP_NET_ADMIN)
   // Offloads announced with TUNSETOFFLOAD: with them the kernel hands us TSO super-packets
   // with partial checksums (fewer, larger packets: the throughput lever). false = none.
   bool offload = true;
