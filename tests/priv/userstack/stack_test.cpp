@@ -11,6 +11,8 @@
 #include <catch2/catch.hpp>
 
 #include <grp.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -201,4 +203,92 @@ TEST_CASE("userstack bridged echo with TUN MTU 65535 and 32 KiB segments",
       "way)\n",
       static_cast<double>(kTotal) / (1 << 20), r.seconds,
       static_cast<double>(kTotal) * 8 / r.seconds / 1e9);
+}
+
+TEST_CASE("userstack one-way throughput kernel to lwIP and lwIP to kernel",
+          "[.netns][userstack][netns]") {
+  TunLab lab;
+  userstack::StackOptions o = opts();
+  o.tun.mtu = 65535;
+  o.send_mss = 32768;
+  auto stack = userstack::Stack::start(o);
+  REQUIRE_OK(stack);
+  userstack::Stack& st = **stack;
+  constexpr std::uint64_t kTotal = 256ULL << 20;
+  const Endpoint vip = ep("198.18.0.20:5001");
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  UniqueFd client(fd);
+  sockaddr_storage ss{};
+  socklen_t len = vip.to_sockaddr(ss);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0);
+  auto acc = st.accept(5s);
+  REQUIRE_OK(acc);
+  userstack::Connection& c = **acc;
+
+  // kernel -> lwIP: the client writes, the Connection reads and discards.
+  auto t0 = std::chrono::steady_clock::now();
+  auto writer = std::async(std::launch::async, [fd] {
+    std::vector<char> buf(1 << 20, 'x');
+    std::uint64_t sent = 0;
+    while (sent < kTotal) {
+      ssize_t n = ::send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+      if (n <= 0) {
+        return sent;
+      }
+      sent += static_cast<std::uint64_t>(n);
+    }
+    return sent;
+  });
+  std::vector<std::byte> buf(1 << 20);
+  std::uint64_t got = 0;
+  auto deadline = t0 + 60s;
+  while (got < kTotal && std::chrono::steady_clock::now() < deadline) {
+    c.clear_event();
+    auto r = c.read(buf);
+    if (r && *r > 0) {
+      got += *r;
+      continue;
+    }
+    pollfd pf{c.event_fd(), POLLIN, 0};
+    ::poll(&pf, 1, 10);
+  }
+  const double rx_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(writer.get() == kTotal);
+  CHECK(got == kTotal);
+
+  // lwIP -> kernel: the Connection writes, the client reads and discards.
+  auto t1 = std::chrono::steady_clock::now();
+  auto reader = std::async(std::launch::async, [fd] {
+    std::vector<char> rb(1 << 20);
+    std::uint64_t n = 0;
+    while (n < kTotal) {
+      ssize_t r = ::recv(fd, rb.data(), rb.size(), 0);
+      if (r <= 0) {
+        break;
+      }
+      n += static_cast<std::uint64_t>(r);
+    }
+    return n;
+  });
+  std::uint64_t sent = 0;
+  deadline = t1 + 60s;
+  while (sent < kTotal && std::chrono::steady_clock::now() < deadline) {
+    c.clear_event();
+    auto w = c.write(std::span<const std::byte>(buf.data(),
+                                                std::min<std::uint64_t>(buf.size(), kTotal - sent)));
+    if (w && *w > 0) {
+      sent += *w;
+      continue;
+    }
+    pollfd pf{c.event_fd(), POLLIN, 0};
+    ::poll(&pf, 1, 10);
+  }
+  CHECK(reader.get() == kTotal);
+  const double tx_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  std::printf("userstack one-way (TUN MTU 65535, offloads on, lwIP send MSS 32768): kernel->lwIP "
+              "%.2f Gbit/s, lwIP->kernel %.2f Gbit/s (%llu MiB each)\n",
+              static_cast<double>(kTotal) * 8 / rx_s / 1e9,
+              static_cast<double>(kTotal) * 8 / tx_s / 1e9,
+              static_cast<unsigned long long>(kTotal >> 20));
 }
