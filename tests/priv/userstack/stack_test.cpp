@@ -275,8 +275,8 @@ TEST_CASE("userstack one-way throughput kernel to lwIP and lwIP to kernel",
   deadline = t1 + 60s;
   while (sent < kTotal && std::chrono::steady_clock::now() < deadline) {
     c.clear_event();
-    auto w = c.write(std::span<const std::byte>(buf.data(),
-                                                std::min<std::uint64_t>(buf.size(), kTotal - sent)));
+    auto w = c.write(
+        std::span<const std::byte>(buf.data(), std::min<std::uint64_t>(buf.size(), kTotal - sent)));
     if (w && *w > 0) {
       sent += *w;
       continue;
@@ -286,9 +286,9 @@ TEST_CASE("userstack one-way throughput kernel to lwIP and lwIP to kernel",
   }
   CHECK(reader.get() == kTotal);
   const double tx_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-  std::printf("userstack one-way (TUN MTU 65535, offloads on, lwIP send MSS 32768): kernel->lwIP "
-              "%.2f Gbit/s, lwIP->kernel %.2f Gbit/s (%llu MiB each)\n",
-              static_cast<double>(kTotal) * 8 / rx_s / 1e9,
-              static_cast<double>(kTotal) * 8 / tx_s / 1e9,
-              static_cast<unsigned long long>(kTotal >> 20));
+  std::printf(
+      "userstack one-way (TUN MTU 65535, offloads on, lwIP send MSS 32768): kernel->lwIP "
+      "%.2f Gbit/s, lwIP->kernel %.2f Gbit/s (%llu MiB each)\n",
+      static_cast<double>(kTotal) * 8 / rx_s / 1e9, static_cast<double>(kTotal) * 8 / tx_s / 1e9,
+      static_cast<unsigned long long>(kTotal >> 20));
 }
