@@ -11,6 +11,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <thread>
 #include <cstdio>
 #include <future>
 #include <vector>
@@ -21,8 +22,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// rebuild_during_echo rebuilds the serving connection every |every| during an echo; |hold|
+// is how long the flow stays frozen before the snapshot (a migration's shipping time): what
+// the peer sends meanwhile is held and replayed at thaw.
 void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text,
-                         std::uint32_t seed) {
+                         std::uint32_t seed, std::chrono::milliseconds every = 4ms,
+                         std::chrono::milliseconds hold = 0ms) {
   const long long resets0 = lab.resets();
   constexpr std::uint64_t kTotal = 24ULL << 20;
   const Endpoint vip = Endpoint::parse(vip_text).value();
@@ -45,7 +50,7 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
   std::uint64_t snap_send_max = 0;
   std::uint64_t snap_recv_max = 0;
   std::string failure;
-  auto next_rebuild = std::chrono::steady_clock::now() + 4ms;
+  auto next_rebuild = std::chrono::steady_clock::now() + every;
   auto deadline = std::chrono::steady_clock::now() + 60s;
   while (std::chrono::steady_clock::now() < deadline) {
     conn->clear_event();
@@ -81,6 +86,9 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
     if (std::chrono::steady_clock::now() >= next_rebuild) {
       auto t0 = std::chrono::steady_clock::now();
       st.freeze(tuple);
+      if (hold.count() > 0) {
+        std::this_thread::sleep_for(hold);  // the migration's "ship" step, frozen
+      }
       auto snap = st.snapshot(*conn);
       REQUIRE_OK(snap);
       REQUIRE_FALSE(conn->alive());
@@ -93,7 +101,7 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
       snap_send_max = std::max<std::uint64_t>(snap_send_max, snap->send_queue.size());
       snap_recv_max = std::max<std::uint64_t>(snap_recv_max, snap->recv_queue.size());
       ++rebuilds;
-      next_rebuild = t1 + 4ms;
+      next_rebuild = t1 + every;
       continue;
     }
     if (!progress) {
@@ -111,7 +119,7 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
   CHECK_FALSE(r.reset);
   CHECK(r.eof);
   CHECK(lab.resets() == resets0);
-  CHECK(rebuilds >= 10);
+  CHECK(rebuilds >= (hold.count() > 0 ? 3 : 10));
   std::sort(rebuild_us.begin(), rebuild_us.end());
   double p50 = rebuild_us.empty() ? 0 : rebuild_us[rebuild_us.size() / 2];
   double p99 = rebuild_us.empty() ? 0 : rebuild_us[rebuild_us.size() * 99 / 100];
@@ -137,4 +145,19 @@ TEST_CASE("userstack rebuilds a live connection mid-transfer with 0 bad bytes an
   REQUIRE_OK(stack);
   rebuild_during_echo(lab, **stack, "198.18.0.9:8080", 5);
   rebuild_during_echo(lab, **stack, "[fd99::9]:8080", 6);
+}
+
+TEST_CASE("userstack holds a frozen flow's packets and replays them at thaw",
+          "[.netns][userstack][netns]") {
+  TunLab lab;
+  userstack::StackOptions o;
+  o.tun.name = kTun;
+  auto stack = userstack::Stack::start(o);
+  REQUIRE_OK(stack);
+  // Frozen 20 ms per rebuild, every 60 ms: the client keeps sending into the freeze.
+  rebuild_during_echo(lab, **stack, "198.18.0.9:8081", 7, 60ms, 20ms);
+  const auto c = (*stack)->counters();
+  CHECK(c.rx_held > 0);
+  CHECK(c.rx_hold_dropped == 0);
+  CHECK(c.rx_replayed == c.rx_held);
 }
