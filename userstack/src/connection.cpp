@@ -171,6 +171,10 @@ Result<std::size_t> Connection::read(std::span<std::byte> buf) {
   if (buf.empty()) {
     return std::size_t{0};
   }
+  if (s.snapshotted_) {
+    return make_error(std::errc::not_connected,
+                      "userstack " + s.tuple_.to_string() + ": connection moved (snapshotted)");
+  }
   if (s.peer_fin_) {
     return std::size_t{0};
   }
@@ -185,6 +189,14 @@ Result<std::size_t> Connection::write(std::span<const std::byte> data) {
   CoreLock lock;
   Impl& s = *impl_;
   if (s.pcb_ == nullptr) {
+    if (s.snapshotted_) {
+      return make_error(std::errc::not_connected,
+                        "userstack " + s.tuple_.to_string() + ": connection moved (snapshotted)");
+    }
+    if (!s.reset_) {
+      return make_error(std::errc::broken_pipe,
+                        "userstack " + s.tuple_.to_string() + ": connection ended");
+    }
     return make_error(std::errc::connection_reset,
                       "userstack " + s.tuple_.to_string() + ": connection reset");
   }

@@ -161,6 +161,13 @@ Result<TcpSnapshot> Stack::snapshot(Connection& conn) {
   TCP_PCB_REMOVE_ACTIVE(pcb);
   tcp_free(pcb);
   c.snapshotted_ = true;
+  // The snapshot owns the queued bytes now: the dead Connection must not hand them out too.
+  c.rx_.clear();
+  c.rx_head_ = 0;
+  c.tx_pending_.clear();
+  c.tx_pending_head_ = 0;
+  c.fin_pending_ = false;
+  c.signal();
   return s;
 }
 

@@ -92,6 +92,8 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
       auto snap = st.snapshot(*conn);
       REQUIRE_OK(snap);
       REQUIRE_FALSE(conn->alive());
+      std::byte one{};
+      REQUIRE_ERROR(conn->read(std::span<std::byte>(&one, 1)), std::errc::not_connected, "moved");
       auto rebuilt = st.restore(*snap);
       REQUIRE_OK(rebuilt);
       conn = std::move(rebuilt).value();

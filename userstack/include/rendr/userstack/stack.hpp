@@ -68,10 +68,12 @@ class Connection {
   void clear_event();
 
   // read copies up to |buf.size()| received bytes. Returns the count; 0 = the peer sent FIN and
-  // everything was read. Errors: EAGAIN (nothing yet), ECONNRESET (reset or aborted).
+  // everything was read. Errors: EAGAIN (nothing yet), ECONNRESET (reset or aborted),
+  // ENOTCONN (snapshotted away: the connection lives on elsewhere).
   [[nodiscard]] Result<std::size_t> read(std::span<std::byte> buf);
   // write queues up to |data.size()| bytes for sending and returns how many it took. Errors:
-  // EAGAIN (send buffer full: wait for event_fd), EPIPE (after shutdown_write()), ECONNRESET.
+  // EAGAIN (send buffer full: wait for event_fd), EPIPE (after shutdown_write() or the end of
+  // the connection), ECONNRESET, ENOTCONN (snapshotted away).
   [[nodiscard]] Result<std::size_t> write(std::span<const std::byte> data);
   // shutdown_write sends our FIN after the queued bytes. Errors: ECONNRESET.
   [[nodiscard]] Status shutdown_write();
@@ -158,8 +160,9 @@ class Stack {
   // restore rebuilds a connection from |snap| (lwIP-made or kernel-made) in this stack: the
   // whole send queue is queued again and its sent part re-sent at once (the peer sees harmless
   // duplicates); unread receive bytes are readable from the new Connection. Errors: EINVAL
-  // (invalid snapshot), ENOTSUP (state, or options lwIP lacks: SACK/timestamps are dropped
-  // with a warning... see docs), EADDRINUSE (tuple still has a PCB here).
+  // (invalid snapshot), ENOTSUP (state not supported), EADDRINUSE (the tuple still has a PCB
+  // here). SACK and timestamps, which lwIP lacks, are not carried: the connection continues
+  // without them (Linux peers accept that, see docs/userstack.md).
   [[nodiscard]] Result<ConnectionPtr> restore(const TcpSnapshot& snap);
 
   [[nodiscard]] StackCounters counters() const;
