@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// TunLab: a netns with a TUN device rtun0 provisioned as root would do it once, the VIP subnets
+// 198.18.0.0/24 and fd99::/64 routed into it, and helpers for a kernel client that checks an
+// echoed pattern. The calling thread enters the netns for the lab's lifetime (NetnsScope), so
+// the Stack attaches there and client sockets live there. Torn down with the netns.
+#pragma once
+
+#include "support/netns.hpp"
+#include "support/pattern.hpp"
+
+#include <rendr/common/endpoint.hpp>
+#include <rendr/common/unique_fd.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace rendr::test {
+
+inline constexpr const char* kTun = "rtun0";
+
+class TunLab {
+ public:
+  TunLab();
+  ~TunLab();
+  TunLab(const TunLab&) = delete;
+  TunLab& operator=(const TunLab&) = delete;
+  [[nodiscard]] const Netns& ns() const { return ns_; }
+  // resets: the client side's view of resets (EstabResets + OutRsts seen in the netns).
+  [[nodiscard]] long long resets() const;
+
+ private:
+  Netns ns_;
+  std::unique_ptr<NetnsScope> scope_;
+};
+
+struct EchoResult {
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+  long long first_bad = -1;  // stream offset of the first wrong byte, -1 = none
+  bool reset = false;        // ECONNRESET / EPIPE seen by the client
+  bool eof = false;          // clean EOF after all bytes
+  std::string error;
+  double seconds = 0;
+};
+
+// connect_bound connects from the calling thread's netns to |to|, bound to |from| (port 0),
+// blocking with a 5 s timeout; throws on failure.
+UniqueFd connect_bound(const Endpoint& from, const Endpoint& to);
+
+// echo_client connects to |vip|, sends |total| pattern bytes while reading the echo back and
+// checking every byte, half-closes, and waits for EOF. Bounded by |timeout|.
+EchoResult echo_client(const Endpoint& vip, std::uint64_t total, std::uint32_t seed,
+                       std::chrono::seconds timeout = std::chrono::seconds(60));
+
+}  // namespace rendr::test

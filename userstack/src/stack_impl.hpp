@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: Apache-2.0
+// Private: Stack::Impl and Connection::Impl, shared by stack.cpp, connection.cpp and
+// snapshot.cpp. All members marked (core) are guarded by lwIP's core lock.
+#pragma once
+
+#include "lwip.hpp"
+
+#include <rendr/userstack/flow_table.hpp>
+#include <rendr/userstack/stack.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace rendr::userstack {
+
+// endpoint_of converts an lwIP address + port.
+Endpoint endpoint_of(const ip_addr_t& a, std::uint16_t port);
+// ip_addr_of converts back.
+ip_addr_t ip_addr_of(const Endpoint& e);
+// tuple_of reads a PCB's tuple (local = our side).
+FourTuple tuple_of(const tcp_pcb* pcb);
+
+class Connection::Impl {
+ public:
+  Impl(Stack::Impl& stack, tcp_pcb* pcb, FourTuple tuple);
+  ~Impl();
+
+  // attach installs the callbacks on |pcb| (core).
+  void attach(tcp_pcb* pcb);
+  // detach clears them and forgets the PCB without freeing it (core).
+  tcp_pcb* detach();
+  void signal();
+  // queued receive bytes (core)
+  [[nodiscard]] std::size_t rx_size() const { return rx_.size() - rx_head_; }
+
+  Stack::Impl& stack_;
+  tcp_pcb* pcb_ = nullptr;  // (core)
+  FourTuple tuple_;
+  UniqueFd efd_;
+  std::vector<std::byte> rx_;  // (core) received bytes; rx_head_ = first unread
+  std::size_t rx_head_ = 0;
+  bool peer_fin_ = false;     // (core)
+  bool reset_ = false;        // (core)
+  bool shut_wr_ = false;      // (core)
+  bool snapshotted_ = false;  // (core)
+  // Bytes accepted for sending that lwIP's send buffer could not take yet (a restored send
+  // queue larger than TCP_SND_BUF); pushed as ACKs free space, then our FIN if |fin_pending_|.
+  std::vector<std::byte> tx_pending_;  // (core)
+  std::size_t tx_pending_head_ = 0;    // (core)
+  bool fin_pending_ = false;           // (core)
+
+  // push_pending moves tx_pending_ into lwIP as far as it fits (core).
+  void push_pending();
+  [[nodiscard]] std::size_t tx_pending_size() const {
+    return tx_pending_.size() - tx_pending_head_;
+  }
+
+  static err_t on_recv(void* arg, tcp_pcb* pcb, pbuf* p, err_t err);
+  static err_t on_sent(void* arg, tcp_pcb* pcb, u16_t len);
+  static void on_err(void* arg, err_t err);
+};
+
+class Stack::Impl {
+ public:
+  explicit Impl(const StackOptions& opts, TunDevice tun);
+  ~Impl();
+
+  Status init();  // netif setup (takes the core lock)
+  void run();     // reader thread
+  void stop();
+  // prune_flows drops shim entries whose connection lwIP no longer has (takes the core lock).
+  void prune_flows();
+  static constexpr std::chrono::seconds kPruneInterval{5};
+
+  // feed passes one inbound packet (wire form, checksum complete) through the shim into lwIP
+  // (core).
+  void feed(std::span<std::byte> pkt, bool replay);
+  // output writes one lwIP packet to the TUN through the shim (core).
+  err_t output(pbuf* p);
+  // write_tun writes one wire-form IP packet (core).
+  void write_tun(std::span<const std::byte> pkt);
+  void ensure_listener(std::uint16_t port);     // (core)
+  ConnectionPtr make_connection(tcp_pcb* pcb);  // (core)
+  void deliver_accepts();                       // outside the core lock
+
+  static err_t on_accept(void* arg, tcp_pcb* newpcb, err_t err);
+
+  StackOptions opts_;
+  TunDevice tun_;
+  netif nif_{};
+  FlowTable flows_;                                        // (core)
+  std::unordered_map<std::uint16_t, tcp_pcb*> listeners_;  // (core)
+  std::vector<ConnectionPtr> new_conns_;  // (core) accepted during the current batch
+  std::vector<std::byte> out_buf_;        // (core)
+
+  std::mutex accept_mu_;
+  std::function<void(ConnectionPtr)> accept_handler_;
+  std::deque<ConnectionPtr> accept_q_;
+  UniqueFd accept_efd_;
+
+  UniqueFd stop_efd_;
+  std::thread reader_;
+  bool netif_added_ = false;
+
+  struct Counters {
+    std::atomic<std::uint64_t> rx_packets{0}, rx_ignored{0}, rx_bad_checksum{0}, rx_held{0},
+        rx_hold_dropped{0}, rx_replayed{0}, tx_packets{0}, tx_frozen_dropped{0}, tx_held{0},
+        tx_discarded{0}, tx_errors{0}, accepted{0}, listeners{0};
+  } c_;
+};
+
+}  // namespace rendr::userstack
