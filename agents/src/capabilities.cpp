@@ -122,7 +122,9 @@ CapabilityReport probe_capabilities(const ProbeOptions& options) {
   r.caps.push_back(from("ebpf_sk_lookup", ebpf::probe_prog_load(ebpf::ProgKind::sk_lookup)));
   r.caps.push_back(probe_tun(options));
   r.caps.push_back(probe_netns());
-  r.caps.push_back({"userstack", false, "not part of this build"});
+  r.caps.push_back({"userstack", false,
+                    "the user-space TCP stack (rendr::userstack) is built, but no agent migrates "
+                    "connections with it yet"});
   if (r.ok("tcp_repair") && r.ok("ebpf_sched_cls")) {
     r.method = "native";
     r.reason = "TCP_REPAIR and tc BPF programs work here: kernel sockets migrate with their state";

@@ -10,7 +10,7 @@
 //   netns           unshare(CLONE_NEWNET) on a scratch thread
 //   tun             attaching a TUN device: the configured one (ProbeOptions::tun_device), else
 //                   a scratch device created in a private network namespace
-//   userstack       rendr's user-space TCP fallback: not part of this build, always false
+//   userstack       rendr's user-space TCP fallback as a migration method: not yet, always false
 #pragma once
 
 #include <string>
