@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// libFuzzer target for rendr::decode_snapshot (issue 2: "decoding arbitrary bytes never crashes
+// libFuzzer target for rendr::decode_snapshot ("decoding arbitrary bytes never crashes
 // and never yields a half-valid snapshot"). Built with clang++ -fsanitize=fuzzer,address,undefined
 // by tests/fuzz/CMakeLists.txt; the oracle is roundtrip_oracle.cpp.
 //

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the engine's wire v0 decoder, stream deframer and a server FlowCore fed
-// hostile bytes (issue 4: "malformed or hostile frames are rejected without crashing or
+// hostile bytes ("malformed or hostile frames are rejected without crashing or
 // corrupting the stream"). Built with clang++ -fsanitize=fuzzer,address,undefined by
 // tests/fuzz/CMakeLists.txt; the oracle is wire_oracle.cpp.
 #include "wire_oracle.hpp"

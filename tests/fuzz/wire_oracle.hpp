@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The wire decoder's oracle (issue 4), shared by the libFuzzer target and the Catch2 replay
+// The wire decoder's oracle, shared by the libFuzzer target and the Catch2 replay
 // test: arbitrary bytes either decode into a frame that re-encodes to exactly the input, or are
 // refused with an engine error code and a message; any split of a byte stream deframes into the
 // same frames; and a server FlowCore fed the bytes as stream and as datagrams neither crashes

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Issue 2, requirement 6: without CAP_NET_ADMIN every repair entry point fails with an error that
+// Without CAP_NET_ADMIN every repair entry point fails with an error that
 // names the missing capability and the userstack fallback - never a silent degradation - and the
 // socket it was pointed at keeps working. Capabilities are dropped for real, two ways:
 //   - a forked child drops CAP_NET_ADMIN from its effective/permitted/inheritable and bounding

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The long-haul test of issue 2: an unmodified peer (Python's socket module, tcp_peer.py) moves
+// The long-haul test: an unmodified peer (Python's socket module, tcp_peer.py) moves
 // 256 MiB each way while the serving socket is migrated 10 times mid-stream - across network
 // namespaces with TCP_REPAIR, and across processes by SCM_RIGHTS and by pidfd_getfd. The peer
 // checks SHA-256 and the byte pattern; the server checks every byte it receives; the peer's TCP
