@@ -277,7 +277,7 @@ EchoResult echo(Conn& client, Conn& server, std::chrono::milliseconds interval, 
   return res;
 }
 
-engine::FlowConfig fast_config() {
+engine::FlowConfig lab_failover_config() {
   engine::FlowConfig c;
   c.probe_interval = std::chrono::milliseconds(50);
   c.fresh_min = std::chrono::milliseconds(150);

@@ -86,7 +86,7 @@ struct EchoResult {
                               int count, const std::function<void(int)>& each = {},
                               std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
-// fast_config: probing for quick failover in labs (probe 50 ms, freshness 150 ms..1 s).
-[[nodiscard]] engine::FlowConfig fast_config();
+// lab_failover_config: probing for quick failover in labs (probe 50 ms, freshness 150 ms..1 s).
+[[nodiscard]] engine::FlowConfig lab_failover_config();
 
 }  // namespace rendr::bench

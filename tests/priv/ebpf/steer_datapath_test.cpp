@@ -245,7 +245,17 @@ TEST_CASE("ebpf: steering entries go away with their flows and never before",
 
   SECTION("a migrated flow is live again: steer() clears what its entry had seen") {
     EBPF_REQUIRE_OK(s->steer(closed, 1));
-    CHECK(collect_at(closed, 3600 * kSec) == 0);
+    auto e = entry(*s, closed);
+    REQUIRE(e.has_value());
+    CHECK_FALSE(e->peer_fin);
+    CHECK_FALSE(e->server_fin);
+    // An hour after everything: the reset flow's entry goes, the steered one stays.
+    CollectOptions o;
+    o.now_ns = entry(*s, idle)->last_seen_ns + 3600 * kSec;
+    auto r = s->collect(o);
+    EBPF_REQUIRE_OK(r);
+    CHECK_FALSE(entry(*s, reset).has_value());
+    REQUIRE(entry(*s, closed).has_value());
     CHECK(entry(*s, closed)->backend == 1);
   }
 }

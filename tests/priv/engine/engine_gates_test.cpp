@@ -34,13 +34,13 @@ std::unique_ptr<EngineRig> make_rig(const std::string& tag, lab::MultipathOption
 
 ListenOptions listen_opts() {
   ListenOptions o;
-  o.flow = bench::fast_config();
+  o.flow = bench::lab_failover_config();
   return o;
 }
 
 DialOptions dial_opts(std::vector<PathSpec> paths, Mode mode = Mode::prime) {
   DialOptions o;
-  static_cast<engine::FlowConfig&>(o) = bench::fast_config();
+  static_cast<engine::FlowConfig&>(o) = bench::lab_failover_config();
   // An 8 MiB send window: enough for these paths, and "written" stays close to "sent" so the
   // tests' mid-transfer actions happen mid-transfer.
   o.ledger_max_bytes = 8U << 20;

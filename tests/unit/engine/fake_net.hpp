@@ -10,6 +10,7 @@
 
 #include <rendr/engine/core/flow.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -21,6 +22,20 @@
 #include <vector>
 
 namespace rendr::engine::test {
+
+// fast_probe_config: probing fast enough that path death shows within a few hundred fake
+// milliseconds, and small windows (the scenario and flow tests' common setting).
+inline engine::FlowConfig fast_probe_config() {
+  engine::FlowConfig c;
+  c.probe_interval = std::chrono::milliseconds(20);
+  c.fresh_min = std::chrono::milliseconds(100);
+  c.fresh_max = std::chrono::seconds(1);
+  c.ledger_max_frames = 256;
+  c.ledger_max_bytes = 1U << 20;
+  c.reorder_max_frames = 512;
+  c.recv_window_bytes = 1U << 20;
+  return c;
+}
 
 struct LinkSpec {
   Framing framing = Framing::stream;

@@ -18,16 +18,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Fast probing so path death is detected within a few hundred fake milliseconds.
-FlowConfig fast_config() {
-  FlowConfig c;
-  c.probe_interval = 20ms;
-  c.fresh_min = 100ms;
-  c.fresh_max = 1s;
-  c.ledger_max_frames = 256;
-  c.ledger_max_bytes = 1U << 20;
-  c.reorder_max_frames = 512;
-  c.recv_window_bytes = 1U << 20;
+// fast_probe_config with 16 KiB frames.
+FlowConfig small_frame_config() {
+  FlowConfig c = fast_probe_config();
   c.max_payload = 16 * 1024;
   return c;
 }
@@ -122,7 +115,7 @@ void wire_transfer(FakeNet& net, Transfer& t) {
 
 TEST_CASE("engine flow: handshake, then a byte stream arrives intact both ways",
           "[engine][flow]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   net.add_link({});
   REQUIRE(net.client.state() == FlowState::handshaking);
   REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 1s));
@@ -147,13 +140,13 @@ TEST_CASE("engine flow: handshake, then a byte stream arrives intact both ways",
   CHECK(cs.migration_count == 0);
   // Everything written was acknowledged and released from the ledger.
   REQUIRE(net.run_until([&] { return net.client.stats().ledger_frames == 0; }, 1s));
-  CHECK(net.client.stats().ledger_bytes_high_water <= fast_config().ledger_max_bytes);
+  CHECK(net.client.stats().ledger_bytes_high_water <= small_frame_config().ledger_max_bytes);
   CHECK(net.client.stats().paths.at(0).has_rtt);
 }
 
 TEST_CASE("engine flow: two-step writes and lent reads carry a stream intact",
           "[engine][flow]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   net.add_link({});
   REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 1s));
   REQUIRE(net.server.has_value());
@@ -236,7 +229,7 @@ TEST_CASE("engine flow: two-step writes and lent reads carry a stream intact",
 
 TEST_CASE("engine flow: silent death of the active path fails over and replays, no byte lost",
           "[engine][flow][failover]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   const int a = net.add_link({Framing::stream, 5ms});
   const int b = net.add_link({Framing::stream, 8ms});
   Transfer t(6'000'000);
@@ -262,7 +255,7 @@ TEST_CASE("engine flow: silent death of the active path fails over and replays, 
 }
 
 TEST_CASE("engine flow: a loud carrier failure fails over at once", "[engine][flow][failover]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   const int a = net.add_link({});
   const int b = net.add_link({});
   Transfer t(4'000'000);
@@ -277,7 +270,7 @@ TEST_CASE("engine flow: a loud carrier failure fails over at once", "[engine][fl
 
 TEST_CASE("engine flow: planned migrate replays on the new path first, receiver dedups",
           "[engine][flow][migrate]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   const int a = net.add_link({Framing::stream, 2ms});
   const int b = net.add_link({Framing::stream, 30ms});
   REQUIRE(all_ready(net, 2));
@@ -310,7 +303,7 @@ TEST_CASE("engine flow: planned migrate replays on the new path first, receiver 
 
 TEST_CASE("engine flow: all paths dead -> migrating, a new path within the budget resumes",
           "[engine][flow][budget]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   const int a = net.add_link({});
   Transfer t(3'000'000);
   wire_transfer(net, t);
@@ -331,7 +324,7 @@ TEST_CASE("engine flow: all paths dead -> migrating, a new path within the budge
 
 TEST_CASE("engine flow: migration budget exhausted is an error, never EOF",
           "[engine][flow][budget]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = small_frame_config();
   c.migration_budget = 3s;
   FakeNet net(c, c);
   const int a = net.add_link({});
@@ -355,7 +348,7 @@ TEST_CASE("engine flow: migration budget exhausted is an error, never EOF",
 }
 
 TEST_CASE("engine flow: clean close delivers everything then EOF", "[engine][flow][close]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   net.add_link({});
   REQUIRE(all_ready(net, 1));
   Transfer t(500'000);
@@ -382,10 +375,10 @@ TEST_CASE("engine flow: clean close delivers everything then EOF", "[engine][flo
 
 TEST_CASE("engine flow: a reader that stops reading stops the writer (end-to-end backpressure)",
           "[engine][flow][backpressure]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = small_frame_config();
   c.ledger_max_frames = 64;
   c.ledger_max_bytes = 512 * 1024;
-  FlowConfig s = fast_config();
+  FlowConfig s = small_frame_config();
   s.recv_window_bytes = 256 * 1024;
   FakeNet net(c, s);
   net.add_link({});
@@ -411,10 +404,10 @@ TEST_CASE("engine flow: a reader that stops reading stops the writer (end-to-end
 
 TEST_CASE("engine flow: writes stop at unsent_max_bytes while no carrier takes frames",
           "[engine][flow][backpressure]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = small_frame_config();
   c.ledger_max_bytes = 1U << 20;
   c.unsent_max_bytes = 128 * 1024;
-  FakeNet net(c, fast_config());
+  FakeNet net(c, small_frame_config());
   net.add_link({});
   REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 1s));
   // Nothing is transmitted between these writes (no run): all of it is unsent.
@@ -438,7 +431,7 @@ TEST_CASE("engine flow: writes stop at unsent_max_bytes while no carrier takes f
 
 TEST_CASE("engine flow: an idle flow gives its pooled buffers back",
           "[engine][flow][memory]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   net.add_link({});
   Transfer t(2'000'000);
   wire_transfer(net, t);
@@ -455,7 +448,7 @@ TEST_CASE("engine flow: an idle flow gives its pooled buffers back",
 
 TEST_CASE("engine flow: datagram carrier with random loss recovers by retransmission",
           "[engine][flow][loss]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = small_frame_config();
   c.max_payload = 1200;
   FakeNet net(c, c, 42);
   const int a = net.add_link({Framing::datagram, 5ms, 0.0});
@@ -474,7 +467,7 @@ TEST_CASE("engine flow: datagram carrier with random loss recovers by retransmis
 
 TEST_CASE("engine flow: race over two lossy datagram paths, duplicates dropped by SEQ",
           "[engine][flow][race]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = small_frame_config();
   c.max_payload = 1200;
   c.mode = Mode::race;
   FakeNet net(c, c, 7);
@@ -496,7 +489,7 @@ TEST_CASE("engine flow: race over two lossy datagram paths, duplicates dropped b
 
 TEST_CASE("engine flow: bond spreads frames over both paths and survives a path death",
           "[engine][flow][bond]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = small_frame_config();
   c.mode = Mode::bond;
   c.bond_pin = 4;
   FakeNet net(c, c);
@@ -518,7 +511,7 @@ TEST_CASE("engine flow: bond spreads frames over both paths and survives a path 
 
 TEST_CASE("engine flow: a path added later joins via BRIDGE_TAG, remove_path fails over first",
           "[engine][flow][paths]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   const int a = net.add_link({});
   Transfer t(3'000'000);
   wire_transfer(net, t);
@@ -537,7 +530,7 @@ TEST_CASE("engine flow: a path added later joins via BRIDGE_TAG, remove_path fai
 
 TEST_CASE("engine flow: mode switches prime<->race and prime<->bond only",
           "[engine][flow][mode]") {
-  auto c = FlowCore::client(fast_config(), make_id(1), make_id(2));
+  auto c = FlowCore::client(small_frame_config(), make_id(1), make_id(2));
   REQUIRE(c.ok());
   REQUIRE(c->set_mode(Mode::race).ok());
   auto bad = c->set_mode(Mode::bond);
@@ -568,7 +561,7 @@ TEST_CASE("engine flow: config limits are enforced", "[engine][flow][config]") {
 
 TEST_CASE("engine flow: close right after writing, before the handshake, still delivers",
           "[engine][flow][close]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   net.add_link({Framing::stream, 20ms});
   Transfer t(200'000);
   t.write_some(net.client, net.now);
@@ -588,7 +581,7 @@ TEST_CASE("engine flow: close right after writing, before the handshake, still d
 TEST_CASE("engine flow: packet mode keeps boundaries, delivers each packet once, out of order "
           "under loss",
           "[engine][flow][packet]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = small_frame_config();
   c.caps = kCapsPacketMode;
   c.max_payload = 1200;
   FakeNet net(c, c, 99);
@@ -655,9 +648,9 @@ TEST_CASE("engine flow: packet mode keeps boundaries, delivers each packet once,
 
 TEST_CASE("engine flow: a packet client refuses a stream server (HELLO_ACK bit mismatch)",
           "[engine][flow][packet]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = small_frame_config();
   c.caps = kCapsPacketMode;
-  FakeNet net(c, fast_config());
+  FakeNet net(c, small_frame_config());
   net.add_link({});
   REQUIRE(net.run_until([&] { return net.client.state() == FlowState::dead; }, 2s));
   REQUIRE(net.client.close_error().has_value());
@@ -666,7 +659,7 @@ TEST_CASE("engine flow: a packet client refuses a stream server (HELLO_ACK bit m
 
 TEST_CASE("engine flow: a closing flow whose path died takes a new one and still ends cleanly",
           "[engine][flow][close]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(small_frame_config(), small_frame_config());
   const int a = net.add_link({});
   REQUIRE(all_ready(net, 1));
   Transfer t(300'000);

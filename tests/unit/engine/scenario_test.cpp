@@ -19,17 +19,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-FlowConfig fast_config() {
-  FlowConfig c;
-  c.probe_interval = 20ms;
-  c.fresh_min = 100ms;
-  c.fresh_max = 1s;
-  c.ledger_max_frames = 256;
-  c.ledger_max_bytes = 1U << 20;
-  c.reorder_max_frames = 512;
-  c.recv_window_bytes = 1U << 20;
-  return c;
-}
 
 bool all_ready(FakeNet& net, std::size_t n) {
   return net.run_until(
@@ -126,7 +115,7 @@ struct Echo {
 TEST_CASE("engine scenario: prime switches to a clearly better path after the dwell, once per "
           "cooldown, without loss",
           "[engine][scenario][prime]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = fast_probe_config();
   c.dwell = 1s;
   c.cooldown = 10s;
   FakeNet net(c, c);
@@ -164,7 +153,7 @@ TEST_CASE("engine scenario: prime switches to a clearly better path after the dw
 
 TEST_CASE("engine scenario: death migrations with no payload flowing end as zombie",
           "[engine][scenario][zombie]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(fast_probe_config(), fast_probe_config());
   const int a = net.add_link({});
   const int b = net.add_link({});
   net.add_link({});
@@ -182,7 +171,7 @@ TEST_CASE("engine scenario: death migrations with no payload flowing end as zomb
 
 TEST_CASE("engine scenario: payload between path deaths keeps the flow alive",
           "[engine][scenario][zombie]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(fast_probe_config(), fast_probe_config());
   const int a = net.add_link({});
   const int b = net.add_link({});
   const int c = net.add_link({});
@@ -203,7 +192,7 @@ TEST_CASE("engine scenario: payload between path deaths keeps the flow alive",
 
 TEST_CASE("engine scenario: the HELLO carrier dies before HELLO_ACK, HELLO goes on the next",
           "[engine][scenario][handshake]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(fast_probe_config(), fast_probe_config());
   const int a = net.add_link({Framing::stream, 20ms});
   const int b = net.add_link({Framing::stream, 20ms});
   net.fail_link(a);  // before anything was delivered
@@ -215,7 +204,7 @@ TEST_CASE("engine scenario: the HELLO carrier dies before HELLO_ACK, HELLO goes 
 
 TEST_CASE("engine scenario: race keeps delivering without a stall when one path goes silent",
           "[engine][scenario][race]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = fast_probe_config();
   c.mode = Mode::race;
   FakeNet net(c, c);
   const int a = net.add_link({Framing::stream, 5ms});
@@ -240,7 +229,7 @@ TEST_CASE("engine scenario: race keeps delivering without a stall when one path 
 
 TEST_CASE("engine scenario: G4 shape - echo across a silent drop of the active path (prime)",
           "[engine][scenario][failover]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(fast_probe_config(), fast_probe_config());
   const int a = net.add_link({Framing::stream, 5ms});
   const int b = net.add_link({Framing::stream, 5ms});
   REQUIRE(all_ready(net, 2));
@@ -259,7 +248,7 @@ TEST_CASE("engine scenario: G4 shape - echo across a silent drop of the active p
 
 TEST_CASE("engine scenario: G5 shape - a re-added path rejoins without spurious reordering",
           "[engine][scenario][paths]") {
-  FakeNet net(fast_config(), fast_config());
+  FakeNet net(fast_probe_config(), fast_probe_config());
   const int a = net.add_link({Framing::stream, 5ms});
   net.add_link({Framing::stream, 6ms});
   REQUIRE(all_ready(net, 2));
@@ -293,7 +282,7 @@ struct G1Run {
 // run_g1 moves |total| bytes over two rate-limited stream paths; at each fraction in |at| the
 // client migrates to the other path. Fake-time duration and the longest reader stall are kept.
 G1Run run_g1(std::uint64_t total, const std::vector<double>& at) {
-  FlowConfig c = fast_config();
+  FlowConfig c = fast_probe_config();
   c.ledger_max_bytes = 4U << 20;
   c.ledger_max_frames = 1024;
   c.reorder_max_frames = 2048;
@@ -379,7 +368,7 @@ TEST_CASE("engine scenario: G1 shape - forced migrations at 30/50/70 % cost <= 1
 TEST_CASE("engine scenario: a carrier that never answers the HELLO times out, the next one "
           "carries it",
           "[engine][scenario][handshake]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = fast_probe_config();
   c.handshake_timeout = 3s;
   FakeNet net(c, c);
   const int a = net.add_link({});
@@ -400,7 +389,7 @@ TEST_CASE("engine scenario: a carrier that never answers the HELLO times out, th
 
 TEST_CASE("engine scenario: a path whose carrier cannot take the flow's frames is refused",
           "[engine][scenario][paths]") {
-  FlowConfig c = fast_config();  // max_payload 32 KiB
+  FlowConfig c = fast_probe_config();  // max_payload 32 KiB
   auto cl = FlowCore::client(c, make_id(1), make_id(2));
   REQUIRE(cl.ok());
   auto r = cl->add_path(PathOptions{Framing::datagram, "udp", 1392}, TimePoint{});
@@ -415,7 +404,7 @@ TEST_CASE("engine scenario: a path whose carrier cannot take the flow's frames i
 
 TEST_CASE("engine scenario: prime does not flee its own bulk load (self-load guard)",
           "[engine][scenario][prime]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = fast_probe_config();
   c.ledger_max_bytes = 4U << 20;
   c.ledger_max_frames = 1024;
   c.reorder_max_frames = 2048;
@@ -461,7 +450,7 @@ TEST_CASE("engine scenario: prime does not flee its own bulk load (self-load gua
 TEST_CASE("engine scenario: silent death is detected when the freshness window spans more "
           "probes than are kept outstanding (fast probing, long RTT)",
           "[engine][scenario][failover]") {
-  FlowConfig c = fast_config();
+  FlowConfig c = fast_probe_config();
   c.probe_interval = 10ms;  // 16 outstanding probes = 160 ms < the 500 ms window below
   c.fresh_min = 500ms;
   FakeNet net(c, c);
@@ -477,7 +466,7 @@ TEST_CASE("engine scenario: silent death is detected when the freshness window s
 
 TEST_CASE("engine scenario: lost HELLO / HELLO_ACK on a datagram carrier are repeated",
           "[engine][scenario][handshake]") {
-  FakeNet net(fast_config(), fast_config(), 5);
+  FakeNet net(fast_probe_config(), fast_probe_config(), 5);
   const int a = net.add_link({Framing::datagram, 5ms, 1.0});  // everything lost at first
   REQUIRE_FALSE(net.run_until([&] { return net.client.state() == FlowState::active; }, 700ms));
   net.set_loss(a, 0.0);
