@@ -481,25 +481,11 @@ int run_migrate(std::span<char* const> args) {
   std::uint64_t bulk_finished_first = 0;  // asked after the server had finished the flow
   if (bulk_mib > 0) {
     const std::uint64_t size = bulk_mib << 20;
-    {
-      UniqueFd f(::open((work + "/bulk").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-      std::vector<std::uint8_t> b(1 << 20);
-      for (std::uint64_t off = 0; off < size; off += b.size()) {
-        for (std::size_t i = 0; i < b.size(); ++i) {
-          b[i] = file_byte(off + i);
-        }
-        if (::write(f.get(), b.data(), b.size()) != static_cast<ssize_t>(b.size())) {
-          return kExitFailed;
-        }
-      }
+    if (auto st = write_bench_file(work + "/bulk", size); !st) {
+      std::fprintf(stderr, "rendr-bench: %s\n", st.error().message().c_str());
+      return kExitFailed;
     }
-    for (const char* h : {"a", "b"}) {
-      std::string lg = std::string("fs-") + h;
-      (void)stack.spawn(h, {RENDR_FILESERVER_BIN, "--agent", stack.sock(h), "--service", "http",
-                            "--root", work, "--listen", "10.99.0.1:8080"},
-                        lg);
-      (void)stack.wait_log(lg, "ready", 10000);
-    }
+    start_fileservers(stack, work);
     auto download = [&](int n_mig, std::vector<Sample>& timeline, std::vector<double>* mk) -> double {
       auto fd = connect_vip(lab, 8080);
       if (!fd) {

@@ -6,6 +6,7 @@
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/json.hpp>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -26,6 +27,33 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 }
 
 std::uint8_t file_byte(std::uint64_t i) { return static_cast<std::uint8_t>((i >> 12) ^ (i * 131)); }
+
+Status write_bench_file(const std::string& path, std::uint64_t size) {
+  UniqueFd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!f.valid()) {
+    return errno_error("create " + path);
+  }
+  std::vector<std::uint8_t> b(1 << 20);
+  for (std::uint64_t off = 0; off < size; off += b.size()) {
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      b[i] = file_byte(off + i);
+    }
+    if (::write(f.get(), b.data(), b.size()) != static_cast<ssize_t>(b.size())) {
+      return errno_error("write " + path);
+    }
+  }
+  return {};
+}
+
+void start_fileservers(lab::AgentStack& stack, const std::string& root) {
+  for (const char* h : {"a", "b"}) {
+    const std::string lg = std::string("fs-") + h;
+    (void)stack.spawn(h, {RENDR_FILESERVER_BIN, "--agent", stack.sock(h), "--service", "http",
+                          "--root", root, "--listen", "10.99.0.1:8080"},
+                      lg);
+    (void)stack.wait_log(lg, "ready", 10000);
+  }
+}
 
 Result<UniqueFd> connect_vip(const lab::GatewayLab& lab, std::uint16_t port) {
   auto ns = lab.netns_fd("peer");

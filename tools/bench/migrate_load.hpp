@@ -27,6 +27,12 @@ using Clock = std::chrono::steady_clock;
 // server_tuple: the client socket |fd|'s connection as the server sees it ("vip:p peer:q").
 [[nodiscard]] std::string server_tuple(int fd);
 
+// write_bench_file writes |size| bytes of file_byte() to |path|.
+[[nodiscard]] Status write_bench_file(const std::string& path, std::uint64_t size);
+// start_fileservers runs rendr-fileserver (service "http", VIP:8080, files from |root|) on hosts
+// a and b, registered with their agents, and waits (bounded) until each is ready.
+void start_fileservers(lab::AgentStack& stack, const std::string& root);
+
 // request_file connects to VIP:8080 (rendr-fileserver) and asks for |file|; |half_close| shuts
 // the client's sending side down after the request (the server's socket goes to CLOSE_WAIT).
 [[nodiscard]] Result<UniqueFd> request_file(const lab::GatewayLab& lab, const std::string& file,
