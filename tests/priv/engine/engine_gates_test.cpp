@@ -156,7 +156,7 @@ TEST_CASE("engine G2: echo every 100 ms with >= 30 migrations, no loss, p99 < 2x
     p.name = "p" + std::to_string(i);
     paths.push_back(p);
   }
-  const int seconds = env_int("RENDR_G2_SECONDS", 120);
+  const int seconds = env_int("RENDR_G2_SECONDS", 60);
   // Baseline: the same flow setup without migrations.
   std::vector<double> base_rtts;
   {
