@@ -77,7 +77,10 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
       ro.peer_ack = decode_peer_ack(hints[i]);
     }
     const FourTuple tuple = decoded[i].tuple;
-    auto st = repairer_.restore_staged(std::move(decoded[i]), ro);
+    auto st = i == 1 && fault("fail_second_restore")
+                  ? Result<repair::StagedSocket>(
+                        make_error(std::errc::io_error, "restore failed (fault injected)"))
+                  : repairer_.restore_staged(std::move(decoded[i]), ro);
     if (!st) {
       ++metrics_.restores_failed;
       sockets.clear();  // silent
@@ -94,6 +97,13 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     next = intake.on_restored({});
   }
   if (next.action == IntakeAction::reject) {
+    // The flows restored before the failing one were frozen here: lift that, or their tuples
+    // would stay blackholed on this host (the connection lives on at the source).
+    if (freezer_) {
+      for (const auto& t : frozen_here) {
+        (void)freezer_->unfreeze(t);
+      }
+    }
     return reject(next.why);
   }
   auto sm = std::make_unique<StagedMig>(

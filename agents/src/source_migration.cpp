@@ -105,6 +105,11 @@ SrcNext SourceMigration::begin_undo(MigClock::time_point now) {
   if (steer_sent_ && std::find(plan.begin(), plan.end(), UndoAction::steer_back) == plan.end()) {
     plan.insert(plan.begin(), UndoAction::steer_back);
   }
+  // Without a gateway nothing was steered: no steer-back step (it could only fail, and its
+  // "no gateway" would end up in the report).
+  if (!cfg_.gateway) {
+    std::erase(plan, UndoAction::steer_back);
+  }
   undo_.clear();
   for (UndoAction u : plan) {
     switch (u) {

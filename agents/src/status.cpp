@@ -57,6 +57,11 @@ std::string Agent::status_json() {
   j.end_array();
   j.kv("flows", static_cast<std::uint64_t>(flows_.size()));
   j.kv("staged_migrations", static_cast<std::uint64_t>(staged_.size()));
+  // Flows the eBPF freeze holds on this host (migrating, staged, or in their freeze grace).
+  if (freezer_) {
+    auto n = freezer_->frozen_count();
+    j.kv("frozen_flows", static_cast<std::uint64_t>(n ? *n : 0));
+  }
   std::uint64_t held = 0;
   for (const auto& [s, q] : orphans_) {
     held += q.size();

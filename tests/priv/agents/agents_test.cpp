@@ -152,6 +152,40 @@ TEST_CASE("abort paths: the connection survives on A whatever fails",
   }
 }
 
+TEST_CASE("a restore that fails part-way leaves nothing frozen on the target",
+          "[.agents][agents][netns]") {
+  // Two flows; B restores the first (and freezes its tuple until it goes live), then the second
+  // restore fails: the offer is refused, and the first tuple must not stay frozen on B.
+  AgentLabOptions o;
+  o.faults_b = {"fail_second_restore"};
+  AgentLab al(o);
+  PatternClient c1(al.lab, 8000);
+  PatternClient c2(al.lab, 8000);
+  const long long rst0 = peer_rsts(al.lab);
+  REQUIRE(c1.wait_down(1 << 20, 10000));
+  REQUIRE(c2.wait_down(1 << 20, 10000));
+  int st = -1;
+  std::string rep = al.migrate(
+      "a", {"--flow", c1.tuple().to_string(), "--flow", c2.tuple().to_string()}, "b", &st);
+  INFO(rep << "\nagent b log:\n" << al.log("b"));
+  CHECK(st == 1);
+  CHECK(json_scalar(rep, "result") == "aborted");
+  CHECK(json_scalar(rep, "failed_in") == "offered");
+  std::string out;
+  REQUIRE(al.rendrctl("b", {"status", "--json"}, out) == 0);
+  INFO(out);
+  CHECK(json_scalar(out, "frozen_flows") == "0");
+  CHECK(json_scalar(out, "staged_migrations") == "0");
+  // Both connections go on at A; then the first one moves to B for real (its tuple passes there).
+  CHECK(c1.wait_down(4 << 20, 20000));
+  CHECK(c2.wait_down(4 << 20, 20000));
+  rep = al.migrate("a", {"--flow", c1.tuple().to_string()}, "b", &st);
+  INFO(rep);
+  CHECK(st == 0);  // fail_second_restore only fails a second flow: a one-flow batch commits
+  CHECK(json_scalar(rep, "result") == "committed");
+  expect_healthy(al, c1, rst0);
+}
+
 TEST_CASE("a gateway that refuses STEER aborts the batch and the source agent lives on",
           "[.agents][agents][netns]") {
   AgentLabOptions o;

@@ -240,10 +240,10 @@ TEST_CASE("source core: a lost COMMIT answer is resolved by asking the target",
     CHECK_FALSE(h.m->indeterminate());
   }
   SECTION("it aborted: undo with the commit error") {
-    // The plan of an abort after COMMIT always starts with steer_back (MigrationFsm's plan for
-    // committing), gateway or not.
-    CHECK(h.query("aborted").action == A::undo_steer_back);
-    CHECK(h.m->undo_plan().size() == 5);
+    // MigrationFsm's plan for committing starts with steer_back; without a gateway that step
+    // is left out (nothing was steered).
+    CHECK(h.query("aborted").action == A::undo_tell_b_abort);
+    CHECK(h.m->undo_plan().size() == 4);
     h.undo_all();
     CHECK(h.m->result() == SrcResult::aborted);
     CHECK(h.m->error() == "no answer from agent hostB");
@@ -258,7 +258,7 @@ TEST_CASE("source core: a lost COMMIT answer is resolved by asking the target",
   SECTION("still staged: COMMIT never arrived; tell it to abort, then undo") {
     CHECK(h.query("staged").action == A::abort_staged_target);
     // Its answer does not matter.
-    CHECK(h.fail(A::abort_staged_target, "whatever").action == A::undo_steer_back);
+    CHECK(h.fail(A::abort_staged_target, "whatever").action == A::undo_tell_b_abort);
     h.undo_all();
     CHECK(h.m->result() == SrcResult::aborted);
   }
