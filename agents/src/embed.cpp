@@ -3,6 +3,8 @@
 #include <rendr/agents/packet.hpp>
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -70,12 +72,36 @@ Status Session::send(const Message& m, int fd) {
   return s;
 }
 
+namespace {
+
+// in_repair: the agent switched |fd| to repair mode (it froze and checkpointed it for a move).
+// Reading TCP_REPAIR needs no privilege.
+bool in_repair(int fd) {
+  int v = 0;
+  socklen_t l = sizeof v;
+  return ::getsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &v, &l) == 0 && v != 0;
+}
+
+}  // namespace
+
 void Session::lose(std::string why) {
   sock_ = UniqueFd();
   if (link_ == Link::registered) {
-    // Exported connections went with the agent: it held their descriptors, the server did not.
+    AgentLost l{std::move(why), 0, 0, 0};
+    // Exports in flight: a connection the agent had not frozen yet is untouched, and ours
+    // again; one it had frozen (repair mode) only it could resume: our duplicate is closed,
+    // silently since the socket is in repair mode.
+    for (auto& [id, e] : exported_) {
+      if (e.fd.valid() && !in_repair(e.fd.get())) {
+        held_[id] = e.tuple;
+        pending_.push_back(Returned{id, std::move(e.fd), std::move(e.state)});
+        ++l.exports_returned;
+      } else {
+        ++l.exports_lost;
+      }
+    }
     exported_.clear();
-    lost_ = std::move(why);
+    lost_ = std::move(l);
     attempts_ = 0;
     backoff_ms_ = kFirstRetryMs;
   } else {
@@ -165,9 +191,15 @@ Status Session::untrack(std::uint64_t conn_id) {
 
 Result<std::optional<Session::Event>> Session::poll_event() {
   if (lost_) {
-    AgentLost l{std::move(*lost_), held_.size()};
+    AgentLost l = std::move(*lost_);
+    l.conns = held_.size();
     lost_.reset();
     return std::optional<Event>(std::move(l));
+  }
+  if (!pending_.empty()) {
+    Event e = std::move(pending_.front());
+    pending_.pop_front();
+    return std::optional<Event>(std::move(e));
   }
   if (link_ == Link::away) {
     if (Clock::now() >= next_try_) {
@@ -242,7 +274,7 @@ Result<std::optional<Session::Event>> Session::poll_event() {
       r.fd = std::move(p->fd);
       r.state = state_of();
       if (auto it = exported_.find(r.conn_id); it != exported_.end()) {
-        held_[r.conn_id] = it->second;
+        held_[r.conn_id] = it->second.tuple;
         exported_.erase(it);
       } else if (auto t = FourTuple::of_socket(r.fd.get()); t) {
         held_[r.conn_id] = *t;
@@ -256,11 +288,17 @@ Result<std::optional<Session::Event>> Session::poll_event() {
 }
 
 Status Session::export_conn(std::uint64_t conn_id, int conn_fd, std::span<const std::byte> state) {
+  // Our duplicate first: without it an agent that dies mid-move would take the connection along.
+  UniqueFd dup(::fcntl(conn_fd, F_DUPFD_CLOEXEC, 0));
+  if (!dup.valid()) {
+    return errno_error("export: keep a duplicate of the connection's descriptor");
+  }
   Message m(MsgType::exported);
   m.add_u64(Tag::conn_id, conn_id).add(Tag::state, state);
   RENDR_TRY(send(m, conn_fd));
   if (auto it = held_.find(conn_id); it != held_.end()) {
-    exported_[conn_id] = it->second;
+    exported_[conn_id] = Exported{it->second, std::move(dup),
+                                  std::vector<std::byte>(state.begin(), state.end())};
     held_.erase(it);
   }
   return {};

@@ -262,6 +262,11 @@ awaitable<StepResult> Agent::source_step(SourceBatch& b, const SourceMigration& 
     case A::export_flows:
       co_return co_await src_export(b, deadline);
     case A::freeze_checkpoint:
+      if (fault("stall_before_freeze")) {
+        // Test hook: the exports are in, nothing is frozen yet; a test kills the agent here.
+        asio::steady_timer t(io_, std::chrono::seconds(3));
+        co_await t.async_wait(as_tuple_aw);
+      }
       co_return src_freeze_checkpoint(b);
     case A::ship_offer:
       co_return co_await src_ship(b, deadline);

@@ -195,9 +195,11 @@ int main(int argc, char** argv) {
           break;
         }
         if (auto* lost = std::get_if<Session::AgentLost>(&**ev)) {
-          std::printf("rendr-fileserver: agent lost (%s): serving %zu connections on, "
+          std::printf("rendr-fileserver: agent lost (%s): serving %zu connections on "
+                      "(%zu handed back from an unfinished migration, %zu lost frozen), "
                       "registering again when an agent is back\n",
-                      lost->why.c_str(), conns.size());
+                      lost->why.c_str(), conns.size() + lost->exports_returned,
+                      lost->exports_returned, lost->exports_lost);
           std::fflush(stdout);
         } else if (auto* back = std::get_if<Session::AgentBack>(&**ev)) {
           std::printf("rendr-fileserver: agent back after %u attempts: service %s registered "

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 
 using namespace rendr;
 using namespace rendr::test;
@@ -137,4 +138,46 @@ TEST_CASE("a restarted agent gets the adopted connections of its server back and
   CHECK(peer_rsts(al.lab) == rst0);
   CHECK(al.server_alive("a"));
   CHECK(al.server_alive("b"));
+}
+
+TEST_CASE("a source agent killed with SIGKILL mid-migration before the freeze: the server "
+          "serves the connection on at once",
+          "[.agents][agents][netns]") {
+  AgentLabOptions o;
+  o.faults_a = {"stall_before_freeze"};  // the exports are in; 3 s before anything is frozen
+  AgentLab al(o);
+  PatternClient c(al.lab, 8000);
+  const long long rst0 = peer_rsts(al.lab);
+  REQUIRE(c.wait_down(2 << 20, 10000));
+  const std::string flow = c.tuple().to_string();
+  REQUIRE(wait_tracked(al, "a", flow, 5000));
+
+  std::thread killer([&al] {
+    ::usleep(1000000);  // inside the stall: the server has handed its descriptor over
+    al.kill_agent("a");
+  });
+  // The agent dies under rendrctl: it prints no report (AgentLab::migrate would throw).
+  std::string out;
+  std::string err;
+  const int rc =
+      al.rendrctl("a", {"migrate", "--flow", flow, "--to", "b", "--json"}, out, &err);
+  killer.join();
+  INFO(out << err << "\nserver a log:\n" << al.log("srv-a") << "\nagent b log:\n" << al.log("b"));
+  CHECK(rc != 0);
+  CHECK(wait_log(al, "srv-a", "exports returned 1, lost 0", 3000));
+  {
+    INFO("client error: " << c.error());
+    CHECK(c.wait_down(8 << 20, 20000));
+    CHECK_FALSE(c.failed());
+    CHECK(peer_rsts(al.lab) == rst0);
+  }
+  // The agent is back: the returned connection is tracked again and moves.
+  al.start_agent("a");
+  REQUIRE(wait_tracked(al, "a", flow, 5000));
+  int st = -1;
+  std::string rep = al.migrate("a", {"--flow", flow}, "b", &st);
+  INFO(rep << "\nagent a log:\n" << al.log("a"));
+  CHECK(st == 0);
+  CHECK(json_scalar(rep, "result") == "committed");
+  expect_healthy(al, c, rst0);
 }

@@ -160,8 +160,9 @@ int main(int argc, char** argv) {
         }
         if (auto* lost = std::get_if<Session::AgentLost>(&**ev)) {
           std::printf("pattern_server: agent lost (%s): serving %zu connections on, registering "
-                      "again when an agent is back\n",
-                      lost->why.c_str(), conns.size());
+                      "again when an agent is back; exports returned %zu, lost %zu\n",
+                      lost->why.c_str(), conns.size(), lost->exports_returned,
+                      lost->exports_lost);
           std::fflush(stdout);
         } else if (auto* back = std::get_if<Session::AgentBack>(&**ev)) {
           std::printf("pattern_server: agent back after %u attempts: service %s registered "

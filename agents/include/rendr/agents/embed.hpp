@@ -18,7 +18,12 @@
 // a migration asks for it is dropped from that migration (the rest of the batch moves).
 //
 // The agent going away (it exited or was killed: its control socket closed) changes nothing for
-// the connections; the agent only ever acts on them during a migration. The session reports it
+// the connections; the agent only ever acts on them during a migration. The session keeps a
+// duplicate of every exported descriptor until the export is done or returned: if the agent
+// goes away before it froze a connection (it is not in repair mode), the session hands the
+// connection back at once (a Returned event after AgentLost), and the server serves on. A
+// connection the agent had already frozen for the move cannot be resumed without it: it is
+// closed silently and counted in AgentLost::exports_lost. The session reports the loss
 // once (AgentLost), fd() is -1 from then on, and each poll_event() called once timeout_ms() has
 // elapsed makes one registration attempt at the same path: a connect() and a register message,
 // whose answer arrives on fd() like any event. Attempts back off from 100 ms to every 2 s and go
@@ -35,6 +40,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <span>
@@ -69,10 +75,14 @@ class Session {
   };
   // The agent went away (|why|: e.g. "control socket closed by the other side"). Keep serving
   // every connection; |conns| is how many the session will track again once an agent is back.
-  // Connections that were exported and not yet done or returned went with the agent.
+  // Connections exported and not yet done or returned: those the agent had not frozen follow
+  // as Returned events (|exports_returned|); those it had frozen are closed silently
+  // (|exports_lost|).
   struct AgentLost {
     std::string why;
     std::size_t conns = 0;
+    std::size_t exports_returned = 0;
+    std::size_t exports_lost = 0;
   };
   // Registered again with the agent at the same path after |attempts| attempts; |conns|
   // connections were tracked again under their ids.
@@ -105,8 +115,9 @@ class Session {
   // answer sends the tracks). Errors are malformed messages only; the agent going away is the
   // AgentLost event.
   [[nodiscard]] Result<std::optional<Event>> poll_event();
-  // export_conn hands |conn_fd| and |state| to the agent for an ExportRequest. On an error
-  // (e.g. the agent just went away) the connection stays the server's.
+  // export_conn hands |conn_fd| and |state| to the agent for an ExportRequest (the session
+  // keeps a duplicate of the descriptor until ExportDone or Returned; the server closes its
+  // own). On an error (e.g. the agent just went away) the connection stays the server's.
   [[nodiscard]] Status export_conn(std::uint64_t conn_id, int conn_fd,
                                    std::span<const std::byte> state);
   // refuse_export declines to export |conn_id|: the whole batch aborts, unless no process
@@ -133,10 +144,16 @@ class Session {
   std::uint64_t next_id_ = 1;
   // Connections the server holds, by id (re-tracked after a loss) and those handed to the agent
   // by export_conn until ExportDone or Returned.
+  struct Exported {
+    FourTuple tuple;
+    UniqueFd fd;  // our duplicate: the connection survives the agent until it is frozen
+    std::vector<std::byte> state;
+  };
   std::map<std::uint64_t, FourTuple> held_;
-  std::map<std::uint64_t, FourTuple> exported_;
+  std::map<std::uint64_t, Exported> exported_;
+  std::deque<Event> pending_;  // events the loss produced, reported after AgentLost
   Link link_ = Link::registered;
-  std::optional<std::string> lost_;  // a loss not reported yet
+  std::optional<AgentLost> lost_;  // a loss not reported yet
   Clock::time_point next_try_{};     // away: next attempt; registering: answer deadline
   int backoff_ms_ = 0;
   unsigned attempts_ = 0;
