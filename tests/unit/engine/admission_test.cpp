@@ -118,7 +118,7 @@ TEST_CASE("engine admission: waiting carriers are bounded per source and in tota
 }
 
 TEST_CASE("engine admission: half-open flows go first - unaccepted without carriers, then "
-          "accepted without carriers, then unaccepted; live flows never",
+          "accepted without carriers, then unaccepted - live flows never",
           "[engine][admission][flows]") {
   auto lim = small();
   lim.half_open_per_source = 100;  // only the table and the backlog bind here

@@ -6,6 +6,7 @@
 
 #include <rendr/engine/errors.hpp>
 #include <rendr/engine/core/flow.hpp>
+#include <rendr/engine/core/frame_cache.hpp>
 
 #include "support/pattern.hpp"
 
@@ -676,6 +677,10 @@ TEST_CASE("engine flow: a closing flow whose path died takes a new one and still
 
 TEST_CASE("engine flow: gathered writes pin ledger frames until transmit_done, even when ACKed",
           "[engine][flow][memory]") {
+  // The pool refills from the process-wide frame cache: start it empty whatever ran before in
+  // this process, so the pool counts below mean the same alone and after other tests.
+  detail::FrameCache::instance().set_limit(0);
+  detail::FrameCache::instance().set_limit(detail::FrameCache::kDefaultLimit);
   FlowConfig cfg;
   auto c = FlowCore::client(cfg, make_id(1), make_id(2));
   REQUIRE(c.ok());
