@@ -93,10 +93,33 @@ bool ListenerCore::make_room(const SourceKey& src) {
   return fits;
 }
 
+bool ListenerCore::key_allows(std::span<const std::byte> frame, const engine::FirstFrame& ff) {
+  const auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  const auto v = keys->check(frame, ff, static_cast<std::uint64_t>(unix_now.count()));
+  if (v == engine::KeyVerdict::ok) {
+    return true;
+  }
+  std::lock_guard lk(mu);
+  switch (v) {
+    case engine::KeyVerdict::missing: counters.key_missing += 1; break;
+    case engine::KeyVerdict::bad: counters.key_bad += 1; break;
+    case engine::KeyVerdict::stale: counters.key_stale += 1; break;
+    case engine::KeyVerdict::replayed: counters.key_replayed += 1; break;
+    case engine::KeyVerdict::ok: break;
+  }
+  return false;
+}
+
 engine::BridgeConfig bridge_config(const ListenOptions& o, bool udp) {
   engine::BridgeConfig bc;
   bc.stream = o.flow;
-  bc.packet = o.flow;
+  bc.stream.silent_budget =
+      std::min<engine::Duration>(o.silent_flow_timeout, o.flow.migration_budget);
+  if (!o.listener_key.empty()) {
+    bc.stream.caps |= engine::kCapsKeyed;  // echoed in HELLO_ACK: this listener checked the key
+  }
+  bc.packet = bc.stream;
   if (udp) {
     const std::size_t cap = kUdpFlowMaxFrame - engine::kHeaderSize;
     bc.stream.max_payload = std::min(bc.stream.max_payload, cap);
@@ -121,6 +144,18 @@ Status check_limits(const ListenOptions& o) {
     return engine::make_error(engine::errc::invalid_config,
                               "listener limits: capacity, backlog, the per-source and pending "
                               "limits and first_frame_timeout must be > 0");
+  }
+  if (!o.listener_key.empty() && (o.listener_key.size() < engine::kMinListenerKey ||
+                                  o.listener_key.size() > engine::kMaxListenerKey ||
+                                  o.key_max_skew <= std::chrono::seconds(0) ||
+                                  o.key_replay_capacity == 0)) {
+    return engine::make_error(engine::errc::invalid_config,
+                              "listener key: 16 to 64 bytes, key_max_skew and "
+                              "key_replay_capacity > 0");
+  }
+  if (o.silent_flow_timeout < std::chrono::milliseconds(0)) {
+    return engine::make_error(engine::errc::invalid_config,
+                              "listener limits: silent_flow_timeout must be >= 0");
   }
   return {};
 }
