@@ -17,6 +17,7 @@ void ListenerCore::on_flow_gone(const Id128& id) {
   // After a mass close (half of at least 256 flows gone) give the C heap's free pages back:
   // glibc keeps them mapped (an explicit trim halved the RSS left by 2 000 closed flows).
   peak_flows = std::max(peak_flows, table.size() + 1);
+  idle_peak = std::max(idle_peak, table.size() + 1);
   if (peak_flows >= kTrimFlows && table.size() <= peak_flows / 2) {
     peak_flows = table.size();
     (void)::malloc_trim(0);
@@ -50,6 +51,14 @@ void ListenerCore::trim_cache_while_idle() {
     }
     auto& cache = engine::detail::FrameCache::instance();
     cache.trim_if_idle(Clock::now());
+    // The last flows of a mass close (below the halving steps of on_flow_gone) and what the
+    // application freed when their Conns ended (a thread per flow: its buffers, in its own
+    // malloc arena) stay mapped until someone trims: once per idle spell after many flows.
+    if (self->idle_peak >= kTrimFlows) {
+      self->idle_peak = 0;
+      self->peak_flows = 0;
+      (void)::malloc_trim(0);
+    }
     if (cache.stats().held_buffers != 0) {
       self->trim_cache_while_idle();
     }

@@ -126,6 +126,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   bool closed = false;
   ListenerStats counters;
   std::size_t peak_flows = 0;  // io thread: table size since the last malloc_trim
+  std::size_t idle_peak = 0;   // io thread: table size since the table was last empty for 1 s
   // Which flows and waiting carriers to keep when flooded; its flows' accepted state changes
   // together with the accept queues, under |mu|.
   Admission adm;
