@@ -93,8 +93,8 @@ bool raw_answered(std::uint16_t port, std::span<const std::byte> frame) {
 
 }  // namespace
 
-TEST_CASE("engine listener key: a keyed listener takes its dialers, refuses strangers before "
-          "making a flow",
+TEST_CASE("engine listener key: a keyed listener takes its dialers and refuses strangers "
+          "before making a flow",
           "[engine][listener][key]") {
   const auto key = key_of(1);
   auto l = listen_tcp("127.0.0.1:0", keyed_listener(key));
@@ -143,7 +143,7 @@ TEST_CASE("engine listener key: a keyed listener takes its dialers, refuses stra
   }
 }
 
-TEST_CASE("engine listener key: udpflow with the key; a keyed dialer reaches an unkeyed "
+TEST_CASE("engine listener key: udpflow with the key and a keyed dialer against an unkeyed "
           "listener",
           "[engine][listener][key]") {
   const auto key = key_of(3);

@@ -66,7 +66,7 @@ TEST_CASE("engine silent flow: a client that spoke keeps the migration budget",
   CHECK(net.now - lost > 10s);
 }
 
-TEST_CASE("engine silent flow: silent_budget 0 keeps the migration budget; it is bounded by it",
+TEST_CASE("engine silent flow: silent_budget 0 keeps the migration budget and is bounded by it",
           "[engine][silent]") {
   FakeNet net(fast_probe_config(), server_config(0s));
   const int a = net.add_link({});
