@@ -143,6 +143,7 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
         po.framing = engine::Framing::datagram;
         po.max_frame = d.c.packet->max_frame();
       }
+      po.wall = std::chrono::system_clock::now();
       auto id = drv->core().add_path(po, engine::Clock::now());
       if (!id) {
         return std::move(id).take_error();

@@ -83,6 +83,7 @@ Result<PathId> FlowDriver::add_path(const PathSpec& spec, Deadline d) {
     opts.max_frame = c->packet->max_frame();
   }
   std::unique_lock lk(mu);
+  opts.wall = std::chrono::system_clock::now();
   auto id = core_->add_path(opts, Clock::now());
   if (!id) {
     if (c->stream) {

@@ -17,6 +17,7 @@ void ListenerCore::on_flow_gone(const Id128& id) {
   // After a mass close (half of at least 256 flows gone) give the C heap's free pages back:
   // glibc keeps them mapped (an explicit trim halved the RSS left by 2 000 closed flows).
   peak_flows = std::max(peak_flows, table.size() + 1);
+  idle_peak = std::max(idle_peak, table.size() + 1);
   if (peak_flows >= kTrimFlows && table.size() <= peak_flows / 2) {
     peak_flows = table.size();
     (void)::malloc_trim(0);
@@ -50,6 +51,14 @@ void ListenerCore::trim_cache_while_idle() {
     }
     auto& cache = engine::detail::FrameCache::instance();
     cache.trim_if_idle(Clock::now());
+    // The last flows of a mass close (below the halving steps of on_flow_gone) and what the
+    // application freed when their Conns ended (a thread per flow: its buffers, in its own
+    // malloc arena) stay mapped until someone trims: once per idle spell after many flows.
+    if (self->idle_peak >= kTrimFlows) {
+      self->idle_peak = 0;
+      self->peak_flows = 0;
+      (void)::malloc_trim(0);
+    }
     if (cache.stats().held_buffers != 0) {
       self->trim_cache_while_idle();
     }
@@ -93,10 +102,33 @@ bool ListenerCore::make_room(const SourceKey& src) {
   return fits;
 }
 
+bool ListenerCore::key_allows(std::span<const std::byte> frame, const engine::FirstFrame& ff) {
+  const auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  const auto v = keys->check(frame, ff, static_cast<std::uint64_t>(unix_now.count()));
+  if (v == engine::KeyVerdict::ok) {
+    return true;
+  }
+  std::lock_guard lk(mu);
+  switch (v) {
+    case engine::KeyVerdict::missing: counters.key_missing += 1; break;
+    case engine::KeyVerdict::bad: counters.key_bad += 1; break;
+    case engine::KeyVerdict::stale: counters.key_stale += 1; break;
+    case engine::KeyVerdict::replayed: counters.key_replayed += 1; break;
+    case engine::KeyVerdict::ok: break;
+  }
+  return false;
+}
+
 engine::BridgeConfig bridge_config(const ListenOptions& o, bool udp) {
   engine::BridgeConfig bc;
   bc.stream = o.flow;
-  bc.packet = o.flow;
+  bc.stream.silent_budget =
+      std::min<engine::Duration>(o.silent_flow_timeout, o.flow.migration_budget);
+  if (!o.listener_key.empty()) {
+    bc.stream.caps |= engine::kCapsKeyed;  // echoed in HELLO_ACK: this listener checked the key
+  }
+  bc.packet = bc.stream;
   if (udp) {
     const std::size_t cap = kUdpFlowMaxFrame - engine::kHeaderSize;
     bc.stream.max_payload = std::min(bc.stream.max_payload, cap);
@@ -121,6 +153,18 @@ Status check_limits(const ListenOptions& o) {
     return engine::make_error(engine::errc::invalid_config,
                               "listener limits: capacity, backlog, the per-source and pending "
                               "limits and first_frame_timeout must be > 0");
+  }
+  if (!o.listener_key.empty() && (o.listener_key.size() < engine::kMinListenerKey ||
+                                  o.listener_key.size() > engine::kMaxListenerKey ||
+                                  o.key_max_skew <= std::chrono::seconds(0) ||
+                                  o.key_replay_capacity == 0)) {
+    return engine::make_error(engine::errc::invalid_config,
+                              "listener key: 16 to 64 bytes, key_max_skew and "
+                              "key_replay_capacity > 0");
+  }
+  if (o.silent_flow_timeout < std::chrono::milliseconds(0)) {
+    return engine::make_error(engine::errc::invalid_config,
+                              "listener limits: silent_flow_timeout must be >= 0");
   }
   return {};
 }

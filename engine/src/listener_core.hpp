@@ -16,6 +16,7 @@
 
 #include <rendr/engine/core/bridge.hpp>
 #include <rendr/engine/core/frame_cache.hpp>
+#include <rendr/engine/core/listener_key.hpp>
 
 #include <asio/ip/tcp.hpp>
 #include <asio/ip/udp.hpp>
@@ -56,8 +57,9 @@ inline bool accept_resource_error(std::error_code ec) {
   const int e = ec.value();
   return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
 }
-// Largest HELLO / BRIDGE_TAG: header + 48-byte payload + str8 name.
-inline constexpr std::size_t kMaxFirstFrame = engine::kHeaderSize + 48 + 1 + engine::kMaxName;
+// Largest HELLO / BRIDGE_TAG: header + 48-byte payload + str8 name + key block.
+inline constexpr std::size_t kMaxFirstFrame =
+    engine::kHeaderSize + 48 + 1 + engine::kMaxName + engine::kKeyAuthSize;
 
 inline SourceKey key_of(const asio::ip::address& a) {
   if (a.is_v4()) {
@@ -94,7 +96,11 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
         opts(std::move(options)),
         udp(is_udp),
         table(std::move(t)),
-        adm(admission_limits(opts)) {}
+        adm(admission_limits(opts)) {
+    if (!opts.listener_key.empty()) {
+      keys.emplace(opts.listener_key, opts.key_max_skew, opts.key_replay_capacity);
+    }
+  }
 
   std::shared_ptr<IoRuntime> rt;
   ListenOptions opts;
@@ -103,6 +109,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
 
   // io thread only
   engine::BridgeTable table;
+  std::optional<engine::KeyChecker> keys;  // a keyed listener
   std::optional<asio::ip::tcp::acceptor> acceptor;
   std::optional<asio::steady_timer> accept_timer;
   std::chrono::milliseconds accept_pause{0};
@@ -119,6 +126,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   bool closed = false;
   ListenerStats counters;
   std::size_t peak_flows = 0;  // io thread: table size since the last malloc_trim
+  std::size_t idle_peak = 0;   // io thread: table size since the table was last empty for 1 s
   // Which flows and waiting carriers to keep when flooded; its flows' accepted state changes
   // together with the accept queues, under |mu|.
   Admission adm;
@@ -165,13 +173,25 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
     return nullptr;
   }
 
+  // key_allows: a keyed listener's verdict on a first frame (refusals counted).
+  bool key_allows(std::span<const std::byte> frame, const engine::FirstFrame& ff);
+
+  // accept_first: |key_checked| is set once the frame passed the listener key (a carrier
+  // whose BRIDGE_TAG is retried is not checked again: its tag would count as replayed).
   template <typename Attach>
   Outcome accept_first(std::span<const std::byte> frame, const engine::PathOptions& popts,
-                       bool final_attempt, const SourceKey& src, Attach&& attach_carrier) {
+                       bool final_attempt, const SourceKey& src, bool& key_checked,
+                       Attach&& attach_carrier) {
     Outcome out;
     auto ff = engine::classify_first_frame(frame);
     if (!ff) {
       return out;  // not rendr: close without a word
+    }
+    if (keys && !key_checked) {
+      if (!key_allows(frame, *ff)) {
+        return out;  // a stranger: close without a word, nothing allocated
+      }
+      key_checked = true;
     }
     const Id128 id = first_frame_id(*ff);
     auto drv = find_driver(id);
@@ -270,6 +290,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
     Clock::time_point started = Clock::now();
     SourceKey src{};
     Admission::CarrierId cid = 0;
+    bool key_checked = false;
     std::uint16_t prefix = 0;
     std::size_t prefix_seen = 0;
     bool done = false;

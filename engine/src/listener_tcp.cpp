@@ -180,7 +180,7 @@ void ListenerCore::read_first(const std::shared_ptr<PendingTcp>& p) {
 
 void ListenerCore::handle_first_tcp(const std::shared_ptr<PendingTcp>& p, bool final_attempt) {
   const engine::PathOptions popts{engine::Framing::stream, "tcp", 0};
-  auto out = accept_first(p->first, popts, final_attempt, p->src,
+  auto out = accept_first(p->first, popts, final_attempt, p->src, p->key_checked,
                           [&](FlowDriver& d, PathId path) {
                             d.attach_stream_locked(path, make_tcp_carrier(std::move(p->sock)),
                                                    "tcp", std::move(p->rest));

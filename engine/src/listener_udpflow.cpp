@@ -51,7 +51,9 @@ void ListenerCore::drain_udp() {
       upaths.erase(it);
     }
     const engine::PathOptions popts{engine::Framing::datagram, "udpflow", kUdpFlowMaxFrame};
-    auto out = accept_first(frame, popts, false, key_of(src.address()),
+    // Every datagram is checked: the dialer seals each repeat of HELLO / BRIDGE_TAG afresh.
+    bool key_checked = false;
+    auto out = accept_first(frame, popts, false, key_of(src.address()), key_checked,
                             [&](FlowDriver& d, PathId path) {
       auto st = std::make_shared<UdpServerPathState>();
       st->id = id;

@@ -4,6 +4,7 @@
 #include <rendr/engine/core/bridge.hpp>
 #include <rendr/engine/errors.hpp>
 #include <rendr/engine/core/flow.hpp>
+#include <rendr/engine/core/listener_key.hpp>
 #include <rendr/engine/core/wire.hpp>
 
 #include <algorithm>
@@ -228,6 +229,54 @@ std::string check_bridge(std::span<const std::byte> input) {
   return {};
 }
 
+const std::vector<std::uint8_t>& fuzz_key() {
+  static const std::vector<std::uint8_t> k(32, 0x5c);
+  return k;
+}
+
+// check_key: a keyed listener's verdict on |input| as a first frame never crashes and never
+// lets it in unless it was sealed with the key (the fuzzer cannot forge a tag, so only the
+// seeds' sealed frames pass); the decoded frame sealed afresh passes once, then is a replay.
+std::string check_key(std::span<const std::byte> input) {
+  auto ff = classify_first_frame(input);
+  if (!ff.ok()) {
+    return {};
+  }
+  constexpr std::uint64_t kNow = 1'800'000'000;
+  KeyChecker checker(fuzz_key(), std::chrono::seconds(60), 4);
+  const KeyVerdict v = checker.check(input, *ff, kNow);
+  const KeyAuth* a = std::visit([](const auto& f) { return f.auth ? &*f.auth : nullptr; }, *ff);
+  if (v == KeyVerdict::missing && a != nullptr) {
+    return "key block present but reported missing";
+  }
+  if (v == KeyVerdict::ok) {
+    const KeyTag want = key_tag(fuzz_key(), input.first(input.size() - kKeyTagSize));
+    if (a == nullptr || !std::equal(want.begin(), want.end(), a->tag.begin())) {
+      return "a frame without the right tag passed the key check";
+    }
+    if (checker.check(input, *ff, kNow) != KeyVerdict::replayed) {
+      return "the same sealed frame passed twice";
+    }
+  }
+  auto sealed = seal_first_frame(*ff, fuzz_key(), static_cast<std::uint32_t>(kNow),
+                                 {1, 2, 3, 4, 5, 6, 7, 8});
+  if (!sealed.ok()) {
+    return {};  // e.g. a legacy frame's fields that do not fit; nothing to check
+  }
+  auto sf = classify_first_frame(*sealed);
+  if (!sf.ok()) {
+    return "a sealed frame does not decode: " + sf.error().message();
+  }
+  KeyChecker fresh(fuzz_key(), std::chrono::seconds(60), 4);
+  if (fresh.check(*sealed, *sf, kNow) != KeyVerdict::ok) {
+    return "a frame sealed with the key does not pass";
+  }
+  if (fresh.check(*sealed, *sf, kNow) != KeyVerdict::replayed) {
+    return "a replayed sealed frame is not refused";
+  }
+  return {};
+}
+
 }  // namespace
 
 std::string check_wire_input(std::span<const std::byte> input) {
@@ -235,6 +284,9 @@ std::string check_wire_input(std::span<const std::byte> input) {
     return why;
   }
   if (auto why = check_bridge(input); !why.empty()) {
+    return why;
+  }
+  if (auto why = check_key(input); !why.empty()) {
     return why;
   }
   if (auto why = check_deframe(input); !why.empty()) {
@@ -249,10 +301,11 @@ std::vector<WireSeed> wire_seeds() {
   const auto payload = std::as_bytes(std::span(text.data(), text.size()));
   const std::vector<std::pair<std::string, Frame>> singles = {
       {"data", Data{1, payload, false}},
-      {"hello", Hello{id_of(1), id_of(2), kCapsL3Identity, std::string("a"), false}},
-      {"hello_legacy", Hello{id_of(1), {}, 0, std::nullopt, true}},
+      {"hello", Hello{id_of(1), id_of(2), kCapsL3Identity, std::string("a"), false, std::nullopt}},
+      {"hello_legacy", Hello{id_of(1), {}, 0, std::nullopt, true, std::nullopt}},
       {"hello_ack", HelloAck{id_of(1), id_of(3), 0}},
-      {"bridge_tag", BridgeTag{id_of(1), id_of(2), id_of(3), std::string("b"), false}},
+      {"bridge_tag",
+       BridgeTag{id_of(1), id_of(2), id_of(3), std::string("b"), false, std::nullopt}},
       {"bridge_ack", BridgeAck{id_of(1), id_of(3), BridgeAckCode::ok, std::nullopt}},
       {"probe", Probe{1, 2}},
       {"probe_reply", ProbeReply{1, 2}},
@@ -264,6 +317,17 @@ std::vector<WireSeed> wire_seeds() {
   };
   for (const auto& [name, f] : singles) {
     seeds.push_back({"frame_" + name, encoded(f)});
+  }
+  // Keyed HELLO / BRIDGE_TAG (docs/wire.md "Listener key"), sealed with the oracle's key.
+  for (const auto& [name, f] :
+       std::vector<std::pair<std::string, FirstFrame>>{
+           {"hello_keyed", Hello{id_of(1), id_of(2), 0, std::string("k"), false, std::nullopt}},
+           {"bridge_tag_keyed",
+            BridgeTag{id_of(1), id_of(2), id_of(3), std::nullopt, false, std::nullopt}}}) {
+    auto sealed = seal_first_frame(f, fuzz_key(), 1'800'000'000, {0, 0, 0, 0, 0, 0, 0, 1});
+    if (sealed.ok()) {
+      seeds.push_back({"frame_" + name, *sealed});
+    }
   }
   // Stream seeds: in order, reordered with a duplicate, and one ending in BYE.
   std::vector<std::byte> s1;

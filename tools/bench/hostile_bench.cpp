@@ -30,6 +30,7 @@
 #include <rendr/engine/core/wire.hpp>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -37,8 +38,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -74,9 +78,43 @@ long threads_of(pid_t pid) {
 
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
+// The listener key of `hostile --listener-key` (32 bytes; docs/security.md "Listener key").
+const std::vector<std::uint8_t>& bench_key() {
+  static const std::vector<std::uint8_t> k = [] {
+    std::vector<std::uint8_t> v(32);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      v[i] = static_cast<std::uint8_t>(0xa5 ^ (i * 29));
+    }
+    return v;
+  }();
+  return k;
+}
+
+// ListenerCounts: the last "stats ..." line hostile-listener printed (once a second).
+struct ListenerCounts {
+  std::uint64_t flows = 0;
+  std::uint64_t key_refused = 0;
+};
+ListenerCounts last_counts(const std::string& log) {
+  ListenerCounts c;
+  const auto at = log.rfind("stats flows=");
+  if (at != std::string::npos) {
+    unsigned long long f = 0;
+    unsigned long long k = 0;
+    if (std::sscanf(log.c_str() + at, "stats flows=%llu key_refused=%llu", &f, &k) == 2) {
+      c.flows = f;
+      c.key_refused = k;
+    }
+  }
+  return c;
+}
+
 // legit_round_trip dials one flow from the peer's own address, echoes 1 KiB and closes.
-bool legit_round_trip(std::string* why) {
+bool legit_round_trip(std::string* why, bool keyed) {
   DialOptions o;
+  if (keyed) {
+    o.listener_key = bench_key();
+  }
   PathSpec p;
   p.address = kListenAddr;
   p.local = lab::GatewayLab::kPeer4;
@@ -192,17 +230,42 @@ struct Action {
 }  // namespace
 
 int run_hostile_listener(std::span<char* const> args) {
-  if (args.empty()) {
-    std::fprintf(stderr, "usage: rendr-bench hostile-listener IP:PORT\n");
+  ListenOptions lo;
+  bool usage = args.empty();
+  for (std::size_t i = 1; i < args.size() && !usage; ++i) {
+    const std::string_view a = args[i];
+    if (a == "--key") {
+      lo.listener_key = bench_key();
+    } else if (a == "--arena-max" && i + 1 < args.size()) {
+      // A thread-per-flow server's malloc arenas (glibc: up to 8 per core) each keep their top
+      // resident after the threads are gone; capping them is the application's choice.
+      (void)::mallopt(M_ARENA_MAX, std::atoi(args[++i]));
+    } else {
+      usage = true;
+    }
+  }
+  if (usage) {
+    std::fprintf(stderr, "usage: rendr-bench hostile-listener IP:PORT [--key] [--arena-max N]\n");
     return kExitUsage;
   }
-  auto l = listen_tcp(args[0]);
+  auto l = listen_tcp(args[0], lo);
   if (!l) {
     std::fprintf(stderr, "hostile-listener: %s\n", l.error().message().c_str());
     return kExitFailed;
   }
   std::printf("ready %s\n", (*l)->local_address().c_str());
   std::fflush(stdout);
+  // Its counters once a second, for the bench to read from the log.
+  std::thread([lp = l->get()] {
+    for (;;) {
+      const auto s = lp->listener_stats();
+      std::printf("stats flows=%zu key_refused=%llu\n", s.flows,
+                  static_cast<unsigned long long>(s.key_missing + s.key_bad + s.key_stale +
+                                                  s.key_replayed));
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }).detach();
   for (;;) {
     auto c = (*l)->accept();
     if (!c) {
@@ -234,6 +297,12 @@ int run_hostile(std::span<char* const> args) {
                "unauthorized agent actions, a slowloris flood against an agent, and agent "
                "stops/kills during downloads. Needs root.");
   ap.flag("json", &json, "print one JSON object as the last line");
+  bool keyed = false;
+  ap.flag("listener-key", &keyed,
+          "the engine listener and the legitimate client share a listener key; the flood has none");
+  std::uint64_t arena_max = 0;
+  ap.uint("listener-arena-max", &arena_max, 0, 64,
+          "cap the echo listener's malloc arenas (mallopt M_ARENA_MAX); 0 = glibc default");
   ap.uint("hellos", &hellos, 0, 1000000, "hostile HELLOs (0 skips the flood), default 10000");
   ap.uint("sources", &sources, 1, 150, "hostile source addresses, default 100");
   ap.uint("settle-s", &settle_s, 0, 120, "seconds after the floods before RSS is read, default 10");
@@ -287,7 +356,15 @@ int run_hostile(std::span<char* const> args) {
 
   // 1. HELLO flood against an engine listener, a legitimate client dialling through it.
   {
-    (void)stack.spawn("b", {self, "hostile-listener", kListenAddr}, "listener");
+    std::vector<std::string> largv = {self, "hostile-listener", kListenAddr};
+    if (keyed) {
+      largv.emplace_back("--key");
+    }
+    if (arena_max > 0) {
+      largv.emplace_back("--arena-max");
+      largv.emplace_back(std::to_string(arena_max));
+    }
+    (void)stack.spawn("b", largv, "listener");
     if (!stack.wait_log("listener", "ready", 10000)) {
       std::fprintf(stderr, "listener did not start: %s\n", stack.log("listener").c_str());
       return kExitFailed;
@@ -311,7 +388,7 @@ int run_hostile(std::span<char* const> args) {
     bool before_ok = false;
     {
       auto in = lab::NetnsEnter::enter(peer_ns->get());
-      before_ok = legit_round_trip(&why);
+      before_ok = legit_round_trip(&why, keyed);
     }
     const double base = rss_mb(lp);
     std::atomic<bool> flooding{true};
@@ -324,7 +401,7 @@ int run_hostile(std::span<char* const> args) {
       // At least three tries, then as long as the flood lasts.
       while (flooding || during_tries < 3) {
         std::string w;
-        if (legit_round_trip(&w)) {
+        if (legit_round_trip(&w, keyed)) {
           ++during_ok;
         } else if (during_why.empty()) {
           during_why = w;
@@ -348,7 +425,7 @@ int run_hostile(std::span<char* const> args) {
       auto in = lab::NetnsEnter::enter(pfd);
       for (int i = 0; i < 3; ++i) {
         std::string w;
-        after_ok += legit_round_trip(&w) ? 1 : 0;
+        after_ok += legit_round_trip(&w, keyed) ? 1 : 0;
         if (!w.empty() && after_why.empty()) {
           after_why = w;
         }
@@ -356,6 +433,9 @@ int run_hostile(std::span<char* const> args) {
     }
     double peak = rss_mb(lp);
     const long threads_peak = threads_of(lp);
+    // The listener prints its counters once a second: wait for a line from after the flood.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    const ListenerCounts counts = last_counts(stack.log("listener"));
     std::this_thread::sleep_for(std::chrono::seconds(settle_s));
     const double after = rss_mb(lp);
     std::fprintf(stderr, "listener: %ld threads right after the flood, %ld after %llu s\n",
@@ -381,6 +461,10 @@ int run_hostile(std::span<char* const> args) {
     j.kv("listener_rss_base_mb", base);
     j.kv("listener_rss_after_mb", after);
     j.kv("listener_rss_growth_mb", after - base);
+    j.kv("listener_key", keyed);
+    j.kv("listener_arena_max", arena_max);
+    j.kv("listener_flows_after_flood", counts.flows);
+    j.kv("listener_key_refused", counts.key_refused);
     if (!before_ok) {
       failures += "legit dial before the flood: " + why + "; ";
     }

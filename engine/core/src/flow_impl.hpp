@@ -129,6 +129,15 @@ struct FlowCore::Impl {
   std::optional<std::uint64_t> our_bye_seq;
   std::optional<TimePoint> close_deadline;
   std::optional<TimePoint> budget_deadline;
+  // Server: a frame other than HELLO / BRIDGE_TAG arrived on some path (the client spoke);
+  // until then a flow without carriers gets cfg.silent_budget, not the migration budget.
+  bool heard = false;
+  // Client with a listener key: the wall clock at |wall_steady| (the latest add_path) dates
+  // the key blocks; |key_nonce| numbers them (tags differ even within one second).
+  std::chrono::system_clock::time_point wall_base{};
+  TimePoint wall_steady{};
+  std::uint64_t key_nonce = 0;
+  bool silent_deadline = false;  // budget_deadline is the silent budget's
 
   std::map<PathId, Path> paths;
   PathId next_path_id = 1;
@@ -292,6 +301,8 @@ struct FlowCore::Impl {
     p.ctrl.push_back(encode(f));
     mark_waiting(p, now);
   }
+  // queue_first_frame queues a HELLO / BRIDGE_TAG, sealed with the listener key if any.
+  void queue_first_frame(Path& p, FirstFrame f, TimePoint now);
 
   void queue_data(Path& p, detail::LedgerEntry& e, TimePoint now) {
     p.data.push_back(e.seq);

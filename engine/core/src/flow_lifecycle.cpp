@@ -72,12 +72,14 @@ void FlowCore::Impl::run_timers(TimePoint now) {
     return;
   }
   if (budget_deadline && now >= *budget_deadline) {
+    const auto ms = [](Duration d) {
+      return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+    };
     fail_flow(make_error(errc::migration_budget_exceeded,
-                         "no path came back within " +
-                             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                                cfg.migration_budget)
-                                                .count()) +
-                             " s"),
+                         silent_deadline
+                             ? "no frame after the HELLO and no carrier for " +
+                                   ms(cfg.silent_budget) + " ms"
+                             : "no path came back within " + ms(cfg.migration_budget) + " ms"),
               std::nullopt, now);
     return;
   }

@@ -3,6 +3,8 @@
 // path death with replay of orphaned frames, failover, planned switches, mode changes.
 #include "flow_impl.hpp"
 
+#include <rendr/engine/core/listener_key.hpp>
+
 namespace rendr::engine {
 
 Result<FlowCore::Impl::Path*> FlowCore::Impl::new_path(const PathOptions& opts, PathState st,
@@ -77,7 +79,8 @@ void FlowCore::Impl::enter_migrating(TimePoint now) {
     state = FlowState::migrating;
   }
   if (!budget_deadline) {
-    budget_deadline = now + cfg.migration_budget;
+    silent_deadline = side == Side::server && !heard && cfg.silent_budget > Duration::zero();
+    budget_deadline = now + (silent_deadline ? cfg.silent_budget : cfg.migration_budget);
   }
 }
 
@@ -151,7 +154,32 @@ void FlowCore::Impl::send_hello(Path& p, TimePoint now) {
   if (!p.name.empty()) {
     h.path_name = p.name.substr(0, kMaxName);
   }
-  queue_ctrl(p, h, now);
+  queue_first_frame(p, std::move(h), now);
+}
+
+void FlowCore::Impl::queue_first_frame(Path& p, FirstFrame f, TimePoint now) {
+  if (cfg.listener_key.empty()) {
+    queue_ctrl(p, std::visit([](auto x) { return Frame{std::move(x)}; }, std::move(f)), now);
+    return;
+  }
+  if (p.ctrl.size() >= kMaxCtrlQueue) {
+    return;
+  }
+  const auto wall = wall_base + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                    now - wall_steady);
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(wall.time_since_epoch());
+  std::array<std::uint8_t, 8> nonce{};
+  key_nonce += 1;
+  for (std::size_t i = 0; i < nonce.size(); ++i) {
+    nonce[i] = static_cast<std::uint8_t>(key_nonce >> (8 * (7 - i)));
+  }
+  auto sealed = seal_first_frame(std::move(f), cfg.listener_key,
+                                 static_cast<std::uint32_t>(secs.count()), nonce);
+  if (!sealed.ok()) {
+    return;  // validate_config bounds the key: not reached
+  }
+  p.ctrl.push_back(std::move(sealed).value());
+  mark_waiting(p, now);
 }
 
 void FlowCore::Impl::start_bridge(Path& p, TimePoint now) {
@@ -169,7 +197,7 @@ void FlowCore::Impl::send_bridge_tag(Path& p, TimePoint now) {
   if (!p.name.empty()) {
     t.path_name = p.name.substr(0, kMaxName);
   }
-  queue_ctrl(p, t, now);
+  queue_first_frame(p, std::move(t), now);
 }
 
 void FlowCore::Impl::path_became_ready(Path& p, TimePoint now) {
@@ -249,6 +277,8 @@ Result<PathId> FlowCore::add_path(const PathOptions& opts, TimePoint now) {
   if (!p.ok()) {
     return std::move(p).take_error();
   }
+  m.wall_base = opts.wall;
+  m.wall_steady = now;
   Impl::Path& path = **p;
   if (m.state == FlowState::init) {
     m.start_hello(path, now);

@@ -8,6 +8,9 @@ namespace rendr::engine {
 void FlowCore::Impl::handle_frame(Path& p, Frame&& f, TimePoint now) {
   p.last_rx = now;
   p.counters.frames_rx += 1;
+  if (!std::holds_alternative<Hello>(f) && !std::holds_alternative<BridgeTag>(f)) {
+    heard = true;
+  }
   if (auto* d = std::get_if<Data>(&f)) {
     detail::RecvItem item;
     const std::byte* at = d->payload.data();

@@ -67,6 +67,13 @@ Status validate_config(const FlowConfig& c) {
   if (c.migration_budget <= Duration::zero() || c.migration_budget > std::chrono::seconds(90)) {
     return bad("migration_budget must be in (0, 90 s]");
   }
+  if (!c.listener_key.empty() && (c.listener_key.size() < kMinListenerKey ||
+                                  c.listener_key.size() > kMaxListenerKey)) {
+    return bad("listener_key must be empty or 16 to 64 bytes");
+  }
+  if (c.silent_budget < Duration::zero() || c.silent_budget > c.migration_budget) {
+    return bad("silent_budget must be in [0, migration_budget]");
+  }
   if (!(c.hysteresis > 0.0) || c.bond_pin == 0 || c.bond_pin > 256 ||
       c.zombie_max_migrations < 1) {
     return bad("hysteresis > 0, bond_pin 1..256, zombie_max_migrations >= 1");

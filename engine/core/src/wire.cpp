@@ -76,6 +76,55 @@ Status get_opt_str8(ByteReader& r, std::optional<std::string>& out, std::string_
   return {};
 }
 
+// get_name_and_auth reads the optional str8 trailer of HELLO / BRIDGE_TAG and, after it, an
+// optional key block that must end the payload exactly.
+Status get_name_and_auth(ByteReader& r, std::optional<std::string>& name,
+                         std::optional<KeyAuth>& auth, std::string_view what) {
+  if (r.remaining() == 0) {
+    name.reset();
+    return {};
+  }
+  std::uint8_t n = 0;
+  std::span<const std::byte> s;
+  if (!r.u8(n) || !r.bytes(n, s) || (r.remaining() != 0 && r.remaining() != kKeyAuthSize)) {
+    return malformed(std::string(what) + ": str8 trailer length does not match the payload");
+  }
+  name = std::string(reinterpret_cast<const char*>(s.data()), s.size());
+  if (r.remaining() == 0) {
+    return {};
+  }
+  KeyAuth a;
+  std::uint16_t zero = 0;
+  (void)r.u8(a.version);
+  (void)r.u8(a.key_id);
+  (void)r.u16(zero);
+  (void)r.u32(a.time);
+  for (auto& b : a.nonce) {
+    (void)r.u8(b);
+  }
+  for (auto& b : a.tag) {
+    (void)r.u8(b);
+  }
+  if (zero != 0) {
+    return malformed(std::string(what) + ": key block reserved bytes must be 0");
+  }
+  auth = a;
+  return {};
+}
+
+void put_auth(std::vector<std::byte>& out, const KeyAuth& a) {
+  put8(out, a.version);
+  put8(out, a.key_id);
+  put16(out, 0);
+  put32(out, a.time);
+  for (auto b : a.nonce) {
+    put8(out, b);
+  }
+  for (auto b : a.tag) {
+    put8(out, b);
+  }
+}
+
 Status check_str8(const std::optional<std::string>& s, std::string_view what) {
   if (s && s->size() > kMaxName) {
     return make_error(errc::frame_too_large,
@@ -165,14 +214,15 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
             return {};
           },
           [](const Hello& h) -> Status {
-            if (h.legacy && h.path_name) {
-              return malformed("hello: the legacy 20-byte form has no path name");
+            if (h.legacy && (h.path_name || h.auth)) {
+              return malformed("hello: the legacy 20-byte form has no path name or key block");
             }
             return check_str8(h.path_name, "hello path name");
           },
           [](const BridgeTag& b) -> Status {
-            if (b.legacy && b.path_name) {
-              return malformed("bridge_tag: the legacy 16-byte form has no path name");
+            if (b.legacy && (b.path_name || b.auth)) {
+              return malformed(
+                  "bridge_tag: the legacy 16-byte form has no path name or key block");
             }
             return check_str8(b.path_name, "bridge_tag path name");
           },
@@ -199,8 +249,11 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
                      put_id(out, h.instance_id);
                    }
                    put32(out, h.caps);
-                   if (h.path_name) {
-                     put_str8(out, *h.path_name);
+                   if (h.path_name || h.auth) {
+                     put_str8(out, h.path_name.value_or(std::string()));
+                   }
+                   if (h.auth) {
+                     put_auth(out, *h.auth);
                    }
                  },
                  [&](const HelloAck& h) {
@@ -216,8 +269,11 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
                      put_id(out, b.instance_id);
                      put_id(out, b.expected_peer_instance_id);
                    }
-                   if (b.path_name) {
-                     put_str8(out, *b.path_name);
+                   if (b.path_name || b.auth) {
+                     put_str8(out, b.path_name.value_or(std::string()));
+                   }
+                   if (b.auth) {
+                     put_auth(out, *b.auth);
                    }
                  },
                  [&](const BridgeAck& b) {
@@ -333,7 +389,7 @@ Result<Frame> decode_frame(std::span<const std::byte> wire) {
       (void)get_id(r, h.flow_id);
       (void)get_id(r, h.instance_id);
       (void)r.u32(h.caps);
-      RENDR_TRY(get_opt_str8(r, h.path_name, "hello"));
+      RENDR_TRY(get_name_and_auth(r, h.path_name, h.auth, "hello"));
       return Frame{std::move(h)};
     }
     case Ctrl::hello_ack: {
@@ -360,7 +416,7 @@ Result<Frame> decode_frame(std::span<const std::byte> wire) {
       (void)get_id(r, t.bridge_id);
       (void)get_id(r, t.instance_id);
       (void)get_id(r, t.expected_peer_instance_id);
-      RENDR_TRY(get_opt_str8(r, t.path_name, "bridge_tag"));
+      RENDR_TRY(get_name_and_auth(r, t.path_name, t.auth, "bridge_tag"));
       return Frame{std::move(t)};
     }
     case Ctrl::bridge_ack: {

@@ -33,11 +33,12 @@ std::vector<std::byte> enc(const Frame& f) {
 }
 
 Hello hello_for(std::uint8_t flow, std::uint32_t caps = 0) {
-  return Hello{make_id(flow), make_id(2), caps, std::nullopt, false};
+  return Hello{make_id(flow), make_id(2), caps, std::nullopt, false, std::nullopt};
 }
 
 BridgeTag tag_for(std::uint8_t flow, std::uint8_t expected = 3) {
-  return BridgeTag{make_id(flow), make_id(2), make_id(expected), std::nullopt, false};
+  return BridgeTag{make_id(flow), make_id(2), make_id(expected), std::nullopt, false,
+                   std::nullopt};
 }
 
 // reply_frame strips the stream prefix and decodes the listener's answer.

@@ -66,10 +66,10 @@ TEST_CASE("engine wire: header bit layout matches the reference byte view", "[en
 
 TEST_CASE("engine wire: every frame kind round-trips", "[engine][wire]") {
   const std::vector<std::byte> payload(kMaxPayload, std::byte{0x5a});
-  Hello h{id_of(1), id_of(50), kCapsL3Identity, std::string("path-a"), false};
-  Hello legacy{id_of(2), {}, 0, std::nullopt, true};
-  BridgeTag t{id_of(3), id_of(4), id_of(5), std::nullopt, false};
-  BridgeTag tn{id_of(3), id_of(4), id_of(5), std::string(255, 'x'), false};
+  Hello h{id_of(1), id_of(50), kCapsL3Identity, std::string("path-a"), false, std::nullopt};
+  Hello legacy{id_of(2), {}, 0, std::nullopt, true, std::nullopt};
+  BridgeTag t{id_of(3), id_of(4), id_of(5), std::nullopt, false, std::nullopt};
+  BridgeTag tn{id_of(3), id_of(4), id_of(5), std::string(255, 'x'), false, std::nullopt};
   BridgeAck ba{id_of(6), id_of(7), BridgeAckCode::instance_mismatch, std::string("nope")};
   const std::vector<Frame> frames = {
       Data{1, payload, false},
@@ -79,7 +79,7 @@ TEST_CASE("engine wire: every frame kind round-trips", "[engine][wire]") {
       HelloAck{id_of(8), id_of(9), kCapsPacketMode},
       t,
       tn,
-      BridgeTag{id_of(10), {}, {}, std::nullopt, true},
+      BridgeTag{id_of(10), {}, {}, std::nullopt, true, std::nullopt},
       ba,
       Probe{1, 2},
       ProbeReply{3, 4},
@@ -241,10 +241,12 @@ TEST_CASE("engine wire: stream deframer accepts any split and rejects bad prefix
 }
 
 TEST_CASE("engine wire: a listener accepts only HELLO or BRIDGE_TAG first", "[engine][wire]") {
-  auto h = classify_first_frame(enc(Hello{id_of(1), id_of(2), 0, std::nullopt, false}));
+  auto h = classify_first_frame(
+      enc(Hello{id_of(1), id_of(2), 0, std::nullopt, false, std::nullopt}));
   REQUIRE(h.ok());
   CHECK(std::holds_alternative<Hello>(*h));
-  auto t = classify_first_frame(enc(BridgeTag{id_of(1), id_of(2), id_of(3), std::nullopt, false}));
+  auto t = classify_first_frame(
+      enc(BridgeTag{id_of(1), id_of(2), id_of(3), std::nullopt, false, std::nullopt}));
   REQUIRE(t.ok());
   CHECK(std::holds_alternative<BridgeTag>(*t));
   auto d = classify_first_frame(enc(Probe{1, 1}));

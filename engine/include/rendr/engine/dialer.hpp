@@ -3,6 +3,9 @@
 // flow's knobs (engine::FlowConfig: mode, hysteresis, dwell, cooldown, migration_budget <= 90 s,
 // probe_interval, zombie limits, bond_pin / bond_stuck_multiplier, windows...) plus the paths.
 //
+// A listener key (FlowConfig::listener_key, 16-64 bytes) seals every HELLO and BRIDGE_TAG for a
+// keyed listener (ListenOptions::listener_key; docs/security.md "Listener key").
+//
 // Dial algorithm: a fresh random 16-byte flow_id; every path in order is dialled with its
 // transport's factory; the first carrier carries HELLO, the others BRIDGE_TAG once HELLO_ACK is
 // in. dial returns when the handshake is done and every dialled path is ready or gone (or the

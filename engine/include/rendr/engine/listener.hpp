@@ -54,6 +54,20 @@ struct ListenOptions {
   std::size_t max_pending_carriers = 1024;    // tcp carriers waiting for their first frame
   std::size_t max_pending_per_source = 128;
   std::chrono::milliseconds first_frame_timeout{5000};  // then such a carrier is closed
+  // A flow that received no frame after its HELLO and has no carrier left ends after this
+  // (errc::migration_budget_exceeded), accepted or not, instead of waiting out the migration
+  // budget: a client whose carrier died after it spoke keeps flow.migration_budget. 0 = off.
+  // Capped at flow.migration_budget; negative: invalid_config.
+  std::chrono::milliseconds silent_flow_timeout{5000};
+  // Listener key (docs/security.md): 16 to 64 bytes shared with the dialers
+  // (DialOptions::listener_key); empty = none. A keyed listener takes a carrier only when its
+  // HELLO / BRIDGE_TAG carries a key block with the right tag, a time within key_max_skew of
+  // this host's clock and a tag not seen before; any other carrier is closed without a word
+  // before a flow or a table entry is made for it (counted in ListenerStats::key_*). Keyed
+  // dialers also reach unkeyed listeners of this version (the block is ignored there).
+  std::vector<std::uint8_t> listener_key;
+  std::chrono::seconds key_max_skew{60};
+  std::size_t key_replay_capacity = 65536;  // tags remembered (about 100 bytes each)
   engine::Id128 instance_id{};  // zero: random
   asio::io_context* io = nullptr;
 };
@@ -72,6 +86,12 @@ struct ListenerStats {
   std::uint64_t flows_refused = 0;         // HELLOs refused: only live flows left
   std::uint64_t carriers_dropped = 0;      // waiting carriers pushed out by newer ones
   std::uint64_t first_frame_timeouts = 0;
+  // Carriers a keyed listener refused (first frame without a key block, with a wrong tag, a
+  // time outside key_max_skew, a tag seen before): no flow was made for them.
+  std::uint64_t key_missing = 0;
+  std::uint64_t key_bad = 0;
+  std::uint64_t key_stale = 0;
+  std::uint64_t key_replayed = 0;
 };
 
 class Listener {

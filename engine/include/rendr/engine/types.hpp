@@ -29,9 +29,15 @@ using PathId = std::uint32_t;                // per flow, from 1; 0 = none
 inline constexpr std::size_t kHeaderSize = 8;
 // Largest DATA payload (so header + payload fits the u16 stream prefix with room to spare).
 inline constexpr std::size_t kMaxPayload = 32 * 1024;
+// Listener key length bounds (FlowConfig::listener_key, ListenOptions::listener_key).
+inline constexpr std::size_t kMinListenerKey = 16;
+inline constexpr std::size_t kMaxListenerKey = 64;
 // HELLO / HELLO_ACK capability bits (FlowConfig::caps); unknown bits are ignored.
 inline constexpr std::uint32_t kCapsPacketMode = 1U << 0;
 inline constexpr std::uint32_t kCapsL3Identity = 1U << 1;
+// Set in a HELLO that carries a listener key block; a keyed listener echoes it in HELLO_ACK
+// (docs/wire.md "Listener key"). The engine sets it itself: FlowConfig::listener_key.
+inline constexpr std::uint32_t kCapsKeyed = 1U << 12;
 
 // Scheduling mode (docs/modes.md): prime = one active path, bond = round robin, race = every
 // frame on every path.
@@ -95,11 +101,21 @@ struct FlowConfig {
   double bond_stuck_multiplier = 3.0;
   // Lifetime.
   Duration migration_budget = std::chrono::seconds(90);  // default and maximum
+  // Server flows only: a flow that received no frame after its HELLO (nothing beyond the
+  // HELLO / BRIDGE_TAG that attached its carriers) and lost every carrier ends after this
+  // instead of the migration budget - a HELLO whose carrier closed at once is not a client
+  // coming back. Zero = off (such flows keep the migration budget). Listeners set it from
+  // ListenOptions::silent_flow_timeout.
+  Duration silent_budget{0};
   int zombie_max_migrations = 2;
   Duration zombie_cooldown = std::chrono::seconds(30);
   Duration graceful_close_timeout = std::chrono::seconds(2);
   // A client carrier still waiting for HELLO_ACK / BRIDGE_ACK after this is dropped.
   Duration handshake_timeout = std::chrono::seconds(10);
+  // Dialing side: the pre-shared key of a keyed listener (ListenOptions::listener_key), 16 to
+  // 64 bytes; empty = none. Every HELLO and BRIDGE_TAG then carries a key block (an HMAC over
+  // the frame, a time and a nonce; docs/security.md). Server flows ignore it.
+  std::vector<std::uint8_t> listener_key;
 };
 // validate_config refuses out-of-range values with invalid_config (budget > 90 s, zero
 // intervals, max_payload > kMaxPayload, empty windows, hysteresis <= 0...).

@@ -29,6 +29,7 @@
 #include <rendr/engine/core/wire.hpp>
 #include <rendr/engine/types.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -48,6 +49,9 @@ struct PathOptions {
   // Frames are encoded once and may be replayed on any path, so every path of a flow must take
   // 8 + max_payload bytes (udpflow: 1 392, QUIC DATAGRAM: 1 200).
   std::size_t max_frame = 0;
+  // The wall clock at the |now| of the call that passes these options (add_path): a flow with a
+  // listener key (FlowConfig::listener_key) dates its key blocks by it. Ignored otherwise.
+  std::chrono::system_clock::time_point wall{};
 };
 
 struct EvHandshakeDone {};

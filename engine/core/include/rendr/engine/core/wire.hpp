@@ -82,12 +82,28 @@ struct Data {
   std::span<const std::byte> payload;  // view into the decoded input / caller's buffer
   bool last_fragment = false;          // header F bit; defined by v0, never set by rendr
 };
+// KeyAuth: the listener key block (docs/wire.md "Listener key"), 32 bytes after the str8 path
+// name of a keyed HELLO / BRIDGE_TAG (the name is then always present, possibly empty):
+//   version u8 | key_id u8 | zero u16 | time u32 | nonce[8] | tag[16]
+// tag = the first 16 bytes of HMAC-SHA256(key, "rendr-listener-key-v1\0" | the frame's bytes
+// from its header up to the tag). Sealing and checking: <rendr/engine/core/listener_key.hpp>.
+inline constexpr std::size_t kKeyAuthSize = 32;
+inline constexpr std::uint8_t kKeyAuthVersion = 1;
+struct KeyAuth {
+  std::uint8_t version = kKeyAuthVersion;
+  std::uint8_t key_id = 0;   // 0 in this version (room for key rotation)
+  std::uint32_t time = 0;    // the dialer's wall clock, Unix seconds
+  std::array<std::uint8_t, 8> nonce{};
+  std::array<std::uint8_t, 16> tag{};
+};
+
 struct Hello {
   Id128 flow_id{};
   Id128 instance_id{};
   std::uint32_t caps = 0;
   std::optional<std::string> path_name;  // str8 trailer
   bool legacy = false;                   // 20-byte v0.1 form (no instance id)
+  std::optional<KeyAuth> auth;           // keyed HELLO (not with legacy)
 };
 struct HelloAck {
   Id128 flow_id{};
@@ -100,6 +116,7 @@ struct BridgeTag {
   Id128 expected_peer_instance_id{};
   std::optional<std::string> path_name;
   bool legacy = false;  // 16-byte v0.1 form (bridge id only)
+  std::optional<KeyAuth> auth;  // keyed BRIDGE_TAG (not with legacy)
 };
 struct BridgeAck {
   Id128 bridge_id{};
