@@ -6,9 +6,22 @@
 
 namespace rendr::agents {
 
+// freeze_tc_handle: a nonzero tc filter handle derived from the agent name (FNV-1a).
+std::uint32_t freeze_tc_handle(const std::string& name) {
+  std::uint32_t h = 2166136261U;
+  for (char c : "rendr-freeze:" + name) {
+    h = (h ^ static_cast<unsigned char>(c)) * 16777619U;
+  }
+  return h | 1U;
+}
+
 Status Agent::init_freeze() {
   if (!cfg_.no_freeze && cfg_.steer_ifaces.empty()) {
-    auto fz = ebpf::Freezer::create();
+    // The handle follows the agent's name: a restarted agent (after a kill) replaces the
+    // filters its previous run left on the devices instead of stacking more beside them.
+    ebpf::FreezerOptions fo;
+    fo.tc_handle = freeze_tc_handle(cfg_.name);
+    auto fz = ebpf::Freezer::create(fo);
     if (!fz) {
       freeze_error_ = fz.error().message();
       log_.warn("eBPF freeze unavailable: " + freeze_error_);

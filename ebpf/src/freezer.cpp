@@ -22,8 +22,13 @@ namespace rendr::ebpf {
 
 static_assert(FreezerOptions{}.bypass_mark == RENDR_FREEZE_DEFAULT_BYPASS_MARK);
 
+namespace {
+constexpr std::uint32_t kFreezeTcPriority = 0x100;
+}  // namespace
+
 struct Freezer::Impl {
   detail::Skeleton<freeze_tc> skel;
+  std::uint32_t tc_handle = 0;
   std::vector<detail::TcAttachment> attachments;
   // freeze_replay consumer (created on first use) and what it read, by normalised flow key.
   ring_buffer* replay = nullptr;
@@ -132,20 +137,24 @@ Result<Freezer> Freezer::create(const FreezerOptions& options) {
   RENDR_TRY(skel->load());
   auto impl = std::make_unique<Impl>();
   impl->skel = std::move(*skel);
+  impl->tc_handle = options.tc_handle;
   return Freezer(std::move(impl));
 }
 
 Status Freezer::attach(int ifindex) {
   auto* s = impl_->skel.get();
+  // With a stable handle: a fixed priority, ahead of the kernel's own picks (49152 down), so
+  // a frozen flow's packets are dropped before other classifiers see them.
+  const std::uint32_t prio = impl_->tc_handle != 0 ? kFreezeTcPriority : 0;
   auto in = detail::TcAttachment::attach(ifindex, detail::TcDirection::ingress,
                                          bpf_program__fd(s->progs.freeze_ingress),
-                                         "freeze_tc/freeze_ingress");
+                                         "freeze_tc/freeze_ingress", impl_->tc_handle, prio);
   if (!in) {
     return in.error();
   }
   auto out = detail::TcAttachment::attach(ifindex, detail::TcDirection::egress,
                                           bpf_program__fd(s->progs.freeze_egress),
-                                          "freeze_tc/freeze_egress");
+                                          "freeze_tc/freeze_egress", impl_->tc_handle, prio);
   if (!out) {
     return out.error();  // |in| detaches itself
   }

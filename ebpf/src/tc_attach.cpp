@@ -57,7 +57,8 @@ TcAttachment::~TcAttachment() {
 }
 
 Result<TcAttachment> TcAttachment::attach(int ifindex, TcDirection dir, int prog_fd,
-                                          std::string what) {
+                                          std::string what, std::uint32_t handle,
+                                          std::uint32_t priority) {
   std::string ctx = "attach " + describe(what, ifindex, dir);
   if (ifindex <= 0) {
     return make_error(std::errc::no_such_device, ctx + ": invalid ifindex");
@@ -85,6 +86,11 @@ Result<TcAttachment> TcAttachment::attach(int ifindex, TcDirection dir, int prog
   bpf_tc_opts opts{};
   opts.sz = sizeof opts;
   opts.prog_fd = prog_fd;
+  if (handle != 0 && priority != 0) {
+    opts.handle = handle;
+    opts.priority = priority;
+    opts.flags = BPF_TC_F_REPLACE;  // take over what is there (created if nothing is)
+  }
   err = bpf_tc_attach(&hook, &opts);
   if (err != 0) {
     return libbpf_error(err, ctx + ": add filter");

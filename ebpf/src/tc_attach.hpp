@@ -27,9 +27,13 @@ class TcAttachment {
   ~TcAttachment();
 
   // attach runs |prog_fd| (named |what| in errors) at |dir| of |ifindex| in the calling
-  // thread's netns. Errors: ENODEV (no such device), EPERM, and whatever netlink reports.
+  // thread's netns. With a nonzero |handle| and |priority| the filter takes exactly that place
+  // and replaces a filter already there (e.g. one a killed process left behind) instead of
+  // adding another; with 0 the kernel picks both. Errors: ENODEV (no such device), EPERM, and
+  // whatever netlink reports.
   [[nodiscard]] static Result<TcAttachment> attach(int ifindex, TcDirection dir, int prog_fd,
-                                                   std::string what);
+                                                   std::string what, std::uint32_t handle = 0,
+                                                   std::uint32_t priority = 0);
   // detach removes the filter now (idempotent).
   [[nodiscard]] Status detach();
 

@@ -9,6 +9,9 @@
 #include <rendr/ebpf/freezer.hpp>
 #include <rendr/ebpf/log.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <mutex>
 
 #include <catch2/catch.hpp>
@@ -169,4 +172,67 @@ TEST_CASE("ebpf: attaching beside an existing clsact qdisc logs nothing",
     INFO(l);
     CHECK(l.find("Exclusivity") == std::string::npos);
   }
+}
+
+namespace {
+
+// filters_named counts the filters in |tc_show| (`tc filter show` output) running |prog|.
+int filters_named(const std::string& tc_show, const std::string& prog) {
+  int n = 0;
+  const std::string key = " " + prog + ":[";  // "handle 0x.. freeze_ingress:[id]"
+  for (std::size_t p = tc_show.find(key); p != std::string::npos; p = tc_show.find(key, p + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("ebpf: a Freezer with a stable handle replaces the filters a killed process left",
+          "[.bpf][ebpf][freeze][netns]") {
+  auto ns = test::Netns::create("ebpf-freeze-stale");
+  test::NetnsScope in(ns);
+  const int lo = test::ifindex_of("lo");
+  FreezerOptions o;
+  o.tc_handle = 0x5eed;
+  // A process attaches, freezes a flow and dies without a word (as under kill -9): its
+  // filters stay on the device, with the maps they pin, and go on dropping that flow.
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    auto f = Freezer::create(o);
+    if (!f || !f->attach(lo).ok() ||
+        !f->freeze(*FourTuple::parse("127.0.0.1:1->127.0.0.1:2")).ok()) {
+      ::_exit(1);
+    }
+    ::_exit(0);  // no destructors: nothing is detached
+  }
+  int st = -1;
+  REQUIRE(::waitpid(child, &st, 0) == child);
+  REQUIRE(WIFEXITED(st));
+  REQUIRE(WEXITSTATUS(st) == 0);
+  std::string out;
+  ns.sh("tc filter show dev lo ingress", &out);
+  INFO(out);
+  REQUIRE(filters_named(out, "freeze_ingress") == 1);
+
+  // The next Freezer with that handle takes the same place: one filter per direction, and
+  // the stale freeze is gone with the old map.
+  auto f = Freezer::create(o);
+  EBPF_REQUIRE_OK(f);
+  EBPF_REQUIRE_OK(f->attach(lo));
+  out.clear();
+  ns.sh("tc filter show dev lo ingress", &out);
+  CHECK(filters_named(out, "freeze_ingress") == 1);
+  out.clear();
+  ns.sh("tc filter show dev lo egress", &out);
+  CHECK(filters_named(out, "freeze_egress") == 1);
+  auto n = f->frozen_count();
+  EBPF_REQUIRE_OK(n);
+  CHECK(*n == 0);
+  // Detaching it leaves nothing behind.
+  EBPF_REQUIRE_OK(f->detach(lo));
+  out.clear();
+  ns.sh("tc filter show dev lo ingress", &out);
+  CHECK(filters_named(out, "freeze_ingress") == 0);
 }

@@ -27,6 +27,12 @@ struct FreezerOptions {
   std::uint32_t bypass_mark = 0xC114;
   // Capacity of the frozen-flow map.
   std::uint32_t max_flows = 65536;
+  // A stable tc filter handle (nonzero): attach() puts the filters at this handle (and a fixed
+  // priority) and replaces whatever filter is there - the ones an earlier Freezer with the same
+  // handle left when its process was killed, with the maps they pin - instead of adding more.
+  // Two Freezers that share a device need different handles. 0: the kernel picks, nothing is
+  // ever replaced.
+  std::uint32_t tc_handle = 0;
 };
 
 // Per-flow counters since freeze(): packets/bytes dropped per hook direction of the devices
