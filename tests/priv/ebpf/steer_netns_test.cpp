@@ -37,17 +37,10 @@ struct Lab {
   }
 };
 
-UniqueFd connect_from(const test::Netns& ns, const Endpoint& ep) {
-  test::NetnsScope in(ns);
-  auto c = test::connect_tcp(ep);
-  EBPF_REQUIRE_OK(c);
-  return std::move(*c);
-}
-
 void ping(int from, int to, std::byte tag) {
   const std::vector<std::byte> msg(16, tag);
-  test::send_all(from, msg);
-  CHECK(test::recv_exact(to, msg.size()) == msg);
+  test::write_all(from, msg);
+  CHECK(test::read_exact(to, msg.size()) == msg);
 }
 
 }  // namespace
@@ -69,30 +62,30 @@ TEST_CASE("ebpf: steer pins live flows to their backend while new flows follow t
   }
 
   auto s = Steerer::create();
-  EBPF_REQUIRE_OK(s);
+  REQUIRE_OK(s);
   {
     test::NetnsScope in(lab.gw);
-    EBPF_REQUIRE_OK(s->set_backend(0, Backend{test::ifindex_of("g1"),
+    REQUIRE_OK(s->set_backend(0, Backend{test::ifindex_of("g1"),
                                               *Endpoint::parse_address("10.51.0.2", 0)}));
-    EBPF_REQUIRE_OK(s->set_backend(1, Backend{test::ifindex_of("g2"),
+    REQUIRE_OK(s->set_backend(1, Backend{test::ifindex_of("g2"),
                                               *Endpoint::parse_address("10.52.0.2", 0)}));
-    EBPF_REQUIRE_OK(s->add_vip(vip));
-    EBPF_REQUIRE_OK(s->set_default_backend(0));
-    EBPF_REQUIRE_OK(s->attach(test::ifindex_of("g0")));
+    REQUIRE_OK(s->add_vip(vip));
+    REQUIRE_OK(s->set_default_backend(0));
+    REQUIRE_OK(s->attach(test::ifindex_of("g0")));
   }
 
   // Without steering gw has no route to the VIP: any connection reaching a host proves the
   // redirect. The first connection lands on host A (default 0).
   UniqueFd c1 = connect_from(lab.peer, vip);
-  UniqueFd s1 = test::accept_tcp(la.get());
+  UniqueFd s1 = test::accept_one(la.get());
   ping(c1.get(), s1.get(), std::byte{1});
   ping(s1.get(), c1.get(), std::byte{2});
   CHECK_FALSE(test::readable(lb.get(), 0));
 
   // New default: c1 stays on A; a new connection goes to B.
-  EBPF_REQUIRE_OK(s->set_default_backend(1));
+  REQUIRE_OK(s->set_default_backend(1));
   UniqueFd c2 = connect_from(lab.peer, vip);
-  UniqueFd s2 = test::accept_tcp(lb.get());
+  UniqueFd s2 = test::accept_one(lb.get());
   ping(c2.get(), s2.get(), std::byte{3});
   ping(c1.get(), s1.get(), std::byte{4});
   CHECK_FALSE(test::readable(la.get(), 0));
@@ -101,21 +94,21 @@ TEST_CASE("ebpf: steer pins live flows to their backend while new flows follow t
   FourTuple f2{test::peer_of(c2.get()), test::local_of(c2.get())};
   auto e1 = s->lookup(f1);
   auto e2 = s->lookup(f2);
-  EBPF_REQUIRE_OK(e1);
-  EBPF_REQUIRE_OK(e2);
+  REQUIRE_OK(e1);
+  REQUIRE_OK(e2);
   REQUIRE(e1->has_value());
   REQUIRE(e2->has_value());
   CHECK((*e1)->backend == 0);
   CHECK((*e2)->backend == 1);
   CHECK((*e1)->pinned);
   auto flows = s->flows();
-  EBPF_REQUIRE_OK(flows);
+  REQUIRE_OK(flows);
   CHECK(flows->size() == 2);
 
   auto ca = s->backend_counters(0);
   auto cb = s->backend_counters(1);
-  EBPF_REQUIRE_OK(ca);
-  EBPF_REQUIRE_OK(cb);
+  REQUIRE_OK(ca);
+  REQUIRE_OK(cb);
   CHECK(ca->packets >= 4);  // SYN, ACK, data, ACKs of c1
   CHECK(cb->packets >= 3);
   CHECK(test::socket_error(c1.get()) == 0);

@@ -6,7 +6,7 @@
 #include "conn_io.hpp"
 #include "tun_lab.hpp"
 
-#include "../repair/conn_util.hpp"
+#include "support/sockets.hpp"
 #include "support/require_result.hpp"
 
 #include <rendr/repair/repair.hpp>

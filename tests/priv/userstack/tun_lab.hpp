@@ -7,6 +7,7 @@
 
 #include "support/netns.hpp"
 #include "support/pattern.hpp"
+#include "support/sockets.hpp"  // connect_bound, connect_from, ...
 
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/unique_fd.hpp>
@@ -44,10 +45,6 @@ struct EchoResult {
   std::string error;
   double seconds = 0;
 };
-
-// connect_bound connects from the calling thread's netns to |to|, bound to |from| (port 0),
-// blocking with a 5 s timeout; throws on failure.
-UniqueFd connect_bound(const Endpoint& from, const Endpoint& to);
 
 // echo_client connects to |vip|, sends |total| pattern bytes while reading the echo back and
 // checking every byte, half-closes, and waits for EOF. Bounded by |timeout|.
