@@ -26,12 +26,8 @@ using namespace std::chrono_literals;
 
 TEST_CASE("userstack moves a bridged connection while the server keeps its fd",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  userstack::Stack& st = **stack;
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
   const long long resets0 = lab.resets();
   constexpr std::uint64_t kTotal = 24ULL << 20;
   constexpr std::size_t kPump = 64U << 10;  // the pump's buffer each way

@@ -140,26 +140,18 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
 
 TEST_CASE("userstack rebuilds a live connection mid-transfer with 0 bad bytes and 0 RST",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  rebuild_during_echo(lab, **stack, "198.18.0.9:8080", 5);
-  rebuild_during_echo(lab, **stack, "[fd99::9]:8080", 6);
+  StackLab lab;
+  rebuild_during_echo(lab, lab.stack(), "198.18.0.9:8080", 5);
+  rebuild_during_echo(lab, lab.stack(), "[fd99::9]:8080", 6);
 }
 
 TEST_CASE("userstack holds a frozen flow's packets and replays them at thaw",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
+  StackLab lab;
   // Frozen 5 ms per rebuild, every 15 ms, during a 64 MiB echo: whenever the client has
   // window left it keeps sending into the freeze.
-  rebuild_during_echo(lab, **stack, "198.18.0.9:8081", 7, 15ms, 5ms, 64ULL << 20);
-  const auto c = (*stack)->counters();
+  rebuild_during_echo(lab, lab.stack(), "198.18.0.9:8081", 7, 15ms, 5ms, 64ULL << 20);
+  const auto c = lab.stack().counters();
   CHECK(c.rx_held > 0);
   CHECK(c.rx_hold_dropped == 0);
   CHECK(c.rx_replayed == c.rx_held);

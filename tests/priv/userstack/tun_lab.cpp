@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tun_lab.hpp"
 
+#include "support/require_result.hpp"
+
+#include <catch2/catch.hpp>
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,6 +28,15 @@ TunLab::TunLab() : ns_(Netns::create("userstack")) {
 }
 
 TunLab::~TunLab() { scope_.reset(); }
+
+StackLab::StackLab(userstack::StackOptions options) {
+  options.tun.name = kTun;
+  auto s = userstack::Stack::start(options);
+  REQUIRE_OK(s);
+  stack_ = std::move(s).value();
+}
+
+StackLab::~StackLab() = default;
 
 long long TunLab::resets() const {
   return snmp_counter(ns_, "Tcp", "EstabResets") + snmp_counter(ns_, "Tcp", "OutRsts");

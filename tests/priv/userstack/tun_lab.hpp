@@ -11,6 +11,7 @@
 
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/unique_fd.hpp>
+#include <rendr/userstack/stack.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -34,6 +35,19 @@ class TunLab {
  private:
   Netns ns_;
   std::unique_ptr<NetnsScope> scope_;
+};
+
+// StackLab: a TunLab plus a userstack::Stack started with |options| on rtun0 (tun.name is set
+// here); the test fails (REQUIRE) when the Stack does not start. The Stack stops before the
+// netns goes.
+class StackLab : public TunLab {
+ public:
+  explicit StackLab(userstack::StackOptions options = {});
+  ~StackLab();
+  [[nodiscard]] userstack::Stack& stack() { return *stack_; }
+
+ private:
+  std::unique_ptr<userstack::Stack> stack_;
 };
 
 struct EchoResult {
