@@ -5,6 +5,7 @@
 // flow; the server never notices.
 #include "tun_lab.hpp"
 
+#include "bench/stats.hpp"
 #include "support/require_result.hpp"
 
 #include <rendr/userstack/bridge.hpp>
@@ -131,11 +132,10 @@ TEST_CASE("userstack moves a bridged connection while the server keeps its fd",
   CHECK(lab.resets() == resets0);
   CHECK(moves >= 10);
   CHECK(carried_to_server + carried_from_server > 0);  // the pump's bytes really were in flight
-  std::sort(us.begin(), us.end());
   std::printf(
       "userstack bridged move: %d moves during %.0f MiB echo in %.2f s, detach+snapshot+"
       "restore+resume p50 %.0f us, pump bytes carried %llu to server / %llu from server\n",
       moves, static_cast<double>(kTotal) / (1 << 20), r.seconds,
-      us.empty() ? 0.0 : us[us.size() / 2], static_cast<unsigned long long>(carried_to_server),
+      bench::percentile(us, 50), static_cast<unsigned long long>(carried_to_server),
       static_cast<unsigned long long>(carried_from_server));
 }

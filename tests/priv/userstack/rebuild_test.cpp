@@ -2,6 +2,7 @@
 // Snapshot + silent removal + rebuild of a live lwIP connection in the middle of a transfer.
 #include "tun_lab.hpp"
 
+#include "bench/stats.hpp"
 #include "support/require_result.hpp"
 
 #include <rendr/userstack/stack.hpp>
@@ -122,9 +123,8 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
   CHECK(r.eof);
   CHECK(lab.resets() == resets0);
   CHECK(rebuilds >= (hold.count() > 0 ? 5 : 10));
-  std::sort(rebuild_us.begin(), rebuild_us.end());
-  double p50 = rebuild_us.empty() ? 0 : rebuild_us[rebuild_us.size() / 2];
-  double p99 = rebuild_us.empty() ? 0 : rebuild_us[rebuild_us.size() * 99 / 100];
+  const double p50 = bench::percentile(rebuild_us, 50);
+  const double p99 = bench::percentile(rebuild_us, 99);
   std::printf(
       "userstack rebuild %s: %d rebuilds during %.1f MiB echo in %.2f s, freeze+snapshot+"
       "restore+thaw p50 %.0f us p99 %.0f us, max send queue %llu B, max recv queue %llu B, "
