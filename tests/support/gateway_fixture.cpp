@@ -3,12 +3,18 @@
 
 #include "support/sockets.hpp"
 
+#include <signal.h>
+
+#include <cctype>
+#include <cerrno>
+#include <filesystem>
 #include <stdexcept>
 
 namespace rendr::test {
 namespace {
 
 std::unique_ptr<lab::GatewayLab> create_lab() {
+  (void)remove_stale_test_labs();
   auto l = lab::GatewayLab::create(unique_prefix("gw"));
   if (!l) {
     throw std::runtime_error("gateway lab: " + l.error().message());
@@ -23,6 +29,34 @@ void must(const Status& st) {
 }
 
 }  // namespace
+
+std::vector<std::string> remove_stale_test_labs() {
+  std::vector<std::string> removed;
+  const std::string mine = unique_prefix();
+  const std::string tag = mine.substr(0, mine.find_first_of("0123456789"));  // "rlt"
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/run/netns", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(tag, 0) != 0) {
+      continue;
+    }
+    std::size_t end = tag.size();
+    while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end])) != 0) {
+      ++end;
+    }
+    if (end == tag.size() || end - tag.size() > 9) {
+      continue;
+    }
+    const pid_t pid = static_cast<pid_t>(std::stol(name.substr(tag.size(), end - tag.size())));
+    if (::kill(pid, 0) != 0 && errno == ESRCH) {
+      removed.push_back(name);
+    }
+  }
+  for (const auto& name : removed) {
+    lab::netns_del(name);
+  }
+  return removed;
+}
 
 GatewayFixture::GatewayFixture()
     : lab_(create_lab()),

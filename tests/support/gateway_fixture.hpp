@@ -3,7 +3,8 @@
 // 10.99.0.1 / fd99::1 on both hosts, gw routing it to its owner) seen through test::Netns
 // handles, so tests run commands, spawn processes and open sockets inside its namespaces. The
 // namespaces are named "<unique prefix>-<role>"; the fixture deletes them when it goes, also
-// when a test fails (a crashed test process leaves them; `rendr-lab down --prefix` removes them).
+// when a test fails. A test process that crashed leaves its namespaces behind: the next fixture
+// deletes those of test processes that no longer run (remove_stale_test_labs).
 //
 //   GatewayFixture lab;
 //   Flow f = open_flow(lab, /*v6=*/false, 7000);  // peer -> VIP, accepted in a
@@ -18,6 +19,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace rendr::test {
 
@@ -50,6 +53,10 @@ class GatewayFixture {
   void freeze(const FourTuple& tuple, bool host_to_peer_only = false);
   void unfreeze();
 };
+
+// remove_stale_test_labs deletes the lab namespaces of test processes that no longer run (names
+// from unique_prefix whose pid is gone) and returns their names.
+std::vector<std::string> remove_stale_test_labs();
 
 // Flow: one connection peer -> VIP served in host a (listener kept open until the test drops it).
 struct Flow {
