@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Steerer on a real datapath: the gateway lab in miniature (peer - gw - {hostA, hostB}, the VIP
-// on both hosts' lo). The program on gw's peer-facing device sends new connections to the
-// default backend with bpf_redirect_neigh and pins them; a new default only affects new flows.
+// Steerer on a real datapath: the gateway lab (peer - gw - {a, b}, the VIP on both hosts' lo)
+// with gw's VIP routes removed. The program on gw's peer-facing device sends new connections to
+// the default backend with bpf_redirect_neigh and pins them; a new default only affects new
+// flows.
 #include "ebpf_util.hpp"
+#include "support/gateway_fixture.hpp"
 #include "support/netns.hpp"
 
 #include <rendr/ebpf/steerer.hpp>
@@ -17,24 +19,10 @@ using namespace rendr::ebpf;
 
 namespace {
 
-struct Lab {
-  test::Netns peer = test::Netns::create("ebpf-steer-peer");
-  test::Netns gw = test::Netns::create("ebpf-steer-gw");
-  test::Netns a = test::Netns::create("ebpf-steer-hostA");
-  test::Netns b = test::Netns::create("ebpf-steer-hostB");
-
-  Lab() {
-    test::veth(peer, "p0", gw, "g0");
-    test::veth(gw, "g1", a, "h0");
-    test::veth(gw, "g2", b, "h0");
-    peer.must("ip addr add 10.50.0.2/24 dev p0 && ip route add 10.60.0.100/32 via 10.50.0.1");
-    gw.must("ip addr add 10.50.0.1/24 dev g0 && ip addr add 10.51.0.1/24 dev g1 && "
-            "ip addr add 10.52.0.1/24 dev g2 && sysctl -qw net.ipv4.ip_forward=1");
-    a.must("ip addr add 10.51.0.2/24 dev h0 && ip addr add 10.60.0.100/32 dev lo && "
-           "ip route add default via 10.51.0.1");
-    b.must("ip addr add 10.52.0.2/24 dev h0 && ip addr add 10.60.0.100/32 dev lo && "
-           "ip route add default via 10.52.0.1");
-  }
+// The gateway lab (tools/lab) without gw's VIP routes: only the steering program can bring a
+// connection to a host.
+struct Lab : test::GatewayFixture {
+  Lab() { gw.must("ip route del 10.99.0.1/32 && ip -6 route del fd99::1/128"); }
 };
 
 void ping(int from, int to, std::byte tag) {
@@ -48,7 +36,7 @@ void ping(int from, int to, std::byte tag) {
 TEST_CASE("ebpf: steer pins live flows to their backend while new flows follow the default",
           "[.bpf][ebpf][steer][netns]") {
   Lab lab;
-  Endpoint vip = *Endpoint::parse_address("10.60.0.100", 0);
+  Endpoint vip = *Endpoint::parse_address(test::GatewayFixture::kVip4, 0);
   UniqueFd la;
   UniqueFd lb;
   {
@@ -65,13 +53,13 @@ TEST_CASE("ebpf: steer pins live flows to their backend while new flows follow t
   REQUIRE_OK(s);
   {
     test::NetnsScope in(lab.gw);
-    REQUIRE_OK(s->set_backend(0, Backend{test::ifindex_of("g1"),
-                                              *Endpoint::parse_address("10.51.0.2", 0)}));
-    REQUIRE_OK(s->set_backend(1, Backend{test::ifindex_of("g2"),
-                                              *Endpoint::parse_address("10.52.0.2", 0)}));
+    REQUIRE_OK(s->set_backend(0, Backend{test::ifindex_of("va"),
+                                              *Endpoint::parse_address("10.0.2.2", 0)}));
+    REQUIRE_OK(s->set_backend(1, Backend{test::ifindex_of("vb"),
+                                              *Endpoint::parse_address("10.0.3.2", 0)}));
     REQUIRE_OK(s->add_vip(vip));
     REQUIRE_OK(s->set_default_backend(0));
-    REQUIRE_OK(s->attach(test::ifindex_of("g0")));
+    REQUIRE_OK(s->attach(test::ifindex_of("vpeer")));
   }
 
   // Without steering gw has no route to the VIP: any connection reaching a host proves the
