@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // main() for privileged test executables (STYLE T3). Before running any test it probes, by
-// trying, what RENDR_PRIV_NEEDS lists (netns, tcp_repair, bpf, tun) - only that. If a probe fails it prints
-// one "SKIP <binary>: needs ..." line and exits 77 - unless CI=true or RENDR_REQUIRE_PRIV=1, where
-// a skip would hide bugs: then it prints "FAIL" and exits 1. Listing (ctest discovery) never
-// probes.
+// trying, what RENDR_PRIV_NEEDS lists (netns, tcp_repair, bpf, tun) and nothing else. If a
+// probe fails it prints one "SKIP <binary>: needs ..." line and exits 77 - unless CI=true or
+// RENDR_REQUIRE_PRIV=1, where a skip would hide bugs: then it prints "FAIL" and exits 1.
+// Listing (ctest discovery) never probes.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
     std::size_t pos = 0;
     while (pos <= needs.size()) {
       std::size_t comma = needs.find(',', pos);
-      std::string n = needs.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      const std::string n =
+          needs.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
       pos = comma == std::string::npos ? needs.size() + 1 : comma + 1;
       if (!n.empty()) {
         caps.push_back(n == "bpf" ? "ebpf_sched_cls" : n);

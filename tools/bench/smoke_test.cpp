@@ -4,8 +4,8 @@
 // object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG from
 // --plot). They never assert on timing (the bench reports against its targets). Like
 // tests/support/priv_main.cpp it first probes what it needs (a network namespace, TCP_REPAIR)
-// with the capability probe and prints one "SKIP ..." line and exits 77 when that fails - or "FAIL ..." and 1
-// under CI=true / RENDR_REQUIRE_PRIV=1, where a skip would hide bugs.
+// with the capability probe and prints one "SKIP ..." line and exits 77 when that fails - or
+// "FAIL ..." and 1 under CI=true / RENDR_REQUIRE_PRIV=1, where a skip would hide bugs.
 #include <rendr/agents/capabilities.hpp>
 
 #include <sys/wait.h>

@@ -177,7 +177,8 @@ Status GatewayLab::freeze(const FourTuple& t, bool host_to_peer_only) {
                        " tcp dport " + rp + " drop; " +
                        (host_to_peer_only ? std::string()
                                           : ip + " saddr " + r + " " + ip + " daddr " + l +
-                                                " tcp sport " + rp + " tcp dport " + lp + " drop; ") +
+                                                " tcp sport " + rp + " tcp dport " + lp +
+                                                " drop; ") +
                        "}; }";
   RENDR_TRY(run("gw", "echo " + shell_quote(script) + " | nft -f -"));
   frozen_ = true;
