@@ -117,14 +117,28 @@ std::string CapabilityReport::detail(std::string_view name) const {
 
 CapabilityReport probe_capabilities(const ProbeOptions& options) {
   CapabilityReport r;
-  r.caps.push_back(from("tcp_repair", repair::probe_tcp_repair()));
-  r.caps.push_back(from("ebpf_sched_cls", ebpf::probe_prog_load(ebpf::ProgKind::sched_cls)));
-  r.caps.push_back(from("ebpf_sk_lookup", ebpf::probe_prog_load(ebpf::ProgKind::sk_lookup)));
-  r.caps.push_back(probe_tun(options));
-  r.caps.push_back(probe_netns());
-  r.caps.push_back({"userstack", false,
-                    "the user-space TCP stack (rendr::userstack) is built, but no agent migrates "
-                    "connections with it yet"});
+  // add tries |name| with |probe| unless options.only leaves it out.
+  auto add = [&](const char* name, auto&& probe) {
+    bool wanted = options.only.empty();
+    for (const auto& n : options.only) {
+      wanted = wanted || n == name;
+    }
+    r.caps.push_back(wanted ? probe() : Capability{name, false, "not probed"});
+  };
+  add("tcp_repair", [] { return from("tcp_repair", repair::probe_tcp_repair()); });
+  add("ebpf_sched_cls", [] {
+    return from("ebpf_sched_cls", ebpf::probe_prog_load(ebpf::ProgKind::sched_cls));
+  });
+  add("ebpf_sk_lookup", [] {
+    return from("ebpf_sk_lookup", ebpf::probe_prog_load(ebpf::ProgKind::sk_lookup));
+  });
+  add("tun", [&] { return probe_tun(options); });
+  add("netns", [] { return probe_netns(); });
+  add("userstack", [] {
+    return Capability{"userstack", false,
+                      "the user-space TCP stack (rendr::userstack) is built, but no agent "
+                      "migrates connections with it yet"};
+  });
   if (r.ok("tcp_repair") && r.ok("ebpf_sched_cls")) {
     r.method = "native";
     r.reason = "TCP_REPAIR and tc BPF programs work here: kernel sockets migrate with their state";

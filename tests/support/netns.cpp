@@ -50,6 +50,14 @@ Netns Netns::create(std::string name) {
   return ns;
 }
 
+Netns Netns::open(const std::string& name) {
+  auto fd = UniqueFd::open("/run/netns/" + name, O_RDONLY | O_CLOEXEC);
+  if (!fd) {
+    fail("netns " + name + ": " + fd.error().message());
+  }
+  return Netns(std::move(*fd), name);
+}
+
 std::string Netns::path() const {
   return "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd_.get());
 }
@@ -152,6 +160,10 @@ int wait_exit(pid_t pid, int timeout_ms) {
     }
     ::poll(nullptr, 0, 5);
   }
+}
+
+std::string unique_prefix(const std::string& tag) {
+  return "rlt" + std::to_string(::getpid()) + tag;
 }
 
 std::string read_file(const std::string& path) {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Test fixtures for network namespaces (STYLE T4). A Netns is an anonymous namespace held by an
-// fd: it disappears with the test process, so nothing leaks when a test fails or crashes.
+// Test fixtures for network namespaces (STYLE T4). A Netns is a namespace held by an fd: an
+// anonymous one (create) disappears with the test process, so nothing leaks when a test fails
+// or crashes; open() gives the same view of a named namespace that tools/lab built (its owner
+// deletes it).
 // Commands run inside with fork + setns + exec. Helpers throw std::runtime_error on failure
 // (Catch reports it as a test failure with the command's output).
 #pragma once
@@ -18,6 +20,8 @@ class Netns {
  public:
   // create makes a new netns with "lo" up. |name| is used in messages only.
   static Netns create(std::string name);
+  // open holds the named namespace /run/netns/<name> (e.g. one of a tools/lab lab's).
+  static Netns open(const std::string& name);
 
   [[nodiscard]] int fd() const { return fd_.get(); }
   [[nodiscard]] const std::string& name() const { return name_; }
@@ -55,6 +59,10 @@ void veth(const Netns& a, const std::string& a_if, const Netns& b, const std::st
 // wait_exit waits for |pid| up to |timeout_ms|; returns its exit status, or kills it and
 // throws on timeout.
 int wait_exit(pid_t pid, int timeout_ms);
+
+// unique_prefix: a lab prefix ("rlt<pid><tag>") no other process uses, so parallel tests and
+// other labs on the machine never collide.
+std::string unique_prefix(const std::string& tag = {});
 
 // read_file returns a file's contents (throws if it cannot be read).
 std::string read_file(const std::string& path);

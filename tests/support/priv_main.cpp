@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // main() for privileged test executables (STYLE T3). Before running any test it probes, by
-// trying, what RENDR_PRIV_NEEDS lists (netns, tcp_repair, bpf, tun). If a probe fails it prints
-// one "SKIP <binary>: needs ..." line and exits 77 - unless CI=true or RENDR_REQUIRE_PRIV=1, where
-// a skip would hide bugs: then it prints "FAIL" and exits 1. Listing (ctest discovery) never
-// probes.
+// trying, what RENDR_PRIV_NEEDS lists (netns, tcp_repair, bpf, tun) and nothing else. If a
+// probe fails it prints one "SKIP <binary>: needs ..." line and exits 77 - unless CI=true or
+// RENDR_REQUIRE_PRIV=1, where a skip would hide bugs: then it prints "FAIL" and exits 1.
+// Listing (ctest discovery) never probes.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #ifndef RENDR_PRIV_NEEDS
 #define RENDR_PRIV_NEEDS "netns"
@@ -33,22 +34,27 @@ bool listing(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (!listing(argc, argv)) {
-    std::string needs = RENDR_PRIV_NEEDS;
-    std::string missing;
-    const auto report = rendr::agents::probe_capabilities();
+    // Probe only what this binary declares (RENDR_PRIV_NEEDS), with the one capability probe
+    // (rendr/agents/capabilities.hpp); "bpf" is a tc program.
+    std::vector<std::string> caps;
+    const std::string needs = RENDR_PRIV_NEEDS;
     std::size_t pos = 0;
     while (pos <= needs.size()) {
       std::size_t comma = needs.find(',', pos);
-      std::string n = needs.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      const std::string n =
+          needs.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
       pos = comma == std::string::npos ? needs.size() + 1 : comma + 1;
-      // The one capability probe (rendr/agents/capabilities.hpp); "bpf" is a tc program.
-      const std::string cap = n == "bpf" ? "ebpf_sched_cls" : n;
-      std::string why;
-      if (!n.empty() && !report.ok(cap)) {
-        why = cap + " (" + report.detail(cap) + ")";
+      if (!n.empty()) {
+        caps.push_back(n == "bpf" ? "ebpf_sched_cls" : n);
       }
-      if (!why.empty()) {
-        missing += (missing.empty() ? "" : ", ") + why;
+    }
+    rendr::agents::ProbeOptions opts;
+    opts.only = caps;
+    const auto report = rendr::agents::probe_capabilities(opts);
+    std::string missing;
+    for (const auto& cap : caps) {
+      if (!report.ok(cap)) {
+        missing += (missing.empty() ? "" : ", ") + cap + " (" + report.detail(cap) + ")";
       }
     }
     if (!missing.empty()) {

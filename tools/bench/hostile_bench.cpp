@@ -15,6 +15,7 @@
 //             must arrive.
 // The last stdout line (with --json) is one JSON object.
 #include "bench/cli.hpp"
+#include "bench/loopback.hpp"
 #include "bench/migrate_load.hpp"
 #include "bench/subcommand.hpp"
 #include "lab/agent_client.hpp"
@@ -34,7 +35,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -322,11 +322,7 @@ int run_hostile(std::span<char* const> args) {
     std::fprintf(stderr, "rendr-bench hostile: needs root (netns, eBPF, TCP_REPAIR)\n");
     return kExitFailed;
   }
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-    rl.rlim_cur = rl.rlim_max;
-    (void)::setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  raise_nofile_to_hard();
   ::signal(SIGPIPE, SIG_IGN);
   auto labr = lab::GatewayLab::create("rbhost");
   if (!labr) {

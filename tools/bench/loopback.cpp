@@ -91,6 +91,14 @@ Status enter_private_netns() {
   return {};
 }
 
+void raise_nofile_to_hard() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 Status raise_nofile(std::uint64_t want) {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {

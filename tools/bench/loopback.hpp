@@ -20,6 +20,9 @@ namespace rendr::bench {
 // raise_nofile makes sure at least |want| descriptors can be open (soft and, if needed, hard
 // limit); EPERM names CAP_SYS_RESOURCE.
 [[nodiscard]] Status raise_nofile(std::uint64_t want);
+// raise_nofile_to_hard raises the soft descriptor limit to the hard one (best effort: needs no
+// privilege, and a failure leaves the limit as it was).
+void raise_nofile_to_hard();
 
 struct ListenOptions {
   std::uint16_t port = 0;       // 0 = kernel picks

@@ -10,6 +10,7 @@
 //   busy      --busy-flows saturating downloads moved in one batch: frozen time.
 // The last stdout line (with --json) is one JSON object.
 #include "bench/cli.hpp"
+#include "bench/loopback.hpp"
 #include "bench/migrate_load.hpp"
 #include "bench/stats.hpp"
 #include "bench/subcommand.hpp"
@@ -25,7 +26,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/resource.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -45,14 +45,6 @@
 namespace rendr::bench {
 
 namespace {
-
-void raise_nofile() {
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-    rl.rlim_cur = rl.rlim_max;
-    (void)::setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
 
 // Echo client: 16-byte messages (seq, send time) every |period_us|; RTT per message.
 struct EchoClient {
@@ -173,7 +165,7 @@ std::string tcp_counters(const std::string& ns, const std::string& names) {
 
 // Hidden helper: echo server against the embedder API (one per host in the bench's lab).
 int run_echo_server(std::span<char* const> args) {
-  raise_nofile();
+  raise_nofile_to_hard();
   if (args.size() < 2) {
     return kExitUsage;
   }
@@ -366,7 +358,7 @@ int run_migrate(std::span<char* const> args) {
     std::fprintf(stderr, "rendr-bench migrate: needs root (netns, eBPF, TCP_REPAIR)\n");
     return kExitFailed;
   }
-  raise_nofile();
+  raise_nofile_to_hard();
   auto labr = lab::GatewayLab::create("rbench");
   if (!labr) {
     std::fprintf(stderr, "rendr-bench migrate: %s\n", labr.error().message().c_str());

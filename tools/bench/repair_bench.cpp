@@ -18,6 +18,7 @@
 #include "subcommand.hpp"
 #include "timing_sys.hpp"
 
+#include <rendr/agents/capabilities.hpp>
 #include <rendr/common/json.hpp>
 #include <rendr/repair/repair.hpp>
 
@@ -26,7 +27,6 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -93,14 +93,6 @@ struct VariantResult {
   bool window_probe;
   Latency lat;
 };
-
-std::string kernel_release() {
-  utsname u{};
-  if (::uname(&u) != 0) {
-    return "unknown";
-  }
-  return u.release;
-}
 
 // Deterministic stream contents, so queued bytes can be checked anywhere in the stream.
 std::byte pattern_at(std::uint64_t stream, std::uint64_t off) {
@@ -719,7 +711,7 @@ int run_repair(std::span<char* const> args) {
   repair::RestoreOptions ro;
   ro.ack_kick = cfg.ack_kick;
   ro.window_probe = cfg.window_probe;
-  const std::string kernel = kernel_release();
+  const std::string kernel = agents::kernel_release();
   prog.note("kernel " + kernel + ", private netns, loopback; ack_kick=" + on_off(cfg.ack_kick) +
             " window_probe=" + on_off(cfg.window_probe));
 

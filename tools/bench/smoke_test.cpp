@@ -3,13 +3,11 @@
 // --json` with tiny counts and check that it exits 0 and that the last stdout line is a JSON
 // object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG from
 // --plot). They never assert on timing (the bench reports against its targets). Like
-// tests/support/priv_main.cpp it first probes what it needs by trying (a network namespace,
-// TCP_REPAIR) and prints one "SKIP ..." line and exits 77 when that fails - or "FAIL ..." and 1
-// under CI=true / RENDR_REQUIRE_PRIV=1, where a skip would hide bugs.
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sched.h>
-#include <sys/socket.h>
+// tests/support/priv_main.cpp it first probes what it needs (a network namespace, TCP_REPAIR)
+// with the capability probe and prints one "SKIP ..." line and exits 77 when that fails - or
+// "FAIL ..." and 1 under CI=true / RENDR_REQUIRE_PRIV=1, where a skip would hide bugs.
+#include <rendr/agents/capabilities.hpp>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,36 +16,23 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
 
+// probe tries what the benches need with the one capability probe
+// (rendr/agents/capabilities.hpp): a network namespace and TCP_REPAIR, nothing else.
 std::string probe() {
+  rendr::agents::ProbeOptions o;
+  o.only = {"netns", "tcp_repair"};
+  const auto report = rendr::agents::probe_capabilities(o);
   std::string why;
-  // unshare in a throwaway thread so this process stays in its namespace.
-  std::thread t([&] {
-    if (::unshare(CLONE_NEWNET) != 0) {
-      why = std::string("CAP_SYS_ADMIN to create network namespaces (") + std::strerror(errno) +
-            ")";
+  for (const auto& cap : o.only) {
+    if (!report.ok(cap)) {
+      why += (why.empty() ? "" : ", ") + cap + " (" + report.detail(cap) + ")";
     }
-  });
-  t.join();
-  if (!why.empty()) {
-    return why;
   }
-  int fd = ::socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-  if (fd < 0) {
-    return std::string("a TCP socket (") + std::strerror(errno) + ")";
-  }
-  int on = 1;
-  int rc = ::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on, sizeof on);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    return std::string("CAP_NET_ADMIN for TCP_REPAIR (") + std::strerror(err) + ")";
-  }
-  return {};
+  return why;
 }
 
 bool required() {

@@ -68,6 +68,42 @@ pid_t AgentStack::pid(const std::string& log) const {
   return -1;
 }
 
+Status make_certs(const std::string& rendrctl_bin, const std::string& dir,
+                  const std::vector<std::string>& names, const std::string& ca_name) {
+  auto run = [](const std::string& cmd) -> Status {
+    std::string out;
+    if (shell(cmd, &out) != 0) {
+      return make_error(std::errc::io_error, cmd + ": " + out);
+    }
+    return {};
+  };
+  RENDR_TRY(run(rendrctl_bin + " cert init --dir " + shell_quote(dir) +
+                (ca_name.empty() ? std::string() : " --ca-name " + shell_quote(ca_name)) +
+                " --days 2"));
+  for (const auto& n : names) {
+    RENDR_TRY(run(rendrctl_bin + " cert issue --dir " + shell_quote(dir) + " --name " +
+                  shell_quote(n) + " --days 2"));
+  }
+  return {};
+}
+
+bool AgentStack::alive(const std::string& log) const {
+  const pid_t p = pid(log);
+  int st = 0;
+  return p > 0 && ::waitpid(p, &st, WNOHANG) == 0;
+}
+
+void AgentStack::stop(const std::string& log, int sig) {
+  for (auto it = procs_.begin(); it != procs_.end(); ++it) {
+    if (it->first == log) {
+      ::kill(it->second, sig);
+      ::waitpid(it->second, nullptr, 0);
+      procs_.erase(it);
+      return;
+    }
+  }
+}
+
 Status AgentStack::issue_cert(const std::string& name) const {
   const std::string cmd = opt_.rendrctl_bin + " cert issue --dir " + dir_ + " --name " +
                           shell_quote(name) + " --days 2";
@@ -89,7 +125,7 @@ bool AgentStack::wait_log(const std::string& name, const std::string& text, int 
   return true;
 }
 
-Status AgentStack::start_agent(const std::string& name) {
+Status AgentStack::start_agent(const std::string& name, const std::vector<std::string>& extra) {
   std::vector<std::string> argv = {opt_.agent_bin,
                                    "--name", name,
                                    "--cert", dir_ + "/" + name + ".pem",
@@ -103,9 +139,11 @@ Status AgentStack::start_agent(const std::string& name) {
                 {"--listen", GatewayLab::gw_addr4(Host::a) + ":7300", "--steer-iface",
                  GatewayLab::kGwPeerIf, "--vip", GatewayLab::kVip4, "--backend",
                  "a=" + GatewayLab::gw_ifname(Host::a) + "@" + GatewayLab::host_addr4(Host::a),
-                 "--backend",
-                 "b=" + GatewayLab::gw_ifname(Host::b) + "@" + GatewayLab::host_addr4(Host::b),
                  "--default-backend", "a"});
+    if (opt_.gw_knows_b) {
+      argv.insert(argv.end(), {"--backend", "b=" + GatewayLab::gw_ifname(Host::b) + "@" +
+                                                GatewayLab::host_addr4(Host::b)});
+    }
   } else {
     Host h = name == "a" ? Host::a : Host::b;
     Host o = name == "a" ? Host::b : Host::a;
@@ -116,6 +154,7 @@ Status AgentStack::start_agent(const std::string& name) {
                              "--gateway", "gw"});
   }
   argv.insert(argv.end(), opt_.extra_agent_args.begin(), opt_.extra_agent_args.end());
+  argv.insert(argv.end(), extra.begin(), extra.end());
   auto pid = spawn(name, argv, name);
   if (!pid) {
     return std::move(pid).take_error();
@@ -133,20 +172,13 @@ Result<std::unique_ptr<AgentStack>> AgentStack::start(const GatewayLab& lab, Age
     return errno_error("mkdtemp");
   }
   s->dir_ = tmpl;
-  auto run = [&](const std::string& cmd) -> Status {
-    std::string out;
-    if (shell(cmd, &out) != 0) {
-      return make_error(std::errc::io_error, cmd + ": " + out);
-    }
-    return {};
-  };
-  RENDR_TRY(run(s->opt_.rendrctl_bin + " cert init --dir " + s->dir_ + " --days 2"));
+  std::vector<std::string> names = {"gw", "a", "b"};
+  names.insert(names.end(), s->opt_.extra_certs.begin(), s->opt_.extra_certs.end());
+  RENDR_TRY(make_certs(s->opt_.rendrctl_bin, s->dir_, names));
   for (const char* n : {"gw", "a", "b"}) {
-    RENDR_TRY(run(s->opt_.rendrctl_bin + " cert issue --dir " + s->dir_ + " --name " + n +
-                  " --days 2"));
-  }
-  for (const char* n : {"gw", "a", "b"}) {
-    RENDR_TRY(s->start_agent(n));
+    auto it = s->opt_.agent_args.find(n);
+    RENDR_TRY(s->start_agent(n, it == s->opt_.agent_args.end() ? std::vector<std::string>{}
+                                                                : it->second));
   }
   return s;
 }

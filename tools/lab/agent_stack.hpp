@@ -1,8 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // AgentStack: rendr-agent in gw, a and b of a named gateway lab (tools/lab/gateway_lab.hpp),
-// with a fresh CA and one certificate per agent, for the demo and the benchmarks. Processes
-// run via `ip netns exec`; logs and sockets live in a private temp dir. Destruction stops the
-// processes (SIGTERM, then SIGKILL) and removes the dir.
+// with a fresh CA and one certificate per agent, for the demo, the benchmarks and the agents'
+// privileged tests. Processes run via `ip netns exec`; logs and sockets live in a private temp
+// dir. Destruction stops every process it spawned (SIGTERM, then SIGKILL) and removes the dir
+// (RENDR_KEEP_LOGS=1 keeps the logs).
+//
+//   auto stack = AgentStack::start(*lab, {.agent_bin = ..., .rendrctl_bin = ...});
+//   (*stack)->spawn("a", {server_bin, "--agent", (*stack)->sock("a")}, "srv-a");
+//   auto report = (*stack)->migrate("a", {"--all"}, "b");
 #pragma once
 
 #include "lab/gateway_lab.hpp"
@@ -22,8 +27,22 @@ struct AgentStackOptions {
   std::string rendrctl_bin; // rendrctl (cert init/issue)
   int step_timeout_ms = 5000;
   int freeze_grace_ms = 2000;
-  std::vector<std::string> extra_agent_args;
+  std::vector<std::string> extra_agent_args;  // for every agent
+  // Per agent ("gw", "a", "b"): arguments after extra_agent_args when start() starts it (e.g.
+  // {"--fault", "..."}); a later start_agent() passes its own instead.
+  std::map<std::string, std::vector<std::string>> agent_args;
+  // false: gw lists only host a as a backend, so it refuses to steer anything to b.
+  bool gw_knows_b = true;
+  // More certificates from the stack's CA, for names no agent is configured with.
+  std::vector<std::string> extra_certs;
 };
+
+// make_certs creates a CA in |dir| with `rendrctl cert init` (common name |ca_name|; empty:
+// rendrctl's default) and issues one certificate per name (dir/<name>.pem and .key, valid two
+// days). Errors: EIO with rendrctl's output.
+[[nodiscard]] Status make_certs(const std::string& rendrctl_bin, const std::string& dir,
+                                const std::vector<std::string>& names,
+                                const std::string& ca_name = {});
 
 class AgentStack {
  public:
@@ -49,6 +68,16 @@ class AgentStack {
                                             const std::string& service = {}) const;
   // pid: the process spawned under |log| (agents: "gw", "a", "b"); -1 when there is none.
   [[nodiscard]] pid_t pid(const std::string& log) const;
+  // alive says whether the process spawned under |log| still runs.
+  [[nodiscard]] bool alive(const std::string& log) const;
+  // stop sends |sig| to the process spawned under |log|, waits for it and forgets it (nothing
+  // happens when there is none).
+  void stop(const std::string& log, int sig);
+  // start_agent starts agent |name| ("gw", "a", "b"; again after stop()) with the stack's
+  // options, extra_agent_args and |extra|, and waits (10 s) until it logs "ready". ETIMEDOUT
+  // with its log when it does not.
+  [[nodiscard]] Status start_agent(const std::string& name,
+                                   const std::vector<std::string>& extra = {});
   // issue_cert issues one more certificate from the stack's CA (dir/<name>.pem and .key), e.g.
   // for a name the agents do not list.
   [[nodiscard]] Status issue_cert(const std::string& name) const;
@@ -57,7 +86,6 @@ class AgentStack {
 
  private:
   AgentStack(const GatewayLab& lab, AgentStackOptions o) : lab_(lab), opt_(std::move(o)) {}
-  Status start_agent(const std::string& name);
   const GatewayLab& lab_;
   AgentStackOptions opt_;
   std::string dir_;

@@ -165,7 +165,7 @@ Result<Host> GatewayLab::vip_owner() const {
   return make_error(std::errc::no_such_file_or_directory, "lab: gw has no VIP route");
 }
 
-Status GatewayLab::freeze(const FourTuple& t) {
+Status GatewayLab::freeze(const FourTuple& t, bool host_to_peer_only) {
   const std::string ip = t.local.family == IpFamily::v6 ? "ip6" : "ip";
   const std::string l = t.local.address_string();
   const std::string r = t.remote.address_string();
@@ -174,8 +174,12 @@ Status GatewayLab::freeze(const FourTuple& t) {
   std::string script = "table inet rendr_freeze { chain forward_drop { type filter hook forward "
                        "priority -10; policy accept; " +
                        ip + " saddr " + l + " " + ip + " daddr " + r + " tcp sport " + lp +
-                       " tcp dport " + rp + " drop; " + ip + " saddr " + r + " " + ip +
-                       " daddr " + l + " tcp sport " + rp + " tcp dport " + lp + " drop; }; }";
+                       " tcp dport " + rp + " drop; " +
+                       (host_to_peer_only ? std::string()
+                                          : ip + " saddr " + r + " " + ip + " daddr " + l +
+                                                " tcp sport " + rp + " tcp dport " + lp +
+                                                " drop; ") +
+                       "}; }";
   RENDR_TRY(run("gw", "echo " + shell_quote(script) + " | nft -f -"));
   frozen_ = true;
   return {};

@@ -63,10 +63,14 @@ class GatewayLab {
   // run executes "ip netns exec <ns> sh -c <cmd>"; error includes the output.
   [[nodiscard]] Status run(const std::string& role, const std::string& cmd) const;
 
+  // route_vip_to points gw's VIP routes (v4 and v6) at host |h|.
   [[nodiscard]] Status route_vip_to(Host h);
   // vip_owner reads gw's VIP route back.
   [[nodiscard]] Result<Host> vip_owner() const;
-  [[nodiscard]] Status freeze(const FourTuple& t);
+  // freeze drops the packets of flow |t| (|t| as the host sees it: local = VIP side) in gw's
+  // forward path with nftables: both directions, or only host -> peer when
+  // |host_to_peer_only|. One flow at a time; unfreeze() lifts it (a no-op when none is frozen).
+  [[nodiscard]] Status freeze(const FourTuple& t, bool host_to_peer_only = false);
   [[nodiscard]] Status unfreeze();
   // keep makes the destructor leave the namespaces in place (rendr-lab up; `down` removes them).
   void keep() { owned_ = false; }

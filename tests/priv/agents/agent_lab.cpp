@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "agent_lab.hpp"
 
-#include "../repair/conn_util.hpp"
 #include "support/netns.hpp"
+#include "support/sockets.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -53,23 +53,6 @@ int run_capture(const std::vector<std::string>& argv, std::string& out, std::str
   return st;
 }
 
-bool wait_socket(const std::string& path, int timeout_ms) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < end) {
-    int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    int r = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::close(s);
-    if (r == 0) {
-      return true;
-    }
-    ::usleep(10000);
-  }
-  return false;
-}
-
 }  // namespace
 
 int scaled_ms(int ms) {
@@ -82,24 +65,15 @@ int scaled_ms(int ms) {
   return ms;
 }
 
-long long peer_rsts(const GatewayLab& lab) {
+long long peer_rsts(const GatewayFixture& lab) {
   return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "InErrs");
 }
 
 void AgentLab::make_certs(const std::string& d, const std::vector<std::string>& names,
                           const std::string& ca_name) {
-  std::string ctl = RENDRCTL_BIN;
-  std::string out;
-  std::string err;
-  if (run_capture({ctl, "cert", "init", "--dir", d, "--ca-name", ca_name, "--days", "2"}, out,
-                  &err) != 0) {
-    throw std::runtime_error("rendrctl cert init: " + out + err);
-  }
-  for (const auto& n : names) {
-    if (run_capture({ctl, "cert", "issue", "--dir", d, "--name", n, "--days", "2"}, out, &err) !=
-        0) {
-      throw std::runtime_error("rendrctl cert issue " + n + ": " + out + err);
-    }
+  auto st = lab::make_certs(RENDRCTL_BIN, d, names, ca_name);
+  if (!st) {
+    throw std::runtime_error(st.error().message());
   }
 }
 
@@ -108,116 +82,72 @@ AgentLab::AgentLab(const AgentLabOptions& o) : opt_(o) {
   // longer, for builds whose checkpoint and TLS are several times slower (ASan). What the
   // tests assert stays the same.
   opt_.step_timeout_ms = scaled_ms(opt_.step_timeout_ms);
-  char tmpl[] = "/tmp/rendr-agentlab-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) {
-    throw std::runtime_error("mkdtemp failed");
+  lab::AgentStackOptions so;
+  so.agent_bin = RENDR_AGENT_BIN;
+  so.rendrctl_bin = RENDRCTL_BIN;
+  so.step_timeout_ms = opt_.step_timeout_ms;
+  so.extra_agent_args = {"--commit-resolve-ms", "3000", "--staged-timeout-ms", "5000"};
+  so.gw_knows_b = opt_.gw_knows_b;
+  so.extra_certs = opt_.extra_certs;
+  so.agent_args["gw"] = opt_.gw_args;
+  for (const auto& [name, faults] :
+       {std::pair{"gw", &opt_.faults_gw}, {"a", &opt_.faults_a}, {"b", &opt_.faults_b}}) {
+    for (const auto& f : *faults) {
+      so.agent_args[name].insert(so.agent_args[name].end(), {"--fault", f});
+    }
   }
-  dir = tmpl;
-  std::vector<std::string> names = {"gw", "a", "b"};
-  names.insert(names.end(), opt_.extra_certs.begin(), opt_.extra_certs.end());
-  make_certs(dir, names);
-  start_agent("gw", opt_.faults_gw);
-  start_agent("a", opt_.faults_a);
-  start_agent("b", opt_.faults_b);
+  auto s = lab::AgentStack::start(lab.topology(), std::move(so));
+  if (!s) {
+    throw std::runtime_error("agent stack: " + s.error().message());
+  }
+  stack_ = std::move(*s);
+  dir = stack_->dir();
   if (opt_.start_servers) {
     start_server("a");
     start_server("b");
   }
 }
 
-AgentLab::~AgentLab() {
-  for (auto& [name, pid] : procs_) {
-    ::kill(pid, SIGKILL);
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-  }
-  (void)std::system(("rm -rf '" + dir + "'").c_str());
+AgentLab::~AgentLab() = default;
+
+pid_t AgentLab::pid(const std::string& name) const {
+  const pid_t p = stack_->pid(name);
+  return p > 0 ? p : 0;
 }
 
 void AgentLab::start_agent(const std::string& name, const std::vector<std::string>& faults) {
-  std::vector<std::string> argv = {RENDR_AGENT_BIN,
-                                   "--name", name,
-                                   "--cert", dir + "/" + name + ".pem",
-                                   "--key", dir + "/" + name + ".key",
-                                   "--ca", dir + "/ca.pem",
-                                   "--control", sock(name),
-                                   "--step-timeout-ms", std::to_string(opt_.step_timeout_ms),
-                                   "--commit-resolve-ms", "3000",
-                                   "--staged-timeout-ms", "5000"};
-  const Netns* ns = &lab.gw;
+  std::vector<std::string> extra;
   if (name == "gw") {
-    for (const char* a : {"--listen", "10.0.2.1:7300", "--steer-iface", "vpeer", "--vip",
-                          "10.99.0.1", "--backend", "a=va@10.0.2.2", "--default-backend", "a"}) {
-      argv.emplace_back(a);
-    }
-    if (opt_.gw_knows_b) {
-      argv.insert(argv.end(), {"--backend", "b=vb@10.0.3.2"});
-    }
-    argv.insert(argv.end(), opt_.gw_args.begin(), opt_.gw_args.end());
-  } else {
-    const bool is_a = name == "a";
-    ns = is_a ? &lab.a : &lab.b;
-    argv.insert(argv.end(), {"--listen", is_a ? "10.0.2.2:7300" : "10.0.3.2:7300", "--peer",
-                             is_a ? "b=10.0.3.2:7300" : "a=10.0.2.2:7300", "--peer",
-                             "gw=10.0.2.1:7300", "--gateway", "gw"});
+    extra = opt_.gw_args;
   }
   for (const auto& f : faults) {
-    argv.insert(argv.end(), {"--fault", f});
+    extra.insert(extra.end(), {"--fault", f});
   }
-  procs_[name] = ns->spawn(argv, dir + "/" + name + ".log");
-  if (!wait_socket(sock(name), 10000)) {
-    throw std::runtime_error("agent " + name + " did not start: " + log(name));
+  auto st = stack_->start_agent(name, extra);
+  if (!st) {
+    throw std::runtime_error("agent " + name + ": " + st.error().message());
   }
 }
 
-void AgentLab::kill_agent(const std::string& name, int sig) {
-  auto it = procs_.find(name);
-  if (it == procs_.end()) {
-    return;
-  }
-  ::kill(it->second, sig);
-  int st = 0;
-  ::waitpid(it->second, &st, 0);
-  procs_.erase(it);
-}
+void AgentLab::kill_agent(const std::string& name, int sig) { stack_->stop(name, sig); }
 
 void AgentLab::start_server(const std::string& host) {
-  const Netns& ns = host == "a" ? lab.a : lab.b;
-  std::string key = "srv-" + host;
+  const std::string key = "srv-" + host;
   std::vector<std::string> argv = {PATTERN_SERVER_BIN, "--agent", sock(host), "--service", "pat",
                                    "--listen", "10.99.0.1:8000", "--listen", "[fd99::1]:8000"};
   argv.insert(argv.end(), opt_.server_args.begin(), opt_.server_args.end());
-  procs_[key] = ns.spawn(argv, dir + "/" + key + ".log");
-  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (log(key).find("ready") == std::string::npos) {
-    if (std::chrono::steady_clock::now() > end) {
-      throw std::runtime_error("pattern server in " + host + " did not start: " + log(key));
-    }
-    ::usleep(10000);
+  auto pid = stack_->spawn(host, argv, key);
+  if (!pid) {
+    throw std::runtime_error("pattern server in " + host + ": " + pid.error().message());
+  }
+  if (!stack_->wait_log(key, "ready", 10000)) {
+    throw std::runtime_error("pattern server in " + host + " did not start: " + log(key));
   }
 }
 
-bool AgentLab::server_alive(const std::string& host) const {
-  auto it = procs_.find("srv-" + host);
-  if (it == procs_.end()) {
-    return false;
-  }
-  int st = 0;
-  return ::waitpid(it->second, &st, WNOHANG) == 0;
-}
+bool AgentLab::server_alive(const std::string& host) const { return stack_->alive("srv-" + host); }
 
-std::string AgentLab::log(const std::string& name) const {
-  std::string out;
-  if (FILE* f = std::fopen((dir + "/" + name + ".log").c_str(), "r")) {
-    char buf[4096];
-    std::size_t n = 0;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-      out.append(buf, n);
-    }
-    std::fclose(f);
-  }
-  return out;
-}
+std::string AgentLab::log(const std::string& name) const { return stack_->log(name); }
 
 int AgentLab::rendrctl(const std::string& agent, const std::vector<std::string>& args,
                        std::string& out, std::string* err) const {
@@ -247,10 +177,10 @@ std::string AgentLab::migrate(const std::string& from, const std::vector<std::st
 
 // ---------------------------------------------------------------------------------------------
 
-PatternClient::PatternClient(const GatewayLab& lab, std::uint16_t port, std::uint64_t up_limit,
+PatternClient::PatternClient(const GatewayFixture& lab, std::uint16_t port, std::uint64_t up_limit,
                              bool v6)
     : up_limit_(up_limit) {
-  auto ep = Endpoint::parse_address(v6 ? GatewayLab::kVip6 : GatewayLab::kVip4, port);
+  auto ep = Endpoint::parse_address(v6 ? GatewayFixture::kVip6 : GatewayFixture::kVip4, port);
   fd_ = connect_from(lab.peer, *ep);
   // The server sees the tuple mirrored.
   const FourTuple mine = tuple_of(fd_.get());

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// The gateway lab with a rendr-agent in gw, hostA and hostB (mutual TLS with a test CA), a
-// pattern_server registered with the agents of both hosts, and pattern clients in the peer.
-// Everything (namespaces, processes, temp dir) goes away with the fixture, also on failure.
+// The agents' test lab: tools/lab's gateway lab (support/gateway_fixture.hpp) with its
+// AgentStack (rendr-agent in gw, a and b, mutual TLS with the stack's CA), a pattern_server
+// registered with the agents of both hosts, rendrctl run against any agent, and pattern
+// clients in the peer. Everything (namespaces, processes, temp dir) goes away with the
+// fixture, also on failure.
 #pragma once
 
-#include "../repair/lab.hpp"
+#include "lab/agent_stack.hpp"
+#include "support/gateway_fixture.hpp"
 #include "support/pattern.hpp"
 
 #include <rendr/common/unique_fd.hpp>
@@ -12,7 +15,7 @@
 #include <sys/types.h>
 
 #include <atomic>
-#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -46,10 +49,10 @@ class AgentLab {
   AgentLab(const AgentLab&) = delete;
   AgentLab& operator=(const AgentLab&) = delete;
 
-  GatewayLab lab;
-  std::string dir;
+  GatewayFixture lab;
+  std::string dir;  // the stack's temp dir: certificates, control sockets, logs
 
-  [[nodiscard]] std::string sock(const std::string& agent) const { return dir + "/" + agent + ".sock"; }
+  [[nodiscard]] std::string sock(const std::string& agent) const { return stack_->sock(agent); }
   // rendrctl runs the CLI against |agent|'s control socket; returns its exit status, stdout in
   // |out| (stderr in |err| if given).
   int rendrctl(const std::string& agent, const std::vector<std::string>& args, std::string& out,
@@ -61,10 +64,7 @@ class AgentLab {
   void start_agent(const std::string& name, const std::vector<std::string>& faults = {});
   void kill_agent(const std::string& name, int sig = 9);
   // pid of a process the lab started (agents gw, a, b; servers srv-a, srv-b), 0 if none.
-  [[nodiscard]] pid_t pid(const std::string& name) const {
-    auto it = procs_.find(name);
-    return it == procs_.end() ? 0 : it->second;
-  }
+  [[nodiscard]] pid_t pid(const std::string& name) const;
   void start_server(const std::string& host);
   [[nodiscard]] std::string log(const std::string& name) const;
   [[nodiscard]] bool server_alive(const std::string& host) const;
@@ -74,14 +74,14 @@ class AgentLab {
 
  private:
   AgentLabOptions opt_;
-  std::map<std::string, pid_t> procs_;
+  std::unique_ptr<rendr::lab::AgentStack> stack_;  // declared after |lab|: stopped before it
 };
 
 // PatternClient: a connection from the peer to the VIP, reading the server's pattern stream
 // (checked at every offset) and sending the upstream pattern, on its own thread.
 class PatternClient {
  public:
-  PatternClient(const GatewayLab& lab, std::uint16_t port, std::uint64_t up_limit = 64ULL << 20,
+  PatternClient(const GatewayFixture& lab, std::uint16_t port, std::uint64_t up_limit = 64ULL << 20,
                 bool v6 = false);
   ~PatternClient();
   [[nodiscard]] FourTuple tuple() const { return tuple_; }
@@ -109,7 +109,7 @@ class PatternClient {
   std::thread t_;
 };
 
-long long peer_rsts(const GatewayLab& lab);
+long long peer_rsts(const GatewayFixture& lab);
 
 // metric reads one Prometheus value of |agent| (`rendrctl metrics`); ~0 when absent.
 std::uint64_t metric(AgentLab& al, const std::string& agent, const std::string& name);

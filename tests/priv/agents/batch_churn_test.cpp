@@ -65,7 +65,7 @@ std::string flows_of(const AgentLab& al, const std::string& agent) {
 // half-close first lets the server close with nothing unread, so a clean run sends no RST.
 class ChurnClients {
  public:
-  ChurnClients(const GatewayLab& lab, int n) {
+  ChurnClients(const GatewayFixture& lab, int n) {
     for (int i = 0; i < n; ++i) {
       ts_.emplace_back([this, &lab, i] { run(lab, static_cast<unsigned>(i) + 1); });
     }
@@ -94,10 +94,10 @@ class ChurnClients {
       first_error_ = e;
     }
   }
-  void run(const GatewayLab& lab, unsigned seed) {
+  void run(const GatewayFixture& lab, unsigned seed) {
     std::minstd_rand rng(seed);
     NetnsScope scope(lab.peer);
-    auto ep = Endpoint::parse_address(GatewayLab::kVip4, 8000);
+    auto ep = Endpoint::parse_address(GatewayFixture::kVip4, 8000);
     sockaddr_storage ss{};
     const socklen_t len = ep->to_sockaddr(ss);
     const Pattern down(1);

@@ -9,7 +9,7 @@
 #include "agent_lab.hpp"
 #include "lab/agent_client.hpp"
 
-#include "../repair/conn_util.hpp"
+#include "support/sockets.hpp"
 
 #include "support/netns.hpp"
 

@@ -4,7 +4,7 @@
 // the sweep runs every 200 ms with short lingers.
 #include "agent_lab.hpp"
 
-#include "../repair/conn_util.hpp"
+#include "support/sockets.hpp"
 #include "support/netns.hpp"
 
 #include <catch2/catch.hpp>
@@ -44,7 +44,7 @@ TEST_CASE("the gateway removes steering entries of ended flows and keeps live on
   // The live flow's entry is swept over and over and stays.
   CHECK(wait_metric(al, "rendr_steer_entries", [](std::uint64_t v) { return v == 1; }, 3000) == 1);
 
-  auto ep = Endpoint::parse_address(GatewayLab::kVip4, 8000);
+  auto ep = Endpoint::parse_address(GatewayFixture::kVip4, 8000);
   REQUIRE(ep.ok());
   SECTION("closed with FINs both ways") {
     for (int i = 0; i < 5; ++i) {

@@ -7,6 +7,7 @@
 #include "lab/agent_stack.hpp"
 #include "lab/gateway_lab.hpp"
 #include "lab/lab_util.hpp"
+#include "support/netns.hpp"  // unique_prefix
 
 #include <rendr/common/json.hpp>
 
@@ -90,7 +91,7 @@ std::string migrate_service(const Lab& l, const std::string& from, const std::st
 
 TEST_CASE("stock downloaders see every byte across native migrations",
           "[.agents][agents][netns][stock]") {
-  Lab l = make_lab("rstk");
+  Lab l = make_lab(test::unique_prefix("stk"));
   const std::string url = std::string("http://") + lab::GatewayLab::kVip4 + ":8080/big";
   const std::string out = l.stack->dir() + "/got";
   // Each client limited to ~48 MB/s, so the download lasts ~2 s and the migrations land in it.
@@ -139,7 +140,7 @@ TEST_CASE("stock downloaders see every byte across native migrations",
 
 TEST_CASE("ab and wrk see no failed request while every flow is moved back and forth",
           "[.agents][agents][netns][stock]") {
-  Lab l = make_lab("rstl");
+  Lab l = make_lab(test::unique_prefix("stl"));
   // 2 MiB responses: each connection lives long enough for batches to find some.
   const std::string url = std::string("http://") + lab::GatewayLab::kVip4 + ":8080/medium";
   const std::vector<std::pair<std::string, std::string>> loads = {

@@ -50,7 +50,7 @@ std::uint32_t run(const Freezer& f, Hook hook, const std::vector<std::byte>& fra
   SkbRunOptions o;
   o.mark = mark;
   auto r = test_run_skb(hook == Hook::ingress ? fds.ingress : fds.egress, frame, o);
-  EBPF_REQUIRE_OK(r);
+  REQUIRE_OK(r);
   return r->retval;
 }
 
@@ -61,13 +61,13 @@ TEST_CASE("ebpf: freeze drops a frozen flow in both directions and counts it",
   auto ns = test::Netns::create("ebpf-freeze-run");
   test::NetnsScope in(ns);
   auto f = Freezer::create();
-  EBPF_REQUIRE_OK(f);
+  REQUIRE_OK(f);
 
   // Owner's view: local = 10.1.0.1:8080, remote = 10.2.0.2:40000; likewise for IPv6.
   FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
   FourTuple v6{endpoint("[fd00::1]:443"), endpoint("[fd00::2]:50000")};
-  EBPF_REQUIRE_OK(f->freeze(v4));
-  EBPF_REQUIRE_OK(f->freeze(v6));
+  REQUIRE_OK(f->freeze(v4));
+  REQUIRE_OK(f->freeze(v6));
 
   const std::vector<Case> cases = {
       {"v4 out (local->remote, data)", Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40000", 0x18, 100), 0, TC_ACT_SHOT},
@@ -105,7 +105,7 @@ TEST_CASE("ebpf: freeze drops a frozen flow in both directions and counts it",
   for (auto [flow, want] : {std::pair{v4, want4}, std::pair{v6, want6}}) {
     INFO(flow.to_string());
     auto got = f->counters(flow);
-    EBPF_REQUIRE_OK(got);
+    REQUIRE_OK(got);
     CHECK(got->ingress_packets == want.ingress_packets);
     CHECK(got->ingress_bytes == want.ingress_bytes);
     CHECK(got->egress_packets == want.egress_packets);
@@ -116,23 +116,23 @@ TEST_CASE("ebpf: freeze drops a frozen flow in both directions and counts it",
   CHECK(want4.egress_packets == 3);
 
   auto count = f->frozen_count();
-  EBPF_REQUIRE_OK(count);
+  REQUIRE_OK(count);
   CHECK(*count == 2);
 
   // Freezing again keeps the counters.
-  EBPF_REQUIRE_OK(f->freeze(v4));
+  REQUIRE_OK(f->freeze(v4));
   auto again = f->counters(v4);
-  EBPF_REQUIRE_OK(again);
+  REQUIRE_OK(again);
   CHECK(again->egress_packets == want4.egress_packets);
 
   // Unfreeze hands back the final counters; afterwards the flow passes.
   auto last = f->unfreeze(v4);
-  EBPF_REQUIRE_OK(last);
+  REQUIRE_OK(last);
   CHECK(last->ingress_packets == want4.ingress_packets);
   CHECK(run(*f, Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40000")) == TC_ACT_OK);
   CHECK(run(*f, Hook::ingress, tcp("10.2.0.2:40000", "10.1.0.1:8080")) == TC_ACT_OK);
-  EBPF_REQUIRE_ERROR(f->counters(v4), std::errc::no_such_file_or_directory, "10.1.0.1:8080");
-  EBPF_REQUIRE_ERROR(f->unfreeze(v4), std::errc::no_such_file_or_directory, "unfreeze");
+  REQUIRE_ERROR(f->counters(v4), std::errc::no_such_file_or_directory, "10.1.0.1:8080");
+  REQUIRE_ERROR(f->unfreeze(v4), std::errc::no_such_file_or_directory, "unfreeze");
   // The IPv6 flow is still frozen.
   CHECK(run(*f, Hook::egress, tcp("[fd00::1]:443", "[fd00::2]:50000")) == TC_ACT_SHOT);
 }
@@ -142,9 +142,9 @@ TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
   auto ns = test::Netns::create("ebpf-freeze-ack");
   test::NetnsScope in(ns);
   auto f = Freezer::create();
-  EBPF_REQUIRE_OK(f);
+  REQUIRE_OK(f);
   FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
-  EBPF_REQUIRE_OK(f->freeze(v4));
+  REQUIRE_OK(f->freeze(v4));
   auto seg = [](const char* src, const char* dst, std::uint8_t flags, std::uint32_t ack,
                 std::uint16_t window = 1000) {
     test::TcpFrameSpec s;
@@ -157,7 +157,7 @@ TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
   };
   auto ack_now = [&]() {
     auto c = f->counters(v4);
-    EBPF_REQUIRE_OK(c);
+    REQUIRE_OK(c);
     return c->peer_ack;
   };
   CHECK_FALSE(ack_now().has_value());
@@ -186,7 +186,7 @@ TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
   CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x20),
             0xC114) == TC_ACT_OK);
   auto last = f->unfreeze(v4);
-  EBPF_REQUIRE_OK(last);
+  REQUIRE_OK(last);
   CHECK(last->peer_ack == std::optional<std::uint32_t>(0x10U));
   CHECK(last->ingress_packets == 5);
 }
@@ -196,11 +196,11 @@ TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST
   auto ns = test::Netns::create("ebpf-freeze-replay");
   test::NetnsScope in(ns);
   auto f = Freezer::create();
-  EBPF_REQUIRE_OK(f);
+  REQUIRE_OK(f);
   FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
   FourTuple v6{endpoint("[fd00::1]:443"), endpoint("[fd00::2]:50000")};
-  EBPF_REQUIRE_OK(f->freeze(v4));
-  EBPF_REQUIRE_OK(f->freeze(v6));
+  REQUIRE_OK(f->freeze(v4));
+  REQUIRE_OK(f->freeze(v6));
   auto data4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck | test::kTcpPsh, 100);
   auto bare4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0);
   auto fin4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck | test::kTcpFin, 0);
@@ -217,29 +217,29 @@ TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST
     return std::vector<std::byte>(frame.begin() + 14, frame.end());  // without Ethernet
   };
   auto got4 = f->take_dropped(v4);
-  EBPF_REQUIRE_OK(got4);
+  REQUIRE_OK(got4);
   REQUIRE(got4->size() == 2);
   CHECK((*got4)[0] == l3(data4));
   CHECK((*got4)[1] == l3(fin4));
   auto c4 = f->counters(v4);
-  EBPF_REQUIRE_OK(c4);
+  REQUIRE_OK(c4);
   CHECK(c4->replay_packets == 2);
   CHECK(c4->replay_skipped == 0);
   CHECK(c4->replay_lost == 0);
   // Taken means forgotten.
   auto again = f->take_dropped(v4);
-  EBPF_REQUIRE_OK(again);
+  REQUIRE_OK(again);
   CHECK(again->empty());
   auto got6 = f->take_dropped(v6);
-  EBPF_REQUIRE_OK(got6);
+  REQUIRE_OK(got6);
   REQUIRE(got6->size() == 1);
   CHECK((*got6)[0] == l3(data6));
   // Unfreeze forgets what was not taken; a new freeze starts empty.
   CHECK(run(*f, Hook::ingress, data4) == TC_ACT_SHOT);
-  EBPF_REQUIRE_OK(f->unfreeze(v4));
-  EBPF_REQUIRE_OK(f->freeze(v4));
+  REQUIRE_OK(f->unfreeze(v4));
+  REQUIRE_OK(f->freeze(v4));
   auto fresh = f->take_dropped(v4);
-  EBPF_REQUIRE_OK(fresh);
+  REQUIRE_OK(fresh);
   CHECK(fresh->empty());
 }
 
@@ -248,13 +248,13 @@ TEST_CASE("ebpf: freeze matches IPv4-mapped tuples against IPv4 packets",
   auto ns = test::Netns::create("ebpf-freeze-mapped");
   test::NetnsScope in(ns);
   auto f = Freezer::create();
-  EBPF_REQUIRE_OK(f);
+  REQUIRE_OK(f);
   // A dual-stack socket reports its IPv4 peers as ::ffff:a.b.c.d.
   FourTuple mapped{endpoint("[::ffff:10.3.0.1]:80"), endpoint("[::ffff:10.3.0.2]:33000")};
-  EBPF_REQUIRE_OK(f->freeze(mapped));
+  REQUIRE_OK(f->freeze(mapped));
   CHECK(run(*f, Hook::ingress, tcp("10.3.0.2:33000", "10.3.0.1:80")) == TC_ACT_SHOT);
   CHECK(run(*f, Hook::egress, tcp("10.3.0.1:80", "10.3.0.2:33000")) == TC_ACT_SHOT);
-  EBPF_REQUIRE_ERROR(f->freeze(FourTuple{endpoint("10.3.0.1:80"), endpoint("[fd00::2]:1")}),
+  REQUIRE_ERROR(f->freeze(FourTuple{endpoint("10.3.0.1:80"), endpoint("[fd00::2]:1")}),
                      std::errc::invalid_argument, "families differ");
 }
 
@@ -265,12 +265,12 @@ TEST_CASE("ebpf: freeze with the bypass disabled drops marked packets too",
   FreezerOptions o;
   o.bypass_mark = 0;
   auto f = Freezer::create(o);
-  EBPF_REQUIRE_OK(f);
+  REQUIRE_OK(f);
   FourTuple t{endpoint("10.4.0.1:22"), endpoint("10.4.0.2:50000")};
-  EBPF_REQUIRE_OK(f->freeze(t));
+  REQUIRE_OK(f->freeze(t));
   CHECK(run(*f, Hook::egress, tcp("10.4.0.1:22", "10.4.0.2:50000"), 0xC114) == TC_ACT_SHOT);
   auto c = f->counters(t);
-  EBPF_REQUIRE_OK(c);
+  REQUIRE_OK(c);
   CHECK(c->bypassed_packets == 0);
   CHECK(c->egress_packets == 1);
 }

@@ -53,43 +53,43 @@ void run_freeze_roundtrip(const char* a_addr, const char* b_addr, const char* ip
   {
     test::NetnsScope in(ns.a);
     auto c = test::connect_tcp(server_ep);
-    EBPF_REQUIRE_OK(c);
+    REQUIRE_OK(c);
     client = std::move(*c);
   }
-  UniqueFd server = test::accept_tcp(listener.get());
+  UniqueFd server = test::accept_one(listener.get());
 
   test::Pattern up(11);
   test::Pattern down(12);
   constexpr std::size_t kChunk = 4096;
   // Warm-up: the connection works before the freeze.
-  test::send_all(client.get(), bytes_of(up, 0, kChunk));
-  CHECK(test::recv_exact(server.get(), kChunk) == bytes_of(up, 0, kChunk));
+  test::write_all(client.get(), bytes_of(up, 0, kChunk));
+  CHECK(test::read_exact(server.get(), kChunk) == bytes_of(up, 0, kChunk));
 
   auto f = Freezer::create();
-  EBPF_REQUIRE_OK(f);
+  REQUIRE_OK(f);
   {
     test::NetnsScope in(ns.a);
-    EBPF_REQUIRE_OK(f->attach(test::ifindex_of("va")));
+    REQUIRE_OK(f->attach(test::ifindex_of("va")));
   }
   FourTuple flow{test::local_of(client.get()), test::peer_of(client.get())};
-  EBPF_REQUIRE_OK(f->freeze(flow));
+  REQUIRE_OK(f->freeze(flow));
 
   // Both directions: client->server leaves va (egress), server->client enters va (ingress).
-  test::send_all(client.get(), bytes_of(up, kChunk, kChunk));
-  test::send_all(server.get(), bytes_of(down, 0, kChunk));
+  test::write_all(client.get(), bytes_of(up, kChunk, kChunk));
+  test::write_all(server.get(), bytes_of(down, 0, kChunk));
   // 700 ms covers the first retransmission (RTO >= 200 ms): nothing may arrive.
   CHECK_FALSE(test::readable(server.get(), 700));
   CHECK_FALSE(test::readable(client.get(), 0));
 
   auto frozen = f->counters(flow);
-  EBPF_REQUIRE_OK(frozen);
+  REQUIRE_OK(frozen);
   // Retransmission timing depends on the RTT estimate and load: wait (bounded, while still
   // frozen) until both sides have retransmitted at least once.
   for (int i = 0; i < 300 && (frozen->egress_packets < 2 || frozen->ingress_packets < 2); ++i) {
     CHECK_FALSE(test::readable(server.get(), 10));
     CHECK_FALSE(test::readable(client.get(), 0));
     frozen = f->counters(flow);
-    EBPF_REQUIRE_OK(frozen);
+    REQUIRE_OK(frozen);
   }
   CHECK(frozen->egress_packets >= 2);   // original + at least one retransmission
   CHECK(frozen->ingress_packets >= 2);
@@ -97,24 +97,24 @@ void run_freeze_roundtrip(const char* a_addr, const char* b_addr, const char* ip
   CHECK(frozen->ingress_bytes > kChunk);
 
   auto last = f->unfreeze(flow);
-  EBPF_REQUIRE_OK(last);
+  REQUIRE_OK(last);
   CHECK(last->egress_packets >= frozen->egress_packets);
 
   // Retransmission timers back off; 15 s bounds even a few doublings.
-  CHECK(test::recv_exact(server.get(), kChunk, 15000) == bytes_of(up, kChunk, kChunk));
-  CHECK(test::recv_exact(client.get(), kChunk, 15000) == bytes_of(down, 0, kChunk));
+  CHECK(test::read_exact(server.get(), kChunk, 15000) == bytes_of(up, kChunk, kChunk));
+  CHECK(test::read_exact(client.get(), kChunk, 15000) == bytes_of(down, 0, kChunk));
   CHECK(test::socket_error(client.get()) == 0);
   CHECK(test::socket_error(server.get()) == 0);
 
   // And the connection carries on: no RST was exchanged, the stream continues in order.
-  test::send_all(client.get(), bytes_of(up, 2 * kChunk, kChunk));
-  CHECK(test::recv_exact(server.get(), kChunk, 5000) == bytes_of(up, 2 * kChunk, kChunk));
-  test::send_all(server.get(), bytes_of(down, kChunk, kChunk));
-  CHECK(test::recv_exact(client.get(), kChunk, 5000) == bytes_of(down, kChunk, kChunk));
+  test::write_all(client.get(), bytes_of(up, 2 * kChunk, kChunk));
+  CHECK(test::read_exact(server.get(), kChunk, 5000) == bytes_of(up, 2 * kChunk, kChunk));
+  test::write_all(server.get(), bytes_of(down, kChunk, kChunk));
+  CHECK(test::read_exact(client.get(), kChunk, 5000) == bytes_of(down, kChunk, kChunk));
 
   // Destroying the Freezer from the test's own netns detaches it from va (in ns.a).
   f = Freezer::create();  // replaces (and destroys) the attached one
-  EBPF_REQUIRE_OK(f);
+  REQUIRE_OK(f);
   std::string out;
   ns.a.sh("tc filter show dev va ingress; tc filter show dev va egress", &out);
   CHECK(out.find("bpf") == std::string::npos);
@@ -137,14 +137,14 @@ TEST_CASE("ebpf: Freezer::attach reports a missing device and detach an unknown 
   auto ns = test::Netns::create("ebpf-freeze-attach");
   test::NetnsScope in(ns);
   auto f = Freezer::create();
-  EBPF_REQUIRE_OK(f);
-  EBPF_REQUIRE_ERROR(f->attach(4242), std::errc::no_such_device, "ifindex 4242");
-  EBPF_REQUIRE_ERROR(f->detach(4242), std::errc::no_such_file_or_directory, "not attached");
-  EBPF_REQUIRE_OK(f->attach(test::ifindex_of("lo")));
+  REQUIRE_OK(f);
+  REQUIRE_ERROR(f->attach(4242), std::errc::no_such_device, "ifindex 4242");
+  REQUIRE_ERROR(f->detach(4242), std::errc::no_such_file_or_directory, "not attached");
+  REQUIRE_OK(f->attach(test::ifindex_of("lo")));
   std::string out;
   ns.sh("tc filter show dev lo egress", &out);
   CHECK(out.find("freeze_egress") != std::string::npos);
-  EBPF_REQUIRE_OK(f->detach(test::ifindex_of("lo")));
+  REQUIRE_OK(f->detach(test::ifindex_of("lo")));
   out.clear();
   ns.sh("tc filter show dev lo egress", &out);
   CHECK(out.find("freeze_egress") == std::string::npos);
@@ -164,8 +164,8 @@ TEST_CASE("ebpf: attaching beside an existing clsact qdisc logs nothing",
   // creating it again fails with EEXIST, which the kernel explains in an extack line.
   REQUIRE(ns.sh("tc qdisc add dev lo clsact") == 0);
   auto f = Freezer::create();
-  EBPF_REQUIRE_OK(f);
-  EBPF_REQUIRE_OK(f->attach(test::ifindex_of("lo")));
+  REQUIRE_OK(f);
+  REQUIRE_OK(f->attach(test::ifindex_of("lo")));
   set_libbpf_log_sink({});
   std::lock_guard<std::mutex> g(mu);
   for (const auto& l : lines) {

@@ -32,18 +32,18 @@ std::uint16_t free_port(const char* addr) {
 void connect_and_check(const Endpoint& vip, int listener) {
   INFO("connect " << vip.to_string());
   auto c = test::connect_tcp(vip);
-  EBPF_REQUIRE_OK(c);
-  UniqueFd srv = test::accept_tcp(listener);
+  REQUIRE_OK(c);
+  UniqueFd srv = test::accept_one(listener);
   CHECK(test::local_of(srv.get()) == vip);
   CHECK(test::peer_of(srv.get()) == test::local_of(c->get()));
   const std::vector<std::byte> ping(3, std::byte{0x42});
-  test::send_all(c->get(), ping);
-  CHECK(test::recv_exact(srv.get(), ping.size()) == ping);
+  test::write_all(c->get(), ping);
+  CHECK(test::read_exact(srv.get(), ping.size()) == ping);
 }
 
 void require_refused(const Endpoint& vip) {
   INFO("connect " << vip.to_string());
-  EBPF_REQUIRE_ERROR(test::connect_tcp(vip), std::errc::connection_refused, "connect");
+  REQUIRE_ERROR(test::connect_tcp(vip), std::errc::connection_refused, "connect");
 }
 
 }  // namespace
@@ -60,10 +60,10 @@ TEST_CASE("ebpf: sk_lookup hands VIP connections to a listener bound elsewhere",
   require_refused(vip);  // baseline: nothing serves the VIP port
 
   auto sl = SkLookup::create();
-  EBPF_REQUIRE_OK(sl);
-  EBPF_REQUIRE_OK(sl->attach());
-  EBPF_REQUIRE_ERROR(sl->attach(), std::errc::file_exists, "already attached");
-  EBPF_REQUIRE_OK(sl->add_listener(vip, listener.get()));
+  REQUIRE_OK(sl);
+  REQUIRE_OK(sl->attach());
+  REQUIRE_ERROR(sl->attach(), std::errc::file_exists, "already attached");
+  REQUIRE_OK(sl->add_listener(vip, listener.get()));
   connect_and_check(vip, listener.get());
   connect_and_check(vip, listener.get());
 
@@ -73,7 +73,7 @@ TEST_CASE("ebpf: sk_lookup hands VIP connections to a listener bound elsewhere",
   require_refused(other);
 
   // Address-wide range: every port of 127.0.0.3 (exact entries would still win).
-  EBPF_REQUIRE_OK(sl->add_listener_range(endpoint("127.0.0.3:0"), 1, 65535, listener.get()));
+  REQUIRE_OK(sl->add_listener_range(endpoint("127.0.0.3:0"), 1, 65535, listener.get()));
   connect_and_check(*Endpoint::parse_address("127.0.0.3", free_port("127.0.0.3")),
                     listener.get());
   connect_and_check(*Endpoint::parse_address("127.0.0.3", free_port("127.0.0.3")),
@@ -82,25 +82,25 @@ TEST_CASE("ebpf: sk_lookup hands VIP connections to a listener bound elsewhere",
   // A narrow range leaves the ports outside it alone.
   std::uint16_t p6 = free_port("::1");
   UniqueFd listener6 = test::listen_tcp(endpoint("[::1]:0"));
-  EBPF_REQUIRE_OK(sl->add_listener_range(endpoint("[fd00::100]:0"), p6, p6, listener6.get()));
+  REQUIRE_OK(sl->add_listener_range(endpoint("[fd00::100]:0"), p6, p6, listener6.get()));
   connect_and_check(*Endpoint::parse_address("fd00::100", p6), listener6.get());
   require_refused(*Endpoint::parse_address("fd00::100", p6 == 65535 ? 65534 : p6 + 1));
 
   auto cnt = sl->counters();
-  EBPF_REQUIRE_OK(cnt);
+  REQUIRE_OK(cnt);
   CHECK(cnt->assigned == 5);
   CHECK(cnt->assign_failed == 0);
 
   // Removal: the VIP port is refused again; the range stays.
-  EBPF_REQUIRE_OK(sl->remove(vip));
-  EBPF_REQUIRE_ERROR(sl->remove(vip), std::errc::no_such_file_or_directory, "sk_lookup: remove");
+  REQUIRE_OK(sl->remove(vip));
+  REQUIRE_ERROR(sl->remove(vip), std::errc::no_such_file_or_directory, "sk_lookup: remove");
   require_refused(vip);
   connect_and_check(*Endpoint::parse_address("127.0.0.3", free_port("127.0.0.3")),
                     listener.get());
 
   // Destroying the SkLookup releases the netns link.
   sl = SkLookup::create();
-  EBPF_REQUIRE_OK(sl);
+  REQUIRE_OK(sl);
   require_refused(*Endpoint::parse_address("127.0.0.3", free_port("127.0.0.3")));
 }
 
@@ -110,21 +110,21 @@ TEST_CASE("ebpf: sk_lookup rejects bad registrations", "[.bpf][ebpf][sk_lookup]"
   SkLookupOptions o;
   o.max_sockets = 1;
   auto sl = SkLookup::create(o);
-  EBPF_REQUIRE_OK(sl);
+  REQUIRE_OK(sl);
   UniqueFd listener = test::listen_tcp(endpoint("127.0.0.1:0"));
-  EBPF_REQUIRE_ERROR(sl->add_listener(endpoint("127.0.0.2:0"), listener.get()),
+  REQUIRE_ERROR(sl->add_listener(endpoint("127.0.0.2:0"), listener.get()),
                      std::errc::invalid_argument, "port 0");
-  EBPF_REQUIRE_ERROR(sl->add_listener_range(endpoint("127.0.0.2:0"), 10, 9, listener.get()),
+  REQUIRE_ERROR(sl->add_listener_range(endpoint("127.0.0.2:0"), 10, 9, listener.get()),
                      std::errc::invalid_argument, "empty range");
-  EBPF_REQUIRE_OK(sl->add_listener(endpoint("127.0.0.2:1000"), listener.get()));
-  EBPF_REQUIRE_ERROR(sl->add_listener(endpoint("127.0.0.2:1001"), listener.get()),
+  REQUIRE_OK(sl->add_listener(endpoint("127.0.0.2:1000"), listener.get()));
+  REQUIRE_ERROR(sl->add_listener(endpoint("127.0.0.2:1001"), listener.get()),
                      std::errc::no_space_on_device, "slots");
   // Re-registering the same VIP port reuses its slot.
-  EBPF_REQUIRE_OK(sl->add_listener(endpoint("127.0.0.2:1000"), listener.get()));
+  REQUIRE_OK(sl->add_listener(endpoint("127.0.0.2:1000"), listener.get()));
   // A TCP socket that is not listening cannot go into the SOCKMAP.
-  EBPF_REQUIRE_OK(sl->remove(endpoint("127.0.0.2:1000")));
+  REQUIRE_OK(sl->remove(endpoint("127.0.0.2:1000")));
   auto raw = UniqueFd::socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-  EBPF_REQUIRE_OK(raw);
+  REQUIRE_OK(raw);
   auto bad = sl->add_listener(endpoint("127.0.0.2:1000"), raw->get());
   REQUIRE_FALSE(bad.ok());
   CHECK_THAT(bad.error().message(), Catch::Contains("sk_lookup_socks"));

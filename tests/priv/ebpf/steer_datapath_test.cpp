@@ -39,25 +39,25 @@ std::vector<std::byte> from_server(const FourTuple& t, std::uint8_t flags = test
 
 std::uint32_t run_return(const Steerer& s, const std::vector<std::byte>& frame) {
   auto r = test_run_skb(s.return_program_fd_for_test(), frame);
-  EBPF_REQUIRE_OK(r);
+  REQUIRE_OK(r);
   return r->retval;
 }
 
 std::uint32_t run(const Steerer& s, const std::vector<std::byte>& frame) {
   auto r = test_run_skb(s.program_fd_for_test(), frame);
-  EBPF_REQUIRE_OK(r);
+  REQUIRE_OK(r);
   return r->retval;
 }
 
 std::uint64_t backend_packets(const Steerer& s, std::uint32_t idx) {
   auto c = s.backend_counters(idx);
-  EBPF_REQUIRE_OK(c);
+  REQUIRE_OK(c);
   return c->packets;
 }
 
 std::optional<SteeredFlow> entry(const Steerer& s, const FourTuple& t) {
   auto e = s.lookup(t);
-  EBPF_REQUIRE_OK(e);
+  REQUIRE_OK(e);
   return *e;
 }
 
@@ -68,12 +68,12 @@ TEST_CASE("ebpf: steer follows the flow table and pins new flows to the default 
   auto ns = test::Netns::create("ebpf-steer-run");
   test::NetnsScope in(ns);
   auto s = Steerer::create();
-  EBPF_REQUIRE_OK(s);
-  EBPF_REQUIRE_OK(s->add_vip(endpoint("10.0.0.100:0")));
-  EBPF_REQUIRE_OK(s->add_vip(endpoint("[fd00::100]:0")));
+  REQUIRE_OK(s);
+  REQUIRE_OK(s->add_vip(endpoint("10.0.0.100:0")));
+  REQUIRE_OK(s->add_vip(endpoint("[fd00::100]:0")));
   // ifindex values only matter to a real redirect; test-run returns the verdict.
-  EBPF_REQUIRE_OK(s->set_backend(0, Backend{1, std::nullopt}));
-  EBPF_REQUIRE_OK(s->set_backend(1, Backend{1, endpoint("10.9.0.2:0")}));
+  REQUIRE_OK(s->set_backend(0, Backend{1, std::nullopt}));
+  REQUIRE_OK(s->set_backend(1, Backend{1, endpoint("10.9.0.2:0")}));
 
   FourTuple a{endpoint("10.0.0.100:443"), endpoint("192.0.2.10:40000")};
   FourTuple b{endpoint("10.0.0.100:443"), endpoint("192.0.2.11:40001")};
@@ -86,13 +86,13 @@ TEST_CASE("ebpf: steer follows the flow table and pins new flows to the default 
     CHECK(run(*s, from_peer(not_vip, test::kTcpSyn)) == TC_ACT_OK);
     CHECK(run(*s, test::udp_frame(a.remote, a.local)) == TC_ACT_OK);
     auto cnt = s->counters();
-    EBPF_REQUIRE_OK(cnt);
+    REQUIRE_OK(cnt);
     CHECK(cnt->no_backend == 1);
     CHECK(cnt->not_vip == 1);
   }
 
   SECTION("pinning, default changes, explicit steering, removal") {
-    EBPF_REQUIRE_OK(s->set_default_backend(0));
+    REQUIRE_OK(s->set_default_backend(0));
     // First SYN of a: default backend 0, pinned.
     CHECK(run(*s, from_peer(a, test::kTcpSyn)) == TC_ACT_REDIRECT);
     auto ea = entry(*s, a);
@@ -103,7 +103,7 @@ TEST_CASE("ebpf: steer follows the flow table and pins new flows to the default 
     CHECK(backend_packets(*s, 0) == 1);
 
     // A new default does not move a: it stays on 0; a new flow b goes to 1.
-    EBPF_REQUIRE_OK(s->set_default_backend(1));
+    REQUIRE_OK(s->set_default_backend(1));
     CHECK(run(*s, from_peer(a)) == TC_ACT_REDIRECT);
     CHECK(backend_packets(*s, 0) == 2);
     CHECK(backend_packets(*s, 1) == 0);
@@ -112,7 +112,7 @@ TEST_CASE("ebpf: steer follows the flow table and pins new flows to the default 
     CHECK(entry(*s, b)->backend == 1);
 
     // The agent moves a to backend 1 (a migration): its next packet follows.
-    EBPF_REQUIRE_OK(s->steer(a, 1));
+    REQUIRE_OK(s->steer(a, 1));
     CHECK(run(*s, from_peer(a)) == TC_ACT_REDIRECT);
     CHECK(backend_packets(*s, 1) == 2);
     ea = entry(*s, a);
@@ -125,22 +125,22 @@ TEST_CASE("ebpf: steer follows the flow table and pins new flows to the default 
     CHECK_FALSE(entry(*s, c).has_value());
 
     auto all = s->flows();
-    EBPF_REQUIRE_OK(all);
+    REQUIRE_OK(all);
     CHECK(all->size() == 2);
 
     // Removing a: its next packet re-pins it to the current default (1).
-    EBPF_REQUIRE_OK(s->remove(a));
-    EBPF_REQUIRE_ERROR(s->remove(a), std::errc::no_such_file_or_directory, "steer remove");
-    EBPF_REQUIRE_OK(s->set_default_backend(0));
+    REQUIRE_OK(s->remove(a));
+    REQUIRE_ERROR(s->remove(a), std::errc::no_such_file_or_directory, "steer remove");
+    REQUIRE_OK(s->set_default_backend(0));
     CHECK(run(*s, from_peer(a)) == TC_ACT_REDIRECT);
     CHECK(entry(*s, a)->backend == 0);
 
     // An emptied backend slot drops its flows instead of leaking them to the gateway.
-    EBPF_REQUIRE_OK(s->clear_backend(1));
+    REQUIRE_OK(s->clear_backend(1));
     CHECK(run(*s, from_peer(b)) == TC_ACT_SHOT);
 
     auto cnt = s->counters();
-    EBPF_REQUIRE_OK(cnt);
+    REQUIRE_OK(cnt);
     CHECK(cnt->pinned == 3);    // a, b, a again
     CHECK(cnt->table == 3);     // a (default changed), a (steered), b (cleared backend)
     CHECK(cnt->unpinned == 1);  // c's RST
@@ -148,23 +148,23 @@ TEST_CASE("ebpf: steer follows the flow table and pins new flows to the default 
   }
 
   SECTION("IPv6 flows") {
-    EBPF_REQUIRE_OK(s->set_default_backend(0));
+    REQUIRE_OK(s->set_default_backend(0));
     FourTuple v6{endpoint("[fd00::100]:443"), endpoint("[2001:db8::5]:40000")};
     CHECK(run(*s, from_peer(v6, test::kTcpSyn)) == TC_ACT_REDIRECT);
     auto e = entry(*s, v6);
     REQUIRE(e.has_value());
     CHECK(e->backend == 0);
-    EBPF_REQUIRE_OK(s->steer(v6, 1));
+    REQUIRE_OK(s->steer(v6, 1));
     CHECK(run(*s, from_peer(v6)) == TC_ACT_REDIRECT);
     CHECK(backend_packets(*s, 1) == 1);
   }
 
   SECTION("argument errors") {
-    EBPF_REQUIRE_ERROR(s->set_backend(Steerer::kMaxBackends, Backend{1, std::nullopt}),
+    REQUIRE_ERROR(s->set_backend(Steerer::kMaxBackends, Backend{1, std::nullopt}),
                        std::errc::invalid_argument, "out of range");
-    EBPF_REQUIRE_ERROR(s->set_backend(2, Backend{0, std::nullopt}), std::errc::invalid_argument,
+    REQUIRE_ERROR(s->set_backend(2, Backend{0, std::nullopt}), std::errc::invalid_argument,
                        "ifindex");
-    EBPF_REQUIRE_ERROR(s->steer(a, Steerer::kMaxBackends), std::errc::invalid_argument,
+    REQUIRE_ERROR(s->steer(a, Steerer::kMaxBackends), std::errc::invalid_argument,
                        "out of range");
   }
 }
@@ -174,11 +174,11 @@ TEST_CASE("ebpf: steering entries go away with their flows and never before",
   auto ns = test::Netns::create("ebpf-steer-gc");
   test::NetnsScope in(ns);
   auto s = Steerer::create();
-  EBPF_REQUIRE_OK(s);
-  EBPF_REQUIRE_OK(s->add_vip(endpoint("10.0.0.100:0")));
-  EBPF_REQUIRE_OK(s->set_backend(0, Backend{1, std::nullopt}));
-  EBPF_REQUIRE_OK(s->set_backend(1, Backend{1, std::nullopt}));
-  EBPF_REQUIRE_OK(s->set_default_backend(0));
+  REQUIRE_OK(s);
+  REQUIRE_OK(s->add_vip(endpoint("10.0.0.100:0")));
+  REQUIRE_OK(s->set_backend(0, Backend{1, std::nullopt}));
+  REQUIRE_OK(s->set_backend(1, Backend{1, std::nullopt}));
+  REQUIRE_OK(s->set_default_backend(0));
   constexpr std::uint64_t kSec = 1'000'000'000ULL;
   auto collect_at = [&](const FourTuple& t, std::uint64_t after_ns) {
     auto e = entry(*s, t);
@@ -186,7 +186,7 @@ TEST_CASE("ebpf: steering entries go away with their flows and never before",
     CollectOptions o;
     o.now_ns = e->last_seen_ns + after_ns;
     auto r = s->collect(o);
-    EBPF_REQUIRE_OK(r);
+    REQUIRE_OK(r);
     return r->removed;
   };
 
@@ -230,7 +230,7 @@ TEST_CASE("ebpf: steering entries go away with their flows and never before",
   }
 
   SECTION("a SYN on an ended flow's 4-tuple is a new flow, pinned to today's default") {
-    EBPF_REQUIRE_OK(s->set_default_backend(1));
+    REQUIRE_OK(s->set_default_backend(1));
     CHECK(run(*s, from_peer(closed, test::kTcpSyn)) == TC_ACT_REDIRECT);
     auto e = entry(*s, closed);
     REQUIRE(e.has_value());
@@ -244,7 +244,7 @@ TEST_CASE("ebpf: steering entries go away with their flows and never before",
   }
 
   SECTION("a migrated flow is live again: steer() clears what its entry had seen") {
-    EBPF_REQUIRE_OK(s->steer(closed, 1));
+    REQUIRE_OK(s->steer(closed, 1));
     auto e = entry(*s, closed);
     REQUIRE(e.has_value());
     CHECK_FALSE(e->peer_fin);
@@ -253,7 +253,7 @@ TEST_CASE("ebpf: steering entries go away with their flows and never before",
     CollectOptions o;
     o.now_ns = entry(*s, idle)->last_seen_ns + 3600 * kSec;
     auto r = s->collect(o);
-    EBPF_REQUIRE_OK(r);
+    REQUIRE_OK(r);
     CHECK_FALSE(entry(*s, reset).has_value());
     REQUIRE(entry(*s, closed).has_value());
     CHECK(entry(*s, closed)->backend == 1);

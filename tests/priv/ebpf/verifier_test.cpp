@@ -27,11 +27,11 @@ TEST_CASE("ebpf: freeze_tc loads with and without a bypass mark", "[.bpf][ebpf][
     FreezerOptions o;
     o.bypass_mark = mark;
     auto f = Freezer::create(o);
-    EBPF_REQUIRE_OK(f);
+    REQUIRE_OK(f);
     CHECK(f->program_fds_for_test().ingress >= 0);
     CHECK(f->program_fds_for_test().egress >= 0);
     auto n = f->frozen_count();
-    EBPF_REQUIRE_OK(n);
+    REQUIRE_OK(n);
     CHECK(*n == 0);
   }
 }
@@ -40,10 +40,10 @@ TEST_CASE("ebpf: steer_tc loads", "[.bpf][ebpf][verifier]") {
   auto ns = test::Netns::create("ebpf-verifier-steer");
   test::NetnsScope in(ns);
   auto s = Steerer::create();
-  EBPF_REQUIRE_OK(s);
+  REQUIRE_OK(s);
   CHECK(s->program_fd_for_test() >= 0);
   auto c = s->counters();
-  EBPF_REQUIRE_OK(c);
+  REQUIRE_OK(c);
   CHECK(c->table == 0);
 }
 
@@ -51,7 +51,7 @@ TEST_CASE("ebpf: steer_sk_lookup loads", "[.bpf][ebpf][verifier]") {
   auto ns = test::Netns::create("ebpf-verifier-sk-lookup");
   test::NetnsScope in(ns);
   auto s = SkLookup::create();
-  EBPF_REQUIRE_OK(s);
+  REQUIRE_OK(s);
   CHECK(s->program_fd_for_test() >= 0);
 }
 
@@ -67,7 +67,7 @@ TEST_CASE("ebpf: load failures name the object and reach the libbpf log sink",
   o.max_flows = 0;  // a hash map with no entries: the kernel refuses to create it
   auto f = Freezer::create(o);
   set_libbpf_log_sink({});
-  EBPF_REQUIRE_ERROR(f, std::errc::invalid_argument, "freeze_tc: load");
+  REQUIRE_ERROR(f, std::errc::invalid_argument, "freeze_tc: load");
   std::lock_guard<std::mutex> lock(mu);
   REQUIRE_FALSE(lines.empty());
   CHECK_THAT(lines.front(), Catch::StartsWith("libbpf: "));

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Helpers for the lab tests: unique prefixes, running rendr-lab, reading its JSON with python3,
+// Helpers for the lab tests: running rendr-lab, reading its JSON with python3,
 // a guard that removes a prefix's namespaces whatever happens.
 #pragma once
 
 #include "lab/lab_util.hpp"
+#include "support/netns.hpp"  // unique_prefix
 
 #include <catch2/catch.hpp>
 
@@ -12,11 +13,6 @@
 #include <string>
 
 namespace rendr::test {
-
-// unique_prefix: "rlt<pid><tag>" so parallel tests and other engineers' labs never collide.
-inline std::string unique_prefix(const std::string& tag) {
-  return "rlt" + std::to_string(::getpid()) + tag;
-}
 
 struct LabCleanup {
   explicit LabCleanup(std::string p) : prefix(std::move(p)) { (void)lab::remove_lab(prefix); }

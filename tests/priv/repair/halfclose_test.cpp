@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Half-closed connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) and a closed peer window
 // migrate across namespaces and then close cleanly: every byte once, EOF where due, no RST.
-#include "conn_util.hpp"
-#include "lab.hpp"
+#include "support/gateway_fixture.hpp"
+#include "support/sockets.hpp"
 #include "migrate_util.hpp"
 
 #include <rendr/repair/repair.hpp>
@@ -57,7 +57,7 @@ repair::PeerAck peer_window_update(int fd, std::uint8_t wscale) {
   return {static_cast<std::uint32_t>(rcv_nxt), static_cast<std::uint16_t>(w.rcv_wnd >> wscale)};
 }
 
-long long peer_resets(GatewayLab& lab) {
+long long peer_resets(GatewayFixture& lab) {
   return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "OutRsts");
 }
 
@@ -66,7 +66,7 @@ long long peer_resets(GatewayLab& lab) {
 TEST_CASE("CLOSE_WAIT migrates: unread data then EOF, and the server can still send",
           "[.repair][repair][halfclose]") {
   const bool v6 = GENERATE(false, true);
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, v6, 7200);
   Pattern p(3);
   const long long resets = peer_resets(lab);
@@ -92,7 +92,7 @@ TEST_CASE("CLOSE_WAIT migrates: unread data then EOF, and the server can still s
 TEST_CASE("FIN_WAIT2 migrates: the server keeps receiving after its own FIN",
           "[.repair][repair][halfclose]") {
   const bool v6 = GENERATE(false, true);
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, v6, 7201);
   Pattern p(4);
   const long long resets = peer_resets(lab);
@@ -122,7 +122,7 @@ TEST_CASE("FIN_WAIT2 migrates: the server keeps receiving after its own FIN",
 TEST_CASE("FIN_WAIT1 with unsent and unacked data migrates, the peer gets all bytes then EOF",
           "[.repair][repair][halfclose]") {
   const bool v6 = GENERATE(false, true);
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, v6, 7202);
   Pattern p(6);
   const long long resets = peer_resets(lab);
@@ -150,7 +150,7 @@ TEST_CASE("FIN_WAIT1 with unsent and unacked data migrates, the peer gets all by
 }
 
 TEST_CASE("LAST_ACK migrates and completes the close", "[.repair][repair][halfclose]") {
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, false, 7203);
   const long long resets = peer_resets(lab);
   ::shutdown(f.client.get(), SHUT_WR);
@@ -168,7 +168,7 @@ TEST_CASE("LAST_ACK migrates and completes the close", "[.repair][repair][halfcl
 }
 
 TEST_CASE("CLOSING (simultaneous close) migrates", "[.repair][repair][halfclose]") {
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, false, 7204);
   const long long resets = peer_resets(lab);
   TcpSnapshot seen;
@@ -189,7 +189,7 @@ TEST_CASE("CLOSING (simultaneous close) migrates", "[.repair][repair][halfclose]
 
 TEST_CASE("a connection whose peer stopped reading (window closed) migrates",
           "[.repair][repair][window]") {
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, false, 7205);
   Pattern p(8);
   const long long resets = peer_resets(lab);
@@ -216,7 +216,7 @@ TEST_CASE("a connection whose peer stopped reading (window closed) migrates",
 
 TEST_CASE("a window the peer opened during the freeze is used at once (ACK hint at activate)",
           "[.repair][repair][window]") {
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, false, 7206);
   Pattern p(10);
   const long long resets = peer_resets(lab);

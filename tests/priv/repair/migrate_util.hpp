@@ -3,8 +3,8 @@
 // steer the VIP to |to|, restore inside |to|, unfreeze. Throws with the repair error on failure.
 #pragma once
 
-#include "conn_util.hpp"
-#include "lab.hpp"
+#include "support/gateway_fixture.hpp"
+#include "support/sockets.hpp"
 
 #include <rendr/common/tcp_snapshot.hpp>
 #include <rendr/common/unique_fd.hpp>
@@ -23,7 +23,7 @@ struct MigrateHooks {
   bool host_to_peer_only = false;
 };
 
-inline UniqueFd migrate(GatewayLab& lab, UniqueFd& fd, const Netns& to,
+inline UniqueFd migrate(GatewayFixture& lab, UniqueFd& fd, const Netns& to,
                         const MigrateHooks& hooks = {}) {
   const FourTuple t = tuple_of(fd.get());
   lab.freeze(t, hooks.host_to_peer_only);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Checkpoint/restore of real kernel sockets across network namespaces, with an unmodified kernel
-// TCP peer. Every test builds its own gateway lab (anonymous netns, gone with the process).
-#include "conn_util.hpp"
-#include "lab.hpp"
+// TCP peer. Every test builds its own gateway lab (support/gateway_fixture.hpp: tools/lab's lab).
+#include "support/gateway_fixture.hpp"
+#include "support/sockets.hpp"
 #include "migrate_util.hpp"
 
 #include <rendr/repair/repair.hpp>
@@ -18,7 +18,7 @@ using namespace rendr::test;
 
 namespace {
 
-long long peer_resets(GatewayLab& lab) {
+long long peer_resets(GatewayFixture& lab) {
   return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "InErrs");
 }
 
@@ -35,7 +35,7 @@ TEST_CASE("checkpoint + restore moves a socket with data in every queue to anoth
           "[.repair][repair][netns]") {
   const bool v6 = GENERATE(false, true);
   INFO((v6 ? "IPv6" : "IPv4"));
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, v6, 7000);
   Pattern to_server(11);
   Pattern to_peer(22);
@@ -96,7 +96,7 @@ TEST_CASE("checkpoint + restore moves a socket with data in every queue to anoth
 }
 
 TEST_CASE("thaw returns a frozen socket to service in place", "[.repair][repair][netns]") {
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, false, 7001);
   Pattern p(5);
   write_all(f.client.get(), pattern_bytes(p, 0, 5000));
@@ -112,9 +112,9 @@ TEST_CASE("thaw returns a frozen socket to service in place", "[.repair][repair]
 }
 
 TEST_CASE("checkpoint refuses sockets it cannot migrate, naming why", "[.repair][repair][netns]") {
-  GatewayLab lab;
+  GatewayFixture lab;
   repair::Repairer rep;
-  auto vip = *Endpoint::parse_address(GatewayLab::kVip4, 7002);
+  auto vip = *Endpoint::parse_address(GatewayFixture::kVip4, 7002);
   auto listener = listen_on(lab.a, vip);
   auto r = rep.checkpoint(listener.get());
   REQUIRE_FALSE(r.ok());
@@ -128,7 +128,7 @@ TEST_CASE("checkpoint refuses sockets it cannot migrate, naming why", "[.repair]
 
 TEST_CASE("a staged restore transmits nothing until activated, and releasing it is silent",
           "[.repair][repair][netns]") {
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, false, 7003);
   Pattern up(31);
   Pattern down(32);
@@ -194,7 +194,7 @@ TEST_CASE("a staged restore transmits nothing until activated, and releasing it 
 TEST_CASE("a restored socket sends full-size segments at once (the saved MSS, not 524)",
           "[.repair][repair][netns][mss]") {
   const bool v6 = GENERATE(false, true);
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, v6, 7004);
   const tcp_info before = info_of(f.server.get());
   REQUIRE(before.tcpi_snd_mss > 1000);
@@ -214,7 +214,7 @@ TEST_CASE("a server restarts on its port right after a migrated or thawed connec
           "[.repair][repair][netns][reuseaddr]") {
   const bool thawed = GENERATE(false, true);
   INFO((thawed ? "thawed" : "migrated"));
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, false, 7005);  // the listener has SO_REUSEADDR, so the connection too
   UniqueFd conn;
   const Netns* host = &lab.a;
@@ -241,5 +241,5 @@ TEST_CASE("a server restarts on its port right after a migrated or thawed connec
   expect_eof(conn.get());
   conn.reset();
   f.listener.reset();
-  CHECK_NOTHROW(listen_on(*host, *Endpoint::parse_address(GatewayLab::kVip4, 7005)));
+  CHECK_NOTHROW(listen_on(*host, *Endpoint::parse_address(GatewayFixture::kVip4, 7005)));
 }

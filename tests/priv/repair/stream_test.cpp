@@ -4,8 +4,8 @@
 // namespaces with TCP_REPAIR, and across processes by SCM_RIGHTS and by pidfd_getfd. The peer
 // checks SHA-256 and the byte pattern; the server checks every byte it receives; the peer's TCP
 // counters show no reset and no PAWS drop.
-#include "conn_util.hpp"
-#include "lab.hpp"
+#include "support/gateway_fixture.hpp"
+#include "support/sockets.hpp"
 #include "migrate_util.hpp"
 
 #include <rendr/repair/handover.hpp>
@@ -194,11 +194,11 @@ TEST_CASE("256 MiB each way with the serving socket migrated 10 times across net
                                   : 256ULL << 20;
   const bool v6 = GENERATE(false, true);
   INFO((v6 ? "IPv6" : "IPv4"));
-  GatewayLab lab;
+  GatewayFixture lab;
   Pattern to_peer(kSeedToPeer);
   Pattern to_server(kSeedToServer);
   const std::uint16_t port = 7300;
-  auto vip = *Endpoint::parse_address(v6 ? GatewayLab::kVip6 : GatewayLab::kVip4, port);
+  auto vip = *Endpoint::parse_address(v6 ? GatewayFixture::kVip6 : GatewayFixture::kVip4, port);
   UniqueFd listener = listen_on(lab.a, vip);
   const long long resets0 = snmp_counter(lab.peer, "Tcp", "EstabResets");
   const long long outrst0 = snmp_counter(lab.peer, "Tcp", "OutRsts");

@@ -5,6 +5,7 @@
 // flow; the server never notices.
 #include "tun_lab.hpp"
 
+#include "bench/stats.hpp"
 #include "support/require_result.hpp"
 
 #include <rendr/userstack/bridge.hpp>
@@ -26,12 +27,8 @@ using namespace std::chrono_literals;
 
 TEST_CASE("userstack moves a bridged connection while the server keeps its fd",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  userstack::Stack& st = **stack;
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
   const long long resets0 = lab.resets();
   constexpr std::uint64_t kTotal = 24ULL << 20;
   constexpr std::size_t kPump = 64U << 10;  // the pump's buffer each way
@@ -135,11 +132,10 @@ TEST_CASE("userstack moves a bridged connection while the server keeps its fd",
   CHECK(lab.resets() == resets0);
   CHECK(moves >= 10);
   CHECK(carried_to_server + carried_from_server > 0);  // the pump's bytes really were in flight
-  std::sort(us.begin(), us.end());
   std::printf(
       "userstack bridged move: %d moves during %.0f MiB echo in %.2f s, detach+snapshot+"
       "restore+resume p50 %.0f us, pump bytes carried %llu to server / %llu from server\n",
       moves, static_cast<double>(kTotal) / (1 << 20), r.seconds,
-      us.empty() ? 0.0 : us[us.size() / 2], static_cast<unsigned long long>(carried_to_server),
+      bench::percentile(us, 50), static_cast<unsigned long long>(carried_to_server),
       static_cast<unsigned long long>(carried_from_server));
 }

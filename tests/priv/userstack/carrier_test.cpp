@@ -21,17 +21,13 @@ using namespace std::chrono_literals;
 
 TEST_CASE("userstack StreamCarrier over a Connection carries an 8 MiB echo",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
+  StackLab lab;
   const long long resets0 = lab.resets();
   constexpr std::uint64_t kTotal = 8ULL << 20;
   auto client = std::async(std::launch::async, [] {
     return echo_client(Endpoint::parse("198.18.0.30:4433").value(), kTotal, 77, 60s);
   });
-  auto acc = (*stack)->accept(5s);
+  auto acc = lab.stack().accept(5s);
   REQUIRE_OK(acc);
   asio::io_context io;
   auto carrier = userstack::make_connection_carrier(io, std::move(acc).value());

@@ -6,7 +6,7 @@
 #include "conn_io.hpp"
 #include "tun_lab.hpp"
 
-#include "../repair/conn_util.hpp"
+#include "support/sockets.hpp"
 #include "support/require_result.hpp"
 
 #include <rendr/repair/repair.hpp>
@@ -34,12 +34,8 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 TEST_CASE("userstack lwIP connection restored as a kernel socket keeps every byte",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  userstack::Stack& st = **stack;
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
   const long long resets0 = lab.resets();
   const Endpoint vip = Endpoint::parse("198.18.0.9:8081").value();
   Pattern up(21);
@@ -104,12 +100,8 @@ TEST_CASE("userstack lwIP connection restored as a kernel socket keeps every byt
 
 TEST_CASE("userstack kernel socket checkpointed and rebuilt in lwIP keeps every byte",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  userstack::Stack& st = **stack;
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
   const long long resets0 = lab.resets();
   const Endpoint vip = Endpoint::parse("198.18.0.10:8082").value();
   Pattern up(31);

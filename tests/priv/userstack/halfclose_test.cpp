@@ -6,7 +6,7 @@
 #include "conn_io.hpp"
 #include "tun_lab.hpp"
 
-#include "../repair/conn_util.hpp"
+#include "support/sockets.hpp"
 #include "support/require_result.hpp"
 
 #include <rendr/userstack/stack.hpp>
@@ -50,29 +50,16 @@ void wait_state(userstack::Connection& c, TcpState s) {
   }
 }
 
-struct Lab {
-  TunLab lab;
-  std::unique_ptr<userstack::Stack> stack;
-  long long resets0 = 0;
-  Lab() {
-    userstack::StackOptions o;
-    o.tun.name = kTun;
-    auto s = userstack::Stack::start(o);
-    REQUIRE_OK(s);
-    stack = std::move(s).value();
-    resets0 = lab.resets();
-  }
-};
-
 }  // namespace
 
 TEST_CASE("userstack rebuilds CLOSE_WAIT and LAST_ACK connections without losing a byte",
           "[.netns][userstack][netns]") {
-  Lab l;
-  userstack::Stack& st = *l.stack;
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  const long long resets0 = lab.resets();
   Pattern up(41);
   Pattern down(42);
-  UniqueFd client = connect_from(l.lab.ns(), Endpoint::parse("198.18.0.11:9000").value());
+  UniqueFd client = connect_from(lab.ns(), Endpoint::parse("198.18.0.11:9000").value());
   auto acc = st.accept(5s);
   REQUIRE_OK(acc);
   userstack::ConnectionPtr conn = std::move(acc).value();
@@ -106,17 +93,18 @@ TEST_CASE("userstack rebuilds CLOSE_WAIT and LAST_ACK connections without losing
   CHECK(s3.peer_fin);
   CHECK(down.mismatch(0, cr.get()) == -1);
   expect_eof(client.get());
-  CHECK(l.lab.resets() == l.resets0);
+  CHECK(lab.resets() == resets0);
   CHECK(st.counters().tx_discarded > 0);  // the FIN the old PCB sent while frozen
 }
 
 TEST_CASE("userstack rebuilds FIN_WAIT1 and FIN_WAIT2 connections without losing a byte",
           "[.netns][userstack][netns]") {
-  Lab l;
-  userstack::Stack& st = *l.stack;
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  const long long resets0 = lab.resets();
   Pattern up(51);
   Pattern down(52);
-  UniqueFd client = connect_from(l.lab.ns(), Endpoint::parse("[fd99::11]:9001").value());
+  UniqueFd client = connect_from(lab.ns(), Endpoint::parse("[fd99::11]:9001").value());
   auto acc = st.accept(5s);
   REQUIRE_OK(acc);
   userstack::ConnectionPtr conn = std::move(acc).value();
@@ -150,7 +138,7 @@ TEST_CASE("userstack rebuilds FIN_WAIT1 and FIN_WAIT2 connections without losing
   CHECK(up.mismatch(100000, conn_read_exact(*conn, kUp - 100000)) == -1);
   cw.get();
   conn_expect_eof(*conn);
-  INFO("EstabResets " << snmp_counter(l.lab.ns(), "Tcp", "EstabResets") << " OutRsts "
-                      << snmp_counter(l.lab.ns(), "Tcp", "OutRsts"));
-  CHECK(l.lab.resets() == l.resets0);
+  INFO("EstabResets " << snmp_counter(lab.ns(), "Tcp", "EstabResets") << " OutRsts "
+                      << snmp_counter(lab.ns(), "Tcp", "OutRsts"));
+  CHECK(lab.resets() == resets0);
 }

@@ -43,12 +43,8 @@ struct ClientConn {
 
 TEST_CASE("userstack serves 500 concurrent connections to 500 addresses and 300 ports",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  userstack::Stack& st = **stack;
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
   const long long resets0 = lab.resets();
 
   // Server: one thread echoing on every accepted Connection.

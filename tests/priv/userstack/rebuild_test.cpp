@@ -2,6 +2,7 @@
 // Snapshot + silent removal + rebuild of a live lwIP connection in the middle of a transfer.
 #include "tun_lab.hpp"
 
+#include "bench/stats.hpp"
 #include "support/require_result.hpp"
 
 #include <rendr/userstack/stack.hpp>
@@ -122,9 +123,8 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
   CHECK(r.eof);
   CHECK(lab.resets() == resets0);
   CHECK(rebuilds >= (hold.count() > 0 ? 5 : 10));
-  std::sort(rebuild_us.begin(), rebuild_us.end());
-  double p50 = rebuild_us.empty() ? 0 : rebuild_us[rebuild_us.size() / 2];
-  double p99 = rebuild_us.empty() ? 0 : rebuild_us[rebuild_us.size() * 99 / 100];
+  const double p50 = bench::percentile(rebuild_us, 50);
+  const double p99 = bench::percentile(rebuild_us, 99);
   std::printf(
       "userstack rebuild %s: %d rebuilds during %.1f MiB echo in %.2f s, freeze+snapshot+"
       "restore+thaw p50 %.0f us p99 %.0f us, max send queue %llu B, max recv queue %llu B, "
@@ -140,26 +140,18 @@ void rebuild_during_echo(TunLab& lab, userstack::Stack& st, const char* vip_text
 
 TEST_CASE("userstack rebuilds a live connection mid-transfer with 0 bad bytes and 0 RST",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  rebuild_during_echo(lab, **stack, "198.18.0.9:8080", 5);
-  rebuild_during_echo(lab, **stack, "[fd99::9]:8080", 6);
+  StackLab lab;
+  rebuild_during_echo(lab, lab.stack(), "198.18.0.9:8080", 5);
+  rebuild_during_echo(lab, lab.stack(), "[fd99::9]:8080", 6);
 }
 
 TEST_CASE("userstack holds a frozen flow's packets and replays them at thaw",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  userstack::StackOptions o;
-  o.tun.name = kTun;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
+  StackLab lab;
   // Frozen 5 ms per rebuild, every 15 ms, during a 64 MiB echo: whenever the client has
   // window left it keeps sending into the freeze.
-  rebuild_during_echo(lab, **stack, "198.18.0.9:8081", 7, 15ms, 5ms, 64ULL << 20);
-  const auto c = (*stack)->counters();
+  rebuild_during_echo(lab, lab.stack(), "198.18.0.9:8081", 7, 15ms, 5ms, 64ULL << 20);
+  const auto c = lab.stack().counters();
   CHECK(c.rx_held > 0);
   CHECK(c.rx_hold_dropped == 0);
   CHECK(c.rx_replayed == c.rx_held);

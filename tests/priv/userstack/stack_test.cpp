@@ -56,10 +56,8 @@ TEST_CASE("userstack attach names busy and missing devices and one Stack per pro
 
 TEST_CASE("userstack bridged echo moves 16 MiB each way intact over IPv4 and IPv6",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  auto stack = userstack::Stack::start(opts());
-  REQUIRE_OK(stack);
-  EchoServer server(**stack);
+  StackLab lab(opts());
+  EchoServer server(lab.stack());
   const long long resets0 = lab.resets();
   for (const char* vip : {"198.18.0.7:7000", "[fd99::7]:7001"}) {
     constexpr std::uint64_t kTotal = 16ULL << 20;
@@ -75,7 +73,7 @@ TEST_CASE("userstack bridged echo moves 16 MiB each way intact over IPv4 and IPv
                 static_cast<double>(kTotal) * 8 / r.seconds / 1e9);
   }
   CHECK(lab.resets() == resets0);
-  auto c = (*stack)->counters();
+  auto c = lab.stack().counters();
   CHECK(c.accepted == 2);
   CHECK(c.rx_bad_checksum == 0);
   CHECK(c.tx_errors == 0);
@@ -83,10 +81,8 @@ TEST_CASE("userstack bridged echo moves 16 MiB each way intact over IPv4 and IPv
 
 TEST_CASE("userstack accepts any destination address and port, v4 and v6",
           "[.netns][userstack][netns]") {
-  TunLab lab;
-  auto stack = userstack::Stack::start(opts());
-  REQUIRE_OK(stack);
-  EchoServer server(**stack);
+  StackLab lab(opts());
+  EchoServer server(lab.stack());
   std::vector<Endpoint> targets;
   for (int a = 1; a <= 10; ++a) {
     for (int p = 0; p < 5; ++p) {
@@ -111,7 +107,7 @@ TEST_CASE("userstack accepts any destination address and port, v4 and v6",
   }
   CHECK(ok == targets.size());
   CHECK(server.accepted() == targets.size());
-  CHECK((*stack)->counters().listeners == 5);
+  CHECK(lab.stack().counters().listeners == 5);
 }
 
 namespace {
@@ -182,13 +178,11 @@ TEST_CASE("userstack attach works without privilege on a device provisioned for 
 
 TEST_CASE("userstack bridged echo with TUN MTU 65535 and 32 KiB segments",
           "[.netns][userstack][netns]") {
-  TunLab lab;
   userstack::StackOptions o = opts();
   o.tun.mtu = 65535;
   o.send_mss = 32768;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  EchoServer server(**stack);
+  StackLab lab(o);
+  EchoServer server(lab.stack());
   const long long resets0 = lab.resets();
   constexpr std::uint64_t kTotal = 64ULL << 20;
   EchoResult r = echo_client(ep("198.18.0.7:7000"), kTotal, 12);
@@ -207,13 +201,11 @@ TEST_CASE("userstack bridged echo with TUN MTU 65535 and 32 KiB segments",
 
 TEST_CASE("userstack one-way throughput kernel to lwIP and lwIP to kernel",
           "[.netns][userstack][netns]") {
-  TunLab lab;
   userstack::StackOptions o = opts();
   o.tun.mtu = 65535;
   o.send_mss = 32768;
-  auto stack = userstack::Stack::start(o);
-  REQUIRE_OK(stack);
-  userstack::Stack& st = **stack;
+  StackLab lab(o);
+  userstack::Stack& st = lab.stack();
   constexpr std::uint64_t kTotal = 256ULL << 20;
   const Endpoint vip = ep("198.18.0.20:5001");
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

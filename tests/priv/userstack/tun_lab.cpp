@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tun_lab.hpp"
 
+#include "support/require_result.hpp"
+
+#include <catch2/catch.hpp>
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -25,27 +29,17 @@ TunLab::TunLab() : ns_(Netns::create("userstack")) {
 
 TunLab::~TunLab() { scope_.reset(); }
 
-long long TunLab::resets() const {
-  return snmp_counter(ns_, "Tcp", "EstabResets") + snmp_counter(ns_, "Tcp", "OutRsts");
+StackLab::StackLab(userstack::StackOptions options) {
+  options.tun.name = kTun;
+  auto s = userstack::Stack::start(options);
+  REQUIRE_OK(s);
+  stack_ = std::move(s).value();
 }
 
-UniqueFd connect_bound(const Endpoint& from, const Endpoint& to) {
-  UniqueFd fd(::socket(to.af(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) {
-    throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  }
-  sockaddr_storage ss{};
-  socklen_t len = from.to_sockaddr(ss);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    throw std::runtime_error("bind " + from.to_string() + ": " + std::strerror(errno));
-  }
-  timeval tv{5, 0};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  len = to.to_sockaddr(ss);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    throw std::runtime_error("connect " + to.to_string() + ": " + std::strerror(errno));
-  }
-  return fd;
+StackLab::~StackLab() = default;
+
+long long TunLab::resets() const {
+  return snmp_counter(ns_, "Tcp", "EstabResets") + snmp_counter(ns_, "Tcp", "OutRsts");
 }
 
 EchoResult echo_client(const Endpoint& vip, std::uint64_t total, std::uint32_t seed,

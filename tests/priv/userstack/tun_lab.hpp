@@ -7,9 +7,11 @@
 
 #include "support/netns.hpp"
 #include "support/pattern.hpp"
+#include "support/sockets.hpp"  // connect_bound, connect_from, ...
 
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/unique_fd.hpp>
+#include <rendr/userstack/stack.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -35,6 +37,19 @@ class TunLab {
   std::unique_ptr<NetnsScope> scope_;
 };
 
+// StackLab: a TunLab plus a userstack::Stack started with |options| on rtun0 (tun.name is set
+// here); the test fails (REQUIRE) when the Stack does not start. The Stack stops before the
+// netns goes.
+class StackLab : public TunLab {
+ public:
+  explicit StackLab(userstack::StackOptions options = {});
+  ~StackLab();
+  [[nodiscard]] userstack::Stack& stack() { return *stack_; }
+
+ private:
+  std::unique_ptr<userstack::Stack> stack_;
+};
+
 struct EchoResult {
   std::uint64_t sent = 0;
   std::uint64_t received = 0;
@@ -44,10 +59,6 @@ struct EchoResult {
   std::string error;
   double seconds = 0;
 };
-
-// connect_bound connects from the calling thread's netns to |to|, bound to |from| (port 0),
-// blocking with a 5 s timeout; throws on failure.
-UniqueFd connect_bound(const Endpoint& from, const Endpoint& to);
 
 // echo_client connects to |vip|, sends |total| pattern bytes while reading the echo back and
 // checking every byte, half-closes, and waits for EOF. Bounded by |timeout|.

@@ -34,16 +34,6 @@ using namespace rendr;
 using namespace std::chrono_literals;
 using rendr::test::Pattern;
 
-// REQUIRE_EERR: REQUIRE_ERROR for engine::errc codes.
-#define REQUIRE_EERR(r, e, substring)                                        \
-  do {                                                                       \
-    const auto& rendr_r_ = (r);                                              \
-    REQUIRE_FALSE(rendr_r_.ok());                                            \
-    INFO("error: " << rendr_r_.error().message());                           \
-    REQUIRE(rendr_r_.error().code == engine::make_error_code(e));            \
-    REQUIRE_THAT(rendr_r_.error().message(), Catch::Contains(substring));    \
-  } while (0)
-
 namespace {
 
 PathSpec tcp_path(const Listener& l, std::string name = {}) {
@@ -323,7 +313,7 @@ TEST_CASE("engine api: retry leaves a path removed with remove_path alone, bad r
   auto bad = dial_opts({tcp_path(**l)});
   bad.retry.enabled = true;
   bad.retry.min_backoff = 0ms;
-  REQUIRE_EERR(Dialer::create(bad), engine::errc::invalid_config, "retry");
+  REQUIRE_ERROR(Dialer::create(bad), engine::errc::invalid_config, "retry");
 }
 
 TEST_CASE("engine api: all paths gone past the budget is MigrationBudgetExceeded, not EOF",
@@ -338,7 +328,7 @@ TEST_CASE("engine api: all paths gone past the budget is MigrationBudgetExceeded
   (*c)->kill_path_for_test((*c)->active_path());
   std::byte b[8];
   auto r = (*c)->read_some(b, deadline_in(5s));
-  REQUIRE_EERR(r, engine::errc::migration_budget_exceeded, "");
+  REQUIRE_ERROR(r, engine::errc::migration_budget_exceeded, "");
   // The server saw its carrier end (a transport error, not EOF) and ran out of budget too.
   auto rs = (*s)->read_some(b, deadline_in(5s));
   REQUIRE_FALSE(rs.ok());
@@ -358,19 +348,19 @@ TEST_CASE("engine api: deadlines, refused mode switch, remove_path, add_path",
 
   CHECK(client.mode() == Mode::prime);
   REQUIRE_OK(client.set_mode(Mode::race));
-  REQUIRE_EERR(client.set_mode(Mode::bond), engine::errc::mode_switch_illegal, "");
+  REQUIRE_ERROR(client.set_mode(Mode::bond), engine::errc::mode_switch_illegal, "");
   REQUIRE_OK(client.set_mode(Mode::prime));
   REQUIRE_OK(client.set_mode(Mode::bond));
   REQUIRE_OK(client.set_mode(Mode::prime));
 
-  REQUIRE_EERR(client.remove_path(client.active_path()), engine::errc::last_path, "");
+  REQUIRE_ERROR(client.remove_path(client.active_path()), engine::errc::last_path, "");
   auto p2 = client.add_path(tcp_path(**l, "added"));
   REQUIRE_OK(p2);
   CHECK(client.stats().paths.size() == 2);
   REQUIRE_OK(client.remove_path(client.active_path()));
   CHECK(client.active_path() == *p2);
-  REQUIRE_EERR(client.remove_path(999), engine::errc::unknown_path, "");
-  REQUIRE_EERR((*s)->add_path(tcp_path(**l)), engine::errc::wrong_side, "");
+  REQUIRE_ERROR(client.remove_path(999), engine::errc::unknown_path, "");
+  REQUIRE_ERROR((*s)->add_path(tcp_path(**l)), engine::errc::wrong_side, "");
 
   // Still a working flow.
   const std::byte msg[] = {std::byte{1}, std::byte{2}, std::byte{3}};
@@ -389,13 +379,13 @@ TEST_CASE("engine api: deadlines, refused mode switch, remove_path, add_path",
 
 TEST_CASE("engine api: dial errors", "[engine][api][dial]") {
   DialOptions none;
-  REQUIRE_EERR(Dialer::create(none), engine::errc::invalid_config, "no paths");
+  REQUIRE_ERROR(Dialer::create(none), engine::errc::invalid_config, "no paths");
   auto o = dial_opts({PathSpec{"quic", "127.0.0.1:1", "", "", {}}});
   auto d = Dialer::create(o);
   REQUIRE_OK(d);
   REQUIRE_ERROR((*d)->dial(), std::errc::not_supported, "quic");
   o.migration_budget = 91s;
-  REQUIRE_EERR(Dialer::create(o), engine::errc::invalid_config, "");
+  REQUIRE_ERROR(Dialer::create(o), engine::errc::invalid_config, "");
   // Nothing listens on a port we just released: connection refused, as an error.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -482,7 +472,7 @@ TEST_CASE("engine api: udpflow serves stream and packet flows on one port",
     auto [d, c, s] = dial_pair<PacketConnPtr>(**l, dial_opts({udp_path(**l)}));
     CHECK((*c)->max_packet() == kUdpFlowMaxFrame - engine::kHeaderSize);
     std::vector<std::byte> big((*c)->max_packet() + 1);
-    REQUIRE_EERR((*c)->write(big), engine::errc::packet_too_large, "");
+    REQUIRE_ERROR((*c)->write(big), engine::errc::packet_too_large, "");
     constexpr int kCount = 2000;
     std::thread w([&] {
       for (int i = 0; i < kCount; ++i) {

@@ -27,6 +27,10 @@ struct Capability {
 
 struct ProbeOptions {
   std::string tun_device;  // a pre-provisioned TUN device to attach; empty: a scratch one
+  // only: the capabilities to try (names above); empty: all of them. The others are reported
+  // not ok with detail "not probed" - e.g. a test that needs only netns skips the BPF loads and
+  // the scratch TUN.
+  std::vector<std::string> only;
 };
 
 struct CapabilityReport {
@@ -37,6 +41,8 @@ struct CapabilityReport {
   [[nodiscard]] std::string detail(std::string_view name) const;
 };
 
+// probe_capabilities tries every capability (or |options|.only) and picks the method; the
+// method is only meaningful when tcp_repair and ebpf_sched_cls were among those tried.
 [[nodiscard]] CapabilityReport probe_capabilities(const ProbeOptions& options = {});
 
 // kernel_release: uname -r.

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "conn_util.hpp"
+#include "support/sockets.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,9 +18,8 @@ namespace {
 [[noreturn]] void fail(const std::string& m) { throw std::runtime_error(m); }
 }  // namespace
 
-UniqueFd listen_on(const Netns& ns, const Endpoint& ep) {
-  NetnsScope scope(ns);
-  auto fd = UniqueFd::socket(ep.af(), SOCK_STREAM, 0);
+UniqueFd listen_tcp(const Endpoint& ep) {
+  auto fd = UniqueFd::socket(ep.af(), SOCK_STREAM, IPPROTO_TCP);
   if (!fd) {
     fail(fd.error().message());
   }
@@ -33,6 +32,11 @@ UniqueFd listen_on(const Netns& ns, const Endpoint& ep) {
     fail("listen on " + ep.to_string() + ": " + std::strerror(errno));
   }
   return std::move(*fd);
+}
+
+UniqueFd listen_on(const Netns& ns, const Endpoint& ep) {
+  NetnsScope scope(ns);
+  return listen_tcp(ep);
 }
 
 UniqueFd connect_from(const Netns& ns, const Endpoint& ep) {
@@ -51,16 +55,104 @@ UniqueFd connect_from(const Netns& ns, const Endpoint& ep) {
   return std::move(*fd);
 }
 
-UniqueFd accept_one(int listener) {
+Result<UniqueFd> connect_tcp(const Endpoint& ep) {
+  auto fd = UniqueFd::socket(ep.af(), SOCK_STREAM | SOCK_NONBLOCK, IPPROTO_TCP);
+  if (!fd) {
+    return fd.error();
+  }
+  sockaddr_storage ss{};
+  socklen_t len = ep.to_sockaddr(ss);
+  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    if (errno != EINPROGRESS) {
+      return errno_error("connect " + ep.to_string());
+    }
+    pollfd p{fd->get(), POLLOUT, 0};
+    if (::poll(&p, 1, 5000) != 1) {
+      return errno_error("connect " + ep.to_string() + ": timeout", ETIMEDOUT);
+    }
+    int err = socket_error(fd->get());
+    if (err != 0) {
+      return errno_error("connect " + ep.to_string(), err);
+    }
+  }
+  return std::move(*fd);
+}
+
+UniqueFd connect_bound(const Endpoint& from, const Endpoint& to) {
+  UniqueFd fd(::socket(to.af(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    fail(std::string("socket: ") + std::strerror(errno));
+  }
+  sockaddr_storage ss{};
+  socklen_t len = from.to_sockaddr(ss);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    fail("bind " + from.to_string() + ": " + std::strerror(errno));
+  }
+  timeval tv{5, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  len = to.to_sockaddr(ss);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    fail("connect " + to.to_string() + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
+UniqueFd accept_one(int listener, int timeout_ms) {
   pollfd p{listener, POLLIN, 0};
-  if (::poll(&p, 1, 5000) != 1) {
-    fail("accept: no connection within 5 s");
+  if (::poll(&p, 1, timeout_ms) != 1) {
+    fail("accept: no connection within " + std::to_string(timeout_ms) + " ms");
   }
   int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
   if (fd < 0) {
     fail(std::string("accept: ") + std::strerror(errno));
   }
   return UniqueFd(fd);
+}
+
+bool readable(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  int r = ::poll(&p, 1, timeout_ms);
+  if (r < 0) {
+    fail(std::string("poll: ") + std::strerror(errno));
+  }
+  return r == 1;
+}
+
+namespace {
+Endpoint from_ss(const sockaddr_storage& ss, socklen_t len) {
+  auto e = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+  if (!e) {
+    fail(e.error().message());
+  }
+  return *e;
+}
+}  // namespace
+
+Endpoint local_of(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    fail(std::string("getsockname: ") + std::strerror(errno));
+  }
+  return from_ss(ss, len);
+}
+
+Endpoint peer_of(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    fail(std::string("getpeername: ") + std::strerror(errno));
+  }
+  return from_ss(ss, len);
+}
+
+int socket_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+    fail(std::string("SO_ERROR: ") + std::strerror(errno));
+  }
+  return err;
 }
 
 void set_nonblocking(int fd, bool on) {
