@@ -3,6 +3,7 @@
 
 #include <rendr/common/endpoint.hpp>
 
+#include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <poll.h>
 #include <sys/ioctl.h>
@@ -311,6 +312,21 @@ int FakeSys::getsockopt(int fd, int level, int name, void* val, socklen_t* len) 
     std::memcpy(val, &s->lingering, sizeof s->lingering);
     *len = sizeof s->lingering;
     return finish(0, 0);
+  }
+  if (level == SOL_SOCKET && name == SO_MEMINFO) {
+    std::uint32_t mem[SK_MEMINFO_VARS] = {};
+    auto opt = [&](int n) {
+      auto it = s->opts.find({SOL_SOCKET, n});
+      return it == s->opts.end() ? 0U : static_cast<std::uint32_t>(it->second);
+    };
+    mem[SK_MEMINFO_SNDBUF] = opt(SO_SNDBUF);
+    mem[SK_MEMINFO_RCVBUF] = opt(SO_RCVBUF);
+    std::memcpy(val, mem, std::min<std::size_t>(*len, sizeof mem));
+    *len = std::min<socklen_t>(*len, sizeof mem);
+    return finish(0, 0);
+  }
+  if (level == IPPROTO_TCP && (s->type != SOCK_STREAM || s->protocol != IPPROTO_TCP)) {
+    return finish(-1, ENOPROTOOPT);  // as the kernel: SOL_TCP options exist only on TCP sockets
   }
   if (level == IPPROTO_TCP) {
     switch (name) {

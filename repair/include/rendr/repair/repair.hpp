@@ -61,6 +61,7 @@ namespace rendr::repair {
 
 class InjectCache;
 struct ForgedSegment;
+struct OptionDefaults;
 
 // RepairSocket — a socket in TCP_REPAIR mode: it neither sends nor answers packets on its own
 // behalf while frozen. Destroying it closes it silently (same as release()).
@@ -106,7 +107,9 @@ struct RestoreOptions {
   bool window_probe = true;
   // After restore, inject one stale segment from the peer so the socket answers with an
   // immediate ACK (repays delayed-ACK debt the old socket owed; needs CAP_NET_RAW, else skipped
-  // with a warning).
+  // with a warning). Only when the snapshot shows that debt - the old socket's last segment
+  // acknowledged less than it had received (window rcv_wup behind rcv_nxt) - or carries no
+  // window to tell; an ACK the old socket sent after the freeze began (dropped) is not seen.
   bool ack_kick = true;
   // SO_MARK for injected packets, so a freeze program can let them through.
   std::uint32_t inject_mark = 0xC114;
@@ -225,8 +228,15 @@ class Repairer {
                                                  const RestoreOptions& opts, const StageState& st,
                                                  UniqueFd fd, std::optional<PeerAck> peer_acked,
                                                  std::span<const std::vector<std::byte>> replay);
-  // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
-  [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
+  // kick sends the post-restore ACK kick |seg| into the netns of |restored| (|netns|: its
+  // SO_NETNS_COOKIE when already read; empty = read it now).
+  [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark,
+                            std::optional<std::uint64_t> netns = std::nullopt);
+  // netns_cookie reads SO_NETNS_COOKIE of |fd| (Linux 5.14+; empty without it).
+  [[nodiscard]] std::optional<std::uint64_t> netns_cookie(int fd);
+  // option_defaults returns what a fresh TCP socket of the family reports in the netns whose
+  // cookie is |netns| (cached until the netns or family changes); null when unknown.
+  [[nodiscard]] const OptionDefaults* option_defaults(std::optional<std::uint64_t> netns, bool v6);
   // ack_our_fin makes a staged FIN_WAIT2 socket (our FIN rebuilt as sent) take the peer's ACK of
   // that FIN, forged and sent like a kick (best effort: a warning when it cannot).
   void ack_our_fin(int fd, const TcpSnapshot& snap, std::uint32_t rcv_nxt, std::uint32_t mark);
@@ -239,6 +249,7 @@ class Repairer {
   Logger log_;
   bool custom_sink_ = false;
   std::unique_ptr<InjectCache> inject_;  // created on the first ACK kick
+  std::unique_ptr<OptionDefaults> defaults_;  // read on the first restore that needs them
 };
 
 // probe_tcp_repair tries TCP_REPAIR on a fresh socket in the caller's netns; ok means the kernel
