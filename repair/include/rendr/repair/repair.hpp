@@ -24,23 +24,24 @@
 //      target confirmed, or thaw() it to continue here (abort path).
 //
 // Restore recipe (target host, inside the netns that should own the socket):
-//   1. socket(); TCP_REPAIR on; IPV6_V6ONLY, IP_FREEBIND/IP_TRANSPARENT, SO_MARK; force buffers
-//      large enough for the saved queues.
-//   2. bind(local); set the receive and send queue sequence numbers; TCP_MAXSEG = the saved MSS
-//      (connect sizes segments by it); connect(peer) (no SYN in repair mode; fails with
-//      EADDRNOTAVAIL while another socket in this netns owns the tuple).
+//   1. socket(); TCP_REPAIR on; IPV6_V6ONLY, IP_TRANSPARENT, SO_MARK; force buffers large
+//      enough for the saved queues.
+//   2. bind(local) (IP_FREEBIND and again only if the address is not local here); set the
+//      receive and send queue sequence numbers; TCP_MAXSEG = the saved MSS (connect sizes
+//      segments by it); connect(peer) (no SYN in repair mode; fails with EADDRNOTAVAIL while
+//      another socket in this netns owns the tuple).
 //   3. TCP_REPAIR_OPTIONS (MSS, window scale, SACK, timestamps) before anything is transmitted,
 //      then TCP_TIMESTAMP.
 //   4. Refill the receive queue and the sent-unacked part of the send queue; TCP_REPAIR_WINDOW.
-//   5. Read both sequence numbers back and compare with the snapshot; on mismatch close
-//      silently, error.
+//   5. Read write_seq back and compare with the snapshot; on mismatch close silently, error.
 //   6. Rebuild FINs: ours with shutdown() while the send queue is selected, the peer's by
 //      injecting its FIN from a raw socket (CAP_NET_RAW); in FIN_WAIT2 also the peer's ACK of
 //      our FIN.
 //   7. TCP_REPAIR off (window probe); push the never-sent bytes with plain send(); our FIN if it
 //      had not left yet; restore the remaining socket options (SO_REUSEADDR: leaving repair mode
-//      cleared it); kick an immediate ACK so a peer
-//      waiting on a delayed ACK the old socket owed resumes at once.
+//      cleared it; options equal to this netns' defaults are not set again); when the snapshot
+//      shows a delayed ACK the old socket owed, kick an immediate ACK so a peer waiting on it
+//      resumes at once.
 //   The caller then lifts the freeze / steers traffic to this host.
 #pragma once
 
