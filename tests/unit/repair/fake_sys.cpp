@@ -208,6 +208,8 @@ int FakeSys::socket(int domain, int type, int protocol) {
   s.raw = s.type == SOCK_RAW;
   s.fl = O_RDWR | ((type & SOCK_NONBLOCK) != 0 ? O_NONBLOCK : 0);
   s.state = TCP_CLOSE;
+  s.opts = socket_defaults;
+  s.congestion = default_congestion;
   int fd = new_socket(std::move(s));
   calls_.back().fd = fd;
   return finish(fd, 0);
@@ -311,6 +313,11 @@ int FakeSys::getsockopt(int fd, int level, int name, void* val, socklen_t* len) 
   if (level == SOL_SOCKET && name == SO_LINGER) {
     std::memcpy(val, &s->lingering, sizeof s->lingering);
     *len = sizeof s->lingering;
+    return finish(0, 0);
+  }
+  if (level == SOL_SOCKET && name == SO_NETNS_COOKIE && netns_cookie != 0) {
+    std::memcpy(val, &netns_cookie, std::min<std::size_t>(*len, sizeof netns_cookie));
+    *len = std::min<socklen_t>(*len, sizeof netns_cookie);
     return finish(0, 0);
   }
   if (level == SOL_SOCKET && name == SO_MEMINFO) {

@@ -774,7 +774,8 @@ TEST_CASE("an idle checkpoint + restore makes a bounded number of syscalls",
   // and read-backs that could only repeat what a setter's success said were cut, 47 now (the
   // socket type read only to explain a failure, no SIOCOUTQNSD of an empty send queue, both
   // buffer sizes in one SO_MEMINFO, IP_FREEBIND only when a plain bind fails, one read-back,
-  // options equal to the netns default not set, no ACK kick without ACK debt).
+  // options equal to the netns default not set, no ACK kick without ACK debt). FakeSys has no
+  // SO_NETNS_COOKIE, so TTL and congestion control are still set here (17 restore calls).
   FakeSys fake;
   const int fd = fake.add_connected("10.99.0.1:443", "10.0.1.2:51000");
   auto& s = fake.sock(fd);
@@ -817,6 +818,62 @@ TEST_CASE("an idle checkpoint + restore makes a bounded number of syscalls",
   }
   CHECK(seq_reads == 1);
   CHECK(std::none_of(r.begin(), r.end(), [](const Call& k) { return k.op == Op::sendto; }));
+}
+
+TEST_CASE("restore sets keepalive timing, TTL and congestion only where they differ from the "
+          "netns default",
+          "[repair][syscalls]") {
+  FakeSys fake;
+  const int fd = fake.add_connected("10.99.0.1:443", "10.0.1.2:51000");
+  auto& s = fake.sock(fd);
+  s.opts[{IPPROTO_TCP, TCP_KEEPIDLE}] = 7200;
+  s.opts[{IPPROTO_TCP, TCP_KEEPINTVL}] = 30;  // the application's own
+  s.opts[{IPPROTO_TCP, TCP_KEEPCNT}] = 9;
+  s.opts[{IPPROTO_IP, IP_TTL}] = 64;
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+
+  FakeSys target;
+  target.socket_defaults = {{{IPPROTO_TCP, TCP_KEEPIDLE}, 7200},
+                            {{IPPROTO_TCP, TCP_KEEPINTVL}, 75},
+                            {{IPPROTO_TCP, TCP_KEEPCNT}, 9},
+                            {{IPPROTO_IP, IP_TTL}, 64}};
+  auto sets = [&](int level, int name) {
+    return std::count_if(target.calls().begin(), target.calls().end(), [&](const Call& c) {
+      return c.is_set(level, name) && c.fd != -1 && c.fd == target.created().front();
+    });
+  };
+  SECTION("the target netns is known (SO_NETNS_COOKIE)") {
+    target.netns_cookie = 7;
+    Repairer rep2(target, quiet());
+    auto r = rep2.restore(cp->snapshot);
+    REQUIRE_OK(r);
+    INFO(trace(target.calls()));
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPIDLE) == 0);
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPINTVL) == 1);
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPCNT) == 0);
+    CHECK(sets(IPPROTO_IP, IP_TTL) == 0);
+    CHECK(sets(IPPROTO_TCP, TCP_CONGESTION) == 0);
+    CHECK(target.sock(r->get()).opts[{IPPROTO_TCP, TCP_KEEPINTVL}] == 30);
+    // A second restore in the same netns reads no defaults again: one probe socket in all.
+    target.clear_calls();
+    auto cp2 = rep.checkpoint(fake.add_connected("10.99.0.1:443", "10.0.1.2:51001"));
+    REQUIRE_OK(cp2);
+    REQUIRE_OK(rep2.restore(cp2->snapshot));
+    CHECK(std::none_of(target.calls().begin(), target.calls().end(),
+                       [](const Call& c) { return c.is_get(IPPROTO_TCP, TCP_KEEPIDLE); }));
+  }
+  SECTION("unknown netns: every non-zero value is set") {
+    Repairer rep2(target, quiet());
+    REQUIRE_OK(rep2.restore(cp->snapshot));
+    INFO(trace(target.calls()));
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPIDLE) == 1);
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPINTVL) == 1);
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPCNT) == 1);
+    CHECK(sets(IPPROTO_IP, IP_TTL) == 1);
+    CHECK(sets(IPPROTO_TCP, TCP_CONGESTION) == 1);
+  }
 }
 
 TEST_CASE("restore kicks an ACK only when the old socket owed one", "[repair][syscalls]") {
