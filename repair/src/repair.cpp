@@ -199,12 +199,14 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple, const tcp_
   // SO_SNDBUF / SO_RCVBUF report); one call each where the kernel lacks it.
   std::uint32_t mem[SK_MEMINFO_VARS] = {};
   socklen_t ml = sizeof mem;
-  if (sys.getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &ml) == 0 &&
+  const int mrc = sys.getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &ml);
+  if (mrc != 0 && errno != ENOPROTOOPT && errno != EINVAL) {
+    return sys_error("SO_MEMINFO").with_context("checkpoint: read socket option");
+  }
+  if (mrc == 0 &&
       ml >= sizeof(std::uint32_t) * (std::max(SK_MEMINFO_SNDBUF, SK_MEMINFO_RCVBUF) + 1)) {
     o.sndbuf = mem[SK_MEMINFO_SNDBUF];
     o.rcvbuf = mem[SK_MEMINFO_RCVBUF];
-  } else if (errno != ENOPROTOOPT && errno != EINVAL) {
-    return sys_error("SO_MEMINFO").with_context("checkpoint: read socket option");
   } else {
     auto snd = op.get(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF");
     auto rcv = op.get(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");

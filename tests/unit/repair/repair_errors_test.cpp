@@ -876,6 +876,50 @@ TEST_CASE("restore sets keepalive timing, TTL and congestion only where they dif
   }
 }
 
+TEST_CASE("restore binds with IP_FREEBIND only when the address is not local",
+          "[repair][restore]") {
+  const auto samples = rendr::test::sample_snapshots();
+  const TcpSnapshot& snap = samples.at(0).snapshot;
+  const bool v6 = snap.tuple.local.family == IpFamily::v6;
+  auto is_freebind = [v6](const Call& c) {
+    return v6 ? c.is_set(IPPROTO_IPV6, IPV6_FREEBIND) : c.is_set(IPPROTO_IP, IP_FREEBIND);
+  };
+  FakeSys fake;
+  Repairer rep(fake, quiet());
+  SECTION("local: one bind, no freebind") {
+    REQUIRE_OK(rep.restore(snap));
+    CHECK(std::count_if(fake.calls().begin(), fake.calls().end(),
+                        [](const Call& c) { return c.op == Op::bind; }) == 1);
+    CHECK(std::none_of(fake.calls().begin(), fake.calls().end(), is_freebind));
+  }
+  SECTION("not local: freebind, then bind again") {
+    fake.fail_if([](const Call& c) { return c.op == Op::bind; }, EADDRNOTAVAIL, 1);
+    REQUIRE_OK(rep.restore(snap));
+    const auto& c = fake.calls();
+    INFO(trace(c));
+    std::vector<std::size_t> binds;
+    std::size_t fb = c.size();
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      if (c[i].op == Op::bind) {
+        binds.push_back(i);
+      }
+      if (is_freebind(c[i])) {
+        fb = i;
+      }
+    }
+    REQUIRE(binds.size() == 2);
+    CHECK(binds[0] < fb);
+    CHECK(fb < binds[1]);
+  }
+  SECTION("not local and freebind off: the bind error") {
+    fake.fail_if([](const Call& c) { return c.op == Op::bind; }, EADDRNOTAVAIL, 1);
+    RestoreOptions ro;
+    ro.freebind = false;
+    REQUIRE_ERROR(rep.restore(snap, ro), std::errc::address_not_available, "try freebind");
+    CHECK(std::none_of(fake.calls().begin(), fake.calls().end(), is_freebind));
+  }
+}
+
 TEST_CASE("restore kicks an ACK only when the old socket owed one", "[repair][syscalls]") {
   FakeSys fake;
   const int fd = fake.add_connected("10.99.0.1:443", "10.0.1.2:51000");
