@@ -589,7 +589,9 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
   const std::uint32_t saved_rcv_nxt = snap.recv_seq +
                                       static_cast<std::uint32_t>(snap.recv_queue.size()) +
                                       (snap.peer_fin ? 1U : 0U);
-  const bool ack_owed = !snap.has_window || snap.window.rcv_wup != saved_rcv_nxt;
+  // An ACK the freeze dropped is not seen that way: the caller says so (sent_into_freeze).
+  const bool ack_owed =
+      opts.sent_into_freeze || !snap.has_window || snap.window.rcv_wup != saved_rcv_nxt;
   if (opts.ack_kick && ack_owed && snap.state != TcpState::last_ack &&
       snap.state != TcpState::closing) {
     ForgedSegment kick;

@@ -110,8 +110,12 @@ struct RestoreOptions {
   // immediate ACK (repays delayed-ACK debt the old socket owed; needs CAP_NET_RAW, else skipped
   // with a warning). Only when the snapshot shows that debt - the old socket's last segment
   // acknowledged less than it had received (window rcv_wup behind rcv_nxt) - or carries no
-  // window to tell; an ACK the old socket sent after the freeze began (dropped) is not seen.
+  // window to tell, or when |sent_into_freeze| says an ACK may have been lost.
   bool ack_kick = true;
+  // The old socket sent segments that a freeze dropped before its checkpoint (e.g.
+  // ebpf::FreezeCounters::egress_packets): one of them may have been the ACK the snapshot counts
+  // as delivered (rcv_wup = rcv_nxt), so with ack_kick the ACK is kicked regardless.
+  bool sent_into_freeze = false;
   // SO_MARK for injected packets, so a freeze program can let them through.
   std::uint32_t inject_mark = 0xC114;
   // restore_staged() only: the peer already acknowledged the send-queue bytes below
