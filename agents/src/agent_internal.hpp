@@ -55,6 +55,7 @@
 #include <functional>
 #include <optional>
 #include <set>
+#include <utility>
 
 namespace rendr::agents {
 
@@ -310,6 +311,9 @@ class Agent {
   void schedule_unfreeze(const FourTuple& t);
   // peer_ack_hint encodes what the freeze saw the peer acknowledge (Tag::peer_ack), 0 if none.
   std::uint64_t peer_ack_hint(const FourTuple& t) const;
+  // freeze_hints: peer_ack_hint and the packets the freeze dropped from the server
+  // (Tag::server_dropped), from one read of the flow's counters.
+  std::pair<std::uint64_t, std::uint64_t> freeze_hints(const FourTuple& t) const;
   void cancel_freeze(const FourTuple& t);
 
   // status

@@ -63,6 +63,20 @@ std::uint64_t Agent::peer_ack_hint(const FourTuple& t) const {
   return (std::uint64_t{1} << 48) | (std::uint64_t{c->peer_window} << 32) | *c->peer_ack;
 }
 
+std::pair<std::uint64_t, std::uint64_t> Agent::freeze_hints(const FourTuple& t) const {
+  if (!freezer_) {
+    return {0, 0};
+  }
+  auto c = freezer_->counters(t);
+  if (!c) {
+    return {0, 0};
+  }
+  const std::uint64_t ack =
+      c->peer_ack ? (std::uint64_t{1} << 48) | (std::uint64_t{c->peer_window} << 32) | *c->peer_ack
+                  : 0;
+  return {ack, c->egress_packets};
+}
+
 void Agent::schedule_unfreeze(const FourTuple& t) {
   if (!freezer_) {
     return;

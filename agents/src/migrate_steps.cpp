@@ -231,7 +231,9 @@ awaitable<StepResult> Agent::src_ship(SourceBatch& b, Clock::time_point deadline
     offer.add_u64(Tag::conn_id, b.sel[i]->conn_id);
     offer.add(Tag::snapshot, std::move(b.encoded[i]));
     offer.add(Tag::state, b.slots[i].state);
-    offer.add_u64(Tag::peer_ack, peer_ack_hint(b.tuples[i]));
+    const auto [ack, dropped] = freeze_hints(b.tuples[i]);
+    offer.add_u64(Tag::peer_ack, ack);
+    offer.add_u64(Tag::server_dropped, dropped);
   }
   if (fault("cut_during_ship")) {
     auto bytes = offer.encode_framed();

@@ -68,6 +68,11 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
   if (auto h = m.u64s(Tag::peer_ack); h && h->size() == decoded.size()) {
     hints = std::move(*h);
   }
+  // Optional too: what the source's freeze dropped from the server, per connection.
+  std::vector<std::uint64_t> dropped;
+  if (auto d = m.u64s(Tag::server_dropped); d && d->size() == decoded.size()) {
+    dropped = std::move(*d);
+  }
   while (next.action == IntakeAction::restore) {
     const std::size_t i = next.index;
     // A flow that left this host earlier may still have its grace freeze: lift it first.
@@ -76,6 +81,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     if (i < hints.size()) {
       ro.peer_ack = decode_peer_ack(hints[i]);
     }
+    ro.sent_into_freeze = i < dropped.size() && dropped[i] != 0;
     const FourTuple tuple = decoded[i].tuple;
     auto st = i == 1 && fault("fail_second_restore")
                   ? Result<repair::StagedSocket>(

@@ -182,3 +182,20 @@ inline void unmap_v4(Endpoint& e) {
 }
 
 }  // namespace rendr::repair::detail
+
+namespace rendr::repair {
+
+// OptionDefaults: the socket options a fresh TCP socket reports in one netns (several follow
+// per-netns sysctls: tcp_keepalive_*, ip_default_ttl, tcp_congestion_control). Restore sets an
+// option only where the saved value differs, since setting the default again changes nothing.
+struct OptionDefaults {
+  std::uint64_t netns = 0;  // SO_NETNS_COOKIE
+  bool v6 = false;
+  std::uint32_t keepidle = 0;
+  std::uint32_t keepintvl = 0;
+  std::uint32_t keepcnt = 0;
+  std::uint32_t ttl = 0;  // IP_TTL or IPV6_UNICAST_HOPS
+  std::string congestion;
+};
+
+}  // namespace rendr::repair

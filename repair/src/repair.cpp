@@ -6,6 +6,7 @@
 #include "inject.hpp"
 #include "ops.hpp"
 
+#include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
 
 namespace rendr::repair {
@@ -73,9 +75,16 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple, const tcp_
       return std::move(write_seq).take_error();
     }
     auto outq = op.ioctl(SIOCOUTQ, "SIOCOUTQ");
-    auto unsq = op.ioctl(SIOCOUTQNSD, "SIOCOUTQNSD");
-    if (!outq || !unsq) {
-      return (!outq ? outq : unsq).error();
+    if (!outq) {
+      return std::move(outq).take_error();
+    }
+    // Nothing can be unsent in an empty send queue (write_seq - snd_nxt <= write_seq - snd_una).
+    Result<int> unsq = 0;
+    if (*outq != 0) {
+      unsq = op.ioctl(SIOCOUTQNSD, "SIOCOUTQNSD");
+      if (!unsq) {
+        return std::move(unsq).take_error();
+      }
     }
     auto sq = peek_n(*outq - static_cast<int>(fin_in_outq));
     if (!sq) {
@@ -173,8 +182,6 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple, const tcp_
       {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", &o.keepcnt, nullptr},
       {IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", &o.user_timeout, nullptr},
       {IPPROTO_TCP, TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", &o.notsent_lowat, nullptr},
-      {SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", &o.sndbuf, nullptr},
-      {SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF", &o.rcvbuf, nullptr},
       {SOL_SOCKET, SO_MARK, "SO_MARK", &o.mark, nullptr},
       {v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_TCLASS : IP_TOS, v6 ? "IPV6_TCLASS" : "IP_TOS",
        &o.tos, nullptr},
@@ -187,6 +194,27 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple, const tcp_
       return std::move(v).take_error().with_context("checkpoint: read socket option");
     }
     *io.out = static_cast<std::uint32_t>(*v);
+  }
+  // Both buffer sizes in one call (SO_MEMINFO, 4.6+; the same sk_sndbuf / sk_rcvbuf that
+  // SO_SNDBUF / SO_RCVBUF report); one call each where the kernel lacks it.
+  std::uint32_t mem[SK_MEMINFO_VARS] = {};
+  socklen_t ml = sizeof mem;
+  const int mrc = sys.getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &ml);
+  if (mrc != 0 && errno != ENOPROTOOPT && errno != EINVAL) {
+    return sys_error("SO_MEMINFO").with_context("checkpoint: read socket option");
+  }
+  if (mrc == 0 &&
+      ml >= sizeof(std::uint32_t) * (std::max(SK_MEMINFO_SNDBUF, SK_MEMINFO_RCVBUF) + 1)) {
+    o.sndbuf = mem[SK_MEMINFO_SNDBUF];
+    o.rcvbuf = mem[SK_MEMINFO_RCVBUF];
+  } else {
+    auto snd = op.get(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF");
+    auto rcv = op.get(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
+    if (!snd || !rcv) {
+      return (!snd ? snd : rcv).error().with_context("checkpoint: read socket option");
+    }
+    o.sndbuf = static_cast<std::uint32_t>(*snd);
+    o.rcvbuf = static_cast<std::uint32_t>(*rcv);
   }
   if (v6) {
     auto v = op.get(IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY");
@@ -236,38 +264,96 @@ Repairer::~Repairer() = default;
 
 bool Repairer::debug_on() const { return custom_sink_ || log_level() >= LogLevel::debug; }
 
-Status Repairer::kick(int restored, const ForgedSegment& seg, std::uint32_t mark) {
-  // Reuse a cached raw socket only when we can tell it reaches the restored socket's netns
-  // (SO_NETNS_COOKIE, Linux 5.14+); otherwise inject from a one-shot socket as before.
+std::optional<std::uint64_t> Repairer::netns_cookie(int fd) {
   std::uint64_t cookie = 0;
   socklen_t len = sizeof cookie;
-  if (sys_.getsockopt(restored, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0 ||
+  if (sys_.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0 ||
       len != sizeof cookie) {
+    return std::nullopt;
+  }
+  return cookie;
+}
+
+Status Repairer::kick(int restored, const ForgedSegment& seg, std::uint32_t mark,
+                      std::optional<std::uint64_t> netns) {
+  // Reuse a cached raw socket only when we can tell it reaches the restored socket's netns
+  // (SO_NETNS_COOKIE, Linux 5.14+); otherwise inject from a one-shot socket as before.
+  if (!netns) {
+    netns = netns_cookie(restored);
+  }
+  if (!netns) {
     return inject_segment(sys_, seg, mark);
   }
   if (!inject_) {
     inject_ = std::make_unique<InjectCache>(sys_);
   }
-  return inject_->inject(seg, mark, cookie);
+  return inject_->inject(seg, mark, *netns);
+}
+
+const OptionDefaults* Repairer::option_defaults(std::optional<std::uint64_t> netns, bool v6) {
+  if (!netns) {
+    return nullptr;
+  }
+  if (defaults_ && defaults_->netns == *netns && defaults_->v6 == v6) {
+    return defaults_.get();
+  }
+  defaults_.reset();
+  int fd = sys_.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) {
+    return nullptr;
+  }
+  Ops op(sys_, fd);
+  auto d = std::make_unique<OptionDefaults>();
+  d->netns = *netns;
+  d->v6 = v6;
+  // The probe socket lives in this thread's netns; it only counts for the restored socket's.
+  const bool same_ns = netns_cookie(fd) == netns;
+  auto idle = op.get(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE");
+  auto intvl = op.get(IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL");
+  auto cnt = op.get(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT");
+  auto ttl = v6 ? op.get(IPPROTO_IPV6, IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS")
+                : op.get(IPPROTO_IP, IP_TTL, "IP_TTL");
+  char cc[16] = {};
+  socklen_t cl = sizeof cc;
+  const bool cc_ok = sys_.getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, &cl) == 0;
+  sys_.close(fd);
+  if (!same_ns || !idle || !intvl || !cnt || !ttl || !cc_ok) {
+    return nullptr;
+  }
+  d->keepidle = static_cast<std::uint32_t>(*idle);
+  d->keepintvl = static_cast<std::uint32_t>(*intvl);
+  d->keepcnt = static_cast<std::uint32_t>(*cnt);
+  d->ttl = static_cast<std::uint32_t>(*ttl);
+  d->congestion.assign(cc, strnlen(cc, std::min<std::size_t>(cl, sizeof cc)));
+  defaults_ = std::move(d);
+  return defaults_.get();
 }
 
 Result<Checkpoint> Repairer::checkpoint(int fd) {
   Ops op(sys_, fd);
-  auto type = op.get(SOL_SOCKET, SO_TYPE, "checkpoint: SO_TYPE");
-  if (!type) {
-    return std::move(type).take_error();
-  }
-  auto proto = op.get(SOL_SOCKET, SO_PROTOCOL, "checkpoint: SO_PROTOCOL");
-  if (!proto) {
-    return std::move(proto).take_error();
-  }
-  if (*type != SOCK_STREAM || *proto != IPPROTO_TCP) {
-    return make_error(std::errc::protocol_not_supported,
-                   "checkpoint: fd " + std::to_string(fd) + " is not a TCP socket");
-  }
+  // A socket that is not TCP fails one of the calls below (the names, TCP_INFO, TCP_REPAIR); only
+  // then are its type and protocol read, so the error can say so (two calls fewer per checkpoint).
+  auto not_tcp = [&]() -> std::optional<Error> {
+    auto type = op.get(SOL_SOCKET, SO_TYPE, "checkpoint: SO_TYPE");
+    if (!type) {
+      return std::move(type).take_error();
+    }
+    auto proto = op.get(SOL_SOCKET, SO_PROTOCOL, "checkpoint: SO_PROTOCOL");
+    if (!proto) {
+      return std::move(proto).take_error();
+    }
+    if (*type != SOCK_STREAM || *proto != IPPROTO_TCP) {
+      return make_error(std::errc::protocol_not_supported,
+                        "checkpoint: fd " + std::to_string(fd) + " is not a TCP socket");
+    }
+    return std::nullopt;
+  };
   auto local = op.name(false);
-  auto remote = op.name(true);
+  auto remote = local ? op.name(true) : Result<Endpoint>(local.error());
   if (!local || !remote) {
+    if (auto e = not_tcp()) {
+      return std::move(*e);
+    }
     return (!local ? local : remote).error().with_context("checkpoint: not a connected socket");
   }
   FourTuple tuple{*local, *remote};
@@ -275,6 +361,9 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   auto ctx = [&tuple] { return "checkpoint " + tuple.to_string(); };
   auto ti = op.info();
   if (!ti) {
+    if (auto e = not_tcp()) {
+      return std::move(*e);
+    }
     return std::move(ti).take_error().with_context(ctx());
   }
   auto st = static_cast<TcpState>(ti->tcpi_state);
@@ -293,6 +382,11 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   }
   if (auto r = op.set(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON, "enter repair mode (TCP_REPAIR)");
       !r.ok()) {
+    if (r.error().code != std::errc::operation_not_permitted) {
+      if (auto e = not_tcp()) {  // e.g. MPTCP: TCP_INFO works, TCP_REPAIR does not
+        return std::move(*e);
+      }
+    }
     return std::move(r).take_error().with_context(ctx());
   }
   auto thaw_on_error = [&](Error e) -> Error {

@@ -172,10 +172,6 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
   if (v6) {
     RENDR_STEP(op.set(IPPROTO_IPV6, IPV6_V6ONLY, snap.options.v6only ? 1 : 0, "IPV6_V6ONLY"));
   }
-  if (opts.freebind) {
-    RENDR_STEP(v6 ? op.set(IPPROTO_IPV6, IPV6_FREEBIND, 1, "IPV6_FREEBIND")
-                  : op.set(IPPROTO_IP, IP_FREEBIND, 1, "IP_FREEBIND"));
-  }
   if (opts.transparent) {
     RENDR_STEP(v6 ? op.set(IPPROTO_IPV6, IPV6_TRANSPARENT, 1, "IPV6_TRANSPARENT")
                   : op.set(IPPROTO_IP, IP_TRANSPARENT, 1, "IP_TRANSPARENT"));
@@ -197,11 +193,21 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     RENDR_STEP(op.set(SOL_SOCKET, SO_RCVBUFFORCE, room(snap.recv_queue.size()), "SO_RCVBUFFORCE"));
   }
 
+  // IP_FREEBIND only when the plain bind says the address is not local here (a VIP not yet
+  // configured, a tentative IPv6 address): on a connected socket it matters for nothing else,
+  // and the common case - the address is local - saves the call.
   sockaddr_storage ss{};
   socklen_t sl = snap.tuple.local.to_sockaddr(ss);
   if (sys_.bind(raw, reinterpret_cast<sockaddr*>(&ss), sl) != 0) {
-    return fail(sys_error("bind " + snap.tuple.local.to_string() +
-                          (opts.freebind ? "" : " (address not local? try freebind)")));
+    if (errno != EADDRNOTAVAIL || !opts.freebind) {
+      return fail(sys_error("bind " + snap.tuple.local.to_string() +
+                            (opts.freebind ? "" : " (address not local? try freebind)")));
+    }
+    RENDR_STEP(v6 ? op.set(IPPROTO_IPV6, IPV6_FREEBIND, 1, "IPV6_FREEBIND")
+                  : op.set(IPPROTO_IP, IP_FREEBIND, 1, "IP_FREEBIND"));
+    if (sys_.bind(raw, reinterpret_cast<sockaddr*>(&ss), sl) != 0) {
+      return fail(sys_error("bind " + snap.tuple.local.to_string() + " (with freebind)"));
+    }
   }
   RENDR_STEP(op.select_queue(TCP_RECV_QUEUE));
   RENDR_STEP(op.set(IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(snap.recv_seq), "set recv seq"));
@@ -299,23 +305,15 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     }
   }
 
-  // Read the sequence numbers back before anything can leave this host. They cover the queue
-  // refills too, and catch a kernel that rewrites them in connect (before 4.18 when the tuple
-  // was reused from TIME_WAIT). The other setters need no read-back: bind, connect and
+  // Read write_seq back before anything can leave this host: a kernel before 4.18 rewrote it in
+  // connect when the tuple was reused from TIME_WAIT, and it covers the send-queue refill. rcv_nxt
+  // is not read back: connect keeps it in repair mode on every kernel that has TCP_REPAIR, and the
+  // receive-queue refill already checked what each send() took. bind, connect and
   // TCP_REPAIR_WINDOW either fail or set exactly what they were given.
   {
-    // Read the still-selected queue first (one select fewer). The queue left selected does not
-    // matter: repair-off makes the socket transmit normally whichever it is.
-    const bool send_first = op.selected_queue() == TCP_SEND_QUEUE;
-    auto first = op.queue_seq(send_first ? TCP_SEND_QUEUE : TCP_RECV_QUEUE);
-    auto second = op.queue_seq(send_first ? TCP_RECV_QUEUE : TCP_SEND_QUEUE);
-    const auto& rn = send_first ? second : first;
-    const auto& ws = send_first ? first : second;
-    if (!rn || !ws) {
-      return fail(unreadable("restore validation: cannot read sequences", first, second));
-    }
-    if (*rn != rcv_nxt_pre_fin) {
-      return fail(mismatch("rcv_nxt", *rn, rcv_nxt_pre_fin));
+    auto ws = op.queue_seq(TCP_SEND_QUEUE);
+    if (!ws) {
+      return fail(unreadable("restore validation: cannot read sequences", ws));
     }
     if (*ws != write_seq_pre_fin) {
       return fail(mismatch("write_seq", *ws, write_seq_pre_fin));
@@ -519,13 +517,34 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
   if (o.keepalive) {
     soft(op.set(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE"));
   }
-  if (o.keepidle != 0) {
+  // Keepalive timing, TTL and congestion control report the netns default (a sysctl) when the
+  // application never set them, so the saved values are usually that default: set only what
+  // differs from a fresh socket in this netns (read once per netns), or every non-zero value
+  // when that cannot be told (no SO_NETNS_COOKIE).
+  std::optional<std::uint64_t> netns;
+  bool netns_read = false;
+  auto cookie = [&] {
+    if (!netns_read) {
+      netns = netns_cookie(raw);
+      netns_read = true;
+    }
+    return netns;
+  };
+  const OptionDefaults* def = nullptr;
+  if (o.keepidle != 0 || o.keepintvl != 0 || o.keepcnt != 0 || o.ttl != 0 ||
+      !o.congestion.empty()) {
+    def = option_defaults(cookie(), v6);
+  }
+  auto differs = [&](std::uint32_t v, std::uint32_t OptionDefaults::*field) {
+    return v != 0 && (def == nullptr || v != def->*field);
+  };
+  if (differs(o.keepidle, &OptionDefaults::keepidle)) {
     soft(op.set(IPPROTO_TCP, TCP_KEEPIDLE, static_cast<int>(o.keepidle), "TCP_KEEPIDLE"));
   }
-  if (o.keepintvl != 0) {
+  if (differs(o.keepintvl, &OptionDefaults::keepintvl)) {
     soft(op.set(IPPROTO_TCP, TCP_KEEPINTVL, static_cast<int>(o.keepintvl), "TCP_KEEPINTVL"));
   }
-  if (o.keepcnt != 0) {
+  if (differs(o.keepcnt, &OptionDefaults::keepcnt)) {
     soft(op.set(IPPROTO_TCP, TCP_KEEPCNT, static_cast<int>(o.keepcnt), "TCP_KEEPCNT"));
   }
   if (o.user_timeout != 0) {
@@ -536,7 +555,7 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
     soft(op.set(IPPROTO_TCP, TCP_NOTSENT_LOWAT, static_cast<int>(o.notsent_lowat),
                 "TCP_NOTSENT_LOWAT"));
   }
-  if (!o.congestion.empty() &&
+  if (!o.congestion.empty() && (def == nullptr || o.congestion != def->congestion) &&
       sys_.setsockopt(raw, IPPROTO_TCP, TCP_CONGESTION, o.congestion.data(),
                       static_cast<socklen_t>(o.congestion.size())) != 0) {
     soft(sys_error("TCP_CONGESTION " + o.congestion));
@@ -551,7 +570,7 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
     soft(v6 ? op.set(IPPROTO_IPV6, IPV6_TCLASS, static_cast<int>(o.tos), "IPV6_TCLASS")
             : op.set(IPPROTO_IP, IP_TOS, static_cast<int>(o.tos), "IP_TOS"));
   }
-  if (o.ttl != 0) {
+  if (differs(o.ttl, &OptionDefaults::ttl)) {
     soft(v6 ? op.set(IPPROTO_IPV6, IPV6_UNICAST_HOPS, static_cast<int>(o.ttl), "IPV6_UNICAST_HOPS")
             : op.set(IPPROTO_IP, IP_TTL, static_cast<int>(o.ttl), "IP_TTL"));
   }
@@ -564,8 +583,17 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
   }
   // Repay delayed-ACK debt: a segment below rcv_wup is out of window, so the socket answers at
   // once with a duplicate ACK carrying rcv_nxt, which acknowledges what the peer sent before the
-  // freeze (a Nagle-blocked peer would otherwise wait for its RTO, >= 200 ms).
-  if (opts.ack_kick && snap.state != TcpState::last_ack && snap.state != TcpState::closing) {
+  // freeze (a Nagle-blocked peer would otherwise wait for its RTO, >= 200 ms). Only when there is
+  // debt: every segment a socket sends moves rcv_wup to rcv_nxt, so a saved rcv_wup equal to the
+  // saved rcv_nxt says the old socket's last segment acknowledged everything it had received.
+  const std::uint32_t saved_rcv_nxt = snap.recv_seq +
+                                      static_cast<std::uint32_t>(snap.recv_queue.size()) +
+                                      (snap.peer_fin ? 1U : 0U);
+  // An ACK the freeze dropped is not seen that way: the caller says so (sent_into_freeze).
+  const bool ack_owed =
+      opts.sent_into_freeze || !snap.has_window || snap.window.rcv_wup != saved_rcv_nxt;
+  if (opts.ack_kick && ack_owed && snap.state != TcpState::last_ack &&
+      snap.state != TcpState::closing) {
     ForgedSegment kick;
     kick.from = snap.tuple.remote;
     kick.to = snap.tuple.local;
@@ -574,7 +602,7 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
     kick.seq = rcv_wup - 1;
     kick.ack = snap.send_seq;
     kick.window = 0;
-    if (auto k = this->kick(raw, kick, opts.inject_mark); !k.ok()) {
+    if (auto k = this->kick(raw, kick, opts.inject_mark, cookie()); !k.ok()) {
       soft(std::move(k).take_error().with_context("ACK kick skipped"));
     }
   }

@@ -11,6 +11,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 using namespace rendr;
@@ -242,4 +243,62 @@ TEST_CASE("a server restarts on its port right after a migrated or thawed connec
   conn.reset();
   f.listener.reset();
   CHECK_NOTHROW(listen_on(*host, *Endpoint::parse_address(GatewayFixture::kVip4, 7005)));
+}
+
+TEST_CASE("a delayed ACK the old socket owed reaches the peer right after restore",
+          "[.repair][repair][netns][kick]") {
+  // The server acknowledges late (TCP_QUICKACK 0: delayed ACKs, >= 40 ms) and is checkpointed
+  // and released before that ACK leaves, so the peer's byte is unacknowledged. The snapshot shows
+  // the debt (rcv_wup behind rcv_nxt) and restore kicks an ACK out; without it the peer would
+  // learn only from its own retransmission (RTO >= 200 ms).
+  GatewayLab lab;
+  Flow f = open_flow(lab, false, 7006);
+  const int off = 0;
+  REQUIRE(::setsockopt(f.server.get(), IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off) == 0);
+  TcpSnapshot snap;
+  bool owed = false;
+  for (int attempt = 0; attempt < 5 && !owed; ++attempt) {
+    const std::byte b{0x42};
+    write_all(f.client.get(), {&b, 1});
+    wait_inq(f.server.get(), attempt + 1);
+    repair::Repairer rep;
+    auto cp = rep.checkpoint(f.server.get());
+    REQUIRE(cp.ok());
+    snap = cp->snapshot;
+    const std::uint32_t rcv_nxt =
+        snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size());
+    owed = snap.has_window && snap.window.rcv_wup != rcv_nxt;
+    if (owed) {
+      rep.release(std::move(cp->socket));  // before the delayed ACK: the peer never gets it
+      f.server.reset();
+    } else {
+      // The delayed ACK left before the checkpoint (a slow moment): try again.
+      auto fd = rep.thaw(std::move(cp->socket));
+      REQUIRE(fd.ok());
+      f.server = std::move(*fd);
+      REQUIRE(::setsockopt(f.server.get(), IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off) == 0);
+    }
+  }
+  REQUIRE(owed);
+  REQUIRE(info_of(f.client.get()).tcpi_unacked > 0);
+  lab.route_vip_to(lab.b);
+  UniqueFd restored;
+  {
+    NetnsScope in_b(lab.b);
+    repair::Repairer rep;
+    auto r = rep.restore(snap);
+    REQUIRE(r.ok());
+    restored = std::move(*r);
+  }
+  // The kick's ACK is processed inline on this machine; allow a generous 100 ms, still half the
+  // peer's minimum RTO.
+  bool acked = false;
+  for (int i = 0; i < 100 && !acked; ++i) {
+    acked = info_of(f.client.get()).tcpi_unacked == 0;
+    if (!acked) {
+      ::poll(nullptr, 0, 1);
+    }
+  }
+  CHECK(acked);
+  CHECK(read_exact(restored.get(), snap.recv_queue.size()) == snap.recv_queue);
 }

@@ -3,6 +3,7 @@
 
 #include <rendr/common/endpoint.hpp>
 
+#include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <poll.h>
 #include <sys/ioctl.h>
@@ -207,6 +208,8 @@ int FakeSys::socket(int domain, int type, int protocol) {
   s.raw = s.type == SOCK_RAW;
   s.fl = O_RDWR | ((type & SOCK_NONBLOCK) != 0 ? O_NONBLOCK : 0);
   s.state = TCP_CLOSE;
+  s.opts = socket_defaults;
+  s.congestion = default_congestion;
   int fd = new_socket(std::move(s));
   calls_.back().fd = fd;
   return finish(fd, 0);
@@ -311,6 +314,26 @@ int FakeSys::getsockopt(int fd, int level, int name, void* val, socklen_t* len) 
     std::memcpy(val, &s->lingering, sizeof s->lingering);
     *len = sizeof s->lingering;
     return finish(0, 0);
+  }
+  if (level == SOL_SOCKET && name == SO_NETNS_COOKIE && netns_cookie != 0) {
+    std::memcpy(val, &netns_cookie, std::min<std::size_t>(*len, sizeof netns_cookie));
+    *len = std::min<socklen_t>(*len, sizeof netns_cookie);
+    return finish(0, 0);
+  }
+  if (level == SOL_SOCKET && name == SO_MEMINFO) {
+    std::uint32_t mem[SK_MEMINFO_VARS] = {};
+    auto opt = [&](int n) {
+      auto it = s->opts.find({SOL_SOCKET, n});
+      return it == s->opts.end() ? 0U : static_cast<std::uint32_t>(it->second);
+    };
+    mem[SK_MEMINFO_SNDBUF] = opt(SO_SNDBUF);
+    mem[SK_MEMINFO_RCVBUF] = opt(SO_RCVBUF);
+    std::memcpy(val, mem, std::min<std::size_t>(*len, sizeof mem));
+    *len = std::min<socklen_t>(*len, sizeof mem);
+    return finish(0, 0);
+  }
+  if (level == IPPROTO_TCP && (s->type != SOCK_STREAM || s->protocol != IPPROTO_TCP)) {
+    return finish(-1, ENOPROTOOPT);  // as the kernel: SOL_TCP options exist only on TCP sockets
   }
   if (level == IPPROTO_TCP) {
     switch (name) {

@@ -120,6 +120,13 @@ class FakeSys final : public Sys {
   [[nodiscard]] const std::vector<Call>& calls() const { return calls_; }
   void clear_calls() { calls_.clear(); }
 
+  // The netns: SO_NETNS_COOKIE reports |netns_cookie| (0 = a kernel without the option), and
+  // every socket() starts with |socket_defaults| as its int options (the netns' sysctls) and
+  // |default_congestion|.
+  std::uint64_t netns_cookie = 0;
+  std::map<std::pair<int, int>, int> socket_defaults;
+  std::string default_congestion = "cubic";
+
   // Sys
   int socket(int domain, int type, int protocol) override;
   int close(int fd) override;

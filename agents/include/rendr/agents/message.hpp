@@ -87,6 +87,9 @@ enum class Tag : std::uint16_t {
   // COMMIT, any number: a packet the peer sent while the source's freeze dropped it, to replay
   // on the target after activation - u32 connection index (offer order) + the IP packet.
   replay = 20,
+  // OFFER, one per migrated connection in offer order: packets the source's freeze dropped from
+  // the server (an ACK among them is one its snapshot counts as delivered), 0 = none. Optional.
+  server_dropped = 21,
 };
 
 [[nodiscard]] const char* to_string(MsgType t);

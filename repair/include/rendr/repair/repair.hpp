@@ -24,23 +24,24 @@
 //      target confirmed, or thaw() it to continue here (abort path).
 //
 // Restore recipe (target host, inside the netns that should own the socket):
-//   1. socket(); TCP_REPAIR on; IPV6_V6ONLY, IP_FREEBIND/IP_TRANSPARENT, SO_MARK; force buffers
-//      large enough for the saved queues.
-//   2. bind(local); set the receive and send queue sequence numbers; TCP_MAXSEG = the saved MSS
-//      (connect sizes segments by it); connect(peer) (no SYN in repair mode; fails with
-//      EADDRNOTAVAIL while another socket in this netns owns the tuple).
+//   1. socket(); TCP_REPAIR on; IPV6_V6ONLY, IP_TRANSPARENT, SO_MARK; force buffers large
+//      enough for the saved queues.
+//   2. bind(local) (IP_FREEBIND and again only if the address is not local here); set the
+//      receive and send queue sequence numbers; TCP_MAXSEG = the saved MSS (connect sizes
+//      segments by it); connect(peer) (no SYN in repair mode; fails with EADDRNOTAVAIL while
+//      another socket in this netns owns the tuple).
 //   3. TCP_REPAIR_OPTIONS (MSS, window scale, SACK, timestamps) before anything is transmitted,
 //      then TCP_TIMESTAMP.
 //   4. Refill the receive queue and the sent-unacked part of the send queue; TCP_REPAIR_WINDOW.
-//   5. Read both sequence numbers back and compare with the snapshot; on mismatch close
-//      silently, error.
+//   5. Read write_seq back and compare with the snapshot; on mismatch close silently, error.
 //   6. Rebuild FINs: ours with shutdown() while the send queue is selected, the peer's by
 //      injecting its FIN from a raw socket (CAP_NET_RAW); in FIN_WAIT2 also the peer's ACK of
 //      our FIN.
 //   7. TCP_REPAIR off (window probe); push the never-sent bytes with plain send(); our FIN if it
 //      had not left yet; restore the remaining socket options (SO_REUSEADDR: leaving repair mode
-//      cleared it); kick an immediate ACK so a peer
-//      waiting on a delayed ACK the old socket owed resumes at once.
+//      cleared it; options equal to this netns' defaults are not set again); when the snapshot
+//      shows a delayed ACK the old socket owed, kick an immediate ACK so a peer waiting on it
+//      resumes at once.
 //   The caller then lifts the freeze / steers traffic to this host.
 #pragma once
 
@@ -61,6 +62,7 @@ namespace rendr::repair {
 
 class InjectCache;
 struct ForgedSegment;
+struct OptionDefaults;
 
 // RepairSocket — a socket in TCP_REPAIR mode: it neither sends nor answers packets on its own
 // behalf while frozen. Destroying it closes it silently (same as release()).
@@ -106,8 +108,14 @@ struct RestoreOptions {
   bool window_probe = true;
   // After restore, inject one stale segment from the peer so the socket answers with an
   // immediate ACK (repays delayed-ACK debt the old socket owed; needs CAP_NET_RAW, else skipped
-  // with a warning).
+  // with a warning). Only when the snapshot shows that debt - the old socket's last segment
+  // acknowledged less than it had received (window rcv_wup behind rcv_nxt) - or carries no
+  // window to tell, or when |sent_into_freeze| says an ACK may have been lost.
   bool ack_kick = true;
+  // The old socket sent segments that a freeze dropped before its checkpoint (e.g.
+  // ebpf::FreezeCounters::egress_packets): one of them may have been the ACK the snapshot counts
+  // as delivered (rcv_wup = rcv_nxt), so with ack_kick the ACK is kicked regardless.
+  bool sent_into_freeze = false;
   // SO_MARK for injected packets, so a freeze program can let them through.
   std::uint32_t inject_mark = 0xC114;
   // restore_staged() only: the peer already acknowledged the send-queue bytes below
@@ -225,8 +233,15 @@ class Repairer {
                                                  const RestoreOptions& opts, const StageState& st,
                                                  UniqueFd fd, std::optional<PeerAck> peer_acked,
                                                  std::span<const std::vector<std::byte>> replay);
-  // kick sends the post-restore ACK kick |seg| into the netns of |restored|.
-  [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark);
+  // kick sends the post-restore ACK kick |seg| into the netns of |restored| (|netns|: its
+  // SO_NETNS_COOKIE when already read; empty = read it now).
+  [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark,
+                            std::optional<std::uint64_t> netns = std::nullopt);
+  // netns_cookie reads SO_NETNS_COOKIE of |fd| (Linux 5.14+; empty without it).
+  [[nodiscard]] std::optional<std::uint64_t> netns_cookie(int fd);
+  // option_defaults returns what a fresh TCP socket of the family reports in the netns whose
+  // cookie is |netns| (cached until the netns or family changes); null when unknown.
+  [[nodiscard]] const OptionDefaults* option_defaults(std::optional<std::uint64_t> netns, bool v6);
   // ack_our_fin makes a staged FIN_WAIT2 socket (our FIN rebuilt as sent) take the peer's ACK of
   // that FIN, forged and sent like a kick (best effort: a warning when it cannot).
   void ack_our_fin(int fd, const TcpSnapshot& snap, std::uint32_t rcv_nxt, std::uint32_t mark);
@@ -239,6 +254,7 @@ class Repairer {
   Logger log_;
   bool custom_sink_ = false;
   std::unique_ptr<InjectCache> inject_;  // created on the first ACK kick
+  std::unique_ptr<OptionDefaults> defaults_;  // read on the first restore that needs them
 };
 
 // probe_tcp_repair tries TCP_REPAIR on a fresh socket in the caller's netns; ok means the kernel
