@@ -230,7 +230,7 @@ struct Action {
 }  // namespace
 
 int run_hostile_listener(std::span<char* const> args) {
-  ListenOptions lo;
+  rendr::ListenOptions lo;
   bool usage = args.empty();
   for (std::size_t i = 1; i < args.size() && !usage; ++i) {
     const std::string_view a = args[i];

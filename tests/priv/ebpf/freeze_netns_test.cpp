@@ -219,8 +219,8 @@ TEST_CASE("ebpf: a Freezer with a stable handle replaces the filters a killed pr
   // The next Freezer with that handle takes the same place: one filter per direction, and
   // the stale freeze is gone with the old map.
   auto f = Freezer::create(o);
-  EBPF_REQUIRE_OK(f);
-  EBPF_REQUIRE_OK(f->attach(lo));
+  REQUIRE_OK(f);
+  REQUIRE_OK(f->attach(lo));
   out.clear();
   ns.sh("tc filter show dev lo ingress", &out);
   CHECK(filters_named(out, "freeze_ingress") == 1);
@@ -228,10 +228,10 @@ TEST_CASE("ebpf: a Freezer with a stable handle replaces the filters a killed pr
   ns.sh("tc filter show dev lo egress", &out);
   CHECK(filters_named(out, "freeze_egress") == 1);
   auto n = f->frozen_count();
-  EBPF_REQUIRE_OK(n);
+  REQUIRE_OK(n);
   CHECK(*n == 0);
   // Detaching it leaves nothing behind.
-  EBPF_REQUIRE_OK(f->detach(lo));
+  REQUIRE_OK(f->detach(lo));
   out.clear();
   ns.sh("tc filter show dev lo ingress", &out);
   CHECK(filters_named(out, "freeze_ingress") == 0);

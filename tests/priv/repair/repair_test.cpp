@@ -251,7 +251,7 @@ TEST_CASE("a delayed ACK the old socket owed reaches the peer right after restor
   // and released before that ACK leaves, so the peer's byte is unacknowledged. The snapshot shows
   // the debt (rcv_wup behind rcv_nxt) and restore kicks an ACK out; without it the peer would
   // learn only from its own retransmission (RTO >= 200 ms).
-  GatewayLab lab;
+  GatewayFixture lab;
   Flow f = open_flow(lab, false, 7006);
   const int off = 0;
   REQUIRE(::setsockopt(f.server.get(), IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off) == 0);
