@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -81,20 +82,41 @@ std::optional<Session::Event> next_event(Session& s, int budget_ms) {
   return std::nullopt;
 }
 
+// FakeAgent: a temp dir with an agent socket whose listener answers one registration of
+// service "svc", and the Session registered through it; the dir goes with the object.
+struct FakeAgent {
+  std::string dir;
+  std::string path;
+  UniqueFd listener;
+  UniqueFd agent;  // the registered session's other end
+  std::optional<Session> session;
+
+  FakeAgent() {
+    char tmpl[] = "/tmp/rendr-embed-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    path = dir + "/agent.sock";
+    listener = listen_unix(path);
+    std::thread t([this] { agent = answer_register(listener.get(), "svc"); });
+    auto s = Session::connect(path, "svc");
+    t.join();
+    REQUIRE(s.ok());
+    session.emplace(std::move(*s));
+  }
+  FakeAgent(const FakeAgent&) = delete;
+  FakeAgent& operator=(const FakeAgent&) = delete;
+  ~FakeAgent() { (void)std::system(("rm -rf '" + dir + "'").c_str()); }
+};
+
 }  // namespace
 
 TEST_CASE("a Session reports a lost agent, serves on, and tracks again when one answers",
           "[agents][embed]") {
-  char tmpl[] = "/tmp/rendr-embed-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl) != nullptr);
-  const std::string dir = tmpl;
-  const std::string path = dir + "/agent.sock";
-  UniqueFd l = listen_unix(path);
-  UniqueFd agent;
-  std::thread t([&] { agent = answer_register(l.get(), "svc"); });
-  auto s = Session::connect(path, "svc");
-  t.join();
-  REQUIRE(s.ok());
+  FakeAgent fa;
+  const std::string& path = fa.path;
+  UniqueFd& l = fa.listener;
+  UniqueFd& agent = fa.agent;
+  auto& s = fa.session;
   CHECK(s->registered());
   CHECK(s->timeout_ms() == -1);
 
@@ -168,22 +190,16 @@ TEST_CASE("a Session reports a lost agent, serves on, and tracks again when one 
   lost = std::get_if<Session::AgentLost>(&*ev);
   REQUIRE(lost != nullptr);
   CHECK(lost->conns == 1);
-  (void)std::system(("rm -rf '" + dir + "'").c_str());
 }
 
 TEST_CASE("an agent lost mid-migration: exports it had not frozen come back, frozen ones close "
           "silently",
           "[agents][embed]") {
-  char tmpl[] = "/tmp/rendr-embed-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl) != nullptr);
-  const std::string dir = tmpl;
-  const std::string path = dir + "/agent.sock";
-  UniqueFd l = listen_unix(path);
-  UniqueFd agent;
-  std::thread t([&] { agent = answer_register(l.get(), "svc"); });
-  auto s = Session::connect(path, "svc");
-  t.join();
-  REQUIRE(s.ok());
+  FakeAgent fa;
+  const std::string& path = fa.path;
+  UniqueFd& l = fa.listener;
+  UniqueFd& agent = fa.agent;
+  auto& s = fa.session;
 
   UniqueFd peer1;
   UniqueFd peer2;
@@ -243,5 +259,4 @@ TEST_CASE("an agent lost mid-migration: exports it had not frozen come back, fro
   } else {
     WARN("no CAP_NET_ADMIN: the frozen case was not tried");
   }
-  (void)std::system(("rm -rf '" + dir + "'").c_str());
 }
