@@ -290,6 +290,8 @@ class Agent {
   awaitable<StepResult> src_export(SourceBatch& b, Clock::time_point export_deadline);
   // drain_send_queues waits (bounded) for exported sockets' send queues to drain (drain.hpp).
   awaitable<void> drain_send_queues(SourceBatch& b);
+  // read_export_options reads each exported socket's options while its flow still runs.
+  void read_export_options(SourceBatch& b);
   StepResult src_freeze_checkpoint(SourceBatch& b);
   awaitable<StepResult> src_ship(SourceBatch& b, Clock::time_point deadline);
   awaitable<StepResult> src_await_ready(SourceBatch& b, Clock::time_point deadline);

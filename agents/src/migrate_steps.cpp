@@ -157,7 +157,22 @@ awaitable<StepResult> Agent::src_export(SourceBatch& b, Clock::time_point export
     co_return step_failed(A::export_flows, v.error);
   }
   co_await drain_send_queues(b);
+  read_export_options(b);
   co_return step_ok(A::export_flows, n);
+}
+
+void Agent::read_export_options(SourceBatch& b) {
+  // The servers no longer touch these sockets, so their options are final: read them now, while
+  // the flows run, and keep those reads out of the frozen window (a failure is not an error
+  // here: the checkpoint reads them again and reports it).
+  b.options.assign(b.n, std::nullopt);
+  for (std::size_t i = 0; i < b.n; ++i) {
+    if (b.slots[i].fd.valid()) {
+      if (auto o = repairer_.read_options(b.slots[i].fd.get()); o) {
+        b.options[i] = std::move(*o);
+      }
+    }
+  }
 }
 
 awaitable<void> Agent::drain_send_queues(SourceBatch& b) {
@@ -201,7 +216,8 @@ StepResult Agent::src_freeze_checkpoint(SourceBatch& b) {
       }
       b.froze[i] = true;
     }
-    auto cp = repairer_.checkpoint(b.slots[i].fd.get());
+    auto cp = repairer_.checkpoint(b.slots[i].fd.get(),
+                                   i < b.options.size() && b.options[i] ? &*b.options[i] : nullptr);
     if (!cp) {
       error = cp.error().message();
       break;

@@ -26,6 +26,9 @@ struct SourceBatch {
   std::vector<ExportSlot> slots;
   std::vector<std::vector<std::byte>> encoded;
   std::vector<repair::RepairSocket> frozen;
+  // Each socket's options, read after the export while the flow still ran (empty: read by the
+  // checkpoint inside the freeze instead).
+  std::vector<std::optional<TcpSocketOptions>> options;
   std::vector<bool> have_frozen;
   std::vector<bool> froze;
   std::uint64_t bytes_carried = 0;

@@ -28,10 +28,104 @@ using detail::unreadable;
 
 namespace {
 
+// read_socket_options reads the options a snapshot carries except SO_REUSEADDR (which repair
+// mode overrides: checkpoint reads it before entering). 15 calls; they do not change while
+// nobody uses the socket, so a migration may read them before its freeze.
+Result<TcpSocketOptions> read_socket_options(Sys& sys, int fd, bool v6) {
+  Ops op(sys, fd);
+  TcpSocketOptions o;
+  struct IntOpt {
+    int level;
+    int name;
+    const char* what;
+    std::uint32_t* out;
+    bool* flag;
+  };
+  std::uint32_t nodelay = 0;
+  std::uint32_t cork = 0;
+  std::uint32_t keepalive = 0;
+  std::uint32_t v6only = 0;
+  IntOpt opts[] = {
+      {IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", &nodelay, nullptr},
+      {IPPROTO_TCP, TCP_CORK, "TCP_CORK", &cork, nullptr},
+      {SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", &keepalive, nullptr},
+      {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", &o.keepidle, nullptr},
+      {IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", &o.keepintvl, nullptr},
+      {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", &o.keepcnt, nullptr},
+      {IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", &o.user_timeout, nullptr},
+      {IPPROTO_TCP, TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", &o.notsent_lowat, nullptr},
+      {SOL_SOCKET, SO_MARK, "SO_MARK", &o.mark, nullptr},
+      {v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_TCLASS : IP_TOS, v6 ? "IPV6_TCLASS" : "IP_TOS",
+       &o.tos, nullptr},
+      {v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL,
+       v6 ? "IPV6_UNICAST_HOPS" : "IP_TTL", &o.ttl, nullptr},
+  };
+  for (auto& io : opts) {
+    auto v = op.get(io.level, io.name, io.what);
+    if (!v) {
+      return std::move(v).take_error();
+    }
+    *io.out = static_cast<std::uint32_t>(*v);
+  }
+  // Both buffer sizes in one call (SO_MEMINFO, 4.6+; the same sk_sndbuf / sk_rcvbuf that
+  // SO_SNDBUF / SO_RCVBUF report); one call each where the kernel lacks it.
+  std::uint32_t mem[SK_MEMINFO_VARS] = {};
+  socklen_t ml = sizeof mem;
+  const int mrc = sys.getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &ml);
+  if (mrc != 0 && errno != ENOPROTOOPT && errno != EINVAL) {
+    return sys_error("SO_MEMINFO");
+  }
+  if (mrc == 0 &&
+      ml >= sizeof(std::uint32_t) * (std::max(SK_MEMINFO_SNDBUF, SK_MEMINFO_RCVBUF) + 1)) {
+    o.sndbuf = mem[SK_MEMINFO_SNDBUF];
+    o.rcvbuf = mem[SK_MEMINFO_RCVBUF];
+  } else {
+    auto snd = op.get(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF");
+    auto rcv = op.get(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
+    if (!snd || !rcv) {
+      return (!snd ? snd : rcv).error();
+    }
+    o.sndbuf = static_cast<std::uint32_t>(*snd);
+    o.rcvbuf = static_cast<std::uint32_t>(*rcv);
+  }
+  if (v6) {
+    auto v = op.get(IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY");
+    if (!v) {
+      return std::move(v).take_error();
+    }
+    v6only = static_cast<std::uint32_t>(*v);
+  }
+  o.nodelay = nodelay != 0;
+  o.cork = cork != 0;
+  o.keepalive = keepalive != 0;
+  o.v6only = v6only != 0;
+  char cc[16] = {};
+  socklen_t cl = sizeof cc;
+  if (sys.getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, &cl) != 0) {
+    return sys_error("TCP_CONGESTION");
+  }
+  o.congestion.assign(cc, strnlen(cc, std::min<std::size_t>(cl, sizeof cc)));
+  linger lg{};
+  socklen_t ll = sizeof lg;
+  if (sys.getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &ll) != 0) {
+    return sys_error("SO_LINGER");
+  }
+  o.linger_on = lg.l_onoff != 0;
+  o.linger_secs = static_cast<std::uint32_t>(lg.l_linger);
+  int fl = sys.get_fl(fd);
+  if (fl < 0) {
+    return sys_error("fcntl(F_GETFL)");
+  }
+  o.nonblocking = (fl & O_NONBLOCK) != 0;
+
+  return o;
+}
+
 // capture reads the whole state of a socket that is already in repair mode; |ti| is its TCP_INFO
 // as read just before (a supported state). Reading it again would prove nothing: the state of a
 // flow that is not frozen can change at any point of the capture, before or after a re-read.
-Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple, const tcp_info& info) {
+Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple, const tcp_info& info,
+                            const TcpSocketOptions* known) {
   Ops op(sys, fd);
   TcpSnapshot s;
   s.tuple = tuple;
@@ -159,92 +253,16 @@ Result<TcpSnapshot> capture(Sys& sys, int fd, const FourTuple& tuple, const tcp_
     return sys_error("TCP_REPAIR_WINDOW");
   }
 
-  // Socket options.
-  auto& o = s.options;
-  struct IntOpt {
-    int level;
-    int name;
-    const char* what;
-    std::uint32_t* out;
-    bool* flag;
-  };
-  const bool v6 = tuple.local.family == IpFamily::v6;
-  std::uint32_t nodelay = 0;
-  std::uint32_t cork = 0;
-  std::uint32_t keepalive = 0;
-  std::uint32_t v6only = 0;
-  IntOpt opts[] = {
-      {IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", &nodelay, nullptr},
-      {IPPROTO_TCP, TCP_CORK, "TCP_CORK", &cork, nullptr},
-      {SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", &keepalive, nullptr},
-      {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", &o.keepidle, nullptr},
-      {IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", &o.keepintvl, nullptr},
-      {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", &o.keepcnt, nullptr},
-      {IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", &o.user_timeout, nullptr},
-      {IPPROTO_TCP, TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", &o.notsent_lowat, nullptr},
-      {SOL_SOCKET, SO_MARK, "SO_MARK", &o.mark, nullptr},
-      {v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_TCLASS : IP_TOS, v6 ? "IPV6_TCLASS" : "IP_TOS",
-       &o.tos, nullptr},
-      {v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL,
-       v6 ? "IPV6_UNICAST_HOPS" : "IP_TTL", &o.ttl, nullptr},
-  };
-  for (auto& io : opts) {
-    auto v = op.get(io.level, io.name, io.what);
-    if (!v) {
-      return std::move(v).take_error().with_context("checkpoint: read socket option");
-    }
-    *io.out = static_cast<std::uint32_t>(*v);
-  }
-  // Both buffer sizes in one call (SO_MEMINFO, 4.6+; the same sk_sndbuf / sk_rcvbuf that
-  // SO_SNDBUF / SO_RCVBUF report); one call each where the kernel lacks it.
-  std::uint32_t mem[SK_MEMINFO_VARS] = {};
-  socklen_t ml = sizeof mem;
-  const int mrc = sys.getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &ml);
-  if (mrc != 0 && errno != ENOPROTOOPT && errno != EINVAL) {
-    return sys_error("SO_MEMINFO").with_context("checkpoint: read socket option");
-  }
-  if (mrc == 0 &&
-      ml >= sizeof(std::uint32_t) * (std::max(SK_MEMINFO_SNDBUF, SK_MEMINFO_RCVBUF) + 1)) {
-    o.sndbuf = mem[SK_MEMINFO_SNDBUF];
-    o.rcvbuf = mem[SK_MEMINFO_RCVBUF];
+  // Socket options: read here unless the caller read them before the freeze.
+  if (known != nullptr) {
+    s.options = *known;
   } else {
-    auto snd = op.get(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF");
-    auto rcv = op.get(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
-    if (!snd || !rcv) {
-      return (!snd ? snd : rcv).error().with_context("checkpoint: read socket option");
+    auto o = read_socket_options(sys, fd, tuple.local.family == IpFamily::v6);
+    if (!o) {
+      return std::move(o).take_error().with_context("checkpoint: read socket option");
     }
-    o.sndbuf = static_cast<std::uint32_t>(*snd);
-    o.rcvbuf = static_cast<std::uint32_t>(*rcv);
+    s.options = std::move(*o);
   }
-  if (v6) {
-    auto v = op.get(IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY");
-    if (!v) {
-      return std::move(v).take_error();
-    }
-    v6only = static_cast<std::uint32_t>(*v);
-  }
-  o.nodelay = nodelay != 0;
-  o.cork = cork != 0;
-  o.keepalive = keepalive != 0;
-  o.v6only = v6only != 0;
-  char cc[16] = {};
-  socklen_t cl = sizeof cc;
-  if (sys.getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, &cl) != 0) {
-    return sys_error("TCP_CONGESTION");
-  }
-  o.congestion.assign(cc, strnlen(cc, std::min<std::size_t>(cl, sizeof cc)));
-  linger lg{};
-  socklen_t ll = sizeof lg;
-  if (sys.getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &ll) != 0) {
-    return sys_error("SO_LINGER");
-  }
-  o.linger_on = lg.l_onoff != 0;
-  o.linger_secs = static_cast<std::uint32_t>(lg.l_linger);
-  int fl = sys.get_fl(fd);
-  if (fl < 0) {
-    return sys_error("fcntl(F_GETFL)");
-  }
-  o.nonblocking = (fl & O_NONBLOCK) != 0;
 
   if (auto v = validate(s); !v.ok()) {
     return std::move(v).take_error().with_context("checkpoint produced an invalid snapshot");
@@ -329,7 +347,25 @@ const OptionDefaults* Repairer::option_defaults(std::optional<std::uint64_t> net
   return defaults_.get();
 }
 
-Result<Checkpoint> Repairer::checkpoint(int fd) {
+Result<TcpSocketOptions> Repairer::read_options(int fd) {
+  Ops op(sys_, fd);
+  auto local = op.name(false);
+  if (!local) {
+    return std::move(local).take_error().with_context("read socket options");
+  }
+  auto o = read_socket_options(sys_, fd, local->family == IpFamily::v6);
+  if (!o) {
+    return std::move(o).take_error().with_context("read socket options");
+  }
+  auto reuse = op.get(SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR");
+  if (!reuse) {
+    return std::move(reuse).take_error().with_context("read socket options");
+  }
+  o->reuseaddr = *reuse != 0;
+  return o;
+}
+
+Result<Checkpoint> Repairer::checkpoint(int fd, const TcpSocketOptions* options) {
   Ops op(sys_, fd);
   // A socket that is not TCP fails one of the calls below (the names, TCP_INFO, TCP_REPAIR); only
   // then are its type and protocol read, so the error can say so (two calls fewer per checkpoint).
@@ -376,7 +412,8 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   // Repair mode overrides SO_REUSEADDR (reads 2 while on) and leaving it clears the option, so
   // it is read now and set again by thaw() or restore: otherwise the connection's TIME_WAIT
   // blocked a server restarting on its port for a minute ("Address already in use").
-  auto reuse = op.get(SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR");
+  auto reuse = options != nullptr ? Result<int>(options->reuseaddr ? 1 : 0)
+                                  : op.get(SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR");
   if (!reuse) {
     return std::move(reuse).take_error().with_context(ctx());
   }
@@ -400,7 +437,7 @@ Result<Checkpoint> Repairer::checkpoint(int fd) {
   if (!dup) {
     return thaw_on_error(std::move(dup).take_error());
   }
-  auto snap = capture(sys_, fd, tuple, *ti);
+  auto snap = capture(sys_, fd, tuple, *ti, options);
   if (!snap) {
     return thaw_on_error(std::move(snap).take_error());
   }

@@ -60,6 +60,7 @@ struct Config {
   std::int64_t cpu = -1;
   bool ack_kick = true;
   bool window_probe = true;
+  bool options_first = true;  // read the options before the timed checkpoint, as the agent does
 
   [[nodiscard]] bool has(std::string_view phase) const {
     return std::find(phases.begin(), phases.end(), phase) != phases.end();
@@ -72,6 +73,7 @@ struct Latency {
   Samples checkpoint;
   Samples restore;
   Samples release;
+  Samples options;  // read_options() before the checkpoint (the flow not frozen yet); untimed
   std::uint64_t iterations = 0;
 };
 
@@ -98,11 +100,24 @@ std::vector<std::byte> pattern(std::uint64_t stream, std::uint64_t off, std::siz
 // migrate_once checkpoints |server|, releases the frozen socket (and the caller's descriptor),
 // restores it from the snapshot and puts the restored fd back into |server|. |check| sees the
 // snapshot before release, untimed.
+//
+// With |options_first| the socket's options are read first (read_options(), as the agent does
+// once the server handed the socket over and before it freezes the flow) and passed to the
+// checkpoint: they are reported apart, not in checkpoint + restore.
 template <typename Check>
 Status migrate_once(repair::Repairer& rep, UniqueFd& server, const repair::RestoreOptions& ro,
-                    Latency* lat, Check&& check) {
+                    bool options_first, Latency* lat, Check&& check) {
+  std::optional<TcpSocketOptions> opts;
+  const std::uint64_t to = now_ns();
+  if (options_first) {
+    auto o = rep.read_options(server.get());
+    if (!o) {
+      return std::move(o).take_error();
+    }
+    opts = std::move(*o);
+  }
   const std::uint64_t t0 = now_ns();
-  auto cp = rep.checkpoint(server.get());
+  auto cp = rep.checkpoint(server.get(), opts ? &*opts : nullptr);
   const std::uint64_t t1 = now_ns();
   if (!cp) {
     return std::move(cp).take_error();
@@ -120,6 +135,9 @@ Status migrate_once(repair::Repairer& rep, UniqueFd& server, const repair::Resto
   server = std::move(*fd);
   if (lat != nullptr) {
     lat->checkpoint.add(t1 - t0);
+    if (options_first) {
+      lat->options.add(t0 - to);
+    }
     lat->release.add(t3 - t2);
     lat->restore.add(t4 - t3);
     lat->total.add((t1 - t0) + (t4 - t3));
@@ -179,7 +197,7 @@ Result<Latency> run_idle(const Config& cfg, repair::Repairer& rep,
   prog.begin(label, cfg.warmup + iters);
   for (std::uint64_t i = 0; i < cfg.warmup + iters; ++i) {
     const bool measured = i >= cfg.warmup;
-    if (auto st = migrate_once(rep, pair->server, ro, measured ? &lat : nullptr, no_check);
+    if (auto st = migrate_once(rep, pair->server, ro, cfg.options_first, measured ? &lat : nullptr, no_check);
         !st.ok()) {
       return std::move(st).take_error().with_context(label + " iteration " + std::to_string(i));
     }
@@ -205,7 +223,7 @@ Result<Alternated> run_vs_minimal(const Config& cfg, repair::Repairer& rep,
   }
   auto rendr_step = [&](std::uint8_t tag) -> Result<std::uint64_t> {
     Latency one;  // this iteration only
-    RENDR_TRY(migrate_once(rep, a->server, ro, &one, [](const TcpSnapshot&) -> Status { return {}; }));
+    RENDR_TRY(migrate_once(rep, a->server, ro, cfg.options_first, &one, [](const TcpSnapshot&) -> Status { return {}; }));
     RENDR_TRY(ping_pong(a->server.get(), a->client.get(), tag));
     return static_cast<std::uint64_t>(one.total.max_us() * 1000.0);
   };
@@ -301,7 +319,7 @@ Result<Latency> run_queued(const Config& cfg, repair::Repairer& rep,
   const std::uint64_t warm = cfg.warmup / 10;
   for (std::uint64_t i = 0; i < warm + cfg.queued_iters; ++i) {
     const std::string ctx = "queued iteration " + std::to_string(i);
-    RENDR_TRY_CTX(migrate_once(rep, pair->server, ro, i >= warm ? &lat : nullptr, check), ctx);
+    RENDR_TRY_CTX(migrate_once(rep, pair->server, ro, cfg.options_first, i >= warm ? &lat : nullptr, check), ctx);
     auto si = inq(pair->server.get());
     auto so = outq(pair->server.get());
     auto ci = inq(pair->client.get());
@@ -344,11 +362,13 @@ std::string variant_key(bool kick, bool probe) {
 
 void print_latency(const char* name, Latency& l) {
   std::printf("%-8s %6llu iters  total p50 %8.1f us  p99 %8.1f us  max %8.1f us | checkpoint p50 "
-              "%7.1f p99 %7.1f | restore p50 %7.1f p99 %7.1f | release p50 %6.1f\n",
+              "%7.1f p99 %7.1f | restore p50 %7.1f p99 %7.1f | release p50 %6.1f | options "
+              "before freeze p50 %6.1f\n",
               name, static_cast<unsigned long long>(l.iterations), l.total.percentile_us(50),
               l.total.percentile_us(99), l.total.max_us(), l.checkpoint.percentile_us(50),
               l.checkpoint.percentile_us(99), l.restore.percentile_us(50),
-              l.restore.percentile_us(99), l.release.percentile_us(50));
+              l.restore.percentile_us(99), l.release.percentile_us(50),
+              l.options.empty() ? 0.0 : l.options.percentile_us(50));
 }
 
 void json_latency(JsonWriter& j, const std::string& prefix, std::optional<Latency>& l) {
@@ -368,6 +388,11 @@ void json_latency(JsonWriter& j, const std::string& prefix, std::optional<Latenc
   put("restore_p50_us", l ? l->restore.percentile_us(50) : 0);
   put("restore_p99_us", l ? l->restore.percentile_us(99) : 0);
   put("release_p50_us", l ? l->release.percentile_us(50) : 0);
+  if (l && !l->options.empty()) {
+    j.kv(prefix + "options_p50_us", l->options.percentile_us(50));
+  } else {
+    j.kv_null(prefix + "options_p50_us");
+  }
 }
 
 void print_syscall_profile(const TimingSys::Table& t, std::uint64_t iterations) {
@@ -428,6 +453,9 @@ int run_repair(std::span<char* const> args) {
          "unmeasured idle iterations first (queued uses a tenth)");
   p.on_off("ack-kick", &cfg.ack_kick, "RestoreOptions.ack_kick for all phases");
   p.on_off("window-probe", &cfg.window_probe, "RestoreOptions.window_probe for all phases");
+  p.on_off("options-first", &cfg.options_first,
+           "read the socket options before the timed checkpoint, while the flow still runs, as "
+           "rendr-agent does (off: the checkpoint reads them inside the frozen window)");
   p.flag("variants", &cfg.variants,
          "also run the idle loop for every {ack-kick, window-probe} combination");
   p.flag("syscall-profile", &cfg.syscall_profile,
@@ -586,6 +614,7 @@ int run_repair(std::span<char* const> args) {
     j.kv("kernel", kernel);
     j.kv("ack_kick", cfg.ack_kick);
     j.kv("window_probe", cfg.window_probe);
+    j.kv("options_first", cfg.options_first);
     j.kv("warmup_iterations", cfg.warmup);
     j.kv("idle_iterations", idle ? idle->iterations : std::uint64_t{0});
     j.kv("queued_iterations", queued ? queued->iterations : std::uint64_t{0});

@@ -2,6 +2,7 @@
 // Checkpoint/restore of real kernel sockets across network namespaces, with an unmodified kernel
 // TCP peer. Every test builds its own gateway lab (support/gateway_fixture.hpp: tools/lab's lab).
 #include "support/gateway_fixture.hpp"
+#include "support/require_result.hpp"
 #include "support/sockets.hpp"
 #include "migrate_util.hpp"
 
@@ -110,6 +111,46 @@ TEST_CASE("thaw returns a frozen socket to service in place", "[.repair][repair]
   CHECK(p.mismatch(0, read_exact(f.server.get(), 5000)) == -1);
   write_all(f.server.get(), pattern_bytes(p, 0, 70000));
   CHECK(p.mismatch(0, read_exact(f.client.get(), 70000)) == -1);
+}
+
+TEST_CASE("options read before the freeze are what a checkpoint reads in repair mode",
+          "[.repair][repair][netns]") {
+  GatewayFixture lab;
+  Flow f = open_flow(lab, false, 7003);
+  const int one = 1;
+  const int idle = 77;
+  const int tos = 0x10;
+  REQUIRE(::setsockopt(f.server.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+  REQUIRE(::setsockopt(f.server.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == 0);
+  REQUIRE(::setsockopt(f.server.get(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) == 0);
+  REQUIRE(::setsockopt(f.server.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
+  REQUIRE(::setsockopt(f.server.get(), IPPROTO_IP, IP_TOS, &tos, sizeof tos) == 0);
+  repair::Repairer rep;
+  auto before = rep.read_options(f.server.get());
+  REQUIRE_OK(before);
+  CHECK(before->nodelay);
+  CHECK(before->keepalive);
+  CHECK(before->keepidle == 77);
+  CHECK(before->reuseaddr);
+  CHECK(before->tos == 0x10);
+  auto plain = rep.checkpoint(f.server.get());
+  REQUIRE_OK(plain);
+  CHECK(plain->snapshot.options == *before);
+  REQUIRE_OK(rep.thaw(std::move(plain->socket)));
+  auto cp = rep.checkpoint(f.server.get(), &*before);
+  REQUIRE_OK(cp);
+  CHECK(cp->snapshot.options == *before);
+  REQUIRE_OK(rep.thaw(std::move(cp->socket)));
+  // Thawed twice, the connection still works both ways and SO_REUSEADDR is back.
+  int reuse = 0;
+  socklen_t len = sizeof reuse;
+  REQUIRE(::getsockopt(f.server.get(), SOL_SOCKET, SO_REUSEADDR, &reuse, &len) == 0);
+  CHECK(reuse == 1);
+  Pattern p(9);
+  write_all(f.client.get(), pattern_bytes(p, 0, 3000));
+  CHECK(p.mismatch(0, read_exact(f.server.get(), 3000)) == -1);
+  write_all(f.server.get(), pattern_bytes(p, 0, 3000));
+  CHECK(p.mismatch(0, read_exact(f.client.get(), 3000)) == -1);
 }
 
 TEST_CASE("checkpoint refuses sockets it cannot migrate, naming why", "[.repair][repair][netns]") {

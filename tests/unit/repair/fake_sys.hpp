@@ -11,6 +11,7 @@
 // read end). No network, no privileges. Single-threaded.
 #pragma once
 
+#include <rendr/common/log.hpp>
 #include <rendr/repair/sys.hpp>
 
 #include <fcntl.h>
@@ -24,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -170,5 +172,60 @@ class FakeSys final : public Sys {
   std::map<std::size_t, int> nth_;
   std::vector<Call> calls_;
 };
+
+// ---- helpers the repair unit tests share --------------------------------------------------
+
+inline LogSink quiet() {
+  return [](LogLevel, std::string_view) {};
+}
+
+inline bool is_repair_on(const Call& c) {
+  return c.is_set(IPPROTO_TCP, TCP_REPAIR) && c.value == TCP_REPAIR_ON;
+}
+inline bool is_repair_off(const Call& c) {
+  return c.is_set(IPPROTO_TCP, TCP_REPAIR) && c.value != TCP_REPAIR_ON;
+}
+
+inline std::size_t count_if(const std::vector<Call>& calls, bool (*pred)(const Call&)) {
+  std::size_t n = 0;
+  for (const auto& c : calls) {
+    n += pred(c) ? 1 : 0;
+  }
+  return n;
+}
+
+inline std::string trace(const std::vector<Call>& calls) {
+  std::string s;
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    s += "  #" + std::to_string(i) + " " + calls[i].describe() + "\n";
+  }
+  return s;
+}
+
+inline std::vector<std::byte> bytes(std::size_t n, unsigned salt) {
+  std::vector<std::byte> b(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    b[i] = static_cast<std::byte>((i * 29U + salt) & 0xFFU);
+  }
+  return b;
+}
+
+// source sets up an established socket with data in every queue and all TCP options.
+inline int source(FakeSys& fake, bool v6 = false) {
+  int fd = fake.add_connected(v6 ? "[fd99::1]:443" : "10.99.0.1:443",
+                              v6 ? "[fd00:1::2]:51000" : "10.0.1.2:51000");
+  auto& s = fake.sock(fd);
+  s.tcpi_options = TCPI_OPT_SACK | TCPI_OPT_TIMESTAMPS | TCPI_OPT_WSCALE;
+  s.snd_wscale = 7;
+  s.rcv_wscale = 9;
+  s.recv_seq = 5000;
+  s.recv_queue = bytes(700, 1);
+  s.send_seq = 0xFFFFFF00U;
+  s.send_queue = bytes(1200, 2);
+  s.unsent = 200;
+  s.timestamp = 424242;
+  s.opts[{IPPROTO_TCP, TCP_NODELAY}] = 1;
+  return fd;
+}
 
 }  // namespace rendr::repair::test

@@ -182,7 +182,16 @@ class Repairer {
   // names the userstack fallback), ENOTCONN / ENOTSOCK / EPROTONOSUPPORT (not a connected TCP
   // socket), ENOTSUP (state not supported, named), EAGAIN (queues kept changing: traffic was
   // not frozen).
-  [[nodiscard]] Result<Checkpoint> checkpoint(int fd);
+  //
+  // |options|: the socket's options as read_options() returned them, read before the flow was
+  // frozen; checkpoint then leaves those 16 reads out of the frozen window. Null: read here.
+  [[nodiscard]] Result<Checkpoint> checkpoint(int fd, const TcpSocketOptions* options = nullptr);
+
+  // read_options reads the socket and TCP options a snapshot carries (SO_REUSEADDR included).
+  // They only change when someone sets them, so a migration reads them once the server has
+  // handed the socket over (export), while the flow still runs, and passes them to checkpoint().
+  // The socket must not be in repair mode (it overrides SO_REUSEADDR).
+  [[nodiscard]] Result<TcpSocketOptions> read_options(int fd);
 
   // restore builds a live socket from |snap| in the calling thread's netns (see recipe above).
   // Nothing half-built survives an error. Errors: EINVAL (invalid snapshot), EPERM (missing

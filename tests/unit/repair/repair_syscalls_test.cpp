@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: Apache-2.0
+// repair/'s syscall budget, driven through FakeSys: which calls an idle checkpoint and restore
+// make, which ones are skipped when they could only repeat what is known (options equal to the
+// namespace default, a plain bind that works, no ACK debt), and that options read before the
+// freeze keep their reads out of the checkpoint.
+#include "fake_sys.hpp"
+#include "support/require_result.hpp"
+#include "support/snapshot_samples.hpp"
+
+#include <rendr/repair/repair.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <string>
+
+using namespace rendr;
+using namespace rendr::repair;
+using namespace rendr::repair::test;
+
+TEST_CASE("an idle checkpoint + restore makes a bounded number of syscalls",
+          "[repair][syscalls]") {
+  // Empty queues, every option at its default. Each syscall either reads state, sets it, or
+  // validates something that can really differ: 73 at first, 58 after re-reads, empty-queue peeks
+  // and read-backs that could only repeat what a setter's success said were cut, 47 now (the
+  // socket type read only to explain a failure, no SIOCOUTQNSD of an empty send queue, both
+  // buffer sizes in one SO_MEMINFO, IP_FREEBIND only when a plain bind fails, one read-back,
+  // options equal to the netns default not set, no ACK kick without ACK debt). FakeSys has no
+  // SO_NETNS_COOKIE, so TTL and congestion control are still set here (17 restore calls).
+  FakeSys fake;
+  const int fd = fake.add_connected("10.99.0.1:443", "10.0.1.2:51000");
+  auto& s = fake.sock(fd);
+  s.tcpi_options = TCPI_OPT_SACK | TCPI_OPT_TIMESTAMPS | TCPI_OPT_WSCALE;
+  s.snd_wscale = 7;
+  s.rcv_wscale = 7;
+  s.recv_seq = 5000;
+  s.send_seq = 9000;
+  s.window = tcp_repair_window{5000, 64000, 65535, 64000, 5000};
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+  const auto& c = fake.calls();
+  INFO("checkpoint:\n" << trace(c));
+  CHECK(c.size() <= 30);
+  // Kept: rcv_nxt read on both sides of the receive queue's length (traffic not frozen).
+  std::size_t seq_reads = 0;
+  for (const auto& call : c) {
+    seq_reads += call.is_get(IPPROTO_TCP, TCP_QUEUE_SEQ) ? 1 : 0;
+    CHECK_FALSE(call.is_get(SOL_SOCKET, SO_TYPE));
+    CHECK_FALSE((call.op == Op::ioctl && call.name == SIOCOUTQNSD));
+    CHECK_FALSE(call.is_get(SOL_SOCKET, SO_SNDBUF));
+  }
+  CHECK(seq_reads == 3);  // write_seq once, rcv_nxt twice
+
+  FakeSys target;
+  Repairer rep2(target, quiet());
+  REQUIRE_OK(rep2.restore(cp->snapshot));
+  const auto& r = target.calls();
+  INFO("restore:\n" << trace(r));
+  CHECK(r.size() <= 17);
+  // Kept: write_seq read back before repair-off.
+  seq_reads = 0;
+  for (const auto& call : r) {
+    if (is_repair_off(call)) {
+      break;
+    }
+    seq_reads += call.is_get(IPPROTO_TCP, TCP_QUEUE_SEQ) ? 1 : 0;
+    CHECK_FALSE(call.is_set(IPPROTO_IP, IP_FREEBIND));
+  }
+  CHECK(seq_reads == 1);
+  CHECK(std::none_of(r.begin(), r.end(), [](const Call& k) { return k.op == Op::sendto; }));
+}
+
+TEST_CASE("restore sets keepalive timing, TTL and congestion only where they differ from the "
+          "netns default",
+          "[repair][syscalls]") {
+  FakeSys fake;
+  const int fd = fake.add_connected("10.99.0.1:443", "10.0.1.2:51000");
+  auto& s = fake.sock(fd);
+  s.opts[{IPPROTO_TCP, TCP_KEEPIDLE}] = 7200;
+  s.opts[{IPPROTO_TCP, TCP_KEEPINTVL}] = 30;  // the application's own
+  s.opts[{IPPROTO_TCP, TCP_KEEPCNT}] = 9;
+  s.opts[{IPPROTO_IP, IP_TTL}] = 64;
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+
+  FakeSys target;
+  target.socket_defaults = {{{IPPROTO_TCP, TCP_KEEPIDLE}, 7200},
+                            {{IPPROTO_TCP, TCP_KEEPINTVL}, 75},
+                            {{IPPROTO_TCP, TCP_KEEPCNT}, 9},
+                            {{IPPROTO_IP, IP_TTL}, 64}};
+  auto sets = [&](int level, int name) {
+    return std::count_if(target.calls().begin(), target.calls().end(), [&](const Call& c) {
+      return c.is_set(level, name) && c.fd != -1 && c.fd == target.created().front();
+    });
+  };
+  SECTION("the target netns is known (SO_NETNS_COOKIE)") {
+    target.netns_cookie = 7;
+    Repairer rep2(target, quiet());
+    auto r = rep2.restore(cp->snapshot);
+    REQUIRE_OK(r);
+    INFO(trace(target.calls()));
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPIDLE) == 0);
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPINTVL) == 1);
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPCNT) == 0);
+    CHECK(sets(IPPROTO_IP, IP_TTL) == 0);
+    CHECK(sets(IPPROTO_TCP, TCP_CONGESTION) == 0);
+    CHECK(target.sock(r->get()).opts[{IPPROTO_TCP, TCP_KEEPINTVL}] == 30);
+    // A second restore in the same netns reads no defaults again: one probe socket in all.
+    target.clear_calls();
+    auto cp2 = rep.checkpoint(fake.add_connected("10.99.0.1:443", "10.0.1.2:51001"));
+    REQUIRE_OK(cp2);
+    REQUIRE_OK(rep2.restore(cp2->snapshot));
+    CHECK(std::none_of(target.calls().begin(), target.calls().end(),
+                       [](const Call& c) { return c.is_get(IPPROTO_TCP, TCP_KEEPIDLE); }));
+  }
+  SECTION("unknown netns: every non-zero value is set") {
+    Repairer rep2(target, quiet());
+    REQUIRE_OK(rep2.restore(cp->snapshot));
+    INFO(trace(target.calls()));
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPIDLE) == 1);
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPINTVL) == 1);
+    CHECK(sets(IPPROTO_TCP, TCP_KEEPCNT) == 1);
+    CHECK(sets(IPPROTO_IP, IP_TTL) == 1);
+    CHECK(sets(IPPROTO_TCP, TCP_CONGESTION) == 1);
+  }
+}
+
+TEST_CASE("restore binds with IP_FREEBIND only when the address is not local",
+          "[repair][restore]") {
+  const auto samples = rendr::test::sample_snapshots();
+  const TcpSnapshot& snap = samples.at(0).snapshot;
+  const bool v6 = snap.tuple.local.family == IpFamily::v6;
+  auto is_freebind = [v6](const Call& c) {
+    return v6 ? c.is_set(IPPROTO_IPV6, IPV6_FREEBIND) : c.is_set(IPPROTO_IP, IP_FREEBIND);
+  };
+  FakeSys fake;
+  Repairer rep(fake, quiet());
+  SECTION("local: one bind, no freebind") {
+    REQUIRE_OK(rep.restore(snap));
+    CHECK(std::count_if(fake.calls().begin(), fake.calls().end(),
+                        [](const Call& c) { return c.op == Op::bind; }) == 1);
+    CHECK(std::none_of(fake.calls().begin(), fake.calls().end(), is_freebind));
+  }
+  SECTION("not local: freebind, then bind again") {
+    fake.fail_if([](const Call& c) { return c.op == Op::bind; }, EADDRNOTAVAIL, 1);
+    REQUIRE_OK(rep.restore(snap));
+    const auto& c = fake.calls();
+    INFO(trace(c));
+    std::vector<std::size_t> binds;
+    std::size_t fb = c.size();
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      if (c[i].op == Op::bind) {
+        binds.push_back(i);
+      }
+      if (is_freebind(c[i])) {
+        fb = i;
+      }
+    }
+    REQUIRE(binds.size() == 2);
+    CHECK(binds[0] < fb);
+    CHECK(fb < binds[1]);
+  }
+  SECTION("not local and freebind off: the bind error") {
+    fake.fail_if([](const Call& c) { return c.op == Op::bind; }, EADDRNOTAVAIL, 1);
+    RestoreOptions ro;
+    ro.freebind = false;
+    REQUIRE_ERROR(rep.restore(snap, ro), std::errc::address_not_available, "try freebind");
+    CHECK(std::none_of(fake.calls().begin(), fake.calls().end(), is_freebind));
+  }
+}
+
+TEST_CASE("restore kicks an ACK only when the old socket owed one", "[repair][syscalls]") {
+  FakeSys fake;
+  const int fd = fake.add_connected("10.99.0.1:443", "10.0.1.2:51000");
+  auto& s = fake.sock(fd);
+  s.recv_seq = 5000;
+  s.send_seq = 9000;
+  s.recv_queue = bytes(10, 3);
+  const bool owed = GENERATE(false, true);
+  // The last segment the old socket sent acknowledged everything but the queued 10 bytes (owed),
+  // or everything (not owed: rcv_wup == rcv_nxt).
+  s.window = tcp_repair_window{5000, 64000, 65535, 64000, owed ? 5000U : 5010U};
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+  FakeSys target;
+  Repairer rep2(target, quiet());
+  REQUIRE_OK(rep2.restore(cp->snapshot));
+  const auto& r = target.calls();
+  INFO("owed " << owed << "\n" << trace(r));
+  const auto kicks = std::count_if(r.begin(), r.end(), [](const Call& k) {
+    return k.op == Op::sendto;
+  });
+  CHECK(kicks == (owed ? 1 : 0));
+  if (!owed) {
+    // An ACK the freeze dropped is not in the snapshot: the caller says so, and the ACK is kicked.
+    FakeSys again;
+    Repairer rep3(again, quiet());
+    RestoreOptions ro;
+    ro.sent_into_freeze = true;
+    REQUIRE_OK(rep3.restore(cp->snapshot, ro));
+    CHECK(std::count_if(again.calls().begin(), again.calls().end(),
+                        [](const Call& k) { return k.op == Op::sendto; }) == 1);
+  }
+}
+
+TEST_CASE("checkpoint of a socket that takes TCP_INFO but not TCP_REPAIR says it is not TCP",
+          "[repair][errors][checkpoint]") {
+  // An MPTCP socket answers TCP_INFO; TCP_REPAIR fails (EOPNOTSUPP). The type is read only then.
+  FakeSys fake;
+  const int fd = source(fake);
+  fake.fail_if([](const Call& c) { return is_repair_on(c); }, EOPNOTSUPP);
+  Repairer rep(fake, quiet());
+  SECTION("a TCP socket: the kernel's error") {
+    REQUIRE_ERROR(rep.checkpoint(fd), std::errc::operation_not_supported, "TCP_REPAIR");
+  }
+  SECTION("another protocol: named") {
+    fake.sock(fd).protocol = 262;  // IPPROTO_MPTCP
+    fake.clear_faults();
+    fake.fail_if([](const Call& c) { return is_repair_on(c) || c.is_get(IPPROTO_TCP, TCP_INFO); },
+                 EOPNOTSUPP);
+    REQUIRE_ERROR(rep.checkpoint(fd), std::errc::protocol_not_supported, "not a TCP socket");
+  }
+}
+
+TEST_CASE("options read before the freeze keep every option read out of the checkpoint",
+          "[repair][syscalls]") {
+  FakeSys fake;
+  const int fd = source(fake);
+  auto& s = fake.sock(fd);
+  s.opts[{SOL_SOCKET, SO_REUSEADDR}] = 1;
+  s.opts[{IPPROTO_TCP, TCP_KEEPIDLE}] = 77;
+  s.opts[{SOL_SOCKET, SO_MARK}] = 0x42;
+  Repairer rep(fake, quiet());
+
+  // The reference: a checkpoint that reads the options itself.
+  auto plain = rep.checkpoint(fd);
+  REQUIRE_OK(plain);
+  const std::size_t plain_calls = fake.calls().size();
+  auto thawed = rep.thaw(std::move(plain->socket));
+  REQUIRE_OK(thawed);
+
+  fake.clear_calls();
+  auto opts = rep.read_options(fd);
+  REQUIRE_OK(opts);
+  CHECK(*opts == plain->snapshot.options);  // SO_REUSEADDR included, read outside repair mode
+  CHECK(opts->reuseaddr);
+  CHECK(opts->keepidle == 77);
+  CHECK(opts->mark == 0x42);
+  // Not one repair-mode call: reading options freezes nothing.
+  CHECK(std::none_of(fake.calls().begin(), fake.calls().end(),
+                     [](const Call& c) { return c.is_set(IPPROTO_TCP, TCP_REPAIR); }));
+
+  fake.clear_calls();
+  auto cp = rep.checkpoint(fd, &*opts);
+  REQUIRE_OK(cp);
+  const auto& c = fake.calls();
+  INFO("checkpoint with options read before:\n" << trace(c));
+  CHECK(cp->snapshot.options == plain->snapshot.options);
+  CHECK(cp->snapshot.send_queue == plain->snapshot.send_queue);
+  CHECK(cp->snapshot.recv_queue == plain->snapshot.recv_queue);
+  const int option_reads[][2] = {
+      {IPPROTO_TCP, TCP_NODELAY},     {IPPROTO_TCP, TCP_CORK},      {SOL_SOCKET, SO_KEEPALIVE},
+      {IPPROTO_TCP, TCP_KEEPIDLE},    {IPPROTO_TCP, TCP_KEEPINTVL}, {IPPROTO_TCP, TCP_KEEPCNT},
+      {IPPROTO_TCP, TCP_USER_TIMEOUT}, {IPPROTO_TCP, TCP_NOTSENT_LOWAT}, {SOL_SOCKET, SO_MARK},
+      {IPPROTO_IP, IP_TOS},           {IPPROTO_IP, IP_TTL},         {SOL_SOCKET, SO_MEMINFO},
+      {IPPROTO_TCP, TCP_CONGESTION},  {SOL_SOCKET, SO_LINGER},      {SOL_SOCKET, SO_REUSEADDR}};
+  for (const auto& call : c) {
+    for (const auto& o : option_reads) {
+      CHECK_FALSE(call.is_get(o[0], o[1]));
+    }
+    CHECK(call.op != Op::get_fl);
+  }
+  CHECK(c.size() + 16 <= plain_calls);
+  // Thawing restores SO_REUSEADDR from the options given (repair mode cleared it).
+  REQUIRE_OK(rep.thaw(std::move(cp->socket)));
+  CHECK(fake.sock(fd).opts[{SOL_SOCKET, SO_REUSEADDR}] == 1);
+}
+
+TEST_CASE("read_options of a descriptor that is not a socket fails naming the step",
+          "[repair][errors]") {
+  FakeSys fake;
+  Repairer rep(fake, quiet());
+  auto o = rep.read_options(12345);
+  REQUIRE_ERROR(o, std::errc::bad_file_descriptor, "read socket options");
+}
