@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 
+#include <map>
+
 namespace rendr::lab {
 
 const std::vector<std::string>& GatewayLab::roles() {
@@ -43,71 +45,92 @@ Result<std::unique_ptr<GatewayLab>> GatewayLab::create(std::string prefix) {
   std::unique_ptr<GatewayLab> lab(new GatewayLab(std::move(prefix)));
   lab->teardown();  // leftovers of an earlier run
   // From here on, any early return destroys |lab|, which deletes what was built so far.
+  // Few process spawns: they are most of the set-up time (each command of a script runs as
+  // "ip -n <ns>" where it can, without entering the namespace).
   for (const auto& role : roles()) {
     RENDR_TRY(netns_add(lab->ns(role)));
-    RENDR_TRY(lab->run(role, kNoDadSysctl));
   }
-  RENDR_TRY(lab->run("gw", "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 "
-                           "net.ipv6.conf.default.forwarding=1"));
+  std::vector<std::string> links;
+  for (const auto& role : roles()) {
+    links.push_back(in_ns(lab->ns(role), kNoDadSysctl));
+  }
+  links.push_back(in_ns(lab->ns("gw"), "sysctl -qw net.ipv4.ip_forward=1 "
+                                       "net.ipv6.conf.all.forwarding=1 "
+                                       "net.ipv6.conf.default.forwarding=1"));
   for (const auto& i : interfaces()) {
     if (i.peer_role.empty() || i.role == "gw") {
       continue;  // lo, or the gw end (created with its peer)
     }
-    std::string out;
-    if (shell("ip -n " + lab->ns(i.role) + " link add " + i.name + " type veth peer name " +
-                  i.peer_name + " netns " + lab->ns(i.peer_role),
-              &out) != 0) {
-      return make_error(std::errc::io_error,
-                        "lab: veth " + lab->ns(i.role) + "/" + i.name + ": " + out);
-    }
+    links.push_back("ip -n " + lab->ns(i.role) + " link add " + i.name + " type veth peer name " +
+                    i.peer_name + " netns " + lab->ns(i.peer_role));
   }
   // Links up (and carrier on) first, addresses after: an IPv6 address added (nodad) while its
   // link has no carrier makes the first neighbour resolution over that link wait a full
   // retransmit timer (1 s).
   for (const auto& i : interfaces()) {
     if (i.name != "lo") {
-      RENDR_TRY(lab->run(i.role, "ip link set " + i.name + " up"));
+      links.push_back(in_ns(lab->ns(i.role), "ip link set " + i.name + " up"));
     }
   }
+  RENDR_TRY(run_script("gateway lab " + lab->prefix_ + ": links", links));
+  std::map<std::string, std::map<std::string, std::string>> mac;  // role -> ifname -> MAC
   for (const auto& role : roles()) {
     RENDR_TRY(wait_links_ready(lab->ns(role)));
+    auto m = macs(lab->ns(role));
+    if (!m) {
+      return std::move(m).take_error();
+    }
+    mac[role] = std::move(*m);
   }
+  std::vector<std::string> net;
   for (const auto& i : interfaces()) {
-    RENDR_TRY(lab->run(i.role, "ip addr add " + i.addr4 + " dev " + i.name + " && ip -6 addr add " +
-                                   i.addr6 + " dev " + i.name + " nodad"));
+    net.push_back(in_ns(lab->ns(i.role), "ip addr add " + i.addr4 + " dev " + i.name));
+    net.push_back(in_ns(lab->ns(i.role), "ip -6 addr add " + i.addr6 + " dev " + i.name +
+                                             " nodad"));
   }
   // Permanent neighbours on every veth (see pin_neighbour).
   for (const auto& i : interfaces()) {
     if (i.peer_role.empty()) {
       continue;
     }
+    auto m = mac[i.peer_role].find(i.peer_name);
+    if (m == mac[i.peer_role].end()) {
+      return make_error(std::errc::io_error, "lab: [" + lab->ns(i.peer_role) + "] no MAC for " +
+                                                 i.peer_name);
+    }
     for (const auto& o : interfaces()) {
       if (o.role == i.peer_role && o.name == i.peer_name) {
-        auto mac = mac_of(lab->ns(o.role), o.name);
-        if (!mac) {
-          return std::move(mac).take_error();
-        }
-        std::vector<std::string> addrs = {o.addr4.substr(0, o.addr4.find('/')),
-                                          o.addr6.substr(0, o.addr6.find('/'))};
-        RENDR_TRY(pin_neighbour(lab->ns(i.role), i.name, addrs, *mac));
+        auto pins = neighbour_pins(lab->ns(i.role), i.name,
+                                   {o.addr4.substr(0, o.addr4.find('/')),
+                                    o.addr6.substr(0, o.addr6.find('/'))},
+                                   m->second);
+        net.insert(net.end(), pins.begin(), pins.end());
       }
     }
   }
-  RENDR_TRY(lab->run("peer", "ip route add default via 10.0.1.1 && ip -6 route add default via "
-                             "fd00:1::1"));
+  net.push_back(in_ns(lab->ns("peer"), "ip route add default via 10.0.1.1"));
+  net.push_back(in_ns(lab->ns("peer"), "ip -6 route add default via fd00:1::1"));
   for (Host h : {Host::a, Host::b}) {
-    const std::string role = h == Host::a ? "a" : "b";
-    RENDR_TRY(lab->run(role, "ip route add default via " + gw_addr4(h) +
-                                 " && ip -6 route add default via " + gw_addr6(h) +
-                                 " && " + kProbePing + " " + gw_addr4(h) + " >/dev/null && " +
-                                 kProbePing + " -6 " + gw_addr6(h) +
-                                 " >/dev/null"));
+    const std::string n = lab->ns(h == Host::a ? "a" : "b");
+    net.push_back(in_ns(n, "ip route add default via " + gw_addr4(h)));
+    net.push_back(in_ns(n, "ip -6 route add default via " + gw_addr6(h)));
   }
-  RENDR_TRY(lab->route_vip_to(Host::a));
-  RENDR_TRY(lab->run("peer", std::string(kProbePing) + " " + kGwPeer4 + " >/dev/null && " +
-                                 kProbePing + " -6 " + kGwPeer6 + " >/dev/null && " + kProbePing +
-                                 " " + kVip4 + " >/dev/null && " + kProbePing + " -6 " + kVip6 +
-                                 " >/dev/null"));
+  net.push_back(in_ns(lab->ns("gw"), "ip route replace 10.99.0.1/32 via " + host_addr4(Host::a)));
+  net.push_back(in_ns(lab->ns("gw"), "ip -6 route replace fd99::1/128 via " +
+                                         host_addr6(Host::a)));
+  RENDR_TRY(run_script("gateway lab " + lab->prefix_ + ": addresses and routes", net));
+  // Every leg answers before create() returns (see kProbePing).
+  std::vector<std::string> probes;
+  for (Host h : {Host::a, Host::b}) {
+    const std::string n = lab->ns(h == Host::a ? "a" : "b");
+    probes.push_back(in_ns(n, std::string(kProbePing) + " " + gw_addr4(h) + " >/dev/null"));
+    probes.push_back(in_ns(n, std::string(kProbePing) + " -6 " + gw_addr6(h) + " >/dev/null"));
+  }
+  for (const std::string& dst : {std::string(kGwPeer4), std::string("-6 ") + kGwPeer6,
+                                 std::string(kVip4), std::string("-6 ") + kVip6}) {
+    probes.push_back(in_ns(lab->ns("peer"), std::string(kProbePing) + " " + dst + " >/dev/null"));
+  }
+  RENDR_TRY(run_script("gateway lab " + lab->prefix_ + ": reachability", probes));
   return lab;
 }
 

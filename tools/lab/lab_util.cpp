@@ -65,6 +65,31 @@ Status run_in(const std::string& netns, const std::string& cmd) {
   return {};
 }
 
+std::string in_ns(const std::string& netns, const std::string& cmd) {
+  if (cmd.rfind("ip ", 0) == 0) {
+    return "ip -n " + shell_quote(netns) + cmd.substr(2);
+  }
+  return "ip netns exec " + shell_quote(netns) + " " + cmd;
+}
+
+Status run_script(const std::string& what, const std::vector<std::string>& cmds) {
+  if (cmds.empty()) {
+    return {};
+  }
+  std::string script;
+  for (const auto& c : cmds) {
+    script += c + " || { echo " + shell_quote("failed: " + c) + "; exit 1; }\n";
+  }
+  std::string out;
+  if (shell(script, &out) != 0) {
+    while (!out.empty() && out.back() == '\n') {
+      out.pop_back();
+    }
+    return make_error(std::errc::io_error, "lab: " + what + ": " + out);
+  }
+  return {};
+}
+
 bool netns_exists(const std::string& name) {
   struct stat st {};
   return ::stat(("/run/netns/" + name).c_str(), &st) == 0;
@@ -75,7 +100,9 @@ Status netns_add(const std::string& name) {
     return make_error(std::errc::file_exists, "lab: namespace " + name + " already exists");
   }
   std::string out;
-  if (shell("ip netns add " + shell_quote(name), &out) != 0) {
+  if (shell("ip netns add " + shell_quote(name) + " && ip -n " + shell_quote(name) +
+                " link set lo up",
+            &out) != 0) {
     while (!out.empty() && out.back() == '\n') {
       out.pop_back();
     }
@@ -87,7 +114,7 @@ Status netns_add(const std::string& name) {
     }
     return make_error(std::errc::io_error, "lab: ip netns add " + name + " failed: " + out);
   }
-  return run_in(name, "ip link set lo up");
+  return {};
 }
 
 void netns_del(const std::string& name) {
@@ -104,8 +131,19 @@ Result<UniqueFd> open_netns(const std::string& name) {
   return fd;
 }
 
+namespace {
+// link_lines: "ip -o link show" of |netns|, without entering it.
+Result<std::string> link_lines(const std::string& netns) {
+  std::string out;
+  if (shell("ip -n " + shell_quote(netns) + " -o link show", &out) != 0) {
+    return make_error(std::errc::io_error, "lab: [" + netns + "] ip -o link show: " + out);
+  }
+  return out;
+}
+}  // namespace
+
 Result<std::vector<Link>> links(const std::string& netns) {
-  auto out = output_in(netns, "ip -o link show");
+  auto out = link_lines(netns);
   if (!out) {
     return std::move(out).take_error();
   }
@@ -149,7 +187,7 @@ Result<int> ifindex(const std::string& netns, const std::string& ifname) {
 Status wait_links_ready(const std::string& netns, int timeout_ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
-    auto out = output_in(netns, "ip -o link show");
+    auto out = link_lines(netns);
     if (!out) {
       return std::move(out).take_error();
     }
@@ -178,29 +216,58 @@ Status wait_links_ready(const std::string& netns, int timeout_ms) {
   }
 }
 
-Result<std::string> mac_of(const std::string& netns, const std::string& ifname) {
-  auto out = output_in(netns, "cat /sys/class/net/" + ifname + "/address");
+Result<std::map<std::string, std::string>> macs(const std::string& netns) {
+  auto out = link_lines(netns);
   if (!out) {
     return std::move(out).take_error();
   }
-  std::string mac = *out;
-  while (!mac.empty() && (mac.back() == '\n' || mac.back() == ' ')) {
-    mac.pop_back();
+  // "3: va@if2: <...> mtu 1500 ... \    link/ether 9a:..:4e brd ff:ff:ff:ff:ff:ff ..."
+  std::map<std::string, std::string> m;
+  std::istringstream in(*out);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto c1 = line.find(": ");
+    auto c2 = c1 == std::string::npos ? c1 : line.find(": ", c1 + 2);
+    auto e = line.find("link/ether ");
+    if (c2 == std::string::npos || e == std::string::npos || line.size() < e + 11 + 17) {
+      continue;
+    }
+    std::string name = line.substr(c1 + 2, c2 - c1 - 2);
+    if (auto at = name.find('@'); at != std::string::npos) {
+      name.resize(at);
+    }
+    m[name] = line.substr(e + 11, 17);
   }
-  if (mac.size() != 17) {
-    return make_error(std::errc::io_error, "lab: [" + netns + "] bad MAC for " + ifname + ": " + mac);
+  return m;
+}
+
+Result<std::string> mac_of(const std::string& netns, const std::string& ifname) {
+  auto m = macs(netns);
+  if (!m) {
+    return std::move(m).take_error();
   }
-  return mac;
+  auto it = m->find(ifname);
+  if (it == m->end()) {
+    return make_error(std::errc::io_error, "lab: [" + netns + "] no MAC for " + ifname);
+  }
+  return it->second;
+}
+
+std::vector<std::string> neighbour_pins(const std::string& netns, const std::string& ifname,
+                                        const std::vector<std::string>& peer_addrs,
+                                        const std::string& peer_mac) {
+  std::vector<std::string> v;
+  for (const auto& a : peer_addrs) {
+    v.push_back(in_ns(netns, "ip neigh replace " + a + " lladdr " + peer_mac + " dev " + ifname +
+                                 " nud permanent"));
+  }
+  return v;
 }
 
 Status pin_neighbour(const std::string& netns, const std::string& ifname,
                      const std::vector<std::string>& peer_addrs, const std::string& peer_mac) {
-  std::string cmd = "true";
-  for (const auto& a : peer_addrs) {
-    cmd += " && ip neigh replace " + a + " lladdr " + peer_mac + " dev " + ifname +
-           " nud permanent";
-  }
-  return run_in(netns, cmd);
+  return run_script("[" + netns + "] pin neighbours on " + ifname,
+                    neighbour_pins(netns, ifname, peer_addrs, peer_mac));
 }
 
 const std::vector<std::string>& lab_roles() {

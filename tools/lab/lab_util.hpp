@@ -9,6 +9,7 @@
 #include <rendr/common/result.hpp>
 #include <rendr/common/unique_fd.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,15 @@ int shell(const std::string& cmd, std::string* out = nullptr);
 [[nodiscard]] Status run_in(const std::string& netns, const std::string& cmd);
 // output_in is run_in returning the command's output (stdout+stderr).
 [[nodiscard]] Result<std::string> output_in(const std::string& netns, const std::string& cmd);
+
+// run_script runs |cmds| in order in ONE shell (one process spawn instead of one per command;
+// lab set-up spends most of its time spawning processes): the first that fails stops it, and
+// the error names |what|, that command and its output. Commands that act inside a namespace
+// use in_ns().
+[[nodiscard]] Status run_script(const std::string& what, const std::vector<std::string>& cmds);
+// in_ns prefixes |cmd| so it acts in |netns|: "ip -n <netns> ..." for an ip command (no mount
+// namespace, unlike "ip netns exec"), "ip netns exec <netns> ..." for anything else.
+[[nodiscard]] std::string in_ns(const std::string& netns, const std::string& cmd);
 
 // netns_exists says whether /run/netns/<name> exists.
 [[nodiscard]] bool netns_exists(const std::string& name);
@@ -59,6 +69,14 @@ struct Link {
 // which would cost the first ping or SYN a retransmission timeout. ETIMEDOUT names the link.
 [[nodiscard]] Status wait_links_ready(const std::string& netns, int timeout_ms = 5000);
 
+// macs reads the MAC address of every interface of |netns| that has one, by name.
+[[nodiscard]] Result<std::map<std::string, std::string>> macs(const std::string& netns);
+// neighbour_pins returns the commands (for run_script) that pin each of |peer_addrs| to
+// |peer_mac| on |ifname| in |netns| (see pin_neighbour).
+[[nodiscard]] std::vector<std::string> neighbour_pins(const std::string& netns,
+                                                      const std::string& ifname,
+                                                      const std::vector<std::string>& peer_addrs,
+                                                      const std::string& peer_mac);
 // mac_of reads the MAC address of |ifname| in |netns| ("aa:bb:cc:dd:ee:ff").
 [[nodiscard]] Result<std::string> mac_of(const std::string& netns, const std::string& ifname);
 // pin_neighbour adds permanent neighbour entries in |netns| on |ifname| for the other end of a

@@ -130,57 +130,63 @@ Result<std::unique_ptr<MultipathLab>> MultipathLab::create(std::string prefix,
   // From here on, any early return destroys |lab|, which deletes what was built so far.
   std::string nft = "table " + std::string(kTable) + " {\n";
   std::string jumps;
+  // Few process spawns: they are most of the set-up time (see run_script).
   for (const char* role : {"client", "server"}) {
     RENDR_TRY(netns_add(lab->ns(role)));
-    RENDR_TRY(lab->run(role, "sysctl -qw net.ipv4.conf.all.rp_filter=0 "
-                             "net.ipv4.conf.default.rp_filter=0 && " + std::string(kNoDadSysctl)));
   }
-  std::string client_up = "true";
-  std::string server_up = "true";
-  std::string client_cmd = "true";
-  std::string server_cmd = "true";
+  std::vector<std::string> links;
+  for (const char* role : {"client", "server"}) {
+    links.push_back(in_ns(lab->ns(role), "sysctl -qw net.ipv4.conf.all.rp_filter=0 "
+                                         "net.ipv4.conf.default.rp_filter=0"));
+    links.push_back(in_ns(lab->ns(role), kNoDadSysctl));
+  }
+  std::vector<std::string> net;
   for (int i = 1; i <= opt.paths; ++i) {
     const std::string p = ifname(i);
-    std::string out;
-    if (shell("ip -n " + lab->client_ns() + " link add " + p + " type veth peer name " + p +
-                  " netns " + lab->server_ns(),
-              &out) != 0) {
-      return make_error(std::errc::io_error, "lab: veth " + lab->client_ns() + "/" + p + ": " + out);
-    }
-    client_up += " && ip link set " + p + " up";
-    client_cmd += " && ip addr add " + client_addr4(i) + "/24 dev " + p + " && ip -6 addr add " +
-                  client_addr6(i) + "/64 dev " + p + " nodad";
-    server_up += " && ip link set " + p + " up";
-    server_cmd += " && ip addr add " + server_addr4(i) + "/24 dev " + p + " && ip -6 addr add " +
-                  server_addr6(i) + "/64 dev " + p + " nodad";
+    links.push_back("ip -n " + lab->client_ns() + " link add " + p + " type veth peer name " + p +
+                    " netns " + lab->server_ns());
+    net.push_back(in_ns(lab->client_ns(), "ip addr add " + client_addr4(i) + "/24 dev " + p));
+    net.push_back(in_ns(lab->client_ns(), "ip -6 addr add " + client_addr6(i) + "/64 dev " + p +
+                                              " nodad"));
+    net.push_back(in_ns(lab->server_ns(), "ip addr add " + server_addr4(i) + "/24 dev " + p));
+    net.push_back(in_ns(lab->server_ns(), "ip -6 addr add " + server_addr6(i) + "/64 dev " + p +
+                                              " nodad"));
     nft += "  chain " + p + "_drop {\n  }\n  chain " + p + "_loss {\n  }\n";
     jumps += "    oifname \"" + p + "\" jump " + p + "_drop\n    oifname \"" + p + "\" jump " + p +
              "_loss\n";
   }
+  // Links up (carrier on) before addresses; see gateway_lab.cpp (IPv6 neighbour resolution).
+  for (int i = 1; i <= opt.paths; ++i) {
+    links.push_back(in_ns(lab->client_ns(), "ip link set " + ifname(i) + " up"));
+    links.push_back(in_ns(lab->server_ns(), "ip link set " + ifname(i) + " up"));
+  }
   nft += "  chain output {\n    type filter hook output priority 0; policy accept;\n" + jumps +
          "  }\n}\n";
-  // Links up (carrier on) before addresses; see gateway_lab.cpp (IPv6 neighbour resolution).
-  RENDR_TRY(lab->run("client", client_up));
-  RENDR_TRY(lab->run("server", server_up));
+  RENDR_TRY(run_script("multipath lab " + lab->prefix_ + ": links", links));
   RENDR_TRY(wait_links_ready(lab->client_ns()));
   RENDR_TRY(wait_links_ready(lab->server_ns()));
-  RENDR_TRY(lab->run("client", client_cmd));
-  RENDR_TRY(lab->run("server", server_cmd));
+  auto cmacs = macs(lab->client_ns());
+  auto smacs = macs(lab->server_ns());
+  if (!cmacs || !smacs) {
+    return (cmacs ? smacs.error() : cmacs.error());
+  }
   for (int i = 1; i <= opt.paths; ++i) {
-    auto cmac = mac_of(lab->client_ns(), ifname(i));
-    if (!cmac) {
-      return std::move(cmac).take_error();
+    auto cm = cmacs->find(ifname(i));
+    auto sm = smacs->find(ifname(i));
+    if (cm == cmacs->end() || sm == smacs->end()) {
+      return make_error(std::errc::io_error, "lab: no MAC for " + ifname(i));
     }
-    auto smac = mac_of(lab->server_ns(), ifname(i));
-    if (!smac) {
-      return std::move(smac).take_error();
-    }
-    RENDR_TRY(pin_neighbour(lab->client_ns(), ifname(i), {server_addr4(i), server_addr6(i)}, *smac));
-    RENDR_TRY(pin_neighbour(lab->server_ns(), ifname(i), {client_addr4(i), client_addr6(i)}, *cmac));
+    auto a = neighbour_pins(lab->client_ns(), ifname(i), {server_addr4(i), server_addr6(i)},
+                            sm->second);
+    auto b = neighbour_pins(lab->server_ns(), ifname(i), {client_addr4(i), client_addr6(i)},
+                            cm->second);
+    net.insert(net.end(), a.begin(), a.end());
+    net.insert(net.end(), b.begin(), b.end());
   }
   for (const char* role : {"client", "server"}) {
-    RENDR_TRY(lab->run(role, "printf '%s' " + shell_quote(nft) + " | nft -f -"));
+    net.push_back("printf '%s' " + shell_quote(nft) + " | " + in_ns(lab->ns(role), "nft -f -"));
   }
+  RENDR_TRY(run_script("multipath lab " + lab->prefix_ + ": addresses and filters", net));
   std::string check = "true";
   for (int i = 1; i <= opt.paths; ++i) {
     check += std::string(" && ") + kProbePing + " " + server_addr4(i) + " >/dev/null && " +

@@ -104,7 +104,9 @@ TEST_CASE("rendr-lab: multipath up, ping every path, drop/loss/rate/clear per pa
     CHECK(pings(client, "fd10:" + std::to_string(i) + "::2"));
   }
 
-  SECTION("silent drop on one path; the others keep working; undrop and clear restore it") {
+  // One lab for every step below (each leaves the paths as it found them): a Catch SECTION
+  // would build the lab again for each.
+  {  // silent drop on one path; the others keep working; undrop and clear restore it
     auto r = rendr_lab("impair --prefix " + p + " --path 2 --drop --json");
     INFO(r.out);
     REQUIRE(r.rc == 0);
@@ -128,7 +130,7 @@ TEST_CASE("rendr-lab: multipath up, ping every path, drop/loss/rate/clear per pa
     CHECK(pings(client, "10.10.2.2"));
   }
 
-  SECTION("random loss is counted by the nft rule (a cheap check, not a statistical one)") {
+  {  // random loss is counted by the nft rule (a cheap check, not a statistical one)
     REQUIRE(rendr_lab("impair --prefix " + p + " --path 1 --dir c2s --loss 50").rc == 0);
     // 100 echo requests 2 ms apart; about half are dropped before they leave the client.
     (void)in_ns(client, "ping -c100 -i0.002 -W1 -q 10.10.1.2");
@@ -145,7 +147,7 @@ TEST_CASE("rendr-lab: multipath up, ping every path, drop/loss/rate/clear per pa
     CHECK(in_ns(client, "ping -c20 -i0.002 -W1 -q 10.10.1.2") == 0);
   }
 
-  SECTION("rate via tbf, on every path or one") {
+  {  // rate via tbf, on every path or one
     auto r = rendr_lab("impair --prefix " + p + " --path all --rate 20mbit --json");
     INFO(r.out);
     REQUIRE(r.rc == 0);
@@ -159,7 +161,7 @@ TEST_CASE("rendr-lab: multipath up, ping every path, drop/loss/rate/clear per pa
                            "d['multipath']['paths']][2]") == "(20000000, 0)");
   }
 
-  SECTION("usage errors: bad path, bad loss, no lab") {
+  {  // usage errors: bad path, bad loss, no lab
     CHECK(rendr_lab("impair --prefix " + p + " --path 4 --drop").rc == 2);
     CHECK(rendr_lab("impair --prefix " + p + " --path 1 --loss 101").rc == 2);
     CHECK(rendr_lab("impair --prefix " + p + " --path 1 --rate fast").rc == 2);
