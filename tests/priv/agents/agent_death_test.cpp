@@ -181,3 +181,40 @@ TEST_CASE("a source agent killed with SIGKILL mid-migration before the freeze: t
   CHECK(json_scalar(rep, "result") == "committed");
   expect_healthy(al, c, rst0);
 }
+
+TEST_CASE("a target agent killed with SIGKILL right after COMMIT: the connection lives on at the "
+          "target's server and moves again once the agent is back",
+          "[.agents][agents][netns]") {
+  AgentLab al;
+  PatternClient c(al.lab, 8000);
+  const long long rst0 = peer_rsts(al.lab);
+  REQUIRE(c.wait_down(4 << 20, 10000));
+  const std::string flow = c.tuple().to_string();
+  REQUIRE(wait_tracked(al, "a", flow, 5000));
+
+  int st = -1;
+  std::string rep = al.migrate("a", {"--flow", flow}, "b", &st);
+  // The target answered COMMIT (that is what the report says): kill it at once, before it has
+  // done anything more for the connection it activated and handed to its server.
+  al.kill_agent("b");
+  INFO(rep << "\nagent a log:\n" << al.log("a") << "\nagent b log:\n" << al.log("b")
+           << "\nserver b log:\n" << al.log("srv-b"));
+  REQUIRE(st == 0);
+  REQUIRE(json_scalar(rep, "result") == "committed");
+  {
+    INFO("client error: " << c.error());
+    CHECK(c.wait_down(8 << 20, 20000));
+    CHECK_FALSE(c.failed());
+    CHECK(peer_rsts(al.lab) == rst0);
+    REQUIRE(al.server_alive("b"));
+  }
+  CHECK(wait_log(al, "srv-b", "agent lost", 2000));
+
+  // Back: the server registers again, the connection is tracked on b and moves home.
+  al.start_agent("b");
+  REQUIRE(wait_tracked(al, "b", flow, 5000));
+  rep = al.migrate("b", {"--flow", flow}, "a", &st);
+  CHECK(st == 0);
+  CHECK(json_scalar(rep, "result") == "committed");
+  expect_healthy(al, c, rst0);
+}
