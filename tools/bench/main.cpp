@@ -23,6 +23,8 @@ constexpr Subcommand kSubcommands[] = {
      &rendr::bench::run_engine},
     {"hostile", "HELLO flood with a legit client, unauthorized agent actions, slowloris, faults",
      &rendr::bench::run_hostile},
+    {"userstack", "lwIP over TUN: one flow each way vs the kernel, snapshot+restore latency",
+     &rendr::bench::run_userstack},
     {"echo-server", "(internal) echo server for `migrate`, registered with an agent",
      &rendr::bench::run_echo_server},
     {"hostile-listener", "(internal) engine echo listener for `hostile`",

@@ -22,9 +22,9 @@ namespace {
 
 // probe tries what the benches need with the one capability probe
 // (rendr/agents/capabilities.hpp): a network namespace and TCP_REPAIR, nothing else.
-std::string probe() {
+std::string probe(const std::string& which) {
   rendr::agents::ProbeOptions o;
-  o.only = {"netns", "tcp_repair"};
+  o.only = {"netns", which == "userstack" ? "tun" : "tcp_repair"};
   const auto report = rendr::agents::probe_capabilities(o);
   std::string why;
   for (const auto& cap : o.only) {
@@ -62,14 +62,14 @@ bool file_is_png(const std::string& path) {
 
 }  // namespace
 
-// usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile]
+// usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile|userstack]
 int main(int argc, char** argv) {
   if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: %s <path to rendr-bench> [repair|migrate|hostile]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <path to rendr-bench> [repair|migrate|hostile|userstack]\n", argv[0]);
     return 2;
   }
   const std::string which = argc == 3 ? argv[2] : "repair";
-  if (std::string why = probe(); !why.empty()) {
+  if (std::string why = probe(which); !why.empty()) {
     std::printf("%s %s: needs %s; run as root or via vm-tests\n", required() ? "FAIL" : "SKIP",
                 argv[0], why.c_str());
     return required() ? 1 : 77;
@@ -116,6 +116,12 @@ int main(int argc, char** argv) {
     spec.exact = {"\"unauthorized_actions_accepted\":0", "\"connections_lost\":0",
                   "\"faults_tried\":2", "\"legit_dial_ok_after_flood\":1",
                   "\"agent_crashes\":0", "\"hostile_hellos\":600"};
+  } else if (which == "userstack") {
+    spec.args = "userstack --json --quiet --mib 8 --restore-iters 50";
+    spec.keys = {"rx_gbps", "tx_gbps", "raw_kernel_gbps", "snapshot_restore_p50_us",
+                 "snapshot_restore_p99_us", "rx_vs_raw_ratio", "tx_vs_raw_ratio"};
+    // Every cycle rebuilt the connection (and the ping-pongs through it answered).
+    spec.exact = {"\"snapshot_restore_cycles\":50", "\"mib\":8", "\"rx_hold_dropped\":0"};
   } else {
     std::fprintf(stderr, "%s: unknown bench %s\n", argv[0], which.c_str());
     return 2;

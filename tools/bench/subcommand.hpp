@@ -29,6 +29,8 @@ int run_engine(std::span<char* const> args);
 // echo-server SOCK ADDR:PORT: the migrate benchmark's echo server (internal).
 int run_echo_server(std::span<char* const> args);
 int run_hostile(std::span<char* const> args);
+// run_userstack: `rendr-bench userstack` (userstack_bench.cpp).
+int run_userstack(std::span<char* const> args);
 int run_hostile_listener(std::span<char* const> args);
 
 }  // namespace rendr::bench
