@@ -75,6 +75,11 @@ engine::Id128 Admin::flow_id() const {
   return d_->core().flow_id();
 }
 
+std::optional<engine::L3Identity> Admin::l3_identity() const {
+  std::unique_lock lk(d_->mu);
+  return d_->core().l3_identity();
+}
+
 engine::Side Admin::side() const {
   std::unique_lock lk(d_->mu);
   return d_->core().side();

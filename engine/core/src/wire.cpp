@@ -176,6 +176,7 @@ const char* frame_name(const Frame& f) {
                         [](const MigrateNotify&) { return "migrate_notify"; },
                         [](const PathQualityReport&) { return "path_quality"; },
                         [](const Heartbeat&) { return "heartbeat"; },
+                        [](const L3IdentityFrame&) { return "l3_identity"; },
                     },
                     f);
 }
@@ -231,6 +232,15 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
           [](const MigrateNotify& m) -> Status { return check_seq(m.seq, "migrate_notify"); },
           [](const PathQualityReport& q) -> Status { return check_seq(q.seq, "path_quality"); },
           [](const Heartbeat& h) -> Status { return check_seq(h.seq, "heartbeat"); },
+          [](const L3IdentityFrame& l) -> Status {
+            RENDR_TRY(check_seq(l.seq, "l3_identity"));
+            if (l.record.size() > kMaxL3Frame) {
+              return make_error(errc::frame_too_large,
+                                "l3_identity payload " + std::to_string(l.record.size()) +
+                                    " > 255 bytes");
+            }
+            return {};
+          },
           [](const auto&) -> Status { return {}; },
       },
       f);
@@ -318,6 +328,10 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
                  [&](const Heartbeat& h) {
                    ctrl_hdr(Ctrl::heartbeat, h.seq);
                    put64(out, h.ts);
+                 },
+                 [&](const L3IdentityFrame& l) {
+                   ctrl_hdr(Ctrl::l3_identity, l.seq);
+                   out.insert(out.end(), l.record.begin(), l.record.end());
                  },
              },
              f);
@@ -504,6 +518,14 @@ Result<Frame> decode_frame(std::span<const std::byte> wire) {
       Heartbeat h{seq, 0};
       (void)r.u64(h.ts);
       return Frame{h};
+    }
+    case Ctrl::l3_identity: {
+      RENDR_TRY(check_seq(seq, "l3_identity"));
+      if (payload.size() > kMaxL3Frame) {
+        return make_error(errc::frame_too_large,
+                          "l3_identity payload " + std::to_string(payload.size()) + " > 255 bytes");
+      }
+      return Frame{L3IdentityFrame{seq, payload}};
     }
   }
   char hex[8];

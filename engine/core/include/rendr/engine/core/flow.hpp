@@ -256,6 +256,12 @@ class FlowCore {
   [[nodiscard]] const Id128& flow_id() const;
   [[nodiscard]] const std::optional<Error>& close_error() const;
   [[nodiscard]] FlowStats stats() const;
+  // l3_identity: the client's configured identity; on the server the peer's, once its record
+  // (SEQ 1) was admitted. l3_identity_pending (server): the HELLO_ACK negotiated the record,
+  // it has not been admitted yet and the flow is alive (a listener holds such flows back from
+  // accept()).
+  [[nodiscard]] const std::optional<L3Identity>& l3_identity() const;
+  [[nodiscard]] bool l3_identity_pending() const;
 
  private:
   struct Impl;
