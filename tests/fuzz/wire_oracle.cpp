@@ -117,7 +117,7 @@ std::string check_deframe(std::span<const std::byte> input) {
   return {};
 }
 
-// |l3|: the HELLO negotiated the L3 identity record (SEQ 1 must be one).
+// |l3|: the HELLO negotiated the L3 identity record (SEQ 1 must be one) and half-close.
 std::string check_core(std::span<const std::byte> input, bool l3) {
   using namespace std::chrono_literals;
   FlowConfig cfg;
@@ -136,7 +136,8 @@ std::string check_core(std::span<const std::byte> input, bool l3) {
   Hello h;
   h.flow_id = id_of(1);
   h.instance_id = id_of(2);
-  h.caps = l3 ? (kCapsL3Identity | kCapsL3Record) : 0;
+  // (|l3| also negotiates half-close: SHUTDOWN_WRITE frames are read, not refused.)
+  h.caps = l3 ? (kCapsL3Identity | kCapsL3Record | kCapsHalfClose) : 0;
   auto s = FlowCore::server(cfg, h, id_of(3), PathOptions{Framing::stream, "s"}, t0);
   if (!s.ok()) {
     return "server core: " + s.error().message();
@@ -374,6 +375,7 @@ std::vector<WireSeed> wire_seeds() {
       {"heartbeat", Heartbeat{5, 99}},
       {"l3_identity_v4", L3IdentityFrame{1, l3_v4}},
       {"l3_identity_v6", L3IdentityFrame{1, l3_v6}},
+      {"shutdown_write", ShutdownWrite{6}},
   };
   for (const auto& [name, f] : singles) {
     seeds.push_back({"frame_" + name, encoded(f)});
@@ -410,6 +412,7 @@ std::vector<WireSeed> wire_seeds() {
   std::vector<std::byte> s4;
   append_framed(s4, L3IdentityFrame{1, l3_v4});
   append_framed(s4, Data{2, payload, false});
+  append_framed(s4, ShutdownWrite{3});
   seeds.push_back({"stream_l3_identity", s4});
   seeds.push_back({"l3_record_v4", std::vector<std::byte>(l3_v4.begin(), l3_v4.end())});
   seeds.push_back({"l3_record_v6", std::vector<std::byte>(l3_v6.begin(), l3_v6.end())});

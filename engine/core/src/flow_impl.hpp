@@ -127,6 +127,10 @@ struct FlowCore::Impl {
   // was admitted. |l3_expected|: the server echoed caps bits 1 + 14, so SEQ 1 must be the record.
   std::optional<L3Identity> l3_id;
   bool l3_expected = false;
+  // Half-close (docs/wire.md): we sent SHUTDOWN_WRITE (no more writes) / the peer's reached the
+  // head of the reorder buffer (reads end in EOF after what came before it).
+  bool write_shut = false;
+  bool peer_fin = false;
   FlowState state = FlowState::init;
   std::optional<Error> close_error;
   std::optional<ByeReason> peer_bye;
@@ -235,9 +239,11 @@ struct FlowCore::Impl {
   [[nodiscard]] bool packet() const { return (cfg.caps & kCapsPacketMode) != 0; }
   // hello_ack_caps (server): the caps of a HELLO_ACK answering a HELLO with |asked|: our own
   // packet-mode and keyed bits, the L3 identity bits only when asked and supported (bit 14
-  // only together with bit 1), never the mode hint.
+  // only together with bit 1), half-close when asked, never the mode hint.
   [[nodiscard]] std::uint32_t hello_ack_caps(std::uint32_t asked) const {
-    std::uint32_t c = cfg.caps & ~(kCapsL3Identity | kCapsL3Record | kCapsModeMask);
+    std::uint32_t c =
+        cfg.caps & ~(kCapsL3Identity | kCapsL3Record | kCapsModeMask | kCapsHalfClose);
+    c |= asked & kCapsHalfClose;  // every core of this version reads SHUTDOWN_WRITE
     const std::uint32_t l3 = asked & cfg.caps & kCapsL3Identity;
     c |= l3;
     if (l3 != 0) {
@@ -468,6 +474,8 @@ struct FlowCore::Impl {
   void drain_reorder(TimePoint now);
 
   void handle_peer_bye(ByeReason reason, TimePoint now);
+  // half_close: did the handshake negotiate SHUTDOWN_WRITE (both sides read it)?
+  [[nodiscard]] bool half_close() const { return (peer_caps & kCapsHalfClose) != 0; }
 
   void on_decode_error(Path& p, Error err, TimePoint now);
 

@@ -316,6 +316,8 @@ FlowStats FlowCore::stats() const {
   s.peer_caps = m.peer_caps;
   s.peer_instance_id = m.peer_instance;
   s.l3_identity = m.l3_id;
+  s.write_shut = m.write_shut;
+  s.peer_write_shut = m.peer_fin;
   s.recv_queue_hwm = m.reorder.frames_high_water();
   s.bond_stuck_skips = m.bond.stuck_skips();
   s.ledger_frames = m.ledger.frames();

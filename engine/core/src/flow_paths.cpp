@@ -235,8 +235,10 @@ void FlowCore::Impl::planned_switch(PathId to, MigrateCause cause, TimePoint now
 Result<FlowCore> FlowCore::client(const FlowConfig& cfg, const Id128& flow_id,
                                   const Id128& instance_id) {
   RENDR_TRY_CTX(validate_config(cfg), "flow config");
+  FlowConfig c = cfg;
+  c.caps |= kCapsHalfClose;  // this side reads SHUTDOWN_WRITE
   if (!cfg.l3_identity) {
-    return FlowCore(std::make_unique<Impl>(cfg, Side::client, flow_id, instance_id));
+    return FlowCore(std::make_unique<Impl>(c, Side::client, flow_id, instance_id));
   }
   // The record takes SEQ 1, ahead of anything the application writes; it leaves with the
   // first data once the HELLO_ACK echoed caps bits 1 + 14 (handle_hello_ack).
@@ -244,7 +246,6 @@ Result<FlowCore> FlowCore::client(const FlowConfig& cfg, const Id128& flow_id,
   if (!record) {
     return std::move(record).take_error();
   }
-  FlowConfig c = cfg;
   c.caps |= kCapsL3Identity | kCapsL3Record;
   auto impl = std::make_unique<Impl>(c, Side::client, flow_id, instance_id);
   impl->l3_id = cfg.l3_identity;

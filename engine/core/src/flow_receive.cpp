@@ -41,6 +41,12 @@ void FlowCore::Impl::handle_frame(Path& p, Frame&& f, TimePoint now) {
     insert_sequenced(p, l3->seq, std::move(item), now, false);
     return;
   }
+  if (auto* w = std::get_if<ShutdownWrite>(&f)) {
+    detail::RecvItem item;
+    item.kind = detail::RecvItem::Kind::fin;
+    insert_sequenced(p, w->seq, std::move(item), now, false);
+    return;
+  }
   if (std::holds_alternative<MigrateNotify>(f) || std::holds_alternative<PathQualityReport>(f) ||
       std::holds_alternative<Heartbeat>(f)) {
     detail::RecvItem item;
@@ -238,6 +244,26 @@ void FlowCore::Impl::drain_reorder(TimePoint now) {
       if (!take_l3_record(seq, item.payload, now)) {
         break;
       }
+      continue;
+    }
+    if (peer_fin && (h.kind == detail::RecvItem::Kind::data ||
+                     h.kind == detail::RecvItem::Kind::fin)) {
+      fail_flow(make_error(errc::peer_protocol,
+                           std::string(h.kind == detail::RecvItem::Kind::fin ? "a second" : "data after the") +
+                               " SHUTDOWN_WRITE at SEQ " + std::to_string(reorder.expected())),
+                ByeReason::proto_version, now);
+      break;
+    }
+    if (h.kind == detail::RecvItem::Kind::fin) {
+      const std::uint64_t seq = reorder.expected();
+      (void)reorder.pop_head();
+      if (!half_close()) {
+        fail_flow(make_error(errc::peer_protocol, "SHUTDOWN_WRITE at SEQ " + std::to_string(seq) +
+                                                      " without negotiating half-close (caps bit 13)"),
+                  ByeReason::proto_version, now);
+        break;
+      }
+      peer_fin = true;
       continue;
     }
     if (h.kind == detail::RecvItem::Kind::data) {
@@ -474,7 +500,7 @@ Result<ReadOutcome> FlowCore::read_loan(std::span<std::byte> out, std::vector<Bu
     }
     return ReadOutcome{n, false};
   }
-  if (m.peer_bye == ByeReason::normal) {
+  if (m.peer_bye == ByeReason::normal || m.peer_fin) {
     return ReadOutcome{0, true};
   }
   if (m.state == FlowState::dead) {
@@ -511,7 +537,7 @@ Result<ReadOutcome> FlowCore::read_packet(std::vector<std::byte>& out, TimePoint
     return ReadOutcome{out.size(), false};
   }
   out.clear();
-  if (m.peer_bye == ByeReason::normal) {
+  if (m.peer_bye == ByeReason::normal || m.peer_fin) {
     return ReadOutcome{0, true};
   }
   if (m.state == FlowState::dead) {
@@ -541,7 +567,8 @@ std::size_t FlowCore::readable() const { return impl_->delivered_bytes; }
 
 bool FlowCore::read_ready() const {
   const auto& m = *impl_;
-  return !m.delivered.empty() || m.peer_bye == ByeReason::normal || m.state == FlowState::dead;
+  return !m.delivered.empty() || m.peer_bye == ByeReason::normal || m.peer_fin ||
+         m.state == FlowState::dead;
 }
 
 }  // namespace rendr::engine

@@ -177,6 +177,7 @@ const char* frame_name(const Frame& f) {
                         [](const PathQualityReport&) { return "path_quality"; },
                         [](const Heartbeat&) { return "heartbeat"; },
                         [](const L3IdentityFrame&) { return "l3_identity"; },
+                        [](const ShutdownWrite&) { return "shutdown_write"; },
                     },
                     f);
 }
@@ -241,6 +242,7 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
             }
             return {};
           },
+          [](const ShutdownWrite& w) -> Status { return check_seq(w.seq, "shutdown_write"); },
           [](const auto&) -> Status { return {}; },
       },
       f);
@@ -333,6 +335,7 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
                    ctrl_hdr(Ctrl::l3_identity, l.seq);
                    out.insert(out.end(), l.record.begin(), l.record.end());
                  },
+                 [&](const ShutdownWrite& w) { ctrl_hdr(Ctrl::shutdown_write, w.seq); },
              },
              f);
   return {};
@@ -526,6 +529,11 @@ Result<Frame> decode_frame(std::span<const std::byte> wire) {
                           "l3_identity payload " + std::to_string(payload.size()) + " > 255 bytes");
       }
       return Frame{L3IdentityFrame{seq, payload}};
+    }
+    case Ctrl::shutdown_write: {
+      RENDR_TRY(check_seq(seq, "shutdown_write"));
+      RENDR_TRY(exact(0, "shutdown_write"));
+      return Frame{ShutdownWrite{seq}};
     }
   }
   char hex[8];

@@ -43,6 +43,10 @@ inline constexpr std::uint32_t kCapsKeyed = 1U << 12;
 // docs/wire.md "L3 identity"). Asked together with kCapsL3Identity; the record travels only
 // when the HELLO_ACK echoes both (a v0.3 peer echoes bit 1 without ever reading a record).
 inline constexpr std::uint32_t kCapsL3Record = 1U << 14;
+// rendr C++ extension: this side reads SHUTDOWN_WRITE (control 0x41, docs/wire.md "Half-close").
+// Every FlowCore of this version asks for it in its HELLO and echoes it in its HELLO_ACK;
+// shutdown_write needs the peer to have it.
+inline constexpr std::uint32_t kCapsHalfClose = 1U << 13;
 
 // L3Identity: the original IP 5-tuple of a flow that entered rendr below the application (a TUN
 // ingress), carried to the accepting side so that an egress can land it (docs/wire.md "L3
@@ -192,6 +196,9 @@ struct FlowStats {
   Id128 peer_instance_id{};
   // The flow's L3 identity: the configured one (client), the peer's record (server).
   std::optional<L3Identity> l3_identity;
+  // Half-close: this side called shutdown_write / the peer's SHUTDOWN_WRITE was admitted.
+  bool write_shut = false;
+  bool peer_write_shut = false;
   std::size_t recv_queue_hwm = 0;
   std::uint64_t recv_dups = 0;
   std::uint64_t bond_stuck_skips = 0;

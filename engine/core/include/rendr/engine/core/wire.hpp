@@ -58,6 +58,7 @@ enum class Ctrl : std::uint8_t {
   bridge_ack = 0x11,
   // rendr C++ extensions (docs/wire.md): sent only to a peer that negotiated them in HELLO caps.
   l3_identity = 0x40,  // sequenced: the 40-byte L3 identity record (caps bits 1 + 14)
+  shutdown_write = 0x41,  // sequenced, empty: the sender writes no more (caps bit 13)
 };
 
 enum class ByeReason : std::uint8_t {
@@ -168,8 +169,16 @@ struct L3IdentityFrame {
   std::span<const std::byte> record;
 };
 
+// ShutdownWrite: control 0x41, sequenced, no payload: the end of the sender's direction (a
+// half-close). The receiver's reader sees EOF once every frame before it was read; the other
+// direction keeps flowing. Sent only when the HELLO / HELLO_ACK negotiated caps bit 13.
+struct ShutdownWrite {
+  std::uint64_t seq = 0;
+};
+
 using Frame = std::variant<Data, Hello, HelloAck, BridgeTag, BridgeAck, Probe, ProbeReply, Ack,
-                           Bye, MigrateNotify, PathQualityReport, Heartbeat, L3IdentityFrame>;
+                           Bye, MigrateNotify, PathQualityReport, Heartbeat, L3IdentityFrame,
+                           ShutdownWrite>;
 
 // The L3 identity record (docs/wire.md "L3 identity"), 40 bytes:
 //   [0] version (1) | [1] proto | [2] family (4|6) | [3] 0 | [4:6] src port | [6:8] dst port |
