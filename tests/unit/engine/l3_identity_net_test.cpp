@@ -164,3 +164,45 @@ TEST_CASE("engine net l3 identity: a hostile record is refused and its flow neve
   CHECK((*s)->flow_id() == (*c)->flow_id());
   REQUIRE_ERROR((*l)->accept(deadline_in(300ms)), std::errc::timed_out, "accept");
 }
+
+TEST_CASE("engine net l3 identity: a packet flow over udpflow carries it, and half-closes",
+          "[engine][l3id][net]") {
+  ListenOptions lo;
+  lo.flow = fast_cfg();
+  auto l = listen_udpflow("127.0.0.1:0", lo);
+  REQUIRE_OK(l);
+  DialOptions o;
+  static_cast<engine::FlowConfig&>(o) = fast_cfg();
+  PathSpec p;
+  p.transport = "udpflow";
+  p.address = (*l)->local_address();
+  o.paths = {p};
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  auto id = engine::make_l3_identity(17, "10.0.0.2:5353", "10.0.0.53:53");
+  REQUIRE_OK(id);
+  auto c = (*d)->dial_packet(*id);
+  REQUIRE_OK(c);
+  auto s = (*l)->accept_packet(deadline_in(5s));
+  REQUIRE_OK(s);
+  REQUIRE((*s)->l3_identity().has_value());
+  CHECK(*(*s)->l3_identity() == *id);
+  const std::string q = "query";
+  REQUIRE_OK((*c)->write(std::as_bytes(std::span(q)), deadline_in(5s)));
+  REQUIRE_OK((*c)->shutdown_write());
+  std::vector<std::byte> pkt;
+  auto r = (*s)->read(pkt, deadline_in(5s));
+  REQUIRE_OK(r);
+  CHECK(*r);
+  CHECK(pkt.size() == q.size());
+  r = (*s)->read(pkt, deadline_in(5s));
+  REQUIRE_OK(r);
+  CHECK_FALSE(*r);  // EOF: the dialer half-closed
+  // The answer still flows the other way.
+  const std::string a = "answer";
+  REQUIRE_OK((*s)->write(std::as_bytes(std::span(a)), deadline_in(5s)));
+  r = (*c)->read(pkt, deadline_in(5s));
+  REQUIRE_OK(r);
+  CHECK(*r);
+  CHECK(std::string(reinterpret_cast<const char*>(pkt.data()), pkt.size()) == a);
+}
