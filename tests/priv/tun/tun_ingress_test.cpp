@@ -82,63 +82,125 @@ int open_fifo(const std::string& path) {
   return fd;
 }
 
+// TunLab: the two namespaces, joined by two veths (paths 10.88.0.0/24 and 10.89.0.0/24), the
+// origin serving |blob| and both rendr-tun processes, ready. Torn down with the test.
+struct TunLab {
+  TempDir dir;
+  std::vector<std::byte> blob;
+  Netns app = Netns::create("tunapp");
+  Netns egress = Netns::create("tunegress");
+  std::vector<int> fifos;
+  Child origin;
+  Child eg;
+  Child in;
+
+  explicit TunLab(std::size_t size) : blob(size) {
+    Pattern(31).fill(0, blob);
+    {
+      std::ofstream f(dir.path + "/blob", std::ios::binary);
+      f.write(reinterpret_cast<const char*>(blob.data()),
+              static_cast<std::streamsize>(blob.size()));
+      REQUIRE(f.good());
+    }
+    veth(app, "rta0", egress, "rtb0");
+    veth(app, "rta1", egress, "rtb1");
+    app.must("ip addr add 10.88.0.1/24 dev rta0 && ip addr add 10.89.0.1/24 dev rta1");
+    egress.must("ip addr add 10.88.0.2/24 dev rtb0 && ip addr add 10.89.0.2/24 dev rtb1 && "
+                "ip addr add 198.18.0.10/32 dev lo");
+    app.must("ip tuntap add dev rtun0 mode tun && ip link set rtun0 up && "
+             "ip addr add 10.77.0.1/32 dev rtun0 && "
+             "ip route add 198.18.0.0/24 dev rtun0 src 10.77.0.1");
+    origin.pid = start(egress, "origin",
+                       {"/bin/sh", "-c",
+                        "cd " + dir.path +
+                            " && exec python3 -u -m http.server 8080 --bind 198.18.0.10"},
+                       "Serving HTTP");
+    eg.pid = start(egress, "egress", {RENDR_TUN_BIN, "egress", "--listen", "0.0.0.0:7000"},
+                   "ready");
+    in.pid = start(app, "ingress",
+                   {RENDR_TUN_BIN, "ingress", "--tun", "rtun0", "--peer", "10.88.0.2:7000",
+                    "--peer", "10.89.0.2:7000"},
+                   "ready");
+  }
+  ~TunLab() {
+    for (int fd : fifos) {
+      ::close(fd);
+    }
+  }
+  pid_t start(const Netns& ns, const std::string& name, const std::vector<std::string>& argv,
+              const std::string& ready) {
+    const int fifo = open_fifo(dir.path + "/" + name + ".out");
+    fifos.push_back(fifo);
+    const pid_t pid = ns.spawn(argv, dir.path + "/" + name + ".out");
+    const std::string seen = wait_ready(fifo, ready, 10000);
+    INFO(name << ": " << seen);
+    REQUIRE(seen.find(ready) != std::string::npos);
+    return pid;
+  }
+};
+
 }  // namespace
 
 TEST_CASE("tun: stock curl downloads through rendr-tun ingress and egress, byte for byte",
           "[.netns][tun][netns]") {
-  TempDir dir;
-  // The origin's file: 8 MiB of pattern bytes.
-  const std::size_t kSize = 8U << 20;
-  std::vector<std::byte> blob(kSize);
-  Pattern(31).fill(0, blob);
-  {
-    std::ofstream f(dir.path + "/blob", std::ios::binary);
-    f.write(reinterpret_cast<const char*>(blob.data()), static_cast<std::streamsize>(blob.size()));
-    REQUIRE(f.good());
-  }
-  Netns app = Netns::create("tunapp");
-  Netns egress = Netns::create("tunegress");
-  veth(app, "rta0", egress, "rtb0");
-  app.must("ip addr add 10.88.0.1/24 dev rta0");
-  egress.must("ip addr add 10.88.0.2/24 dev rtb0 && ip addr add 198.18.0.10/32 dev lo");
-  app.must("ip tuntap add dev rtun0 mode tun && ip link set rtun0 up && "
-           "ip addr add 10.77.0.1/32 dev rtun0 && "
-           "ip route add 198.18.0.0/24 dev rtun0 src 10.77.0.1");
-
-  const int origin_out = open_fifo(dir.path + "/origin.out");
-  Child origin;
-  origin.pid = egress.spawn({"/bin/sh", "-c",
-                             "cd " + dir.path +
-                                 " && exec python3 -u -m http.server 8080 --bind 198.18.0.10"},
-                            dir.path + "/origin.out");
-  REQUIRE(wait_ready(origin_out, "Serving HTTP", 10000).find("Serving HTTP") != std::string::npos);
-
-  const int egress_out = open_fifo(dir.path + "/egress.out");
-  Child eg;
-  eg.pid = egress.spawn({RENDR_TUN_BIN, "egress", "--listen", "10.88.0.2:7000"},
-                        dir.path + "/egress.out");
-  REQUIRE(wait_ready(egress_out, "ready", 10000).find("ready") != std::string::npos);
-
-  const int ingress_out = open_fifo(dir.path + "/ingress.out");
-  Child in;
-  in.pid = app.spawn({RENDR_TUN_BIN, "ingress", "--tun", "rtun0", "--peer", "10.88.0.2:7000"},
-                     dir.path + "/ingress.out");
-  const std::string ready = wait_ready(ingress_out, "ready", 10000);
-  INFO(ready);
-  REQUIRE(ready.find("ready") != std::string::npos);
-
+  TunLab lab(8U << 20);
   // Stock curl in the app netns: its connection to 198.18.0.10:8080 enters the TUN.
   std::string out;
-  const int rc = app.sh("curl -sS --max-time 60 -o " + dir.path +
-                            "/got http://198.18.0.10:8080/blob 2>&1",
-                        &out);
+  const int rc = lab.app.sh("curl -sS --max-time 60 -o " + lab.dir.path +
+                                "/got http://198.18.0.10:8080/blob 2>&1",
+                            &out);
   INFO("curl: " << out);
   REQUIRE(rc == 0);
-  std::ifstream g(dir.path + "/got", std::ios::binary);
+  std::ifstream g(lab.dir.path + "/got", std::ios::binary);
   std::vector<char> got((std::istreambuf_iterator<char>(g)), std::istreambuf_iterator<char>());
-  REQUIRE(got.size() == kSize);
-  CHECK(std::equal(got.begin(), got.end(), reinterpret_cast<const char*>(blob.data())));
-  ::close(origin_out);
-  ::close(egress_out);
-  ::close(ingress_out);
+  REQUIRE(got.size() == lab.blob.size());
+  CHECK(std::equal(got.begin(), got.end(), reinterpret_cast<const char*>(lab.blob.data())));
+}
+
+TEST_CASE("tun: a curl download survives its active engine path dropped mid-transfer",
+          "[.netns][tun][netns]") {
+  TunLab lab(64U << 20);
+  // curl writes the body into a FIFO this test reads: the transfer runs at the test's pace, so
+  // the drop lands mid-transfer (the rest must cross the other path).
+  const int body = open_fifo(lab.dir.path + "/body");
+  lab.fifos.push_back(body);
+  Child curl;
+  curl.pid = lab.app.spawn({"curl", "-sS", "--max-time", "120", "-o", lab.dir.path + "/body",
+                            "http://198.18.0.10:8080/blob"});
+  std::vector<char> got;
+  got.reserve(lab.blob.size());
+  bool dropped = false;
+  std::vector<char> buf(64 * 1024);
+  while (true) {
+    pollfd p{body, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 60000) > 0);
+    const ssize_t n = ::read(body, buf.data(), buf.size());
+    if (n < 0 && errno == EAGAIN) {
+      continue;  // curl has not opened the FIFO yet
+    }
+    REQUIRE(n >= 0);
+    if (n == 0) {
+      break;
+    }
+    got.insert(got.end(), buf.begin(), buf.begin() + n);
+    if (!dropped && got.size() >= (4U << 20)) {
+      // Silently drop the first path (the active one) both ways, as a dead uplink would.
+      lab.app.must("nft add table inet rtdrop && "
+                   "nft add chain inet rtdrop out '{ type filter hook output priority 0; }' && "
+                   "nft add chain inet rtdrop in '{ type filter hook input priority 0; }' && "
+                   "nft add rule inet rtdrop out ip daddr 10.88.0.2 counter drop && "
+                   "nft add rule inet rtdrop in ip saddr 10.88.0.2 counter drop");
+      dropped = true;
+    }
+  }
+  CHECK(dropped);
+  // The dropped path was carrying the flow: the rules saw its packets.
+  std::string rules;
+  REQUIRE(lab.app.sh("nft list table inet rtdrop", &rules) == 0);
+  INFO(rules);
+  CHECK(rules.find("counter packets 0 ") == std::string::npos);
+  CHECK(wait_exit(curl.pid, 60000) == 0);
+  curl.pid = -1;
+  REQUIRE(got.size() == lab.blob.size());
+  CHECK(std::equal(got.begin(), got.end(), reinterpret_cast<const char*>(lab.blob.data())));
 }
