@@ -72,6 +72,11 @@ void ingress_flow(Dialer& dialer, userstack::ConnectionPtr conn) {
   }
   UniqueFd fd = (*bridge)->take_fd();
   const auto r = tun::relay(**c, fd.get());
+  if (r.up && r.down) {
+    // Both directions ended cleanly: let the pump hand its last bytes and the FIN to lwIP
+    // (destroying the Bridge now would discard them).
+    (*bridge)->wait();
+  }
   std::fprintf(stderr, "rendr-tun: %s: %llu bytes up, %llu down%s%s\n",
                engine::to_string(id).c_str(), static_cast<unsigned long long>(r.to_conn),
                static_cast<unsigned long long>(r.from_conn), r.up ? "" : " (up: error)",

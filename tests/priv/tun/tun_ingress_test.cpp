@@ -204,3 +204,51 @@ TEST_CASE("tun: a curl download survives its active engine path dropped mid-tran
   REQUIRE(got.size() == lab.blob.size());
   CHECK(std::equal(got.begin(), got.end(), reinterpret_cast<const char*>(lab.blob.data())));
 }
+
+TEST_CASE("tun: a half-closed request gets its whole response through rendr-tun",
+          "[.netns][tun][netns]") {
+  TunLab lab(1024);
+  // The origin reads the request to EOF (the client's FIN, carried as shutdown_write), then
+  // answers with its length and SHA-256 and closes.
+  const std::string origin =
+      "import socket, hashlib\n"
+      "s = socket.socket()\n"
+      "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+      "s.bind(('198.18.0.10', 9090))\n"
+      "s.listen()\n"
+      "print('listening', flush=True)\n"
+      "c, _ = s.accept()\n"
+      "h = hashlib.sha256()\n"
+      "n = 0\n"
+      "while True:\n"
+      "    d = c.recv(65536)\n"
+      "    if not d:\n"
+      "        break\n"
+      "    h.update(d)\n"
+      "    n += len(d)\n"
+      "c.sendall(('%d %s\\n' % (n, h.hexdigest())).encode() * 1000)\n"
+      "c.close()\n";
+  Child server;
+  server.pid = lab.start(lab.egress, "halfclose", {"python3", "-u", "-c", origin}, "listening");
+  // The client in the app netns: 16 MiB up, shutdown(SHUT_WR), then the answer to EOF.
+  const std::string client =
+      "import socket, hashlib\n"
+      "data = bytes(range(256)) * (64 * 1024)\n"
+      "c = socket.create_connection(('198.18.0.10', 9090))\n"
+      "c.sendall(data)\n"
+      "c.shutdown(socket.SHUT_WR)\n"
+      "got = b''\n"
+      "while True:\n"
+      "    d = c.recv(65536)\n"
+      "    if not d:\n"
+      "        break\n"
+      "    got += d\n"
+      "want = ('%d %s\\n' % (len(data), hashlib.sha256(data).hexdigest())).encode() * 1000\n"
+      "print('match' if got == want else 'mismatch %d' % len(got))\n";
+  std::ofstream(lab.dir.path + "/client.py") << client;
+  std::string out;
+  const int rc = lab.app.sh("timeout 60 python3 " + lab.dir.path + "/client.py 2>&1", &out);
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK(out.find("match") == 0);
+}
