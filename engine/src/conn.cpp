@@ -75,6 +75,18 @@ engine::Id128 Admin::flow_id() const {
   return d_->core().flow_id();
 }
 
+Status Admin::shutdown_write() {
+  std::unique_lock lk(d_->mu);
+  auto st = d_->core().shutdown_write(engine::Clock::now());
+  d_->request_service_locked();
+  return st;
+}
+
+std::optional<engine::L3Identity> Admin::l3_identity() const {
+  std::unique_lock lk(d_->mu);
+  return d_->core().l3_identity();
+}
+
 engine::Side Admin::side() const {
   std::unique_lock lk(d_->mu);
   return d_->core().side();

@@ -189,4 +189,26 @@ Result<PacketConnPtr> Dialer::dial_packet(Deadline deadline) {
   return std::make_unique<PacketConn>(std::move(*d));
 }
 
+Result<ConnPtr> Dialer::dial(const engine::L3Identity& identity, Deadline deadline) {
+  DialOptions o = opts_;
+  o.l3_identity = identity;
+  auto ctx = dial_context(o, stream_factories_, packet_factories_);
+  auto d = dial_flow(o, rt_, ctx, false, deadline);
+  if (!d) {
+    return std::move(d).take_error();
+  }
+  return std::make_unique<Conn>(std::move(*d));
+}
+
+Result<PacketConnPtr> Dialer::dial_packet(const engine::L3Identity& identity, Deadline deadline) {
+  DialOptions o = opts_;
+  o.l3_identity = identity;
+  auto ctx = dial_context(o, stream_factories_, packet_factories_);
+  auto d = dial_flow(o, rt_, ctx, true, deadline);
+  if (!d) {
+    return std::move(d).take_error();
+  }
+  return std::make_unique<PacketConn>(std::move(*d));
+}
+
 }  // namespace rendr

@@ -143,6 +143,13 @@ bool FlowDriver::pump_pass_locked() {
       closed_event_ = true;
     }
   }
+  if (accept_gate_ && !core_->l3_identity_pending()) {
+    refused_.store(!core_->l3_identity().has_value(), std::memory_order_release);
+    held_.store(false, std::memory_order_release);
+    auto released = std::move(accept_gate_);
+    accept_gate_ = nullptr;
+    released();
+  }
   complete_async_locked();
   if (!shut_) {
     // Copy: flushing may close (erase) slots.
@@ -283,11 +290,17 @@ void FlowDriver::evict_locked(Error why) {
   }
   on_finished_ = nullptr;
   carriers_hook_ = nullptr;
+  accept_gate_ = nullptr;
   if (shut_) {
     return;
   }
   core_->abort(std::move(why), Clock::now());
   request_service_locked();
+}
+
+void FlowDriver::hold_for_accept_locked(std::function<void()> released) {
+  held_.store(true, std::memory_order_release);
+  accept_gate_ = std::move(released);
 }
 
 void FlowDriver::set_carriers_hook(std::function<void(std::size_t)> hook) {

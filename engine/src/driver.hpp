@@ -19,6 +19,7 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -134,6 +135,13 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   // set_carriers_hook: |hook| runs (mu held, io thread) with the number of carriers whenever
   // one is attached or closed (the listener's admission control counts them).
   void set_carriers_hook(std::function<void(std::size_t)> hook);
+  // hold_for_accept_locked (server flows, mu held): the flow's L3 identity record is pending
+  // (FlowCore::l3_identity_pending), so the listener keeps it from accept() until the core
+  // admitted it or the flow died; then |released| runs (mu held, io thread). accept_held /
+  // accept_refused may be read without mu (refused: it died before its record was admitted).
+  void hold_for_accept_locked(std::function<void()> released);
+  [[nodiscard]] bool accept_held() const { return held_.load(std::memory_order_acquire); }
+  [[nodiscard]] bool accept_refused() const { return refused_.load(std::memory_order_acquire); }
   void kill_path(engine::PathId path);
   std::uint64_t add_migrate_callback(MigrateCallback cb);
   void remove_migrate_callback(std::uint64_t id);
@@ -185,6 +193,9 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::shared_ptr<void> listener_;
   std::function<void()> on_finished_;
   std::function<void(std::size_t)> carriers_hook_;
+  std::function<void()> accept_gate_;
+  std::atomic<bool> held_{false};
+  std::atomic<bool> refused_{false};
 
   std::map<engine::PathId, SlotPtr> slots_;
   std::map<engine::PathId, PathSpec> path_specs_;  // client: what each path was dialled from

@@ -128,6 +128,8 @@ engine::BridgeConfig bridge_config(const ListenOptions& o, bool udp) {
   if (!o.listener_key.empty()) {
     bc.stream.caps |= engine::kCapsKeyed;  // echoed in HELLO_ACK: this listener checked the key
   }
+  // Every listener of this version reads the L3 identity record (docs/wire.md).
+  bc.stream.caps |= engine::kCapsL3Identity | engine::kCapsL3Record;
   bc.packet = bc.stream;
   if (udp) {
     const std::size_t cap = kUdpFlowMaxFrame - engine::kHeaderSize;
@@ -187,13 +189,25 @@ template <typename ConnT>
 Result<std::unique_ptr<ConnT>> accept_from(ListenerCore& c,
                                            std::deque<std::shared_ptr<detail::FlowDriver>>& q,
                                            Deadline deadline) {
+  // Flows whose L3 identity record was refused leave the queue here, released after |lk|.
+  std::vector<std::shared_ptr<detail::FlowDriver>> refused;
   std::unique_lock lk(c.mu);
   for (;;) {
-    if (!q.empty()) {
-      auto d = std::move(q.front());
-      q.pop_front();
-      c.adm.accepted(d->core().flow_id());  // immutable: no need for the driver's lock
-      return std::make_unique<ConnT>(std::move(d));
+    for (auto it = q.begin(); it != q.end();) {
+      auto& d = *it;
+      if (d->accept_held()) {
+        ++it;  // its L3 identity record is not in yet
+        continue;
+      }
+      if (d->accept_refused()) {
+        refused.push_back(std::move(d));
+        it = q.erase(it);
+        continue;
+      }
+      auto taken = std::move(d);
+      q.erase(it);
+      c.adm.accepted(taken->core().flow_id());  // immutable: no need for the driver's lock
+      return std::make_unique<ConnT>(std::move(taken));
     }
     if (c.closed) {
       return engine::make_error(engine::errc::closed, "accept: listener closed");

@@ -261,6 +261,13 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
           (void)core->set_mode(static_cast<engine::Mode>(hint));
         }
       }
+      if (core->l3_identity_pending()) {
+        // accept() hands out the flow once its L3 identity record is in (or it died).
+        driver->hold_for_accept_locked([this] {
+          std::lock_guard lk(mu);
+          cv.notify_all();
+        });
+      }
       attach_carrier(*driver, a.path);
     }
     {

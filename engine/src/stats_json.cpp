@@ -48,6 +48,11 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   w.kv("paths_lost", s.paths_lost);
   w.kv("path_redials", s.path_redials);
   w.kv("last_path_down", s.last_path_down);
+  w.kv("write_shut", s.write_shut);
+  w.kv("peer_write_shut", s.peer_write_shut);
+  if (s.l3_identity) {
+    w.kv("l3_identity", to_string(*s.l3_identity));
+  }
   w.begin_array("paths");
   for (const auto& p : s.paths) {
     w.begin_object();

@@ -37,6 +37,29 @@ void append_framed(std::vector<std::byte>& stream, const Frame& f) {
   stream.insert(stream.end(), frame.begin(), frame.end());
 }
 
+// check_l3_record: the L3 identity record decoder is strict and total like the frame decoder:
+// a record it accepts re-encodes to exactly its bytes; a refusal is bad_l3_identity with a reason.
+std::string check_l3_record(std::span<const std::byte> record) {
+  auto id = decode_l3_identity(record);
+  if (!id.ok()) {
+    if (id.error().code != make_error_code(errc::bad_l3_identity)) {
+      return "l3 record refused with another code: " + id.error().message();
+    }
+    if (id.error().context.empty()) {
+      return "l3 record refused without a reason";
+    }
+    return {};
+  }
+  auto again = encode_l3_identity(*id);
+  if (!again.ok()) {
+    return "decoded l3 record does not re-encode: " + again.error().message();
+  }
+  if (!std::equal(again->begin(), again->end(), record.begin(), record.end())) {
+    return "decoded l3 record re-encodes to different bytes";
+  }
+  return {};
+}
+
 std::string check_decode(std::span<const std::byte> input) {
   auto f = decode_frame(input);
   if (!f.ok()) {
@@ -47,6 +70,11 @@ std::string check_decode(std::span<const std::byte> input) {
       return "decode error without a reason";
     }
     return {};
+  }
+  if (const auto* l3 = std::get_if<L3IdentityFrame>(&*f)) {
+    if (auto why = check_l3_record(l3->record); !why.empty()) {
+      return why;
+    }
   }
   std::vector<std::byte> again;
   if (auto st = encode_frame(*f, again); !st.ok()) {
@@ -89,7 +117,8 @@ std::string check_deframe(std::span<const std::byte> input) {
   return {};
 }
 
-std::string check_core(std::span<const std::byte> input) {
+// |l3|: the HELLO negotiated the L3 identity record (SEQ 1 must be one) and half-close.
+std::string check_core(std::span<const std::byte> input, bool l3) {
   using namespace std::chrono_literals;
   FlowConfig cfg;
   cfg.reorder_max_frames = 256;
@@ -102,10 +131,13 @@ std::string check_core(std::span<const std::byte> input) {
   if (packet) {
     cfg.caps = kCapsPacketMode;
   }
+  cfg.caps |= kCapsL3Identity | kCapsL3Record;
   const TimePoint t0 = TimePoint{} + 1h;
   Hello h;
   h.flow_id = id_of(1);
   h.instance_id = id_of(2);
+  // (|l3| also negotiates half-close: SHUTDOWN_WRITE frames are read, not refused.)
+  h.caps = l3 ? (kCapsL3Identity | kCapsL3Record | kCapsHalfClose) : 0;
   auto s = FlowCore::server(cfg, h, id_of(3), PathOptions{Framing::stream, "s"}, t0);
   if (!s.ok()) {
     return "server core: " + s.error().message();
@@ -165,6 +197,12 @@ std::string check_core(std::span<const std::byte> input) {
       now += 100ms;
     }
     core.on_timeout(now);
+  }
+  if (core.l3_identity() && (!l3 || core.l3_identity_pending())) {
+    return "an L3 identity taken without negotiation, or still pending once taken";
+  }
+  if (l3 && core.state() != FlowState::dead && core.readable() > 0 && !core.l3_identity()) {
+    return "data delivered before the negotiated L3 identity record";
   }
   const auto st = core.stats();
   if (st.delivered_unread > cfg.recv_window_bytes + kMaxPayload) {
@@ -280,6 +318,9 @@ std::string check_key(std::span<const std::byte> input) {
 }  // namespace
 
 std::string check_wire_input(std::span<const std::byte> input) {
+  if (auto why = check_l3_record(input); !why.empty()) {
+    return why;
+  }
   if (auto why = check_decode(input); !why.empty()) {
     return why;
   }
@@ -292,13 +333,31 @@ std::string check_wire_input(std::span<const std::byte> input) {
   if (auto why = check_deframe(input); !why.empty()) {
     return why;
   }
-  return check_core(input);
+  if (auto why = check_core(input, false); !why.empty()) {
+    return why;
+  }
+  if (auto why = check_core(input, true); !why.empty()) {
+    return "with the L3 identity negotiated: " + why;
+  }
+  return {};
 }
 
 std::vector<WireSeed> wire_seeds() {
   std::vector<WireSeed> seeds;
   const std::string text = "the quick brown fox";
   const auto payload = std::as_bytes(std::span(text.data(), text.size()));
+  L3Identity v4;
+  v4.src = {10, 0, 0, 1};
+  v4.src_port = 40000;
+  v4.dst = {192, 0, 2, 80};
+  v4.dst_port = 443;
+  L3Identity v6 = v4;
+  v6.proto = 17;
+  v6.family = 6;
+  v6.src = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  v6.dst = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53};
+  const L3Record l3_v4 = encode_l3_identity(v4).value();
+  const L3Record l3_v6 = encode_l3_identity(v6).value();
   const std::vector<std::pair<std::string, Frame>> singles = {
       {"data", Data{1, payload, false}},
       {"hello", Hello{id_of(1), id_of(2), kCapsL3Identity, std::string("a"), false, std::nullopt}},
@@ -314,6 +373,9 @@ std::vector<WireSeed> wire_seeds() {
       {"migrate_notify", MigrateNotify{3, 2}},
       {"path_quality", PathQualityReport{4, 1000, 100, 5}},
       {"heartbeat", Heartbeat{5, 99}},
+      {"l3_identity_v4", L3IdentityFrame{1, l3_v4}},
+      {"l3_identity_v6", L3IdentityFrame{1, l3_v6}},
+      {"shutdown_write", ShutdownWrite{6}},
   };
   for (const auto& [name, f] : singles) {
     seeds.push_back({"frame_" + name, encoded(f)});
@@ -346,6 +408,14 @@ std::vector<WireSeed> wire_seeds() {
   append_framed(s3, Data{1, payload, false});
   append_framed(s3, Bye{2, ByeReason::normal});
   seeds.push_back({"stream_bye", s3});
+  // The L3 identity record as SEQ 1 ahead of data, and bare records (the record decoder).
+  std::vector<std::byte> s4;
+  append_framed(s4, L3IdentityFrame{1, l3_v4});
+  append_framed(s4, Data{2, payload, false});
+  append_framed(s4, ShutdownWrite{3});
+  seeds.push_back({"stream_l3_identity", s4});
+  seeds.push_back({"l3_record_v4", std::vector<std::byte>(l3_v4.begin(), l3_v4.end())});
+  seeds.push_back({"l3_record_v6", std::vector<std::byte>(l3_v6.begin(), l3_v6.end())});
   return seeds;
 }
 

@@ -53,6 +53,12 @@ Bridge::~Bridge() {
   conn_.reset();
 }
 
+void Bridge::wait() {
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
 void Bridge::stop() {
   if (thread_.joinable()) {
     stop_req_ = true;

@@ -38,6 +38,8 @@ class Category final : public std::error_category {
       case errc::too_many_paths: return "too many paths";
       case errc::wrong_side: return "operation not valid on this side of the flow";
       case errc::evicted: return "evicted by the listener to admit other flows";
+      case errc::bad_l3_identity: return "bad L3 identity record";
+      case errc::peer_unsupported: return "the peer does not support this feature";
     }
     return "unknown engine error";
   }

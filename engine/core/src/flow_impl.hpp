@@ -123,6 +123,14 @@ struct FlowCore::Impl {
   Id128 instance_id{};
   Id128 peer_instance{};
   std::uint32_t peer_caps = 0;
+  // L3 identity (docs/wire.md): the client's from its config; the server's once the record
+  // was admitted. |l3_expected|: the server echoed caps bits 1 + 14, so SEQ 1 must be the record.
+  std::optional<L3Identity> l3_id;
+  bool l3_expected = false;
+  // Half-close (docs/wire.md): we sent SHUTDOWN_WRITE (no more writes) / the peer's reached the
+  // head of the reorder buffer (reads end in EOF after what came before it).
+  bool write_shut = false;
+  bool peer_fin = false;
   FlowState state = FlowState::init;
   std::optional<Error> close_error;
   std::optional<ByeReason> peer_bye;
@@ -229,6 +237,26 @@ struct FlowCore::Impl {
   }
 
   [[nodiscard]] bool packet() const { return (cfg.caps & kCapsPacketMode) != 0; }
+  // hello_ack_caps (server): the caps of a HELLO_ACK answering a HELLO with |asked|: our own
+  // packet-mode and keyed bits, the L3 identity bits only when asked and supported (bit 14
+  // only together with bit 1), half-close when asked, never the mode hint.
+  [[nodiscard]] std::uint32_t hello_ack_caps(std::uint32_t asked) const {
+    std::uint32_t c =
+        cfg.caps & ~(kCapsL3Identity | kCapsL3Record | kCapsModeMask | kCapsHalfClose);
+    c |= asked & kCapsHalfClose;  // every core of this version reads SHUTDOWN_WRITE
+    const std::uint32_t l3 = asked & cfg.caps & kCapsL3Identity;
+    c |= l3;
+    if (l3 != 0) {
+      c |= asked & cfg.caps & kCapsL3Record;
+    }
+    return c;
+  }
+  [[nodiscard]] static bool l3_negotiated(std::uint32_t caps) {
+    return (caps & (kCapsL3Identity | kCapsL3Record)) == (kCapsL3Identity | kCapsL3Record);
+  }
+  // take_l3_record (drain_reorder) checks and stores the record at the head; false = the flow
+  // failed (bad_l3_identity).
+  bool take_l3_record(std::uint64_t seq, const detail::Payload& record, TimePoint now);
   // other_ready_path: whether a ready path other than |id| exists.
   [[nodiscard]] bool other_ready_path(PathId id) const {
     for (const auto& [pid, q] : paths) {
@@ -417,9 +445,10 @@ struct FlowCore::Impl {
     }
     if (payload) {
       refresh_zombie();
-      if (packet() && seq != reorder.expected()) {
+      if (packet() && seq != reorder.expected() && !(l3_expected && !l3_id)) {
         // Datagram semantics: hand it over now, even with earlier SEQs missing (when the
         // receive queue has room; otherwise it waits for the head like a stream frame).
+        // Not before the negotiated L3 identity record: no packet precedes it.
         if (room_for(size)) {
           deliver_packet(reorder.deliver_early(seq));
         }
@@ -445,6 +474,8 @@ struct FlowCore::Impl {
   void drain_reorder(TimePoint now);
 
   void handle_peer_bye(ByeReason reason, TimePoint now);
+  // half_close: did the handshake negotiate SHUTDOWN_WRITE (both sides read it)?
+  [[nodiscard]] bool half_close() const { return (peer_caps & kCapsHalfClose) != 0; }
 
   void on_decode_error(Path& p, Error err, TimePoint now);
 

@@ -298,6 +298,13 @@ PathId FlowCore::active_path() const { return impl_->active; }
 const Id128& FlowCore::flow_id() const { return impl_->flow_id; }
 const std::optional<Error>& FlowCore::close_error() const { return impl_->close_error; }
 
+const std::optional<L3Identity>& FlowCore::l3_identity() const { return impl_->l3_id; }
+
+bool FlowCore::l3_identity_pending() const {
+  const auto& m = *impl_;
+  return m.l3_expected && !m.l3_id && m.state != FlowState::dead;
+}
+
 FlowStats FlowCore::stats() const {
   const auto& m = *impl_;
   FlowStats s = m.counters;
@@ -308,6 +315,9 @@ FlowStats FlowCore::stats() const {
   s.active_path = m.active;
   s.peer_caps = m.peer_caps;
   s.peer_instance_id = m.peer_instance;
+  s.l3_identity = m.l3_id;
+  s.write_shut = m.write_shut;
+  s.peer_write_shut = m.peer_fin;
   s.recv_queue_hwm = m.reorder.frames_high_water();
   s.bond_stuck_skips = m.bond.stuck_skips();
   s.ledger_frames = m.ledger.frames();

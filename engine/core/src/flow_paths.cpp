@@ -235,7 +235,22 @@ void FlowCore::Impl::planned_switch(PathId to, MigrateCause cause, TimePoint now
 Result<FlowCore> FlowCore::client(const FlowConfig& cfg, const Id128& flow_id,
                                   const Id128& instance_id) {
   RENDR_TRY_CTX(validate_config(cfg), "flow config");
-  return FlowCore(std::make_unique<Impl>(cfg, Side::client, flow_id, instance_id));
+  FlowConfig c = cfg;
+  c.caps |= kCapsHalfClose;  // this side reads SHUTDOWN_WRITE
+  if (!cfg.l3_identity) {
+    return FlowCore(std::make_unique<Impl>(c, Side::client, flow_id, instance_id));
+  }
+  // The record takes SEQ 1, ahead of anything the application writes; it leaves with the
+  // first data once the HELLO_ACK echoed caps bits 1 + 14 (handle_hello_ack).
+  auto record = encode_l3_identity(*cfg.l3_identity);
+  if (!record) {
+    return std::move(record).take_error();
+  }
+  c.caps |= kCapsL3Identity | kCapsL3Record;
+  auto impl = std::make_unique<Impl>(c, Side::client, flow_id, instance_id);
+  impl->l3_id = cfg.l3_identity;
+  impl->ledger.push(encode(L3IdentityFrame{1, *record}), false);
+  return FlowCore(std::move(impl));
 }
 
 Result<FlowCore> FlowCore::server(const FlowConfig& cfg, const Hello& hello,
@@ -252,10 +267,8 @@ Result<FlowCore> FlowCore::server(const FlowConfig& cfg, const Hello& hello,
   HelloAck ack;
   ack.flow_id = hello.flow_id;
   ack.instance_id = instance_id;
-  ack.caps = cfg.caps & ~kCapsL3Identity;
-  if ((hello.caps & kCapsL3Identity) != 0) {
-    ack.caps |= cfg.caps & kCapsL3Identity;
-  }
+  ack.caps = impl->hello_ack_caps(hello.caps);
+  impl->l3_expected = Impl::l3_negotiated(ack.caps);
   impl->queue_ctrl(**p, ack, now);
   impl->state = FlowState::active;
   impl->active = (*p)->id;
@@ -340,10 +353,7 @@ Result<PathId> FlowCore::accept_hello_again(const Hello& hello, const PathOption
   HelloAck ack;
   ack.flow_id = m.flow_id;
   ack.instance_id = m.instance_id;
-  ack.caps = m.cfg.caps & ~kCapsL3Identity;
-  if ((hello.caps & kCapsL3Identity) != 0) {
-    ack.caps |= m.cfg.caps & kCapsL3Identity;
-  }
+  ack.caps = m.hello_ack_caps(m.peer_caps);  // the first HELLO's answer, whatever this one asks
   m.queue_ctrl(**p, ack, now);
   const PathId id = (*p)->id;
   m.path_became_ready(**p, now);

@@ -34,6 +34,19 @@ void FlowCore::Impl::handle_frame(Path& p, Frame&& f, TimePoint now) {
     insert_sequenced(p, b->seq, std::move(item), now, false);
     return;
   }
+  if (auto* l3 = std::get_if<L3IdentityFrame>(&f)) {
+    detail::RecvItem item;
+    item.kind = detail::RecvItem::Kind::l3_identity;
+    item.payload.own.assign(l3->record.begin(), l3->record.end());
+    insert_sequenced(p, l3->seq, std::move(item), now, false);
+    return;
+  }
+  if (auto* w = std::get_if<ShutdownWrite>(&f)) {
+    detail::RecvItem item;
+    item.kind = detail::RecvItem::Kind::fin;
+    insert_sequenced(p, w->seq, std::move(item), now, false);
+    return;
+  }
   if (std::holds_alternative<MigrateNotify>(f) || std::holds_alternative<PathQualityReport>(f) ||
       std::holds_alternative<Heartbeat>(f)) {
     detail::RecvItem item;
@@ -85,10 +98,7 @@ void FlowCore::Impl::handle_frame(Path& p, Frame&& f, TimePoint now) {
       HelloAck ack;
       ack.flow_id = flow_id;
       ack.instance_id = instance_id;
-      ack.caps = cfg.caps & ~kCapsL3Identity;
-      if ((h->caps & kCapsL3Identity) != 0) {
-        ack.caps |= cfg.caps & kCapsL3Identity;
-      }
+      ack.caps = hello_ack_caps(peer_caps);
       queue_ctrl(p, ack, now);
       return;
     }
@@ -168,6 +178,15 @@ void FlowCore::Impl::handle_hello_ack(Path& p, const HelloAck& ha, TimePoint now
               ByeReason::proto_version, now);
     return;
   }
+  if (l3_id && !l3_negotiated(ha.caps)) {
+    // The record is SEQ 1 and still unsent; a BYE at SEQ 1 ends the peer's flow at once.
+    queue_ctrl(p, Bye{1, ByeReason::proto_version}, now);
+    fail_flow(make_error(errc::peer_unsupported,
+                         "the flow carries an L3 identity but the peer's HELLO_ACK does not "
+                         "echo caps bits 1 and 14 (it cannot read the record)"),
+              std::nullopt, now);
+    return;
+  }
   peer_instance = ha.instance_id;
   peer_caps = ha.caps;
   // close() during the handshake queued a BYE behind the buffered writes: keep closing.
@@ -211,6 +230,42 @@ void FlowCore::Impl::deliver_packet(detail::Payload payload) {
 void FlowCore::Impl::drain_reorder(TimePoint now) {
   while (state != FlowState::dead && reorder.head_ready()) {
     auto& h = reorder.head();
+    if (h.kind == detail::RecvItem::Kind::l3_identity ||
+        (l3_expected && !l3_id && h.kind != detail::RecvItem::Kind::bye)) {
+      const std::uint64_t seq = reorder.expected();
+      auto item = reorder.pop_head();
+      if (item.kind != detail::RecvItem::Kind::l3_identity) {
+        fail_flow(make_error(errc::bad_l3_identity,
+                             "SEQ " + std::to_string(seq) +
+                                 " is not the L3 identity record the HELLO announced"),
+                  ByeReason::proto_version, now);
+        break;
+      }
+      if (!take_l3_record(seq, item.payload, now)) {
+        break;
+      }
+      continue;
+    }
+    if (peer_fin && (h.kind == detail::RecvItem::Kind::data ||
+                     h.kind == detail::RecvItem::Kind::fin)) {
+      fail_flow(make_error(errc::peer_protocol,
+                           std::string(h.kind == detail::RecvItem::Kind::fin ? "a second" : "data after the") +
+                               " SHUTDOWN_WRITE at SEQ " + std::to_string(reorder.expected())),
+                ByeReason::proto_version, now);
+      break;
+    }
+    if (h.kind == detail::RecvItem::Kind::fin) {
+      const std::uint64_t seq = reorder.expected();
+      (void)reorder.pop_head();
+      if (!half_close()) {
+        fail_flow(make_error(errc::peer_protocol, "SHUTDOWN_WRITE at SEQ " + std::to_string(seq) +
+                                                      " without negotiating half-close (caps bit 13)"),
+                  ByeReason::proto_version, now);
+        break;
+      }
+      peer_fin = true;
+      continue;
+    }
     if (h.kind == detail::RecvItem::Kind::data) {
       if (!h.delivered && !room_for(h.payload.size())) {
         break;  // backpressure: the application must read first
@@ -236,6 +291,30 @@ void FlowCore::Impl::drain_reorder(TimePoint now) {
   if (reorder.expected() != last_ack_sent) {
     schedule_ack(now);
   }
+}
+
+bool FlowCore::Impl::take_l3_record(std::uint64_t seq, const detail::Payload& record,
+                                    TimePoint now) {
+  const auto refuse = [&](Error e) {
+    fail_flow(std::move(e), ByeReason::proto_version, now);
+    return false;
+  };
+  if (side != Side::server || !l3_expected) {
+    return refuse(make_error(errc::bad_l3_identity,
+                             "an L3 identity record this side did not negotiate (caps bits 1 + 14)"));
+  }
+  if (l3_id || seq != 1) {
+    return refuse(make_error(errc::bad_l3_identity,
+                             "an L3 identity record at SEQ " + std::to_string(seq) +
+                                 " (only SEQ 1 may carry it, once)"));
+  }
+  auto id = decode_l3_identity(record.bytes());
+  if (!id) {
+    return refuse(std::move(id).take_error());
+  }
+  l3_id = *id;
+  refresh_zombie();
+  return true;
 }
 
 void FlowCore::Impl::on_decode_error(Path& p, Error err, TimePoint now) {
@@ -421,7 +500,7 @@ Result<ReadOutcome> FlowCore::read_loan(std::span<std::byte> out, std::vector<Bu
     }
     return ReadOutcome{n, false};
   }
-  if (m.peer_bye == ByeReason::normal) {
+  if (m.peer_bye == ByeReason::normal || m.peer_fin) {
     return ReadOutcome{0, true};
   }
   if (m.state == FlowState::dead) {
@@ -458,7 +537,7 @@ Result<ReadOutcome> FlowCore::read_packet(std::vector<std::byte>& out, TimePoint
     return ReadOutcome{out.size(), false};
   }
   out.clear();
-  if (m.peer_bye == ByeReason::normal) {
+  if (m.peer_bye == ByeReason::normal || m.peer_fin) {
     return ReadOutcome{0, true};
   }
   if (m.state == FlowState::dead) {
@@ -488,7 +567,8 @@ std::size_t FlowCore::readable() const { return impl_->delivered_bytes; }
 
 bool FlowCore::read_ready() const {
   const auto& m = *impl_;
-  return !m.delivered.empty() || m.peer_bye == ByeReason::normal || m.state == FlowState::dead;
+  return !m.delivered.empty() || m.peer_bye == ByeReason::normal || m.peer_fin ||
+         m.state == FlowState::dead;
 }
 
 }  // namespace rendr::engine

@@ -224,12 +224,15 @@ bool FlowCore::wants_transmit(PathId path) const {
 namespace {
 // The checks write() and reserve_write() make before taking bytes.
 Status check_writable(FlowState state, bool closing, bool packet,
-                      const std::optional<Error>& close_error) {
+                      const std::optional<Error>& close_error, bool write_shut) {
   if (state == FlowState::dead) {
     return close_error.value_or(make_error(errc::closed, "write: flow is dead"));
   }
   if (state == FlowState::closing || closing) {
     return make_error(errc::closed, "write after close");
+  }
+  if (write_shut) {
+    return make_error(errc::closed, "write after shutdown_write");
   }
   if (state == FlowState::init) {
     return make_error(errc::not_ready, "write: no path added yet");
@@ -243,7 +246,8 @@ Status check_writable(FlowState state, bool closing, bool packet,
 
 Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint now) {
   auto& m = *impl_;
-  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error);
+  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error,
+                                m.write_shut);
       !st) {
     return std::move(st).take_error();
   }
@@ -280,7 +284,8 @@ Result<std::size_t> FlowCore::write(std::span<const std::byte> data, TimePoint n
 Result<std::size_t> FlowCore::reserve_write(std::size_t n, std::vector<BufferLoan>& loans) {
   auto& m = *impl_;
   loans.clear();
-  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error);
+  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error,
+                                m.write_shut);
       !st) {
     return std::move(st).take_error();
   }
@@ -303,7 +308,8 @@ Result<std::size_t> FlowCore::reserve_write(std::size_t n, std::vector<BufferLoa
 
 Result<std::size_t> FlowCore::commit_write(std::vector<BufferLoan>& loans, TimePoint now) {
   auto& m = *impl_;
-  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error);
+  if (auto st = check_writable(m.state, m.our_bye_seq.has_value(), m.packet(), m.close_error,
+                                m.write_shut);
       !st) {
     recycle(loans);
     return std::move(st).take_error();
@@ -351,6 +357,9 @@ Result<bool> FlowCore::write_packet(std::span<const std::byte> packet, TimePoint
   if (m.state == FlowState::closing || m.our_bye_seq) {
     return make_error(errc::closed, "write_packet after close");
   }
+  if (m.write_shut) {
+    return make_error(errc::closed, "write_packet after shutdown_write");
+  }
   if (m.state == FlowState::init) {
     return make_error(errc::not_ready, "write_packet: no path added yet");
   }
@@ -373,7 +382,7 @@ Result<bool> FlowCore::write_packet(std::span<const std::byte> packet, TimePoint
 std::size_t FlowCore::writable() const {
   const auto& m = *impl_;
   if (m.state == FlowState::dead || m.state == FlowState::closing || m.state == FlowState::init ||
-      m.our_bye_seq) {
+      m.our_bye_seq || m.write_shut) {
     return 0;
   }
   if (m.window_room() == 0) {
@@ -401,10 +410,41 @@ std::size_t FlowCore::write_wake_bytes() const {
 
 bool FlowCore::write_ready(std::size_t want) const {
   const auto& m = *impl_;
-  if (m.state == FlowState::dead || m.state == FlowState::closing || m.our_bye_seq) {
+  if (m.state == FlowState::dead || m.state == FlowState::closing || m.our_bye_seq ||
+      m.write_shut) {
     return true;  // the write fails now
   }
   return writable() >= std::max<std::size_t>(want, 1);
+}
+
+Status FlowCore::shutdown_write(TimePoint now) {
+  auto& m = *impl_;
+  if (m.state == FlowState::dead) {
+    return m.close_error.value_or(make_error(errc::closed, "shutdown_write: flow is dead"));
+  }
+  if (m.state == FlowState::closing || m.our_bye_seq) {
+    return make_error(errc::closed, "shutdown_write after close");
+  }
+  if (!m.established()) {
+    return make_error(errc::not_ready, "shutdown_write before the handshake");
+  }
+  if (!m.half_close()) {
+    // Never fall back to closing both directions: the caller decides.
+    return make_error(errc::peer_unsupported,
+                      "shutdown_write: the peer did not negotiate half-close (HELLO caps bit 13); "
+                      "nothing was closed");
+  }
+  if (m.write_shut) {
+    return {};
+  }
+  const std::uint64_t seq = m.ledger.next_seq();
+  if (seq > kMaxSeq) {
+    return make_error(errc::sequence_exhausted, "shutdown_write: no SEQ left");
+  }
+  auto& e = m.ledger.push(encode(ShutdownWrite{seq}), false);
+  m.write_shut = true;
+  m.dispatch(e, now);
+  return {};
 }
 
 }  // namespace rendr::engine

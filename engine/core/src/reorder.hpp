@@ -37,8 +37,8 @@ struct Payload {
 };
 
 struct RecvItem {
-  enum class Kind : std::uint8_t { data, bye, other } kind = Kind::data;
-  Payload payload;  // DATA bytes
+  enum class Kind : std::uint8_t { data, bye, l3_identity, fin, other } kind = Kind::data;
+  Payload payload;  // DATA bytes; the record of an l3_identity frame
   ByeReason reason = ByeReason::normal;
   bool delivered = false;  // packet mode: handed to the application on arrival already
 };

@@ -71,6 +71,11 @@ Status validate_config(const FlowConfig& c) {
                                   c.listener_key.size() > kMaxListenerKey)) {
     return bad("listener_key must be empty or 16 to 64 bytes");
   }
+  if (c.l3_identity) {
+    if (auto st = check_l3_identity(*c.l3_identity); !st) {
+      return make_error(errc::invalid_config, st.error().context);
+    }
+  }
   if (c.silent_budget < Duration::zero() || c.silent_budget > c.migration_budget) {
     return bad("silent_budget must be in [0, migration_budget]");
   }

@@ -176,6 +176,8 @@ const char* frame_name(const Frame& f) {
                         [](const MigrateNotify&) { return "migrate_notify"; },
                         [](const PathQualityReport&) { return "path_quality"; },
                         [](const Heartbeat&) { return "heartbeat"; },
+                        [](const L3IdentityFrame&) { return "l3_identity"; },
+                        [](const ShutdownWrite&) { return "shutdown_write"; },
                     },
                     f);
 }
@@ -231,6 +233,16 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
           [](const MigrateNotify& m) -> Status { return check_seq(m.seq, "migrate_notify"); },
           [](const PathQualityReport& q) -> Status { return check_seq(q.seq, "path_quality"); },
           [](const Heartbeat& h) -> Status { return check_seq(h.seq, "heartbeat"); },
+          [](const L3IdentityFrame& l) -> Status {
+            RENDR_TRY(check_seq(l.seq, "l3_identity"));
+            if (l.record.size() > kMaxL3Frame) {
+              return make_error(errc::frame_too_large,
+                                "l3_identity payload " + std::to_string(l.record.size()) +
+                                    " > 255 bytes");
+            }
+            return {};
+          },
+          [](const ShutdownWrite& w) -> Status { return check_seq(w.seq, "shutdown_write"); },
           [](const auto&) -> Status { return {}; },
       },
       f);
@@ -319,6 +331,11 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
                    ctrl_hdr(Ctrl::heartbeat, h.seq);
                    put64(out, h.ts);
                  },
+                 [&](const L3IdentityFrame& l) {
+                   ctrl_hdr(Ctrl::l3_identity, l.seq);
+                   out.insert(out.end(), l.record.begin(), l.record.end());
+                 },
+                 [&](const ShutdownWrite& w) { ctrl_hdr(Ctrl::shutdown_write, w.seq); },
              },
              f);
   return {};
@@ -504,6 +521,19 @@ Result<Frame> decode_frame(std::span<const std::byte> wire) {
       Heartbeat h{seq, 0};
       (void)r.u64(h.ts);
       return Frame{h};
+    }
+    case Ctrl::l3_identity: {
+      RENDR_TRY(check_seq(seq, "l3_identity"));
+      if (payload.size() > kMaxL3Frame) {
+        return make_error(errc::frame_too_large,
+                          "l3_identity payload " + std::to_string(payload.size()) + " > 255 bytes");
+      }
+      return Frame{L3IdentityFrame{seq, payload}};
+    }
+    case Ctrl::shutdown_write: {
+      RENDR_TRY(check_seq(seq, "shutdown_write"));
+      RENDR_TRY(exact(0, "shutdown_write"));
+      return Frame{ShutdownWrite{seq}};
     }
   }
   char hex[8];

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <system_error>
 #include <type_traits>
@@ -86,6 +87,16 @@ class Admin {
   [[nodiscard]] engine::FlowStats stats() const;
   [[nodiscard]] engine::Id128 flow_id() const;
   [[nodiscard]] engine::Side side() const;
+  // l3_identity: the flow's L3 identity (docs/wire.md "L3 identity"): on the accepting side the
+  // record the dialer sent (a listener hands out such a flow only once the record is in), on
+  // the dialing side its DialOptions::l3_identity; empty when the flow has none.
+  [[nodiscard]] std::optional<engine::L3Identity> l3_identity() const;
+  // shutdown_write half-closes the flow: the peer reads EOF after every byte (packet) written
+  // so far, while reads here and the peer's writes go on; lossless across path deaths and
+  // migrations (docs/wire.md "Half-close"). Later writes fail with closed. Idempotent.
+  // Errors: peer_unsupported (the peer did not negotiate half-close: nothing was closed,
+  // both directions stay open), closed (after close()), the flow's end.
+  [[nodiscard]] Status shutdown_write();
   // close sends BYE(normal) and waits until the peer acknowledged it or graceful_close_timeout
   // (2 s; error graceful_close_timeout), then closes every carrier. Idempotent; the destructor
   // calls it.

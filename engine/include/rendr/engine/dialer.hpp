@@ -80,6 +80,14 @@ class Dialer {
   // dial_packet opens a packet flow (caps bit 0); the peer must accept packet flows.
   [[nodiscard]] Result<PacketConnPtr> dial_packet(
       Deadline deadline = deadline_in(std::chrono::seconds(10)));
+  // The same with this flow's own L3 identity (instead of DialOptions::l3_identity): one Dialer
+  // serves every flow of a TUN ingress. Errors: those of dial / dial_packet, invalid_config
+  // (an identity the record cannot carry), peer_unsupported (the peer does not read it).
+  [[nodiscard]] Result<ConnPtr> dial(const engine::L3Identity& identity,
+                                     Deadline deadline = deadline_in(std::chrono::seconds(10)));
+  [[nodiscard]] Result<PacketConnPtr> dial_packet(
+      const engine::L3Identity& identity,
+      Deadline deadline = deadline_in(std::chrono::seconds(10)));
 
   [[nodiscard]] const DialOptions& options() const { return opts_; }
 

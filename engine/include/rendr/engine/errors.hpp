@@ -47,6 +47,9 @@ enum class errc {
   wrong_side,                // client-only / server-only operation on the other side
   evicted,                   // a flooded listener dropped this half-open flow (no carrier left
                              // or never accepted) to admit a new one
+  bad_l3_identity,           // a malformed, repeated or unexpected L3 identity record (ends
+                             // that flow only); also an identity the record cannot carry
+  peer_unsupported,          // the peer did not negotiate a feature this flow needs (HELLO caps)
 };
 
 [[nodiscard]] const std::error_category& engine_category() noexcept;

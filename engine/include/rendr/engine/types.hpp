@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,38 @@ inline constexpr std::uint32_t kCapsL3Identity = 1U << 1;
 // Set in a HELLO that carries a listener key block; a keyed listener echoes it in HELLO_ACK
 // (docs/wire.md "Listener key"). The engine sets it itself: FlowConfig::listener_key.
 inline constexpr std::uint32_t kCapsKeyed = 1U << 12;
+// rendr C++ extension: this side sends / reads the 40-byte L3 identity record (control 0x40,
+// docs/wire.md "L3 identity"). Asked together with kCapsL3Identity; the record travels only
+// when the HELLO_ACK echoes both (a v0.3 peer echoes bit 1 without ever reading a record).
+inline constexpr std::uint32_t kCapsL3Record = 1U << 14;
+// rendr C++ extension: this side reads SHUTDOWN_WRITE (control 0x41, docs/wire.md "Half-close").
+// Every FlowCore of this version asks for it in its HELLO and echoes it in its HELLO_ACK;
+// shutdown_write needs the peer to have it.
+inline constexpr std::uint32_t kCapsHalfClose = 1U << 13;
+
+// L3Identity: the original IP 5-tuple of a flow that entered rendr below the application (a TUN
+// ingress), carried to the accepting side so that an egress can land it (docs/wire.md "L3
+// identity"). Addresses are raw network-order bytes: IPv4 in the first 4 bytes of the array
+// (the rest 0), IPv6 in all 16 (never an IPv4-mapped address: family 4 says IPv4).
+struct L3Identity {
+  std::uint8_t proto = 6;   // IP protocol: 1 ICMP, 6 TCP, 17 UDP, 58 ICMPv6
+  std::uint8_t family = 4;  // 4 or 6
+  std::array<std::uint8_t, 16> src{};
+  std::uint16_t src_port = 0;
+  std::array<std::uint8_t, 16> dst{};
+  std::uint16_t dst_port = 0;
+  bool operator==(const L3Identity&) const = default;
+};
+// make_l3_identity builds an identity from "ip:port" / "[ipv6]:port" strings (both of one
+// family). Errors: invalid_argument (unparsable address or port, mixed families), and those of
+// check_l3_identity.
+[[nodiscard]] Result<L3Identity> make_l3_identity(std::uint8_t proto, std::string_view src,
+                                                  std::string_view dst);
+// check_l3_identity: is |id| a value the record can carry (family 4 or 6, a known protocol that
+// fits the family, IPv4 padding zero, no IPv4-mapped IPv6)? Error: invalid_argument.
+[[nodiscard]] Status check_l3_identity(const L3Identity& id);
+// to_string: "tcp 10.0.0.1:40000 -> 10.0.0.2:80" ("[v6]:port" for IPv6).
+[[nodiscard]] std::string to_string(const L3Identity& id);
 
 // Scheduling mode (docs/modes.md): prime = one active path, bond = round robin, race = every
 // frame on every path.
@@ -116,6 +149,12 @@ struct FlowConfig {
   // 64 bytes; empty = none. Every HELLO and BRIDGE_TAG then carries a key block (an HMAC over
   // the frame, a time and a nonce; docs/security.md). Server flows ignore it.
   std::vector<std::uint8_t> listener_key;
+  // Dialing side: the flow's L3 identity (docs/wire.md "L3 identity"). When set, the HELLO asks
+  // for caps bits 1 and 14, the record is the first sequenced frame of the flow (SEQ 1, kept
+  // in the replay ledger like data: it survives path deaths and re-dials and is delivered once)
+  // and a peer whose HELLO_ACK does not echo both bits ends the flow with peer_unsupported.
+  // Server flows ignore it (they learn the peer's: FlowCore::l3_identity()).
+  std::optional<L3Identity> l3_identity;
 };
 // validate_config refuses out-of-range values with invalid_config (budget > 90 s, zero
 // intervals, max_payload > kMaxPayload, empty windows, hysteresis <= 0...).
@@ -155,6 +194,11 @@ struct FlowStats {
   std::vector<PathInfo> paths;
   std::uint32_t peer_caps = 0;
   Id128 peer_instance_id{};
+  // The flow's L3 identity: the configured one (client), the peer's record (server).
+  std::optional<L3Identity> l3_identity;
+  // Half-close: this side called shutdown_write / the peer's SHUTDOWN_WRITE was admitted.
+  bool write_shut = false;
+  bool peer_write_shut = false;
   std::size_t recv_queue_hwm = 0;
   std::uint64_t recv_dups = 0;
   std::uint64_t bond_stuck_skips = 0;

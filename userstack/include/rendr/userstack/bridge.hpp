@@ -73,6 +73,11 @@ class Bridge {
   // take_fd gives the server's end away (once).
   [[nodiscard]] UniqueFd take_fd() { return std::move(server_fd_); }
   void stop();
+  // wait blocks until the pump ended by itself: both directions finished (EOF and FIN passed
+  // both ways, every byte handed to the Connection) or a reset. Call it once the server has
+  // shut down its writing side and read EOF, else it may wait for the peer indefinitely;
+  // destroying (stop) instead discards what the pump still holds.
+  void wait();
   [[nodiscard]] BridgeStats stats() const;
   [[nodiscard]] const FourTuple& tuple() const { return tuple_; }
 

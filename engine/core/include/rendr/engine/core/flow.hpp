@@ -243,6 +243,13 @@ class FlowCore {
   // close sends BYE(normal) and ends the flow once the peer acknowledged it (or after
   // min(budget, graceful_close_timeout): graceful_close_timeout). Idempotent.
   void close(TimePoint now);
+  // shutdown_write ends this side's direction (a half-close, docs/wire.md "Half-close"): a
+  // SHUTDOWN_WRITE takes the next SEQ after everything written, is replayed like data, and the
+  // peer reads EOF after the last byte; reads here and the peer's writes go on. Later writes
+  // fail with closed; close() still ends the whole flow. Idempotent. Errors: peer_unsupported
+  // (the HELLO / HELLO_ACK did not negotiate caps bit 13: nothing is closed), not_ready (before
+  // the handshake), closed (after close()), the flow's close error.
+  [[nodiscard]] Status shutdown_write(TimePoint now);
   // abort ends the flow at once with |why| as its close error (the application's next call
   // returns it): BYE(app_request) goes out on every ready path, best effort, then EvClosed.
   // The listener uses it to evict a half-open flow. No-op on a dead flow.
@@ -256,6 +263,12 @@ class FlowCore {
   [[nodiscard]] const Id128& flow_id() const;
   [[nodiscard]] const std::optional<Error>& close_error() const;
   [[nodiscard]] FlowStats stats() const;
+  // l3_identity: the client's configured identity; on the server the peer's, once its record
+  // (SEQ 1) was admitted. l3_identity_pending (server): the HELLO_ACK negotiated the record,
+  // it has not been admitted yet and the flow is alive (a listener holds such flows back from
+  // accept()).
+  [[nodiscard]] const std::optional<L3Identity>& l3_identity() const;
+  [[nodiscard]] bool l3_identity_pending() const;
 
  private:
   struct Impl;

@@ -56,6 +56,9 @@ enum class Ctrl : std::uint8_t {
   hello_ack = 0x09,
   bridge_tag = 0x10,
   bridge_ack = 0x11,
+  // rendr C++ extensions (docs/wire.md): sent only to a peer that negotiated them in HELLO caps.
+  l3_identity = 0x40,  // sequenced: the 40-byte L3 identity record (caps bits 1 + 14)
+  shutdown_write = 0x41,  // sequenced, empty: the sender writes no more (caps bit 13)
 };
 
 enum class ByeReason : std::uint8_t {
@@ -155,8 +158,40 @@ struct Heartbeat {
   std::uint64_t ts = 0;
 };
 
+// L3IdentityFrame: control 0x40, sequenced; its payload is the L3 identity record. At the frame
+// level the payload is opaque (0..255 bytes, a view into the decoded input like Data): the
+// record's own checks (decode_l3_identity) run when the frame reaches the head of the
+// receiver's reorder buffer, so that a bad record ends its flow with a clear error instead of
+// tearing down the carrier it came on.
+inline constexpr std::size_t kMaxL3Frame = 255;
+struct L3IdentityFrame {
+  std::uint64_t seq = 0;
+  std::span<const std::byte> record;
+};
+
+// ShutdownWrite: control 0x41, sequenced, no payload: the end of the sender's direction (a
+// half-close). The receiver's reader sees EOF once every frame before it was read; the other
+// direction keeps flowing. Sent only when the HELLO / HELLO_ACK negotiated caps bit 13.
+struct ShutdownWrite {
+  std::uint64_t seq = 0;
+};
+
 using Frame = std::variant<Data, Hello, HelloAck, BridgeTag, BridgeAck, Probe, ProbeReply, Ack,
-                           Bye, MigrateNotify, PathQualityReport, Heartbeat>;
+                           Bye, MigrateNotify, PathQualityReport, Heartbeat, L3IdentityFrame,
+                           ShutdownWrite>;
+
+// The L3 identity record (docs/wire.md "L3 identity"), 40 bytes:
+//   [0] version (1) | [1] proto | [2] family (4|6) | [3] 0 | [4:6] src port | [6:8] dst port |
+//   [8:24] src IP | [24:40] dst IP   (IPv4 in the first 4 bytes of its field, the rest 0)
+inline constexpr std::size_t kL3RecordSize = 40;
+inline constexpr std::uint8_t kL3RecordVersion = 1;
+using L3Record = std::array<std::byte, kL3RecordSize>;
+// encode_l3_identity: the record of |id|. Error: bad_l3_identity (check_l3_identity fails).
+[[nodiscard]] Result<L3Record> encode_l3_identity(const L3Identity& id);
+// decode_l3_identity is strict: a record decodes only when it re-encodes to exactly |record|
+// (length 40, version 1, byte 3 zero, a known protocol that fits the family, IPv4 padding zero,
+// no IPv4-mapped IPv6). Error: bad_l3_identity naming the field.
+[[nodiscard]] Result<L3Identity> decode_l3_identity(std::span<const std::byte> record);
 
 // frame_seq returns the SEQ a frame occupies (0 for out-of-band controls).
 [[nodiscard]] std::uint64_t frame_seq(const Frame& f);

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-tun end to end (docs/tun-ingress.md), real kernel, stock programs: netns "app" has a TUN
+// rtun0 (198.18.0.0/24 routed into it) with `rendr-tun ingress` on it and runs curl; netns
+// "egress" runs `rendr-tun egress` and the origin, python3's http.server on 198.18.0.10 (a
+// local address there). curl's TCP flow is terminated in lwIP, carried over an engine flow
+// (tcp over a veth) with its L3 identity, and landed at the origin by the egress.
+#include "support/netns.hpp"
+#include "support/pattern.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace rendr::test;
+
+namespace {
+
+// A spawned process, killed and reaped when the test ends (also on failure).
+struct Child {
+  pid_t pid = -1;
+  ~Child() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+    }
+  }
+};
+
+// TempDir: a fresh directory under /tmp, removed with its files.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/rendr-tun-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
+};
+
+// wait_ready reads |fifo| (the child's stdout) until a line containing |word| or |ms| passed.
+std::string wait_ready(int fifo, const std::string& word, int ms) {
+  std::string seen;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (seen.find(word) == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) {
+      break;
+    }
+    pollfd p{fifo, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) {
+      break;
+    }
+    char buf[512];
+    const ssize_t n = ::read(fifo, buf, sizeof buf);
+    if (n <= 0) {
+      break;  // the child exited
+    }
+    seen.append(buf, static_cast<std::size_t>(n));
+  }
+  return seen;
+}
+
+// A FIFO for a child's stdout, opened for reading (non-blocking open, blocking reads via poll).
+int open_fifo(const std::string& path) {
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  return fd;
+}
+
+// TunLab: the two namespaces, joined by two veths (paths 10.88.0.0/24 and 10.89.0.0/24), the
+// origin serving |blob| and both rendr-tun processes, ready. Torn down with the test.
+struct TunLab {
+  TempDir dir;
+  std::vector<std::byte> blob;
+  Netns app = Netns::create("tunapp");
+  Netns egress = Netns::create("tunegress");
+  std::vector<int> fifos;
+  Child origin;
+  Child eg;
+  Child in;
+
+  explicit TunLab(std::size_t size) : blob(size) {
+    Pattern(31).fill(0, blob);
+    {
+      std::ofstream f(dir.path + "/blob", std::ios::binary);
+      f.write(reinterpret_cast<const char*>(blob.data()),
+              static_cast<std::streamsize>(blob.size()));
+      REQUIRE(f.good());
+    }
+    veth(app, "rta0", egress, "rtb0");
+    veth(app, "rta1", egress, "rtb1");
+    app.must("ip addr add 10.88.0.1/24 dev rta0 && ip addr add 10.89.0.1/24 dev rta1");
+    egress.must("ip addr add 10.88.0.2/24 dev rtb0 && ip addr add 10.89.0.2/24 dev rtb1 && "
+                "ip addr add 198.18.0.10/32 dev lo");
+    app.must("ip tuntap add dev rtun0 mode tun && ip link set rtun0 up && "
+             "ip addr add 10.77.0.1/32 dev rtun0 && "
+             "ip route add 198.18.0.0/24 dev rtun0 src 10.77.0.1");
+    origin.pid = start(egress, "origin",
+                       {"/bin/sh", "-c",
+                        "cd " + dir.path +
+                            " && exec python3 -u -m http.server 8080 --bind 198.18.0.10"},
+                       "Serving HTTP");
+    eg.pid = start(egress, "egress", {RENDR_TUN_BIN, "egress", "--listen", "0.0.0.0:7000"},
+                   "ready");
+    in.pid = start(app, "ingress",
+                   {RENDR_TUN_BIN, "ingress", "--tun", "rtun0", "--peer", "10.88.0.2:7000",
+                    "--peer", "10.89.0.2:7000"},
+                   "ready");
+  }
+  ~TunLab() {
+    for (int fd : fifos) {
+      ::close(fd);
+    }
+  }
+  pid_t start(const Netns& ns, const std::string& name, const std::vector<std::string>& argv,
+              const std::string& ready) {
+    const int fifo = open_fifo(dir.path + "/" + name + ".out");
+    fifos.push_back(fifo);
+    const pid_t pid = ns.spawn(argv, dir.path + "/" + name + ".out");
+    const std::string seen = wait_ready(fifo, ready, 10000);
+    INFO(name << ": " << seen);
+    REQUIRE(seen.find(ready) != std::string::npos);
+    return pid;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("tun: stock curl downloads through rendr-tun ingress and egress, byte for byte",
+          "[.netns][tun][netns]") {
+  TunLab lab(8U << 20);
+  // Stock curl in the app netns: its connection to 198.18.0.10:8080 enters the TUN.
+  std::string out;
+  const int rc = lab.app.sh("curl -sS --max-time 60 -o " + lab.dir.path +
+                                "/got http://198.18.0.10:8080/blob 2>&1",
+                            &out);
+  INFO("curl: " << out);
+  REQUIRE(rc == 0);
+  std::ifstream g(lab.dir.path + "/got", std::ios::binary);
+  std::vector<char> got((std::istreambuf_iterator<char>(g)), std::istreambuf_iterator<char>());
+  REQUIRE(got.size() == lab.blob.size());
+  CHECK(std::equal(got.begin(), got.end(), reinterpret_cast<const char*>(lab.blob.data())));
+}
+
+TEST_CASE("tun: a curl download survives its active engine path dropped mid-transfer",
+          "[.netns][tun][netns]") {
+  TunLab lab(64U << 20);
+  // curl writes the body into a FIFO this test reads: the transfer runs at the test's pace, so
+  // the drop lands mid-transfer (the rest must cross the other path).
+  const int body = open_fifo(lab.dir.path + "/body");
+  lab.fifos.push_back(body);
+  Child curl;
+  curl.pid = lab.app.spawn({"curl", "-sS", "--max-time", "120", "-o", lab.dir.path + "/body",
+                            "http://198.18.0.10:8080/blob"});
+  std::vector<char> got;
+  got.reserve(lab.blob.size());
+  bool dropped = false;
+  std::vector<char> buf(64 * 1024);
+  while (true) {
+    pollfd p{body, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 60000) > 0);
+    const ssize_t n = ::read(body, buf.data(), buf.size());
+    if (n < 0 && errno == EAGAIN) {
+      continue;  // curl has not opened the FIFO yet
+    }
+    REQUIRE(n >= 0);
+    if (n == 0) {
+      break;
+    }
+    got.insert(got.end(), buf.begin(), buf.begin() + n);
+    if (!dropped && got.size() >= (4U << 20)) {
+      // Silently drop the first path (the active one) both ways, as a dead uplink would.
+      lab.app.must("nft add table inet rtdrop && "
+                   "nft add chain inet rtdrop out '{ type filter hook output priority 0; }' && "
+                   "nft add chain inet rtdrop in '{ type filter hook input priority 0; }' && "
+                   "nft add rule inet rtdrop out ip daddr 10.88.0.2 counter drop && "
+                   "nft add rule inet rtdrop in ip saddr 10.88.0.2 counter drop");
+      dropped = true;
+    }
+  }
+  CHECK(dropped);
+  // The dropped path was carrying the flow: the rules saw its packets.
+  std::string rules;
+  REQUIRE(lab.app.sh("nft list table inet rtdrop", &rules) == 0);
+  INFO(rules);
+  CHECK(rules.find("counter packets 0 ") == std::string::npos);
+  CHECK(wait_exit(curl.pid, 60000) == 0);
+  curl.pid = -1;
+  REQUIRE(got.size() == lab.blob.size());
+  CHECK(std::equal(got.begin(), got.end(), reinterpret_cast<const char*>(lab.blob.data())));
+}
+
+TEST_CASE("tun: a half-closed request gets its whole response through rendr-tun",
+          "[.netns][tun][netns]") {
+  TunLab lab(1024);
+  // The origin reads the request to EOF (the client's FIN, carried as shutdown_write), then
+  // answers with its length and SHA-256 and closes.
+  const std::string origin =
+      "import socket, hashlib\n"
+      "s = socket.socket()\n"
+      "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+      "s.bind(('198.18.0.10', 9090))\n"
+      "s.listen()\n"
+      "print('listening', flush=True)\n"
+      "c, _ = s.accept()\n"
+      "h = hashlib.sha256()\n"
+      "n = 0\n"
+      "while True:\n"
+      "    d = c.recv(65536)\n"
+      "    if not d:\n"
+      "        break\n"
+      "    h.update(d)\n"
+      "    n += len(d)\n"
+      "c.sendall(('%d %s\\n' % (n, h.hexdigest())).encode() * 1000)\n"
+      "c.close()\n";
+  Child server;
+  server.pid = lab.start(lab.egress, "halfclose", {"python3", "-u", "-c", origin}, "listening");
+  // The client in the app netns: 16 MiB up, shutdown(SHUT_WR), then the answer to EOF.
+  const std::string client =
+      "import socket, hashlib\n"
+      "data = bytes(range(256)) * (64 * 1024)\n"
+      "c = socket.create_connection(('198.18.0.10', 9090))\n"
+      "c.sendall(data)\n"
+      "c.shutdown(socket.SHUT_WR)\n"
+      "got = b''\n"
+      "while True:\n"
+      "    d = c.recv(65536)\n"
+      "    if not d:\n"
+      "        break\n"
+      "    got += d\n"
+      "want = ('%d %s\\n' % (len(data), hashlib.sha256(data).hexdigest())).encode() * 1000\n"
+      "print('match' if got == want else 'mismatch %d' % len(got))\n";
+  std::ofstream(lab.dir.path + "/client.py") << client;
+  std::string out;
+  const int rc = lab.app.sh("timeout 60 python3 " + lab.dir.path + "/client.py 2>&1", &out);
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK(out.find("match") == 0);
+}
