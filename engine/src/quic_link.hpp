@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+// QuicLink (private): the thin Asio shell around one QuicConn - a UDP socket to send through
+// (the dialer's own, or the listener's shared one), a timer at the connection's expiry, and
+// the StreamCarrier operations on its stream. io thread only. The quic carrier
+// (carrier_quic.cpp) and listen_quic (listener_quic.cpp) use it.
+#pragma once
+
+#include "carriers.hpp"
+#include "quic_conn.hpp"
+
+#include <asio/io_context.hpp>
+#include <asio/ip/udp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace rendr::detail {
+
+[[nodiscard]] QuicTime quic_now();
+
+class QuicLink : public std::enable_shared_from_this<QuicLink> {
+ public:
+  QuicLink(asio::io_context& io, std::shared_ptr<asio::ip::udp::socket> sock, bool own_socket,
+           std::unique_ptr<QuicConn> qc);
+  ~QuicLink();
+
+  // start: a dialing link begins reading its own socket; both send what is due.
+  void start();
+  // on_datagram: one UDP payload for this connection (the listener's demux calls it).
+  void on_datagram(std::span<const std::byte> pkt, const QuicAddr& from);
+  // service: send what is due, complete reads and writes, re-arm the timer, call on_change.
+  void service();
+  void post_service();
+  // close sends CONNECTION_CLOSE (once) and fails pending operations. Idempotent.
+  void close(const std::string& why);
+
+  [[nodiscard]] QuicConn& conn() { return *qc_; }
+  [[nodiscard]] bool closed() const { return closed_; }
+  [[nodiscard]] std::error_code error() const;
+  std::string local;
+  // Called after every service on the io thread (handshake waiter, listener first frame).
+  std::function<void()> on_change;
+
+  // StreamCarrier operations (quic stream mode).
+  void async_read_some(std::span<std::byte> buf, IoHandler h);
+  void async_write(std::span<const std::byte> buf, IoHandler h);
+  void async_write_gather(std::span<const std::span<const std::byte>> pieces, IoHandler h);
+
+ private:
+  void read_own();
+  void arm_timer();
+  void send_packet(std::span<const std::byte> pkt);
+  void complete_ops();
+  void notify();
+
+  asio::io_context& io_;
+  std::shared_ptr<asio::ip::udp::socket> sock_;
+  bool own_;
+  std::unique_ptr<QuicConn> qc_;
+  asio::steady_timer timer_;
+  QuicTime armed_ = 0;
+  bool closed_ = false;
+  bool service_posted_ = false;
+  std::vector<std::byte> rbuf_;
+  std::span<std::byte> read_buf_;
+  IoHandler read_h_;
+  IoHandler write_h_;
+  std::size_t write_n_ = 0;
+};
+
+// make_quic_carrier: the StreamCarrier of a link whose handshake is done.
+[[nodiscard]] StreamCarrierPtr make_quic_carrier(std::shared_ptr<QuicLink> link);
+
+}  // namespace rendr::detail
