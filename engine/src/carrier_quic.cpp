@@ -24,6 +24,7 @@ namespace {
 constexpr std::size_t kBurstPackets = 64;
 // A write completes once no more than this is unacknowledged: the writer waits on the peer.
 constexpr std::uint64_t kSendLimit = 4 << 20;
+constexpr QuicTime kLinger = 2'000'000'000ULL;  // close(): unacknowledged data gets 2 s
 }  // namespace
 
 QuicTime quic_now() {
@@ -55,7 +56,7 @@ void QuicLink::start() {
 
 void QuicLink::read_own() {
   sock_->async_wait(asio::socket_base::wait_read, [self = shared_from_this()](std::error_code ec) {
-    if (ec || self->closed_) {
+    if (ec || self->finished_) {
       return;
     }
     for (int i = 0; i < 64; ++i) {
@@ -72,14 +73,14 @@ void QuicLink::read_own() {
                              from, quic_now());
     }
     self->service();
-    if (!self->closed_) {
+    if (!self->finished_) {
       self->read_own();
     }
   });
 }
 
 void QuicLink::on_datagram(std::span<const std::byte> pkt, const QuicAddr& from) {
-  if (closed_) {
+  if (finished_) {
     return;
   }
   qc_->on_datagram(pkt, from, quic_now());
@@ -109,18 +110,23 @@ void QuicLink::send_packet(std::span<const std::byte> pkt) {
 }
 
 void QuicLink::service() {
-  if (closed_) {
+  if (finished_) {
     complete_ops();
     return;
   }
   std::size_t sent = 0;
-  qc_->produce(quic_now(), kBurstPackets, [&](std::span<const std::byte> pkt) {
+  const QuicTime now = quic_now();
+  qc_->produce(now, kBurstPackets, [&](std::span<const std::byte> pkt) {
     send_packet(pkt);
     ++sent;
   });
   complete_ops();
   if (qc_->failed()) {
-    close("failed");  // watchers hear of it from there
+    finish("failed");  // watchers hear of it from there
+    return;
+  }
+  if (closed_ && (qc_->unacked() == 0 || now >= linger_until_)) {
+    finish("closed by rendr");  // what was written before close() got through (or timed out)
     return;
   }
   arm_timer();
@@ -160,7 +166,10 @@ void QuicLink::complete_ops() {
 }
 
 void QuicLink::arm_timer() {
-  const QuicTime exp = qc_->expiry();
+  QuicTime exp = qc_->expiry();
+  if (closed_) {
+    exp = std::min(exp, linger_until_);
+  }
   if (exp == armed_) {
     return;
   }
@@ -173,11 +182,14 @@ void QuicLink::arm_timer() {
   timer_.expires_at(at);
   timer_.async_wait([weak = weak_from_this(), exp](std::error_code ec) {
     auto self = weak.lock();
-    if (ec || !self || self->closed_ || self->armed_ != exp) {
+    if (ec || !self || self->finished_ || self->armed_ != exp) {
       return;
     }
     self->armed_ = 0;
-    self->qc_->on_expiry(quic_now());
+    const QuicTime now = quic_now();
+    if (self->qc_->expiry() <= now) {
+      self->qc_->on_expiry(now);
+    }
     self->service();
   });
 }
@@ -187,6 +199,26 @@ void QuicLink::close(const std::string& why) {
     return;
   }
   closed_ = true;
+  // Like a TCP close: what was written still goes out (the engine's last BYE_ACK, a refusal)
+  // before CONNECTION_CLOSE, for at most kLinger. Pending operations fail from the io loop,
+  // never from inside close(): the engine closes carriers with its own lock held.
+  linger_until_ = quic_now() + kLinger;
+  asio::post(io_, [self = shared_from_this(), why] {
+    self->complete_ops();
+    if (self->qc_->failed() || self->qc_->unacked() == 0) {
+      self->finish(why);
+    } else {
+      self->service();
+    }
+  });
+}
+
+void QuicLink::finish(const std::string& why) {
+  if (finished_) {
+    return;
+  }
+  closed_ = true;
+  finished_ = true;
   const auto bye = qc_->close(quic_now(), why);
   if (!bye.empty()) {
     send_packet(bye);
@@ -196,8 +228,6 @@ void QuicLink::close(const std::string& why) {
     std::error_code ec;
     sock_->close(ec);
   }
-  // Pending operations fail and watchers hear of it from the io loop, never from inside
-  // close(): the engine closes carriers with its own lock held.
   asio::post(io_, [self = shared_from_this()] {
     self->complete_ops();
     self->notify();

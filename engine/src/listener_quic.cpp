@@ -19,7 +19,6 @@ namespace detail {
 
 namespace {
 constexpr std::size_t kServerCidLen = 16;  // QuicConn's own ids
-constexpr auto kReplyLinger = std::chrono::milliseconds(300);
 }  // namespace
 
 struct QuicServerConn {
@@ -92,7 +91,7 @@ static void quic_first(ListenerCore& lc, const std::shared_ptr<QuicServerConn>& 
 
 static void quic_changed(ListenerCore& lc, const std::shared_ptr<QuicServerConn>& sc) {
   auto& link = *sc->link;
-  if (link.closed()) {
+  if (link.finished()) {
     quic_forget(lc, sc);
     return;
   }
@@ -106,7 +105,7 @@ static void quic_changed(ListenerCore& lc, const std::shared_ptr<QuicServerConn>
   const auto v = qc.peek();
   const std::size_t len = (static_cast<std::size_t>(v[0]) << 8) | static_cast<std::size_t>(v[1]);
   if (len > kMaxFirstFrame || len == 0) {
-    link.close("not rendr");  // calls back: forgotten there
+    link.finish("not rendr");  // calls back: forgotten there
     return;
   }
   if (v.size() < 2 + len) {
@@ -151,15 +150,12 @@ static void quic_first(ListenerCore& lc, const std::shared_ptr<QuicServerConn>& 
     return;
   }
   if (out.reply.empty()) {
-    sc->link->close("refused");
+    sc->link->finish("refused");
     return;
   }
-  // A refusal the dialer reads (wrong instance, unknown flow...): send it, then close.
+  // A refusal the dialer reads (wrong instance, unknown flow...): sent before the close.
   sc->link->async_write(out.reply, [](std::error_code, std::size_t) {});
-  sc->timer.expires_after(kReplyLinger);
-  sc->timer.async_wait([sc](std::error_code) {
-    sc->link->close("refused");
-  });
+  sc->link->close("refused");
 }
 
 void ListenerCore::quic_drain() {
@@ -264,7 +260,7 @@ bool ListenerCore::quic_drop(Admission::CarrierId id) {
   quic->waiting.erase(it);
   if (sc) {
     sc->waiting = false;  // admission forgot it already
-    sc->link->close("no first frame in time");
+    sc->link->finish("no first frame in time");
   }
   return true;
 }
@@ -277,7 +273,7 @@ void ListenerCore::quic_close_pending() {
     }
   }
   for (auto& sc : pending) {
-    sc->link->close("listener closed");
+    sc->link->finish("listener closed");
   }
 }
 

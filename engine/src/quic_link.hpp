@@ -33,11 +33,15 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   // service: send what is due, complete reads and writes, re-arm the timer, call on_change.
   void service();
   void post_service();
-  // close sends CONNECTION_CLOSE (once) and fails pending operations. Idempotent.
+  // close ends the carrier: pending operations fail; what was written still goes out (at most
+  // 2 s), then CONNECTION_CLOSE (finish). Idempotent.
   void close(const std::string& why);
+  // finish sends CONNECTION_CLOSE now (unless the connection failed) and stops the link.
+  void finish(const std::string& why);
 
   [[nodiscard]] QuicConn& conn() { return *qc_; }
-  [[nodiscard]] bool closed() const { return closed_; }
+  [[nodiscard]] bool closed() const { return closed_; }      // no more carrier operations
+  [[nodiscard]] bool finished() const { return finished_; }  // the connection is over
   [[nodiscard]] std::error_code error() const;
   std::string local;
   // Called after every service on the io thread (handshake waiter, listener first frame).
@@ -62,6 +66,8 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   asio::steady_timer timer_;
   QuicTime armed_ = 0;
   bool closed_ = false;
+  bool finished_ = false;
+  QuicTime linger_until_ = 0;
   bool service_posted_ = false;
   std::vector<std::byte> rbuf_;
   std::span<std::byte> read_buf_;
