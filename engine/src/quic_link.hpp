@@ -55,7 +55,8 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
  private:
   void read_own();
   void arm_timer();
-  void send_packet(std::span<const std::byte> pkt);
+  void send_packet(std::span<const std::byte> pkt);  // batched until flush_tx
+  void flush_tx();
   void complete_ops();
   void notify();
 
@@ -70,6 +71,11 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   QuicTime linger_until_ = 0;
   bool service_posted_ = false;
   std::vector<std::byte> rbuf_;
+  std::vector<std::byte> txbuf_;  // GSO batch: nseg_ packets of seg_ bytes (the last may be short)
+  std::size_t seg_ = 0;
+  int nseg_ = 0;
+  bool last_short_ = false;
+  bool no_gso_ = false;
   std::span<std::byte> read_buf_;
   IoHandler read_h_;
   IoHandler write_h_;
