@@ -51,9 +51,35 @@ std::error_code QuicLink::error() const {
   return closed_ ? std::make_error_code(std::errc::not_connected) : std::error_code{};
 }
 
+QuicRecvBatch::QuicRecvBatch()
+    : buf_(kCount * kSlot), msgs_(kCount), iov_(kCount), from_(kCount) {}
+
+int QuicRecvBatch::recv(int fd) {
+  for (std::size_t i = 0; i < static_cast<std::size_t>(kCount); ++i) {
+    iov_[i] = iovec{buf_.data() + i * kSlot, kSlot};
+    msgs_[i] = mmsghdr{};
+    msgs_[i].msg_hdr.msg_iov = &iov_[i];
+    msgs_[i].msg_hdr.msg_iovlen = 1;
+    msgs_[i].msg_hdr.msg_name = &from_[i].ss;
+    msgs_[i].msg_hdr.msg_namelen = sizeof from_[i].ss;
+  }
+  const int n = ::recvmmsg(fd, msgs_.data(), kCount, MSG_DONTWAIT, nullptr);
+  for (int i = 0; i < n; ++i) {
+    from_[static_cast<std::size_t>(i)].len = msgs_[static_cast<std::size_t>(i)].msg_hdr.msg_namelen;
+  }
+  return n < 0 ? 0 : n;
+}
+
+std::span<const std::byte> QuicRecvBatch::packet(int i) const {
+  const auto& m = msgs_[static_cast<std::size_t>(i)];
+  if ((m.msg_hdr.msg_flags & MSG_TRUNC) != 0) {
+    return {};
+  }
+  return {buf_.data() + static_cast<std::size_t>(i) * kSlot, m.msg_len};
+}
+
 void QuicLink::start() {
   if (own_) {
-    rbuf_.resize(64 * 1024);
     read_own();
   }
   service();
@@ -64,18 +90,19 @@ void QuicLink::read_own() {
     if (ec || self->finished_) {
       return;
     }
-    for (int i = 0; i < 64; ++i) {
-      QuicAddr from;
-      from.len = sizeof from.ss;
-      const ssize_t n = ::recvfrom(self->sock_->native_handle(), self->rbuf_.data(),
-                                   self->rbuf_.size(), MSG_DONTWAIT,
-                                   reinterpret_cast<sockaddr*>(&from.ss), &from.len);
-      if (n < 0) {
-        break;  // EAGAIN; ICMP errors on a datagram socket: QUIC's timers decide
+    // A bounded batch (ICMP errors on a datagram socket end it: QUIC's timers decide).
+    for (int round = 0; round < 2; ++round) {
+      const int n = self->rx_.recv(self->sock_->native_handle());
+      const QuicTime now = quic_now();
+      for (int i = 0; i < n; ++i) {
+        const auto pkt = self->rx_.packet(i);
+        if (!pkt.empty()) {
+          self->qc_->on_datagram(pkt, self->rx_.from(i), now);
+        }
       }
-      self->qc_->on_datagram(std::span<const std::byte>(self->rbuf_.data(),
-                                                        static_cast<std::size_t>(n)),
-                             from, quic_now());
+      if (n < 32) {
+        break;
+      }
     }
     self->service();
     if (!self->finished_) {

@@ -41,6 +41,8 @@ namespace rendr::detail {
 using engine::Clock;
 using engine::Id128;
 
+struct QuicAddr;  // quic_conn.hpp
+
 inline constexpr auto kRetryStep = std::chrono::milliseconds(20);
 inline constexpr auto kRetryWindow = std::chrono::milliseconds(500);
 // accept() out of descriptors or memory: the connection stays queued and the listening socket
@@ -333,6 +335,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   std::atomic<bool> quic_added{false};
   void quic_recv();
   void quic_drain();
+  void quic_packet(std::span<const std::byte> pkt, const QuicAddr& from);
   // quic_drop closes a quic carrier admission forgot (pushed out or overdue); false = not one.
   bool quic_drop(Admission::CarrierId id);
   void quic_close_pending();

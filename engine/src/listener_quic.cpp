@@ -42,6 +42,7 @@ struct ListenerCore::QuicState {
   std::unordered_map<std::string, std::shared_ptr<QuicServerConn>> by_cid;
   std::map<Admission::CarrierId, std::weak_ptr<QuicServerConn>> waiting;
   QuicAddr local;
+  QuicRecvBatch rx;
 };
 
 namespace {
@@ -160,95 +161,98 @@ static void quic_first(ListenerCore& lc, const std::shared_ptr<QuicServerConn>& 
 
 void ListenerCore::quic_drain() {
   auto& q = *quic;
-  for (int i = 0; i < 64; ++i) {
-    QuicAddr from;
-    from.len = sizeof from.ss;
-    const ssize_t n = ::recvfrom(usock->native_handle(), ubuf.data(), ubuf.size(), MSG_DONTWAIT,
-                                 reinterpret_cast<sockaddr*>(&from.ss), &from.len);
-    if (n < 0) {
+  for (int round = 0; round < 2; ++round) {
+    const int n = q.rx.recv(usock->native_handle());
+    for (int i = 0; i < n; ++i) {
+      quic_packet(q.rx.packet(i), q.rx.from(i));
+    }
+    if (n < 32) {
       return;
     }
-    const auto* data = reinterpret_cast<const std::uint8_t*>(ubuf.data());
-    const auto len = static_cast<std::size_t>(n);
-    const std::span<const std::byte> pkt(ubuf.data(), len);
-    ngtcp2_version_cid vc{};
-    if (ngtcp2_pkt_decode_version_cid(&vc, data, len, kServerCidLen) != 0) {
-      std::lock_guard lk(mu);
-      counters.quic_dropped += 1;
-      continue;
-    }
-    if (auto it = q.by_cid.find(cid_key(vc.dcid, vc.dcidlen)); it != q.by_cid.end()) {
-      auto sc = it->second;  // the link may forget itself while handling the packet
-      sc->link->on_datagram(pkt, from);
-      continue;
-    }
-    ngtcp2_pkt_hd hd{};
-    bool closed_now = false;
-    {
-      std::lock_guard lk(mu);
-      closed_now = closed;
-    }
-    if (closed_now || ngtcp2_accept(&hd, data, len) != 0) {
-      std::lock_guard lk(mu);
-      counters.quic_dropped += 1;
-      continue;
-    }
-    asio::ip::udp::endpoint src_ep;
-    std::memcpy(src_ep.data(), &from.ss, from.len);
-    src_ep.resize(from.len);
-    auto sc = std::make_shared<QuicServerConn>(rt->io());
-    sc->src = key_of(src_ep.address());
-    std::weak_ptr<QuicServerConn> wsc = sc;
-    QuicConn::Hooks hooks;
-    auto* qs = quic.get();
-    hooks.cid_added = [qs, wsc](std::span<const std::uint8_t> id) {
-      if (auto s = wsc.lock()) {
-        const auto k = cid_key(id.data(), id.size());
-        qs->by_cid[k] = s;
-        s->cids.push_back(k);
-      }
-    };
-    hooks.cid_removed = [qs, wsc](std::span<const std::uint8_t> id) {
-      const auto k = cid_key(id.data(), id.size());
-      if (auto it = qs->by_cid.find(k); it != qs->by_cid.end() && it->second == wsc.lock()) {
-        qs->by_cid.erase(it);
-      }
-    };
-    auto qc = QuicConn::server(q.creds, q.settings, hd, q.local, from, std::move(hooks),
-                               quic_now());
-    if (!qc) {
-      quic_forget(*this, sc);
-      std::lock_guard lk(mu);
-      counters.quic_dropped += 1;
-      continue;
-    }
-    Admission::CarrierAdmit a;
-    {
-      std::lock_guard lk(mu);
-      a = adm.carrier_opened(sc->src, sc->started);
-    }
-    sc->cid = a.id;
-    q.waiting[sc->cid] = sc;
-    // The client keeps sending to the id it chose until it learns ours.
-    const auto orig = cid_key(hd.dcid.data, hd.dcid.datalen);
-    q.by_cid[orig] = sc;
-    sc->cids.push_back(orig);
-    sc->link = std::make_shared<QuicLink>(rt->io(), usock, false, std::move(*qc));
-    sc->link->local = local;
-    std::weak_ptr<ListenerCore> wl = weak_from_this();
-    sc->link->on_change = [wl, wsc] {
-      auto l = wl.lock();
-      auto s = wsc.lock();
-      if (l && s) {
-        quic_changed(*l, s);
-      }
-    };
-    for (const auto id : a.close) {
-      drop_waiting(id);  // older waiting carriers pushed out to make room
-    }
-    arm_first_frame_timer();
-    sc->link->on_datagram(pkt, from);
   }
+}
+
+void ListenerCore::quic_packet(std::span<const std::byte> pkt, const QuicAddr& from) {
+  auto& q = *quic;
+  const auto* data = reinterpret_cast<const std::uint8_t*>(pkt.data());
+  const auto len = pkt.size();
+  ngtcp2_version_cid vc{};
+  if (ngtcp2_pkt_decode_version_cid(&vc, data, len, kServerCidLen) != 0) {
+    std::lock_guard lk(mu);
+    counters.quic_dropped += 1;
+    return;
+  }
+  if (auto it = q.by_cid.find(cid_key(vc.dcid, vc.dcidlen)); it != q.by_cid.end()) {
+    auto sc = it->second;  // the link may forget itself while handling the packet
+    sc->link->on_datagram(pkt, from);
+    return;
+  }
+  ngtcp2_pkt_hd hd{};
+  bool closed_now = false;
+  {
+    std::lock_guard lk(mu);
+    closed_now = closed;
+  }
+  if (closed_now || ngtcp2_accept(&hd, data, len) != 0) {
+    std::lock_guard lk(mu);
+    counters.quic_dropped += 1;
+    return;
+  }
+  asio::ip::udp::endpoint src_ep;
+  std::memcpy(src_ep.data(), &from.ss, from.len);
+  src_ep.resize(from.len);
+  auto sc = std::make_shared<QuicServerConn>(rt->io());
+  sc->src = key_of(src_ep.address());
+  std::weak_ptr<QuicServerConn> wsc = sc;
+  QuicConn::Hooks hooks;
+  auto* qs = quic.get();
+  hooks.cid_added = [qs, wsc](std::span<const std::uint8_t> id) {
+    if (auto s = wsc.lock()) {
+      const auto k = cid_key(id.data(), id.size());
+      qs->by_cid[k] = s;
+      s->cids.push_back(k);
+    }
+  };
+  hooks.cid_removed = [qs, wsc](std::span<const std::uint8_t> id) {
+    const auto k = cid_key(id.data(), id.size());
+    if (auto it = qs->by_cid.find(k); it != qs->by_cid.end() && it->second == wsc.lock()) {
+      qs->by_cid.erase(it);
+    }
+  };
+  auto qc = QuicConn::server(q.creds, q.settings, hd, q.local, from, std::move(hooks),
+                             quic_now());
+  if (!qc) {
+    quic_forget(*this, sc);
+    std::lock_guard lk(mu);
+    counters.quic_dropped += 1;
+    return;
+  }
+  Admission::CarrierAdmit a;
+  {
+    std::lock_guard lk(mu);
+    a = adm.carrier_opened(sc->src, sc->started);
+  }
+  sc->cid = a.id;
+  q.waiting[sc->cid] = sc;
+  // The client keeps sending to the id it chose until it learns ours.
+  const auto orig = cid_key(hd.dcid.data, hd.dcid.datalen);
+  q.by_cid[orig] = sc;
+  sc->cids.push_back(orig);
+  sc->link = std::make_shared<QuicLink>(rt->io(), usock, false, std::move(*qc));
+  sc->link->local = local;
+  std::weak_ptr<ListenerCore> wl = weak_from_this();
+  sc->link->on_change = [wl, wsc] {
+    auto l = wl.lock();
+    auto s = wsc.lock();
+    if (l && s) {
+      quic_changed(*l, s);
+    }
+  };
+  for (const auto id : a.close) {
+    drop_waiting(id);  // older waiting carriers pushed out to make room
+  }
+  arm_first_frame_timer();
+  sc->link->on_datagram(pkt, from);
 }
 
 bool ListenerCore::quic_drop(Admission::CarrierId id) {

@@ -227,6 +227,7 @@ void fill_settings(ngtcp2_settings& st, ngtcp2_transport_params& tp, const QuicS
   tp.initial_max_streams_uni = 0;
   tp.max_idle_timeout = s.idle_timeout;
   tp.active_connection_id_limit = 8;
+  tp.max_udp_payload_size = 1500;  // what QuicRecvBatch's slots take
 }
 
 }  // namespace

@@ -12,6 +12,9 @@
 #include <asio/ip/udp.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -19,6 +22,25 @@
 namespace rendr::detail {
 
 [[nodiscard]] QuicTime quic_now();
+
+// QuicRecvBatch: up to 32 datagrams per recvmmsg call (one syscall instead of 32).
+class QuicRecvBatch {
+ public:
+  QuicRecvBatch();
+  // recv reads what is queued on |fd| without blocking: the count (0 when nothing or an error).
+  int recv(int fd);
+  // packet |i| of the last recv; empty when it was truncated (larger than a slot).
+  [[nodiscard]] std::span<const std::byte> packet(int i) const;
+  [[nodiscard]] const QuicAddr& from(int i) const { return from_[static_cast<std::size_t>(i)]; }
+
+ private:
+  static constexpr int kCount = 32;
+  static constexpr std::size_t kSlot = 2048;  // QUIC packets here are <= 1 500 bytes
+  std::vector<std::byte> buf_;
+  std::vector<mmsghdr> msgs_;
+  std::vector<iovec> iov_;
+  std::vector<QuicAddr> from_;
+};
 
 class QuicLink : public std::enable_shared_from_this<QuicLink> {
  public:
@@ -70,7 +92,7 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   bool finished_ = false;
   QuicTime linger_until_ = 0;
   bool service_posted_ = false;
-  std::vector<std::byte> rbuf_;
+  QuicRecvBatch rx_;
   std::vector<std::byte> txbuf_;  // GSO batch: nseg_ packets of seg_ bytes (the last may be short)
   std::size_t seg_ = 0;
   int nseg_ = 0;
