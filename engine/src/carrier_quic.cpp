@@ -272,22 +272,25 @@ void QuicLink::arm_timer() {
 }
 
 void QuicLink::close(const std::string& why) {
+  // The engine closes carriers from any thread, with its own lock held: the link closes on its
+  // io thread, and pending operations fail from there, never from inside close().
+  asio::post(io_, [self = shared_from_this(), why] { self->close_now(why); });
+}
+
+void QuicLink::close_now(const std::string& why) {
   if (closed_) {
     return;
   }
   closed_ = true;
   // Like a TCP close: what was written still goes out (the engine's last BYE_ACK, a refusal)
-  // before CONNECTION_CLOSE, for at most kLinger. Pending operations fail from the io loop,
-  // never from inside close(): the engine closes carriers with its own lock held.
+  // before CONNECTION_CLOSE, for at most kLinger.
   linger_until_ = quic_now() + kLinger;
-  asio::post(io_, [self = shared_from_this(), why] {
-    self->complete_ops();
-    if (self->qc_->failed() || self->qc_->unacked() == 0) {
-      self->finish(why);
-    } else {
-      self->service();
-    }
-  });
+  complete_ops();
+  if (qc_->failed() || qc_->unacked() == 0) {
+    finish(why);
+  } else {
+    service();
+  }
 }
 
 void QuicLink::finish(const std::string& why) {
@@ -352,6 +355,7 @@ class QuicStreamCarrier final : public StreamCarrier {
  public:
   explicit QuicStreamCarrier(std::shared_ptr<QuicLink> link) : link_(std::move(link)) {
     local_ = link_->local;
+    remote_ = addr_string(link_->conn().remote());
   }
   ~QuicStreamCarrier() override { close(); }
   void async_read_some(std::span<std::byte> buf, IoHandler handler) override {
@@ -366,13 +370,12 @@ class QuicStreamCarrier final : public StreamCarrier {
   }
   void close() override { link_->close("closed by rendr"); }
   [[nodiscard]] std::string local() const override { return local_; }
-  [[nodiscard]] std::string remote() const override {
-    return addr_string(link_->conn().remote());
-  }
+  [[nodiscard]] std::string remote() const override { return remote_; }
 
  private:
   std::shared_ptr<QuicLink> link_;
   std::string local_;
+  std::string remote_;
 };
 
 std::string opt(const PathSpec& spec, const char* key, std::string dflt = {}) {

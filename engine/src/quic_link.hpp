@@ -55,8 +55,8 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   // service: send what is due, complete reads and writes, re-arm the timer, call on_change.
   void service();
   void post_service();
-  // close ends the carrier: pending operations fail; what was written still goes out (at most
-  // 2 s), then CONNECTION_CLOSE (finish). Idempotent.
+  // close ends the carrier (any thread; done on the io thread): pending operations fail; what
+  // was written still goes out (at most 2 s), then CONNECTION_CLOSE (finish). Idempotent.
   void close(const std::string& why);
   // finish sends CONNECTION_CLOSE now (unless the connection failed) and stops the link.
   void finish(const std::string& why);
@@ -81,6 +81,7 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   void flush_tx();
   void complete_ops();
   void notify();
+  void close_now(const std::string& why);
 
   asio::io_context& io_;
   std::shared_ptr<asio::ip::udp::socket> sock_;
