@@ -229,3 +229,32 @@ TEST_CASE("quic core: the peer's close and the idle timeout fail the connection"
     CHECK(p.now - cut <= 1000 * kMs);
   }
 }
+
+TEST_CASE("quic core: junk datagrams on an established connection are dropped, it carries on",
+          "[engine][quic][hostile]") {
+  QuicCerts k;
+  Pair p(k, "a", "a");
+  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  // Random bytes with the short-header bit pattern and garbage: none decrypts.
+  std::vector<std::byte> junk(200);
+  std::uint32_t x = 12345;
+  for (int i = 0; i < 2000; ++i) {
+    for (auto& b : junk) {
+      x = x * 1103515245 + 12345;
+      b = static_cast<std::byte>(x >> 24);
+    }
+    junk[0] = static_cast<std::byte>((static_cast<unsigned>(junk[0]) & 0x3f) | 0x40);
+    p.s->on_datagram(std::span<const std::byte>(junk.data(), 1 + (x % junk.size())), p.caddr,
+                     p.now);
+  }
+  REQUIRE_FALSE(p.s->failed());
+  const auto up = pattern(50000, 9);
+  p.c->write(up);
+  std::vector<std::byte> got;
+  std::vector<std::byte> buf(8192);
+  REQUIRE(p.run(1000, [&] {
+    got.insert(got.end(), buf.begin(), buf.begin() + p.s->read(buf));
+    return got.size() == up.size();
+  }));
+  CHECK(got == up);
+}
