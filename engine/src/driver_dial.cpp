@@ -36,6 +36,14 @@ Result<DialedCarrier> dial_carrier(const DialContext& ctx, asio::io_context& io,
     out.packet = std::move(*c);
     return out;
   }
+  if (spec.transport == "quic") {
+    auto c = dial_quic(io, spec, deadline);
+    if (!c) {
+      return std::move(c).take_error();
+    }
+    out.stream = std::move(*c);
+    return out;
+  }
   if (auto it = ctx.stream_factories.find(spec.transport); it != ctx.stream_factories.end()) {
     auto c = it->second(io, spec, deadline);
     if (!c) {
@@ -51,10 +59,6 @@ Result<DialedCarrier> dial_carrier(const DialContext& ctx, asio::io_context& io,
     }
     out.packet = std::move(*c);
     return out;
-  }
-  if (spec.transport == "quic") {
-    return make_error(std::errc::not_supported,
-                      "transport quic: not built (register a factory named \"quic\")");
   }
   return make_error(std::errc::not_supported, "unknown transport \"" + spec.transport + "\"");
 }

@@ -273,6 +273,9 @@ void Listener::close() {
       c->cache_timer->cancel();
     }
     // Carriers still waiting for their first frame get no flow any more.
+    if (c->quic) {
+      c->quic_close_pending();
+    }
     auto waiting = std::move(c->waiting);
     c->waiting.clear();
     for (auto& [id, w] : waiting) {

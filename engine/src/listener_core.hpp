@@ -4,6 +4,7 @@
 //   listener.cpp          the Listener API, flows leaving the table, eviction (make_room)
 //   listener_tcp.cpp      listen_tcp: accepting carriers and reading their first frame
 //   listener_udpflow.cpp  listen_udpflow: the shared socket, paths by udpflow id
+//   listener_quic.cpp     listen_quic: the shared socket, QUIC connections by connection id
 #pragma once
 
 #include <rendr/engine/listener.hpp>
@@ -28,6 +29,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -38,6 +40,8 @@ namespace rendr::detail {
 
 using engine::Clock;
 using engine::Id128;
+
+struct QuicAddr;  // quic_conn.hpp
 
 inline constexpr auto kRetryStep = std::chrono::milliseconds(20);
 inline constexpr auto kRetryWindow = std::chrono::milliseconds(500);
@@ -331,6 +335,17 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   void do_recv();
 
   void drain_udp();
+
+  // --- quic (listener_quic.cpp) ---
+  struct QuicState;
+  std::shared_ptr<QuicState> quic;  // io thread
+  std::atomic<bool> quic_added{false};
+  void quic_recv();
+  void quic_drain();
+  void quic_packet(std::span<const std::byte> pkt, const QuicAddr& from);
+  // quic_drop closes a quic carrier admission forgot (pushed out or overdue); false = not one.
+  bool quic_drop(Admission::CarrierId id);
+  void quic_close_pending();
 };
 
 // Shared by listen_tcp and listen_udpflow.

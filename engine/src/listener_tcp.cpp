@@ -88,6 +88,9 @@ void ListenerCore::finish_pending(const std::shared_ptr<PendingTcp>& p, bool clo
 void ListenerCore::drop_waiting(Admission::CarrierId id) {
   auto it = waiting.find(id);
   if (it == waiting.end()) {
+    if (quic) {
+      (void)quic_drop(id);
+    }
     return;
   }
   auto p = it->second.lock();

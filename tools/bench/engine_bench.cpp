@@ -13,7 +13,9 @@
 //                         measure (worst minus median, max over runs)
 //   mptcp_failover_*_ms   the same rig with Linux MPTCP (IPPROTO_MPTCP, two subflows)
 //   bytes_per_idle_flow   RSS delta over 1 000 idle flows (client + server end, one tcp path)
+//   quic_stream_ratio     a quic stream path / a tcp path, same listener and veth (engine_quic.cpp)
 #include "engine_bench_rig.hpp"
+#include "engine_quic.hpp"
 
 #include "cli.hpp"
 #include "subcommand.hpp"
@@ -84,7 +86,8 @@ struct Config {
   }
 };
 
-constexpr std::string_view kSections[] = {"throughput", "g1", "failover", "mptcp", "memory"};
+constexpr std::string_view kSections[] = {"throughput", "g1", "failover", "mptcp", "memory",
+                                          "quic"};
 
 void progress(const std::string& s) { std::fprintf(stderr, "rendr-bench engine: %s\n", s.c_str()); }
 
@@ -448,7 +451,7 @@ int run_engine(std::span<char* const> args) {
   p.uint("flows", &cfg.flows, 10, 100000, "idle flows for bytes_per_idle_flow");
   p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
   p.str("only", &cfg.only, "LIST",
-        "run only these sections (comma list of throughput,g1,failover,mptcp,memory); the JSON "
+        "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic); the JSON "
         "keys of the others are null");
   auto parsed = p.parse(args);
   if (!parsed) {
@@ -465,7 +468,7 @@ int run_engine(std::span<char* const> args) {
       const std::string_view name = rest.substr(0, comma);
       if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
         std::fprintf(stderr, "rendr-bench engine: --only: unknown section \"%.*s\" (one of "
-                     "throughput,g1,failover,mptcp,memory)\n",
+                     "throughput,g1,failover,mptcp,memory,quic)\n",
                      static_cast<int>(name.size()), name.data());
         return kExitUsage;
       }
@@ -636,6 +639,15 @@ int run_engine(std::span<char* const> args) {
       }
     }
   }
+  QuicStreamResult quic;
+  const bool do_quic = cfg.runs_section("quic");
+  if (do_quic) {
+    quic = measure_quic_stream(rig, std::min<std::uint64_t>(cfg.tput_mib, 256) << 20,
+                               static_cast<int>(cfg.tput_runs), progress);
+    if (!quic.error.empty()) {
+      return fail(quic.error);
+    }
+  }
   const double raw_mbps = open_path.raw_mbps;
   const double rendr_mbps = open_path.rendr_mbps;
   const double throughput_ratio = do_tput ? open_path.ratio_median : 0;
@@ -760,6 +772,10 @@ int run_engine(std::span<char* const> args) {
   const double m50 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 50);
   const double m99 = mptcp_worst.empty() ? 0 : percentile(mptcp_worst, 99);
   std::printf("engine (2-path veth lab, tcp carriers)\n");
+  if (do_quic) {
+    std::printf("  quic stream path: %.0f MB/s, tcp path %.0f MB/s, ratio %.3f\n", quic.quic_mbps,
+                quic.tcp_mbps, quic.ratio);
+  }
   if (do_tput) {
     std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s (medians of %llu x %llu MiB), "
                 "ratio median %.3f min %.3f max %.3f (targets >= 0.95, >= 0.85)\n"
@@ -816,6 +832,9 @@ int run_engine(std::span<char* const> args) {
       }
     };
     kv_if(do_tput, "throughput_ratio", throughput_ratio);
+    kv_if(do_quic, "quic_stream_ratio", quic.ratio);
+    kv_if(do_quic, "quic_stream_mbps", quic.quic_mbps);
+    kv_if(do_quic, "quic_stream_tcp_mbps", quic.tcp_mbps);
     kv_if(do_tput, "throughput_ratio_median", open_path.ratio_median);
     kv_if(do_tput, "throughput_ratio_min", open_path.ratio_min);
     kv_if(do_tput, "throughput_ratio_max", open_path.ratio_max);

@@ -10,6 +10,7 @@
 
 #include "support/pattern.hpp"
 #include "support/require_result.hpp"
+#include "api_helpers.hpp"
 
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -34,154 +35,7 @@ using namespace rendr;
 using namespace std::chrono_literals;
 using rendr::test::Pattern;
 
-namespace {
-
-PathSpec tcp_path(const Listener& l, std::string name = {}) {
-  PathSpec p;
-  p.transport = "tcp";
-  p.address = l.local_address();
-  p.name = std::move(name);
-  return p;
-}
-
-PathSpec udp_path(const Listener& l) {
-  PathSpec p;
-  p.transport = "udpflow";
-  p.address = l.local_address();
-  return p;
-}
-
-// Fast probing so the tests settle quickly on loopback.
-engine::FlowConfig fast_cfg() {
-  engine::FlowConfig c;
-  c.probe_interval = 50ms;
-  c.fresh_min = 200ms;
-  return c;
-}
-
-DialOptions dial_opts(std::vector<PathSpec> paths) {
-  DialOptions o;
-  static_cast<engine::FlowConfig&>(o) = fast_cfg();
-  o.paths = std::move(paths);
-  // A 1 MiB send window: the writers are paced by the carriers, so actions taken at a read
-  // offset happen while data is still in flight.
-  o.ledger_max_bytes = 1U << 20;
-  return o;
-}
-
-ListenOptions listen_opts() {
-  ListenOptions o;
-  o.flow = fast_cfg();
-  return o;
-}
-
-// Dialed: a Dialer, its flow, and the listener's end of it - what most tests start with.
-// C = ConnPtr (stream flow) or PacketConnPtr (packet flow).
-template <typename C>
-struct Dialed {
-  Result<std::unique_ptr<Dialer>> d;
-  Result<C> c;
-  Result<C> s;
-};
-
-template <typename C = ConnPtr>
-Dialed<C> dial_pair(Listener& l, DialOptions o) {
-  constexpr bool kPacket = std::is_same_v<C, PacketConnPtr>;
-  auto d = Dialer::create(std::move(o));
-  REQUIRE_OK(d);
-  Result<C> c = [&] {
-    if constexpr (kPacket) {
-      return (*d)->dial_packet();
-    } else {
-      return (*d)->dial();
-    }
-  }();
-  REQUIRE_OK(c);
-  Result<C> s = [&] {
-    if constexpr (kPacket) {
-      return l.accept_packet(deadline_in(5s));
-    } else {
-      return l.accept(deadline_in(5s));
-    }
-  }();
-  REQUIRE_OK(s);
-  return Dialed<C>{std::move(d), std::move(c), std::move(s)};
-}
-
-// Writes |total| pattern bytes on |c| from a thread while the caller reads them elsewhere.
-struct Writer {
-  Writer(Conn& c, std::uint64_t total, std::uint32_t seed)
-      : t([&c, total, seed, this] {
-          Pattern p(seed);
-          std::vector<std::byte> buf(256 * 1024);
-          std::uint64_t off = 0;
-          while (off < total) {
-            const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - off));
-            p.fill(off, std::span<std::byte>(buf.data(), n));
-            auto st = c.write(std::span<const std::byte>(buf.data(), n), deadline_in(30s));
-            if (!st) {
-              error = st.error().message();
-              return;
-            }
-            off += n;
-          }
-        }) {}
-  ~Writer() {
-    if (t.joinable()) {
-      t.join();
-    }
-  }
-  std::string error;
-  std::thread t;
-};
-
-// read_verify reads exactly |total| bytes and checks them against the pattern; |at| is called
-// with the offset after each read (for mid-transfer actions).
-void read_verify(Conn& c, std::uint64_t total, std::uint32_t seed,
-                 const std::function<void(std::uint64_t)>& at = {}) {
-  Pattern p(seed);
-  std::vector<std::byte> buf(128 * 1024);
-  std::uint64_t off = 0;
-  while (off < total) {
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - off));
-    auto r = c.read_some(std::span<std::byte>(buf.data(), want), deadline_in(30s));
-    if (!r) {
-      // The reader's view of the flow says which side stalled (ledger, paths, last ACK).
-      INFO("reader at " << off << " of " << total << ": " << engine::flow_stats_json(c.stats()));
-      REQUIRE_OK(r);
-    }
-    REQUIRE(*r > 0);
-    REQUIRE(p.mismatch(off, std::span<const std::byte>(buf.data(), *r)) == -1);
-    off += *r;
-    if (at) {
-      at(off);
-    }
-  }
-}
-
-// transfer_killing_active writes |total| pattern bytes client -> server and kills the client's
-// active path once a third has been read and verified. Returns the writer's error ("" = none)
-// and whether the kill happened.
-struct KilledTransfer {
-  std::string writer_error;
-  bool killed = false;
-};
-KilledTransfer transfer_killing_active(Conn& client, Conn& server, std::uint64_t total,
-                                       std::uint32_t seed) {
-  KilledTransfer k;
-  Writer up(client, total, seed);
-  read_verify(server, total, seed, [&](std::uint64_t off) {
-    if (!k.killed && off >= total / 3) {
-      k.killed = true;
-      client.kill_path_for_test(client.active_path());
-    }
-  });
-  up.t.join();
-  k.writer_error = up.error;
-  return k;
-}
-
-}  // namespace
+using namespace rendr::test::api;
 
 TEST_CASE("engine api: tcp dial, two paths, bytes both ways, migrate, clean close is EOF",
           "[engine][api][tcp]") {
@@ -383,7 +237,12 @@ TEST_CASE("engine api: dial errors", "[engine][api][dial]") {
   auto o = dial_opts({PathSpec{"quic", "127.0.0.1:1", "", "", {}}});
   auto d = Dialer::create(o);
   REQUIRE_OK(d);
-  REQUIRE_ERROR((*d)->dial(), std::errc::not_supported, "quic");
+  REQUIRE_ERROR((*d)->dial(), std::errc::invalid_argument, "ca, cert and key are required");
+  auto oq = dial_opts({PathSpec{"quic", "127.0.0.1:1", "", "",
+                                {{"mode", "datagram"}, {"ca", "a"}, {"cert", "b"}, {"key", "c"}}}});
+  auto dq = Dialer::create(oq);
+  REQUIRE_OK(dq);
+  REQUIRE_ERROR((*dq)->dial(), std::errc::not_supported, "datagram");
   o.migration_budget = 91s;
   REQUIRE_ERROR(Dialer::create(o), engine::errc::invalid_config, "");
   // Nothing listens on a port we just released: connection refused, as an error.

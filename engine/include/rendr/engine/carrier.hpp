@@ -8,8 +8,8 @@
 //                   carrier's business and never reaches the engine.
 // A carrier belongs to the io_context it was created on; the shell calls it only from the thread
 // that runs that io_context, and it invokes its callbacks there, never from inside the initiating
-// call. Built-in transports are "tcp" and "udpflow"; a Dialer takes custom factories by name
-// ("quic" is reserved: the seam for the QUIC carrier, not built yet).
+// call. Built-in transports are "tcp", "udpflow" and "quic" (stream mode: frames on one QUIC
+// stream, mutual TLS); a Dialer takes custom factories by other names.
 #pragma once
 
 #include <rendr/common/result.hpp>
@@ -44,7 +44,10 @@ struct PathSpec {
   std::string local;              // optional source address ("10.10.1.1" or "10.10.1.1:0")
   std::string name;               // path name sent in HELLO / BRIDGE_TAG (default: transport/address)
   // Transport options. udpflow: "flow_id_hex" = 14 hex digits (the per-path 7-byte id; random
-  // when absent).
+  // when absent). quic (docs/engine.md "quic paths"): "ca", "cert", "key" (PEM files as
+  // `rendrctl cert` writes them; required: mutual TLS), "server_name" (the name the listener's
+  // certificate must carry; empty = any name the CA signed), "alpn" (default "rendr"), "mode"
+  // ("stream"; "datagram" is not built yet), "idle_timeout_ms" (default 30000).
   std::map<std::string, std::string> opts;
 };
 
@@ -116,6 +119,25 @@ using PacketFactory =
 // spec.opts["flow_id_hex"] or is random. Errors: errno of socket/bind/connect, invalid_argument.
 [[nodiscard]] Result<PacketCarrierPtr> dial_udpflow(asio::io_context& io, const PathSpec& spec,
                                                     Deadline deadline);
+
+// QuicPathTls: a quic PathSpec's opts, checked (quic_path_tls). Errors: invalid_argument.
+struct QuicPathTls {
+  std::string mode = "stream";
+  std::string ca;
+  std::string cert;
+  std::string key;
+  std::string alpn = "rendr";
+  std::string server_name;
+  std::chrono::milliseconds idle_timeout{30000};
+};
+[[nodiscard]] Result<QuicPathTls> quic_path_tls(const PathSpec& spec);
+// dial_quic: a UDP socket connected to spec.address, a QUIC handshake (TLS 1.3, ALPN, both
+// certificates verified against spec.opts["ca"]) bounded by |deadline|, then one stream.
+// Errors: invalid_argument (opts, unreadable PEM files, named), permission_denied (the peer's
+// certificate failed verification, or the peer refused ours or our ALPN: the text says which),
+// timed_out (no handshake by |deadline|), not_supported (mode datagram), connect errors.
+[[nodiscard]] Result<StreamCarrierPtr> dial_quic(asio::io_context& io, const PathSpec& spec,
+                                                 Deadline deadline);
 
 inline constexpr std::size_t kUdpFlowHeader = 8;
 inline constexpr std::size_t kUdpFlowMaxDatagram = 1400;

@@ -74,7 +74,7 @@ class Dialer {
   [[nodiscard]] Status add_packet_factory(const std::string& name, PacketFactory f);
 
   // dial opens a stream flow. Errors: the first path's dial error when no path could be dialled,
-  // not_supported (unknown transport, "quic"), timed_out (handshake not done by |deadline|),
+  // not_supported (unknown transport), timed_out (handshake not done by |deadline|),
   // the flow's close error (e.g. peer_protocol when the peer is not rendr).
   [[nodiscard]] Result<ConnPtr> dial(Deadline deadline = deadline_in(std::chrono::seconds(10)));
   // dial_packet opens a packet flow (caps bit 0); the peer must accept packet flows.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Listener: the accepting side. listen_tcp takes u16-framed TCP carriers, listen_udpflow
-// opaque UDP datagrams (8-byte udpflow header with a per-path 7-byte id) on one port; both
+// opaque UDP datagrams (8-byte udpflow header with a per-path 7-byte id) on one port, listen_quic
+// QUIC connections (u16-framed on one stream, mutual TLS) on one UDP port; tcp and udpflow
 // serve stream flows (accept) and packet flows (accept_packet), chosen by the HELLO's caps bit.
 // The first frame of every fresh carrier decides: HELLO = a new flow (published on the accept
 // queue), BRIDGE_TAG = one more path of a known flow, anything else is refused and closed
@@ -92,6 +93,21 @@ struct ListenerStats {
   std::uint64_t key_bad = 0;
   std::uint64_t key_stale = 0;
   std::uint64_t key_replayed = 0;
+  // listen_quic: UDP datagrams dropped before any connection state was made for them (not
+  // QUIC, no connection with that id, an Initial past max_pending_carriers).
+  std::uint64_t quic_dropped = 0;
+  std::uint64_t quic_handshake_failures = 0;  // connections that failed before their first frame
+};
+
+// QuicTls: a quic listener's certificates (PEM files as `rendrctl cert` writes them): its own
+// certificate and key, and the CA every client certificate must chain to (mutual TLS, always).
+struct QuicTls {
+  std::string ca;
+  std::string cert;
+  std::string key;
+  std::string alpn = "rendr";  // the one ALPN protocol accepted
+  std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::milliseconds handshake_timeout{5000};
 };
 
 class Listener {
@@ -113,6 +129,11 @@ class Listener {
   // stats: one snapshot per live flow.
   [[nodiscard]] std::vector<engine::FlowStats> stats() const;
   [[nodiscard]] ListenerStats listener_stats() const;
+  // add_quic makes a tcp listener take QUIC carriers on |address| (UDP) as well, into the
+  // same flows: one flow may then have tcp and quic paths at once. Returns the bound address.
+  // Errors: invalid_argument (not a tcp listener, a second call, the address or PEM files),
+  // bind errors, closed.
+  [[nodiscard]] Result<std::string> add_quic(std::string_view address, QuicTls tls);
 
  private:
   std::shared_ptr<detail::ListenerCore> c_;
@@ -124,5 +145,11 @@ using ListenerPtr = std::unique_ptr<Listener>;
 [[nodiscard]] Result<ListenerPtr> listen_tcp(std::string_view address, ListenOptions opts = {});
 [[nodiscard]] Result<ListenerPtr> listen_udpflow(std::string_view address,
                                                  ListenOptions opts = {});
+// listen_quic: one UDP socket; each QUIC connection (TLS 1.3, client certificate required and
+// checked against tls.ca, ALPN tls.alpn) is one carrier whose stream's first frame is the
+// HELLO / BRIDGE_TAG, as on tcp. Stream flows only for now (accept). Errors as listen_tcp, and
+// invalid_argument for unreadable PEM files (named).
+[[nodiscard]] Result<ListenerPtr> listen_quic(std::string_view address, QuicTls tls,
+                                              ListenOptions opts = {});
 
 }  // namespace rendr

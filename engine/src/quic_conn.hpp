@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+// QuicConn (private): one QUIC connection as the quic carrier uses it - ngtcp2 + GnuTLS, no
+// sockets and no clock of its own. The caller feeds received UDP payloads (on_datagram), asks
+// for what to send (produce), calls on_expiry at expiry(), and moves stream bytes in and out
+// (read / write). One bidirectional stream carries the rendr frames: the client opens it once
+// the handshake is confirmed, the server takes the first one the client opens. Receive flow
+// control is extended by what read() consumed, never by what arrived. Timestamps are
+// nanoseconds on any monotonic clock (tests use a fake one).
+#pragma once
+
+#include <rendr/common/result.hpp>
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+struct ngtcp2_conn;
+struct ngtcp2_pkt_hd;
+
+namespace rendr::detail {
+
+using QuicTime = std::uint64_t;  // ns
+
+// QuicCreds: a GnuTLS certificate store (trusted CA + own certificate and key), shared by every
+// connection of a dialer path or a listener. ca may be empty only when verification is off.
+class QuicCreds {
+ public:
+  ~QuicCreds();
+  QuicCreds(const QuicCreds&) = delete;
+  QuicCreds& operator=(const QuicCreds&) = delete;
+  // load reads PEM files (rendrctl cert: ca.pem, NAME.pem, NAME.key). Errors name the file.
+  [[nodiscard]] static Result<std::shared_ptr<QuicCreds>> load(const std::string& ca,
+                                                               const std::string& cert,
+                                                               const std::string& key);
+  [[nodiscard]] void* native() const { return cred_; }
+
+ private:
+  QuicCreds() = default;
+  void* cred_ = nullptr;  // gnutls_certificate_credentials_t
+};
+
+struct QuicSettings {
+  std::string alpn = "rendr";
+  std::string server_name;        // client: the name the server certificate must carry ("" = any)
+  bool verify_peer = true;        // false only in tests of the refusal paths
+  std::uint64_t window = 8 << 20;  // receive window per stream and per connection (bytes)
+  QuicTime idle_timeout = 30'000'000'000ULL;
+  QuicTime handshake_timeout = 10'000'000'000ULL;
+};
+
+struct QuicAddr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+};
+
+class QuicConn {
+ public:
+  // Hooks (called from inside on_datagram / produce; must not call back into this object).
+  struct Hooks {
+    std::function<void(std::span<const std::uint8_t>)> cid_added;    // server demux
+    std::function<void(std::span<const std::uint8_t>)> cid_removed;
+  };
+
+  ~QuicConn();
+  QuicConn(const QuicConn&) = delete;
+  QuicConn& operator=(const QuicConn&) = delete;
+
+  [[nodiscard]] static Result<std::unique_ptr<QuicConn>> client(
+      std::shared_ptr<QuicCreds> creds, const QuicSettings& s, const QuicAddr& local,
+      const QuicAddr& remote, QuicTime now);
+  // server: |pkt| is a client Initial ngtcp2_accept took (|hd| decoded from it); feed |pkt|
+  // with on_datagram afterwards.
+  [[nodiscard]] static Result<std::unique_ptr<QuicConn>> server(
+      std::shared_ptr<QuicCreds> creds, const QuicSettings& s, const ngtcp2_pkt_hd& hd,
+      const QuicAddr& local, const QuicAddr& remote, Hooks hooks, QuicTime now);
+
+  // on_datagram handles one received UDP payload from |from|. A fatal result (failed()) is kept.
+  void on_datagram(std::span<const std::byte> pkt, const QuicAddr& from, QuicTime now);
+  // produce calls |emit| for each UDP payload to send now (at most |max_packets|).
+  void produce(QuicTime now, std::size_t max_packets,
+               const std::function<void(std::span<const std::byte>)>& emit);
+  [[nodiscard]] QuicTime expiry() const;
+  void on_expiry(QuicTime now);
+  // close: the CONNECTION_CLOSE to send (empty when none is due); the connection is failed
+  // afterwards with |why|.
+  [[nodiscard]] std::vector<std::byte> close(QuicTime now, const std::string& why);
+
+  // ready: handshake done (client: confirmed) and the stream usable.
+  [[nodiscard]] bool ready() const { return ready_; }
+  [[nodiscard]] const std::optional<Error>& failed() const { return failed_; }
+  [[nodiscard]] std::string alpn() const;
+
+  // Stream, receiving: bytes arrived in order and not read yet.
+  [[nodiscard]] std::size_t readable() const { return recv_.size() - rpos_; }
+  [[nodiscard]] std::span<const std::byte> peek() const {
+    return {recv_.data() + rpos_, recv_.size() - rpos_};
+  }
+  // read moves up to buf.size() bytes out and extends flow control by as much.
+  std::size_t read(std::span<std::byte> buf);
+  void consume(std::size_t n);
+  // Stream, sending: write appends (copied, kept until the peer acknowledged it).
+  void write(std::span<const std::byte> data);
+  void write_gather(std::span<const std::span<const std::byte>> pieces);
+  // unacked: bytes written and not acknowledged yet (backpressure for the writer).
+  [[nodiscard]] std::uint64_t unacked() const { return end_ - acked_; }
+  [[nodiscard]] std::uint64_t written() const { return end_; }
+
+  // Remote address of the current path (the server follows the client's migrations).
+  [[nodiscard]] const QuicAddr& remote() const { return remote_; }
+
+  struct Cb;  // ngtcp2's callbacks (quic_conn.cpp)
+
+ private:
+  QuicConn() = default;
+  void fail(Error e);
+  void fail_and_tell(int liberr, QuicTime now);
+  [[nodiscard]] Error describe_failure(int liberr, const char* what) const;
+
+  ngtcp2_conn* conn_ = nullptr;
+  void* session_ = nullptr;  // gnutls_session_t
+  std::shared_ptr<QuicCreds> creds_;
+  std::string alpn_;
+  bool server_ = false;
+  bool ready_ = false;
+  bool confirmed_ = false;
+  bool handshake_done_ = false;
+  std::optional<Error> failed_;
+  Hooks hooks_;
+  QuicAddr local_;
+  QuicAddr remote_;
+  struct ConnRef;
+  std::unique_ptr<ConnRef> ref_;
+
+  std::int64_t stream_ = -1;
+  std::vector<std::byte> recv_;
+  std::size_t rpos_ = 0;
+  // Send buffer: chunks [acked_base_, end_) of the stream, freed as ACKs arrive in order.
+  std::deque<std::vector<std::byte>> chunks_;
+  std::uint64_t base_ = 0;   // stream offset of chunks_.front()[0]
+  std::uint64_t acked_ = 0;  // acknowledged prefix
+  std::uint64_t sent_ = 0;   // handed to ngtcp2
+  std::uint64_t end_ = 0;    // written
+  std::vector<std::byte> pkt_;
+  std::vector<std::byte> bye_;  // CONNECTION_CLOSE still to send after a local failure
+};
+
+}  // namespace rendr::detail
