@@ -19,6 +19,8 @@
 //   gateway_steer.cpp   the gateway role: steering setup and steer / steer_check
 //   freeze_grace.cpp    the eBPF freeze: setup, grace timers after a flow left, peer-ack hints
 //   status.cpp          status / flows JSON and Prometheus metrics
+//   method.cpp          the migration method (native / userstack) chosen at start
+//   userstack_serve.cpp the userstack method: lwIP connections bridged to registered servers
 #pragma once
 
 #include <rendr/agents/capabilities.hpp>
@@ -38,6 +40,8 @@
 #include <rendr/ebpf/freezer.hpp>
 #include <rendr/ebpf/steerer.hpp>
 #include <rendr/repair/repair.hpp>
+#include <rendr/userstack/bridge.hpp>
+#include <rendr/userstack/stack.hpp>
 
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -53,6 +57,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <utility>
@@ -123,6 +128,8 @@ struct FlowRec {
   std::uint64_t conn_id = 0;
   std::string service;
   bool migrating = false;
+  // Terminated in this agent's userstack (the server holds a bridge fd, not the TCP socket).
+  bool userstack = false;
   // The server closed it while a batch held it (untrack): the batch drops it and forgets it.
   bool ended = false;
   std::string ended_why;
@@ -187,9 +194,18 @@ struct Metrics {
   std::uint64_t flows_reaped = 0;  // forgotten: no process held their socket any more
   std::uint64_t steer_entries_removed = 0;  // gateway: entries of ended flows swept
   std::uint64_t steer_entries = 0;          // gateway: entries at the last sweep
+  std::uint64_t us_accepted = 0;    // userstack: connections handed to a server
+  std::uint64_t us_refused = 0;     // userstack: reset (no service for the port, no server)
+  std::uint64_t us_finished = 0;    // userstack: bridges that ended (both FINs or a reset)
   double frozen_ms_sum = 0;
   double frozen_ms_last = 0;
   double frozen_ms_max = 0;
+};
+
+// A connection terminated in this agent's lwIP, pumped to its server by a Bridge.
+struct UsFlow {
+  std::unique_ptr<userstack::Bridge> bridge;
+  std::string service;
 };
 
 // Adopted fds waiting for a registered server of their service.
@@ -222,8 +238,23 @@ class Agent {
   // returns at once on a host.
   awaitable<void> steer_gc_loop();
   void shutdown();
+  // us_reap_loop forgets userstack bridges that ended (userstack_serve.cpp); returns at once
+  // without a Stack.
+  awaitable<void> us_reap_loop();
 
  private:
+  // init_method picks the migration method (method.cpp): native, userstack (starts the Stack),
+  // or unavailable; an explicit --method that is not available is an error.
+  Status init_method();
+  // userstack method (userstack_serve.cpp): start the Stack, take its accepted connections on
+  // the io thread, bridge them to the registered server of their port's service.
+  Status start_userstack();
+  void us_take_accepted();
+  void us_accept(userstack::ConnectionPtr c);
+  std::size_t us_reap();
+  void us_status(JsonWriter& j);
+  void us_stop();
+
   // init_freeze loads and attaches the eBPF freeze (host role; freeze_grace.cpp).
   Status init_freeze();
   // init_steering loads the gateway's steering, its backends and VIPs (gateway_steer.cpp).
@@ -335,6 +366,15 @@ class Agent {
   std::set<std::string> faults_;
   std::unique_ptr<ebpf::Freezer> freezer_;
   std::unique_ptr<ebpf::Steerer> steerer_;
+  // The migration method chosen at start ("native", "userstack" or "unavailable") and why.
+  std::string method_ = "unavailable";
+  std::string method_reason_;
+  // userstack method: the Stack (destroyed after every Bridge: declared before us_flows_),
+  // connections its reader thread accepted for the io thread, the bridged flows by tuple key.
+  std::unique_ptr<userstack::Stack> stack_;
+  std::mutex us_mu_;
+  std::vector<userstack::ConnectionPtr> us_accepted_;
+  std::map<std::string, UsFlow> us_flows_;
   CapabilityReport probed_;  // the capability probe at start (status: "probed")
   std::map<std::string, std::uint32_t> backend_index_;
   std::vector<Endpoint> vips_;  // --vip, parsed (gateway)

@@ -134,9 +134,12 @@ std::size_t Agent::reap_closed_flows() {
   std::size_t n = 0;
   for (auto it = flows_.begin(); it != flows_.end();) {
     auto s = it->second.session.lock();
+    // A userstack flow has no kernel socket here (the server holds a bridge fd): it is
+    // forgotten when its bridge ends (us_reap) or its server goes.
     const bool gone = !it->second.migrating &&
                       (!s || !s->alive ||
-                       (held && s->same_netns && held->count(it->first) == 0));
+                       (held && s->same_netns && !it->second.userstack &&
+                        held->count(it->first) == 0));
     if (!gone) {
       ++it;
       continue;

@@ -29,6 +29,10 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   if (*to == cfg_.name) {
     co_return fail_msg("the flows are already on " + cfg_.name);
   }
+  if (method_ == "userstack") {
+    co_return fail_msg("this agent serves with the userstack method, whose migrations are not "
+                       "implemented yet");
+  }
   if (!tcp_repair_ok_) {
     co_return fail_msg("TCP_REPAIR unavailable here: " + tcp_repair_error_);
   }
