@@ -26,6 +26,7 @@
 #include <rendr/agents/capabilities.hpp>
 
 #include "agent.hpp"
+#include "flow_method.hpp"
 #include "sock_diag.hpp"
 
 #include <rendr/agents/message.hpp>
@@ -173,9 +174,8 @@ struct StagedMig {
   explicit StagedMig(StagedMigration c) : core(std::move(c)) {}
   StagedMigration core;  // id, source agent, state (staged | committed | aborted), expiry
   std::string service;
-  std::vector<repair::StagedSocket> sockets;
+  std::vector<std::unique_ptr<StagedFlow>> sockets;  // restored, frozen until COMMIT
   std::vector<std::vector<std::byte>> states;
-  std::vector<FourTuple> frozen_here;  // tuples this (target) agent froze while staged
   std::unique_ptr<asio::steady_timer> expiry;
   PeerConn* channel = nullptr;
 };
@@ -213,7 +213,13 @@ struct Orphan {
   FourTuple tuple;
   UniqueFd fd;
   std::vector<std::byte> state;
+  bool userstack = false;  // the fd is a bridge to this agent's userstack
 };
+
+class NativeSourceFlow;
+class NativeStagedFlow;
+class UsSourceFlow;
+class UsStagedFlow;
 
 class Agent {
  public:
@@ -243,6 +249,18 @@ class Agent {
   awaitable<void> us_reap_loop();
 
  private:
+  // The methods' flow operations (flow_method.hpp; native_flow.cpp, userstack_flow.cpp).
+  friend class NativeSourceFlow;
+  friend class NativeStagedFlow;
+  friend class UsSourceFlow;
+  friend class UsStagedFlow;
+  std::unique_ptr<SourceFlow> native_source_flow(const FourTuple& t, int fd);
+  Result<std::unique_ptr<StagedFlow>> native_staged_flow(TcpSnapshot snap,
+                                                         const repair::RestoreOptions& ro);
+  std::unique_ptr<SourceFlow> us_source_flow(const FourTuple& t, int fd);
+  Result<std::unique_ptr<StagedFlow>> us_staged_flow(TcpSnapshot snap, const std::string& service);
+  // us_schedule_unfreeze lifts a moved flow's freeze in the Stack after the freeze grace.
+  void us_schedule_unfreeze(const FourTuple& t);
   // init_method picks the migration method (method.cpp): native, userstack (starts the Stack),
   // or unavailable; an explicit --method that is not available is an error.
   Status init_method();

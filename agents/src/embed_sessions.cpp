@@ -195,6 +195,7 @@ void Agent::adopt_or_queue(const std::string& service, Orphan o) {
       r.session = s;
       r.conn_id = id;
       r.service = service;
+      r.userstack = o.userstack;
       flows_[o.tuple.to_string()] = std::move(r);
       s->conns[id] = o.tuple.to_string();
       return;

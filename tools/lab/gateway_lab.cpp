@@ -151,7 +151,7 @@ Status GatewayLab::route_vip_to(Host h) {
                        " && ip -6 route replace fd99::1/128 via " + host_addr6(h));
 }
 
-Status GatewayLab::use_userstack(Host h, const std::string& tun) {
+Status GatewayLab::use_userstack(Host h, const std::string& tun) const {
   const std::string role = h == Host::a ? "a" : "b";
   return run(role, "ip tuntap add dev " + tun + " mode tun && ip link set " + tun +
                        " up && ip addr del " + kVip4 + "/32 dev lo && ip -6 addr del " + kVip6 +
