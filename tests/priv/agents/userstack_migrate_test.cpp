@@ -18,7 +18,7 @@ namespace {
 
 AgentLabOptions us_options() {
   AgentLabOptions o;
-  o.userstack_hosts = true;
+  o.userstack_hosts = {"a", "b"};
   return o;
 }
 
@@ -27,7 +27,7 @@ AgentLabOptions us_options() {
 TEST_CASE("userstack agents move a live pattern stream back and forth with nothing lost",
           "[.userstack_agent][userstack_agent][netns]") {
   AgentLab al(us_options());
-  PatternClient c(al.lab, 8000);
+  PatternClient c(al.lab, 8000, 256ULL << 20);
   const long long rst0 = peer_rsts(al.lab);
   REQUIRE(c.wait_down(4 << 20, 10000));
   const std::string flow = c.tuple().to_string();
@@ -46,12 +46,12 @@ TEST_CASE("userstack agents move a live pattern stream back and forth with nothi
     CHECK(out.find(flow) != std::string::npos);
     CHECK(out.find("\"method\":\"userstack\"") != std::string::npos);
     INFO("client: " << c.error());
-    REQUIRE(c.wait_down(16 << 20, 30000));
+    REQUIRE(c.wait_down(42 << 20, 60000));
     on = to;
   }
   expect_healthy(al, c, rst0);
   // Both directions flowed (the server checks every upstream byte; a wrong one kills it).
-  CHECK(c.down() >= (6ULL * 16 + 8) << 20);
+  CHECK(c.down() >= 256ULL << 20);
   CHECK(c.up() > (1ULL << 20));
 }
 
@@ -77,4 +77,36 @@ TEST_CASE("a userstack migration aborted after the freeze leaves the connection 
   CHECK(c.wait_down(8 << 20, 20000));
   CHECK_FALSE(c.failed());
   CHECK(peer_rsts(al.lab) == rst0);
+}
+
+TEST_CASE("a pattern stream moves between a native and a userstack agent both ways",
+          "[.userstack_agent][userstack_agent][netns]") {
+  AgentLabOptions o;
+  o.userstack_hosts = {"b"};  // a native (eBPF freeze, TCP_REPAIR), b userstack
+  AgentLab al(o);
+  PatternClient c(al.lab, 8000);
+  const long long rst0 = peer_rsts(al.lab);
+  REQUIRE(c.wait_down(4 << 20, 10000));
+  const std::string flow = c.tuple().to_string();
+  std::string on = "a";
+  for (int k = 0; k < 4; ++k) {
+    const std::string to = on == "a" ? "b" : "a";
+    INFO("migration " << k << ": " << on << " -> " << to);
+    int st = -1;
+    const std::string rep = al.migrate(on, {"--flow", flow}, to, &st);
+    INFO(rep);
+    INFO("agent " << on << " log:\n" << al.log(on) << "\nagent " << to << " log:\n" << al.log(to));
+    REQUIRE(st == 0);
+    CHECK(json_scalar(rep, "result") == "committed");
+    std::string out;
+    REQUIRE(al.rendrctl(to, {"flows", "--json"}, out) == 0);
+    CHECK(out.find(flow) != std::string::npos);
+    // b terminates the connection in its lwIP, a in a kernel socket.
+    CHECK(out.find(to == "b" ? "\"method\":\"userstack\"" : "\"method\":\"native\"") !=
+          std::string::npos);
+    INFO("client: " << c.error());
+    REQUIRE(c.wait_down(8 << 20, 30000));
+    on = to;
+  }
+  expect_healthy(al, c, rst0);
 }
