@@ -357,6 +357,8 @@ class Agent {
   StepResult src_undo_unfreeze(SourceBatch& b);
   StepResult src_undo_return_fds(SourceBatch& b);
   void adopt_or_queue(const std::string& service, Orphan o);
+  // new_adopt_id: an id for a connection the agent hands to |s| (adopt), unused by |s|.
+  std::uint64_t new_adopt_id(const AppSession& s);
   void schedule_unfreeze(const FourTuple& t);
   // peer_ack_hint encodes what the freeze saw the peer acknowledge (Tag::peer_ack), 0 if none.
   std::uint64_t peer_ack_hint(const FourTuple& t) const;

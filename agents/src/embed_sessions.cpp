@@ -176,17 +176,22 @@ void Agent::drop_session(AppSession& s) {
   sessions_.erase(s.id);
 }
 
+std::uint64_t Agent::new_adopt_id(const AppSession& s) {
+  // A server that registered again after an agent restart tracks its adopted connections
+  // under the ids an earlier agent gave them: never hand out one of those twice.
+  std::uint64_t id = 0;
+  do {
+    id = (1ULL << 63) | next_adopt_id_++;
+  } while (s.conns.count(id) != 0);
+  return id;
+}
+
 void Agent::adopt_or_queue(const std::string& service, Orphan o) {
   for (auto& [sid, s] : sessions_) {
     if (s->service != service || !s->alive) {
       continue;
     }
-    // A server that registered again after an agent restart tracks its adopted connections
-    // under the ids an earlier agent gave them: never hand out one of those twice.
-    std::uint64_t id = 0;
-    do {
-      id = (1ULL << 63) | next_adopt_id_++;
-    } while (s->conns.count(id) != 0);
+    const std::uint64_t id = new_adopt_id(*s);
     Message a(MsgType::adopt);
     a.add_u64(Tag::conn_id, id).add(Tag::tuple, o.tuple.to_string()).add(Tag::state, o.state);
     if (send_packet(s->sock->native_handle(), a, o.fd.get()).ok()) {

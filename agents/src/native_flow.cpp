@@ -112,7 +112,8 @@ Result<std::unique_ptr<StagedFlow>> Agent::native_staged_flow(TcpSnapshot snap,
   // Hold what reaches this host for the connection until it goes live (the gateway may steer
   // before COMMIT); it is replayed after activation, so the staged socket sees nothing.
   const bool frozen = freezer_ && freezer_->freeze(tuple);
-  return std::unique_ptr<StagedFlow>(new NativeStagedFlow(*this, std::move(*st), frozen));
+  return std::unique_ptr<StagedFlow>(
+      std::make_unique<NativeStagedFlow>(*this, std::move(*st), frozen));
 }
 
 }  // namespace rendr::agents

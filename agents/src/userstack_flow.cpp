@@ -209,7 +209,7 @@ Result<std::unique_ptr<StagedFlow>> Agent::us_staged_flow(TcpSnapshot snap,
     return std::move(c).take_error();
   }
   return std::unique_ptr<StagedFlow>(
-      new UsStagedFlow(*this, std::move(snap), std::move(*c), service));
+      std::make_unique<UsStagedFlow>(*this, std::move(snap), std::move(*c), service));
 }
 
 void Agent::us_schedule_unfreeze(const FourTuple& t) {

@@ -77,10 +77,7 @@ void Agent::us_accept(userstack::ConnectionPtr c) {
     return;  // the Connection went with the failed start: closed
   }
   UniqueFd fd = (*b)->take_fd();
-  std::uint64_t id = 0;
-  do {
-    id = (1ULL << 63) | next_adopt_id_++;
-  } while (server->conns.count(id) != 0);
+  const std::uint64_t id = new_adopt_id(*server);
   Message a(MsgType::adopt);
   a.add_u64(Tag::conn_id, id).add(Tag::tuple, key).add(Tag::state, std::vector<std::byte>{});
   if (auto s = send_packet(server->sock->native_handle(), a, fd.get()); !s) {
