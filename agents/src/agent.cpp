@@ -55,7 +55,9 @@ Status Agent::init() {
   }
   RENDR_TRY(setup_tls());
 
-  probed_ = probe_capabilities();
+  ProbeOptions po;
+  po.tun_device = cfg_.tun;
+  probed_ = probe_capabilities(po);
   auto rp = repair::probe_tcp_repair();
   tcp_repair_ok_ = rp.ok();
   if (!rp.ok()) {
@@ -63,7 +65,7 @@ Status Agent::init() {
     log_.warn("TCP_REPAIR unavailable: " + tcp_repair_error_);
   }
 
-  RENDR_TRY(init_freeze());
+  RENDR_TRY(init_method());
   RENDR_TRY(init_steering());
 
   // Control socket: root-only (mode 0600, and SO_PEERCRED checked per connection).
@@ -113,7 +115,8 @@ Status Agent::init() {
     }
   }
   log_.info("agent " + cfg_.name + " ready: control " + cfg_.control_socket +
-            (cfg_.listen.empty() ? "" : ", agent channel " + cfg_.listen));
+            (cfg_.listen.empty() ? "" : ", agent channel " + cfg_.listen) + ", method " +
+            method_ + " (" + method_reason_ + ")");
   return {};
 }
 
@@ -128,6 +131,7 @@ void Agent::shutdown() {
   ::unlink(cfg_.control_socket.c_str());
   // Staged sockets close silently; held migrated fds were never handed out.
   staged_.clear();
+  us_stop();
 }
 
 
@@ -166,6 +170,7 @@ int run_agent(const AgentConfig& cfg) {
     asio::co_spawn(io, agent.peer_acceptor(), asio::detached);
   }
   asio::co_spawn(io, agent.steer_gc_loop(), asio::detached);
+  asio::co_spawn(io, agent.us_reap_loop(), asio::detached);
   std::signal(SIGPIPE, SIG_IGN);
   // Readiness line for supervisors and tests.
   std::printf("rendr-agent %s ready\n", cfg.name.c_str());

@@ -50,6 +50,14 @@ struct AgentConfig {
   // test-only fault injection (docs/native-migration.md "Fault injection")
   std::vector<std::string> faults;
   std::string log_level;
+  // Migration method (docs/native-migration.md "Method selection"): "auto" (native when
+  // TCP_REPAIR and BPF work, else userstack when --tun attaches), "native" or "userstack"; an
+  // explicit method that is not available fails the start with the reason.
+  std::string method = "auto";
+  std::string tun;        // userstack: the pre-provisioned TUN device the VIPs are routed into
+  std::string tun_clone;  // userstack: the clone node (default /dev/net/tun)
+  // userstack: which registered service serves connections to each local (VIP) port.
+  std::map<std::uint16_t, std::string> service_ports;
 };
 
 // run_agent runs until SIGINT/SIGTERM. Returns the process exit status.

@@ -44,6 +44,15 @@ timing:
 limits:
   --max-frame-mib N        largest agent-channel message accepted, in MiB (default 256, at most
                            256): an offer carries every snapshot of a batch
+migration method (docs/native-migration.md "Method selection"):
+  --method M               auto (default: native when TCP_REPAIR and BPF work, else userstack
+                           when --tun attaches), native or userstack; an explicit method that is
+                           not available here fails the start with the reason
+  --tun DEV                userstack: the pre-provisioned TUN device the VIPs are routed into
+                           (ip tuntap add dev DEV mode tun user <uid>; see docs/userstack.md)
+  --tun-clone PATH         userstack: the TUN clone node (default /dev/net/tun)
+  --service-port NAME=PORT userstack: connections to local port PORT go to the registered
+                           server of service NAME (repeat); other ports are reset
 other:
   --log LEVEL              error|warn|info|debug (default info)
   --fault NAME             test-only fault injection (docs/native-migration.md)
@@ -165,6 +174,24 @@ Result<AgentConfig> parse_agent_args(int argc, char** argv, bool& help) {
       (a == "--steer-gc-interval-ms" ? c.steer_gc_interval_ms
        : a == "--steer-fin-linger-ms" ? c.steer_fin_linger_ms
                                       : c.steer_rst_linger_ms) = *x;
+    } else if (a == "--method") {
+      if (sv != "auto" && sv != "native" && sv != "userstack") {
+        return bad("--method expects auto, native or userstack, got '" + sv + "'");
+      }
+      c.method = sv;
+    } else if (a == "--tun") {
+      c.tun = sv;
+    } else if (a == "--tun-clone") {
+      c.tun_clone = sv;
+    } else if (a == "--service-port") {
+      auto eq = sv.find('=');
+      char* end = nullptr;
+      const long port = eq == std::string::npos ? 0 : std::strtol(sv.c_str() + eq + 1, &end, 10);
+      if (eq == std::string::npos || eq == 0 || end == nullptr || *end != '\0' || port <= 0 ||
+          port > 65535) {
+        return bad("--service-port expects NAME=PORT, got '" + sv + "'");
+      }
+      c.service_ports[static_cast<std::uint16_t>(port)] = sv.substr(0, eq);
     } else if (a == "--log") {
       c.log_level = sv;
     } else if (a == "--fault") {
@@ -192,6 +219,12 @@ Result<AgentConfig> parse_agent_args(int argc, char** argv, bool& help) {
   }
   if (!c.gateway.empty() && c.peers.count(c.gateway) == 0) {
     return bad("--gateway " + c.gateway + " needs a matching --peer " + c.gateway + "=ADDR:PORT");
+  }
+  if (c.method == "userstack" && c.tun.empty()) {
+    return bad("--method userstack needs --tun DEV (the TUN device the VIPs are routed into)");
+  }
+  if (c.method == "userstack" && !c.steer_ifaces.empty()) {
+    return bad("--method userstack is for hosts; a gateway (--steer-iface) steers with eBPF");
   }
   if (!c.steer_ifaces.empty() && c.backends.empty()) {
     return bad("--steer-iface needs at least one --backend");

@@ -19,11 +19,14 @@
 //   gateway_steer.cpp   the gateway role: steering setup and steer / steer_check
 //   freeze_grace.cpp    the eBPF freeze: setup, grace timers after a flow left, peer-ack hints
 //   status.cpp          status / flows JSON and Prometheus metrics
+//   method.cpp          the migration method (native / userstack) chosen at start
+//   userstack_serve.cpp the userstack method: lwIP connections bridged to registered servers
 #pragma once
 
 #include <rendr/agents/capabilities.hpp>
 
 #include "agent.hpp"
+#include "flow_method.hpp"
 #include "sock_diag.hpp"
 
 #include <rendr/agents/message.hpp>
@@ -38,6 +41,8 @@
 #include <rendr/ebpf/freezer.hpp>
 #include <rendr/ebpf/steerer.hpp>
 #include <rendr/repair/repair.hpp>
+#include <rendr/userstack/bridge.hpp>
+#include <rendr/userstack/stack.hpp>
 
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -53,6 +58,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <utility>
@@ -123,6 +129,8 @@ struct FlowRec {
   std::uint64_t conn_id = 0;
   std::string service;
   bool migrating = false;
+  // Terminated in this agent's userstack (the server holds a bridge fd, not the TCP socket).
+  bool userstack = false;
   // The server closed it while a batch held it (untrack): the batch drops it and forgets it.
   bool ended = false;
   std::string ended_why;
@@ -166,9 +174,8 @@ struct StagedMig {
   explicit StagedMig(StagedMigration c) : core(std::move(c)) {}
   StagedMigration core;  // id, source agent, state (staged | committed | aborted), expiry
   std::string service;
-  std::vector<repair::StagedSocket> sockets;
+  std::vector<std::unique_ptr<StagedFlow>> sockets;  // restored, frozen until COMMIT
   std::vector<std::vector<std::byte>> states;
-  std::vector<FourTuple> frozen_here;  // tuples this (target) agent froze while staged
   std::unique_ptr<asio::steady_timer> expiry;
   PeerConn* channel = nullptr;
 };
@@ -187,9 +194,18 @@ struct Metrics {
   std::uint64_t flows_reaped = 0;  // forgotten: no process held their socket any more
   std::uint64_t steer_entries_removed = 0;  // gateway: entries of ended flows swept
   std::uint64_t steer_entries = 0;          // gateway: entries at the last sweep
+  std::uint64_t us_accepted = 0;    // userstack: connections handed to a server
+  std::uint64_t us_refused = 0;     // userstack: reset (no service for the port, no server)
+  std::uint64_t us_finished = 0;    // userstack: bridges that ended (both FINs or a reset)
   double frozen_ms_sum = 0;
   double frozen_ms_last = 0;
   double frozen_ms_max = 0;
+};
+
+// A connection terminated in this agent's lwIP, pumped to its server by a Bridge.
+struct UsFlow {
+  std::unique_ptr<userstack::Bridge> bridge;
+  std::string service;
 };
 
 // Adopted fds waiting for a registered server of their service.
@@ -197,7 +213,13 @@ struct Orphan {
   FourTuple tuple;
   UniqueFd fd;
   std::vector<std::byte> state;
+  bool userstack = false;  // the fd is a bridge to this agent's userstack
 };
+
+class NativeSourceFlow;
+class NativeStagedFlow;
+class UsSourceFlow;
+class UsStagedFlow;
 
 class Agent {
  public:
@@ -222,8 +244,36 @@ class Agent {
   // returns at once on a host.
   awaitable<void> steer_gc_loop();
   void shutdown();
+  // us_reap_loop forgets userstack bridges that ended (userstack_serve.cpp); returns at once
+  // without a Stack.
+  awaitable<void> us_reap_loop();
 
  private:
+  // The methods' flow operations (flow_method.hpp; native_flow.cpp, userstack_flow.cpp).
+  friend class NativeSourceFlow;
+  friend class NativeStagedFlow;
+  friend class UsSourceFlow;
+  friend class UsStagedFlow;
+  std::unique_ptr<SourceFlow> native_source_flow(const FourTuple& t, int fd,
+                                                 std::optional<TcpSocketOptions> options);
+  Result<std::unique_ptr<StagedFlow>> native_staged_flow(TcpSnapshot snap,
+                                                         const repair::RestoreOptions& ro);
+  std::unique_ptr<SourceFlow> us_source_flow(const FourTuple& t, int fd);
+  Result<std::unique_ptr<StagedFlow>> us_staged_flow(TcpSnapshot snap, const std::string& service);
+  // us_schedule_unfreeze lifts a moved flow's freeze in the Stack after the freeze grace.
+  void us_schedule_unfreeze(const FourTuple& t);
+  // init_method picks the migration method (method.cpp): native, userstack (starts the Stack),
+  // or unavailable; an explicit --method that is not available is an error.
+  Status init_method();
+  // userstack method (userstack_serve.cpp): start the Stack, take its accepted connections on
+  // the io thread, bridge them to the registered server of their port's service.
+  Status start_userstack();
+  void us_take_accepted();
+  void us_accept(userstack::ConnectionPtr c);
+  std::size_t us_reap();
+  void us_status(JsonWriter& j);
+  void us_stop();
+
   // init_freeze loads and attaches the eBPF freeze (host role; freeze_grace.cpp).
   Status init_freeze();
   // init_steering loads the gateway's steering, its backends and VIPs (gateway_steer.cpp).
@@ -310,6 +360,8 @@ class Agent {
   StepResult src_undo_unfreeze(SourceBatch& b);
   StepResult src_undo_return_fds(SourceBatch& b);
   void adopt_or_queue(const std::string& service, Orphan o);
+  // new_adopt_id: an id for a connection the agent hands to |s| (adopt), unused by |s|.
+  std::uint64_t new_adopt_id(const AppSession& s);
   void schedule_unfreeze(const FourTuple& t);
   // peer_ack_hint encodes what the freeze saw the peer acknowledge (Tag::peer_ack), 0 if none.
   std::uint64_t peer_ack_hint(const FourTuple& t) const;
@@ -337,6 +389,15 @@ class Agent {
   std::set<std::string> faults_;
   std::unique_ptr<ebpf::Freezer> freezer_;
   std::unique_ptr<ebpf::Steerer> steerer_;
+  // The migration method chosen at start ("native", "userstack" or "unavailable") and why.
+  std::string method_ = "unavailable";
+  std::string method_reason_;
+  // userstack method: the Stack (destroyed after every Bridge: declared before us_flows_),
+  // connections its reader thread accepted for the io thread, the bridged flows by tuple key.
+  std::unique_ptr<userstack::Stack> stack_;
+  std::mutex us_mu_;
+  std::vector<userstack::ConnectionPtr> us_accepted_;
+  std::map<std::string, UsFlow> us_flows_;
   CapabilityReport probed_;  // the capability probe at start (status: "probed")
   std::map<std::string, std::uint32_t> backend_index_;
   std::vector<Endpoint> vips_;  // --vip, parsed (gateway)

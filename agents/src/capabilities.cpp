@@ -134,21 +134,36 @@ CapabilityReport probe_capabilities(const ProbeOptions& options) {
   });
   add("tun", [&] { return probe_tun(options); });
   add("netns", [] { return probe_netns(); });
-  add("userstack", [] {
-    return Capability{"userstack", false,
-                      "the user-space TCP stack (rendr::userstack) is built, but no agent "
-                      "migrates connections with it yet"};
+  add("userstack", [&] {
+    // A method needs the device its agent will use: a scratch TUN only shows that one could
+    // be created here, not that a provisioned one attaches.
+    if (options.tun_device.empty()) {
+      return Capability{"userstack", false,
+                        "no TUN device named (rendrctl status --tun-device DEV; rendr-agent "
+                        "--tun DEV): the userstack method serves VIP connections routed into a "
+                        "pre-provisioned TUN device (docs/userstack.md)"};
+    }
+    return r.ok("tun") ? Capability{"userstack", true, ""}
+                       : Capability{"userstack", false, r.detail("tun")};
   });
   if (r.ok("tcp_repair") && r.ok("ebpf_sched_cls")) {
     r.method = "native";
     r.reason = "TCP_REPAIR and tc BPF programs work here: kernel sockets migrate with their state";
+  } else if (r.ok("userstack")) {
+    r.method = "userstack";
+    r.reason = std::string("native migration needs ") +
+               (!r.ok("tcp_repair") ? "TCP_REPAIR (" + r.detail("tcp_repair") + ")"
+                                    : "tc BPF programs (" + r.detail("ebpf_sched_cls") + ")") +
+               "; TUN device " + options.tun_device +
+               " attaches: VIP connections routed into it are terminated in rendr's user-space "
+               "TCP stack and migrate between userstack agents";
   } else {
     r.method = "engine";
     r.reason = std::string("native migration needs ") +
                (!r.ok("tcp_repair") ? "TCP_REPAIR (" + r.detail("tcp_repair") + ")"
                                     : "tc BPF programs (" + r.detail("ebpf_sched_cls") + ")") +
-               "; this build has no other way to move a kernel TCP connection, so only flows "
-               "whose both ends run rendr (the framing engine) can move";
+               "; no TUN device attaches for the userstack method (" + r.detail("userstack") +
+               "), so only flows whose both ends run rendr (the framing engine) can move";
   }
   return r;
 }

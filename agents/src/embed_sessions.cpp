@@ -134,9 +134,12 @@ std::size_t Agent::reap_closed_flows() {
   std::size_t n = 0;
   for (auto it = flows_.begin(); it != flows_.end();) {
     auto s = it->second.session.lock();
+    // A userstack flow has no kernel socket here (the server holds a bridge fd): it is
+    // forgotten when its bridge ends (us_reap) or its server goes.
     const bool gone = !it->second.migrating &&
                       (!s || !s->alive ||
-                       (held && s->same_netns && held->count(it->first) == 0));
+                       (held && s->same_netns && !it->second.userstack &&
+                        held->count(it->first) == 0));
     if (!gone) {
       ++it;
       continue;
@@ -173,17 +176,22 @@ void Agent::drop_session(AppSession& s) {
   sessions_.erase(s.id);
 }
 
+std::uint64_t Agent::new_adopt_id(const AppSession& s) {
+  // A server that registered again after an agent restart tracks its adopted connections
+  // under the ids an earlier agent gave them: never hand out one of those twice.
+  std::uint64_t id = 0;
+  do {
+    id = (1ULL << 63) | next_adopt_id_++;
+  } while (s.conns.count(id) != 0);
+  return id;
+}
+
 void Agent::adopt_or_queue(const std::string& service, Orphan o) {
   for (auto& [sid, s] : sessions_) {
     if (s->service != service || !s->alive) {
       continue;
     }
-    // A server that registered again after an agent restart tracks its adopted connections
-    // under the ids an earlier agent gave them: never hand out one of those twice.
-    std::uint64_t id = 0;
-    do {
-      id = (1ULL << 63) | next_adopt_id_++;
-    } while (s->conns.count(id) != 0);
+    const std::uint64_t id = new_adopt_id(*s);
     Message a(MsgType::adopt);
     a.add_u64(Tag::conn_id, id).add(Tag::tuple, o.tuple.to_string()).add(Tag::state, o.state);
     if (send_packet(s->sock->native_handle(), a, o.fd.get()).ok()) {
@@ -192,6 +200,7 @@ void Agent::adopt_or_queue(const std::string& service, Orphan o) {
       r.session = s;
       r.conn_id = id;
       r.service = service;
+      r.userstack = o.userstack;
       flows_[o.tuple.to_string()] = std::move(r);
       s->conns[id] = o.tuple.to_string();
       return;

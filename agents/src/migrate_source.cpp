@@ -29,10 +29,12 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   if (*to == cfg_.name) {
     co_return fail_msg("the flows are already on " + cfg_.name);
   }
-  if (!tcp_repair_ok_) {
+  if (method_ == "userstack") {
+    // userstack flows move with the Stack's own freeze and snapshot (userstack_flow.cpp).
+  } else if (!tcp_repair_ok_) {
     co_return fail_msg("TCP_REPAIR unavailable here: " + tcp_repair_error_);
   }
-  if (!freezer_ && !cfg_.no_freeze) {
+  if (method_ != "userstack" && !freezer_ && !cfg_.no_freeze) {
     co_return fail_msg("the eBPF freeze is not loaded here (" + freeze_error_ +
                        "); without it the source could answer the peer mid-migration");
   }
@@ -92,7 +94,8 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
       std::string why;
       if (!s || !s->alive) {
         why = "its server is gone";
-      } else if (held && s->same_netns && held->count(f->tuple.to_string()) == 0) {
+      } else if (held && s->same_netns && !f->userstack &&
+                 held->count(f->tuple.to_string()) == 0) {
         why = "closed (no process holds its socket)";
       } else {
         return false;
@@ -150,9 +153,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
                     " flow(s) of " + service + " from " + cfg_.name + " to " + *to);
   b.slots.resize(b.n);
   b.encoded.resize(b.n);
-  b.frozen.resize(b.n);
-  b.have_frozen.assign(b.n, false);
-  b.froze.assign(b.n, false);
+  b.moving.resize(b.n);
 
   SourceConfig sc;
   sc.target = *to;

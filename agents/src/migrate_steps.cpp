@@ -149,9 +149,7 @@ awaitable<StepResult> Agent::src_export(SourceBatch& b, Clock::time_point export
   b.tuples.resize(n);
   b.slots.resize(n);
   b.encoded.resize(n);
-  b.frozen.resize(n);
-  b.have_frozen.resize(n);
-  b.froze.resize(n);
+  b.moving.resize(n);
   b.step_ms["export"] = ms_since(te);
   if (!v.error.empty()) {
     co_return step_failed(A::export_flows, v.error);
@@ -167,7 +165,7 @@ void Agent::read_export_options(SourceBatch& b) {
   // here: the checkpoint reads them again and reports it).
   b.options.assign(b.n, std::nullopt);
   for (std::size_t i = 0; i < b.n; ++i) {
-    if (b.slots[i].fd.valid()) {
+    if (b.slots[i].fd.valid() && !b.sel[i]->userstack) {
       if (auto o = repairer_.read_options(b.slots[i].fd.get()); o) {
         b.options[i] = std::move(*o);
       }
@@ -208,24 +206,17 @@ StepResult Agent::src_freeze_checkpoint(SourceBatch& b) {
   std::string error;
   b.freeze_t0 = Clock::now();
   for (std::size_t i = 0; i < b.n && error.empty(); ++i) {
-    if (freezer_) {
-      cancel_freeze(b.tuples[i]);
-      if (auto fz = freezer_->freeze(b.tuples[i]); !fz) {
-        error = "freeze " + b.tuples[i].to_string() + ": " + fz.error().message();
-        break;
-      }
-      b.froze[i] = true;
-    }
-    auto cp = repairer_.checkpoint(b.slots[i].fd.get(),
-                                   i < b.options.size() && b.options[i] ? &*b.options[i] : nullptr);
+    b.moving[i] = b.sel[i]->userstack
+                      ? us_source_flow(b.tuples[i], b.slots[i].fd.get())
+                      : native_source_flow(b.tuples[i], b.slots[i].fd.get(),
+                                           i < b.options.size() ? b.options[i] : std::nullopt);
+    auto cp = b.moving[i]->checkpoint();
     if (!cp) {
       error = cp.error().message();
       break;
     }
-    b.frozen[i] = std::move(cp->socket);
-    b.have_frozen[i] = true;
-    b.bytes_carried += cp->snapshot.send_queue.size() + cp->snapshot.recv_queue.size();
-    b.encoded[i] = encode_snapshot(cp->snapshot);
+    b.bytes_carried += cp->send_queue.size() + cp->recv_queue.size();
+    b.encoded[i] = encode_snapshot(*cp);
     if (fault("tamper_snapshot")) {
       b.encoded[i][b.encoded[i].size() / 2] ^= std::byte{0x40};
     } else if (fault("truncate_snapshot")) {
@@ -247,7 +238,7 @@ awaitable<StepResult> Agent::src_ship(SourceBatch& b, Clock::time_point deadline
     offer.add_u64(Tag::conn_id, b.sel[i]->conn_id);
     offer.add(Tag::snapshot, std::move(b.encoded[i]));
     offer.add(Tag::state, b.slots[i].state);
-    const auto [ack, dropped] = freeze_hints(b.tuples[i]);
+    const auto [ack, dropped] = b.moving[i]->freeze_hints();
     offer.add_u64(Tag::peer_ack, ack);
     offer.add_u64(Tag::server_dropped, dropped);
   }
@@ -309,13 +300,10 @@ awaitable<StepResult> Agent::src_send_commit(SourceBatch& b, Clock::time_point d
   // What the peer acknowledged while frozen: lets B resend at once only what the peer lacks.
   std::size_t replayed = 0;
   for (std::size_t i = 0; i < b.tuples.size(); ++i) {
-    commit.add_u64(Tag::peer_ack, peer_ack_hint(b.tuples[i]));
-    if (!freezer_) {
-      continue;
-    }
+    commit.add_u64(Tag::peer_ack, b.moving[i]->peer_ack_hint());
     // What the peer sent into the freeze: B replays it instead of waiting for a retransmit.
-    if (auto pk = freezer_->take_dropped(b.tuples[i]); pk) {
-      for (const auto& p : *pk) {
+    {
+      for (const auto& p : b.moving[i]->take_held()) {
         std::vector<std::byte> v(4 + p.size());
         const auto idx = static_cast<std::uint32_t>(i);
         v[0] = static_cast<std::byte>(idx >> 24);
@@ -395,8 +383,7 @@ awaitable<StepResult> Agent::src_backoff(Clock::time_point until) {
 StepResult Agent::src_release(SourceBatch& b, bool indeterminate) {
   b.frozen_ms = ms_since(b.freeze_t0);
   for (std::size_t i = 0; i < b.n; ++i) {
-    repairer_.release(std::move(b.frozen[i]));
-    schedule_unfreeze(b.tuples[i]);
+    b.moving[i]->release();
     if (auto s = b.sel[i]->session.lock(); s && s->alive) {
       (void)send_packet(s->sock->native_handle(),
                         Message(MsgType::export_done).add_u64(Tag::conn_id, b.sel[i]->conn_id));

@@ -35,7 +35,9 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
       staged_from = it->second->core.from();
     }
   }
-  if (std::string why = check_offer(shape, cfg_.name, tcp_repair_ok_, tcp_repair_error_,
+  // A userstack target restores into its lwIP; a native one needs TCP_REPAIR.
+  if (std::string why = check_offer(shape, cfg_.name, tcp_repair_ok_ || stack_ != nullptr,
+                                    tcp_repair_error_,
                                     mig ? *mig : 0, staged_from);
       !why.empty()) {
     return reject(why);
@@ -60,9 +62,8 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     return reject(next.why);
   }
   const auto t_stage = Clock::now();
-  std::vector<repair::StagedSocket> sockets;
+  std::vector<std::unique_ptr<StagedFlow>> sockets;
   std::vector<std::vector<std::byte>> app_states;
-  std::vector<FourTuple> frozen_here;
   // Optional (older sources send none): one peer_ack hint per connection.
   std::vector<std::uint64_t> hints;
   if (auto h = m.u64s(Tag::peer_ack); h && h->size() == decoded.size()) {
@@ -82,34 +83,28 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
       ro.peer_ack = decode_peer_ack(hints[i]);
     }
     ro.sent_into_freeze = i < dropped.size() && dropped[i] != 0;
-    const FourTuple tuple = decoded[i].tuple;
-    auto st = i == 1 && fault("fail_second_restore")
-                  ? Result<repair::StagedSocket>(
-                        make_error(std::errc::io_error, "restore failed (fault injected)"))
-                  : repairer_.restore_staged(std::move(decoded[i]), ro);
+    Result<std::unique_ptr<StagedFlow>> st =
+        make_error(std::errc::io_error, "restore failed (fault injected)");
+    if (!(i == 1 && fault("fail_second_restore"))) {
+      st = stack_ ? us_staged_flow(std::move(decoded[i]), *svc)
+                  : native_staged_flow(std::move(decoded[i]), ro);
+    }
     if (!st) {
       ++metrics_.restores_failed;
-      sockets.clear();  // silent
+      for (auto& s : sockets) {
+        s->release();  // silent; lifts what froze here
+      }
+      sockets.clear();
       next = intake.on_restored(st.error().message());
       continue;
     }
     sockets.push_back(std::move(*st));
     app_states.push_back(*states[i]);
-    // Hold what reaches this host for the connection until it goes live (the gateway may steer
-    // before COMMIT); it is replayed after activation, so the staged socket sees nothing.
-    if (freezer_ && freezer_->freeze(tuple)) {
-      frozen_here.push_back(tuple);
-    }
     next = intake.on_restored({});
   }
   if (next.action == IntakeAction::reject) {
-    // The flows restored before the failing one were frozen here: lift that, or their tuples
-    // would stay blackholed on this host (the connection lives on at the source).
-    if (freezer_) {
-      for (const auto& t : frozen_here) {
-        (void)freezer_->unfreeze(t);
-      }
-    }
+    // The flows restored before the failing one were released above (their freeze here
+    // lifted, or their tuples would stay blackholed: the connection lives on at the source).
     return reject(next.why);
   }
   auto sm = std::make_unique<StagedMig>(
@@ -118,7 +113,6 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
   sm->channel = &c;
   sm->sockets = std::move(sockets);
   sm->states = std::move(app_states);
-  sm->frozen_here = std::move(frozen_here);
   sm->expiry = std::make_unique<asio::steady_timer>(io_, sm->core.deadline());
   std::uint64_t id = *mig;
   sm->expiry->async_wait([this, id](asio::error_code ec) {
@@ -140,15 +134,9 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
 void Agent::abort_staged(StagedMig& sm, const std::string& why) {
   log_.warn("migration " + std::to_string(sm.core.mig()) + " aborted here: " + why);
   for (auto& s : sm.sockets) {
-    repairer_.release(std::move(s));
+    s->release();
   }
   sm.sockets.clear();
-  if (freezer_) {
-    for (const auto& t : sm.frozen_here) {
-      (void)freezer_->unfreeze(t);
-    }
-  }
-  sm.frozen_here.clear();
   remember_outcome(sm.core.mig(), "aborted");
   std::uint64_t id = sm.core.mig();
   asio::post(io_, [this, id] { staged_.erase(id); });
@@ -202,17 +190,7 @@ Message Agent::on_commit(const Message& m) {
     }
   }
   for (std::size_t i = 0; i < sm.sockets.size(); ++i) {
-    FourTuple t = sm.sockets[i].tuple();
-    // Then what reached this host while staged; lift our freeze before the socket speaks.
-    if (freezer_ && std::find(sm.frozen_here.begin(), sm.frozen_here.end(), t) !=
-                        sm.frozen_here.end()) {
-      if (auto own = freezer_->take_dropped(t); own) {
-        for (auto& p : *own) {
-          replay[i].push_back(std::move(p));
-        }
-      }
-      (void)freezer_->unfreeze(t);
-    }
+    FourTuple t = sm.sockets[i]->tuple();
     std::optional<std::uint32_t> peer_acked;
     if (i < hints.size()) {
       if (auto pa = decode_peer_ack(hints[i])) {
@@ -220,7 +198,7 @@ Message Agent::on_commit(const Message& m) {
       }
     }
     {
-      const auto& snap = sm.sockets[i].snapshot();
+      const auto& snap = sm.sockets[i]->snapshot();
       log_.info("activate " + t.to_string() + ": " + std::to_string(snap.send_unacked()) +
                 " bytes unacked, " +
                 std::to_string(snap.send_queue.size() - snap.send_unacked()) + " unsent, peer ack " +
@@ -228,19 +206,18 @@ Message Agent::on_commit(const Message& m) {
                                   " past snd_una"
                             : std::string("unknown")));
     }
-    auto fd = repairer_.activate(std::move(sm.sockets[i]),
-                                 i < hints.size() ? decode_peer_ack(hints[i]) : std::nullopt,
-                                 replay[i]);
+    auto fd = sm.sockets[i]->activate(
+        i < hints.size() ? decode_peer_ack(hints[i]) : std::nullopt, std::move(replay[i]));
     if (!fd) {
       // Past repair-off nothing can be undone; report it loudly.
       warnings += fd.error().message() + "; ";
       continue;
     }
     ++adopted;
-    adopt_or_queue(sm.service, Orphan{t, std::move(*fd), std::move(sm.states[i])});
+    adopt_or_queue(sm.service,
+                   Orphan{t, std::move(*fd), std::move(sm.states[i]), stack_ != nullptr});
   }
   sm.sockets.clear();
-  sm.frozen_here.clear();
   remember_outcome(sm.core.mig(), "committed");
   metrics_.flows_adopted += adopted;
   log_.info("migration " + std::to_string(sm.core.mig()) + " committed: " + std::to_string(adopted) +

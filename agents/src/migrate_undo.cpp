@@ -58,12 +58,10 @@ awaitable<StepResult> Agent::src_undo_tell_b_abort(SourceBatch& b, const std::st
 StepResult Agent::src_undo_thaw(SourceBatch& b) {
   std::string errors;
   for (std::size_t i = 0; i < b.n; ++i) {
-    if (b.have_frozen[i]) {
-      auto fd = repairer_.thaw(std::move(b.frozen[i]));
-      if (!fd) {
-        errors += fd.error().message() + "; ";
+    if (b.moving[i] && b.moving[i]->captured()) {
+      if (auto st = b.moving[i]->thaw(); !st) {
+        errors += st.error().message() + "; ";
       }
-      // The exported fd is the same socket; the thawed duplicate is closed here.
     }
   }
   return undo_result(A::undo_thaw, std::move(errors));
@@ -71,8 +69,8 @@ StepResult Agent::src_undo_thaw(SourceBatch& b) {
 
 StepResult Agent::src_undo_unfreeze(SourceBatch& b) {
   for (std::size_t i = 0; i < b.n; ++i) {
-    if (b.froze[i] && freezer_) {
-      (void)freezer_->unfreeze(b.tuples[i]);
+    if (b.moving[i]) {
+      b.moving[i]->unfreeze();
     }
   }
   return step_ok(A::undo_unfreeze);

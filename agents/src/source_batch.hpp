@@ -25,12 +25,11 @@ struct SourceBatch {
   std::unique_ptr<PeerConn> query;  // fresh channel of the last commit query
   std::vector<ExportSlot> slots;
   std::vector<std::vector<std::byte>> encoded;
-  std::vector<repair::RepairSocket> frozen;
-  // Each socket's options, read after the export while the flow still ran (empty: read by the
-  // checkpoint inside the freeze instead).
+  // Per flow, created at the freeze: the method's operations (flow_method.hpp).
+  std::vector<std::unique_ptr<SourceFlow>> moving;
+  // Each native socket's options, read after the export while the flow still ran (empty: read
+  // by the checkpoint inside the freeze instead).
   std::vector<std::optional<TcpSocketOptions>> options;
-  std::vector<bool> have_frozen;
-  std::vector<bool> froze;
   std::uint64_t bytes_carried = 0;
   std::uint64_t drained_bytes = 0;  // send-queue bytes when the drain before the freeze began
   std::string drain_stop;           // why it ended (drain.hpp)

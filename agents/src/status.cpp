@@ -27,16 +27,8 @@ std::string Agent::status_json() {
     j.end_object();
   }
   j.end_object();
-  j.kv("method", tcp_repair_ok_ && (freezer_ || cfg_.no_freeze) ? "native" : "unavailable");
-  std::string why;
-  if (!tcp_repair_ok_) {
-    why = tcp_repair_error_;
-  } else if (!freezer_ && !steerer_ && !cfg_.no_freeze) {
-    why = "eBPF freeze unavailable: " + freeze_error_;
-  } else {
-    why = "TCP_REPAIR and eBPF freeze work here";
-  }
-  j.kv("reason", why);
+  j.kv("method", method_);
+  j.kv("reason", method_reason_);
   j.begin_array("peers");
   for (const auto& [name, addr] : cfg_.peers) {
     j.begin_object();
@@ -67,6 +59,7 @@ std::string Agent::status_json() {
     held += q.size();
   }
   j.kv("held_connections", held);
+  us_status(j);
   j.begin_object("migrations");
   j.kv("committed", metrics_.migrations_committed);
   j.kv("aborted", metrics_.migrations_aborted);
@@ -103,6 +96,7 @@ std::string Agent::flows_json() {
     j.kv("service", f.service);
     j.kv("conn_id", f.conn_id);
     j.kv("state", f.migrating ? "migrating" : "serving");
+    j.kv("method", f.userstack ? "userstack" : "native");
     j.end_object();
   }
   for (const auto& [k, t] : grace_) {
@@ -153,6 +147,16 @@ std::string Agent::metrics_text() {
   line("rendr_peer_requests_refused_total",
        "Requests a configured agent's role does not allow (docs/security.md).", "counter", "",
        static_cast<double>(metrics_.peer_requests_refused));
+  line("rendr_agent_method", "The migration method in use (1 for the method label).", "gauge",
+       ",method=\"" + method_ + "\"", 1);
+  if (stack_) {
+    line("rendr_userstack_flows", "Connections served through this agent's userstack.", "gauge",
+         "", static_cast<double>(us_flows_.size()));
+    line("rendr_userstack_accepted_total", "userstack connections handed to a server.",
+         "counter", "", static_cast<double>(metrics_.us_accepted));
+    line("rendr_userstack_refused_total", "userstack connections reset (no service/server).",
+         "counter", "", static_cast<double>(metrics_.us_refused));
+  }
   line("rendr_migration_frozen_seconds_sum", "Sum of freeze-to-commit durations.", "counter", "",
        metrics_.frozen_ms_sum / 1000.0);
   line("rendr_migration_frozen_seconds_max", "Longest freeze-to-commit duration.", "gauge", "",

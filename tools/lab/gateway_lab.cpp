@@ -174,6 +174,15 @@ Status GatewayLab::route_vip_to(Host h) {
                        " && ip -6 route replace fd99::1/128 via " + host_addr6(h));
 }
 
+Status GatewayLab::use_userstack(Host h, const std::string& tun) const {
+  const std::string role = h == Host::a ? "a" : "b";
+  return run(role, "ip tuntap add dev " + tun + " mode tun && ip link set " + tun +
+                       " up && ip addr del " + kVip4 + "/32 dev lo && ip -6 addr del " + kVip6 +
+                       "/128 dev lo && ip route add " + kVip4 + "/32 dev " + tun +
+                       " && ip -6 route add " + kVip6 + "/128 dev " + tun +
+                       " && sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+}
+
 Result<Host> GatewayLab::vip_owner() const {
   auto out = output_in(ns("gw"), "ip route show 10.99.0.1/32");
   if (!out) {

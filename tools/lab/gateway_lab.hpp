@@ -65,6 +65,11 @@ class GatewayLab {
 
   // route_vip_to points gw's VIP routes (v4 and v6) at host |h|.
   [[nodiscard]] Status route_vip_to(Host h);
+  // use_userstack provisions host |h| for the userstack method the way root would once: a TUN
+  // device |tun| (root-owned; attachable by root or CAP_NET_ADMIN), up, with the VIP (v4 and
+  // v6) moved from lo into it by routes and forwarding on, so VIP traffic arriving from gw is
+  // routed into the TUN (where the agent's lwIP terminates it).
+  [[nodiscard]] Status use_userstack(Host h, const std::string& tun = "rtun0") const;
   // vip_owner reads gw's VIP route back.
   [[nodiscard]] Result<Host> vip_owner() const;
   // freeze drops the packets of flow |t| (|t| as the host sees it: local = VIP side) in gw's

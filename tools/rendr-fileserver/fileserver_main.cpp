@@ -155,7 +155,9 @@ int main(int argc, char** argv) {
   };
   auto adopt = [&](std::uint64_t id, UniqueFd fd, const std::vector<std::byte>& st) {
     Conn c;
-    if (!restore_state(c, st)) {
+    // An empty state is a new connection the agent accepted for us (its userstack method):
+    // served from the request on, like one from our own listener, already tracked.
+    if (!st.empty() && !restore_state(c, st)) {
       std::fprintf(stderr, "rendr-fileserver: cannot resume conn %llu (state/file)\n",
                    static_cast<unsigned long long>(id));
       return;
@@ -290,10 +292,12 @@ int main(int argc, char** argv) {
         (void)::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
         (void)::send(fd, hdr.data(), hdr.size(), MSG_NOSIGNAL);
         nonblock(fd);
-        auto id = session->track(fd);
-        if (id) {
-          c.id = *id;
-          by_id[*id] = fd;
+        if (c.id == 0) {
+          auto id = session->track(fd);
+          if (id) {
+            c.id = *id;
+            by_id[*id] = fd;
+          }
         }
         continue;
       }

@@ -70,6 +70,13 @@ void Bridge::stop() {
 
 BridgeStats Bridge::stats() const { return BridgeStats{to_server_, from_server_, reset_, done_}; }
 
+std::optional<ConnectionInfo> Bridge::info() const {
+  if (!conn_) {
+    return std::nullopt;
+  }
+  return conn_->info();
+}
+
 void Bridge::start_thread() {
   thread_ = std::thread([this] { run(); });
 }

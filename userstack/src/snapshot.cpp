@@ -134,7 +134,13 @@ Result<TcpSnapshot> Stack::snapshot(Connection& conn) {
     s.rcv_wscale = pcb->rcv_scale;
   }
   s.has_window = true;
-  s.window.snd_wl1 = pcb->snd_wl1;
+  // lwIP takes the window update of an ACK before it checks the segment's sequence number, so a
+  // peer still sending into a larger window (announced by a kernel socket this connection was
+  // restored from) leaves snd_wl1 beyond rcv_nxt + rcv_wnd. The kernel refuses that
+  // (TCP_REPAIR_WINDOW: EINVAL); rcv_nxt is an equally valid update point.
+  const std::uint32_t wl1 =
+      TCP_SEQ_GT(pcb->snd_wl1, pcb->rcv_nxt) ? pcb->rcv_nxt : pcb->snd_wl1;
+  s.window.snd_wl1 = wl1;
   s.window.snd_wnd = pcb->snd_wnd;
   s.window.max_window = std::max<std::uint32_t>(pcb->snd_wnd_max, pcb->snd_wnd);
   s.window.rcv_wup = pcb->rcv_nxt;

@@ -479,7 +479,9 @@ void Stack::freeze(const FourTuple& tuple) {
   impl_->flows_.freeze(tuple);
 }
 
-std::size_t Stack::thaw(const FourTuple& tuple) {
+std::size_t Stack::thaw(const FourTuple& tuple) { return thaw(tuple, {}); }
+
+std::size_t Stack::thaw(const FourTuple& tuple, std::vector<std::vector<std::byte>> first) {
   std::size_t n = 0;
   {
     CoreLock lock;
@@ -487,6 +489,10 @@ std::size_t Stack::thaw(const FourTuple& tuple) {
       impl_->write_tun(pkt);
     }
     auto held = impl_->flows_.thaw(tuple);
+    for (auto& pkt : first) {
+      impl_->feed(pkt, true);
+      ++n;
+    }
     for (auto& pkt : held) {
       impl_->feed(pkt, true);
       ++n;

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -96,6 +97,13 @@ AgentLab::AgentLab(const AgentLabOptions& o) : opt_(o) {
       so.agent_args[name].insert(so.agent_args[name].end(), {"--fault", f});
     }
   }
+  for (const auto& h : opt_.userstack_hosts) {
+    if (auto st = lab.topology().use_userstack(h == "a" ? lab::Host::a : lab::Host::b); !st) {
+      throw std::runtime_error("userstack host " + h + ": " + st.error().message());
+    }
+    so.agent_args[h].insert(so.agent_args[h].end(), {"--method", "userstack", "--tun", "rtun0",
+                                                     "--service-port", "pat=8000"});
+  }
   auto s = lab::AgentStack::start(lab.topology(), std::move(so));
   if (!s) {
     throw std::runtime_error("agent stack: " + s.error().message());
@@ -133,8 +141,13 @@ void AgentLab::kill_agent(const std::string& name, int sig) { stack_->stop(name,
 
 void AgentLab::start_server(const std::string& host) {
   const std::string key = "srv-" + host;
-  std::vector<std::string> argv = {PATTERN_SERVER_BIN, "--agent", sock(host), "--service", "pat",
-                                   "--listen", "10.99.0.1:8000", "--listen", "[fd99::1]:8000"};
+  std::vector<std::string> argv = {PATTERN_SERVER_BIN, "--agent", sock(host), "--service", "pat"};
+  if (std::find(opt_.userstack_hosts.begin(), opt_.userstack_hosts.end(), host) !=
+      opt_.userstack_hosts.end()) {
+    argv.insert(argv.end(), {"--listen", "127.0.0.1:8000"});
+  } else {
+    argv.insert(argv.end(), {"--listen", "10.99.0.1:8000", "--listen", "[fd99::1]:8000"});
+  }
   argv.insert(argv.end(), opt_.server_args.begin(), opt_.server_args.end());
   auto pid = stack_->spawn(host, argv, key);
   if (!pid) {

@@ -40,6 +40,10 @@ struct AgentLabOptions {
   std::vector<std::string> extra_certs;
   std::vector<std::string> server_args;  // extra pattern_server arguments (test hooks)
   std::vector<std::string> gw_args;      // extra rendr-agent arguments for the gateway
+  // Hosts ("a", "b") that serve with the userstack method: the VIP is routed into a TUN there
+  // (GatewayLab::use_userstack), the agent runs --method userstack, and the pattern server
+  // listens on loopback only (every VIP connection reaches it through its agent).
+  std::vector<std::string> userstack_hosts;
 };
 
 class AgentLab {

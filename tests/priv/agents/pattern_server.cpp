@@ -57,6 +57,11 @@ std::vector<std::byte> state_of(const Conn& c) {
 }
 
 void parse_state(Conn& c, const std::vector<std::byte>& st) {
+  if (st.empty()) {  // a new connection the agent accepted for us (its userstack method)
+    c.sent = 0;
+    c.received = 0;
+    return;
+  }
   std::string s(reinterpret_cast<const char*>(st.data()), st.size());
   unsigned long long a = 0;
   unsigned long long b = 0;

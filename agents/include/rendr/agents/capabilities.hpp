@@ -10,7 +10,8 @@
 //   netns           unshare(CLONE_NEWNET) on a scratch thread
 //   tun             attaching a TUN device: the configured one (ProbeOptions::tun_device), else
 //                   a scratch device created in a private network namespace
-//   userstack       rendr's user-space TCP fallback as a migration method: not yet, always false
+//   userstack       rendr's user-space TCP fallback as a migration method: the configured TUN
+//                   device (ProbeOptions::tun_device) attaches; false without one
 #pragma once
 
 #include <string>
@@ -35,7 +36,7 @@ struct ProbeOptions {
 
 struct CapabilityReport {
   std::vector<Capability> caps;
-  std::string method;  // "native" or "engine"
+  std::string method;  // "native", "userstack" or "engine"
   std::string reason;  // why that method, in a sentence
   [[nodiscard]] bool ok(std::string_view name) const;
   [[nodiscard]] std::string detail(std::string_view name) const;

@@ -14,8 +14,11 @@
 // either committed elsewhere (ExportDone: forget it) or handed back (Returned: keep serving
 // with the returned fd and state). An export_conn that fails leaves the connection with you:
 // keep serving it. Adopt: a connection migrated here, with its state; it is already tracked
-// under the given id. Closing a connection: untrack(id) first; a connection that closes while
-// a migration asks for it is dropped from that migration (the rest of the batch moves).
+// under the given id. An Adopt with an EMPTY state is a new connection the agent accepted for
+// the server (the userstack method: the fd is one end of a stream socketpair the agent bridges
+// to its user-space TCP stack): serve it from its first byte, as one from your own listener.
+// Closing a connection: untrack(id) first; a connection that closes while a migration asks for
+// it is dropped from that migration (the rest of the batch moves).
 //
 // The agent going away (it exited or was killed: its control socket closed) changes nothing for
 // the connections; the agent only ever acts on them during a migration. The session keeps a

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -79,6 +80,9 @@ class Bridge {
   // destroying (stop) instead discards what the pump still holds.
   void wait();
   [[nodiscard]] BridgeStats stats() const;
+  // info: the Connection's view (state, queues) while the Bridge holds it (nullopt after
+  // detach()). Safe while the pump runs: Connection::info takes lwIP's core lock.
+  [[nodiscard]] std::optional<ConnectionInfo> info() const;
   [[nodiscard]] const FourTuple& tuple() const { return tuple_; }
 
  private:

@@ -146,6 +146,9 @@ class Stack {
   // thaw ends the freeze: sends what lwIP emitted meanwhile, then replays the held inbound
   // packets into lwIP, oldest first; returns how many were replayed.
   std::size_t thaw(const FourTuple& tuple);
+  // thaw, replaying |first| (the flow's inbound packets held elsewhere, e.g. by the source of a
+  // migration: IP packets, wire form, checksums complete) before this stack's own held ones.
+  std::size_t thaw(const FourTuple& tuple, std::vector<std::vector<std::byte>> first);
   // take_held ends the freeze and returns the held inbound packets (IP packets, wire form)
   // instead of replaying them, for a flow that moves elsewhere; held outbound ones are
   // discarded (the snapshot carries their bytes).

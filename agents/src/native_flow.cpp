@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-agent: the native method's flow operations (flow_method.hpp) - a kernel socket frozen
+// by the eBPF freeze and captured / rebuilt with TCP_REPAIR.
+#include "agent_internal.hpp"
+
+namespace rendr::agents {
+
+class NativeSourceFlow final : public SourceFlow {
+ public:
+  NativeSourceFlow(Agent& a, const FourTuple& t, int fd, std::optional<TcpSocketOptions> options)
+      : a_(a), t_(t), fd_(fd), options_(std::move(options)) {}
+  Result<TcpSnapshot> checkpoint() override {
+    if (a_.freezer_) {
+      a_.cancel_freeze(t_);
+      if (auto fz = a_.freezer_->freeze(t_); !fz) {
+        return fz.error().with_context("freeze " + t_.to_string());
+      }
+      froze_ = true;
+    }
+    // Options read before the freeze (read_export_options) stay out of the frozen window.
+    auto cp = a_.repairer_.checkpoint(fd_, options_ ? &*options_ : nullptr);
+    if (!cp) {
+      return std::move(cp).take_error();
+    }
+    socket_ = std::move(cp->socket);
+    captured_ = true;
+    return std::move(cp->snapshot);
+  }
+  std::pair<std::uint64_t, std::uint64_t> freeze_hints() const override {
+    return a_.freeze_hints(t_);
+  }
+  std::uint64_t peer_ack_hint() const override { return a_.peer_ack_hint(t_); }
+  Packets take_held() override {
+    if (!a_.freezer_) {
+      return {};
+    }
+    auto pk = a_.freezer_->take_dropped(t_);
+    return pk ? std::move(*pk) : Packets{};
+  }
+  void release() override {
+    a_.repairer_.release(std::move(socket_));
+    a_.schedule_unfreeze(t_);
+  }
+  Status thaw() override {
+    // The exported fd is the same socket; the thawed duplicate is closed here.
+    auto fd = a_.repairer_.thaw(std::move(socket_));
+    if (!fd) {
+      return std::move(fd).take_error();
+    }
+    return {};
+  }
+  void unfreeze() override {
+    if (froze_ && a_.freezer_) {
+      (void)a_.freezer_->unfreeze(t_);
+    }
+  }
+  bool captured() const override { return captured_; }
+
+ private:
+  Agent& a_;
+  FourTuple t_;
+  int fd_;
+  std::optional<TcpSocketOptions> options_;
+  repair::RepairSocket socket_;
+  bool froze_ = false;
+  bool captured_ = false;
+};
+
+class NativeStagedFlow final : public StagedFlow {
+ public:
+  NativeStagedFlow(Agent& a, repair::StagedSocket s, bool frozen_here)
+      : a_(a), s_(std::move(s)), t_(s_.tuple()), frozen_here_(frozen_here) {}
+  const FourTuple& tuple() const override { return t_; }
+  const TcpSnapshot& snapshot() const override { return s_.snapshot(); }
+  Result<UniqueFd> activate(std::optional<repair::PeerAck> peer_ack, Packets replay) override {
+    // What reached this host while staged follows the source's packets; lift our freeze
+    // before the socket speaks.
+    if (frozen_here_ && a_.freezer_) {
+      if (auto own = a_.freezer_->take_dropped(t_); own) {
+        for (auto& p : *own) {
+          replay.push_back(std::move(p));
+        }
+      }
+      (void)a_.freezer_->unfreeze(t_);
+      frozen_here_ = false;
+    }
+    return a_.repairer_.activate(std::move(s_), peer_ack, replay);
+  }
+  void release() override {
+    a_.repairer_.release(std::move(s_));
+    if (frozen_here_ && a_.freezer_) {
+      (void)a_.freezer_->unfreeze(t_);
+      frozen_here_ = false;
+    }
+  }
+
+ private:
+  Agent& a_;
+  repair::StagedSocket s_;
+  FourTuple t_;
+  bool frozen_here_;
+};
+
+std::unique_ptr<SourceFlow> Agent::native_source_flow(const FourTuple& t, int fd,
+                                                      std::optional<TcpSocketOptions> options) {
+  return std::make_unique<NativeSourceFlow>(*this, t, fd, std::move(options));
+}
+
+Result<std::unique_ptr<StagedFlow>> Agent::native_staged_flow(TcpSnapshot snap,
+                                                              const repair::RestoreOptions& ro) {
+  const FourTuple tuple = snap.tuple;
+  auto st = repairer_.restore_staged(std::move(snap), ro);
+  if (!st) {
+    return std::move(st).take_error();
+  }
+  // Hold what reaches this host for the connection until it goes live (the gateway may steer
+  // before COMMIT); it is replayed after activation, so the staged socket sees nothing.
+  const bool frozen = freezer_ && freezer_->freeze(tuple);
+  return std::unique_ptr<StagedFlow>(
+      std::make_unique<NativeStagedFlow>(*this, std::move(*st), frozen));
+}
+
+}  // namespace rendr::agents
