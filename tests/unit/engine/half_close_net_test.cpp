@@ -11,6 +11,8 @@
 #include "support/pattern.hpp"
 #include "support/require_result.hpp"
 
+#include "api_helpers.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <thread>
@@ -22,20 +24,8 @@ using rendr::test::Pattern;
 
 namespace {
 
-engine::FlowConfig fast_cfg() {
-  engine::FlowConfig c;
-  c.probe_interval = 50ms;
-  c.fresh_min = 200ms;
-  return c;
-}
-
-PathSpec tcp_path(const Listener& l, std::string name) {
-  PathSpec p;
-  p.transport = "tcp";
-  p.address = l.local_address();
-  p.name = std::move(name);
-  return p;
-}
+using rendr::test::api::fast_cfg;
+using rendr::test::api::tcp_path;
 
 // The helpers assert nothing (the server half runs on its own thread): they return the error.
 Status write_pattern(Conn& c, const Pattern& p, std::uint64_t total) {

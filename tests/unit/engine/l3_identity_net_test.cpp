@@ -12,6 +12,8 @@
 #include "support/require_result.hpp"
 #include "support/sockets.hpp"
 
+#include "api_helpers.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -23,20 +25,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-engine::FlowConfig fast_cfg() {
-  engine::FlowConfig c;
-  c.probe_interval = 50ms;
-  c.fresh_min = 200ms;
-  return c;
-}
-
-PathSpec tcp_path(const Listener& l, std::string name) {
-  PathSpec p;
-  p.transport = "tcp";
-  p.address = l.local_address();
-  p.name = std::move(name);
-  return p;
-}
+using rendr::test::api::fast_cfg;
+using rendr::test::api::tcp_path;
 
 engine::L3Identity identity() {
   auto id = engine::make_l3_identity(6, "10.9.8.7:51000", "203.0.113.9:80");
