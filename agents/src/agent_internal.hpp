@@ -342,6 +342,9 @@ class Agent {
   awaitable<void> drain_send_queues(SourceBatch& b);
   // read_export_options reads each exported socket's options while its flow still runs.
   void read_export_options(SourceBatch& b);
+  // drop_ended_flows removes the flows at |gone| (ascending) from the batch: their connection
+  // ended after the export; the server is told (export_done) and they are no longer tracked.
+  void drop_ended_flows(SourceBatch& b, const std::vector<std::size_t>& gone);
   StepResult src_freeze_checkpoint(SourceBatch& b);
   awaitable<StepResult> src_ship(SourceBatch& b, Clock::time_point deadline);
   awaitable<StepResult> src_await_ready(SourceBatch& b, Clock::time_point deadline);

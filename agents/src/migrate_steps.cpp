@@ -204,6 +204,7 @@ awaitable<void> Agent::drain_send_queues(SourceBatch& b) {
 
 StepResult Agent::src_freeze_checkpoint(SourceBatch& b) {
   std::string error;
+  std::vector<std::size_t> gone;  // flows whose connection ended before their checkpoint
   b.freeze_t0 = Clock::now();
   for (std::size_t i = 0; i < b.n && error.empty(); ++i) {
     b.moving[i] = b.sel[i]->userstack
@@ -212,6 +213,13 @@ StepResult Agent::src_freeze_checkpoint(SourceBatch& b) {
                                            i < b.options.size() ? b.options[i] : std::nullopt);
     auto cp = b.moving[i]->checkpoint();
     if (!cp) {
+      if (!b.sel[i]->userstack && socket_closed(b.slots[i].fd.get())) {
+        // The connection ended after its export (the peer reset or closed it): it leaves the
+        // batch like one that ends while exporting; the rest moves.
+        b.moving[i]->unfreeze();
+        gone.push_back(i);
+        continue;
+      }
       error = cp.error().message();
       break;
     }
@@ -227,7 +235,52 @@ StepResult Agent::src_freeze_checkpoint(SourceBatch& b) {
   if (!error.empty()) {
     return step_failed(A::freeze_checkpoint, error);
   }
-  return step_ok(A::freeze_checkpoint);
+  if (gone.empty()) {
+    return step_ok(A::freeze_checkpoint);
+  }
+  drop_ended_flows(b, gone);
+  return step_ok(A::freeze_checkpoint, b.n);
+}
+
+void Agent::drop_ended_flows(SourceBatch& b, const std::vector<std::size_t>& gone) {
+  std::size_t kept = 0;
+  std::size_t g = 0;
+  for (std::size_t i = 0; i < b.n; ++i) {
+    if (g < gone.size() && gone[g] == i) {
+      ++g;
+      b.ended.push_back(b.tuples[i].to_string() + ": the connection ended before its checkpoint");
+      if (auto s = b.sel[i]->session.lock(); s && s->alive) {
+        (void)send_packet(s->sock->native_handle(),
+                          Message(MsgType::export_done).add_u64(Tag::conn_id, b.sel[i]->conn_id));
+        s->conns.erase(b.sel[i]->conn_id);
+      }
+      if (auto f = flows_.find(b.tuples[i].to_string());
+          f != flows_.end() && &f->second == b.sel[i]) {
+        flows_.erase(f);
+      }
+      continue;
+    }
+    if (kept != i) {
+      b.sel[kept] = b.sel[i];
+      b.tuples[kept] = b.tuples[i];
+      b.slots[kept] = std::move(b.slots[i]);
+      b.encoded[kept] = std::move(b.encoded[i]);
+      b.moving[kept] = std::move(b.moving[i]);
+      if (i < b.options.size()) {
+        b.options[kept] = std::move(b.options[i]);
+      }
+    }
+    ++kept;
+  }
+  b.n = kept;
+  b.sel.resize(kept);
+  b.tuples.resize(kept);
+  b.slots.resize(kept);
+  b.encoded.resize(kept);
+  b.moving.resize(kept);
+  if (b.options.size() > kept) {
+    b.options.resize(kept);
+  }
 }
 
 awaitable<StepResult> Agent::src_ship(SourceBatch& b, Clock::time_point deadline) {

@@ -201,6 +201,14 @@ SrcNext SourceMigration::on(MigClock::time_point now, const StepResult& r) {
         return fail(now, r.text);
       }
       fsm_.on(MigEvent::checkpointed);
+      // Flows whose connection ended between the export and their checkpoint left the batch
+      // (count: the flows kept; unset: all of them).
+      if (r.count) {
+        if (*r.count == 0) {
+          return finish(SrcResult::empty);
+        }
+        cfg_.flows = *r.count;
+      }
       return step(SrcAction::ship_offer, now);
     case SrcAction::ship_offer:
       if (!ok) {

@@ -82,9 +82,18 @@ Lab make_lab(const std::string& prefix) {
 
 // migrate_all moves every flow of the service from |from| to |to|; returns the result
 // ("committed", "partial", "empty", "aborted", ...).
+// migrate_service returns the batch's result; an aborted one also says why (the report's
+// "error"), so a failed check names the step that gave up.
 std::string migrate_service(const Lab& l, const std::string& from, const std::string& to) {
   auto rep = l.stack->migrate(from, {}, to, false, "http");
-  return rep ? json_scalar(*rep, "result") : "error: " + rep.error().message();
+  if (!rep) {
+    return "error: " + rep.error().message();
+  }
+  std::string r = json_scalar(*rep, "result");
+  if (r == "aborted") {
+    r += ": " + json_scalar(*rep, "error");
+  }
+  return r;
 }
 
 }  // namespace

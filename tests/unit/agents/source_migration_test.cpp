@@ -480,3 +480,30 @@ TEST_CASE("BatchRun: cut to the room, summed, stopped by a failed batch",
     CHECK(b.not_moved() == 0);
   }
 }
+
+TEST_CASE("source core: flows whose connection ended before their checkpoint leave the batch",
+          "[agents][source_core]") {
+  SECTION("some ended: the rest moves and the commit counts only those") {
+    Harness h;
+    h.walk_to(A::freeze_checkpoint, 3);
+    SrcNext n = h.ok(A::freeze_checkpoint, 2);
+    CHECK(n.action == A::ship_offer);
+    n = h.ok(A::ship_offer);
+    CHECK(n.action == A::await_ready);
+    n = h.ok(A::await_ready);
+    CHECK(n.action == A::send_commit);
+    n = h.ok(A::send_commit);
+    CHECK(n.action == A::await_commit);
+    StepResult r = step_ok(A::await_commit, 2);
+    CHECK(h.m->on(h.now, r).action == A::release);
+    CHECK(h.m->commit_warning().empty());  // 2 of 2, not 2 of 3
+  }
+  SECTION("all ended: the batch is empty, with nothing to undo") {
+    Harness h;
+    h.walk_to(A::freeze_checkpoint, 3);
+    SrcNext n = h.ok(A::freeze_checkpoint, 0);
+    CHECK(n.action == A::finish);
+    CHECK(h.m->result() == SrcResult::empty);
+    CHECK(h.m->error().empty());
+  }
+}
