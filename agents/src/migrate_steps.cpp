@@ -144,12 +144,7 @@ awaitable<StepResult> Agent::src_export(SourceBatch& b, Clock::time_point export
     }
   }
   n = kept;
-  b.n = n;
-  b.sel.resize(n);
-  b.tuples.resize(n);
-  b.slots.resize(n);
-  b.encoded.resize(n);
-  b.moving.resize(n);
+  b.keep_first(n);
   b.step_ms["export"] = ms_since(te);
   if (!v.error.empty()) {
     co_return step_failed(A::export_flows, v.error);
@@ -272,15 +267,7 @@ void Agent::drop_ended_flows(SourceBatch& b, const std::vector<std::size_t>& gon
     }
     ++kept;
   }
-  b.n = kept;
-  b.sel.resize(kept);
-  b.tuples.resize(kept);
-  b.slots.resize(kept);
-  b.encoded.resize(kept);
-  b.moving.resize(kept);
-  if (b.options.size() > kept) {
-    b.options.resize(kept);
-  }
+  b.keep_first(kept);
 }
 
 awaitable<StepResult> Agent::src_ship(SourceBatch& b, Clock::time_point deadline) {

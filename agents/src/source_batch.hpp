@@ -30,6 +30,20 @@ struct SourceBatch {
   // Each native socket's options, read after the export while the flow still ran (empty: read
   // by the checkpoint inside the freeze instead).
   std::vector<std::optional<TcpSocketOptions>> options;
+
+  // keep_first: the batch is its first |k| flows (the per-flow vectors above, compacted by the
+  // caller, are cut to |k|).
+  void keep_first(std::size_t k) {
+    n = k;
+    sel.resize(k);
+    tuples.resize(k);
+    slots.resize(k);
+    encoded.resize(k);
+    moving.resize(k);
+    if (options.size() > k) {
+      options.resize(k);
+    }
+  }
   std::uint64_t bytes_carried = 0;
   std::uint64_t drained_bytes = 0;  // send-queue bytes when the drain before the freeze began
   std::string drain_stop;           // why it ended (drain.hpp)
