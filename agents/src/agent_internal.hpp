@@ -32,6 +32,7 @@
 #include <rendr/agents/message.hpp>
 #include <rendr/agents/migration.hpp>
 #include <rendr/agents/packet.hpp>
+#include <rendr/agents/reclaim.hpp>
 #include <rendr/agents/source_migration.hpp>
 #include <rendr/agents/target_migration.hpp>
 #include <rendr/common/endpoint.hpp>
@@ -197,6 +198,10 @@ struct Metrics {
   std::uint64_t us_accepted = 0;    // userstack: connections handed to a server
   std::uint64_t us_refused = 0;     // userstack: reset (no service for the port, no server)
   std::uint64_t us_finished = 0;    // userstack: bridges that ended (both FINs or a reset)
+  std::uint64_t reclaims = 0;           // frozen exports handed back by servers (reclaim.hpp)
+  std::uint64_t reclaims_returned = 0;  // thawed and returned: the move had not landed
+  std::uint64_t reclaims_released = 0;  // a peer had committed it: closed here silently
+  std::uint64_t reclaims_held = 0;      // indeterminate (a peer never answered) or lost
   double frozen_ms_sum = 0;
   double frozen_ms_last = 0;
   double frozen_ms_max = 0;
@@ -286,6 +291,14 @@ class Agent {
   awaitable<Message> handle_request(const std::shared_ptr<seqp::socket>& sock, Packet& p,
                                     std::shared_ptr<AppSession>& session);
   void on_session_message(AppSession& s, Packet& p);
+  // reclaim (reclaim_flow.cpp): a server hands back a connection an earlier run of this agent
+  // froze; run_reclaim finishes its move one way or the other (reclaim.hpp).
+  void on_reclaim(AppSession& s, Packet& p);
+  awaitable<void> run_reclaim(std::shared_ptr<AppSession> session, std::uint64_t conn_id,
+                              FourTuple t, repair::RepairSocket sock, std::vector<std::byte> state);
+  awaitable<PeerVerdict> query_tuple(const std::string& peer, const FourTuple& t);
+  // on_query_tuple answers a restarted source's QUERY by tuple (migrate_target.cpp).
+  Message on_query_tuple(const PeerConn& c, const FourTuple& t);
   void drop_session(AppSession& s);
   // conn_gone: the server of |s| no longer has connection |id|. The flow is forgotten; one a
   // batch holds is marked ended (the batch drops it), and an export it awaits completes so.
@@ -379,6 +392,8 @@ class Agent {
   std::string metrics_text();
 
   bool fault(const char* f) const { return faults_.count(f) != 0; }
+  // stall_if pauses 3 s when fault |f| is set (test hook; migrate_source.cpp).
+  awaitable<void> stall_if(const char* f);
   // remember_outcome keeps a staged migration's final state for `query` (last 1024).
   void remember_outcome(std::uint64_t mig, const char* state) { finished_.remember(mig, state); }
 
@@ -429,6 +444,8 @@ class Agent {
   std::map<std::string, std::vector<std::unique_ptr<PeerConn>>> pool_;
   std::map<std::uint64_t, std::unique_ptr<StagedMig>> staged_;
   OutcomeLog finished_{1024};  // recent mig -> final state
+  TupleLog moved_in_{4096};    // recent moves into this host by tuple (QUERY by tuple)
+  std::set<std::string> reclaiming_;  // tuples run_reclaim is on
   std::map<std::string, std::unique_ptr<asio::steady_timer>> grace_;  // tuple -> unfreeze timer
   std::map<std::string, std::deque<Orphan>> orphans_;                 // service -> fds
   Metrics metrics_;

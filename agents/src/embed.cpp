@@ -87,20 +87,27 @@ bool in_repair(int fd) {
 void Session::lose(std::string why) {
   sock_ = UniqueFd();
   if (link_ == Link::registered) {
-    AgentLost l{std::move(why), 0, 0, 0};
+    AgentLost l{std::move(why), 0, 0, 0, 0};
     // Exports in flight: a connection the agent had not frozen yet is untouched, and ours
-    // again; one it had frozen (repair mode) only it could resume: our duplicate is closed,
-    // silently since the socket is in repair mode.
-    for (auto& [id, e] : exported_) {
-      if (e.fd.valid() && !in_repair(e.fd.get())) {
-        held_[id] = e.tuple;
-        pending_.push_back(Returned{id, std::move(e.fd), std::move(e.state)});
+    // again; one it had frozen (repair mode) only an agent can resume or finish: kept for the
+    // next one (registration_answer hands it over).
+    for (auto it = exported_.begin(); it != exported_.end();) {
+      Exported& e = it->second;
+      if (e.fd.valid() && in_repair(e.fd.get())) {
+        e.frozen = true;
+        ++l.exports_frozen;
+        ++it;
+        continue;
+      }
+      if (e.fd.valid()) {
+        held_[it->first] = e.tuple;
+        pending_.push_back(Returned{it->first, std::move(e.fd), std::move(e.state)});
         ++l.exports_returned;
       } else {
         ++l.exports_lost;
       }
+      it = exported_.erase(it);
     }
-    exported_.clear();
     lost_ = std::move(l);
     attempts_ = 0;
     backoff_ms_ = kFirstRetryMs;
@@ -155,8 +162,21 @@ Result<std::optional<Session::Event>> Session::registration_answer() {
       return std::optional<Event>{};
     }
   }
+  std::size_t reclaimed = 0;
+  for (auto& [id, e] : exported_) {
+    if (!e.frozen) {
+      continue;
+    }
+    Message m(MsgType::reclaim);
+    m.add_u64(Tag::conn_id, id).add(Tag::tuple, e.tuple.to_string()).add(Tag::state, e.state);
+    if (auto s = send_packet(sock_.get(), m, e.fd.get()); !s.ok()) {
+      lose(s.error().message());
+      return std::optional<Event>{};
+    }
+    ++reclaimed;
+  }
   link_ = Link::registered;
-  return std::optional<Event>(AgentBack{held_.size(), attempts_});
+  return std::optional<Event>(AgentBack{held_.size(), attempts_, reclaimed});
 }
 
 Result<std::uint64_t> Session::track(int conn_fd) {

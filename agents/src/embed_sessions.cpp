@@ -84,6 +84,9 @@ void Agent::on_session_message(AppSession& s, Packet& p) {
       }
       return;
     }
+    case MsgType::reclaim:
+      on_reclaim(s, p);
+      return;
     default:
       log_.warn("session " + std::to_string(s.id) + ": unexpected " + to_string(m.type()));
   }

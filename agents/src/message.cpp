@@ -18,6 +18,7 @@ const char* to_string(MsgType t) {
     case MsgType::exported: return "exported";
     case MsgType::export_refused: return "export_refused";
     case MsgType::adopt_failed: return "adopt_failed";
+    case MsgType::reclaim: return "reclaim";
     case MsgType::export_request: return "export_request";
     case MsgType::export_done: return "export_done";
     case MsgType::returned: return "returned";

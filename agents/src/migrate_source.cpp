@@ -249,6 +249,14 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   co_return Message(MsgType::json).add(Tag::text, j.str());
 }
 
+awaitable<void> Agent::stall_if(const char* f) {
+  if (fault(f)) {
+    // Test hook: a 3 s pause at that step; the death tests kill the agent inside it.
+    asio::steady_timer t(io_, std::chrono::seconds(3));
+    co_await t.async_wait(as_tuple_aw);
+  }
+}
+
 awaitable<StepResult> Agent::source_step(SourceBatch& b, const SourceMigration& core,
                                          SrcNext next) {
   using A = SrcAction;
@@ -263,19 +271,17 @@ awaitable<StepResult> Agent::source_step(SourceBatch& b, const SourceMigration& 
     case A::export_flows:
       co_return co_await src_export(b, deadline);
     case A::freeze_checkpoint:
-      if (fault("stall_before_freeze")) {
-        // Test hook: the exports are in, nothing is frozen yet; a test kills the agent here.
-        asio::steady_timer t(io_, std::chrono::seconds(3));
-        co_await t.async_wait(as_tuple_aw);
-      }
+      co_await stall_if("stall_before_freeze");  // the exports are in, nothing is frozen yet
       co_return src_freeze_checkpoint(b);
     case A::ship_offer:
+      co_await stall_if("stall_before_ship");  // frozen and captured, nothing sent
       co_return co_await src_ship(b, deadline);
     case A::await_ready:
       co_return co_await src_await_ready(b, deadline);
     case A::steer:
       co_return co_await src_steer(b, deadline);
     case A::send_commit:
+      co_await stall_if("stall_before_commit");  // staged on the target, steered to it
       co_return co_await src_send_commit(b, deadline);
     case A::await_commit:
       co_return co_await src_await_commit(b, deadline);

@@ -430,6 +430,7 @@ StepResult Agent::src_release(SourceBatch& b, bool indeterminate) {
       s->conns.erase(b.sel[i]->conn_id);
     }
     flows_.erase(b.tuples[i].to_string());
+    moved_in_.forget(b.tuples[i].to_string());  // it left: a QUERY by tuple no longer finds it
   }
   ++metrics_.migrations_committed;
   if (indeterminate) {

@@ -134,6 +134,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
 void Agent::abort_staged(StagedMig& sm, const std::string& why) {
   log_.warn("migration " + std::to_string(sm.core.mig()) + " aborted here: " + why);
   for (auto& s : sm.sockets) {
+    moved_in_.remember(s->tuple().to_string(), "aborted");
     s->release();
   }
   sm.sockets.clear();
@@ -191,6 +192,7 @@ Message Agent::on_commit(const Message& m) {
   }
   for (std::size_t i = 0; i < sm.sockets.size(); ++i) {
     FourTuple t = sm.sockets[i]->tuple();
+    moved_in_.remember(t.to_string(), "committed");
     std::optional<std::uint32_t> peer_acked;
     if (i < hints.size()) {
       if (auto pa = decode_peer_ack(hints[i])) {
@@ -230,6 +232,27 @@ Message Agent::on_commit(const Message& m) {
     r.add(Tag::text, warnings);
   }
   return r;
+}
+
+Message Agent::on_query_tuple(const PeerConn& c, const FourTuple& t) {
+  const std::string key = t.to_string();
+  for (auto& [id, sm] : staged_) {
+    for (const auto& s : sm->sockets) {
+      if (s->tuple().to_string() != key) {
+        continue;
+      }
+      if (sm->core.from() != c.peer_name) {
+        return Message(MsgType::mig_state).add(Tag::text, "staged");
+      }
+      // The source that staged it restarted and reclaims the connection: the move cannot
+      // commit any more (that run is gone), so it ends here before the answer.
+      if (sm->core.on_abort() == TargetVerdict::release) {
+        abort_staged(*sm, "the source restarted and reclaims " + key);
+      }
+      return Message(MsgType::mig_state).add_u64(Tag::mig, id).add(Tag::text, "aborted");
+    }
+  }
+  return Message(MsgType::mig_state).add(Tag::text, moved_in_.state_of(key));
 }
 
 }  // namespace rendr::agents

@@ -79,6 +79,13 @@ awaitable<Message> Agent::handle_peer(PeerConn& c, const Message& m) {
       co_return on_abort(*mig, m.str_or(Tag::text, "source aborted"));
     }
     case MsgType::query: {
+      if (m.get(Tag::mig) == nullptr && m.get(Tag::tuple) != nullptr) {
+        auto t = FourTuple::parse(m.str_or(Tag::tuple, ""));
+        if (!t) {
+          co_return fail_msg(t.error().with_context("query"));
+        }
+        co_return on_query_tuple(c, *t);
+      }
       auto mig = m.u64(Tag::mig);
       if (!mig) {
         co_return fail_msg(mig.error());

@@ -68,6 +68,14 @@ std::string Agent::status_json() {
   j.kv("flows_adopted", metrics_.flows_adopted);
   j.kv("last_frozen_ms", metrics_.frozen_ms_last);
   j.end_object();
+  // Moves an earlier run of this agent froze and died on, finished by this run (reclaim.hpp).
+  j.begin_object("reclaims");
+  j.kv("started", metrics_.reclaims);
+  j.kv("in_progress", static_cast<std::uint64_t>(reclaiming_.size()));
+  j.kv("returned", metrics_.reclaims_returned);
+  j.kv("released", metrics_.reclaims_released);
+  j.kv("held", metrics_.reclaims_held);
+  j.end_object();
   if (steerer_) {
     auto c = steerer_->counters();
     auto fl = steerer_->flows();
@@ -138,6 +146,13 @@ std::string Agent::metrics_text() {
        static_cast<double>(metrics_.flows_migrated_out));
   line("rendr_flows_adopted_total", "Connections restored and adopted on this host.", "counter",
        "", static_cast<double>(metrics_.flows_adopted));
+  line("rendr_reclaims_total",
+       "Frozen connections of an earlier run of this agent finished by this run, by outcome.",
+       "counter", ",outcome=\"returned\"", static_cast<double>(metrics_.reclaims_returned));
+  o += "rendr_reclaims_total{agent=\"" + cfg_.name + "\",outcome=\"released\"} " +
+       std::to_string(metrics_.reclaims_released) + "\n";
+  o += "rendr_reclaims_total{agent=\"" + cfg_.name + "\",outcome=\"held\"} " +
+       std::to_string(metrics_.reclaims_held) + "\n";
   line("rendr_restore_failures_total", "Restores that failed here.", "counter", "",
        static_cast<double>(metrics_.restores_failed));
   line("rendr_offers_rejected_total", "Migration offers rejected here.", "counter", "",

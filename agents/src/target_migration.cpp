@@ -120,4 +120,29 @@ std::string OutcomeLog::state_of(std::uint64_t mig, const StagedMigration* live)
   return state;
 }
 
+void TupleLog::forget(const std::string& tuple) { by_tuple_.erase(tuple); }
+
+void TupleLog::remember(const std::string& tuple, const char* state) {
+  const std::uint64_t seq = ++seq_;
+  by_tuple_[tuple] = {state, seq};
+  order_.emplace_back(tuple, seq);
+  // Evict the oldest live records; entries a later remember or a forget replaced are skipped
+  // (and the queue is compacted when they dominate it).
+  while (by_tuple_.size() > cap_ || order_.size() > 2 * cap_ + 16) {
+    auto [t, sq] = std::move(order_.front());
+    order_.pop_front();
+    auto it = by_tuple_.find(t);
+    if (it != by_tuple_.end() && it->second.second == sq && by_tuple_.size() > cap_) {
+      by_tuple_.erase(it);
+    } else if (it != by_tuple_.end() && it->second.second == sq) {
+      order_.emplace_back(std::move(t), sq);  // live, and within the cap: keep it
+    }
+  }
+}
+
+std::string TupleLog::state_of(const std::string& tuple) const {
+  auto it = by_tuple_.find(tuple);
+  return it == by_tuple_.end() ? std::string("unknown") : it->second.first;
+}
+
 }  // namespace rendr::agents

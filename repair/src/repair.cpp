@@ -474,6 +474,23 @@ Result<UniqueFd> Repairer::thaw(RepairSocket&& s) {
   return std::move(s.fd_);
 }
 
+Result<RepairSocket> Repairer::adopt_frozen(UniqueFd fd) {
+  auto t = FourTuple::of_socket(fd.get());
+  if (!t) {
+    return std::move(t).take_error().with_context("adopt frozen socket: not a connected socket");
+  }
+  Ops op(sys_, fd.get());
+  auto on = op.get(IPPROTO_TCP, TCP_REPAIR, "TCP_REPAIR");
+  if (!on) {
+    return std::move(on).take_error().with_context("adopt frozen " + t->to_string());
+  }
+  if (*on == 0) {
+    return make_error(std::errc::invalid_argument,
+                      "adopt frozen " + t->to_string() + ": not in repair mode");
+  }
+  return RepairSocket(std::move(fd), *t, false);
+}
+
 void Repairer::release(RepairSocket&& s) {
   // Closing a socket in repair mode is silent: the kernel sends neither FIN nor RST.
   if (debug_on()) {

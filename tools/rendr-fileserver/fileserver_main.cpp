@@ -198,15 +198,15 @@ int main(int argc, char** argv) {
         }
         if (auto* lost = std::get_if<Session::AgentLost>(&**ev)) {
           std::printf("rendr-fileserver: agent lost (%s): serving %zu connections on "
-                      "(%zu handed back from an unfinished migration, %zu lost frozen), "
+                      "(%zu handed back from an unfinished migration, %zu frozen kept for the next agent), "
                       "registering again when an agent is back\n",
                       lost->why.c_str(), conns.size() + lost->exports_returned,
-                      lost->exports_returned, lost->exports_lost);
+                      lost->exports_returned, lost->exports_frozen);
           std::fflush(stdout);
         } else if (auto* back = std::get_if<Session::AgentBack>(&**ev)) {
           std::printf("rendr-fileserver: agent back after %u attempts: service %s registered "
-                      "again, %zu connections tracked\n",
-                      back->attempts, service.c_str(), back->conns);
+                      "again, %zu connections tracked, %zu frozen exports handed to it\n",
+                      back->attempts, service.c_str(), back->conns, back->reclaimed);
           std::fflush(stdout);
         } else if (auto* er = std::get_if<Session::ExportRequest>(&**ev)) {
           for (auto id : er->conn_ids) {

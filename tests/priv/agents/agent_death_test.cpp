@@ -164,7 +164,7 @@ TEST_CASE("a source agent killed with SIGKILL mid-migration before the freeze: t
   killer.join();
   INFO(out << err << "\nserver a log:\n" << al.log("srv-a") << "\nagent b log:\n" << al.log("b"));
   CHECK(rc != 0);
-  CHECK(wait_log(al, "srv-a", "exports returned 1, lost 0", 3000));
+  CHECK(wait_log(al, "srv-a", "exports returned 1, frozen 0, lost 0", 3000));
   {
     INFO("client error: " << c.error());
     CHECK(c.wait_down(8 << 20, 20000));
@@ -217,4 +217,70 @@ TEST_CASE("a target agent killed with SIGKILL right after COMMIT: the connection
   CHECK(st == 0);
   CHECK(json_scalar(rep, "result") == "committed");
   expect_healthy(al, c, rst0);
+}
+
+namespace {
+
+// killed_after_freeze: the source agent a dies (SIGKILL) inside the 3 s stall of |fault|,
+// after it froze the flow; the server keeps the frozen connection, hands it to the restarted
+// agent, and that agent finishes the move (reclaim): the download goes on byte for byte with no
+// RST, and the connection moves again afterwards.
+void killed_after_freeze(const std::string& fault, const std::string& b_says) {
+  AgentLabOptions o;
+  o.faults_a = {fault};
+  AgentLab al(o);
+  PatternClient c(al.lab, 8000);
+  const long long rst0 = peer_rsts(al.lab);
+  REQUIRE(c.wait_down(2 << 20, 10000));
+  const std::string flow = c.tuple().to_string();
+  REQUIRE(wait_tracked(al, "a", flow, 5000));
+
+  std::thread killer([&al] {
+    ::usleep(1000000);  // inside the stall: frozen (and, before COMMIT, staged on b)
+    al.kill_agent("a");
+  });
+  std::string out;
+  std::string err;
+  const int rc =
+      al.rendrctl("a", {"migrate", "--flow", flow, "--to", "b", "--json"}, out, &err);
+  killer.join();
+  CHECK(rc != 0);
+  CHECK(wait_log(al, "srv-a", "exports returned 0, frozen 1, lost 0", 3000));
+  al.start_agent("a");
+  INFO("agent a log:\n" << al.log("a") << "\nagent b log:\n" << al.log("b") << "\nserver a log:\n"
+                        << al.log("srv-a"));
+  CHECK(wait_log(al, "srv-a", "1 frozen exports reclaimed", 8000));
+  CHECK(wait_log(al, "a", "peer b says " + b_says, 8000));
+  CHECK(wait_log(al, "a", ": returned after 1 query round(s)", 8000));
+  {
+    INFO("client error: " << c.error());
+    CHECK(c.wait_down(8 << 20, 20000));
+    CHECK_FALSE(c.failed());
+    CHECK(peer_rsts(al.lab) == rst0);
+  }
+  std::string st;
+  REQUIRE(al.rendrctl("a", {"status", "--json"}, st) == 0);
+  CHECK(json_scalar(st, "returned") == "1");
+  // The connection is tracked by the restarted agent and moves as any other.
+  REQUIRE(wait_tracked(al, "a", flow, 5000));
+  int s = -1;
+  std::string rep = al.migrate("a", {"--flow", flow}, "b", &s);
+  INFO(rep);
+  CHECK(s == 0);
+  CHECK(json_scalar(rep, "result") == "committed");
+  expect_healthy(al, c, rst0);
+}
+
+}  // namespace
+
+TEST_CASE("a source agent killed with SIGKILL after the freeze, before the offer: the restarted "
+          "agent finds no peer has the move, thaws the connection and the server serves on",
+          "[.agents][agents][netns]") {
+  killed_after_freeze("stall_before_ship", "unknown");
+}
+
+TEST_CASE("a source agent killed with SIGKILL after STEER, before COMMIT: the restarted agent "
+          "has the target abort its staged move, steers back and thaws",
+          "[.agents][agents][netns]") {
+  killed_after_freeze("stall_before_commit", "aborted");
 }

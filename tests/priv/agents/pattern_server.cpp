@@ -165,14 +165,14 @@ int main(int argc, char** argv) {
         }
         if (auto* lost = std::get_if<Session::AgentLost>(&**ev)) {
           std::printf("pattern_server: agent lost (%s): serving %zu connections on, registering "
-                      "again when an agent is back; exports returned %zu, lost %zu\n",
+                      "again when an agent is back; exports returned %zu, frozen %zu, lost %zu\n",
                       lost->why.c_str(), conns.size(), lost->exports_returned,
-                      lost->exports_lost);
+                      lost->exports_frozen, lost->exports_lost);
           std::fflush(stdout);
         } else if (auto* back = std::get_if<Session::AgentBack>(&**ev)) {
           std::printf("pattern_server: agent back after %u attempts: service %s registered "
-                      "again, %zu connections tracked\n",
-                      back->attempts, service.c_str(), back->conns);
+                      "again, %zu connections tracked, %zu frozen exports reclaimed\n",
+                      back->attempts, service.c_str(), back->conns, back->reclaimed);
           std::fflush(stdout);
         } else if (auto* er = std::get_if<Session::ExportRequest>(&**ev)) {
           if (g_export_delay_ms > 0) {

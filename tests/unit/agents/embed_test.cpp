@@ -192,8 +192,8 @@ TEST_CASE("a Session reports a lost agent, serves on, and tracks again when one 
   CHECK(lost->conns == 1);
 }
 
-TEST_CASE("an agent lost mid-migration: exports it had not frozen come back, frozen ones close "
-          "silently",
+TEST_CASE("an agent lost mid-migration: exports it had not frozen come back, frozen ones are "
+          "kept and handed to the next agent",
           "[agents][embed]") {
   FakeAgent fa;
   const std::string& path = fa.path;
@@ -238,7 +238,8 @@ TEST_CASE("an agent lost mid-migration: exports it had not frozen come back, fro
   auto* lost = std::get_if<Session::AgentLost>(&*ev);
   REQUIRE(lost != nullptr);
   CHECK(lost->exports_returned == (froze ? 1U : 2U));
-  CHECK(lost->exports_lost == (froze ? 1U : 0U));
+  CHECK(lost->exports_frozen == (froze ? 1U : 0U));
+  CHECK(lost->exports_lost == 0U);
   ev = next_event(*s, 1000);
   REQUIRE(ev);
   auto* back = std::get_if<Session::Returned>(&*ev);
@@ -256,6 +257,55 @@ TEST_CASE("an agent lost mid-migration: exports it had not frozen come back, fro
     CHECK(::recv(peer2.get(), buf, sizeof buf, MSG_DONTWAIT) == -1);
     CHECK(errno == EAGAIN);
     CHECK_FALSE(next_event(*s, 150));  // no other event
+
+    // The next agent gets the returned one tracked and the frozen one to reclaim.
+    l = listen_unix(path);
+    for (int i = 0; i < 300 && s->fd() < 0; ++i) {
+      (void)::poll(nullptr, 0, s->timeout_ms() < 0 ? 10 : s->timeout_ms());
+      REQUIRE(s->poll_event().ok());
+    }
+    REQUIRE(s->fd() >= 0);
+    UniqueFd agent2 = answer_register(l.get(), "svc");
+    ev = next_event(*s, 1000);
+    REQUIRE(ev);
+    auto* ab = std::get_if<Session::AgentBack>(&*ev);
+    REQUIRE(ab != nullptr);
+    CHECK(ab->conns == 1);
+    CHECK(ab->reclaimed == 1);
+    auto tr = recv_packet(agent2.get());
+    REQUIRE(tr.ok());
+    CHECK(tr->msg.type() == MsgType::track);
+    CHECK(tr->msg.u64(Tag::conn_id).value() == *id1);
+    auto rc = recv_packet(agent2.get());
+    REQUIRE(rc.ok());
+    REQUIRE(rc->msg.type() == MsgType::reclaim);
+    CHECK(rc->msg.u64(Tag::conn_id).value() == *id2);
+    auto t2 = FourTuple::of_socket(peer2.get());  // the peer's view: reversed
+    REQUIRE(t2.ok());
+    auto tr2 = FourTuple::parse(rc->msg.str_or(Tag::tuple, ""));
+    REQUIRE(tr2.ok());
+    CHECK(tr2->local == t2->remote);
+    CHECK(tr2->remote == t2->local);
+    REQUIRE(rc->fd.valid());
+    int rep = 0;
+    socklen_t rl = sizeof rep;
+    REQUIRE(::getsockopt(rc->fd.get(), IPPROTO_TCP, 19, &rep, &rl) == 0);
+    CHECK(rep == 1);  // still frozen: only the agent decides
+
+    // That agent finds the move never landed elsewhere: it thaws and returns the connection.
+    int off = 0;
+    REQUIRE(::setsockopt(rc->fd.get(), IPPROTO_TCP, 19, &off, sizeof off) == 0);
+    Message rt(MsgType::returned);
+    rt.add_u64(Tag::conn_id, *id2).add(Tag::state, rc->msg.str_or(Tag::state, ""));
+    REQUIRE(send_packet(agent2.get(), rt, rc->fd.get()).ok());
+    rc->fd = UniqueFd();
+    ev = next_event(*s, 1000);
+    REQUIRE(ev);
+    auto* ret = std::get_if<Session::Returned>(&*ev);
+    REQUIRE(ret != nullptr);
+    CHECK(ret->conn_id == *id2);
+    REQUIRE(::send(ret->fd.get(), "ok", 2, MSG_NOSIGNAL) == 2);
+    CHECK(::recv(peer2.get(), buf, sizeof buf, 0) == 2);
   } else {
     WARN("no CAP_NET_ADMIN: the frozen case was not tried");
   }

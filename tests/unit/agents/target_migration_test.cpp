@@ -155,3 +155,31 @@ TEST_CASE("target core: an offer is decoded whole, then restored, then staged",
     CHECK(in.start().action == I::stage);
   }
 }
+
+TEST_CASE("TupleLog: the last outcome per connection, forgotten when it leaves, bounded",
+          "[agents][target]") {
+  TupleLog log(3);
+  CHECK(log.state_of("a") == "unknown");
+  log.remember("a", "aborted");
+  log.remember("a", "committed");  // moved in again: the later outcome wins
+  CHECK(log.state_of("a") == "committed");
+  CHECK(log.size() == 1);
+  log.forget("a");
+  CHECK(log.state_of("a") == "unknown");
+  log.remember("b", "committed");
+  log.remember("c", "committed");
+  log.remember("d", "aborted");
+  log.remember("e", "committed");  // over the cap: the oldest (b) goes
+  CHECK(log.size() == 3);
+  CHECK(log.state_of("b") == "unknown");
+  CHECK(log.state_of("c") == "committed");
+  CHECK(log.state_of("e") == "committed");
+  // Many rewrites of one tuple keep the bookkeeping bounded and the others intact.
+  for (int i = 0; i < 1000; ++i) {
+    log.remember("c", i % 2 == 0 ? "aborted" : "committed");
+  }
+  CHECK(log.size() == 3);
+  CHECK(log.state_of("c") == "committed");
+  CHECK(log.state_of("d") == "aborted");
+  CHECK(log.state_of("e") == "committed");
+}

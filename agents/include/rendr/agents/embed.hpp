@@ -25,14 +25,16 @@
 // duplicate of every exported descriptor until the export is done or returned: if the agent
 // goes away before it froze a connection (it is not in repair mode), the session hands the
 // connection back at once (a Returned event after AgentLost), and the server serves on. A
-// connection the agent had already frozen for the move cannot be resumed without it: it is
-// closed silently and counted in AgentLost::exports_lost. The session reports the loss
+// connection the agent had already frozen for the move (repair mode) only an agent can resume
+// or finish: the session keeps it (AgentLost::exports_frozen) and hands it to the next agent
+// that answers, which asks its peers where the move got to and answers ExportDone (it lives on
+// another host) or Returned (thawed: serve it on). The session reports the loss
 // once (AgentLost), fd() is -1 from then on, and each poll_event() called once timeout_ms() has
 // elapsed makes one registration attempt at the same path: a connect() and a register message,
 // whose answer arrives on fd() like any event. Attempts back off from 100 ms to every 2 s and go
 // on until an agent answers; then the session tracks again, under the same ids, every connection
-// it knows the server still holds (tracked or adopted, not exported, not untracked) and reports
-// AgentBack. track/untrack while the agent is away only update that list. No thread, no timer:
+// it knows the server still holds (tracked or adopted, not exported, not untracked), hands it
+// the frozen exports, and reports AgentBack. track/untrack while the agent is away only update that list. No thread, no timer:
 // nothing happens between the embedder's calls. Not thread-safe; the socket is non-blocking.
 #pragma once
 
@@ -79,19 +81,22 @@ class Session {
   // The agent went away (|why|: e.g. "control socket closed by the other side"). Keep serving
   // every connection; |conns| is how many the session will track again once an agent is back.
   // Connections exported and not yet done or returned: those the agent had not frozen follow
-  // as Returned events (|exports_returned|); those it had frozen are closed silently
-  // (|exports_lost|).
+  // as Returned events (|exports_returned|); those it had frozen are kept for the next agent
+  // (|exports_frozen|); |exports_lost| counts exports whose duplicate was missing.
   struct AgentLost {
     std::string why;
     std::size_t conns = 0;
     std::size_t exports_returned = 0;
     std::size_t exports_lost = 0;
+    std::size_t exports_frozen = 0;
   };
   // Registered again with the agent at the same path after |attempts| attempts; |conns|
-  // connections were tracked again under their ids.
+  // connections were tracked again under their ids, and |reclaimed| frozen exports handed to
+  // it (each answered later by ExportDone or Returned).
   struct AgentBack {
     std::size_t conns = 0;
     unsigned attempts = 0;
+    std::size_t reclaimed = 0;
   };
   using Event = std::variant<ExportRequest, Adopt, ExportDone, Returned, AgentLost, AgentBack>;
 
@@ -149,8 +154,9 @@ class Session {
   // by export_conn until ExportDone or Returned.
   struct Exported {
     FourTuple tuple;
-    UniqueFd fd;  // our duplicate: the connection survives the agent until it is frozen
+    UniqueFd fd;  // our duplicate: the connection survives the agent
     std::vector<std::byte> state;
+    bool frozen = false;  // the agent that froze it went away: reclaimed by the next one
   };
   std::map<std::uint64_t, FourTuple> held_;
   std::map<std::uint64_t, Exported> exported_;

@@ -34,6 +34,9 @@ enum class MsgType : std::uint16_t {
   exported = 0x0108,          // embedder -> agent: tag conn_id, state; fd attached
   export_refused = 0x0109,    // embedder -> agent: tag conn_id, text
   adopt_failed = 0x010A,      // embedder -> agent: tag conn_id, text (adoption refused)
+  reclaim = 0x010B,  // embedder -> agent: tag conn_id, tuple, state; fd attached: an export a
+                     // previous agent froze and died on (reclaim.hpp); answered later by
+                     // export_done (it lives elsewhere) or returned
   // agent -> embedder
   export_request = 0x0201,  // tag mig, conn_id*
   export_done = 0x0202,     // tag conn_id, ok (1 committed / 0 returned)
@@ -55,7 +58,8 @@ enum class MsgType : std::uint16_t {
   committed = 0x0407,  // tag mig, [tag adopted]
   abort = 0x0408,      // tag mig, [tag text]
   aborted = 0x0409,    // tag mig
-  query = 0x040A,      // tag mig
+  query = 0x040A,      // tag mig, or tag tuple (a restarted source reclaiming a frozen
+                       // connection: a move of it staged here from the asker aborts first)
   mig_state = 0x040B,  // tag mig, text (unknown | staged | committed | aborted)
   peer_fail = 0x040C,  // tag mig, text
   steer_check = 0x040D,  // tag mig, backend, tuple*: could the gateway steer these? (no change)

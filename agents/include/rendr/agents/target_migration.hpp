@@ -10,7 +10,8 @@
 //   committed / aborted: COMMIT refused ("not staged here (<state>)"), ABORT answered, no-op
 //
 // OutcomeLog keeps the final state of recent migrations for the source's QUERY after a lost
-// COMMIT answer (a migration never seen answers "unknown").
+// COMMIT answer (a migration never seen answers "unknown"); TupleLog the same by connection,
+// for a restarted source that reclaims a connection it had frozen (reclaim.hpp).
 #pragma once
 
 #include <chrono>
@@ -19,6 +20,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 namespace rendr::agents {
@@ -125,6 +127,26 @@ class OutcomeLog {
  private:
   std::size_t cap_;
   std::deque<std::pair<std::uint64_t, std::string>> log_;
+};
+
+// TupleLog: the final state of recent moves into this host by connection (four-tuple text),
+// for a restarted source's QUERY by tuple (reclaim.hpp): it knows the connection, not the
+// migration. A later outcome for the same tuple replaces the earlier one; forget() drops it
+// when the connection leaves this host again. Bounded: the oldest records go first.
+class TupleLog {
+ public:
+  explicit TupleLog(std::size_t cap = 4096) : cap_(cap) {}
+  void remember(const std::string& tuple, const char* state);
+  void forget(const std::string& tuple);
+  // state_of: "committed" | "aborted" | "unknown" (never seen, forgotten, or evicted).
+  [[nodiscard]] std::string state_of(const std::string& tuple) const;
+  [[nodiscard]] std::size_t size() const { return by_tuple_.size(); }
+
+ private:
+  std::size_t cap_;
+  std::uint64_t seq_ = 0;
+  std::unordered_map<std::string, std::pair<std::string, std::uint64_t>> by_tuple_;  // state, seq
+  std::deque<std::pair<std::string, std::uint64_t>> order_;  // oldest first; stale seqs skipped
 };
 
 }  // namespace rendr::agents

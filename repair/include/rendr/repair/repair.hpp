@@ -235,6 +235,13 @@ class Repairer {
   // release closes a frozen socket silently: no FIN, no RST leave this host.
   void release(RepairSocket&& s);
 
+  // adopt_frozen takes |fd|, a connected TCP socket another process (or an earlier run of this
+  // one) left in repair mode, so it can be thawed or released: a restarted agent reclaiming a
+  // move its previous run froze. Errors: not a connected TCP socket, not in repair mode
+  // (EINVAL: nothing to thaw, use the fd as it is). SO_REUSEADDR is not known for such a socket
+  // and is not set again at thaw.
+  [[nodiscard]] Result<RepairSocket> adopt_frozen(UniqueFd fd);
+
  private:
   [[nodiscard]] Result<UniqueFd> stage(const TcpSnapshot& snap, const RestoreOptions& opts,
                                        StageState& st);
