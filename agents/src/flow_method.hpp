@@ -64,8 +64,13 @@ class StagedFlow {
   // what reached this host while staged are fed to it; returns the fd for the server.
   [[nodiscard]] virtual Result<UniqueFd> activate(std::optional<repair::PeerAck> peer_ack,
                                                   Packets replay) = 0;
-  // release (abort, expiry): drop it silently.
+  // release (an offer rejected): drop it silently and lift its freeze here.
   virtual void release() = 0;
+  // release_staged (abort or expiry of a staged move): drop it silently; its freeze here stays
+  // for the agent's freeze grace, since the gateway may already send the peer here (the source
+  // died after STEER and steers back only once restarted): a packet that found no connection
+  // would be answered with a RST.
+  virtual void release_staged() = 0;
 };
 
 }  // namespace rendr::agents

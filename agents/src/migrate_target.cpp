@@ -135,7 +135,7 @@ void Agent::abort_staged(StagedMig& sm, const std::string& why) {
   log_.warn("migration " + std::to_string(sm.core.mig()) + " aborted here: " + why);
   for (auto& s : sm.sockets) {
     moved_in_.remember(s->tuple().to_string(), "aborted");
-    s->release();
+    s->release_staged();
   }
   sm.sockets.clear();
   remember_outcome(sm.core.mig(), "aborted");

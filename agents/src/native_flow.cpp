@@ -89,9 +89,13 @@ class NativeStagedFlow final : public StagedFlow {
   void release() override {
     a_.repairer_.release(std::move(s_));
     if (frozen_here_ && a_.freezer_) {
-      // The freeze stays for the freeze grace: when the source died after STEER, the gateway
-      // still sends the peer here until the restarted source steers it back (reclaim), and a
-      // packet that found no socket would be answered with a RST.
+      (void)a_.freezer_->unfreeze(t_);
+      frozen_here_ = false;
+    }
+  }
+  void release_staged() override {
+    a_.repairer_.release(std::move(s_));
+    if (frozen_here_ && a_.freezer_) {
       a_.schedule_unfreeze(t_);
       frozen_here_ = false;
     }

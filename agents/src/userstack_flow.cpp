@@ -185,6 +185,15 @@ class UsStagedFlow final : public StagedFlow {
     conn_.reset();
     (void)a_.stack_->take_held(snap_.tuple);
   }
+  void release_staged() override {
+    if (!conn_ || !a_.stack_) {
+      return;
+    }
+    (void)a_.stack_->snapshot(*conn_);
+    conn_.reset();
+    // Still frozen: what the gateway sends here meanwhile is held, then dropped at the grace.
+    a_.us_schedule_unfreeze(snap_.tuple);
+  }
 
  private:
   Agent& a_;
