@@ -252,6 +252,11 @@ Message Agent::on_query_tuple(const PeerConn& c, const FourTuple& t) {
       return Message(MsgType::mig_state).add_u64(Tag::mig, id).add(Tag::text, "aborted");
     }
   }
+  // A connection a server here tracks lives here, whatever this run remembers: after a
+  // restart of this agent too (its servers track their connections again on their own).
+  if (auto f = flows_.find(key); f != flows_.end() && !f->second.ended) {
+    return Message(MsgType::mig_state).add(Tag::text, "committed");
+  }
   return Message(MsgType::mig_state).add(Tag::text, moved_in_.state_of(key));
 }
 

@@ -44,12 +44,16 @@ void Agent::on_reclaim(AppSession& s, Packet& p) {
                                          tcp_repair_error_ + "; the server keeps it frozen)"));
     return;
   }
+  auto sit = sessions_.find(s.id);
+  if (sit == sessions_.end()) {
+    return;
+  }
   reclaiming_.insert(key);
   ++metrics_.reclaims;
   log_.info("reclaim " + key + " (conn " + std::to_string(*id) +
             "): frozen by an earlier run of this agent; asking the peers where its move got to");
   asio::co_spawn(io_,
-                 run_reclaim(sessions_[s.id], *id, *t, std::move(*frozen), std::move(state)),
+                 run_reclaim(sit->second, *id, *t, std::move(*frozen), std::move(state)),
                  asio::detached);
 }
 

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Stock clients through native migrations: wget, curl, aria2c and python3 download a file from
-// rendr-fileserver behind the gateway lab's VIP while the agents move their connection between
-// the hosts; ab and wrk hammer it with short connections while every flow of the service is
-// moved back and forth in batches. Each must see every byte (SHA-256) and no failed request.
-// The lab is tools/lab's AgentStack (the demo's and the benches' lab).
+// Stock clients through native migrations: wget, curl, aria2c, python3 and socat download a
+// file from rendr-fileserver behind the gateway lab's VIP while the agents move their
+// connection between the hosts; ab and wrk hammer it with short connections while every flow of
+// the service is moved back and forth in batches. Each must see every byte (SHA-256) and no
+// failed request. The lab is tools/lab's AgentStack (the demo's and the benches' lab).
 #include "lab/agent_stack.hpp"
 #include "lab/gateway_lab.hpp"
 #include "lab/lab_util.hpp"
@@ -114,6 +114,15 @@ TEST_CASE("stock downloaders see every byte across native migrations",
                   "r=u.urlopen('" + url + "')\nf=open('" + out + "','wb')\n"
                   "while True:\n b=r.read(1<<20)\n if not b: break\n f.write(b)\n"
                   " time.sleep(0.02)\""},
+      // socat sends the request and half-closes (stdin ends): the server's socket is in
+      // CLOSE_WAIT while it moves; python reads slowly behind the pipe and drops the header.
+      {"socat", "printf 'GET /big HTTP/1.0\\r\\n\\r\\n' | socat -t 60 - TCP:" +
+                    std::string(lab::GatewayLab::kVip4) + ":8080 | python3 -c \"import sys,time\n"
+                    "b=sys.stdin.buffer\nh=b''\n"
+                    "while not h.endswith(b'\\r\\n\\r\\n'):\n c=b.read(1)\n if not c: break\n h+=c\n"
+                    "f=open('" + out + "','wb')\n"
+                    "while True:\n d=b.read(1<<20)\n if not d: break\n f.write(d)\n"
+                    " time.sleep(0.02)\""},
   };
   for (const auto& [name, cmd] : clients) {
     INFO(name);
