@@ -199,7 +199,8 @@ Result<AgentConfig> parse_agent_args(int argc, char** argv, bool& help) {
                                     "drop_commit_reply", "cut_during_ship",
                                     "tamper_snapshot", "truncate_snapshot", "refuse_steer",
                                     "fail_second_restore", "stall_before_freeze",
-                                    "stall_before_ship", "stall_before_commit"};
+                                    "stall_before_ship", "stall_before_commit",
+                                    "stall_before_release"};
       bool ok = false;
       for (const char* k : known) {
         ok = ok || sv == k;

@@ -292,6 +292,7 @@ awaitable<StepResult> Agent::source_step(SourceBatch& b, const SourceMigration& 
     case A::backoff:
       co_return co_await src_backoff(deadline);
     case A::release:
+      co_await stall_if("stall_before_release");  // committed on the target, not released here
       co_return src_release(b, core.indeterminate());
     case A::undo_steer_back:
       co_return co_await src_undo_steer_back(b, deadline);

@@ -223,9 +223,11 @@ namespace {
 
 // killed_after_freeze: the source agent a dies (SIGKILL) inside the 3 s stall of |fault|,
 // after it froze the flow; the server keeps the frozen connection, hands it to the restarted
-// agent, and that agent finishes the move (reclaim): the download goes on byte for byte with no
-// RST, and the connection moves again afterwards.
+// agent, and that agent finishes the move (reclaim): thawed and returned, or released when b
+// says it committed. The download goes on byte for byte with no RST, and the connection moves
+// again afterwards from where it lives.
 void killed_after_freeze(const std::string& fault, const std::string& b_says) {
+  const bool on_b = b_says == "committed";
   AgentLabOptions o;
   o.faults_a = {fault};
   AgentLab al(o);
@@ -251,7 +253,9 @@ void killed_after_freeze(const std::string& fault, const std::string& b_says) {
                         << al.log("srv-a"));
   CHECK(wait_log(al, "srv-a", "1 frozen exports reclaimed", 8000));
   CHECK(wait_log(al, "a", "peer b says " + b_says, 8000));
-  CHECK(wait_log(al, "a", ": returned after 1 query round(s)", 8000));
+  CHECK(wait_log(al, "a", on_b ? ": released after 1 query round(s)"
+                                : ": returned after 1 query round(s)",
+                 8000));
   {
     INFO("client error: " << c.error());
     CHECK(c.wait_down(8 << 20, 20000));
@@ -260,11 +264,12 @@ void killed_after_freeze(const std::string& fault, const std::string& b_says) {
   }
   std::string st;
   REQUIRE(al.rendrctl("a", {"status", "--json"}, st) == 0);
-  CHECK(json_scalar(st, "returned") == "1");
-  // The connection is tracked by the restarted agent and moves as any other.
-  REQUIRE(wait_tracked(al, "a", flow, 5000));
+  CHECK(json_scalar(st, on_b ? "released" : "returned") == "1");
+  // The connection is tracked where it lives and moves as any other.
+  const std::string here = on_b ? "b" : "a";
+  REQUIRE(wait_tracked(al, here, flow, 5000));
   int s = -1;
-  std::string rep = al.migrate("a", {"--flow", flow}, "b", &s);
+  std::string rep = al.migrate(here, {"--flow", flow}, on_b ? "a" : "b", &s);
   INFO(rep);
   CHECK(s == 0);
   CHECK(json_scalar(rep, "result") == "committed");
@@ -283,4 +288,10 @@ TEST_CASE("a source agent killed with SIGKILL after STEER, before COMMIT: the re
           "has the target abort its staged move, steers back and thaws",
           "[.agents][agents][netns]") {
   killed_after_freeze("stall_before_commit", "aborted");
+}
+
+TEST_CASE("a source agent killed with SIGKILL after COMMIT, before it released its copy: the "
+          "restarted agent learns the target committed and closes the frozen copy silently",
+          "[.agents][agents][netns]") {
+  killed_after_freeze("stall_before_release", "committed");
 }
