@@ -11,7 +11,8 @@
 //   slowloris --slowloris handshakes that never finish against agent a, three rounds; a's RSS
 //             afterwards and whether a configured peer still gets a channel;
 //   faults    a download through the VIP while the source agent is stopped for 8 s in the
-//             middle of a migration, and while the serving host's agent is killed: every byte
+//             middle of a migration, while the serving host's agent is killed, and while the
+//             source agent is killed after it froze the flow and started again: every byte
 //             must arrive.
 // The last stdout line (with --json) is one JSON object.
 #include "bench/cli.hpp"
@@ -573,8 +574,23 @@ int run_hostile(std::span<char* const> args) {
     start_fileservers(stack, stack.dir());
     // (a) the source agent stopped for 8 s right after a migration was asked.
     // (b) the serving host's agent killed while the download runs.
-    for (int fault = 0; fault < 2; ++fault) {
+    // (c) the source agent killed after it froze the flow (staged on b, steered there) and
+    //     started again at once: it reclaims the frozen connection from its server.
+    static const char* const kFaultNames[] = {"source agent stopped 8 s mid-migration",
+                                              "serving agent killed",
+                                              "source agent killed after the freeze, restarted"};
+    for (int fault = 0; fault < 3; ++fault) {
       ++faults_tried;
+      if (fault == 2) {
+        // (b) left a without an agent: start it again with a pause before COMMIT, and wait
+        // until its file server is registered again.
+        stack.stop("a", SIGKILL);
+        if (auto st = stack.start_agent("a", {"--fault", "stall_before_commit"}); !st) {
+          failures += "restart agent a: " + st.error().message() + "; ";
+          continue;
+        }
+        (void)stack.wait_log("fs-a", "agent back", 10000);
+      }
       auto fd = request_file(lab, "bulk");
       if (!fd) {
         failures += "fault download: " + fd.error().message() + "; ";
@@ -592,17 +608,30 @@ int run_hostile(std::span<char* const> args) {
           std::this_thread::sleep_for(std::chrono::seconds(8));
           ::kill(a, SIGCONT);
           mig.join();
-        } else {
+        } else if (fault == 1) {
           ::kill(a, SIGKILL);  // host a serves the flow (the default backend)
+        } else {
+          std::thread mig([&] { (void)stack.migrate("a", {tuple}, "b"); });
+          std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // inside the pause
+          stack.stop("a", SIGKILL);
+          (void)stack.start_agent("a");
+          mig.join();
         }
       });
+      if (fault == 2) {
+        // Read nothing until the flow is frozen: a short download (the smoke's) would be over
+        // before the migration, and the fault would try nothing. The server's queues fill.
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      }
       const Download d = read_body(fd->get(), size);
       act.join();
       const bool ok = d.got == size && d.bad == 0;
       lost += ok ? 0 : 1;
-      std::fprintf(stderr, "fault %s: %llu of %llu bytes, %llu wrong%s%s\n",
-                   fault == 0 ? "source agent stopped 8 s mid-migration"
-                              : "serving agent killed",
+      if (fault == 2 && !stack.wait_log("a", " query round(s)", 5000)) {
+        // The fault must have hit a frozen flow, or it tried nothing.
+        failures += "fault (c): the restarted agent a reclaimed nothing; ";
+      }
+      std::fprintf(stderr, "fault %s: %llu of %llu bytes, %llu wrong%s%s\n", kFaultNames[fault],
                    static_cast<unsigned long long>(d.got), static_cast<unsigned long long>(size),
                    static_cast<unsigned long long>(d.bad), d.error.empty() ? "" : ": ",
                    d.error.c_str());

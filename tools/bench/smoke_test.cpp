@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     // Correctness even in a smoke run: no action of a stranger carried out, no connection
     // lost to an agent fault, the legitimate client served after the flood.
     spec.exact = {"\"unauthorized_actions_accepted\":0", "\"connections_lost\":0",
-                  "\"faults_tried\":2", "\"legit_dial_ok_after_flood\":1",
+                  "\"faults_tried\":3", "\"legit_dial_ok_after_flood\":1",
                   "\"agent_crashes\":0", "\"hostile_hellos\":600"};
   } else if (which == "userstack") {
     spec.args = "userstack --json --quiet --mib 8 --restore-iters 50";
