@@ -140,6 +140,23 @@ TEST_CASE("unprivileged userstack agents serve curl and move its download with n
     CHECK(cap_field(*st, "tcp_repair", "reason") == "EPERM");
     CHECK(cap_field(*st, "ebpf_sched_cls", "reason") == "EPERM");
     CHECK(cap_field(*st, "userstack", "ok") == "true");
+    // The control socket serves root (above) and the agent's own user; another user is
+    // refused by SO_PEERCRED even when it gets past the file mode (CAP_DAC_OVERRIDE here).
+    const std::string status = std::string(RENDRCTL_BIN) + " status --agent " + stack.sock(h);
+    const std::string own = sh_out(lab.ns(h), kSetpriv + status + " 2>&1");
+    INFO(own);
+    CHECK(exit_of(own) == 0);
+    CHECK(own.find("userstack") != std::string::npos);
+    const std::string other =
+        sh_out(lab.ns(h), "setpriv --reuid 4343 --regid 4343 --clear-groups "
+                          "--inh-caps=+dac_override --ambient-caps=+dac_override " + status +
+                              " 2>&1");
+    INFO(other);
+    // (The agent's "root-only" fail reply is usually lost: it closes the socket with the
+    // request unread, and the client sees ECONNRESET.)
+    CHECK(exit_of(other) != 0);
+    CHECK(other.find("control socket") != std::string::npos);
+    CHECK(other.find("\"method\"") == std::string::npos);
   }
 
   // rendr-fileserver (an unmodified embed server) on each host, on loopback: every VIP
