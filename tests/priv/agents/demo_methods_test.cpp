@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-demo (the README's main job) in its userstack and mixed modes, small: stock curl
-// downloads 64 MiB through 3 migrations; the demo's exit code, its report and its JSON line
+// downloads 128 MiB through 3 migrations; the demo's exit code, its report and its JSON line
 // say whether every byte arrived (SHA-256), no RST reached curl, every migration committed and
 // the userstack host agents ran with no capability. Its own lab prefix: never the user's demo.
 #include "support/netns.hpp"
@@ -38,8 +38,8 @@ DemoRun run_demo(const std::string& method) {
   if (pid == 0) {
     ::dup2(fo, 1);
     ::dup2(fe, 2);
-    ::execl(RENDR_DEMO_BIN, RENDR_DEMO_BIN, "--method", method.c_str(), "--size-mib", "64",
-            "--rate-mib", "24", "--json", "--lab-prefix", prefix.c_str(),
+    ::execl(RENDR_DEMO_BIN, RENDR_DEMO_BIN, "--method", method.c_str(), "--size-mib", "128",
+            "--rate-mib", "48", "--json", "--lab-prefix", prefix.c_str(),
             static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -67,7 +67,7 @@ void check_report(const DemoRun& r, const std::vector<std::string>& userstack_ho
   CHECK(json_scalar(j, "ok") == "true");
   CHECK(json_scalar(j, "peer_rsts") == "0");
   CHECK(json_scalar(j, "curl_exit") == "0");
-  CHECK(json_scalar(j, "received_bytes") == std::to_string(64ULL << 20));
+  CHECK(json_scalar(j, "received_bytes") == std::to_string(128ULL << 20));
   CHECK(json_scalar(j, "sha256_received") == json_scalar(j, "sha256_source"));
   CHECK(json_scalar(j, "sha256_source").size() == 64);
   for (const std::string h : {"a", "b"}) {
