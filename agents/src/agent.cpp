@@ -57,6 +57,9 @@ Status Agent::init() {
 
   ProbeOptions po;
   po.tun_device = cfg_.tun;
+  if (!cfg_.tun_clone.empty()) {
+    po.tun_clone = cfg_.tun_clone;
+  }
   probed_ = probe_capabilities(po);
   auto rp = repair::probe_tcp_repair();
   tcp_repair_ok_ = rp.ok();
@@ -68,7 +71,8 @@ Status Agent::init() {
   RENDR_TRY(init_method());
   RENDR_TRY(init_steering());
 
-  // Control socket: root-only (mode 0600, and SO_PEERCRED checked per connection).
+  // Control socket: root and the agent's own user only (mode 0600, and SO_PEERCRED checked per
+  // connection).
   std::string dir = cfg_.control_socket.substr(0, cfg_.control_socket.rfind('/'));
   if (!dir.empty()) {
     ::mkdir(dir.c_str(), 0755);

@@ -264,7 +264,9 @@ class Agent {
   Result<std::unique_ptr<StagedFlow>> native_staged_flow(TcpSnapshot snap,
                                                          const repair::RestoreOptions& ro);
   std::unique_ptr<SourceFlow> us_source_flow(const FourTuple& t, int fd);
-  Result<std::unique_ptr<StagedFlow>> us_staged_flow(TcpSnapshot snap, const std::string& service);
+  // |peer_ack|: what the peer acknowledged during the source's freeze (the OFFER's hint).
+  Result<std::unique_ptr<StagedFlow>> us_staged_flow(TcpSnapshot snap, const std::string& service,
+                                                     std::optional<repair::PeerAck> peer_ack);
   // us_schedule_unfreeze lifts a moved flow's freeze in the Stack after the freeze grace.
   void us_schedule_unfreeze(const FourTuple& t);
   // init_method picks the migration method (method.cpp): native, userstack (starts the Stack),

@@ -15,6 +15,8 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 namespace rendr::agents {
 
@@ -28,12 +30,19 @@ void on_scratch_thread(F&& f) {
   t.join();
 }
 
+// errno_name: "EPERM" for EPERM; "E<n>" when glibc has no name.
+std::string errno_name(int err) {
+  const char* n = ::strerrorname_np(err);
+  return n != nullptr ? n : "E" + std::to_string(err);
+}
+
 Capability probe_netns() {
-  Capability c{"netns", false, ""};
+  Capability c{"netns", false, "", ""};
   on_scratch_thread([&] {
     if (::unshare(CLONE_NEWNET) == 0) {
       c.ok = true;
     } else {
+      c.reason = errno_name(errno);
       c.detail = std::string("creating a network namespace was refused (") +
                  std::strerror(errno) + "): it needs CAP_SYS_ADMIN";
     }
@@ -41,12 +50,21 @@ Capability probe_netns() {
   return c;
 }
 
-// attach_tun opens /dev/net/tun and attaches (TUNSETIFF) to |name|, creating it when it does
-// not exist and the caller may; the device goes away with the fd unless it is persistent.
-std::string attach_tun(const std::string& name) {
-  const int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+// attach_tun opens the clone node |clone| and attaches (TUNSETIFF) to |name|, creating it when
+// it does not exist and the caller may; the device goes away with the fd unless it is
+// persistent. Returns {reason, detail}, both empty on success.
+std::pair<std::string, std::string> attach_tun(const std::string& clone, const std::string& name,
+                                               bool scratch) {
+  const int fd = ::open(clone.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
-    return std::string("/dev/net/tun: ") + std::strerror(errno);
+    const int err = errno;
+    if (err == ENOENT || err == ENODEV || err == ENXIO) {
+      return {"no_tun", clone + ": " + std::strerror(err) + " (no TUN driver or clone node)"};
+    }
+    return {err == EACCES || err == EPERM ? "node_denied" : errno_name(err),
+            clone + ": " + std::strerror(err) +
+                " (the clone node must be openable by this user: mode 0666, as udev makes it, "
+                "or --tun-clone PATH)"};
   }
   ifreq ifr{};
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
@@ -56,35 +74,44 @@ std::string attach_tun(const std::string& name) {
   ::close(fd);
   if (rc != 0) {
     if (err == EBUSY) {
-      return "TUN device " + name + " is attached by another process";
+      return {"busy", "TUN device " + name + " is attached by another process"};
+    }
+    if (err == EPERM && scratch) {
+      return {"cannot_create", "creating a TUN device was refused: it needs CAP_NET_ADMIN "
+                               "(or name a device provisioned for this user)"};
     }
     if (err == EPERM) {
-      return "attaching TUN device " + name +
-             " was refused: it needs CAP_NET_ADMIN, or a device provisioned for this user "
-             "(ip tuntap add dev " + name + " mode tun user <uid>)";
+      return {"not_owner",
+              "attaching TUN device " + name +
+                  " was refused: it needs CAP_NET_ADMIN, or a device provisioned for this user "
+                  "(ip tuntap add dev " + name + " mode tun user <uid>)"};
     }
-    return "attaching TUN device " + name + ": " + std::strerror(err);
+    return {errno_name(err), "attaching TUN device " + name + ": " + std::strerror(err)};
   }
   return {};
 }
 
 Capability probe_tun(const ProbeOptions& o) {
-  Capability c{"tun", false, ""};
+  Capability c{"tun", false, "", ""};
   if (!o.tun_device.empty()) {
     // Only an existing device: attaching to a missing name would create one.
-    c.detail = ::if_nametoindex(o.tun_device.c_str()) == 0
-                   ? "TUN device " + o.tun_device +
-                         " does not exist (provision it: ip tuntap add dev " + o.tun_device +
-                         " mode tun user <uid>)"
-                   : attach_tun(o.tun_device);
+    if (::if_nametoindex(o.tun_device.c_str()) == 0) {
+      c.reason = "no_device";
+      c.detail = "TUN device " + o.tun_device +
+                 " does not exist (provision it: ip tuntap add dev " + o.tun_device +
+                 " mode tun user <uid>)";
+    } else {
+      std::tie(c.reason, c.detail) = attach_tun(o.tun_clone, o.tun_device, false);
+    }
   } else {
     // No device configured: create a scratch one where it harms nobody.
     on_scratch_thread([&] {
       if (::unshare(CLONE_NEWNET) != 0) {
+        c.reason = "cannot_create";
         c.detail = "no TUN device configured, and no private network namespace to try one in";
         return;
       }
-      c.detail = attach_tun("rendrprobe0");
+      std::tie(c.reason, c.detail) = attach_tun(o.tun_clone, "rendrprobe0", true);
     });
   }
   c.ok = c.detail.empty();
@@ -92,7 +119,14 @@ Capability probe_tun(const ProbeOptions& o) {
 }
 
 Capability from(const char* name, const Status& st) {
-  return {name, st.ok(), st.ok() ? "" : st.error().message()};
+  if (st.ok()) {
+    return {name, true, "", ""};
+  }
+  const auto& code = st.error().code;
+  const bool is_errno =
+      code.category() == std::generic_category() || code.category() == std::system_category();
+  return {name, false, st.error().message(),
+          is_errno ? errno_name(code.value()) : code.message()};
 }
 
 }  // namespace
@@ -104,6 +138,15 @@ bool CapabilityReport::ok(std::string_view name) const {
     }
   }
   return false;
+}
+
+std::string CapabilityReport::reason_of(std::string_view name) const {
+  for (const auto& c : caps) {
+    if (c.name == name) {
+      return c.reason;
+    }
+  }
+  return "not_probed";
 }
 
 std::string CapabilityReport::detail(std::string_view name) const {
@@ -123,7 +166,7 @@ CapabilityReport probe_capabilities(const ProbeOptions& options) {
     for (const auto& n : options.only) {
       wanted = wanted || n == name;
     }
-    r.caps.push_back(wanted ? probe() : Capability{name, false, "not probed"});
+    r.caps.push_back(wanted ? probe() : Capability{name, false, "not probed", "not_probed"});
   };
   add("tcp_repair", [] { return from("tcp_repair", repair::probe_tcp_repair()); });
   add("ebpf_sched_cls", [] {
@@ -141,10 +184,11 @@ CapabilityReport probe_capabilities(const ProbeOptions& options) {
       return Capability{"userstack", false,
                         "no TUN device named (rendrctl status --tun-device DEV; rendr-agent "
                         "--tun DEV): the userstack method serves VIP connections routed into a "
-                        "pre-provisioned TUN device (docs/userstack.md)"};
+                        "pre-provisioned TUN device (docs/userstack.md)",
+                        "not_configured"};
     }
-    return r.ok("tun") ? Capability{"userstack", true, ""}
-                       : Capability{"userstack", false, r.detail("tun")};
+    return r.ok("tun") ? Capability{"userstack", true, "", ""}
+                       : Capability{"userstack", false, r.detail("tun"), r.reason_of("tun")};
   });
   if (r.ok("tcp_repair") && r.ok("ebpf_sched_cls")) {
     r.method = "native";

@@ -23,9 +23,11 @@ awaitable<void> Agent::control_acceptor() {
     ucred cred{};
     socklen_t cl = sizeof cred;
     if (::getsockopt(sock->native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 ||
-        cred.uid != 0) {
+        (cred.uid != 0 && cred.uid != ::geteuid())) {
+      // An unprivileged agent (userstack) also serves its own user.
       (void)send_packet(sock->native_handle(),
-                        fail_msg("the rendr-agent control socket is root-only"));
+                        fail_msg("the rendr-agent control socket is root-only (and the "
+                                 "agent's own user)"));
       continue;
     }
     asio::co_spawn(io_, serve_control(sock), asio::detached);

@@ -86,7 +86,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     Result<std::unique_ptr<StagedFlow>> st =
         make_error(std::errc::io_error, "restore failed (fault injected)");
     if (!(i == 1 && fault("fail_second_restore"))) {
-      st = stack_ ? us_staged_flow(std::move(decoded[i]), *svc)
+      st = stack_ ? us_staged_flow(std::move(decoded[i]), *svc, ro.peer_ack)
                   : native_staged_flow(std::move(decoded[i]), ro);
     }
     if (!st) {

@@ -24,6 +24,7 @@ std::string Agent::status_json() {
     j.begin_object(c.name);
     j.kv("ok", c.ok);
     j.kv("detail", c.detail);
+    j.kv("reason", c.reason);
     j.end_object();
   }
   j.end_object();

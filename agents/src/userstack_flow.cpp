@@ -11,9 +11,39 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <optional>
+
 namespace rendr::agents {
 
 namespace {
+
+// drop_peer_acked removes from |snap| the sent bytes a peer ACK |pa| (the source's freeze saw
+// it) acknowledges, and takes that ACK's window, like repair's restore does for a kernel
+// target. Needed on a userstack target: lwIP re-queues at most its 64 KiB send buffer, so an
+// ACK beyond that is "beyond snd_nxt" to it and ignored - the peer, which has those bytes,
+// answers every retransmission with that same ACK, and lwIP gives up with a RST (seen after
+// native -> userstack moves with MBs in the kernel's send queue). Returns the bytes dropped.
+std::uint32_t drop_peer_acked(TcpSnapshot& snap, const std::optional<repair::PeerAck>& pa) {
+  if (!pa || snap.fin_sent) {
+    return 0;
+  }
+  const auto ahead = static_cast<std::int32_t>(pa->ack - snap.send_seq);
+  if (ahead <= 0 || static_cast<std::uint32_t>(ahead) > snap.send_unacked()) {
+    return 0;  // nothing new, or an ACK for bytes never sent: ignore it
+  }
+  const auto n = static_cast<std::uint32_t>(ahead);
+  snap.send_queue.erase(snap.send_queue.begin(), snap.send_queue.begin() + n);
+  snap.send_seq += n;
+  if (snap.has_window) {
+    const std::uint32_t wnd = static_cast<std::uint32_t>(pa->window)
+                              << (snap.opt_wscale ? snap.snd_wscale : 0);
+    snap.window.snd_wnd = wnd;
+    snap.window.max_window = std::max(snap.window.max_window, wnd);
+    snap.window.snd_wl1 = snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size());
+  }
+  return n;
+}
 
 // read_dry reads what |fd| holds right now (non-blocking). |eof| is set on end of file.
 Status read_dry(int fd, std::vector<std::byte>& out, bool& eof) {
@@ -164,7 +194,20 @@ class UsStagedFlow final : public StagedFlow {
   ~UsStagedFlow() override { release(); }
   const FourTuple& tuple() const override { return snap_.tuple; }
   const TcpSnapshot& snapshot() const override { return snap_; }
-  Result<UniqueFd> activate(std::optional<repair::PeerAck>, Packets replay) override {
+  Result<UniqueFd> activate(std::optional<repair::PeerAck> peer_ack, Packets replay) override {
+    if (drop_peer_acked(snap_, peer_ack) > 0) {
+      // The peer acknowledged more while the source was frozen than the OFFER said: rebuild
+      // the (still frozen, unread) connection without those bytes.
+      (void)a_.stack_->snapshot(*conn_);  // silent removal
+      conn_.reset();
+      auto c = a_.stack_->restore(snap_);
+      if (!c) {
+        (void)a_.stack_->take_held(snap_.tuple);
+        return c.error().with_context("userstack: rebuild " + snap_.tuple.to_string() +
+                                      " without the bytes the peer acknowledged");
+      }
+      conn_ = std::move(*c);
+    }
     auto b = userstack::Bridge::start(std::move(conn_));
     if (!b) {
       (void)a_.stack_->take_held(snap_.tuple);
@@ -206,11 +249,12 @@ std::unique_ptr<SourceFlow> Agent::us_source_flow(const FourTuple& t, int fd) {
   return std::make_unique<UsSourceFlow>(*this, t, fd);
 }
 
-Result<std::unique_ptr<StagedFlow>> Agent::us_staged_flow(TcpSnapshot snap,
-                                                          const std::string& service) {
+Result<std::unique_ptr<StagedFlow>> Agent::us_staged_flow(
+    TcpSnapshot snap, const std::string& service, std::optional<repair::PeerAck> peer_ack) {
   if (!stack_) {
     return make_error(std::errc::operation_not_supported, "no userstack here");
   }
+  (void)drop_peer_acked(snap, peer_ack);
   stack_->freeze(snap.tuple);  // silent until COMMIT: what restore re-sends is held too
   auto c = stack_->restore(snap);
   if (!c) {

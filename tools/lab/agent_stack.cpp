@@ -125,15 +125,33 @@ bool AgentStack::wait_log(const std::string& name, const std::string& text, int 
   return true;
 }
 
+bool AgentStack::unprivileged(const std::string& name) const {
+  for (const auto& n : opt_.unprivileged) {
+    if (n == name) {
+      return true;
+    }
+  }
+  return false;
+}
+
 Status AgentStack::start_agent(const std::string& name, const std::vector<std::string>& extra) {
-  std::vector<std::string> argv = {opt_.agent_bin,
+  std::vector<std::string> argv;
+  if (unprivileged(name)) {
+    argv = {"/usr/bin/setpriv", "--reuid", std::to_string(opt_.unpriv_uid), "--regid",
+            std::to_string(opt_.unpriv_gid), "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all"};
+  }
+  argv.insert(argv.end(), {opt_.agent_bin,
                                    "--name", name,
                                    "--cert", dir_ + "/" + name + ".pem",
                                    "--key", dir_ + "/" + name + ".key",
                                    "--ca", dir_ + "/ca.pem",
                                    "--control", sock(name),
                                    "--step-timeout-ms", std::to_string(opt_.step_timeout_ms),
-                                   "--freeze-grace-ms", std::to_string(opt_.freeze_grace_ms)};
+                                   "--freeze-grace-ms", std::to_string(opt_.freeze_grace_ms)});
+  if (unprivileged(name)) {
+    argv.insert(argv.end(), {"--tun-clone", dir_ + "/tun"});
+  }
   if (name == "gw") {
     argv.insert(argv.end(),
                 {"--listen", GatewayLab::gw_addr4(Host::a) + ":7300", "--steer-iface",
@@ -175,6 +193,22 @@ Result<std::unique_ptr<AgentStack>> AgentStack::start(const GatewayLab& lab, Age
   std::vector<std::string> names = {"gw", "a", "b"};
   names.insert(names.end(), s->opt_.extra_certs.begin(), s->opt_.extra_certs.end());
   RENDR_TRY(make_certs(s->opt_.rendrctl_bin, s->dir_, names));
+  if (!s->opt_.unprivileged.empty()) {
+    // What the unprivileged agents open: the dir (control sockets), their certificate and key,
+    // and the TUN clone node (char 10:200, the same driver as /dev/net/tun).
+    const std::string owner =
+        std::to_string(s->opt_.unpriv_uid) + ":" + std::to_string(s->opt_.unpriv_gid);
+    std::string cmd = "mknod -m 0600 " + shell_quote(s->dir_ + "/tun") + " c 10 200 && chown " +
+                      owner + " " + shell_quote(s->dir_) + " " + shell_quote(s->dir_ + "/tun");
+    for (const auto& n : s->opt_.unprivileged) {
+      cmd += " " + shell_quote(s->dir_ + "/" + n + ".pem") + " " +
+             shell_quote(s->dir_ + "/" + n + ".key");
+    }
+    std::string out;
+    if (shell(cmd, &out) != 0) {
+      return make_error(std::errc::io_error, "unprivileged agents: " + cmd + ": " + out);
+    }
+  }
   for (const char* n : {"gw", "a", "b"}) {
     auto it = s->opt_.agent_args.find(n);
     RENDR_TRY(s->start_agent(n, it == s->opt_.agent_args.end() ? std::vector<std::string>{}

@@ -35,6 +35,16 @@ struct AgentStackOptions {
   bool gw_knows_b = true;
   // More certificates from the stack's CA, for names no agent is configured with.
   std::vector<std::string> extra_certs;
+  // Host agents ("a", "b") that run with no privilege at all, as unpriv_uid:unpriv_gid under
+  // `setpriv --reuid U --regid G --clear-groups --inh-caps=-all --bounding-set=-all` (pair them
+  // with a userstack host provisioned for that user: GatewayLab::use_userstack(h, tun, U, G)).
+  // The stack hands that user what the agent opens: the stack dir (its control socket), its
+  // certificate and key, and a private TUN clone node (dir/tun, owned by the user, mode 0600),
+  // passed as --tun-clone: this machine's /dev/net/tun is 0600 root (Debian's udev makes it
+  // 0666; there the node is not needed, but it does no harm).
+  std::vector<std::string> unprivileged;
+  int unpriv_uid = 4242;
+  int unpriv_gid = 4242;
 };
 
 // make_certs creates a CA in |dir| with `rendrctl cert init` (common name |ca_name|; empty:
@@ -55,6 +65,8 @@ class AgentStack {
   [[nodiscard]] const std::string& dir() const { return dir_; }
   // sock: control socket of agent "gw", "a" or "b".
   [[nodiscard]] std::string sock(const std::string& agent) const { return dir_ + "/" + agent + ".sock"; }
+  // unprivileged says whether agent |name| runs without privilege (AgentStackOptions).
+  [[nodiscard]] bool unprivileged(const std::string& name) const;
   // spawn runs argv inside namespace |role| with stdout+stderr to dir/<log>.log; the process is
   // stopped with the stack.
   [[nodiscard]] Result<pid_t> spawn(const std::string& role, const std::vector<std::string>& argv,

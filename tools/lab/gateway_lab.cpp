@@ -174,9 +174,13 @@ Status GatewayLab::route_vip_to(Host h) {
                        " && ip -6 route replace fd99::1/128 via " + host_addr6(h));
 }
 
-Status GatewayLab::use_userstack(Host h, const std::string& tun) const {
+Status GatewayLab::use_userstack(Host h, const std::string& tun, int owner_uid,
+                                 int owner_gid) const {
   const std::string role = h == Host::a ? "a" : "b";
-  return run(role, "ip tuntap add dev " + tun + " mode tun && ip link set " + tun +
+  const std::string owner =
+      (owner_uid >= 0 ? " user " + std::to_string(owner_uid) : std::string()) +
+      (owner_gid >= 0 ? " group " + std::to_string(owner_gid) : std::string());
+  return run(role, "ip tuntap add dev " + tun + " mode tun" + owner + " && ip link set " + tun +
                        " up && ip addr del " + kVip4 + "/32 dev lo && ip -6 addr del " + kVip6 +
                        "/128 dev lo && ip route add " + kVip4 + "/32 dev " + tun +
                        " && ip -6 route add " + kVip6 + "/128 dev " + tun +

@@ -66,10 +66,13 @@ class GatewayLab {
   // route_vip_to points gw's VIP routes (v4 and v6) at host |h|.
   [[nodiscard]] Status route_vip_to(Host h);
   // use_userstack provisions host |h| for the userstack method the way root would once: a TUN
-  // device |tun| (root-owned; attachable by root or CAP_NET_ADMIN), up, with the VIP (v4 and
-  // v6) moved from lo into it by routes and forwarding on, so VIP traffic arriving from gw is
-  // routed into the TUN (where the agent's lwIP terminates it).
-  [[nodiscard]] Status use_userstack(Host h, const std::string& tun = "rtun0") const;
+  // device |tun|, up, with the VIP (v4 and v6) moved from lo into it by routes and forwarding
+  // on, so VIP traffic arriving from gw is routed into the TUN (where the agent's lwIP
+  // terminates it). |owner_uid|/|owner_gid| >= 0: the device is made `user U group G`, so an
+  // agent running as that user with no capabilities attaches it; < 0: root-owned (attachable by
+  // root or CAP_NET_ADMIN only).
+  [[nodiscard]] Status use_userstack(Host h, const std::string& tun = "rtun0", int owner_uid = -1,
+                                     int owner_gid = -1) const;
   // vip_owner reads gw's VIP route back.
   [[nodiscard]] Result<Host> vip_owner() const;
   // freeze drops the packets of flow |t| (|t| as the host sees it: local = VIP side) in gw's

@@ -9,6 +9,13 @@
 // from the VIP while `migrate` requests move the connection A -> B -> A -> B through the agents
 // (freeze, checkpoint, TLS ship, staged restore, steer, commit). At the end it compares the
 // SHA-256 of what curl saved with the source file. Exit 0 only if all is well.
+//
+// --method userstack / mixed: the same download, but hostB (mixed) or both hosts (userstack)
+// serve with the userstack method: root provisions a TUN device owned by uid 4242 once and
+// routes the VIP into it (GatewayLab::use_userstack), and that host's agent then runs as uid
+// 4242 with no capability at all (setpriv), terminating the connection in its lwIP; the file
+// server gets it through the same embed API. The report shows each host agent's method, uid
+// and effective capabilities.
 #include "lab/agent_stack.hpp"
 #include "lab/gateway_lab.hpp"
 
@@ -24,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -38,17 +46,28 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: rendr-demo [--size-mib N] [--migrations N] [--rate-mib R] [--json] [--keep-file]\n"
+    "usage: rendr-demo [--method M] [--size-mib N] [--migrations N] [--rate-mib R] [--json]\n"
+    "                  [--keep-file] [--lab-prefix P]\n"
     "\n"
     "Live TCP migration demo: stock curl downloads a file from a VIP served by hostA while the\n"
     "rendr agents move the serving connection between hostA and hostB (network namespaces on\n"
     "this machine, torn down at the end). Needs root (netns, eBPF, TCP_REPAIR).\n"
     "\n"
+    "  --method M       how the hosts hold the connection (default native):\n"
+    "                     native     both hosts: kernel sockets, TCP_REPAIR + eBPF freeze\n"
+    "                     userstack  both hosts: rendr's user-space TCP (lwIP) over a TUN\n"
+    "                                device root provisioned once for uid 4242; the host\n"
+    "                                agents run as uid 4242 with NO capabilities (setpriv)\n"
+    "                     mixed      hostA native (root), hostB userstack (uid 4242, no\n"
+    "                                capabilities): every move crosses methods\n"
+    "                   (the gateway agent stays root: eBPF steering)\n"
     "  --size-mib N     size of the served file in MiB (default 1024)\n"
     "  --migrations N   migrations during the download (default 3: A->B->A->B)\n"
     "  --rate-mib R     curl's download rate limit in MiB/s, 0 = unlimited (default 256)\n"
     "  --json           print one JSON object with the results as the last line\n"
-    "  --keep-file      keep curl's download (path printed) instead of deleting it\n";
+    "  --keep-file      keep curl's download (path printed) instead of deleting it\n"
+    "  --lab-prefix P   name the lab's namespaces P-peer, P-gw, P-a, P-b (default rendr-demo;\n"
+    "                   an earlier lab with the same prefix is removed first)\n";
 
 lab::GatewayLab* g_lab = nullptr;
 
@@ -160,6 +179,33 @@ struct MigrationReport {
   std::string error;
 };
 
+constexpr int kAgentUid = 4242;  // the userstack host agents' user (no capabilities)
+
+// HostAgent: how a host agent runs, read back from /proc (not from what was asked for).
+struct HostAgent {
+  std::string name;
+  std::string method;
+  std::string uid = "?";      // real uid
+  std::string cap_eff = "?";  // effective capability mask (hex)
+};
+
+HostAgent host_agent(const std::string& name, const std::string& method, pid_t pid) {
+  HostAgent h{name, method};
+  std::string status;
+  lab::shell("cat /proc/" + std::to_string(pid) + "/status", &status);
+  auto field = [&](const std::string& f) -> std::string {
+    auto p = status.find("\n" + f + ":");
+    if (p == std::string::npos) {
+      return "?";
+    }
+    p = status.find_first_not_of(" \t", p + f.size() + 2);
+    return status.substr(p, status.find_first_of("\t\n", p) - p);
+  };
+  h.uid = field("Uid");
+  h.cap_eff = field("CapEff");
+  return h;
+}
+
 std::uint64_t file_size(const std::string& p) {
   struct stat sb {};
   return ::stat(p.c_str(), &sb) == 0 ? static_cast<std::uint64_t>(sb.st_size) : 0;
@@ -173,6 +219,8 @@ int main(int argc, char** argv) {
   std::uint64_t rate_mib = 256;
   bool json = false;
   bool keep = false;
+  std::string method = "native";
+  std::string prefix = "rendr-demo";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto need = [&](const char* what) -> const char* {
@@ -201,6 +249,13 @@ int main(int argc, char** argv) {
       if (*end != '\0' || rate_mib > 100000) {
         return fail("--rate-mib must be a number in 0..100000");
       }
+    } else if (a == "--method") {
+      method = need("--method");
+      if (method != "native" && method != "userstack" && method != "mixed") {
+        return fail("--method must be native, userstack or mixed (got '" + method + "')");
+      }
+    } else if (a == "--lab-prefix") {
+      prefix = need("--lab-prefix");
     } else if (a == "--json") {
       json = true;
     } else if (a == "--keep-file") {
@@ -246,7 +301,7 @@ int main(int argc, char** argv) {
   }
 
   std::fprintf(stderr, "rendr-demo: building the gateway lab (peer -- gw -- hostA, hostB)...\n");
-  auto lab_r = lab::GatewayLab::create("rendr-demo");
+  auto lab_r = lab::GatewayLab::create(prefix);
   if (!lab_r) {
     return fail(lab_r.error().message());
   }
@@ -255,19 +310,51 @@ int main(int argc, char** argv) {
   ::signal(SIGINT, on_signal);
   ::signal(SIGTERM, on_signal);
 
-  std::fprintf(stderr, "rendr-demo: starting rendr-agent in gw, hostA, hostB (mutual TLS)...\n");
+  // Hosts on the userstack method: root's one-time step (a TUN device owned by the agents' user,
+  // the VIP routed into it); their agents then run with no privilege.
+  std::vector<std::string> us_hosts;
+  if (method == "userstack") {
+    us_hosts = {"a", "b"};
+  } else if (method == "mixed") {
+    us_hosts = {"b"};
+  }
   lab::AgentStackOptions so;
   so.agent_bin = RENDR_AGENT_BIN;
   so.rendrctl_bin = RENDRCTL_BIN;
+  so.unpriv_uid = kAgentUid;
+  so.unpriv_gid = kAgentUid;
+  for (const auto& h : us_hosts) {
+    std::fprintf(stderr, "rendr-demo: provisioning host%s for the userstack method (TUN rtun0 "
+                         "owned by uid %d, VIP routed into it)...\n",
+                 h == "a" ? "A" : "B", kAgentUid);
+    if (auto st = lab.use_userstack(h == "a" ? lab::Host::a : lab::Host::b, "rtun0", kAgentUid,
+                                    kAgentUid);
+        !st) {
+      return fail(st.error().message());
+    }
+    so.agent_args[h] = {"--method", "userstack", "--tun", "rtun0", "--service-port", "http=8080"};
+    so.unprivileged.push_back(h);
+  }
+  std::fprintf(stderr, "rendr-demo: starting rendr-agent in gw, hostA, hostB (mutual TLS)...\n");
   auto stack_r = lab::AgentStack::start(lab, so);
   if (!stack_r) {
     return fail(stack_r.error().message());
   }
   auto& stack = **stack_r;
+  auto is_us = [&](const std::string& h) {
+    return std::find(us_hosts.begin(), us_hosts.end(), h) != us_hosts.end();
+  };
+  std::vector<HostAgent> hosts;
   for (const char* h : {"a", "b"}) {
+    hosts.push_back(host_agent(h, is_us(h) ? "userstack" : "native", stack.pid(h)));
+  }
+  for (const char* h : {"a", "b"}) {
+    // A userstack host has no VIP address (it is routed into the TUN): its file server listens
+    // on loopback and gets every VIP connection through its agent.
     auto pid = stack.spawn(h, {RENDR_FILESERVER_BIN, "--agent", stack.sock(h), "--service", "http",
                                "--root", work, "--listen",
-                               std::string(lab::GatewayLab::kVip4) + ":8080"},
+                               std::string(is_us(h) ? "127.0.0.1" : lab::GatewayLab::kVip4) +
+                                   ":8080"},
                            std::string("fileserver-") + h);
     if (!pid || !stack.wait_log(std::string("fileserver-") + h, "ready", 10000)) {
       return fail(std::string("rendr-fileserver did not start in host ") + h + ": " +
@@ -314,6 +401,11 @@ int main(int argc, char** argv) {
                 stack.log("fileserver-a") + stack.log("a"));
   }
   std::printf("rendr-demo: connection %s served by hostA\n", tuple.c_str());
+  // (The default demo's output stays as it was: the host lines are for the other methods.)
+  for (const auto& h : method == "native" ? std::vector<HostAgent>{} : hosts) {
+    std::printf("rendr-demo: host%s agent: method %s, uid %s, CapEff %s\n",
+                h.name == "a" ? "A" : "B", h.method.c_str(), h.uid.c_str(), h.cap_eff.c_str());
+  }
 
   std::vector<MigrationReport> reports;
   std::string on = "a";
@@ -385,10 +477,24 @@ int main(int argc, char** argv) {
     committed += r.result == "committed" ? 1 : 0;
   }
   const bool sha_ok = got_sha && *got_sha == *src_sha && got_size == src_size;
-  const bool ok = curl_status == 0 && sha_ok && rsts == 0 &&
+  // A userstack host agent must really have run without any capability.
+  bool unpriv_ok = true;
+  for (const auto& h : hosts) {
+    unpriv_ok = unpriv_ok && (h.method != "userstack" || (h.cap_eff == "0000000000000000" &&
+                                                          h.uid == std::to_string(kAgentUid)));
+  }
+  const bool ok = curl_status == 0 && sha_ok && rsts == 0 && unpriv_ok &&
                   committed == static_cast<int>(reports.size()) &&
                   static_cast<int>(reports.size()) == migrations;
   std::printf("\nrendr-demo report\n");
+  if (method != "native") {
+    std::printf("  method         %s\n", method.c_str());
+  }
+  for (const auto& h : method == "native" ? std::vector<HostAgent>{} : hosts) {
+    std::printf("  host%s agent    %s, uid %s, effective capabilities %s%s\n",
+                h.name == "a" ? "A" : "B", h.method.c_str(), h.uid.c_str(), h.cap_eff.c_str(),
+                h.cap_eff == "0000000000000000" ? " (none)" : "");
+  }
   std::printf("  migrations     %d of %d committed (hostA <-> hostB through rendr-agent)\n",
               committed, migrations);
   std::printf("  curl exit      %d\n", curl_status);
@@ -409,6 +515,19 @@ int main(int argc, char** argv) {
     JsonWriter j;
     j.begin_object();
     j.kv("ok", ok);
+    if (method != "native") {
+      j.kv("method", method);
+      j.begin_array("hosts");
+      for (const auto& h : hosts) {
+        j.begin_object();
+        j.kv("host", h.name);
+        j.kv("method", h.method);
+        j.kv("uid", h.uid);
+        j.kv("cap_eff", h.cap_eff);
+        j.end_object();
+      }
+      j.end_array();
+    }
     j.kv("size_bytes", src_size);
     j.kv("received_bytes", got_size);
     j.kv("sha256_source", *src_sha);

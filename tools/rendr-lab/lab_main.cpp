@@ -2,7 +2,7 @@
 // rendr-lab — create, inspect, impair and tear down rendr's test topologies (network namespaces
 // + veth on this machine, addresses only inside them). See docs/lab.md.
 //
-//   rendr-lab up gateway   [--prefix P] [--json]
+//   rendr-lab up gateway   [--prefix P] [--json] [--userstack a|b|a,b [--tun-user U[:G]]]
 //   rendr-lab up multipath [--prefix P] [--paths N] [--rate R] [--json]
 //   rendr-lab status       [--prefix P] [--json]
 //   rendr-lab impair       [--prefix P] --path I|all [--dir D] (--drop|--undrop|--loss N|--rate R|
@@ -52,6 +52,12 @@ constexpr const char* kUsage =
     "  --prefix P    namespace name prefix (default \"rlab\"; [A-Za-z0-9_.-], <= 32 chars)\n"
     "  --json        print the lab description as one JSON object on stdout\n"
     "  --force       up: replace an existing lab with the same prefix instead of refusing\n"
+    "  --userstack H up gateway: provision host H (a, b or a,b) for the userstack method, the\n"
+    "                one-time root step: TUN device rtun0, the VIP routed into it instead of lo\n"
+    "                (docs/userstack.md)\n"
+    "  --tun-user U[:G]  with --userstack: rtun0 is owned by uid U (and gid G), so rendr-agent\n"
+    "                --method userstack runs as that user with no capabilities; without it the\n"
+    "                device is root's\n"
     "  --paths N     up multipath: number of paths, 2..8 (default 2)\n"
     "  --rate R      up multipath: tbf rate on every path and direction (e.g. 100mbit, 1gbit);\n"
     "                impair: rate for the chosen path(s), 0 removes it\n"
@@ -99,6 +105,9 @@ struct Args {
   std::vector<std::pair<std::string, std::string>> steps;
   std::optional<std::string> path;
   lab::Dir dir = lab::Dir::both;
+  std::vector<lab::Host> userstack;  // up gateway --userstack
+  int tun_uid = -1;
+  int tun_gid = -1;
 };
 
 // Blocks SIGINT/SIGTERM/SIGHUP for the lifetime of the object, so `up` cannot be interrupted
@@ -194,6 +203,12 @@ int cmd_up(const Args& a) {
   if (gateway && (a.rate || a.paths != 2)) {
     return usage_error("--paths/--rate apply to the multipath lab only");
   }
+  if (!gateway && !a.userstack.empty()) {
+    return usage_error("--userstack applies to the gateway lab only");
+  }
+  if (a.userstack.empty() && a.tun_uid >= 0) {
+    return usage_error("--tun-user needs --userstack H");
+  }
   if (auto v = lab::valid_prefix(a.prefix); !v) {
     return usage_error(v.error().context);
   }
@@ -233,11 +248,21 @@ int cmd_up(const Args& a) {
       std::fprintf(stderr, "rendr-lab: interrupted; lab removed\n");
       return 130;  // |g| tears the lab down
     }
+    for (lab::Host h : a.userstack) {
+      if (auto st = (*g)->use_userstack(h, "rtun0", a.tun_uid, a.tun_gid); !st) {
+        return fail(st.error());  // |g| tears the lab down
+      }
+    }
     (*g)->keep();
     if (a.json) {
       (*g)->describe(w);
     } else {
       print_summary_gateway(**g);
+      for (lab::Host h : a.userstack) {
+        std::printf("  %-14s userstack: VIP routed into TUN rtun0 (not on lo), owner %s\n",
+                    (*g)->host_ns(h).c_str(),
+                    a.tun_uid >= 0 ? ("uid " + std::to_string(a.tun_uid)).c_str() : "root");
+      }
     }
   } else {
     lab::MultipathOptions opt;
@@ -457,6 +482,33 @@ int main(int argc, char** argv) {
       a.force = true;
     } else if (s == "--drop" || s == "--undrop" || s == "--clear") {
       a.steps.emplace_back(s.substr(2), "");
+    } else if (s == "--userstack" || s == "--tun-user") {
+      auto v = next(s.c_str());
+      if (!v) {
+        return usage_error(s + " needs a value");
+      }
+      if (s == "--userstack") {
+        if (*v != "a" && *v != "b" && *v != "a,b" && *v != "b,a") {
+          return usage_error("--userstack takes a, b or a,b, not '" + *v + "'");
+        }
+        for (char c : *v) {
+          if (c != ',') {
+            a.userstack.push_back(c == 'a' ? lab::Host::a : lab::Host::b);
+          }
+        }
+      } else {
+        char* end = nullptr;
+        const long u = std::strtol(v->c_str(), &end, 10);
+        long gr = u;
+        if (*end == ':') {
+          gr = std::strtol(end + 1, &end, 10);
+        }
+        if (v->empty() || *end != '\0' || u < 0 || gr < 0 || u > 0x7fffffff || gr > 0x7fffffff) {
+          return usage_error("--tun-user takes a numeric UID or UID:GID, not '" + *v + "'");
+        }
+        a.tun_uid = static_cast<int>(u);
+        a.tun_gid = static_cast<int>(gr);
+      }
     } else if (s == "--prefix" || s == "--paths" || s == "--rate" || s == "--loss" ||
                s == "--path" || s == "--dir") {
       auto v = next(s.c_str());

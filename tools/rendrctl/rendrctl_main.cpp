@@ -40,11 +40,13 @@ constexpr const char* kUsage =
     "usage: rendrctl <command> [options]\n"
     "\n"
     "commands:\n"
-    "  status [--json] [--engine-dir DIR] [--tun-device NAME]\n"
+    "  status [--json] [--engine-dir DIR] [--tun-device NAME] [--tun-clone PATH]\n"
     "      Probe what this host can do (TCP_REPAIR, BPF, TUN, netns) and say which migration\n"
-    "      method rendr will use and why; list the engine flows and paths (RTT, loss, state,\n"
-    "      bytes) that live processes published in DIR (default $RENDR_ENGINE_STATUS_DIR or\n"
-    "      /run/rendr/engine).\n"
+    "      method rendr will use and why (each failed probe with a reason code: EPERM,\n"
+    "      node_denied, not_owner, busy, no_device, ...; the TUN clone node is\n"
+    "      /dev/net/tun unless --tun-clone names another); list the engine flows and paths\n"
+    "      (RTT, loss, state, bytes) that live processes published in DIR (default\n"
+    "      $RENDR_ENGINE_STATUS_DIR or /run/rendr/engine).\n"
     "  snapshot take --pid PID --flow LOCAL->REMOTE -o FILE [--keep-frozen]\n"
     "      Take the TCP socket LOCAL->REMOTE (e.g. 10.99.0.1:80->10.0.1.2:51000) out of process\n"
     "      PID and checkpoint it into FILE. FREEZE THE FLOW'S TRAFFIC FIRST. By default the\n"
@@ -87,6 +89,8 @@ int cmd_status(const std::vector<std::string>& args) {
       engine_dir = args[++i];
     } else if (a == "--tun-device" && i + 1 < args.size()) {
       probe_opts.tun_device = args[++i];
+    } else if (a == "--tun-clone" && i + 1 < args.size()) {
+      probe_opts.tun_clone = args[++i];
     } else {
       return usage_error("status: unknown option '" + a + "'");
     }
@@ -108,6 +112,7 @@ int cmd_status(const std::vector<std::string>& args) {
       j.begin_object(p.name);
       j.kv("ok", p.ok);
       j.kv("detail", p.detail);
+      j.kv("reason", p.reason);
       j.end_object();
     }
     j.end_object();
@@ -118,8 +123,9 @@ int cmd_status(const std::vector<std::string>& args) {
   }
   std::printf("kernel   %s\nuid      %d\n", kernel.c_str(), static_cast<int>(::geteuid()));
   for (const auto& p : probes) {
-    std::printf("%-16s %s%s%s\n", p.name.c_str(), p.ok ? "yes" : "no",
-                p.detail.empty() ? "" : "  - ", p.detail.c_str());
+    std::printf("%-16s %s%s%s%s%s\n", p.name.c_str(), p.ok ? "yes" : "no",
+                p.reason.empty() ? "" : " (", p.reason.c_str(), p.reason.empty() ? "" : ")",
+                p.detail.empty() ? "" : ("  - " + p.detail).c_str());
   }
   std::printf("method   %s: %s\n", method.c_str(), why.c_str());
   rendrctl::print_engine_status(engine_dir);

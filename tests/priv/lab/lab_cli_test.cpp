@@ -247,3 +247,37 @@ TEST_CASE("rendr-lab: --help, usage errors, and not-root is reported as such",
     CHECK(lab::existing_lab_namespaces(unique_prefix("n")).empty());
   }
 }
+
+TEST_CASE(
+    "rendr-lab: up gateway --userstack provisions a TUN device for a user with the VIP routed in",
+    "[.netns][lab][cli][gateway]") {
+  const std::string p = unique_prefix("u");
+  LabCleanup guard(p);
+  CHECK(rendr_lab("up multipath --userstack a --prefix " + p).rc == 2);
+  CHECK(rendr_lab("up gateway --tun-user 4242 --prefix " + p).rc == 2);
+  CHECK(rendr_lab("up gateway --userstack c --prefix " + p).rc == 2);
+  CHECK(rendr_lab("up gateway --userstack b --tun-user x --prefix " + p).rc == 2);
+  CHECK(lab::existing_lab_namespaces(p).empty());
+
+  auto up = rendr_lab("up gateway --userstack b --tun-user 4242:4343 --prefix " + p);
+  INFO(up.out);
+  REQUIRE(up.rc == 0);
+  CHECK_THAT(up.out,
+             Catch::Contains("userstack: VIP routed into TUN rtun0 (not on lo), owner uid 4242"));
+  // b: the device belongs to uid 4242 / gid 4343 and carries the VIP's routes; a is untouched.
+  auto link = sh("ip netns exec " + p + "-b ip -d link show rtun0");
+  INFO(link.out);
+  CHECK(link.rc == 0);
+  CHECK_THAT(link.out, Catch::Contains("user 4242") && Catch::Contains("group 4343"));
+  CHECK_THAT(link.out, Catch::Contains("state UP") || Catch::Contains(",UP"));
+  auto routes = sh("ip netns exec " + p + "-b sh -c 'ip route show 10.99.0.1; ip -6 route show "
+                   "fd99::1; ip addr show dev lo'");
+  INFO(routes.out);
+  CHECK_THAT(routes.out, Catch::Contains("10.99.0.1 dev rtun0") &&
+                             Catch::Contains("fd99::1 dev rtun0"));
+  CHECK_THAT(routes.out, !Catch::Contains("inet 10.99.0.1"));
+  CHECK(in_ns(p + "-a", "ip link show rtun0") != 0);
+  CHECK(in_ns(p + "-a", "ip addr show dev lo | grep -q 'inet 10.99.0.1'") == 0);
+  REQUIRE(rendr_lab("down --prefix " + p).rc == 0);
+  CHECK(lab::existing_lab_namespaces(p).empty());
+}

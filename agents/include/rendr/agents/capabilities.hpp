@@ -12,6 +12,16 @@
 //                   a scratch device created in a private network namespace
 //   userstack       rendr's user-space TCP fallback as a migration method: the configured TUN
 //                   device (ProbeOptions::tun_device) attaches; false without one
+//
+// Each failure carries a short machine-readable reason besides the sentence: for syscalls the
+// errno name ("EPERM", "EACCES", ...); for tun/userstack one of
+//   node_denied     the clone node (/dev/net/tun or ProbeOptions::tun_clone) cannot be opened
+//   no_tun          the clone node or the TUN driver is missing
+//   no_device       the named device does not exist (rendr never creates it)
+//   not_owner       TUNSETIFF refused: the device is provisioned for another user/group
+//   busy            another process has the device attached
+//   cannot_create   no device named, and a scratch one cannot be created
+//   not_configured  userstack only: no device named
 #pragma once
 
 #include <string>
@@ -24,10 +34,12 @@ struct Capability {
   std::string name;
   bool ok = false;
   std::string detail;  // why not (empty when ok)
+  std::string reason;  // short code for |detail| (above); empty when ok
 };
 
 struct ProbeOptions {
   std::string tun_device;  // a pre-provisioned TUN device to attach; empty: a scratch one
+  std::string tun_clone = "/dev/net/tun";  // the TUN clone node to open (rendr-agent --tun-clone)
   // only: the capabilities to try (names above); empty: all of them. The others are reported
   // not ok with detail "not probed" - e.g. a test that needs only netns skips the BPF loads and
   // the scratch TUN.
@@ -40,6 +52,7 @@ struct CapabilityReport {
   std::string reason;  // why that method, in a sentence
   [[nodiscard]] bool ok(std::string_view name) const;
   [[nodiscard]] std::string detail(std::string_view name) const;
+  [[nodiscard]] std::string reason_of(std::string_view name) const;  // a capability's code
 };
 
 // probe_capabilities tries every capability (or |options|.only) and picks the method; the
