@@ -2,10 +2,10 @@
 // Cross-method stalls: a kernel peer streams into the serving connection, the connection moves
 // kernel socket -> lwIP (or lwIP -> kernel socket) while the peer has the whole receive window
 // it was last told about, and the peer streams on. The longest gap between data arrivals at
-// the new owner is what the peer sees as a stall. n2u: the peer sends MiBs into the window the
-// kernel socket had announced while the flow is frozen; thaw() replays them into lwIP, which
-// (before restore inherited that window) kept 64 KiB, dropped the rest and left the peer to its
-// retransmission timeout.
+// the new owner is what the peer sees as a stall. n2u: the peer sends into the window the
+// kernel socket had announced (MiBs) while the flow is frozen; thaw() replays it into lwIP,
+// whose window is 64 KiB. n2u replay: packets a native source's freeze recorded (partial
+// checksums) are taken by lwIP, not dropped (which cost the peer its RTO, ~200-300 ms).
 #include "conn_io.hpp"
 #include "tun_lab.hpp"
 
@@ -163,6 +163,116 @@ std::uint32_t total_retrans(int fd) {
 }
 
 }  // namespace
+
+TEST_CASE("userstack n2u: a peer sending into the kernel's large window does not stall",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  const long long resets0 = lab.resets();
+  const Endpoint vip = Endpoint::parse("198.18.0.11:8083").value();
+  Pattern up(41);
+  lab.ns().must("ip addr add 198.18.0.11/32 dev lo");
+  UniqueFd listener = listen_on(lab.ns(), vip);
+  UniqueFd client = connect_bound(Endpoint::parse("10.77.0.1:0").value(), vip);
+  UniqueFd server = accept_one(listener.get());
+  ReadStats before =
+      stream(client.get(), up, 0, kPhase1, [&](auto b) { return fd_read_some(server.get(), b); });
+  CHECK(before.first_bad == -1);
+  const FourTuple tuple = tuple_of(server.get());
+
+  st.freeze(tuple);
+  repair::Repairer rep;
+  auto cp = rep.checkpoint(server.get());
+  REQUIRE_OK(cp);
+  const std::uint32_t kernel_wnd = cp->snapshot.window.rcv_wnd;
+  lab.ns().must("ip addr del 198.18.0.11/32 dev lo");
+  listener.reset();
+  auto conn = st.restore(cp->snapshot);
+  REQUIRE_OK(conn);
+  rep.release(std::move(cp->socket));
+  server.reset();
+  // The peer streams on while the flow is still frozen: what it sends in the kernel's window
+  // is held (as a native source's freeze records it) and replayed by thaw(), MiBs of it.
+  const std::uint64_t held0 = st.counters().rx_held;
+  auto w = start_writer(client.get(), up, kPhase1, kPhase2);
+  const Clock::time_point wait_end = Clock::now() + 3s;
+  while ((send_queue(client.get()) < kInFlight || st.counters().rx_held - held0 < 2) &&
+         Clock::now() < wait_end) {
+    pollfd none{-1, 0, 0};
+    ::poll(&none, 0, 5);
+  }
+  const std::uint64_t held = st.counters().rx_held - held0;
+  const int in_flight = send_queue(client.get());
+  const std::uint32_t retrans0 = total_retrans(client.get());
+  const Clock::time_point t0 = Clock::now();
+  st.thaw(tuple);
+  ReadStats after = read_stream([&](auto b) { return conn_read_some(**conn, b); }, up, kPhase1,
+                                kPhase2, t0);
+  w.get();
+  const std::uint32_t retrans = total_retrans(client.get()) - retrans0;
+  std::printf(
+      "userstack n2u stall: %d bytes in flight, %llu packets held and replayed, the peer "
+      "retransmitted %u segments\n",
+      in_flight, static_cast<unsigned long long>(held), retrans);
+  // Not asserted: lwIP keeps 64 KiB of it and drops the rest, and the peer recovers within
+  // milliseconds here (the gap below); 1 run in 6 showed 1-4 retransmitted segments.
+  CHECK(in_flight >= kInFlight);
+  CHECK(held >= 2);
+  std::printf(
+      "userstack n2u stall: kernel window %u bytes at the move, longest gap after it %.1f ms "
+      "(before the move %.1f ms), %zu MiB in %.0f ms\n",
+      kernel_wnd, after.max_gap_ms, before.max_gap_ms, kPhase2 >> 20, after.total_ms);
+  CHECK(kernel_wnd > 256U * 1024U);  // the scenario: the peer may send far beyond 64 KiB
+  CHECK(after.first_bad == -1);
+  CHECK(after.max_gap_ms < kMaxGapMs);
+  ::shutdown(client.get(), SHUT_WR);
+  conn_expect_eof(**conn);
+  REQUIRE_OK((*conn)->shutdown_write());
+  expect_eof(client.get());
+  conn->reset();
+  CHECK(lab.resets() == resets0 + 1);  // the released repair-mode socket (see convert_test)
+}
+
+TEST_CASE("userstack u2n: a peer streaming into lwIP goes on into the kernel socket at once",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  const long long resets0 = lab.resets();
+  const Endpoint vip = Endpoint::parse("198.18.0.12:8084").value();
+  Pattern up(42);
+  UniqueFd client = connect_from(lab.ns(), vip);
+  auto acc = st.accept(5s);
+  REQUIRE_OK(acc);
+  userstack::ConnectionPtr conn = std::move(acc).value();
+  ReadStats before = stream(client.get(), up, 0, kPhase1,
+                            [&](auto b) { return conn_read_some(*conn, b); });
+  CHECK(before.first_bad == -1);
+
+  st.freeze(conn->tuple());
+  auto snap = st.snapshot(*conn);
+  REQUIRE_OK(snap);
+  lab.ns().must("ip addr add 198.18.0.12/32 dev lo");
+  repair::Repairer rep;
+  auto staged = rep.restore_staged(*snap);
+  REQUIRE_OK(staged);
+  auto held = st.take_held(conn->tuple());
+  auto kfd = rep.activate(std::move(*staged), std::nullopt, held);
+  REQUIRE_OK(kfd);
+
+  ReadStats after = stream(client.get(), up, kPhase1, kPhase2,
+                           [&](auto b) { return fd_read_some(kfd->get(), b); });
+  std::printf(
+      "userstack u2n stall: longest gap after the move %.1f ms (before it %.1f ms), %zu MiB in "
+      "%.0f ms\n",
+      after.max_gap_ms, before.max_gap_ms, kPhase2 >> 20, after.total_ms);
+  CHECK(after.first_bad == -1);
+  CHECK(after.max_gap_ms < kMaxGapMs);
+  ::shutdown(client.get(), SHUT_WR);
+  expect_eof(kfd->get());
+  kfd->reset();
+  expect_eof(client.get());
+  CHECK(lab.resets() == resets0);
+}
 
 TEST_CASE("userstack n2u: the source's recorded packets are taken even with partial checksums",
           "[.netns][userstack][netns]") {
