@@ -334,3 +334,48 @@ TEST_CASE("userstack n2u: the source's recorded packets are taken even with part
   CHECK(ms < kMaxGapMs);
   CHECK(retrans == 0);
 }
+
+TEST_CASE("userstack u2n: bytes lwIP emitted while frozen reach the peer without an RTO",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  const long long resets0 = lab.resets();
+  const Endpoint vip = Endpoint::parse("198.18.0.14:8086").value();
+  Pattern down(44);
+  UniqueFd client = connect_from(lab.ns(), vip);
+  auto acc = st.accept(5s);
+  REQUIRE_OK(acc);
+  userstack::ConnectionPtr conn = std::move(acc).value();
+  conn_write_all(*conn, pattern_bytes(down, 0, 65536));
+  CHECK(down.mismatch(0, read_exact(client.get(), 65536)) == -1);
+
+  // Frozen, lwIP still sends what the server writes: the shim holds it, and the snapshot
+  // discards it (the send queue carries those bytes). It never reached the peer.
+  st.freeze(conn->tuple());
+  constexpr std::size_t kHeld = 32 * 1024;
+  const std::uint64_t tx_held0 = st.counters().tx_held;
+  conn_write_all(*conn, pattern_bytes(down, 65536, kHeld));
+  CHECK(st.counters().tx_held > tx_held0);
+  auto snap = st.snapshot(*conn);
+  REQUIRE_OK(snap);
+  CHECK(snap->send_queue.size() == kHeld);
+  CHECK(snap->send_unsent == kHeld);  // not in flight: the kernel must send it, not wait
+  lab.ns().must("ip addr add 198.18.0.14/32 dev lo");
+  repair::Repairer rep;
+  auto staged = rep.restore_staged(*snap);
+  REQUIRE_OK(staged);
+  auto held = st.take_held(conn->tuple());
+  const Clock::time_point t0 = Clock::now();
+  auto kfd = rep.activate(std::move(*staged), std::nullopt, held);
+  REQUIRE_OK(kfd);
+  CHECK(down.mismatch(65536, read_exact(client.get(), kHeld)) == -1);
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  std::printf("userstack u2n held output: %zu bytes at the peer %.1f ms after activate\n", kHeld,
+              ms);
+  CHECK(ms < kMaxGapMs);
+  ::shutdown(kfd->get(), SHUT_WR);
+  expect_eof(client.get());
+  kfd->reset();
+  client.reset();
+  CHECK(lab.resets() == resets0);
+}
