@@ -11,6 +11,7 @@
 // The last stdout line (with --json) is one JSON object.
 #include "bench/cli.hpp"
 #include "bench/loopback.hpp"
+#include "bench/migrate_downtime.hpp"
 #include "bench/migrate_load.hpp"
 #include "bench/stats.hpp"
 #include "bench/subcommand.hpp"
@@ -45,89 +46,6 @@
 namespace rendr::bench {
 
 namespace {
-
-// Echo client: 16-byte messages (seq, send time) every |period_us|; RTT per message.
-struct EchoClient {
-  UniqueFd fd;
-  std::atomic<bool> stop{false};
-  std::mutex mu;
-  std::vector<std::pair<double, double>> samples;  // (send ms since t0, rtt ms)
-  std::uint64_t lost = 0;
-  std::uint64_t sent = 0;
-  std::uint64_t received = 0;
-  std::string error;
-  Clock::time_point t0 = Clock::now();
-  std::thread th;
-
-  void run(int period_us) {
-    std::vector<std::uint8_t> in;
-    auto next = Clock::now();
-    std::map<std::uint64_t, Clock::time_point> pending;
-    std::uint64_t expect = 0;
-    while (!stop.load()) {
-      auto now = Clock::now();
-      if (now >= next) {
-        std::uint64_t msg[2] = {sent, 0};
-        if (::send(fd.get(), msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT) == sizeof msg) {
-          pending[sent] = now;
-          ++sent;
-        }
-        next += std::chrono::microseconds(period_us);
-      }
-      pollfd p{fd.get(), POLLIN, 0};
-      int wait = static_cast<int>(std::max<long long>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count()));
-      if (::poll(&p, 1, wait) > 0) {
-        std::uint8_t buf[4096];
-        ssize_t n = ::recv(fd.get(), buf, sizeof buf, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN)) {
-          std::lock_guard<std::mutex> g(mu);
-          error = n == 0 ? "EOF" : std::strerror(errno);
-          return;
-        }
-        if (n > 0) {
-          in.insert(in.end(), buf, buf + n);
-          auto t = Clock::now();
-          while (in.size() >= 16) {
-            std::uint64_t seq = 0;
-            std::memcpy(&seq, in.data(), 8);
-            in.erase(in.begin(), in.begin() + 16);
-            if (seq != expect) {
-              std::lock_guard<std::mutex> g(mu);
-              lost += seq > expect ? (seq - expect) * 16 : 16;
-              error = "echo out of order: got " + std::to_string(seq) + " expected " +
-                      std::to_string(expect);
-            }
-            expect = seq + 1;
-            auto it = pending.find(seq);
-            if (it != pending.end()) {
-              std::lock_guard<std::mutex> g(mu);
-              samples.emplace_back(ms_between(t0, it->second), ms_between(it->second, t));
-              pending.erase(it);
-            }
-            ++received;
-          }
-        }
-      }
-    }
-    // Replies to the last messages may still be in flight: closing with them unread would make
-    // this socket send a RST (TCPAbortOnClose), which rst_seen counts. Half-close, and read to
-    // the server's EOF (bounded), discarding them: they are not samples.
-    ::shutdown(fd.get(), SHUT_WR);
-    const auto drain_until = Clock::now() + std::chrono::seconds(2);
-    while (Clock::now() < drain_until) {
-      pollfd p{fd.get(), POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) {
-        continue;
-      }
-      std::uint8_t buf[4096];
-      const ssize_t n = ::recv(fd.get(), buf, sizeof buf, MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN)) {
-        break;  // EOF (the server closed after our FIN) or an error: nothing more to read
-      }
-    }
-  }
-};
 
 long long peer_resets(const lab::GatewayLab& lab) {
   std::string out;
@@ -394,75 +312,17 @@ int run_migrate(std::span<char* const> args) {
   std::string failures;
 
   // 1. Downtime.
-  std::vector<double> downtimes;
-  std::vector<double> frozen;
-  double baseline_p99 = 0;
-  {
-    EchoClient ec;
-    auto fd = connect_vip(lab, 9000);
-    if (!fd) {
-      std::fprintf(stderr, "rendr-bench migrate: %s\n", fd.error().message().c_str());
-      return kExitFailed;
-    }
-    ec.fd = std::move(*fd);
-    const std::string tuple = server_tuple(ec.fd.get());
-    ec.th = std::thread([&ec] { ec.run(1000); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    {
-      std::lock_guard<std::mutex> g(ec.mu);
-      std::vector<double> r;
-      for (auto& s : ec.samples) {
-        r.push_back(s.second);
-      }
-      baseline_p99 = percentile(r, 99);
-    }
-    std::string on = "a";
-    std::vector<std::pair<double, double>> windows;
-    for (std::uint64_t i = 0; i < migrations; ++i) {
-      std::string to = on == "a" ? "b" : "a";
-      double w0 = ms_between(ec.t0, Clock::now());
-      auto rep = stack.migrate(on, {tuple}, to);
-      double w1 = ms_between(ec.t0, Clock::now());
-      if (!rep || json_scalar(*rep, "result") != "committed") {
-        failures += "downtime migration " + std::to_string(i) + ": " +
-                    (rep ? json_scalar(*rep, "error") : rep.error().message()) + "; ";
-      } else {
-        on = to;
-        frozen.push_back(std::atof(json_scalar(*rep, "frozen_ms").c_str()));
-      }
-      if (rep) {
-        auto steps = rep->find("\"steps_ms\":");
-        auto steps_end = steps == std::string::npos ? steps : rep->find('}', steps);
-        std::fprintf(stderr, "migration %llu: %s, total %s ms, frozen %s ms, replayed %s %s\n",
-                     static_cast<unsigned long long>(i), json_scalar(*rep, "result").c_str(),
-                     json_scalar(*rep, "total_ms").c_str(), json_scalar(*rep, "frozen_ms").c_str(),
-                     json_scalar(*rep, "replayed_packets").c_str(),
-                     steps == std::string::npos
-                         ? ""
-                         : rep->substr(steps, steps_end + 1 - steps).c_str());
-      }
-      windows.emplace_back(w0, w1);
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    ec.stop = true;
-    ec.th.join();
-    std::lock_guard<std::mutex> g(ec.mu);
-    bytes_lost += ec.lost;
-    if (!ec.error.empty()) {
-      failures += "echo: " + ec.error + "; ";
-    }
-    for (auto& [w0, w1] : windows) {
-      double worst = 0;
-      for (auto& [t, rtt] : ec.samples) {
-        if (t >= w0 - 5 && t <= w1 + 50) {
-          worst = std::max(worst, rtt);
-        }
-      }
-      downtimes.push_back(worst);
-    }
-    bytes_lost += (ec.sent - ec.received) * 16 > 16 * 4 ? (ec.sent - ec.received) * 16 : 0;
+  auto dtr = measure_downtime(lab, stack, 9000, static_cast<int>(migrations));
+  if (!dtr) {
+    std::fprintf(stderr, "rendr-bench migrate: %s\n", dtr.error().message().c_str());
+    return kExitFailed;
   }
+  const DowntimeResult& dt = *dtr;
+  bytes_lost += dt.bytes_lost;
+  failures += dt.failures;
+  const std::vector<double>& downtimes = dt.downtime_ms;
+  const std::vector<double>& frozen = dt.frozen_ms;
+  const double baseline_p99 = dt.baseline_p99_ms;
 
   // 2. Bulk: the same download without and with 5 migrations.
   double ratio = 0;

@@ -24,7 +24,9 @@ namespace {
 // (rendr/agents/capabilities.hpp): a network namespace and TCP_REPAIR, nothing else.
 std::string probe(const std::string& which) {
   rendr::agents::ProbeOptions o;
-  o.only = {"netns", which == "userstack" ? "tun" : "tcp_repair"};
+  // userstack: its own namespace and TUN, then agent labs with a native host (TCP_REPAIR).
+  o.only = which == "userstack" ? std::vector<std::string>{"netns", "tun", "tcp_repair"}
+                                : std::vector<std::string>{"netns", "tcp_repair"};
   const auto report = rendr::agents::probe_capabilities(o);
   std::string why;
   for (const auto& cap : o.only) {
@@ -46,6 +48,7 @@ struct Spec {
   std::string args;                      // after "rendr-bench"
   std::vector<std::string> keys;         // must appear as "key":
   std::vector<std::string> exact;        // must appear verbatim
+  std::vector<std::string> numbers;      // must appear as "key":<number> (not null)
 };
 
 bool file_is_png(const std::string& path) {
@@ -117,11 +120,14 @@ int main(int argc, char** argv) {
                   "\"faults_tried\":3", "\"legit_dial_ok_after_flood\":1",
                   "\"agent_crashes\":0", "\"hostile_hellos\":600"};
   } else if (which == "userstack") {
-    spec.args = "userstack --json --quiet --mib 8 --restore-iters 50";
+    spec.args = "userstack --json --quiet --mib 8 --restore-iters 50 --moves 2";
     spec.keys = {"rx_gbps", "tx_gbps", "raw_kernel_gbps", "snapshot_restore_p50_us",
                  "snapshot_restore_p99_us", "rx_vs_raw_ratio", "tx_vs_raw_ratio"};
     // Every cycle rebuilt the connection (and the ping-pongs through it answered).
-    spec.exact = {"\"snapshot_restore_cycles\":50", "\"mib\":8", "\"rx_hold_dropped\":0"};
+    spec.exact = {"\"snapshot_restore_cycles\":50", "\"mib\":8", "\"rx_hold_dropped\":0",
+                  "\"moves\":2", "\"moves_bytes_lost\":0", "\"moves_failures\":\"\""};
+    // Two moves per lab: one n2u and one u2n in the mixed lab, two u->u.
+    spec.numbers = {"u2n_stall_ms", "n2u_stall_ms", "migrate_downtime_p50_ms"};
   } else {
     std::fprintf(stderr, "%s: unknown bench %s\n", argv[0], which.c_str());
     return 2;
@@ -154,9 +160,21 @@ int main(int argc, char** argv) {
     std::printf("FAIL: the last stdout line is not a JSON object: %s\n", last.c_str());
     return 1;
   }
+  spec.keys.insert(spec.keys.end(), spec.numbers.begin(), spec.numbers.end());
   for (const auto& k : spec.keys) {
     if (last.find("\"" + k + "\":") == std::string::npos) {
       std::printf("FAIL: key \"%s\" missing from the JSON line\n", k.c_str());
+      ++bad;
+    }
+  }
+  for (const auto& k : spec.numbers) {
+    const std::string key = "\"" + k + "\":";
+    const auto at = last.find(key);
+    const char c = at == std::string::npos || at + key.size() >= last.size()
+                       ? 'x'
+                       : last[at + key.size()];
+    if (at != std::string::npos && !(c == '-' || (c >= '0' && c <= '9'))) {
+      std::printf("FAIL: key \"%s\" is not a number in the JSON line\n", k.c_str());
       ++bad;
     }
   }

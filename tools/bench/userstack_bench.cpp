@@ -13,6 +13,7 @@
 #include "progress.hpp"
 #include "stats.hpp"
 #include "subcommand.hpp"
+#include "userstack_moves.hpp"
 
 #include "lab/lab_util.hpp"
 
@@ -30,6 +31,7 @@
 #include <cstdio>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,7 @@ struct Config {
   std::uint64_t restore_iters = 2000;
   std::uint64_t mtu = 65535;
   std::uint64_t send_mss = 32768;
+  std::uint64_t moves = 10;
 };
 
 double gbps(std::uint64_t bytes, double s) { return s > 0 ? static_cast<double>(bytes) * 8 / s / 1e9 : 0; }
@@ -270,14 +273,19 @@ int run_userstack(std::span<char* const> args) {
       "Measures rendr's user-space TCP stack (lwIP over TUN) inside a private network namespace:\n"
       "one flow kernel -> lwIP (rx) and lwIP -> kernel (tx), the same bytes kernel -> kernel over\n"
       "loopback in the same run (raw), and freeze + snapshot + restore + thaw of an idle\n"
-      "connection. Needs root (the namespace and the TUN device; the stack itself does not).\n"
-      "Targets: rx and tx >= 5 Gbit/s, snapshot+restore p50 <= 50 us.");
+      "connection. Then rendr-agent moves a 1 ms echo connection between two hosts of a gateway\n"
+      "lab (rbus-*), as `rendr-bench migrate` does: native <-> userstack (stalls) and userstack\n"
+      "-> userstack (downtime). Needs root (namespaces, TUN, eBPF and TCP_REPAIR for the labs).\n"
+      "Targets: rx and tx >= 5 Gbit/s, snapshot+restore p50 <= 50 us, cross-method stall <= 5 ms,\n"
+      "userstack downtime p50 <= 2 ms.");
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
   p.flag("quiet", &cfg.quiet, "no progress lines on stderr");
   p.uint("mib", &cfg.mib, 1, 1 << 20, "MiB per transfer (each direction and the baseline)");
   p.uint("restore-iters", &cfg.restore_iters, 1, 1'000'000, "snapshot + restore cycles");
   p.uint("mtu", &cfg.mtu, 1280, 65535, "TUN MTU");
   p.uint("send-mss", &cfg.send_mss, 536, 65000, "lwIP send MSS (StackOptions::send_mss)");
+  p.uint("moves", &cfg.moves, 0, 1000,
+         "agent moves per lab (mixed: n2u/u2n stalls; userstack: u->u downtime), 0 skips");
   auto parsed = p.parse(args);
   if (!parsed) {
     std::fprintf(stderr, "rendr-bench userstack: %s\n", parsed.error().message().c_str());
@@ -321,6 +329,22 @@ int run_userstack(std::span<char* const> args) {
     std::fprintf(stderr, "rendr-bench userstack: %s\n", r.error().message().c_str());
     return kExitFailed;
   }
+  // The agents' labs run from the original namespace, after the stack above is gone.
+  std::optional<UserstackMoves> moves;
+  if (cfg.moves > 0) {
+    if (!cfg.quiet) {
+      std::fprintf(stderr, "rendr-bench userstack: agent moves (mixed lab, then userstack lab)\n");
+    }
+    auto m = measure_userstack_moves(static_cast<int>(cfg.moves));
+    if (!m) {
+      std::fprintf(stderr, "rendr-bench userstack: %s\n", m.error().message().c_str());
+      return kExitFailed;
+    }
+    moves = std::move(*m);
+    if (!moves->failures.empty()) {
+      std::fprintf(stderr, "rendr-bench userstack: moves: %s\n", moves->failures.c_str());
+    }
+  }
   const double rx = gbps(r->rx.bytes, r->rx.seconds);
   const double tx = gbps(r->tx.bytes, r->tx.seconds);
   const double raw = gbps(r->raw.bytes, r->raw.seconds);
@@ -333,6 +357,18 @@ int run_userstack(std::span<char* const> args) {
   std::printf("snapshot + restore    p50 %.1f us  p99 %.1f us  (%llu cycles)\n",
               r->restore.percentile_us(50), r->restore.percentile_us(99),
               static_cast<unsigned long long>(r->restore.size()));
+  if (moves) {
+    std::printf("n2u stall (native -> userstack)  p50 %.2f ms  max %.2f ms  (%zu moves)\n",
+                percentile(moves->n2u_ms, 50), percentile(moves->n2u_ms, 100),
+                moves->n2u_ms.size());
+    std::printf("u2n stall (userstack -> native)  p50 %.2f ms  max %.2f ms  (%zu moves)\n",
+                percentile(moves->u2n_ms, 50), percentile(moves->u2n_ms, 100),
+                moves->u2n_ms.size());
+    std::printf("u->u downtime                    p50 %.2f ms  p99 %.2f ms  (%zu moves, echo "
+                "baseline p99 %.2f ms)\n",
+                percentile(moves->u2u_ms, 50), percentile(moves->u2u_ms, 99),
+                moves->u2u_ms.size(), moves->baseline_p99_ms);
+  }
   if (cfg.json) {
     JsonWriter j;
     j.begin_object();
@@ -351,9 +387,26 @@ int run_userstack(std::span<char* const> args) {
     j.kv("rx_packets", r->counters.rx_packets);
     j.kv("tx_packets", r->counters.tx_packets);
     j.kv("rx_hold_dropped", r->counters.rx_hold_dropped);
-    j.kv_null("u2n_stall_ms");
-    j.kv_null("n2u_stall_ms");
-    j.kv_null("migrate_downtime_p50_ms");
+    // Per move the peer's worst echo round trip around it; p50 over the moves (null: skipped
+    // with --moves 0, or no move of that kind was measured).
+    auto p50_or_null = [&j](const char* key, const std::vector<double>& v, double p) {
+      if (v.empty()) {
+        j.kv_null(key);
+      } else {
+        j.kv(key, percentile(v, p));
+      }
+    };
+    const std::vector<double> none;
+    p50_or_null("u2n_stall_ms", moves ? moves->u2n_ms : none, 50);
+    p50_or_null("u2n_stall_max_ms", moves ? moves->u2n_ms : none, 100);
+    p50_or_null("n2u_stall_ms", moves ? moves->n2u_ms : none, 50);
+    p50_or_null("n2u_stall_max_ms", moves ? moves->n2u_ms : none, 100);
+    p50_or_null("migrate_downtime_p50_ms", moves ? moves->u2u_ms : none, 50);
+    p50_or_null("migrate_downtime_p99_ms", moves ? moves->u2u_ms : none, 99);
+    p50_or_null("migrate_frozen_p50_ms", moves ? moves->frozen_ms : none, 50);
+    j.kv("moves", moves ? cfg.moves : 0);
+    j.kv("moves_bytes_lost", moves ? moves->bytes_lost : 0);
+    j.kv("moves_failures", moves ? moves->failures : std::string());
     j.end_object();
     std::printf("%s\n", j.str().c_str());
   }

@@ -6,8 +6,11 @@
 
 #include <rendr/userstack/snapshot.hpp>
 
+#include <rendr/userstack/tcp_packet.hpp>
+
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace rendr::userstack {
 
@@ -83,8 +86,27 @@ Result<TcpSnapshot> Stack::snapshot(Connection& conn) {
         ctx + ": state " + std::string(st ? to_string(*st) : "unknown") + " cannot be snapshotted");
   }
   std::uint32_t offset = 0;
+  // The first data byte lwIP emitted while frozen (held by the shim, never on the wire; lwIP
+  // counts it in snd_nxt all the same): from there on the send queue is unsent. Counted as
+  // sent, a kernel target (u->n) restored it as in flight and the peer got it only after that
+  // socket's retransmission timeout (3 s, then 6 s: the mixed test's multi-second stalls).
+  std::optional<std::uint32_t> first_held;
+  bool fin_held = false;
   if (const FlowEntry* f = impl_->flows_.find(c.tuple_); f != nullptr) {
     offset = f->offset;
+    for (const auto& pkt : f->out_held) {
+      auto tp = parse_tcp(pkt);
+      if (tp && tp->fin()) {
+        fin_held = true;
+      }
+      if (!tp || tp->payload_len == 0) {
+        continue;
+      }
+      const std::uint32_t seq = tp->seq - offset;
+      if (!first_held || TCP_SEQ_LT(seq, *first_held)) {
+        first_held = seq;
+      }
+    }
   }
   TcpSnapshot s;
   s.tuple = c.tuple_;
@@ -117,6 +139,13 @@ Result<TcpSnapshot> Stack::snapshot(Connection& conn) {
   std::uint32_t sent = pcb->snd_nxt - una;
   if (s.fin_sent && !fin_acked) {
     sent -= 1;
+  }
+  if (first_held && TCP_SEQ_GEQ(*first_held, una) && TCP_SEQ_LT(*first_held, una + sent)) {
+    sent = *first_held - una;
+    fin_held = true;  // our FIN follows the data: it did not leave either
+  }
+  if (fin_held && s.fin_sent && !fin_acked) {
+    s.fin_sent = false;  // queued, to be sent by the next owner
   }
   sent = std::min<std::uint32_t>(sent, static_cast<std::uint32_t>(s.send_queue.size()));
   s.send_unsent = static_cast<std::uint32_t>(s.send_queue.size()) - sent;

@@ -490,6 +490,12 @@ std::size_t Stack::thaw(const FourTuple& tuple, std::vector<std::vector<std::byt
     }
     auto held = impl_->flows_.thaw(tuple);
     for (auto& pkt : first) {
+      // Recorded elsewhere (a native source's tc freeze): the TCP checksum may be the partial
+      // one of a CHECKSUM_PARTIAL skb, which lwIP's check drops silently (the peer then waits
+      // for its RTO). repair's replay (prepare_replay) recomputes it likewise.
+      if (auto tp = parse_tcp(pkt); tp) {
+        set_tcp_checksum(pkt, *tp);
+      }
       impl_->feed(pkt, true);
       ++n;
     }

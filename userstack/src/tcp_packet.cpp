@@ -164,6 +164,10 @@ bool tcp_checksum_ok(std::span<const std::byte> pkt, const TcpPacket& p) {
   return tcp_checksum(pkt, p) == rd16(pkt, p.tcp_offset + 16);
 }
 
+void set_tcp_checksum(std::span<std::byte> pkt, const TcpPacket& p) {
+  wr16(pkt, p.tcp_offset + 16, tcp_checksum(pkt, p));
+}
+
 bool complete_partial_checksum(std::span<std::byte> pkt, std::size_t csum_start,
                                std::size_t csum_offset) {
   if (csum_start >= pkt.size() || csum_start + csum_offset + 2 > pkt.size()) {

@@ -139,3 +139,29 @@ TEST_CASE("userstack complete_partial_checksum finishes a NEEDS_CSUM packet",
     CHECK_FALSE(complete_partial_checksum(partial, partial.size(), 16));
   }
 }
+
+TEST_CASE("userstack set_tcp_checksum repairs a partial or stale checksum",
+          "[userstack][packet]") {
+  for (bool v6 : {false, true}) {
+    test::TcpFrameSpec s = spec4();
+    if (v6) {
+      s.src = test::endpoint("[fd00::2]:40000");
+      s.dst = test::endpoint("[fd00::7]:443");
+    }
+    const auto good = ip_packet(s);
+    auto p = parse_tcp(good);
+    REQUIRE(p);
+    for (std::uint16_t field : {std::uint16_t{0}, std::uint16_t{0x1234}, std::uint16_t{0xffff}}) {
+      auto bad = good;
+      bad[p->tcp_offset + 16] = static_cast<std::byte>(field >> 8);
+      bad[p->tcp_offset + 17] = static_cast<std::byte>(field & 0xff);
+      if (bad == good) {
+        continue;
+      }
+      REQUIRE_FALSE(tcp_checksum_ok(bad, *p));
+      set_tcp_checksum(bad, *p);
+      CHECK(tcp_checksum_ok(bad, *p));
+      CHECK(bad == good);
+    }
+  }
+}

@@ -147,7 +147,8 @@ class Stack {
   // packets into lwIP, oldest first; returns how many were replayed.
   std::size_t thaw(const FourTuple& tuple);
   // thaw, replaying |first| (the flow's inbound packets held elsewhere, e.g. by the source of a
-  // migration: IP packets, wire form, checksums complete) before this stack's own held ones.
+  // migration: IP packets, wire form; their TCP checksums are recomputed, since a tc hook may
+  // have recorded them with a partial one) before this stack's own held ones.
   std::size_t thaw(const FourTuple& tuple, std::vector<std::vector<std::byte>> first);
   // take_held ends the freeze and returns the held inbound packets (IP packets, wire form)
   // instead of replaying them, for a flow that moves elsewhere; held outbound ones are

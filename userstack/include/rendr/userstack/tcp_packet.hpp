@@ -62,6 +62,10 @@ struct TcpPacket {
 [[nodiscard]] std::uint16_t tcp_checksum(std::span<const std::byte> pkt, const TcpPacket& p);
 // tcp_checksum_ok verifies the stored checksum.
 [[nodiscard]] bool tcp_checksum_ok(std::span<const std::byte> pkt, const TcpPacket& p);
+// set_tcp_checksum stores tcp_checksum() in the packet's checksum field, whatever it held (a
+// packet recorded at another host's tc hook may carry only the pseudo-header sum of a
+// CHECKSUM_PARTIAL skb).
+void set_tcp_checksum(std::span<std::byte> pkt, const TcpPacket& p);
 
 // complete_partial_checksum finishes a checksum the kernel left partial (virtio-net
 // VIRTIO_NET_HDR_F_NEEDS_CSUM): the 16-bit field at |csum_start + csum_offset| holds the
