@@ -62,7 +62,8 @@ bool Cidr::contains(std::uint8_t id_family, const std::array<std::uint8_t, 16>& 
   for (int i = 0; i < bits; i += 8) {
     const int n = std::min(8, bits - i);
     const auto mask = static_cast<std::uint8_t>(0xff << (8 - n));
-    if ((a[static_cast<std::size_t>(i / 8)] & mask) != (addr[static_cast<std::size_t>(i / 8)] & mask)) {
+    const auto byte = static_cast<std::size_t>(i / 8);
+    if ((a[byte] & mask) != (addr[byte] & mask)) {
       return false;
     }
   }

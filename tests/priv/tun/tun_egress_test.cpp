@@ -2,7 +2,8 @@
 // rendr-tun decisions, refusals, status and load (docs/tun-ingress.md), real kernel, stock
 // programs, in the tun lab (tun_lab.hpp): a destination the egress denies and one where
 // nothing listens reach curl as a quick reset of that one flow (while another flow goes on)
-// with the reason counted on both sides; the ingress config's deny (and ICMP / fragments
+// with the reason counted on both sides, and a redirect; the ingress config's deny with a
+// listener key on both sides (and ICMP / fragments
 // counted, not carried); a 32 MiB `curl -T` upload;
 // 200 concurrent flows; the status socket's flow entries.
 #include "tun_lab.hpp"
@@ -55,7 +56,8 @@ TEST_CASE("tun refusals: a denied destination and a missing origin reset only th
   TunLabOptions o;
   o.blob = 8U << 20;
   o.origin_addrs = {"198.18.0.66"};
-  o.egress_rules = {"--deny", "198.18.0.66/32", "--allow", "198.18.0.0/24"};
+  o.egress_rules = {"--deny", "198.18.0.66/32", "--redirect",
+                    "198.18.0.0/24:9999=198.18.0.10:8080", "--allow", "198.18.0.0/24"};
   TunLab lab(o);
   // A long download runs meanwhile (rate-limited to ~4 s): other flows keep running.
   Child slow;
@@ -75,6 +77,13 @@ TEST_CASE("tun refusals: a denied destination and a missing origin reset only th
   CHECK(is_reset(missing));
   CHECK(missing.ms < 3000);
 
+  // A redirect: port 9999 lands at the origin's 8080.
+  const auto redirected =
+      curl(lab.app, "-o " + lab.dir.path + "/redir http://198.18.0.10:9999/blob");
+  INFO("redirected: " << redirected.out);
+  CHECK(redirected.rc == 0);
+  CHECK(read_file(lab.dir.path + "/redir").size() == lab.blob.size());
+
   const std::string in = read_status(lab.ingress_status());
   const std::string eg = read_status(lab.egress_status());
   INFO("ingress: " << in);
@@ -83,6 +92,7 @@ TEST_CASE("tun refusals: a denied destination and a missing origin reset only th
   CHECK(status_counter(in, "reset_missing_egress") == 1);
   CHECK(status_counter(eg, "refused_flow_denied") == 1);
   CHECK(status_counter(eg, "refused_missing_egress") == 1);
+  CHECK(status_counter(eg, "redirected") == 1);
   // The slow flow is still relayed (an entry with bytes moving) and ends intact.
   CHECK(in.find("\"dst\":\"198.18.0.10:8080\"") != std::string::npos);
   CHECK(in.find("\"state\":\"relaying\"") != std::string::npos);
@@ -94,12 +104,13 @@ TEST_CASE("tun refusals: a denied destination and a missing origin reset only th
   CHECK(std::equal(got.begin(), got.end(), reinterpret_cast<const char*>(lab.blob.data())));
 }
 
-TEST_CASE("tun config: the ingress's deny rule resets the flow before any engine flow",
+TEST_CASE("tun config: the ingress's deny rule resets the flow before any engine flow, keyed",
           "[.netns][tun][netns]") {
   TunLabOptions o;
   o.ingress_config =
       "deny dst 198.18.0.77/32\n"
       "match dst 198.18.0.0/24 port 8080 -> peer 10.88.0.2:7000 peer 10.89.0.2:7000\n";
+  o.keyed = true;  // and a listener key on both sides
   TunLab lab(o);
   const auto denied = curl(lab.app, "-o /dev/null http://198.18.0.77:8080/blob");
   INFO("rc " << denied.rc << ": " << denied.out);

@@ -2,8 +2,9 @@
 // rendr-tun end to end (docs/tun-ingress.md), real kernel, stock programs, in the tun lab
 // (tun_lab.hpp): netns "app" has a TUN rtun0 (198.18.0.0/24 routed into it) with `rendr-tun
 // ingress` on it and runs curl; netns "egress" runs `rendr-tun egress` and the origin,
-// python3's http.server on 198.18.0.10 (a local address there). curl's TCP flow is terminated in lwIP, carried over an engine flow
-// (tcp over a veth) with its L3 identity, and landed at the origin by the egress.
+// python3's http.server on 198.18.0.10 (a local address there). curl's TCP flow is
+// terminated in lwIP, carried over an engine flow (tcp over a veth) with its L3 identity, and
+// landed at the origin by the egress.
 #include "tun_lab.hpp"
 
 #include <catch2/catch.hpp>

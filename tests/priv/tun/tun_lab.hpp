@@ -95,6 +95,8 @@ struct TunLabOptions {
   // The ingress's decision: empty = every flow to both paths (--peer); else the text of its
   // --config file.
   std::string ingress_config;
+  // Both sides share a listener key (--key-file): only the configured ingress gets a flow.
+  bool keyed = false;
 };
 
 // TunLab: the two namespaces, joined by two veths (paths 10.88.0.0/24 and 10.89.0.0/24), the
@@ -140,12 +142,19 @@ struct TunLab {
                         "cd " + dir.path +
                             " && exec python3 -u -m http.server 8080 --bind 198.18.0.10"},
                        "Serving HTTP");
+    std::vector<std::string> key;
+    if (o.keyed) {
+      std::ofstream(dir.path + "/key") << "0123456789abcdef0123456789abcdef";
+      key = {"--key-file", dir.path + "/key"};
+    }
     std::vector<std::string> eargs = {RENDR_TUN_BIN, "egress", "--listen", "0.0.0.0:7000",
                                       "--status-socket", egress_status()};
+    eargs.insert(eargs.end(), key.begin(), key.end());
     eargs.insert(eargs.end(), o.egress_rules.begin(), o.egress_rules.end());
     eg.pid = start(egress, "egress", eargs, "ready");
     std::vector<std::string> iargs = {RENDR_TUN_BIN, "ingress", "--tun", "rtun0",
                                       "--status-socket", ingress_status()};
+    iargs.insert(iargs.end(), key.begin(), key.end());
     if (o.ingress_config.empty()) {
       iargs.insert(iargs.end(), {"--peer", "10.88.0.2:7000", "--peer", "10.89.0.2:7000"});
     } else {

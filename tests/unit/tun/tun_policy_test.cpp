@@ -14,7 +14,8 @@ using namespace rendr::tun;
 namespace {
 
 engine::L3Identity tcp_to(const std::string& dst) {
-  auto id = engine::make_l3_identity(6, dst[0] == '[' ? "[fd00::77]:40000" : "10.77.0.1:40000", dst);
+  const char* src = dst[0] == '[' ? "[fd00::77]:40000" : "10.77.0.1:40000";
+  auto id = engine::make_l3_identity(6, src, dst);
   REQUIRE(id.ok());
   return *id;
 }
