@@ -143,12 +143,29 @@ int run_egress(const EgressOptions& o) {
   }
   ListenOptions lo;
   lo.listener_key = o.listener_key;
+  // An egress serves a few ingress hosts, each carrying many app flows from one address (200
+  // concurrent flows are 400 carriers from two addresses): per-source limits as wide as the
+  // listener's own. The listener key and the network decide who may connect.
+  lo.max_pending_per_source = lo.max_pending_carriers;
+  lo.max_half_open_per_source = lo.backlog;
   auto l = listen_tcp(o.listen, lo);
   if (!l) {
     std::fprintf(stderr, "rendr-tun: listen %s: %s\n", o.listen.c_str(),
                  l.error().message().c_str());
     return 1;
   }
+  status.set_extra([ls = l->get()](JsonWriter& w) {
+    const auto s = ls->listener_stats();
+    w.begin_object("listener");
+    w.kv("flows", static_cast<std::uint64_t>(s.flows));
+    w.kv("half_open", static_cast<std::uint64_t>(s.half_open));
+    w.kv("flows_evicted", s.flows_evicted);
+    w.kv("flows_refused", s.flows_refused);
+    w.kv("carriers_dropped", s.carriers_dropped);
+    w.kv("first_frame_timeouts", s.first_frame_timeouts);
+    w.kv("key_refused", s.key_missing + s.key_bad + s.key_stale + s.key_replayed);
+    w.end_object();
+  });
   std::printf("ready egress listen=%s\n", (*l)->local_address().c_str());
   std::fflush(stdout);
   for (;;) {

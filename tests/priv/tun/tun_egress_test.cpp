@@ -233,7 +233,15 @@ TEST_CASE("tun: 200 concurrent flows through one rendr-tun are all intact",
   INFO(out);
   CHECK(rc == 0);
   CHECK(out.find("intact 200") != std::string::npos);
-  const std::string in = read_status(lab.ingress_status());
+  // The client has its answers; the ingress's flow threads finish their closes meanwhile.
+  const std::string in = wait_status(lab.ingress_status(), "\"flows_done\":200", 10000);
+  const std::string eg = read_status(lab.egress_status());
   INFO(in);
+  INFO(eg);
   CHECK(status_counter(in, "flows") == 200);
+  CHECK(status_counter(in, "flows_done") == 200);
+  // One ingress address carries 200 flows (400 carriers): the egress's listener must not push
+  // any out (its per-source limits of 128 waiting carriers did, 1 run in ~8).
+  CHECK(status_counter(eg, "carriers_dropped") == 0);
+  CHECK(status_counter(eg, "flows_evicted") == 0);
 }
