@@ -94,6 +94,16 @@ engine::Side Admin::side() const {
 
 Status Admin::close() { return d_->close(); }
 
+Status Admin::refuse(engine::RefusalCode code, std::string_view detail) {
+  const engine::Refusal r{code, std::string(detail)};
+  return d_->close(&r);
+}
+
+std::optional<engine::Refusal> Admin::peer_refusal() const {
+  std::unique_lock lk(d_->mu);
+  return d_->core().stats().peer_refusal;
+}
+
 void Admin::kill_path_for_test(PathId path) { d_->kill_path(path); }
 
 Admin::executor_type Admin::get_executor() const { return d_->io().get_executor(); }

@@ -25,7 +25,8 @@ FlowDriver::FlowDriver(std::shared_ptr<IoRuntime> rt, engine::FlowCore owned_cor
     : rt_(std::move(rt)),
       owned_core_(std::move(owned_core)),
       dial_(std::move(dial)),
-      timer_(rt_->io()) {
+      timer_(rt_->io()),
+      drain_timer_(rt_->io()) {
   core_ = &*owned_core_;
 }
 
@@ -35,7 +36,8 @@ FlowDriver::FlowDriver(std::shared_ptr<IoRuntime> rt, engine::FlowCore* table_co
       core_(table_core),
       listener_(std::move(listener)),
       on_finished_(std::move(on_finished)),
-      timer_(rt_->io()) {}
+      timer_(rt_->io()),
+      drain_timer_(rt_->io()) {}
 
 FlowDriver::~FlowDriver() {
   if (retry_) {
@@ -226,11 +228,15 @@ void FlowDriver::arm_timer_locked() {
   });
 }
 
-Status FlowDriver::close() {
+Status FlowDriver::close(const engine::Refusal* refusal) {
   std::unique_lock lk(mu);
   if (!user_closed_) {
     user_closed_ = true;
-    core_->close(Clock::now());
+    if (refusal) {
+      (void)core_->refuse(refusal->code, refusal->detail, Clock::now());
+    } else {
+      core_->close(Clock::now());
+    }
     request_service_locked();
   }
   // The core ends a closing flow after min(budget, graceful_close_timeout); the cap here only
@@ -263,10 +269,33 @@ void FlowDriver::shutdown() {
     for (auto& [id, s] : self->slots_) {
       all.push_back(s);
     }
+    bool draining = false;
     for (auto& s : all) {
+      // A flow that ended queued its last frames (BYE, the terminal ACK) behind a write still
+      // in flight: closing now would cut them and leave the peer waiting out its budget.
+      if (self->closed_event_ && s->writing && !s->closed) {
+        draining = true;
+        continue;
+      }
       self->close_slot_locked(s);
     }
     self->timer_.cancel();
+    if (draining) {
+      self->drain_timer_.expires_after(kDrainCap);
+      self->drain_timer_.async_wait([self](std::error_code ec) {
+        if (ec == asio::error::operation_aborted) {
+          return;
+        }
+        std::unique_lock l3(self->mu);
+        std::vector<SlotPtr> left;
+        for (auto& [id, s] : self->slots_) {
+          left.push_back(s);
+        }
+        for (auto& s : left) {
+          self->close_slot_locked(s);
+        }
+      });
+    }
     std::vector<IoHandler> hs;
     if (self->pending_read_) {
       hs.push_back(std::move(self->pending_read_->h));

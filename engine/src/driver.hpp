@@ -125,8 +125,12 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   // redial_wanted: the flow still wants its paths back (not shut down, closed or dead).
   [[nodiscard]] bool redial_wanted();
   [[nodiscard]] bool redial_wanted_locked() const;
-  [[nodiscard]] Status close();
-  void shutdown();  // closes carriers and the timer (io thread, posted); idempotent
+  // close ends the flow with BYE(normal), or with a REFUSE when |refusal| is set, and waits.
+  [[nodiscard]] Status close(const engine::Refusal* refusal = nullptr);
+  // shutdown closes carriers and the timer (io thread, posted); idempotent. A carrier with a
+  // write in flight on a flow that ended is closed once that write and the flow's last frames
+  // (its BYE, the terminal ACK) are out, or after kDrainCap.
+  void shutdown();
   // evict_locked (server flows, io thread): the flow leaves the listener's table - the driver
   // owns its core from now on, no longer reports carriers nor asks for its removal - and ends
   // with |why| (FlowCore::abort: BYE, then its carriers close). The caller then removes the
@@ -180,6 +184,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   void start_read_locked(const SlotPtr& s, bool drained);
   void flush_locked(const SlotPtr& s);
   void close_slot_locked(const SlotPtr& s);
+  void drain_locked(const SlotPtr& s);  // after shutdown(): flush once more, close when idle
   void carrier_failed_locked(const SlotPtr& s, std::error_code ec, const char* what);
   void arm_timer_locked();
   void complete_async_locked();
@@ -202,6 +207,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::shared_ptr<RetryQueue> retry_;              // created on the first re-dial
   std::uint64_t redials_ = 0;                      // paths brought back by the re-dial
   asio::steady_timer timer_;
+  asio::steady_timer drain_timer_;  // bounds the final flush after shutdown()
   std::optional<engine::TimePoint> armed_;
   bool service_posted_ = false;
   bool closed_event_ = false;  // EvClosed seen: flush once more, then close carriers

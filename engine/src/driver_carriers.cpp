@@ -127,6 +127,9 @@ void FlowDriver::flush_locked(const SlotPtr& s) {
                              }
                              if (ec) {
                                self->carrier_failed_locked(s, ec, "stream carrier write");
+                             } else if (self->shut_) {
+                               self->drain_locked(s);  // the flow's last frames after close()
+                               return;
                              }
                              self->pump_locked();
                              self->run_deferred(lk);
@@ -149,6 +152,9 @@ void FlowDriver::flush_locked(const SlotPtr& s) {
         }
         if (wec) {
           self->carrier_failed_locked(s, wec, "udp carrier wait");
+        } else if (self->shut_) {
+          self->drain_locked(s);
+          return;
         }
         self->pump_locked();
         self->run_deferred(lk);
@@ -163,6 +169,16 @@ void FlowDriver::flush_locked(const SlotPtr& s) {
   }
   if (core_->wants_transmit(s->id)) {
     request_service_locked();  // let other paths and flows run between bursts
+  }
+}
+
+void FlowDriver::drain_locked(const SlotPtr& s) {
+  flush_locked(s);
+  if (!s->writing) {
+    close_slot_locked(s);
+  }
+  if (slots_.empty()) {
+    drain_timer_.cancel();
   }
 }
 

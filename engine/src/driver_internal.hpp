@@ -27,6 +27,9 @@ using engine::PathId;
 inline constexpr std::size_t kStreamChunk = 128 * 1024;
 inline constexpr std::size_t kStreamRoom = kStreamChunk + engine::kMaxStreamFrame + 2;
 inline constexpr int kDatagramBurst = 256;
+// After close() on a flow that ended, how long a carrier may take to hand the peer the flow's
+// last frames (its BYE or REFUSE, the terminal ACK) before it is closed anyway.
+inline constexpr std::chrono::milliseconds kDrainCap{5000};
 // A write_some publishes at most this much at once (its copy runs before the io thread may
 // send any of it).
 inline constexpr std::size_t kAppSlice = 256 * 1024;

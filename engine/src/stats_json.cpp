@@ -53,6 +53,10 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   if (s.l3_identity) {
     w.kv("l3_identity", to_string(*s.l3_identity));
   }
+  if (s.peer_refusal) {
+    w.kv("peer_refusal", to_string(s.peer_refusal->code));
+    w.kv("peer_refusal_detail", s.peer_refusal->detail);
+  }
   w.begin_array("paths");
   for (const auto& p : s.paths) {
     w.begin_object();

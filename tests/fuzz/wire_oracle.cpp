@@ -376,6 +376,8 @@ std::vector<WireSeed> wire_seeds() {
       {"l3_identity_v4", L3IdentityFrame{1, l3_v4}},
       {"l3_identity_v6", L3IdentityFrame{1, l3_v6}},
       {"shutdown_write", ShutdownWrite{6}},
+      {"refuse", Refuse{7, 2, std::string("connect: refused")}},
+      {"refuse_bare", Refuse{7, 1, std::nullopt}},
   };
   for (const auto& [name, f] : singles) {
     seeds.push_back({"frame_" + name, encoded(f)});
@@ -413,6 +415,7 @@ std::vector<WireSeed> wire_seeds() {
   append_framed(s4, L3IdentityFrame{1, l3_v4});
   append_framed(s4, Data{2, payload, false});
   append_framed(s4, ShutdownWrite{3});
+  append_framed(s4, Refuse{4, 2, std::string("x")});
   seeds.push_back({"stream_l3_identity", s4});
   seeds.push_back({"l3_record_v4", std::vector<std::byte>(l3_v4.begin(), l3_v4.end())});
   seeds.push_back({"l3_record_v6", std::vector<std::byte>(l3_v6.begin(), l3_v6.end())});

@@ -1,28 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-tun: unmodified applications over a rendr engine flow (docs/tun-ingress.md). A start:
-//   rendr-tun ingress --tun NAME --peer HOST:PORT [--peer HOST:PORT ...]
-//     terminates every TCP flow routed into the pre-provisioned TUN NAME in userstack (lwIP)
-//     and carries each over its own engine flow (tcp paths to the peers) with the app flow's
-//     L3 identity;
-//   rendr-tun egress --listen HOST:PORT
-//     accepts engine flows and connects each to its L3 identity's destination.
-// Both run until killed. Bytes are relayed both ways with half-close (tun_relay.hpp).
-#include "tun_relay.hpp"
+// rendr-tun: unmodified applications over a rendr engine flow (docs/tun-ingress.md):
+//   rendr-tun ingress --tun NAME (--peer HOST:PORT ... | --config FILE) [common]
+//     terminates every TCP flow routed into the pre-provisioned TUN NAME in userstack (lwIP),
+//     decides per flow (every flow to the --peer list, or the config file's rules), and
+//     carries it over its own engine flow with the app flow's L3 identity;
+//   rendr-tun egress --listen HOST:PORT (--allow SEL | --deny SEL | --redirect SEL=H:P)...
+//                    [--connect-timeout MS] [common]
+//     accepts engine flows and lands each at its identity's destination (or the redirect),
+//     refusing (REFUSE with a reason) what the rules deny or what cannot be reached;
+//   rendr-tun check-config FILE
+//     parses an ingress config and prints its rules or the first error.
+//   common: [--status-socket PATH] [--key-file FILE]
+#include "tun_roles.hpp"
 
-#include <rendr/common/endpoint.hpp>
-#include <rendr/common/unique_fd.hpp>
-#include <rendr/engine/dialer.hpp>
-#include <rendr/engine/listener.hpp>
-#include <rendr/userstack/bridge.hpp>
-#include <rendr/userstack/stack.hpp>
-
-#include <sys/socket.h>
-#include <unistd.h>
+#include <rendr/engine/types.hpp>
 
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -30,132 +28,32 @@ namespace {
 using namespace rendr;
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: rendr-tun ingress --tun NAME --peer HOST:PORT [--peer HOST:PORT ...]\n"
-               "       rendr-tun egress --listen HOST:PORT\n");
+  std::fprintf(
+      stderr,
+      "usage: rendr-tun ingress --tun NAME (--peer HOST:PORT ... | --config FILE)\n"
+      "                 [--status-socket PATH] [--key-file FILE]\n"
+      "       rendr-tun egress --listen HOST:PORT (--allow SEL | --deny SEL |\n"
+      "                 --redirect SEL=HOST:PORT)... [--connect-timeout MS]\n"
+      "                 [--status-socket PATH] [--key-file FILE]\n"
+      "       rendr-tun check-config FILE\n"
+      "SEL: CIDR[:PORT|:LO-HI], [V6CIDR]:PORTS or any\n");
   return 2;
 }
 
-engine::L3Identity identity_of(const FourTuple& t) {
-  // The Connection's local end is the address the app dialled; its remote end is the app.
-  engine::L3Identity id;
-  id.proto = 6;
-  id.family = t.local.family == IpFamily::v4 ? 4 : 6;
-  id.src = t.remote.addr;
-  id.src_port = t.remote.port;
-  id.dst = t.local.addr;
-  id.dst_port = t.local.port;
-  return id;
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    return errno_error("open " + path);
+  }
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
-Endpoint destination_of(const engine::L3Identity& id) {
-  Endpoint e;
-  e.family = id.family == 4 ? IpFamily::v4 : IpFamily::v6;
-  e.addr = id.dst;
-  e.port = id.dst_port;
-  return e;
-}
-
-void ingress_flow(Dialer& dialer, userstack::ConnectionPtr conn) {
-  const auto id = identity_of(conn->tuple());
-  auto c = dialer.dial(id);
-  if (!c) {
-    std::fprintf(stderr, "rendr-tun: %s: dial: %s\n", engine::to_string(id).c_str(),
-                 c.error().message().c_str());
-    conn->abort();  // the app sees a reset of this one flow
-    return;
+Result<tun::IngressConfig> load_config(const std::string& path) {
+  auto text = read_file(path);
+  if (!text) {
+    return std::move(text).take_error();
   }
-  auto bridge = userstack::Bridge::start(std::move(conn));
-  if (!bridge) {
-    std::fprintf(stderr, "rendr-tun: bridge: %s\n", bridge.error().message().c_str());
-    return;
-  }
-  UniqueFd fd = (*bridge)->take_fd();
-  const auto r = tun::relay(**c, fd.get());
-  if (r.up && r.down) {
-    // Both directions ended cleanly: let the pump hand its last bytes and the FIN to lwIP
-    // (destroying the Bridge now would discard them).
-    (*bridge)->wait();
-  }
-  std::fprintf(stderr, "rendr-tun: %s: %llu bytes up, %llu down%s%s\n",
-               engine::to_string(id).c_str(), static_cast<unsigned long long>(r.to_conn),
-               static_cast<unsigned long long>(r.from_conn), r.up ? "" : " (up: error)",
-               r.down ? "" : " (down: error)");
-}
-
-void egress_flow(ConnPtr conn) {
-  const auto id = conn->l3_identity();
-  if (!id) {
-    std::fprintf(stderr, "rendr-tun: a flow without an L3 identity: closed\n");
-    (void)conn->close();
-    return;
-  }
-  const Endpoint dst = destination_of(*id);
-  UniqueFd fd(::socket(dst.af(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_storage ss{};
-  const socklen_t len = dst.to_sockaddr(ss);
-  if (!fd || ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
-    std::fprintf(stderr, "rendr-tun: %s: connect: %s\n", engine::to_string(*id).c_str(),
-                 std::strerror(errno));
-    (void)conn->close();
-    return;
-  }
-  const auto r = tun::relay(*conn, fd.get());
-  std::fprintf(stderr, "rendr-tun: egress %s: %llu bytes to origin, %llu back\n",
-               engine::to_string(*id).c_str(), static_cast<unsigned long long>(r.from_conn),
-               static_cast<unsigned long long>(r.to_conn));
-}
-
-int run_ingress(const std::string& tun, const std::vector<std::string>& peers) {
-  DialOptions o;
-  for (std::size_t i = 0; i < peers.size(); ++i) {
-    PathSpec p;
-    p.transport = "tcp";
-    p.address = peers[i];
-    p.name = "p" + std::to_string(i + 1);
-    o.paths.push_back(p);
-  }
-  auto dialer = Dialer::create(o);
-  if (!dialer) {
-    std::fprintf(stderr, "rendr-tun: %s\n", dialer.error().message().c_str());
-    return 1;
-  }
-  userstack::StackOptions so;
-  so.tun.name = tun;
-  auto stack = userstack::Stack::start(so);
-  if (!stack) {
-    std::fprintf(stderr, "rendr-tun: tun %s: %s\n", tun.c_str(), stack.error().message().c_str());
-    return 1;
-  }
-  std::printf("ready ingress tun=%s\n", tun.c_str());
-  std::fflush(stdout);
-  for (;;) {
-    auto c = (*stack)->accept(std::chrono::milliseconds(1000));
-    if (!c) {
-      continue;  // ETIMEDOUT
-    }
-    // One thread per app flow for its lifetime (the relay blocks); the process ends them.
-    std::thread(ingress_flow, std::ref(**dialer), std::move(*c)).detach();
-  }
-}
-
-int run_egress(const std::string& listen) {
-  auto l = listen_tcp(listen);
-  if (!l) {
-    std::fprintf(stderr, "rendr-tun: listen %s: %s\n", listen.c_str(),
-                 l.error().message().c_str());
-    return 1;
-  }
-  std::printf("ready egress listen=%s\n", (*l)->local_address().c_str());
-  std::fflush(stdout);
-  for (;;) {
-    auto c = (*l)->accept();
-    if (!c) {
-      std::fprintf(stderr, "rendr-tun: accept: %s\n", c.error().message().c_str());
-      return 1;
-    }
-    std::thread(egress_flow, std::move(*c)).detach();
-  }
+  return tun::parse_ingress_config(*text, path);
 }
 
 }  // namespace
@@ -165,26 +63,94 @@ int main(int argc, char** argv) {
     return usage();
   }
   const std::string mode = argv[1];
-  std::string tun;
-  std::string listen;
+  if (mode == "check-config") {
+    if (argc != 3) {
+      return usage();
+    }
+    auto cfg = load_config(argv[2]);
+    if (!cfg) {
+      std::fprintf(stderr, "rendr-tun: %s\n", cfg.error().message().c_str());
+      return 1;
+    }
+    std::printf("ok: %zu rules\n", cfg->rules.size());
+    return 0;
+  }
+  tun::IngressOptions in;
+  tun::EgressOptions eg;
+  tun::EgressPolicy policy;
   std::vector<std::string> peers;
+  std::string config;
+  std::string status_socket;
+  std::string key_file;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
+    const std::string v = argv[i + 1];
     if (k == "--tun") {
-      tun = argv[i + 1];
+      in.tun = v;
     } else if (k == "--peer") {
-      peers.emplace_back(argv[i + 1]);
+      peers.push_back(v);
+    } else if (k == "--config") {
+      config = v;
     } else if (k == "--listen") {
-      listen = argv[i + 1];
+      eg.listen = v;
+    } else if (k == "--allow" || k == "--deny" || k == "--redirect") {
+      if (auto st = policy.add(k.substr(2), v); !st) {
+        std::fprintf(stderr, "rendr-tun: %s\n", st.error().message().c_str());
+        return 2;
+      }
+    } else if (k == "--connect-timeout") {
+      eg.connect_timeout = std::chrono::milliseconds(std::atoi(v.c_str()));
+    } else if (k == "--status-socket") {
+      status_socket = v;
+    } else if (k == "--key-file") {
+      key_file = v;
     } else {
       return usage();
     }
   }
-  if (mode == "ingress" && !tun.empty() && !peers.empty()) {
-    return run_ingress(tun, peers);
+  if (argc % 2 != 0) {
+    return usage();  // an option without its value
   }
-  if (mode == "egress" && !listen.empty()) {
-    return run_egress(listen);
+  std::vector<std::uint8_t> key;
+  if (!key_file.empty()) {
+    auto k = read_file(key_file);
+    if (!k) {
+      std::fprintf(stderr, "rendr-tun: key: %s\n", k.error().message().c_str());
+      return 1;
+    }
+    key.assign(k->begin(), k->end());
+    if (key.size() < engine::kMinListenerKey || key.size() > engine::kMaxListenerKey) {
+      std::fprintf(stderr, "rendr-tun: key file %s: %zu bytes, need 16..64\n", key_file.c_str(),
+                   key.size());
+      return 1;
+    }
+  }
+  if (mode == "ingress" && !in.tun.empty() && (peers.empty() != config.empty())) {
+    in.status_socket = status_socket;
+    in.listener_key = key;
+    if (!config.empty()) {
+      auto cfg = load_config(config);
+      if (!cfg) {
+        std::fprintf(stderr, "rendr-tun: %s\n", cfg.error().message().c_str());
+        return 1;
+      }
+      in.decide = [c = std::move(*cfg)](const engine::L3Identity& id) { return c.decide(id); };
+    } else {
+      in.decide = [peers](const engine::L3Identity&) { return tun::FlowDecision{false, peers}; };
+    }
+    return tun::run_ingress(in);
+  }
+  if (mode == "egress" && !eg.listen.empty()) {
+    if (policy.allow.empty() && policy.redirect.empty()) {
+      std::fprintf(stderr,
+                   "rendr-tun: egress needs --allow or --redirect (nothing is allowed by "
+                   "default; --allow any allows every destination)\n");
+      return 2;
+    }
+    eg.status_socket = status_socket;
+    eg.listener_key = key;
+    eg.decide = [policy](const engine::L3Identity& id) { return policy.decide(id); };
+    return tun::run_egress(eg);
   }
   return usage();
 }

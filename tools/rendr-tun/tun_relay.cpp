@@ -5,14 +5,27 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <vector>
 
 namespace rendr::tun {
 
-RelayResult relay(Conn& conn, int fd) {
+RelayResult relay(Conn& conn, int fd, RelayProgress progress,
+                  const std::function<void(const Error&)>& on_conn_error) {
   RelayResult r;
+  std::once_flag failed;
+  std::atomic<bool> conn_failed_flag{false};
+  const auto conn_failed = [&](const Error& e) {
+    std::call_once(failed, [&] {
+      conn_failed_flag.store(true);
+      if (on_conn_error) {
+        on_conn_error(e);
+      }
+      ::shutdown(fd, SHUT_RDWR);  // ends the other direction's blocking call
+    });
+  };
   // Conn -> fd on a helper thread; fd -> Conn here.
   std::thread down([&] {
     std::vector<std::byte> buf(64 * 1024);
@@ -20,7 +33,8 @@ RelayResult relay(Conn& conn, int fd) {
       auto n = conn.read_some(buf);
       if (!n) {
         r.down = std::move(n).take_error();
-        break;
+        conn_failed(r.down.error());
+        return;
       }
       if (*n == 0) {
         break;  // the far side half-closed (or closed): pass the FIN on
@@ -37,6 +51,9 @@ RelayResult relay(Conn& conn, int fd) {
         }
         off += static_cast<std::size_t>(w);
         r.from_conn += static_cast<std::uint64_t>(w);
+        if (progress.from_conn != nullptr) {
+          progress.from_conn->fetch_add(static_cast<std::uint64_t>(w), std::memory_order_relaxed);
+        }
       }
       if (!r.down) {
         break;
@@ -55,19 +72,26 @@ RelayResult relay(Conn& conn, int fd) {
       break;
     }
     if (n == 0) {
-      r.up = conn.shutdown_write();  // the app half-closed: the far side reads EOF
+      if (!conn_failed_flag.load()) {
+        r.up = conn.shutdown_write();  // the app half-closed: the far side reads EOF
+      }
       break;
     }
     if (auto st = conn.write(std::span(buf).first(static_cast<std::size_t>(n))); !st) {
       r.up = std::move(st);
+      conn_failed(r.up.error());
       break;
     }
     r.to_conn += static_cast<std::uint64_t>(n);
+    if (progress.to_conn != nullptr) {
+      progress.to_conn->fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+    }
   }
   if (!r.up) {
     ::shutdown(fd, SHUT_RD);
   }
   down.join();
+  r.conn_failed = conn_failed_flag.load();
   (void)conn.close();
   return r;
 }

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <unordered_set>
 
@@ -233,6 +234,7 @@ void Stack::Impl::feed(std::span<std::byte> pkt, bool replay) {
   auto parsed = parse_tcp(pkt);
   if (!parsed) {
     ++c_.rx_ignored;
+    count_ignored(pkt);
     return;
   }
   const TcpPacket& tp = *parsed;
@@ -516,11 +518,40 @@ std::vector<std::vector<std::byte>> Stack::take_held(const FourTuple& tuple) {
   return {std::make_move_iterator(held.begin()), std::make_move_iterator(held.end())};
 }
 
+void Stack::Impl::count_ignored(std::span<const std::byte> pkt) {
+  // Identified, not carried: what the TUN sees besides TCP (the first header only for IPv6;
+  // a fragment is counted as a fragment whatever it carries).
+  const auto b = [&pkt](std::size_t i) { return static_cast<unsigned>(pkt[i]); };
+  std::optional<unsigned> proto;
+  if (pkt.size() >= 20 && (b(0) >> 4) == 4) {
+    const unsigned frag = ((b(6) << 8) | b(7)) & 0x3fffU;  // MF flag and offset
+    if (frag != 0) {
+      ++c_.rx_fragments;
+      return;
+    }
+    proto = b(9);
+  } else if (pkt.size() >= 40 && (b(0) >> 4) == 6) {
+    proto = b(6);
+    if (*proto == 44) {
+      ++c_.rx_fragments;
+      return;
+    }
+  }
+  if (proto == 1U || proto == 58U) {
+    ++c_.rx_icmp;
+  } else if (proto == 17U) {
+    ++c_.rx_udp;
+  }
+}
+
 StackCounters Stack::counters() const {
   const auto& c = impl_->c_;
   StackCounters s;
   s.rx_packets = c.rx_packets;
   s.rx_ignored = c.rx_ignored;
+  s.rx_icmp = c.rx_icmp;
+  s.rx_fragments = c.rx_fragments;
+  s.rx_udp = c.rx_udp;
   s.rx_bad_checksum = c.rx_bad_checksum;
   s.rx_held = c.rx_held;
   s.rx_hold_dropped = c.rx_hold_dropped;

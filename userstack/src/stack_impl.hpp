@@ -80,6 +80,7 @@ class Stack::Impl {
   // feed passes one inbound packet (wire form, checksum complete) through the shim into lwIP
   // (core).
   void feed(std::span<std::byte> pkt, bool replay);
+  void count_ignored(std::span<const std::byte> pkt);  // ICMP, fragments, UDP among the ignored
   // output writes one lwIP packet to the TUN through the shim (core).
   err_t output(pbuf* p);
   // write_tun writes one wire-form IP packet (core).
@@ -110,7 +111,8 @@ class Stack::Impl {
   struct Counters {
     std::atomic<std::uint64_t> rx_packets{0}, rx_ignored{0}, rx_bad_checksum{0}, rx_held{0},
         rx_hold_dropped{0}, rx_replayed{0}, tx_packets{0}, tx_frozen_dropped{0}, tx_held{0},
-        tx_discarded{0}, tx_errors{0}, accepted{0}, listeners{0};
+        tx_discarded{0}, tx_errors{0}, accepted{0}, listeners{0}, rx_icmp{0}, rx_fragments{0},
+        rx_udp{0};
   } c_;
 };
 

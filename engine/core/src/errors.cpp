@@ -40,6 +40,7 @@ class Category final : public std::error_category {
       case errc::evicted: return "evicted by the listener to admit other flows";
       case errc::bad_l3_identity: return "bad L3 identity record";
       case errc::peer_unsupported: return "the peer does not support this feature";
+      case errc::flow_refused: return "the peer refused the flow";
     }
     return "unknown engine error";
   }

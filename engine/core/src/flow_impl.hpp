@@ -134,6 +134,7 @@ struct FlowCore::Impl {
   FlowState state = FlowState::init;
   std::optional<Error> close_error;
   std::optional<ByeReason> peer_bye;
+  std::optional<Refusal> peer_refusal;  // the peer's REFUSE, once admitted
   std::optional<std::uint64_t> our_bye_seq;
   std::optional<TimePoint> close_deadline;
   std::optional<TimePoint> budget_deadline;
@@ -242,8 +243,9 @@ struct FlowCore::Impl {
   // only together with bit 1), half-close when asked, never the mode hint.
   [[nodiscard]] std::uint32_t hello_ack_caps(std::uint32_t asked) const {
     std::uint32_t c =
-        cfg.caps & ~(kCapsL3Identity | kCapsL3Record | kCapsModeMask | kCapsHalfClose);
-    c |= asked & kCapsHalfClose;  // every core of this version reads SHUTDOWN_WRITE
+        cfg.caps &
+        ~(kCapsL3Identity | kCapsL3Record | kCapsModeMask | kCapsHalfClose | kCapsRefuse);
+    c |= asked & (kCapsHalfClose | kCapsRefuse);  // every core of this version reads both
     const std::uint32_t l3 = asked & cfg.caps & kCapsL3Identity;
     c |= l3;
     if (l3 != 0) {
@@ -474,8 +476,10 @@ struct FlowCore::Impl {
   void drain_reorder(TimePoint now);
 
   void handle_peer_bye(ByeReason reason, TimePoint now);
+  void handle_peer_refuse(const detail::RecvItem& item, TimePoint now);
   // half_close: did the handshake negotiate SHUTDOWN_WRITE (both sides read it)?
   [[nodiscard]] bool half_close() const { return (peer_caps & kCapsHalfClose) != 0; }
+  [[nodiscard]] bool refuse_ok() const { return (peer_caps & kCapsRefuse) != 0; }
 
   void on_decode_error(Path& p, Error err, TimePoint now);
 

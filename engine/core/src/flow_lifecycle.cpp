@@ -67,6 +67,20 @@ void FlowCore::Impl::handle_peer_bye(ByeReason reason, TimePoint now) {
   }
 }
 
+void FlowCore::Impl::handle_peer_refuse(const detail::RecvItem& item, TimePoint now) {
+  Refusal r;
+  r.code = static_cast<RefusalCode>(item.code);
+  const auto d = item.payload.bytes();
+  r.detail.assign(reinterpret_cast<const char*>(d.data()), d.size());
+  std::string why = "peer refused the flow: " + to_string(r.code);
+  if (!r.detail.empty()) {
+    why += " (" + r.detail + ")";
+  }
+  peer_refusal = std::move(r);
+  schedule_ack(now);  // the terminal ACK lets the refusing side finish at once
+  fail_flow(make_error(errc::flow_refused, std::move(why)), std::nullopt, now);
+}
+
 void FlowCore::Impl::run_timers(TimePoint now) {
   if (state == FlowState::dead) {
     return;
@@ -287,6 +301,32 @@ void FlowCore::close(TimePoint now) {
   }
 }
 
+Status FlowCore::refuse(RefusalCode code, std::string_view detail, TimePoint now) {
+  auto& m = *impl_;
+  if (m.state == FlowState::dead || m.state == FlowState::closing || m.our_bye_seq) {
+    return {};  // already ending: nothing more to say
+  }
+  std::string why = "refused: " + to_string(code);
+  if (!m.established() || !m.refuse_ok() || m.ledger.next_seq() > kMaxSeq) {
+    // No REFUSE to send: the peer still learns that the flow was ended on purpose.
+    m.fail_flow(make_error(errc::closed, std::move(why)), ByeReason::app_request, now);
+    return {};
+  }
+  Refuse x;
+  x.seq = m.ledger.next_seq();
+  x.code = static_cast<std::uint8_t>(code);
+  if (!detail.empty()) {
+    x.detail = std::string(detail.substr(0, kMaxName));
+  }
+  auto& e = m.ledger.push(encode(x), false);
+  m.our_bye_seq = x.seq;
+  m.dispatch(e, now);
+  m.state = FlowState::closing;
+  m.close_error = make_error(errc::closed, std::move(why));
+  m.close_deadline = now + std::min(m.cfg.migration_budget, m.cfg.graceful_close_timeout);
+  return {};
+}
+
 void FlowCore::abort(Error why, TimePoint now) {
   impl_->fail_flow(std::move(why), ByeReason::app_request, now);
 }
@@ -316,6 +356,7 @@ FlowStats FlowCore::stats() const {
   s.peer_caps = m.peer_caps;
   s.peer_instance_id = m.peer_instance;
   s.l3_identity = m.l3_id;
+  s.peer_refusal = m.peer_refusal;
   s.write_shut = m.write_shut;
   s.peer_write_shut = m.peer_fin;
   s.recv_queue_hwm = m.reorder.frames_high_water();

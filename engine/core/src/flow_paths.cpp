@@ -236,7 +236,7 @@ Result<FlowCore> FlowCore::client(const FlowConfig& cfg, const Id128& flow_id,
                                   const Id128& instance_id) {
   RENDR_TRY_CTX(validate_config(cfg), "flow config");
   FlowConfig c = cfg;
-  c.caps |= kCapsHalfClose;  // this side reads SHUTDOWN_WRITE
+  c.caps |= kCapsHalfClose | kCapsRefuse;  // this side reads SHUTDOWN_WRITE and REFUSE
   if (!cfg.l3_identity) {
     return FlowCore(std::make_unique<Impl>(c, Side::client, flow_id, instance_id));
   }

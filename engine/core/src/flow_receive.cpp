@@ -41,6 +41,17 @@ void FlowCore::Impl::handle_frame(Path& p, Frame&& f, TimePoint now) {
     insert_sequenced(p, l3->seq, std::move(item), now, false);
     return;
   }
+  if (auto* x = std::get_if<Refuse>(&f)) {
+    detail::RecvItem item;
+    item.kind = detail::RecvItem::Kind::refuse;
+    item.code = x->code;
+    if (x->detail) {
+      const auto* b = reinterpret_cast<const std::byte*>(x->detail->data());
+      item.payload.own.assign(b, b + x->detail->size());
+    }
+    insert_sequenced(p, x->seq, std::move(item), now, false);
+    return;
+  }
   if (auto* w = std::get_if<ShutdownWrite>(&f)) {
     detail::RecvItem item;
     item.kind = detail::RecvItem::Kind::fin;
@@ -285,6 +296,10 @@ void FlowCore::Impl::drain_reorder(TimePoint now) {
     auto item = reorder.pop_head();
     if (item.kind == detail::RecvItem::Kind::bye) {
       handle_peer_bye(item.reason, now);
+      break;
+    }
+    if (item.kind == detail::RecvItem::Kind::refuse) {
+      handle_peer_refuse(item, now);
       break;
     }
   }

@@ -37,8 +37,9 @@ struct Payload {
 };
 
 struct RecvItem {
-  enum class Kind : std::uint8_t { data, bye, l3_identity, fin, other } kind = Kind::data;
-  Payload payload;  // DATA bytes; the record of an l3_identity frame
+  enum class Kind : std::uint8_t { data, bye, l3_identity, fin, refuse, other } kind = Kind::data;
+  Payload payload;  // DATA bytes; the record of an l3_identity frame; a refuse's detail
+  std::uint8_t code = 0;  // refuse: the refusal code
   ByeReason reason = ByeReason::normal;
   bool delivered = false;  // packet mode: handed to the application on arrival already
 };

@@ -87,3 +87,30 @@ Status validate_config(const FlowConfig& c) {
 }
 
 }  // namespace rendr::engine
+
+namespace rendr::engine {
+
+namespace {
+constexpr std::array<std::string_view, 6> kRefusalNames = {
+    "unspecified", "flow_denied", "missing_egress", "identity_mismatch", "egress_timeout",
+    "egress_error"};
+}  // namespace
+
+std::string to_string(RefusalCode c) {
+  const auto i = static_cast<std::size_t>(c);
+  if (i < kRefusalNames.size()) {
+    return std::string(kRefusalNames[i]);
+  }
+  return "code_" + std::to_string(i);
+}
+
+std::optional<RefusalCode> refusal_code_from_string(std::string_view s) {
+  for (std::size_t i = 0; i < kRefusalNames.size(); ++i) {
+    if (kRefusalNames[i] == s) {
+      return static_cast<RefusalCode>(i);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace rendr::engine

@@ -178,6 +178,7 @@ const char* frame_name(const Frame& f) {
                         [](const Heartbeat&) { return "heartbeat"; },
                         [](const L3IdentityFrame&) { return "l3_identity"; },
                         [](const ShutdownWrite&) { return "shutdown_write"; },
+                        [](const Refuse&) { return "refuse"; },
                     },
                     f);
 }
@@ -243,6 +244,10 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
             return {};
           },
           [](const ShutdownWrite& w) -> Status { return check_seq(w.seq, "shutdown_write"); },
+          [](const Refuse& x) -> Status {
+            RENDR_TRY(check_seq(x.seq, "refuse"));
+            return check_str8(x.detail, "refuse detail");
+          },
           [](const auto&) -> Status { return {}; },
       },
       f);
@@ -336,6 +341,13 @@ Status encode_frame(const Frame& f, std::vector<std::byte>& out) {
                    out.insert(out.end(), l.record.begin(), l.record.end());
                  },
                  [&](const ShutdownWrite& w) { ctrl_hdr(Ctrl::shutdown_write, w.seq); },
+                 [&](const Refuse& x) {
+                   ctrl_hdr(Ctrl::refuse, x.seq);
+                   put8(out, x.code);
+                   if (x.detail) {
+                     put_str8(out, *x.detail);
+                   }
+                 },
              },
              f);
   return {};
@@ -534,6 +546,17 @@ Result<Frame> decode_frame(std::span<const std::byte> wire) {
       RENDR_TRY(check_seq(seq, "shutdown_write"));
       RENDR_TRY(exact(0, "shutdown_write"));
       return Frame{ShutdownWrite{seq}};
+    }
+    case Ctrl::refuse: {
+      RENDR_TRY(check_seq(seq, "refuse"));
+      if (payload.empty()) {
+        return malformed("refuse: payload is 0 bytes, expected >= 1");
+      }
+      Refuse x;
+      x.seq = seq;
+      (void)r.u8(x.code);
+      RENDR_TRY(get_opt_str8(r, x.detail, "refuse"));
+      return Frame{std::move(x)};
     }
   }
   char hex[8];

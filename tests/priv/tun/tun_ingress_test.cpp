@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-tun end to end (docs/tun-ingress.md), real kernel, stock programs: netns "app" has a TUN
-// rtun0 (198.18.0.0/24 routed into it) with `rendr-tun ingress` on it and runs curl; netns
-// "egress" runs `rendr-tun egress` and the origin, python3's http.server on 198.18.0.10 (a
-// local address there). curl's TCP flow is terminated in lwIP, carried over an engine flow
-// (tcp over a veth) with its L3 identity, and landed at the origin by the egress.
-#include "support/netns.hpp"
-#include "support/pattern.hpp"
+// rendr-tun end to end (docs/tun-ingress.md), real kernel, stock programs, in the tun lab
+// (tun_lab.hpp): netns "app" has a TUN rtun0 (198.18.0.0/24 routed into it) with `rendr-tun
+// ingress` on it and runs curl; netns "egress" runs `rendr-tun egress` and the origin,
+// python3's http.server on 198.18.0.10 (a local address there). curl's TCP flow is
+// terminated in lwIP, carried over an engine flow (tcp over a veth) with its L3 identity, and
+// landed at the origin by the egress.
+#include "tun_lab.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -23,123 +23,6 @@
 #include <vector>
 
 using namespace rendr::test;
-
-namespace {
-
-// A spawned process, killed and reaped when the test ends (also on failure).
-struct Child {
-  pid_t pid = -1;
-  ~Child() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      int st = 0;
-      ::waitpid(pid, &st, 0);
-    }
-  }
-};
-
-// TempDir: a fresh directory under /tmp, removed with its files.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/rendr-tun-test-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
-};
-
-// wait_ready reads |fifo| (the child's stdout) until a line containing |word| or |ms| passed.
-std::string wait_ready(int fifo, const std::string& word, int ms) {
-  std::string seen;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (seen.find(word) == std::string::npos) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          deadline - std::chrono::steady_clock::now())
-                          .count();
-    if (left <= 0) {
-      break;
-    }
-    pollfd p{fifo, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) {
-      break;
-    }
-    char buf[512];
-    const ssize_t n = ::read(fifo, buf, sizeof buf);
-    if (n <= 0) {
-      break;  // the child exited
-    }
-    seen.append(buf, static_cast<std::size_t>(n));
-  }
-  return seen;
-}
-
-// A FIFO for a child's stdout, opened for reading (non-blocking open, blocking reads via poll).
-int open_fifo(const std::string& path) {
-  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  REQUIRE(fd >= 0);
-  return fd;
-}
-
-// TunLab: the two namespaces, joined by two veths (paths 10.88.0.0/24 and 10.89.0.0/24), the
-// origin serving |blob| and both rendr-tun processes, ready. Torn down with the test.
-struct TunLab {
-  TempDir dir;
-  std::vector<std::byte> blob;
-  Netns app = Netns::create("tunapp");
-  Netns egress = Netns::create("tunegress");
-  std::vector<int> fifos;
-  Child origin;
-  Child eg;
-  Child in;
-
-  explicit TunLab(std::size_t size) : blob(size) {
-    Pattern(31).fill(0, blob);
-    {
-      std::ofstream f(dir.path + "/blob", std::ios::binary);
-      f.write(reinterpret_cast<const char*>(blob.data()),
-              static_cast<std::streamsize>(blob.size()));
-      REQUIRE(f.good());
-    }
-    veth(app, "rta0", egress, "rtb0");
-    veth(app, "rta1", egress, "rtb1");
-    app.must("ip addr add 10.88.0.1/24 dev rta0 && ip addr add 10.89.0.1/24 dev rta1");
-    egress.must("ip addr add 10.88.0.2/24 dev rtb0 && ip addr add 10.89.0.2/24 dev rtb1 && "
-                "ip addr add 198.18.0.10/32 dev lo");
-    app.must("ip tuntap add dev rtun0 mode tun && ip link set rtun0 up && "
-             "ip addr add 10.77.0.1/32 dev rtun0 && "
-             "ip route add 198.18.0.0/24 dev rtun0 src 10.77.0.1");
-    origin.pid = start(egress, "origin",
-                       {"/bin/sh", "-c",
-                        "cd " + dir.path +
-                            " && exec python3 -u -m http.server 8080 --bind 198.18.0.10"},
-                       "Serving HTTP");
-    eg.pid = start(egress, "egress", {RENDR_TUN_BIN, "egress", "--listen", "0.0.0.0:7000"},
-                   "ready");
-    in.pid = start(app, "ingress",
-                   {RENDR_TUN_BIN, "ingress", "--tun", "rtun0", "--peer", "10.88.0.2:7000",
-                    "--peer", "10.89.0.2:7000"},
-                   "ready");
-  }
-  ~TunLab() {
-    for (int fd : fifos) {
-      ::close(fd);
-    }
-  }
-  pid_t start(const Netns& ns, const std::string& name, const std::vector<std::string>& argv,
-              const std::string& ready) {
-    const int fifo = open_fifo(dir.path + "/" + name + ".out");
-    fifos.push_back(fifo);
-    const pid_t pid = ns.spawn(argv, dir.path + "/" + name + ".out");
-    const std::string seen = wait_ready(fifo, ready, 10000);
-    INFO(name << ": " << seen);
-    REQUIRE(seen.find(ready) != std::string::npos);
-    return pid;
-  }
-};
-
-}  // namespace
 
 TEST_CASE("tun: stock curl downloads through rendr-tun ingress and egress, byte for byte",
           "[.netns][tun][netns]") {

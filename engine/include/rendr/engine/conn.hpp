@@ -33,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <system_error>
 #include <type_traits>
 #include <vector>
@@ -101,6 +102,15 @@ class Admin {
   // (2 s; error graceful_close_timeout), then closes every carrier. Idempotent; the destructor
   // calls it.
   [[nodiscard]] Status close();
+  // refuse ends the flow as refused (docs/wire.md "Refusal"): a REFUSE carrying |code| and
+  // |detail| (cut to 255 bytes) follows everything written, and the call waits for it like
+  // close(). The peer's flow ends with flow_refused after the bytes before it; its
+  // peer_refusal() says why. A peer without the feature (caps bit 15) gets BYE(app_request)
+  // instead (peer_closed there). On a flow already closing or ended it is close().
+  [[nodiscard]] Status refuse(engine::RefusalCode code, std::string_view detail = {});
+  // peer_refusal: the REFUSE the peer ended this flow with (its read/write then failed with
+  // flow_refused); empty otherwise.
+  [[nodiscard]] std::optional<engine::Refusal> peer_refusal() const;
   // kill_path_for_test closes |path|'s carrier as a transport error would (tests, benches).
   void kill_path_for_test(PathId path);
 

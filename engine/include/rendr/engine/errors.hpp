@@ -50,6 +50,7 @@ enum class errc {
   bad_l3_identity,           // a malformed, repeated or unexpected L3 identity record (ends
                              // that flow only); also an identity the record cannot carry
   peer_unsupported,          // the peer did not negotiate a feature this flow needs (HELLO caps)
+  flow_refused,              // the peer refused the flow (REFUSE; FlowStats::peer_refusal says why)
 };
 
 [[nodiscard]] const std::error_category& engine_category() noexcept;

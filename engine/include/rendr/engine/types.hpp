@@ -47,6 +47,32 @@ inline constexpr std::uint32_t kCapsL3Record = 1U << 14;
 // Every FlowCore of this version asks for it in its HELLO and echoes it in its HELLO_ACK;
 // shutdown_write needs the peer to have it.
 inline constexpr std::uint32_t kCapsHalfClose = 1U << 13;
+// rendr C++ extension: this side reads REFUSE (control 0x42, docs/wire.md "Refusal"). Every
+// FlowCore of this version asks for it in its HELLO and echoes it in its HELLO_ACK; refuse()
+// sends the reason only to a peer that has it (otherwise BYE app_request).
+inline constexpr std::uint32_t kCapsRefuse = 1U << 15;
+
+// RefusalCode: why the accepting side refused to carry a flow (Admin::refuse, docs/wire.md
+// "Refusal"), machine-readable for the dialer (a TUN ingress resets the app's flow and counts
+// the reason). The wire carries any u8: values not listed here are kept and shown as
+// "code_<n>".
+enum class RefusalCode : std::uint8_t {
+  unspecified = 0,
+  flow_denied = 1,        // a policy refused the destination / the flow
+  missing_egress = 2,     // nothing listens there, connection refused, unreachable
+  identity_mismatch = 3,  // the flow's L3 identity is missing, unusable or not acceptable
+  egress_timeout = 4,     // the destination did not answer in time
+  egress_error = 5,       // any other failure landing the flow
+};
+// to_string: "flow_denied", ... ("code_<n>" for an unlisted value).
+[[nodiscard]] std::string to_string(RefusalCode c);
+// refusal_code_from_string is the inverse of to_string for the listed names.
+[[nodiscard]] std::optional<RefusalCode> refusal_code_from_string(std::string_view s);
+struct Refusal {
+  RefusalCode code = RefusalCode::unspecified;
+  std::string detail;  // human-readable, at most 255 bytes on the wire
+  bool operator==(const Refusal&) const = default;
+};
 
 // L3Identity: the original IP 5-tuple of a flow that entered rendr below the application (a TUN
 // ingress), carried to the accepting side so that an egress can land it (docs/wire.md "L3
@@ -196,6 +222,7 @@ struct FlowStats {
   Id128 peer_instance_id{};
   // The flow's L3 identity: the configured one (client), the peer's record (server).
   std::optional<L3Identity> l3_identity;
+  std::optional<Refusal> peer_refusal;  // the peer refused the flow (REFUSE received)
   // Half-close: this side called shutdown_write / the peer's SHUTDOWN_WRITE was admitted.
   bool write_shut = false;
   bool peer_write_shut = false;

@@ -109,6 +109,11 @@ struct StackOptions {
 struct StackCounters {
   std::uint64_t rx_packets = 0;         // TCP packets read from the TUN and fed to lwIP
   std::uint64_t rx_ignored = 0;         // not IPv4/IPv6 TCP, malformed
+  // Of rx_ignored, identified and not carried (docs/tun-ingress.md): ICMP / ICMPv6, IP
+  // fragments (IPv4 MF or offset, IPv6 fragment header), UDP.
+  std::uint64_t rx_icmp = 0;
+  std::uint64_t rx_fragments = 0;
+  std::uint64_t rx_udp = 0;
   std::uint64_t rx_bad_checksum = 0;    // partial checksum offsets out of range
   std::uint64_t rx_held = 0;            // held for a frozen flow
   std::uint64_t rx_hold_dropped = 0;    // frozen flow's hold queue full

@@ -250,6 +250,13 @@ class FlowCore {
   // (the HELLO / HELLO_ACK did not negotiate caps bit 13: nothing is closed), not_ready (before
   // the handshake), closed (after close()), the flow's close error.
   [[nodiscard]] Status shutdown_write(TimePoint now);
+  // refuse ends the flow as a refusal (docs/wire.md "Refusal"): a REFUSE with |code| and
+  // |detail| (cut to 255 bytes) takes the next SEQ after everything written, and the flow ends
+  // like close() once the peer acknowledged it (or after min(budget, graceful_close_timeout)).
+  // A peer that did not negotiate caps bit 15 (or a flow before its handshake) gets
+  // BYE(app_request) at once instead (its flow ends with peer_closed). No-op on a flow that is
+  // already ending; the flow's close error is closed ("refused: <code>").
+  [[nodiscard]] Status refuse(RefusalCode code, std::string_view detail, TimePoint now);
   // abort ends the flow at once with |why| as its close error (the application's next call
   // returns it): BYE(app_request) goes out on every ready path, best effort, then EvClosed.
   // The listener uses it to evict a half-open flow. No-op on a dead flow.

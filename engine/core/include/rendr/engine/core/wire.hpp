@@ -59,6 +59,7 @@ enum class Ctrl : std::uint8_t {
   // rendr C++ extensions (docs/wire.md): sent only to a peer that negotiated them in HELLO caps.
   l3_identity = 0x40,  // sequenced: the 40-byte L3 identity record (caps bits 1 + 14)
   shutdown_write = 0x41,  // sequenced, empty: the sender writes no more (caps bit 13)
+  refuse = 0x42,          // sequenced: code u8 [str8 detail]: the flow is refused (caps bit 15)
 };
 
 enum class ByeReason : std::uint8_t {
@@ -176,9 +177,20 @@ struct ShutdownWrite {
   std::uint64_t seq = 0;
 };
 
+// Refuse: control 0x42, sequenced, payload `code u8 [str8 detail]`: the sender refuses the
+// flow (an egress that will not or cannot land it) and ends it; the receiver's flow ends with
+// flow_refused once every frame before it was admitted. Any code value is carried (the
+// RefusalCode names are rendr/engine/types.hpp). Sent only when the HELLO / HELLO_ACK
+// negotiated caps bit 15.
+struct Refuse {
+  std::uint64_t seq = 0;
+  std::uint8_t code = 0;
+  std::optional<std::string> detail;
+};
+
 using Frame = std::variant<Data, Hello, HelloAck, BridgeTag, BridgeAck, Probe, ProbeReply, Ack,
                            Bye, MigrateNotify, PathQualityReport, Heartbeat, L3IdentityFrame,
-                           ShutdownWrite>;
+                           ShutdownWrite, Refuse>;
 
 // The L3 identity record (docs/wire.md "L3 identity"), 40 bytes:
 //   [0] version (1) | [1] proto | [2] family (4|6) | [3] 0 | [4:6] src port | [6:8] dst port |

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+// The rendr-tun test lab (tests/priv/tun): netns "app" with a TUN rtun0 (198.18.0.0/24 routed
+// into it) and `rendr-tun ingress` on it; netns "egress" with `rendr-tun egress` and the
+// origin (python3's http.server on 198.18.0.10:8080); two veths = two engine paths.
+#pragma once
+
+#include "support/netns.hpp"
+#include "support/pattern.hpp"
+
+#include <rendr/common/json.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace rendr::test {
+
+// A spawned process, killed and reaped when the test ends (also on failure).
+struct Child {
+  pid_t pid = -1;
+  ~Child() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+    }
+  }
+};
+
+// TempDir: a fresh directory under /tmp, removed with its files.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/rendr-tun-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
+};
+
+// wait_ready reads |fifo| (the child's stdout) until a line containing |word| or |ms| passed.
+inline std::string wait_ready(int fifo, const std::string& word, int ms) {
+  std::string seen;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (seen.find(word) == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) {
+      break;
+    }
+    pollfd p{fifo, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) {
+      break;
+    }
+    char buf[512];
+    const ssize_t n = ::read(fifo, buf, sizeof buf);
+    if (n <= 0) {
+      break;  // the child exited
+    }
+    seen.append(buf, static_cast<std::size_t>(n));
+  }
+  return seen;
+}
+
+// A FIFO for a child's stdout, opened for reading (non-blocking open, blocking reads via poll).
+inline int open_fifo(const std::string& path) {
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  return fd;
+}
+
+// TunLabOptions: what differs between the tests' labs.
+struct TunLabOptions {
+  std::size_t blob = 1024;  // the origin's /blob
+  // The egress's rules (default: everything under 198.18.0.0/24) and extra addresses of the
+  // origin host (on its lo), e.g. a destination the rules deny.
+  std::vector<std::string> egress_rules = {"--allow", "198.18.0.0/24"};
+  std::vector<std::string> origin_addrs;
+  // The ingress's decision: empty = every flow to both paths (--peer); else the text of its
+  // --config file.
+  std::string ingress_config;
+  // Both sides share a listener key (--key-file): only the configured ingress gets a flow.
+  bool keyed = false;
+};
+
+// TunLab: the two namespaces, joined by two veths (paths 10.88.0.0/24 and 10.89.0.0/24), the
+// origin serving |blob| on 198.18.0.10:8080 and both rendr-tun processes, ready, each with a
+// status socket. Torn down with the test (children killed, namespaces and files removed).
+struct TunLab {
+  TempDir dir;
+  std::vector<std::byte> blob;
+  Netns app = Netns::create("tunapp");
+  Netns egress = Netns::create("tunegress");
+  std::vector<int> fifos;
+  Child origin;
+  Child eg;
+  Child in;
+
+  explicit TunLab(std::size_t size) : TunLab(blob_only(size)) {}
+  static TunLabOptions blob_only(std::size_t size) {
+    TunLabOptions o;
+    o.blob = size;
+    return o;
+  }
+  explicit TunLab(const TunLabOptions& o) : blob(o.blob) {
+    Pattern(31).fill(0, blob);
+    {
+      std::ofstream f(dir.path + "/blob", std::ios::binary);
+      f.write(reinterpret_cast<const char*>(blob.data()),
+              static_cast<std::streamsize>(blob.size()));
+      REQUIRE(f.good());
+    }
+    veth(app, "rta0", egress, "rtb0");
+    veth(app, "rta1", egress, "rtb1");
+    app.must("ip addr add 10.88.0.1/24 dev rta0 && ip addr add 10.89.0.1/24 dev rta1");
+    egress.must("ip addr add 10.88.0.2/24 dev rtb0 && ip addr add 10.89.0.2/24 dev rtb1 && "
+                "ip addr add 198.18.0.10/32 dev lo");
+    for (const auto& a : o.origin_addrs) {
+      egress.must("ip addr add " + a + "/32 dev lo");
+    }
+    app.must("ip tuntap add dev rtun0 mode tun && ip link set rtun0 up && "
+             "ip addr add 10.77.0.1/32 dev rtun0 && "
+             "ip route add 198.18.0.0/24 dev rtun0 src 10.77.0.1");
+    origin.pid = start(egress, "origin",
+                       {"/bin/sh", "-c",
+                        "cd " + dir.path +
+                            " && exec python3 -u -m http.server 8080 --bind 198.18.0.10"},
+                       "Serving HTTP");
+    std::vector<std::string> key;
+    if (o.keyed) {
+      std::ofstream(dir.path + "/key") << "0123456789abcdef0123456789abcdef";
+      key = {"--key-file", dir.path + "/key"};
+    }
+    std::vector<std::string> eargs = {RENDR_TUN_BIN, "egress", "--listen", "0.0.0.0:7000",
+                                      "--status-socket", egress_status()};
+    eargs.insert(eargs.end(), key.begin(), key.end());
+    eargs.insert(eargs.end(), o.egress_rules.begin(), o.egress_rules.end());
+    eg.pid = start(egress, "egress", eargs, "ready");
+    std::vector<std::string> iargs = {RENDR_TUN_BIN, "ingress", "--tun", "rtun0",
+                                      "--status-socket", ingress_status()};
+    iargs.insert(iargs.end(), key.begin(), key.end());
+    if (o.ingress_config.empty()) {
+      iargs.insert(iargs.end(), {"--peer", "10.88.0.2:7000", "--peer", "10.89.0.2:7000"});
+    } else {
+      std::ofstream(dir.path + "/ingress.conf") << o.ingress_config;
+      iargs.insert(iargs.end(), {"--config", dir.path + "/ingress.conf"});
+    }
+    in.pid = start(app, "ingress", iargs, "ready");
+  }
+  ~TunLab() {
+    for (int fd : fifos) {
+      ::close(fd);
+    }
+  }
+  [[nodiscard]] std::string ingress_status() const { return dir.path + "/ingress.sock"; }
+  [[nodiscard]] std::string egress_status() const { return dir.path + "/egress.sock"; }
+  pid_t start(const Netns& ns, const std::string& name, const std::vector<std::string>& argv,
+              const std::string& ready) {
+    const int fifo = open_fifo(dir.path + "/" + name + ".out");
+    fifos.push_back(fifo);
+    const pid_t pid = ns.spawn(argv, dir.path + "/" + name + ".out");
+    const std::string seen = wait_ready(fifo, ready, 10000);
+    INFO(name << ": " << seen);
+    REQUIRE(seen.find(ready) != std::string::npos);
+    return pid;
+  }
+};
+
+// read_status: the JSON document a rendr-tun status socket serves ("" when it cannot connect).
+inline std::string read_status(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+  std::string out;
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0) {
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) {
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  if (fd >= 0) {
+    ::close(fd);
+  }
+  return out;
+}
+
+// status_counter: counter |name| of a status document (0 when absent).
+inline std::uint64_t status_counter(const std::string& json, const std::string& name) {
+  const std::string v = rendr::json_scalar(json, name);
+  return v.empty() ? 0 : std::stoull(v);
+}
+
+}  // namespace rendr::test

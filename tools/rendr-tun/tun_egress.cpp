@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-tun egress: one thread per engine flow; lands it with the egress hook's decision or
+// refuses it with a RefusalCode the ingress counts.
+#include "tun_relay.hpp"
+#include "tun_roles.hpp"
+#include "tun_status.hpp"
+
+#include <rendr/engine/listener.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+namespace rendr::tun {
+
+namespace {
+
+Endpoint destination_of(const engine::L3Identity& id) {
+  Endpoint e;
+  e.family = id.family == 4 ? IpFamily::v4 : IpFamily::v6;
+  e.addr = id.dst;
+  e.port = id.dst_port;
+  return e;
+}
+
+// refusal_for: the code a failed connect() reports to the ingress.
+engine::RefusalCode refusal_for(int err) {
+  switch (err) {
+    case ECONNREFUSED:
+    case ENETUNREACH:
+    case EHOSTUNREACH:
+    case EADDRNOTAVAIL:
+    case ENETDOWN:
+    case EHOSTDOWN:
+      return engine::RefusalCode::missing_egress;
+    case ETIMEDOUT:
+      return engine::RefusalCode::egress_timeout;
+    default:
+      return engine::RefusalCode::egress_error;
+  }
+}
+
+// connect_to connects a blocking TCP socket to |dst| within |timeout|; on failure the errno.
+Result<UniqueFd> connect_to(const Endpoint& dst, std::chrono::milliseconds timeout) {
+  UniqueFd fd(::socket(dst.af(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) {
+    return errno_error("socket");
+  }
+  sockaddr_storage ss{};
+  const socklen_t len = dst.to_sockaddr(ss);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
+    if (errno != EINPROGRESS) {
+      return errno_error("connect " + dst.to_string());
+    }
+    pollfd p{fd.get(), POLLOUT, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+    if (n == 0) {
+      return errno_error("connect " + dst.to_string(), ETIMEDOUT);
+    }
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (n < 0 || ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &el) != 0) {
+      return errno_error("connect " + dst.to_string());
+    }
+    if (err != 0) {
+      return errno_error("connect " + dst.to_string(), err);
+    }
+  }
+  const int fl = ::fcntl(fd.get(), F_GETFL);
+  ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
+void refuse(Conn& conn, TunStatus& status, const std::string& name, engine::RefusalCode code,
+            const std::string& detail) {
+  status.count("refused_" + engine::to_string(code));
+  std::fprintf(stderr, "rendr-tun: egress %s: refused: %s (%s)\n", name.c_str(),
+               engine::to_string(code).c_str(), detail.c_str());
+  (void)conn.refuse(code, detail);
+}
+
+void egress_flow(const EgressOptions& o, TunStatus& status, ConnPtr conn) {
+  const auto id = conn->l3_identity();
+  if (!id || id->proto != 6) {
+    refuse(*conn, status, id ? engine::to_string(*id) : "(no identity)",
+           engine::RefusalCode::identity_mismatch,
+           id ? "only tcp identities are landed" : "the flow carries no L3 identity");
+    return;
+  }
+  const std::string name = engine::to_string(*id);
+  const auto entry = status.add(*id);
+  struct Unregister {
+    TunStatus& s;
+    const std::shared_ptr<FlowEntry>& e;
+    ~Unregister() { s.remove(e); }
+  } unregister{status, entry};
+  status.set_conn(entry, conn.get());
+  const EgressDecision d =
+      o.decide ? o.decide(*id) : EgressDecision{EgressDecision::Kind::deny, {}, {}, "no policy"};
+  if (d.kind == EgressDecision::Kind::deny) {
+    entry->state.store("refused");
+    refuse(*conn, status, name, d.code, d.detail);
+    status.set_conn(entry, nullptr);
+    return;
+  }
+  const Endpoint dst = d.kind == EgressDecision::Kind::redirect ? d.to : destination_of(*id);
+  if (d.kind == EgressDecision::Kind::redirect) {
+    status.count("redirected");
+  }
+  entry->state.store("connecting");
+  auto fd = connect_to(dst, o.connect_timeout);
+  if (!fd) {
+    entry->state.store("refused");
+    refuse(*conn, status, name, refusal_for(fd.error().code.value()), fd.error().message());
+    status.set_conn(entry, nullptr);
+    return;
+  }
+  entry->state.store("relaying");
+  // Bytes up (app -> origin) arrive from the Conn here: the relay's from_conn.
+  const auto r = relay(*conn, fd->get(), {&entry->bytes_down, &entry->bytes_up});
+  status.set_conn(entry, nullptr);
+  status.count(r.conn_failed ? "flows_failed" : "flows_done");
+  std::fprintf(stderr, "rendr-tun: egress %s: %llu bytes to origin, %llu back\n", name.c_str(),
+               static_cast<unsigned long long>(r.from_conn),
+               static_cast<unsigned long long>(r.to_conn));
+}
+
+}  // namespace
+
+int run_egress(const EgressOptions& o) {
+  TunStatus status("egress");
+  if (!o.status_socket.empty()) {
+    if (auto st = status.serve(o.status_socket); !st) {
+      std::fprintf(stderr, "rendr-tun: %s\n", st.error().message().c_str());
+      return 1;
+    }
+  }
+  ListenOptions lo;
+  lo.listener_key = o.listener_key;
+  // An egress serves a few ingress hosts, each carrying many app flows from one address (200
+  // concurrent flows are 400 carriers from two addresses): per-source limits as wide as the
+  // listener's own. The listener key and the network decide who may connect.
+  lo.max_pending_per_source = lo.max_pending_carriers;
+  lo.max_half_open_per_source = lo.backlog;
+  auto l = listen_tcp(o.listen, lo);
+  if (!l) {
+    std::fprintf(stderr, "rendr-tun: listen %s: %s\n", o.listen.c_str(),
+                 l.error().message().c_str());
+    return 1;
+  }
+  status.set_extra([ls = l->get()](JsonWriter& w) {
+    const auto s = ls->listener_stats();
+    w.begin_object("listener");
+    w.kv("flows", static_cast<std::uint64_t>(s.flows));
+    w.kv("half_open", static_cast<std::uint64_t>(s.half_open));
+    w.kv("flows_evicted", s.flows_evicted);
+    w.kv("flows_refused", s.flows_refused);
+    w.kv("carriers_dropped", s.carriers_dropped);
+    w.kv("first_frame_timeouts", s.first_frame_timeouts);
+    w.kv("key_refused", s.key_missing + s.key_bad + s.key_stale + s.key_replayed);
+    w.end_object();
+  });
+  std::printf("ready egress listen=%s\n", (*l)->local_address().c_str());
+  std::fflush(stdout);
+  for (;;) {
+    auto c = (*l)->accept();
+    if (!c) {
+      std::fprintf(stderr, "rendr-tun: accept: %s\n", c.error().message().c_str());
+      return 1;
+    }
+    std::thread(egress_flow, std::cref(o), std::ref(status), std::move(*c)).detach();
+  }
+}
+
+}  // namespace rendr::tun

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: Apache-2.0
+// rendr-tun ingress: one thread per application flow (the relay blocks), one Dialer per
+// distinct peer set the decision hook names.
+#include "tun_relay.hpp"
+#include "tun_roles.hpp"
+#include "tun_status.hpp"
+
+#include <rendr/engine/dialer.hpp>
+#include <rendr/engine/errors.hpp>
+#include <rendr/userstack/bridge.hpp>
+#include <rendr/userstack/stack.hpp>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+namespace rendr::tun {
+
+namespace {
+
+engine::L3Identity identity_of(const FourTuple& t) {
+  // The Connection's local end is the address the app dialled; its remote end is the app.
+  engine::L3Identity id;
+  id.proto = 6;
+  id.family = t.local.family == IpFamily::v4 ? 4 : 6;
+  id.src = t.remote.addr;
+  id.src_port = t.remote.port;
+  id.dst = t.local.addr;
+  id.dst_port = t.local.port;
+  return id;
+}
+
+class Dialers {
+ public:
+  explicit Dialers(std::vector<std::uint8_t> key) : key_(std::move(key)) {}
+  // get: the Dialer for |peers| (one tcp path per peer, prime mode), created on first use.
+  Result<Dialer*> get(const std::vector<std::string>& peers) {
+    std::lock_guard lk(mu_);
+    if (auto it = by_peers_.find(peers); it != by_peers_.end()) {
+      return it->second.get();
+    }
+    DialOptions o;
+    o.listener_key = key_;
+    for (std::size_t i = 0; i < peers.size(); ++i) {
+      PathSpec p;
+      p.transport = "tcp";
+      p.address = peers[i];
+      p.name = "p" + std::to_string(i + 1);
+      o.paths.push_back(p);
+    }
+    auto d = Dialer::create(o);
+    if (!d) {
+      return std::move(d).take_error();
+    }
+    Dialer* raw = d->get();
+    by_peers_.emplace(peers, std::move(*d));
+    return raw;
+  }
+
+ private:
+  std::vector<std::uint8_t> key_;
+  std::mutex mu_;
+  std::map<std::vector<std::string>, std::unique_ptr<Dialer>> by_peers_;
+};
+
+// refusal_in names the refusal code in a flow_refused error's text ("... peer refused the
+// flow: missing_egress (detail)"): a dial that the egress refused before it returned has no
+// Conn to ask.
+std::string refusal_in(const Error& e) {
+  const std::string_view key = "peer refused the flow: ";
+  const auto at = e.context.find(key);
+  if (at == std::string::npos) {
+    return "unspecified";
+  }
+  const auto start = at + key.size();
+  const auto end = e.context.find_first_of(" :(", start);
+  return e.context.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+// reason_of names why an engine flow failed, for the counters: the egress's refusal code, or
+// the engine error.
+std::string reason_of(const Conn* c, const Error& e) {
+  if (auto r = c != nullptr ? c->peer_refusal() : std::nullopt) {
+    return engine::to_string(r->code);
+  }
+  if (e.code == make_error_code(engine::errc::flow_refused)) {
+    return refusal_in(e);
+  }
+  if (e.code == make_error_code(engine::errc::peer_closed)) {
+    return "peer_closed";
+  }
+  if (e.code == make_error_code(engine::errc::migration_budget_exceeded)) {
+    return "migration_budget";
+  }
+  return "engine_error";
+}
+
+void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
+                  userstack::ConnectionPtr conn) {
+  const auto id = identity_of(conn->tuple());
+  const std::string name = engine::to_string(id);
+  const auto entry = status.add(id);
+  struct Unregister {
+    TunStatus& s;
+    const std::shared_ptr<FlowEntry>& e;
+    ~Unregister() { s.remove(e); }
+  } unregister{status, entry};
+
+  const FlowDecision d = o.decide ? o.decide(id) : FlowDecision{true, {}};
+  if (d.deny || d.peers.empty()) {
+    status.count("reset_flow_denied");
+    std::fprintf(stderr, "rendr-tun: %s: denied by the flow decision: reset\n", name.c_str());
+    conn->abort();  // the app sees a reset of this one flow
+    return;
+  }
+  auto dialer = dialers.get(d.peers);
+  Result<ConnPtr> c = dialer ? (*dialer)->dial(id) : Result<ConnPtr>(dialer.error());
+  if (!c) {
+    // Refused while the dial waited for its paths: the refusal's reason; else the dial's.
+    const bool refused = c.error().code == make_error_code(engine::errc::flow_refused);
+    status.count("reset_" + (refused ? reason_of(nullptr, c.error()) : std::string("dial_failed")));
+    std::fprintf(stderr, "rendr-tun: %s: dial: %s: reset\n", name.c_str(),
+                 c.error().message().c_str());
+    conn->abort();
+    return;
+  }
+  auto bridge = userstack::Bridge::start(std::move(conn));
+  if (!bridge) {
+    status.count("reset_bridge_failed");
+    std::fprintf(stderr, "rendr-tun: bridge: %s\n", bridge.error().message().c_str());
+    return;
+  }
+  UniqueFd fd = (*bridge)->take_fd();
+  status.set_conn(entry, c->get());
+  entry->state.store("relaying");
+  std::string why;
+  const auto r = relay(**c, fd.get(), {&entry->bytes_up, &entry->bytes_down},
+                       [&](const Error& e) {
+                         // Stop the pump and reset the app's connection before the fd is shut
+                         // down: the app must see a reset, not a FIN.
+                         why = reason_of(c->get(), e);
+                         status.count("reset_" + why);
+                         if (auto st = (*bridge)->detach()) {
+                           st->conn->abort();
+                         }
+                         std::fprintf(stderr, "rendr-tun: %s: engine flow ended: %s: reset\n",
+                                      name.c_str(), e.message().c_str());
+                       });
+  entry->state.store("closing");
+  if (!r.conn_failed && r.up && r.down) {
+    // Both directions ended cleanly: let the pump hand its last bytes and the FIN to lwIP
+    // (destroying the Bridge now would discard them).
+    (*bridge)->wait();
+  }
+  status.set_conn(entry, nullptr);
+  status.count(r.conn_failed ? "flows_reset" : "flows_done");
+  std::fprintf(stderr, "rendr-tun: %s: %llu bytes up, %llu down%s%s\n", name.c_str(),
+               static_cast<unsigned long long>(r.to_conn),
+               static_cast<unsigned long long>(r.from_conn), r.up ? "" : " (up: error)",
+               r.down ? "" : " (down: error)");
+}
+
+}  // namespace
+
+int run_ingress(const IngressOptions& o) {
+  TunStatus status("ingress");
+  if (!o.status_socket.empty()) {
+    if (auto st = status.serve(o.status_socket); !st) {
+      std::fprintf(stderr, "rendr-tun: %s\n", st.error().message().c_str());
+      return 1;
+    }
+  }
+  Dialers dialers(o.listener_key);
+  userstack::StackOptions so;
+  so.tun.name = o.tun;
+  auto stack = userstack::Stack::start(so);
+  if (!stack) {
+    std::fprintf(stderr, "rendr-tun: tun %s: %s\n", o.tun.c_str(),
+                 stack.error().message().c_str());
+    return 1;
+  }
+  status.set_extra([st = stack->get()](JsonWriter& w) {
+    const auto c = st->counters();
+    w.begin_object("tun");
+    w.kv("rx_packets", c.rx_packets);
+    w.kv("rx_ignored", c.rx_ignored);
+    w.kv("rx_icmp", c.rx_icmp);  // identified, not carried
+    w.kv("rx_fragments", c.rx_fragments);
+    w.kv("rx_udp", c.rx_udp);
+    w.kv("tx_packets", c.tx_packets);
+    w.kv("accepted", c.accepted);
+    w.end_object();
+  });
+  std::printf("ready ingress tun=%s\n", o.tun.c_str());
+  std::fflush(stdout);
+  for (;;) {
+    auto c = (*stack)->accept(std::chrono::milliseconds(1000));
+    if (!c) {
+      continue;  // ETIMEDOUT
+    }
+    // One thread per app flow for its lifetime; the process ends them.
+    std::thread(ingress_flow, std::cref(o), std::ref(dialers), std::ref(status), std::move(*c))
+        .detach();
+  }
+}
+
+}  // namespace rendr::tun
