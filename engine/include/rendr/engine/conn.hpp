@@ -101,6 +101,12 @@ class Admin {
   // (2 s; error graceful_close_timeout), then closes every carrier. Idempotent; the destructor
   // calls it.
   [[nodiscard]] Status close();
+  // rebind_path moves |path| to a new local address ("ip:port", port 0 = any port) in place:
+  // a quic path (dialing side) migrates its QUIC connection (RFC 9000 section 9), so the engine
+  // sees the same path - no engine migration, nothing replayed. Must not be called on the io
+  // thread. Errors: unknown_path, not_supported (not a quic path), std::errc::invalid_argument
+  // (accepting side, bad address), bind errors, not_connected (handshake not confirmed).
+  [[nodiscard]] Status rebind_path(PathId path, const std::string& local);
   // kill_path_for_test closes |path|'s carrier as a transport error would (tests, benches).
   void kill_path_for_test(PathId path);
 
