@@ -30,6 +30,7 @@ constexpr std::uint64_t kSendLimit = 4 << 20;
 constexpr QuicTime kLinger = 2'000'000'000ULL;  // close(): unacknowledged data gets 2 s
 constexpr std::size_t kGsoBytes = 65000;          // one UDP send with UDP_SEGMENT
 constexpr int kGsoSegments = 64;
+constexpr QuicTime kOldSocketLinger = 300'000'000ULL;  // a rebind still reads the old socket
 }  // namespace
 
 QuicTime quic_now() {
@@ -85,19 +86,29 @@ void QuicLink::start() {
   service();
 }
 
-void QuicLink::read_own() {
-  sock_->async_wait(asio::socket_base::wait_read, [self = shared_from_this()](std::error_code ec) {
+void QuicLink::read_own() { read_old(sock_); }
+
+void QuicLink::read_old(const std::shared_ptr<asio::ip::udp::socket>& sock) {
+  sock->async_wait(asio::socket_base::wait_read, [self = shared_from_this(),
+                                                  sock](std::error_code ec) {
     if (ec || self->finished_) {
       return;
     }
+    const bool current = sock == self->sock_;
+    const QuicAddr* to = nullptr;
+    for (const auto& o : self->old_) {
+      if (o.sock == sock) {
+        to = &o.local;
+      }
+    }
     // A bounded batch (ICMP errors on a datagram socket end it: QUIC's timers decide).
     for (int round = 0; round < 2; ++round) {
-      const int n = self->rx_.recv(self->sock_->native_handle());
+      const int n = self->rx_.recv(sock->native_handle());
       const QuicTime now = quic_now();
       for (int i = 0; i < n; ++i) {
         const auto pkt = self->rx_.packet(i);
         if (!pkt.empty()) {
-          self->qc_->on_datagram(pkt, self->rx_.from(i), now);
+          self->qc_->on_datagram(pkt, self->rx_.from(i), now, to);
         }
       }
       if (n < 32) {
@@ -105,10 +116,55 @@ void QuicLink::read_own() {
       }
     }
     self->service();
-    if (!self->finished_) {
-      self->read_own();
+    if (self->finished_) {
+      return;
+    }
+    if (current || std::any_of(self->old_.begin(), self->old_.end(),
+                               [&](const OldSocket& o) { return o.sock == sock; })) {
+      self->read_old(sock);
     }
   });
+}
+
+Status QuicLink::rebind(const std::string& local_addr) {
+  if (!own_) {
+    return make_error(std::errc::invalid_argument,
+                      "quic rebind: only the dialing side of a path rebinds");
+  }
+  if (finished_ || closed_) {
+    return make_error(std::errc::not_connected, "quic rebind: the carrier is closed");
+  }
+  auto ep = parse_udp_endpoint(local_addr);
+  if (!ep) {
+    return std::move(ep).take_error().with_context("quic rebind");
+  }
+  auto ns = std::make_shared<asio::ip::udp::socket>(io_);
+  std::error_code ec;
+  ns->open(ep->protocol(), ec);
+  if (!ec) {
+    ns->bind(*ep, ec);
+  }
+  if (ec) {
+    return Error{ec, "quic rebind: bind " + local_addr};
+  }
+  const auto& r = qc_->remote();
+  if (::connect(ns->native_handle(), reinterpret_cast<const sockaddr*>(&r.ss), r.len) != 0) {
+    return errno_error("quic rebind: connect");
+  }
+  QuicAddr addr;
+  addr.len = sizeof addr.ss;
+  ::getsockname(ns->native_handle(), reinterpret_cast<sockaddr*>(&addr.ss), &addr.len);
+  flush_tx();  // what was batched leaves from the old socket
+  const QuicAddr old_local = qc_->local();
+  RENDR_TRY(qc_->migrate(addr, quic_now()));
+  old_.push_back(OldSocket{sock_, old_local, quic_now() + kOldSocketLinger});
+  sock_ = std::move(ns);
+  local = fd_local(sock_->native_handle());
+  no_gso_ = false;
+  ++rebinds_;
+  read_own();
+  post_service();  // never service() here: the engine calls rebind with its lock held
+  return {};
 }
 
 void QuicLink::on_datagram(std::span<const std::byte> pkt, const QuicAddr& from) {
@@ -130,7 +186,30 @@ void QuicLink::post_service() {
   });
 }
 
+namespace {
+bool same_addr(const QuicAddr& a, const QuicAddr& b) {
+  return a.len == b.len && std::memcmp(&a.ss, &b.ss, a.len) == 0;
+}
+}  // namespace
+
 void QuicLink::send_packet(std::span<const std::byte> pkt) {
+  // The packet's path: a migrating connection still sends some packets on the old one (path
+  // validation, ngtcp2's fallback), from the old socket (dialing side) or to the peer's old
+  // address (listener side).
+  std::shared_ptr<asio::ip::udp::socket> s = sock_;
+  if (own_) {
+    for (const auto& o : old_) {
+      if (same_addr(o.local, qc_->tx_local())) {
+        s = o.sock;
+      }
+    }
+  }
+  const QuicAddr& to = own_ ? qc_->remote() : qc_->tx_remote();
+  if (nseg_ > 0 && (s != tx_sock_ || !same_addr(to, tx_to_))) {
+    flush_tx();
+  }
+  tx_sock_ = s;
+  tx_to_ = to;
   // Packets of one size in a row go out as one GSO send (UDP_SEGMENT): one syscall for up to
   // ~44 packets. A shorter packet ends a batch (only the last segment may be short).
   const bool fits = nseg_ > 0 && !last_short_ && pkt.size() <= seg_ &&
@@ -150,7 +229,8 @@ void QuicLink::flush_tx() {
   if (nseg_ == 0) {
     return;
   }
-  const auto& r = qc_->remote();
+  const auto& r = tx_to_;
+  const int fd = (tx_sock_ ? tx_sock_ : sock_)->native_handle();
   iovec iov{txbuf_.data(), txbuf_.size()};
   msghdr msg{};
   if (!own_) {
@@ -171,7 +251,7 @@ void QuicLink::flush_tx() {
     std::memcpy(CMSG_DATA(cm), &seg, sizeof seg);
   }
   // Never blocks: a full socket buffer loses the packets, and QUIC's recovery resends them.
-  if (::sendmsg(sock_->native_handle(), &msg, MSG_DONTWAIT) < 0 && nseg_ > 1 &&
+  if (::sendmsg(fd, &msg, MSG_DONTWAIT) < 0 && nseg_ > 1 &&
       (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT)) {
     no_gso_ = true;  // no GSO on this route: one packet per send from now on
     for (std::size_t off = 0; off < txbuf_.size(); off += seg_) {
@@ -179,7 +259,7 @@ void QuicLink::flush_tx() {
       iov.iov_len = std::min(seg_, txbuf_.size() - off);
       msg.msg_control = nullptr;
       msg.msg_controllen = 0;
-      (void)::sendmsg(sock_->native_handle(), &msg, MSG_DONTWAIT);
+      (void)::sendmsg(fd, &msg, MSG_DONTWAIT);
     }
   }
   txbuf_.clear();
@@ -194,6 +274,16 @@ void QuicLink::service() {
   }
   std::size_t sent = 0;
   const QuicTime now = quic_now();
+  if (!old_.empty()) {
+    std::erase_if(old_, [now](OldSocket& o) {
+      if (now < o.until) {
+        return false;
+      }
+      std::error_code ec;
+      o.sock->close(ec);
+      return true;
+    });
+  }
   qc_->produce(now, kBurstPackets, [&](std::span<const std::byte> pkt) {
     send_packet(pkt);
     ++sent;
@@ -204,7 +294,8 @@ void QuicLink::service() {
     finish("failed");  // watchers hear of it from there
     return;
   }
-  if (closed_ && (qc_->unacked() == 0 || now >= linger_until_)) {
+  if (closed_ && ((qc_->unacked() == 0 && qc_->datagrams_queued() == 0) ||
+                  now >= linger_until_)) {
     finish("closed by rendr");  // what was written before close() got through (or timed out)
     return;
   }
@@ -242,6 +333,54 @@ void QuicLink::complete_ops() {
     write_h_ = nullptr;
     h(err, err ? 0 : write_n_);
   }
+  if (on_packet_) {
+    auto& in = qc_->datagrams_in();
+    while (!in.empty() && !closed_) {
+      const auto d = std::move(in.front());
+      in.pop_front();
+      on_packet_(d);
+    }
+  }
+  if (on_error_ && err && !error_told_ && !closed_) {
+    error_told_ = true;
+    auto h = on_error_;
+    h(err);
+  }
+  if (writable_h_ && (qc_->datagrams_queued() < kQuicDgramQueue / 2 || err)) {
+    auto h = std::move(writable_h_);
+    writable_h_ = nullptr;
+    h(err);
+  }
+}
+
+void QuicLink::start_packets(std::function<void(std::span<const std::byte>)> on_packet,
+                             std::function<void(std::error_code)> on_error) {
+  on_packet_ = std::move(on_packet);
+  on_error_ = std::move(on_error);
+  post_service();  // datagrams that came before start (never from inside this call)
+}
+
+std::error_code QuicLink::send_datagram(std::span<const std::byte> frame) {
+  if (const auto err = error(); err) {
+    return err;
+  }
+  if (qc_->datagrams_queued() >= kQuicDgramQueue) {
+    return std::make_error_code(std::errc::operation_would_block);
+  }
+  if (!qc_->send_datagram(frame)) {
+    return std::make_error_code(std::errc::message_size);
+  }
+  post_service();
+  return {};
+}
+
+void QuicLink::async_wait_writable(std::function<void(std::error_code)> h) {
+  writable_h_ = std::move(h);
+  post_service();
+}
+
+std::string QuicLink::failure() const {
+  return qc_->failed() ? qc_->failed()->message() : std::string{};
 }
 
 void QuicLink::arm_timer() {
@@ -286,10 +425,10 @@ void QuicLink::close_now(const std::string& why) {
   // before CONNECTION_CLOSE, for at most kLinger.
   linger_until_ = quic_now() + kLinger;
   complete_ops();
-  if (qc_->failed() || qc_->unacked() == 0) {
+  if (qc_->failed() || (qc_->unacked() == 0 && qc_->datagrams_queued() == 0)) {
     finish(why);
   } else {
-    service();
+    service();  // finishes once the stream is acknowledged; queued datagrams leave first
   }
 }
 
@@ -308,6 +447,10 @@ void QuicLink::finish(const std::string& why) {
   if (own_) {
     std::error_code ec;
     sock_->close(ec);
+    for (auto& o : old_) {
+      o.sock->close(ec);
+    }
+    old_.clear();
   }
   asio::post(io_, [self = shared_from_this()] {
     self->complete_ops();
@@ -354,7 +497,6 @@ std::string addr_string(const QuicAddr& a) {
 class QuicStreamCarrier final : public StreamCarrier {
  public:
   explicit QuicStreamCarrier(std::shared_ptr<QuicLink> link) : link_(std::move(link)) {
-    local_ = link_->local;
     remote_ = addr_string(link_->conn().remote());
   }
   ~QuicStreamCarrier() override { close(); }
@@ -369,13 +511,41 @@ class QuicStreamCarrier final : public StreamCarrier {
     link_->async_write_gather(pieces, std::move(handler));
   }
   void close() override { link_->close("closed by rendr"); }
-  [[nodiscard]] std::string local() const override { return local_; }
+  [[nodiscard]] std::string local() const override { return link_->local; }
   [[nodiscard]] std::string remote() const override { return remote_; }
+  [[nodiscard]] std::string failure() const override { return link_->failure(); }
+  [[nodiscard]] Status rebind(const std::string& local) override { return link_->rebind(local); }
 
  private:
   std::shared_ptr<QuicLink> link_;
-  std::string local_;
   std::string remote_;
+};
+
+class QuicPacketCarrier final : public PacketCarrier {
+ public:
+  explicit QuicPacketCarrier(std::shared_ptr<QuicLink> link) : link_(std::move(link)) {}
+  ~QuicPacketCarrier() override { close(); }
+  void start(std::function<void(std::span<const std::byte>)> on_packet,
+             std::function<void(std::error_code)> on_error) override {
+    link_->start_packets(std::move(on_packet), std::move(on_error));
+  }
+  std::error_code send(std::span<const std::byte> frame) override {
+    return link_->send_datagram(frame);
+  }
+  void async_wait_writable(std::function<void(std::error_code)> handler) override {
+    link_->async_wait_writable(std::move(handler));
+  }
+  [[nodiscard]] std::size_t max_frame() const override { return kQuicDgramMaxFrame; }
+  void close() override { link_->close("closed by rendr"); }
+  [[nodiscard]] std::string local() const override { return link_->local; }
+  [[nodiscard]] std::string remote() const override {
+    return addr_string(link_->conn().remote());
+  }
+  [[nodiscard]] std::string failure() const override { return link_->failure(); }
+  [[nodiscard]] Status rebind(const std::string& local) override { return link_->rebind(local); }
+
+ private:
+  std::shared_ptr<QuicLink> link_;
 };
 
 std::string opt(const PathSpec& spec, const char* key, std::string dflt = {}) {
@@ -387,6 +557,10 @@ std::string opt(const PathSpec& spec, const char* key, std::string dflt = {}) {
 
 StreamCarrierPtr make_quic_carrier(std::shared_ptr<QuicLink> link) {
   return std::make_unique<QuicStreamCarrier>(std::move(link));
+}
+
+PacketCarrierPtr make_quic_packet_carrier(std::shared_ptr<QuicLink> link) {
+  return std::make_unique<QuicPacketCarrier>(std::move(link));
 }
 
 }  // namespace detail
@@ -408,6 +582,15 @@ Result<QuicPathTls> quic_path_tls(const PathSpec& spec) {
     }
     t.idle_timeout = std::chrono::milliseconds(v);
   }
+  const std::string rtt = detail::opt(spec, "initial_rtt_ms");
+  if (!rtt.empty()) {
+    char* end = nullptr;
+    const double v = std::strtod(rtt.c_str(), &end);
+    if (end == rtt.c_str() || *end != '\0' || !(v > 0) || v > 10000) {
+      return make_error(std::errc::invalid_argument, "quic initial_rtt_ms: a number in (0, 10000]");
+    }
+    t.initial_rtt = std::chrono::microseconds(static_cast<std::int64_t>(v * 1000));
+  }
   if (t.mode != "stream" && t.mode != "datagram") {
     return make_error(std::errc::invalid_argument,
                       "quic mode \"" + t.mode + "\": stream or datagram");
@@ -422,14 +605,20 @@ Result<QuicPathTls> quic_path_tls(const PathSpec& spec) {
   return t;
 }
 
-Result<StreamCarrierPtr> dial_quic(asio::io_context& io, const PathSpec& spec, Deadline deadline) {
+namespace {
+
+Result<std::shared_ptr<detail::QuicLink>> dial_quic_link(asio::io_context& io,
+                                                         const PathSpec& spec, Deadline deadline,
+                                                         bool datagram) {
   auto tls = quic_path_tls(spec);
   if (!tls) {
     return std::move(tls).take_error().with_context("dial quic " + spec.address);
   }
-  if (tls->mode != "stream") {
-    return make_error(std::errc::not_supported,
-                      "dial quic " + spec.address + ": mode datagram is not built yet");
+  if ((tls->mode == "datagram") != datagram) {
+    return make_error(std::errc::invalid_argument,
+                      "dial quic " + spec.address + ": mode " + tls->mode + " is a " +
+                          (datagram ? "stream" : "packet") + " carrier (dial_quic" +
+                          (datagram ? "" : "_datagram") + ")");
   }
   auto creds = detail::QuicCreds::load(tls->ca, tls->cert, tls->key);
   if (!creds) {
@@ -448,8 +637,11 @@ Result<StreamCarrierPtr> dial_quic(asio::io_context& io, const PathSpec& spec, D
   detail::QuicSettings qs;
   qs.alpn = tls->alpn;
   qs.server_name = tls->server_name;
+  qs.datagram = datagram;
   qs.idle_timeout = static_cast<detail::QuicTime>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(tls->idle_timeout).count());
+  qs.initial_rtt = static_cast<detail::QuicTime>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(tls->initial_rtt).count());
   auto qc = detail::QuicConn::client(std::move(*creds), qs, local, remote, detail::quic_now());
   if (!qc) {
     return std::move(qc).take_error().with_context("dial quic " + spec.address);
@@ -500,7 +692,39 @@ Result<StreamCarrierPtr> dial_quic(asio::io_context& io, const PathSpec& spec, D
     asio::post(io, [link] { link->close("handshake failed"); });
     return w->err->with_context("dial quic " + spec.address);
   }
-  return detail::make_quic_carrier(std::move(link));
+  if (datagram) {
+    // The DATAGRAM frame (type and length included) must take our largest rendr frame.
+    const std::uint64_t peer = link->conn().peer_max_datagram();
+    if (peer < detail::kQuicDgramMaxFrame + 8) {
+      asio::post(io, [link] { link->close("no datagrams"); });
+      return make_error(std::errc::not_supported,
+                        "dial quic " + spec.address + ": mode datagram: the peer takes " +
+                            (peer == 0 ? std::string("no DATAGRAM frames")
+                                       : "DATAGRAM frames of at most " + std::to_string(peer) +
+                                             " bytes, rendr needs " +
+                                             std::to_string(detail::kQuicDgramMaxFrame + 8)));
+    }
+  }
+  return link;
+}
+
+}  // namespace
+
+Result<StreamCarrierPtr> dial_quic(asio::io_context& io, const PathSpec& spec, Deadline deadline) {
+  auto link = dial_quic_link(io, spec, deadline, false);
+  if (!link) {
+    return std::move(link).take_error();
+  }
+  return detail::make_quic_carrier(std::move(*link));
+}
+
+Result<PacketCarrierPtr> dial_quic_datagram(asio::io_context& io, const PathSpec& spec,
+                                            Deadline deadline) {
+  auto link = dial_quic_link(io, spec, deadline, true);
+  if (!link) {
+    return std::move(link).take_error();
+  }
+  return detail::make_quic_packet_carrier(std::move(*link));
 }
 
 }  // namespace rendr

@@ -106,6 +106,10 @@ std::optional<engine::Refusal> Admin::peer_refusal() const {
 
 void Admin::kill_path_for_test(PathId path) { d_->kill_path(path); }
 
+Status Admin::rebind_path(PathId path, const std::string& local) {
+  return d_->rebind_path(path, local);
+}
+
 Admin::executor_type Admin::get_executor() const { return d_->io().get_executor(); }
 
 Conn::~Conn() { (void)close(); }

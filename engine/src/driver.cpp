@@ -11,6 +11,8 @@
 #include <asio/post.hpp>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -351,6 +353,42 @@ void FlowDriver::kill_path(PathId path) {
     self->pump_locked();
     self->run_deferred(lk);
   });
+}
+
+Status FlowDriver::rebind_path(PathId path, const std::string& local) {
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Status st;
+  };
+  auto w = std::make_shared<Wait>();
+  asio::post(rt_->io(), [self = shared_from_this(), path, local, w] {
+    Status st;
+    {
+      std::unique_lock lk(self->mu);
+      auto it = self->slots_.find(path);
+      if (self->shut_ || it == self->slots_.end() || it->second->closed) {
+        st = engine::make_error(engine::errc::unknown_path,
+                                "rebind_path: no carrier on path " + std::to_string(path));
+      } else {
+        auto s = it->second;
+        st = s->stream ? s->stream->rebind(local) : s->packet->rebind(local);
+        if (st) {
+          s->local = s->stream ? s->stream->local() : s->packet->local();
+        }
+      }
+      self->pump_locked();
+      self->run_deferred(lk);
+    }
+    std::lock_guard lk(w->mu);
+    w->st = std::move(st);
+    w->done = true;
+    w->cv.notify_all();
+  });
+  std::unique_lock lk(w->mu);
+  w->cv.wait(lk, [&] { return w->done; });
+  return std::move(w->st);
 }
 
 std::uint64_t FlowDriver::add_migrate_callback(MigrateCallback cb) {

@@ -147,6 +147,9 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   [[nodiscard]] bool accept_held() const { return held_.load(std::memory_order_acquire); }
   [[nodiscard]] bool accept_refused() const { return refused_.load(std::memory_order_acquire); }
   void kill_path(engine::PathId path);
+  // rebind_path moves |path|'s carrier to |local| in place (Admin::rebind_path); blocks the
+  // calling thread (never the io thread) until the io thread did it.
+  [[nodiscard]] Status rebind_path(engine::PathId path, const std::string& local);
   std::uint64_t add_migrate_callback(MigrateCallback cb);
   void remove_migrate_callback(std::uint64_t id);
   [[nodiscard]] engine::FlowStats stats_locked();

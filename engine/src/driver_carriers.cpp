@@ -203,13 +203,18 @@ void FlowDriver::carrier_failed_locked(const SlotPtr& s, std::error_code ec, con
   if (s->closed) {
     return;
   }
+  std::string why = what;
+  if (const std::string more = s->stream ? s->stream->failure() : s->packet->failure();
+      !more.empty()) {
+    why += ": " + more;  // e.g. "stream carrier read: quic: idle timeout"
+  }
   close_slot_locked(s);
   if (ec == asio::error::eof) {
     // A carrier that ends is a dead path, not the end of the flow (transport errors never look
     // like EOF): report it as a reset.
     ec = std::make_error_code(std::errc::connection_reset);
   }
-  (void)core_->path_failed(s->id, Error{ec, what}, Clock::now());
+  (void)core_->path_failed(s->id, Error{ec, why}, Clock::now());
 }
 
 }  // namespace rendr::detail

@@ -37,6 +37,14 @@ Result<DialedCarrier> dial_carrier(const DialContext& ctx, asio::io_context& io,
     return out;
   }
   if (spec.transport == "quic") {
+    if (auto m = spec.opts.find("mode"); m != spec.opts.end() && m->second == "datagram") {
+      auto c = dial_quic_datagram(io, spec, deadline);
+      if (!c) {
+        return std::move(c).take_error();
+      }
+      out.packet = std::move(*c);
+      return out;
+    }
     auto c = dial_quic(io, spec, deadline);
     if (!c) {
       return std::move(c).take_error();

@@ -250,7 +250,11 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
       asio::post(self->rt->io(), [self, fid] { self->on_flow_gone(fid); });
     });
     const bool packet = core->packet_mode();
-    driver->set_max_payload(udp ? kUdpFlowMaxFrame - engine::kHeaderSize : opts.flow.max_payload);
+    std::size_t max_payload = udp ? kUdpFlowMaxFrame - engine::kHeaderSize : opts.flow.max_payload;
+    if (popts.max_frame > engine::kHeaderSize) {
+      max_payload = std::min(max_payload, popts.max_frame - engine::kHeaderSize);
+    }
+    driver->set_max_payload(max_payload);
     // The driver keeps this listener alive, so the hook may point at it.
     driver->set_carriers_hook([this, fid](std::size_t n) {
       std::lock_guard lk(mu);

@@ -34,6 +34,7 @@ struct QuicServerConn {
   bool deciding = false;  // first frame taken, BridgeTable asked (maybe retrying)
   bool attached = false;
   bool key_checked = false;
+  bool datagram = false;  // the first frame came as a DATAGRAM: a packet carrier
 };
 
 struct ListenerCore::QuicState {
@@ -100,7 +101,19 @@ static void quic_changed(ListenerCore& lc, const std::shared_ptr<QuicServerConn>
     return;
   }
   auto& qc = link.conn();
-  if (!qc.ready() || qc.readable() < 2) {
+  if (!qc.ready()) {
+    return;
+  }
+  if (auto& in = qc.datagrams_in(); !in.empty() && qc.readable() == 0) {
+    // Datagram mode: the first DATAGRAM is the first frame (no length prefix).
+    sc->first = std::move(in.front());
+    in.pop_front();
+    sc->datagram = true;
+    sc->deciding = true;
+    quic_first(lc, sc, false);
+    return;
+  }
+  if (qc.readable() < 2) {
     return;
   }
   const auto v = qc.peek();
@@ -122,9 +135,16 @@ static void quic_first(ListenerCore& lc, const std::shared_ptr<QuicServerConn>& 
   if (sc->link->closed()) {
     return;
   }
-  const engine::PathOptions popts{engine::Framing::stream, "quic", 0};
+  const engine::PathOptions popts =
+      sc->datagram ? engine::PathOptions{engine::Framing::datagram, "quic", kQuicDgramMaxFrame}
+                   : engine::PathOptions{engine::Framing::stream, "quic", 0};
   auto out = lc.accept_first(sc->first, popts, final_attempt, sc->src, sc->key_checked,
                              [&](FlowDriver& d, PathId path) {
+                               if (sc->datagram) {
+                                 d.attach_packet_locked(path, make_quic_packet_carrier(sc->link),
+                                                        "quic");
+                                 return;
+                               }
                                sc->link->conn().consume(2 + sc->first.size());
                                d.attach_stream_locked(path, make_quic_carrier(sc->link), "quic",
                                                       {});
@@ -155,7 +175,11 @@ static void quic_first(ListenerCore& lc, const std::shared_ptr<QuicServerConn>& 
     return;
   }
   // A refusal the dialer reads (wrong instance, unknown flow...): sent before the close.
-  sc->link->async_write(out.reply, [](std::error_code, std::size_t) {});
+  if (sc->datagram) {
+    (void)sc->link->send_datagram(out.reply);
+  } else {
+    sc->link->async_write(out.reply, [](std::error_code, std::size_t) {});
+  }
   sc->link->close("refused");
 }
 
@@ -335,6 +359,8 @@ Result<QuicSocket> open_quic(asio::io_context& io, std::string_view address, con
   q->settings.alpn = tls.alpn;
   q->settings.idle_timeout = static_cast<detail::QuicTime>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(tls.idle_timeout).count());
+  q->settings.initial_rtt = static_cast<detail::QuicTime>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(tls.initial_rtt).count());
   q->settings.handshake_timeout = static_cast<detail::QuicTime>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(tls.handshake_timeout).count());
   q->local.len = static_cast<socklen_t>(le.size());

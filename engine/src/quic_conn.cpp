@@ -104,7 +104,9 @@ struct QuicConn::Cb {
   static int handshake_confirmed(ngtcp2_conn* conn, void* ud) {
     auto* self = static_cast<QuicConn*>(ud);
     self->confirmed_ = true;
-    if (!self->server_ && self->stream_ < 0) {
+    if (!self->server_ && self->datagram_) {
+      self->ready_ = true;  // datagram mode: no stream
+    } else if (!self->server_ && self->stream_ < 0) {
       if (ngtcp2_conn_open_bidi_stream(conn, &self->stream_, nullptr) != 0) {
         return NGTCP2_ERR_CALLBACK_FAILURE;
       }
@@ -159,6 +161,17 @@ struct QuicConn::Cb {
     }
     return 0;
   }
+  static int recv_datagram(ngtcp2_conn*, std::uint32_t, const std::uint8_t* data,
+                           std::size_t len, void* ud) {
+    auto* self = static_cast<QuicConn*>(ud);
+    const auto* b = reinterpret_cast<const std::byte*>(data);
+    self->dgram_in_.emplace_back(b, b + len);
+    return 0;
+  }
+  static int recv_stateless_reset(ngtcp2_conn*, const ngtcp2_pkt_stateless_reset*, void* ud) {
+    static_cast<QuicConn*>(ud)->got_reset_ = true;
+    return 0;
+  }
   static int new_cid(ngtcp2_conn*, ngtcp2_cid* cid, std::uint8_t* token, std::size_t cidlen,
                      void* ud) {
     auto* self = static_cast<QuicConn*>(ud);
@@ -207,6 +220,8 @@ ngtcp2_callbacks callbacks(bool server) {
   cb.stream_close = QuicConn::Cb::stream_close;
   cb.get_new_connection_id = QuicConn::Cb::new_cid;
   cb.remove_connection_id = QuicConn::Cb::remove_cid;
+  cb.recv_datagram = QuicConn::Cb::recv_datagram;
+  cb.recv_stateless_reset = QuicConn::Cb::recv_stateless_reset;
   return cb;
 }
 
@@ -216,6 +231,9 @@ void fill_settings(ngtcp2_settings& st, ngtcp2_transport_params& tp, const QuicS
   st.initial_ts = now;
   st.max_tx_udp_payload_size = kMaxUdpPayload;
   st.handshake_timeout = s.handshake_timeout;
+  if (s.initial_rtt != 0) {
+    st.initial_rtt = s.initial_rtt;
+  }
   // A fixed window: credit follows what the engine read (QuicConn::read), no auto-tuning.
   st.max_window = s.window;
   st.max_stream_window = s.window;
@@ -228,6 +246,8 @@ void fill_settings(ngtcp2_settings& st, ngtcp2_transport_params& tp, const QuicS
   tp.max_idle_timeout = s.idle_timeout;
   tp.active_connection_id_limit = 8;
   tp.max_udp_payload_size = 1500;  // what QuicRecvBatch's slots take
+  // Every connection takes DATAGRAM frames (a listener serves both modes; docs/wire.md).
+  tp.max_datagram_frame_size = 65535;
 }
 
 }  // namespace
@@ -290,6 +310,7 @@ Result<std::unique_ptr<QuicConn>> QuicConn::client(std::shared_ptr<QuicCreds> cr
   std::unique_ptr<QuicConn> q(new QuicConn());
   q->creds_ = std::move(creds);
   q->alpn_ = s.alpn;
+  q->datagram_ = s.datagram;
   q->local_ = local;
   q->remote_ = remote;
   q->ref_ = std::make_unique<ConnRef>();
@@ -344,6 +365,9 @@ Result<std::unique_ptr<QuicConn>> QuicConn::server(std::shared_ptr<QuicCreds> cr
   ngtcp2_transport_params tp;
   fill_settings(st, tp, s, now);
   tp.original_dcid = hd.dcid;
+  rand_bytes(q->reset_token_, sizeof q->reset_token_);
+  std::memcpy(tp.stateless_reset_token, q->reset_token_, sizeof q->reset_token_);
+  tp.stateless_reset_token_present = 1;
   const ngtcp2_path path{addr_of(local), addr_of(remote), nullptr};
   const auto cb = callbacks(true);
   int rv = ngtcp2_conn_server_new(&q->conn_, &hd.scid, &scid, &path, hd.version, &cb, &st, &tp,
@@ -378,7 +402,11 @@ Error QuicConn::describe_failure(int liberr, const char* what) const {
   auto ec = std::make_error_code(std::errc::connection_reset);
   auto* sess = static_cast<gnutls_session_t>(session_);
   if (liberr == NGTCP2_ERR_IDLE_CLOSE) {
-    return make_error(std::errc::timed_out, msg + "idle timeout (no packet from the peer)");
+    return make_error(std::errc::timed_out, "quic: idle timeout (no packet from the peer)");
+  }
+  if (got_reset_) {
+    return make_error(std::errc::connection_reset,
+                      "quic: stateless reset (the peer lost the connection's state)");
   }
   if (liberr == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
     return make_error(std::errc::timed_out, msg + "handshake timeout");
@@ -400,12 +428,11 @@ Error QuicConn::describe_failure(int liberr, const char* what) const {
       }
       return make_error(std::errc::permission_denied, msg);
     }
-    msg += "the peer closed the connection (" +
-           std::string(cc.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION
-                           ? "application"
-                           : "transport") +
-           " code " + std::to_string(cc.error_code) + ")";
-    return Error{ec, msg};
+    return Error{ec, "quic: peer closed (code " + std::to_string(cc.error_code) + ", " +
+                         (cc.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION
+                              ? "application"
+                              : "transport") +
+                         ")"};
   }
   if (liberr == NGTCP2_ERR_CRYPTO) {
     const int tls = ngtcp2_conn_get_tls_error(conn_);
@@ -435,11 +462,12 @@ Error QuicConn::describe_failure(int liberr, const char* what) const {
   return Error{ec, msg + ngtcp2_strerror(liberr)};
 }
 
-void QuicConn::on_datagram(std::span<const std::byte> pkt, const QuicAddr& from, QuicTime now) {
+void QuicConn::on_datagram(std::span<const std::byte> pkt, const QuicAddr& from, QuicTime now,
+                           const QuicAddr* to) {
   if (failed_) {
     return;
   }
-  const ngtcp2_path path{addr_of(local_), addr_of(from), nullptr};
+  const ngtcp2_path path{addr_of(to != nullptr ? *to : local_), addr_of(from), nullptr};
   ngtcp2_pkt_info pi{};
   const int rv = ngtcp2_conn_read_pkt(conn_, &path, &pi,
                                       reinterpret_cast<const std::uint8_t*>(pkt.data()),
@@ -489,6 +517,8 @@ void QuicConn::fail_and_tell(int liberr, QuicTime now) {
 void QuicConn::produce(QuicTime now, std::size_t max_packets,
                        const std::function<void(std::span<const std::byte>)>& emit) {
   if (!bye_.empty()) {
+    tx_local_ = local_;
+    tx_remote_ = remote_;
     emit(bye_);
     bye_.clear();
   }
@@ -498,6 +528,36 @@ void QuicConn::produce(QuicTime now, std::size_t max_packets,
   pkt_.resize(kMaxUdpPayload);
   bool blocked = false;
   for (std::size_t n = 0; n < max_packets;) {
+    if (!dgram_out_.empty()) {
+      // DATAGRAM frames, several per packet where they fit (WRITE_MORE: the same packet
+      // continues with the next one, or is closed by the writev_stream below).
+      ngtcp2_path_storage ps{};
+      ngtcp2_path_storage_zero(&ps);
+      ngtcp2_pkt_info pi{};
+      int accepted = 0;
+      const auto& d = dgram_out_.front();
+      ngtcp2_vec v{reinterpret_cast<std::uint8_t*>(const_cast<std::byte*>(d.data())), d.size()};
+      const ngtcp2_ssize nw = ngtcp2_conn_writev_datagram(
+          conn_, &ps.path, &pi, reinterpret_cast<std::uint8_t*>(pkt_.data()), pkt_.size(),
+          &accepted, NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v, 1, now);
+      if (accepted != 0) {
+        dgram_out_.pop_front();
+      }
+      if (nw == NGTCP2_ERR_WRITE_MORE) {
+        continue;
+      }
+      if (nw < 0) {
+        fail(describe_failure(static_cast<int>(nw), "datagram write"));
+        return;
+      }
+      if (nw == 0) {
+        break;  // congestion window full: the rest waits for ACKs
+      }
+      note_tx_path(ps.path);
+      emit(std::span<const std::byte>(pkt_.data(), static_cast<std::size_t>(nw)));
+      ++n;
+      continue;
+    }
     ngtcp2_vec vec[16];
     std::size_t nvec = 0;
     if (!blocked && stream_ >= 0 && sent_ < end_) {
@@ -536,6 +596,7 @@ void QuicConn::produce(QuicTime now, std::size_t max_packets,
     if (nw == 0) {
       break;
     }
+    note_tx_path(ps.path);
     emit(std::span<const std::byte>(pkt_.data(), static_cast<std::size_t>(nw)));
     ++n;
   }
@@ -618,6 +679,73 @@ void QuicConn::write_gather(std::span<const std::span<const std::byte>> pieces) 
     c.insert(c.end(), p.begin(), p.end());
   }
   end_ += total;
+}
+
+void QuicConn::note_tx_path(const ngtcp2_path& p) {
+  auto copy = [](QuicAddr& to, const ngtcp2_addr& a, const QuicAddr& dflt) {
+    if (a.addrlen == 0 || a.addrlen > sizeof to.ss) {
+      to = dflt;
+      return;
+    }
+    std::memcpy(&to.ss, a.addr, a.addrlen);
+    to.len = a.addrlen;
+  };
+  copy(tx_local_, p.local, local_);
+  copy(tx_remote_, p.remote, remote_);
+}
+
+bool QuicConn::send_datagram(std::span<const std::byte> d) {
+  if (d.size() > kQuicDgramMaxFrame) {
+    return false;
+  }
+  dgram_out_.emplace_back(d.begin(), d.end());
+  return true;
+}
+
+std::uint64_t QuicConn::peer_max_datagram() const {
+  const ngtcp2_transport_params* tp = ngtcp2_conn_get_remote_transport_params(conn_);
+  return tp != nullptr ? tp->max_datagram_frame_size : 0;
+}
+
+QuicTime QuicConn::smoothed_rtt() const {
+  ngtcp2_conn_stat st{};
+  ngtcp2_conn_get_conn_stat(conn_, &st);
+  return st.smoothed_rtt;
+}
+
+Status QuicConn::migrate(const QuicAddr& new_local, QuicTime now) {
+  if (failed_) {
+    return *failed_;
+  }
+  if (server_ || !confirmed_) {
+    return make_error(std::errc::not_connected, "quic migrate: handshake not confirmed yet");
+  }
+  const ngtcp2_path path{addr_of(new_local), addr_of(remote_), nullptr};
+  // Immediate migration: the server has validated our peer address already, so packets go out
+  // from the new address at once; ngtcp2 validates the new path (PATH_CHALLENGE) meanwhile.
+  const int rv = ngtcp2_conn_initiate_immediate_migration(conn_, &path, now);
+  if (rv == NGTCP2_ERR_CONN_ID_BLOCKED) {
+    // Each migration uses a fresh connection id; the peer issues the next one within a round
+    // trip of the previous migration.
+    return make_error(std::errc::resource_unavailable_try_again,
+                      "quic migrate: no spare connection id from the peer yet (try again)");
+  }
+  if (rv != 0) {
+    return make_error(std::errc::invalid_argument,
+                      std::string("quic migrate: ") + ngtcp2_strerror(rv));
+  }
+  local_ = new_local;
+  return {};
+}
+
+std::vector<std::byte> QuicConn::stateless_reset_for_test() const {
+  std::vector<std::byte> out(64);
+  std::uint8_t rnd[40];
+  rand_bytes(rnd, sizeof rnd);
+  const ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(
+      reinterpret_cast<std::uint8_t*>(out.data()), out.size(), reset_token_, rnd, sizeof rnd);
+  out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return out;
 }
 
 }  // namespace rendr::detail

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <rendr/common/result.hpp>
+#include <rendr/engine/carrier.hpp>
 
 #include <sys/socket.h>
 
@@ -24,6 +25,7 @@
 
 struct ngtcp2_conn;
 struct ngtcp2_pkt_hd;
+struct ngtcp2_path;
 
 namespace rendr::detail {
 
@@ -54,7 +56,19 @@ struct QuicSettings {
   std::uint64_t window = 8 << 20;  // receive window per stream and per connection (bytes)
   QuicTime idle_timeout = 30'000'000'000ULL;
   QuicTime handshake_timeout = 10'000'000'000ULL;
+  // Client: datagram mode (no stream; frames travel as QUIC DATAGRAM frames). Both ends always
+  // advertise max_datagram_frame_size, so a listener takes either mode per connection.
+  bool datagram = false;
+  // QUIC's RTT before the first sample and after each migration (0: ngtcp2's 333 ms).
+  QuicTime initial_rtt = 0;
 };
+
+// The largest rendr frame one QUIC DATAGRAM carries: the payload must fit a 1 200-byte packet
+// (QUIC's minimum, what ngtcp2 sends before path MTU discovery) with a short header, the AEAD tag
+// and the frame's own type and length (a larger one is never sent: writev_datagram returns 0).
+inline constexpr std::size_t kQuicDgramMaxFrame = kQuicMaxDatagramFrame;
+// Datagrams queued for sending at most (the carrier reports would_block above it).
+inline constexpr std::size_t kQuicDgramQueue = 256;
 
 struct QuicAddr {
   sockaddr_storage ss{};
@@ -83,7 +97,10 @@ class QuicConn {
       const QuicAddr& local, const QuicAddr& remote, Hooks hooks, QuicTime now);
 
   // on_datagram handles one received UDP payload from |from|. A fatal result (failed()) is kept.
-  void on_datagram(std::span<const std::byte> pkt, const QuicAddr& from, QuicTime now);
+  // |to|: the local address it arrived on when not the current one (an old socket after a
+  // migration).
+  void on_datagram(std::span<const std::byte> pkt, const QuicAddr& from, QuicTime now,
+                   const QuicAddr* to = nullptr);
   // produce calls |emit| for each UDP payload to send now (at most |max_packets|).
   void produce(QuicTime now, std::size_t max_packets,
                const std::function<void(std::span<const std::byte>)>& emit);
@@ -113,14 +130,45 @@ class QuicConn {
   [[nodiscard]] std::uint64_t unacked() const { return end_ - acked_; }
   [[nodiscard]] std::uint64_t written() const { return end_; }
 
+  // DATAGRAM frames (datagram mode). send_datagram queues one (false: larger than
+  // kQuicDgramMaxFrame, not queued); it leaves with the next produce(), packed with others
+  // where they fit one packet. A datagram the network loses is gone: the engine's ledger
+  // replays its frame.
+  bool send_datagram(std::span<const std::byte> d);
+  [[nodiscard]] std::size_t datagrams_queued() const { return dgram_out_.size(); }
+  // received: DATAGRAM payloads in arrival order, not taken yet.
+  [[nodiscard]] std::deque<std::vector<std::byte>>& datagrams_in() { return dgram_in_; }
+  // peer_max_datagram: the peer's max_datagram_frame_size (0: it takes none; known once ready).
+  [[nodiscard]] std::uint64_t peer_max_datagram() const;
+
+  // migrate (client, after the handshake is confirmed): move the connection to |new_local|
+  // (QUIC connection migration, RFC 9000 section 9) - the caller sends from the new socket from
+  // now on and keeps reading the old one for a while. ngtcp2 0.12 resets QUIC's own RTT
+  // estimate and congestion window on the new path (333 ms, 12 000 B) and has no call to seed
+  // them; the engine's path RTT is unaffected (same path). Errors: not_connected, invalid_argument,
+  // resource_unavailable_try_again (no spare connection id from the peer yet).
+  [[nodiscard]] Status migrate(const QuicAddr& new_local, QuicTime now);
+  [[nodiscard]] const QuicAddr& local() const { return local_; }
+  // smoothed_rtt: ngtcp2's smoothed RTT (ns).
+  [[nodiscard]] QuicTime smoothed_rtt() const;
+
+  // stateless_reset_for_test: a Stateless Reset (RFC 9000 section 10.3) for this server
+  // connection's first connection id, as a peer that lost its state would send it.
+  [[nodiscard]] std::vector<std::byte> stateless_reset_for_test() const;
+
   // Remote address of the current path (the server follows the client's migrations).
   [[nodiscard]] const QuicAddr& remote() const { return remote_; }
+  // tx_local / tx_remote: the path of the packet produce() is emitting (inside |emit|): during a
+  // migration ngtcp2 sends some packets on the old path (validation, its fallback).
+  [[nodiscard]] const QuicAddr& tx_local() const { return tx_local_; }
+  [[nodiscard]] const QuicAddr& tx_remote() const { return tx_remote_; }
 
   struct Cb;  // ngtcp2's callbacks (quic_conn.cpp)
 
  private:
   QuicConn() = default;
   void fail(Error e);
+  void note_tx_path(const ngtcp2_path& p);
   void fail_and_tell(int liberr, QuicTime now);
   [[nodiscard]] Error describe_failure(int liberr, const char* what) const;
 
@@ -136,6 +184,8 @@ class QuicConn {
   Hooks hooks_;
   QuicAddr local_;
   QuicAddr remote_;
+  QuicAddr tx_local_;
+  QuicAddr tx_remote_;
   struct ConnRef;
   std::unique_ptr<ConnRef> ref_;
 
@@ -150,6 +200,11 @@ class QuicConn {
   std::uint64_t end_ = 0;    // written
   std::vector<std::byte> pkt_;
   std::vector<std::byte> bye_;  // CONNECTION_CLOSE still to send after a local failure
+  bool datagram_ = false;
+  bool got_reset_ = false;  // a Stateless Reset ended the connection
+  std::uint8_t reset_token_[16] = {};  // server: for its first connection id
+  std::deque<std::vector<std::byte>> dgram_out_;
+  std::deque<std::vector<std::byte>> dgram_in_;
 };
 
 }  // namespace rendr::detail

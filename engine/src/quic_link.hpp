@@ -74,6 +74,21 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   void async_write(std::span<const std::byte> buf, IoHandler h);
   void async_write_gather(std::span<const std::span<const std::byte>> pieces, IoHandler h);
 
+  // PacketCarrier operations (quic datagram mode): every frame is one DATAGRAM frame.
+  void start_packets(std::function<void(std::span<const std::byte>)> on_packet,
+                     std::function<void(std::error_code)> on_error);
+  [[nodiscard]] std::error_code send_datagram(std::span<const std::byte> frame);
+  void async_wait_writable(std::function<void(std::error_code)> h);
+
+  // rebind (client, io thread): move the connection to a new UDP socket bound to |local_addr|
+  // ("ip:port", port 0 = any) with QUIC connection migration; the old socket is still read
+  // for kOldSocketLinger. Errors: bind errors, not_connected, invalid_argument.
+  [[nodiscard]] Status rebind(const std::string& local_addr);
+  [[nodiscard]] std::uint64_t rebinds() const { return rebinds_; }
+
+  // failure: the connection's error text ("quic: idle timeout"...), empty while it is alive.
+  [[nodiscard]] std::string failure() const;
+
  private:
   void read_own();
   void arm_timer();
@@ -103,9 +118,27 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   IoHandler read_h_;
   IoHandler write_h_;
   std::size_t write_n_ = 0;
+  std::function<void(std::span<const std::byte>)> on_packet_;
+  std::function<void(std::error_code)> on_error_;
+  std::function<void(std::error_code)> writable_h_;
+  bool error_told_ = false;
+  std::uint64_t rebinds_ = 0;
+  // Sockets given up by rebind, still read until their deadline (late packets on the old path).
+  struct OldSocket {
+    std::shared_ptr<asio::ip::udp::socket> sock;
+    QuicAddr local;
+    QuicTime until = 0;
+  };
+  // The batch's path: its socket (dialing side) or destination (listener side).
+  std::shared_ptr<asio::ip::udp::socket> tx_sock_;
+  QuicAddr tx_to_;
+  std::vector<OldSocket> old_;
+  void read_old(const std::shared_ptr<asio::ip::udp::socket>& s);
 };
 
 // make_quic_carrier: the StreamCarrier of a link whose handshake is done.
 [[nodiscard]] StreamCarrierPtr make_quic_carrier(std::shared_ptr<QuicLink> link);
+// make_quic_packet_carrier: the PacketCarrier of a datagram-mode link whose handshake is done.
+[[nodiscard]] PacketCarrierPtr make_quic_packet_carrier(std::shared_ptr<QuicLink> link);
 
 }  // namespace rendr::detail

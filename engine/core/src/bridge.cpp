@@ -103,8 +103,13 @@ BridgeAccept BridgeTable::accept(std::span<const std::byte> first_frame, const P
                                                              " flows"),
                             {}};
     }
-    auto core = FlowCore::server(packet ? cfg_.packet : cfg_.stream, *hello, cfg_.instance_id,
-                                 opts, now);
+    // A flow whose first path is a datagram carrier sends frames that fit it (a quic listener
+    // takes stream and DATAGRAM connections alike: the HELLO's carrier decides).
+    FlowConfig fc = packet ? cfg_.packet : cfg_.stream;
+    if (opts.max_frame > kHeaderSize && opts.max_frame - kHeaderSize < fc.max_payload) {
+      fc.max_payload = opts.max_frame - kHeaderSize;
+    }
+    auto core = FlowCore::server(fc, *hello, cfg_.instance_id, opts, now);
     if (!core.ok()) {
       return BridgeRejected{std::move(core).take_error(), {}};
     }

@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 
@@ -213,7 +214,7 @@ TEST_CASE("quic core: the peer's close and the idle timeout fail the connection"
     REQUIRE(p.c->failed());
     p.s->on_datagram(bye, p.caddr, p.now);
     REQUIRE(p.s->failed());
-    CHECK_THAT(p.s->failed()->message(), Catch::Contains("closed the connection"));
+    CHECK_THAT(p.s->failed()->message(), Catch::Contains("quic: peer closed (code 0"));
   }
   SECTION("idle timeout") {
     QuicSettings cs;
@@ -224,10 +225,139 @@ TEST_CASE("quic core: the peer's close and the idle timeout fail the connection"
     const QuicTime cut = p.now;
     REQUIRE(p.run(2000, [&] { return p.c->failed().has_value(); }));
     CHECK(p.c->failed()->code == std::make_error_code(std::errc::timed_out));
-    CHECK_THAT(p.c->failed()->message(), Catch::Contains("idle timeout"));
+    CHECK_THAT(p.c->failed()->message(), Catch::Contains("quic: idle timeout"));
     // Within the idle timeout (and the three PTOs ngtcp2 may add), not later.
     CHECK(p.now - cut <= 1000 * kMs);
   }
+  SECTION("stateless reset") {
+    Pair p(k, "a", "a");
+    REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+    const auto reset = p.s->stateless_reset_for_test();
+    REQUIRE(reset.size() >= 21);
+    p.c->on_datagram(reset, p.saddr, p.now);
+    REQUIRE(p.c->failed());
+    CHECK(p.c->failed()->code == std::make_error_code(std::errc::connection_reset));
+    CHECK_THAT(p.c->failed()->message(), Catch::Contains("quic: stateless reset"));
+  }
+}
+
+TEST_CASE("quic core: datagram mode carries DATAGRAM frames, packs small ones, loses some",
+          "[engine][quic][datagram]") {
+  QuicCerts k;
+  QuicSettings cs;
+  cs.datagram = true;
+  Pair p(k, "a", "a", cs);
+  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  CHECK(p.c->peer_max_datagram() >= kQuicDgramMaxFrame + 8);
+  CHECK(p.c->readable() == 0);
+  // Too large for one DATAGRAM in a 1 200-byte packet: refused, not queued.
+  CHECK_FALSE(p.c->send_datagram(std::vector<std::byte>(kQuicDgramMaxFrame + 1)));
+  CHECK(p.c->send_datagram(std::vector<std::byte>(kQuicDgramMaxFrame)));
+  REQUIRE(p.run(50, [&] { return !p.s->datagrams_in().empty(); }));
+  CHECK(p.s->datagrams_in().front().size() == kQuicDgramMaxFrame);
+  p.s->datagrams_in().clear();
+
+  SECTION("small ones share packets") {
+    for (std::uint8_t i = 0; i < 100; ++i) {
+      REQUIRE(p.c->send_datagram(pattern(40, i)));
+    }
+    std::size_t packets = 0;
+    p.c->produce(p.now, 256, [&](std::span<const std::byte> pk) {
+      p.to_s.emplace_back(pk.begin(), pk.end());
+      ++packets;
+    });
+    CHECK(p.c->datagrams_queued() == 0);
+    CHECK(packets <= 10);  // 100 x 40 B in about four 1 200-byte packets
+    p.step();
+    auto& in = p.s->datagrams_in();
+    REQUIRE(in.size() == 100);
+    for (std::uint8_t i = 0; i < 100; ++i) {
+      CHECK(in[i] == pattern(40, i));
+    }
+  }
+  SECTION("a lost packet loses its datagrams, nothing is duplicated, the rest arrive") {
+    std::size_t dropped = 0;
+    std::vector<int> seen(3000, 0);
+    for (int i = 0; i < 3000; ++i) {
+      auto d = pattern(1000, static_cast<std::uint8_t>(i));
+      d[0] = static_cast<std::byte>(i >> 8);
+      d[1] = static_cast<std::byte>(i & 0xff);
+      REQUIRE(p.c->send_datagram(d));
+      if (i % 50 == 49) {
+        p.c->produce(p.now, 256, [&](std::span<const std::byte> pk) {
+          if ((p.to_s.size() + dropped) % 10 == 3) {
+            ++dropped;  // every tenth packet lost
+          } else {
+            p.to_s.emplace_back(pk.begin(), pk.end());
+          }
+        });
+        p.step();
+        for (const auto& got : p.s->datagrams_in()) {
+          REQUIRE(got.size() == 1000);
+          const int id = (static_cast<int>(got[0]) << 8) | static_cast<int>(got[1]);
+          seen[static_cast<std::size_t>(id)] += 1;
+        }
+        p.s->datagrams_in().clear();
+      }
+    }
+    REQUIRE(p.run(2000, [&] { return p.c->datagrams_queued() == 0; }));
+    for (const auto& got : p.s->datagrams_in()) {
+      const int id = (static_cast<int>(got[0]) << 8) | static_cast<int>(got[1]);
+      seen[static_cast<std::size_t>(id)] += 1;
+    }
+    const auto missing = std::count(seen.begin(), seen.end(), 0);
+    CHECK(std::count_if(seen.begin(), seen.end(), [](int n) { return n > 1; }) == 0);
+    CHECK(dropped > 0);
+    CHECK(missing > 0);      // QUIC does not resend DATAGRAM frames: the engine's ledger does
+    CHECK(missing < 3000 / 5);
+    CHECK_FALSE(p.c->failed());
+  }
+}
+
+TEST_CASE("quic core: the client migrates to a new address, the server follows, bytes go on",
+          "[engine][quic][rebind]") {
+  QuicCerts k;
+  Pair p(k, "a", "a");
+  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  const auto up = pattern(200000, 3);
+  p.c->write(std::span<const std::byte>(up.data(), 100000));
+  std::vector<std::byte> got;
+  std::vector<std::byte> buf(8192);
+  auto drain = [&] {
+    got.insert(got.end(), buf.begin(), buf.begin() + p.s->read(buf));
+    return got.size();
+  };
+  REQUIRE(p.run(1000, [&] { return drain() >= 50000; }));
+  for (std::uint16_t port = 40001; port <= 40010; ++port) {
+    const QuicAddr next = v4(port);
+    INFO("migration to port " << port);
+    // Each migration takes a fresh connection id; the server hands out the next within a
+    // round trip (until then: try again).
+    Status st = p.c->migrate(next, p.now);
+    for (int i = 0; i < 100 && !st &&
+                    st.error().code == std::make_error_code(std::errc::resource_unavailable_try_again);
+         ++i) {
+      p.step();
+      drain();
+      st = p.c->migrate(next, p.now);
+    }
+    REQUIRE_OK(st);
+    // ngtcp2 0.12 resets QUIC's RTT estimate on every migration (no call to seed it).
+    CHECK(p.c->smoothed_rtt() == 333 * kMs);
+    p.caddr = next;
+    REQUIRE(p.run(1000, [&] {
+      drain();
+      const auto& r = p.s->remote();
+      return std::memcmp(&r.ss, &next.ss, next.len) == 0;
+    }));
+  }
+  p.c->write(std::span<const std::byte>(up.data() + 100000, 100000));
+  REQUIRE(p.run(3000, [&] { return drain() == up.size(); }));
+  CHECK(got == up);
+  CHECK_FALSE(p.c->failed());
+  CHECK_FALSE(p.s->failed());
+  // The server's migrate is refused (only the client migrates).
+  CHECK_FALSE(p.s->migrate(v4(7001), p.now));
 }
 
 TEST_CASE("quic core: junk datagrams on an established connection are dropped, it carries on",

@@ -241,6 +241,8 @@ TEST_CASE("engine quic: the peer closing a quic path fails it at once on the oth
   const auto took = std::chrono::steady_clock::now() - t0;
   CHECK((*s)->stats().paths.size() == 1);
   CHECK(took < 500ms);
+  // The reason names QUIC's own verdict: the peer's CONNECTION_CLOSE and its code.
+  CHECK_THAT((*s)->stats().last_path_down, Catch::Contains("quic: peer closed (code 0"));
   // The flow goes on over the other path.
   const std::string msg = "still here";
   REQUIRE_OK((*c)->write(std::as_bytes(std::span(msg.data(), msg.size())), deadline_in(5s)));

@@ -3,7 +3,7 @@
 // over any number of carriers of two kinds (STYLE M1: one abstract async interface per kind):
 //   StreamCarrier - an ordered reliable byte stream (tcp; custom stream factories; a quic stream
 //                   later). Frames travel with the u16 length prefix.
-//   PacketCarrier - datagrams that may be lost or reordered (udpflow; a quic DATAGRAM later).
+//   PacketCarrier - datagrams that may be lost or reordered (udpflow; quic in datagram mode).
 //                   One frame per datagram; any carrier header (udpflow's 8 bytes) is the
 //                   carrier's business and never reaches the engine.
 // A carrier belongs to the io_context it was created on; the shell calls it only from the thread
@@ -47,7 +47,9 @@ struct PathSpec {
   // when absent). quic (docs/engine.md "quic paths"): "ca", "cert", "key" (PEM files as
   // `rendrctl cert` writes them; required: mutual TLS), "server_name" (the name the listener's
   // certificate must carry; empty = any name the CA signed), "alpn" (default "rendr"), "mode"
-  // ("stream"; "datagram" is not built yet), "idle_timeout_ms" (default 30000).
+  // ("stream", or "datagram": frames as QUIC DATAGRAM frames, a packet carrier),
+  // "idle_timeout_ms" (default 30000), "initial_rtt_ms" (QUIC's RTT before the first sample and
+  // after each rebind; default 333).
   std::map<std::string, std::string> opts;
 };
 
@@ -79,6 +81,16 @@ class StreamCarrier {
   // describe: local and remote address, for stats ("10.10.1.1:40000", "10.10.1.2:7000").
   [[nodiscard]] virtual std::string local() const = 0;
   [[nodiscard]] virtual std::string remote() const = 0;
+  // failure: why the carrier failed, when it knows more than its error code says (the quic
+  // carrier: "quic: idle timeout", "quic: stateless reset", "quic: peer closed (code N, ...)");
+  // empty otherwise. The engine appends it to the path's down reason (FlowStats::last_path_down).
+  [[nodiscard]] virtual std::string failure() const { return {}; }
+  // rebind moves the carrier to a new local address ("ip:port", port 0 = any) in place, the
+  // peer following (quic: QUIC connection migration); the engine sees the same path. Default:
+  // not_supported.
+  [[nodiscard]] virtual Status rebind(const std::string& local) {
+    return make_error(std::errc::not_supported, "rebind " + local + ": not a quic carrier");
+  }
 };
 using StreamCarrierPtr = std::unique_ptr<StreamCarrier>;
 
@@ -99,6 +111,16 @@ class PacketCarrier {
   virtual void close() = 0;
   [[nodiscard]] virtual std::string local() const = 0;
   [[nodiscard]] virtual std::string remote() const = 0;
+  // failure: why the carrier failed, when it knows more than its error code says (the quic
+  // carrier: "quic: idle timeout", "quic: stateless reset", "quic: peer closed (code N, ...)");
+  // empty otherwise. The engine appends it to the path's down reason (FlowStats::last_path_down).
+  [[nodiscard]] virtual std::string failure() const { return {}; }
+  // rebind moves the carrier to a new local address ("ip:port", port 0 = any) in place, the
+  // peer following (quic: QUIC connection migration); the engine sees the same path. Default:
+  // not_supported.
+  [[nodiscard]] virtual Status rebind(const std::string& local) {
+    return make_error(std::errc::not_supported, "rebind " + local + ": not a quic carrier");
+  }
 };
 using PacketCarrierPtr = std::unique_ptr<PacketCarrier>;
 
@@ -129,15 +151,23 @@ struct QuicPathTls {
   std::string alpn = "rendr";
   std::string server_name;
   std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::microseconds initial_rtt{0};  // opts "initial_rtt_ms" (QuicTls::initial_rtt)
 };
 [[nodiscard]] Result<QuicPathTls> quic_path_tls(const PathSpec& spec);
 // dial_quic: a UDP socket connected to spec.address, a QUIC handshake (TLS 1.3, ALPN, both
 // certificates verified against spec.opts["ca"]) bounded by |deadline|, then one stream.
 // Errors: invalid_argument (opts, unreadable PEM files, named), permission_denied (the peer's
 // certificate failed verification, or the peer refused ours or our ALPN: the text says which),
-// timed_out (no handshake by |deadline|), not_supported (mode datagram), connect errors.
+// timed_out (no handshake by |deadline|), invalid_argument (mode datagram: dial_quic_datagram),
+// connect errors.
 [[nodiscard]] Result<StreamCarrierPtr> dial_quic(asio::io_context& io, const PathSpec& spec,
                                                  Deadline deadline);
+// dial_quic_datagram: the same handshake for opts mode=datagram; every frame is one QUIC
+// DATAGRAM frame (at most kQuicMaxDatagramFrame bytes). Errors as dial_quic, plus not_supported
+// when the peer takes no DATAGRAM frames or smaller ones than that.
+[[nodiscard]] Result<PacketCarrierPtr> dial_quic_datagram(asio::io_context& io,
+                                                          const PathSpec& spec, Deadline deadline);
+inline constexpr std::size_t kQuicMaxDatagramFrame = 1150;
 
 inline constexpr std::size_t kUdpFlowHeader = 8;
 inline constexpr std::size_t kUdpFlowMaxDatagram = 1400;

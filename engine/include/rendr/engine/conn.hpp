@@ -111,6 +111,12 @@ class Admin {
   // peer_refusal: the REFUSE the peer ended this flow with (its read/write then failed with
   // flow_refused); empty otherwise.
   [[nodiscard]] std::optional<engine::Refusal> peer_refusal() const;
+  // rebind_path moves |path| to a new local address ("ip:port", port 0 = any port) in place:
+  // a quic path (dialing side) migrates its QUIC connection (RFC 9000 section 9), so the engine
+  // sees the same path - no engine migration, nothing replayed. Must not be called on the io
+  // thread. Errors: unknown_path, not_supported (not a quic path), std::errc::invalid_argument
+  // (accepting side, bad address), bind errors, not_connected (handshake not confirmed).
+  [[nodiscard]] Status rebind_path(PathId path, const std::string& local);
   // kill_path_for_test closes |path|'s carrier as a transport error would (tests, benches).
   void kill_path_for_test(PathId path);
 

@@ -108,6 +108,9 @@ struct QuicTls {
   std::string alpn = "rendr";  // the one ALPN protocol accepted
   std::chrono::milliseconds idle_timeout{30000};
   std::chrono::milliseconds handshake_timeout{5000};
+  // QUIC's RTT estimate before the first sample, and again after every migration of the
+  // client (ngtcp2 resets it and has no call to seed it from the old path). 0 = QUIC's 333 ms.
+  std::chrono::microseconds initial_rtt{0};
 };
 
 class Listener {

@@ -47,7 +47,7 @@ struct PathOptions {
   std::string name;  // sent as the str8 path name in HELLO / BRIDGE_TAG when non-empty
   // Largest frame the carrier takes (header + payload, no prefix); 0 = the framing's own limit.
   // Frames are encoded once and may be replayed on any path, so every path of a flow must take
-  // 8 + max_payload bytes (udpflow: 1 392, QUIC DATAGRAM: 1 200).
+  // 8 + max_payload bytes (udpflow: 1 392, QUIC DATAGRAM: 1 150).
   std::size_t max_frame = 0;
   // The wall clock at the |now| of the call that passes these options (add_path): a flow with a
   // listener key (FlowConfig::listener_key) dates its key blocks by it. Ignored otherwise.
