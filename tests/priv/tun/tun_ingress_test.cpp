@@ -50,32 +50,8 @@ TEST_CASE("tun: a curl download survives its active engine path dropped mid-tran
   Child curl;
   curl.pid = lab.app.spawn({"curl", "-sS", "--max-time", "120", "-o", lab.dir.path + "/body",
                             "http://198.18.0.10:8080/blob"});
-  std::vector<char> got;
-  got.reserve(lab.blob.size());
   bool dropped = false;
-  std::vector<char> buf(64 * 1024);
-  while (true) {
-    pollfd p{body, POLLIN, 0};
-    REQUIRE(::poll(&p, 1, 60000) > 0);
-    const ssize_t n = ::read(body, buf.data(), buf.size());
-    if (n < 0 && errno == EAGAIN) {
-      continue;  // curl has not opened the FIFO yet
-    }
-    REQUIRE(n >= 0);
-    if (n == 0) {
-      break;
-    }
-    got.insert(got.end(), buf.begin(), buf.begin() + n);
-    if (!dropped && got.size() >= (4U << 20)) {
-      // Silently drop the first path (the active one) both ways, as a dead uplink would.
-      lab.app.must("nft add table inet rtdrop && "
-                   "nft add chain inet rtdrop out '{ type filter hook output priority 0; }' && "
-                   "nft add chain inet rtdrop in '{ type filter hook input priority 0; }' && "
-                   "nft add rule inet rtdrop out ip daddr 10.88.0.2 counter drop && "
-                   "nft add rule inet rtdrop in ip saddr 10.88.0.2 counter drop");
-      dropped = true;
-    }
-  }
+  const std::vector<char> got = read_dropping_path(lab, body, 4U << 20, dropped);
   CHECK(dropped);
   // The dropped path was carrying the flow: the rules saw its packets.
   std::string rules;

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -181,6 +182,38 @@ struct TunLab {
     return pid;
   }
 };
+
+// read_dropping_path reads |fifo| (a client's output) to its end; once |drop_at| bytes have
+// arrived it silently drops the lab's first path (10.88.0.2, the active one) both ways with
+// nftables, as a dead uplink would, and sets |dropped|. Returns what was read.
+inline std::vector<char> read_dropping_path(TunLab& lab, int fifo, std::size_t drop_at,
+                                            bool& dropped) {
+  std::vector<char> got;
+  got.reserve(lab.blob.size());
+  std::vector<char> buf(64 * 1024);
+  while (true) {
+    pollfd p{fifo, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 60000) > 0);
+    const ssize_t n = ::read(fifo, buf.data(), buf.size());
+    if (n < 0 && errno == EAGAIN) {
+      continue;  // the client has not opened the FIFO yet
+    }
+    REQUIRE(n >= 0);
+    if (n == 0) {
+      break;
+    }
+    got.insert(got.end(), buf.begin(), buf.begin() + n);
+    if (!dropped && got.size() >= drop_at) {
+      lab.app.must("nft add table inet rtdrop && "
+                   "nft add chain inet rtdrop out '{ type filter hook output priority 0; }' && "
+                   "nft add chain inet rtdrop in '{ type filter hook input priority 0; }' && "
+                   "nft add rule inet rtdrop out ip daddr 10.88.0.2 counter drop && "
+                   "nft add rule inet rtdrop in ip saddr 10.88.0.2 counter drop");
+      dropped = true;
+    }
+  }
+  return got;
+}
 
 // read_status: the JSON document a rendr-tun status socket serves ("" when it cannot connect).
 inline std::string read_status(const std::string& path) {
