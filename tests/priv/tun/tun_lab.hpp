@@ -215,6 +215,15 @@ inline std::vector<char> read_dropping_path(TunLab& lab, int fifo, std::size_t d
   return got;
 }
 
+// check_drop_counted: the rules read_dropping_path added saw packets, so the path it dropped was
+// carrying the flow (the rest crossed the other path).
+inline void check_drop_counted(const TunLab& lab) {
+  std::string rules;
+  REQUIRE(lab.app.sh("nft list table inet rtdrop", &rules) == 0);
+  INFO(rules);
+  CHECK(rules.find("counter packets 0 ") == std::string::npos);
+}
+
 // read_status: the JSON document a rendr-tun status socket serves ("" when it cannot connect).
 inline std::string read_status(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
