@@ -61,8 +61,8 @@ TEST_CASE("reclaim: no host peers at all: nobody can have it", "[agents][reclaim
   CHECK(make(0, false).next().step == S::thaw);
 }
 
-TEST_CASE("reclaim: a peer that does not answer is asked again; never thawed on a partial "
-          "picture; held when the budget ends",
+TEST_CASE("reclaim: a peer that does not answer is asked again - never thawed on a partial "
+          "picture - and the connection is held when the budget ends",
           "[agents][reclaim]") {
   Reclaim r = make(2, true);
   std::vector<V> a{V::not_here, V::unreachable};
