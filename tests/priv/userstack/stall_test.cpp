@@ -358,7 +358,10 @@ TEST_CASE("userstack u2n: bytes lwIP emitted while frozen reach the peer without
   CHECK(st.counters().tx_held > tx_held0);
   auto snap = st.snapshot(*conn);
   REQUIRE_OK(snap);
-  CHECK(snap->send_queue.size() == kHeld);
+  // The queue may also hold the tail of the first 64 KiB whose ACK had not reached lwIP yet
+  // (the client read it all; seen once: 1296 bytes); what was emitted while frozen is exactly
+  // the unsent part.
+  CHECK(snap->send_queue.size() >= kHeld);
   CHECK(snap->send_unsent == kHeld);  // not in flight: the kernel must send it, not wait
   lab.ns().must("ip addr add 198.18.0.14/32 dev lo");
   repair::Repairer rep;
