@@ -257,8 +257,11 @@ void Connection::abort() {
   CoreLock lock;
   Impl& s = *impl_;
   if (tcp_pcb* pcb = s.detach(); pcb != nullptr) {
-    s.stack_.flows_.erase(s.tuple_);
+    // The RST leaves through the shim while it still knows the flow (its sequence offset):
+    // erased first, the RST carried lwIP's own sequence numbers and the peer ignored it (a
+    // client that had nothing more to send then waited for its own timeout).
     tcp_abort(pcb);
+    s.stack_.flows_.erase(s.tuple_);
   }
   s.reset_ = true;
 }
@@ -276,8 +279,8 @@ void Connection::close() {
   // lwIP takes over the PCB (FIN handshake, TIME_WAIT); the flow's offset stays in the shim
   // for it. Unread data makes lwIP answer with RST, as a kernel socket would.
   if (tcp_close(pcb) != ERR_OK) {
+    tcp_abort(pcb);  // as in abort(): the RST first, with the flow's offset
     s.stack_.flows_.erase(s.tuple_);
-    tcp_abort(pcb);
   }
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A kernel client talks to lwIP over a real TUN: attach errors, the bridged echo, any
 // destination address/port, v4 and v6.
+#include "conn_io.hpp"
 #include "echo_server.hpp"
 #include "tun_lab.hpp"
 
@@ -11,12 +12,15 @@
 #include <catch2/catch.hpp>
 
 #include <grp.h>
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <future>
 
@@ -283,4 +287,35 @@ TEST_CASE("userstack one-way throughput kernel to lwIP and lwIP to kernel",
       "%.2f Gbit/s, lwIP->kernel %.2f Gbit/s (%llu MiB each)\n",
       static_cast<double>(kTotal) * 8 / rx_s / 1e9, static_cast<double>(kTotal) * 8 / tx_s / 1e9,
       static_cast<unsigned long long>(kTotal >> 20));
+}
+
+TEST_CASE("userstack abort resets a peer that has nothing more to send, at once",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  const Endpoint vip = Endpoint::parse("198.18.0.15:8087").value();
+  UniqueFd client = connect_from(lab.ns(), vip);
+  auto acc = st.accept(5s);
+  REQUIRE_OK(acc);
+  userstack::ConnectionPtr conn = std::move(acc).value();
+  // A request, read and acknowledged: from then on the client sends nothing (as curl waiting
+  // for its answer), so only the RST itself can tell it.
+  REQUIRE(::send(client.get(), "GET", 3, MSG_NOSIGNAL) == 3);
+  (void)conn_read_exact(*conn, 3);
+  int unacked = 1;
+  for (int i = 0; i < 200 && unacked != 0; ++i) {
+    (void)::ioctl(client.get(), SIOCOUTQ, &unacked);
+    pollfd none{-1, 0, 0};
+    ::poll(&none, 0, 5);
+  }
+  REQUIRE(unacked == 0);
+  conn->abort();
+  // The RST must carry the flow's sequence numbers (the shim's per-flow offset): before, it
+  // left with lwIP's own and the client ignored it.
+  pollfd p{client.get(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 2000) == 1);
+  char b[8];
+  errno = 0;
+  CHECK(::recv(client.get(), b, sizeof b, 0) == -1);
+  CHECK(errno == ECONNRESET);
 }
