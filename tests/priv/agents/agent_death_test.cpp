@@ -48,6 +48,22 @@ bool wait_log(const AgentLab& al, const std::string& name, const std::string& te
   return true;
 }
 
+// migrate_killing_a asks agent a to move |flow| to b and kills a (SIGKILL) 1 s into that
+// migration, inside the 3 s pause of the lab's stall fault. Returns rendrctl's exit status; the
+// agent dies under it, so it prints no report (AgentLab::migrate would throw). |out| gets
+// rendrctl's stdout and stderr.
+int migrate_killing_a(AgentLab& al, const std::string& flow, std::string& out) {
+  std::thread killer([&al] {
+    ::usleep(1000000);
+    al.kill_agent("a");
+  });
+  std::string err;
+  const int rc = al.rendrctl("a", {"migrate", "--flow", flow, "--to", "b", "--json"}, out, &err);
+  killer.join();
+  out += err;
+  return rc;
+}
+
 }  // namespace
 
 TEST_CASE("a serving agent killed with SIGKILL: the server keeps its connections and registers "
@@ -152,17 +168,10 @@ TEST_CASE("a source agent killed with SIGKILL mid-migration before the freeze: t
   const std::string flow = c.tuple().to_string();
   REQUIRE(wait_tracked(al, "a", flow, 5000));
 
-  std::thread killer([&al] {
-    ::usleep(1000000);  // inside the stall: the server has handed its descriptor over
-    al.kill_agent("a");
-  });
-  // The agent dies under rendrctl: it prints no report (AgentLab::migrate would throw).
+  // Killed inside the stall: the server has handed its descriptor over.
   std::string out;
-  std::string err;
-  const int rc =
-      al.rendrctl("a", {"migrate", "--flow", flow, "--to", "b", "--json"}, out, &err);
-  killer.join();
-  INFO(out << err << "\nserver a log:\n" << al.log("srv-a") << "\nagent b log:\n" << al.log("b"));
+  const int rc = migrate_killing_a(al, flow, out);
+  INFO(out << "\nserver a log:\n" << al.log("srv-a") << "\nagent b log:\n" << al.log("b"));
   CHECK(rc != 0);
   CHECK(wait_log(al, "srv-a", "exports returned 1, frozen 0, lost 0", 3000));
   {
@@ -237,15 +246,9 @@ void killed_after_freeze(const std::string& fault, const std::string& b_says) {
   const std::string flow = c.tuple().to_string();
   REQUIRE(wait_tracked(al, "a", flow, 5000));
 
-  std::thread killer([&al] {
-    ::usleep(1000000);  // inside the stall: frozen (and, before COMMIT, staged on b)
-    al.kill_agent("a");
-  });
+  // Killed inside the stall: frozen (and, before COMMIT, staged on b).
   std::string out;
-  std::string err;
-  const int rc =
-      al.rendrctl("a", {"migrate", "--flow", flow, "--to", "b", "--json"}, out, &err);
-  killer.join();
+  const int rc = migrate_killing_a(al, flow, out);
   CHECK(rc != 0);
   CHECK(wait_log(al, "srv-a", "exports returned 0, frozen 1, lost 0", 3000));
   al.start_agent("a");
