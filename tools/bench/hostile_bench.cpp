@@ -16,6 +16,7 @@
 //             must arrive.
 // The last stdout line (with --json) is one JSON object.
 #include "bench/cli.hpp"
+#include "bench/hostile_listener.hpp"
 #include "bench/loopback.hpp"
 #include "bench/migrate_load.hpp"
 #include "bench/subcommand.hpp"
@@ -78,18 +79,6 @@ long threads_of(pid_t pid) {
 }
 
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
-
-// The listener key of `hostile --listener-key` (32 bytes; docs/security.md "Listener key").
-const std::vector<std::uint8_t>& bench_key() {
-  static const std::vector<std::uint8_t> k = [] {
-    std::vector<std::uint8_t> v(32);
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      v[i] = static_cast<std::uint8_t>(0xa5 ^ (i * 29));
-    }
-    return v;
-  }();
-  return k;
-}
 
 // ListenerCounts: the last "stats ..." line hostile-listener printed (once a second).
 struct ListenerCounts {
@@ -230,61 +219,6 @@ struct Action {
 
 }  // namespace
 
-int run_hostile_listener(std::span<char* const> args) {
-  rendr::ListenOptions lo;
-  bool usage = args.empty();
-  for (std::size_t i = 1; i < args.size() && !usage; ++i) {
-    const std::string_view a = args[i];
-    if (a == "--key") {
-      lo.listener_key = bench_key();
-    } else if (a == "--arena-max" && i + 1 < args.size()) {
-      // A thread-per-flow server's malloc arenas (glibc: up to 8 per core) each keep their top
-      // resident after the threads are gone; capping them is the application's choice.
-      (void)::mallopt(M_ARENA_MAX, std::atoi(args[++i]));
-    } else {
-      usage = true;
-    }
-  }
-  if (usage) {
-    std::fprintf(stderr, "usage: rendr-bench hostile-listener IP:PORT [--key] [--arena-max N]\n");
-    return kExitUsage;
-  }
-  auto l = listen_tcp(args[0], lo);
-  if (!l) {
-    std::fprintf(stderr, "hostile-listener: %s\n", l.error().message().c_str());
-    return kExitFailed;
-  }
-  std::printf("ready %s\n", (*l)->local_address().c_str());
-  std::fflush(stdout);
-  // Its counters once a second, for the bench to read from the log.
-  std::thread([lp = l->get()] {
-    for (;;) {
-      const auto s = lp->listener_stats();
-      std::printf("stats flows=%zu key_refused=%llu\n", s.flows,
-                  static_cast<unsigned long long>(s.key_missing + s.key_bad + s.key_stale +
-                                                  s.key_replayed));
-      std::fflush(stdout);
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-    }
-  }).detach();
-  for (;;) {
-    auto c = (*l)->accept();
-    if (!c) {
-      return kExitFailed;
-    }
-    std::thread([conn = std::move(*c)] {
-      std::vector<std::byte> buf(16384);
-      for (;;) {
-        auto n = conn->read_some(buf);
-        if (!n || *n == 0 || !conn->write(std::span<const std::byte>(buf.data(), *n))) {
-          break;
-        }
-      }
-      (void)conn->close();
-    }).detach();
-  }
-}
-
 int run_hostile(std::span<char* const> args) {
   bool json = false;
   std::uint64_t hellos = 10000;
@@ -302,6 +236,10 @@ int run_hostile(std::span<char* const> args) {
   ap.flag("listener-key", &keyed,
           "the engine listener and the legitimate client share a listener key; the flood has none");
   std::uint64_t arena_max = 0;
+  bool listener_threads = false;
+  ap.flag("listener-threads", &listener_threads,
+          "the echo listener runs a thread per flow (blocking Conn calls) instead of one Asio "
+          "thread for all flows: shows what per-thread malloc arenas keep after a flood");
   ap.uint("listener-arena-max", &arena_max, 0, 64,
           "cap the echo listener's malloc arenas (mallopt M_ARENA_MAX); 0 = glibc default");
   ap.uint("hellos", &hellos, 0, 1000000, "hostile HELLOs (0 skips the flood), default 10000");
@@ -356,6 +294,9 @@ int run_hostile(std::span<char* const> args) {
     std::vector<std::string> largv = {self, "hostile-listener", kListenAddr};
     if (keyed) {
       largv.emplace_back("--key");
+    }
+    if (listener_threads) {
+      largv.emplace_back("--threads");
     }
     if (arena_max > 0) {
       largv.emplace_back("--arena-max");
@@ -435,6 +376,7 @@ int run_hostile(std::span<char* const> args) {
     const ListenerCounts counts = last_counts(stack.log("listener"));
     std::this_thread::sleep_for(std::chrono::seconds(settle_s));
     const double after = rss_mb(lp);
+    const ListenerCounts settled = last_counts(stack.log("listener"));
     std::fprintf(stderr, "listener: %ld threads right after the flood, %ld after %llu s\n",
                  threads_peak, threads_of(lp), static_cast<unsigned long long>(settle_s));
     peak = std::max(peak, after);
@@ -460,7 +402,9 @@ int run_hostile(std::span<char* const> args) {
     j.kv("listener_rss_growth_mb", after - base);
     j.kv("listener_key", keyed);
     j.kv("listener_arena_max", arena_max);
+    j.kv("listener_thread_per_flow", listener_threads);
     j.kv("listener_flows_after_flood", counts.flows);
+    j.kv("listener_flows_at_rss_read", settled.flows);
     j.kv("listener_key_refused", counts.key_refused);
     if (!before_ok) {
       failures += "legit dial before the flood: " + why + "; ";
