@@ -149,16 +149,5 @@ Result<std::vector<std::byte>> lookup_percpu(const bpf_map* map, const void* key
   return buf;
 }
 
-Result<UniqueFd> current_netns() { return UniqueFd::open("/proc/thread-self/ns/net", O_RDONLY); }
-
-bool same_netns(int a, int b) {
-  struct stat sa {};
-  struct stat sb {};
-  if (::fstat(a, &sa) != 0 || ::fstat(b, &sb) != 0) {
-    return false;
-  }
-  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 }  // namespace detail
 }  // namespace rendr::ebpf

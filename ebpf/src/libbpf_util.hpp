@@ -60,11 +60,6 @@ class LibbpfWarnings {
                                                            std::size_t value_size,
                                                            const std::string& what);
 
-// current_netns opens /proc/thread-self/ns/net (O_CLOEXEC).
-[[nodiscard]] Result<UniqueFd> current_netns();
-// same_netns reports whether two netns fds name one namespace (st_dev + st_ino).
-[[nodiscard]] bool same_netns(int a, int b);
-
 // sum_percpu adds, field by field, the per-CPU copies in |buf| of a struct of u64 fields.
 template <typename T>
 [[nodiscard]] T sum_percpu(const std::vector<std::byte>& buf) {

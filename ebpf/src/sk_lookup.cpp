@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <rendr/ebpf/sk_lookup.hpp>
 
+#include <rendr/common/netns.hpp>
+
 #include "flow_key.hpp"
 #include "libbpf_util.hpp"
 #include "shared/sk_lookup_shared.h"
@@ -84,7 +86,7 @@ Result<SkLookup> SkLookup::create(const SkLookupOptions& options) {
 }
 
 Status SkLookup::attach() {
-  auto ns = detail::current_netns();
+  auto ns = rendr::current_netns();
   if (!ns) {
     return ns.error().with_context("steer_sk_lookup: attach");
   }

@@ -4,11 +4,13 @@
 #include "libbpf_util.hpp"
 
 #include <rendr/common/log.hpp>
+#include <rendr/common/netns.hpp>
 
 #include <bpf/libbpf.h>
 #include <sched.h>
 
 #include <cerrno>
+#include <optional>
 #include <utility>
 
 namespace rendr::ebpf::detail {
@@ -63,7 +65,7 @@ Result<TcAttachment> TcAttachment::attach(int ifindex, TcDirection dir, int prog
   if (ifindex <= 0) {
     return make_error(std::errc::no_such_device, ctx + ": invalid ifindex");
   }
-  auto ns = current_netns();
+  auto ns = rendr::current_netns();
   if (!ns) {
     return ns.error().with_context(ctx);
   }
@@ -113,18 +115,13 @@ Status TcAttachment::detach() {
   std::string ctx = "detach " + describe(what_, ifindex, dir_);
   // netlink talks to the caller's netns: step into the attach-time one if we are elsewhere,
   // so we never remove a filter from an unrelated device with the same ifindex.
-  UniqueFd back;
+  std::optional<NetnsEnter> inside;
   if (netns_.valid()) {
-    auto here = current_netns();
-    if (!here) {
-      return here.error().with_context(ctx);
+    auto in = NetnsEnter::enter(netns_.get());
+    if (!in) {
+      return std::move(in).take_error().with_context(ctx);
     }
-    if (!same_netns(here->get(), netns_.get())) {
-      if (::setns(netns_.get(), CLONE_NEWNET) != 0) {
-        return errno_error(ctx + ": setns");
-      }
-      back = std::move(*here);
-    }
+    inside.emplace(std::move(*in));
   }
   bpf_tc_hook hook = make_hook(ifindex, dir_);
   bpf_tc_opts opts{};
@@ -132,8 +129,10 @@ Status TcAttachment::detach() {
   opts.handle = handle_;
   opts.priority = priority_;
   int err = bpf_tc_detach(&hook, &opts);
-  if (back.valid() && ::setns(back.get(), CLONE_NEWNET) != 0) {
-    return errno_error(ctx + ": setns back");
+  if (inside) {
+    if (auto st = inside->leave(); !st) {
+      return std::move(st).take_error().with_context(ctx);
+    }
   }
   netns_.reset();
   // ENOENT/ENODEV/EINVAL: the device (or its whole netns) is already gone, and the filter with it.

@@ -21,7 +21,7 @@ namespace {
 [[noreturn]] void fail(const std::string& msg) { throw std::runtime_error(msg); }
 
 UniqueFd current_netns() {
-  auto fd = UniqueFd::open("/proc/thread-self/ns/net", O_RDONLY);
+  auto fd = rendr::current_netns();
   if (!fd) {
     fail(fd.error().message());
   }
@@ -130,13 +130,15 @@ pid_t Netns::spawn(const std::vector<std::string>& argv, const std::string& stdo
   return pid;
 }
 
-NetnsScope::NetnsScope(const Netns& ns) : prev_(current_netns()) {
-  if (::setns(ns.fd(), CLONE_NEWNET) != 0) {
-    fail("setns into " + ns.name() + ": " + std::strerror(errno));
+NetnsScope::NetnsScope(const Netns& ns) {
+  auto in = NetnsEnter::enter(ns.fd());
+  if (!in) {
+    fail("netns " + ns.name() + ": " + in.error().message());
   }
+  in_.emplace(std::move(*in));
 }
 
-NetnsScope::~NetnsScope() { (void)::setns(prev_.get(), CLONE_NEWNET); }
+NetnsScope::~NetnsScope() = default;
 
 void veth(const Netns& a, const std::string& a_if, const Netns& b, const std::string& b_if) {
   a.must("ip link add " + a_if + " type veth peer name " + b_if + " && ip link set " + b_if +
@@ -201,6 +203,10 @@ long long snmp_counter(const Netns& ns, const std::string& group, const std::str
     }
   }
   fail("counter " + group + "." + name + " not found");
+}
+
+long long peer_resets(const Netns& ns) {
+  return snmp_counter(ns, "Tcp", "EstabResets") + snmp_counter(ns, "Tcp", "InErrs");
 }
 
 }  // namespace rendr::test

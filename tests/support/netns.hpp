@@ -7,7 +7,10 @@
 // (Catch reports it as a test failure with the command's output).
 #pragma once
 
+#include <rendr/common/netns.hpp>
 #include <rendr/common/unique_fd.hpp>
+
+#include <optional>
 
 #include <string>
 #include <vector>
@@ -41,7 +44,8 @@ class Netns {
   std::string name_;
 };
 
-// NetnsScope moves the calling thread into |ns| and back on destruction.
+// NetnsScope moves the calling thread into |ns| and back on destruction (rendr::NetnsEnter,
+// throwing instead of returning an error).
 class NetnsScope {
  public:
   explicit NetnsScope(const Netns& ns);
@@ -50,7 +54,7 @@ class NetnsScope {
   NetnsScope& operator=(const NetnsScope&) = delete;
 
  private:
-  UniqueFd prev_;
+  std::optional<NetnsEnter> in_;
 };
 
 // veth connects |a| and |b| with a veth pair named |a_if|/|b_if|.
@@ -70,5 +74,9 @@ std::string read_file(const std::string& path);
 // snmp_counter reads one counter ("Tcp" "EstabResets", "TcpExt" "PAWSEstab", ...) as seen from
 // |ns| (/proc/net/snmp and /proc/net/netstat of that namespace).
 long long snmp_counter(const Netns& ns, const std::string& group, const std::string& name);
+
+// peer_resets: the resets and bad segments |ns| saw (Tcp EstabResets + InErrs). The migration
+// tests' "no RST reached the peer": unchanged across a move.
+long long peer_resets(const Netns& ns);
 
 }  // namespace rendr::test

@@ -313,21 +313,4 @@ Status valid_prefix(const std::string& prefix) {
   return {};
 }
 
-Result<NetnsEnter> NetnsEnter::enter(int netns_fd) {
-  auto prev = UniqueFd::open("/proc/thread-self/ns/net", O_RDONLY);
-  if (!prev) {
-    return std::move(prev).take_error();
-  }
-  if (::setns(netns_fd, CLONE_NEWNET) != 0) {
-    return errno_error("setns");
-  }
-  return NetnsEnter(std::move(*prev));
-}
-
-NetnsEnter::~NetnsEnter() {
-  if (prev_.valid()) {
-    (void)::setns(prev_.get(), CLONE_NEWNET);
-  }
-}
-
 }  // namespace rendr::lab

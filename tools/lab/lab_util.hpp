@@ -6,6 +6,7 @@
 // beyond what the kernel gives (NetnsEnter is per thread).
 #pragma once
 
+#include <rendr/common/netns.hpp>
 #include <rendr/common/result.hpp>
 #include <rendr/common/unique_fd.hpp>
 
@@ -106,17 +107,7 @@ std::vector<std::string> remove_lab(const std::string& prefix);
 // valid_prefix: 1..32 chars of [A-Za-z0-9_.-], not starting with '-' or '.'.
 [[nodiscard]] Status valid_prefix(const std::string& prefix);
 
-// NetnsEnter moves the calling thread into a namespace and back (RAII).
-class NetnsEnter {
- public:
-  [[nodiscard]] static Result<NetnsEnter> enter(int netns_fd);
-  NetnsEnter(NetnsEnter&&) noexcept = default;
-  NetnsEnter& operator=(NetnsEnter&&) noexcept = default;
-  ~NetnsEnter();
-
- private:
-  explicit NetnsEnter(UniqueFd prev) : prev_(std::move(prev)) {}
-  UniqueFd prev_;
-};
+// NetnsEnter moves the calling thread into a namespace and back (RAII; rendr/common/netns.hpp).
+using rendr::NetnsEnter;
 
 }  // namespace rendr::lab

@@ -71,7 +71,7 @@ TEST_CASE("a serving agent killed with SIGKILL: the server keeps its connections
           "[.agents][agents][netns]") {
   AgentLab al;
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(4 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   REQUIRE(wait_tracked(al, "a", flow, 5000));
@@ -81,7 +81,7 @@ TEST_CASE("a serving agent killed with SIGKILL: the server keeps its connections
     INFO("client error: " << c.error() << "\nserver a log:\n" << al.log("srv-a"));
     CHECK(c.wait_down(8 << 20, 20000));
     CHECK_FALSE(c.failed());
-    CHECK(peer_rsts(al.lab) == rst0);
+    CHECK(peer_resets(al.lab.peer) == rst0);
     REQUIRE(al.server_alive("a"));
   }
   CHECK(wait_log(al, "srv-a", "agent lost (control socket closed by the other side)", 2000));
@@ -112,7 +112,7 @@ TEST_CASE("a restarted agent gets the adopted connections of its server back and
           "[.agents][agents][netns]") {
   AgentLab al;
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(2 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   int st = -1;
@@ -151,7 +151,7 @@ TEST_CASE("a restarted agent gets the adopted connections of its server back and
   CHECK(c2.wait_down(8 << 20, 20000));
   CHECK_FALSE(c.failed());
   CHECK_FALSE(c2.failed());
-  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(peer_resets(al.lab.peer) == rst0);
   CHECK(al.server_alive("a"));
   CHECK(al.server_alive("b"));
 }
@@ -163,7 +163,7 @@ TEST_CASE("a source agent killed with SIGKILL mid-migration before the freeze: t
   o.faults_a = {"stall_before_freeze"};  // the exports are in; 3 s before anything is frozen
   AgentLab al(o);
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(2 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   REQUIRE(wait_tracked(al, "a", flow, 5000));
@@ -178,7 +178,7 @@ TEST_CASE("a source agent killed with SIGKILL mid-migration before the freeze: t
     INFO("client error: " << c.error());
     CHECK(c.wait_down(8 << 20, 20000));
     CHECK_FALSE(c.failed());
-    CHECK(peer_rsts(al.lab) == rst0);
+    CHECK(peer_resets(al.lab.peer) == rst0);
   }
   // The agent is back: the returned connection is tracked again and moves.
   al.start_agent("a");
@@ -196,7 +196,7 @@ TEST_CASE("a target agent killed with SIGKILL right after COMMIT: the connection
           "[.agents][agents][netns]") {
   AgentLab al;
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(4 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   REQUIRE(wait_tracked(al, "a", flow, 5000));
@@ -214,7 +214,7 @@ TEST_CASE("a target agent killed with SIGKILL right after COMMIT: the connection
     INFO("client error: " << c.error());
     CHECK(c.wait_down(8 << 20, 20000));
     CHECK_FALSE(c.failed());
-    CHECK(peer_rsts(al.lab) == rst0);
+    CHECK(peer_resets(al.lab.peer) == rst0);
     REQUIRE(al.server_alive("b"));
   }
   CHECK(wait_log(al, "srv-b", "agent lost", 2000));
@@ -241,7 +241,7 @@ void killed_after_freeze(const std::string& fault, const std::string& b_says) {
   o.faults_a = {fault};
   AgentLab al(o);
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(2 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   REQUIRE(wait_tracked(al, "a", flow, 5000));
@@ -263,7 +263,7 @@ void killed_after_freeze(const std::string& fault, const std::string& b_says) {
     INFO("client error: " << c.error());
     CHECK(c.wait_down(8 << 20, 20000));
     CHECK_FALSE(c.failed());
-    CHECK(peer_rsts(al.lab) == rst0);
+    CHECK(peer_resets(al.lab.peer) == rst0);
   }
   std::string st;
   REQUIRE(al.rendrctl("a", {"status", "--json"}, st) == 0);

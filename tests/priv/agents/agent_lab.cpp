@@ -66,9 +66,6 @@ int scaled_ms(int ms) {
   return ms;
 }
 
-long long peer_rsts(const GatewayFixture& lab) {
-  return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "InErrs");
-}
 
 void AgentLab::make_certs(const std::string& d, const std::vector<std::string>& names,
                           const std::string& ca_name) {
@@ -290,7 +287,7 @@ void expect_healthy(AgentLab& al, PatternClient& c, long long rst_before) {
   INFO("agent a log:\n" << al.log("a") << "\nagent b log:\n" << al.log("b"));
   CHECK(c.wait_down(8 << 20, 20000));
   CHECK_FALSE(c.failed());
-  CHECK(peer_rsts(al.lab) == rst_before);
+  CHECK(peer_resets(al.lab.peer) == rst_before);
   CHECK(al.server_alive("a"));
   CHECK(al.server_alive("b"));
 }

@@ -113,7 +113,6 @@ class PatternClient {
   std::thread t_;
 };
 
-long long peer_rsts(const GatewayFixture& lab);
 
 // metric reads one Prometheus value of |agent| (`rendrctl metrics`); ~0 when absent.
 std::uint64_t metric(AgentLab& al, const std::string& agent, const std::string& name);

@@ -27,7 +27,7 @@ TEST_CASE("agents migrate a live connection A->B->A->B with nothing lost",
           "[.agents][agents][netns]") {
   AgentLab al;
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(4 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   const char* hops[][2] = {{"a", "b"}, {"b", "a"}, {"a", "b"}};
@@ -62,7 +62,7 @@ TEST_CASE("agents move 100 concurrent connections in one batch", "[.agents][agen
   for (int i = 0; i < 100; ++i) {
     cs.push_back(std::make_unique<PatternClient>(al.lab, 8000, 1 << 20));
   }
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   for (auto& c : cs) {
     REQUIRE(c->wait_down(64 << 10, 10000));
   }
@@ -76,7 +76,7 @@ TEST_CASE("agents move 100 concurrent connections in one batch", "[.agents][agen
     INFO(c->error());
     CHECK(c->wait_down(256 << 10, 20000));
   }
-  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(peer_resets(al.lab.peer) == rst0);
   std::string out;
   REQUIRE(al.rendrctl("b", {"status", "--json"}, out) == 0);
   CHECK(out.find("\"flows_adopted\":100") != std::string::npos);
@@ -86,7 +86,7 @@ TEST_CASE("a connection whose peer stopped reading migrates with its full queues
           "[.agents][agents][netns]") {
   AgentLab al;
   PatternClient c(al.lab, 8000, 8 << 20);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(1 << 20, 10000));
   c.set_reading(false);
   ::usleep(300000);  // the server fills the peer's window and its own send queue
@@ -121,7 +121,7 @@ TEST_CASE("abort paths: the connection survives on A whatever fails",
       o.faults_b = cs.fb;
       AgentLab al(o);
       PatternClient c(al.lab, 8000);
-      const long long rst0 = peer_rsts(al.lab);
+      const long long rst0 = peer_resets(al.lab.peer);
       REQUIRE(c.wait_down(2 << 20, 10000));
       std::thread killer;
       if (cs.kill_b) {
@@ -147,7 +147,7 @@ TEST_CASE("abort paths: the connection survives on A whatever fails",
       INFO("client error: " << c.error() << "\nagent a log:\n" << al.log("a"));
       CHECK(c.wait_down(8 << 20, 20000));
       CHECK_FALSE(c.failed());
-      CHECK(peer_rsts(al.lab) == rst0);
+      CHECK(peer_resets(al.lab.peer) == rst0);
     }
   }
 }
@@ -161,7 +161,7 @@ TEST_CASE("a restore that fails part-way leaves nothing frozen on the target",
   AgentLab al(o);
   PatternClient c1(al.lab, 8000);
   PatternClient c2(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c1.wait_down(1 << 20, 10000));
   REQUIRE(c2.wait_down(1 << 20, 10000));
   int st = -1;
@@ -192,7 +192,7 @@ TEST_CASE("a gateway that refuses STEER aborts the batch and the source agent li
   o.faults_gw = {"refuse_steer"};  // passes the check before the freeze, refuses the steer
   AgentLab al(o);
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(2 << 20, 10000));
   for (int round = 0; round < 3; ++round) {
     int st = -1;
@@ -227,7 +227,7 @@ TEST_CASE("flows the gateway cannot steer are refused before anything is frozen"
       o.gw_knows_b = cs.gw_knows_b;
       AgentLab al(o);
       PatternClient c(al.lab, 8000, 64ULL << 20, cs.v6);
-      const long long rst0 = peer_rsts(al.lab);
+      const long long rst0 = peer_resets(al.lab.peer);
       REQUIRE(c.wait_down(2 << 20, 10000));
       int st = -1;
       std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
@@ -240,7 +240,7 @@ TEST_CASE("flows the gateway cannot steer are refused before anything is frozen"
       INFO("client error: " << c.error());
       CHECK(c.wait_down(8 << 20, 20000));
       CHECK_FALSE(c.failed());
-      CHECK(peer_rsts(al.lab) == rst0);
+      CHECK(peer_resets(al.lab.peer) == rst0);
     }
   }
 }
@@ -250,7 +250,7 @@ TEST_CASE("a lost COMMIT answer is resolved by asking the target", "[.agents][ag
   o.faults_b = {"drop_commit_reply"};
   AgentLab al(o);
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(2 << 20, 10000));
   int st = -1;
   std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
@@ -269,7 +269,7 @@ TEST_CASE("tampered or truncated snapshots are rejected and the connection stays
       o.faults_a = {fault};
       AgentLab al(o);
       PatternClient c(al.lab, 8000);
-      const long long rst0 = peer_rsts(al.lab);
+      const long long rst0 = peer_resets(al.lab.peer);
       REQUIRE(c.wait_down(1 << 20, 10000));
       int st = -1;
       std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
@@ -279,7 +279,7 @@ TEST_CASE("tampered or truncated snapshots are rejected and the connection stays
       CHECK(json_scalar(rep, "error").find("snapshot 0 rejected") != std::string::npos);
       CHECK(c.wait_down(4 << 20, 20000));
       CHECK_FALSE(c.failed());
-      CHECK(peer_rsts(al.lab) == rst0);
+      CHECK(peer_resets(al.lab.peer) == rst0);
     }
   }
 }

@@ -178,7 +178,7 @@ TEST_CASE("a connection that ends while its batch exports leaves the batch, the 
       for (auto& c : quiet) {
         REQUIRE(c->wait_down(64 << 10, 10000));
       }
-      const long long rst0 = peer_rsts(al.lab);
+      const long long rst0 = peer_resets(al.lab.peer);
       int st = -1;
       std::string rep = al.migrate("a", {"--all"}, "b", &st);
       INFO(rep << "\nagent a log:\n" << al.log("a"));
@@ -214,7 +214,7 @@ TEST_CASE("a connection that ends while its batch exports leaves the batch, the 
         CHECK(c->wait_down(512 << 10, 20000));
         CHECK_FALSE(c->failed());
       }
-      CHECK(peer_rsts(al.lab) == rst0);
+      CHECK(peer_resets(al.lab.peer) == rst0);
     }
   }
 }
@@ -275,7 +275,7 @@ TEST_CASE("every --all batch commits under 50 clients of short connections",
   for (auto& c : live) {
     REQUIRE(c->wait_down(256 << 10, 10000));
   }
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   ChurnClients churn(al.lab, 50);
   ::usleep(500000);
   std::uint64_t moved = 0;
@@ -316,7 +316,7 @@ TEST_CASE("every --all batch commits under 50 clients of short connections",
     CHECK(c->wait_down(512 << 10, 20000));
     CHECK_FALSE(c->failed());
   }
-  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(peer_resets(al.lab.peer) == rst0);
   // Afterwards the agents track exactly the long-lived connections (the servers close the last
   // short ones a moment after their clients).
   std::size_t n = 0;
@@ -341,7 +341,7 @@ TEST_CASE("an export that comes after its batch gave up is handed back to the se
   AgentLab al(o);
   PatternClient c(al.lab, 8000, 1 << 20);
   REQUIRE(c.wait_down(256 << 10, 10000));
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   int st = -1;
   std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
   INFO(rep << "\nagent a log:\n" << al.log("a"));
@@ -353,7 +353,7 @@ TEST_CASE("an export that comes after its batch gave up is handed back to the se
   CHECK(c.wait_down(1 << 20, 20000));
   CHECK_FALSE(c.failed());
   CHECK(tracked(flows_of(al, "a"), c.tuple().to_string()));
-  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(peer_resets(al.lab.peer) == rst0);
 }
 
 TEST_CASE("a selection larger than the agent's descriptor limit moves in several batches",
@@ -379,7 +379,7 @@ TEST_CASE("a selection larger than the agent's descriptor limit moves in several
     }
   }
   REQUIRE(n == cs.size());
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   int st = -1;
   std::string err;
   std::string rep = al.migrate("a", {"--all"}, "b", &st);
@@ -406,5 +406,5 @@ TEST_CASE("a selection larger than the agent's descriptor limit moves in several
     CHECK(c->wait_down(256 << 10, 20000));
     CHECK_FALSE(c->failed());
   }
-  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(peer_resets(al.lab.peer) == rst0);
 }

@@ -28,7 +28,7 @@ TEST_CASE("userstack agents move a live pattern stream back and forth with nothi
           "[.userstack_agent][userstack_agent][netns]") {
   AgentLab al(us_options());
   PatternClient c(al.lab, 8000, 256ULL << 20);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(4 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   std::string on = "a";
@@ -61,7 +61,7 @@ TEST_CASE("a userstack migration aborted after the freeze leaves the connection 
   o.faults_a = {"cut_during_ship"};
   AgentLab al(o);
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(2 << 20, 10000));
   int st = -1;
   const std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
@@ -76,7 +76,7 @@ TEST_CASE("a userstack migration aborted after the freeze leaves the connection 
   INFO("client error: " << c.error());
   CHECK(c.wait_down(8 << 20, 20000));
   CHECK_FALSE(c.failed());
-  CHECK(peer_rsts(al.lab) == rst0);
+  CHECK(peer_resets(al.lab.peer) == rst0);
 }
 
 TEST_CASE("a pattern stream moves between a native and a userstack agent both ways",
@@ -85,7 +85,7 @@ TEST_CASE("a pattern stream moves between a native and a userstack agent both wa
   o.userstack_hosts = {"b"};  // a native (eBPF freeze, TCP_REPAIR), b userstack
   AgentLab al(o);
   PatternClient c(al.lab, 8000);
-  const long long rst0 = peer_rsts(al.lab);
+  const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(4 << 20, 10000));
   const std::string flow = c.tuple().to_string();
   std::string on = "a";

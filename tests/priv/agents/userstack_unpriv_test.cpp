@@ -50,32 +50,6 @@ int exit_of(const std::string& out) {
   return p == std::string::npos ? -1 : std::atoi(out.c_str() + p + 5);
 }
 
-long long tcp_counter(const std::string& ns, const std::string& name) {
-  auto out = lab::output_in(ns, "grep '^Tcp:' /proc/net/snmp");
-  if (!out) {
-    return -1;
-  }
-  std::istringstream in(*out);
-  std::string names;
-  std::string values;
-  std::getline(in, names);
-  std::getline(in, values);
-  std::istringstream n(names);
-  std::istringstream v(values);
-  std::string a;
-  std::string b;
-  while (n >> a && v >> b) {
-    if (a == name) {
-      return std::atoll(b.c_str());
-    }
-  }
-  return -1;
-}
-
-long long peer_resets(const lab::GatewayLab& g) {
-  return tcp_counter(g.ns("peer"), "EstabResets") + tcp_counter(g.ns("peer"), "InErrs");
-}
-
 // proc_field: "CapEff", "Uid", ... of /proc/<pid>/status, as written.
 std::string proc_field(pid_t pid, const std::string& field) {
   std::string s = test::read_file("/proc/" + std::to_string(pid) + "/status");
@@ -176,7 +150,7 @@ TEST_CASE("unprivileged userstack agents serve curl and move its download with n
   }
 
   const std::string out = dir + "/got";
-  const long long rst0 = peer_resets(lab);
+  const long long rst0 = test::peer_resets(test::Netns::open(lab.ns("peer")));
   std::string result;
   std::thread t([&] {
     result = sh_out(lab.ns("peer"), "curl -sS --fail --max-time 120 --limit-rate 24M -o " + out +
@@ -211,7 +185,7 @@ TEST_CASE("unprivileged userstack agents serve curl and move its download with n
   REQUIRE(got.ok());
   CHECK(got->substr(0, 64) == sha->substr(0, 64));
   CHECK(file_size(out) == static_cast<off_t>(kMiB << 20));
-  CHECK(peer_resets(lab) == rst0);
+  CHECK(test::peer_resets(test::Netns::open(lab.ns("peer"))) == rst0);
 }
 
 namespace {

@@ -20,9 +20,6 @@ using namespace rendr::test;
 
 namespace {
 
-long long peer_resets(GatewayFixture& lab) {
-  return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "InErrs");
-}
 
 tcp_info info_of(int fd) {
   tcp_info ti{};
@@ -41,7 +38,7 @@ TEST_CASE("checkpoint + restore moves a socket with data in every queue to anoth
   Flow f = open_flow(lab, v6, 7000);
   Pattern to_server(11);
   Pattern to_peer(22);
-  const long long resets_before = peer_resets(lab);
+  const long long resets_before = peer_resets(lab.peer);
 
   // Unread data in the server's receive queue.
   write_all(f.client.get(), pattern_bytes(to_server, 0, 3000));
@@ -94,7 +91,7 @@ TEST_CASE("checkpoint + restore moves a socket with data in every queue to anoth
   expect_eof(restored.get());
   restored.reset();
   expect_eof(f.client.get());
-  CHECK(peer_resets(lab) == resets_before);
+  CHECK(peer_resets(lab.peer) == resets_before);
 }
 
 TEST_CASE("thaw returns a frozen socket to service in place", "[.repair][repair][netns]") {
@@ -176,7 +173,7 @@ TEST_CASE("a staged restore transmits nothing until activated, and releasing it 
   Pattern down(32);
   write_all(f.client.get(), pattern_bytes(up, 0, 2000));
   wait_inq(f.server.get(), 2000);
-  const long long resets_before = peer_resets(lab);
+  const long long resets_before = peer_resets(lab.peer);
   repair::Repairer rep;
 
   // Abort path: staged on B while A stays frozen, then dropped; A thaws and carries on.
@@ -230,7 +227,7 @@ TEST_CASE("a staged restore transmits nothing until activated, and releasing it 
   CHECK(up.mismatch(2000, read_exact(live.get(), 3000)) == -1);
   write_all(live.get(), pattern_bytes(down, 5000, 70000));
   CHECK(down.mismatch(5000, read_exact(f.client.get(), 70000)) == -1);
-  CHECK(peer_resets(lab) == resets_before);
+  CHECK(peer_resets(lab.peer) == resets_before);
 }
 
 TEST_CASE("a restored socket sends full-size segments at once (the saved MSS, not 524)",
