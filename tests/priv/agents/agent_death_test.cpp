@@ -298,3 +298,37 @@ TEST_CASE("a source agent killed with SIGKILL after COMMIT, before it released i
           "[.agents][agents][netns]") {
   killed_after_freeze("stall_before_release", "committed");
 }
+
+TEST_CASE("a gateway agent killed with SIGKILL and restarted keeps steering a migrated "
+          "connection to the host it lives on",
+          "[.agents][agents][netns]") {
+  AgentLab al;
+  PatternClient c(al.lab, 8000);
+  const long long rst0 = peer_resets(al.lab.peer);
+  REQUIRE(c.wait_down(2 << 20, 10000));
+  const std::string flow = c.tuple().to_string();
+  int st = -1;
+  std::string rep = al.migrate("a", {"--flow", flow}, "b", &st);
+  INFO(rep);
+  REQUIRE(st == 0);  // lives on b, the non-default backend: only the gateway's table says so
+
+  al.kill_agent("gw");
+  {
+    INFO("client error: " << c.error());
+    CHECK(c.wait_down(2 << 20, 20000));  // the filter the dead agent left keeps steering
+  }
+  al.start_agent("gw");
+  {
+    INFO("gateway log:\n" << al.log("gw") << "\nclient error: " << c.error());
+    CHECK(wait_log(al, "gw", "gateway steering on", 5000));
+    CHECK(c.wait_down(4 << 20, 20000));
+    CHECK_FALSE(c.failed());
+    CHECK(peer_resets(al.lab.peer) == rst0);
+  }
+  // The restarted gateway steers the flow home when it moves back.
+  rep = al.migrate("b", {"--flow", flow}, "a", &st);
+  INFO(rep << "\ngateway log:\n" << al.log("gw"));
+  CHECK(st == 0);
+  CHECK(json_scalar(rep, "result") == "committed");
+  expect_healthy(al, c, rst0);
+}
