@@ -28,30 +28,15 @@ Result<Dialer*> Dialers::get(const std::vector<std::string>& peers) {
   return raw;
 }
 
-namespace {
-
-// refusal_in names the refusal code in a flow_refused error's text ("... peer refused the
-// flow: missing_egress (detail)"): a dial that the egress refused before it returned has no
-// Conn to ask.
-std::string refusal_in(const Error& e) {
-  const std::string_view key = "peer refused the flow: ";
-  const auto at = e.context.find(key);
-  if (at == std::string::npos) {
-    return "unspecified";
-  }
-  const auto start = at + key.size();
-  const auto end = e.context.find_first_of(" :(", start);
-  return e.context.substr(start, end == std::string::npos ? std::string::npos : end - start);
-}
-
-}  // namespace
-
 std::string reason_of(const Admin* c, const Error& e) {
   if (auto r = c != nullptr ? c->peer_refusal() : std::nullopt) {
     return engine::to_string(r->code);
   }
+  if (auto code = engine::refusal_code(e)) {
+    return engine::to_string(*code);  // a dial the egress refused before it returned
+  }
   if (e.code == make_error_code(engine::errc::flow_refused)) {
-    return refusal_in(e);
+    return "unspecified";
   }
   if (e.code == make_error_code(engine::errc::peer_closed)) {
     return "peer_closed";

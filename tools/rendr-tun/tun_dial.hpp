@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // tun_dial: what the ingress's TCP and UDP paths share: one Dialer per distinct peer list the
 // decision hook names (one tcp path per peer, prime mode), and the name of the reason an
-// engine flow ended (the egress's refusal code, or the engine error) for the counters.
+// engine flow ended (the egress's refusal code, read as data, or the engine error) for the
+// counters.
 #pragma once
 
 #include <rendr/common/result.hpp>
