@@ -235,7 +235,7 @@ void egress_udp_flow(const EgressOptions& o, TunStatus& status, PacketConnPtr co
   (void)conn->close();
   up.join();
   status.set_conn(entry, nullptr);
-  status.count(failed ? "flows_failed" : "flows_done");
+  status.count(failed ? "udp_flows_failed" : "udp_flows_done");
   std::fprintf(stderr, "rendr-tun: egress %s: %llu bytes to origin, %llu back\n", name.c_str(),
                static_cast<unsigned long long>(entry->bytes_up.load()),
                static_cast<unsigned long long>(entry->bytes_down.load()));

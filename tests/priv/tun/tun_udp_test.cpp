@@ -15,12 +15,13 @@ using namespace rendr::test;
 
 namespace {
 
-// The origin: echoes every datagram to its sender, on 198.18.0.10:5300.
+// The origin: echoes every datagram to its sender, on argv[1] (an address), port 5300.
 const char* const kEcho =
-    "import socket\n"
-    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "import socket, sys\n"
+    "a = sys.argv[1]\n"
+    "s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)\n"
     "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)\n"
-    "s.bind(('198.18.0.10', 5300))\n"
+    "s.bind((a, 5300))\n"
     "print('listening', flush=True)\n"
     "while True:\n"
     "    d, a = s.recvfrom(65535)\n"
@@ -46,7 +47,8 @@ const char* const kClient =
     "    body = bytes((f * 7 + i + k) & 0xff for k in range(max(0, n - len(head))))\n"
     "    return (head + body)[:n]\n"
     "def run(f):\n"
-    "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "    fam = socket.AF_INET6 if ':' in dst else socket.AF_INET\n"
+    "    s = socket.socket(fam, socket.SOCK_DGRAM)\n"
     "    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n"
     "    s.connect((dst, 5300))\n"
     "    s.settimeout(wait)\n"
@@ -82,8 +84,8 @@ struct UdpLab {
   explicit UdpLab(const TunLabOptions& o) : lab(o) {
     std::ofstream(lab.dir.path + "/echo.py") << kEcho;
     std::ofstream(lab.dir.path + "/client.py") << kClient;
-    echo.pid =
-        lab.start(lab.egress, "echo", {"python3", "-u", lab.dir.path + "/echo.py"}, "listening");
+    echo.pid = lab.start(lab.egress, "echo",
+                         {"python3", "-u", lab.dir.path + "/echo.py", "198.18.0.10"}, "listening");
   }
   // client runs the client to its end; returns its exit status, |out| its last line.
   int client(const std::string& dst, int flows, int count, const std::string& sizes, int pause_ms,
@@ -188,4 +190,36 @@ TEST_CASE("tun udp: the exchange goes on when its active engine path is dropped 
   CHECK(wait_exit(client.pid, 30000) == 0);
   client.pid = -1;
   CHECK(text.find("done 300 0") != std::string::npos);
+}
+
+TEST_CASE("tun udp: IPv6 datagrams echo and a denied IPv6 destination reads EACCES",
+          "[.netns][tun][netns]") {
+  TunLabOptions o = default_lab();
+  o.egress_rules = {"--deny",      "[fd98::66/128]", "--allow",
+                    "[fd98::/64]", "--allow",        "198.18.0.0/24"};
+  UdpLab u(o);
+  // IPv6 inside the lab (the engine paths stay IPv4): fd98::/64 routed into the TUN, the
+  // origin on fd98::10 in the egress netns.
+  u.lab.app.must(
+      "ip -6 addr add fd97::1/128 dev rtun0 nodad && "
+      "ip -6 route add fd98::/64 dev rtun0 src fd97::1");
+  u.lab.egress.must(
+      "ip -6 addr add fd98::10/128 dev lo nodad && "
+      "ip -6 addr add fd98::66/128 dev lo nodad");
+  Child echo6;
+  echo6.pid = u.lab.start(u.lab.egress, "echo6",
+                          {"python3", "-u", u.lab.dir.path + "/echo.py", "fd98::10"}, "listening");
+  std::string out;
+  CHECK(u.client("fd98::10", 4, 25, "0:1:700:1452", 0, out) == 0);
+  INFO(out);
+  CHECK(out.find("done 100 0") != std::string::npos);
+  // The ICMPv6 admin-prohibited the ingress injects reaches the connected socket as EACCES.
+  std::string denied;
+  CHECK(u.client("fd98::66", 1, 1, "64", 0, denied) != 0);
+  INFO(denied);
+  CHECK(denied.find("done 0 1 EACCES") != std::string::npos);
+  const std::string in = read_status(u.lab.ingress_status());
+  INFO(in);
+  CHECK(status_counter(in, "udp_datagrams_down") == 100);
+  CHECK(status_counter(in, "udp_refused_flow_denied") == 1);
 }
