@@ -132,11 +132,15 @@ TEST_CASE("tun udp: datagrams of varied sizes come back intact and oversize ones
   CHECK(status_counter(in, "udp_flows") == 2);
 }
 
-TEST_CASE("tun udp: a destination the egress denies is refused with an ICMP error and counted",
+TEST_CASE("tun udp: a destination the egress or the ingress denies is refused with an ICMP error",
           "[.netns][tun][netns]") {
   TunLabOptions o = default_lab();
   o.origin_addrs = {"198.18.0.66"};
   o.egress_rules = {"--deny", "198.18.0.66/32", "--allow", "198.18.0.0/24"};
+  // The ingress's own rule for .67: refused locally, no engine flow dialled.
+  o.ingress_config =
+      "deny dst 198.18.0.67/32\n"
+      "match any -> peer 10.88.0.2:7000 peer 10.89.0.2:7000\n";
   UdpLab u(o);
   // The app's connected socket reads the refusal (ICMP admin-prohibited: EHOSTUNREACH).
   std::string denied;
@@ -144,6 +148,10 @@ TEST_CASE("tun udp: a destination the egress denies is refused with an ICMP erro
   INFO("denied: " << denied);
   CHECK(drc != 0);
   CHECK(denied.find("done 0 1 EHOSTUNREACH") != std::string::npos);
+  std::string local;
+  CHECK(u.client("198.18.0.67", 1, 1, "64", 0, local) != 0);
+  INFO("ingress-denied: " << local);
+  CHECK(local.find("done 0 1 EHOSTUNREACH") != std::string::npos);
   // Another destination is carried meanwhile.
   std::string ok;
   CHECK(u.client("198.18.0.10", 1, 20, "64:1000", 0, ok) == 0);
@@ -152,9 +160,10 @@ TEST_CASE("tun udp: a destination the egress denies is refused with an ICMP erro
   const std::string in = read_status(u.lab.ingress_status());
   const std::string eg = read_status(u.lab.egress_status());
   INFO("ingress: " << in << "\negress: " << eg);
-  CHECK(status_counter(in, "udp_refused_flow_denied") == 1);
-  CHECK(status_counter(in, "udp_icmp_sent") >= 1);
-  CHECK(status_counter(eg, "refused_flow_denied") == 1);
+  CHECK(status_counter(in, "udp_refused_flow_denied") == 2);
+  CHECK(status_counter(in, "udp_icmp_sent") >= 2);
+  CHECK(status_counter(eg, "refused_flow_denied") == 1);  // .67 never reached the egress
+  CHECK(status_counter(eg, "udp_flows") == 2);            // .66 and the allowed one
 }
 
 TEST_CASE("tun udp: 50 concurrent flows each get every echo back intact", "[.netns][tun][netns]") {
