@@ -199,6 +199,15 @@ void UdpIngress::run_flow(const FlowPtr& f) {
   (void)conn.close();  // BYE: the egress reads EOF and closes its socket; ends rx's read
   rx.join();
   status_.set_conn(f->entry, nullptr);
+  if (!f->refused.load()) {
+    // Ended without a refusal (reaped, or the egress closed): the 5-tuple's next datagram
+    // opens a new flow instead of queueing behind this finished one. A refused flow stays
+    // (its datagrams get the ICMP answer) until it is reaped.
+    std::lock_guard lk(mu_);
+    if (FlowPtr* cur = table_.find(f->key); cur != nullptr && *cur == f) {
+      table_.erase(f->key);
+    }
+  }
   status_.count(f->refused.load() ? "udp_flows_failed" : "udp_flows_done");
 }
 

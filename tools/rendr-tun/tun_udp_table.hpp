@@ -90,7 +90,13 @@ class UdpTable {
     return out;
   }
 
-  // erase removes |k|'s flow (it ended early); returns it when it was there.
+  // find: |k|'s flow, or null; does not mark it active.
+  V* find(const UdpKey& k) {
+    auto it = flows_.find(k);
+    return it == flows_.end() ? nullptr : &it->second.value;
+  }
+
+  // erase removes |k|'s flow (it ended early); true when it was there.
   bool erase(const UdpKey& k) { return flows_.erase(k) != 0; }
 
   [[nodiscard]] std::size_t size() const { return flows_.size(); }

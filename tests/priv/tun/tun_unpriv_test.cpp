@@ -113,20 +113,26 @@ TEST_CASE("tun: rendr-tun ingress runs with no capabilities on a TUN provisioned
                         "    d, a = s.recvfrom(65535)\n"
                         "    s.sendto(d, a)\n"},
                        "listening");
-  std::string udp;
-  CHECK(lab.app.sh("timeout 30 python3 -c \"\n"
-                   "import socket\n"
-                   "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                   "s.connect(('198.18.0.10', 5300))\n"
-                   "s.settimeout(10)\n"
-                   "ok = 0\n"
-                   "for i in range(20):\n"
-                   "    p = bytes([i]) * (i * 50)\n"
-                   "    s.send(p)\n"
-                   "    ok += s.recv(65535) == p\n"
-                   "print('echoed', ok)\n"
-                   "\" 2>&1",
-                   &udp) == 0);
+  const auto exchange = [&lab] {
+    std::string udp;
+    lab.app.sh(
+        "timeout 30 python3 -c \"\n"
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.bind(('10.77.0.1', 40123))\n"  // the same 5-tuple both times (own netns)
+        "s.connect(('198.18.0.10', 5300))\n"
+        "s.settimeout(10)\n"
+        "ok = 0\n"
+        "for i in range(20):\n"
+        "    p = bytes([i]) * (i * 50)\n"
+        "    s.send(p)\n"
+        "    ok += s.recv(65535) == p\n"
+        "print('echoed', ok)\n"
+        "\" 2>&1",
+        &udp);
+    return udp;
+  };
+  const std::string udp = exchange();
   INFO(udp);
   CHECK(udp.find("echoed 20") != std::string::npos);
   std::string s;
@@ -137,5 +143,15 @@ TEST_CASE("tun: rendr-tun ingress runs with no capabilities on a TUN provisioned
   INFO(s);
   CHECK(status_counter(s, "udp_idle_closed") == 1);
   CHECK(status_counter(s, "udp_datagrams_down") == 20);
+  // The same 5-tuple again after the reap: a new flow carries it.
+  const std::string again = exchange();
+  INFO(again);
+  CHECK(again.find("echoed 20") != std::string::npos);
+  for (int i = 0; i < 100 && status_counter(s, "udp_datagrams_down") < 40; ++i) {
+    ::poll(nullptr, 0, 50);  // counted just after the reply went into the TUN
+    s = read_status(own.path + "/in.sock");
+  }
+  CHECK(status_counter(s, "udp_flows") == 2);
+  CHECK(status_counter(s, "udp_datagrams_down") == 40);
   CHECK(status_counter(s, "flows_done") >= 1);  // curl's
 }

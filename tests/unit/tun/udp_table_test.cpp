@@ -40,7 +40,11 @@ TEST_CASE("tun udp table: one flow per 5-tuple and new ones refused when full", 
   CHECK(full.value == nullptr);
   CHECK(made == 2);
   CHECK(t.size() == 2);
+  REQUIRE(t.find(key(1)) != nullptr);
+  CHECK(*t.find(key(1)) == 1);
+  CHECK(t.find(key(2)) == nullptr);
   CHECK(t.erase(key(1)));
+  CHECK(t.find(key(1)) == nullptr);
   CHECK(t.lookup(key(2), t0, make).outcome == UdpTable<int>::Outcome::created);
 }
 
