@@ -248,3 +248,28 @@ TEST_CASE("tun udp: IPv6 datagrams echo and a denied IPv6 destination reads EACC
   CHECK(status_counter(in, "udp_datagrams_down") == 100);
   CHECK(status_counter(in, "udp_refused_flow_denied") == 1);
 }
+
+TEST_CASE("tun udp: a full flow table drops new 5-tuples and counts them", "[.netns][tun][netns]") {
+  UdpLab u(default_lab());
+  // The lab's ingress makes way for one with room for 2 UDP flows.
+  ::kill(u.lab.in.pid, SIGKILL);
+  int st = 0;
+  ::waitpid(u.lab.in.pid, &st, 0);
+  u.lab.in.pid = -1;
+  const std::string sock = u.lab.dir.path + "/small.sock";
+  Child in;
+  in.pid = u.lab.start(u.lab.app, "ingress-small",
+                       {RENDR_TUN_BIN, "ingress", "--tun", "rtun0", "--peer", "10.88.0.2:7000",
+                        "--status-socket", sock, "--udp-max-flows", "2"},
+                       "ready");
+  // 3 flows at once, one datagram each: two are carried, the third finds the table full.
+  std::string out;
+  CHECK(u.client("198.18.0.10", 3, 1, "100", 0, out, 2) != 0);
+  INFO(out);
+  CHECK(out.find("done 2 1 timed out") != std::string::npos);
+  const std::string s = status_when(sock, "udp_datagrams_down", 2);
+  INFO(s);
+  CHECK(status_counter(s, "udp_flows") == 2);
+  CHECK(status_counter(s, "udp_dropped_table_full") >= 1);
+  CHECK(status_counter(s, "udp_datagrams_down") == 2);
+}
