@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 namespace rendr::tun {
 
@@ -77,7 +78,7 @@ Result<UniqueFd> connect_to(const Endpoint& dst, std::chrono::milliseconds timeo
   return fd;
 }
 
-void refuse(Conn& conn, TunStatus& status, const std::string& name, engine::RefusalCode code,
+void refuse(Admin& conn, TunStatus& status, const std::string& name, engine::RefusalCode code,
             const std::string& detail) {
   status.count("refused_" + engine::to_string(code));
   std::fprintf(stderr, "rendr-tun: egress %s: refused: %s (%s)\n", name.c_str(),
@@ -131,6 +132,115 @@ void egress_flow(const EgressOptions& o, TunStatus& status, ConnPtr conn) {
                static_cast<unsigned long long>(r.to_conn));
 }
 
+// udp_socket_to: a UDP socket connected to |dst| (so only its replies are read).
+Result<UniqueFd> udp_socket_to(const Endpoint& dst) {
+  UniqueFd fd(::socket(dst.af(), SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    return errno_error("socket");
+  }
+  sockaddr_storage ss{};
+  const socklen_t len = dst.to_sockaddr(ss);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
+    return errno_error("connect " + dst.to_string());
+  }
+  return fd;
+}
+
+// egress_udp_flow lands one packet flow with a UDP identity: one datagram to the destination
+// per packet, one packet back per datagram the destination answers with. Ends when the
+// ingress closes the flow (EOF: its table reaped the 5-tuple) or the flow fails.
+void egress_udp_flow(const EgressOptions& o, TunStatus& status, PacketConnPtr conn) {
+  const auto id = conn->l3_identity();
+  if (!id || id->proto != 17) {
+    refuse(*conn, status, id ? engine::to_string(*id) : "(no identity)",
+           engine::RefusalCode::identity_mismatch,
+           id ? "packet flows carry udp identities only" : "the flow carries no L3 identity");
+    return;
+  }
+  const std::string name = engine::to_string(*id);
+  const auto entry = status.add(*id);
+  struct Unregister {
+    TunStatus& s;
+    const std::shared_ptr<FlowEntry>& e;
+    ~Unregister() { s.remove(e); }
+  } unregister{status, entry};
+  status.count("udp_flows");
+  status.set_conn(entry, conn.get());
+  const EgressDecision d =
+      o.decide ? o.decide(*id) : EgressDecision{EgressDecision::Kind::deny, {}, {}, "no policy"};
+  if (d.kind == EgressDecision::Kind::deny) {
+    entry->state.store("refused");
+    refuse(*conn, status, name, d.code, d.detail);
+    status.set_conn(entry, nullptr);
+    return;
+  }
+  const Endpoint dst = d.kind == EgressDecision::Kind::redirect ? d.to : destination_of(*id);
+  if (d.kind == EgressDecision::Kind::redirect) {
+    status.count("redirected");
+  }
+  auto fd = udp_socket_to(dst);
+  if (!fd) {
+    entry->state.store("refused");
+    refuse(*conn, status, name, refusal_for(fd.error().code.value()), fd.error().message());
+    status.set_conn(entry, nullptr);
+    return;
+  }
+  entry->state.store("relaying");
+  std::atomic<bool> stop{false};
+  // Destination -> flow on a helper thread (poll, so that it notices |stop|).
+  std::thread up([&] {
+    std::vector<std::byte> buf(65536);
+    const std::size_t max = conn->max_packet();
+    while (!stop.load()) {
+      pollfd p{fd->get(), POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) {
+        continue;
+      }
+      const ssize_t n = ::recv(fd->get(), buf.data(), buf.size(), MSG_TRUNC | MSG_DONTWAIT);
+      if (n < 0) {
+        // ECONNREFUSED: an ICMP port unreachable from the destination (nothing listens yet);
+        // UDP carries on, as the app's own socket would.
+        status.count(errno == ECONNREFUSED ? "udp_origin_refused" : "udp_recv_errors");
+        continue;
+      }
+      if (static_cast<std::size_t>(n) > max) {
+        status.count("udp_dropped_oversize");
+        std::fprintf(stderr, "rendr-tun: egress %s: %zd-byte reply over the flow's %zu: dropped\n",
+                     name.c_str(), n, max);
+        continue;
+      }
+      if (!conn->write(std::span(buf).first(static_cast<std::size_t>(n)))) {
+        break;  // the flow ended: the read below sees it too
+      }
+      status.count("udp_datagrams_down");
+      entry->bytes_down.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+    }
+  });
+  std::vector<std::byte> pkt;
+  bool failed = false;
+  while (true) {
+    auto r = conn->read(pkt);
+    if (!r || !*r) {
+      failed = !r;
+      break;
+    }
+    if (::send(fd->get(), pkt.data(), pkt.size(), 0) < 0) {
+      status.count(errno == ECONNREFUSED ? "udp_origin_refused" : "udp_send_errors");
+      continue;
+    }
+    status.count("udp_datagrams_up");
+    entry->bytes_up.fetch_add(pkt.size(), std::memory_order_relaxed);
+  }
+  stop.store(true);
+  (void)conn->close();
+  up.join();
+  status.set_conn(entry, nullptr);
+  status.count(failed ? "udp_flows_failed" : "udp_flows_done");
+  std::fprintf(stderr, "rendr-tun: egress %s: %llu bytes to origin, %llu back\n", name.c_str(),
+               static_cast<unsigned long long>(entry->bytes_up.load()),
+               static_cast<unsigned long long>(entry->bytes_down.load()));
+}
+
 }  // namespace
 
 int run_egress(const EgressOptions& o) {
@@ -166,6 +276,17 @@ int run_egress(const EgressOptions& o) {
     w.kv("key_refused", s.key_missing + s.key_bad + s.key_stale + s.key_replayed);
     w.end_object();
   });
+  // Packet flows (UDP identities) on their own accept thread; it lives as long as the process.
+  std::thread([&o, &status, ls = l->get()] {
+    for (;;) {
+      auto c = ls->accept_packet();
+      if (!c) {
+        std::fprintf(stderr, "rendr-tun: accept_packet: %s\n", c.error().message().c_str());
+        return;
+      }
+      std::thread(egress_udp_flow, std::cref(o), std::ref(status), std::move(*c)).detach();
+    }
+  }).detach();
   std::printf("ready egress listen=%s\n", (*l)->local_address().c_str());
   std::fflush(stdout);
   for (;;) {

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-tun ingress: one thread per application flow (the relay blocks), one Dialer per
 // distinct peer set the decision hook names.
+#include "tun_dial.hpp"
 #include "tun_relay.hpp"
 #include "tun_roles.hpp"
 #include "tun_status.hpp"
+#include "tun_udp.hpp"
 
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/errors.hpp>
@@ -11,9 +13,7 @@
 #include <rendr/userstack/stack.hpp>
 
 #include <cstdio>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 namespace rendr::tun {
@@ -30,71 +30,6 @@ engine::L3Identity identity_of(const FourTuple& t) {
   id.dst = t.local.addr;
   id.dst_port = t.local.port;
   return id;
-}
-
-class Dialers {
- public:
-  explicit Dialers(std::vector<std::uint8_t> key) : key_(std::move(key)) {}
-  // get: the Dialer for |peers| (one tcp path per peer, prime mode), created on first use.
-  Result<Dialer*> get(const std::vector<std::string>& peers) {
-    std::lock_guard lk(mu_);
-    if (auto it = by_peers_.find(peers); it != by_peers_.end()) {
-      return it->second.get();
-    }
-    DialOptions o;
-    o.listener_key = key_;
-    for (std::size_t i = 0; i < peers.size(); ++i) {
-      PathSpec p;
-      p.transport = "tcp";
-      p.address = peers[i];
-      p.name = "p" + std::to_string(i + 1);
-      o.paths.push_back(p);
-    }
-    auto d = Dialer::create(o);
-    if (!d) {
-      return std::move(d).take_error();
-    }
-    Dialer* raw = d->get();
-    by_peers_.emplace(peers, std::move(*d));
-    return raw;
-  }
-
- private:
-  std::vector<std::uint8_t> key_;
-  std::mutex mu_;
-  std::map<std::vector<std::string>, std::unique_ptr<Dialer>> by_peers_;
-};
-
-// refusal_in names the refusal code in a flow_refused error's text ("... peer refused the
-// flow: missing_egress (detail)"): a dial that the egress refused before it returned has no
-// Conn to ask.
-std::string refusal_in(const Error& e) {
-  const std::string_view key = "peer refused the flow: ";
-  const auto at = e.context.find(key);
-  if (at == std::string::npos) {
-    return "unspecified";
-  }
-  const auto start = at + key.size();
-  const auto end = e.context.find_first_of(" :(", start);
-  return e.context.substr(start, end == std::string::npos ? std::string::npos : end - start);
-}
-
-// reason_of names why an engine flow failed, for the counters: the egress's refusal code, or
-// the engine error.
-std::string reason_of(const Conn* c, const Error& e) {
-  if (auto r = c != nullptr ? c->peer_refusal() : std::nullopt) {
-    return engine::to_string(r->code);
-  }
-  if (e.code == make_error_code(engine::errc::flow_refused)) {
-    return refusal_in(e);
-  }
-  if (e.code == make_error_code(engine::errc::peer_closed)) {
-    return "peer_closed";
-  }
-  if (e.code == make_error_code(engine::errc::migration_budget_exceeded)) {
-    return "migration_budget";
-  }
-  return "engine_error";
 }
 
 void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
@@ -175,6 +110,9 @@ int run_ingress(const IngressOptions& o) {
   Dialers dialers(o.listener_key);
   userstack::StackOptions so;
   so.tun.name = o.tun;
+  if (!o.tun_clone.empty()) {
+    so.tun.clone_path = o.tun_clone;
+  }
   auto stack = userstack::Stack::start(so);
   if (!stack) {
     std::fprintf(stderr, "rendr-tun: tun %s: %s\n", o.tun.c_str(),
@@ -190,9 +128,12 @@ int run_ingress(const IngressOptions& o) {
     w.kv("rx_fragments", c.rx_fragments);
     w.kv("rx_udp", c.rx_udp);
     w.kv("tx_packets", c.tx_packets);
+    w.kv("tx_injected", c.tx_injected);  // UDP replies and ICMP unreachables
     w.kv("accepted", c.accepted);
     w.end_object();
   });
+  UdpIngress udp(o, dialers, status, **stack);
+  (*stack)->set_udp_handler([&udp](const userstack::UdpDatagram& d) { udp.on_datagram(d); });
   std::printf("ready ingress tun=%s\n", o.tun.c_str());
   std::fflush(stdout);
   for (;;) {

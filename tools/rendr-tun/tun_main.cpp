@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-tun: unmodified applications over a rendr engine flow (docs/tun-ingress.md):
-//   rendr-tun ingress --tun NAME (--peer HOST:PORT ... | --config FILE) [common]
+//   rendr-tun ingress --tun NAME (--peer HOST:PORT ... | --config FILE) [--tun-clone PATH]
+//                     [--udp-max-flows N] [--udp-idle-timeout MS] [common]
 //     terminates every TCP flow routed into the pre-provisioned TUN NAME in userstack (lwIP),
 //     decides per flow (every flow to the --peer list, or the config file's rules), and
-//     carries it over its own engine flow with the app flow's L3 identity;
+//     carries it over its own engine flow with the app flow's L3 identity; each UDP 5-tuple
+//     rides its own engine packet flow the same way;
 //   rendr-tun egress --listen HOST:PORT (--allow SEL | --deny SEL | --redirect SEL=H:P)...
 //                    [--connect-timeout MS] [common]
 //     accepts engine flows and lands each at its identity's destination (or the redirect),
@@ -31,12 +33,18 @@ int usage() {
   std::fprintf(
       stderr,
       "usage: rendr-tun ingress --tun NAME (--peer HOST:PORT ... | --config FILE)\n"
+      "                 [--tun-clone PATH] [--udp-max-flows N] [--udp-idle-timeout MS]\n"
       "                 [--status-socket PATH] [--key-file FILE]\n"
       "       rendr-tun egress --listen HOST:PORT (--allow SEL | --deny SEL |\n"
       "                 --redirect SEL=HOST:PORT)... [--connect-timeout MS]\n"
       "                 [--status-socket PATH] [--key-file FILE]\n"
       "       rendr-tun check-config FILE\n"
-      "SEL: CIDR[:PORT|:LO-HI], [V6CIDR]:PORTS or any\n");
+      "SEL: CIDR[:PORT|:LO-HI], [V6CIDR]:PORTS or any\n"
+      "--tun-clone PATH: the TUN clone node to open instead of /dev/net/tun (a node the\n"
+      "                  unprivileged user may open: char 10:200)\n"
+      "--udp-max-flows N: UDP 5-tuples carried at once (default 1024; more are dropped)\n"
+      "--udp-idle-timeout MS: a UDP flow with no datagram either way ends (default 60000)\n"
+      "docs/tun-ingress.md has the config file format, the counters and the limits.\n");
   return 2;
 }
 
@@ -100,6 +108,20 @@ int main(int argc, char** argv) {
       }
     } else if (k == "--connect-timeout") {
       eg.connect_timeout = std::chrono::milliseconds(std::atoi(v.c_str()));
+    } else if (k == "--tun-clone") {
+      in.tun_clone = v;
+    } else if (k == "--udp-max-flows" || k == "--udp-idle-timeout") {
+      const long n = std::strtol(v.c_str(), nullptr, 10);
+      if (n <= 0 || n > 100000000) {
+        std::fprintf(stderr, "rendr-tun: %s: expected a positive number, got '%s'\n", k.c_str(),
+                     v.c_str());
+        return 2;
+      }
+      if (k == "--udp-max-flows") {
+        in.udp.max_flows = static_cast<std::size_t>(n);
+      } else {
+        in.udp.idle_timeout = std::chrono::milliseconds(n);
+      }
     } else if (k == "--status-socket") {
       status_socket = v;
     } else if (k == "--key-file") {

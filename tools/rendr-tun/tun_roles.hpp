@@ -5,9 +5,12 @@
 //     or the peers carrying it), dial an engine flow with the L3 identity and relay; a denied
 //     flow, a failed dial or an engine flow that fails (a refusal from the egress, the
 //     migration budget) resets that one application flow, counted by reason.
+//     UDP datagrams routed into the TUN ride engine packet flows, one per 5-tuple, decided
+//     the same way (tun_udp.hpp).
 //   run_egress: accept engine flows, ask |decide| (deny, redirect, connect), connect to the
 //     destination and relay; what cannot be landed is refused over the engine flow (REFUSE)
-//     with a RefusalCode.
+//     with a RefusalCode. Packet flows with a UDP identity are relayed through a connected
+//     UDP socket, one datagram per packet.
 // Both run until killed; ready lines go to stdout, per-flow logs to stderr.
 #pragma once
 
@@ -25,9 +28,19 @@ struct CommonOptions {
   std::vector<std::uint8_t> listener_key;  // --key-file FILE (empty: unkeyed)
 };
 
+// UdpOptions: the ingress's UDP flow table (docs/tun-ingress.md "UDP").
+struct UdpOptions {
+  std::size_t max_flows = 1024;                   // --udp-max-flows: then new 5-tuples drop
+  std::chrono::milliseconds idle_timeout{60000};  // --udp-idle-timeout: no datagram either way
+  std::size_t queue_packets = 256;  // per flow, waiting for the dial / the engine's window
+  std::size_t queue_bytes = 1U << 20;
+};
+
 struct IngressOptions : CommonOptions {
   std::string tun;
+  std::string tun_clone;  // --tun-clone PATH: the TUN clone node (empty: /dev/net/tun)
   FlowDecisionHook decide;
+  UdpOptions udp;
 };
 
 struct EgressOptions : CommonOptions {

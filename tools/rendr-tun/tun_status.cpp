@@ -64,7 +64,7 @@ void TunStatus::remove(const std::shared_ptr<FlowEntry>& e) {
   flows_.erase(e.get());
 }
 
-void TunStatus::set_conn(const std::shared_ptr<FlowEntry>& e, Conn* c) {
+void TunStatus::set_conn(const std::shared_ptr<FlowEntry>& e, Admin* c) {
   std::lock_guard lk(mu_);
   e->conn = c;
 }

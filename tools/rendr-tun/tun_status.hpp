@@ -26,7 +26,7 @@ namespace rendr::tun {
 // set it with TunStatus::set_conn) is the engine flow while it may be read.
 struct FlowEntry {
   engine::L3Identity id;
-  Conn* conn = nullptr;
+  Admin* conn = nullptr;  // a Conn (tcp) or a PacketConn (udp)
   std::atomic<std::uint64_t> bytes_up{0};    // app -> origin
   std::atomic<std::uint64_t> bytes_down{0};  // origin -> app
   std::atomic<const char*> state{"dialing"};
@@ -44,7 +44,7 @@ class TunStatus {
   void remove(const std::shared_ptr<FlowEntry>& e);
   // set_conn publishes (or, with nullptr, withdraws) the entry's engine flow; after a withdraw
   // returns no status reader uses the Conn any more.
-  void set_conn(const std::shared_ptr<FlowEntry>& e, Conn* c);
+  void set_conn(const std::shared_ptr<FlowEntry>& e, Admin* c);
   // count adds one to counter |name| ("flows", "refused_flow_denied", ...).
   void count(const std::string& name, std::uint64_t n = 1);
   [[nodiscard]] std::uint64_t counter(const std::string& name) const;

@@ -5,9 +5,11 @@
 
 #include <rendr/common/log.hpp>
 #include <rendr/userstack/tcp_packet.hpp>
+#include <rendr/userstack/udp_packet.hpp>
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <array>
@@ -398,6 +400,21 @@ void Stack::Impl::run() {
         lens[i] = 0;
       }
     }
+    std::function<void(const UdpDatagram&)> udp;
+    {
+      std::lock_guard<std::mutex> g(udp_mu_);
+      udp = udp_handler_;
+    }
+    if (udp) {
+      for (std::size_t i = 0; i < got; ++i) {
+        if (lens[i] != 0 &&
+            hand_udp(std::span<const std::byte>(bufs[i].data() + sizeof(VnetHeader),
+                                                lens[i] - sizeof(VnetHeader)),
+                     udp)) {
+          lens[i] = 0;
+        }
+      }
+    }
     {
       CoreLock lock;
       for (std::size_t i = 0; i < got; ++i) {
@@ -518,6 +535,38 @@ std::vector<std::vector<std::byte>> Stack::take_held(const FourTuple& tuple) {
   return {std::make_move_iterator(held.begin()), std::make_move_iterator(held.end())};
 }
 
+bool Stack::Impl::hand_udp(std::span<const std::byte> pkt,
+                           const std::function<void(const UdpDatagram&)>& h) {
+  const auto u = parse_udp(pkt);
+  if (!u) {
+    return false;  // not UDP, or a fragment: the shim counts it
+  }
+  ++c_.rx_udp;
+  h(UdpDatagram{u->src, u->dst, pkt.subspan(u->payload_offset, u->payload_len)});
+  return true;
+}
+
+void Stack::set_udp_handler(std::function<void(const UdpDatagram&)> h) {
+  std::lock_guard<std::mutex> g(impl_->udp_mu_);
+  impl_->udp_handler_ = std::move(h);
+}
+
+Status Stack::inject(std::span<const std::byte> ip_packet) {
+  if (ip_packet.size() > 65535) {
+    return make_error(std::errc::message_size,
+                      "userstack: inject: " + std::to_string(ip_packet.size()) + "-byte packet");
+  }
+  VnetHeader vh;  // no GSO, checksums complete
+  iovec iov[2] = {{&vh, sizeof vh},
+                  {const_cast<std::byte*>(ip_packet.data()), ip_packet.size()}};
+  if (::writev(impl_->tun_.fd(), iov, 2) < 0) {
+    ++impl_->c_.tx_errors;
+    return errno_error("userstack: inject into " + impl_->tun_.name());
+  }
+  ++impl_->c_.tx_injected;
+  return {};
+}
+
 void Stack::Impl::count_ignored(std::span<const std::byte> pkt) {
   // Identified, not carried: what the TUN sees besides TCP (the first header only for IPv6;
   // a fragment is counted as a fragment whatever it carries).
@@ -561,6 +610,7 @@ StackCounters Stack::counters() const {
   s.tx_held = c.tx_held;
   s.tx_discarded = c.tx_discarded;
   s.tx_errors = c.tx_errors;
+  s.tx_injected = c.tx_injected;
   s.accepted = c.accepted;
   s.listeners = c.listeners;
   {

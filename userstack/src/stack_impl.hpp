@@ -99,6 +99,12 @@ class Stack::Impl {
   std::vector<ConnectionPtr> new_conns_;  // (core) accepted during the current batch
   std::vector<std::byte> out_buf_;        // (core)
 
+  std::mutex udp_mu_;
+  std::function<void(const UdpDatagram&)> udp_handler_;  // (udp_mu_)
+  // hand_udp passes |pkt| to the UDP handler when it is UDP and a handler is set (reader
+  // thread, outside the core lock); false: not handed.
+  bool hand_udp(std::span<const std::byte> pkt, const std::function<void(const UdpDatagram&)>& h);
+
   std::mutex accept_mu_;
   std::function<void(ConnectionPtr)> accept_handler_;
   std::deque<ConnectionPtr> accept_q_;
@@ -112,7 +118,7 @@ class Stack::Impl {
     std::atomic<std::uint64_t> rx_packets{0}, rx_ignored{0}, rx_bad_checksum{0}, rx_held{0},
         rx_hold_dropped{0}, rx_replayed{0}, tx_packets{0}, tx_frozen_dropped{0}, tx_held{0},
         tx_discarded{0}, tx_errors{0}, accepted{0}, listeners{0}, rx_icmp{0}, rx_fragments{0},
-        rx_udp{0};
+        rx_udp{0}, tx_injected{0};
   } c_;
 };
 

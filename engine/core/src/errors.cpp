@@ -61,4 +61,11 @@ Error make_error(errc e, std::string context) {
   return Error{make_error_code(e), std::move(context)};
 }
 
+std::optional<RefusalCode> refusal_code(const Error& e) {
+  if (e.code != make_error_code(errc::flow_refused) || !e.reason) {
+    return std::nullopt;
+  }
+  return static_cast<RefusalCode>(*e.reason);
+}
+
 }  // namespace rendr::engine

@@ -76,9 +76,11 @@ void FlowCore::Impl::handle_peer_refuse(const detail::RecvItem& item, TimePoint 
   if (!r.detail.empty()) {
     why += " (" + r.detail + ")";
   }
+  Error err = make_error(errc::flow_refused, std::move(why));
+  err.reason = static_cast<std::uint32_t>(r.code);  // as data: engine::refusal_code
   peer_refusal = std::move(r);
   schedule_ack(now);  // the terminal ACK lets the refusing side finish at once
-  fail_flow(make_error(errc::flow_refused, std::move(why)), std::nullopt, now);
+  fail_flow(std::move(err), std::nullopt, now);
 }
 
 void FlowCore::Impl::run_timers(TimePoint now) {

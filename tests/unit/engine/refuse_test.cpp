@@ -98,6 +98,10 @@ TEST_CASE("engine refuse: the client's flow ends with flow_refused and the reaso
   REQUIRE(net.client.close_error().has_value());
   CHECK(net.client.close_error()->code == make_error_code(errc::flow_refused));
   CHECK(net.client.close_error()->context.find("missing_egress") != std::string::npos);
+  // The code as data: what a dial or read that ends with this error hands its caller.
+  CHECK(refusal_code(*net.client.close_error()) == RefusalCode::missing_egress);
+  CHECK(refusal_code(net.client.close_error()->with_context("dial")) ==
+        RefusalCode::missing_egress);
   const auto r = net.client.stats().peer_refusal;
   REQUIRE(r.has_value());
   CHECK(r->code == RefusalCode::missing_egress);
@@ -106,6 +110,8 @@ TEST_CASE("engine refuse: the client's flow ends with flow_refused and the reaso
   auto rd = drain(net.client, net.now, none);
   REQUIRE(rd.has_value());
   CHECK(rd->code == make_error_code(errc::flow_refused));
+  CHECK(refusal_code(*rd) == RefusalCode::missing_egress);
+  CHECK_FALSE(refusal_code(make_error(errc::peer_closed, "x")).has_value());
   CHECK(none == 0);
   REQUIRE(net.server->close_error().has_value());
   CHECK(net.server->close_error()->code == make_error_code(errc::closed));

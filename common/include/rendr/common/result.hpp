@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cerrno>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -19,11 +21,14 @@ namespace rendr {
 // with_context()). message() renders "context: code message" when the code is the cause (an
 // errno from a syscall, an asio error), and just "context" when the code only classifies a
 // refusal rendr itself decided (make_error(std::errc, ...)): "gateway gw has no backend 'b'",
-// not "...: Protocol error".
+// not "...: Protocol error". |reason| is a machine-readable value that qualifies |code| where
+// the code's owner documents one (the engine: errc::flow_refused carries the peer's
+// RefusalCode, engine::refusal_code reads it), so callers never parse |context|.
 struct Error {
   std::error_code code;
   std::string context;
   bool code_text = true;
+  std::optional<std::uint32_t> reason{};
 
   [[nodiscard]] std::string message() const {
     if (context.empty()) {

@@ -8,6 +8,8 @@
 
 #include <rendr/common/result.hpp>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <system_error>
 
@@ -56,6 +58,12 @@ enum class errc {
 [[nodiscard]] const std::error_category& engine_category() noexcept;
 [[nodiscard]] std::error_code make_error_code(errc e) noexcept;
 [[nodiscard]] Error make_error(errc e, std::string context);
+
+enum class RefusalCode : std::uint8_t;  // types.hpp
+// refusal_code: the peer's RefusalCode when |e| is a flow_refused error (a dial, read or write
+// of a flow the peer refused: Error::reason carries it); empty for any other error. The text
+// of |e| is for people; callers that act on the reason (the TUN ingress's counters) use this.
+[[nodiscard]] std::optional<RefusalCode> refusal_code(const Error& e);
 
 }  // namespace rendr::engine
 

@@ -20,13 +20,16 @@
 // The shim between the TUN and lwIP: accepts TCP to ANY destination address/port (listeners
 // are created on demand for each SYN's port), shifts our sequence space by a random per-flow
 // offset (lwIP's ISS is predictable), and can freeze a flow: its inbound packets are held
-// (bounded) instead of reaching lwIP, and replayed by thaw().
+// (bounded) instead of reaching lwIP, and replayed by thaw(). UDP never reaches lwIP: with a
+// UDP handler set (set_udp_handler) each unfragmented datagram is handed to it, and inject()
+// writes reply packets (udp_packet.hpp builds them) back into the TUN.
 #pragma once
 
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/result.hpp>
 #include <rendr/common/tcp_snapshot.hpp>
 #include <rendr/userstack/tun_device.hpp>
+#include <rendr/userstack/udp_packet.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -113,7 +116,7 @@ struct StackCounters {
   // fragments (IPv4 MF or offset, IPv6 fragment header), UDP.
   std::uint64_t rx_icmp = 0;
   std::uint64_t rx_fragments = 0;
-  std::uint64_t rx_udp = 0;
+  std::uint64_t rx_udp = 0;  // UDP packets seen (handed to the UDP handler when one is set)
   std::uint64_t rx_bad_checksum = 0;    // partial checksum offsets out of range
   std::uint64_t rx_held = 0;            // held for a frozen flow
   std::uint64_t rx_hold_dropped = 0;    // frozen flow's hold queue full
@@ -123,6 +126,7 @@ struct StackCounters {
   std::uint64_t tx_discarded = 0;       // held ones a snapshot/take_held made obsolete
   std::uint64_t tx_frozen_dropped = 0;  // frozen flow's outbound hold full
   std::uint64_t tx_errors = 0;
+  std::uint64_t tx_injected = 0;  // packets written by inject()
   std::uint64_t accepted = 0;
   std::uint64_t listeners = 0;
   std::uint64_t flows = 0;  // shim entries (pruned every 5 s once lwIP dropped the PCB)
@@ -142,6 +146,15 @@ class Stack {
   // set_accept_handler: new connections are passed to |h| (on the reader thread, core lock not
   // held). Without a handler they queue for accept().
   void set_accept_handler(std::function<void(ConnectionPtr)> h);
+  // set_udp_handler: every unfragmented UDP datagram read from the TUN is passed to |h| (on the
+  // reader thread, core lock not held: |h| must not block, it delays every packet after it)
+  // instead of being counted as ignored. An empty |h| restores the default (counted, dropped).
+  void set_udp_handler(std::function<void(const UdpDatagram&)> h);
+  // inject writes one IP packet (wire form, checksums complete) into the TUN, as if the
+  // network delivered it to the host. Any thread. Errors: message_size (over 64 KiB), the
+  // write's errno (EAGAIN: the TUN's queue is full; the packet is lost, like a drop).
+  [[nodiscard]] Status inject(std::span<const std::byte> ip_packet);
+
   // accept waits up to |timeout| for a queued connection. Errors: ETIMEDOUT.
   [[nodiscard]] Result<ConnectionPtr> accept(std::chrono::milliseconds timeout);
 
