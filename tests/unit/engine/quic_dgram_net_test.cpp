@@ -166,6 +166,11 @@ TEST_CASE("engine quic rebind: 10 rebinds of one DATAGRAM path under a packet fl
   CHECK(cs.replayed_frames == 0);
   REQUIRE(cs.paths.size() == 1);
   CHECK(cs.paths[0].id == path);
+  // The accepting side names the client's current address (it followed the last rebind).
+  const auto ss = (*s)->stats();
+  REQUIRE(ss.paths.size() == 1);
+  CHECK(ss.paths[0].remote == cs.paths[0].local);
+  CHECK(ss.paths[0].remote == locals.back());
   // Every rebind moved to a new local port.
   std::sort(locals.begin(), locals.end());
   CHECK(std::unique(locals.begin(), locals.end()) == locals.end());
