@@ -36,9 +36,9 @@ std::unique_ptr<EngineRig> make_rig(const std::string& tag) {
 // Probes every 50 ms, freshness window 1 s. Without QUIC's tail-loss recovery a DATAGRAM path
 // under this loss stopped sending for good (see QuicConn::arm_probe_timeout), which any window
 // catches. Shorter windows are not used: on this shared 2-core machine (load 6-9) a sleeping
-// thread was measured waking up to 295 ms late, and with 500 ms the listener's engine still
-// declared the path silent in about 1 run of 10 while its carrier kept receiving (not
-// understood yet; docs/engine.md). A flow whose only path died fails within 5 s instead of
+// thread was measured waking up to 295 ms late, and with 500 ms either engine still declared
+// the path silent in about 1 run of 10: its timer ran late, before the input that waited out
+// the stall (docs/engine.md, open). A flow whose only path died fails within 5 s instead of
 // 90 s, so a regression fails the test quickly.
 engine::FlowConfig flow_cfg() {
   auto c = bench::lab_failover_config();
