@@ -37,8 +37,8 @@ std::unique_ptr<EngineRig> make_rig(const std::string& tag) {
 // under this loss stopped sending for good (see QuicConn::arm_probe_timeout), which any window
 // catches. Shorter windows are not used: on this shared 2-core machine (load 6-9) a sleeping
 // thread was measured waking up to 295 ms late, and with 500 ms either engine still declared
-// the path silent in about 1 run of 10, most likely a timer that ran late, before the input
-// that waited out the stall (docs/engine.md, open). A flow whose only path died fails within 5 s instead of
+// the path silent in about 1 run of 10, with the flows' timers often firing 100-400 ms late
+// (cause not proven; docs/engine.md, open). A flow whose only path died fails within 5 s instead of
 // 90 s, so a regression fails the test quickly.
 engine::FlowConfig flow_cfg() {
   auto c = bench::lab_failover_config();
