@@ -453,7 +453,7 @@ int run_engine(std::span<char* const> args) {
   p.uint("runs", &cfg.runs, 1, 1000, "failover runs per mode");
   p.uint("flows", &cfg.flows, 10, 100000, "idle flows for bytes_per_idle_flow");
   p.uint("g3-seconds", &cfg.g3_seconds, 1, 3600, "g3quic: seconds per phase (baseline, rebinds)");
-  p.uint("g3-pps", &cfg.g3_pps, 100, 10000000, "g3quic: offered packets/s of 1 KiB, default 100000");
+  p.uint("g3-pps", &cfg.g3_pps, 100, 10000000, "g3quic: offered packets/s of 1 KiB");
   p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
   p.str("only", &cfg.only, "LIST",
         "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic,g3quic); the JSON "
