@@ -440,7 +440,7 @@ int run_engine(std::span<char* const> args) {
   ArgParser p("rendr-bench engine [--json] [options]",
               "The framing engine in a two-path multipath lab (needs root): throughput vs raw "
               "TCP, G1 time ratio, failover after a silent drop (prime, race, and Linux MPTCP), "
-              "memory per idle flow. docs/bench.md.");
+              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path. docs/bench.md.");
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
   p.flag("check-targets", &cfg.check_targets, "exit 3 when a target is missed");
   p.flag("skip-mptcp", &cfg.skip_mptcp, "do not run the MPTCP baseline");
