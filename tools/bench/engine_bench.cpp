@@ -440,7 +440,8 @@ int run_engine(std::span<char* const> args) {
   ArgParser p("rendr-bench engine [--json] [options]",
               "The framing engine in a two-path multipath lab (needs root): throughput vs raw "
               "TCP, G1 time ratio, failover after a silent drop (prime, race, and Linux MPTCP), "
-              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path. docs/bench.md.");
+              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path. "
+              "docs/bench.md.");
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
   p.flag("check-targets", &cfg.check_targets, "exit 3 when a target is missed");
   p.flag("skip-mptcp", &cfg.skip_mptcp, "do not run the MPTCP baseline");
@@ -456,7 +457,8 @@ int run_engine(std::span<char* const> args) {
   p.uint("g3-pps", &cfg.g3_pps, 100, 10000000, "g3quic: offered packets/s of 1 KiB");
   p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
   p.str("only", &cfg.only, "LIST",
-        "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic,g3quic); the JSON "
+        "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic,"
+        "g3quic); the JSON "
         "keys of the others are null");
   auto parsed = p.parse(args);
   if (!parsed) {

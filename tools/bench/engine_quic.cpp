@@ -402,8 +402,9 @@ bool g3_quic_targets_met(const G3QuicResult& r, int rebinds) {
 void print_g3_quic(const G3QuicResult& r) {
   std::printf("  G3 quic (one datagram path, %d rebinds): offered %.0f pps, delivered %.0f pps, "
               "sent %llu, missing %llu, dups %llu; RTT p95 %.3f ms vs %.3f ms baseline (ratio "
-              "%.2f), p50 %.3f / %.3f ms, max %.1f / %.1f ms; engine migrations %llu, retransmits %llu; CPU %.2f s "
-              "(%.1f us/packet; dialer io %.2f s, listener io %.2f s); targets %s\n",
+              "%.2f), p50 %.3f / %.3f ms, max %.1f / %.1f ms; engine migrations %llu, "
+              "retransmits %llu; CPU %.2f s (%.1f us/packet; dialer io %.2f s, listener io "
+              "%.2f s); targets %s\n",
               r.rebinds, r.offered_pps, r.pps, static_cast<unsigned long long>(r.sent),
               static_cast<unsigned long long>(r.missing), static_cast<unsigned long long>(r.dups),
               r.rtt_p95_ms, r.rtt_p95_baseline_ms, g3_quic_rtt_ratio(r), r.rtt_p50_ms,

@@ -68,7 +68,9 @@ bool file_is_png(const std::string& path) {
 // usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile|userstack|g3quic]
 int main(int argc, char** argv) {
   if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: %s <path to rendr-bench> [repair|migrate|hostile|userstack|g3quic]\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s <path to rendr-bench> [repair|migrate|hostile|userstack|g3quic]\n",
+                 argv[0]);
     return 2;
   }
   const std::string which = argc == 3 ? argv[2] : "repair";
