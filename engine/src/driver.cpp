@@ -100,12 +100,21 @@ void FlowDriver::service() {
 }
 
 void FlowDriver::run_deferred(std::unique_lock<std::mutex>& lk) {
-  if (deferred_.empty()) {
+  if (deferred_.empty() && !wake_reader_ && !wake_writer_) {
     return;
   }
   auto d = std::move(deferred_);
   deferred_.clear();
+  const bool reader = std::exchange(wake_reader_, false);
+  const bool writer = std::exchange(wake_writer_, false);
   lk.unlock();
+  // Woken after |mu| is released: a waiter woken under it would wake only to block on it.
+  if (reader) {
+    read_cv.notify_all();
+  }
+  if (writer) {
+    write_cv.notify_all();
+  }
   for (auto& f : d) {
     f();
   }
@@ -191,11 +200,12 @@ bool FlowDriver::pump_pass_locked() {
 
 void FlowDriver::notify_locked() {
   cv.notify_all();  // no syscall without waiters
+  // The application's waiters are woken by run_deferred, which every pump_locked precedes.
   if (read_waiters_ > 0 && (shut_ || core_->read_ready())) {
-    read_cv.notify_all();
+    wake_reader_ = true;
   }
   if (write_waiters_ > 0 && (shut_ || core_->write_ready(write_want_))) {
-    write_cv.notify_all();
+    wake_writer_ = true;
   }
 }
 

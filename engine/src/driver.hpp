@@ -107,7 +107,8 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   // request_service_locked posts one service() to the io thread (coalesced; mu held).
   void request_service_locked();
   // pump_locked: the post-processing after any core call on the io thread (events, carrier
-  // output, timer, waiters). Deferred callbacks are run by run_deferred after unlocking.
+  // output, timer, waiters). Deferred callbacks, and the wake-up of waiting readers and
+  // writers, are run by run_deferred after unlocking: every pump_locked is followed by one.
   void pump_locked();
   void run_deferred(std::unique_lock<std::mutex>& lk);
 
@@ -213,6 +214,8 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   asio::steady_timer drain_timer_;  // bounds the final flush after shutdown()
   std::optional<engine::TimePoint> armed_;
   bool service_posted_ = false;
+  bool wake_reader_ = false;  // notify_locked: read_cv / write_cv to notify once mu is released
+  bool wake_writer_ = false;
   bool closed_event_ = false;  // EvClosed seen: flush once more, then close carriers
   bool shut_ = false;
   bool user_closed_ = false;

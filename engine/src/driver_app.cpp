@@ -136,7 +136,9 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
       return std::move(r).take_error();
     }
     if (r->bytes > 0) {
-      request_service_locked();  // the freed receive window may release an ACK
+      if (r->output) {
+        request_service_locked();  // the freed receive window admitted frames: ACK them
+      }
       lk.unlock();
       std::size_t off = 0;
       for (const auto& l : read_loans_) {

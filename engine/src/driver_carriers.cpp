@@ -57,9 +57,9 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
 }
 
 void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
-  // A carrier that had nothing more to read (its last read did not fill the space) waits for
-  // readability without a receive chunk: an idle path (a probe a second) holds no receive
-  // memory between reads; 5 000 idle flows held 16 KiB each.
+  // A carrier that had nothing more to read (its last read did not fill the space, and was
+  // small: kStreamIdleRead) waits for readability without a receive chunk: an idle path (a
+  // probe a second) holds no receive memory between reads; 5 000 idle flows held 16 KiB each.
   if (drained && s->stream->can_wait_readable()) {
     (void)core_->release_recv_space(s->id);
     s->stream->async_wait_readable([self = shared_from_this(), s](std::error_code ec) {
@@ -97,7 +97,7 @@ void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
           hold.reset();  // the core holds the chunk; a chunk nobody views can start over
           (void)self->core_->on_received(s->id, n, Clock::now());
           if (!s->closed && !self->shut_) {
-            self->start_read_locked(s, n < room);
+            self->start_read_locked(s, n < room && n < kStreamIdleRead);
           }
         }
         self->pump_locked();

@@ -567,6 +567,12 @@ int run_engine(std::span<char* const> args) {
           raw_s.push_back(raw->seconds);
           raw_send.push_back(raw->writer_cpu.total() / gib);
           raw_recv.push_back(raw->reader_cpu.total() / gib);
+          char line[200];
+          std::snprintf(line, sizeof line, "  raw TCP: CPU s/GiB (user+sys) writer %.2f+%.2f, "
+                        "reader %.2f+%.2f", raw->writer_cpu.user_s / gib,
+                        raw->writer_cpu.sys_s / gib, raw->reader_cpu.user_s / gib,
+                        raw->reader_cpu.sys_s / gib);
+          progress(line);
           continue;
         }
         DialOptions o;
@@ -595,9 +601,17 @@ int run_engine(std::span<char* const> args) {
         rendr_s.push_back(res.seconds);
         rendr_send.push_back((res.writer_cpu + dial).total() / gib);
         rendr_recv.push_back((res.reader_cpu + listener_cpu).total() / gib);
-        char line[200];
-        std::snprintf(line, sizeof line, "  rendr: longest pause %.1f ms, %ld page faults",
-                      res.max_gap_ms, faults);
+        // Where each side's CPU goes (user + system s/GiB per thread): the application thread
+        // and the engine's io thread.
+        char line[320];
+        std::snprintf(line, sizeof line,
+                      "  rendr: longest pause %.1f ms, %ld page faults; CPU s/GiB (user+sys) "
+                      "writer %.2f+%.2f, dialer io %.2f+%.2f, reader %.2f+%.2f, listener io "
+                      "%.2f+%.2f",
+                      res.max_gap_ms, faults, res.writer_cpu.user_s / gib,
+                      res.writer_cpu.sys_s / gib, dial.user_s / gib, dial.sys_s / gib,
+                      res.reader_cpu.user_s / gib, res.reader_cpu.sys_s / gib,
+                      listener_cpu.user_s / gib, listener_cpu.sys_s / gib);
         progress(line);
       }
       t.ratios.push_back(one_raw / one_rendr);

@@ -34,6 +34,14 @@ inline constexpr int kFastRetransmitDupAcks = 3;
 // with less than kRxMinRead left (or too little for the frame being read) is replaced.
 inline constexpr std::size_t kRxFirstChunk = 16 * 1024;
 inline constexpr std::size_t kRxMinRead = 4 * 1024;
+// ACK coalescing (stream carriers only): in-order DATA is acknowledged once kAckEveryBytes
+// (at most an eighth of the ledger) or an eighth of the ledger's frames were delivered since
+// the last ACK, or kAckDelay after the first unacknowledged delivery, whichever comes first.
+// Anything else in sequence (BYE, SHUTDOWN_WRITE, the L3 record...), a duplicate, or a ready
+// datagram path (its sender's RTO and fast retransmit read the ACKs) is acknowledged at once.
+// An ACK per carrier read (~100 KB) cost the receiver a sendmsg and the sender a wake-up.
+inline constexpr std::size_t kAckEveryBytes = 1U << 20;
+inline constexpr Duration kAckDelay = std::chrono::milliseconds(5);
 
 inline std::uint64_t ns_since_epoch(TimePoint t) {
   return static_cast<std::uint64_t>(
@@ -173,6 +181,10 @@ struct FlowCore::Impl {
   std::size_t rx_pinned_max = 0;
   std::size_t delivered_bytes = 0;
   std::uint64_t last_ack_sent = 1;
+  // Coalesced ACKs: DATA delivered since the last ACK was queued, and when one is due anyway.
+  std::size_t ack_owed_bytes = 0;
+  std::size_t ack_owed_frames = 0;
+  std::optional<TimePoint> ack_deadline;
 
   int zombie_left;
   std::optional<TimePoint> last_death_migration;
@@ -363,7 +375,31 @@ struct FlowCore::Impl {
   // datagram path. (A past send on a lossy datagram path does not count as coverage.)
   void replay_orphans(TimePoint now);
 
+  // ack_delayable: may in-order DATA wait for a coalesced ACK (every ready path is a stream)?
+  [[nodiscard]] bool ack_delayable() const {
+    for (const auto& [id, p] : paths) {
+      if (p.state == PathState::ready && p.framing == Framing::datagram) {
+        return false;
+      }
+    }
+    return true;
+  }
+  // ack_delivered (drain_reorder): |n| payload bytes of in-order DATA were delivered (or the
+  // head moved past a sequenced frame with |urgent|): ACK now or arm the coalescing deadline.
+  void ack_delivered(TimePoint now, bool urgent) {
+    const std::size_t every_bytes = std::min(kAckEveryBytes, cfg.ledger_max_bytes / 8);
+    const std::size_t every_frames = std::max<std::size_t>(1, cfg.ledger_max_frames / 8);
+    if (urgent || ack_owed_bytes >= every_bytes || ack_owed_frames >= every_frames ||
+        !ack_delayable()) {
+      schedule_ack(now);
+    } else if (!ack_deadline) {
+      ack_deadline = now + kAckDelay;
+    }
+  }
   void schedule_ack(TimePoint now) {
+    ack_owed_bytes = 0;
+    ack_owed_frames = 0;
+    ack_deadline.reset();
     for (auto& [id, p] : paths) {
       if (p.state == PathState::ready && !p.ack_pending) {
         p.ack_pending = true;

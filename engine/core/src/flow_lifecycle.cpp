@@ -105,6 +105,9 @@ void FlowCore::Impl::run_timers(TimePoint now) {
     return;
   }
   trim_pool_if_idle(now);
+  if (ack_deadline && now >= *ack_deadline) {
+    schedule_ack(now);  // coalesced ACK: nothing more came within kAckDelay
+  }
   std::vector<std::pair<PathId, Error>> dead;
   for (auto& [id, p] : paths) {
     if ((p.state == PathState::hello || p.state == PathState::bridging) &&
@@ -214,6 +217,9 @@ std::optional<TimePoint> FlowCore::Impl::deadline() const {
   }
   if (close_deadline) {
     take(*close_deadline);
+  }
+  if (ack_deadline) {
+    take(*ack_deadline);
   }
   for (const auto& [id, p] : paths) {
     if (p.state == PathState::hello || p.state == PathState::bridging) {

@@ -239,7 +239,11 @@ void FlowCore::Impl::deliver_packet(detail::Payload payload) {
 }
 
 void FlowCore::Impl::drain_reorder(TimePoint now) {
+  bool urgent = false;  // the head passed something other than DATA: ACK it at once
   while (state != FlowState::dead && reorder.head_ready()) {
+    if (reorder.head().kind != detail::RecvItem::Kind::data) {
+      urgent = true;
+    }
     auto& h = reorder.head();
     if (h.kind == detail::RecvItem::Kind::l3_identity ||
         (l3_expected && !l3_id && h.kind != detail::RecvItem::Kind::bye)) {
@@ -282,6 +286,8 @@ void FlowCore::Impl::drain_reorder(TimePoint now) {
         break;  // backpressure: the application must read first
       }
       auto item = reorder.pop_head();
+      ack_owed_bytes += item.payload.size();
+      ack_owed_frames += 1;
       if (item.delivered) {
         continue;
       }
@@ -304,7 +310,7 @@ void FlowCore::Impl::drain_reorder(TimePoint now) {
     }
   }
   if (reorder.expected() != last_ack_sent) {
-    schedule_ack(now);
+    ack_delivered(now, urgent);
   }
 }
 
@@ -510,10 +516,11 @@ Result<ReadOutcome> FlowCore::read_loan(std::span<std::byte> out, std::vector<Bu
     m.delivered_bytes -= k;
   }
   if (n > 0) {
+    const std::uint64_t expected = m.reorder.expected();
     if (m.state != FlowState::dead) {
       m.drain_reorder(now);  // room in the window: admit more, ACK it
     }
-    return ReadOutcome{n, false};
+    return ReadOutcome{n, false, m.reorder.expected() != expected};
   }
   if (m.peer_bye == ByeReason::normal || m.peer_fin) {
     return ReadOutcome{0, true};

@@ -724,6 +724,8 @@ TEST_CASE("engine flow: gathered writes pin ledger frames until transmit_done, e
   // The peer gets it all and acknowledges: the ledger releases every frame while the "carrier
   // write" is still in flight.
   REQUIRE(server.on_receive(sp, sent, now).ok());
+  now += 10ms;  // 256 KiB is less than a coalesced ACK's worth: it goes out after the delay
+  server.on_timeout(now);
   server_to_client();
   REQUIRE(client.stats().ledger_frames == 0);
   const auto pooled_before = client.stats().pooled_buffers;
@@ -743,4 +745,67 @@ TEST_CASE("engine flow: gathered writes pin ledger frames until transmit_done, e
   REQUIRE(r.ok());
   REQUIRE(r->bytes == src.size());
   CHECK(pattern.mismatch(0, dst) == -1);
+}
+
+TEST_CASE("engine flow: stream ACKs coalesce - a MiB or 5 ms of DATA per ACK - a BYE is ACKed at once",
+          "[engine][flow][ack]") {
+  FlowConfig cfg;  // 16 MiB ledger: one ACK per MiB of in-order DATA
+  auto c = FlowCore::client(cfg, make_id(1), make_id(2));
+  REQUIRE(c.ok());
+  FlowCore& client = *c;
+  TimePoint now = TimePoint{} + 1h;
+  const PathId cp = *client.add_path({}, now);
+  std::vector<std::byte> wire;
+  while (client.poll_transmit(cp, wire, 1 << 20, now) > 0) {
+  }
+  FlowCore server = server_from_hello(cfg, wire, now);
+  const PathId sp = server.path_ids().front();
+  const auto server_to_client = [&] {
+    std::vector<std::byte> back;
+    while (server.poll_transmit(sp, back, 1 << 20, now) > 0) {
+    }
+    REQUIRE(client.on_receive(cp, back, now).ok());
+  };
+  const auto client_to_server = [&] {
+    std::vector<std::byte> out;
+    while (client.poll_transmit(cp, out, 1 << 22, now) > 0) {
+    }
+    REQUIRE(server.on_receive(sp, out, now).ok());
+  };
+  server_to_client();  // HELLO_ACK
+  REQUIRE(client.state() == FlowState::active);
+  std::vector<std::byte> dst(4U << 20);
+
+  // 256 KiB: delivered, but not acknowledged yet; the ACK is due within 5 ms.
+  std::vector<std::byte> src(256 * 1024, std::byte{0x11});
+  REQUIRE(*client.write(src, now) == src.size());
+  client_to_server();
+  server_to_client();
+  CHECK(client.stats().ledger_frames == src.size() / kMaxPayload);
+  REQUIRE(server.next_deadline().has_value());
+  CHECK(*server.next_deadline() <= now + 5ms);
+  now += 5ms;
+  server.on_timeout(now);
+  server_to_client();
+  CHECK(client.stats().ledger_frames == 0);
+  CHECK(server.read(dst, now)->bytes == src.size());
+
+  // 2 MiB at once: past a MiB the ACK goes out without waiting, covering all of it.
+  src.assign(2U << 20, std::byte{0x22});
+  REQUIRE(*client.write(src, now) == src.size());
+  client_to_server();
+  server_to_client();
+  CHECK(client.stats().ledger_frames == 0);
+  CHECK(server.read(dst, now)->bytes == src.size());
+
+  // A little more DATA, then the BYE: acknowledged at once (the close ends cleanly without
+  // the clock moving).
+  src.assign(1000, std::byte{0x33});
+  REQUIRE(*client.write(src, now) == src.size());
+  client.close(now);
+  client_to_server();
+  server_to_client();
+  CHECK(client.state() == FlowState::dead);
+  CHECK_FALSE(client.close_error().has_value());
+  CHECK(server.read(dst, now)->bytes == src.size());
 }

@@ -78,6 +78,9 @@ using FlowEvent = std::variant<EvHandshakeDone, EvPathReady, EvPathDown, EvMigra
 struct ReadOutcome {
   std::size_t bytes = 0;
   bool eof = false;  // peer closed cleanly and every byte before its BYE was read
+  // The read made room for frames the receive window held back: they were admitted and an ACK
+  // is due, so the shell should run its output (a read that admitted nothing needs no flush).
+  bool output = false;
 };
 
 // A frame buffer lent to a shell so it can copy payload bytes without holding its lock.
