@@ -64,6 +64,18 @@ int migrate_killing_a(AgentLab& al, const std::string& flow, std::string& out) {
   return rc;
 }
 
+// moved_to_b: |c|'s connection, once streaming, migrated from a to b (committed there, adopted
+// by b's server); returns its tuple.
+std::string moved_to_b(AgentLab& al, PatternClient& c) {
+  REQUIRE(c.wait_down(2 << 20, 10000));
+  const std::string flow = c.tuple().to_string();
+  int st = -1;
+  std::string rep = al.migrate("a", {"--flow", flow}, "b", &st);
+  INFO(rep);
+  REQUIRE(st == 0);
+  return flow;
+}
+
 }  // namespace
 
 TEST_CASE("a serving agent killed with SIGKILL: the server keeps its connections and registers "
@@ -113,12 +125,9 @@ TEST_CASE("a restarted agent gets the adopted connections of its server back and
   AgentLab al;
   PatternClient c(al.lab, 8000);
   const long long rst0 = peer_resets(al.lab.peer);
-  REQUIRE(c.wait_down(2 << 20, 10000));
-  const std::string flow = c.tuple().to_string();
+  const std::string flow = moved_to_b(al, c);  // adopted on B under the first adopt id of b
   int st = -1;
-  std::string rep = al.migrate("a", {"--flow", flow}, "b", &st);
-  INFO(rep);
-  REQUIRE(st == 0);  // adopted on B under the first adopt id of agent b
+  std::string rep;
 
   al.kill_agent("b");
   al.start_agent("b");
@@ -305,12 +314,10 @@ TEST_CASE("a gateway agent killed with SIGKILL and restarted keeps steering a mi
   AgentLab al;
   PatternClient c(al.lab, 8000);
   const long long rst0 = peer_resets(al.lab.peer);
-  REQUIRE(c.wait_down(2 << 20, 10000));
-  const std::string flow = c.tuple().to_string();
+  // On b, the non-default backend: only the gateway's table says so.
+  const std::string flow = moved_to_b(al, c);
   int st = -1;
-  std::string rep = al.migrate("a", {"--flow", flow}, "b", &st);
-  INFO(rep);
-  REQUIRE(st == 0);  // lives on b, the non-default backend: only the gateway's table says so
+  std::string rep;
 
   al.kill_agent("gw");
   {
