@@ -145,7 +145,8 @@ Result<std::unique_ptr<IngressLab>> IngressLab::create(std::string prefix, Ingre
       (opt.tun_uid >= 0 ? " user " + std::to_string(opt.tun_uid) : std::string()) +
       (opt.tun_gid >= 0 ? " group " + std::to_string(opt.tun_gid) : std::string());
   net.push_back(in_ns(app, std::string("ip tuntap add dev ") + kTun + " mode tun" + owner));
-  net.push_back(in_ns(app, std::string("ip link set ") + kTun + " up"));
+  net.push_back(in_ns(app, std::string("ip link set ") + kTun + " mtu " +
+                               std::to_string(opt.tun_mtu) + " up"));
   net.push_back(in_ns(app, std::string("ip addr add ") + kTunAddr4 + "/32 dev " + kTun));
   net.push_back(in_ns(app, std::string("ip route add ") + kViaRendr4 + " dev " + kTun + " src " +
                                kTunAddr4));

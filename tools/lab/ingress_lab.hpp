@@ -3,7 +3,7 @@
 //
 //   <prefix>-app ==(p1, p2: two engine paths)== <prefix>-egress --(o1)-- <prefix>-origin
 //
-//   app     TUN rtun0 (10.77.0.1/32, up), 198.18.0.0/24 routed into it (src 10.77.0.1): what
+//   app     TUN rtun0 (10.77.0.1/32, MTU 65535 by default, up), 198.18.0.0/24 routed into it (src 10.77.0.1): what
 //           the application there dials in that subnet is terminated by `rendr-tun ingress`
 //           on rtun0. 198.19.0.0/24 is routed over p1 to the egress instead: the same origin
 //           reached without rendr (the bench's raw baseline).
@@ -52,6 +52,8 @@ struct IngressLabOptions {
   // no capability; < 0: root's device.
   int tun_uid = -1;
   int tun_gid = -1;
+  // rtun0's MTU (IngressLab::kTunMtu by default; 1500 keeps a 3000-byte ping fragmented).
+  int tun_mtu = 65535;
 };
 
 // DropCounters: packets the drop rules of one path discarded, per direction (app side).
@@ -66,6 +68,9 @@ class IngressLab {
   static constexpr int kPaths = 2;
   static constexpr const char* kTun = "rtun0";
   static constexpr const char* kTunAddr4 = "10.77.0.1";
+  // rtun0's default MTU: room for rendr-tun ingress --send-mss up to 65000 (large segments
+  // towards the app: fewer TUN writes); the kernel's own segments to the TUN are TSO-sized.
+  static constexpr int kTunMtu = 65535;
   static constexpr const char* kViaRendr4 = "198.18.0.0/24";  // routed into the TUN
   static constexpr const char* kRaw4 = "198.19.0.0/24";       // routed over p1, no rendr
   static constexpr const char* kOrigin4 = "198.18.0.10";

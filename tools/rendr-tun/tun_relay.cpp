@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tun_relay.hpp"
 
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +29,7 @@ RelayResult relay(Conn& conn, int fd, RelayProgress progress,
   };
   // Conn -> fd on a helper thread; fd -> Conn here.
   std::thread down([&] {
+    (void)::pthread_setname_np(::pthread_self(), "tun-relay-down");  // per-thread CPU reports
     std::vector<std::byte> buf(64 * 1024);
     while (true) {
       auto n = conn.read_some(buf);

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <pthread.h>
 #include <rendr/userstack/bridge.hpp>
 
 #include <fcntl.h>
@@ -78,7 +79,10 @@ std::optional<ConnectionInfo> Bridge::info() const {
 }
 
 void Bridge::start_thread() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    (void)::pthread_setname_np(::pthread_self(), "us-bridge");  // per-thread CPU reports
+    run();
+  });
 }
 
 Result<std::unique_ptr<Bridge>> Bridge::resume(BridgeState st, std::size_t buffer) {

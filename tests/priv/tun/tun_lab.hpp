@@ -128,6 +128,7 @@ struct TunLab {
     lab::IngressLabOptions lo;
     lo.origin_ns = false;  // the tests' servers run in |egress|
     lo.origin_addrs = o.origin_addrs;
+    lo.tun_mtu = 1500;  // the tests' fragmented ping needs it
     auto l = lab::IngressLab::create(unique_prefix("tun"), lo);
     INFO((l ? std::string() : l.error().message()));
     REQUIRE(l.ok());
