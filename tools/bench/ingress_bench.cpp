@@ -326,6 +326,17 @@ std::vector<std::string> split(const std::string& s) {
   return v;
 }
 
+// flat_object: the flat JSON object under |key| in |json| ("null" when absent).
+std::string flat_object(const std::string& json, const std::string& key) {
+  const auto at = json.find("\"" + key + "\":{");
+  if (at == std::string::npos) {
+    return "null";
+  }
+  const auto open = json.find('{', at);
+  const auto close = json.find('}', open);
+  return close == std::string::npos ? "null" : json.substr(open, close - open + 1);
+}
+
 double load_1m() {
   std::ifstream f("/proc/loadavg");
   double l = -1;
@@ -568,10 +579,25 @@ int run_ingress(std::span<char* const> args) {
   }
 
   Flows flows;
+  CpuTime flows_in, flows_eg, flows_self;
+  std::map<std::string, CpuTime> flows_in_threads, flows_eg_threads;
+  std::string flows_status;
   if (cfg.flow_clients > 0) {
+    const auto i0 = process_cpu(in_pid);
+    const auto e0 = process_cpu(eg_pid);
+    const auto s0 = process_cpu(::getpid());
+    const auto it0 = threads_cpu_by_name(in_pid);
+    const auto et0 = threads_cpu_by_name(eg_pid);
     say("flows: " + std::to_string(cfg.flow_clients) + " clients for " +
         std::to_string(cfg.flows_ms) + " ms");
     flows = run_flows(app, cfg.flow_clients, std::chrono::milliseconds(cfg.flows_ms));
+    flows_in = process_cpu(in_pid) - i0;
+    flows_eg = process_cpu(eg_pid) - e0;
+    flows_self = process_cpu(::getpid()) - s0;
+    flows_in_threads = diff(threads_cpu_by_name(in_pid), it0);
+    flows_eg_threads = diff(threads_cpu_by_name(eg_pid), et0);
+    // The flows' own threads have exited: their time is the process's minus the live threads'.
+    flows_status = stack.status("ingress");
   }
   const double load_end = load_1m();
   const double e2e_gbps = gbps(*e2e);
@@ -613,6 +639,11 @@ int run_ingress(std::span<char* const> args) {
               static_cast<unsigned long long>(flows.failed),
               static_cast<unsigned long long>(cfg.flow_clients),
               flows.first_error.empty() ? "" : ": ", flows.first_error.c_str());
+  if (cfg.flow_clients > 0) {
+    std::printf("cpu during flows: ingress %.2f s, egress %.2f s, bench (clients + origin) %.2f s "
+                "over %.1f s\n", flows_in.total(), flows_eg.total(), flows_self.total(),
+                flows.seconds);
+  }
   std::printf("bytes intact: %s\n", intact ? "yes" : "NO");
   if (cfg.json) {
     JsonWriter j;
@@ -658,6 +689,15 @@ int run_ingress(std::span<char* const> args) {
     j.kv("flows_failed", flows.failed);
     j.kv("flow_clients", cfg.flow_clients);
     j.kv("flows_error", flows.first_error);
+    j.begin_object("flows_cpu_s");
+    j.kv("ingress", flows_in.total());
+    j.kv("egress", flows_eg.total());
+    j.kv("bench", flows_self.total());
+    write_threads(j, "ingress_live_threads", flows_in_threads);
+    write_threads(j, "egress_live_threads", flows_eg_threads);
+    j.end_object();
+    j.raw("flows_ingress_counters",
+          flat_object(flows_status, "counters"));
     j.end_object();
     std::printf("%s\n", j.str().c_str());
   }

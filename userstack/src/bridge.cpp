@@ -145,8 +145,8 @@ void account_bridge(TcpSnapshot& snap, BridgeState& st) {
 }
 
 void Bridge::run() {
-  std::vector<std::byte>& in = in_;
-  std::vector<std::byte>& out = out_;
+  Buffer& in = in_;
+  Buffer& out = out_;
   std::size_t& in_off = in_off_;
   std::size_t& in_len = in_len_;
   std::size_t& out_off = out_off_;
