@@ -282,7 +282,7 @@ TEST_CASE(
   CHECK(lab::existing_lab_namespaces(p).empty());
 }
 
-TEST_CASE("rendr-lab: ingress up, TUN route and raw route, drop and undrop a path, down",
+TEST_CASE("rendr-lab: ingress up with its TUN and raw routes then a path dropped and undropped",
           "[.netns][lab][cli][ingress]") {
   const std::string p = unique_prefix("i");
   LabCleanup guard(p);
