@@ -40,6 +40,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -261,17 +262,16 @@ struct Download {
   std::uint64_t bytes = 0;
   double seconds = 0;
   bool intact = true;
-  double max_gap_ms = 0;  // after |gap_from| (see download())
+  double max_gap_ms = 0;  // from the last read before at() on (see download())
 };
 
 // download asks the origin at |addr| (through the app namespace) for |n| bytes and reads
 // |want| of them (want <= n), checking each against the pattern. |at|: called once when
 // |at_bytes| arrived (the failover run starts dropping the path there, on another thread, so
 // reading goes on); the longest gap between two reads from the last one before it is
-// max_gap_ms. |before_close| runs with the connection
-// still open (CPU readings while rendr-tun's flow threads live).
-// |min_after|: reading goes on at least that long after at() (bytes already in the buffers
-// along the way must not hide the stall).
+// max_gap_ms. |before_close| runs with the connection still open (CPU readings while
+// rendr-tun's flow threads live). |min_after|: reading goes on at least that long after at()
+// (bytes already in the buffers along the way must not hide the stall).
 template <typename AtBytes, typename BeforeClose>
 Result<Download> download(int app_ns, const std::string& addr, std::uint64_t n,
                           std::uint64_t want, std::uint64_t at_bytes, AtBytes&& at,
