@@ -100,8 +100,9 @@ std::uint64_t u64_of(const std::string& s);
 Result<asio::ip::tcp::endpoint> tcp_endpoint(const std::string& text);
 // default_ifaces: every up, non-loopback device (where the freeze attaches by default).
 std::vector<std::string> default_ifaces();
-// freeze_tc_handle: the tc filter handle of this agent's freeze (stable across restarts).
-std::uint32_t freeze_tc_handle(const std::string& name);
+// tc_filter_handle: the tc filter handle of this agent's |role| ("freeze", "steer"): stable
+// across restarts, so a restarted agent replaces the filters its previous run left.
+std::uint32_t tc_filter_handle(const std::string& role, const std::string& name);
 // peer_common_name: the CN of the certificate the TLS peer presented ("" if none).
 std::string peer_common_name(SSL* ssl);
 

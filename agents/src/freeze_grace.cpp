@@ -6,10 +6,10 @@
 
 namespace rendr::agents {
 
-// freeze_tc_handle: a nonzero tc filter handle derived from the agent name (FNV-1a).
-std::uint32_t freeze_tc_handle(const std::string& name) {
+// tc_filter_handle: a nonzero tc filter handle derived from the role and agent name (FNV-1a).
+std::uint32_t tc_filter_handle(const std::string& role, const std::string& name) {
   std::uint32_t h = 2166136261U;
-  for (char c : "rendr-freeze:" + name) {
+  for (char c : "rendr-" + role + ":" + name) {
     h = (h ^ static_cast<unsigned char>(c)) * 16777619U;
   }
   return h | 1U;
@@ -20,7 +20,7 @@ Status Agent::init_freeze() {
     // The handle follows the agent's name: a restarted agent (after a kill) replaces the
     // filters its previous run left on the devices instead of stacking more beside them.
     ebpf::FreezerOptions fo;
-    fo.tc_handle = freeze_tc_handle(cfg_.name);
+    fo.tc_handle = tc_filter_handle("freeze", cfg_.name);
     auto fz = ebpf::Freezer::create(fo);
     if (!fz) {
       freeze_error_ = fz.error().message();

@@ -8,7 +8,12 @@ namespace rendr::agents {
 
 Status Agent::init_steering() {
   if (!cfg_.steer_ifaces.empty()) {
-    auto st = ebpf::Steerer::create();
+    // A stable filter handle: a gateway agent restarted after a crash replaces the steering
+    // filters its previous run left (they kept steering meanwhile) and first takes over their
+    // flow table, so connections living on a non-default backend stay there.
+    ebpf::SteererOptions so;
+    so.tc_handle = tc_filter_handle("steer", cfg_.name);
+    auto st = ebpf::Steerer::create(so);
     if (!st) {
       return std::move(st).take_error().with_context("gateway steering");
     }
@@ -62,6 +67,14 @@ Status Agent::init_steering() {
         return make_error(std::errc::no_such_device, "--steer-iface " + ifn + ": no such device");
       }
       RENDR_TRY_CTX(steerer_->attach(static_cast<int>(idx2)), "attach steering to " + ifn);
+    }
+    const auto ad = steerer_->adopted();
+    if (ad.adopted + ad.dropped > 0) {
+      log_.info("took over " + std::to_string(ad.adopted) +
+                " steering entries from the previous gateway run" +
+                (ad.dropped > 0 ? " (" + std::to_string(ad.dropped) +
+                                      " dropped: their backend is not configured any more)"
+                                : ""));
     }
     log_.info("gateway steering on " + std::to_string(cfg_.steer_ifaces.size()) +
               " device(s), " + std::to_string(cfg_.backends.size()) + " backend(s)");

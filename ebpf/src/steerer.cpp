@@ -5,6 +5,7 @@
 #include "libbpf_util.hpp"
 #include "shared/steer_shared.h"
 #include "skeleton.hpp"
+#include "steer_adopt.hpp"
 #include "tc_attach.hpp"
 
 #include <bpf/bpf.h>
@@ -15,14 +16,44 @@
 #include <cerrno>
 #include <ctime>
 #include <cstring>
+#include <set>
 
 namespace rendr::ebpf {
 
 static_assert(Steerer::kMaxBackends == RENDR_STEER_MAX_BACKENDS);
 
+// Stable places of the steering filters (SteererOptions::tc_handle): after the freeze's 0x100.
+constexpr std::uint32_t kSteerIngressPriority = 0x180;
+constexpr std::uint32_t kSteerReturnPriority = 0x181;
+
 struct Steerer::Impl {
   detail::Skeleton<steer_tc> skel;
   std::vector<detail::TcAttachment> attachments;
+  std::uint32_t tc_handle = 0;
+  AdoptCounts adopted;
+  std::set<std::uint32_t> adopted_maps;
+
+  Status attach(int ifindex, const bpf_program* prog, std::uint32_t priority, std::string what) {
+    const int fd = bpf_program__fd(prog);
+    if (tc_handle != 0) {
+      auto a = detail::adopt_steer_table(ifindex, tc_handle, priority, detail::prog_id_of(fd),
+                                         bpf_map__fd(skel->maps.steer_flows),
+                                         bpf_map__fd(skel->maps.steer_backends), adopted_maps);
+      if (!a) {
+        return std::move(a).take_error();
+      }
+      adopted.adopted += a->adopted;
+      adopted.dropped += a->dropped;
+    }
+    auto att = detail::TcAttachment::attach(ifindex, detail::TcDirection::ingress, fd,
+                                            std::move(what), tc_handle,
+                                            tc_handle != 0 ? priority : 0);
+    if (!att) {
+      return att.error();
+    }
+    attachments.push_back(std::move(*att));
+    return {};
+  }
 };
 
 namespace {
@@ -73,30 +104,21 @@ Result<Steerer> Steerer::create(const SteererOptions& options) {
   RENDR_TRY(skel->load());
   auto impl = std::make_unique<Impl>();
   impl->skel = std::move(*skel);
+  impl->tc_handle = options.tc_handle;
   return Steerer(std::move(impl));
 }
 
 Status Steerer::attach(int ifindex) {
-  auto a = detail::TcAttachment::attach(ifindex, detail::TcDirection::ingress,
-                                        bpf_program__fd(impl_->skel->progs.steer_ingress),
-                                        "steer_tc/steer_ingress");
-  if (!a) {
-    return a.error();
-  }
-  impl_->attachments.push_back(std::move(*a));
-  return {};
+  return impl_->attach(ifindex, impl_->skel->progs.steer_ingress, kSteerIngressPriority,
+                       "steer_tc/steer_ingress");
 }
 
 Status Steerer::attach_return(int ifindex) {
-  auto a = detail::TcAttachment::attach(ifindex, detail::TcDirection::ingress,
-                                        bpf_program__fd(impl_->skel->progs.steer_return),
-                                        "steer_tc/steer_return");
-  if (!a) {
-    return a.error();
-  }
-  impl_->attachments.push_back(std::move(*a));
-  return {};
+  return impl_->attach(ifindex, impl_->skel->progs.steer_return, kSteerReturnPriority,
+                       "steer_tc/steer_return");
 }
+
+AdoptCounts Steerer::adopted() const { return impl_->adopted; }
 
 Result<CollectResult> Steerer::collect(const CollectOptions& o) {
   std::uint64_t now = o.now_ns;

@@ -41,7 +41,9 @@ QuicTime quic_now() {
 
 QuicLink::QuicLink(asio::io_context& io, std::shared_ptr<asio::ip::udp::socket> sock,
                    bool own_socket, std::unique_ptr<QuicConn> qc)
-    : io_(io), sock_(std::move(sock)), own_(own_socket), qc_(std::move(qc)), timer_(io) {}
+    : io_(io), sock_(std::move(sock)), own_(own_socket), qc_(std::move(qc)), timer_(io) {
+  note_remote();
+}
 
 QuicLink::~QuicLink() = default;
 
@@ -190,7 +192,28 @@ namespace {
 bool same_addr(const QuicAddr& a, const QuicAddr& b) {
   return a.len == b.len && std::memcmp(&a.ss, &b.ss, a.len) == 0;
 }
+
+std::string addr_string(const QuicAddr& a) {
+  auto e = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&a.ss), a.len);
+  return e ? e->to_string() : std::string{};
+}
 }  // namespace
+
+void QuicLink::note_remote() {
+  const QuicAddr& r = qc_->remote();
+  if (same_addr(r, remote_seen_)) {
+    return;
+  }
+  remote_seen_ = r;
+  std::string text = addr_string(r);
+  std::lock_guard lk(remote_mu_);
+  remote_text_ = std::move(text);
+}
+
+std::string QuicLink::remote_text() const {
+  std::lock_guard lk(remote_mu_);
+  return remote_text_;
+}
 
 void QuicLink::send_packet(std::span<const std::byte> pkt) {
   // The packet's path: a migrating connection still sends some packets on the old one (path
@@ -289,6 +312,7 @@ void QuicLink::service() {
     ++sent;
   });
   flush_tx();
+  note_remote();
   complete_ops();
   if (qc_->failed()) {
     finish("failed");  // watchers hear of it from there
@@ -489,16 +513,9 @@ void QuicLink::async_write_gather(std::span<const std::span<const std::byte>> pi
 
 namespace {
 
-std::string addr_string(const QuicAddr& a) {
-  auto e = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&a.ss), a.len);
-  return e ? e->to_string() : std::string{};
-}
-
 class QuicStreamCarrier final : public StreamCarrier {
  public:
-  explicit QuicStreamCarrier(std::shared_ptr<QuicLink> link) : link_(std::move(link)) {
-    remote_ = addr_string(link_->conn().remote());
-  }
+  explicit QuicStreamCarrier(std::shared_ptr<QuicLink> link) : link_(std::move(link)) {}
   ~QuicStreamCarrier() override { close(); }
   void async_read_some(std::span<std::byte> buf, IoHandler handler) override {
     link_->async_read_some(buf, std::move(handler));
@@ -512,13 +529,12 @@ class QuicStreamCarrier final : public StreamCarrier {
   }
   void close() override { link_->close("closed by rendr"); }
   [[nodiscard]] std::string local() const override { return link_->local; }
-  [[nodiscard]] std::string remote() const override { return remote_; }
+  [[nodiscard]] std::string remote() const override { return link_->remote_text(); }
   [[nodiscard]] std::string failure() const override { return link_->failure(); }
   [[nodiscard]] Status rebind(const std::string& local) override { return link_->rebind(local); }
 
  private:
   std::shared_ptr<QuicLink> link_;
-  std::string remote_;
 };
 
 class QuicPacketCarrier final : public PacketCarrier {
@@ -538,9 +554,7 @@ class QuicPacketCarrier final : public PacketCarrier {
   [[nodiscard]] std::size_t max_frame() const override { return kQuicDgramMaxFrame; }
   void close() override { link_->close("closed by rendr"); }
   [[nodiscard]] std::string local() const override { return link_->local; }
-  [[nodiscard]] std::string remote() const override {
-    return addr_string(link_->conn().remote());
-  }
+  [[nodiscard]] std::string remote() const override { return link_->remote_text(); }
   [[nodiscard]] std::string failure() const override { return link_->failure(); }
   [[nodiscard]] Status rebind(const std::string& local) override { return link_->rebind(local); }
 

@@ -411,6 +411,11 @@ engine::FlowStats FlowDriver::stats_locked() {
       p.transport = it->second->transport;
       p.local = it->second->local;
       p.remote = it->second->remote;
+      if (p.transport == "quic") {
+        // The accepting side of a quic path follows the client's rebinds (QUIC migration).
+        const auto& sl = *it->second;
+        p.remote = sl.stream ? sl.stream->remote() : sl.packet->remote();
+      }
     }
   }
   return s;

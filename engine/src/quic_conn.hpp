@@ -151,6 +151,9 @@ class QuicConn {
   [[nodiscard]] const QuicAddr& local() const { return local_; }
   // smoothed_rtt: ngtcp2's smoothed RTT (ns).
   [[nodiscard]] QuicTime smoothed_rtt() const;
+  // pto_anchors: packets that carried a MAX_DATA frame only to arm QUIC's probe timeout
+  // (datagram mode, see arm_probe_timeout in quic_conn.cpp).
+  [[nodiscard]] std::uint64_t pto_anchors() const { return pto_anchors_; }
 
   // stateless_reset_for_test: a Stateless Reset (RFC 9000 section 10.3) for this server
   // connection's first connection id, as a peer that lost its state would send it.
@@ -168,6 +171,7 @@ class QuicConn {
  private:
   QuicConn() = default;
   void fail(Error e);
+  void arm_probe_timeout();
   void note_tx_path(const ngtcp2_path& p);
   void fail_and_tell(int liberr, QuicTime now);
   [[nodiscard]] Error describe_failure(int liberr, const char* what) const;
@@ -201,6 +205,9 @@ class QuicConn {
   std::vector<std::byte> pkt_;
   std::vector<std::byte> bye_;  // CONNECTION_CLOSE still to send after a local failure
   bool datagram_ = false;
+  bool sent_datagrams_ = false;  // a DATAGRAM frame left (datagram-mode traffic on this conn)
+  std::uint64_t window_ = 0;     // receive window (QuicSettings::window)
+  std::uint64_t pto_anchors_ = 0;
   bool got_reset_ = false;  // a Stateless Reset ended the connection
   std::uint8_t reset_token_[16] = {};  // server: for its first connection id
   std::deque<std::vector<std::byte>> dgram_out_;

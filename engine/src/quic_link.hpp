@@ -17,6 +17,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace rendr::detail {
@@ -88,6 +89,9 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
 
   // failure: the connection's error text ("quic: idle timeout"...), empty while it is alive.
   [[nodiscard]] std::string failure() const;
+  // remote_text: the peer's current address ("ip:port"; the listener side follows the
+  // client's rebinds), any thread.
+  [[nodiscard]] std::string remote_text() const;
 
  private:
   void read_own();
@@ -134,6 +138,10 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   QuicAddr tx_to_;
   std::vector<OldSocket> old_;
   void read_old(const std::shared_ptr<asio::ip::udp::socket>& s);
+  void note_remote();  // io thread: refresh remote_text_ when the peer's address moved
+  QuicAddr remote_seen_;
+  mutable std::mutex remote_mu_;
+  std::string remote_text_;  // guarded by remote_mu_
 };
 
 // make_quic_carrier: the StreamCarrier of a link whose handshake is done.

@@ -14,6 +14,7 @@
 //   mptcp_failover_*_ms   the same rig with Linux MPTCP (IPPROTO_MPTCP, two subflows)
 //   bytes_per_idle_flow   RSS delta over 1 000 idle flows (client + server end, one tcp path)
 //   quic_stream_ratio     a quic stream path / a tcp path, same listener and veth (engine_quic.cpp)
+//   g3_quic_*             G3: quic DATAGRAMs on one path, 10 rebinds (engine_quic.cpp)
 #include "engine_bench_rig.hpp"
 #include "engine_quic.hpp"
 
@@ -68,6 +69,8 @@ struct Config {
   std::uint64_t g1_mib = 1024;
   std::uint64_t runs = 10;
   std::uint64_t flows = 1000;
+  std::uint64_t g3_seconds = 10;
+  std::uint64_t g3_pps = 100000;
   std::string prefix;
   std::string only;  // comma list of sections; empty = all
   [[nodiscard]] bool runs_section(std::string_view name) const {
@@ -87,7 +90,7 @@ struct Config {
 };
 
 constexpr std::string_view kSections[] = {"throughput", "g1", "failover", "mptcp", "memory",
-                                          "quic"};
+                                          "quic", "g3quic"};
 
 void progress(const std::string& s) { std::fprintf(stderr, "rendr-bench engine: %s\n", s.c_str()); }
 
@@ -437,7 +440,8 @@ int run_engine(std::span<char* const> args) {
   ArgParser p("rendr-bench engine [--json] [options]",
               "The framing engine in a two-path multipath lab (needs root): throughput vs raw "
               "TCP, G1 time ratio, failover after a silent drop (prime, race, and Linux MPTCP), "
-              "memory per idle flow. docs/bench.md.");
+              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path. "
+              "docs/bench.md.");
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
   p.flag("check-targets", &cfg.check_targets, "exit 3 when a target is missed");
   p.flag("skip-mptcp", &cfg.skip_mptcp, "do not run the MPTCP baseline");
@@ -449,9 +453,12 @@ int run_engine(std::span<char* const> args) {
   p.uint("g1-mib", &cfg.g1_mib, 16, 65536, "MiB for the G1 time ratio");
   p.uint("runs", &cfg.runs, 1, 1000, "failover runs per mode");
   p.uint("flows", &cfg.flows, 10, 100000, "idle flows for bytes_per_idle_flow");
+  p.uint("g3-seconds", &cfg.g3_seconds, 1, 3600, "g3quic: seconds per phase (baseline, rebinds)");
+  p.uint("g3-pps", &cfg.g3_pps, 100, 10000000, "g3quic: offered packets/s of 1 KiB");
   p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
   p.str("only", &cfg.only, "LIST",
-        "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic); the JSON "
+        "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic,"
+        "g3quic); the JSON "
         "keys of the others are null");
   auto parsed = p.parse(args);
   if (!parsed) {
@@ -468,7 +475,7 @@ int run_engine(std::span<char* const> args) {
       const std::string_view name = rest.substr(0, comma);
       if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
         std::fprintf(stderr, "rendr-bench engine: --only: unknown section \"%.*s\" (one of "
-                     "throughput,g1,failover,mptcp,memory,quic)\n",
+                     "throughput,g1,failover,mptcp,memory,quic,g3quic)\n",
                      static_cast<int>(name.size()), name.data());
         return kExitUsage;
       }
@@ -648,6 +655,14 @@ int run_engine(std::span<char* const> args) {
       return fail(quic.error);
     }
   }
+  G3QuicResult g3;
+  const bool do_g3 = cfg.runs_section("g3quic");
+  if (do_g3) {
+    g3 = measure_g3_quic(rig, {static_cast<double>(cfg.g3_seconds), cfg.g3_pps}, progress);
+    if (!g3.error.empty()) {
+      return fail("g3quic: " + g3.error);
+    }
+  }
   const double raw_mbps = open_path.raw_mbps;
   const double rendr_mbps = open_path.rendr_mbps;
   const double throughput_ratio = do_tput ? open_path.ratio_median : 0;
@@ -776,6 +791,9 @@ int run_engine(std::span<char* const> args) {
     std::printf("  quic stream path: %.0f MB/s, tcp path %.0f MB/s, ratio %.3f\n", quic.quic_mbps,
                 quic.tcp_mbps, quic.ratio);
   }
+  if (do_g3) {
+    print_g3_quic(g3);
+  }
   if (do_tput) {
     std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s (medians of %llu x %llu MiB), "
                 "ratio median %.3f min %.3f max %.3f (targets >= 0.95, >= 0.85)\n"
@@ -835,6 +853,7 @@ int run_engine(std::span<char* const> args) {
     kv_if(do_quic, "quic_stream_ratio", quic.ratio);
     kv_if(do_quic, "quic_stream_mbps", quic.quic_mbps);
     kv_if(do_quic, "quic_stream_tcp_mbps", quic.tcp_mbps);
+    write_g3_quic_json(j, do_g3 ? &g3 : nullptr);
     kv_if(do_tput, "throughput_ratio_median", open_path.ratio_median);
     kv_if(do_tput, "throughput_ratio_min", open_path.ratio_min);
     kv_if(do_tput, "throughput_ratio_max", open_path.ratio_max);
@@ -889,7 +908,8 @@ int run_engine(std::span<char* const> args) {
   std::fflush(stdout);
   if (cfg.check_targets && ((do_tput && throughput_ratio < 0.95) ||
                             (do_g1 && g1_time_ratio > 1.10) ||
-                            (do_failover && (fo50 > 50 || race > 0.5)))) {
+                            (do_failover && (fo50 > 50 || race > 0.5)) ||
+                            (do_g3 && !g3_quic_targets_met(g3)))) {
     return kExitTargetMissed;
   }
   return kExitOk;

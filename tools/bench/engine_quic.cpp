@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-// measure_quic_stream (engine_quic.hpp).
+// measure_quic_stream and measure_g3_quic (engine_quic.hpp).
 #include "engine_quic.hpp"
 
 #include "rendrctl/cert.hpp"
 
 #include <rendr/engine/stats_json.hpp>
 
+#include <sys/resource.h>
+
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 namespace rendr::bench {
 
@@ -120,6 +126,330 @@ QuicStreamResult measure_quic_stream(EngineRig& rig, std::uint64_t bytes, int ru
   out.quic_mbps = static_cast<double>(bytes) / percentile(quic_s, 50) / 1e6;
   out.ratio = percentile(ratios, 50);
   return out;
+}
+
+namespace {
+
+using G3Clock = std::chrono::steady_clock;
+constexpr std::uint32_t kEchoEvery = 100;  // the server echoes every 100th packet (RTT samples)
+
+double process_cpu_s() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// G3Run: one flow's two phases. Packets carry [u32 id][u64 send time ns]; the server counts
+// every id and echoes [id][send time] for each 100th, the client turns echoes into RTTs.
+struct G3Run {
+  PacketConn& client;
+  PacketConn& server;
+  std::size_t size;
+  std::vector<std::uint8_t> seen;  // per id; the server reader thread only
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<std::uint64_t> sent{0};
+  std::atomic<bool> stop{false};
+  std::uint64_t rebind_first_id = UINT64_MAX;  // set before the second phase starts
+  std::mutex mu;
+  std::vector<double> rtt_base;
+  std::vector<double> rtt_rebind;
+  std::string error;  // first error of any thread (under mu)
+  G3Clock::time_point last_read{};
+
+  G3Run(PacketConn& c, PacketConn& s, std::size_t sz, std::uint64_t total)
+      : client(c), server(s), size(sz), seen(total, 0) {}
+
+  void fail(const std::string& e) {
+    std::lock_guard lk(mu);
+    if (error.empty()) {
+      error = e;
+    }
+    stop = true;
+  }
+
+  void serve() {
+    std::vector<std::byte> in;
+    while (!stop) {
+      auto r = server.read(in, deadline_in(std::chrono::milliseconds(200)));
+      if (!r) {
+        if (r.error().code == std::make_error_code(std::errc::timed_out)) {
+          continue;
+        }
+        fail("server read: " + r.error().message());
+        return;
+      }
+      if (!*r || in.size() < 12) {
+        fail("server read: EOF or a short packet");
+        return;
+      }
+      std::uint32_t id = 0;
+      std::memcpy(&id, in.data(), sizeof id);
+      if (id >= seen.size()) {
+        fail("server read: unknown packet id " + std::to_string(id));
+        return;
+      }
+      seen[id] = static_cast<std::uint8_t>(std::min(seen[id] + 1, 255));
+      received.fetch_add(1, std::memory_order_relaxed);
+      last_read = G3Clock::now();
+      if (id % kEchoEvery == 0) {
+        if (auto st = server.write(std::span<const std::byte>(in.data(), 12),
+                                   deadline_in(std::chrono::seconds(10)));
+            !st) {
+          fail("server echo: " + st.error().message());
+          return;
+        }
+      }
+    }
+  }
+
+  void read_echoes() {
+    std::vector<std::byte> in;
+    while (!stop) {
+      auto r = client.read(in, deadline_in(std::chrono::milliseconds(200)));
+      if (!r) {
+        if (r.error().code == std::make_error_code(std::errc::timed_out)) {
+          continue;
+        }
+        fail("client echo read: " + r.error().message());
+        return;
+      }
+      if (!*r || in.size() != 12) {
+        fail("client echo read: EOF or a malformed echo");
+        return;
+      }
+      std::uint32_t id = 0;
+      std::uint64_t t = 0;
+      std::memcpy(&id, in.data(), sizeof id);
+      std::memcpy(&t, in.data() + 4, sizeof t);
+      const double rtt = static_cast<double>(now_ns() - t) / 1e6;
+      std::lock_guard lk(mu);
+      (id >= rebind_first_id ? rtt_rebind : rtt_base).push_back(rtt);
+    }
+  }
+
+  // write_phase writes ids [first, first + count) at |pps|, paced in 1 ms steps.
+  void write_phase(std::uint64_t first, std::uint64_t count, std::uint64_t pps) {
+    std::vector<std::byte> p(size);
+    for (std::size_t i = 12; i < size; ++i) {
+      p[i] = static_cast<std::byte>(i & 0xff);
+    }
+    const auto start = G3Clock::now();
+    for (std::uint64_t i = 0; i < count && !stop;) {
+      const double elapsed = std::chrono::duration<double>(G3Clock::now() - start).count();
+      const auto due = static_cast<std::uint64_t>(elapsed * static_cast<double>(pps));
+      if (i >= due) {
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+        continue;
+      }
+      for (; i < due && i < count && !stop; ++i) {
+        const auto id = static_cast<std::uint32_t>(first + i);
+        const std::uint64_t t = now_ns();
+        std::memcpy(p.data(), &id, sizeof id);
+        std::memcpy(p.data() + 4, &t, sizeof t);
+        if (auto st = client.write(p, deadline_in(std::chrono::seconds(10))); !st) {
+          fail("client write " + std::to_string(id) + ": " + st.error().message());
+          return;
+        }
+        sent.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+};
+
+}  // namespace
+
+G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
+                             const std::function<void(const std::string&)>& progress) {
+  G3QuicResult out;
+  out.offered_pps = static_cast<double>(o.pps);
+  TempCerts certs;
+  if (auto st = certs.make(); !st) {
+    out.error = "quic certificates: " + st.error().message();
+    return out;
+  }
+  QuicTls tls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
+  // QUIC's RTT after each rebind: ngtcp2 resets it to 333 ms; the veth path's is ~0.1 ms.
+  tls.initial_rtt = std::chrono::milliseconds(1);
+  Result<ListenerPtr> l = make_error(std::errc::invalid_argument, "unset");
+  (void)rig.in_server([&]() -> Status {
+    l = listen_quic("0.0.0.0:0", tls, ListenOptions{});
+    return {};
+  });
+  if (!l) {
+    out.error = "listen_quic: " + l.error().message();
+    return out;
+  }
+  PathSpec p = EngineRig::path(1, (*l)->port(), "quic");
+  p.opts = {{"ca", tls.ca},           {"cert", certs.dir + "/client.pem"},
+            {"key", certs.dir + "/client.key"}, {"server_name", "server"},
+            {"mode", "datagram"},     {"initial_rtt_ms", "1"}};
+  DialOptions d;
+  d.paths = {p};
+  d.ledger_max_bytes = 8U << 20;
+  // The Dialer's io thread is created in the client namespace: rebind_path binds the new
+  // socket there.
+  Result<std::unique_ptr<Dialer>> dialer = make_error(std::errc::invalid_argument, "unset");
+  Result<PacketConnPtr> c = make_error(std::errc::invalid_argument, "unset");
+  (void)rig.in_client([&]() -> Status {
+    dialer = Dialer::create(std::move(d));
+    if (dialer) {
+      c = (*dialer)->dial_packet();
+    }
+    return {};
+  });
+  if (!dialer || !c) {
+    out.error = "dial quic datagram: " + (!dialer ? dialer.error() : c.error()).message();
+    return out;
+  }
+  auto s = (*l)->accept_packet(deadline_in(std::chrono::seconds(5)));
+  if (!s) {
+    out.error = "accept_packet: " + s.error().message();
+    return out;
+  }
+  const auto per_phase = static_cast<std::uint64_t>(o.seconds * static_cast<double>(o.pps));
+  if (per_phase == 0 || 2 * per_phase > UINT32_MAX) {
+    out.error = "g3: seconds x pps out of range";
+    return out;
+  }
+  G3Run run(**c, **s, std::max<std::size_t>(o.size, 12), 2 * per_phase);
+  const PathId path = (*c)->active_path();
+  const double cpu0 = process_cpu_s();
+  const CpuTime dio0 = named_threads_cpu("rendr-dialer");
+  const CpuTime lio0 = named_threads_cpu("rendr-listener");
+  const auto t0 = G3Clock::now();
+  std::thread server_t([&] { run.serve(); });
+  std::thread echo_t([&] { run.read_echoes(); });
+  for (int phase = 0; phase < 2 && !run.stop; ++phase) {
+    const bool rebind = phase == 1;
+    progress(rebind ? "g3 quic: phase 2, with rebinds" : "g3 quic: phase 1, baseline");
+    if (rebind) {
+      std::lock_guard lk(run.mu);
+      run.rebind_first_id = per_phase;
+    }
+    std::thread writer([&] { run.write_phase(phase * per_phase, per_phase, o.pps); });
+    if (rebind) {
+      const auto start = G3Clock::now();
+      for (int i = 0; i < o.rebinds && !run.stop; ++i) {
+        std::this_thread::sleep_until(
+            start + std::chrono::duration_cast<G3Clock::duration>(
+                        std::chrono::duration<double>(o.seconds * (i + 1) / (o.rebinds + 1))));
+        Status st = (*c)->rebind_path(path, "0.0.0.0:0");
+        // The peer's next connection id is a round trip away after the previous rebind.
+        for (int k = 0; k < 200 && !st &&
+                        st.error().code ==
+                            std::make_error_code(std::errc::resource_unavailable_try_again);
+             ++k) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          st = (*c)->rebind_path(path, "0.0.0.0:0");
+        }
+        if (!st) {
+          run.fail("rebind " + std::to_string(i + 1) + ": " + st.error().message());
+          break;
+        }
+        ++out.rebinds;
+      }
+    }
+    writer.join();
+  }
+  // Everything written arrives (or the flow reports why not) within 10 s.
+  const auto drain_until = G3Clock::now() + std::chrono::seconds(10);
+  while (!run.stop && run.received.load() < run.sent.load() && G3Clock::now() < drain_until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // late duplicates, last echoes
+  run.stop = true;
+  server_t.join();
+  echo_t.join();
+  out.cpu_s = process_cpu_s() - cpu0;
+  out.dialer_io_cpu_s = (named_threads_cpu("rendr-dialer") - dio0).total();
+  out.listener_io_cpu_s = (named_threads_cpu("rendr-listener") - lio0).total();
+  out.sent = run.sent.load();
+  for (std::uint64_t i = 0; i < out.sent; ++i) {
+    out.missing += run.seen[i] == 0 ? 1 : 0;
+    out.dups += run.seen[i] > 1 ? 1 : 0;
+  }
+  const std::uint64_t got = run.received.load();
+  const double secs = std::chrono::duration<double>(run.last_read - t0).count();
+  out.pps = secs > 0 ? static_cast<double>(got) / secs : 0;
+  out.cpu_us_per_packet = got > 0 ? out.cpu_s * 1e6 / static_cast<double>(got) : 0;
+  out.rtt_p95_ms = percentile(run.rtt_rebind, 95);
+  out.rtt_p95_baseline_ms = percentile(run.rtt_base, 95);
+  out.rtt_p50_ms = percentile(run.rtt_rebind, 50);
+  out.rtt_p50_baseline_ms = percentile(run.rtt_base, 50);
+  out.rtt_max_ms = percentile(run.rtt_rebind, 100);
+  out.rtt_max_baseline_ms = percentile(run.rtt_base, 100);
+  const auto cs = (*c)->stats();
+  out.migrations = cs.migration_count;
+  out.retransmits = cs.retransmits;
+  if (!run.error.empty()) {
+    out.error = run.error + "\n  client: " + engine::flow_stats_json(cs) +
+                "\n  server: " + engine::flow_stats_json((*s)->stats());
+  }
+  (void)(*c)->close();
+  return out;
+}
+
+double g3_quic_rtt_ratio(const G3QuicResult& r) {
+  return r.rtt_p95_baseline_ms > 0 ? r.rtt_p95_ms / r.rtt_p95_baseline_ms : 0;
+}
+
+bool g3_quic_targets_met(const G3QuicResult& r, int rebinds) {
+  return r.pps >= 0.99 * r.offered_pps && r.missing == 0 && r.dups == 0 &&
+         r.rebinds == rebinds && g3_quic_rtt_ratio(r) < 2;
+}
+
+void print_g3_quic(const G3QuicResult& r) {
+  std::printf("  G3 quic (one datagram path, %d rebinds): offered %.0f pps, delivered %.0f pps, "
+              "sent %llu, missing %llu, dups %llu; RTT p95 %.3f ms vs %.3f ms baseline (ratio "
+              "%.2f), p50 %.3f / %.3f ms, max %.1f / %.1f ms; engine migrations %llu, "
+              "retransmits %llu; CPU %.2f s (%.1f us/packet; dialer io %.2f s, listener io "
+              "%.2f s); targets %s\n",
+              r.rebinds, r.offered_pps, r.pps, static_cast<unsigned long long>(r.sent),
+              static_cast<unsigned long long>(r.missing), static_cast<unsigned long long>(r.dups),
+              r.rtt_p95_ms, r.rtt_p95_baseline_ms, g3_quic_rtt_ratio(r), r.rtt_p50_ms,
+              r.rtt_p50_baseline_ms, r.rtt_max_ms,
+              r.rtt_max_baseline_ms, static_cast<unsigned long long>(r.migrations),
+              static_cast<unsigned long long>(r.retransmits), r.cpu_s, r.cpu_us_per_packet,
+              r.dialer_io_cpu_s, r.listener_io_cpu_s, g3_quic_targets_met(r) ? "met" : "missed");
+}
+
+void write_g3_quic_json(JsonWriter& j, const G3QuicResult* r) {
+  const auto num = [&](std::string_view key, double v) {
+    if (r != nullptr) {
+      j.kv(key, v);
+    } else {
+      j.kv_null(key);
+    }
+  };
+  const auto cnt = [&](std::string_view key, std::uint64_t v) {
+    if (r != nullptr) {
+      j.kv(key, v);
+    } else {
+      j.kv_null(key);
+    }
+  };
+  const G3QuicResult none;
+  const G3QuicResult& g = r != nullptr ? *r : none;
+  num("g3_quic_pps", g.pps);
+  num("g3_quic_offered_pps", g.offered_pps);
+  cnt("g3_quic_sent", g.sent);
+  cnt("g3_quic_missing", g.missing);
+  cnt("g3_quic_dups", g.dups);
+  cnt("g3_quic_rebinds", static_cast<std::uint64_t>(g.rebinds));
+  num("g3_quic_rtt_p95_ms", g.rtt_p95_ms);
+  num("g3_quic_rtt_p95_baseline_ms", g.rtt_p95_baseline_ms);
+  num("g3_quic_rtt_p95_ratio", g3_quic_rtt_ratio(g));
+  num("g3_quic_rtt_p50_ms", g.rtt_p50_ms);
+  num("g3_quic_rtt_p50_baseline_ms", g.rtt_p50_baseline_ms);
+  num("g3_quic_rtt_max_ms", g.rtt_max_ms);
+  num("g3_quic_rtt_max_baseline_ms", g.rtt_max_baseline_ms);
+  cnt("g3_quic_migrations", g.migrations);
+  cnt("g3_quic_retransmits", g.retransmits);
+  num("g3_quic_cpu_s", g.cpu_s);
+  num("g3_quic_cpu_us_per_packet", g.cpu_us_per_packet);
+  num("g3_quic_dialer_io_cpu_s", g.dialer_io_cpu_s);
+  num("g3_quic_listener_io_cpu_s", g.listener_io_cpu_s);
 }
 
 }  // namespace rendr::bench

@@ -2,10 +2,14 @@
 // The quic carrier in `rendr-bench engine` (docs/bench.md "engine", key quic_stream_ratio): the
 // same transfer over path 1 of the lab through a tcp path and through a quic stream path (one
 // listener taking both: listen_tcp + add_quic, certificates from `rendrctl cert`'s code in a
-// temporary directory), alternated, medians of each.
+// temporary directory), alternated, medians of each. And G3 on one path (keys g3_quic_*):
+// QUIC DATAGRAMs at a fixed rate over one quic datagram path, first without, then with 10
+// in-place rebinds (connection-ID migrations), each phase for the same time on the same flow.
 #pragma once
 
 #include "engine_bench_rig.hpp"
+
+#include <rendr/common/json.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -23,5 +27,48 @@ struct QuicStreamResult {
 [[nodiscard]] QuicStreamResult measure_quic_stream(
     EngineRig& rig, std::uint64_t bytes, int runs,
     const std::function<void(const std::string&)>& progress);
+
+struct G3QuicOptions {
+  double seconds = 10;         // per phase (baseline, then with rebinds)
+  std::uint64_t pps = 100000;  // offered packets per second
+  std::size_t size = 1024;     // bytes per packet
+  int rebinds = 10;            // in the second phase, evenly spread
+};
+
+struct G3QuicResult {
+  double offered_pps = 0;
+  double pps = 0;           // delivered per second over both phases (first write to last read)
+  std::uint64_t sent = 0;   // packets written (both phases)
+  std::uint64_t missing = 0;
+  std::uint64_t dups = 0;
+  int rebinds = 0;          // rebinds that succeeded
+  double rtt_p95_ms = 0;    // echoed samples (every 100th packet), phase with rebinds
+  double rtt_p95_baseline_ms = 0;
+  double rtt_p50_ms = 0;
+  double rtt_p50_baseline_ms = 0;
+  double rtt_max_ms = 0;    // worst echoed sample with rebinds
+  double rtt_max_baseline_ms = 0;
+  std::uint64_t migrations = 0;  // engine migrations of the flow (rebinds are not migrations)
+  std::uint64_t retransmits = 0;  // client's RTO re-sends (the engine's, over both phases)
+  // CPU seconds over both phases: the whole process, and the dialer's and listener's io
+  // threads (QUIC, TLS and the engine for each side); per delivered packet in microseconds.
+  double cpu_s = 0;
+  double cpu_us_per_packet = 0;
+  double dialer_io_cpu_s = 0;
+  double listener_io_cpu_s = 0;
+  std::string error;  // empty on success
+};
+
+[[nodiscard]] G3QuicResult measure_g3_quic(
+    EngineRig& rig, const G3QuicOptions& o,
+    const std::function<void(const std::string&)>& progress);
+// rtt_ratio: rtt_p95_ms / rtt_p95_baseline_ms (0 without a baseline).
+[[nodiscard]] double g3_quic_rtt_ratio(const G3QuicResult& r);
+// g3_quic_targets_met: all offered packets delivered per second (>= 99 %), 0 missing, 0 dups,
+// every rebind done, RTT p95 ratio < 2.
+[[nodiscard]] bool g3_quic_targets_met(const G3QuicResult& r, int rebinds = 10);
+void print_g3_quic(const G3QuicResult& r);
+// write_g3_quic_json: the g3_quic_* keys (null when |r| is null: the section did not run).
+void write_g3_quic_json(JsonWriter& j, const G3QuicResult* r);
 
 }  // namespace rendr::bench

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// bench.repair_smoke / bench.migrate_smoke / ... / bench.ingress_smoke (ctest, label priv): run
-// `rendr-bench repair|migrate|... --json` with tiny counts and check that it exits 0 and that
-// the last stdout line is a JSON object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG from
+// bench.*_smoke (ctest, label priv): run `rendr-bench repair|migrate|hostile|userstack|engine|
+// ingress --json` with tiny counts and check that it exits 0 and that the last stdout line is a
+// JSON object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG from
 // --plot). They never assert on timing (the bench reports against its targets). Like
 // tests/support/priv_main.cpp it first probes what it needs (a network namespace, TCP_REPAIR)
 // with the capability probe and prints one "SKIP ..." line and exits 77 when that fails - or
@@ -67,10 +67,13 @@ bool file_is_png(const std::string& path) {
 
 }  // namespace
 
-// usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile|userstack|ingress]
+// usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile|userstack|g3quic|ingress]
 int main(int argc, char** argv) {
   if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: %s <path to rendr-bench> [repair|migrate|hostile|userstack|ingress]\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s <path to rendr-bench> [repair|migrate|hostile|userstack|g3quic|"
+                 "ingress]\n",
+                 argv[0]);
     return 2;
   }
   const std::string which = argc == 3 ? argv[2] : "repair";
@@ -140,6 +143,16 @@ int main(int argc, char** argv) {
     spec.exact = {"\"bytes_intact\":true", "\"e2e_bytes\":16777216", "\"raw_bytes\":16777216",
                   "\"failover_runs\":2", "\"failover_runs_failed\":0"};
     spec.numbers = {"e2e_gbps", "raw_gbps", "failover_stall_ms_p50", "flows_per_s"};
+  } else if (which == "g3quic") {
+    // G3 on one quic datagram path at a low rate: 2 s baseline, 2 s with 10 rebinds.
+    spec.args = "engine --json --only g3quic --g3-seconds 2 --g3-pps 2000";
+    spec.keys = {"g3_quic_pps", "g3_quic_sent", "g3_quic_missing", "g3_quic_dups",
+                 "g3_quic_rebinds", "g3_quic_rtt_p95_ms", "g3_quic_rtt_p95_baseline_ms",
+                 "g3_quic_rtt_p95_ratio"};
+    // Every packet arrived exactly once, every rebind was done in place (no migration).
+    spec.exact = {"\"g3_quic_sent\":8000", "\"g3_quic_missing\":0", "\"g3_quic_dups\":0",
+                  "\"g3_quic_rebinds\":10", "\"g3_quic_migrations\":0"};
+    spec.numbers = {"g3_quic_pps", "g3_quic_rtt_p95_ms", "g3_quic_rtt_p95_baseline_ms"};
   } else {
     std::fprintf(stderr, "%s: unknown bench %s\n", argv[0], which.c_str());
     return 2;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Helpers of the engine's API tests over loopback (api_test.cpp, quic_net_test.cpp): path
-// specs, fast probing configs, a dialled pair, a pattern writer thread and a verifying reader.
+// specs, fast probing configs, a dialled pair, a pattern writer thread and a verifying reader,
+// a numbered packet writer with an exact-set reader (PacketRun).
 #pragma once
 
 #include <rendr/engine/conn.hpp>
@@ -13,6 +14,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <functional>
 #include <thread>
 #include <type_traits>
@@ -167,5 +171,59 @@ inline KilledTransfer transfer_killing_active(Conn& client, Conn& server, std::u
   return k;
 }
 
+// PacketRun: |count| packets of |size| bytes, numbered in their first 4 bytes, written from a
+// thread; the caller reads them and counts each id.
+struct PacketRun {
+  PacketRun(PacketConn& c, int count, std::size_t size)
+      : seen(static_cast<std::size_t>(count), 0), t([&c, count, size, this] {
+          std::vector<std::byte> p(size);
+          for (int i = 0; i < count; ++i) {
+            std::memcpy(p.data(), &i, sizeof i);
+            p[size - 1] = static_cast<std::byte>(i & 0xff);
+            auto st = c.write(p, deadline_in(30s));
+            if (!st) {
+              error = st.error().message();
+              return;
+            }
+            written = i + 1;
+          }
+        }) {}
+  ~PacketRun() {
+    if (t.joinable()) {
+      t.join();
+    }
+  }
+  // read_all reads |count| packets; |at| is called after each with the number read.
+  void read_all(PacketConn& s, std::size_t size, const std::function<void(int)>& at = {}) {
+    std::vector<std::byte> in;
+    for (std::size_t n = 0; n < seen.size(); ++n) {
+      auto r = s.read(in, deadline_in(30s));
+      if (!r || !*r) {
+        INFO("reader at " << n << ", writer at " << written << " " << error << " "
+                           << engine::flow_stats_json(s.stats()));
+        REQUIRE_OK(r);
+        REQUIRE(*r);
+      }
+      REQUIRE(in.size() == size);
+      int id = 0;
+      std::memcpy(&id, in.data(), sizeof id);
+      REQUIRE(id >= 0);
+      REQUIRE(static_cast<std::size_t>(id) < seen.size());
+      REQUIRE(in[size - 1] == static_cast<std::byte>(id & 0xff));
+      seen[static_cast<std::size_t>(id)] += 1;
+      if (at) {
+        at(static_cast<int>(n + 1));
+      }
+    }
+  }
+  [[nodiscard]] long missing() const { return std::count(seen.begin(), seen.end(), 0); }
+  [[nodiscard]] long dups() const {
+    return std::count_if(seen.begin(), seen.end(), [](int n) { return n > 1; });
+  }
+  std::vector<int> seen;
+  std::string error;
+  std::atomic<int> written{0};
+  std::thread t;
+};
 
 }  // namespace rendr::test::api

@@ -314,6 +314,53 @@ TEST_CASE("quic core: datagram mode carries DATAGRAM frames, packs small ones, l
   }
 }
 
+TEST_CASE("quic core: datagram mode recovers from a lost tail that filled the congestion window",
+          "[engine][quic][datagram]") {
+  // ngtcp2 0.12 arms no probe timeout for packets of DATAGRAM frames only: a burst lost whole
+  // (the tail) left the sender with a full congestion window and nothing to detect the loss,
+  // so it never sent again (QuicConn::arm_probe_timeout). Before the fix this test's client
+  // still had every queued datagram after 3 s of fake time.
+  QuicCerts k;
+  QuicSettings cs;
+  cs.datagram = true;
+  Pair p(k, "a", "a", cs);
+  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  // Let the handshake's last control frames be acknowledged: they would arm the timer.
+  (void)p.run(500, [] { return false; });
+  constexpr int kCount = 300;  // ~300 KB: far more than the initial congestion window
+  for (int i = 0; i < kCount; ++i) {
+    auto d = pattern(1000, static_cast<std::uint8_t>(i));
+    d[0] = static_cast<std::byte>(i >> 8);
+    d[1] = static_cast<std::byte>(i & 0xff);
+    REQUIRE(p.c->send_datagram(d));
+  }
+  // The first burst - everything the congestion window lets out - is lost.
+  std::size_t lost = 0;
+  p.c->produce(p.now, 256, [&](std::span<const std::byte>) { ++lost; });
+  REQUIRE(lost > 0);
+  const std::size_t queued = p.c->datagrams_queued();
+  REQUIRE(queued > 0);
+  REQUIRE(queued < static_cast<std::size_t>(kCount));
+  std::vector<int> seen(kCount, 0);
+  const auto take = [&] {
+    for (const auto& got : p.s->datagrams_in()) {
+      const int id = (static_cast<int>(got[0]) << 8) | static_cast<int>(got[1]);
+      seen[static_cast<std::size_t>(id)] += 1;
+    }
+    p.s->datagrams_in().clear();
+  };
+  REQUIRE(p.run(3000, [&] {
+    take();
+    return p.c->datagrams_queued() == 0;
+  }));
+  REQUIRE(p.run(100, [&] { return false; }) == false);  // what is in flight lands
+  take();
+  CHECK(p.c->pto_anchors() > 0);
+  CHECK(std::count(seen.begin(), seen.end(), 1) == static_cast<long>(queued));
+  CHECK(std::count_if(seen.begin(), seen.end(), [](int n) { return n > 1; }) == 0);
+  CHECK_FALSE(p.c->failed());
+}
+
 TEST_CASE("quic core: the client migrates to a new address, the server follows, bytes go on",
           "[engine][quic][rebind]") {
   QuicCerts k;

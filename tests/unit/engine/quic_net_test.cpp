@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The quic carrier over real loopback sockets (port 0, 127.0.0.1 only), stream mode: a 64 MiB
 // flow over two quic paths migrated mid-transfer, a mixed tcp + quic flow, refusals at dial
-// (wrong CA, client certificate from another CA) within the handshake timeout, the peer's close
-// failing the path at once, and junk datagrams at the listener dropped and counted.
+// (wrong CA, client certificate from another CA) within the handshake timeout, either side's
+// close and the listener's idle timeout failing the path at once (named), and junk datagrams
+// at the listener dropped and counted.
 #include <rendr/engine/conn.hpp>
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/errors.hpp>
@@ -249,6 +250,71 @@ TEST_CASE("engine quic: the peer closing a quic path fails it at once on the oth
   std::vector<std::byte> in(msg.size());
   REQUIRE_OK((*s)->read(in, deadline_in(5s)));
   CHECK(std::memcmp(in.data(), msg.data(), msg.size()) == 0);
+}
+
+TEST_CASE("engine quic: the listener closing a quic path fails it at once on the dialer, named",
+          "[engine][quic][net]") {
+  QuicCerts k;
+  ListenOptions lo = listen_opts();
+  lo.flow.probe_interval = 1s;
+  lo.flow.fresh_min = 10s;
+  auto l = listen_quic("127.0.0.1:0", server_tls(k), lo);
+  REQUIRE_OK(l);
+  auto o = dial_opts({quic_path(k, (*l)->local_address(), "q1"),
+                      quic_path(k, (*l)->local_address(), "q2")});
+  o.probe_interval = 1s;
+  o.fresh_min = 10s;
+  auto [d, c, s] = dial_pair(**l, o);
+  REQUIRE((*c)->stats().paths.size() == 2);
+  const auto t0 = std::chrono::steady_clock::now();
+  (*s)->kill_path_for_test((*s)->active_path());
+  while ((*c)->stats().paths.size() == 2 && std::chrono::steady_clock::now() - t0 < 5s) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK((*c)->stats().paths.size() == 1);
+  CHECK(took < 500ms);
+  CHECK_THAT((*c)->stats().last_path_down, Catch::Contains("quic: peer closed (code 0"));
+  const std::string msg = "still here";
+  REQUIRE_OK((*s)->write(std::as_bytes(std::span(msg.data(), msg.size())), deadline_in(5s)));
+  std::vector<std::byte> in(msg.size());
+  REQUIRE_OK((*c)->read(in, deadline_in(5s)));
+  CHECK(std::memcmp(in.data(), msg.data(), msg.size()) == 0);
+}
+
+TEST_CASE("engine quic: the listener's idle timeout fails the path at once on both sides, named",
+          "[engine][quic][net]") {
+  QuicCerts k;
+  // The listener allows 300 ms without a packet; the engine probes every 5 s with a 20 s
+  // freshness window, so nothing but QUIC's idle timeout can end the path within the test.
+  QuicTls tls = server_tls(k);
+  tls.idle_timeout = 300ms;
+  ListenOptions lo = listen_opts();
+  lo.flow.probe_interval = 5s;
+  lo.flow.fresh_min = 20s;
+  lo.flow.fresh_max = 30s;
+  auto l = listen_quic("127.0.0.1:0", tls, lo);
+  REQUIRE_OK(l);
+  auto o = dial_opts({quic_path(k, (*l)->local_address(), "q1")});
+  o.probe_interval = 5s;
+  o.fresh_min = 20s;
+  o.fresh_max = 30s;
+  auto [d, c, s] = dial_pair(**l, o);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto down = [](Conn& x) { return x.stats().paths_lost > 0; };
+  while ((!down(**s) || !down(**c)) && std::chrono::steady_clock::now() - t0 < 10s) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const auto took = std::chrono::steady_clock::now() - t0;
+  const auto ss = (*s)->stats();
+  const auto cs = (*c)->stats();
+  INFO("server: " << engine::flow_stats_json(ss));
+  INFO("client: " << engine::flow_stats_json(cs));
+  // QUIC's verdict, named on both ends (the dialer took the listener's shorter timeout), well
+  // before any engine timer (the first probe is 5 s away).
+  CHECK_THAT(ss.last_path_down, Catch::Contains("quic: idle timeout"));
+  CHECK_THAT(cs.last_path_down, Catch::Contains("quic: idle timeout"));
+  CHECK(took < 3s);
 }
 
 TEST_CASE("engine quic: junk datagrams at the listener are dropped, counted and bounded",

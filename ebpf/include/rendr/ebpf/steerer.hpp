@@ -69,6 +69,18 @@ struct BackendCounters {
 
 struct SteererOptions {
   std::uint32_t max_flows = 65536;
+  // tc_handle: nonzero = every steering filter takes this handle at a fixed priority and
+  // replaces the one there, and attach()/attach_return() first copy the flow table of the
+  // program they replace (a gateway agent restarted after a crash keeps steering the flows that
+  // live on non-default backends; backend indices are translated by device and next hop, so set
+  // the backends first). 0: the kernel picks a handle, nothing is adopted.
+  std::uint32_t tc_handle = 0;
+};
+
+// AdoptCounts: flow entries attach() took over from a replaced steering program.
+struct AdoptCounts {
+  std::size_t adopted = 0;
+  std::size_t dropped = 0;  // their backend is not configured any more
 };
 
 class Steerer {
@@ -88,6 +100,8 @@ class Steerer {
   // attach_return adds steer_return at clsact ingress of a backend-facing device |ifindex|:
   // it records the servers' FIN / RST of steered flows (for collect) and changes nothing.
   [[nodiscard]] Status attach_return(int ifindex);
+  // adopted: what attach()/attach_return() took over so far (SteererOptions::tc_handle).
+  [[nodiscard]] AdoptCounts adopted() const;
 
   // add_vip / remove_vip list the addresses (port ignored) whose traffic is steered.
   [[nodiscard]] Status add_vip(const Endpoint& vip);
