@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // bench.*_smoke (ctest, label priv): run `rendr-bench repair|migrate|hostile|userstack|engine|
 // ingress --json` with tiny counts and check that it exits 0 and that the last stdout line is a
-// JSON object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG from
-// --plot). They never assert on timing (the bench reports against its targets). Like
+// JSON object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG
+// from --plot). They never assert on timing (the bench reports against its targets). Like
 // tests/support/priv_main.cpp it first probes what it needs (a network namespace, TCP_REPAIR)
 // with the capability probe and prints one "SKIP ..." line and exits 77 when that fails - or
 // "FAIL ..." and 1 under CI=true / RENDR_REQUIRE_PRIV=1, where a skip would hide bugs.
