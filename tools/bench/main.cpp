@@ -25,6 +25,8 @@ constexpr Subcommand kSubcommands[] = {
      &rendr::bench::run_hostile},
     {"userstack", "lwIP over TUN: one flow each way vs the kernel, snapshot+restore latency",
      &rendr::bench::run_userstack},
+    {"ingress", "rendr-tun: e2e vs raw throughput, failover stall as the app sees it, flows/s",
+     &rendr::bench::run_ingress},
     {"echo-server", "(internal) echo server for `migrate`, registered with an agent",
      &rendr::bench::run_echo_server},
     {"hostile-listener", "(internal) engine echo listener for `hostile`",

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// bench.*_smoke (ctest, label priv): run `rendr-bench repair|migrate|hostile|userstack|engine
-// --json` with tiny counts and check that it exits 0 and that the last stdout line is a JSON
-// object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG from
-// --plot). They never assert on timing (the bench reports against its targets). Like
+// bench.*_smoke (ctest, label priv): run `rendr-bench repair|migrate|hostile|userstack|engine|
+// ingress --json` with tiny counts and check that it exits 0 and that the last stdout line is a
+// JSON object carrying the documented keys (migrate: also zero RST, zero bytes lost, and a PNG
+// from --plot). They never assert on timing (the bench reports against its targets). Like
 // tests/support/priv_main.cpp it first probes what it needs (a network namespace, TCP_REPAIR)
 // with the capability probe and prints one "SKIP ..." line and exits 77 when that fails - or
 // "FAIL ..." and 1 under CI=true / RENDR_REQUIRE_PRIV=1, where a skip would hide bugs.
@@ -25,7 +25,9 @@ namespace {
 std::string probe(const std::string& which) {
   rendr::agents::ProbeOptions o;
   // userstack: its own namespace and TUN, then agent labs with a native host (TCP_REPAIR).
+  // ingress: the ingress lab's namespaces and TUN only.
   o.only = which == "userstack" ? std::vector<std::string>{"netns", "tun", "tcp_repair"}
+           : which == "ingress" ? std::vector<std::string>{"netns", "tun"}
                                 : std::vector<std::string>{"netns", "tcp_repair"};
   const auto report = rendr::agents::probe_capabilities(o);
   std::string why;
@@ -65,11 +67,12 @@ bool file_is_png(const std::string& path) {
 
 }  // namespace
 
-// usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile|userstack|g3quic]
+// usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile|userstack|g3quic|ingress]
 int main(int argc, char** argv) {
   if (argc < 2 || argc > 3) {
     std::fprintf(stderr,
-                 "usage: %s <path to rendr-bench> [repair|migrate|hostile|userstack|g3quic]\n",
+                 "usage: %s <path to rendr-bench> [repair|migrate|hostile|userstack|g3quic|"
+                 "ingress]\n",
                  argv[0]);
     return 2;
   }
@@ -130,6 +133,16 @@ int main(int argc, char** argv) {
                   "\"moves\":2", "\"moves_bytes_lost\":0", "\"moves_failures\":\"\""};
     // Two moves per lab: one n2u and one u2n in the mixed lab, two u->u.
     spec.numbers = {"u2n_stall_ms", "n2u_stall_ms", "migrate_downtime_p50_ms"};
+  } else if (which == "ingress") {
+    spec.args = "ingress --json --quiet --mib 16 --runs 2 --pre-mib 4 --post-ms 500 "
+                "--flow-clients 4 --flows-ms 500";
+    spec.keys = {"e2e_gbps", "raw_gbps", "failover_stall_ms_p50", "failover_stall_ms_max",
+                 "flows_per_s", "e2e_cpu_s", "flows_cpu_s", "failover_runs_failed"};
+    // Every byte checked against the origin's pattern (the bench exits 1 otherwise), each
+    // download whole, both failover runs completed at the app (no reset, no 20 s silence).
+    spec.exact = {"\"bytes_intact\":true", "\"e2e_bytes\":16777216", "\"raw_bytes\":16777216",
+                  "\"failover_runs\":2", "\"failover_runs_failed\":0"};
+    spec.numbers = {"e2e_gbps", "raw_gbps", "failover_stall_ms_p50", "flows_per_s"};
   } else if (which == "g3quic") {
     // G3 on one quic datagram path at a low rate: 2 s baseline, 2 s with 10 rebinds.
     spec.args = "engine --json --only g3quic --g3-seconds 2 --g3-pps 2000";

@@ -32,5 +32,7 @@ int run_hostile(std::span<char* const> args);
 // run_userstack: `rendr-bench userstack` (userstack_bench.cpp).
 int run_userstack(std::span<char* const> args);
 int run_hostile_listener(std::span<char* const> args);
+// run_ingress: `rendr-bench ingress` (ingress_bench.cpp).
+int run_ingress(std::span<char* const> args);
 
 }  // namespace rendr::bench

@@ -271,7 +271,8 @@ Status pin_neighbour(const std::string& netns, const std::string& ifname,
 }
 
 const std::vector<std::string>& lab_roles() {
-  static const std::vector<std::string> kRoles = {"peer", "gw", "a", "b", "client", "server"};
+  static const std::vector<std::string> kRoles = {
+      "peer", "gw", "a", "b", "client", "server", "app", "egress", "origin"};
   return kRoles;
 }
 

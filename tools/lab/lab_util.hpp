@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Helpers shared by the named-netns labs (gateway_lab, multipath_lab) and rendr-lab: running
+// Helpers shared by the named-netns labs (gateway_lab, multipath_lab, ingress_lab) and rendr-lab: running
 // commands inside a namespace, listing and deleting a prefix's namespaces, reading interface
 // indexes, and NetnsEnter (move the calling thread into a namespace and back). Everything here
 // only touches namespaces under /run/netns whose names the caller passes in. Not thread-safe
@@ -97,7 +97,7 @@ struct Link {
 inline constexpr const char* kProbePing = "ping -q -c1 -i0.02 -w3";
 
 // lab_roles lists every namespace role any lab may create ("peer", "gw", "a", "b", "client",
-// "server"); a lab's namespace is "<prefix>-<role>".
+// "server", "app", "egress", "origin"); a lab's namespace is "<prefix>-<role>".
 [[nodiscard]] const std::vector<std::string>& lab_roles();
 // existing_lab_namespaces returns the "<prefix>-<role>" namespaces that exist now.
 [[nodiscard]] std::vector<std::string> existing_lab_namespaces(const std::string& prefix);

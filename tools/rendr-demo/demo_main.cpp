@@ -16,6 +16,11 @@
 // 4242 with no capability at all (setpriv), terminating the connection in its lwIP; the file
 // server gets it through the same embed API. The report shows each host agent's method, uid
 // and effective capabilities.
+//
+// --tun: stock curl downloads through rendr-tun (TUN ingress + egress over a two-path engine
+// flow) in the ingress lab while the active path is silently dropped and later re-added
+// (demo_tun.cpp).
+#include "demo_tun.hpp"
 #include "lab/agent_stack.hpp"
 #include "lab/gateway_lab.hpp"
 
@@ -48,6 +53,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: rendr-demo [--method M] [--size-mib N] [--migrations N] [--rate-mib R] [--json]\n"
     "                  [--keep-file] [--lab-prefix P]\n"
+    "       rendr-demo --tun [--size-mib N] [--rate-mib R] [--json] [--keep-file] [--lab-prefix P]\n"
     "\n"
     "Live TCP migration demo: stock curl downloads a file from a VIP served by hostA while the\n"
     "rendr agents move the serving connection between hostA and hostB (network namespaces on\n"
@@ -67,7 +73,14 @@ constexpr const char* kUsage =
     "  --json           print one JSON object with the results as the last line\n"
     "  --keep-file      keep curl's download (path printed) instead of deleting it\n"
     "  --lab-prefix P   name the lab's namespaces P-peer, P-gw, P-a, P-b (default rendr-demo;\n"
-    "                   an earlier lab with the same prefix is removed first)\n";
+    "                   an earlier lab with the same prefix is removed first)\n"
+    "\n"
+    "  --tun            instead: an unmodified app through rendr-tun (docs/tun-ingress.md).\n"
+    "                   Stock curl in P-app downloads from an origin in P-origin through the\n"
+    "                   TUN, rendr-tun ingress, a two-path engine flow and rendr-tun egress;\n"
+    "                   the active path is silently dropped (nftables) at 1/3 and re-added at\n"
+    "                   2/3. Reports bytes, SHA-256, resets and the stall as curl saw it.\n"
+    "                   Needs root (netns, TUN). Defaults: --size-mib 256 --rate-mib 32.\n";
 
 lab::GatewayLab* g_lab = nullptr;
 
@@ -221,6 +234,9 @@ int main(int argc, char** argv) {
   bool keep = false;
   std::string method = "native";
   std::string prefix = "rendr-demo";
+  bool tun = false;
+  bool size_set = false;
+  bool rate_set = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto need = [&](const char* what) -> const char* {
@@ -236,6 +252,7 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a == "--size-mib") {
       size_mib = std::strtoull(need("--size-mib"), &end, 10);
+      size_set = true;
       if (*end != '\0' || size_mib == 0 || size_mib > 65536) {
         return fail("--size-mib must be a number in 1..65536");
       }
@@ -246,6 +263,7 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--rate-mib") {
       rate_mib = std::strtoull(need("--rate-mib"), &end, 10);
+      rate_set = true;
       if (*end != '\0' || rate_mib > 100000) {
         return fail("--rate-mib must be a number in 0..100000");
       }
@@ -258,12 +276,31 @@ int main(int argc, char** argv) {
       prefix = need("--lab-prefix");
     } else if (a == "--json") {
       json = true;
+    } else if (a == "--tun") {
+      tun = true;
     } else if (a == "--keep-file") {
       keep = true;
     } else {
       std::fprintf(stderr, "rendr-demo: unknown argument '%s'\n%s", a.c_str(), kUsage);
       return 2;
     }
+  }
+  if (tun) {
+    if (method != "native" || migrations != 3) {
+      return fail("--tun takes no --method or --migrations (the path under the flow changes, "
+                  "not the host)");
+    }
+    if (::geteuid() != 0) {
+      return fail("needs root (network namespaces, a TUN device); run with sudo");
+    }
+    demo::TunDemoOptions t;
+    t.tun_bin = RENDR_TUN_BIN;
+    t.prefix = prefix;
+    t.size_mib = size_set ? size_mib : 256;
+    t.rate_mib = rate_set ? rate_mib : 32;
+    t.json = json;
+    t.keep = keep;
+    return demo::run_tun_demo(t);
   }
   if (::geteuid() != 0) {
     return fail("needs root (network namespaces, eBPF, TCP_REPAIR); run with sudo");

@@ -4,6 +4,7 @@
 //
 //   rendr-lab up gateway   [--prefix P] [--json] [--userstack a|b|a,b [--tun-user U[:G]]]
 //   rendr-lab up multipath [--prefix P] [--paths N] [--rate R] [--json]
+//   rendr-lab up ingress   [--prefix P] [--json] [--tun-user U[:G]]
 //   rendr-lab status       [--prefix P] [--json]
 //   rendr-lab impair       [--prefix P] --path I|all [--dir D] (--drop|--undrop|--loss N|--rate R|
 //                          --clear) ...
@@ -12,6 +13,7 @@
 // `up` either leaves a complete lab behind or nothing (a failure or a SIGINT/SIGTERM/SIGHUP during
 // `up` removes what was built). Exit codes: 0 ok, 1 failure, 2 usage error, 3 not root.
 #include "lab/gateway_lab.hpp"
+#include "lab/ingress_lab.hpp"
 #include "lab/lab_util.hpp"
 #include "lab/multipath_lab.hpp"
 
@@ -44,9 +46,15 @@ constexpr const char* kUsage =
     "  up multipath  client and server joined by N veth pairs; path i: p<i> with\n"
     "                10.10.<i>.1 / fd10:<i>::1 (client) and 10.10.<i>.2 / fd10:<i>::2 (server).\n"
     "                Namespaces <P>-client, <P>-server.\n"
+    "  up ingress    rendr-tun's lab: app (TUN rtun0, 198.18.0.0/24 routed into it) joined to\n"
+    "                egress by two paths p1 10.88.0.1<->.2, p2 10.89.0.1<->.2; origin behind\n"
+    "                egress with 198.18.0.10 (reached through rendr-tun) and 198.19.0.10\n"
+    "                (routed over p1, no rendr). Namespaces <P>-app, <P>-egress, <P>-origin.\n"
+    "                Starts no process: prints the rendr-tun commands (docs/tun-ingress.md).\n"
     "  status        print the labs that exist under the prefix (with --json: one JSON object)\n"
-    "  impair        change a multipath path: silent drop, random loss (nftables), rate (tbf)\n"
-    "  down          delete every lab namespace of the prefix (gateway and multipath)\n"
+    "  impair        change a multipath path: silent drop, random loss (nftables), rate (tbf);\n"
+    "                ingress lab: --drop / --undrop of a path only\n"
+    "  down          delete every lab namespace of the prefix (gateway, multipath, ingress)\n"
     "\n"
     "options:\n"
     "  --prefix P    namespace name prefix (default \"rlab\"; [A-Za-z0-9_.-], <= 32 chars)\n"
@@ -55,9 +63,9 @@ constexpr const char* kUsage =
     "  --userstack H up gateway: provision host H (a, b or a,b) for the userstack method, the\n"
     "                one-time root step: TUN device rtun0, the VIP routed into it instead of lo\n"
     "                (docs/userstack.md)\n"
-    "  --tun-user U[:G]  with --userstack: rtun0 is owned by uid U (and gid G), so rendr-agent\n"
-    "                --method userstack runs as that user with no capabilities; without it the\n"
-    "                device is root's\n"
+    "  --tun-user U[:G]  with --userstack or up ingress: rtun0 is owned by uid U (and gid G),\n"
+    "                so rendr-agent --method userstack / rendr-tun ingress runs as that user\n"
+    "                with no capabilities; without it the device is root's\n"
     "  --paths N     up multipath: number of paths, 2..8 (default 2)\n"
     "  --rate R      up multipath: tbf rate on every path and direction (e.g. 100mbit, 1gbit);\n"
     "                impair: rate for the chosen path(s), 0 removes it\n"
@@ -160,6 +168,34 @@ void print_summary_gateway(const lab::GatewayLab& g) {
               owner ? (*owner == lab::Host::a ? "a" : "b") : "(none)");
 }
 
+void print_summary_ingress(const lab::IngressLab& l) {
+  std::printf("ingress lab '%s':\n", l.prefix().c_str());
+  std::printf("  %-14s TUN %s %s/32, %s routed into it; %s via p1 (no rendr)\n",
+              l.ns("app").c_str(), lab::IngressLab::kTun, lab::IngressLab::kTunAddr4,
+              lab::IngressLab::kViaRendr4, lab::IngressLab::kRaw4);
+  for (int i = 1; i <= lab::IngressLab::kPaths; ++i) {
+    std::string state;
+    if (auto c = l.drop_counters(i)) {
+      state = c->on ? "  DROPPED (" + std::to_string(c->out_packets + c->in_packets) + " packets)"
+                    : "";
+    }
+    std::printf("  path %d  %s  %s <-> %s%s\n", i, lab::IngressLab::ifname(i).c_str(),
+                lab::IngressLab::app_addr4(i).c_str(), lab::IngressLab::egress_addr4(i).c_str(),
+                state.c_str());
+  }
+  std::printf("  %-14s origin %s and %s on lo%s\n", l.ns(l.origin_role()).c_str(),
+              lab::IngressLab::kOrigin4, lab::IngressLab::kOriginRaw4,
+              l.has_origin_ns() ? " (default route via egress)" : "");
+  std::printf("  start rendr-tun:\n    ip netns exec %s rendr-tun egress --listen 0.0.0.0:%d "
+              "--allow 198.18.0.0/24\n    ip netns exec %s rendr-tun ingress --tun %s",
+              l.ns("egress").c_str(), lab::IngressLab::kEgressPort, l.ns("app").c_str(),
+              lab::IngressLab::kTun);
+  for (const auto& p : lab::IngressLab::peers()) {
+    std::printf(" --peer %s", p.c_str());
+  }
+  std::printf("\n");
+}
+
 void print_summary_multipath(const lab::MultipathLab& m) {
   std::printf("multipath lab '%s': %s <-> %s, %d paths\n", m.prefix().c_str(),
               m.client_ns().c_str(), m.server_ns().c_str(), m.paths());
@@ -193,21 +229,23 @@ void print_summary_multipath(const lab::MultipathLab& m) {
 }
 
 int cmd_up(const Args& a) {
-  if (a.pos.size() != 2 || (a.pos[1] != "gateway" && a.pos[1] != "multipath")) {
-    return usage_error("up needs a topology: gateway or multipath");
+  if (a.pos.size() != 2 ||
+      (a.pos[1] != "gateway" && a.pos[1] != "multipath" && a.pos[1] != "ingress")) {
+    return usage_error("up needs a topology: gateway, multipath or ingress");
   }
   const bool gateway = a.pos[1] == "gateway";
+  const bool ingress = a.pos[1] == "ingress";
   if (!a.steps.empty() || a.path) {
     return usage_error("impair options are not valid with up");
   }
-  if (gateway && (a.rate || a.paths != 2)) {
+  if ((gateway || ingress) && (a.rate || a.paths != 2)) {
     return usage_error("--paths/--rate apply to the multipath lab only");
   }
   if (!gateway && !a.userstack.empty()) {
     return usage_error("--userstack applies to the gateway lab only");
   }
-  if (a.userstack.empty() && a.tun_uid >= 0) {
-    return usage_error("--tun-user needs --userstack H");
+  if (a.userstack.empty() && a.tun_uid >= 0 && !ingress) {
+    return usage_error("--tun-user needs --userstack H (or up ingress)");
   }
   if (auto v = lab::valid_prefix(a.prefix); !v) {
     return usage_error(v.error().context);
@@ -217,8 +255,9 @@ int cmd_up(const Args& a) {
   }
   // Refuse to rebuild a lab someone may be using, unless told to.
   const std::vector<std::string> mine =
-      gateway ? std::vector<std::string>{"peer", "gw", "a", "b"}
-              : std::vector<std::string>{"client", "server"};
+      gateway   ? std::vector<std::string>{"peer", "gw", "a", "b"}
+      : ingress ? std::vector<std::string>{"app", "egress", "origin"}
+                : std::vector<std::string>{"client", "server"};
   for (const auto& r : mine) {
     if (lab::netns_exists(a.prefix + "-" + r) && !a.force) {
       std::fprintf(stderr,
@@ -239,7 +278,25 @@ int cmd_up(const Args& a) {
   }
   SignalGuard guard;
   JsonWriter w;
-  if (gateway) {
+  if (ingress) {
+    lab::IngressLabOptions opt;
+    opt.tun_uid = a.tun_uid;
+    opt.tun_gid = a.tun_gid;
+    auto l = lab::IngressLab::create(a.prefix, opt);
+    if (!l) {
+      return fail(l.error());
+    }
+    if (guard.interrupted()) {
+      std::fprintf(stderr, "rendr-lab: interrupted; lab removed\n");
+      return 130;
+    }
+    (*l)->keep();
+    if (a.json) {
+      (*l)->describe(w);
+    } else {
+      print_summary_ingress(**l);
+    }
+  } else if (gateway) {
     auto g = lab::GatewayLab::create(a.prefix);
     if (!g) {
       return fail(g.error());
@@ -342,6 +399,7 @@ int cmd_status(const Args& a) {
   }
   auto g = lab::GatewayLab::attach(a.prefix);
   auto m = lab::MultipathLab::attach(a.prefix);
+  auto in = lab::IngressLab::attach(a.prefix);
   auto present = lab::existing_lab_namespaces(a.prefix);
   if (a.json) {
     JsonWriter w;
@@ -360,6 +418,11 @@ int cmd_status(const Args& a) {
     } else {
       w.kv_null("multipath");
     }
+    if (in) {
+      w.raw("ingress", (*in)->describe());
+    } else {
+      w.kv_null("ingress");
+    }
     w.end_object();
     std::printf("%s\n", w.str().c_str());
   } else {
@@ -372,7 +435,10 @@ int cmd_status(const Args& a) {
     if (m) {
       print_summary_multipath(**m);
     }
-    if (!present.empty() && !g && !m) {
+    if (in) {
+      print_summary_ingress(**in);
+    }
+    if (!present.empty() && !g && !m && !in) {
       std::printf("incomplete lab with prefix '%s' (namespaces:", a.prefix.c_str());
       for (const auto& n : present) {
         std::printf(" %s", n.c_str());
@@ -381,7 +447,42 @@ int cmd_status(const Args& a) {
     }
   }
   // Exit 0 if a complete lab exists, 1 otherwise (scripts can test for it).
-  return (g || m) ? 0 : 1;
+  return (g || m || in) ? 0 : 1;
+}
+
+// impair_ingress: the ingress lab's paths only know a silent drop (IngressLab::drop).
+int impair_ingress(const Args& a, lab::IngressLab& l) {
+  std::vector<int> paths;
+  if (*a.path == "all") {
+    for (int i = 1; i <= lab::IngressLab::kPaths; ++i) {
+      paths.push_back(i);
+    }
+  } else if (*a.path == "1" || *a.path == "2") {
+    paths.push_back(std::atoi(a.path->c_str()));
+  } else {
+    return usage_error("--path must be 1..2 or all in the ingress lab, not '" + *a.path + "'");
+  }
+  if (a.dir != lab::Dir::both) {
+    return usage_error("the ingress lab drops a path both ways only (no --dir)");
+  }
+  for (const auto& [what, arg] : a.steps) {
+    if (what != "drop" && what != "undrop" && what != "clear") {
+      return usage_error("the ingress lab's paths take --drop, --undrop or --clear only");
+    }
+  }
+  for (int p : paths) {
+    for (const auto& [what, arg] : a.steps) {
+      if (auto s = l.drop(p, what == "drop"); !s) {
+        return fail(s.error());
+      }
+    }
+  }
+  if (a.json) {
+    std::printf("%s\n", l.describe().c_str());
+  } else {
+    print_summary_ingress(l);
+  }
+  return 0;
 }
 
 int cmd_impair(const Args& a) {
@@ -416,6 +517,9 @@ int cmd_impair(const Args& a) {
   }
   auto m = lab::MultipathLab::attach(a.prefix);
   if (!m) {
+    if (auto in = lab::IngressLab::attach(a.prefix)) {
+      return impair_ingress(a, **in);
+    }
     return fail(m.error());
   }
   std::vector<int> paths;

@@ -11,7 +11,16 @@ Result<Dialer*> Dialers::get(const std::vector<std::string>& peers) {
     return it->second.get();
   }
   DialOptions o;
-  o.listener_key = key_;
+  o.listener_key = common_.listener_key;
+  apply_probe(common_, o);
+  // A path that dies is dialled again until it is back (a dropped uplink that returns): without
+  // it a flow whose paths all died once (a real outage, or a loaded host missing the freshness
+  // window on the last one) stays without a path until its migration budget ends. Attempts
+  // are short so a path that comes back is used within a few seconds.
+  o.retry.enabled = true;
+  o.retry.min_backoff = std::chrono::milliseconds(200);
+  o.retry.max_backoff = std::chrono::milliseconds(2000);
+  o.retry.attempt_timeout = std::chrono::milliseconds(2000);
   for (std::size_t i = 0; i < peers.size(); ++i) {
     PathSpec p;
     p.transport = "tcp";

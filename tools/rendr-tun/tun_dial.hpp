@@ -5,6 +5,8 @@
 // counters.
 #pragma once
 
+#include "tun_roles.hpp"
+
 #include <rendr/common/result.hpp>
 #include <rendr/engine/conn.hpp>
 #include <rendr/engine/dialer.hpp>
@@ -20,12 +22,14 @@ namespace rendr::tun {
 
 class Dialers {
  public:
-  explicit Dialers(std::vector<std::uint8_t> key) : key_(std::move(key)) {}
-  // get: the Dialer for |peers|, created on first use. Errors: Dialer::create's.
+  // |o|: the listener key and the probing (--probe-ms) every Dialer gets.
+  explicit Dialers(const CommonOptions& o) : common_(o) {}
+  // get: the Dialer for |peers|, created on first use. Its flows dial a dead path again until
+  // it is back. Errors: Dialer::create's.
   [[nodiscard]] Result<Dialer*> get(const std::vector<std::string>& peers);
 
  private:
-  std::vector<std::uint8_t> key_;
+  CommonOptions common_;
   std::mutex mu_;
   std::map<std::vector<std::string>, std::unique_ptr<Dialer>> by_peers_;
 };

@@ -5,6 +5,7 @@
 #include "tun_roles.hpp"
 #include "tun_status.hpp"
 
+#include <pthread.h>
 #include <rendr/engine/listener.hpp>
 
 #include <fcntl.h>
@@ -87,6 +88,7 @@ void refuse(Admin& conn, TunStatus& status, const std::string& name, engine::Ref
 }
 
 void egress_flow(const EgressOptions& o, TunStatus& status, ConnPtr conn) {
+  (void)::pthread_setname_np(::pthread_self(), "tun-eg-flow");  // per-thread CPU reports
   const auto id = conn->l3_identity();
   if (!id || id->proto != 6) {
     refuse(*conn, status, id ? engine::to_string(*id) : "(no identity)",
@@ -253,6 +255,7 @@ int run_egress(const EgressOptions& o) {
   }
   ListenOptions lo;
   lo.listener_key = o.listener_key;
+  apply_probe(o, lo.flow);
   // An egress serves a few ingress hosts, each carrying many app flows from one address (200
   // concurrent flows are 400 carriers from two addresses): per-source limits as wide as the
   // listener's own. The listener key and the network decide who may connect.

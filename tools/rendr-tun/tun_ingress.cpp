@@ -7,6 +7,7 @@
 #include "tun_status.hpp"
 #include "tun_udp.hpp"
 
+#include <pthread.h>
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/errors.hpp>
 #include <rendr/userstack/bridge.hpp>
@@ -34,6 +35,7 @@ engine::L3Identity identity_of(const FourTuple& t) {
 
 void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
                   userstack::ConnectionPtr conn) {
+  (void)::pthread_setname_np(::pthread_self(), "tun-in-flow");  // per-thread CPU reports
   const auto id = identity_of(conn->tuple());
   const std::string name = engine::to_string(id);
   const auto entry = status.add(id);
@@ -107,12 +109,13 @@ int run_ingress(const IngressOptions& o) {
       return 1;
     }
   }
-  Dialers dialers(o.listener_key);
+  Dialers dialers(o);
   userstack::StackOptions so;
   so.tun.name = o.tun;
   if (!o.tun_clone.empty()) {
     so.tun.clone_path = o.tun_clone;
   }
+  so.send_mss = o.send_mss;
   auto stack = userstack::Stack::start(so);
   if (!stack) {
     std::fprintf(stderr, "rendr-tun: tun %s: %s\n", o.tun.c_str(),

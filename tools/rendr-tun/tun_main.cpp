@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-tun: unmodified applications over a rendr engine flow (docs/tun-ingress.md):
 //   rendr-tun ingress --tun NAME (--peer HOST:PORT ... | --config FILE) [--tun-clone PATH]
-//                     [--udp-max-flows N] [--udp-idle-timeout MS] [common]
+//                     [--udp-max-flows N] [--udp-idle-timeout MS] [--send-mss N] [common]
 //     terminates every TCP flow routed into the pre-provisioned TUN NAME in userstack (lwIP),
 //     decides per flow (every flow to the --peer list, or the config file's rules), and
 //     carries it over its own engine flow with the app flow's L3 identity; each UDP 5-tuple
@@ -12,7 +12,7 @@
 //     refusing (REFUSE with a reason) what the rules deny or what cannot be reached;
 //   rendr-tun check-config FILE
 //     parses an ingress config and prints its rules or the first error.
-//   common: [--status-socket PATH] [--key-file FILE]
+//   common: [--status-socket PATH] [--key-file FILE] [--probe-ms N]
 #include "tun_roles.hpp"
 
 #include <rendr/engine/types.hpp>
@@ -34,16 +34,21 @@ int usage() {
       stderr,
       "usage: rendr-tun ingress --tun NAME (--peer HOST:PORT ... | --config FILE)\n"
       "                 [--tun-clone PATH] [--udp-max-flows N] [--udp-idle-timeout MS]\n"
-      "                 [--status-socket PATH] [--key-file FILE]\n"
+      "                 [--send-mss N] [--status-socket PATH] [--key-file FILE]\n"
       "       rendr-tun egress --listen HOST:PORT (--allow SEL | --deny SEL |\n"
       "                 --redirect SEL=HOST:PORT)... [--connect-timeout MS]\n"
       "                 [--status-socket PATH] [--key-file FILE]\n"
       "       rendr-tun check-config FILE\n"
+      "common: [--probe-ms N]\n"
       "SEL: CIDR[:PORT|:LO-HI], [V6CIDR]:PORTS or any\n"
       "--tun-clone PATH: the TUN clone node to open instead of /dev/net/tun (a node the\n"
       "                  unprivileged user may open: char 10:200)\n"
       "--udp-max-flows N: UDP 5-tuples carried at once (default 1024; more are dropped)\n"
       "--udp-idle-timeout MS: a UDP flow with no datagram either way ends (default 60000)\n"
+      "--send-mss N: lwIP's segment size towards the app, 536..65000 (default lwIP's, 1460);\n"
+      "  above 1460 needs the TUN's MTU above N + 40\n"
+      "--probe-ms N (both roles): probe every path every N ms (5..1000), dead after 3 N ms of\n"
+      "  silence (default: the engine's 1 s / 500 ms)\n"
       "docs/tun-ingress.md has the config file format, the counters and the limits.\n");
   return 2;
 }
@@ -106,6 +111,22 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "rendr-tun: %s\n", st.error().message().c_str());
         return 2;
       }
+    } else if (k == "--probe-ms") {
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 5 || n > 1000) {
+        std::fprintf(stderr, "rendr-tun: --probe-ms takes 5..1000, not '%s'\n", v.c_str());
+        return 2;
+      }
+      in.probe = eg.probe = std::chrono::milliseconds(n);
+    } else if (k == "--send-mss") {
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 536 || n > 65000) {
+        std::fprintf(stderr, "rendr-tun: --send-mss takes 536..65000, not '%s'\n", v.c_str());
+        return 2;
+      }
+      in.send_mss = static_cast<std::uint16_t>(n);
     } else if (k == "--connect-timeout") {
       eg.connect_timeout = std::chrono::milliseconds(std::atoi(v.c_str()));
     } else if (k == "--tun-clone") {

@@ -26,6 +26,10 @@ namespace rendr::tun {
 struct CommonOptions {
   std::string status_socket;               // --status-socket PATH (empty: none)
   std::vector<std::uint8_t> listener_key;  // --key-file FILE (empty: unkeyed)
+  // --probe-ms N: the engine flows probe each path every N ms and call a path dead after 3 N
+  // ms of silence (FlowConfig probe_interval / fresh_min); 0 = the engine's defaults (1 s,
+  // 500 ms). Faster failover for more probe traffic per flow.
+  std::chrono::milliseconds probe{0};
 };
 
 // UdpOptions: the ingress's UDP flow table (docs/tun-ingress.md "UDP").
@@ -36,11 +40,22 @@ struct UdpOptions {
   std::size_t queue_bytes = 1U << 20;
 };
 
+// apply_probe sets |c|'s probing from |o| (nothing when o.probe is 0).
+inline void apply_probe(const CommonOptions& o, engine::FlowConfig& c) {
+  if (o.probe.count() > 0) {
+    c.probe_interval = o.probe;
+    c.fresh_min = 3 * o.probe;
+  }
+}
+
 struct IngressOptions : CommonOptions {
   std::string tun;
   std::string tun_clone;  // --tun-clone PATH: the TUN clone node (empty: /dev/net/tun)
   FlowDecisionHook decide;
   UdpOptions udp;
+  // lwIP's send MSS towards the app (StackOptions::send_mss; 0 = lwIP's own, <= 1460). Larger
+  // segments cut the TUN writes per byte; needs a TUN MTU above it.
+  std::uint16_t send_mss = 0;
 };
 
 struct EgressOptions : CommonOptions {

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <pthread.h>
 #include <rendr/userstack/bridge.hpp>
 
 #include <fcntl.h>
@@ -78,7 +79,10 @@ std::optional<ConnectionInfo> Bridge::info() const {
 }
 
 void Bridge::start_thread() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    (void)::pthread_setname_np(::pthread_self(), "us-bridge");  // per-thread CPU reports
+    run();
+  });
 }
 
 Result<std::unique_ptr<Bridge>> Bridge::resume(BridgeState st, std::size_t buffer) {
@@ -141,8 +145,8 @@ void account_bridge(TcpSnapshot& snap, BridgeState& st) {
 }
 
 void Bridge::run() {
-  std::vector<std::byte>& in = in_;
-  std::vector<std::byte>& out = out_;
+  Buffer& in = in_;
+  Buffer& out = out_;
   std::size_t& in_off = in_off_;
   std::size_t& in_len = in_len_;
   std::size_t& out_off = out_off_;

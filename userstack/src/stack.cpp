@@ -3,6 +3,7 @@
 // and the input/output shim (sequence offset, freeze/hold, listen-on-demand).
 #include "stack_impl.hpp"
 
+#include <pthread.h>
 #include <rendr/common/log.hpp>
 #include <rendr/userstack/tcp_packet.hpp>
 #include <rendr/userstack/udp_packet.hpp>
@@ -454,7 +455,10 @@ Result<std::unique_ptr<Stack>> Stack::start(const StackOptions& opts) {
     return std::move(st).take_error();
   }
   Impl* raw = impl.get();
-  raw->reader_ = std::thread([raw] { raw->run(); });
+  raw->reader_ = std::thread([raw] {
+    (void)::pthread_setname_np(::pthread_self(), "us-tun-reader");  // per-thread CPU reports
+    raw->run();
+  });
   return std::unique_ptr<Stack>(new Stack(std::move(impl)));
 }
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-lab end to end: up/status/impair/down for both topologies, and that a failed or
+// rendr-lab end to end: up/status/impair/down for the three topologies, and that a failed or
 // interrupted `up` leaves no namespace behind.
 #include "lab_test_util.hpp"
 
@@ -279,5 +279,58 @@ TEST_CASE(
   CHECK(in_ns(p + "-a", "ip link show rtun0") != 0);
   CHECK(in_ns(p + "-a", "ip addr show dev lo | grep -q 'inet 10.99.0.1'") == 0);
   REQUIRE(rendr_lab("down --prefix " + p).rc == 0);
+  CHECK(lab::existing_lab_namespaces(p).empty());
+}
+
+TEST_CASE("rendr-lab: ingress up with its TUN and raw routes then a path dropped and undropped",
+          "[.netns][lab][cli][ingress]") {
+  const std::string p = unique_prefix("i");
+  LabCleanup guard(p);
+  const std::string app = p + "-app";
+
+  auto up = rendr_lab("up ingress --json --tun-user 4242:4242 --prefix " + p);
+  INFO(up.out);
+  REQUIRE(up.rc == 0);
+  CHECK(json_get(up.out, "d['lab'], d['up'], d['app']['tun'], d['origin']['addr4'], "
+                         "d['origin']['raw_addr4'], len(d['paths'])") ==
+        "ingress True rtun0 198.18.0.10 198.19.0.10 2");
+  CHECK(json_get(up.out, "d['paths'][1]['app_addr4'], d['paths'][1]['egress_addr4'], "
+                         "d['paths'][0]['drop']") == "10.89.0.1 10.89.0.2 False");
+  CHECK_THAT(json_get(up.out, "d['commands']['ingress']"),
+             Catch::Contains("--peer 10.88.0.2:7000 --peer 10.89.0.2:7000"));
+  for (const char* r : {"app", "egress", "origin"}) {
+    CHECK(lab::netns_exists(p + "-" + r));
+  }
+  // The TUN is the user's (rendr-tun ingress may run as 4242) and carries the rendr subnet;
+  // the raw subnet reaches the origin over p1 and the egress's forwarding; both paths answer.
+  auto tun = sh("ip netns exec " + app + " ip -d link show rtun0; ip netns exec " + app +
+                " ip route get 198.18.0.10");
+  INFO(tun.out);
+  CHECK_THAT(tun.out, Catch::Contains("user 4242") && Catch::Contains("dev rtun0"));
+  CHECK(pings(app, "198.19.0.10"));
+  CHECK(pings(app, "10.88.0.2"));
+  CHECK(pings(app, "10.89.0.2"));
+  CHECK(pings(p + "-egress", "198.18.0.10"));
+
+  auto drop = rendr_lab("impair --prefix " + p + " --path 1 --drop --json");
+  INFO(drop.out);
+  REQUIRE(drop.rc == 0);
+  CHECK(json_get(drop.out, "d['paths'][0]['drop'], d['paths'][1]['drop']") == "True False");
+  CHECK_FALSE(pings(app, "10.88.0.2"));
+  CHECK(pings(app, "10.89.0.2"));
+  auto st = rendr_lab("status --json --prefix " + p);
+  INFO(st.out);
+  REQUIRE(st.rc == 0);
+  CHECK(json_get(st.out, "d['ingress']['paths'][0]['dropped_out'] > 0, d['gateway']") ==
+        "True None");
+  CHECK(rendr_lab("impair --prefix " + p + " --path 1 --loss 5").rc == 2);  // drop only
+  REQUIRE(rendr_lab("impair --prefix " + p + " --path 1 --undrop").rc == 0);
+  CHECK(pings(app, "10.88.0.2"));
+
+  CHECK(rendr_lab("up ingress --prefix " + p).rc == 1);  // refuses to rebuild a lab in use
+  auto down = rendr_lab("down --json --prefix " + p);
+  INFO(down.out);
+  REQUIRE(down.rc == 0);
+  CHECK(json_get(down.out, "len(d['removed']), len(d['left'])") == "3 0");
   CHECK(lab::existing_lab_namespaces(p).empty());
 }

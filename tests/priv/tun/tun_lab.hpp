@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// The rendr-tun test lab (tests/priv/tun): netns "app" with a TUN rtun0 (198.18.0.0/24 routed
-// into it) and `rendr-tun ingress` on it; netns "egress" with `rendr-tun egress` and the
-// origin (python3's http.server on 198.18.0.10:8080); two veths = two engine paths.
+// The rendr-tun test lab (tests/priv/tun): tools/lab's IngressLab (ingress_lab.hpp) without an
+// origin namespace: netns "<prefix>-app" with the TUN rtun0 (198.18.0.0/24 routed into it) and
+// `rendr-tun ingress` on it; netns "<prefix>-egress" with `rendr-tun egress` and the origin
+// (python3's http.server on 198.18.0.10:8080, on the egress's lo); two veths = two engine
+// paths. The tests' own servers run in |egress| on the origin addresses.
 #pragma once
 
+#include "lab/ingress_lab.hpp"
 #include "support/netns.hpp"
 #include "support/pattern.hpp"
 
@@ -25,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -100,14 +104,15 @@ struct TunLabOptions {
   bool keyed = false;
 };
 
-// TunLab: the two namespaces, joined by two veths (paths 10.88.0.0/24 and 10.89.0.0/24), the
+// TunLab: the two namespaces of an IngressLab (paths 10.88.0.0/24 and 10.89.0.0/24), the
 // origin serving |blob| on 198.18.0.10:8080 and both rendr-tun processes, ready, each with a
 // status socket. Torn down with the test (children killed, namespaces and files removed).
 struct TunLab {
   TempDir dir;
   std::vector<std::byte> blob;
-  Netns app = Netns::create("tunapp");
-  Netns egress = Netns::create("tunegress");
+  std::unique_ptr<lab::IngressLab> net;  // the topology; named namespaces, deleted with the lab
+  Netns app;
+  Netns egress;
   std::vector<int> fifos;
   Child origin;
   Child eg;
@@ -119,7 +124,21 @@ struct TunLab {
     o.blob = size;
     return o;
   }
-  explicit TunLab(const TunLabOptions& o) : blob(o.blob) {
+  static std::unique_ptr<lab::IngressLab> build(const TunLabOptions& o) {
+    lab::IngressLabOptions lo;
+    lo.origin_ns = false;  // the tests' servers run in |egress|
+    lo.origin_addrs = o.origin_addrs;
+    lo.tun_mtu = 1500;  // the tests' fragmented ping needs it
+    auto l = lab::IngressLab::create(unique_prefix("tun"), lo);
+    INFO((l ? std::string() : l.error().message()));
+    REQUIRE(l.ok());
+    return std::move(*l);
+  }
+  explicit TunLab(const TunLabOptions& o)
+      : blob(o.blob),
+        net(build(o)),
+        app(Netns::open(net->ns("app"))),
+        egress(Netns::open(net->ns("egress"))) {
     Pattern(31).fill(0, blob);
     {
       std::ofstream f(dir.path + "/blob", std::ios::binary);
@@ -127,17 +146,6 @@ struct TunLab {
               static_cast<std::streamsize>(blob.size()));
       REQUIRE(f.good());
     }
-    veth(app, "rta0", egress, "rtb0");
-    veth(app, "rta1", egress, "rtb1");
-    app.must("ip addr add 10.88.0.1/24 dev rta0 && ip addr add 10.89.0.1/24 dev rta1");
-    egress.must("ip addr add 10.88.0.2/24 dev rtb0 && ip addr add 10.89.0.2/24 dev rtb1 && "
-                "ip addr add 198.18.0.10/32 dev lo");
-    for (const auto& a : o.origin_addrs) {
-      egress.must("ip addr add " + a + "/32 dev lo");
-    }
-    app.must("ip tuntap add dev rtun0 mode tun && ip link set rtun0 up && "
-             "ip addr add 10.77.0.1/32 dev rtun0 && "
-             "ip route add 198.18.0.0/24 dev rtun0 src 10.77.0.1");
     origin.pid = start(egress, "origin",
                        {"/bin/sh", "-c",
                         "cd " + dir.path +
@@ -157,7 +165,9 @@ struct TunLab {
                                       "--status-socket", ingress_status()};
     iargs.insert(iargs.end(), key.begin(), key.end());
     if (o.ingress_config.empty()) {
-      iargs.insert(iargs.end(), {"--peer", "10.88.0.2:7000", "--peer", "10.89.0.2:7000"});
+      for (const auto& p : lab::IngressLab::peers()) {
+        iargs.insert(iargs.end(), {"--peer", p});
+      }
     } else {
       std::ofstream(dir.path + "/ingress.conf") << o.ingress_config;
       iargs.insert(iargs.end(), {"--config", dir.path + "/ingress.conf"});
@@ -185,7 +195,8 @@ struct TunLab {
 
 // read_dropping_path reads |fifo| (a client's output) to its end; once |drop_at| bytes have
 // arrived it silently drops the lab's first path (10.88.0.2, the active one) both ways with
-// nftables, as a dead uplink would, and sets |dropped|. Returns what was read.
+// nftables (IngressLab::drop), as a dead uplink would, and sets |dropped|. Returns what was
+// read.
 inline std::vector<char> read_dropping_path(TunLab& lab, int fifo, std::size_t drop_at,
                                             bool& dropped) {
   std::vector<char> got;
@@ -204,24 +215,24 @@ inline std::vector<char> read_dropping_path(TunLab& lab, int fifo, std::size_t d
     }
     got.insert(got.end(), buf.begin(), buf.begin() + n);
     if (!dropped && got.size() >= drop_at) {
-      lab.app.must("nft add table inet rtdrop && "
-                   "nft add chain inet rtdrop out '{ type filter hook output priority 0; }' && "
-                   "nft add chain inet rtdrop in '{ type filter hook input priority 0; }' && "
-                   "nft add rule inet rtdrop out ip daddr 10.88.0.2 counter drop && "
-                   "nft add rule inet rtdrop in ip saddr 10.88.0.2 counter drop");
+      const auto st = lab.net->drop(1, true);
+      INFO((st ? std::string() : st.error().message()));
+      REQUIRE(st.ok());
       dropped = true;
     }
   }
   return got;
 }
 
-// check_drop_counted: the rules read_dropping_path added saw packets, so the path it dropped was
-// carrying the flow (the rest crossed the other path).
+// check_drop_counted: the rules read_dropping_path added saw packets both ways, so the path it
+// dropped was carrying the flow (the rest crossed the other path).
 inline void check_drop_counted(const TunLab& lab) {
-  std::string rules;
-  REQUIRE(lab.app.sh("nft list table inet rtdrop", &rules) == 0);
-  INFO(rules);
-  CHECK(rules.find("counter packets 0 ") == std::string::npos);
+  const auto c = lab.net->drop_counters(1);
+  INFO((c ? std::string() : c.error().message()));
+  REQUIRE(c.ok());
+  CHECK(c->on);
+  CHECK(c->out_packets > 0);
+  CHECK(c->in_packets > 0);
 }
 
 // read_status: the JSON document a rendr-tun status socket serves ("" when it cannot connect).
