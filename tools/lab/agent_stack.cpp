@@ -46,18 +46,7 @@ Result<pid_t> AgentStack::spawn(const std::string& role, const std::vector<std::
   return pid;
 }
 
-std::string AgentStack::log(const std::string& name) const {
-  std::string out;
-  if (FILE* f = std::fopen((dir_ + "/" + name + ".log").c_str(), "r")) {
-    char buf[4096];
-    std::size_t n = 0;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-      out.append(buf, n);
-    }
-    std::fclose(f);
-  }
-  return out;
-}
+std::string AgentStack::log(const std::string& name) const { return read_run_log(dir_, name); }
 
 pid_t AgentStack::pid(const std::string& log) const {
   for (const auto& [name, p] : procs_) {
@@ -217,35 +206,7 @@ Result<std::unique_ptr<AgentStack>> AgentStack::start(const GatewayLab& lab, Age
   return s;
 }
 
-AgentStack::~AgentStack() {
-  for (auto& [name, pid] : procs_) {
-    ::kill(pid, SIGTERM);
-  }
-  for (auto& [name, pid] : procs_) {
-    for (int i = 0; i < 100; ++i) {
-      int st = 0;
-      if (::waitpid(pid, &st, WNOHANG) != 0) {
-        pid = -1;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-  if (!dir_.empty()) {
-    const char* keep = std::getenv("RENDR_KEEP_LOGS");
-    if (keep != nullptr && *keep != '\0' && std::string(keep) != "0") {
-      // Debugging: keep the agents' and servers' logs, drop everything else (keys, data).
-      (void)shell("find '" + dir_ + "' -type f ! -name '*.log' -delete");
-      std::fprintf(stderr, "RENDR_KEEP_LOGS: logs kept in %s\n", dir_.c_str());
-    } else {
-      (void)shell("rm -rf '" + dir_ + "'");
-    }
-  }
-}
+AgentStack::~AgentStack() { stop_stack(procs_, dir_); }
 
 Result<std::string> AgentStack::migrate(const std::string& from,
                                         const std::vector<std::string>& flows,

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "lab/gateway_lab.hpp"
+#include "lab/lab_util.hpp"
 
 #include <rendr/common/result.hpp>
 
@@ -101,7 +102,7 @@ class AgentStack {
   const GatewayLab& lab_;
   AgentStackOptions opt_;
   std::string dir_;
-  std::vector<std::pair<std::string, pid_t>> procs_;
+  StackProcesses procs_;
 };
 
 }  // namespace rendr::lab

@@ -48,34 +48,7 @@ Result<std::unique_ptr<IngressStack>> IngressStack::start(const IngressLab& lab,
   return s;
 }
 
-IngressStack::~IngressStack() {
-  for (auto& [name, pid] : procs_) {
-    ::kill(pid, SIGTERM);
-  }
-  for (auto& [name, pid] : procs_) {
-    for (int i = 0; i < 100; ++i) {
-      int st = 0;
-      if (::waitpid(pid, &st, WNOHANG) != 0) {
-        pid = -1;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-  if (!dir_.empty()) {
-    const char* keep = std::getenv("RENDR_KEEP_LOGS");
-    if (keep != nullptr && *keep != '\0' && std::string(keep) != "0") {
-      (void)shell("find '" + dir_ + "' -type f ! -name '*.log' -delete");
-      std::fprintf(stderr, "RENDR_KEEP_LOGS: logs kept in %s\n", dir_.c_str());
-    } else {
-      (void)shell("rm -rf '" + dir_ + "'");
-    }
-  }
-}
+IngressStack::~IngressStack() { stop_stack(procs_, dir_); }
 
 Result<pid_t> IngressStack::spawn(const std::string& role, const std::vector<std::string>& argv,
                                    const std::string& log) {
@@ -110,18 +83,7 @@ Result<pid_t> IngressStack::spawn(const std::string& role, const std::vector<std
   return pid;
 }
 
-std::string IngressStack::log(const std::string& name) const {
-  std::string out;
-  if (FILE* f = std::fopen((dir_ + "/" + name + ".log").c_str(), "r")) {
-    char buf[4096];
-    std::size_t n = 0;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-      out.append(buf, n);
-    }
-    std::fclose(f);
-  }
-  return out;
-}
+std::string IngressStack::log(const std::string& name) const { return read_run_log(dir_, name); }
 
 pid_t IngressStack::pid(const std::string& log) const {
   for (const auto& [name, p] : procs_) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "lab/ingress_lab.hpp"
+#include "lab/lab_util.hpp"
 
 #include <rendr/common/result.hpp>
 
@@ -64,7 +65,7 @@ class IngressStack {
   explicit IngressStack(const IngressLab& lab) : lab_(lab) {}
   const IngressLab& lab_;
   std::string dir_;
-  std::vector<std::pair<std::string, pid_t>> procs_;
+  StackProcesses procs_;
 };
 
 }  // namespace rendr::lab

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -312,6 +313,49 @@ Status valid_prefix(const std::string& prefix) {
     }
   }
   return {};
+}
+
+std::string read_run_log(const std::string& dir, const std::string& name) {
+  std::string out;
+  if (FILE* f = std::fopen((dir + "/" + name + ".log").c_str(), "r")) {
+    char buf[4096];
+    std::size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+      out.append(buf, n);
+    }
+    std::fclose(f);
+  }
+  return out;
+}
+
+void stop_stack(StackProcesses& procs, const std::string& dir) {
+  for (auto& [name, pid] : procs) {
+    ::kill(pid, SIGTERM);
+  }
+  for (auto& [name, pid] : procs) {
+    for (int i = 0; i < 100; ++i) {
+      int st = 0;
+      if (::waitpid(pid, &st, WNOHANG) != 0) {
+        pid = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+  if (!dir.empty()) {
+    const char* keep = std::getenv("RENDR_KEEP_LOGS");
+    if (keep != nullptr && *keep != '\0' && std::string(keep) != "0") {
+      // Debugging: keep the processes' logs, drop everything else (keys, data, sockets).
+      (void)shell("find '" + dir + "' -type f ! -name '*.log' -delete");
+      std::fprintf(stderr, "RENDR_KEEP_LOGS: logs kept in %s\n", dir.c_str());
+    } else {
+      (void)shell("rm -rf '" + dir + "'");
+    }
+  }
 }
 
 }  // namespace rendr::lab

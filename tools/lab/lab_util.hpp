@@ -10,7 +10,10 @@
 #include <rendr/common/result.hpp>
 #include <rendr/common/unique_fd.hpp>
 
+#include <sys/types.h>
+
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -106,6 +109,15 @@ inline constexpr const char* kProbePing = "ping -q -c1 -i0.02 -w3";
 std::vector<std::string> remove_lab(const std::string& prefix);
 // valid_prefix: 1..32 chars of [A-Za-z0-9_.-], not starting with '-' or '.'.
 [[nodiscard]] Status valid_prefix(const std::string& prefix);
+
+// Processes a stack (AgentStack, IngressStack) started, each under its log name, with its log
+// in <run dir>/<name>.log.
+using StackProcesses = std::vector<std::pair<std::string, pid_t>>;
+// read_run_log: <dir>/<name>.log, empty when it cannot be read.
+[[nodiscard]] std::string read_run_log(const std::string& dir, const std::string& name);
+// stop_stack ends |procs| (SIGTERM, up to 1 s each, then SIGKILL) and removes |dir|; with
+// RENDR_KEEP_LOGS set (not "0") it keeps the logs there and deletes everything else.
+void stop_stack(StackProcesses& procs, const std::string& dir);
 
 // NetnsEnter moves the calling thread into a namespace and back (RAII; rendr/common/netns.hpp).
 using rendr::NetnsEnter;
