@@ -3,9 +3,8 @@
 // trying, what RENDR_PRIV_NEEDS lists (netns, tcp_repair, bpf, tun) and nothing else. If a
 // probe fails it prints one "SKIP <binary>: needs ..." line and exits 77 - unless CI=true or
 // RENDR_REQUIRE_PRIV=1, where a skip would hide bugs: then it prints "FAIL" and exits 1.
-// Listing (ctest discovery) never probes.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+// Listing (ctest discovery) never probes. Catch2's implementation: catch_impl.cpp.
+#include "support/catch_run.hpp"
 
 #include <rendr/agents/capabilities.hpp>
 
@@ -67,5 +66,5 @@ int main(int argc, char** argv) {
       return required ? 1 : 77;
     }
   }
-  return Catch::Session().run(argc, argv);
+  return rendr::test::run_catch(argc, argv);
 }
