@@ -12,9 +12,10 @@
 //     refusing (REFUSE with a reason) what the rules deny or what cannot be reached;
 //   rendr-tun check-config FILE
 //     parses an ingress config and prints its rules or the first error.
-//   common: [--status-socket PATH] [--key-file FILE] [--probe-ms N]
+//   common: [--status-socket PATH] [--status-dir DIR|none] [--key-file FILE] [--probe-ms N]
 #include "tun_roles.hpp"
 
+#include <rendr/engine/stats_json.hpp>
 #include <rendr/engine/types.hpp>
 
 #include <cstdio>
@@ -39,8 +40,12 @@ int usage() {
       "                 --redirect SEL=HOST:PORT)... [--connect-timeout MS]\n"
       "                 [--status-socket PATH] [--key-file FILE]\n"
       "       rendr-tun check-config FILE\n"
-      "common: [--probe-ms N]\n"
-      "SEL: CIDR[:PORT|:LO-HI], [V6CIDR]:PORTS or any\n"
+      "common: [--probe-ms N] [--status-dir DIR|none]\n"
+      "SEL: [tcp:|udp:]CIDR[:PORT|:LO-HI], [tcp:|udp:][V6CIDR]:PORTS, [tcp:|udp:]any, tcp or\n"
+      "     udp (no protocol: both)\n"
+      "--status-dir DIR: also serve the status on DIR/tun-<pid>.sock, where `rendrctl status`\n"
+      "                  finds it (default $RENDR_ENGINE_STATUS_DIR or /run/rendr/engine;\n"
+      "                  none: only --status-socket)\n"
       "--tun-clone PATH: the TUN clone node to open instead of /dev/net/tun (a node the\n"
       "                  unprivileged user may open: char 10:200)\n"
       "--udp-max-flows N: UDP 5-tuples carried at once (default 1024; more are dropped)\n"
@@ -94,6 +99,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> peers;
   std::string config;
   std::string status_socket;
+  std::string status_dir = engine::engine_status_dir();
   std::string key_file;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
@@ -145,6 +151,8 @@ int main(int argc, char** argv) {
       }
     } else if (k == "--status-socket") {
       status_socket = v;
+    } else if (k == "--status-dir") {
+      status_dir = v == "none" ? std::string() : v;
     } else if (k == "--key-file") {
       key_file = v;
     } else {
@@ -170,6 +178,7 @@ int main(int argc, char** argv) {
   }
   if (mode == "ingress" && !in.tun.empty() && (peers.empty() != config.empty())) {
     in.status_socket = status_socket;
+    in.status_dir = status_dir;
     in.listener_key = key;
     if (!config.empty()) {
       auto cfg = load_config(config);
@@ -191,6 +200,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     eg.status_socket = status_socket;
+    eg.status_dir = status_dir;
     eg.listener_key = key;
     eg.decide = [policy](const engine::L3Identity& id) { return policy.decide(id); };
     return tun::run_egress(eg);
