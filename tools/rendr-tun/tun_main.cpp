@@ -14,6 +14,11 @@
 //     parses an ingress config and prints its rules or the first error.
 //   common: [--status-socket PATH] [--status-dir DIR|none] [--key-file FILE] [--probe-ms N]
 #include "tun_roles.hpp"
+#include "tun_status_dir.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <rendr/engine/stats_json.hpp>
 #include <rendr/engine/types.hpp>
@@ -24,6 +29,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -72,6 +78,29 @@ Result<tun::IngressConfig> load_config(const std::string& path) {
     return std::move(text).take_error();
   }
   return tun::parse_ingress_config(*text, path);
+}
+
+// remove_sockets_on_termination: SIGTERM / SIGINT first remove |paths| (the status sockets,
+// so that `rendrctl status` lists no stale one after a lab or an operator stopped us), then
+// end the process by that signal as before. Call before any other thread exists: they inherit
+// the blocked mask and only the waiting thread takes the signal.
+void remove_sockets_on_termination(std::vector<std::string> paths) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set, paths = std::move(paths)] {
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0) {
+    }
+    for (const auto& p : paths) {
+      ::unlink(p.c_str());
+    }
+    ::signal(sig, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    ::raise(sig);
+  }).detach();
 }
 
 }  // namespace
@@ -176,6 +205,14 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  std::vector<std::string> sockets;
+  if (!status_socket.empty()) {
+    sockets.push_back(status_socket);
+  }
+  if (!status_dir.empty()) {
+    sockets.push_back(tun::published_socket(status_dir, ::getpid()));
+  }
+  remove_sockets_on_termination(sockets);
   if (mode == "ingress" && !in.tun.empty() && (peers.empty() != config.empty())) {
     in.status_socket = status_socket;
     in.status_dir = status_dir;

@@ -245,4 +245,14 @@ TEST_CASE("tun status: a killed and a stopped rendr-tun do not hang rendrctl sta
   const auto again = tun_entries(js);
   REQUIRE(again.size() == 2);
   CHECK(js.find("\"role\":\"egress\"") != std::string::npos);
+  // SIGTERM (how the labs stop it): rendr-tun removes its sockets before it ends.
+  const std::string published = lab.dir.path + "/tun-" + std::to_string(lab.eg.pid) + ".sock";
+  REQUIRE(::stat(published.c_str(), &sb) == 0);
+  REQUIRE(::kill(lab.eg.pid, SIGTERM) == 0);
+  REQUIRE(::waitpid(lab.eg.pid, &st, 0) == lab.eg.pid);
+  lab.eg.pid = -1;
+  CHECK(WIFSIGNALED(st));
+  CHECK(WTERMSIG(st) == SIGTERM);
+  CHECK(::stat(published.c_str(), &sb) != 0);
+  CHECK(::stat(lab.egress_status().c_str(), &sb) != 0);
 }
