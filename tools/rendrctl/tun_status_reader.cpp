@@ -118,8 +118,8 @@ std::vector<TunReply> read_tun_status(const std::vector<TunSource>& sources, int
     sockaddr_un sa{};
     if (src.socket.size() >= sizeof sa.sun_path) {
       r.error = "socket path too long";
-    } else if (auto s = rendr::UniqueFd::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                                                0);
+    } else if (auto s =
+                   rendr::UniqueFd::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
                !s) {
       r.error = s.error().message();
     } else {
@@ -186,13 +186,12 @@ std::vector<TunReply> read_tun_status(const std::vector<TunSource>& sources, int
         out[i].error = std::string("read: ") + std::strerror(errno);
         out[i].doc.clear();
       } else {
-        while (!out[i].doc.empty() &&
-               (out[i].doc.back() == '\n' || out[i].doc.back() == ' ')) {
+        while (!out[i].doc.empty() && (out[i].doc.back() == '\n' || out[i].doc.back() == ' ')) {
           out[i].doc.pop_back();
         }
         if (out[i].doc.size() < 2 || out[i].doc.front() != '{' || out[i].doc.back() != '}') {
-          out[i].error = out[i].doc.empty() ? "closed without an answer"
-                                            : "not a rendr-tun status document";
+          out[i].error =
+              out[i].doc.empty() ? "closed without an answer" : "not a rendr-tun status document";
           out[i].doc.clear();
         }
       }
@@ -241,9 +240,8 @@ std::string tun_status_text(const std::vector<TunReply>& replies, const std::str
                            ? std::vector<std::string_view>{}
                            : pieces(doc.substr(flows_at), "{\"proto\":");
     std::snprintf(line, sizeof line, "tun      pid %s %s: %zu flow(s) (%s)\n",
-                  rendr::json_scalar(head, "pid").c_str(),
-                  rendr::json_scalar(head, "role").c_str(), flows.size(),
-                  r.source.socket.c_str());
+                  rendr::json_scalar(head, "pid").c_str(), rendr::json_scalar(head, "role").c_str(),
+                  flows.size(), r.source.socket.c_str());
     out += line;
     out += members_line("counters", flat_members(head, "counters"));
     out += members_line("tun", flat_members(head, "tun"));
@@ -252,10 +250,9 @@ std::string tun_status_text(const std::vector<TunReply>& replies, const std::str
     for (const auto flow : flows) {
       const auto engine_at = flow.find("\"engine\":{");
       const std::string_view app = flow.substr(0, engine_at);
-      std::snprintf(line, sizeof line, "  %s %s %s -> %s %s up %s down %s",
-                    role.c_str(), rendr::json_scalar(app, "proto").c_str(),
-                    rendr::json_scalar(app, "src").c_str(),
-                    rendr::json_scalar(app, "dst").c_str(),
+      std::snprintf(line, sizeof line, "  %s %s %s -> %s %s up %s down %s", role.c_str(),
+                    rendr::json_scalar(app, "proto").c_str(),
+                    rendr::json_scalar(app, "src").c_str(), rendr::json_scalar(app, "dst").c_str(),
                     rendr::json_scalar(app, "state").c_str(),
                     human_bytes(rendr::json_scalar(app, "bytes_up")).c_str(),
                     human_bytes(rendr::json_scalar(app, "bytes_down")).c_str());

@@ -65,7 +65,8 @@ std::vector<TunFlow> flows_of(const std::string& entry) {
   std::size_t pos = entry.find("{\"proto\":");
   while (pos != std::string::npos) {
     const auto next = entry.find("{\"proto\":", pos + 1);
-    const std::string f = entry.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    const std::string f =
+        entry.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
     TunFlow t;
     t.role = role;
     const auto eng = f.find("\"engine\":{");
@@ -159,8 +160,7 @@ TEST_CASE("tun status: rendrctl status lists the ingress and egress flow of a cu
   INFO(text);
   CHECK(text.find("tun      pid " + std::to_string(lab.in.pid) + " ingress: ") !=
         std::string::npos);
-  CHECK(text.find("tun      pid " + std::to_string(lab.eg.pid) + " egress: ") !=
-        std::string::npos);
+  CHECK(text.find("tun      pid " + std::to_string(lab.eg.pid) + " egress: ") != std::string::npos);
   CHECK(text.find("  ingress tcp " + a.src + " -> 198.18.0.10:8080 ") != std::string::npos);
   CHECK(text.find("  egress tcp " + a.src + " -> 198.18.0.10:8080 ") != std::string::npos);
   CHECK(text.find("    flow " + a.flow_id + " ") != std::string::npos);
@@ -205,8 +205,8 @@ TEST_CASE("tun status: a killed and a stopped rendr-tun do not hang rendrctl sta
   REQUIRE(rendrctl("--json --tun-timeout-ms 500 --engine-dir " + lab.dir.path + " --tun-status " +
                        lab.egress_status(),
                    js) == 0);
-  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - t0);
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
   ::kill(lab.eg.pid, SIGCONT);
   INFO(js << "\ntook " << took.count() << " ms");
   // Both waits run at once: about 500 ms plus the capability probes, not 2 x 500 ms or a hang.

@@ -3,9 +3,9 @@
 // rendr-tun's own status server (tools/rendr-tun/tun_status.cpp): the published socket names,
 // the bounded read (a stale socket and a listener that never accepts become errors, not a
 // hang), the JSON "tun" array and the text form. Hermetic: Unix sockets in a temp dir.
+#include "rendrctl/tun_status_reader.hpp"
 #include "rendr-tun/tun_status.hpp"
 #include "rendr-tun/tun_status_dir.hpp"
-#include "rendrctl/tun_status_reader.hpp"
 
 #include <rendr/engine/stats_json.hpp>
 
@@ -63,8 +63,7 @@ engine::L3Identity ident(std::uint8_t proto, const char* src, const char* dst) {
 
 }  // namespace
 
-TEST_CASE("tun status: published names are tun-<pid>.sock and listed once each",
-          "[tun][status]") {
+TEST_CASE("tun status: published names are tun-<pid>.sock and listed once each", "[tun][status]") {
   CHECK(tun::published_socket("/run/rendr/engine", 42) == "/run/rendr/engine/tun-42.sock");
   CHECK(tun::published_pid("tun-42.sock") == 42L);
   CHECK_FALSE(tun::published_pid("tun-.sock").has_value());
@@ -181,8 +180,10 @@ TEST_CASE("tun status: the text form names role flows identity engine flow and p
   REQUIRE(end != std::string::npos);
   doc.insert(end, ",\"engine\":" + engine::flow_stats_json(fs));
   rendrctl::TunReply ok{{"/run/rendr/engine/tun-7.sock", 7}, doc, {}};
-  rendrctl::TunReply dead{{"/run/x.sock", 0}, {}, "no answer within 1000 ms (the process may be "
-                                                  "stopped or hung)"};
+  rendrctl::TunReply dead{{"/run/x.sock", 0},
+                          {},
+                          "no answer within 1000 ms (the process may be "
+                          "stopped or hung)"};
   const std::string text = rendrctl::tun_status_text({ok, dead}, "/run/rendr/engine");
   INFO(text);
   CHECK(text.find("tun      pid " + std::to_string(::getpid()) +
@@ -195,7 +196,8 @@ TEST_CASE("tun status: the text form names role flows identity engine flow and p
         std::string::npos);
   CHECK(text.find("tun      /run/x.sock: did not answer: no answer within 1000 ms") !=
         std::string::npos);
-  CHECK(rendrctl::tun_status_text({}, "/d") == "tun      no rendr-tun processes (none published "
-                                               "in /d)\n");
+  CHECK(rendrctl::tun_status_text({}, "/d") ==
+        "tun      no rendr-tun processes (none published "
+        "in /d)\n");
   st.remove(flow);
 }
