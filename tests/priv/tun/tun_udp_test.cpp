@@ -263,7 +263,8 @@ TEST_CASE("tun udp: a full flow table drops new 5-tuples and counts them", "[.ne
   Child in;
   in.pid = u.lab.start(u.lab.app, "ingress-small",
                        {RENDR_TUN_BIN, "ingress", "--tun", "rtun0", "--peer", "10.88.0.2:7000",
-                        "--status-socket", sock, "--udp-max-flows", "2"},
+                        "--status-socket", sock, "--status-dir", u.lab.dir.path,
+                        "--udp-max-flows", "2"},
                        "ready");
   // 3 flows at once, one datagram each: two are carried, the third finds the table full.
   std::string out;
