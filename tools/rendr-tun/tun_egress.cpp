@@ -253,6 +253,7 @@ int run_egress(const EgressOptions& o) {
       return 1;
     }
   }
+  publish_status(o, status);
   ListenOptions lo;
   lo.listener_key = o.listener_key;
   apply_probe(o, lo.flow);

@@ -109,6 +109,7 @@ int run_ingress(const IngressOptions& o) {
       return 1;
     }
   }
+  publish_status(o, status);
   Dialers dialers(o);
   userstack::StackOptions so;
   so.tun.name = o.tun;

@@ -12,9 +12,15 @@
 //     refusing (REFUSE with a reason) what the rules deny or what cannot be reached;
 //   rendr-tun check-config FILE
 //     parses an ingress config and prints its rules or the first error.
-//   common: [--status-socket PATH] [--key-file FILE] [--probe-ms N]
+//   common: [--status-socket PATH] [--status-dir DIR|none] [--key-file FILE] [--probe-ms N]
 #include "tun_roles.hpp"
+#include "tun_status_dir.hpp"
 
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <rendr/engine/stats_json.hpp>
 #include <rendr/engine/types.hpp>
 
 #include <cstdio>
@@ -23,6 +29,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -39,8 +46,12 @@ int usage() {
       "                 --redirect SEL=HOST:PORT)... [--connect-timeout MS]\n"
       "                 [--status-socket PATH] [--key-file FILE]\n"
       "       rendr-tun check-config FILE\n"
-      "common: [--probe-ms N]\n"
-      "SEL: CIDR[:PORT|:LO-HI], [V6CIDR]:PORTS or any\n"
+      "common: [--probe-ms N] [--status-dir DIR|none]\n"
+      "SEL: [tcp:|udp:]CIDR[:PORT|:LO-HI], [tcp:|udp:][V6CIDR]:PORTS, [tcp:|udp:]any, tcp or\n"
+      "     udp (no protocol: both)\n"
+      "--status-dir DIR: also serve the status on DIR/tun-<pid>.sock, where `rendrctl status`\n"
+      "                  finds it (default $RENDR_ENGINE_STATUS_DIR or /run/rendr/engine;\n"
+      "                  none: only --status-socket)\n"
       "--tun-clone PATH: the TUN clone node to open instead of /dev/net/tun (a node the\n"
       "                  unprivileged user may open: char 10:200)\n"
       "--udp-max-flows N: UDP 5-tuples carried at once (default 1024; more are dropped)\n"
@@ -69,6 +80,29 @@ Result<tun::IngressConfig> load_config(const std::string& path) {
   return tun::parse_ingress_config(*text, path);
 }
 
+// remove_sockets_on_termination: SIGTERM / SIGINT first remove |paths| (the status sockets,
+// so that `rendrctl status` lists no stale one after a lab or an operator stopped us), then
+// end the process by that signal as before. Call before any other thread exists: they inherit
+// the blocked mask and only the waiting thread takes the signal.
+void remove_sockets_on_termination(std::vector<std::string> paths) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set, paths = std::move(paths)] {
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0) {
+    }
+    for (const auto& p : paths) {
+      ::unlink(p.c_str());
+    }
+    ::signal(sig, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    ::raise(sig);
+  }).detach();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,6 +128,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> peers;
   std::string config;
   std::string status_socket;
+  std::string status_dir = engine::engine_status_dir();
   std::string key_file;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
@@ -145,6 +180,8 @@ int main(int argc, char** argv) {
       }
     } else if (k == "--status-socket") {
       status_socket = v;
+    } else if (k == "--status-dir") {
+      status_dir = v == "none" ? std::string() : v;
     } else if (k == "--key-file") {
       key_file = v;
     } else {
@@ -168,8 +205,17 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  std::vector<std::string> sockets;
+  if (!status_socket.empty()) {
+    sockets.push_back(status_socket);
+  }
+  if (!status_dir.empty()) {
+    sockets.push_back(tun::published_socket(status_dir, ::getpid()));
+  }
+  remove_sockets_on_termination(sockets);
   if (mode == "ingress" && !in.tun.empty() && (peers.empty() != config.empty())) {
     in.status_socket = status_socket;
+    in.status_dir = status_dir;
     in.listener_key = key;
     if (!config.empty()) {
       auto cfg = load_config(config);
@@ -191,6 +237,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     eg.status_socket = status_socket;
+    eg.status_dir = status_dir;
     eg.listener_key = key;
     eg.decide = [policy](const engine::L3Identity& id) { return policy.decide(id); };
     return tun::run_egress(eg);

@@ -102,14 +102,39 @@ Result<Cidr> parse_cidr(std::string_view text) {
 }
 
 bool Selector::matches(const engine::L3Identity& id) const {
+  if (proto && *proto != id.proto) {
+    return false;
+  }
   if (dst && !dst->contains(id.family, id.dst)) {
     return false;
   }
   return id.dst_port >= port_lo && id.dst_port <= port_hi;
 }
 
+Result<std::uint8_t> parse_proto(std::string_view text) {
+  if (text == "tcp") {
+    return std::uint8_t{IPPROTO_TCP};
+  }
+  if (text == "udp") {
+    return std::uint8_t{IPPROTO_UDP};
+  }
+  return bad("bad protocol '" + std::string(text) + "' (tcp or udp)");
+}
+
 Result<Selector> parse_selector(std::string_view text) {
   Selector sel;
+  // A protocol prefix: "tcp:..." / "udp:..." (no address starts with these) or the bare name.
+  for (const std::string_view p : {"tcp", "udp"}) {
+    if (text == p) {
+      sel.proto = *parse_proto(p);
+      return sel;
+    }
+    if (text.size() > p.size() && text.substr(0, p.size()) == p && text[p.size()] == ':') {
+      sel.proto = *parse_proto(p);
+      text.remove_prefix(p.size() + 1);
+      break;
+    }
+  }
   if (text == "any") {
     return sel;
   }
@@ -187,13 +212,15 @@ Result<IngressConfig> parse_ingress_config(std::string_view text, std::string_vi
     std::size_t i = 1;
     bool have_dst = false;
     bool have_port = false;
+    bool have_proto = false;
     bool any = false;
     for (; i < w.size() && w[i] != "->"; ++i) {
       if (w[i] == "any" && !any) {
         any = true;
         continue;
       }
-      if ((w[i] == "dst" && !have_dst) || (w[i] == "port" && !have_port)) {
+      if ((w[i] == "dst" && !have_dst) || (w[i] == "port" && !have_port) ||
+          (w[i] == "proto" && !have_proto)) {
         if (i + 1 >= w.size() || w[i + 1] == "->") {
           return fail("'" + w[i] + "' needs a value");
         }
@@ -204,6 +231,13 @@ Result<IngressConfig> parse_ingress_config(std::string_view text, std::string_vi
           }
           r.sel.dst = *c;
           have_dst = true;
+        } else if (w[i] == "proto") {
+          auto p = parse_proto(w[i + 1]);
+          if (!p) {
+            return fail(p.error().context);
+          }
+          r.sel.proto = *p;
+          have_proto = true;
         } else {
           if (auto st = parse_ports(w[i + 1], r.sel); !st) {
             return fail(st.error().context);
@@ -213,13 +247,14 @@ Result<IngressConfig> parse_ingress_config(std::string_view text, std::string_vi
         ++i;
         continue;
       }
-      return fail("unexpected '" + w[i] + "' (expected dst CIDR, port P[-Q] or any)");
+      return fail("unexpected '" + w[i] +
+                  "' (expected dst CIDR, port P[-Q], proto tcp|udp or any)");
     }
-    if (any && (have_dst || have_port)) {
-      return fail("'any' with dst or port");
+    if (any && (have_dst || have_port || have_proto)) {
+      return fail("'any' with dst, port or proto");
     }
-    if (!any && !have_dst && !have_port) {
-      return fail("no selector: write 'any', 'dst CIDR' and/or 'port P[-Q]'");
+    if (!any && !have_dst && !have_port && !have_proto) {
+      return fail("no selector: write 'any', 'dst CIDR', 'port P[-Q]' and/or 'proto tcp|udp'");
     }
     if (r.deny) {
       if (i < w.size()) {

@@ -4,13 +4,13 @@
 //
 //   ingress  FlowDecisionHook: identity -> deny, or the peers (one engine path each) to carry
 //            it. The CLI's hook is an IngressConfig read from `--config FILE`:
-//              match [dst CIDR] [port P|P-Q] -> peer HOST:PORT [HOST:PORT ...]
-//              deny  [dst CIDR] [port P|P-Q]
+//              match [dst CIDR] [port P|P-Q] [proto tcp|udp] -> peer HOST:PORT [...]
+//              deny  [dst CIDR] [port P|P-Q] [proto tcp|udp]
 //            first matching line wins; a flow that matches no line is denied.
 //   egress   EgressHook: identity -> deny (with a RefusalCode), redirect to another address,
 //            or connect to the identity's destination. The CLI's hook is an EgressPolicy from
-//            `--deny SEL`, `--redirect SEL=HOST:PORT` and `--allow SEL` (SEL = CIDR[:PORTS],
-//            "[v6 CIDR]:PORTS" for IPv6): deny rules first, then redirects, then allows; a
+//            `--deny SEL`, `--redirect SEL=HOST:PORT` and `--allow SEL` (SEL = [tcp:|udp:]
+//            CIDR[:PORTS], "[v6 CIDR]:PORTS" for IPv6, or any): deny rules first, then redirects, then allows; a
 //            destination no rule allows is refused with flow_denied (default deny).
 #pragma once
 
@@ -38,16 +38,20 @@ struct Cidr {
 // address's bits beyond the prefix must be 0. Error: invalid_argument naming the problem.
 [[nodiscard]] Result<Cidr> parse_cidr(std::string_view text);
 
-// Selector: a destination address range and port range (each optional = any).
+// Selector: a protocol, a destination address range and port range (each optional = any).
 struct Selector {
+  std::optional<std::uint8_t> proto;  // IPPROTO_TCP or IPPROTO_UDP
   std::optional<Cidr> dst;
   std::uint16_t port_lo = 0;
   std::uint16_t port_hi = 65535;
   [[nodiscard]] bool matches(const engine::L3Identity& id) const;
 };
-// parse_selector parses the CLI form CIDR[:PORTS] / [V6CIDR]:PORTS / "any"; PORTS is P or
-// P-Q. Error: invalid_argument.
+// parse_selector parses the CLI form [PROTO:]CIDR[:PORTS] / [PROTO:][V6CIDR]:PORTS /
+// [PROTO:]any / PROTO, with PROTO tcp or udp (none: both) and PORTS P or P-Q
+// ("tcp:198.18.0.0/24:80", "udp:[fd00::/16]:53", "udp"). Error: invalid_argument.
 [[nodiscard]] Result<Selector> parse_selector(std::string_view text);
+// parse_proto: "tcp" -> 6, "udp" -> 17. Error: invalid_argument.
+[[nodiscard]] Result<std::uint8_t> parse_proto(std::string_view text);
 
 // --- ingress ---
 struct FlowDecision {

@@ -15,8 +15,12 @@
 #pragma once
 
 #include "tun_policy.hpp"
+#include "tun_status.hpp"
+
+#include <rendr/engine/stats_json.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,6 +29,9 @@ namespace rendr::tun {
 
 struct CommonOptions {
   std::string status_socket;               // --status-socket PATH (empty: none)
+  // --status-dir DIR: where `rendrctl status` finds this process (<DIR>/tun-<pid>.sock;
+  // tun_status_dir.hpp). Default: the engine status dir; empty ("--status-dir none"): nowhere.
+  std::string status_dir = engine::engine_status_dir();
   std::vector<std::uint8_t> listener_key;  // --key-file FILE (empty: unkeyed)
   // --probe-ms N: the engine flows probe each path every N ms and call a path dead after 3 N
   // ms of silence (FlowConfig probe_interval / fresh_min); 0 = the engine's defaults (1 s,
@@ -39,6 +46,20 @@ struct UdpOptions {
   std::size_t queue_packets = 256;  // per flow, waiting for the dial / the engine's window
   std::size_t queue_bytes = 1U << 20;
 };
+
+// publish_status serves |s| in o.status_dir for `rendrctl status`; a failure (an unprivileged
+// run cannot write /run/rendr) is a warning on stderr, not a reason to stop.
+inline void publish_status(const CommonOptions& o, TunStatus& s) {
+  if (o.status_dir.empty()) {
+    return;
+  }
+  if (auto st = s.publish(o.status_dir); !st) {
+    std::fprintf(stderr,
+                 "rendr-tun: warning: not listed by `rendrctl status` (%s; --status-dir DIR "
+                 "names a writable directory, rendrctl status --engine-dir DIR reads it)\n",
+                 st.error().message().c_str());
+  }
+}
 
 // apply_probe sets |c|'s probing from |o| (nothing when o.probe is 0).
 inline void apply_probe(const CommonOptions& o, engine::FlowConfig& c) {

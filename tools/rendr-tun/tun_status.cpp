@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tun_status.hpp"
 
+#include "tun_status_dir.hpp"
+
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/json.hpp>
 #include <rendr/engine/stats_json.hpp>
 
+#include <dirent.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -35,17 +40,43 @@ std::string addr_port(std::uint8_t family, const std::array<std::uint8_t, 16>& a
   return e.to_string();
 }
 
+// remove_stale_sockets unlinks the tun-<pid>.sock files in |dir| nobody listens on any more
+// (a rendr-tun that was killed cannot remove its own). Refused connects, not pids, decide:
+// a pid may belong to another pid namespace.
+void remove_stale_sockets(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return;
+  }
+  while (const dirent* e = ::readdir(d)) {
+    if (!published_pid(e->d_name)) {
+      continue;
+    }
+    const std::string path = dir + "/" + e->d_name;
+    sockaddr_un sa{};
+    if (path.size() >= sizeof sa.sun_path) {
+      continue;
+    }
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+    auto fd = UniqueFd::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd && ::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0 &&
+        errno == ECONNREFUSED) {
+      ::unlink(path.c_str());
+    }
+  }
+  ::closedir(d);
+}
+
 }  // namespace
 
 TunStatus::~TunStatus() {
-  if (listen_fd_) {
-    ::shutdown(listen_fd_.get(), SHUT_RDWR);  // wakes accept()
-  }
-  if (thread_.joinable()) {
-    thread_.join();
-  }
-  if (!path_.empty()) {
-    ::unlink(path_.c_str());
+  for (auto& l : listeners_) {
+    ::shutdown(l->fd.get(), SHUT_RDWR);  // wakes accept()
+    if (l->thread.joinable()) {
+      l->thread.join();
+    }
+    ::unlink(l->path.c_str());
   }
 }
 
@@ -85,6 +116,7 @@ std::string TunStatus::json() const {
   JsonWriter w;
   w.begin_object();
   w.kv("role", role_);
+  w.kv("pid", static_cast<std::int64_t>(::getpid()));
   w.kv("active_flows", static_cast<std::uint64_t>(flows_.size()));
   w.begin_object("counters");
   for (const auto& [k, v] : counters_) {
@@ -113,6 +145,30 @@ std::string TunStatus::json() const {
   return w.str();
 }
 
+void TunStatus::serve_loop(int lfd) const {
+  for (;;) {
+    UniqueFd c(::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC));
+    if (!c) {
+      if (errno == EINTR || errno == ECONNABORTED) {
+        continue;
+      }
+      return;  // shut down
+    }
+    // A reader that never reads must not stall the status thread for the next one.
+    const timeval tv{1, 0};
+    ::setsockopt(c.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    const std::string doc = json() + "\n";
+    std::size_t off = 0;
+    while (off < doc.size()) {
+      const ssize_t n = ::send(c.get(), doc.data() + off, doc.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) {
+        break;
+      }
+      off += static_cast<std::size_t>(n);
+    }
+  }
+}
+
 Status TunStatus::serve(const std::string& path) {
   sockaddr_un sa{};
   if (path.size() >= sizeof sa.sun_path) {
@@ -129,29 +185,24 @@ Status TunStatus::serve(const std::string& path) {
       ::listen(fd->get(), 16) != 0) {
     return errno_error("status socket " + path);
   }
-  listen_fd_ = std::move(*fd);
-  path_ = path;
-  thread_ = std::thread([this] {
-    for (;;) {
-      UniqueFd c(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (!c) {
-        if (errno == EINTR || errno == ECONNABORTED) {
-          continue;
-        }
-        return;  // shut down
-      }
-      const std::string doc = json() + "\n";
-      std::size_t off = 0;
-      while (off < doc.size()) {
-        const ssize_t n = ::send(c.get(), doc.data() + off, doc.size() - off, MSG_NOSIGNAL);
-        if (n <= 0) {
-          break;
-        }
-        off += static_cast<std::size_t>(n);
-      }
-    }
-  });
+  auto l = std::make_unique<Listener>();
+  l->fd = std::move(*fd);
+  l->path = path;
+  const int lfd = l->fd.get();
+  l->thread = std::thread([this, lfd] { serve_loop(lfd); });
+  listeners_.push_back(std::move(l));
   return {};
+}
+
+Status TunStatus::publish(const std::string& dir) {
+  if (const auto slash = dir.rfind('/'); slash != std::string::npos && slash > 0) {
+    ::mkdir(dir.substr(0, slash).c_str(), 0755);
+  }
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return errno_error("status dir: mkdir " + dir);
+  }
+  remove_stale_sockets(dir);
+  return serve(published_socket(dir, ::getpid()));
 }
 
 }  // namespace rendr::tun

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // tun_status: the live flows and counters of one rendr-tun process (docs/tun-ingress.md
-// "Status"), rendered as JSON and served on a Unix socket (`--status-socket PATH`: each
+// "Status"), rendered as JSON and served on Unix sockets (`--status-socket PATH`, and
+// <status dir>/tun-<pid>.sock where `rendrctl status` finds it: tun_status_dir.hpp; each
 // connection gets one JSON document, then EOF). Thread-safe: relay threads register their
-// flows and count events; the status thread reads.
+// flows and count events; the status threads read.
 #pragma once
 
 #include <rendr/common/json.hpp>
@@ -19,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace rendr::tun {
 
@@ -48,7 +50,7 @@ class TunStatus {
   // count adds one to counter |name| ("flows", "refused_flow_denied", ...).
   void count(const std::string& name, std::uint64_t n = 1);
   [[nodiscard]] std::uint64_t counter(const std::string& name) const;
-  // json: {"role","counters":{...},"flows":[{"src","dst","proto","state","bytes_up",
+  // json: {"role","pid","active_flows","counters":{...},"flows":[{"src","dst","proto","state","bytes_up",
   // "bytes_down","engine":{flow stats: flow_id, paths, ...}}]}.
   [[nodiscard]] std::string json() const;
   // set_extra: |f| adds role-specific members to json() (the ingress: the TUN's counters).
@@ -56,19 +58,28 @@ class TunStatus {
     std::lock_guard lk(mu_);
     extra_ = std::move(f);
   }
-  // serve listens on the Unix socket |path| (replacing a stale file) on its own thread.
+  // serve listens on the Unix socket |path| (replacing a stale file) on its own thread; it
+  // may be called again for another path. The files are removed when this object goes.
   // Errors: errno of socket/bind/listen.
   [[nodiscard]] Status serve(const std::string& path);
+  // publish serves on <dir>/tun-<pid>.sock (tun_status_dir.hpp), creating |dir| (and its
+  // parent) 0755 when missing. Errors: errno of mkdir or serve.
+  [[nodiscard]] Status publish(const std::string& dir);
 
  private:
+  struct Listener {
+    UniqueFd fd;
+    std::string path;
+    std::thread thread;
+  };
+  void serve_loop(int fd) const;
+
   std::string role_;
   mutable std::mutex mu_;
   std::map<FlowEntry*, std::shared_ptr<FlowEntry>> flows_;
   std::map<std::string, std::uint64_t> counters_;
   std::function<void(JsonWriter&)> extra_;
-  UniqueFd listen_fd_;
-  std::string path_;
-  std::thread thread_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
 };
 
 }  // namespace rendr::tun

@@ -55,9 +55,8 @@ std::vector<StatusFile> live_status_files(const std::string& dir) {
   return out;
 }
 
-// Splits |s| at every occurrence of |marker| (the pieces start with it). The status files are
-// written by rendr::engine::write_flow_stats, whose layout is fixed: flows start with
-// {"flow_id": and paths with {"id":.
+}  // namespace
+
 std::vector<std::string_view> pieces(std::string_view s, std::string_view marker) {
   std::vector<std::string_view> out;
   std::size_t pos = s.find(marker);
@@ -93,7 +92,32 @@ std::string rtt_text(const std::string& us) {
   return buf;
 }
 
-}  // namespace
+std::string path_lines(std::string_view flow, const char* indent) {
+  std::string out;
+  const auto paths_at = flow.find("\"paths\":");
+  if (paths_at == std::string_view::npos) {
+    return out;
+  }
+  for (const auto p : pieces(flow.substr(paths_at), "{\"id\":")) {
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "%spath %s %-8s %s %s->%s %s%s rtt %s jitter %s loss %s/1000 tx %s rx %s\n",
+                  indent, rendr::json_scalar(p, "id").c_str(),
+                  rendr::json_scalar(p, "name").c_str(),
+                  rendr::json_scalar(p, "transport").c_str(),
+                  rendr::json_scalar(p, "local").c_str(),
+                  rendr::json_scalar(p, "remote").c_str(),
+                  rendr::json_scalar(p, "state").c_str(),
+                  rendr::json_scalar(p, "active") == "true" ? " (active)" : "",
+                  rtt_text(rendr::json_scalar(p, "rtt_us")).c_str(),
+                  rtt_text(rendr::json_scalar(p, "jitter_us")).c_str(),
+                  rendr::json_scalar(p, "loss_ppt").c_str(),
+                  human_bytes(rendr::json_scalar(p, "bytes_tx")).c_str(),
+                  human_bytes(rendr::json_scalar(p, "bytes_rx")).c_str());
+    out += line;
+  }
+  return out;
+}
 
 void engine_status_json(rendr::JsonWriter& j, const std::string& dir) {
   j.begin_object("engine");
@@ -132,23 +156,7 @@ void print_engine_status(const std::string& dir) {
         std::printf("    paths lost %s, last: %s\n", lost.c_str(),
                     rendr::json_scalar(head, "last_path_down").c_str());
       }
-      if (paths_at == std::string_view::npos) {
-        continue;
-      }
-      for (const auto p : pieces(flow.substr(paths_at), "{\"id\":")) {
-        std::printf("    path %s %-8s %s %s->%s %s%s rtt %s jitter %s loss %s/1000 tx %s rx %s\n",
-                    rendr::json_scalar(p, "id").c_str(), rendr::json_scalar(p, "name").c_str(),
-                    rendr::json_scalar(p, "transport").c_str(),
-                    rendr::json_scalar(p, "local").c_str(),
-                    rendr::json_scalar(p, "remote").c_str(),
-                    rendr::json_scalar(p, "state").c_str(),
-                    rendr::json_scalar(p, "active") == "true" ? " (active)" : "",
-                    rtt_text(rendr::json_scalar(p, "rtt_us")).c_str(),
-                    rtt_text(rendr::json_scalar(p, "jitter_us")).c_str(),
-                    rendr::json_scalar(p, "loss_ppt").c_str(),
-                    human_bytes(rendr::json_scalar(p, "bytes_tx")).c_str(),
-                    human_bytes(rendr::json_scalar(p, "bytes_rx")).c_str());
-      }
+      std::fputs(path_lines(flow, "    ").c_str(), stdout);
     }
   }
 }

@@ -28,6 +28,7 @@
 #include "agent_cmds.hpp"
 #include "cert.hpp"
 #include "engine_status.hpp"
+#include "tun_status_reader.hpp"
 
 #include <rendr/engine/stats_json.hpp>
 #include <vector>
@@ -41,12 +42,17 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  status [--json] [--engine-dir DIR] [--tun-device NAME] [--tun-clone PATH]\n"
+    "         [--tun-status SOCK]... [--tun-timeout-ms N]\n"
     "      Probe what this host can do (TCP_REPAIR, BPF, TUN, netns) and say which migration\n"
     "      method rendr will use and why (each failed probe with a reason code: EPERM,\n"
     "      node_denied, not_owner, busy, no_device, ...; the TUN clone node is\n"
     "      /dev/net/tun unless --tun-clone names another); list the engine flows and paths\n"
     "      (RTT, loss, state, bytes) that live processes published in DIR (default\n"
-    "      $RENDR_ENGINE_STATUS_DIR or /run/rendr/engine).\n"
+    "      $RENDR_ENGINE_STATUS_DIR or /run/rendr/engine), and the ingress and egress flows\n"
+    "      of every rendr-tun that serves its status in DIR (DIR/tun-<pid>.sock) or on a\n"
+    "      --tun-status SOCK (its --status-socket): app flow identity, engine flow id, paths,\n"
+    "      bytes, state, counters. Each rendr-tun has N ms to answer (default 1000, all at\n"
+    "      once); one that does not is listed with the reason (stale socket, hung process).\n"
     "  snapshot take --pid PID --flow LOCAL->REMOTE -o FILE [--keep-frozen]\n"
     "      Take the TCP socket LOCAL->REMOTE (e.g. 10.99.0.1:80->10.0.1.2:51000) out of process\n"
     "      PID and checkpoint it into FILE. FREEZE THE FLOW'S TRAFFIC FIRST. By default the\n"
@@ -81,6 +87,8 @@ int cmd_status(const std::vector<std::string>& args) {
   bool json = false;
   std::string engine_dir = rendr::engine::engine_status_dir();
   rendr::agents::ProbeOptions probe_opts;
+  std::vector<std::string> tun_sockets;
+  int tun_timeout_ms = 1000;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
     if (a == "--json") {
@@ -91,6 +99,16 @@ int cmd_status(const std::vector<std::string>& args) {
       probe_opts.tun_device = args[++i];
     } else if (a == "--tun-clone" && i + 1 < args.size()) {
       probe_opts.tun_clone = args[++i];
+    } else if (a == "--tun-status" && i + 1 < args.size()) {
+      tun_sockets.push_back(args[++i]);
+    } else if (a == "--tun-timeout-ms" && i + 1 < args.size()) {
+      const std::string v = args[++i];
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 60000) {
+        return usage_error("status: --tun-timeout-ms takes 1..60000, not '" + v + "'");
+      }
+      tun_timeout_ms = static_cast<int>(n);
     } else {
       return usage_error("status: unknown option '" + a + "'");
     }
@@ -100,6 +118,8 @@ int cmd_status(const std::vector<std::string>& args) {
   const std::string& method = report.method;
   const std::string& why = report.reason;
   const std::string kernel = rendr::agents::kernel_release();
+  const auto tun = rendrctl::read_tun_status(rendrctl::tun_sources(engine_dir, tun_sockets),
+                                             tun_timeout_ms);
   if (json) {
     JsonWriter j;
     j.begin_object();
@@ -117,6 +137,7 @@ int cmd_status(const std::vector<std::string>& args) {
     }
     j.end_object();
     rendrctl::engine_status_json(j, engine_dir);
+    rendrctl::tun_status_json(j, tun);
     j.end_object();
     std::printf("%s\n", j.str().c_str());
     return 0;
@@ -129,6 +150,7 @@ int cmd_status(const std::vector<std::string>& args) {
   }
   std::printf("method   %s: %s\n", method.c_str(), why.c_str());
   rendrctl::print_engine_status(engine_dir);
+  std::fputs(rendrctl::tun_status_text(tun, engine_dir).c_str(), stdout);
   return 0;
 }
 

@@ -156,13 +156,17 @@ struct TunLab {
       std::ofstream(dir.path + "/key") << "0123456789abcdef0123456789abcdef";
       key = {"--key-file", dir.path + "/key"};
     }
-    std::vector<std::string> eargs = {RENDR_TUN_BIN, "egress", "--listen", "0.0.0.0:7000",
-                                      "--status-socket", egress_status()};
+    // Both publish their status in the lab's dir (tun-<pid>.sock, where `rendrctl status
+    // --engine-dir DIR` finds them), never in the host's /run/rendr/engine.
+    std::vector<std::string> eargs = {RENDR_TUN_BIN,     "egress",         "--listen",
+                                      "0.0.0.0:7000",    "--status-socket", egress_status(),
+                                      "--status-dir",    dir.path};
     eargs.insert(eargs.end(), key.begin(), key.end());
     eargs.insert(eargs.end(), o.egress_rules.begin(), o.egress_rules.end());
     eg.pid = start(egress, "egress", eargs, "ready");
-    std::vector<std::string> iargs = {RENDR_TUN_BIN, "ingress", "--tun", "rtun0",
-                                      "--status-socket", ingress_status()};
+    std::vector<std::string> iargs = {RENDR_TUN_BIN,     "ingress",         "--tun",
+                                      "rtun0",           "--status-socket", ingress_status(),
+                                      "--status-dir",    dir.path};
     iargs.insert(iargs.end(), key.begin(), key.end());
     if (o.ingress_config.empty()) {
       for (const auto& p : lab::IngressLab::peers()) {

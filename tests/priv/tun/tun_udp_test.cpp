@@ -8,8 +8,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <vector>
 
 using namespace rendr::test;
 
@@ -260,7 +263,8 @@ TEST_CASE("tun udp: a full flow table drops new 5-tuples and counts them", "[.ne
   Child in;
   in.pid = u.lab.start(u.lab.app, "ingress-small",
                        {RENDR_TUN_BIN, "ingress", "--tun", "rtun0", "--peer", "10.88.0.2:7000",
-                        "--status-socket", sock, "--udp-max-flows", "2"},
+                        "--status-socket", sock, "--status-dir", u.lab.dir.path,
+                        "--udp-max-flows", "2"},
                        "ready");
   // 3 flows at once, one datagram each: two are carried, the third finds the table full.
   std::string out;
@@ -272,4 +276,47 @@ TEST_CASE("tun udp: a full flow table drops new 5-tuples and counts them", "[.ne
   CHECK(status_counter(s, "udp_flows") == 2);
   CHECK(status_counter(s, "udp_dropped_table_full") >= 1);
   CHECK(status_counter(s, "udp_datagrams_down") == 2);
+}
+
+TEST_CASE("tun udp: rules that carry TCP to a destination refuse UDP to it",
+          "[.netns][tun][netns]") {
+  TunLabOptions o = default_lab();
+  o.origin_addrs = {"198.18.0.66"};
+  // Ingress: TCP to .10 carried, UDP to .10 denied locally; everything else to the egress,
+  // which allows TCP only (so UDP to .66 is refused there).
+  o.ingress_config =
+      "match dst 198.18.0.10 proto tcp -> peer 10.88.0.2:7000 peer 10.89.0.2:7000\n"
+      "deny  dst 198.18.0.10 proto udp\n"
+      "match any -> peer 10.88.0.2:7000 peer 10.89.0.2:7000\n";
+  o.egress_rules = {"--allow", "tcp:198.18.0.0/24"};
+  UdpLab u(o);
+  std::string out;
+  const int rc = u.lab.app.sh("curl -sS --max-time 30 -o " + u.lab.dir.path +
+                                  "/got http://198.18.0.10:8080/blob 2>&1",
+                              &out);
+  INFO("curl: " << out);
+  CHECK(rc == 0);
+  std::ifstream g(u.lab.dir.path + "/got", std::ios::binary);
+  const std::vector<char> got((std::istreambuf_iterator<char>(g)),
+                              std::istreambuf_iterator<char>());
+  REQUIRE(got.size() == u.lab.blob.size());
+  CHECK(std::equal(got.begin(), got.end(), reinterpret_cast<const char*>(u.lab.blob.data())));
+  // UDP to the same destination: the ingress's 'proto udp' deny, an ICMP admin-prohibited.
+  std::string local;
+  CHECK(u.client("198.18.0.10", 1, 1, "64", 0, local) != 0);
+  INFO("ingress-denied: " << local);
+  CHECK(local.find("done 0 1 EHOSTUNREACH") != std::string::npos);
+  // UDP to .66 reaches the egress, whose only rule is tcp:...: refused there.
+  std::string remote;
+  CHECK(u.client("198.18.0.66", 1, 1, "64", 0, remote) != 0);
+  INFO("egress-denied: " << remote);
+  CHECK(remote.find("done 0 1 EHOSTUNREACH") != std::string::npos);
+  const std::string in = status_when(u.lab.ingress_status(), "udp_icmp_sent", 2);
+  const std::string eg = read_status(u.lab.egress_status());
+  INFO("ingress: " << in << "\negress: " << eg);
+  CHECK(status_counter(in, "udp_refused_flow_denied") == 2);
+  CHECK(status_counter(in, "flows_done") == 1);           // curl's TCP flow
+  CHECK(status_counter(eg, "refused_flow_denied") == 1);  // .66; UDP to .10 never left
+  CHECK(status_counter(eg, "udp_flows") == 1);
+  CHECK(status_counter(eg, "flows_done") == 1);
 }
