@@ -5,8 +5,11 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string_view>
 #include <vector>
@@ -68,8 +71,29 @@ std::vector<std::string_view> pieces(std::string_view s, std::string_view marker
   return out;
 }
 
+namespace {
+// number_of: |v| as a finite number; nullopt for anything else (a status document is read, not
+// trusted: a malformed field must not abort rendrctl, as std::stod's exception did).
+std::optional<double> number_of(const std::string& v) {
+  if (v.empty()) {
+    return 0.0;
+  }
+  char* end = nullptr;
+  errno = 0;
+  const double d = std::strtod(v.c_str(), &end);
+  if (end != v.c_str() + v.size() || errno != 0 || !std::isfinite(d)) {
+    return std::nullopt;
+  }
+  return d;
+}
+}  // namespace
+
 std::string human_bytes(const std::string& v) {
-  const double b = v.empty() ? 0 : std::stod(v);
+  const auto n = number_of(v);
+  if (!n) {
+    return "? B";
+  }
+  const double b = *n;
   char buf[32];
   if (b >= 1e9) {
     std::snprintf(buf, sizeof buf, "%.2f GB", b / 1e9);
@@ -87,8 +111,12 @@ std::string rtt_text(const std::string& us) {
   if (us.empty() || us == "null") {
     return "-";
   }
+  const auto n = number_of(us);
+  if (!n) {
+    return "? ms";
+  }
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f ms", std::stod(us) / 1000.0);
+  std::snprintf(buf, sizeof buf, "%.2f ms", *n / 1000.0);
   return buf;
 }
 

@@ -3,6 +3,7 @@
 // rendr-tun's own status server (tools/rendr-tun/tun_status.cpp): the published socket names,
 // the bounded read (a stale socket and a listener that never accepts become errors, not a
 // hang), the JSON "tun" array and the text form. Hermetic: Unix sockets in a temp dir.
+#include "rendrctl/engine_status.hpp"
 #include "rendrctl/tun_status_reader.hpp"
 #include "rendr-tun/tun_status.hpp"
 #include "rendr-tun/tun_status_dir.hpp"
@@ -200,4 +201,19 @@ TEST_CASE("tun status: the text form names role flows identity engine flow and p
         "tun      no rendr-tun processes (none published "
         "in /d)\n");
   st.remove(flow);
+}
+
+TEST_CASE("rendrctl status text survives malformed numbers in a status document",
+          "[tun][status]") {
+  // A status socket given with --tun-status is read, not trusted: std::stod threw here and
+  // aborted rendrctl.
+  CHECK(rendrctl::human_bytes("2500000") == "2.50 MB");
+  CHECK(rendrctl::human_bytes("") == "0 B");
+  CHECK_NOTHROW(rendrctl::human_bytes("\"zz\""));
+  CHECK(rendrctl::human_bytes("zz") == "? B");
+  CHECK(rendrctl::human_bytes("1e999") == "? B");
+  CHECK(rendrctl::human_bytes("12abc") == "? B");
+  CHECK(rendrctl::rtt_text("350") == "0.35 ms");
+  CHECK(rendrctl::rtt_text("null") == "-");
+  CHECK(rendrctl::rtt_text("x") == "? ms");
 }
