@@ -69,12 +69,16 @@ bool file_is_png(const std::string& path) {
 
 // usage: rendr_bench_smoke <rendr-bench> [repair|migrate|hostile|userstack|g3quic|ingress]
 int main(int argc, char** argv) {
-  if (argc < 2 || argc > 3) {
-    std::fprintf(stderr,
+  const bool help = argc >= 2 && (std::strcmp(argv[1], "-h") == 0 ||
+                                  std::strcmp(argv[1], "--help") == 0);
+  if (help || argc < 2 || argc > 3) {
+    std::fprintf(help ? stdout : stderr,
                  "usage: %s <path to rendr-bench> [repair|migrate|hostile|userstack|g3quic|"
-                 "ingress]\n",
+                 "ingress]\n"
+                 "Runs that rendr-bench subcommand with tiny counts (--json) and checks its exit\n"
+                 "status and the documented keys of its last line (ctest bench.*_smoke).\n",
                  argv[0]);
-    return 2;
+    return help ? 0 : 2;
   }
   const std::string which = argc == 3 ? argv[2] : "repair";
   if (std::string why = probe(which); !why.empty()) {
