@@ -243,6 +243,19 @@ TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST
   CHECK(fresh->empty());
 }
 
+TEST_CASE("ebpf: Freezer refuses a replay ring that cannot hold the largest record",
+          "[.bpf][ebpf][freeze][datapath]") {
+  auto ns = test::Netns::create("ebpf-freeze-ring");
+  test::NetnsScope in(ns);
+  FreezerOptions o;
+  o.replay_ring_bytes = 64U << 10;  // a power of two, but below one 64 KiB record + headers
+  REQUIRE_ERROR(Freezer::create(o), std::errc::invalid_argument, "replay_ring_bytes 65536");
+  o.replay_ring_bytes = (1U << 20) + 4096;  // not a power of two
+  REQUIRE_ERROR(Freezer::create(o), std::errc::invalid_argument, "power of two");
+  o.replay_ring_bytes = 128U << 10;
+  REQUIRE_OK(Freezer::create(o));
+}
+
 TEST_CASE("ebpf: freeze matches IPv4-mapped tuples against IPv4 packets",
           "[.bpf][ebpf][freeze][datapath]") {
   auto ns = test::Netns::create("ebpf-freeze-mapped");
