@@ -43,7 +43,7 @@ const char* name_of(Offload what) {
 }
 
 std::uint32_t ethtool_cmd(const Netns& ns, const std::string& dev, std::uint32_t cmd,
-                            std::uint32_t value) {
+                          std::uint32_t value) {
   NetnsScope in(ns);
   UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!s.valid()) {
@@ -59,8 +59,8 @@ std::uint32_t ethtool_cmd(const Netns& ns, const std::string& dev, std::uint32_t
   std::memcpy(ifr.ifr_name, dev.c_str(), dev.size());
   ifr.ifr_data = reinterpret_cast<char*>(&ev);
   if (::ioctl(s.get(), SIOCETHTOOL, &ifr) != 0) {
-    throw std::runtime_error("ethtool " + dev + " cmd " + std::to_string(cmd) + " in " +
-                             ns.name() + ": " + std::strerror(errno));
+    throw std::runtime_error("ethtool " + dev + " cmd " + std::to_string(cmd) + " in " + ns.name() +
+                             ": " + std::strerror(errno));
   }
   return ev.data;
 }

@@ -215,13 +215,12 @@ void run_big_replay(const std::string& srv_addr, const std::string& peer_addr,
       "records (%zu over %zu "
       "bytes, largest %zu), skipped %llu, lost %llu; longest gap after restore %.1f ms, peer "
       "RTOs %lld, peer retransmitted %u segments\n",
-      srv_ip.c_str(), static_cast<unsigned long long>(dropped), in_flight, frozen_ms, records, big, kOldReplayMax, largest,
-      static_cast<unsigned long long>(counters.replay_skipped),
-      static_cast<unsigned long long>(counters.replay_lost), after.max_gap_ms, timeouts,
-      retrans);
+      srv_ip.c_str(), static_cast<unsigned long long>(dropped), in_flight, frozen_ms, records, big,
+      kOldReplayMax, largest, static_cast<unsigned long long>(counters.replay_skipped),
+      static_cast<unsigned long long>(counters.replay_lost), after.max_gap_ms, timeouts, retrans);
 
   CHECK(dropped >= kInFlight);
-  CHECK(big > 0);  // GRO merged the peer's segments beyond the old limit...
+  CHECK(big > 0);                       // GRO merged the peer's segments beyond the old limit...
   CHECK(counters.replay_skipped == 0);  // ...and none was too large to record
   CHECK(counters.replay_lost == 0);
   CHECK(counters.replay_packets >= records);
