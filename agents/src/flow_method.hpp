@@ -42,6 +42,10 @@ class SourceFlow {
   // take_held: what the peer sent into the freeze (IP packets), for the target to replay. The
   // flow stays frozen here (stray packets are not answered) until release() ends that.
   [[nodiscard]] virtual Packets take_held() = 0;
+  // unrecorded: packets the peer sent into the freeze that could not be kept for replay (too
+  // large to record, or the ring was full); the peer retransmits those. 0 when the method
+  // holds everything it counts elsewhere.
+  [[nodiscard]] virtual std::uint64_t unrecorded() const { return 0; }
   // release: the flow lives on the target now: drop it here silently (no FIN, no RST); its
   // freeze lifts after the agent's freeze grace.
   virtual void release() = 0;

@@ -220,6 +220,8 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   j.kv("drained_from_bytes", b.drained_bytes);
   j.kv("drain", b.drain_stop);
   j.kv("replayed_packets", b.replayed_total);
+  j.kv("replayed_bytes", b.replayed_bytes);
+  j.kv("replay_unrecorded", b.unrecorded_total);
   j.begin_object("steps_ms");
   for (const auto& [k, v] : b.step_ms) {
     j.kv(k, v);

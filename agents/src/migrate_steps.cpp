@@ -339,6 +339,8 @@ awaitable<StepResult> Agent::src_send_commit(SourceBatch& b, Clock::time_point d
   commit.add_u64(Tag::mig, b.mig);
   // What the peer acknowledged while frozen: lets B resend at once only what the peer lacks.
   std::size_t replayed = 0;
+  std::uint64_t unrecorded = 0;
+  std::uint64_t replayed_bytes = 0;
   for (std::size_t i = 0; i < b.tuples.size(); ++i) {
     commit.add_u64(Tag::peer_ack, b.moving[i]->peer_ack_hint());
     // What the peer sent into the freeze: B replays it instead of waiting for a retransmit.
@@ -353,10 +355,14 @@ awaitable<StepResult> Agent::src_send_commit(SourceBatch& b, Clock::time_point d
         std::memcpy(v.data() + 4, p.data(), p.size());
         commit.add(Tag::replay, std::move(v));
         ++replayed;
+        replayed_bytes += p.size();
       }
     }
+    unrecorded += b.moving[i]->unrecorded();
   }
   b.replayed_total = replayed;
+  b.unrecorded_total = unrecorded;
+  b.replayed_bytes = replayed_bytes;
   auto cw = co_await write_msg(*b.chan, commit, deadline);
   if (!cw) {
     co_return step_failed(A::send_commit, cw.error().message());

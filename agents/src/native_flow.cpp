@@ -37,6 +37,13 @@ class NativeSourceFlow final : public SourceFlow {
     auto pk = a_.freezer_->take_dropped(t_);
     return pk ? std::move(*pk) : Packets{};
   }
+  std::uint64_t unrecorded() const override {
+    if (!a_.freezer_) {
+      return 0;
+    }
+    auto c = a_.freezer_->counters(t_);
+    return c ? c->replay_skipped + c->replay_lost : 0;
+  }
   void release() override {
     a_.repairer_.release(std::move(socket_));
     a_.schedule_unfreeze(t_);

@@ -48,6 +48,8 @@ struct SourceBatch {
   std::uint64_t drained_bytes = 0;  // send-queue bytes when the drain before the freeze began
   std::string drain_stop;           // why it ended (drain.hpp)
   std::uint64_t replayed_total = 0;  // packets the freeze dropped, shipped for replay on B
+  std::uint64_t replayed_bytes = 0;    // their IP packet bytes
+  std::uint64_t unrecorded_total = 0;  // packets the freeze dropped but could not keep
   double frozen_ms = 0;
   Clock::time_point t0{};
   Clock::time_point freeze_t0{};

@@ -29,15 +29,17 @@ struct {
 	__type(value, struct rendr_freeze_counters);
 } freeze_flows SEC(".maps");
 
-/* Dropped ingress packets worth replaying (see freeze_shared.h); read by the Freezer. */
+/* Dropped ingress packets worth replaying (see freeze_shared.h); read by the Freezer, which
+ * sets its size before load (FreezerOptions::replay_ring_bytes). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20);
+	__uint(max_entries, 16 << 20);
 } freeze_replay SEC(".maps");
 
-/* Per-CPU staging area for one record (too big for the BPF stack). */
+/* Staging area for one record per CPU (too big for the BPF stack, and for a PERCPU_ARRAY:
+ * see freeze_shared.h). The Freezer sets max_entries to the number of possible CPUs. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct rendr_replay_scratch);
@@ -47,7 +49,7 @@ static __always_inline void record_replay(struct __sk_buff *skb, const struct re
 					  struct rendr_freeze_counters *c)
 {
 	struct rendr_replay_scratch *r;
-	__u32 zero = 0;
+	__u32 cpu = bpf_get_smp_processor_id();
 	__u32 len;
 	__u32 len_m1;
 
@@ -58,9 +60,11 @@ static __always_inline void record_replay(struct __sk_buff *skb, const struct re
 		c->replay_skipped++;
 		return;
 	}
-	r = bpf_map_lookup_elem(&replay_scratch, &zero);
-	if (!r)
+	r = bpf_map_lookup_elem(&replay_scratch, &cpu);
+	if (!r) {
+		c->replay_skipped++; /* more CPUs than the Freezer sized it for: never silently */
 		return;
+	}
 	/*
 	 * bpf_skb_load_bytes needs a size the verifier can prove to be in [1, MAX]. Older
 	 * verifiers (6.1) do not carry a bound across the copies clang makes of len, nor learn
@@ -72,8 +76,10 @@ static __always_inline void record_replay(struct __sk_buff *skb, const struct re
 	if (len_m1 >= RENDR_FREEZE_REPLAY_MAX)
 		return;
 	len = len_m1 + 1;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, r->data, len) < 0)
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, r->data, len) < 0) {
+		c->replay_skipped++;
 		return;
+	}
 	r->hdr.key = *key;
 	r->hdr.len = len;
 	r->hdr.pad = 0;

@@ -30,7 +30,7 @@ struct rendr_freeze_counters {
 	/* The raw (unscaled) receive window advertised by that same ACK, in the low 16 bits. */
 	rendr_u64 peer_win;
 	rendr_u64 replay_packets; /* ingress packets recorded in freeze_replay */
-	rendr_u64 replay_skipped; /* too large to record */
+	rendr_u64 replay_skipped; /* could not be recorded (over RENDR_FREEZE_REPLAY_MAX) */
 	rendr_u64 replay_lost;    /* the ring was full */
 };
 RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 80, "rendr_freeze_counters layout");
@@ -41,19 +41,30 @@ RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 80, "rendr_freeze_co
  * Ring buffer freeze_replay: one record per packet dropped at ingress (from the peer) that
  * carries more than a bare ACK (payload, FIN or RST), so the new owner can feed it to the
  * restored socket instead of waiting for the peer to retransmit it. Record = this header +
- * |len| bytes of the packet from its IP header on. Larger packets are not recorded (counted in
- * replay_skipped); ring full = counted in replay_lost.
+ * |len| bytes of the packet from its IP header on. Every packet the kernel hands tc without
+ * BIG TCP fits: GRO and GSO aggregates stop below 64 KiB (gro_max_size / gso_max_size 65536).
+ * Larger ones (BIG TCP: gro_max_size above 65536) are counted in replay_skipped, not recorded;
+ * ring full = counted in replay_lost. The Freezer sizes the ring (FreezerOptions).
  */
-#define RENDR_FREEZE_REPLAY_MAX 9216u
+#define RENDR_FREEZE_REPLAY_MAX 65536u
 struct rendr_replay_hdr {
 	struct rendr_flow_key key; /* normalised, as in freeze_flows */
 	rendr_u32 len;
 	rendr_u32 pad;
 };
 
+/*
+ * Map replay_scratch: ARRAY, one entry per possible CPU (the Freezer sets max_entries before
+ * load), indexed by bpf_get_smp_processor_id(): a record is staged here before it is copied
+ * into the ring. Not a PERCPU_ARRAY: per-CPU values are limited to 32 KiB (PCPU_MIN_UNIT_SIZE).
+ * tc programs do not nest on one CPU (softirq / BH-disabled egress), so an entry has one user.
+ */
 struct rendr_replay_scratch {
 	struct rendr_replay_hdr hdr;
 	rendr_u8 data[RENDR_FREEZE_REPLAY_MAX];
 };
+RENDR_SHARED_ASSERT(sizeof(struct rendr_replay_scratch) ==
+			    sizeof(struct rendr_replay_hdr) + RENDR_FREEZE_REPLAY_MAX,
+		    "rendr_replay_scratch layout");
 
 #endif /* RENDR_EBPF_SHARED_FREEZE_SHARED_H */

@@ -34,6 +34,9 @@ struct Freezer::Impl {
   ring_buffer* replay = nullptr;
   std::map<std::string, std::vector<std::vector<std::byte>>> stash;
   std::size_t stash_bytes = 0;
+  // Records read from the ring but not kept (the stash was full), by flow: reported in
+  // replay_lost like a full ring, so no loss goes uncounted.
+  std::map<std::string, std::uint64_t> stash_lost;
 
   Impl() = default;
   Impl(const Impl&) = delete;
@@ -53,6 +56,8 @@ namespace {
 // Records kept per Freezer at most (a flow nobody takes, e.g. an aborted migration's, must not
 // grow the agent without bound).
 constexpr std::size_t kMaxStashBytes = 64U << 20;
+// The ring must hold at least one largest record (header, packet, the ring's own 8 bytes).
+constexpr std::uint32_t kMinReplayRing = 128U << 10;
 
 std::string key_bytes(const rendr_flow_key& k) {
   return std::string(reinterpret_cast<const char*>(&k), sizeof k);
@@ -65,8 +70,11 @@ int on_replay_record(void* ctx, void* data, std::size_t size) {
     return 0;
   }
   std::memcpy(&h, data, sizeof h);
-  if (h.len == 0 || h.len > RENDR_FREEZE_REPLAY_MAX || sizeof h + h.len > size ||
-      impl->stash_bytes + h.len > kMaxStashBytes) {
+  if (h.len == 0 || h.len > RENDR_FREEZE_REPLAY_MAX || sizeof h + h.len > size) {
+    return 0;  // not a record the program writes
+  }
+  if (impl->stash_bytes + h.len > kMaxStashBytes) {
+    ++impl->stash_lost[key_bytes(h.key)];
     return 0;
   }
   const auto* p = static_cast<const std::byte*>(data) + sizeof h;
@@ -92,6 +100,7 @@ Status Freezer::Impl::drain() {
 }
 
 void Freezer::Impl::forget(const rendr_flow_key& key) {
+  stash_lost.erase(key_bytes(key));
   auto it = stash.find(key_bytes(key));
   if (it == stash.end()) {
     return;
@@ -133,6 +142,23 @@ Result<Freezer> Freezer::create(const FreezerOptions& options) {
   if (int err = bpf_map__set_max_entries(skel->get()->maps.freeze_flows, options.max_flows);
       err != 0) {
     return detail::libbpf_error(err, "freeze_tc: set freeze_flows max_entries");
+  }
+  const std::uint32_t ring = options.replay_ring_bytes;
+  if (ring < kMinReplayRing || (ring & (ring - 1)) != 0) {
+    return make_error(std::errc::invalid_argument,
+                      "freeze_tc: replay_ring_bytes " + std::to_string(ring) +
+                          " must be a power of two of at least " + std::to_string(kMinReplayRing));
+  }
+  if (int err = bpf_map__set_max_entries(skel->get()->maps.freeze_replay, ring); err != 0) {
+    return detail::libbpf_error(err, "freeze_tc: set freeze_replay size");
+  }
+  // One staging record per possible CPU (bpf_get_smp_processor_id() indexes it).
+  auto ncpu = detail::possible_cpus();
+  if (!ncpu) {
+    return ncpu.error().with_context("freeze_tc: size replay_scratch");
+  }
+  if (int err = bpf_map__set_max_entries(skel->get()->maps.replay_scratch, *ncpu); err != 0) {
+    return detail::libbpf_error(err, "freeze_tc: set replay_scratch max_entries");
   }
   RENDR_TRY(skel->load());
   auto impl = std::make_unique<Impl>();
@@ -218,6 +244,9 @@ Result<FreezeCounters> Freezer::counters(const FourTuple& flow) const {
     return buf.error();
   }
   FreezeCounters out = to_counters(detail::sum_percpu<rendr_freeze_counters>(*buf));
+  if (auto lost = impl_->stash_lost.find(key_bytes(*key)); lost != impl_->stash_lost.end()) {
+    out.replay_lost += lost->second;
+  }
   // peer_ack is a per-CPU maximum, not a counter: take the latest over CPUs.
   for (std::size_t off = 0; off + sizeof(rendr_freeze_counters) <= buf->size();
        off += sizeof(rendr_freeze_counters)) {

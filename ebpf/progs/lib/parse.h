@@ -63,7 +63,8 @@ static __always_inline int rendr_parse_tcp_meta(struct __sk_buff *skb,
 		if (ip.frag_off & bpf_htons(RENDR_IP_FRAG_OFFSET_MASK))
 			return -1;
 		key->family = RENDR_FAMILY_V4;
-		l3_end = ETH_HLEN + bpf_ntohs(ip.tot_len);
+		/* tot_len 0: a BIG TCP aggregate (GRO/GSO beyond 64 KiB), as long as the skb. */
+		l3_end = ip.tot_len ? ETH_HLEN + bpf_ntohs(ip.tot_len) : skb->len;
 		__builtin_memcpy(key->src_addr, &ip.saddr, 4);
 		__builtin_memcpy(key->dst_addr, &ip.daddr, 4);
 		off += ip.ihl * 4;
@@ -75,7 +76,9 @@ static __always_inline int rendr_parse_tcp_meta(struct __sk_buff *skb,
 		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
 			return -1;
 		key->family = RENDR_FAMILY_V6;
-		l3_end = ETH_HLEN + sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+		/* payload_len 0: a jumbogram / BIG TCP aggregate, as long as the skb. */
+		l3_end = ip6.payload_len ? ETH_HLEN + sizeof(ip6) + bpf_ntohs(ip6.payload_len)
+					 : skb->len;
 		__builtin_memcpy(key->src_addr, &ip6.saddr, 16);
 		__builtin_memcpy(key->dst_addr, &ip6.daddr, 16);
 		off += sizeof(ip6);

@@ -211,8 +211,8 @@ TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST
   CHECK(run(*f, Hook::egress, out4) == TC_ACT_SHOT);     // ours: never replayed
   CHECK(run(*f, Hook::ingress, data6) == TC_ACT_SHOT);
   CHECK(run(*f, Hook::ingress, fin4) == TC_ACT_SHOT);
-  // (A packet over 9216 bytes is counted in replay_skipped instead; BPF_PROG_TEST_RUN cannot
-  // carry one, the real-netns agent tests cover large transfers.)
+  // (BPF_PROG_TEST_RUN carries at most a page: packets up to 64 KiB, GRO aggregates, are
+  // covered on a real veth by tests/priv/repair/freeze_replay_test.cpp.)
   auto l3 = [](const std::vector<std::byte>& frame) {
     return std::vector<std::byte>(frame.begin() + 14, frame.end());  // without Ethernet
   };
@@ -241,6 +241,19 @@ TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST
   auto fresh = f->take_dropped(v4);
   REQUIRE_OK(fresh);
   CHECK(fresh->empty());
+}
+
+TEST_CASE("ebpf: Freezer refuses a replay ring that cannot hold the largest record",
+          "[.bpf][ebpf][freeze][datapath]") {
+  auto ns = test::Netns::create("ebpf-freeze-ring");
+  test::NetnsScope in(ns);
+  FreezerOptions o;
+  o.replay_ring_bytes = 64U << 10;  // a power of two, but below one 64 KiB record + headers
+  REQUIRE_ERROR(Freezer::create(o), std::errc::invalid_argument, "replay_ring_bytes 65536");
+  o.replay_ring_bytes = (1U << 20) + 4096;  // not a power of two
+  REQUIRE_ERROR(Freezer::create(o), std::errc::invalid_argument, "power of two");
+  o.replay_ring_bytes = 128U << 10;
+  REQUIRE_OK(Freezer::create(o));
 }
 
 TEST_CASE("ebpf: freeze matches IPv4-mapped tuples against IPv4 packets",

@@ -27,6 +27,11 @@ struct FreezerOptions {
   std::uint32_t bypass_mark = 0xC114;
   // Capacity of the frozen-flow map.
   std::uint32_t max_flows = 65536;
+  // Size of the ring the datapath records dropped packets in for replay (a power of two, at
+  // least 128 KiB; EINVAL otherwise). It must hold what the peers of all flows frozen at once
+  // send into their windows until take_dropped() reads it (a kernel socket's window reaches
+  // 6 MiB with Linux's default tcp_rmem); beyond it records are counted in replay_lost.
+  std::uint32_t replay_ring_bytes = 16U << 20;
   // A stable tc filter handle (nonzero): attach() puts the filters at this handle (and a fixed
   // priority) and replaces whatever filter is there - the ones an earlier Freezer with the same
   // handle left when its process was killed, with the maps they pin - instead of adding more.
@@ -51,7 +56,9 @@ struct FreezeCounters {
   // The raw (not yet scaled) window field of that ACK; meaningful when peer_ack is set.
   std::uint16_t peer_window = 0;
   // Dropped ingress packets carrying more than a bare ACK (payload, FIN, RST, SYN): recorded
-  // for replay (take_dropped), too large to record (> 9216 bytes), or lost (ring full).
+  // for replay (take_dropped); not recordable (over 64 KiB from the IP header on: a BIG TCP
+  // aggregate, gro_max_size above 65536); or lost (the ring, or the records kept per Freezer,
+  // were full). Every packet is in exactly one of the three.
   std::uint64_t replay_packets = 0;
   std::uint64_t replay_skipped = 0;
   std::uint64_t replay_lost = 0;
@@ -60,7 +67,8 @@ struct FreezeCounters {
 class Freezer {
  public:
   // create opens and loads freeze_tc (verifier runs here); it attaches nothing. Errors: EPERM
-  // without CAP_BPF/CAP_NET_ADMIN, and load failures with the verifier's complaint in context.
+  // without CAP_BPF/CAP_NET_ADMIN, EINVAL (replay_ring_bytes), and load failures with the
+  // verifier's complaint in context.
   [[nodiscard]] static Result<Freezer> create(const FreezerOptions& options = {});
 
   Freezer(Freezer&&) noexcept;
