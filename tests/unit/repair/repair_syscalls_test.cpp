@@ -329,6 +329,8 @@ TEST_CASE("a tuple read before the freeze keeps getsockname and getpeername out 
             .value() == known.local);
   CHECK(Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&t.remote), t.remote_len)
             .value() == known.remote);
+  // Options read before the freeze are still restored: the source's TCP_NODELAY (not default).
+  CHECK(t.opts[{IPPROTO_TCP, TCP_NODELAY}] == 1);
 }
 
 TEST_CASE("an owning checkpoint takes the descriptor without a duplicate and leaves it on error",
