@@ -124,6 +124,17 @@ class FaultSys final : public repair::ForwardingSys {
 struct AppSession;
 struct SourceBatch;
 
+// PreFreeze: what the source takes from an exported native socket while its flow still runs, so
+// that the checkpoint leaves it out of the frozen window: its options and its 4-tuple (both read
+// from the socket itself; they do not change once the server handed the socket over), and the
+// duplicate descriptor the frozen RepairSocket will own (the checkpoint takes it instead of
+// duplicating the exported fd itself).
+struct PreFreeze {
+  TcpSocketOptions options;
+  FourTuple tuple;
+  UniqueFd fd;
+};
+
 // A tracked connection of an embedder.
 struct FlowRec {
   FourTuple tuple;
@@ -261,7 +272,7 @@ class Agent {
   friend class UsSourceFlow;
   friend class UsStagedFlow;
   std::unique_ptr<SourceFlow> native_source_flow(const FourTuple& t, int fd,
-                                                 std::optional<TcpSocketOptions> options);
+                                                 std::optional<PreFreeze> pre);
   Result<std::unique_ptr<StagedFlow>> native_staged_flow(TcpSnapshot snap,
                                                          const repair::RestoreOptions& ro);
   std::unique_ptr<SourceFlow> us_source_flow(const FourTuple& t, int fd);
@@ -356,7 +367,8 @@ class Agent {
   awaitable<StepResult> src_export(SourceBatch& b, Clock::time_point export_deadline);
   // drain_send_queues waits (bounded) for exported sockets' send queues to drain (drain.hpp).
   awaitable<void> drain_send_queues(SourceBatch& b);
-  // read_export_options reads each exported socket's options while its flow still runs.
+  // read_export_options reads each exported socket's options and tuple and takes its checkpoint
+  // duplicate while its flow still runs (PreFreeze).
   void read_export_options(SourceBatch& b);
   // drop_ended_flows removes the flows at |gone| (ascending) from the batch: their connection
   // ended after the export; the server is told (export_done) and they are no longer tracked.

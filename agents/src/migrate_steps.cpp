@@ -155,14 +155,20 @@ awaitable<StepResult> Agent::src_export(SourceBatch& b, Clock::time_point export
 }
 
 void Agent::read_export_options(SourceBatch& b) {
-  // The servers no longer touch these sockets, so their options are final: read them now, while
-  // the flows run, and keep those reads out of the frozen window (a failure is not an error
-  // here: the checkpoint reads them again and reports it).
-  b.options.assign(b.n, std::nullopt);
+  // The servers no longer touch these sockets, so their options are final and their tuples fixed:
+  // read them (and take the checkpoint's duplicate) now, while the flows run, and keep those calls
+  // out of the frozen window (a failure is not an error here: the checkpoint does it all again
+  // and reports it). The duplicate counts in FdRoom's two descriptors per flow as before.
+  b.pre_freeze.clear();
+  b.pre_freeze.resize(b.n);
   for (std::size_t i = 0; i < b.n; ++i) {
     if (b.slots[i].fd.valid() && !b.sel[i]->userstack) {
-      if (auto o = repairer_.read_options(b.slots[i].fd.get()); o) {
-        b.options[i] = std::move(*o);
+      const int fd = b.slots[i].fd.get();
+      auto o = repairer_.read_options(fd);
+      auto t = o ? FourTuple::of_socket(fd) : Result<FourTuple>(o.error());
+      auto d = t ? UniqueFd::dup(fd) : Result<UniqueFd>(t.error());
+      if (o && t && d) {
+        b.pre_freeze[i] = PreFreeze{std::move(*o), *t, std::move(*d)};
       }
     }
   }
@@ -202,10 +208,10 @@ StepResult Agent::src_freeze_checkpoint(SourceBatch& b) {
   std::vector<std::size_t> gone;  // flows whose connection ended before their checkpoint
   b.freeze_t0 = Clock::now();
   for (std::size_t i = 0; i < b.n && error.empty(); ++i) {
+    auto pre = i < b.pre_freeze.size() ? std::move(b.pre_freeze[i]) : std::nullopt;
     b.moving[i] = b.sel[i]->userstack
                       ? us_source_flow(b.tuples[i], b.slots[i].fd.get())
-                      : native_source_flow(b.tuples[i], b.slots[i].fd.get(),
-                                           i < b.options.size() ? b.options[i] : std::nullopt);
+                      : native_source_flow(b.tuples[i], b.slots[i].fd.get(), std::move(pre));
     auto cp = b.moving[i]->checkpoint();
     if (!cp) {
       if (!b.sel[i]->userstack && socket_closed(b.slots[i].fd.get())) {
@@ -261,8 +267,8 @@ void Agent::drop_ended_flows(SourceBatch& b, const std::vector<std::size_t>& gon
       b.slots[kept] = std::move(b.slots[i]);
       b.encoded[kept] = std::move(b.encoded[i]);
       b.moving[kept] = std::move(b.moving[i]);
-      if (i < b.options.size()) {
-        b.options[kept] = std::move(b.options[i]);
+      if (i < b.pre_freeze.size()) {
+        b.pre_freeze[kept] = std::move(b.pre_freeze[i]);
       }
     }
     ++kept;

@@ -7,8 +7,8 @@ namespace rendr::agents {
 
 class NativeSourceFlow final : public SourceFlow {
  public:
-  NativeSourceFlow(Agent& a, const FourTuple& t, int fd, std::optional<TcpSocketOptions> options)
-      : a_(a), t_(t), fd_(fd), options_(std::move(options)) {}
+  NativeSourceFlow(Agent& a, const FourTuple& t, int fd, std::optional<PreFreeze> pre)
+      : a_(a), t_(t), fd_(fd), pre_(std::move(pre)) {}
   Result<TcpSnapshot> checkpoint() override {
     if (a_.freezer_) {
       a_.cancel_freeze(t_);
@@ -17,8 +17,10 @@ class NativeSourceFlow final : public SourceFlow {
       }
       froze_ = true;
     }
-    // Options read before the freeze (read_export_options) stay out of the frozen window.
-    auto cp = a_.repairer_.checkpoint(fd_, options_ ? &*options_ : nullptr);
+    // Options, addresses and the duplicate taken before the freeze (read_export_options) keep
+    // those calls out of the frozen window.
+    auto cp = pre_ ? a_.repairer_.checkpoint(pre_->fd, &pre_->options, &pre_->tuple)
+                   : a_.repairer_.checkpoint(fd_);
     if (!cp) {
       return std::move(cp).take_error();
     }
@@ -67,7 +69,7 @@ class NativeSourceFlow final : public SourceFlow {
   Agent& a_;
   FourTuple t_;
   int fd_;
-  std::optional<TcpSocketOptions> options_;
+  std::optional<PreFreeze> pre_;
   repair::RepairSocket socket_;
   bool froze_ = false;
   bool captured_ = false;
@@ -116,8 +118,8 @@ class NativeStagedFlow final : public StagedFlow {
 };
 
 std::unique_ptr<SourceFlow> Agent::native_source_flow(const FourTuple& t, int fd,
-                                                      std::optional<TcpSocketOptions> options) {
-  return std::make_unique<NativeSourceFlow>(*this, t, fd, std::move(options));
+                                                      std::optional<PreFreeze> pre) {
+  return std::make_unique<NativeSourceFlow>(*this, t, fd, std::move(pre));
 }
 
 Result<std::unique_ptr<StagedFlow>> Agent::native_staged_flow(TcpSnapshot snap,

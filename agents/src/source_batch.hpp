@@ -27,9 +27,9 @@ struct SourceBatch {
   std::vector<std::vector<std::byte>> encoded;
   // Per flow, created at the freeze: the method's operations (flow_method.hpp).
   std::vector<std::unique_ptr<SourceFlow>> moving;
-  // Each native socket's options, read after the export while the flow still ran (empty: read
-  // by the checkpoint inside the freeze instead).
-  std::vector<std::optional<TcpSocketOptions>> options;
+  // Each native socket's options and 4-tuple, read after the export while the flow still ran
+  // (empty: read by the checkpoint inside the freeze instead).
+  std::vector<std::optional<PreFreeze>> pre_freeze;
 
   // keep_first: the batch is its first |k| flows (the per-flow vectors above, compacted by the
   // caller, are cut to |k|).
@@ -40,8 +40,8 @@ struct SourceBatch {
     slots.resize(k);
     encoded.resize(k);
     moving.resize(k);
-    if (options.size() > k) {
-      options.resize(k);
+    if (pre_freeze.size() > k) {
+      pre_freeze.resize(k);
     }
   }
   std::uint64_t bytes_carried = 0;

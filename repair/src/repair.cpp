@@ -365,7 +365,18 @@ Result<TcpSocketOptions> Repairer::read_options(int fd) {
   return o;
 }
 
-Result<Checkpoint> Repairer::checkpoint(int fd, const TcpSocketOptions* options) {
+Result<Checkpoint> Repairer::checkpoint(int fd, const TcpSocketOptions* options,
+                                        const FourTuple* tuple) {
+  return checkpoint_impl(fd, options, tuple, nullptr);
+}
+
+Result<Checkpoint> Repairer::checkpoint(UniqueFd& fd, const TcpSocketOptions* options,
+                                        const FourTuple* tuple) {
+  return checkpoint_impl(fd.get(), options, tuple, &fd);
+}
+
+Result<Checkpoint> Repairer::checkpoint_impl(int fd, const TcpSocketOptions* options,
+                                             const FourTuple* known_tuple, UniqueFd* owned) {
   Ops op(sys_, fd);
   // A socket that is not TCP fails one of the calls below (the names, TCP_INFO, TCP_REPAIR); only
   // then are its type and protocol read, so the error can say so (two calls fewer per checkpoint).
@@ -384,15 +395,21 @@ Result<Checkpoint> Repairer::checkpoint(int fd, const TcpSocketOptions* options)
     }
     return std::nullopt;
   };
-  auto local = op.name(false);
-  auto remote = local ? op.name(true) : Result<Endpoint>(local.error());
-  if (!local || !remote) {
-    if (auto e = not_tcp()) {
-      return std::move(*e);
+  // The addresses: given by a caller that read them before the freeze, else read here.
+  FourTuple tuple;
+  if (known_tuple != nullptr) {
+    tuple = *known_tuple;
+  } else {
+    auto local = op.name(false);
+    auto remote = local ? op.name(true) : Result<Endpoint>(local.error());
+    if (!local || !remote) {
+      if (auto e = not_tcp()) {
+        return std::move(*e);
+      }
+      return (!local ? local : remote).error().with_context("checkpoint: not a connected socket");
     }
-    return (!local ? local : remote).error().with_context("checkpoint: not a connected socket");
+    tuple = FourTuple{*local, *remote};
   }
-  FourTuple tuple{*local, *remote};
   // Error contexts are formatted only when an error is returned.
   auto ctx = [&tuple] { return "checkpoint " + tuple.to_string(); };
   auto ti = op.info();
@@ -433,13 +450,21 @@ Result<Checkpoint> Repairer::checkpoint(int fd, const TcpSocketOptions* options)
     }
     return e.with_context(ctx());
   };
-  auto dup = UniqueFd::dup(fd);
-  if (!dup) {
-    return thaw_on_error(std::move(dup).take_error());
+  // A borrowed descriptor is duplicated for the Checkpoint; an owned one is taken on success.
+  UniqueFd mine;
+  if (owned == nullptr) {
+    auto dup = UniqueFd::dup(fd);
+    if (!dup) {
+      return thaw_on_error(std::move(dup).take_error());
+    }
+    mine = std::move(*dup);
   }
   auto snap = capture(sys_, fd, tuple, *ti, options);
   if (!snap) {
     return thaw_on_error(std::move(snap).take_error());
+  }
+  if (owned != nullptr) {
+    mine = std::move(*owned);
   }
   snap->options.reuseaddr = *reuse != 0;
   if (debug_on()) {
@@ -450,7 +475,7 @@ Result<Checkpoint> Repairer::checkpoint(int fd, const TcpSocketOptions* options)
                " recvq=" + std::to_string(snap->recv_queue.size()));
   }
   const bool reuseaddr = snap->options.reuseaddr;
-  return Checkpoint{RepairSocket(std::move(*dup), tuple, reuseaddr), std::move(*snap)};
+  return Checkpoint{RepairSocket(std::move(mine), tuple, reuseaddr), std::move(*snap)};
 }
 
 Result<UniqueFd> Repairer::thaw(RepairSocket&& s) {

@@ -73,7 +73,7 @@ struct Latency {
   Samples checkpoint;
   Samples restore;
   Samples release;
-  Samples options;  // read_options() before the checkpoint (the flow not frozen yet); untimed
+  Samples options;  // read_options() + the tuple before the checkpoint (not frozen yet); untimed
   std::uint64_t iterations = 0;
 };
 
@@ -101,13 +101,16 @@ std::vector<std::byte> pattern(std::uint64_t stream, std::uint64_t off, std::siz
 // restores it from the snapshot and puts the restored fd back into |server|. |check| sees the
 // snapshot before release, untimed.
 //
-// With |options_first| the socket's options are read first (read_options(), as the agent does
-// once the server handed the socket over and before it freezes the flow) and passed to the
-// checkpoint: they are reported apart, not in checkpoint + restore.
+// With |options_first| the socket's options and 4-tuple are read and its descriptor duplicated
+// first (read_options(), FourTuple::of_socket, dup: as the agent does once the server handed the
+// socket over and before it freezes the flow) and passed to the checkpoint: they are reported
+// apart, not in checkpoint + restore.
 template <typename Check>
 Status migrate_once(repair::Repairer& rep, UniqueFd& server, const repair::RestoreOptions& ro,
                     bool options_first, Latency* lat, Check&& check) {
   std::optional<TcpSocketOptions> opts;
+  std::optional<FourTuple> tuple;
+  UniqueFd dup;
   const std::uint64_t to = now_ns();
   if (options_first) {
     auto o = rep.read_options(server.get());
@@ -115,9 +118,19 @@ Status migrate_once(repair::Repairer& rep, UniqueFd& server, const repair::Resto
       return std::move(o).take_error();
     }
     opts = std::move(*o);
+    auto t = FourTuple::of_socket(server.get());
+    if (!t) {
+      return std::move(t).take_error();
+    }
+    tuple = *t;
+    auto d = UniqueFd::dup(server.get());
+    if (!d) {
+      return std::move(d).take_error();
+    }
+    dup = std::move(*d);
   }
   const std::uint64_t t0 = now_ns();
-  auto cp = rep.checkpoint(server.get(), opts ? &*opts : nullptr);
+  auto cp = options_first ? rep.checkpoint(dup, &*opts, &*tuple) : rep.checkpoint(server.get());
   const std::uint64_t t1 = now_ns();
   if (!cp) {
     return std::move(cp).take_error();
@@ -228,7 +241,8 @@ Result<Alternated> run_vs_minimal(const Config& cfg, repair::Repairer& rep,
     return static_cast<std::uint64_t>(one.total.max_us() * 1000.0);
   };
   prog.begin("rendr vs minimal", cfg.warmup + cfg.idle_iters);
-  auto res = run_alternated(cfg.warmup, cfg.idle_iters, rendr_step, b->server, b->client.get(),
+  auto res = run_alternated(cfg.warmup, cfg.idle_iters, cfg.options_first, rendr_step, b->server,
+                            b->client.get(),
                             [&](std::uint64_t i) { prog.tick(i); });
   if (res) {
     char buf[96];
@@ -454,8 +468,9 @@ int run_repair(std::span<char* const> args) {
   p.on_off("ack-kick", &cfg.ack_kick, "RestoreOptions.ack_kick for all phases");
   p.on_off("window-probe", &cfg.window_probe, "RestoreOptions.window_probe for all phases");
   p.on_off("options-first", &cfg.options_first,
-           "read the socket options before the timed checkpoint, while the flow still runs, as "
-           "rendr-agent does (off: the checkpoint reads them inside the frozen window)");
+           "read the socket options and addresses before the timed checkpoint, while the flow "
+           "still runs, as rendr-agent does (off: the checkpoint reads them inside the frozen "
+           "window); the minimal recipe follows the same rule for its addresses and options");
   p.flag("variants", &cfg.variants,
          "also run the idle loop for every {ack-kick, window-probe} combination");
   p.flag("syscall-profile", &cfg.syscall_profile,

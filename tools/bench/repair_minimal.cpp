@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
 namespace rendr::bench {
 
@@ -27,8 +28,32 @@ bool get_seq(int fd, int queue, std::uint32_t& out) {
 
 }  // namespace
 
-Result<MinimalSnapshot> minimal_checkpoint(int fd) {
+Result<MinimalPrep> minimal_prepare(int fd) {
+  MinimalPrep p;
+  p.local_len = sizeof p.local;
+  p.remote_len = sizeof p.remote;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&p.local), &p.local_len) != 0 ||
+      ::getpeername(fd, reinterpret_cast<sockaddr*>(&p.remote), &p.remote_len) != 0) {
+    return errno_error("minimal: addresses");
+  }
+  int reuse = 0;
+  int nodelay = 0;
+  socklen_t l = sizeof reuse;
+  if (::getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &l) != 0) {
+    return errno_error("minimal: SO_REUSEADDR");
+  }
+  l = sizeof nodelay;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &l) != 0) {
+    return errno_error("minimal: TCP_NODELAY");
+  }
+  p.reuseaddr = reuse != 0;
+  p.nodelay = nodelay != 0;
+  return p;
+}
+
+Result<MinimalSnapshot> minimal_checkpoint(int fd, const MinimalPrep& prep) {
   MinimalSnapshot s;
+  s.prep = prep;
   if (!set_int(fd, IPPROTO_TCP, TCP_REPAIR, 1)) {
     return errno_error("minimal: TCP_REPAIR on");
   }
@@ -65,17 +90,12 @@ Result<MinimalSnapshot> minimal_checkpoint(int fd) {
       return errno_error("minimal: TCP_TIMESTAMP");
     }
   }
-  s.local_len = sizeof s.local;
-  s.remote_len = sizeof s.remote;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&s.local), &s.local_len) != 0 ||
-      ::getpeername(fd, reinterpret_cast<sockaddr*>(&s.remote), &s.remote_len) != 0) {
-    return errno_error("minimal: addresses");
-  }
   return s;
 }
 
 Result<UniqueFd> minimal_restore(const MinimalSnapshot& s) {
-  UniqueFd fd(::socket(s.local.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const MinimalPrep& p = s.prep;
+  UniqueFd fd(::socket(p.local.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) {
     return errno_error("minimal: socket");
   }
@@ -96,8 +116,8 @@ Result<UniqueFd> minimal_restore(const MinimalSnapshot& s) {
   if (!set_int(f, IPPROTO_TCP, TCP_MAXSEG, static_cast<int>(std::min<std::uint32_t>(s.mss, 32767)))) {
     return errno_error("minimal: TCP_MAXSEG");
   }
-  if (::bind(f, reinterpret_cast<const sockaddr*>(&s.local), s.local_len) != 0 ||
-      ::connect(f, reinterpret_cast<const sockaddr*>(&s.remote), s.remote_len) != 0) {
+  if (::bind(f, reinterpret_cast<const sockaddr*>(&p.local), p.local_len) != 0 ||
+      ::connect(f, reinterpret_cast<const sockaddr*>(&p.remote), p.remote_len) != 0) {
     return errno_error("minimal: bind/connect");
   }
   tcp_repair_opt ro[4];
@@ -127,11 +147,19 @@ Result<UniqueFd> minimal_restore(const MinimalSnapshot& s) {
   if (!set_int(f, IPPROTO_TCP, TCP_REPAIR, 0)) {
     return errno_error("minimal: TCP_REPAIR off");
   }
+  // Leaving repair mode cleared SO_REUSEADDR (a listener restarting on the port would wait for
+  // the connection's TIME_WAIT); a fresh socket has Nagle on. Both as the source had them.
+  if (p.reuseaddr && !set_int(f, SOL_SOCKET, SO_REUSEADDR, 1)) {
+    return errno_error("minimal: SO_REUSEADDR");
+  }
+  if (p.nodelay && !set_int(f, IPPROTO_TCP, TCP_NODELAY, 1)) {
+    return errno_error("minimal: TCP_NODELAY");
+  }
   return fd;
 }
 
 Result<Alternated> run_alternated(
-    std::uint64_t warmup, std::uint64_t iters,
+    std::uint64_t warmup, std::uint64_t iters, bool prepare_first,
     const std::function<Result<std::uint64_t>(std::uint8_t)>& rendr_step, UniqueFd& server,
     int client, const std::function<void(std::uint64_t)>& tick) {
   Alternated res;
@@ -151,8 +179,20 @@ Result<Alternated> run_alternated(
         }
         continue;
       }
+      std::optional<MinimalPrep> early;
+      if (prepare_first) {
+        auto pr = minimal_prepare(server.get());
+        if (!pr) {
+          return std::move(pr).take_error();
+        }
+        early = *pr;
+      }
       const std::uint64_t t0 = now_ns();
-      auto snap = minimal_checkpoint(server.get());
+      auto prep = early ? Result<MinimalPrep>(*early) : minimal_prepare(server.get());
+      if (!prep) {
+        return std::move(prep).take_error();
+      }
+      auto snap = minimal_checkpoint(server.get(), *prep);
       const std::uint64_t t1 = now_ns();
       if (!snap) {
         return std::move(snap).take_error();

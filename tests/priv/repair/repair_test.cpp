@@ -94,6 +94,72 @@ TEST_CASE("checkpoint + restore moves a socket with data in every queue to anoth
   CHECK(peer_resets(lab.peer) == resets_before);
 }
 
+TEST_CASE("a checkpoint given the options tuple and descriptor read before the freeze moves a "
+          "socket losslessly",
+          "[.repair][repair][netns]") {
+  // The agent's order: options, 4-tuple and a duplicate taken while the flow runs; inside the
+  // freeze the checkpoint reads neither names nor options and makes no dup.
+  const bool v6 = GENERATE(false, true);
+  INFO((v6 ? "IPv6" : "IPv4"));
+  GatewayFixture lab;
+  Flow f = open_flow(lab, v6, 7004);
+  const int one = 1;
+  REQUIRE(::setsockopt(f.server.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+  REQUIRE(::setsockopt(f.server.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
+  Pattern to_server(31);
+  Pattern to_peer(32);
+  write_all(f.client.get(), pattern_bytes(to_server, 0, 4000));
+  wait_inq(f.server.get(), 4000);
+
+  repair::Repairer rep;
+  auto opts = rep.read_options(f.server.get());
+  REQUIRE_OK(opts);
+  auto tuple = FourTuple::of_socket(f.server.get());
+  REQUIRE_OK(tuple);
+  auto dup = UniqueFd::dup(f.server.get());
+  REQUIRE_OK(dup);
+  UniqueFd mine = std::move(*dup);
+  const int mine_fd = mine.get();
+
+  lab.freeze(f.tuple);
+  set_nonblocking(f.server.get(), true);
+  const std::size_t queued = write_until_full(f.server.get(), to_peer, 0);
+  REQUIRE(queued > 0);
+  auto cp = rep.checkpoint(mine, &*opts, &*tuple);
+  REQUIRE_OK(cp);
+  CHECK_FALSE(mine.valid());
+  CHECK(cp->socket.fd() == mine_fd);
+  const TcpSnapshot& s = cp->snapshot;
+  CHECK(s.tuple == f.tuple);
+  CHECK(s.options.nodelay);
+  CHECK(s.options.reuseaddr);
+  CHECK(to_server.mismatch(0, s.recv_queue) == -1);
+  CHECK(to_peer.mismatch(0, s.send_queue) == -1);
+
+  rep.release(std::move(cp->socket));
+  f.server.reset();
+  lab.route_vip_to(lab.b);
+  UniqueFd restored;
+  {
+    NetnsScope in_b(lab.b);
+    auto r = rep.restore(s);
+    REQUIRE_OK(r);
+    restored = std::move(*r);
+  }
+  lab.unfreeze();
+  CHECK(tuple_of(restored.get()) == f.tuple);
+  int v = 0;
+  socklen_t len = sizeof v;
+  REQUIRE(::getsockopt(restored.get(), IPPROTO_TCP, TCP_NODELAY, &v, &len) == 0);
+  CHECK(v == 1);
+  REQUIRE(::getsockopt(restored.get(), SOL_SOCKET, SO_REUSEADDR, &v, &len) == 0);
+  CHECK(v == 1);
+  CHECK(to_server.mismatch(0, read_exact(restored.get(), 4000)) == -1);
+  CHECK(to_peer.mismatch(0, read_exact(f.client.get(), queued, 15000)) == -1);
+  write_all(f.client.get(), pattern_bytes(to_server, 4000, 50000));
+  CHECK(to_server.mismatch(4000, read_exact(restored.get(), 50000)) == -1);
+}
+
 TEST_CASE("thaw returns a frozen socket to service in place", "[.repair][repair][netns]") {
   GatewayFixture lab;
   Flow f = open_flow(lab, false, 7001);

@@ -13,6 +13,7 @@
 
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -289,4 +290,79 @@ TEST_CASE("read_options of a descriptor that is not a socket fails naming the st
   Repairer rep(fake, quiet());
   auto o = rep.read_options(12345);
   REQUIRE_ERROR(o, std::errc::bad_file_descriptor, "read socket options");
+}
+
+TEST_CASE("a tuple read before the freeze keeps getsockname and getpeername out of the checkpoint",
+          "[repair][syscalls]") {
+  FakeSys fake;
+  const int fd = source(fake);
+  Repairer rep(fake, quiet());
+  auto opts = rep.read_options(fd);
+  REQUIRE_OK(opts);
+  // What the caller read from this socket before the freeze (FourTuple::of_socket on a real one).
+  const FourTuple known{*Endpoint::parse("10.99.0.1:443"), *Endpoint::parse("10.0.1.2:51000")};
+
+  fake.clear_calls();
+  auto cp = rep.checkpoint(fd, &*opts, &known);
+  REQUIRE_OK(cp);
+  const auto& c = fake.calls();
+  INFO("checkpoint with tuple and options read before:\n" << trace(c));
+  CHECK(std::none_of(c.begin(), c.end(), [](const Call& k) {
+    return k.op == Op::getsockname || k.op == Op::getpeername;
+  }));
+  CHECK(cp->snapshot.tuple == known);
+  CHECK(cp->socket.tuple() == known);
+  // The data-protecting reads stay: the rcv_nxt bracket and both queues.
+  CHECK(std::count_if(c.begin(), c.end(), [](const Call& k) {
+          return k.is_get(IPPROTO_TCP, TCP_QUEUE_SEQ);
+        }) == 3);
+  CHECK(cp->snapshot.recv_queue.size() == 700);
+  CHECK(cp->snapshot.send_queue.size() == 1200);
+
+  // The restore builds that tuple (bind + connect) from the snapshot alone.
+  FakeSys target;
+  Repairer rep2(target, quiet());
+  auto r = rep2.restore(cp->snapshot);
+  REQUIRE_OK(r);
+  auto& t = target.sock(r->get());
+  CHECK(Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&t.local), t.local_len)
+            .value() == known.local);
+  CHECK(Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&t.remote), t.remote_len)
+            .value() == known.remote);
+  // Options read before the freeze are still restored: the source's TCP_NODELAY (not default).
+  CHECK(t.opts[{IPPROTO_TCP, TCP_NODELAY}] == 1);
+}
+
+TEST_CASE("an owning checkpoint takes the descriptor without a duplicate and leaves it on error",
+          "[repair][syscalls]") {
+  FakeSys fake;
+  const int raw = source(fake);
+  Repairer rep(fake, quiet());
+  SECTION("success: the Checkpoint holds the caller's descriptor itself") {
+    UniqueFd fd(raw);
+    auto cp = rep.checkpoint(fd);
+    REQUIRE_OK(cp);
+    CHECK_FALSE(fd.valid());
+    CHECK(cp->socket.fd() == raw);  // a dup would have another number
+    CHECK(fake.sock(raw).repair);
+    rep.release(std::move(cp->socket));
+    CHECK(fake.closed(0));
+  }
+  SECTION("error: the descriptor stays with the caller, thawed") {
+    fake.fail_if([](const Call& k) { return k.is_get(IPPROTO_TCP, TCP_MAXSEG); }, EIO);
+    UniqueFd fd(raw);
+    auto cp = rep.checkpoint(fd);
+    REQUIRE_FALSE(cp.ok());
+    CHECK(fd.valid());
+    CHECK(fd.get() == raw);
+    CHECK_FALSE(fake.sock(raw).repair);
+    CHECK_FALSE(fake.closed(0));
+  }
+  SECTION("borrowed: a duplicate, the caller's descriptor stays open") {
+    auto cp = rep.checkpoint(raw);
+    REQUIRE_OK(cp);
+    CHECK(cp->socket.fd() != raw);
+    CHECK(fake.is_open(raw));
+    ::close(raw);
+  }
 }

@@ -19,7 +19,9 @@
 //      in means traffic was not frozen: EAGAIN).
 //   5. Read socket options (nodelay, cork, keepalive, timeouts, congestion, buffers, mark,
 //      TOS/TTL, linger, notsent_lowat; SO_REUSEADDR before step 2, as repair mode overrides it)
-//      and the addresses. The socket stays in repair mode.
+//      and the addresses. A caller that read the options (read_options) and the addresses before
+//      the freeze passes them in and these reads stay out of the frozen window. The socket stays
+//      in repair mode.
 //   6. Ship the snapshot. Then release() the frozen socket (silent close: no FIN, no RST) once the
 //      target confirmed, or thaw() it to continue here (abort path).
 //
@@ -185,7 +187,18 @@ class Repairer {
   //
   // |options|: the socket's options as read_options() returned them, read before the flow was
   // frozen; checkpoint then leaves those 16 reads out of the frozen window. Null: read here.
-  [[nodiscard]] Result<Checkpoint> checkpoint(int fd, const TcpSocketOptions* options = nullptr);
+  // |tuple|: the socket's 4-tuple as the caller read it from this socket before the freeze (e.g.
+  // FourTuple::of_socket when it took the socket over); checkpoint then leaves getsockname and
+  // getpeername out of the frozen window (a connected TCP socket's tuple never changes). It is
+  // trusted: restore rebuilds exactly this tuple. Null: read here.
+  [[nodiscard]] Result<Checkpoint> checkpoint(int fd, const TcpSocketOptions* options = nullptr,
+                                              const FourTuple* tuple = nullptr);
+  // checkpoint (owning) is checkpoint() for a caller that hands its descriptor over: on success
+  // |fd| is moved into the Checkpoint, so no duplicate is made in the frozen window; on error
+  // |fd| is left with the caller and the socket is thawed, as above.
+  [[nodiscard]] Result<Checkpoint> checkpoint(UniqueFd& fd,
+                                              const TcpSocketOptions* options = nullptr,
+                                              const FourTuple* tuple = nullptr);
 
   // read_options reads the socket and TCP options a snapshot carries (SO_REUSEADDR included).
   // They only change when someone sets them, so a migration reads them once the server has
@@ -243,6 +256,8 @@ class Repairer {
   [[nodiscard]] Result<RepairSocket> adopt_frozen(UniqueFd fd);
 
  private:
+  [[nodiscard]] Result<Checkpoint> checkpoint_impl(int fd, const TcpSocketOptions* options,
+                                                   const FourTuple* tuple, UniqueFd* owned);
   [[nodiscard]] Result<UniqueFd> stage(const TcpSnapshot& snap, const RestoreOptions& opts,
                                        StageState& st);
   [[nodiscard]] Result<UniqueFd> activate_staged(const TcpSnapshot& snap,
