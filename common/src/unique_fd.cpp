@@ -3,7 +3,10 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cstring>
 
 namespace rendr {
 
@@ -20,6 +23,23 @@ Result<UniqueFd> UniqueFd::socket(int domain, int type, int protocol) {
     return errno_error("socket");
   }
   return UniqueFd(fd);
+}
+
+Result<UniqueFd> UniqueFd::connect_unix(const std::string& path, int type) {
+  sockaddr_un sa{};
+  if (path.size() >= sizeof sa.sun_path) {
+    return make_error(std::errc::filename_too_long, "unix socket path too long: " + path);
+  }
+  auto fd = socket(AF_UNIX, type, 0);
+  if (!fd) {
+    return fd;
+  }
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
+    return errno_error("connect " + path);
+  }
+  return fd;
 }
 
 Result<UniqueFd> UniqueFd::open(const std::string& path, int flags, int mode) {

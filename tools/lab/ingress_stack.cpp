@@ -5,7 +5,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -109,14 +108,10 @@ bool IngressStack::wait_log(const std::string& name, const std::string& text,
 }
 
 std::string IngressStack::status(const std::string& role) const {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", status_socket(role).c_str());
   std::string out;
-  if (fd.valid() && ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0) {
+  if (auto fd = UniqueFd::connect_unix(status_socket(role), SOCK_STREAM)) {
     char buf[4096];
-    for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) {
+    for (ssize_t n; (n = ::read(fd->get(), buf, sizeof buf)) > 0;) {
       out.append(buf, static_cast<std::size_t>(n));
     }
   }

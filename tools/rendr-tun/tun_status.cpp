@@ -53,15 +53,8 @@ void remove_stale_sockets(const std::string& dir) {
       continue;
     }
     const std::string path = dir + "/" + e->d_name;
-    sockaddr_un sa{};
-    if (path.size() >= sizeof sa.sun_path) {
-      continue;
-    }
-    sa.sun_family = AF_UNIX;
-    std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-    auto fd = UniqueFd::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd && ::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0 &&
-        errno == ECONNREFUSED) {
+    auto fd = UniqueFd::connect_unix(path, SOCK_STREAM | SOCK_NONBLOCK);
+    if (!fd && fd.error().code.value() == ECONNREFUSED) {
       ::unlink(path.c_str());
     }
   }

@@ -9,7 +9,6 @@
 #include <dirent.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +32,8 @@ std::string connect_error(int err) {
              "next rendr-tun to start removes it)";
     case ENOENT:
       return "no such socket";
+    case ENAMETOOLONG:
+      return "socket path too long";
     case EAGAIN:
       return "busy: its accept queue is full (the process may be stopped or hung)";
     case EACCES:
@@ -115,23 +116,12 @@ std::vector<TunReply> read_tun_status(const std::vector<TunSource>& sources, int
   for (const auto& src : sources) {
     TunReply r{src, {}, {}};
     rendr::UniqueFd fd;
-    sockaddr_un sa{};
-    if (src.socket.size() >= sizeof sa.sun_path) {
-      r.error = "socket path too long";
-    } else if (auto s =
-                   rendr::UniqueFd::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-               !s) {
-      r.error = s.error().message();
+    // A Unix stream connect does not wait: it succeeds into the listener's backlog (even when
+    // the process is stopped), or fails at once.
+    if (auto s = rendr::UniqueFd::connect_unix(src.socket, SOCK_STREAM | SOCK_NONBLOCK); !s) {
+      r.error = connect_error(s.error().code.value());
     } else {
-      sa.sun_family = AF_UNIX;
-      std::memcpy(sa.sun_path, src.socket.c_str(), src.socket.size() + 1);
-      // A Unix stream connect does not wait: it succeeds into the listener's backlog (even
-      // when the process is stopped), or fails at once.
-      if (::connect(s->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
-        r.error = connect_error(errno);
-      } else {
-        fd = std::move(*s);
-      }
+      fd = std::move(*s);
     }
     out.push_back(std::move(r));
     fds.push_back(std::move(fd));

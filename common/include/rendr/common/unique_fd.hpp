@@ -43,6 +43,11 @@ class UniqueFd {
   [[nodiscard]] static Result<UniqueFd> open(const std::string& path, int flags, int mode = 0);
   // dup duplicates |fd| (F_DUPFD_CLOEXEC).
   [[nodiscard]] static Result<UniqueFd> dup(int fd);
+  // connect_unix: a Unix socket of |type| (SOCK_STREAM or SOCK_SEQPACKET, optionally with
+  // SOCK_NONBLOCK) connected to |path|. Error: filename_too_long when |path| does not fit
+  // sun_path; else the errno of socket(2) or connect(2) as its code (ECONNREFUSED: nothing
+  // listens there).
+  [[nodiscard]] static Result<UniqueFd> connect_unix(const std::string& path, int type);
 
  private:
   int fd_ = -1;
