@@ -52,10 +52,12 @@
 
 #include <netinet/tcp.h>
 #include <sys/random.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -107,7 +109,8 @@ std::uint32_t tc_filter_handle(const std::string& role, const std::string& name)
 std::string peer_common_name(SSL* ssl);
 
 // FaultSys: test-only repair::Sys that makes the read-back of TCP_QUEUE_SEQ disagree, so a
-// restore fails its validation for real (fault "restore_mismatch").
+// restore fails its validation for real (fault "restore_mismatch"). restore reads write_seq
+// back only on a kernel before 4.18, so the fault also reports such a release.
 class FaultSys final : public repair::ForwardingSys {
  public:
   using ForwardingSys::ForwardingSys;
@@ -116,6 +119,13 @@ class FaultSys final : public repair::ForwardingSys {
     int r = ForwardingSys::getsockopt(fd, l, n, v, len);
     if (r == 0 && mismatch && l == IPPROTO_TCP && n == TCP_QUEUE_SEQ) {
       *static_cast<int*>(v) += 1;
+    }
+    return r;
+  }
+  int uname(struct utsname* out) override {
+    int r = ForwardingSys::uname(out);
+    if (r == 0 && mismatch) {
+      std::snprintf(out->release, sizeof out->release, "4.17.0-restore-mismatch");
     }
     return r;
   }
@@ -419,6 +429,9 @@ class Agent {
   asio::ssl::context tls_client_;
   FaultSys fault_sys_;
   repair::Repairer repairer_;
+  // SO_NETNS_COOKIE of the agent's netns, where it restores: read once, on the first restore
+  // (native_flow.cpp), not from every restored socket.
+  std::optional<std::optional<std::uint64_t>> netns_cookie_;
   std::set<std::string> faults_;
   std::unique_ptr<ebpf::Freezer> freezer_;
   std::unique_ptr<ebpf::Steerer> steerer_;

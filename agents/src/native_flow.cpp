@@ -125,7 +125,18 @@ std::unique_ptr<SourceFlow> Agent::native_source_flow(const FourTuple& t, int fd
 Result<std::unique_ptr<StagedFlow>> Agent::native_staged_flow(TcpSnapshot snap,
                                                               const repair::RestoreOptions& ro) {
   const FourTuple tuple = snap.tuple;
-  auto st = repairer_.restore_staged(std::move(snap), ro);
+  if (!netns_cookie_) {
+    UniqueFd probe(::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!probe.valid()) {
+      probe = UniqueFd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    }
+    netns_cookie_ = probe.valid() ? repairer_.netns_cookie(probe.get()) : std::nullopt;
+  }
+  repair::RestoreOptions o = ro;
+  if (!o.netns_cookie) {
+    o.netns_cookie = *netns_cookie_;
+  }
+  auto st = repairer_.restore_staged(std::move(snap), o);
   if (!st) {
     return std::move(st).take_error();
   }

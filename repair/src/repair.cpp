@@ -12,9 +12,11 @@
 #include <netinet/tcp.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/utsname.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -281,6 +283,19 @@ Repairer::Repairer(const Repairer& other)
 Repairer::~Repairer() = default;
 
 bool Repairer::debug_on() const { return custom_sink_ || log_level() >= LogLevel::debug; }
+
+bool Repairer::readback_write_seq() {
+  if (!readback_write_seq_) {
+    struct utsname u {};
+    int major = 0;
+    int minor = 0;
+    // Unknown (uname failed, unparsable release): read back, as on an old kernel.
+    readback_write_seq_ = sys_.uname(&u) != 0 ||
+                          std::sscanf(u.release, "%d.%d", &major, &minor) != 2 ||
+                          major < 4 || (major == 4 && minor < 18);
+  }
+  return *readback_write_seq_;
+}
 
 std::optional<std::uint64_t> Repairer::netns_cookie(int fd) {
   std::uint64_t cookie = 0;

@@ -305,12 +305,13 @@ Result<UniqueFd> Repairer::stage(const TcpSnapshot& snap, const RestoreOptions& 
     }
   }
 
-  // Read write_seq back before anything can leave this host: a kernel before 4.18 rewrote it in
-  // connect when the tuple was reused from TIME_WAIT, and it covers the send-queue refill. rcv_nxt
-  // is not read back: connect keeps it in repair mode on every kernel that has TCP_REPAIR, and the
-  // receive-queue refill already checked what each send() took. bind, connect and
-  // TCP_REPAIR_WINDOW either fail or set exactly what they were given.
-  {
+  // Read write_seq back before anything can leave this host, on a kernel before 4.18 only: it
+  // rewrote write_seq in connect when the tuple was reused from TIME_WAIT. Later kernels leave
+  // it alone in repair mode (tcp_twsk_unique, tcp_v4/v6_connect check tp->repair), and every
+  // refill send() above was checked for what it took. rcv_nxt is not read back: connect keeps
+  // it in repair mode on every kernel that has TCP_REPAIR. bind, connect and TCP_REPAIR_WINDOW
+  // either fail or set exactly what they were given.
+  if (readback_write_seq()) {
     auto ws = op.queue_seq(TCP_SEND_QUEUE);
     if (!ws) {
       return fail(unreadable("restore validation: cannot read sequences", ws));
@@ -521,8 +522,8 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
   // application never set them, so the saved values are usually that default: set only what
   // differs from a fresh socket in this netns (read once per netns), or every non-zero value
   // when that cannot be told (no SO_NETNS_COOKIE).
-  std::optional<std::uint64_t> netns;
-  bool netns_read = false;
+  std::optional<std::uint64_t> netns = opts.netns_cookie;
+  bool netns_read = netns.has_value();
   auto cookie = [&] {
     if (!netns_read) {
       netns = netns_cookie(raw);

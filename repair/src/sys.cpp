@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 namespace rendr::repair {
@@ -37,6 +38,8 @@ class RealSys final : public Sys {
 };
 
 }  // namespace
+
+int Sys::uname(struct utsname* out) { return ::uname(out); }
 
 Sys& real_sys() {
   static RealSys sys;

@@ -517,6 +517,10 @@ int run_repair(std::span<char* const> args) {
   repair::RestoreOptions ro;
   ro.ack_kick = cfg.ack_kick;
   ro.window_probe = cfg.window_probe;
+  // As rendr-agent does: the netns the restores run in is read once, not from each socket.
+  if (UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)); probe.valid()) {
+    ro.netns_cookie = rep.netns_cookie(probe.get());
+  }
   const std::string kernel = agents::kernel_release();
   prog.note("kernel " + kernel + ", private netns, loopback; ack_kick=" + on_off(cfg.ack_kick) +
             " window_probe=" + on_off(cfg.window_probe));
@@ -548,6 +552,7 @@ int run_repair(std::span<char* const> args) {
         repair::RestoreOptions vo;
         vo.ack_kick = kick;
         vo.window_probe = probe;
+        vo.netns_cookie = ro.netns_cookie;
         auto r = run_idle(cfg, rep, vo, cfg.idle_iters, prog, "idle " + variant_key(kick, probe));
         if (!r) {
           return fail(r.error());

@@ -8,10 +8,12 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
@@ -547,6 +549,12 @@ int FakeSys::getpeername(int fd, sockaddr* addr, socklen_t* len) {
     return finish(-1, ENOTCONN);
   }
   return finish(copy_addr(s->remote, s->remote_len, addr, len), 0);
+}
+
+int FakeSys::uname(struct utsname* out) {
+  *out = {};
+  std::snprintf(out->release, sizeof out->release, "%s", kernel_release.c_str());
+  return 0;
 }
 
 int FakeSys::get_fl(int fd) {

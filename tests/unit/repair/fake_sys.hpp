@@ -128,6 +128,8 @@ class FakeSys final : public Sys {
   std::uint64_t netns_cookie = 0;
   std::map<std::pair<int, int>, int> socket_defaults;
   std::string default_congestion = "cubic";
+  // What uname() reports as the kernel release (not recorded as a call).
+  std::string kernel_release = "6.1.0";
 
   // Sys
   int socket(int domain, int type, int protocol) override;
@@ -146,6 +148,7 @@ class FakeSys final : public Sys {
   int getpeername(int fd, sockaddr* addr, socklen_t* len) override;
   int get_fl(int fd) override;
   int set_fl(int fd, int flags) override;
+  int uname(struct utsname* out) override;
 
  private:
   struct Fault {

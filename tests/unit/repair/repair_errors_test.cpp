@@ -356,67 +356,72 @@ TEST_CASE("restore rebuilds every sample snapshot in the kernel's order",
 TEST_CASE("restore failing at any step before repair-off closes its socket silently",
           "[repair][errors][restore]") {
   int checked = 0;
-  for (const auto& sample : rendr::test::sample_snapshots()) {
-    const TcpSnapshot& snap = sample.snapshot;
-    std::vector<Call> ref;
-    {
-      FakeSys fake;
-      Repairer rep(fake, quiet());
-      auto fd = rep.restore(snap);
-      INFO(sample.name);
-      REQUIRE_OK(fd);
-      ref = fake.calls();
-    }
-    std::size_t off = ref.size();
-    std::size_t injected = ref.size();  // first raw sendto: a forged peer FIN
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-      if (is_repair_off(ref[i]) && off == ref.size()) {
-        off = i;
+  // Both recipes: with the write_seq read-back (a kernel before 4.18) and without.
+  for (const char* release : {"6.1.0", "4.17.0"}) {
+    for (const auto& sample : rendr::test::sample_snapshots()) {
+      const TcpSnapshot& snap = sample.snapshot;
+      std::vector<Call> ref;
+      {
+        FakeSys fake;
+        fake.kernel_release = release;
+        Repairer rep(fake, quiet());
+        auto fd = rep.restore(snap);
+        INFO(sample.name);
+        REQUIRE_OK(fd);
+        ref = fake.calls();
       }
-      if (ref[i].op == Op::sendto && injected == ref.size()) {
-        injected = i;
+      std::size_t off = ref.size();
+      std::size_t injected = ref.size();  // first raw sendto: a forged peer FIN
+      for (std::size_t i = 0; i < ref.size(); ++i) {
+        if (is_repair_off(ref[i]) && off == ref.size()) {
+          off = i;
+        }
+        if (ref[i].op == Op::sendto && injected == ref.size()) {
+          injected = i;
+        }
       }
-    }
-    REQUIRE(off < ref.size());
-    // FIN_WAIT2: the forged ACK of our FIN (from its netns lookup on) is best effort.
-    std::size_t soft_from = ref.size();
-    for (std::size_t i = 0; i < off && snap.state == TcpState::fin_wait2; ++i) {
-      if (ref[i].is_get(SOL_SOCKET, SO_NETNS_COOKIE)) {
-        soft_from = i;
-        break;
+      REQUIRE(off < ref.size());
+      // FIN_WAIT2: the forged ACK of our FIN (from its netns lookup on) is best effort.
+      std::size_t soft_from = ref.size();
+      for (std::size_t i = 0; i < off && snap.state == TcpState::fin_wait2; ++i) {
+        if (ref[i].is_get(SOL_SOCKET, SO_NETNS_COOKIE)) {
+          soft_from = i;
+          break;
+        }
       }
-    }
 
-    for (std::size_t i = 0; i < off; ++i) {
-      if (ref[i].op == Op::close) {
-        continue;  // closing the raw injection socket: its result is irrelevant
-      }
-      FakeSys fake;
-      fake.fail_nth(i, EIO);
-      Repairer rep(fake, quiet());
-      auto r = rep.restore(snap);
-      INFO(sample.name << ": failing call #" << i << " " << ref[i].describe() << "\n"
-                       << trace(fake.calls()));
-      if (r.ok()) {
-        // Only the bounded wait for the forged FIN polls, so one failed read there is retried.
-        const bool poll_step = i > injected && (ref[i].is_set(IPPROTO_TCP, TCP_REPAIR_QUEUE) ||
-                                                ref[i].is_get(IPPROTO_TCP, TCP_QUEUE_SEQ));
-        CHECK((poll_step || i >= soft_from));
-        continue;
-      }
-      ++checked;
-      CHECK(r.error().code.value() == EIO);
-      CHECK_THAT(r.error().message(), Catch::Contains("restore " + snap.tuple.to_string()));
-      // Silently: repair mode was never left, nothing was sent outside it, and every socket
-      // restore opened (the TCP socket, a raw injection socket) is closed again.
-      CHECK(count_if(fake.calls(), is_repair_off) == 0);
-      for (std::size_t k = 0; k < fake.created().size(); ++k) {
-        CHECK(fake.closed(k));
-        CHECK(fake.created_sock(k).live_sends == 0);
+      for (std::size_t i = 0; i < off; ++i) {
+        if (ref[i].op == Op::close) {
+          continue;  // closing the raw injection socket: its result is irrelevant
+        }
+        FakeSys fake;
+        fake.kernel_release = release;
+        fake.fail_nth(i, EIO);
+        Repairer rep(fake, quiet());
+        auto r = rep.restore(snap);
+        INFO(sample.name << " on " << release << ": failing call #" << i << " " << ref[i].describe() << "\n"
+                         << trace(fake.calls()));
+        if (r.ok()) {
+          // Only the bounded wait for the forged FIN polls, so one failed read there is retried.
+          const bool poll_step = i > injected && (ref[i].is_set(IPPROTO_TCP, TCP_REPAIR_QUEUE) ||
+                                                  ref[i].is_get(IPPROTO_TCP, TCP_QUEUE_SEQ));
+          CHECK((poll_step || i >= soft_from));
+          continue;
+        }
+        ++checked;
+        CHECK(r.error().code.value() == EIO);
+        CHECK_THAT(r.error().message(), Catch::Contains("restore " + snap.tuple.to_string()));
+        // Silently: repair mode was never left, nothing was sent outside it, and every socket
+        // restore opened (the TCP socket, a raw injection socket) is closed again.
+        CHECK(count_if(fake.calls(), is_repair_off) == 0);
+        for (std::size_t k = 0; k < fake.created().size(); ++k) {
+          CHECK(fake.closed(k));
+          CHECK(fake.created_sock(k).live_sends == 0);
+        }
       }
     }
   }
-  CHECK(checked >= 300);
+  CHECK(checked >= 550);
 }
 
 TEST_CASE("thaw of an empty RepairSocket is EBADF", "[repair][errors]") {
@@ -650,14 +655,15 @@ TEST_CASE("refusals say their cause without an unrelated errno text", "[repair][
   }
   SECTION("restore whose read-back differs from the snapshot") {
     FakeSys fake;
+    fake.kernel_release = "4.17.19";
     Rigged rig(fake);
     rig.seq_skew = 1;
     Repairer rep(rig, quiet());
     const TcpSnapshot& snap = samples.at(1).snapshot;
     auto r = rep.restore(snap);
     REQUIRE_FALSE(r.ok());
-    // write_seq is read back (a kernel before 4.18 rewrote it in connect); the sample's FIN was
-    // not sent, so its unacked bytes are queued later, by activate.
+    // write_seq is read back on a kernel before 4.18 (it rewrote it in connect); the sample's
+    // FIN was not sent, so its unacked bytes are queued later, by activate.
     REQUIRE_FALSE(snap.fin_sent);
     require_refusal(r.error(), std::errc::io_error,
                     "restore validation: write_seq is " + std::to_string(snap.send_seq + 1) +
@@ -665,6 +671,7 @@ TEST_CASE("refusals say their cause without an unrelated errno text", "[repair][
   }
   SECTION("restore whose read-back fails says why, keeping EIO") {
     FakeSys fake;
+    fake.kernel_release = "3.10.0-1160.el7.x86_64";
     Repairer rep(fake, quiet());
     fake.fail_if([](const Call& c) { return c.is_get(IPPROTO_TCP, TCP_QUEUE_SEQ); }, ENOTCONN);
     auto r = rep.restore(samples.at(1).snapshot);

@@ -35,7 +35,9 @@
 //   3. TCP_REPAIR_OPTIONS (MSS, window scale, SACK, timestamps) before anything is transmitted,
 //      then TCP_TIMESTAMP.
 //   4. Refill the receive queue and the sent-unacked part of the send queue; TCP_REPAIR_WINDOW.
-//   5. Read write_seq back and compare with the snapshot; on mismatch close silently, error.
+//   5. On a kernel before 4.18 only (connect could rewrite write_seq when the tuple was reused
+//      from TIME_WAIT): read write_seq back and compare; on mismatch close silently, error.
+//      Later kernels leave it alone in repair mode, and each refill send() is checked.
 //   6. Rebuild FINs: ours with shutdown() while the send queue is selected, the peer's by
 //      injecting its FIN from a raw socket (CAP_NET_RAW); in FIN_WAIT2 also the peer's ACK of
 //      our FIN.
@@ -128,6 +130,12 @@ struct RestoreOptions {
   // migration within 500 ms waited for a ~200 ms tail loss probe. Ignored when the ACK is
   // outside [snd_una, snd_nxt] or our FIN was already sent.
   std::optional<PeerAck> peer_ack;
+  // SO_NETNS_COOKIE of the netns the restore creates its socket in, when the caller already
+  // knows it (read once with Repairer::netns_cookie from any socket it made there). Saves
+  // reading it from each restored socket (option defaults, ACK kick). Empty = read it from the
+  // new socket. It must name that netns: with another netns' cookie, keepalive timing, TTL or
+  // congestion control equal to that netns' default would be left at this one's.
+  std::optional<std::uint64_t> netns_cookie;
 };
 
 // StageState — what activate() needs to know about how a socket was staged (internal).
@@ -255,6 +263,10 @@ class Repairer {
   // and is not set again at thaw.
   [[nodiscard]] Result<RepairSocket> adopt_frozen(UniqueFd fd);
 
+  // netns_cookie reads SO_NETNS_COOKIE of |fd| (Linux 5.14+; empty without it): the value for
+  // RestoreOptions::netns_cookie when |fd| lives in the netns restores run in.
+  [[nodiscard]] std::optional<std::uint64_t> netns_cookie(int fd);
+
  private:
   [[nodiscard]] Result<Checkpoint> checkpoint_impl(int fd, const TcpSocketOptions* options,
                                                    const FourTuple* tuple, UniqueFd* owned);
@@ -268,14 +280,15 @@ class Repairer {
   // SO_NETNS_COOKIE when already read; empty = read it now).
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark,
                             std::optional<std::uint64_t> netns = std::nullopt);
-  // netns_cookie reads SO_NETNS_COOKIE of |fd| (Linux 5.14+; empty without it).
-  [[nodiscard]] std::optional<std::uint64_t> netns_cookie(int fd);
   // option_defaults returns what a fresh TCP socket of the family reports in the netns whose
   // cookie is |netns| (cached until the netns or family changes); null when unknown.
   [[nodiscard]] const OptionDefaults* option_defaults(std::optional<std::uint64_t> netns, bool v6);
   // ack_our_fin makes a staged FIN_WAIT2 socket (our FIN rebuilt as sent) take the peer's ACK of
   // that FIN, forged and sent like a kick (best effort: a warning when it cannot).
   void ack_our_fin(int fd, const TcpSnapshot& snap, std::uint32_t rcv_nxt, std::uint32_t mark);
+
+  // readback_write_seq: whether this kernel is older than 4.18 (uname through Sys, asked once).
+  [[nodiscard]] bool readback_write_seq();
 
   // debug_on: whether a debug line can be seen (a custom sink sees every line; the default sink
   // filters by log_level()), so per-connection debug lines are only formatted when it can.
@@ -286,6 +299,9 @@ class Repairer {
   bool custom_sink_ = false;
   std::unique_ptr<InjectCache> inject_;  // created on the first ACK kick
   std::unique_ptr<OptionDefaults> defaults_;  // read on the first restore that needs them
+  // Whether connect() may rewrite write_seq in repair mode (kernel before 4.18), so restore
+  // reads it back; found from uname on the first restore.
+  std::optional<bool> readback_write_seq_;
 };
 
 // probe_tcp_repair tries TCP_REPAIR on a fresh socket in the caller's netns; ok means the kernel

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+struct utsname;
+
 namespace rendr::repair {
 
 class Sys {
@@ -29,6 +31,8 @@ class Sys {
   virtual int getpeername(int fd, sockaddr* addr, socklen_t* len) = 0;
   virtual int get_fl(int fd) = 0;              // fcntl(F_GETFL)
   virtual int set_fl(int fd, int flags) = 0;   // fcntl(F_SETFL)
+  // uname(2); the default calls the kernel (a fake reports the release a test needs).
+  virtual int uname(struct utsname* out);
 };
 
 // ForwardingSys passes every call to |inner|; derive from it to change one or two calls (fault
@@ -60,6 +64,7 @@ class ForwardingSys : public Sys {
   int getpeername(int fd, sockaddr* a, socklen_t* l) override { return in_.getpeername(fd, a, l); }
   int get_fl(int fd) override { return in_.get_fl(fd); }
   int set_fl(int fd, int f) override { return in_.set_fl(fd, f); }
+  int uname(struct utsname* out) override { return in_.uname(out); }
 
  private:
   Sys& in_;
