@@ -3,7 +3,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include <cstring>
 
@@ -114,27 +113,21 @@ Result<Packet> recv_packet(int sock) {
 
 Result<UniqueFd> connect_control(const std::string& path, bool nonblocking) {
   const int type = SOCK_SEQPACKET | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
-  UniqueFd s(::socket(AF_UNIX, type, 0));
-  if (!s.valid()) {
-    return errno_error("socket(AF_UNIX)");
+  auto s = UniqueFd::connect_unix(path, type);
+  if (s) {
+    return s;
   }
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.size() >= sizeof a.sun_path) {
+  if (s.error().code == std::errc::filename_too_long) {
     return make_error(std::errc::filename_too_long, "control socket path too long: " + path);
   }
-  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    int err = errno;
-    std::string hint;
-    if (err == EACCES || err == EPERM) {
-      hint = " (the agent's control socket is root-only)";
-    } else if (err == ENOENT || err == ECONNREFUSED) {
-      hint = " (is rendr-agent running? see docs/native-migration.md)";
-    }
-    return errno_error("connect to agent at " + path + hint, err);
+  const int err = s.error().code.value();
+  std::string hint;
+  if (err == EACCES || err == EPERM) {
+    hint = " (the agent's control socket is root-only)";
+  } else if (err == ENOENT || err == ECONNREFUSED) {
+    hint = " (is rendr-agent running? see docs/native-migration.md)";
   }
-  return s;
+  return errno_error("connect to agent at " + path + hint, err);
 }
 
 Result<Message> call(int sock, const Message& m, int timeout_ms,
