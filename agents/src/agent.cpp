@@ -7,7 +7,6 @@
 
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include <csignal>
 #include <cstdio>
@@ -77,27 +76,20 @@ Status Agent::init() {
   if (!dir.empty()) {
     ::mkdir(dir.c_str(), 0755);
   }
-  ::unlink(cfg_.control_socket.c_str());
   control_ = std::make_unique<seqp_acceptor>(io_);
   asio::error_code ec;
-  sockaddr_un sun{};
-  sun.sun_family = AF_UNIX;
-  if (cfg_.control_socket.size() >= sizeof sun.sun_path) {
-    return make_error(std::errc::filename_too_long, "--control " + cfg_.control_socket);
-  }
-  std::memcpy(sun.sun_path, cfg_.control_socket.c_str(), cfg_.control_socket.size() + 1);
   mode_t old = ::umask(0177);
-  control_->open(seqp(AF_UNIX, 0), ec);
-  if (!ec) {
-    control_->bind(seqp::endpoint(&sun, sizeof sun), ec);
-  }
+  auto cfd = UniqueFd::listen_unix(cfg_.control_socket, SOCK_SEQPACKET,
+                                   asio::socket_base::max_listen_connections);
   ::umask(old);
-  if (!ec) {
-    control_->listen(asio::socket_base::max_listen_connections, ec);
+  if (!cfd) {
+    return std::move(cfd).take_error().with_context("--control");
   }
+  control_->assign(seqp(AF_UNIX, 0), cfd->get(), ec);
   if (ec) {
     return Error{ec, "control socket " + cfg_.control_socket};
   }
+  (void)cfd->release();  // the acceptor owns it now
   ::chmod(cfg_.control_socket.c_str(), 0600);
 
   if (!cfg_.listen.empty()) {

@@ -25,19 +25,51 @@ Result<UniqueFd> UniqueFd::socket(int domain, int type, int protocol) {
   return UniqueFd(fd);
 }
 
-Result<UniqueFd> UniqueFd::connect_unix(const std::string& path, int type) {
-  sockaddr_un sa{};
+namespace {
+
+// unix_address fills |sa| with |path|; false when it does not fit sun_path.
+bool unix_address(const std::string& path, sockaddr_un& sa) {
+  sa = {};
   if (path.size() >= sizeof sa.sun_path) {
+    return false;
+  }
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+}  // namespace
+
+Result<UniqueFd> UniqueFd::connect_unix(const std::string& path, int type) {
+  sockaddr_un sa;
+  if (!unix_address(path, sa)) {
     return make_error(std::errc::filename_too_long, "unix socket path too long: " + path);
   }
   auto fd = socket(AF_UNIX, type, 0);
   if (!fd) {
     return fd;
   }
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
   if (::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
     return errno_error("connect " + path);
+  }
+  return fd;
+}
+
+Result<UniqueFd> UniqueFd::listen_unix(const std::string& path, int type, int backlog) {
+  sockaddr_un sa;
+  if (!unix_address(path, sa)) {
+    return make_error(std::errc::filename_too_long, "unix socket path too long: " + path);
+  }
+  auto fd = socket(AF_UNIX, type, 0);
+  if (!fd) {
+    return fd;
+  }
+  ::unlink(path.c_str());
+  if (::bind(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
+    return errno_error("bind " + path);
+  }
+  if (::listen(fd->get(), backlog) != 0) {
+    return errno_error("listen " + path);
   }
   return fd;
 }

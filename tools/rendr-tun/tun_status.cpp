@@ -11,7 +11,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -163,20 +162,9 @@ void TunStatus::serve_loop(int lfd) const {
 }
 
 Status TunStatus::serve(const std::string& path) {
-  sockaddr_un sa{};
-  if (path.size() >= sizeof sa.sun_path) {
-    return make_error(std::errc::filename_too_long, "status socket " + path);
-  }
-  auto fd = UniqueFd::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  auto fd = UniqueFd::listen_unix(path, SOCK_STREAM, 16);
   if (!fd) {
-    return std::move(fd).take_error();
-  }
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  ::unlink(path.c_str());
-  if (::bind(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0 ||
-      ::listen(fd->get(), 16) != 0) {
-    return errno_error("status socket " + path);
+    return std::move(fd).take_error().with_context("status socket");
   }
   auto l = std::make_unique<Listener>();
   l->fd = std::move(*fd);

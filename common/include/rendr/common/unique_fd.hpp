@@ -48,6 +48,11 @@ class UniqueFd {
   // sun_path; else the errno of socket(2) or connect(2) as its code (ECONNREFUSED: nothing
   // listens there).
   [[nodiscard]] static Result<UniqueFd> connect_unix(const std::string& path, int type);
+  // listen_unix: a Unix socket of |type| bound to |path| (a file left there is unlinked first)
+  // and listening with |backlog|. The file's mode follows the caller's umask. Errors as
+  // connect_unix (filename_too_long; else the errno of socket, bind or listen).
+  [[nodiscard]] static Result<UniqueFd> listen_unix(const std::string& path, int type,
+                                                    int backlog);
 
  private:
   int fd_ = -1;
