@@ -43,7 +43,7 @@ class FrameCache {
                                      std::shared_ptr<std::atomic<std::size_t>> account = nullptr);
   // 1 MiB: a bulk read is as large as the queued data, not cut at the chunk's end (256 KiB
   // chunks: ~80 KB per recv and a wake-up of the reader per ~160 KB on a 2-core host; raw TCP's
-  // reader takes ~560 KB per recv). Idle paths never reach it: chunks start at 16 KiB and
+  // reader takes 560 KB or more per recv). Idle paths never reach it: chunks start at 16 KiB and
   // double only while reads fill them.
   static constexpr std::size_t kChunkSize = 1024 * 1024;
 
