@@ -7,6 +7,7 @@
 #include <rendr/common/bytes.hpp>
 #include <rendr/engine/errors.hpp>
 #include <rendr/engine/core/flow.hpp>
+#include <rendr/engine/core/frame_cache.hpp>
 #include <rendr/engine/core/wire.hpp>
 
 #include <catch2/catch.hpp>
@@ -465,8 +466,9 @@ TEST_CASE("engine receive chunks: a little DATA among much else cannot pin chunk
   CHECK(st.delivered_unread == 200);
   CHECK(st.recv_dups >= 7 * 199);
   // Bounded by the receive bounds (window + reorder bytes), plus the chunks being read into.
-  CHECK(st.recv_chunk_bytes <= cfg.recv_window_bytes + cfg.reorder_max_bytes + 512 * 1024);
+  constexpr std::size_t kChunk = rendr::engine::detail::FrameCache::kChunkSize;
+  CHECK(st.recv_chunk_bytes <= cfg.recv_window_bytes + cfg.reorder_max_bytes + 2 * kChunk);
   CHECK(read_all(s.core) == expect);
   // Everything read: only the path's own chunk is left.
-  CHECK(s.core.stats().recv_chunk_bytes <= 256 * 1024);
+  CHECK(s.core.stats().recv_chunk_bytes <= kChunk);
 }
