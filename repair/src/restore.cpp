@@ -169,6 +169,26 @@ Result<std::size_t> Repairer::inject_replay(const FourTuple& tuple,
       refused(std::move(p).take_error());
     }
   }
+  // In sequence order: a freeze records what several CPUs dropped into one ring, so a peer whose
+  // packets took different receive queues (a sender moving between CPUs, a multi-queue veth) is
+  // recorded slightly out of order, and a replayed packet ahead of a hole makes the socket SACK
+  // past it - the peer then retransmits everything below (RACK). Stable: duplicates keep their
+  // order. Distances from the first packet's sequence number handle the wrap.
+  if (ready.size() > 1) {
+    auto seq = [](const std::vector<std::byte>& pkt) {
+      const auto b0 = std::to_integer<unsigned>(pkt[0]);
+      const std::size_t iph = (b0 >> 4) == 4 ? (b0 & 0x0FU) * 4 : 40;
+      std::uint32_t v = 0;
+      for (std::size_t i = 0; i < 4; ++i) {
+        v = (v << 8) | std::to_integer<std::uint32_t>(pkt[iph + 4 + i]);
+      }
+      return v;
+    };
+    const std::uint32_t base = seq(ready.front());
+    std::stable_sort(ready.begin(), ready.end(), [&](const auto& a, const auto& b) {
+      return static_cast<std::int32_t>(seq(a) - base) < static_cast<std::int32_t>(seq(b) - base);
+    });
+  }
   return inject_packets(sys_, to, ready, mark);
 }
 
