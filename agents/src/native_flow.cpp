@@ -3,6 +3,8 @@
 // by the eBPF freeze and captured / rebuilt with TCP_REPAIR.
 #include "agent_internal.hpp"
 
+#include <rendr/agents/activation.hpp>
+
 namespace rendr::agents {
 
 class NativeSourceFlow final : public SourceFlow {
@@ -82,18 +84,71 @@ class NativeStagedFlow final : public StagedFlow {
   const FourTuple& tuple() const override { return t_; }
   const TcpSnapshot& snapshot() const override { return s_.snapshot(); }
   Result<UniqueFd> activate(std::optional<repair::PeerAck> peer_ack, Packets replay) override {
-    // What reached this host while staged follows the source's packets; lift our freeze
-    // before the socket speaks.
-    if (frozen_here_ && a_.freezer_) {
-      if (auto own = a_.freezer_->take_dropped(t_); own) {
-        for (auto& p : *own) {
-          replay.push_back(std::move(p));
-        }
+    // The order (FlowActivation): our freeze keeps holding the peer's data while the socket
+    // leaves repair mode and takes the source's packets, then ours; it lifts only then. Lifted
+    // first, the peer's packets met a socket still in repair mode (lost) or overtook the
+    // replay (the peer retransmitted what the replay carried).
+    FlowActivation act(frozen_here_ && a_.freezer_);
+    Result<UniqueFd> fd = make_error(std::errc::operation_canceled, "not activated");
+    auto feed = [&](const Packets& pk) {
+      if (pk.empty() || !fd) {
+        return;
       }
-      (void)a_.freezer_->unfreeze(t_);
-      frozen_here_ = false;
+      if (auto n = a_.repairer_.replay(t_, pk); !n) {
+        a_.log_.warn("activate " + t_.to_string() + ": " + n.error().message());
+      }
+    };
+    for (ActivationStep step = act.start(); !act.finished();) {
+      switch (step) {
+        case ActivationStep::hold:
+          if (auto h = a_.freezer_->hold(t_); !h.ok()) {
+            a_.log_.warn("activate " + t_.to_string() + ": " + h.error().message() +
+                         "; lifting the freeze before repair-off");
+            step = act.on_hold(false);
+          } else {
+            step = act.on_hold(true);
+          }
+          break;
+        case ActivationStep::lift_first:
+          if (auto u = a_.freezer_->unfreeze_take(t_); u) {
+            for (auto& p : u->held) {
+              replay.push_back(std::move(p));
+            }
+          }
+          frozen_here_ = false;
+          step = act.on_lifted_first();
+          break;
+        case ActivationStep::leave_repair:
+          fd = a_.repairer_.activate(std::move(s_), peer_ack, replay);
+          step = act.on_left_repair(fd.ok());
+          break;
+        case ActivationStep::replay_held: {
+          auto pk = a_.freezer_->take_dropped(t_);
+          const std::size_t n = pk ? pk->size() : 0;
+          if (n > 0) {
+            feed(*pk);
+          }
+          step = act.on_replayed(n);
+          break;
+        }
+        case ActivationStep::lift:
+          if (auto u = a_.freezer_->unfreeze_take(t_); u) {
+            feed(u->held);
+          }
+          frozen_here_ = false;
+          step = act.on_lifted();
+          break;
+        case ActivationStep::drop_freeze:
+          (void)a_.freezer_->unfreeze(t_);
+          frozen_here_ = false;
+          step = act.on_dropped();
+          break;
+        case ActivationStep::done:
+        case ActivationStep::failed:
+          break;
+      }
     }
-    return a_.repairer_.activate(std::move(s_), peer_ack, replay);
+    return fd;
   }
   void release() override {
     a_.repairer_.release(std::move(s_));

@@ -7,7 +7,8 @@
  * One entry in freeze_flows freezes both directions: the key is normalised
  * (rendr_flow_key_normalise), so a packet and its reply map to the same entry. Packets carrying
  * skb->mark == bypass_mark pass (repair/ injects forged segments with that mark); a bypass mark
- * of 0 disables the bypass.
+ * of 0 disables the bypass. A held flow (an entry in freeze_hold too: its socket is live again)
+ * only holds what the peer sends: its own packets and the peer's bare ACKs pass.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -28,6 +29,15 @@ struct {
 	__type(key, struct rendr_flow_key);
 	__type(value, struct rendr_freeze_counters);
 } freeze_flows SEC(".maps");
+
+/* Written by the Freezer (insert = hold, delete = unfreeze or a new freeze); read here for
+ * frozen flows only. The Freezer sizes it like freeze_flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct rendr_flow_key);
+	__type(value, __u32);
+} freeze_hold SEC(".maps");
 
 /* Dropped ingress packets worth replaying (see freeze_shared.h); read by the Freezer, which
  * sets its size before load (FreezerOptions::replay_ring_bytes). */
@@ -101,6 +111,8 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 	struct rendr_freeze_counters *c;
 	__u8 flags = 0;
 	struct rendr_tcp_meta meta = {};
+	int held;
+	int data;
 
 	if (rendr_parse_tcp_meta(skb, &key, &flags, &meta) < 0)
 		return TC_ACT_OK;
@@ -113,7 +125,16 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 		c->bypassed_packets++;
 		return TC_ACT_OK;
 	}
+	/* More than a bare ACK: kept for replay when it comes from the peer. */
+	data = meta.payload > 0 || (flags & (RENDR_TCP_FIN | RENDR_TCP_RST | RENDR_TCP_SYN));
+	held = bpf_map_lookup_elem(&freeze_hold, &key) != NULL;
 	/* Per-CPU values: plain increments are race-free. */
+	if (held && (dir == FREEZE_EGRESS || !data)) {
+		/* The socket is live: it may speak, and the peer's ACKs are news it needs now (a bare
+		 * ACK carries no data the replay would have to deliver in order). */
+		c->held_passed++;
+		return TC_ACT_OK;
+	}
 	if (dir == FREEZE_INGRESS) {
 		c->ingress_packets++;
 		c->ingress_bytes += skb->len;
@@ -129,7 +150,7 @@ static __always_inline int freeze(struct __sk_buff *skb, enum rendr_freeze_dir d
 			}
 		}
 		/* A bare ACK is summed up by peer_ack; anything more is kept for replay. */
-		if (meta.payload > 0 || (flags & (RENDR_TCP_FIN | RENDR_TCP_RST | RENDR_TCP_SYN)))
+		if (data)
 			record_replay(skb, &key, c);
 	} else {
 		c->egress_packets++;

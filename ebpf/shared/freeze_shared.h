@@ -6,6 +6,12 @@
  * value struct rendr_freeze_counters. Written by the C++ Freezer (insert = freeze, delete =
  * unfreeze); the BPF programs only bump the counters of an existing entry. User space sums the
  * per-CPU values (STYLE G3).
+ *
+ * Map freeze_hold: HASH, same key, value __u32 (0, reserved). Written by the C++ Freezer
+ * (insert = hold: the flow's socket is live again; delete = unfreeze, or a new freeze); read by
+ * the BPF programs for frozen flows only. A held flow's own packets (egress) and the peer's bare
+ * ACKs pass; what the peer sends beyond a bare ACK is still dropped and recorded for replay, so
+ * the new socket can take it in order before the freeze lifts.
  */
 #ifndef RENDR_EBPF_SHARED_FREEZE_SHARED_H
 #define RENDR_EBPF_SHARED_FREEZE_SHARED_H
@@ -32,8 +38,9 @@ struct rendr_freeze_counters {
 	rendr_u64 replay_packets; /* ingress packets recorded in freeze_replay */
 	rendr_u64 replay_skipped; /* could not be recorded (over RENDR_FREEZE_REPLAY_MAX) */
 	rendr_u64 replay_lost;    /* the ring was full */
+	rendr_u64 held_passed;    /* a held flow's packets let through (its own, bare ACKs) */
 };
-RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 80, "rendr_freeze_counters layout");
+RENDR_SHARED_ASSERT(sizeof(struct rendr_freeze_counters) == 88, "rendr_freeze_counters layout");
 
 #define RENDR_FREEZE_PEER_ACK_SEEN (1ULL << 32)
 

@@ -49,6 +49,12 @@ struct Freezer::Impl {
   // drain moves every record waiting in freeze_replay into |stash|.
   Status drain();
   void forget(const rendr_flow_key& key);
+  // take moves the records of |key| out of |stash|.
+  std::vector<std::vector<std::byte>> take(const rendr_flow_key& key);
+  // unhold drops |key| from freeze_hold (a no-op when it is not held).
+  void unhold(const rendr_flow_key& key) {
+    (void)bpf_map__delete_elem(skel->maps.freeze_hold, &key, sizeof key, 0);
+  }
 };
 
 namespace {
@@ -111,6 +117,19 @@ void Freezer::Impl::forget(const rendr_flow_key& key) {
   stash.erase(it);
 }
 
+std::vector<std::vector<std::byte>> Freezer::Impl::take(const rendr_flow_key& key) {
+  std::vector<std::vector<std::byte>> out;
+  auto it = stash.find(key_bytes(key));
+  if (it != stash.end()) {
+    out = std::move(it->second);
+    for (const auto& pkt : out) {
+      stash_bytes -= pkt.size();
+    }
+    stash.erase(it);
+  }
+  return out;
+}
+
 namespace {
 
 FreezeCounters to_counters(const rendr_freeze_counters& c) {
@@ -123,6 +142,7 @@ FreezeCounters to_counters(const rendr_freeze_counters& c) {
   out.replay_packets = c.replay_packets;
   out.replay_skipped = c.replay_skipped;
   out.replay_lost = c.replay_lost;
+  out.held_passed = c.held_passed;
   return out;
 }
 
@@ -142,6 +162,10 @@ Result<Freezer> Freezer::create(const FreezerOptions& options) {
   if (int err = bpf_map__set_max_entries(skel->get()->maps.freeze_flows, options.max_flows);
       err != 0) {
     return detail::libbpf_error(err, "freeze_tc: set freeze_flows max_entries");
+  }
+  if (int err = bpf_map__set_max_entries(skel->get()->maps.freeze_hold, options.max_flows);
+      err != 0) {
+    return detail::libbpf_error(err, "freeze_tc: set freeze_hold max_entries");
   }
   const std::uint32_t ring = options.replay_ring_bytes;
   if (ring < kMinReplayRing || (ring & (ring - 1)) != 0) {
@@ -221,11 +245,13 @@ Status Freezer::freeze(const FourTuple& flow) {
   int err = bpf_map__update_elem(impl_->skel->maps.freeze_flows, &*key, sizeof *key, zero.data(),
                                  zero.size() * sizeof(rendr_freeze_counters), BPF_NOEXIST);
   if (err == -EEXIST) {
-    return {};  // already frozen: keep its counters
+    impl_->unhold(*key);  // already frozen: keep its counters, but whole again
+    return {};
   }
   if (err != 0) {
     return detail::libbpf_error(err, ctx + ": update freeze_flows");
   }
+  impl_->unhold(*key);
   // A fresh freeze starts with no recorded packets (drop leftovers of an earlier one).
   (void)impl_->drain();
   impl_->forget(*key);
@@ -264,7 +290,27 @@ Result<FreezeCounters> Freezer::counters(const FourTuple& flow) const {
   return out;
 }
 
-Result<FreezeCounters> Freezer::unfreeze(const FourTuple& flow) {
+Status Freezer::hold(const FourTuple& flow) {
+  std::string ctx = "hold conn=" + flow.to_string();
+  auto key = detail::freeze_key(flow);
+  if (!key) {
+    return key.error().with_context(ctx);
+  }
+  // Only a frozen flow can be held (the programs look at freeze_hold for frozen flows only).
+  auto c = counters(flow);
+  if (!c) {
+    return c.error().with_context(ctx);
+  }
+  const std::uint32_t zero = 0;
+  int err = bpf_map__update_elem(impl_->skel->maps.freeze_hold, &*key, sizeof *key, &zero,
+                                 sizeof zero, BPF_ANY);
+  if (err != 0) {
+    return detail::libbpf_error(err, ctx + ": update freeze_hold");
+  }
+  return {};
+}
+
+Result<Unfrozen> Freezer::unfreeze_take(const FourTuple& flow) {
   // Read, then delete: packets dropped in between are not counted (nanoseconds; acceptable).
   auto c = counters(flow);
   if (!c) {
@@ -275,9 +321,22 @@ Result<FreezeCounters> Freezer::unfreeze(const FourTuple& flow) {
   if (err != 0) {
     return detail::libbpf_error(err, "unfreeze conn=" + flow.to_string() + ": delete");
   }
+  // After the flow entry: a held flow never falls back to a whole freeze on its way out.
+  impl_->unhold(*key);
+  Unfrozen out;
+  out.counters = *c;
   (void)impl_->drain();
+  out.held = impl_->take(*key);
   impl_->forget(*key);
-  return c;
+  return out;
+}
+
+Result<FreezeCounters> Freezer::unfreeze(const FourTuple& flow) {
+  auto u = unfreeze_take(flow);
+  if (!u) {
+    return std::move(u).take_error();
+  }
+  return u->counters;
 }
 
 Result<std::vector<std::vector<std::byte>>> Freezer::take_dropped(const FourTuple& flow) {
@@ -286,16 +345,7 @@ Result<std::vector<std::vector<std::byte>>> Freezer::take_dropped(const FourTupl
     return key.error().with_context("take dropped packets of " + flow.to_string());
   }
   RENDR_TRY(impl_->drain());
-  std::vector<std::vector<std::byte>> out;
-  auto it = impl_->stash.find(key_bytes(*key));
-  if (it != impl_->stash.end()) {
-    out = std::move(it->second);
-    for (const auto& pkt : out) {
-      impl_->stash_bytes -= pkt.size();
-    }
-    impl_->stash.erase(it);
-  }
-  return out;
+  return impl_->take(*key);
 }
 
 Result<std::size_t> Freezer::frozen_count() const {

@@ -132,6 +132,66 @@ Result<UniqueFd> Repairer::activate(StagedSocket&& s, std::optional<PeerAck> pee
   return activate_staged(*s.snap_, s.opts_, s.st_, std::move(s.fd_), peer_acked, replay);
 }
 
+Result<std::size_t> Repairer::replay(const FourTuple& tuple,
+                                     std::span<const std::vector<std::byte>> packets,
+                                     std::uint32_t mark) {
+  std::string refused;
+  auto n = inject_replay(tuple, packets, mark, [&refused](Status s) {
+    if (!s.ok() && refused.empty()) {
+      refused = s.error().message();
+    }
+  });
+  if (!refused.empty()) {
+    log_.warn("conn=" + tuple.to_string() + " stage=replay refused: " + refused);
+  }
+  if (!n) {
+    return std::move(n).take_error().with_context("replay to " + tuple.to_string());
+  }
+  return n;
+}
+
+Result<std::size_t> Repairer::inject_replay(const FourTuple& tuple,
+                                            std::span<const std::vector<std::byte>> packets,
+                                            std::uint32_t mark,
+                                            const std::function<void(Status)>& refused) {
+  Endpoint from = tuple.remote;
+  Endpoint to = tuple.local;
+  unmap_v4(from);
+  unmap_v4(to);
+  std::vector<std::vector<std::byte>> ready;
+  ready.reserve(packets.size());
+  std::size_t nrefused = 0;
+  for (const auto& pkt : packets) {
+    auto p = prepare_replay(pkt, from, to);
+    if (p) {
+      ready.push_back(std::move(*p));
+    } else if (nrefused++ == 0) {
+      refused(std::move(p).take_error());
+    }
+  }
+  // In sequence order: a freeze records what several CPUs dropped into one ring, so a peer whose
+  // packets took different receive queues (a sender moving between CPUs, a multi-queue veth) is
+  // recorded slightly out of order, and a replayed packet ahead of a hole makes the socket SACK
+  // past it - the peer then retransmits everything below (RACK). Stable: duplicates keep their
+  // order. Distances from the first packet's sequence number handle the wrap.
+  if (ready.size() > 1) {
+    auto seq = [](const std::vector<std::byte>& pkt) {
+      const auto b0 = std::to_integer<unsigned>(pkt[0]);
+      const std::size_t iph = (b0 >> 4) == 4 ? (b0 & 0x0FU) * 4 : 40;
+      std::uint32_t v = 0;
+      for (std::size_t i = 0; i < 4; ++i) {
+        v = (v << 8) | std::to_integer<std::uint32_t>(pkt[iph + 4 + i]);
+      }
+      return v;
+    };
+    const std::uint32_t base = seq(ready.front());
+    std::stable_sort(ready.begin(), ready.end(), [&](const auto& a, const auto& b) {
+      return static_cast<std::int32_t>(seq(a) - base) < static_cast<std::int32_t>(seq(b) - base);
+    });
+  }
+  return inject_packets(sys_, to, ready, mark);
+}
+
 void Repairer::release(StagedSocket&& s) {
   if (debug_on() && s.valid()) {
     log_.debug("conn=" + s.tuple().to_string() + " stage=release-staged");
@@ -610,22 +670,7 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
   // Replay what the peer sent while the connection was frozen (the freeze dropped it): the
   // socket takes it as if it had just arrived, instead of waiting for the peer's retransmission.
   if (!replay.empty()) {
-    Endpoint from = snap.tuple.remote;
-    Endpoint to = snap.tuple.local;
-    unmap_v4(from);
-    unmap_v4(to);
-    std::vector<std::vector<std::byte>> ready;
-    ready.reserve(replay.size());
-    std::size_t refused = 0;
-    for (const auto& pkt : replay) {
-      auto p = prepare_replay(pkt, from, to);
-      if (p) {
-        ready.push_back(std::move(*p));
-      } else if (refused++ == 0) {
-        soft(std::move(p).take_error());
-      }
-    }
-    if (auto n = inject_packets(sys_, to, ready, opts.inject_mark); !n) {
+    if (auto n = inject_replay(snap.tuple, replay, opts.inject_mark, soft); !n) {
       soft(std::move(n).take_error().with_context("replay skipped"));
     }
   }

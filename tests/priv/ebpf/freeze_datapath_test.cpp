@@ -243,6 +243,69 @@ TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST
   CHECK(fresh->empty());
 }
 
+TEST_CASE("ebpf: a held flow lets its socket and the peer's bare ACKs through and keeps the "
+          "peer's data for replay",
+          "[.bpf][ebpf][freeze][datapath]") {
+  auto ns = test::Netns::create("ebpf-freeze-hold");
+  test::NetnsScope in(ns);
+  auto f = Freezer::create();
+  REQUIRE_OK(f);
+  FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
+  FourTuple v6{endpoint("[fd00::1]:443"), endpoint("[fd00::2]:50000")};
+  // Only a frozen flow can be held.
+  REQUIRE_ERROR(f->hold(v4), std::errc::no_such_file_or_directory, "10.1.0.1:8080");
+  REQUIRE_OK(f->freeze(v4));
+  REQUIRE_OK(f->freeze(v6));
+  auto data4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck | test::kTcpPsh, 100);
+  auto bare4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0);
+  auto fin4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck | test::kTcpFin, 0);
+  auto out4 = tcp("10.1.0.1:8080", "10.2.0.2:40000", test::kTcpAck | test::kTcpPsh, 50);
+  auto l3 = [](const std::vector<std::byte>& frame) {
+    return std::vector<std::byte>(frame.begin() + 14, frame.end());  // without Ethernet
+  };
+  // Frozen whole: everything is dropped.
+  CHECK(run(*f, Hook::ingress, data4) == TC_ACT_SHOT);
+  CHECK(run(*f, Hook::egress, out4) == TC_ACT_SHOT);
+  REQUIRE_OK(f->hold(v4));
+  REQUIRE_OK(f->hold(v4));  // idempotent
+  // Held: the socket speaks, the peer's ACKs reach it, its data (and FIN) stay held.
+  CHECK(run(*f, Hook::egress, out4) == TC_ACT_OK);
+  CHECK(run(*f, Hook::ingress, bare4) == TC_ACT_OK);
+  CHECK(run(*f, Hook::ingress, data4) == TC_ACT_SHOT);
+  CHECK(run(*f, Hook::ingress, fin4) == TC_ACT_SHOT);
+  // Holding one flow leaves the others frozen whole.
+  CHECK(run(*f, Hook::egress, tcp("[fd00::1]:443", "[fd00::2]:50000")) == TC_ACT_SHOT);
+  auto c = f->counters(v4);
+  REQUIRE_OK(c);
+  CHECK(c->held_passed == 2);
+  CHECK(c->egress_packets == 1);   // the one before the hold
+  CHECK(c->ingress_packets == 3);  // data before and after the hold, the FIN
+  auto first = f->take_dropped(v4);
+  REQUIRE_OK(first);
+  REQUIRE(first->size() == 3);
+  CHECK((*first)[0] == l3(data4));
+  CHECK((*first)[2] == l3(fin4));
+  // unfreeze_take hands over what came after the last take (instead of forgetting it), and
+  // the flow then passes whole.
+  CHECK(run(*f, Hook::ingress, data4) == TC_ACT_SHOT);
+  auto u = f->unfreeze_take(v4);
+  REQUIRE_OK(u);
+  REQUIRE(u->held.size() == 1);
+  CHECK(u->held[0] == l3(data4));
+  CHECK(u->counters.held_passed == 2);
+  CHECK(run(*f, Hook::ingress, data4) == TC_ACT_OK);
+  CHECK(run(*f, Hook::egress, out4) == TC_ACT_OK);
+  REQUIRE_ERROR(f->unfreeze_take(v4), std::errc::no_such_file_or_directory, "unfreeze");
+  // A new freeze of a flow that was held is whole again, also when it was still frozen.
+  REQUIRE_OK(f->freeze(v4));
+  CHECK(run(*f, Hook::egress, out4) == TC_ACT_SHOT);
+  REQUIRE_OK(f->hold(v4));
+  CHECK(run(*f, Hook::egress, out4) == TC_ACT_OK);
+  REQUIRE_OK(f->freeze(v4));
+  CHECK(run(*f, Hook::egress, out4) == TC_ACT_SHOT);
+  CHECK(run(*f, Hook::ingress, bare4) == TC_ACT_SHOT);
+}
+
 TEST_CASE("ebpf: Freezer refuses a replay ring that cannot hold the largest record",
           "[.bpf][ebpf][freeze][datapath]") {
   auto ns = test::Netns::create("ebpf-freeze-ring");

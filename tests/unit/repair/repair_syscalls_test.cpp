@@ -4,6 +4,7 @@
 // namespace default, a plain bind that works, no ACK debt), and that options read before the
 // freeze keep their reads out of the checkpoint.
 #include "fake_sys.hpp"
+#include "support/packet.hpp"
 #include "support/require_result.hpp"
 #include "support/snapshot_samples.hpp"
 
@@ -414,4 +415,60 @@ TEST_CASE("an owning checkpoint takes the descriptor without a duplicate and lea
     CHECK(fake.is_open(raw));
     ::close(raw);
   }
+}
+
+TEST_CASE("replay feeds a connection's packets in sequence order through one marked raw socket "
+          "and refuses others",
+          "[repair][replay]") {
+  FakeSys fake;
+  Repairer rep(fake, quiet());
+  const FourTuple t{rendr::test::endpoint("10.99.0.1:443"),
+                    rendr::test::endpoint("10.0.1.2:51000")};
+  auto l3 = [](const char* src, const char* dst, std::size_t len, std::uint32_t seq) {
+    rendr::test::TcpFrameSpec s;
+    s.src = rendr::test::endpoint(src);
+    s.dst = rendr::test::endpoint(dst);
+    s.seq = seq;
+    s.payload.assign(len, std::byte{7});
+    auto frame = rendr::test::tcp_frame(s);
+    return std::vector<std::byte>(frame.begin() + 14, frame.end());  // without Ethernet
+  };
+  // Recorded out of order (two CPUs' records in one ring), across the sequence wrap.
+  const std::vector<std::vector<std::byte>> pk{
+      l3("10.0.1.2:51000", "10.99.0.1:443", 100, 0xFFFFFF00U),
+      l3("10.0.1.3:51000", "10.99.0.1:443", 200, 0xFFFFFF64U),  // another peer: refused
+      l3("10.0.1.2:51000", "10.99.0.1:443", 400, 0x164U),
+      l3("10.0.1.2:51000", "10.99.0.1:443", 300, 0xFFFFFF64U),
+  };
+  auto n = rep.replay(t, pk);
+  REQUIRE_OK(n);
+  CHECK(*n == 3);
+  const auto& r = fake.calls();
+  INFO(trace(r));
+  std::vector<std::size_t> sent;
+  int raw = -1;
+  bool marked = false;
+  for (const auto& c : r) {
+    if (c.op == Op::socket) {
+      CHECK((c.name & 0xF) == SOCK_RAW);  // (with SOCK_CLOEXEC)
+    }
+    if (c.is_set(SOL_SOCKET, SO_MARK)) {
+      marked = c.value == 0xC114;
+      raw = c.fd;
+    }
+    if (c.op == Op::sendto) {
+      CHECK(c.fd == raw);
+      sent.push_back(c.len);
+    }
+  }
+  CHECK(marked);
+  // Fed in sequence order: 0xFFFFFF00, 0xFFFFFF64, 0x164.
+  CHECK(sent == std::vector<std::size_t>{pk[0].size(), pk[3].size(), pk[2].size()});
+  // Nothing to feed: no socket at all.
+  FakeSys idle;
+  Repairer rep2(idle, quiet());
+  auto none = rep2.replay(t, {});
+  REQUIRE_OK(none);
+  CHECK(*none == 0);
+  CHECK(idle.calls().empty());
 }

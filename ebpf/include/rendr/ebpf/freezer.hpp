@@ -62,6 +62,16 @@ struct FreezeCounters {
   std::uint64_t replay_packets = 0;
   std::uint64_t replay_skipped = 0;
   std::uint64_t replay_lost = 0;
+  // Packets of the flow let through while it was held (hold()): its socket's own and the
+  // peer's bare ACKs.
+  std::uint64_t held_passed = 0;
+};
+
+// Unfrozen — what unfreeze_take() returns: the flow's final counters and the packets the freeze
+// recorded that nobody took yet, oldest first.
+struct Unfrozen {
+  FreezeCounters counters;
+  std::vector<std::vector<std::byte>> held;
 };
 
 class Freezer {
@@ -88,6 +98,18 @@ class Freezer {
   [[nodiscard]] Status freeze(const FourTuple& flow);
   // unfreeze lets |flow| through again and returns its final counters. ENOENT if not frozen.
   [[nodiscard]] Result<FreezeCounters> unfreeze(const FourTuple& flow);
+  // unfreeze_take is unfreeze() that also returns what the freeze recorded since the last
+  // take_dropped() (packets that came in while the caller fed the earlier ones), instead of
+  // forgetting it. ENOENT if not frozen.
+  [[nodiscard]] Result<Unfrozen> unfreeze_take(const FourTuple& flow);
+  // hold switches the frozen |flow| to holding only what the peer sends, once its new socket is
+  // live (restored and out of repair mode): the socket's own packets and the peer's bare ACKs
+  // pass, while anything more the peer sends is still dropped and recorded, so the caller can
+  // feed it to the socket (take_dropped, repair::Repairer::replay) in order before unfreeze.
+  // Lifting the freeze instead would let the peer's newer packets reach the socket before the
+  // recorded ones (the peer then retransmits the hole), or a socket still in repair mode (lost).
+  // A later freeze() of the flow freezes it whole again. Errors: ENOENT (not frozen), E2BIG.
+  [[nodiscard]] Status hold(const FourTuple& flow);
   // counters reads |flow|'s counters (summed over CPUs). ENOENT if not frozen.
   [[nodiscard]] Result<FreezeCounters> counters(const FourTuple& flow) const;
   // take_dropped returns, oldest first, the packets of |flow| the freeze dropped at ingress and

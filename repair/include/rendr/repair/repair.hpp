@@ -46,7 +46,14 @@
 //      cleared it; options equal to this netns' defaults are not set again); when the snapshot
 //      shows a delayed ACK the old socket owed, kick an immediate ACK so a peer waiting on it
 //      resumes at once.
-//   The caller then lifts the freeze / steers traffic to this host.
+//   8. Replay what the peer sent into the freeze (replay(), or activate()'s |replay|), then lift
+//      the freeze. Until step 7 a packet of the flow must not reach the socket (repair mode
+//      loses it), and until the replay is in, the peer's newer packets must not either (they
+//      would arrive ahead of the replayed ones: the socket SACKs past the hole and the peer
+//      retransmits all of it). So the freeze stays on through steps 1-7, only lets the
+//      socket's own packets and the peer's bare ACKs out and in from step 7 on (the agent:
+//      ebpf::Freezer::hold), and lifts after the replay; what it recorded meanwhile is
+//      replayed last (ebpf::Freezer::unfreeze_take).
 #pragma once
 
 #include <rendr/common/endpoint.hpp>
@@ -57,6 +64,7 @@
 #include <rendr/repair/sys.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -243,9 +251,23 @@ class Repairer {
   // ebpf::Freezer::take_dropped returns them): after repair-off they are fed to the socket
   // through a raw socket (CAP_NET_RAW), oldest first, so it need not wait for the peer to
   // retransmit them. Packets not of this connection are refused (a warning, not an error).
+  //
+  // The flow must stay frozen until activate returns (restore recipe, step 8): switch the
+  // freeze to holding only the peer's data before (ebpf::Freezer::hold), so the window probe,
+  // the unsent bytes and the ACK kick get out, then lift it after the replay.
   [[nodiscard]] Result<UniqueFd> activate(StagedSocket&& s,
                                           std::optional<PeerAck> peer_acked = {},
                                           std::span<const std::vector<std::byte>> replay = {});
+  // replay feeds |packets| - what the peer of |tuple| sent while the connection was frozen (IP
+  // header on, as ebpf::Freezer::take_dropped returns them) - to the connection's live socket in
+  // the calling thread's netns, oldest first, through a raw socket (CAP_NET_RAW) with SO_MARK
+  // |mark| (so a freeze lets them pass). For packets recorded after activate() (the freeze
+  // still held them); call it before the freeze lifts. Returns how many were fed; packets not
+  // of this connection are refused (a warning, not an error). Errors: EPERM (no CAP_NET_RAW),
+  // the raw socket's send errors (the packets from the failing one on were not fed).
+  [[nodiscard]] Result<std::size_t> replay(const FourTuple& tuple,
+                                           std::span<const std::vector<std::byte>> packets,
+                                           std::uint32_t mark = 0xC114);
   // release (staged) closes a staged socket silently (abort path on the target).
   void release(StagedSocket&& s);
 
@@ -276,6 +298,12 @@ class Repairer {
                                                  const RestoreOptions& opts, const StageState& st,
                                                  UniqueFd fd, std::optional<PeerAck> peer_acked,
                                                  std::span<const std::vector<std::byte>> replay);
+  // inject_replay prepares and injects |packets| (see replay()); the first refused packet's
+  // error goes to |refused|.
+  [[nodiscard]] Result<std::size_t> inject_replay(const FourTuple& tuple,
+                                                  std::span<const std::vector<std::byte>> packets,
+                                                  std::uint32_t mark,
+                                                  const std::function<void(Status)>& refused);
   // kick sends the post-restore ACK kick |seg| into the netns of |restored| (|netns|: its
   // SO_NETNS_COOKIE when already read; empty = read it now).
   [[nodiscard]] Status kick(int restored, const ForgedSegment& seg, std::uint32_t mark,
