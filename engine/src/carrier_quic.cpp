@@ -215,6 +215,12 @@ std::string QuicLink::remote_text() const {
   return remote_text_;
 }
 
+std::size_t QuicLink::pending_input() const {
+  std::error_code ec;
+  const std::size_t n = sock_ && sock_->is_open() ? sock_->available(ec) : 0;
+  return ec ? 0 : n;
+}
+
 void QuicLink::send_packet(std::span<const std::byte> pkt) {
   // The packet's path: a migrating connection still sends some packets on the old one (path
   // validation, ngtcp2's fallback), from the old socket (dialing side) or to the peer's old
@@ -531,6 +537,7 @@ class QuicStreamCarrier final : public StreamCarrier {
   [[nodiscard]] std::string local() const override { return link_->local; }
   [[nodiscard]] std::string remote() const override { return link_->remote_text(); }
   [[nodiscard]] std::string failure() const override { return link_->failure(); }
+  [[nodiscard]] std::size_t pending_input() const override { return link_->pending_input(); }
   [[nodiscard]] Status rebind(const std::string& local) override { return link_->rebind(local); }
 
  private:
@@ -556,6 +563,7 @@ class QuicPacketCarrier final : public PacketCarrier {
   [[nodiscard]] std::string local() const override { return link_->local; }
   [[nodiscard]] std::string remote() const override { return link_->remote_text(); }
   [[nodiscard]] std::string failure() const override { return link_->failure(); }
+  [[nodiscard]] std::size_t pending_input() const override { return link_->pending_input(); }
   [[nodiscard]] Status rebind(const std::string& local) override { return link_->rebind(local); }
 
  private:

@@ -75,6 +75,11 @@ class TcpCarrier final : public StreamCarrier {
   }
   [[nodiscard]] std::string local() const override { return local_; }
   [[nodiscard]] std::string remote() const override { return remote_; }
+  [[nodiscard]] std::size_t pending_input() const override {
+    std::error_code ec;
+    const std::size_t n = sock_->is_open() ? sock_->available(ec) : 0;
+    return ec ? 0 : n;
+  }
 
  private:
   std::shared_ptr<asio::ip::tcp::socket> sock_;

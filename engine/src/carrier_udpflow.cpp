@@ -124,6 +124,11 @@ class UdpFlowClient final : public PacketCarrier {
   }
   [[nodiscard]] std::string local() const override { return local_; }
   [[nodiscard]] std::string remote() const override { return remote_; }
+  [[nodiscard]] std::size_t pending_input() const override {
+    std::error_code ec;
+    const std::size_t n = st_->sock.is_open() ? st_->sock.available(ec) : 0;
+    return ec ? 0 : n;
+  }
 
  private:
   std::shared_ptr<UdpClientState> st_;
@@ -166,6 +171,11 @@ class UdpFlowServerPath final : public PacketCarrier {
   void async_wait_writable(std::function<void(std::error_code)> handler) override {
     sock_->async_wait(asio::socket_base::wait_write,
                       [s = sock_, h = std::move(handler)](std::error_code ec) { h(ec); });
+  }
+  [[nodiscard]] std::size_t pending_input() const override {
+    std::error_code ec;
+    const std::size_t n = sock_->is_open() ? sock_->available(ec) : 0;
+    return ec ? 0 : n;
   }
   [[nodiscard]] std::size_t max_frame() const override { return kUdpFlowMaxFrame; }
   void close() override { st_->closed = true; }

@@ -93,10 +93,32 @@ void FlowDriver::request_service_locked() {
 }
 
 void FlowDriver::service() {
+  const auto asked = Clock::now();
   std::unique_lock lk(mu);
+  const auto began = begin_handler_locked(asked);
   service_posted_ = false;
   pump_locked();
+  end_handler_locked(began);
   run_deferred(lk);
+}
+
+engine::TimePoint FlowDriver::begin_handler_locked(engine::TimePoint asked) {
+  const auto now = Clock::now();
+  timing_.record_lock_wait(now - asked);
+  return now;
+}
+
+void FlowDriver::end_handler_locked(engine::TimePoint began) {
+  timing_.record_handler(Clock::now() - began);
+}
+
+std::size_t FlowDriver::pending_input_locked(PathId path) const {
+  auto it = slots_.find(path);
+  if (it == slots_.end() || it->second->closed) {
+    return 0;
+  }
+  const Slot& s = *it->second;
+  return s.stream ? s.stream->pending_input() : s.packet->pending_input();
 }
 
 void FlowDriver::run_deferred(std::unique_lock<std::mutex>& lk) {
@@ -219,23 +241,31 @@ void FlowDriver::arm_timer_locked() {
   }
   armed_ = *next;
   timer_.expires_at(*next);
-  timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+  timer_.async_wait([self = shared_from_this(), due = *next](std::error_code ec) {
     if (ec == asio::error::operation_aborted) {
       return;
     }
+    const auto asked = Clock::now();
     std::unique_lock lk(self->mu);
     if (self->shut_) {
       return;
     }
-    const auto now = Clock::now();
+    const auto now = self->begin_handler_locked(asked);
+    // Lateness counts up to the moment the handler holds the lock: a wait for an application
+    // thread holding it delays the check just as much as the scheduler does.
+    self->timing_.record_fire(due, now);
     if (self->armed_ && *self->armed_ <= now) {
       self->armed_.reset();
     }
     if (auto d = self->core_->next_deadline(); d && *d <= now) {
-      self->core_->on_timeout(now);
+      engine::FlowCore::TimerContext ctx;
+      ctx.lateness = now > due ? now - due : engine::Duration::zero();
+      ctx.pending_input = [raw = self.get()](PathId p) { return raw->pending_input_locked(p); };
+      self->core_->on_timeout(now, ctx);
     }
     engine::detail::FrameCache::instance().trim_if_idle(now);
     self->pump_locked();
+    self->end_handler_locked(now);
     self->run_deferred(lk);
   });
 }
@@ -416,6 +446,11 @@ void FlowDriver::remove_migrate_callback(std::uint64_t id) {
 engine::FlowStats FlowDriver::stats_locked() {
   engine::FlowStats s = core_->stats();
   s.path_redials = redials_;
+  s.timer_fired = timing_.fired();
+  s.timer_late_max = timing_.max_late();
+  s.timer_late_hist = timing_.histogram();
+  s.handler_max = timing_.max_handler();
+  s.io_lock_wait_max = timing_.max_lock_wait();
   for (auto& p : s.paths) {
     if (auto it = slots_.find(p.id); it != slots_.end()) {
       p.transport = it->second->transport;

@@ -14,6 +14,7 @@
 #include <rendr/engine/conn.hpp>
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/core/flow.hpp>
+#include <rendr/engine/core/silence.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -191,6 +192,13 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   void drain_locked(const SlotPtr& s);  // after shutdown(): flush once more, close when idle
   void carrier_failed_locked(const SlotPtr& s, std::error_code ec, const char* what);
   void arm_timer_locked();
+  // Io-thread timing (FlowStats timer_*, handler_max, io_lock_wait_max): a handler calls
+  // begin_handler_locked once it holds mu (|asked|: when it asked for mu) and
+  // end_handler_locked(<what begin returned>) when its work under mu is done.
+  engine::TimePoint begin_handler_locked(engine::TimePoint asked);
+  void end_handler_locked(engine::TimePoint began);
+  // pending_input_locked: unread bytes on |path|'s carrier (the silence check asks).
+  std::size_t pending_input_locked(engine::PathId path) const;
   void complete_async_locked();
   bool path_settled_locked(engine::PathId id) const;
 
@@ -213,6 +221,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   asio::steady_timer timer_;
   asio::steady_timer drain_timer_;  // bounds the final flush after shutdown()
   std::optional<engine::TimePoint> armed_;
+  engine::TimerLateness timing_;
   bool service_posted_ = false;
   bool wake_reader_ = false;  // notify_locked: read_cv / write_cv to notify once mu is released
   bool wake_writer_ = false;

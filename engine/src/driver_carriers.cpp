@@ -35,12 +35,15 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
         if (!self || !slot) {
           return;
         }
+        const auto asked = Clock::now();
         std::unique_lock lk(self->mu);
         if (slot->closed) {
           return;
         }
-        (void)self->core_->on_receive(slot->id, frame, Clock::now());
+        const auto began = self->begin_handler_locked(asked);
+        (void)self->core_->on_receive(slot->id, frame, began);
         self->pump_locked();
+        self->end_handler_locked(began);
         self->run_deferred(lk);
       },
       [weak, ws](std::error_code ec) {
@@ -87,20 +90,23 @@ void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
   s->stream->async_read_some(
       sp.space, [self = shared_from_this(), s, room, hold = std::move(sp.hold)](
                     std::error_code ec, std::size_t n) mutable {
+        const auto asked = Clock::now();
         std::unique_lock lk(self->mu);
         if (s->closed) {
           return;
         }
+        const auto began = self->begin_handler_locked(asked);
         if (ec) {
           self->carrier_failed_locked(s, ec, "stream carrier read");
         } else {
           hold.reset();  // the core holds the chunk; a chunk nobody views can start over
-          (void)self->core_->on_received(s->id, n, Clock::now());
+          (void)self->core_->on_received(s->id, n, began);
           if (!s->closed && !self->shut_) {
             self->start_read_locked(s, n < room && n < kStreamIdleRead);
           }
         }
         self->pump_locked();
+        self->end_handler_locked(began);
         self->run_deferred(lk);
       });
 }

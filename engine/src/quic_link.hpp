@@ -92,6 +92,9 @@ class QuicLink : public std::enable_shared_from_this<QuicLink> {
   // remote_text: the peer's current address ("ip:port"; the listener side follows the
   // client's rebinds), any thread.
   [[nodiscard]] std::string remote_text() const;
+  // pending_input: bytes waiting unread on the link's UDP socket (FIONREAD; on a listener's
+  // shared socket they may be another connection's), io thread.
+  [[nodiscard]] std::size_t pending_input() const;
 
  private:
   void read_own();

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 namespace rendr::engine {
 
@@ -50,6 +51,18 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   w.kv("last_path_down", s.last_path_down);
   w.kv("write_shut", s.write_shut);
   w.kv("peer_write_shut", s.peer_write_shut);
+  // Timer lateness and the silence reprieves (docs/engine.md "Timer lateness").
+  w.kv("timer_fired", s.timer_fired);
+  w.kv("timer_late_max_us", us(s.timer_late_max));
+  std::string hist = "[";
+  for (std::size_t i = 0; i < s.timer_late_hist.size(); ++i) {
+    hist += (i == 0 ? "" : ",") + std::to_string(s.timer_late_hist[i]);
+  }
+  w.raw("timer_late_hist", hist + "]");
+  w.kv("handler_max_us", us(s.handler_max));
+  w.kv("io_lock_wait_max_us", us(s.io_lock_wait_max));
+  w.kv("silence_pending_reprieves", s.silence_pending_reprieves);
+  w.kv("silence_starved_reprieves", s.silence_starved_reprieves);
   if (s.l3_identity) {
     w.kv("l3_identity", to_string(*s.l3_identity));
   }

@@ -147,6 +147,31 @@ std::string path_lines(std::string_view flow, const char* indent) {
   return out;
 }
 
+std::string timer_line(std::string_view head, const char* indent) {
+  const std::string fired = rendr::json_scalar(head, "timer_fired");
+  if (fired.empty()) {
+    return {};
+  }
+  std::string hist = "?";
+  constexpr std::string_view kHist = "\"timer_late_hist\":[";
+  if (const auto at = head.find(kHist); at != std::string_view::npos) {
+    const auto from = at + kHist.size();
+    if (const auto end = head.find(']', from); end != std::string_view::npos) {
+      hist = std::string(head.substr(from, end - from));
+    }
+  }
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "%stimers fired %s, late max %s (<1/<5/<20/<100/<500/>=500 ms: %s), handler max "
+                "%s, lock wait max %s, silence reprieves %s pending / %s starved\n",
+                indent, fired.c_str(), rtt_text(rendr::json_scalar(head, "timer_late_max_us")).c_str(),
+                hist.c_str(), rtt_text(rendr::json_scalar(head, "handler_max_us")).c_str(),
+                rtt_text(rendr::json_scalar(head, "io_lock_wait_max_us")).c_str(),
+                rendr::json_scalar(head, "silence_pending_reprieves").c_str(),
+                rendr::json_scalar(head, "silence_starved_reprieves").c_str());
+  return line;
+}
+
 void engine_status_json(rendr::JsonWriter& j, const std::string& dir) {
   j.begin_object("engine");
   j.kv("dir", dir);
@@ -184,6 +209,7 @@ void print_engine_status(const std::string& dir) {
         std::printf("    paths lost %s, last: %s\n", lost.c_str(),
                     rendr::json_scalar(head, "last_path_down").c_str());
       }
+      std::fputs(timer_line(head, "    ").c_str(), stdout);
       std::fputs(path_lines(flow, "    ").c_str(), stdout);
     }
   }

@@ -29,5 +29,9 @@ void print_engine_status(const std::string& dir);
 // path_lines: one line per path of the engine flow |flow| (its "paths" array), each
 // prefixed by |indent|.
 [[nodiscard]] std::string path_lines(std::string_view flow, const char* indent);
+// timer_line: the flow's io-thread timing ("timers fired N, late max X (hist ...), handler
+// max Y, lock wait max Z, silence reprieves P pending / S starved"), prefixed by |indent| and
+// ending in a newline; empty when |head| (a flow's fields before "paths") has none.
+[[nodiscard]] std::string timer_line(std::string_view head, const char* indent);
 
 }  // namespace rendrctl

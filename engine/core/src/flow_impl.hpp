@@ -11,6 +11,7 @@
 #include <rendr/engine/core/flow.hpp>
 
 #include <rendr/engine/core/frame_cache.hpp>
+#include <rendr/engine/core/silence.hpp>
 #include "ledger.hpp"
 #include "reorder.hpp"
 
@@ -115,6 +116,10 @@ struct FlowCore::Impl {
     TimePoint last_rx{};
     TimePoint attached_at{};  // handshake clock for hello / bridging carriers
     std::optional<TimePoint> silent_probe;  // first probe committed since the last reception
+    // A silence verdict postponed (judge_silence: pending input, starved thread) until
+    // |silence_hold|, for the unanswered probe sent at |silence_hold_for|.
+    std::optional<TimePoint> silence_hold;
+    TimePoint silence_hold_for{};
     TimePoint next_handshake_tx{};  // datagram carriers: when to repeat HELLO / BRIDGE_TAG
     Duration handshake_backoff{0};
     PathInfo counters;  // frames/bytes/dups
@@ -535,6 +540,19 @@ struct FlowCore::Impl {
     }
     return std::nullopt;
   }
+  // silence_due: when the path's silence is next judged (the window's end, or a postponed
+  // verdict's recheck); empty when nothing is unanswered.
+  [[nodiscard]] std::optional<TimePoint> silence_due(const Path& p) const {
+    const auto fu = first_unanswered(p);
+    if (!fu) {
+      return std::nullopt;
+    }
+    const TimePoint end = *fu + fresh(p);
+    if (p.silence_hold && p.silence_hold_for == *fu) {
+      return std::max(end, *p.silence_hold);
+    }
+    return end;
+  }
 
   [[nodiscard]] Duration rto_for(const detail::LedgerEntry& e) const {
     const Path* p = find(e.last_path);
@@ -543,7 +561,10 @@ struct FlowCore::Impl {
     return std::min<Duration>(base * (1U << shift), cfg.rto_max);
   }
 
-  void run_timers(TimePoint now);
+  void run_timers(TimePoint now, const FlowCore::TimerContext& ctx);
+  // silent_now: judge_silence for |p| (postponing the verdict when it says so).
+  [[nodiscard]] bool silent_now(PathId id, Path& p, TimePoint now,
+                                const FlowCore::TimerContext& ctx);
 
   void retransmit(detail::LedgerEntry& e, TimePoint now);
 

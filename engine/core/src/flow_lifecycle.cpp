@@ -83,7 +83,34 @@ void FlowCore::Impl::handle_peer_refuse(const detail::RecvItem& item, TimePoint 
   fail_flow(std::move(err), std::nullopt, now);
 }
 
-void FlowCore::Impl::run_timers(TimePoint now) {
+bool FlowCore::Impl::silent_now(PathId id, Path& p, TimePoint now,
+                                const FlowCore::TimerContext& ctx) {
+  const auto fu = first_unanswered(p);
+  if (!fu) {
+    return false;
+  }
+  if (p.silence_hold && p.silence_hold_for == *fu && now < *p.silence_hold) {
+    return false;  // a postponed verdict: judged again at the hold
+  }
+  SilenceInput in;
+  in.now = now;
+  in.first_unanswered = fu;
+  in.window = fresh(p);
+  in.own_lateness = ctx.lateness;
+  if (now >= *fu + in.window && ctx.pending_input) {
+    in.pending_bytes = ctx.pending_input(id);  // asked only when the window ran out
+  }
+  const SilenceVerdict v = judge_silence(in);
+  if (v.kind == SilenceKind::pending || v.kind == SilenceKind::starved) {
+    (v.kind == SilenceKind::pending ? counters.silence_pending_reprieves
+                                    : counters.silence_starved_reprieves) += 1;
+    p.silence_hold = v.recheck;
+    p.silence_hold_for = *fu;
+  }
+  return v.kind == SilenceKind::silent;
+}
+
+void FlowCore::Impl::run_timers(TimePoint now, const FlowCore::TimerContext& ctx) {
   if (state == FlowState::dead) {
     return;
   }
@@ -134,7 +161,7 @@ void FlowCore::Impl::run_timers(TimePoint now) {
     }
     // Silent death: a committed probe that nothing at all followed within the window.
     const Duration fw = fresh(p);
-    if (auto fu = first_unanswered(p); fu && now - *fu >= fw) {
+    if (silent_now(id, p, now, ctx)) {
       dead.emplace_back(id, make_error(errc::path_dead,
                                        "path " + std::to_string(id) +
                                            ": silent for the freshness window (" +
@@ -238,8 +265,8 @@ std::optional<TimePoint> FlowCore::Impl::deadline() const {
     if (!p.probes.empty()) {
       take(p.probes.front().sent + fw);
     }
-    if (auto fu = first_unanswered(p)) {
-      take(*fu + fw);
+    if (auto due = silence_due(p)) {
+      take(*due);
     }
     if (p.tx_waiting_since && other_ready_path(id)) {
       take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max));
@@ -276,7 +303,11 @@ std::optional<FlowEvent> FlowCore::poll_event() {
 
 std::optional<TimePoint> FlowCore::next_deadline() const { return impl_->deadline(); }
 
-void FlowCore::on_timeout(TimePoint now) { impl_->run_timers(now); }
+void FlowCore::on_timeout(TimePoint now) { impl_->run_timers(now, TimerContext{}); }
+
+void FlowCore::on_timeout(TimePoint now, const TimerContext& ctx) {
+  impl_->run_timers(now, ctx);
+}
 
 void FlowCore::close(TimePoint now) {
   auto& m = *impl_;

@@ -5,10 +5,7 @@
 // exactly once, a stream flow is byte-exact both ways, and neither side ever declares the path
 // dead (paths_lost 0, migration count 0). Each test builds its own lab (prefix rlt<pid><tag>)
 // and tears it down whatever happens.
-#include "bench/engine_bench_rig.hpp"
-#include "support/require_result.hpp"
-#include "unit/engine/api_helpers.hpp"
-#include "unit/engine/quic_certs.hpp"
+#include "quic_lab.hpp"
 
 #include <rendr/engine/stats_json.hpp>
 
@@ -20,6 +17,8 @@ using namespace rendr;
 using namespace std::chrono_literals;
 using bench::EngineRig;
 using rendr::test::QuicCerts;
+using rendr::test::quic_lab::connect;
+using rendr::test::quic_lab::Pair;
 
 namespace {
 
@@ -48,73 +47,6 @@ engine::FlowConfig flow_cfg() {
   return c;
 }
 
-Result<ListenerPtr> listen(EngineRig& rig, const QuicCerts& k) {
-  QuicTls t;
-  t.ca = k.ca();
-  t.cert = k.cert("server");
-  t.key = k.key("server");
-  t.initial_rtt = 5ms;
-  ListenOptions o;
-  o.flow = flow_cfg();
-  Result<ListenerPtr> out = make_error(std::errc::invalid_argument, "unset");
-  auto st = rig.in_server([&]() -> Status {
-    out = listen_quic("0.0.0.0:0", t, o);
-    return {};
-  });
-  if (!st) {
-    return std::move(st).take_error();
-  }
-  return out;
-}
-
-DialOptions dial_opts(const QuicCerts& k, std::uint16_t port) {
-  PathSpec p = EngineRig::path(1, port, "quic");
-  p.opts = {{"ca", k.ca()},           {"cert", k.cert("client")}, {"key", k.key("client")},
-            {"server_name", "server"}, {"mode", "datagram"},      {"initial_rtt_ms", "5"}};
-  DialOptions o;
-  static_cast<engine::FlowConfig&>(o) = flow_cfg();
-  o.paths = {p};
-  o.ledger_max_bytes = 2U << 20;
-  return o;
-}
-
-template <typename C>
-struct Pair {
-  std::unique_ptr<Dialer> dialer;
-  C client;
-  C server;
-};
-
-template <typename C>
-Pair<C> connect(EngineRig& rig, Listener& l, DialOptions o) {
-  constexpr bool kPacket = std::is_same_v<C, PacketConnPtr>;
-  Pair<C> p;
-  auto d = Dialer::create(std::move(o));
-  REQUIRE_OK(d);
-  p.dialer = std::move(*d);
-  Result<C> c = make_error(std::errc::invalid_argument, "unset");
-  REQUIRE_OK(rig.in_client([&]() -> Status {
-    if constexpr (kPacket) {
-      c = p.dialer->dial_packet();
-    } else {
-      c = p.dialer->dial();
-    }
-    return {};
-  }));
-  REQUIRE_OK(c);
-  p.client = std::move(*c);
-  Result<C> s = [&] {
-    if constexpr (kPacket) {
-      return l.accept_packet(deadline_in(5s));
-    } else {
-      return l.accept(deadline_in(5s));
-    }
-  }();
-  REQUIRE_OK(s);
-  p.server = std::move(*s);
-  return p;
-}
-
 template <typename C>
 void check_path_survived(const C& client, const C& server) {
   const auto cs = client->stats();
@@ -137,9 +69,9 @@ TEST_CASE("engine quic loss: 2 % random loss on a DATAGRAM path - a packet flow 
           "[.netns][engine][quic][loss]") {
   auto rig = make_rig("ql");
   QuicCerts k;
-  auto l = listen(*rig, k);
+  auto l = test::quic_lab::listen(*rig, k, flow_cfg());
   REQUIRE_OK(l);
-  auto p = connect<PacketConnPtr>(*rig, **l, dial_opts(k, (*l)->port()));
+  auto p = connect<PacketConnPtr>(*rig, **l, test::quic_lab::dial_opts(k, 1, (*l)->port(), flow_cfg()));
   REQUIRE_OK(rig->lab().loss(1, kLossPercent));
   constexpr int kCount = 100'000;  // ~2 s at the lab's pace
   test::api::PacketRun run(*p.client, kCount, 1000);
@@ -160,9 +92,9 @@ TEST_CASE("engine quic loss: 2 % random loss on a DATAGRAM path - a stream flow 
           "[.netns][engine][quic][loss]") {
   auto rig = make_rig("qs");
   QuicCerts k;
-  auto l = listen(*rig, k);
+  auto l = test::quic_lab::listen(*rig, k, flow_cfg());
   REQUIRE_OK(l);
-  auto p = connect<ConnPtr>(*rig, **l, dial_opts(k, (*l)->port()));
+  auto p = connect<ConnPtr>(*rig, **l, test::quic_lab::dial_opts(k, 1, (*l)->port(), flow_cfg()));
   REQUIRE_OK(rig->lab().loss(1, kLossPercent));
   // One direction at a time: 32 MiB up, then 8 MiB down. (Both at once, each side's data and
   // the other's ACKs sharing one lossy datagram path, failed about 1 run in 10 on the loaded

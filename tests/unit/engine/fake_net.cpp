@@ -254,7 +254,11 @@ std::optional<TimePoint> FakeNet::next_event() const {
 
 bool FakeNet::step() {
   if (client.next_deadline().value_or(TimePoint::max()) <= now) {
-    client.on_timeout(now);
+    if (client_timer_ctx) {
+      client.on_timeout(now, client_timer_ctx());
+    } else {
+      client.on_timeout(now);
+    }
   }
   if (server && server->next_deadline().value_or(TimePoint::max()) <= now) {
     server->on_timeout(now);

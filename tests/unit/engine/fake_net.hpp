@@ -72,6 +72,9 @@ class FakeNet {
   // Application hooks, run every round (e.g. write a pattern, read and verify).
   std::function<void(FakeNet&)> app;
   std::size_t spins = 0;  // rounds in which the clock could not advance (a core bug)
+  // What the shell knows about its own timing, handed to the client's on_timeout when set
+  // (lateness, unread input on a carrier: FlowCore::TimerContext).
+  std::function<FlowCore::TimerContext()> client_timer_ctx;
   // Largest clock jump per step (0 = straight to the next event); set it when run_until's
   // predicate schedules things of its own (chaos actions).
   Duration max_step{0};

@@ -217,3 +217,23 @@ TEST_CASE("rendrctl status text survives malformed numbers in a status document"
   CHECK(rendrctl::rtt_text("null") == "-");
   CHECK(rendrctl::rtt_text("x") == "? ms");
 }
+
+TEST_CASE("rendrctl status text shows a flow's timer lateness and silence reprieves",
+          "[tun][status]") {
+  using namespace std::chrono_literals;
+  rendr::engine::FlowStats s;
+  s.timer_fired = 1234;
+  s.timer_late_max = 312ms;
+  s.timer_late_hist = {1000, 200, 20, 10, 4, 0};
+  s.handler_max = 4500us;
+  s.io_lock_wait_max = 2ms;
+  s.silence_pending_reprieves = 3;
+  s.silence_starved_reprieves = 1;
+  const std::string js = rendr::engine::flow_stats_json(s);
+  const std::string head = js.substr(0, js.find("\"paths\":"));
+  CHECK(rendrctl::timer_line(head, "  ") ==
+        "  timers fired 1234, late max 312.00 ms (<1/<5/<20/<100/<500/>=500 ms: "
+        "1000,200,20,10,4,0), handler max 4.50 ms, lock wait max 2.00 ms, silence reprieves 3 "
+        "pending / 1 starved\n");
+  CHECK(rendrctl::timer_line("{\"flow_id\":\"ab\"", "  ").empty());  // an older writer
+}

@@ -85,6 +85,10 @@ class StreamCarrier {
   // carrier: "quic: idle timeout", "quic: stateless reset", "quic: peer closed (code N, ...)");
   // empty otherwise. The engine appends it to the path's down reason (FlowStats::last_path_down).
   [[nodiscard]] virtual std::string failure() const { return {}; }
+  // pending_input: bytes waiting unread on the carrier's socket (FIONREAD; 0 when unknown or
+  // closed). The engine asks it before failing a path for silence: unread input means the
+  // path spoke and only our thread did not get to read it (docs/engine.md).
+  [[nodiscard]] virtual std::size_t pending_input() const { return 0; }
   // rebind moves the carrier to a new local address ("ip:port", port 0 = any) in place, the
   // peer following (quic: QUIC connection migration); the engine sees the same path. Default:
   // not_supported.
@@ -115,6 +119,10 @@ class PacketCarrier {
   // carrier: "quic: idle timeout", "quic: stateless reset", "quic: peer closed (code N, ...)");
   // empty otherwise. The engine appends it to the path's down reason (FlowStats::last_path_down).
   [[nodiscard]] virtual std::string failure() const { return {}; }
+  // pending_input: bytes waiting unread on the carrier's socket (FIONREAD; 0 when unknown or
+  // closed). The engine asks it before failing a path for silence: unread input means the
+  // path spoke and only our thread did not get to read it (docs/engine.md).
+  [[nodiscard]] virtual std::size_t pending_input() const { return 0; }
   // rebind moves the carrier to a new local address ("ip:port", port 0 = any) in place, the
   // peer following (quic: QUIC connection migration); the engine sees the same path. Default:
   // not_supported.

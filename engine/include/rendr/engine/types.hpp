@@ -249,6 +249,20 @@ struct FlowStats {
   std::uint64_t paths_lost = 0;  // paths that went down (any reason)
   std::uint64_t path_redials = 0;  // paths re-dialled by DialOptions::retry (shell-filled)
   std::string last_path_down;    // why the most recent one went down ("" = none yet)
+  // Silence reprieves (docs/engine.md "How silence is decided"): a path's freshness window ran
+  // out while its socket held unread input (pending) or while our own thread ran the check
+  // late (starved); the path was judged again instead of failed.
+  std::uint64_t silence_pending_reprieves = 0;
+  std::uint64_t silence_starved_reprieves = 0;
+  // Timer lateness (shell-filled): the flow's timer handlers run, how late they ran against
+  // their deadline (max; histogram < 1, < 5, < 20, < 100, < 500, >= 500 ms) and the longest
+  // io-thread handler of the flow (timer, service, carrier input; time under the flow's lock)
+  // and the longest wait of such a handler for that lock (held by an application thread).
+  std::uint64_t timer_fired = 0;
+  Duration timer_late_max{0};
+  std::array<std::uint64_t, 6> timer_late_hist{};
+  Duration handler_max{0};
+  Duration io_lock_wait_max{0};
 };
 
 }  // namespace rendr::engine

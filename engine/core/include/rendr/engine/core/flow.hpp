@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -202,6 +203,15 @@ class FlowCore {
   [[nodiscard]] std::optional<FlowEvent> poll_event();
   [[nodiscard]] std::optional<TimePoint> next_deadline() const;
   void on_timeout(TimePoint now);
+  // on_timeout with what the shell knows about its own timing: |ctx.lateness| is how late its
+  // thread ran this timer, |ctx.pending_input| (may be empty) reports the unread bytes waiting
+  // on a path's carrier. A freshness window that ran out is then judged by judge_silence
+  // (silence.hpp): unread input or a late thread postpone the verdict, at most to two windows.
+  struct TimerContext {
+    Duration lateness{0};
+    std::function<std::size_t(PathId)> pending_input;
+  };
+  void on_timeout(TimePoint now, const TimerContext& ctx);
 
   // --- application ---
   // write accepts up to |data.size()| bytes into the send window and returns how many it took
