@@ -236,8 +236,9 @@ TEST_CASE("engine silence under load: a 500 ms window fails no healthy tcp or qu
   const auto cut2 = std::chrono::steady_clock::now();
   REQUIRE_OK(rig.lab().drop(2, true));
   constexpr auto kBound = std::chrono::milliseconds(2 * kWindow + kProbe + 300ms);
-  const auto took = wait_lost({[&] { return pk.client->stats(); }, [&] { return st.client->stats(); }},
-                              {cut1, cut2}, 5000ms);
+  const auto took = wait_lost(
+      {[&] { return pk.client->stats(); }, [&] { return st.client->stats(); }}, {cut1, cut2},
+      5000ms);
   const auto q_took = took[0];
   const auto t_took = took[1];
   std::cout << "silent drop detected: quic " << q_took.count() << " ms, tcp " << t_took.count()
