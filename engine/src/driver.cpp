@@ -240,8 +240,15 @@ void FlowDriver::arm_timer_locked() {
     return;
   }
   armed_ = *next;
+  // A deadline already past when armed is the core's, not the thread's lateness: the handler's
+  // lateness is counted from the arming then (FlowStats timer_armed_late says how often).
+  const auto armed_at = Clock::now();
+  if (*next < armed_at) {
+    timing_.record_armed_late(armed_at - *next);
+  }
   timer_.expires_at(*next);
-  timer_.async_wait([self = shared_from_this(), due = *next](std::error_code ec) {
+  timer_.async_wait([self = shared_from_this(), due = std::max(*next, armed_at)](
+                        std::error_code ec) {
     if (ec == asio::error::operation_aborted) {
       return;
     }
@@ -451,6 +458,8 @@ engine::FlowStats FlowDriver::stats_locked() {
   s.timer_late_hist = timing_.histogram();
   s.handler_max = timing_.max_handler();
   s.io_lock_wait_max = timing_.max_lock_wait();
+  s.timer_armed_late = timing_.armed_late();
+  s.timer_armed_late_max = timing_.max_armed_late();
   for (auto& p : s.paths) {
     if (auto it = slots_.find(p.id); it != slots_.end()) {
       p.transport = it->second->transport;

@@ -61,6 +61,8 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   w.raw("timer_late_hist", hist + "]");
   w.kv("handler_max_us", us(s.handler_max));
   w.kv("io_lock_wait_max_us", us(s.io_lock_wait_max));
+  w.kv("timer_armed_late", s.timer_armed_late);
+  w.kv("timer_armed_late_max_us", us(s.timer_armed_late_max));
   w.kv("silence_pending_reprieves", s.silence_pending_reprieves);
   w.kv("silence_starved_reprieves", s.silence_starved_reprieves);
   if (s.l3_identity) {

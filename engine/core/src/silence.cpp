@@ -42,6 +42,11 @@ void TimerLateness::record_fire(TimePoint deadline, TimePoint ran) {
 
 void TimerLateness::record_handler(Duration took) { max_handler_ = std::max(max_handler_, took); }
 
+void TimerLateness::record_armed_late(Duration by) {
+  ++armed_late_;
+  max_armed_late_ = std::max(max_armed_late_, by);
+}
+
 void TimerLateness::record_lock_wait(Duration waited) {
   max_lock_wait_ = std::max(max_lock_wait_, waited);
 }

@@ -37,9 +37,9 @@ std::unique_ptr<EngineRig> make_rig(const std::string& tag) {
 // catches. Shorter windows are not used: with 500 ms the receiving engine still declares the
 // path silent in about 1 run of 10 at load 7-9 on this 2-core machine, also with silence judged
 // by unread input and the thread's own lateness (docs/engine.md "How silence is decided"): the
-// silent one is the sender, whose io thread runs its timers 100-500 ms late most of the run,
-// up to 1.8 s (the WARN lines below print it). A flow whose only path died fails within 5 s
-// instead of 90 s, so a regression fails the test quickly.
+// silent one is the sender, which arms its timer for core deadlines already up to 680 ms past,
+// thousands of times per run (the WARN lines below print it; cause not found yet). A flow
+// whose only path died fails within 5 s instead of 90 s, so a regression fails quickly.
 engine::FlowConfig flow_cfg() {
   auto c = bench::lab_failover_config();
   c.fresh_min = 3s;
@@ -61,7 +61,9 @@ void check_path_survived(const C& client, const C& server) {
          << " timers: late max " << us(st->timer_late_max) << " us, hist " << h[0] << "/" << h[1]
          << "/" << h[2] << "/" << h[3] << "/" << h[4] << "/" << h[5] << ", handler max "
          << us(st->handler_max) << " us, lock wait max " << us(st->io_lock_wait_max)
-         << " us; silence reprieves " << st->silence_pending_reprieves << " pending "
+         << " us, armed past deadline " << st->timer_armed_late << " times (max "
+         << us(st->timer_armed_late_max) << " us); silence reprieves "
+         << st->silence_pending_reprieves << " pending "
          << st->silence_starved_reprieves << " starved");
   }
   CHECK(cs.paths_lost == 0);

@@ -78,11 +78,15 @@ TEST_CASE("engine silence: TimerLateness keeps max and a histogram of lateness",
   t.record_handler(1ms);
   t.record_lock_wait(7ms);
   t.record_lock_wait(2ms);
+  t.record_armed_late(40ms);
+  t.record_armed_late(10ms);
   CHECK(t.fired() == 8);
   CHECK(t.max_late() == 2s);
   CHECK(t.last_late() == 2s);
   CHECK(t.max_handler() == 3ms);
   CHECK(t.max_lock_wait() == 7ms);
+  CHECK(t.armed_late() == 2);
+  CHECK(t.max_armed_late() == 40ms);
   const std::array<std::uint64_t, TimerLateness::kBuckets> want{2, 1, 1, 1, 2, 1};
   CHECK(t.histogram() == want);
 }

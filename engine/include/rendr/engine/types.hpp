@@ -263,6 +263,10 @@ struct FlowStats {
   std::array<std::uint64_t, 6> timer_late_hist{};
   Duration handler_max{0};
   Duration io_lock_wait_max{0};
+  // Timers armed for a deadline already past (the core's deadline was overdue when the shell
+  // armed it: work the core asked for that no timer could have run in time), and by how much.
+  std::uint64_t timer_armed_late = 0;
+  Duration timer_armed_late_max{0};
 };
 
 }  // namespace rendr::engine

@@ -70,12 +70,17 @@ class TimerLateness {
   void record_handler(Duration took);
   // record_lock_wait: an io-thread handler waited |waited| for the flow's lock.
   void record_lock_wait(Duration waited);
+  // record_armed_late: a timer was armed for a deadline already |by| in the past (the shell
+  // then measures the handler's lateness from the arming, not from the deadline).
+  void record_armed_late(Duration by);
 
   [[nodiscard]] std::uint64_t fired() const { return fired_; }
   [[nodiscard]] Duration max_late() const { return max_late_; }
   [[nodiscard]] Duration last_late() const { return last_late_; }
   [[nodiscard]] Duration max_handler() const { return max_handler_; }
   [[nodiscard]] Duration max_lock_wait() const { return max_lock_wait_; }
+  [[nodiscard]] std::uint64_t armed_late() const { return armed_late_; }
+  [[nodiscard]] Duration max_armed_late() const { return max_armed_late_; }
   [[nodiscard]] const std::array<std::uint64_t, kBuckets>& histogram() const { return hist_; }
 
  private:
@@ -84,6 +89,8 @@ class TimerLateness {
   Duration last_late_{0};
   Duration max_handler_{0};
   Duration max_lock_wait_{0};
+  std::uint64_t armed_late_ = 0;
+  Duration max_armed_late_{0};
   std::array<std::uint64_t, kBuckets> hist_{};
 };
 
