@@ -493,27 +493,24 @@ void QuicConn::on_datagram(std::span<const std::byte> pkt, const QuicAddr& from,
 
 void QuicConn::arm_probe_timeout() {
   // ngtcp2 0.12 counts a packet that carries only DATAGRAM frames as ack-eliciting but not as
-  // "PTO-eliciting" (fixed upstream in 0.14, "Make DATAGRAM PTO-eliciting"): with nothing else
-  // in flight its probe timeout stays unarmed. When such a packet is the last one of a burst
-  // and the network loses it, nothing ever detects the loss: no later packet gets acknowledged
-  // (packet and time thresholds never trigger), no probe timeout fires, and once the lost
-  // bytes fill the congestion window the connection sends nothing at all - not even the
-  // engine's probes - until its idle timeout. Measured in the multipath lab with 2 % random
-  // loss: within a second the sender stopped for good and the peer declared the path silent.
-  // Remedy: whenever no probe timeout is armed, the next packet carries a MAX_DATA frame,
-  // which ngtcp2 treats as PTO-eliciting (connection credit raised by one window: the
-  // datagram mode has no stream, and the peer's one stream stays bounded by its stream
-  // window). One such packet in flight keeps QUIC's own tail-loss recovery running; its cost
-  // is a few bytes per round trip. Stream connections never need it (STREAM frames arm the PTO).
+  // "PTO-eliciting" (fixed upstream in 0.14, "Make DATAGRAM PTO-eliciting"): such packets in
+  // flight arm no probe timeout. When they are lost whole - the tail of a burst, or a burst
+  // a full receive buffer dropped - nothing ever detects the loss: no later packet gets
+  // acknowledged (packet and time thresholds never trigger) and no probe timeout fires, and
+  // once the lost bytes fill the congestion window the connection sends nothing at all - not
+  // even the engine's probes - until its idle timeout. (Only ACK-only packets still leave.)
+  // Remedy: every packet that may carry a DATAGRAM frame also carries a MAX_DATA frame (the
+  // connection credit raised by one window: the datagram mode has no stream, and the peer's
+  // one stream stays bounded by its stream window), which ngtcp2 treats as PTO-eliciting. Then
+  // every ack-eliciting packet in flight keeps QUIC's own tail-loss recovery running, as
+  // upstream's fix does. Its cost is 9 bytes per packet (a 1 150-byte frame still fits).
+  // Anchoring only when no probe timeout was armed (an earlier version) left a hole: the
+  // acknowledgement of the one anchored packet could also report a loss, shrink the window
+  // below what was in flight and leave only unanchored packets there; lost too, they stalled
+  // the sender for good (quic_conn_test "keeps sending through random and burst loss").
+  // Stream connections never need it (STREAM frames are PTO-eliciting).
   // (ngtcp2 confirms a server's handshake when it completes, without the callback.)
-  if ((!sent_datagrams_ && dgram_out_.empty()) || stream_ >= 0 ||
-      !(server_ ? handshake_done_ : confirmed_)) {
-    return;
-  }
-  ngtcp2_conn_stat st{};
-  ngtcp2_conn_get_conn_stat(conn_, &st);
-  if (st.loss_detection_timer != UINT64_MAX ||
-      (st.bytes_in_flight == 0 && dgram_out_.empty())) {
+  if (dgram_out_.empty() || stream_ >= 0 || !(server_ ? handshake_done_ : confirmed_)) {
     return;
   }
   ngtcp2_conn_extend_max_offset(conn_, window_);
@@ -577,7 +574,6 @@ void QuicConn::produce(QuicTime now, std::size_t max_packets,
           &accepted, NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v, 1, now);
       if (accepted != 0) {
         dgram_out_.pop_front();
-        sent_datagrams_ = true;
       }
       packing = nw == NGTCP2_ERR_WRITE_MORE;
       if (packing) {
@@ -786,3 +782,4 @@ std::vector<std::byte> QuicConn::stateless_reset_for_test() const {
 }
 
 }  // namespace rendr::detail
+

@@ -205,7 +205,6 @@ class QuicConn {
   std::vector<std::byte> pkt_;
   std::vector<std::byte> bye_;  // CONNECTION_CLOSE still to send after a local failure
   bool datagram_ = false;
-  bool sent_datagrams_ = false;  // a DATAGRAM frame left (datagram-mode traffic on this conn)
   std::uint64_t window_ = 0;     // receive window (QuicSettings::window)
   std::uint64_t pto_anchors_ = 0;
   bool got_reset_ = false;  // a Stateless Reset ended the connection
