@@ -232,10 +232,11 @@ void FlowDriver::notify_locked() {
 }
 
 void FlowDriver::arm_timer_locked() {
-  const auto next = core_->next_deadline();
-  if (!next) {
+  const auto why = core_->next_deadline_why();
+  if (!why) {
     return;
   }
+  const std::optional<engine::TimePoint> next = why->at;
   if (armed_ && *armed_ <= *next) {
     return;
   }
@@ -244,7 +245,7 @@ void FlowDriver::arm_timer_locked() {
   // lateness is counted from the arming then (FlowStats timer_armed_late says how often).
   const auto armed_at = Clock::now();
   if (*next < armed_at) {
-    timing_.record_armed_late(armed_at - *next);
+    timing_.record_armed_late(armed_at - *next, why->kind);
   }
   timer_.expires_at(*next);
   timer_.async_wait([self = shared_from_this(), due = std::max(*next, armed_at)](
@@ -460,6 +461,8 @@ engine::FlowStats FlowDriver::stats_locked() {
   s.io_lock_wait_max = timing_.max_lock_wait();
   s.timer_armed_late = timing_.armed_late();
   s.timer_armed_late_max = timing_.max_armed_late();
+  s.timer_armed_late_by_kind = timing_.armed_late_by_kind();
+  s.timer_armed_late_max_by_kind = timing_.max_armed_late_by_kind();
   for (auto& p : s.paths) {
     if (auto it = slots_.find(p.id); it != slots_.end()) {
       p.transport = it->second->transport;

@@ -63,6 +63,16 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   w.kv("io_lock_wait_max_us", us(s.io_lock_wait_max));
   w.kv("timer_armed_late", s.timer_armed_late);
   w.kv("timer_armed_late_max_us", us(s.timer_armed_late_max));
+  // By kind, the kinds that occurred: {"rto": [count, max_us], ...}.
+  w.begin_object("timer_armed_late_by_kind");
+  for (std::size_t k = 0; k < s.timer_armed_late_by_kind.size(); ++k) {
+    if (s.timer_armed_late_by_kind[k] > 0) {
+      w.raw(to_string(static_cast<DeadlineKind>(k)),
+            "[" + std::to_string(s.timer_armed_late_by_kind[k]) + "," +
+                std::to_string(us(s.timer_armed_late_max_by_kind[k])) + "]");
+    }
+  }
+  w.end_object();
   w.kv("silence_pending_reprieves", s.silence_pending_reprieves);
   w.kv("silence_starved_reprieves", s.silence_starved_reprieves);
   if (s.l3_identity) {

@@ -568,7 +568,7 @@ struct FlowCore::Impl {
 
   void retransmit(detail::LedgerEntry& e, TimePoint now);
 
-  [[nodiscard]] std::optional<TimePoint> deadline() const;
+  [[nodiscard]] std::optional<FlowCore::Deadline> deadline() const;
 
   // planned_switch: replay the whole unacknowledged ledger on |to| first, then switch.
   void planned_switch(PathId to, MigrateCause cause, TimePoint now);

@@ -229,56 +229,57 @@ void FlowCore::Impl::run_timers(TimePoint now, const FlowCore::TimerContext& ctx
   }
 }
 
-std::optional<TimePoint> FlowCore::Impl::deadline() const {
-  std::optional<TimePoint> d;
-  const auto take = [&d](TimePoint t) {
-    if (!d || t < *d) {
-      d = t;
+std::optional<FlowCore::Deadline> FlowCore::Impl::deadline() const {
+  std::optional<FlowCore::Deadline> d;
+  const auto take = [&d](TimePoint t, DeadlineKind k) {
+    if (!d || t < d->at) {
+      d = FlowCore::Deadline{t, k};
     }
   };
   if (state == FlowState::dead) {
     return std::nullopt;
   }
   if (budget_deadline) {
-    take(*budget_deadline);
+    take(*budget_deadline, DeadlineKind::budget);
   }
   if (close_deadline) {
-    take(*close_deadline);
+    take(*close_deadline, DeadlineKind::close);
   }
   if (ack_deadline) {
-    take(*ack_deadline);
+    take(*ack_deadline, DeadlineKind::ack);
   }
   for (const auto& [id, p] : paths) {
     if (p.state == PathState::hello || p.state == PathState::bridging) {
-      take(p.attached_at + cfg.handshake_timeout);
+      take(p.attached_at + cfg.handshake_timeout, DeadlineKind::handshake);
       if (p.framing == Framing::datagram) {
-        take(p.next_handshake_tx);
+        take(p.next_handshake_tx, DeadlineKind::handshake_repeat);
       }
     }
     if (p.state != PathState::ready) {
       continue;
     }
     if (!p.probe_due) {
-      take(p.next_probe);
+      take(p.next_probe, DeadlineKind::probe);
     }
     const Duration fw = fresh(p);
     if (!p.probes.empty()) {
-      take(p.probes.front().sent + fw);
+      take(p.probes.front().sent + fw, DeadlineKind::probe_expiry);
     }
     if (auto due = silence_due(p)) {
-      take(*due);
+      take(*due, DeadlineKind::silence);
     }
     if (p.tx_waiting_since && other_ready_path(id)) {
-      take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max));
+      take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max),
+           DeadlineKind::stall);
     }
   }
   if (mode == Mode::prime && paths.size() >= 2) {
-    take(next_tick.value_or(TimePoint{}));
+    take(next_tick.value_or(TimePoint{}), DeadlineKind::sched_tick);
   }
   if (!ledger.empty()) {
     const auto& e = ledger.entries().front();
     if (e.last_on_datagram && !covered(e, live_mask())) {
-      take(e.last_sent + rto_for(e));
+      take(e.last_sent + rto_for(e), DeadlineKind::rto);
     }
   }
   return d;
@@ -301,7 +302,12 @@ std::optional<FlowEvent> FlowCore::poll_event() {
   return e;
 }
 
-std::optional<TimePoint> FlowCore::next_deadline() const { return impl_->deadline(); }
+std::optional<TimePoint> FlowCore::next_deadline() const {
+  const auto d = impl_->deadline();
+  return d ? std::optional<TimePoint>(d->at) : std::nullopt;
+}
+
+std::optional<FlowCore::Deadline> FlowCore::next_deadline_why() const { return impl_->deadline(); }
 
 void FlowCore::on_timeout(TimePoint now) { impl_->run_timers(now, TimerContext{}); }
 

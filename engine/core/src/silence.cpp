@@ -42,9 +42,12 @@ void TimerLateness::record_fire(TimePoint deadline, TimePoint ran) {
 
 void TimerLateness::record_handler(Duration took) { max_handler_ = std::max(max_handler_, took); }
 
-void TimerLateness::record_armed_late(Duration by) {
+void TimerLateness::record_armed_late(Duration by, DeadlineKind kind) {
   ++armed_late_;
   max_armed_late_ = std::max(max_armed_late_, by);
+  const auto k = static_cast<std::size_t>(kind);
+  ++armed_late_by_kind_[k];
+  max_armed_late_by_kind_[k] = std::max(max_armed_late_by_kind_[k], by);
 }
 
 void TimerLateness::record_lock_wait(Duration waited) {

@@ -41,6 +41,23 @@ std::string_view to_string(MigrateCause c) {
   return "unknown";
 }
 
+std::string_view to_string(DeadlineKind k) {
+  switch (k) {
+    case DeadlineKind::budget: return "budget";
+    case DeadlineKind::close: return "close";
+    case DeadlineKind::ack: return "ack";
+    case DeadlineKind::handshake: return "handshake";
+    case DeadlineKind::handshake_repeat: return "handshake_repeat";
+    case DeadlineKind::probe: return "probe";
+    case DeadlineKind::probe_expiry: return "probe_expiry";
+    case DeadlineKind::silence: return "silence";
+    case DeadlineKind::stall: return "stall";
+    case DeadlineKind::sched_tick: return "sched_tick";
+    case DeadlineKind::rto: return "rto";
+  }
+  return "unknown";
+}
+
 Status validate_config(const FlowConfig& c) {
   const auto bad = [](const char* what) { return make_error(errc::invalid_config, what); };
   if (c.max_payload == 0 || c.max_payload > kMaxPayload) {

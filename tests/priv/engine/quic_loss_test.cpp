@@ -48,6 +48,19 @@ engine::FlowConfig flow_cfg() {
   return c;
 }
 
+// by_kind: "rto 12 (max 300 us) ack 3 (...)" - the overdue arms by the deadline's kind.
+std::string by_kind(const engine::FlowStats& st) {
+  std::string out;
+  for (std::size_t k = 0; k < st.timer_armed_late_by_kind.size(); ++k) {
+    if (st.timer_armed_late_by_kind[k] > 0) {
+      out += std::string(engine::to_string(static_cast<engine::DeadlineKind>(k))) + " " +
+             std::to_string(st.timer_armed_late_by_kind[k]) + " (max " +
+             std::to_string(st.timer_armed_late_max_by_kind[k].count() / 1000) + " us) ";
+    }
+  }
+  return out;
+}
+
 template <typename C>
 void check_path_survived(const C& client, const C& server) {
   const auto cs = client->stats();
@@ -62,7 +75,7 @@ void check_path_survived(const C& client, const C& server) {
          << "/" << h[2] << "/" << h[3] << "/" << h[4] << "/" << h[5] << ", handler max "
          << us(st->handler_max) << " us, lock wait max " << us(st->io_lock_wait_max)
          << " us, armed past deadline " << st->timer_armed_late << " times (max "
-         << us(st->timer_armed_late_max) << " us); silence reprieves "
+         << us(st->timer_armed_late_max) << " us) " << by_kind(*st) << "; silence reprieves "
          << st->silence_pending_reprieves << " pending "
          << st->silence_starved_reprieves << " starved");
   }

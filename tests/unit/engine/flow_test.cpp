@@ -12,6 +12,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <set>
+
 using namespace rendr;
 using namespace rendr::engine;
 using namespace rendr::engine::test;
@@ -464,6 +466,41 @@ TEST_CASE("engine flow: datagram carrier with random loss recovers by retransmis
   CHECK(cs.retransmits > 0);
   // Retransmissions track losses (no go-back-N burst): at most ~2 per dropped datagram.
   CHECK(cs.retransmits <= 2 * net.dropped(a));
+}
+
+TEST_CASE("engine flow: next_deadline_why names the deadline next_deadline returns",
+          "[engine][flow][timers]") {
+  // The shell counts deadlines that were already past when it armed its timer by kind; on a
+  // lossy datagram path the ledger head's RTO is one (a cumulative ACK makes a frame sent
+  // long ago the head, its timeout already run out).
+  FlowConfig c = small_frame_config();
+  c.max_payload = 1200;
+  FakeNet net(c, c, 7);
+  const int a = net.add_link({Framing::datagram, 5ms, 0.0});
+  Transfer t(1'000'000);
+  wire_transfer(net, t);
+  REQUIRE(net.run_until([&] { return net.client.state() == FlowState::active; }, 1s));
+  net.set_loss(a, 0.05);
+  std::set<DeadlineKind> seen;
+  std::size_t disagree = 0;
+  REQUIRE(net.run_until(
+      [&] {
+        const auto d = net.client.next_deadline();
+        const auto why = net.client.next_deadline_why();
+        if (d.has_value() != why.has_value() || (d && *d != why->at)) {
+          ++disagree;
+        }
+        if (why) {
+          seen.insert(why->kind);
+        }
+        return t.complete();
+      },
+      60s));
+  CHECK(disagree == 0);
+  CHECK(seen.count(DeadlineKind::rto) == 1);
+  CHECK(seen.count(DeadlineKind::probe) == 1);
+  CHECK(to_string(DeadlineKind::rto) == "rto");
+  CHECK(to_string(DeadlineKind::probe_expiry) == "probe_expiry");
 }
 
 TEST_CASE("engine flow: race over two lossy datagram paths, duplicates dropped by SEQ",

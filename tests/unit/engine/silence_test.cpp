@@ -78,15 +78,20 @@ TEST_CASE("engine silence: TimerLateness keeps max and a histogram of lateness",
   t.record_handler(1ms);
   t.record_lock_wait(7ms);
   t.record_lock_wait(2ms);
-  t.record_armed_late(40ms);
-  t.record_armed_late(10ms);
+  t.record_armed_late(40ms, DeadlineKind::rto);
+  t.record_armed_late(10ms, DeadlineKind::ack);
+  t.record_armed_late(5ms, DeadlineKind::rto);
   CHECK(t.fired() == 8);
   CHECK(t.max_late() == 2s);
   CHECK(t.last_late() == 2s);
   CHECK(t.max_handler() == 3ms);
   CHECK(t.max_lock_wait() == 7ms);
-  CHECK(t.armed_late() == 2);
+  CHECK(t.armed_late() == 3);
   CHECK(t.max_armed_late() == 40ms);
+  CHECK(t.armed_late_by_kind()[static_cast<std::size_t>(DeadlineKind::rto)] == 2);
+  CHECK(t.armed_late_by_kind()[static_cast<std::size_t>(DeadlineKind::ack)] == 1);
+  CHECK(t.max_armed_late_by_kind()[static_cast<std::size_t>(DeadlineKind::rto)] == 40ms);
+  CHECK(t.max_armed_late_by_kind()[static_cast<std::size_t>(DeadlineKind::ack)] == 10ms);
   const std::array<std::uint64_t, TimerLateness::kBuckets> want{2, 1, 1, 1, 2, 1};
   CHECK(t.histogram() == want);
 }

@@ -189,6 +189,26 @@ struct FlowConfig {
 enum class MigrateCause : std::uint8_t { explicit_request, death, quality };
 [[nodiscard]] std::string_view to_string(MigrateCause c);
 
+// DeadlineKind: which of a flow's timers is due next (FlowCore::next_deadline_why): migration
+// or silent budget, graceful close, coalesced ACK, handshake timeout, HELLO / BRIDGE_TAG
+// repeat, next probe, an outstanding probe's expiry, the silence verdict, a write stall, the
+// prime scheduler's tick, the ledger head's retransmission timeout.
+enum class DeadlineKind : std::uint8_t {
+  budget,
+  close,
+  ack,
+  handshake,
+  handshake_repeat,
+  probe,
+  probe_expiry,
+  silence,
+  stall,
+  sched_tick,
+  rto,
+};
+inline constexpr std::size_t kDeadlineKinds = 11;
+[[nodiscard]] std::string_view to_string(DeadlineKind k);
+
 struct PathInfo {
   PathId id = 0;
   std::string name;
@@ -267,6 +287,9 @@ struct FlowStats {
   // armed it: work the core asked for that no timer could have run in time), and by how much.
   std::uint64_t timer_armed_late = 0;
   Duration timer_armed_late_max{0};
+  // The same by the kind of the overdue deadline (index: DeadlineKind).
+  std::array<std::uint64_t, kDeadlineKinds> timer_armed_late_by_kind{};
+  std::array<Duration, kDeadlineKinds> timer_armed_late_max_by_kind{};
 };
 
 }  // namespace rendr::engine

@@ -202,6 +202,13 @@ class FlowCore {
   [[nodiscard]] std::vector<PathId> path_ids() const;
   [[nodiscard]] std::optional<FlowEvent> poll_event();
   [[nodiscard]] std::optional<TimePoint> next_deadline() const;
+  // next_deadline_why: next_deadline with the timer it belongs to (the shell counts deadlines
+  // that were already past when it armed its timer, by kind).
+  struct Deadline {
+    TimePoint at{};
+    DeadlineKind kind = DeadlineKind::probe;
+  };
+  [[nodiscard]] std::optional<Deadline> next_deadline_why() const;
   void on_timeout(TimePoint now);
   // on_timeout with what the shell knows about its own timing: |ctx.lateness| is how late its
   // thread ran this timer, |ctx.pending_input| (may be empty) reports the unread bytes waiting

@@ -72,7 +72,7 @@ class TimerLateness {
   void record_lock_wait(Duration waited);
   // record_armed_late: a timer was armed for a deadline already |by| in the past (the shell
   // then measures the handler's lateness from the arming, not from the deadline).
-  void record_armed_late(Duration by);
+  void record_armed_late(Duration by, DeadlineKind kind);
 
   [[nodiscard]] std::uint64_t fired() const { return fired_; }
   [[nodiscard]] Duration max_late() const { return max_late_; }
@@ -81,6 +81,12 @@ class TimerLateness {
   [[nodiscard]] Duration max_lock_wait() const { return max_lock_wait_; }
   [[nodiscard]] std::uint64_t armed_late() const { return armed_late_; }
   [[nodiscard]] Duration max_armed_late() const { return max_armed_late_; }
+  [[nodiscard]] const std::array<std::uint64_t, kDeadlineKinds>& armed_late_by_kind() const {
+    return armed_late_by_kind_;
+  }
+  [[nodiscard]] const std::array<Duration, kDeadlineKinds>& max_armed_late_by_kind() const {
+    return max_armed_late_by_kind_;
+  }
   [[nodiscard]] const std::array<std::uint64_t, kBuckets>& histogram() const { return hist_; }
 
  private:
@@ -91,6 +97,8 @@ class TimerLateness {
   Duration max_lock_wait_{0};
   std::uint64_t armed_late_ = 0;
   Duration max_armed_late_{0};
+  std::array<std::uint64_t, kDeadlineKinds> armed_late_by_kind_{};
+  std::array<Duration, kDeadlineKinds> max_armed_late_by_kind_{};
   std::array<std::uint64_t, kBuckets> hist_{};
 };
 
