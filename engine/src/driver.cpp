@@ -236,46 +236,48 @@ void FlowDriver::arm_timer_locked() {
   if (!why) {
     return;
   }
-  const std::optional<engine::TimePoint> next = why->at;
-  if (armed_ && *armed_ <= *next) {
+  const engine::TimePoint next = why->at;
+  if (armed_ && *armed_ <= next) {
     return;
   }
-  armed_ = *next;
+  armed_ = next;
   // A deadline already past when armed is the core's, not the thread's lateness: the handler's
-  // lateness is counted from the arming then (FlowStats timer_armed_late says how often).
+  // lateness is counted from the arming then (FlowStats timer_armed_late says how often, and
+  // for which kind of deadline: on a lossy datagram path mostly the ledger head's RTO, overdue
+  // the moment a cumulative ACK makes a frame sent long ago the head).
   const auto armed_at = Clock::now();
-  if (*next < armed_at) {
-    timing_.record_armed_late(armed_at - *next, why->kind);
+  if (next < armed_at) {
+    timing_.record_armed_late(armed_at - next, why->kind);
   }
-  timer_.expires_at(*next);
-  timer_.async_wait([self = shared_from_this(), due = std::max(*next, armed_at)](
-                        std::error_code ec) {
-    if (ec == asio::error::operation_aborted) {
-      return;
-    }
-    const auto asked = Clock::now();
-    std::unique_lock lk(self->mu);
-    if (self->shut_) {
-      return;
-    }
-    const auto now = self->begin_handler_locked(asked);
-    // Lateness counts up to the moment the handler holds the lock: a wait for an application
-    // thread holding it delays the check just as much as the scheduler does.
-    self->timing_.record_fire(due, now);
-    if (self->armed_ && *self->armed_ <= now) {
-      self->armed_.reset();
-    }
-    if (auto d = self->core_->next_deadline(); d && *d <= now) {
-      engine::FlowCore::TimerContext ctx;
-      ctx.lateness = now > due ? now - due : engine::Duration::zero();
-      ctx.pending_input = [raw = self.get()](PathId p) { return raw->pending_input_locked(p); };
-      self->core_->on_timeout(now, ctx);
-    }
-    engine::detail::FrameCache::instance().trim_if_idle(now);
-    self->pump_locked();
-    self->end_handler_locked(now);
-    self->run_deferred(lk);
-  });
+  timer_.expires_at(next);
+  timer_.async_wait(
+      [self = shared_from_this(), due = std::max(next, armed_at)](std::error_code ec) {
+        if (ec == asio::error::operation_aborted) {
+          return;
+        }
+        const auto asked = Clock::now();
+        std::unique_lock lk(self->mu);
+        if (self->shut_) {
+          return;
+        }
+        const auto now = self->begin_handler_locked(asked);
+        // Lateness counts up to the moment the handler holds the lock: a wait for an application
+        // thread holding it delays the check just as much as the scheduler does.
+        self->timing_.record_fire(due, now);
+        if (self->armed_ && *self->armed_ <= now) {
+          self->armed_.reset();
+        }
+        if (auto d = self->core_->next_deadline(); d && *d <= now) {
+          engine::FlowCore::TimerContext ctx;
+          ctx.lateness = now > due ? now - due : engine::Duration::zero();
+          ctx.pending_input = [raw = self.get()](PathId p) { return raw->pending_input_locked(p); };
+          self->core_->on_timeout(now, ctx);
+        }
+        engine::detail::FrameCache::instance().trim_if_idle(now);
+        self->pump_locked();
+        self->end_handler_locked(now);
+        self->run_deferred(lk);
+      });
 }
 
 Status FlowDriver::close(const engine::Refusal* refusal) {

@@ -12,9 +12,9 @@
 #include <rendr/common/result.hpp>
 #include <rendr/engine/carrier.hpp>
 #include <rendr/engine/conn.hpp>
-#include <rendr/engine/dialer.hpp>
 #include <rendr/engine/core/flow.hpp>
 #include <rendr/engine/core/silence.hpp>
+#include <rendr/engine/dialer.hpp>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>

@@ -782,4 +782,3 @@ std::vector<std::byte> QuicConn::stateless_reset_for_test() const {
 }
 
 }  // namespace rendr::detail
-

@@ -165,8 +165,8 @@ std::string timer_line(std::string_view head, const char* indent) {
                 "%stimers fired %s, late max %s (<1/<5/<20/<100/<500/>=500 ms: %s), handler max "
                 "%s, lock wait max %s, silence reprieves %s pending / %s starved\n",
                 indent, fired.c_str(),
-                rtt_text(rendr::json_scalar(head, "timer_late_max_us")).c_str(),
-                hist.c_str(), rtt_text(rendr::json_scalar(head, "handler_max_us")).c_str(),
+                rtt_text(rendr::json_scalar(head, "timer_late_max_us")).c_str(), hist.c_str(),
+                rtt_text(rendr::json_scalar(head, "handler_max_us")).c_str(),
                 rtt_text(rendr::json_scalar(head, "io_lock_wait_max_us")).c_str(),
                 rendr::json_scalar(head, "silence_pending_reprieves").c_str(),
                 rendr::json_scalar(head, "silence_starved_reprieves").c_str());

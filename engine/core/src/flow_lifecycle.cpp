@@ -307,9 +307,13 @@ std::optional<TimePoint> FlowCore::next_deadline() const {
   return d ? std::optional<TimePoint>(d->at) : std::nullopt;
 }
 
-std::optional<FlowCore::Deadline> FlowCore::next_deadline_why() const { return impl_->deadline(); }
+std::optional<FlowCore::Deadline> FlowCore::next_deadline_why() const {
+  return impl_->deadline();
+}
 
-void FlowCore::on_timeout(TimePoint now) { impl_->run_timers(now, TimerContext{}); }
+void FlowCore::on_timeout(TimePoint now) {
+  impl_->run_timers(now, TimerContext{});
+}
 
 void FlowCore::on_timeout(TimePoint now, const TimerContext& ctx) {
   impl_->run_timers(now, ctx);

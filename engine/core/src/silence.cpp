@@ -40,7 +40,9 @@ void TimerLateness::record_fire(TimePoint deadline, TimePoint ran) {
   ++hist_[b];
 }
 
-void TimerLateness::record_handler(Duration took) { max_handler_ = std::max(max_handler_, took); }
+void TimerLateness::record_handler(Duration took) {
+  max_handler_ = std::max(max_handler_, took);
+}
 
 void TimerLateness::record_armed_late(Duration by, DeadlineKind kind) {
   ++armed_late_;

@@ -41,8 +41,9 @@ inline Result<ListenerPtr> listen(bench::EngineRig& rig, const QuicCerts& k,
 inline DialOptions dial_opts(const QuicCerts& k, int path, std::uint16_t port,
                              const engine::FlowConfig& cfg) {
   PathSpec p = bench::EngineRig::path(path, port, "quic");
-  p.opts = {{"ca", k.ca()},           {"cert", k.cert("client")}, {"key", k.key("client")},
-            {"server_name", "server"}, {"mode", "datagram"},      {"initial_rtt_ms", "5"}};
+  p.opts = {{"ca", k.ca()},           {"cert", k.cert("client")},
+            {"key", k.key("client")}, {"server_name", "server"},
+            {"mode", "datagram"},     {"initial_rtt_ms", "5"}};
   DialOptions o;
   static_cast<engine::FlowConfig&>(o) = cfg;
   o.paths = {p};

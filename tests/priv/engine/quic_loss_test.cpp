@@ -79,8 +79,8 @@ void check_path_survived(const C& client, const C& server) {
          << us(st->handler_max) << " us, lock wait max " << us(st->io_lock_wait_max)
          << " us, armed past deadline " << st->timer_armed_late << " times (max "
          << us(st->timer_armed_late_max) << " us) " << by_kind(*st) << "; silence reprieves "
-         << st->silence_pending_reprieves << " pending "
-         << st->silence_starved_reprieves << " starved");
+         << st->silence_pending_reprieves << " pending " << st->silence_starved_reprieves
+         << " starved");
   }
   CHECK(cs.paths_lost == 0);
   CHECK(ss.paths_lost == 0);
@@ -100,8 +100,8 @@ TEST_CASE("engine quic loss: 2 % random loss on a DATAGRAM path - a packet flow 
   QuicCerts k;
   auto l = test::quic_lab::listen(*rig, k, flow_cfg());
   REQUIRE_OK(l);
-  auto p = connect<PacketConnPtr>(*rig, **l,
-                                  test::quic_lab::dial_opts(k, 1, (*l)->port(), flow_cfg()));
+  auto p =
+      connect<PacketConnPtr>(*rig, **l, test::quic_lab::dial_opts(k, 1, (*l)->port(), flow_cfg()));
   REQUIRE_OK(rig->lab().loss(1, kLossPercent));
   constexpr int kCount = 100'000;  // ~2 s at the lab's pace
   test::api::PacketRun run(*p.client, kCount, 1000);
@@ -124,8 +124,7 @@ TEST_CASE("engine quic loss: 2 % random loss on a DATAGRAM path - a stream flow 
   QuicCerts k;
   auto l = test::quic_lab::listen(*rig, k, flow_cfg());
   REQUIRE_OK(l);
-  auto p = connect<ConnPtr>(*rig, **l,
-                            test::quic_lab::dial_opts(k, 1, (*l)->port(), flow_cfg()));
+  auto p = connect<ConnPtr>(*rig, **l, test::quic_lab::dial_opts(k, 1, (*l)->port(), flow_cfg()));
   REQUIRE_OK(rig->lab().loss(1, kLossPercent));
   // One direction at a time: 32 MiB up, then 8 MiB down. (Both at once, each side's data and
   // the other's ACKs sharing one lossy datagram path, failed about 1 run in 10 on the loaded

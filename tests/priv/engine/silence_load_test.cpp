@@ -19,10 +19,10 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <functional>
-#include <optional>
 #include <cstring>
+#include <functional>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 using namespace rendr;
@@ -120,9 +120,10 @@ std::vector<std::chrono::milliseconds> wait_lost(
 
 }  // namespace
 
-TEST_CASE("engine silence under load: a 500 ms window fails no healthy tcp or quic path and "
-          "still catches a silent drop",
-          "[.netns][engine][silence][load]") {
+TEST_CASE(
+    "engine silence under load: a 500 ms window fails no healthy tcp or quic path and "
+    "still catches a silent drop",
+    "[.netns][engine][silence][load]") {
   lab::MultipathOptions opt;
   opt.paths = 2;
   auto made = EngineRig::create("rls" + std::to_string(::getpid()), opt);
@@ -236,9 +237,9 @@ TEST_CASE("engine silence under load: a 500 ms window fails no healthy tcp or qu
   const auto cut2 = std::chrono::steady_clock::now();
   REQUIRE_OK(rig.lab().drop(2, true));
   constexpr auto kBound = std::chrono::milliseconds(2 * kWindow + kProbe + 300ms);
-  const auto took = wait_lost(
-      {[&] { return pk.client->stats(); }, [&] { return st.client->stats(); }}, {cut1, cut2},
-      5000ms);
+  const auto took =
+      wait_lost({[&] { return pk.client->stats(); }, [&] { return st.client->stats(); }},
+                {cut1, cut2}, 5000ms);
   const auto q_took = took[0];
   const auto t_took = took[1];
   std::cout << "silent drop detected: quic " << q_took.count() << " ms, tcp " << t_took.count()

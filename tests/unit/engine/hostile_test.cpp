@@ -5,10 +5,10 @@
 #include "fake_net.hpp"
 
 #include <rendr/common/bytes.hpp>
-#include <rendr/engine/errors.hpp>
 #include <rendr/engine/core/flow.hpp>
 #include <rendr/engine/core/frame_cache.hpp>
 #include <rendr/engine/core/wire.hpp>
+#include <rendr/engine/errors.hpp>
 
 #include <catch2/catch.hpp>
 

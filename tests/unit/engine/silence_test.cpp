@@ -136,9 +136,10 @@ TEST_CASE("engine silence: a blackholed path is failed after one window on a pun
   CHECK(net.client.stats().silence_starved_reprieves == 0);
 }
 
-TEST_CASE("engine silence: unread input on the socket postpones the verdict - at most to two "
-          "windows",
-          "[engine][silence]") {
+TEST_CASE(
+    "engine silence: unread input on the socket postpones the verdict - at most to two "
+    "windows",
+    "[engine][silence]") {
   FakeNet net(fixed_window_config(), fixed_window_config());
   std::size_t asked = 0;
   net.client_timer_ctx = [&asked] {
@@ -157,9 +158,10 @@ TEST_CASE("engine silence: unread input on the socket postpones the verdict - at
   CHECK(net.spins == 0);  // rechecks are spaced (kPendingRecheck), not a busy loop
 }
 
-TEST_CASE("engine silence: a starved thread gives the peer as long as it was late, within two "
-          "windows",
-          "[engine][silence]") {
+TEST_CASE(
+    "engine silence: a starved thread gives the peer as long as it was late, within two "
+    "windows",
+    "[engine][silence]") {
   FakeNet net(fixed_window_config(), fixed_window_config());
   net.client_timer_ctx = [] {
     FlowCore::TimerContext ctx;

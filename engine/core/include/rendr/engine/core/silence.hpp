@@ -32,16 +32,16 @@ struct SilenceInput {
   TimePoint now{};
   std::optional<TimePoint> first_unanswered;  // first probe sent since the last reception
   Duration window{0};                         // the path's freshness window
-  Duration own_lateness{0};     // how late our thread ran this check (now - its deadline)
+  Duration own_lateness{0};       // how late our thread ran this check (now - its deadline)
   std::size_t pending_bytes = 0;  // unread input waiting on the path's socket
 };
 
 enum class SilenceKind {
-  heard,       // something came back after the last probe: not silent
-  not_yet,     // the window has not run out
-  pending,     // the window ran out, but the socket holds unread input: read it first
-  starved,     // the window ran out while our own thread was late: give the peer that long
-  silent,      // fail the path
+  heard,    // something came back after the last probe: not silent
+  not_yet,  // the window has not run out
+  pending,  // the window ran out, but the socket holds unread input: read it first
+  starved,  // the window ran out while our own thread was late: give the peer that long
+  silent,   // fail the path
 };
 
 struct SilenceVerdict {
