@@ -188,6 +188,20 @@ TEST_CASE("engine bond: round robin with N-frame pinning, stuck paths skipped",
   }
   CHECK(got == std::vector<PathId>{1, 1, 1, 1, 1, 1});
   CHECK(c.stuck_skips() > 0);
+  // Sub-millisecond paths: 3x the best RTT but only 200 us slower is noise, not stuck (the lab's
+  // bond gate lost a third of its throughput to such skips); 3x and 2 ms slower is stuck.
+  BondCursor e(1, 3.0);
+  std::vector<BondPath> lan = {{1, 54us}, {2, 254us}};
+  got.clear();
+  for (int i = 0; i < 4; ++i) {
+    got.push_back(e.next(lan));
+  }
+  CHECK(got == std::vector<PathId>{1, 2, 1, 2});
+  CHECK(e.stuck_skips() == 0);
+  lan = {{1, 54us}, {2, 2500us}};
+  CHECK(e.next(lan) == 1);
+  CHECK(e.next(lan) == 1);
+  CHECK(e.stuck_skips() > 0);
   // A path without an RTT sample is never stuck.
   BondCursor d(1, 3.0);
   std::vector<BondPath> fresh = {{1, 10ms}, {2, std::nullopt}};

@@ -78,6 +78,9 @@ class BondCursor {
   [[nodiscard]] PathId next(std::span<const BondPath> paths);
   void set_pin(std::size_t pin) { pin_ = pin == 0 ? 1 : pin; }
   [[nodiscard]] std::uint64_t stuck_skips() const { return stuck_skips_; }
+  // A path is stuck when its RTT exceeds the multiplier x the best one AND the best by more
+  // than this margin (differences below it are noise, not a stuck path).
+  static constexpr Duration kStuckMargin = std::chrono::milliseconds(2);
 
  private:
   [[nodiscard]] bool stuck(const BondPath& p, std::optional<Duration> best) const;
