@@ -27,25 +27,23 @@ Result<UniqueFd> UniqueFd::socket(int domain, int type, int protocol) {
 
 namespace {
 
-// unix_address fills |sa| with |path|; false when it does not fit sun_path.
-bool unix_address(const std::string& path, sockaddr_un& sa) {
+// unix_socket: a Unix socket of |type| and |sa| filled with |path| (filename_too_long when it
+// does not fit sun_path) - the common start of connect_unix and listen_unix.
+Result<UniqueFd> unix_socket(const std::string& path, int type, sockaddr_un& sa) {
   sa = {};
   if (path.size() >= sizeof sa.sun_path) {
-    return false;
+    return make_error(std::errc::filename_too_long, "unix socket path too long: " + path);
   }
   sa.sun_family = AF_UNIX;
   std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  return true;
+  return UniqueFd::socket(AF_UNIX, type, 0);
 }
 
 }  // namespace
 
 Result<UniqueFd> UniqueFd::connect_unix(const std::string& path, int type) {
   sockaddr_un sa;
-  if (!unix_address(path, sa)) {
-    return make_error(std::errc::filename_too_long, "unix socket path too long: " + path);
-  }
-  auto fd = socket(AF_UNIX, type, 0);
+  auto fd = unix_socket(path, type, sa);
   if (!fd) {
     return fd;
   }
@@ -57,10 +55,7 @@ Result<UniqueFd> UniqueFd::connect_unix(const std::string& path, int type) {
 
 Result<UniqueFd> UniqueFd::listen_unix(const std::string& path, int type, int backlog) {
   sockaddr_un sa;
-  if (!unix_address(path, sa)) {
-    return make_error(std::errc::filename_too_long, "unix socket path too long: " + path);
-  }
-  auto fd = socket(AF_UNIX, type, 0);
+  auto fd = unix_socket(path, type, sa);
   if (!fd) {
     return fd;
   }
