@@ -240,6 +240,9 @@ void run_big_replay(const std::string& srv_addr, const std::string& peer_addr,
   std::uint32_t retrans0 = 0;
   std::pair<std::size_t, std::size_t> late;  // records taken after activate, and at the lift
   Watch watch{client.get(), 0};
+  // The peer's tail loss probes (one segment each, sent ~10 ms after its last unanswered one;
+  // a freeze of that length meets one at the activation) are its timer's, not the replay's.
+  const long long probes0 = snmp_counter(peer, "TcpExt", "TCPLossProbes");
   auto count = [&](const std::vector<std::vector<std::byte>>& pkts) {
     records += pkts.size();
     for (const auto& pkt : pkts) {
@@ -291,18 +294,19 @@ void run_big_replay(const std::string& srv_addr, const std::string& peer_addr,
   REQUIRE(after.retrans_at_mark);
   const long long machine = machine_drops(srv, peer) - machine0;
   const std::uint32_t retrans_window = *after.retrans_at_mark - retrans0;
+  const long long probes = snmp_counter(peer, "TcpExt", "TCPLossProbes") - probes0;
   std::printf(
       "freeze replay (%s): %llu bytes dropped (%d in the peer's queue) after %.1f ms frozen, %zu "
       "records (%zu after activate, %zu at the lift; %zu over %zu "
       "bytes, largest %zu), skipped %llu, lost %llu, %llu passed while held; longest gap after "
-      "restore %.1f ms, peer RTOs %lld, peer retransmitted %u segments of what it sent by the "
+      "restore %.1f ms, peer RTOs %lld, loss probes %lld, peer retransmitted %u segments of what it sent by the "
       "lift (%zu bytes), %u in all; %lld dropped for load (socket backlog, veth queues)\n",
       srv_ip.c_str(), static_cast<unsigned long long>(dropped), in_flight_at_freeze, frozen_ms,
       records, late.first, late.second, big, kOldReplayMax, largest,
       static_cast<unsigned long long>(counters.replay_skipped),
       static_cast<unsigned long long>(counters.replay_lost),
       static_cast<unsigned long long>(counters.held_passed), after.max_gap_ms, timeouts,
-      retrans_window, watch.mark, retrans, machine);
+      probes, retrans_window, watch.mark, retrans, machine);
 
   // How much the peer got in during the bounded wait depends on the machine's load (458 KB of
   // 512 KiB in one ctest -j2 run); what matters is that aggregates were dropped and recorded.
@@ -317,10 +321,11 @@ void run_big_replay(const std::string& srv_addr, const std::string& peer_addr,
   CHECK(counters.held_passed > 0);  // the window probe left while the peer's data was held
   // Packets recorded in the microseconds between the last take and the lift are fed after it,
   // and the peer's next ones can overtake them (then it retransmits: 94 and 1222 segments in 2
-  // of 24 moves with 10 and 23 such packets). Known gap: with nothing recorded there, nothing
-  // may be retransmitted.
+  // of 24 moves with 10 and 23 such packets). Known gap: with nothing recorded there, the peer
+  // may retransmit nothing but its loss probes (CI: 1 segment after a 7.3 ms freeze, the probe
+  // itself recorded while held and replayed).
   if (late.second == 0) {
-    CHECK(retrans_window == 0);
+    CHECK(retrans_window <= static_cast<std::uint32_t>(probes));
   }
 }
 
