@@ -99,6 +99,11 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
       w.kv_null("rtt_us");
       w.kv_null("jitter_us");
     }
+    if (p.clean_rtt) {
+      w.kv("clean_rtt_us", us(*p.clean_rtt));
+    } else {
+      w.kv_null("clean_rtt_us");
+    }
     w.kv("loss_ppt", static_cast<std::uint64_t>(p.loss_ppt));
     w.kv("bytes_rx", p.bytes_rx);
     w.kv("bytes_tx", p.bytes_tx);

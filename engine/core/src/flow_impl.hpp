@@ -28,6 +28,8 @@ namespace rendr::engine {
 inline constexpr std::size_t kMaxPaths = 64;      // one bit per path slot in ledger masks
 inline constexpr std::size_t kMaxCtrlQueue = 64;  // queued OOB controls per path (probe replies)
 inline constexpr std::size_t kMaxOutstandingProbes = 16;
+// Bond: the soonest a path judged stuck is probed again (see dispatch).
+inline constexpr Duration kBondRecheckMin = std::chrono::milliseconds(10);
 inline constexpr std::size_t kControlReserve = 8;
 inline constexpr int kFastRetransmitDupAcks = 3;
 // Stream receive chunks: a path starts with a small one (an idle flow stays small) and doubles
@@ -109,6 +111,7 @@ struct FlowCore::Impl {
       std::uint64_t id = 0;
       TimePoint sent{};
       bool loaded = false;  // committed while this path's output was backlogged
+      bool clean = false;   // committed with none of our bytes unacknowledged on this path
     };
     std::deque<OutstandingProbe> probes;
     std::deque<OutstandingProbe> late;  // expired, still matched if the reply turns up

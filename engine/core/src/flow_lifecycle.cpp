@@ -431,6 +431,7 @@ FlowStats FlowCore::stats() const {
     i.has_rtt = p.est.has_rtt();
     i.srtt = p.est.srtt();
     i.jitter = p.est.jitter();
+    i.clean_rtt = p.est.clean_rtt();
     i.loss_ppt = p.est.loss_ppt();
     i.queued_frames = p.data.size() + p.ctrl.size();
     s.paths.push_back(std::move(i));

@@ -77,6 +77,9 @@ void FlowCore::Impl::handle_frame(Path& p, Frame&& f, TimePoint now) {
     for (auto it = p.probes.begin(); it != p.probes.end(); ++it) {
       if (it->id == rep->id) {
         p.est.on_rtt_sample(now - it->sent, it->loaded);
+        if (it->clean) {
+          p.est.on_clean_rtt(now - it->sent);
+        }
         p.est.on_probe_outcome(true);
         p.probes.erase(it);
         return;

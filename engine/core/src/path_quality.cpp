@@ -31,6 +31,19 @@ void PathEstimator::on_rtt_sample(Duration rtt, bool loaded) {
   samples_ += 1;
 }
 
+void PathEstimator::on_clean_rtt(Duration rtt) {
+  clean_[clean_next_] = std::max(rtt, Duration::zero());
+  clean_next_ = (clean_next_ + 1) % kCleanWindow;
+  clean_count_ = std::min(clean_count_ + 1, kCleanWindow);
+}
+
+std::optional<Duration> PathEstimator::clean_rtt() const {
+  if (clean_count_ == 0) {
+    return std::nullopt;
+  }
+  return *std::min_element(clean_.begin(), clean_.begin() + static_cast<std::ptrdiff_t>(clean_count_));
+}
+
 void PathEstimator::on_probe_outcome(bool answered) {
   outcomes_ = (outcomes_ << 1) | (answered ? 0U : 1U);
   outcome_count_ = std::min(outcome_count_ + 1, kLossWindow);

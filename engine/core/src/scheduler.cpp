@@ -105,13 +105,22 @@ bool BondCursor::stuck(const BondPath& p, std::optional<Duration> best) const {
          *p.rtt - *best > kStuckMargin;
 }
 
-PathId BondCursor::next(std::span<const BondPath> paths) {
+std::optional<Duration> BondCursor::best_rtt(std::span<const BondPath> paths) {
   std::optional<Duration> best;
   for (const auto& p : paths) {
     if (p.rtt && (!best || *p.rtt < *best)) {
       best = p.rtt;
     }
   }
+  return best;
+}
+
+bool BondCursor::stuck(const BondPath& p, std::span<const BondPath> paths) const {
+  return stuck(p, best_rtt(paths));
+}
+
+PathId BondCursor::next(std::span<const BondPath> paths) {
+  const std::optional<Duration> best = best_rtt(paths);
   if (left_ > 0) {
     const auto it = std::find_if(paths.begin(), paths.end(),
                                  [this](const BondPath& p) { return p.id == pinned_; });

@@ -111,6 +111,41 @@ TEST_CASE("engine estimator: RTT, jitter, loss and the windows derived from them
   CHECK(e.score_ms() == Approx(200.0 + std::chrono::duration<double, std::milli>(e.jitter()).count()));
 }
 
+TEST_CASE("engine estimator: the clean RTT is the least of the last clean samples (nothing of ours queued ahead)",
+          "[engine][estimator][bond]") {
+  PathEstimator e;
+  CHECK_FALSE(e.clean_rtt().has_value());
+  e.on_rtt_sample(81us);
+  e.on_clean_rtt(81us);
+  REQUIRE(e.clean_rtt().has_value());
+  CHECK(*e.clean_rtt() == 81us);
+  // A probe behind up to 16 KiB of our own data in a 40 Mbit/s queue: an unloaded sample for
+  // the score, not a clean one.
+  e.on_rtt_sample(3009us);
+  CHECK(e.latest_rtt() == 3009us);
+  CHECK(*e.clean_rtt() == 81us);
+  // One late wake-up is not a slow path; the path itself got slow when the whole window says so.
+  e.on_clean_rtt(5ms);
+  CHECK(*e.clean_rtt() == 81us);
+  e.on_clean_rtt(60ms);
+  CHECK(*e.clean_rtt() == 81us);
+  e.on_clean_rtt(60ms);
+  CHECK(*e.clean_rtt() == 5ms);
+  e.on_clean_rtt(60ms);
+  CHECK(*e.clean_rtt() == 60ms);
+  // A healthy best path and this one's queue-inflated sample: not stuck when judged clean.
+  BondCursor c(1, 3.0);
+  std::vector<BondPath> judged_latest = {{1, 81us}, {2, 3009us}};
+  (void)c.next(judged_latest);
+  (void)c.next(judged_latest);
+  CHECK(c.stuck_skips() > 0);  // what the latest sample did to the lab's bond gate
+  BondCursor d(1, 3.0);
+  std::vector<BondPath> judged_clean = {{1, 81us}, {2, 95us}};
+  (void)d.next(judged_clean);
+  (void)d.next(judged_clean);
+  CHECK(d.stuck_skips() == 0);
+}
+
 TEST_CASE("engine estimator: loaded samples widen the windows but never move the score",
           "[engine][estimator]") {
   PathEstimator e;

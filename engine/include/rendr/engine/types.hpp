@@ -218,6 +218,9 @@ struct PathInfo {
   bool has_rtt = false;
   Duration srtt{0};
   Duration jitter{0};
+  // Latest round trip of a probe sent with nothing of ours unacknowledged on the path (what
+  // bond's stuck rule compares); empty before the first.
+  std::optional<Duration> clean_rtt;
   std::uint16_t loss_ppt = 0;
   std::uint64_t frames_rx = 0;
   std::uint64_t frames_tx = 0;

@@ -10,8 +10,10 @@
 #include <rendr/engine/types.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 
 namespace rendr::engine {
 
@@ -25,6 +27,16 @@ class PathEstimator {
   // not the path: it only feeds the timing windows (window_rtt), never srtt / jitter / score,
   // so prime does not flee a path it is saturating itself.
   void on_rtt_sample(Duration rtt, bool loaded = false);
+  // on_clean_rtt records a round trip of a probe sent while none of our bytes were unacknowledged
+  // on the path: nothing of ours queued ahead of it, so it measures the path (and the hosts'
+  // scheduling). clean_rtt is the least of the last kCleanWindow of them: bond's stuck rule
+  // compares it. An unloaded sample (under self_load_bytes ahead) still includes up to 16 KiB
+  // of our own queue, 3.3 ms at 40 Mbit/s; a single clean one can catch a thread woken 5 ms
+  // late. Either made the lab's bond gate skip a healthy path for a whole dispatch burst
+  // (20 pins of 8 frames: 1.65-1.80x instead of 2.0x).
+  static constexpr std::size_t kCleanWindow = 3;
+  void on_clean_rtt(Duration rtt);
+  [[nodiscard]] std::optional<Duration> clean_rtt() const;
   // on_probe_outcome records a probe as answered or lost (sliding window of kLossWindow).
   void on_probe_outcome(bool answered);
 
@@ -56,6 +68,9 @@ class PathEstimator {
   Duration min_{0};
   Duration jitter_{0};
   Duration all_srtt_{0};
+  std::array<Duration, kCleanWindow> clean_{};  // ring, newest at clean_next_ - 1
+  std::size_t clean_count_ = 0;
+  std::size_t clean_next_ = 0;
   std::uint64_t samples_ = 0;
   std::uint64_t all_samples_ = 0;
   std::uint32_t outcomes_ = 0;  // bit i: outcome i (1 = lost), newest in bit 0

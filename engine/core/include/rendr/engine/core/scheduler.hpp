@@ -66,7 +66,7 @@ class PrimeSelector {
 
 struct BondPath {
   PathId id = 0;
-  std::optional<Duration> rtt;  // latest probe RTT; empty = no sample (never stuck)
+  std::optional<Duration> rtt;  // latest clean probe RTT (PathEstimator::clean_rtt); empty = none (never stuck)
 };
 
 class BondCursor {
@@ -81,9 +81,12 @@ class BondCursor {
   // A path is stuck when its RTT exceeds the multiplier x the best one AND the best by more
   // than this margin (differences below it are noise, not a stuck path).
   static constexpr Duration kStuckMargin = std::chrono::milliseconds(2);
+  // stuck: is |p| stuck against the best RTT of |paths|? (What next() skips.)
+  [[nodiscard]] bool stuck(const BondPath& p, std::span<const BondPath> paths) const;
 
  private:
   [[nodiscard]] bool stuck(const BondPath& p, std::optional<Duration> best) const;
+  [[nodiscard]] static std::optional<Duration> best_rtt(std::span<const BondPath> paths);
 
   std::size_t pin_;
   double stuck_mult_;
