@@ -42,9 +42,11 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
         }
         const auto began = self->begin_handler_locked(asked);
         (void)self->core_->on_receive(slot->id, frame, began);
-        self->pump_locked();
+        // No pump per datagram: a carrier hands over a whole batch (a recvmmsg, a QUIC
+        // packet's DATAGRAM frames) from one io-thread handler, and the service posted here
+        // runs after it - one flush, timer check and reader wake-up per batch, not per frame.
+        self->request_service_locked();
         self->end_handler_locked(began);
-        self->run_deferred(lk);
       },
       [weak, ws](std::error_code ec) {
         auto self = weak.lock();
