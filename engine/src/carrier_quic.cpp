@@ -366,9 +366,10 @@ void QuicLink::complete_ops() {
   if (on_packet_) {
     auto& in = qc_->datagrams_in();
     while (!in.empty() && !closed_) {
-      const auto d = std::move(in.front());
+      auto d = std::move(in.front());
       in.pop_front();
       on_packet_(d);
+      qc_->recycle_datagram(std::move(d));
     }
   }
   if (on_error_ && err && !error_told_ && !closed_) {
