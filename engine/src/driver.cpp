@@ -236,7 +236,11 @@ void FlowDriver::arm_timer_locked() {
   if (!why) {
     return;
   }
-  const engine::TimePoint next = why->at;
+  // On a 1 ms grid (rounded up, never early): a re-arm costs a timerfd_settime, ~10 us on this
+  // kind of VM, and deadlines that move by microseconds (a datagram flow's RTO head, one per
+  // ACK) then share one arming; the quic carrier's timer uses the same grid, so a side's
+  // timers due in one tick fire in one reactor wake-up.
+  const engine::TimePoint next = round_up_to_tick(why->at);
   if (armed_ && *armed_ <= next) {
     return;
   }

@@ -221,7 +221,11 @@ Result<bool> FlowDriver::read_packet(std::vector<std::byte>& out, Deadline d) {
       return std::move(r).take_error();
     }
     if (ready) {
-      request_service_locked();
+      if (r->output) {
+        // The read admitted frames the window held back: ACK them. A read that admitted
+        // nothing wakes no io thread (one wake-up per packet read was the reader's cost).
+        request_service_locked();
+      }
       return true;
     }
     if (r->eof) {

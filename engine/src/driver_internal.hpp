@@ -39,6 +39,19 @@ inline constexpr std::chrono::milliseconds kDrainCap{5000};
 // send any of it).
 inline constexpr std::size_t kAppSlice = 256 * 1024;
 
+// Timers are armed on this grid (FlowDriver::arm_timer_locked, QuicLink::arm_timer).
+inline constexpr std::chrono::milliseconds kTimerTick{1};
+
+inline engine::TimePoint round_up_to_tick(engine::TimePoint t) {
+  using D = engine::TimePoint::duration;
+  const D tick = std::chrono::duration_cast<D>(kTimerTick);
+  if (t >= engine::TimePoint::max() - tick) {
+    return t;
+  }
+  const D d = t.time_since_epoch();
+  return engine::TimePoint((d + tick - D(1)) / tick * tick);
+}
+
 inline bool would_block(std::error_code ec) {
   return ec == std::errc::operation_would_block || ec == std::errc::resource_unavailable_try_again;
 }

@@ -165,7 +165,7 @@ struct QuicConn::Cb {
                            std::size_t len, void* ud) {
     auto* self = static_cast<QuicConn*>(ud);
     const auto* b = reinterpret_cast<const std::byte*>(data);
-    self->dgram_in_.emplace_back(b, b + len);
+    self->dgram_in_.push_back(self->dgram_buffer(std::span<const std::byte>(b, len)));
     return 0;
   }
   static int recv_stateless_reset(ngtcp2_conn*, const ngtcp2_pkt_stateless_reset*, void* ud) {
@@ -573,6 +573,7 @@ void QuicConn::produce(QuicTime now, std::size_t max_packets,
           conn_, &ps.path, &pi, reinterpret_cast<std::uint8_t*>(pkt_.data()), pkt_.size(),
           &accepted, NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v, 1, now);
       if (accepted != 0) {
+        recycle_datagram(std::move(dgram_out_.front()));
         dgram_out_.pop_front();
       }
       packing = nw == NGTCP2_ERR_WRITE_MORE;
@@ -731,8 +732,24 @@ bool QuicConn::send_datagram(std::span<const std::byte> d) {
   if (d.size() > kQuicDgramMaxFrame) {
     return false;
   }
-  dgram_out_.emplace_back(d.begin(), d.end());
+  dgram_out_.push_back(dgram_buffer(d));
   return true;
+}
+
+std::vector<std::byte> QuicConn::dgram_buffer(std::span<const std::byte> d) {
+  std::vector<std::byte> b;
+  if (!dgram_spare_.empty()) {
+    b = std::move(dgram_spare_.back());
+    dgram_spare_.pop_back();
+  }
+  b.assign(d.begin(), d.end());
+  return b;
+}
+
+void QuicConn::recycle_datagram(std::vector<std::byte>&& b) {
+  if (dgram_spare_.size() < kQuicDgramQueue && b.capacity() > 0) {
+    dgram_spare_.push_back(std::move(b));
+  }
 }
 
 std::uint64_t QuicConn::peer_max_datagram() const {

@@ -138,6 +138,9 @@ class QuicConn {
   [[nodiscard]] std::size_t datagrams_queued() const { return dgram_out_.size(); }
   // received: DATAGRAM payloads in arrival order, not taken yet.
   [[nodiscard]] std::deque<std::vector<std::byte>>& datagrams_in() { return dgram_in_; }
+  // recycle_datagram takes back a buffer taken from datagrams_in(): queued datagrams both ways
+  // reuse buffers instead of one allocation each.
+  void recycle_datagram(std::vector<std::byte>&& b);
   // peer_max_datagram: the peer's max_datagram_frame_size (0: it takes none; known once ready).
   [[nodiscard]] std::uint64_t peer_max_datagram() const;
 
@@ -211,6 +214,8 @@ class QuicConn {
   std::uint8_t reset_token_[16] = {};  // server: for its first connection id
   std::deque<std::vector<std::byte>> dgram_out_;
   std::deque<std::vector<std::byte>> dgram_in_;
+  std::vector<std::vector<std::byte>> dgram_spare_;  // at most kQuicDgramQueue
+  std::vector<std::byte> dgram_buffer(std::span<const std::byte> d);
 };
 
 }  // namespace rendr::detail

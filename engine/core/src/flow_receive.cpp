@@ -556,10 +556,11 @@ Result<ReadOutcome> FlowCore::read_packet(std::vector<std::byte>& out, TimePoint
     }
     m.delivered.pop_front();
     m.delivered_bytes -= out.size();
+    const std::uint64_t expected = m.reorder.expected();
     if (m.state != FlowState::dead) {
-      m.drain_reorder(now);
+      m.drain_reorder(now);  // room in the window: admit more, ACK it
     }
-    return ReadOutcome{out.size(), false};
+    return ReadOutcome{out.size(), false, m.reorder.expected() != expected};
   }
   out.clear();
   if (m.peer_bye == ByeReason::normal || m.peer_fin) {

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 
@@ -182,6 +183,7 @@ BufferPool& BufferPool::operator=(BufferPool&& o) noexcept {
     FrameCache::instance().give(spill_);
     free_ = std::move(o.free_);
     spill_ = std::move(o.spill_);
+    small_ = std::move(o.small_);
     takes_ = o.takes_;
   }
   return *this;
@@ -194,6 +196,16 @@ BufferPool::~BufferPool() {
 
 Buffer BufferPool::take(std::size_t capacity) {
   ++takes_;
+  if (capacity < kSmallMax && !small_.empty()) {
+    Buffer v = std::move(small_.back());
+    small_.pop_back();
+    v.clear();
+    v.reserve(capacity);
+    return v;
+  }
+  if (capacity < kSmallMax && free_.empty()) {
+    return fresh_buffer(std::max(capacity, kSmallMin));  // the cache holds only large ones
+  }
   if (free_.empty()) {
     (void)FrameCache::instance().take(free_, kBatch);
   }
@@ -208,7 +220,10 @@ Buffer BufferPool::take(std::size_t capacity) {
 }
 
 void BufferPool::give(Buffer&& v) {
-  if (v.capacity() < 4096) {
+  if (v.capacity() < kSmallMax) {
+    if (v.capacity() >= kSmallMin && small_.size() < kMaxPooled) {
+      small_.push_back(std::move(v));
+    }
     return;
   }
   if (free_.size() < kMaxPooled) {
@@ -229,6 +244,10 @@ void BufferPool::give_all(std::vector<Buffer>& vs) {
 }
 
 void BufferPool::trim() {
+  if (small_.size() > kIdleKeep) {
+    small_.resize(kIdleKeep);
+    small_.shrink_to_fit();
+  }
   if (!spill_.empty()) {
     FrameCache::instance().give(spill_);
   }

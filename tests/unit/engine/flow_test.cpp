@@ -739,6 +739,42 @@ TEST_CASE("engine flow: packet mode keeps boundaries, delivers each packet once,
   CHECK(net.client.stats().retransmits > 0);
 }
 
+TEST_CASE("engine flow: read_packet asks for output only when it admitted held-back frames",
+          "[engine][flow][packet]") {
+  FlowConfig c = small_frame_config();
+  c.caps = kCapsPacketMode;
+  c.max_payload = 1200;
+  c.recv_window_bytes = 3000;  // three 1 000-byte packets; the rest wait in the reorder buffer
+  FakeNet net(c, c, 5);
+  net.add_link({Framing::datagram, 5ms});
+  REQUIRE(all_ready(net, 1));
+  constexpr int kPackets = 6;
+  for (int i = 0; i < kPackets; ++i) {
+    auto r = net.client.write_packet(std::vector<std::byte>(1000, std::byte{0x42}), net.now);
+    REQUIRE(r.ok());
+    REQUIRE(*r);
+  }
+  // Nobody reads: three packets are delivered, three are held back by the window.
+  REQUIRE(net.run_until([&] { return net.server->readable() == 3000; }, 2s));
+  // 50 ms more: the window holds, nothing beyond 3 000 bytes is delivered.
+  REQUIRE_FALSE(net.run_until([&] { return net.server->readable() > 3000; }, 50ms));
+  std::vector<std::byte> pkt;
+  int admitting = 0;
+  int quiet = 0;
+  for (int i = 0; i < kPackets; ++i) {
+    REQUIRE(net.server->packet_ready());
+    auto r = net.server->read_packet(pkt, net.now);
+    REQUIRE(r.ok());
+    CHECK(r->bytes == 1000);
+    (r->output ? admitting : quiet) += 1;
+  }
+  // Each of the first three reads made room for one held-back packet; the last three admitted
+  // nothing and need no flush (no io-thread wake-up per packet read).
+  CHECK(admitting == 3);
+  CHECK(quiet == 3);
+  CHECK_FALSE(net.server->packet_ready());
+}
+
 TEST_CASE("engine flow: a packet client refuses a stream server (HELLO_ACK bit mismatch)",
           "[engine][flow][packet]") {
   FlowConfig c = small_frame_config();

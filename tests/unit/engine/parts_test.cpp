@@ -325,3 +325,36 @@ TEST_CASE("engine buffer pool: keeps a bounded number, spills the rest to the ca
   cache.set_limit(0);
   cache.set_limit(detail::FrameCache::kDefaultLimit);
 }
+
+TEST_CASE("engine buffer pool: reuses small (packet) buffers, bounded, never via the cache",
+          "[engine][memory]") {
+  auto& cache = detail::FrameCache::instance();
+  cache.set_limit(0);
+  cache.set_limit(detail::FrameCache::kDefaultLimit);
+  detail::BufferPool pool;
+  // A packet flow's frame: taken, released (ACK or read), taken again - the same memory.
+  auto a = pool.take(1040);
+  CHECK(a.capacity() >= 1040);
+  const std::byte* mem = a.data();
+  pool.give(std::move(a));
+  CHECK(pool.size() == 1);
+  auto b = pool.take(1040);
+  CHECK(b.data() == mem);
+  CHECK(b.empty());
+  CHECK(pool.size() == 0);
+  // A fresh small buffer is at least kSmallMin, so it comes back to the pool.
+  auto tiny = pool.take(20);
+  CHECK(tiny.capacity() >= detail::BufferPool::kSmallMin);
+  pool.give(std::move(tiny));
+  pool.give(detail::Buffer(10));  // below kSmallMin: freed
+  CHECK(pool.size() == 1);
+  const std::size_t n = detail::BufferPool::kMaxPooled + 10;
+  for (std::size_t i = 0; i < n; ++i) {
+    pool.give(detail::Buffer(1040));
+  }
+  CHECK(pool.size() == detail::BufferPool::kMaxPooled);
+  CHECK(cache.stats().held_buffers == 0);  // small ones are freed, never cached
+  pool.trim();
+  CHECK(pool.size() == detail::BufferPool::kIdleKeep);
+  CHECK(cache.stats().held_buffers == 0);
+}

@@ -247,6 +247,8 @@ class FlowCore {
   // read_packet (packet flows) moves the next packet into |out| (replacing its contents):
   // {size, false}, {0, false} = none yet, {0, true} = clean EOF. Packets come in arrival order,
   // each exactly once; an empty packet is {0, false} with packet_ready() having been true.
+  // |output| is set when the read admitted frames the window held back (an ACK is due): only
+  // then does the shell need to run its output.
   [[nodiscard]] Result<ReadOutcome> read_packet(std::vector<std::byte>& out, TimePoint now);
   [[nodiscard]] bool packet_ready() const;
   [[nodiscard]] bool packet_mode() const;

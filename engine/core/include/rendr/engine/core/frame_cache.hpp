@@ -69,12 +69,16 @@ class FrameCache {
 // BufferPool recycles one flow's frame and payload buffers (ledger frames released by ACKs,
 // payloads the application has read). Up to kMaxPooled stay with the flow; beyond that, and
 // when the flow trims or ends, they go to the FrameCache. An empty pool refills from the cache
-// kBatch at a time before it allocates.
+// kBatch at a time before it allocates. Small buffers (a packet flow's frames and payloads,
+// kSmallMin up to kSmallMax bytes) are kept on their own list, never handed to the cache: a
+// packet flow reuses them instead of one malloc and free per datagram each way.
 class BufferPool {
  public:
   static constexpr std::size_t kMaxPooled = 512;
   static constexpr std::size_t kIdleKeep = 4;
   static constexpr std::size_t kBatch = 16;
+  static constexpr std::size_t kSmallMin = 256;
+  static constexpr std::size_t kSmallMax = 4096;  // below this a buffer is small
 
   BufferPool() = default;
   BufferPool(BufferPool&&) noexcept = default;
@@ -90,10 +94,11 @@ class BufferPool {
   // trim: an idle flow keeps only kIdleKeep (bytes per idle flow); the rest go to the cache.
   void trim();
   [[nodiscard]] std::uint64_t takes() const { return takes_; }
-  [[nodiscard]] std::size_t size() const { return free_.size(); }
+  [[nodiscard]] std::size_t size() const { return free_.size() + small_.size(); }
 
  private:
   std::vector<Buffer> free_;
+  std::vector<Buffer> small_;  // capacity in [kSmallMin, kSmallMax)
   std::vector<Buffer> spill_;  // scratch for handing buffers to the cache
   std::uint64_t takes_ = 0;
 };
