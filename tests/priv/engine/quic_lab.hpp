@@ -76,13 +76,7 @@ Pair<C> connect(bench::EngineRig& rig, Listener& l, DialOptions o) {
   }));
   REQUIRE_OK(c);
   p.client = std::move(*c);
-  Result<C> s = [&] {
-    if constexpr (kPacket) {
-      return l.accept_packet(deadline_in(5s));
-    } else {
-      return l.accept(deadline_in(5s));
-    }
-  }();
+  Result<C> s = api::accept_as<C>(l);
   REQUIRE_OK(s);
   p.server = std::move(*s);
   return p;

@@ -74,6 +74,16 @@ struct Dialed {
   Result<C> s;
 };
 
+// accept_as: the listener's next flow of kind C (stream or packet), waiting up to 5 s.
+template <typename C>
+Result<C> accept_as(Listener& l) {
+  if constexpr (std::is_same_v<C, PacketConnPtr>) {
+    return l.accept_packet(deadline_in(std::chrono::seconds(5)));
+  } else {
+    return l.accept(deadline_in(std::chrono::seconds(5)));
+  }
+}
+
 template <typename C = ConnPtr>
 Dialed<C> dial_pair(Listener& l, DialOptions o) {
   constexpr bool kPacket = std::is_same_v<C, PacketConnPtr>;
@@ -87,13 +97,7 @@ Dialed<C> dial_pair(Listener& l, DialOptions o) {
     }
   }();
   REQUIRE_OK(c);
-  Result<C> s = [&] {
-    if constexpr (kPacket) {
-      return l.accept_packet(deadline_in(5s));
-    } else {
-      return l.accept(deadline_in(5s));
-    }
-  }();
+  Result<C> s = accept_as<C>(l);
   REQUIRE_OK(s);
   return Dialed<C>{std::move(d), std::move(c), std::move(s)};
 }
