@@ -43,6 +43,35 @@ struct EchoClient {
     auto next = Clock::now();
     std::map<std::uint64_t, Clock::time_point> pending;
     std::uint64_t expect = 0;
+    // take parses replies: each must be the next one sent (else the gap counts as lost);
+    // |sample| records its round trip (not for the replies drained at the end).
+    const auto take = [&](const std::uint8_t* buf, std::size_t n, bool sample) {
+      in.insert(in.end(), buf, buf + n);
+      const auto t = Clock::now();
+      std::size_t off = 0;
+      for (; in.size() - off >= 16; off += 16) {
+        std::uint64_t seq = 0;
+        std::memcpy(&seq, in.data() + off, 8);
+        if (seq != expect) {
+          std::lock_guard<std::mutex> g(mu);
+          lost += seq > expect ? (seq - expect) * 16 : 16;
+          error = "echo out of order: got " + std::to_string(seq) + " expected " +
+                  std::to_string(expect);
+        }
+        expect = seq + 1;
+        auto it = pending.find(seq);
+        if (it != pending.end()) {
+          if (sample) {
+            std::lock_guard<std::mutex> g(mu);
+            samples.emplace_back(ms_between(t0, it->second), ms_between(it->second, t));
+          }
+          pending.erase(it);
+        }
+        std::lock_guard<std::mutex> g(mu);
+        ++received;
+      }
+      in.erase(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(off));
+    };
     while (!stop.load()) {
       auto now = Clock::now();
       if (now >= next) {
@@ -65,33 +94,14 @@ struct EchoClient {
           return;
         }
         if (n > 0) {
-          in.insert(in.end(), buf, buf + n);
-          auto t = Clock::now();
-          while (in.size() >= 16) {
-            std::uint64_t seq = 0;
-            std::memcpy(&seq, in.data(), 8);
-            in.erase(in.begin(), in.begin() + 16);
-            if (seq != expect) {
-              std::lock_guard<std::mutex> g(mu);
-              lost += seq > expect ? (seq - expect) * 16 : 16;
-              error = "echo out of order: got " + std::to_string(seq) + " expected " +
-                      std::to_string(expect);
-            }
-            expect = seq + 1;
-            auto it = pending.find(seq);
-            if (it != pending.end()) {
-              std::lock_guard<std::mutex> g(mu);
-              samples.emplace_back(ms_between(t0, it->second), ms_between(it->second, t));
-              pending.erase(it);
-            }
-            ++received;
-          }
+          take(buf, static_cast<std::size_t>(n), true);
         }
       }
     }
     // Replies to the last messages may still be in flight: closing with them unread would make
     // this socket send a RST (TCPAbortOnClose), which rst_seen counts. Half-close, and read to
-    // the server's EOF (bounded), discarding them: they are not samples.
+    // the server's EOF (bounded): they are counted (a reply still on its way is not lost), not
+    // sampled.
     ::shutdown(fd.get(), SHUT_WR);
     const auto drain_until = Clock::now() + std::chrono::seconds(2);
     while (Clock::now() < drain_until) {
@@ -103,6 +113,9 @@ struct EchoClient {
       const ssize_t n = ::recv(fd.get(), buf, sizeof buf, MSG_DONTWAIT);
       if (n == 0 || (n < 0 && errno != EAGAIN)) {
         break;  // EOF (the server closed after our FIN) or an error: nothing more to read
+      }
+      if (n > 0) {
+        take(buf, static_cast<std::size_t>(n), false);
       }
     }
   }
@@ -165,7 +178,6 @@ Result<DowntimeResult> measure_downtime(const lab::GatewayLab& lab, const lab::A
     ec.stop = true;
     ec.th.join();
     std::lock_guard<std::mutex> g(ec.mu);
-    res.bytes_lost += ec.lost;
     if (!ec.error.empty()) {
       res.failures += "echo: " + ec.error + "; ";
     }
@@ -178,7 +190,10 @@ Result<DowntimeResult> measure_downtime(const lab::GatewayLab& lab, const lab::A
       }
       res.downtime_ms.push_back(worst);
     }
-    res.bytes_lost += (ec.sent - ec.received) * 16 > 16 * 4 ? (ec.sent - ec.received) * 16 : 0;
+    // Every reply was read to the server's EOF (or for 2 s): what never came back is lost. A
+    // gap in the sequence is part of that count; a repeated reply is not, so take the larger.
+    const std::uint64_t missing = ec.sent > ec.received ? (ec.sent - ec.received) * 16 : 0;
+    res.bytes_lost += std::max(ec.lost, missing);
   }
   return res;
 }
