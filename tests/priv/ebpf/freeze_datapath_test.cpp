@@ -54,20 +54,33 @@ std::uint32_t run(const Freezer& f, Hook hook, const std::vector<std::byte>& fra
   return r->retval;
 }
 
+// A Freezer in a fresh netns and the owner's view of two flows: local 10.1.0.1:8080, remote
+// 10.2.0.2:40000, and the same over IPv6.
+struct FreezerLab {
+  explicit FreezerLab(std::string name)
+      : ns(test::Netns::create(std::move(name))), in(ns), f(Freezer::create()) {
+    REQUIRE_OK(f);
+  }
+  void freeze_both() {
+    REQUIRE_OK(f->freeze(v4));
+    REQUIRE_OK(f->freeze(v6));
+  }
+  test::Netns ns;
+  test::NetnsScope in;
+  Result<Freezer> f;
+  FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
+  FourTuple v6{endpoint("[fd00::1]:443"), endpoint("[fd00::2]:50000")};
+};
+
 }  // namespace
 
 TEST_CASE("ebpf: freeze drops a frozen flow in both directions and counts it",
           "[.bpf][ebpf][freeze][datapath]") {
-  auto ns = test::Netns::create("ebpf-freeze-run");
-  test::NetnsScope in(ns);
-  auto f = Freezer::create();
-  REQUIRE_OK(f);
-
-  // Owner's view: local = 10.1.0.1:8080, remote = 10.2.0.2:40000; likewise for IPv6.
-  FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
-  FourTuple v6{endpoint("[fd00::1]:443"), endpoint("[fd00::2]:50000")};
-  REQUIRE_OK(f->freeze(v4));
-  REQUIRE_OK(f->freeze(v6));
+  FreezerLab lab("ebpf-freeze-run");
+  lab.freeze_both();
+  auto& f = lab.f;
+  const FourTuple& v4 = lab.v4;
+  const FourTuple& v6 = lab.v6;
 
   const std::vector<Case> cases = {
       {"v4 out (local->remote, data)", Hook::egress, tcp("10.1.0.1:8080", "10.2.0.2:40000", 0x18, 100), 0, TC_ACT_SHOT},
@@ -139,11 +152,9 @@ TEST_CASE("ebpf: freeze drops a frozen flow in both directions and counts it",
 
 TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
           "[.bpf][ebpf][freeze][datapath]") {
-  auto ns = test::Netns::create("ebpf-freeze-ack");
-  test::NetnsScope in(ns);
-  auto f = Freezer::create();
-  REQUIRE_OK(f);
-  FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
+  FreezerLab lab("ebpf-freeze-ack");
+  auto& f = lab.f;
+  const FourTuple& v4 = lab.v4;
   REQUIRE_OK(f->freeze(v4));
   auto seg = [](const char* src, const char* dst, std::uint8_t flags, std::uint32_t ack,
                 std::uint16_t window = 1000) {
@@ -193,14 +204,11 @@ TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
 
 TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST for replay",
           "[.bpf][ebpf][freeze][datapath]") {
-  auto ns = test::Netns::create("ebpf-freeze-replay");
-  test::NetnsScope in(ns);
-  auto f = Freezer::create();
-  REQUIRE_OK(f);
-  FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
-  FourTuple v6{endpoint("[fd00::1]:443"), endpoint("[fd00::2]:50000")};
-  REQUIRE_OK(f->freeze(v4));
-  REQUIRE_OK(f->freeze(v6));
+  FreezerLab lab("ebpf-freeze-replay");
+  lab.freeze_both();
+  auto& f = lab.f;
+  const FourTuple& v4 = lab.v4;
+  const FourTuple& v6 = lab.v6;
   auto data4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck | test::kTcpPsh, 100);
   auto bare4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0);
   auto fin4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck | test::kTcpFin, 0);
@@ -246,16 +254,13 @@ TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST
 TEST_CASE("ebpf: a held flow lets its socket and the peer's bare ACKs through and keeps the "
           "peer's data for replay",
           "[.bpf][ebpf][freeze][datapath]") {
-  auto ns = test::Netns::create("ebpf-freeze-hold");
-  test::NetnsScope in(ns);
-  auto f = Freezer::create();
-  REQUIRE_OK(f);
-  FourTuple v4{endpoint("10.1.0.1:8080"), endpoint("10.2.0.2:40000")};
-  FourTuple v6{endpoint("[fd00::1]:443"), endpoint("[fd00::2]:50000")};
+  FreezerLab lab("ebpf-freeze-hold");
+  auto& f = lab.f;
+  const FourTuple& v4 = lab.v4;
+  const FourTuple& v6 = lab.v6;
   // Only a frozen flow can be held.
   REQUIRE_ERROR(f->hold(v4), std::errc::no_such_file_or_directory, "10.1.0.1:8080");
-  REQUIRE_OK(f->freeze(v4));
-  REQUIRE_OK(f->freeze(v6));
+  lab.freeze_both();
   auto data4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck | test::kTcpPsh, 100);
   auto bare4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0);
   auto fin4 = tcp("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck | test::kTcpFin, 0);

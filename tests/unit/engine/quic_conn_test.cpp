@@ -104,7 +104,17 @@ struct Pair {
     }
     return done();
   }
+  // handshake: both ends ready within 200 steps.
+  bool handshake() {
+    return run(200, [&] { return c->ready() && s->ready(); });
+  }
 };
+
+QuicSettings datagram_settings() {
+  QuicSettings cs;
+  cs.datagram = true;
+  return cs;
+}
 
 std::vector<std::byte> pattern(std::size_t n, std::uint8_t seed) {
   std::vector<std::byte> v(n);
@@ -120,7 +130,7 @@ TEST_CASE("quic core: handshake with mutual TLS and ALPN, then stream bytes both
           "[engine][quic]") {
   QuicCerts k;
   Pair p(k, "a", "a");
-  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  REQUIRE(p.handshake());
   CHECK(p.c->alpn() == "rendr");
   CHECK(p.s->alpn() == "rendr");
   CHECK_FALSE(p.c->failed());
@@ -152,7 +162,7 @@ TEST_CASE("quic core: receive credit follows what the reader consumed", "[engine
   QuicSettings cs;
   cs.window = 256 * 1024;
   Pair p(k, "a", "a", cs, ss);
-  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  REQUIRE(p.handshake());
   const auto up = pattern(1 << 20, 3);
   p.c->write(up);
   // Nobody reads on the server: at most one window arrives, the rest waits at the client.
@@ -211,7 +221,7 @@ TEST_CASE("quic core: the peer's close and the idle timeout fail the connection"
   QuicCerts k;
   SECTION("peer close") {
     Pair p(k, "a", "a");
-    REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+    REQUIRE(p.handshake());
     const auto bye = p.c->close(p.now, "test");
     REQUIRE_FALSE(bye.empty());
     REQUIRE(p.c->failed());
@@ -223,7 +233,7 @@ TEST_CASE("quic core: the peer's close and the idle timeout fail the connection"
     QuicSettings cs;
     cs.idle_timeout = 300 * kMs;
     Pair p(k, "a", "a", cs, cs);
-    REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+    REQUIRE(p.handshake());
     p.blackhole = true;
     const QuicTime cut = p.now;
     REQUIRE(p.run(2000, [&] { return p.c->failed().has_value(); }));
@@ -234,7 +244,7 @@ TEST_CASE("quic core: the peer's close and the idle timeout fail the connection"
   }
   SECTION("stateless reset") {
     Pair p(k, "a", "a");
-    REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+    REQUIRE(p.handshake());
     const auto reset = p.s->stateless_reset_for_test();
     REQUIRE(reset.size() >= 21);
     p.c->on_datagram(reset, p.saddr, p.now);
@@ -247,10 +257,8 @@ TEST_CASE("quic core: the peer's close and the idle timeout fail the connection"
 TEST_CASE("quic core: datagram mode carries DATAGRAM frames, packs small ones, loses some",
           "[engine][quic][datagram]") {
   QuicCerts k;
-  QuicSettings cs;
-  cs.datagram = true;
-  Pair p(k, "a", "a", cs);
-  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  Pair p(k, "a", "a", datagram_settings());
+  REQUIRE(p.handshake());
   CHECK(p.c->peer_max_datagram() >= kQuicDgramMaxFrame + 8);
   CHECK(p.c->readable() == 0);
   // Too large for one DATAGRAM in a 1 200-byte packet: refused, not queued.
@@ -324,10 +332,8 @@ TEST_CASE("quic core: datagram mode recovers from a lost tail that filled the co
   // so it never sent again (QuicConn::arm_probe_timeout). Before the fix this test's client
   // still had every queued datagram after 3 s of fake time.
   QuicCerts k;
-  QuicSettings cs;
-  cs.datagram = true;
-  Pair p(k, "a", "a", cs);
-  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  Pair p(k, "a", "a", datagram_settings());
+  REQUIRE(p.handshake());
   // Let the handshake's last control frames be acknowledged: they would arm the timer.
   (void)p.run(500, [] { return false; });
   constexpr int kCount = 300;  // ~300 KB: far more than the initial congestion window
@@ -375,10 +381,8 @@ TEST_CASE("quic core: datagram mode keeps sending through random and burst loss"
   // of fake time for good: 10 370 bytes in flight, a 8 769-byte window, no loss timer armed,
   // its next expiry the idle timeout.
   QuicCerts k;
-  QuicSettings cs;
-  cs.datagram = true;
-  Pair p(k, "a", "a", cs);
-  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  Pair p(k, "a", "a", datagram_settings());
+  REQUIRE(p.handshake());
   std::uint64_t rng = 0x9e3779b97f4a7c15ULL;
   const auto next = [&rng] {
     rng ^= rng << 13;
@@ -423,7 +427,7 @@ TEST_CASE("quic core: the client migrates to a new address, the server follows, 
           "[engine][quic][rebind]") {
   QuicCerts k;
   Pair p(k, "a", "a");
-  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  REQUIRE(p.handshake());
   const auto up = pattern(200000, 3);
   p.c->write(std::span<const std::byte>(up.data(), 100000));
   std::vector<std::byte> got;
@@ -469,7 +473,7 @@ TEST_CASE("quic core: junk datagrams on an established connection are dropped, i
           "[engine][quic][hostile]") {
   QuicCerts k;
   Pair p(k, "a", "a");
-  REQUIRE(p.run(200, [&] { return p.c->ready() && p.s->ready(); }));
+  REQUIRE(p.handshake());
   // Random bytes with the short-header bit pattern and garbage: none decrypts.
   std::vector<std::byte> junk(200);
   std::uint32_t x = 12345;
