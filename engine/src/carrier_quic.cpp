@@ -378,7 +378,7 @@ void QuicLink::complete_ops() {
     auto h = on_error_;
     h(err);
   }
-  if (writable_h_ && (qc_->datagrams_queued() < kQuicDgramQueue / 2 || err)) {
+  if (writable_h_ && (qc_->datagrams_queued() < qc_->datagram_queue_limit() / 2 || err)) {
     auto h = std::move(writable_h_);
     writable_h_ = nullptr;
     h(err);
@@ -396,7 +396,7 @@ std::error_code QuicLink::send_datagram(std::span<const std::byte> frame) {
   if (const auto err = error(); err) {
     return err;
   }
-  if (qc_->datagrams_queued() >= kQuicDgramQueue) {
+  if (qc_->datagrams_queued() >= qc_->datagram_queue_limit()) {
     return std::make_error_code(std::errc::operation_would_block);
   }
   if (!qc_->send_datagram(frame)) {

@@ -757,6 +757,13 @@ std::uint64_t QuicConn::peer_max_datagram() const {
   return tp != nullptr ? tp->max_datagram_frame_size : 0;
 }
 
+std::size_t QuicConn::datagram_queue_limit() const {
+  ngtcp2_conn_stat st{};
+  ngtcp2_conn_get_conn_stat(conn_, &st);
+  return std::clamp<std::size_t>(static_cast<std::size_t>(st.cwnd / (kQuicDgramMaxFrame + 50)),
+                                 kQuicDgramQueueMin, kQuicDgramQueue);
+}
+
 QuicTime QuicConn::smoothed_rtt() const {
   ngtcp2_conn_stat st{};
   ngtcp2_conn_get_conn_stat(conn_, &st);

@@ -67,8 +67,10 @@ struct QuicSettings {
 // (QUIC's minimum, what ngtcp2 sends before path MTU discovery) with a short header, the AEAD tag
 // and the frame's own type and length (a larger one is never sent: writev_datagram returns 0).
 inline constexpr std::size_t kQuicDgramMaxFrame = kQuicMaxDatagramFrame;
-// Datagrams queued for sending at most (the carrier reports would_block above it).
+// Datagrams queued for sending at most (the carrier reports would_block above it), and the
+// least of QuicConn::datagram_queue_limit.
 inline constexpr std::size_t kQuicDgramQueue = 256;
+inline constexpr std::size_t kQuicDgramQueueMin = 16;
 
 struct QuicAddr {
   sockaddr_storage ss{};
@@ -136,6 +138,14 @@ class QuicConn {
   // replays its frame.
   bool send_datagram(std::span<const std::byte> d);
   [[nodiscard]] std::size_t datagrams_queued() const { return dgram_out_.size(); }
+  // datagram_queue_limit: how many datagrams may wait here for sending - one congestion window
+  // of full ones (what leaves within about one round trip), clamped to [kQuicDgramQueueMin,
+  // kQuicDgramQueue]. A frame waiting longer than that would still be queued when the engine's
+  // retransmission timer (started when the carrier took it) runs out: after a migration QUIC's
+  // window restarts at 12 000 bytes, and a full 256-datagram queue took ~20 ms to leave, so the
+  // engine re-sent thousands of frames QUIC still held. Frames above the limit wait in the
+  // engine, not yet sent, so their timers have not started.
+  [[nodiscard]] std::size_t datagram_queue_limit() const;
   // received: DATAGRAM payloads in arrival order, not taken yet.
   [[nodiscard]] std::deque<std::vector<std::byte>>& datagrams_in() { return dgram_in_; }
   // recycle_datagram takes back a buffer taken from datagrams_in(): queued datagrams both ways

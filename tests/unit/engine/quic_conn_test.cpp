@@ -370,6 +370,27 @@ TEST_CASE("quic core: datagram mode recovers from a lost tail that filled the co
   CHECK_FALSE(p.c->failed());
 }
 
+TEST_CASE("quic core: the datagram queue holds about one congestion window",
+          "[engine][quic][datagram]") {
+  QuicCerts k;
+  Pair p(k, "a", "a", datagram_settings());
+  REQUIRE(p.handshake());
+  // QUIC starts (and restarts after each migration) with a 12 000-byte window: the floor.
+  CHECK(p.c->datagram_queue_limit() == kQuicDgramQueueMin);
+  // The window grows as datagrams are acknowledged; the limit follows it, up to the cap.
+  for (int round = 0; round < 200; ++round) {
+    while (p.c->datagrams_queued() < p.c->datagram_queue_limit()) {
+      REQUIRE(p.c->send_datagram(pattern(1000, static_cast<std::uint8_t>(round))));
+    }
+    p.step();
+    p.s->datagrams_in().clear();
+  }
+  const std::size_t grown = p.c->datagram_queue_limit();
+  INFO("limit after 200 rounds: " << grown);
+  CHECK(grown > kQuicDgramQueueMin);
+  CHECK(grown <= kQuicDgramQueue);
+}
+
 TEST_CASE("quic core: datagram mode keeps sending through random and burst loss",
           "[engine][quic][datagram]") {
   // Every packet in flight must keep QUIC's probe timeout armed. With ngtcp2 0.12 a packet of
