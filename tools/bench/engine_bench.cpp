@@ -15,6 +15,9 @@
 //   bytes_per_idle_flow   RSS delta over 1 000 idle flows (client + server end, one tcp path)
 //   quic_stream_ratio     a quic stream path / a tcp path, same listener and veth (engine_quic.cpp)
 //   g3_quic_*             G3: quic DATAGRAMs on one path, 10 rebinds (engine_quic.cpp)
+//   udpflow_pps, quic_dgram_pps, quic_dgram_vs_udpflow_ratio
+//                         section dgramcap: capacity of one 1 KiB packet flow over one quic
+//                         datagram path and one udpflow path, alternated (engine_quic.cpp)
 #include "engine_baselines.hpp"
 #include "engine_bench_rig.hpp"
 #include "engine_quic.hpp"
@@ -72,6 +75,9 @@ struct Config {
   std::uint64_t flows = 1000;
   std::uint64_t g3_seconds = 10;
   std::uint64_t g3_pps = 100000;
+  std::uint64_t dgramcap_seconds = 3;
+  std::uint64_t dgramcap_runs = 2;
+  std::uint64_t dgramcap_pps = 400000;
   std::string prefix;
   std::string only;  // comma list of sections; empty = all
   [[nodiscard]] bool runs_section(std::string_view name) const {
@@ -91,7 +97,7 @@ struct Config {
 };
 
 constexpr std::string_view kSections[] = {"throughput", "g1", "failover", "mptcp", "memory",
-                                          "quic", "g3quic"};
+                                          "quic", "g3quic", "dgramcap"};
 
 
 
@@ -103,7 +109,8 @@ int run_engine(std::span<char* const> args) {
   ArgParser p("rendr-bench engine [--json] [options]",
               "The framing engine in a two-path multipath lab (needs root): throughput vs raw "
               "TCP, G1 time ratio, failover after a silent drop (prime, race, and Linux MPTCP), "
-              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path. "
+              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path, datagram capacity quic vs "
+              "udpflow. "
               "docs/bench.md.");
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
   p.flag("check-targets", &cfg.check_targets, "exit 3 when a target is missed");
@@ -118,10 +125,16 @@ int run_engine(std::span<char* const> args) {
   p.uint("flows", &cfg.flows, 10, 100000, "idle flows for bytes_per_idle_flow");
   p.uint("g3-seconds", &cfg.g3_seconds, 1, 3600, "g3quic: seconds per phase (baseline, rebinds)");
   p.uint("g3-pps", &cfg.g3_pps, 100, 10000000, "g3quic: offered packets/s of 1 KiB");
+  p.uint("dgramcap-seconds", &cfg.dgramcap_seconds, 1, 600,
+         "dgramcap: seconds per run (quic datagram and udpflow alternated), default 3");
+  p.uint("dgramcap-runs", &cfg.dgramcap_runs, 1, 100, "dgramcap: runs of each carrier, default 2");
+  p.uint("dgramcap-pps", &cfg.dgramcap_pps, 100, 10000000,
+         "dgramcap: offered packets/s of 1 KiB (above capacity: the writer writes as fast as "
+         "the flow accepts), default 400000");
   p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
   p.str("only", &cfg.only, "LIST",
         "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic,"
-        "g3quic); the JSON "
+        "g3quic,dgramcap); the JSON "
         "keys of the others are null");
   auto parsed = p.parse(args);
   if (!parsed) {
@@ -138,7 +151,7 @@ int run_engine(std::span<char* const> args) {
       const std::string_view name = rest.substr(0, comma);
       if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
         std::fprintf(stderr, "rendr-bench engine: --only: unknown section \"%.*s\" (one of "
-                     "throughput,g1,failover,mptcp,memory,quic,g3quic)\n",
+                     "throughput,g1,failover,mptcp,memory,quic,g3quic,dgramcap)\n",
                      static_cast<int>(name.size()), name.data());
         return kExitUsage;
       }
@@ -340,6 +353,18 @@ int run_engine(std::span<char* const> args) {
       return fail("g3quic: " + g3.error);
     }
   }
+  DgramCapResult dgramcap;
+  const bool do_dgramcap = cfg.runs_section("dgramcap");
+  if (do_dgramcap) {
+    DgramCapOptions dc;
+    dc.seconds = static_cast<double>(cfg.dgramcap_seconds);
+    dc.pps = cfg.dgramcap_pps;
+    dc.runs = static_cast<int>(cfg.dgramcap_runs);
+    dgramcap = measure_dgram_capacity(rig, dc, progress);
+    if (!dgramcap.error.empty()) {
+      return fail("dgramcap: " + dgramcap.error);
+    }
+  }
   const double raw_mbps = open_path.raw_mbps;
   const double rendr_mbps = open_path.rendr_mbps;
   const double throughput_ratio = do_tput ? open_path.ratio_median : 0;
@@ -471,6 +496,9 @@ int run_engine(std::span<char* const> args) {
   if (do_g3) {
     print_g3_quic(g3);
   }
+  if (do_dgramcap) {
+    print_dgram_capacity(dgramcap);
+  }
   if (do_tput) {
     std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s (medians of %llu x %llu MiB), "
                 "ratio median %.3f min %.3f max %.3f (targets >= 0.95, >= 0.85)\n"
@@ -531,6 +559,7 @@ int run_engine(std::span<char* const> args) {
     kv_if(do_quic, "quic_stream_mbps", quic.quic_mbps);
     kv_if(do_quic, "quic_stream_tcp_mbps", quic.tcp_mbps);
     write_g3_quic_json(j, do_g3 ? &g3 : nullptr);
+    write_dgram_capacity_json(j, do_dgramcap ? &dgramcap : nullptr);
     kv_if(do_tput, "throughput_ratio_median", open_path.ratio_median);
     kv_if(do_tput, "throughput_ratio_min", open_path.ratio_min);
     kv_if(do_tput, "throughput_ratio_max", open_path.ratio_max);
@@ -586,7 +615,9 @@ int run_engine(std::span<char* const> args) {
   if (cfg.check_targets && ((do_tput && throughput_ratio < 0.95) ||
                             (do_g1 && g1_time_ratio > 1.10) ||
                             (do_failover && (fo50 > 50 || race > 0.5)) ||
-                            (do_g3 && !g3_quic_targets_met(g3)))) {
+                            (do_g3 && !g3_quic_targets_met(g3)) ||
+                            (do_dgramcap && (dgramcap.ratio < 0.6 || dgramcap.missing > 0 ||
+                                             dgramcap.dups > 0)))) {
     return kExitTargetMissed;
   }
   return kExitOk;
