@@ -397,6 +397,36 @@ G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
   return out;
 }
 
+G1Result measure_g1_quic(EngineRig& rig, std::uint64_t bytes,
+                         const std::function<void(const std::string&)>& progress) {
+  G1Result out;
+  TempCerts certs;
+  if (auto st = certs.make(); !st) {
+    out.error = "quic certificates: " + st.error().message();
+    return out;
+  }
+  QuicTls tls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
+  Result<ListenerPtr> l = make_error(std::errc::invalid_argument, "unset");
+  (void)rig.in_server([&]() -> Status {
+    l = listen_quic("0.0.0.0:0", tls, ListenOptions{});
+    return {};
+  });
+  if (!l) {
+    out.error = "listen_quic: " + l.error().message();
+    return out;
+  }
+  std::vector<PathSpec> paths;
+  for (int i = 1; i <= 2; ++i) {
+    PathSpec p = EngineRig::path(i, (*l)->port(), "quic");
+    p.opts = {{"ca", tls.ca},
+              {"cert", certs.dir + "/client.pem"},
+              {"key", certs.dir + "/client.key"},
+              {"server_name", "server"}};
+    paths.push_back(std::move(p));
+  }
+  return g1(rig, **l, paths, bytes, progress);
+}
+
 DgramCapResult measure_dgram_capacity(EngineRig& rig, const DgramCapOptions& o,
                                       const std::function<void(const std::string&)>& progress) {
   DgramCapResult out;

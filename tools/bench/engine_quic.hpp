@@ -72,6 +72,11 @@ void print_g3_quic(const G3QuicResult& r);
 // write_g3_quic_json: the g3_quic_* keys (null when |r| is null: the section did not run).
 void write_g3_quic_json(JsonWriter& j, const G3QuicResult* r);
 
+// G1 over quic (section g1quic, key g1_quic_ratio): rig.hpp's g1() with two quic stream
+// paths (paths 1 and 2 of the lab, one listen_quic listener).
+[[nodiscard]] G1Result measure_g1_quic(EngineRig& rig, std::uint64_t bytes,
+                                       const std::function<void(const std::string&)>& progress);
+
 // Datagram capacity (section dgramcap, keys udpflow_pps, quic_dgram_pps,
 // quic_dgram_vs_udpflow_ratio): one packet flow of |size|-byte packets offered at |pps| for
 // |seconds| over one quic datagram path and over one udpflow path on lab path 1, alternated
