@@ -98,10 +98,8 @@ struct Config {
   }
 };
 
-constexpr std::string_view kSections[] = {"throughput", "g1", "failover", "mptcp", "memory",
-                                          "quic", "g3quic", "dgramcap", "g1quic"};
-
-
+constexpr std::string_view kSections[] = {"throughput", "g1",     "failover", "mptcp", "memory",
+                                          "quic",       "g3quic", "dgramcap", "g1quic"};
 
 }  // namespace
 
@@ -111,7 +109,8 @@ int run_engine(std::span<char* const> args) {
   ArgParser p("rendr-bench engine [--json] [options]",
               "The framing engine in a two-path multipath lab (needs root): throughput vs raw "
               "TCP, G1 time ratio, failover after a silent drop (prime, race, and Linux MPTCP), "
-              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path, datagram capacity quic vs "
+              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path, datagram "
+              "capacity quic vs "
               "udpflow, G1 over quic. "
               "docs/bench.md.");
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
@@ -128,13 +127,13 @@ int run_engine(std::span<char* const> args) {
   p.uint("g3-seconds", &cfg.g3_seconds, 1, 3600, "g3quic: seconds per phase (baseline, rebinds)");
   p.uint("g3-pps", &cfg.g3_pps, 100, 10000000, "g3quic: offered packets/s of 1 KiB");
   p.uint("g1-quic-mib", &cfg.g1_quic_mib, 16, 65536,
-         "g1quic: MiB for G1 over two quic stream paths, default 1024");
+         "g1quic: MiB for G1 over two quic stream paths");
   p.uint("dgramcap-seconds", &cfg.dgramcap_seconds, 1, 600,
-         "dgramcap: seconds per run (quic datagram and udpflow alternated), default 3");
-  p.uint("dgramcap-runs", &cfg.dgramcap_runs, 1, 100, "dgramcap: runs of each carrier, default 2");
+         "dgramcap: seconds per run (quic datagram and udpflow alternated)");
+  p.uint("dgramcap-runs", &cfg.dgramcap_runs, 1, 100, "dgramcap: runs of each carrier");
   p.uint("dgramcap-pps", &cfg.dgramcap_pps, 100, 10000000,
          "dgramcap: offered packets/s of 1 KiB (above capacity: the writer writes as fast as "
-         "the flow accepts), default 400000");
+         "the flow accepts)");
   p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
   p.str("only", &cfg.only, "LIST",
         "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic,"
@@ -154,7 +153,8 @@ int run_engine(std::span<char* const> args) {
       const auto comma = rest.find(',');
       const std::string_view name = rest.substr(0, comma);
       if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
-        std::fprintf(stderr, "rendr-bench engine: --only: unknown section \"%.*s\" (one of "
+        std::fprintf(stderr,
+                     "rendr-bench engine: --only: unknown section \"%.*s\" (one of "
                      "throughput,g1,failover,mptcp,memory,quic,g3quic,dgramcap,g1quic)\n",
                      static_cast<int>(name.size()), name.data());
         return kExitUsage;
@@ -378,8 +378,8 @@ int run_engine(std::span<char* const> args) {
   G1Result g1r;
   if (do_g1) {
     g1r = g1(rig, lis_bulk,
-             {EngineRig::path(1, lis_bulk.port()), EngineRig::path(2, lis_bulk.port())},
-             g1_bytes, progress);
+             {EngineRig::path(1, lis_bulk.port()), EngineRig::path(2, lis_bulk.port())}, g1_bytes,
+             progress);
     if (!g1r.error.empty()) {
       return fail(g1r.error);
     }
@@ -516,10 +516,11 @@ int run_engine(std::span<char* const> args) {
                 g1_gap);
   }
   if (do_g1quic) {
-    std::printf("  G1 over quic %llu MiB (two quic stream paths): baseline %.2f s, migrations at "
-                "30/50/70 %% %.2f s, ratio %.3f (target <= 1.10), max gap %.1f ms\n",
-                static_cast<unsigned long long>(cfg.g1_quic_mib), g1q.base_s, g1q.migrate_s,
-                g1q.ratio(), g1q.max_gap_ms);
+    std::printf(
+        "  G1 over quic %llu MiB (two quic stream paths): baseline %.2f s, migrations at "
+        "30/50/70 %% %.2f s, ratio %.3f (target <= 1.10), max gap %.1f ms\n",
+        static_cast<unsigned long long>(cfg.g1_quic_mib), g1q.base_s, g1q.migrate_s, g1q.ratio(),
+        g1q.max_gap_ms);
   }
   if (do_failover) {
     std::printf("  failover (prime, probe 10 ms): p50 %.1f ms, p99 %.1f ms over %zu runs "
@@ -614,13 +615,11 @@ int run_engine(std::span<char* const> args) {
     std::printf("%s\n", j.str().c_str());
   }
   std::fflush(stdout);
-  if (cfg.check_targets && ((do_tput && throughput_ratio < 0.95) ||
-                            (do_g1 && g1_time_ratio > 1.10) ||
-                            (do_g1quic && g1q.ratio() > 1.10) ||
-                            (do_failover && (fo50 > 50 || race > 0.5)) ||
-                            (do_g3 && !g3_quic_targets_met(g3)) ||
-                            (do_dgramcap && (dgramcap.ratio < 0.6 || dgramcap.missing > 0 ||
-                                             dgramcap.dups > 0)))) {
+  if (cfg.check_targets &&
+      ((do_tput && throughput_ratio < 0.95) || (do_g1 && g1_time_ratio > 1.10) ||
+       (do_g1quic && g1q.ratio() > 1.10) || (do_failover && (fo50 > 50 || race > 0.5)) ||
+       (do_g3 && !g3_quic_targets_met(g3)) ||
+       (do_dgramcap && (dgramcap.ratio < 0.6 || dgramcap.missing > 0 || dgramcap.dups > 0)))) {
     return kExitTargetMissed;
   }
   return kExitOk;

@@ -277,8 +277,8 @@ EchoResult echo(Conn& client, Conn& server, std::chrono::milliseconds interval, 
   return res;
 }
 
-G1Result g1(EngineRig& rig, Listener& from, const std::vector<PathSpec>& paths,
-            std::uint64_t bytes, const std::function<void(const std::string&)>& progress) {
+G1Result g1(EngineRig& rig, Listener& from, const std::vector<PathSpec>& paths, std::uint64_t bytes,
+            const std::function<void(const std::string&)>& progress) {
   G1Result out;
   for (int migrate = 0; migrate < 2; ++migrate) {
     progress(migrate ? "G1 with migrations" : "G1 baseline");
@@ -315,7 +315,8 @@ G1Result g1(EngineRig& rig, Listener& from, const std::vector<PathSpec>& paths,
       }
     });
     if (!res.error.empty() || res.sha_sent != res.sha_received) {
-      out.error = "G1 transfer: " + (res.error.empty() ? std::string("digest mismatch") : res.error);
+      out.error =
+          "G1 transfer: " + (res.error.empty() ? std::string("digest mismatch") : res.error);
       return out;
     }
     (migrate ? out.migrate_s : out.base_s) = res.seconds;

@@ -464,9 +464,12 @@ DgramCapResult measure_dgram_capacity(EngineRig& rig, const DgramCapOptions& o,
     Listener& l = quic ? **ql : **ul;
     PathSpec p = EngineRig::path(1, l.port(), quic ? "quic" : "udpflow");
     if (quic) {
-      p.opts = {{"ca", tls.ca},           {"cert", certs.dir + "/client.pem"},
-                {"key", certs.dir + "/client.key"}, {"server_name", "server"},
-                {"mode", "datagram"},     {"initial_rtt_ms", "1"}};
+      p.opts = {{"ca", tls.ca},
+                {"cert", certs.dir + "/client.pem"},
+                {"key", certs.dir + "/client.key"},
+                {"server_name", "server"},
+                {"mode", "datagram"},
+                {"initial_rtt_ms", "1"}};
     }
     DialOptions d;
     d.paths = {p};
@@ -482,8 +485,8 @@ DgramCapResult measure_dgram_capacity(EngineRig& rig, const DgramCapOptions& o,
     });
     const char* name = quic ? "quic datagram" : "udpflow";
     if (!dialer || !c) {
-      out.error = std::string("dial ") + name + ": " +
-                  (!dialer ? dialer.error() : c.error()).message();
+      out.error =
+          std::string("dial ") + name + ": " + (!dialer ? dialer.error() : c.error()).message();
       return out;
     }
     auto s = l.accept_packet(deadline_in(std::chrono::seconds(5)));
@@ -523,7 +526,8 @@ DgramCapResult measure_dgram_capacity(EngineRig& rig, const DgramCapOptions& o,
     (quic ? quic_pps : udp_pps).push_back(r.pps);
     out.runs.push_back(r);
     char line[200];
-    std::snprintf(line, sizeof line, "dgramcap run %d/%d %s: %.0f pps delivered, sent %llu, "
+    std::snprintf(line, sizeof line,
+                  "dgramcap run %d/%d %s: %.0f pps delivered, sent %llu, "
                   "missing %llu, dups %llu",
                   i + 1, 2 * o.runs, name, r.pps, static_cast<unsigned long long>(r.sent),
                   static_cast<unsigned long long>(r.missing),
@@ -537,11 +541,12 @@ DgramCapResult measure_dgram_capacity(EngineRig& rig, const DgramCapOptions& o,
 }
 
 void print_dgram_capacity(const DgramCapResult& r) {
-  std::printf("  datagram capacity (one 1 KiB packet flow, lab path 1, offered %.0f pps, %zu runs "
-              "alternated): quic datagram %.0f pps, udpflow %.0f pps, ratio %.3f (target >= 0.6), "
-              "missing %llu, dups %llu\n",
-              r.offered_pps, r.runs.size(), r.quic_pps, r.udpflow_pps, r.ratio,
-              static_cast<unsigned long long>(r.missing), static_cast<unsigned long long>(r.dups));
+  std::printf(
+      "  datagram capacity (one 1 KiB packet flow, lab path 1, offered %.0f pps, %zu runs "
+      "alternated): quic datagram %.0f pps, udpflow %.0f pps, ratio %.3f (target >= 0.6), "
+      "missing %llu, dups %llu\n",
+      r.offered_pps, r.runs.size(), r.quic_pps, r.udpflow_pps, r.ratio,
+      static_cast<unsigned long long>(r.missing), static_cast<unsigned long long>(r.dups));
 }
 
 void write_dgram_capacity_json(JsonWriter& j, const DgramCapResult* r) {

@@ -90,7 +90,7 @@ struct DgramCapOptions {
 
 struct DgramCapRun {
   bool quic = false;
-  double pps = 0;           // delivered per second (first write to last read)
+  double pps = 0;  // delivered per second (first write to last read)
   std::uint64_t sent = 0;
   std::uint64_t missing = 0;
   std::uint64_t dups = 0;
@@ -98,9 +98,9 @@ struct DgramCapRun {
 
 struct DgramCapResult {
   double offered_pps = 0;
-  double quic_pps = 0;     // median delivered pps over the quic runs
-  double udpflow_pps = 0;  // median over the udpflow runs
-  double ratio = 0;        // quic_pps / udpflow_pps
+  double quic_pps = 0;        // median delivered pps over the quic runs
+  double udpflow_pps = 0;     // median over the udpflow runs
+  double ratio = 0;           // quic_pps / udpflow_pps
   std::uint64_t missing = 0;  // summed over all runs
   std::uint64_t dups = 0;
   std::vector<DgramCapRun> runs;  // in the order run
