@@ -14,7 +14,11 @@
 //   mptcp_failover_*_ms   the same rig with Linux MPTCP (IPPROTO_MPTCP, two subflows)
 //   bytes_per_idle_flow   RSS delta over 1 000 idle flows (client + server end, one tcp path)
 //   quic_stream_ratio     a quic stream path / a tcp path, same listener and veth (engine_quic.cpp)
+//   g1_quic_ratio         G1 over two quic stream paths, --g1-quic-mib (1024) (engine_quic.cpp)
 //   g3_quic_*             G3: quic DATAGRAMs on one path, 10 rebinds (engine_quic.cpp)
+//   udpflow_pps, quic_dgram_pps, quic_dgram_vs_udpflow_ratio
+//                         section dgramcap: capacity of one 1 KiB packet flow over one quic
+//                         datagram path and one udpflow path, alternated (engine_quic.cpp)
 #include "engine_baselines.hpp"
 #include "engine_bench_rig.hpp"
 #include "engine_quic.hpp"
@@ -72,6 +76,10 @@ struct Config {
   std::uint64_t flows = 1000;
   std::uint64_t g3_seconds = 10;
   std::uint64_t g3_pps = 100000;
+  std::uint64_t g1_quic_mib = 1024;
+  std::uint64_t dgramcap_seconds = 3;
+  std::uint64_t dgramcap_runs = 2;
+  std::uint64_t dgramcap_pps = 400000;
   std::string prefix;
   std::string only;  // comma list of sections; empty = all
   [[nodiscard]] bool runs_section(std::string_view name) const {
@@ -90,10 +98,8 @@ struct Config {
   }
 };
 
-constexpr std::string_view kSections[] = {"throughput", "g1", "failover", "mptcp", "memory",
-                                          "quic", "g3quic"};
-
-
+constexpr std::string_view kSections[] = {"throughput", "g1",     "failover", "mptcp", "memory",
+                                          "quic",       "g3quic", "dgramcap", "g1quic"};
 
 }  // namespace
 
@@ -103,7 +109,9 @@ int run_engine(std::span<char* const> args) {
   ArgParser p("rendr-bench engine [--json] [options]",
               "The framing engine in a two-path multipath lab (needs root): throughput vs raw "
               "TCP, G1 time ratio, failover after a silent drop (prime, race, and Linux MPTCP), "
-              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path. "
+              "memory per idle flow, quic stream vs tcp, G3 over one quic datagram path, datagram "
+              "capacity quic vs "
+              "udpflow, G1 over quic. "
               "docs/bench.md.");
   p.flag("json", &cfg.json, "print one JSON object as the last line of stdout");
   p.flag("check-targets", &cfg.check_targets, "exit 3 when a target is missed");
@@ -118,10 +126,18 @@ int run_engine(std::span<char* const> args) {
   p.uint("flows", &cfg.flows, 10, 100000, "idle flows for bytes_per_idle_flow");
   p.uint("g3-seconds", &cfg.g3_seconds, 1, 3600, "g3quic: seconds per phase (baseline, rebinds)");
   p.uint("g3-pps", &cfg.g3_pps, 100, 10000000, "g3quic: offered packets/s of 1 KiB");
+  p.uint("g1-quic-mib", &cfg.g1_quic_mib, 16, 65536,
+         "g1quic: MiB for G1 over two quic stream paths");
+  p.uint("dgramcap-seconds", &cfg.dgramcap_seconds, 1, 600,
+         "dgramcap: seconds per run (quic datagram and udpflow alternated)");
+  p.uint("dgramcap-runs", &cfg.dgramcap_runs, 1, 100, "dgramcap: runs of each carrier");
+  p.uint("dgramcap-pps", &cfg.dgramcap_pps, 100, 10000000,
+         "dgramcap: offered packets/s of 1 KiB (above capacity: the writer writes as fast as "
+         "the flow accepts)");
   p.str("prefix", &cfg.prefix, "P", "lab namespace prefix");
   p.str("only", &cfg.only, "LIST",
         "run only these sections (comma list of throughput,g1,failover,mptcp,memory,quic,"
-        "g3quic); the JSON "
+        "g3quic,dgramcap,g1quic); the JSON "
         "keys of the others are null");
   auto parsed = p.parse(args);
   if (!parsed) {
@@ -137,8 +153,9 @@ int run_engine(std::span<char* const> args) {
       const auto comma = rest.find(',');
       const std::string_view name = rest.substr(0, comma);
       if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
-        std::fprintf(stderr, "rendr-bench engine: --only: unknown section \"%.*s\" (one of "
-                     "throughput,g1,failover,mptcp,memory,quic,g3quic)\n",
+        std::fprintf(stderr,
+                     "rendr-bench engine: --only: unknown section \"%.*s\" (one of "
+                     "throughput,g1,failover,mptcp,memory,quic,g3quic,dgramcap,g1quic)\n",
                      static_cast<int>(name.size()), name.data());
         return kExitUsage;
       }
@@ -340,46 +357,45 @@ int run_engine(std::span<char* const> args) {
       return fail("g3quic: " + g3.error);
     }
   }
+  DgramCapResult dgramcap;
+  const bool do_dgramcap = cfg.runs_section("dgramcap");
+  if (do_dgramcap) {
+    DgramCapOptions dc;
+    dc.seconds = static_cast<double>(cfg.dgramcap_seconds);
+    dc.pps = cfg.dgramcap_pps;
+    dc.runs = static_cast<int>(cfg.dgramcap_runs);
+    dgramcap = measure_dgram_capacity(rig, dc, progress);
+    if (!dgramcap.error.empty()) {
+      return fail("dgramcap: " + dgramcap.error);
+    }
+  }
   const double raw_mbps = open_path.raw_mbps;
   const double rendr_mbps = open_path.rendr_mbps;
   const double throughput_ratio = do_tput ? open_path.ratio_median : 0;
 
   // 2. G1 time ratio.
   const std::uint64_t g1_bytes = cfg.g1_mib << 20;
-  double g1_base = 0;
-  double g1_mig = 0;
-  double g1_gap = 0;
-  for (int migrate = 0; migrate < (do_g1 ? 2 : 0); ++migrate) {
-    progress(migrate ? "G1 with migrations" : "G1 baseline");
-    DialOptions o;
-    o.paths = {EngineRig::path(1, lis_bulk.port()), EngineRig::path(2, lis_bulk.port())};
-    auto pr = pair(o, lis_bulk);
-    if (!pr) {
-      return fail("dial: " + pr.error().message());
-    }
-    Conn& c = *pr->first;
-    int next = 0;
-    auto res = transfer(c, *pr->second, g1_bytes, [&](std::uint64_t written) {
-      const double marks[] = {0.3, 0.5, 0.7};
-      if (migrate && next < 3 && written >= static_cast<std::uint64_t>(marks[next] * static_cast<double>(g1_bytes))) {
-        next += 1;
-        for (const auto& path : c.stats().paths) {
-          if (!path.active) {
-            (void)c.migrate(path.id);
-            break;
-          }
-        }
-      }
-    });
-    if (!res.error.empty() || res.sha_sent != res.sha_received) {
-      return fail("G1 transfer: " + (res.error.empty() ? "digest mismatch" : res.error));
-    }
-    (migrate ? g1_mig : g1_base) = res.seconds;
-    if (migrate) {
-      g1_gap = res.max_gap_ms;
+  G1Result g1r;
+  if (do_g1) {
+    g1r = g1(rig, lis_bulk,
+             {EngineRig::path(1, lis_bulk.port()), EngineRig::path(2, lis_bulk.port())}, g1_bytes,
+             progress);
+    if (!g1r.error.empty()) {
+      return fail(g1r.error);
     }
   }
+  const double g1_base = g1r.base_s;
+  const double g1_mig = g1r.migrate_s;
+  const double g1_gap = g1r.max_gap_ms;
   const double g1_time_ratio = do_g1 ? g1_mig / g1_base : 0;
+  G1Result g1q;
+  const bool do_g1quic = cfg.runs_section("g1quic");
+  if (do_g1quic) {
+    g1q = measure_g1_quic(rig, cfg.g1_quic_mib << 20, progress);
+    if (!g1q.error.empty()) {
+      return fail("g1quic: " + g1q.error);
+    }
+  }
 
   // 3. failover, prime and race.
   std::vector<double> prime_worst;
@@ -471,6 +487,9 @@ int run_engine(std::span<char* const> args) {
   if (do_g3) {
     print_g3_quic(g3);
   }
+  if (do_dgramcap) {
+    print_dgram_capacity(dgramcap);
+  }
   if (do_tput) {
     std::printf("  throughput: rendr %.0f MB/s, raw TCP %.0f MB/s (medians of %llu x %llu MiB), "
                 "ratio median %.3f min %.3f max %.3f (targets >= 0.95, >= 0.85)\n"
@@ -495,6 +514,13 @@ int run_engine(std::span<char* const> args) {
                 "(target <= 1.10), max gap %.1f ms\n",
                 static_cast<unsigned long long>(cfg.g1_mib), g1_base, g1_mig, g1_time_ratio,
                 g1_gap);
+  }
+  if (do_g1quic) {
+    std::printf(
+        "  G1 over quic %llu MiB (two quic stream paths): baseline %.2f s, migrations at "
+        "30/50/70 %% %.2f s, ratio %.3f (target <= 1.10), max gap %.1f ms\n",
+        static_cast<unsigned long long>(cfg.g1_quic_mib), g1q.base_s, g1q.migrate_s, g1q.ratio(),
+        g1q.max_gap_ms);
   }
   if (do_failover) {
     std::printf("  failover (prime, probe 10 ms): p50 %.1f ms, p99 %.1f ms over %zu runs "
@@ -531,6 +557,7 @@ int run_engine(std::span<char* const> args) {
     kv_if(do_quic, "quic_stream_mbps", quic.quic_mbps);
     kv_if(do_quic, "quic_stream_tcp_mbps", quic.tcp_mbps);
     write_g3_quic_json(j, do_g3 ? &g3 : nullptr);
+    write_dgram_capacity_json(j, do_dgramcap ? &dgramcap : nullptr);
     kv_if(do_tput, "throughput_ratio_median", open_path.ratio_median);
     kv_if(do_tput, "throughput_ratio_min", open_path.ratio_min);
     kv_if(do_tput, "throughput_ratio_max", open_path.ratio_max);
@@ -563,6 +590,11 @@ int run_engine(std::span<char* const> args) {
     kv_if(do_g1, "g1_time_ratio", g1_time_ratio);
     j.kv("g1_mib", cfg.g1_mib);
     kv_if(do_g1, "g1_max_gap_ms", g1_gap);
+    kv_if(do_g1quic, "g1_quic_ratio", g1q.ratio());
+    kv_if(do_g1quic, "g1_quic_base_s", g1q.base_s);
+    kv_if(do_g1quic, "g1_quic_migrate_s", g1q.migrate_s);
+    kv_if(do_g1quic, "g1_quic_max_gap_ms", g1q.max_gap_ms);
+    j.kv("g1_quic_mib", cfg.g1_quic_mib);
     kv_if(do_failover, "failover_p50_ms", fo50);
     kv_if(do_failover, "failover_p99_ms", fo99);
     j.kv("failover_runs", static_cast<std::uint64_t>(prime_worst.size()));
@@ -583,10 +615,11 @@ int run_engine(std::span<char* const> args) {
     std::printf("%s\n", j.str().c_str());
   }
   std::fflush(stdout);
-  if (cfg.check_targets && ((do_tput && throughput_ratio < 0.95) ||
-                            (do_g1 && g1_time_ratio > 1.10) ||
-                            (do_failover && (fo50 > 50 || race > 0.5)) ||
-                            (do_g3 && !g3_quic_targets_met(g3)))) {
+  if (cfg.check_targets &&
+      ((do_tput && throughput_ratio < 0.95) || (do_g1 && g1_time_ratio > 1.10) ||
+       (do_g1quic && g1q.ratio() > 1.10) || (do_failover && (fo50 > 50 || race > 0.5)) ||
+       (do_g3 && !g3_quic_targets_met(g3)) ||
+       (do_dgramcap && (dgramcap.ratio < 0.6 || dgramcap.missing > 0 || dgramcap.dups > 0)))) {
     return kExitTargetMissed;
   }
   return kExitOk;

@@ -277,6 +277,56 @@ EchoResult echo(Conn& client, Conn& server, std::chrono::milliseconds interval, 
   return res;
 }
 
+G1Result g1(EngineRig& rig, Listener& from, const std::vector<PathSpec>& paths, std::uint64_t bytes,
+            const std::function<void(const std::string&)>& progress) {
+  G1Result out;
+  for (int migrate = 0; migrate < 2; ++migrate) {
+    progress(migrate ? "G1 with migrations" : "G1 baseline");
+    DialOptions o;
+    o.paths = paths;
+    auto d = Dialer::create(std::move(o));
+    if (!d) {
+      out.error = "dialer: " + d.error().message();
+      return out;
+    }
+    auto c = rig.dial(**d);
+    if (!c) {
+      out.error = "dial: " + c.error().message();
+      return out;
+    }
+    auto s = from.accept(deadline_in(std::chrono::seconds(5)));
+    if (!s) {
+      out.error = "accept: " + s.error().message();
+      return out;
+    }
+    Conn& conn = **c;
+    int next = 0;
+    auto res = transfer(conn, **s, bytes, [&](std::uint64_t written) {
+      const double marks[] = {0.3, 0.5, 0.7};
+      if (migrate && next < 3 &&
+          written >= static_cast<std::uint64_t>(marks[next] * static_cast<double>(bytes))) {
+        next += 1;
+        for (const auto& path : conn.stats().paths) {
+          if (!path.active) {
+            (void)conn.migrate(path.id);
+            break;
+          }
+        }
+      }
+    });
+    if (!res.error.empty() || res.sha_sent != res.sha_received) {
+      out.error =
+          "G1 transfer: " + (res.error.empty() ? std::string("digest mismatch") : res.error);
+      return out;
+    }
+    (migrate ? out.migrate_s : out.base_s) = res.seconds;
+    if (migrate) {
+      out.max_gap_ms = res.max_gap_ms;
+    }
+  }
+  return out;
+}
+
 engine::FlowConfig lab_failover_config() {
   engine::FlowConfig c;
   c.probe_interval = std::chrono::milliseconds(50);

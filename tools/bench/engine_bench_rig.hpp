@@ -86,6 +86,20 @@ struct EchoResult {
                               int count, const std::function<void(int)>& each = {},
                               std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
+struct G1Result {
+  double base_s = 0;      // the transfer without migrations
+  double migrate_s = 0;   // the same with migrations at 30/50/70 %
+  double max_gap_ms = 0;  // longest pause between receiver reads, with migrations
+  std::string error;      // empty on success
+  [[nodiscard]] double ratio() const { return base_s > 0 ? migrate_s / base_s : 0; }
+};
+// g1: G1's time ratio. |bytes| over a flow dialed with |paths| (two or more) and accepted
+// from |from|, once without migrations and once migrating to the other path at 30, 50 and
+// 70 % written; SHA-256 checked both times.
+[[nodiscard]] G1Result g1(EngineRig& rig, Listener& from, const std::vector<PathSpec>& paths,
+                          std::uint64_t bytes,
+                          const std::function<void(const std::string&)>& progress);
+
 // lab_failover_config: probing for quick failover in labs (probe 50 ms, freshness 150 ms..1 s).
 [[nodiscard]] engine::FlowConfig lab_failover_config();
 

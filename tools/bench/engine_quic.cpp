@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -228,8 +229,11 @@ struct G3Run {
     }
   }
 
-  // write_phase writes ids [first, first + count) at |pps|, paced in 1 ms steps.
-  void write_phase(std::uint64_t first, std::uint64_t count, std::uint64_t pps) {
+  // write_phase writes ids [first, first + count) at |pps|, paced in 1 ms steps; with
+  // |max_seconds| > 0 it also stops then (capacity runs: the writer falls behind |pps| and
+  // writes as fast as the flow accepts).
+  void write_phase(std::uint64_t first, std::uint64_t count, std::uint64_t pps,
+                   double max_seconds = 0) {
     std::vector<std::byte> p(size);
     for (std::size_t i = 12; i < size; ++i) {
       p[i] = static_cast<std::byte>(i & 0xff);
@@ -237,12 +241,15 @@ struct G3Run {
     const auto start = G3Clock::now();
     for (std::uint64_t i = 0; i < count && !stop;) {
       const double elapsed = std::chrono::duration<double>(G3Clock::now() - start).count();
+      if (max_seconds > 0 && elapsed >= max_seconds) {
+        break;
+      }
       const auto due = static_cast<std::uint64_t>(elapsed * static_cast<double>(pps));
       if (i >= due) {
         std::this_thread::sleep_for(std::chrono::microseconds(500));
         continue;
       }
-      for (; i < due && i < count && !stop; ++i) {
+      for (std::uint32_t burst = 0; i < due && i < count && !stop && burst < 4096; ++i, ++burst) {
         const auto id = static_cast<std::uint32_t>(first + i);
         const std::uint64_t t = now_ns();
         std::memcpy(p.data(), &id, sizeof id);
@@ -388,6 +395,185 @@ G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
   }
   (void)(*c)->close();
   return out;
+}
+
+G1Result measure_g1_quic(EngineRig& rig, std::uint64_t bytes,
+                         const std::function<void(const std::string&)>& progress) {
+  G1Result out;
+  TempCerts certs;
+  if (auto st = certs.make(); !st) {
+    out.error = "quic certificates: " + st.error().message();
+    return out;
+  }
+  QuicTls tls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
+  Result<ListenerPtr> l = make_error(std::errc::invalid_argument, "unset");
+  (void)rig.in_server([&]() -> Status {
+    l = listen_quic("0.0.0.0:0", tls, ListenOptions{});
+    return {};
+  });
+  if (!l) {
+    out.error = "listen_quic: " + l.error().message();
+    return out;
+  }
+  std::vector<PathSpec> paths;
+  for (int i = 1; i <= 2; ++i) {
+    PathSpec p = EngineRig::path(i, (*l)->port(), "quic");
+    p.opts = {{"ca", tls.ca},
+              {"cert", certs.dir + "/client.pem"},
+              {"key", certs.dir + "/client.key"},
+              {"server_name", "server"}};
+    paths.push_back(std::move(p));
+  }
+  return g1(rig, **l, paths, bytes, progress);
+}
+
+DgramCapResult measure_dgram_capacity(EngineRig& rig, const DgramCapOptions& o,
+                                      const std::function<void(const std::string&)>& progress) {
+  DgramCapResult out;
+  out.offered_pps = static_cast<double>(o.pps);
+  TempCerts certs;
+  if (auto st = certs.make(); !st) {
+    out.error = "quic certificates: " + st.error().message();
+    return out;
+  }
+  QuicTls tls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
+  tls.initial_rtt = std::chrono::milliseconds(1);
+  Result<ListenerPtr> ql = make_error(std::errc::invalid_argument, "unset");
+  (void)rig.in_server([&]() -> Status {
+    ql = listen_quic("0.0.0.0:0", tls, ListenOptions{});
+    return {};
+  });
+  if (!ql) {
+    out.error = "listen_quic: " + ql.error().message();
+    return out;
+  }
+  auto ul = rig.listen_udpflow(ListenOptions{});
+  if (!ul) {
+    out.error = "listen_udpflow: " + ul.error().message();
+    return out;
+  }
+  const auto count = static_cast<std::uint64_t>(o.seconds * static_cast<double>(o.pps));
+  if (count == 0 || count > UINT32_MAX) {
+    out.error = "dgramcap: seconds x pps out of range";
+    return out;
+  }
+  std::vector<double> quic_pps;
+  std::vector<double> udp_pps;
+  for (int i = 0; i < 2 * o.runs; ++i) {
+    const bool quic = i % 2 == 0;
+    Listener& l = quic ? **ql : **ul;
+    PathSpec p = EngineRig::path(1, l.port(), quic ? "quic" : "udpflow");
+    if (quic) {
+      p.opts = {{"ca", tls.ca},
+                {"cert", certs.dir + "/client.pem"},
+                {"key", certs.dir + "/client.key"},
+                {"server_name", "server"},
+                {"mode", "datagram"},
+                {"initial_rtt_ms", "1"}};
+    }
+    DialOptions d;
+    d.paths = {p};
+    d.ledger_max_bytes = 8U << 20;  // as G3
+    Result<std::unique_ptr<Dialer>> dialer = make_error(std::errc::invalid_argument, "unset");
+    Result<PacketConnPtr> c = make_error(std::errc::invalid_argument, "unset");
+    (void)rig.in_client([&]() -> Status {
+      dialer = Dialer::create(std::move(d));
+      if (dialer) {
+        c = (*dialer)->dial_packet();
+      }
+      return {};
+    });
+    const char* name = quic ? "quic datagram" : "udpflow";
+    if (!dialer || !c) {
+      out.error =
+          std::string("dial ") + name + ": " + (!dialer ? dialer.error() : c.error()).message();
+      return out;
+    }
+    auto s = l.accept_packet(deadline_in(std::chrono::seconds(5)));
+    if (!s) {
+      out.error = std::string("accept_packet ") + name + ": " + s.error().message();
+      return out;
+    }
+    G3Run run(**c, **s, std::max<std::size_t>(o.size, 12), count);
+    const auto t0 = G3Clock::now();
+    std::thread server_t([&] { run.serve(); });
+    std::thread echo_t([&] { run.read_echoes(); });
+    run.write_phase(0, count, o.pps, o.seconds);
+    const auto drain_until = G3Clock::now() + std::chrono::seconds(10);
+    while (!run.stop && run.received.load() < run.sent.load() && G3Clock::now() < drain_until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // late duplicates
+    run.stop = true;
+    server_t.join();
+    echo_t.join();
+    DgramCapRun r;
+    r.quic = quic;
+    r.sent = run.sent.load();
+    for (std::uint64_t k = 0; k < r.sent; ++k) {
+      r.missing += run.seen[k] == 0 ? 1 : 0;
+      r.dups += run.seen[k] > 1 ? 1 : 0;
+    }
+    const double secs = std::chrono::duration<double>(run.last_read - t0).count();
+    r.pps = secs > 0 ? static_cast<double>(run.received.load()) / secs : 0;
+    (void)(*c)->close();
+    if (!run.error.empty()) {
+      out.error = std::string(name) + ": " + run.error;
+      return out;
+    }
+    out.missing += r.missing;
+    out.dups += r.dups;
+    (quic ? quic_pps : udp_pps).push_back(r.pps);
+    out.runs.push_back(r);
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "dgramcap run %d/%d %s: %.0f pps delivered, sent %llu, "
+                  "missing %llu, dups %llu",
+                  i + 1, 2 * o.runs, name, r.pps, static_cast<unsigned long long>(r.sent),
+                  static_cast<unsigned long long>(r.missing),
+                  static_cast<unsigned long long>(r.dups));
+    progress(line);
+  }
+  out.quic_pps = percentile(quic_pps, 50);
+  out.udpflow_pps = percentile(udp_pps, 50);
+  out.ratio = out.udpflow_pps > 0 ? out.quic_pps / out.udpflow_pps : 0;
+  return out;
+}
+
+void print_dgram_capacity(const DgramCapResult& r) {
+  std::printf(
+      "  datagram capacity (one 1 KiB packet flow, lab path 1, offered %.0f pps, %zu runs "
+      "alternated): quic datagram %.0f pps, udpflow %.0f pps, ratio %.3f (target >= 0.6), "
+      "missing %llu, dups %llu\n",
+      r.offered_pps, r.runs.size(), r.quic_pps, r.udpflow_pps, r.ratio,
+      static_cast<unsigned long long>(r.missing), static_cast<unsigned long long>(r.dups));
+}
+
+void write_dgram_capacity_json(JsonWriter& j, const DgramCapResult* r) {
+  if (r == nullptr) {
+    for (const char* k : {"udpflow_pps", "quic_dgram_pps", "quic_dgram_vs_udpflow_ratio",
+                          "dgramcap_offered_pps", "dgramcap_missing", "dgramcap_dups"}) {
+      j.kv_null(k);
+    }
+    return;
+  }
+  j.kv("udpflow_pps", r->udpflow_pps);
+  j.kv("quic_dgram_pps", r->quic_pps);
+  j.kv("quic_dgram_vs_udpflow_ratio", r->ratio);
+  j.kv("dgramcap_offered_pps", r->offered_pps);
+  j.kv("dgramcap_missing", r->missing);
+  j.kv("dgramcap_dups", r->dups);
+  j.begin_array("dgramcap_runs");
+  for (const auto& run : r->runs) {
+    j.begin_object();
+    j.kv("carrier", run.quic ? "quic" : "udpflow");
+    j.kv("pps", std::round(run.pps));
+    j.kv("sent", run.sent);
+    j.kv("missing", run.missing);
+    j.kv("dups", run.dups);
+    j.end_object();
+  }
+  j.end_array();
 }
 
 double g3_quic_rtt_ratio(const G3QuicResult& r) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace rendr::bench {
 
@@ -70,5 +71,47 @@ struct G3QuicResult {
 void print_g3_quic(const G3QuicResult& r);
 // write_g3_quic_json: the g3_quic_* keys (null when |r| is null: the section did not run).
 void write_g3_quic_json(JsonWriter& j, const G3QuicResult* r);
+
+// G1 over quic (section g1quic, key g1_quic_ratio): rig.hpp's g1() with two quic stream
+// paths (paths 1 and 2 of the lab, one listen_quic listener).
+[[nodiscard]] G1Result measure_g1_quic(EngineRig& rig, std::uint64_t bytes,
+                                       const std::function<void(const std::string&)>& progress);
+
+// Datagram capacity (section dgramcap, keys udpflow_pps, quic_dgram_pps,
+// quic_dgram_vs_udpflow_ratio): one packet flow of |size|-byte packets offered at |pps| for
+// |seconds| over one quic datagram path and over one udpflow path on lab path 1, alternated
+// (quic first), |runs| of each; the writer and reader are G3's (one implementation).
+struct DgramCapOptions {
+  double seconds = 3;
+  std::uint64_t pps = 400000;  // offered; above what either carrier takes here
+  std::size_t size = 1024;
+  int runs = 2;
+};
+
+struct DgramCapRun {
+  bool quic = false;
+  double pps = 0;  // delivered per second (first write to last read)
+  std::uint64_t sent = 0;
+  std::uint64_t missing = 0;
+  std::uint64_t dups = 0;
+};
+
+struct DgramCapResult {
+  double offered_pps = 0;
+  double quic_pps = 0;        // median delivered pps over the quic runs
+  double udpflow_pps = 0;     // median over the udpflow runs
+  double ratio = 0;           // quic_pps / udpflow_pps
+  std::uint64_t missing = 0;  // summed over all runs
+  std::uint64_t dups = 0;
+  std::vector<DgramCapRun> runs;  // in the order run
+  std::string error;
+};
+
+[[nodiscard]] DgramCapResult measure_dgram_capacity(
+    EngineRig& rig, const DgramCapOptions& o,
+    const std::function<void(const std::string&)>& progress);
+void print_dgram_capacity(const DgramCapResult& r);
+// write_dgram_capacity_json: the dgramcap keys (null when |r| is null).
+void write_dgram_capacity_json(JsonWriter& j, const DgramCapResult* r);
 
 }  // namespace rendr::bench

@@ -148,15 +148,32 @@ int main(int argc, char** argv) {
                   "\"failover_runs\":2", "\"failover_runs_failed\":0"};
     spec.numbers = {"e2e_gbps", "raw_gbps", "failover_stall_ms_p50", "flows_per_s"};
   } else if (which == "g3quic") {
-    // G3 on one quic datagram path at a low rate: 2 s baseline, 2 s with 10 rebinds.
-    spec.args = "engine --json --only g3quic --g3-seconds 2 --g3-pps 2000";
-    spec.keys = {"g3_quic_pps", "g3_quic_sent", "g3_quic_missing", "g3_quic_dups",
-                 "g3_quic_rebinds", "g3_quic_rtt_p95_ms", "g3_quic_rtt_p95_baseline_ms",
-                 "g3_quic_rtt_p95_ratio"};
+    // G3 on one quic datagram path at a low rate: 2 s baseline, 2 s with 10 rebinds. And the
+    // dgramcap section (one 1 s run each of quic datagram and udpflow at 5 000 pps offered),
+    // and G1 over two quic stream paths with 16 MiB.
+    spec.args =
+        "engine --json --only g3quic,dgramcap,g1quic --g3-seconds 2 --g3-pps 2000 "
+        "--dgramcap-seconds 1 --dgramcap-runs 1 --dgramcap-pps 5000 --g1-quic-mib 16";
+    spec.keys = {"g3_quic_pps",
+                 "g3_quic_sent",
+                 "g3_quic_missing",
+                 "g3_quic_dups",
+                 "g3_quic_rebinds",
+                 "g3_quic_rtt_p95_ms",
+                 "g3_quic_rtt_p95_baseline_ms",
+                 "g3_quic_rtt_p95_ratio",
+                 "udpflow_pps",
+                 "quic_dgram_pps",
+                 "quic_dgram_vs_udpflow_ratio",
+                 "dgramcap_missing",
+                 "dgramcap_dups"};
     // Every packet arrived exactly once, every rebind was done in place (no migration).
-    spec.exact = {"\"g3_quic_sent\":8000", "\"g3_quic_missing\":0", "\"g3_quic_dups\":0",
-                  "\"g3_quic_rebinds\":10", "\"g3_quic_migrations\":0"};
-    spec.numbers = {"g3_quic_pps", "g3_quic_rtt_p95_ms", "g3_quic_rtt_p95_baseline_ms"};
+    spec.exact = {"\"g3_quic_sent\":8000",  "\"g3_quic_missing\":0",    "\"g3_quic_dups\":0",
+                  "\"g3_quic_rebinds\":10", "\"g3_quic_migrations\":0", "\"dgramcap_missing\":0",
+                  "\"dgramcap_dups\":0"};
+    spec.numbers = {"g3_quic_pps",   "g3_quic_rtt_p95_ms", "g3_quic_rtt_p95_baseline_ms",
+                    "udpflow_pps",   "quic_dgram_pps",     "quic_dgram_vs_udpflow_ratio",
+                    "g1_quic_ratio", "g1_quic_base_s",     "g1_quic_migrate_s"};
   } else {
     std::fprintf(stderr, "%s: unknown bench %s\n", argv[0], which.c_str());
     return 2;
