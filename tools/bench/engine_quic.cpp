@@ -49,14 +49,50 @@ struct TempCerts {
   }
 };
 
+// QuicSetup: the certificates and the server's TLS every quic section starts from.
+struct QuicSetup {
+  TempCerts certs;
+  QuicTls tls;
+
+  // make: certificates in a temporary directory; |initial_rtt| (0: ngtcp2's) is where QUIC's
+  // RTT starts and returns to after each rebind (ngtcp2 resets it to 333 ms; a veth path's is
+  // ~0.1 ms).
+  Status make(std::chrono::milliseconds initial_rtt = std::chrono::milliseconds(0)) {
+    if (auto st = certs.make(); !st) {
+      return Error{st.error().code, "quic certificates: " + st.error().message(), false};
+    }
+    tls = QuicTls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
+    tls.initial_rtt = initial_rtt;
+    return {};
+  }
+  // listen: a quic listener in the server namespace.
+  Result<ListenerPtr> listen(EngineRig& rig) const {
+    Result<ListenerPtr> l = make_error(std::errc::invalid_argument, "unset");
+    (void)rig.in_server([&]() -> Status {
+      l = listen_quic("0.0.0.0:0", tls, ListenOptions{});
+      return {};
+    });
+    return l;
+  }
+  // path: a quic path on lab path |lab_path| to |port| with the client's certificate.
+  PathSpec path(int lab_path, std::uint16_t port) const {
+    PathSpec p = EngineRig::path(lab_path, port, "quic");
+    p.opts = {{"ca", tls.ca},
+              {"cert", certs.dir + "/client.pem"},
+              {"key", certs.dir + "/client.key"},
+              {"server_name", "server"}};
+    return p;
+  }
+};
+
 }  // namespace
 
 QuicStreamResult measure_quic_stream(EngineRig& rig, std::uint64_t bytes, int runs,
                                      const std::function<void(const std::string&)>& progress) {
   QuicStreamResult out;
-  TempCerts certs;
-  if (auto st = certs.make(); !st) {
-    out.error = "quic certificates: " + st.error().message();
+  QuicSetup q;
+  if (auto st = q.make(); !st) {
+    out.error = st.error().message();
     return out;
   }
   auto l = rig.listen_tcp(ListenOptions{});
@@ -64,10 +100,9 @@ QuicStreamResult measure_quic_stream(EngineRig& rig, std::uint64_t bytes, int ru
     out.error = "listen: " + l.error().message();
     return out;
   }
-  QuicTls tls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
   Result<std::string> qaddr = make_error(std::errc::invalid_argument, "unset");
   (void)rig.in_server([&]() -> Status {
-    qaddr = (*l)->add_quic("0.0.0.0:0", tls);
+    qaddr = (*l)->add_quic("0.0.0.0:0", q.tls);
     return {};
   });
   if (!qaddr) {
@@ -83,14 +118,7 @@ QuicStreamResult measure_quic_stream(EngineRig& rig, std::uint64_t bytes, int ru
     for (int k = 0; k < 2; ++k) {
       const bool quic = (k == 0) == (i % 2 == 0);  // even runs: quic first
       DialOptions o;
-      PathSpec p = EngineRig::path(1, quic ? qport : (*l)->port(), quic ? "quic" : "tcp");
-      if (quic) {
-        p.opts = {{"ca", tls.ca},
-                  {"cert", certs.dir + "/client.pem"},
-                  {"key", certs.dir + "/client.key"},
-                  {"server_name", "server"}};
-      }
-      o.paths = {p};
+      o.paths = {quic ? q.path(1, qport) : EngineRig::path(1, (*l)->port(), "tcp")};
       auto d = Dialer::create(std::move(o));
       if (!d) {
         out.error = "dialer: " + d.error().message();
@@ -264,38 +292,20 @@ struct G3Run {
   }
 };
 
-}  // namespace
+// PacketPair: a packet flow dialed from the client namespace (the Dialer's io thread is made
+// there, so rebind_path binds its new socket there) and the listener's end of it.
+struct PacketPair {
+  std::unique_ptr<Dialer> dialer;
+  PacketConnPtr client;
+  PacketConnPtr server;
+};
 
-G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
-                             const std::function<void(const std::string&)>& progress) {
-  G3QuicResult out;
-  out.offered_pps = static_cast<double>(o.pps);
-  TempCerts certs;
-  if (auto st = certs.make(); !st) {
-    out.error = "quic certificates: " + st.error().message();
-    return out;
-  }
-  QuicTls tls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
-  // QUIC's RTT after each rebind: ngtcp2 resets it to 333 ms; the veth path's is ~0.1 ms.
-  tls.initial_rtt = std::chrono::milliseconds(1);
-  Result<ListenerPtr> l = make_error(std::errc::invalid_argument, "unset");
-  (void)rig.in_server([&]() -> Status {
-    l = listen_quic("0.0.0.0:0", tls, ListenOptions{});
-    return {};
-  });
-  if (!l) {
-    out.error = "listen_quic: " + l.error().message();
-    return out;
-  }
-  PathSpec p = EngineRig::path(1, (*l)->port(), "quic");
-  p.opts = {{"ca", tls.ca},           {"cert", certs.dir + "/client.pem"},
-            {"key", certs.dir + "/client.key"}, {"server_name", "server"},
-            {"mode", "datagram"},     {"initial_rtt_ms", "1"}};
+// dial_packets: one packet flow over |p| with G3's 8 MiB send window; |name| says which in errors.
+Result<PacketPair> dial_packets(EngineRig& rig, Listener& l, const PathSpec& p,
+                                const std::string& name) {
   DialOptions d;
   d.paths = {p};
   d.ledger_max_bytes = 8U << 20;
-  // The Dialer's io thread is created in the client namespace: rebind_path binds the new
-  // socket there.
   Result<std::unique_ptr<Dialer>> dialer = make_error(std::errc::invalid_argument, "unset");
   Result<PacketConnPtr> c = make_error(std::errc::invalid_argument, "unset");
   (void)rig.in_client([&]() -> Status {
@@ -306,21 +316,71 @@ G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
     return {};
   });
   if (!dialer || !c) {
-    out.error = "dial quic datagram: " + (!dialer ? dialer.error() : c.error()).message();
-    return out;
+    const Error& e = !dialer ? dialer.error() : c.error();
+    return Error{e.code, "dial " + name + ": " + e.message(), false};
   }
-  auto s = (*l)->accept_packet(deadline_in(std::chrono::seconds(5)));
+  auto s = l.accept_packet(deadline_in(std::chrono::seconds(5)));
   if (!s) {
-    out.error = "accept_packet: " + s.error().message();
+    return Error{s.error().code, "accept_packet " + name + ": " + s.error().message(), false};
+  }
+  return PacketPair{std::move(*dialer), std::move(*c), std::move(*s)};
+}
+
+// finish: waits until everything written arrived (or the flow reported why not, at most 10 s)
+// and a little for late duplicates and echoes, then stops and joins the run's threads.
+void finish(G3Run& run, std::thread& server_t, std::thread& echo_t) {
+  const auto drain_until = G3Clock::now() + std::chrono::seconds(10);
+  while (!run.stop && run.received.load() < run.sent.load() && G3Clock::now() < drain_until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  run.stop = true;
+  server_t.join();
+  echo_t.join();
+}
+
+// count_seen: ids never delivered and ids delivered more than once, of the first |sent|.
+void count_seen(const G3Run& run, std::uint64_t sent, std::uint64_t& missing,
+                std::uint64_t& dups) {
+  for (std::uint64_t i = 0; i < sent; ++i) {
+    missing += run.seen[i] == 0 ? 1 : 0;
+    dups += run.seen[i] > 1 ? 1 : 0;
+  }
+}
+
+}  // namespace
+
+G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
+                             const std::function<void(const std::string&)>& progress) {
+  G3QuicResult out;
+  out.offered_pps = static_cast<double>(o.pps);
+  QuicSetup q;
+  if (auto st = q.make(std::chrono::milliseconds(1)); !st) {
+    out.error = st.error().message();
     return out;
   }
+  auto l = q.listen(rig);
+  if (!l) {
+    out.error = "listen_quic: " + l.error().message();
+    return out;
+  }
+  PathSpec p = q.path(1, (*l)->port());
+  p.opts["mode"] = "datagram";
+  p.opts["initial_rtt_ms"] = "1";
+  auto pair = dial_packets(rig, **l, p, "quic datagram");
+  if (!pair) {
+    out.error = pair.error().message();
+    return out;
+  }
+  auto& c = pair->client;
+  auto& s = pair->server;
   const auto per_phase = static_cast<std::uint64_t>(o.seconds * static_cast<double>(o.pps));
   if (per_phase == 0 || 2 * per_phase > UINT32_MAX) {
     out.error = "g3: seconds x pps out of range";
     return out;
   }
-  G3Run run(**c, **s, std::max<std::size_t>(o.size, 12), 2 * per_phase);
-  const PathId path = (*c)->active_path();
+  G3Run run(*c, *s, std::max<std::size_t>(o.size, 12), 2 * per_phase);
+  const PathId path = c->active_path();
   const double cpu0 = process_cpu_s();
   const CpuTime dio0 = named_threads_cpu("rendr-dialer");
   const CpuTime lio0 = named_threads_cpu("rendr-listener");
@@ -341,14 +401,14 @@ G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
         std::this_thread::sleep_until(
             start + std::chrono::duration_cast<G3Clock::duration>(
                         std::chrono::duration<double>(o.seconds * (i + 1) / (o.rebinds + 1))));
-        Status st = (*c)->rebind_path(path, "0.0.0.0:0");
+        Status st = c->rebind_path(path, "0.0.0.0:0");
         // The peer's next connection id is a round trip away after the previous rebind.
         for (int k = 0; k < 200 && !st &&
                         st.error().code ==
                             std::make_error_code(std::errc::resource_unavailable_try_again);
              ++k) {
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
-          st = (*c)->rebind_path(path, "0.0.0.0:0");
+          st = c->rebind_path(path, "0.0.0.0:0");
         }
         if (!st) {
           run.fail("rebind " + std::to_string(i + 1) + ": " + st.error().message());
@@ -359,23 +419,12 @@ G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
     }
     writer.join();
   }
-  // Everything written arrives (or the flow reports why not) within 10 s.
-  const auto drain_until = G3Clock::now() + std::chrono::seconds(10);
-  while (!run.stop && run.received.load() < run.sent.load() && G3Clock::now() < drain_until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // late duplicates, last echoes
-  run.stop = true;
-  server_t.join();
-  echo_t.join();
+  finish(run, server_t, echo_t);
   out.cpu_s = process_cpu_s() - cpu0;
   out.dialer_io_cpu_s = (named_threads_cpu("rendr-dialer") - dio0).total();
   out.listener_io_cpu_s = (named_threads_cpu("rendr-listener") - lio0).total();
   out.sent = run.sent.load();
-  for (std::uint64_t i = 0; i < out.sent; ++i) {
-    out.missing += run.seen[i] == 0 ? 1 : 0;
-    out.dups += run.seen[i] > 1 ? 1 : 0;
-  }
+  count_seen(run, out.sent, out.missing, out.dups);
   const std::uint64_t got = run.received.load();
   const double secs = std::chrono::duration<double>(run.last_read - t0).count();
   out.pps = secs > 0 ? static_cast<double>(got) / secs : 0;
@@ -386,44 +435,31 @@ G3QuicResult measure_g3_quic(EngineRig& rig, const G3QuicOptions& o,
   out.rtt_p50_baseline_ms = percentile(run.rtt_base, 50);
   out.rtt_max_ms = percentile(run.rtt_rebind, 100);
   out.rtt_max_baseline_ms = percentile(run.rtt_base, 100);
-  const auto cs = (*c)->stats();
+  const auto cs = c->stats();
   out.migrations = cs.migration_count;
   out.retransmits = cs.retransmits;
   if (!run.error.empty()) {
     out.error = run.error + "\n  client: " + engine::flow_stats_json(cs) +
-                "\n  server: " + engine::flow_stats_json((*s)->stats());
+                "\n  server: " + engine::flow_stats_json(s->stats());
   }
-  (void)(*c)->close();
+  (void)c->close();
   return out;
 }
 
 G1Result measure_g1_quic(EngineRig& rig, std::uint64_t bytes,
                          const std::function<void(const std::string&)>& progress) {
   G1Result out;
-  TempCerts certs;
-  if (auto st = certs.make(); !st) {
-    out.error = "quic certificates: " + st.error().message();
+  QuicSetup q;
+  if (auto st = q.make(); !st) {
+    out.error = st.error().message();
     return out;
   }
-  QuicTls tls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
-  Result<ListenerPtr> l = make_error(std::errc::invalid_argument, "unset");
-  (void)rig.in_server([&]() -> Status {
-    l = listen_quic("0.0.0.0:0", tls, ListenOptions{});
-    return {};
-  });
+  auto l = q.listen(rig);
   if (!l) {
     out.error = "listen_quic: " + l.error().message();
     return out;
   }
-  std::vector<PathSpec> paths;
-  for (int i = 1; i <= 2; ++i) {
-    PathSpec p = EngineRig::path(i, (*l)->port(), "quic");
-    p.opts = {{"ca", tls.ca},
-              {"cert", certs.dir + "/client.pem"},
-              {"key", certs.dir + "/client.key"},
-              {"server_name", "server"}};
-    paths.push_back(std::move(p));
-  }
+  const std::vector<PathSpec> paths = {q.path(1, (*l)->port()), q.path(2, (*l)->port())};
   return g1(rig, **l, paths, bytes, progress);
 }
 
@@ -431,18 +467,12 @@ DgramCapResult measure_dgram_capacity(EngineRig& rig, const DgramCapOptions& o,
                                       const std::function<void(const std::string&)>& progress) {
   DgramCapResult out;
   out.offered_pps = static_cast<double>(o.pps);
-  TempCerts certs;
-  if (auto st = certs.make(); !st) {
-    out.error = "quic certificates: " + st.error().message();
+  QuicSetup q;
+  if (auto st = q.make(std::chrono::milliseconds(1)); !st) {
+    out.error = st.error().message();
     return out;
   }
-  QuicTls tls{certs.dir + "/ca.pem", certs.dir + "/server.pem", certs.dir + "/server.key"};
-  tls.initial_rtt = std::chrono::milliseconds(1);
-  Result<ListenerPtr> ql = make_error(std::errc::invalid_argument, "unset");
-  (void)rig.in_server([&]() -> Status {
-    ql = listen_quic("0.0.0.0:0", tls, ListenOptions{});
-    return {};
-  });
+  auto ql = q.listen(rig);
   if (!ql) {
     out.error = "listen_quic: " + ql.error().message();
     return out;
@@ -462,61 +492,32 @@ DgramCapResult measure_dgram_capacity(EngineRig& rig, const DgramCapOptions& o,
   for (int i = 0; i < 2 * o.runs; ++i) {
     const bool quic = i % 2 == 0;
     Listener& l = quic ? **ql : **ul;
-    PathSpec p = EngineRig::path(1, l.port(), quic ? "quic" : "udpflow");
+    PathSpec p = quic ? q.path(1, l.port()) : EngineRig::path(1, l.port(), "udpflow");
     if (quic) {
-      p.opts = {{"ca", tls.ca},
-                {"cert", certs.dir + "/client.pem"},
-                {"key", certs.dir + "/client.key"},
-                {"server_name", "server"},
-                {"mode", "datagram"},
-                {"initial_rtt_ms", "1"}};
+      p.opts["mode"] = "datagram";
+      p.opts["initial_rtt_ms"] = "1";
     }
-    DialOptions d;
-    d.paths = {p};
-    d.ledger_max_bytes = 8U << 20;  // as G3
-    Result<std::unique_ptr<Dialer>> dialer = make_error(std::errc::invalid_argument, "unset");
-    Result<PacketConnPtr> c = make_error(std::errc::invalid_argument, "unset");
-    (void)rig.in_client([&]() -> Status {
-      dialer = Dialer::create(std::move(d));
-      if (dialer) {
-        c = (*dialer)->dial_packet();
-      }
-      return {};
-    });
     const char* name = quic ? "quic datagram" : "udpflow";
-    if (!dialer || !c) {
-      out.error =
-          std::string("dial ") + name + ": " + (!dialer ? dialer.error() : c.error()).message();
+    auto pair = dial_packets(rig, l, p, name);  // G3's send window
+    if (!pair) {
+      out.error = pair.error().message();
       return out;
     }
-    auto s = l.accept_packet(deadline_in(std::chrono::seconds(5)));
-    if (!s) {
-      out.error = std::string("accept_packet ") + name + ": " + s.error().message();
-      return out;
-    }
-    G3Run run(**c, **s, std::max<std::size_t>(o.size, 12), count);
+    auto& c = pair->client;
+    auto& s = pair->server;
+    G3Run run(*c, *s, std::max<std::size_t>(o.size, 12), count);
     const auto t0 = G3Clock::now();
     std::thread server_t([&] { run.serve(); });
     std::thread echo_t([&] { run.read_echoes(); });
     run.write_phase(0, count, o.pps, o.seconds);
-    const auto drain_until = G3Clock::now() + std::chrono::seconds(10);
-    while (!run.stop && run.received.load() < run.sent.load() && G3Clock::now() < drain_until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // late duplicates
-    run.stop = true;
-    server_t.join();
-    echo_t.join();
+    finish(run, server_t, echo_t);
     DgramCapRun r;
     r.quic = quic;
     r.sent = run.sent.load();
-    for (std::uint64_t k = 0; k < r.sent; ++k) {
-      r.missing += run.seen[k] == 0 ? 1 : 0;
-      r.dups += run.seen[k] > 1 ? 1 : 0;
-    }
+    count_seen(run, r.sent, r.missing, r.dups);
     const double secs = std::chrono::duration<double>(run.last_read - t0).count();
     r.pps = secs > 0 ? static_cast<double>(run.received.load()) / secs : 0;
-    (void)(*c)->close();
+    (void)c->close();
     if (!run.error.empty()) {
       out.error = std::string(name) + ": " + run.error;
       return out;
