@@ -3,6 +3,7 @@
 // loss. Every transfer is a seekable pattern stream checked byte for byte at its offset, so a
 // lost, duplicated or reordered byte fails at the exact place.
 #include "fake_net.hpp"
+#include "flow_transfer.hpp"
 
 #include <rendr/engine/errors.hpp>
 #include <rendr/engine/core/flow.hpp>
@@ -19,102 +20,6 @@ using namespace rendr::engine;
 using namespace rendr::engine::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-// fast_probe_config with 16 KiB frames.
-FlowConfig small_frame_config() {
-  FlowConfig c = fast_probe_config();
-  c.max_payload = 16 * 1024;
-  return c;
-}
-
-// Transfer writes |total| pattern bytes on |from| and reads/verifies them on |to|.
-struct Transfer {
-  explicit Transfer(std::uint64_t n, std::uint32_t seed = 7) : pattern(seed), total(n) {}
-  rendr::test::Pattern pattern;
-  std::uint64_t total;
-  std::uint64_t written = 0;
-  std::uint64_t read = 0;
-  bool eof = false;
-  long long mismatch_at = -1;
-  bool read_enabled = true;
-  std::optional<Error> read_error;
-
-  void write_some(FlowCore& c, TimePoint now) {
-    std::vector<std::byte> buf(64 * 1024);
-    while (written < total) {
-      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - written));
-      pattern.fill(written, std::span(buf).first(n));
-      auto r = c.write(std::span(buf).first(n), now);
-      INFO((r.ok() ? std::string("-") : r.error().message()));
-      REQUIRE(r.ok());
-      if (*r == 0) {
-        break;
-      }
-      written += *r;
-    }
-  }
-  void read_some(FlowCore& c, TimePoint now) {
-    if (!read_enabled) {
-      return;
-    }
-    std::vector<std::byte> buf(48 * 1024);
-    while (true) {
-      auto r = c.read(buf, now);
-      if (!r.ok()) {
-        read_error = r.error();
-        return;
-      }
-      if (r->eof) {
-        eof = true;
-        return;
-      }
-      if (r->bytes == 0) {
-        return;
-      }
-      const auto got = std::span(buf).first(r->bytes);
-      if (mismatch_at < 0) {
-        const long long m = pattern.mismatch(read, got);
-        if (m >= 0) {
-          mismatch_at = static_cast<long long>(read) + m;
-        }
-      }
-      read += r->bytes;
-    }
-  }
-  [[nodiscard]] bool complete() const { return read == total && mismatch_at < 0; }
-};
-
-template <class Ev>
-std::size_t count_events(const std::vector<FlowEvent>& evs) {
-  return static_cast<std::size_t>(
-      std::count_if(evs.begin(), evs.end(), [](const FlowEvent& e) { return std::holds_alternative<Ev>(e); }));
-}
-
-// all_ready runs until the client has |n| ready paths.
-bool all_ready(FakeNet& net, std::size_t n) {
-  return net.run_until(
-      [&] {
-        const auto st = net.client.stats();
-        return st.paths.size() == n &&
-               std::all_of(st.paths.begin(), st.paths.end(),
-                           [](const PathInfo& p) { return p.state == PathState::ready; });
-      },
-      2s);
-}
-
-void wire_transfer(FakeNet& net, Transfer& t) {
-  net.app = [&t](FakeNet& n) {
-    if (n.client.state() != FlowState::init) {
-      t.write_some(n.client, n.now);
-    }
-    if (n.server) {
-      t.read_some(*n.server, n.now);
-    }
-  };
-}
-
-}  // namespace
 
 TEST_CASE("engine flow: handshake, then a byte stream arrives intact both ways",
           "[engine][flow]") {
@@ -523,83 +428,6 @@ TEST_CASE("engine flow: race over two lossy datagram paths, duplicates dropped b
   CHECK(ss.recv_queue_hwm > 0);
   CHECK(net.dropped(a) > 0);
   CHECK(net.dropped(b) > 0);
-}
-
-TEST_CASE("engine flow: bond spreads frames over both paths and survives a path death",
-          "[engine][flow][bond]") {
-  FlowConfig c = small_frame_config();
-  c.mode = Mode::bond;
-  c.bond_pin = 4;
-  FakeNet net(c, c);
-  const int a = net.add_link({Framing::stream, 5ms, 0.0, 256 * 1024, 2000});
-  const int b = net.add_link({Framing::stream, 6ms, 0.0, 256 * 1024, 2000});
-  Transfer t(4'000'000);
-  wire_transfer(net, t);
-  REQUIRE(net.run_until([&] { return t.read > 1'500'000; }, 60s));
-  const auto mid = net.client.stats();
-  REQUIRE(mid.paths.size() == 2);
-  CHECK(mid.paths[0].frames_tx > 50);
-  CHECK(mid.paths[1].frames_tx > 50);
-  net.blackhole(b);
-  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
-  CHECK(t.mismatch_at == -1);
-  CHECK(net.client.stats().paths.size() == 1);
-  CHECK(net.client.active_path() == net.client_path(a));
-}
-
-TEST_CASE("engine flow: bond over two equal rate-limited paths skips neither",
-          "[engine][flow][bond]") {
-  // The lab's bond gate in small: 40 Mbit/s each, 50 us one way; neither path may be skipped
-  // and the two carry nearly twice one.
-  FlowConfig c = small_frame_config();
-  c.mode = Mode::bond;
-  c.bond_pin = 8;
-  FakeNet net(c, c);
-  const int a = net.add_link({Framing::stream, 50us, 0.0, 256 * 1024, 5000});
-  const int b = net.add_link({Framing::stream, 50us, 0.0, 256 * 1024, 5000});
-  Transfer t(16'000'000);
-  wire_transfer(net, t);
-  const TimePoint start = net.now;
-  REQUIRE(net.run_until([&] { return t.complete(); }, 120s));
-  CHECK(t.mismatch_at == -1);
-  const double secs = std::chrono::duration<double>(net.now - start).count();
-  const auto st = net.client.stats();
-  INFO("bond " << 16.0 / secs << " MB/s over two 5 MB/s links, stuck skips "
-               << st.bond_stuck_skips << ", frames " << st.paths[0].frames_tx << " / "
-               << st.paths[1].frames_tx);
-  CHECK(st.bond_stuck_skips == 0);
-  CHECK(16.0 / secs > 1.85 * 5.0);
-  (void)a;
-  (void)b;
-}
-
-// A path that is slow by itself (its probes' round trips with nothing of ours queued) is skipped.
-TEST_CASE("engine flow: bond skips a path whose clean round trip is far above the best",
-          "[engine][flow][bond]") {
-  FlowConfig c = small_frame_config();
-  c.mode = Mode::bond;
-  c.bond_pin = 4;
-  FakeNet net(c, c);
-  const int a = net.add_link({Framing::stream, 1ms, 0.0, 256 * 1024, 0});
-  const int b = net.add_link({Framing::stream, 20ms, 0.0, 256 * 1024, 0});
-  // Both paths answer probes before any data is queued on them (the first one of each is
-  // never clean: it runs through the path's set-up).
-  REQUIRE(all_ready(net, 2));
-  REQUIRE(net.run_until([&] {
-    const auto s = net.client.stats();
-    return s.paths.size() == 2 && s.paths[0].clean_rtt && s.paths[1].clean_rtt;
-  }, 1s));
-  CHECK(*net.client.stats().paths[1].clean_rtt >= 40ms);
-  Transfer t(4'000'000);
-  wire_transfer(net, t);
-  REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
-  CHECK(t.mismatch_at == -1);
-  const auto st = net.client.stats();
-  INFO("frames " << st.paths[0].frames_tx << " / " << st.paths[1].frames_tx);
-  CHECK(st.bond_stuck_skips > 0);
-  CHECK(st.paths[1].frames_tx * 4 < st.paths[0].frames_tx);
-  (void)a;
-  (void)b;
 }
 
 TEST_CASE("engine flow: a path added later joins via BRIDGE_TAG, remove_path fails over first",
