@@ -212,6 +212,7 @@ struct Metrics {
   std::uint64_t restores_failed = 0;
   std::uint64_t offers_rejected = 0;
   std::uint64_t peers_refused = 0;
+  std::uint64_t peer_channels_opened = 0;  // TLS channels this agent dialled (not reused ones)
   std::uint64_t peer_requests_refused = 0;  // a configured agent asked for what its role may not
   std::uint64_t flows_ended = 0;   // dropped from batches: they ended before they could move
   std::uint64_t flows_reaped = 0;  // forgotten: no process held their socket any more

@@ -49,6 +49,7 @@ awaitable<Result<std::unique_ptr<PeerConn>>> Agent::connect_peer(const std::stri
     co_return Error{ec, "TLS handshake with agent " + name +
                             " (certificate not signed by our CA, or not issued to '" + name + "')"};
   }
+  ++metrics_.peer_channels_opened;
   co_return std::move(c);
 }
 

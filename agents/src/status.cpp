@@ -160,6 +160,9 @@ std::string Agent::metrics_text() {
        static_cast<double>(metrics_.offers_rejected));
   line("rendr_peer_channels_refused_total", "Agent channels refused (TLS/identity).", "counter",
        "", static_cast<double>(metrics_.peers_refused));
+  line("rendr_peer_channels_opened_total",
+       "Agent channels this agent dialled (TLS handshakes; idle channels are reused).", "counter",
+       "", static_cast<double>(metrics_.peer_channels_opened));
   line("rendr_peer_requests_refused_total",
        "Requests a configured agent's role does not allow (docs/security.md).", "counter", "",
        static_cast<double>(metrics_.peer_requests_refused));
