@@ -44,7 +44,7 @@ struct AgentConfig {
   int staged_timeout_ms = 30000;
   int freeze_grace_ms = 2000;
   // Before the freeze, wait up to this long for exported sockets' send queues to drain (0: no).
-  int drain_ms = 200;
+  int drain_ms = 500;
   // limits
   std::size_t max_frame_bytes = 256U << 20;  // one agent-channel message (a whole offer)
   // test-only fault injection (docs/native-migration.md "Fault injection")

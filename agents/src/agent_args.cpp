@@ -40,7 +40,7 @@ timing:
   --staged-timeout-ms N    target: release staged sockets without COMMIT after N ms (default 30000)
   --freeze-grace-ms N      source: keep a moved flow frozen N ms after commit (default 2000)
   --drain-ms N             source: before the freeze, wait up to N ms while the exported
-                           sockets' send queues drain to the peers (default 200; 0 off)
+                           sockets' send queues drain to the peers (default 500; 0 off)
 limits:
   --max-frame-mib N        largest agent-channel message accepted, in MiB (default 256, at most
                            256): an offer carries every snapshot of a batch

@@ -14,7 +14,7 @@
 namespace rendr::agents {
 
 struct DrainOptions {
-  std::chrono::milliseconds max{200};        // stop waiting after this long (0: no drain)
+  std::chrono::milliseconds max{500};        // stop waiting after this long (0: no drain)
   std::chrono::milliseconds stalled{10};     // stop when nothing drained for this long
   std::uint64_t target_per_flow = 64 * 1024;  // stop when every flow holds this little
   std::chrono::milliseconds poll{1};         // how often the shell looks again
