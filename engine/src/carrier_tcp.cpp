@@ -80,6 +80,22 @@ class TcpCarrier final : public StreamCarrier {
     const std::size_t n = sock_->is_open() ? sock_->available(ec) : 0;
     return ec ? 0 : n;
   }
+  [[nodiscard]] std::optional<engine::TransportAck> transport_ack() const override {
+    if (!sock_->is_open()) {
+      return std::nullopt;
+    }
+    tcp_info ti{};
+    socklen_t len = sizeof ti;
+    if (::getsockopt(sock_->native_handle(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) {
+      return std::nullopt;
+    }
+    engine::TransportAck a;
+    a.in_flight_packets = ti.tcpi_unacked;
+    a.since_ack = std::chrono::milliseconds(ti.tcpi_last_ack_recv);
+    a.srtt = std::chrono::microseconds(ti.tcpi_rtt);
+    a.rttvar = std::chrono::microseconds(ti.tcpi_rttvar);
+    return a;
+  }
 
  private:
   std::shared_ptr<asio::ip::tcp::socket> sock_;

@@ -121,6 +121,14 @@ std::size_t FlowDriver::pending_input_locked(PathId path) const {
   return s.stream ? s.stream->pending_input() : s.packet->pending_input();
 }
 
+std::optional<engine::TransportAck> FlowDriver::transport_ack_locked(PathId path) const {
+  auto it = slots_.find(path);
+  if (it == slots_.end() || it->second->closed || !it->second->stream) {
+    return std::nullopt;
+  }
+  return it->second->stream->transport_ack();
+}
+
 void FlowDriver::run_deferred(std::unique_lock<std::mutex>& lk) {
   if (deferred_.empty() && !wake_reader_ && !wake_writer_) {
     return;
@@ -275,6 +283,7 @@ void FlowDriver::arm_timer_locked() {
           engine::FlowCore::TimerContext ctx;
           ctx.lateness = now > due ? now - due : engine::Duration::zero();
           ctx.pending_input = [raw = self.get()](PathId p) { return raw->pending_input_locked(p); };
+          ctx.transport_ack = [raw = self.get()](PathId p) { return raw->transport_ack_locked(p); };
           self->core_->on_timeout(now, ctx);
         }
         engine::detail::FrameCache::instance().trim_if_idle(now);

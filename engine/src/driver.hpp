@@ -199,6 +199,8 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   void end_handler_locked(engine::TimePoint began);
   // pending_input_locked: unread bytes on |path|'s carrier (the silence check asks).
   std::size_t pending_input_locked(engine::PathId path) const;
+  // transport_ack_locked: |path|'s transport view (the transport-silence check asks).
+  std::optional<engine::TransportAck> transport_ack_locked(engine::PathId path) const;
   void complete_async_locked();
   bool path_settled_locked(engine::PathId id) const;
 

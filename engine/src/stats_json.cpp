@@ -74,6 +74,7 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   }
   w.end_object();
   w.kv("silence_pending_reprieves", s.silence_pending_reprieves);
+  w.kv("transport_silence_deaths", s.transport_silence_deaths);
   w.kv("silence_starved_reprieves", s.silence_starved_reprieves);
   if (s.l3_identity) {
     w.kv("l3_identity", to_string(*s.l3_identity));

@@ -105,6 +105,11 @@ struct FlowCore::Impl {
     bool ack_pending = false;
     bool probe_due = false;
     std::size_t unacked_bytes = 0;  // committed here, not yet acknowledged (self-load signal)
+    // Since when unacked_bytes has been non-zero (empty while it is 0), and when the
+    // transport-silence rule may ask the carrier again (ack_silence_min).
+    std::optional<TimePoint> inflight_since;
+    TimePoint next_transport_check{};
+    bool transport_blind = false;  // the carrier cannot tell (transport_ack empty): not asked again
     std::optional<TimePoint> tx_waiting_since;
     PathEstimator est;
     struct OutstandingProbe {
@@ -334,6 +339,9 @@ struct FlowCore::Impl {
   void uncount(detail::LedgerEntry& e) {
     if (Path* q = find(e.counted_path)) {
       q->unacked_bytes -= std::min(q->unacked_bytes, e.frame.size());
+      if (q->unacked_bytes == 0) {
+        q->inflight_since.reset();
+      }
     }
     e.counted_path = 0;
   }
@@ -556,6 +564,22 @@ struct FlowCore::Impl {
     }
     return end;
   }
+
+  // transport_due: when the transport-silence rule next looks at |p| (empty: not for this
+  // path now - off, no frames of ours in flight, not a stream, or no other ready path).
+  [[nodiscard]] std::optional<TimePoint> transport_due(PathId id, const Path& p) const {
+    if (cfg.ack_silence_min <= Duration::zero() || !p.inflight_since || p.transport_blind ||
+        p.framing != Framing::stream || !other_ready_path(id)) {
+      return std::nullopt;
+    }
+    return std::max(*p.inflight_since + cfg.ack_silence_min, p.next_transport_check);
+  }
+  // transport_silent: asks the carrier (ctx.transport_ack) whether |p|'s transport has heard
+  // no acknowledgement for too long with our frames in flight; the reason when so.
+  [[nodiscard]] std::optional<std::string> transport_silent(PathId id, Path& p, TimePoint now,
+                                                            const FlowCore::TimerContext& ctx);
+  static constexpr Duration kTransportCheck = std::chrono::milliseconds(5);
+  static constexpr int kLoneSegmentFactor = 3;
 
   [[nodiscard]] Duration rto_for(const detail::LedgerEntry& e) const {
     const Path* p = find(e.last_path);

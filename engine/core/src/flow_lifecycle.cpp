@@ -110,6 +110,40 @@ bool FlowCore::Impl::silent_now(PathId id, Path& p, TimePoint now,
   return v.kind == SilenceKind::silent;
 }
 
+std::optional<std::string> FlowCore::Impl::transport_silent(PathId id, Path& p, TimePoint now,
+                                                            const FlowCore::TimerContext& ctx) {
+  const auto due = transport_due(id, p);
+  if (!due || now < *due) {
+    return std::nullopt;
+  }
+  p.next_transport_check = now + kTransportCheck;
+  const std::optional<TransportAck> ta =
+      ctx.transport_ack ? ctx.transport_ack(id) : std::optional<TransportAck>{};
+  if (!ta) {
+    p.transport_blind = true;  // this carrier cannot tell: the other rules judge the path
+    return std::nullopt;
+  }
+  if (ta->in_flight_packets == 0) {
+    return std::nullopt;
+  }
+  // The transport may have been idle before our oldest frame in flight was handed to it: its
+  // silence counts from then at the most.
+  const Duration silent = std::min(ta->since_ack, now - *p.inflight_since);
+  Duration bound = std::max(cfg.ack_silence_min, 2 * ta->srtt + 4 * ta->rttvar);
+  if (ta->in_flight_packets < 2) {
+    bound = std::max(bound, kLoneSegmentFactor * cfg.ack_silence_min);  // a delayed ACK
+  }
+  if (silent < bound) {
+    return std::nullopt;
+  }
+  const auto ms = [](Duration d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  };
+  return "no transport acknowledgement for " + ms(silent) + " ms with " +
+         std::to_string(ta->in_flight_packets) + " packet(s) in flight (bound " + ms(bound) +
+         " ms)";
+}
+
 void FlowCore::Impl::run_timers(TimePoint now, const FlowCore::TimerContext& ctx) {
   if (state == FlowState::dead) {
     return;
@@ -166,6 +200,17 @@ void FlowCore::Impl::run_timers(TimePoint now, const FlowCore::TimerContext& ctx
                                        "path " + std::to_string(id) +
                                            ": silent for the freshness window (" +
                                            std::to_string(fw.count() / 1000000) + " ms)"));
+      continue;
+    }
+    // Never the last path standing: not when the other ready ones are failing in this round.
+    const bool another_stays = std::any_of(paths.begin(), paths.end(), [&](const auto& kv) {
+      return kv.first != id && kv.second.state == PathState::ready &&
+             std::none_of(dead.begin(), dead.end(),
+                          [&](const auto& d) { return d.first == kv.first; });
+    });
+    if (auto why = another_stays ? transport_silent(id, p, now, ctx) : std::nullopt) {
+      counters.transport_silence_deaths += 1;
+      dead.emplace_back(id, make_error(errc::path_dead, "path " + std::to_string(id) + ": " + *why));
       continue;
     }
     // Overdue probes on a path that otherwise talks count as lost.
@@ -271,6 +316,9 @@ std::optional<FlowCore::Deadline> FlowCore::Impl::deadline() const {
     if (p.tx_waiting_since && other_ready_path(id)) {
       take(*p.tx_waiting_since + p.est.stall_timeout(cfg.stall_min, cfg.stall_max),
            DeadlineKind::stall);
+    }
+    if (auto due = transport_due(id, p)) {
+      take(*due, DeadlineKind::transport);
     }
   }
   if (mode == Mode::prime && paths.size() >= 2) {

@@ -159,6 +159,9 @@ std::size_t FlowCore::Impl::transmit(Path& p, std::vector<std::byte>& out, std::
     }
     if (e->counted_path != p.id) {
       uncount(*e);
+      if (p.unacked_bytes == 0) {
+        p.inflight_since = now;
+      }
       p.unacked_bytes += e->frame.size();
       e->counted_path = p.id;
     }

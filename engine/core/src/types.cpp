@@ -54,6 +54,7 @@ std::string_view to_string(DeadlineKind k) {
     case DeadlineKind::stall: return "stall";
     case DeadlineKind::sched_tick: return "sched_tick";
     case DeadlineKind::rto: return "rto";
+    case DeadlineKind::transport: return "transport";
   }
   return "unknown";
 }
@@ -80,6 +81,9 @@ Status validate_config(const FlowConfig& c) {
       c.fresh_min <= Duration::zero() || c.stall_min <= Duration::zero() ||
       c.rto_min <= Duration::zero()) {
     return bad("probe_interval, sched_tick, fresh_min, stall_min, rto_min must be > 0");
+  }
+  if (c.ack_silence_min < Duration::zero()) {
+    return bad("ack_silence_min must be >= 0 (0: off)");
   }
   if (c.migration_budget <= Duration::zero() || c.migration_budget > std::chrono::seconds(90)) {
     return bad("migration_budget must be in (0, 90 s]");

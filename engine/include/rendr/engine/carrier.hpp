@@ -13,12 +13,14 @@
 #pragma once
 
 #include <rendr/common/result.hpp>
+#include <rendr/engine/types.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -89,6 +91,13 @@ class StreamCarrier {
   // closed). The engine asks it before failing a path for silence: unread input means the
   // path spoke and only our thread did not get to read it (docs/engine.md).
   [[nodiscard]] virtual std::size_t pending_input() const { return 0; }
+  // transport_ack: what the carrier's transport knows of the peer's acknowledgements (the tcp
+  // carrier: TCP_INFO); empty when it cannot tell (the default). The engine asks it while its
+  // frames are in flight on the path, to fail a silently dropped path fast
+  // (FlowConfig::ack_silence_min).
+  [[nodiscard]] virtual std::optional<engine::TransportAck> transport_ack() const {
+    return std::nullopt;
+  }
   // rebind moves the carrier to a new local address ("ip:port", port 0 = any) in place, the
   // peer following (quic: QUIC connection migration); the engine sees the same path. Default:
   // not_supported.

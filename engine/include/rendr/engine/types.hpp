@@ -23,6 +23,15 @@ using TimePoint = Clock::time_point;
 using Duration = std::chrono::nanoseconds;
 
 using Id128 = std::array<std::uint8_t, 16>;  // flow_id (= bridge_id), instance_id
+
+// TransportAck: what a stream carrier's own transport knows of its peer's acknowledgements
+// (tcp: TCP_INFO), for the transport-silence rule (FlowConfig::ack_silence_min).
+struct TransportAck {
+  std::uint32_t in_flight_packets = 0;  // sent, not acknowledged by the peer's transport
+  Duration since_ack{0};                // since the transport last received an acknowledgement
+  Duration srtt{0};                     // the transport's smoothed round trip and its variation
+  Duration rttvar{0};
+};
 using PathId = std::uint32_t;                // per flow, from 1; 0 = none
 
 // A frame is an 8-byte header plus its payload (docs/wire.md); FlowConfig and PathOptions bounds
@@ -145,6 +154,13 @@ struct FlowConfig {
   // retransmission timeout (>= 200 ms on Linux) after a tail loss.
   Duration stall_min = std::chrono::milliseconds(300);
   Duration stall_max = std::chrono::seconds(2);
+  // Transport silence (stream carriers that know their transport's acknowledgements: tcp): a
+  // path with our frames in flight whose transport heard no acknowledgement for
+  // max(ack_silence_min, 2 srtt + 4 rttvar) - the transport's own view of its round trip - is
+  // failed at once when another path is ready (docs/engine.md "Paths: probes and death"). This
+  // is what catches a silent drop of a busy path within tens of ms. A lone segment in flight
+  // waits at least 3 x ack_silence_min (the peer may delay its ACK). 0 = off.
+  Duration ack_silence_min = std::chrono::milliseconds(30);
   Duration rto_min = std::chrono::milliseconds(20);  // datagram carriers only
   Duration rto_max = std::chrono::seconds(1);
   // prime
@@ -205,8 +221,9 @@ enum class DeadlineKind : std::uint8_t {
   stall,
   sched_tick,
   rto,
+  transport,
 };
-inline constexpr std::size_t kDeadlineKinds = 11;
+inline constexpr std::size_t kDeadlineKinds = 12;
 [[nodiscard]] std::string_view to_string(DeadlineKind k);
 
 struct PathInfo {
@@ -277,6 +294,8 @@ struct FlowStats {
   // late (starved); the path was judged again instead of failed.
   std::uint64_t silence_pending_reprieves = 0;
   std::uint64_t silence_starved_reprieves = 0;
+  // Paths failed by the transport-silence rule (FlowConfig::ack_silence_min).
+  std::uint64_t transport_silence_deaths = 0;
   // Timer lateness (shell-filled): the flow's timer handlers run, how late they ran against
   // their deadline (max; histogram < 1, < 5, < 20, < 100, < 500, >= 500 ms) and the longest
   // io-thread handler of the flow (timer, service, carrier input; time under the flow's lock)

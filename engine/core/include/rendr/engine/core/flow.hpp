@@ -217,6 +217,9 @@ class FlowCore {
   struct TimerContext {
     Duration lateness{0};
     std::function<std::size_t(PathId)> pending_input;
+    // transport_ack: the path's transport view (empty: the carrier cannot tell), asked for a
+    // stream path with our frames in flight and another path ready (ack_silence_min).
+    std::function<std::optional<TransportAck>(PathId)> transport_ack;
   };
   void on_timeout(TimePoint now, const TimerContext& ctx);
 
