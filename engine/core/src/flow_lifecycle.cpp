@@ -203,8 +203,9 @@ void FlowCore::Impl::run_timers(TimePoint now, const FlowCore::TimerContext& ctx
       continue;
     }
     // Never the last path standing: not when the other ready ones are failing in this round.
+    const PathId self = id;  // (a structured binding cannot be captured before C++20's clang 16)
     const bool another_stays = std::any_of(paths.begin(), paths.end(), [&](const auto& kv) {
-      return kv.first != id && kv.second.state == PathState::ready &&
+      return kv.first != self && kv.second.state == PathState::ready &&
              std::none_of(dead.begin(), dead.end(),
                           [&](const auto& d) { return d.first == kv.first; });
     });
