@@ -130,7 +130,11 @@ std::size_t Agent::reap_closed_flows() {
   if (!checkable) {
     return 0;
   }
-  auto held = held_tcp_sockets();
+  std::vector<FourTuple> ask;
+  for (const auto& [k, f] : flows_) {
+    ask.push_back(f.tuple);
+  }
+  auto held = held_tcp_sockets(ask);
   if (!held) {
     log_.warn("cannot check tracked flows against their sockets: " + held.error().message());
   }

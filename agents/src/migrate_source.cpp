@@ -79,7 +79,11 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
           auto s = f->session.lock();
           return s && s->same_netns && !f->migrating;
         })) {
-      if (auto h = held_tcp_sockets(); h) {
+      std::vector<FourTuple> ask;
+      for (FlowRec* f : sel) {
+        ask.push_back(f->tuple);
+      }
+      if (auto h = held_tcp_sockets(ask); h) {
         held = std::move(*h);
       } else {
         log_.warn("migrate: cannot check the flows against their sockets: " +
@@ -142,6 +146,7 @@ awaitable<Message> Agent::migrate(const std::shared_ptr<seqp::socket>& ctl, cons
   b.to = *to;
   b.service = service;
   b.t0 = t0;
+  b.step_ms["select"] = ms_since(t0);  // choosing the flows (and checking their sockets)
   b.ended = std::move(ended);
   b.sel = std::move(sel);
   b.n = b.sel.size();

@@ -15,7 +15,9 @@ using A = SrcAction;
 awaitable<StepResult> Agent::src_connect(SourceBatch& b, SrcAction which) {
   // Channels first: a TLS handshake must not happen while traffic is frozen.
   const std::string& name = which == A::connect_target ? b.to : cfg_.gateway;
+  const auto tc = Clock::now();
   auto c = co_await take_live(name);
+  b.step_ms[which == A::connect_target ? "channel_target" : "channel_gateway"] = ms_since(tc);
   if (!c) {
     co_return step_failed(which, c.error().message());
   }
@@ -28,6 +30,12 @@ awaitable<StepResult> Agent::src_connect(SourceBatch& b, SrcAction which) {
 }
 
 awaitable<StepResult> Agent::src_steer_check(SourceBatch& b, Clock::time_point deadline) {
+  const auto tc = Clock::now();
+  struct Took {
+    SourceBatch& b;
+    Clock::time_point t;
+    ~Took() { b.step_ms["steer_check"] = ms_since(t); }
+  } took{b, tc};
   // Ask before anything is frozen whether the gateway can steer every flow to the target (a
   // VIP it steers, a backend it knows): a flow it cannot steer would be restored on the target
   // and then reset by this host.
@@ -100,7 +108,13 @@ awaitable<StepResult> Agent::src_export(SourceBatch& b, Clock::time_point export
   // server refused.
   std::optional<std::set<std::string>> held;
   if (std::any_of(b.slots.begin(), b.slots.end(), [](auto& sl) { return sl.refused; })) {
-    if (auto h = held_tcp_sockets(); h) {
+    std::vector<FourTuple> ask;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (b.slots[i].refused) {
+        ask.push_back(b.tuples[i]);
+      }
+    }
+    if (auto h = held_tcp_sockets(ask); h) {
       held = std::move(*h);
     }
   }

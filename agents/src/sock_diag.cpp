@@ -102,7 +102,96 @@ Status dump_family(int nl, std::uint8_t family, std::set<std::string>& out) {
   }
 }
 
+// lookup_one asks for the socket of exactly |t| (no dump: the kernel looks it up by its tuple).
+// Returns whether a file descriptor refers to it; not found is false.
+Result<bool> lookup_one(int nl, const FourTuple& t, std::uint32_t seq) {
+  struct {
+    nlmsghdr nh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nh.nlmsg_len = sizeof msg;
+  msg.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nh.nlmsg_flags = NLM_F_REQUEST;
+  msg.nh.nlmsg_seq = seq;
+  const std::uint8_t family = t.local.family == IpFamily::v4 ? AF_INET : AF_INET6;
+  msg.req.sdiag_family = family;
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = ~0U;
+  msg.req.id.idiag_sport = htons(t.local.port);
+  msg.req.id.idiag_dport = htons(t.remote.port);
+  const std::size_t alen = family == AF_INET ? 4 : 16;
+  std::memcpy(msg.req.id.idiag_src, t.local.addr.data(), alen);
+  std::memcpy(msg.req.id.idiag_dst, t.remote.addr.data(), alen);
+  msg.req.id.idiag_if = t.local.scope_id;
+  msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(nl, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+    return errno_error("sock_diag request");
+  }
+  alignas(nlmsghdr) char buf[8192];
+  for (;;) {
+    const ssize_t n = ::recv(nl, buf, sizeof buf, 0);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return errno_error("sock_diag read");
+    }
+    auto left = static_cast<unsigned>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_seq != seq) {
+        continue;  // a late answer to an earlier request
+      }
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const auto* e = payload<nlmsgerr>(h);
+        if (e->error == 0 || e->error == -ENOENT) {
+          return false;  // (0: an ACK without a socket)
+        }
+        return errno_error("sock_diag lookup", -e->error);
+      }
+      const auto* d = payload<inet_diag_msg>(h);
+      // The lookup falls back to a listener on the local port: only this connection counts.
+      return d->idiag_state != TCP_LISTEN && d->id.idiag_dport == htons(t.remote.port) &&
+             d->idiag_inode != 0;
+    }
+  }
+}
+
 }  // namespace
+
+Result<std::set<std::string>> held_tcp_sockets(const std::vector<FourTuple>& only) {
+  if (only.size() > kHeldLookupMax) {
+    auto all = held_tcp_sockets();
+    if (!all) {
+      return std::move(all).take_error();
+    }
+    std::set<std::string> out;
+    for (const auto& t : only) {
+      if (all->count(t.to_string()) != 0) {
+        out.insert(t.to_string());
+      }
+    }
+    return out;
+  }
+  UniqueFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!nl.valid()) {
+    return errno_error("sock_diag socket");
+  }
+  std::set<std::string> out;
+  std::uint32_t seq = 0;
+  for (const auto& t : only) {
+    auto held = lookup_one(nl.get(), t, ++seq);
+    if (!held) {
+      return std::move(held).take_error();
+    }
+    if (*held) {
+      out.insert(t.to_string());
+    }
+  }
+  return out;
+}
 
 Result<std::set<std::string>> held_tcp_sockets() {
   UniqueFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
