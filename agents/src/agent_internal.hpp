@@ -337,6 +337,11 @@ class Agent {
   awaitable<Result<std::unique_ptr<PeerConn>>> connect_peer(const std::string& name);
   awaitable<Result<std::unique_ptr<PeerConn>>> take_peer(const std::string& name);
   void give_back(std::unique_ptr<PeerConn> c);
+  // warm_channels: once per configured peer and gateway, open a channel in the background and
+  // pool it (when a server registers: migrations will follow), so the first migration does not
+  // pay a TLS handshake - whose CPU, on a small host, delays every other connection's packets.
+  void warm_channels();
+  awaitable<void> warm_channel(std::string name);
   awaitable<Status> write_msg(PeerConn& c, const Message& m, Clock::time_point deadline);
   awaitable<Result<Message>> read_msg(PeerConn& c, Clock::time_point deadline);
   awaitable<Result<Message>> rpc(PeerConn& c, const Message& m, Clock::time_point deadline);
@@ -483,6 +488,7 @@ class Agent {
   // TLS handshakes in progress on accepted channels, at most kMaxHandshakes.
   static constexpr std::size_t kMaxHandshakes = 128;
   std::size_t handshaking_ = 0;
+  std::set<std::string> warmed_;  // peers warm_channels has tried once
   std::unique_ptr<asio::steady_timer> trim_timer_;
   std::vector<std::string> recent_reports_;
 };

@@ -103,6 +103,7 @@ awaitable<Message> Agent::handle_request(const std::shared_ptr<seqp::socket>& so
       session->same_netns = peer_in_our_netns(sock->native_handle());
       sessions_[session->id] = session;
       log_.info("service " + *svc + " registered (session " + std::to_string(session->id) + ")");
+      warm_channels();
       // Connections that arrived while no server was registered.
       auto it = orphans_.find(*svc);
       if (it != orphans_.end()) {

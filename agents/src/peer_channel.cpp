@@ -78,6 +78,34 @@ awaitable<Result<std::unique_ptr<PeerConn>>> Agent::take_peer(const std::string&
   co_return co_await connect_peer(name);
 }
 
+void Agent::warm_channels() {
+  std::vector<std::string> names;
+  for (const auto& [name, addr] : cfg_.peers) {
+    names.push_back(name);
+  }
+  if (!cfg_.gateway.empty()) {
+    names.push_back(cfg_.gateway);
+  }
+  for (const auto& name : names) {
+    if (name != cfg_.name && warmed_.insert(name).second) {
+      asio::co_spawn(io_, warm_channel(name), asio::detached);
+    }
+  }
+}
+
+awaitable<void> Agent::warm_channel(std::string name) {
+  if (!pool_[name].empty()) {
+    co_return;
+  }
+  auto c = co_await connect_peer(name);
+  if (!c) {
+    // Not an error: the peer may not be up yet; the first migration connects then.
+    log_.debug("channel to " + name + " not opened ahead: " + c.error().message());
+    co_return;
+  }
+  give_back(std::move(*c));
+}
+
 void Agent::give_back(std::unique_ptr<PeerConn> c) {
   if (c && !c->broken && c->reader.buffered() == 0) {
     auto& idle = pool_[c->peer_name];
