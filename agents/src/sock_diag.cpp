@@ -50,36 +50,60 @@ Result<Endpoint> endpoint_of(std::uint8_t family, const __be32* addr, __be16 por
   return Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
 }
 
-Status dump_family(int nl, std::uint8_t family, std::set<std::string>& out) {
-  struct {
-    nlmsghdr nh;
-    inet_diag_req_v2 req;
-  } msg{};
+// A SOCK_DIAG_BY_FAMILY request for TCP sockets of |family|.
+struct DiagRequest {
+  nlmsghdr nh;
+  inet_diag_req_v2 req;
+};
+
+DiagRequest diag_request(std::uint8_t family, std::uint16_t flags, std::uint32_t seq) {
+  DiagRequest msg{};
   msg.nh.nlmsg_len = sizeof msg;
   msg.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  msg.nh.nlmsg_seq = family;
+  msg.nh.nlmsg_flags = flags;
+  msg.nh.nlmsg_seq = seq;
   msg.req.sdiag_family = family;
   msg.req.sdiag_protocol = IPPROTO_TCP;
+  return msg;
+}
+
+Status send_request(int nl, const DiagRequest& msg) {
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(nl, &msg, sizeof msg, 0, reinterpret_cast<const sockaddr*>(&kernel),
+               sizeof kernel) < 0) {
+    return errno_error("sock_diag request");
+  }
+  return {};
+}
+
+// recv_answer reads the next part of the kernel's answer into |buf| (EINTR retried).
+Result<unsigned> recv_answer(int nl, char* buf, std::size_t size) {
+  for (;;) {
+    const ssize_t n = ::recv(nl, buf, size, 0);
+    if (n >= 0) {
+      return static_cast<unsigned>(n);
+    }
+    if (errno != EINTR) {
+      return errno_error("sock_diag read");
+    }
+  }
+}
+
+Status dump_family(int nl, std::uint8_t family, std::set<std::string>& out) {
+  DiagRequest msg = diag_request(family, NLM_F_REQUEST | NLM_F_DUMP, family);
   // Connected states only: a listener, a request socket or a TIME_WAIT entry is never a
   // tracked connection.
   msg.req.idiag_states = ~((1U << TCP_LISTEN) | (1U << TCP_TIME_WAIT) | (1U << TCP_SYN_RECV) |
                            (1U << 12 /* TCP_NEW_SYN_RECV */));
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  if (::sendto(nl, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
-    return errno_error("sock_diag request");
-  }
+  RENDR_TRY(send_request(nl, msg));
   std::vector<char> buf(64 * 1024);
   for (;;) {
-    ssize_t n = ::recv(nl, buf.data(), buf.size(), 0);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return errno_error("sock_diag read");
+    auto n = recv_answer(nl, buf.data(), buf.size());
+    if (!n) {
+      return std::move(n).take_error();
     }
-    auto left = static_cast<unsigned>(n);
+    auto left = *n;
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, left);
          h = NLMSG_NEXT(h, left)) {
       if (h->nlmsg_type == NLMSG_DONE) {
@@ -105,17 +129,8 @@ Status dump_family(int nl, std::uint8_t family, std::set<std::string>& out) {
 // lookup_one asks for the socket of exactly |t| (no dump: the kernel looks it up by its tuple).
 // Returns whether a file descriptor refers to it; not found is false.
 Result<bool> lookup_one(int nl, const FourTuple& t, std::uint32_t seq) {
-  struct {
-    nlmsghdr nh;
-    inet_diag_req_v2 req;
-  } msg{};
-  msg.nh.nlmsg_len = sizeof msg;
-  msg.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.nh.nlmsg_flags = NLM_F_REQUEST;
-  msg.nh.nlmsg_seq = seq;
   const std::uint8_t family = t.local.family == IpFamily::v4 ? AF_INET : AF_INET6;
-  msg.req.sdiag_family = family;
-  msg.req.sdiag_protocol = IPPROTO_TCP;
+  DiagRequest msg = diag_request(family, NLM_F_REQUEST, seq);
   msg.req.idiag_states = ~0U;
   msg.req.id.idiag_sport = htons(t.local.port);
   msg.req.id.idiag_dport = htons(t.remote.port);
@@ -125,21 +140,14 @@ Result<bool> lookup_one(int nl, const FourTuple& t, std::uint32_t seq) {
   msg.req.id.idiag_if = t.local.scope_id;
   msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
   msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  if (::sendto(nl, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
-    return errno_error("sock_diag request");
-  }
+  RENDR_TRY(send_request(nl, msg));
   alignas(nlmsghdr) char buf[8192];
   for (;;) {
-    const ssize_t n = ::recv(nl, buf, sizeof buf, 0);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return errno_error("sock_diag read");
+    auto n = recv_answer(nl, buf, sizeof buf);
+    if (!n) {
+      return std::move(n).take_error();
     }
-    auto left = static_cast<unsigned>(n);
+    auto left = *n;
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
       if (h->nlmsg_seq != seq) {
         continue;  // a late answer to an earlier request
