@@ -2,6 +2,7 @@
 // Longer-running scenarios in fake time: quality switches, zombie protection, handshake retry,
 // race without stalls, path re-add (G5 shape) and an echo across a silent path death (G4 shape).
 #include "fake_net.hpp"
+#include "flow_transfer.hpp"
 
 #include <rendr/engine/errors.hpp>
 #include <rendr/engine/core/flow.hpp>
@@ -18,18 +19,6 @@ using namespace rendr::engine::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-
-bool all_ready(FakeNet& net, std::size_t n) {
-  return net.run_until(
-      [&] {
-        const auto st = net.client.stats();
-        return st.paths.size() == n &&
-               std::all_of(st.paths.begin(), st.paths.end(),
-                           [](const PathInfo& p) { return p.state == PathState::ready; });
-      },
-      2s);
-}
 
 // Echo: the client sends a numbered 64-byte message every |period|; the server echoes each
 // message back; the client records each round-trip latency. Messages are verified in order.
