@@ -14,6 +14,7 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <vector>
 
 using namespace rendr;
 using namespace rendr::engine;
@@ -68,25 +69,35 @@ FlowConfig slow_probe_config() {
 struct Cut {
   Duration took{0};
   bool lost = false;
+  std::vector<int> links;  // the FakeNet links added, the first one active at the cut
 };
 
-// cut_active: a transfer over two stream links; the active one is blackholed (and its transport
-// goes silent) once 1 MB arrived; how long until the client lost a path (within |limit|).
-Cut cut_active(FakeNet& net, FakeTransport& ft, Transfer& t, Duration limit, int& a, int& b) {
-  a = net.add_link({Framing::stream, 1ms});
-  b = net.add_link({Framing::stream, 1ms});
+// cut_links: a transfer over |n| stream links; once 1 MB arrived the first |cut| of them (the
+// first is the active one) are blackholed and their transports go silent; how long until the
+// client lost a path (within |limit|).
+Cut cut_links(FakeNet& net, FakeTransport& ft, Transfer& t, int n, int cut, Duration limit) {
+  Cut c;
+  for (int i = 0; i < n; ++i) {
+    c.links.push_back(net.add_link({Framing::stream, 1ms}));
+  }
   wire_transfer(net, t);
   ft.install(net);
   REQUIRE(net.run_until([&] { return t.read > 1'000'000; }, 30s));
-  REQUIRE(net.client.active_path() == net.client_path(a));
-  net.blackhole(a);
+  REQUIRE(net.client.active_path() == net.client_path(c.links[0]));
   const TimePoint at = net.now;
-  ft.cut[net.client_path(a)] = at;
+  for (int i = 0; i < cut; ++i) {
+    net.blackhole(c.links[static_cast<std::size_t>(i)]);
+    ft.cut[net.client_path(c.links[static_cast<std::size_t>(i)])] = at;
+  }
   net.max_step = 1ms;
-  Cut c;
   c.lost = net.run_until([&] { return net.client.stats().paths_lost > 0; }, limit);
   c.took = net.now - at;
   return c;
+}
+
+// cut_active: two links, the active one cut.
+Cut cut_active(FakeNet& net, FakeTransport& ft, Transfer& t, Duration limit) {
+  return cut_links(net, ft, t, 2, 1, limit);
 }
 
 }  // namespace
@@ -96,16 +107,14 @@ TEST_CASE("engine transport silence: a silently dropped busy path fails within t
   FakeNet net(slow_probe_config(), slow_probe_config());
   FakeTransport ft;
   Transfer t(8'000'000);
-  int a = 0;
-  int b = 0;
-  const Cut c = cut_active(net, ft, t, 1s, a, b);
+  const Cut c = cut_active(net, ft, t, 1s);
   REQUIRE(c.lost);
   CHECK(c.took >= 30ms);  // ack_silence_min
   CHECK(c.took <= 30ms + 2 * 5ms);  // plus at most one check interval (and a clock step)
   const auto st = net.client.stats();
   CHECK(st.transport_silence_deaths == 1);
   CHECK(st.last_path_down.find("no transport acknowledgement") != std::string::npos);
-  CHECK(net.client.active_path() == net.client_path(b));
+  CHECK(net.client.active_path() == net.client_path(c.links[1]));
   REQUIRE(net.run_until([&] { return t.complete(); }, 60s));
   CHECK(t.mismatch_at == -1);
   CHECK(net.spins == 0);
@@ -118,9 +127,7 @@ TEST_CASE("engine transport silence: the transport's own round trip raises the b
   ft.srtt = 40ms;
   ft.rttvar = 10ms;  // 2 x 40 + 4 x 10 = 120 ms
   Transfer t(8'000'000);
-  int a = 0;
-  int b = 0;
-  const Cut c = cut_active(net, ft, t, 1s, a, b);
+  const Cut c = cut_active(net, ft, t, 1s);
   REQUIRE(c.lost);
   CHECK(c.took >= 120ms);
   CHECK(c.took <= 130ms);
@@ -132,9 +139,7 @@ TEST_CASE("engine transport silence: a lone segment in flight waits for a delaye
   FakeTransport ft;
   ft.in_flight = 1;
   Transfer t(8'000'000);
-  int a = 0;
-  int b = 0;
-  const Cut c = cut_active(net, ft, t, 1s, a, b);
+  const Cut c = cut_active(net, ft, t, 1s);
   REQUIRE(c.lost);
   CHECK(c.took >= 90ms);  // 3 x ack_silence_min
   CHECK(c.took <= 100ms);
@@ -162,14 +167,8 @@ TEST_CASE("engine transport silence: never the last path, never when off or blin
     FakeNet net(slow_probe_config(), slow_probe_config());
     FakeTransport ft;
     Transfer t(8'000'000);
-    const int a = net.add_link({Framing::stream, 1ms});
-    wire_transfer(net, t);
-    ft.install(net);
-    REQUIRE(net.run_until([&] { return t.read > 1'000'000; }, 30s));
-    net.blackhole(a);
-    ft.cut[net.client_path(a)] = net.now;
-    net.max_step = 1ms;
-    CHECK_FALSE(net.run_until([&] { return net.client.stats().paths_lost > 0; }, 500ms));
+    const Cut c = cut_links(net, ft, t, 1, 1, 500ms);
+    CHECK_FALSE(c.lost);
     CHECK(ft.asked == 0);
   }
   SECTION("ack_silence_min 0 turns it off") {
@@ -178,9 +177,7 @@ TEST_CASE("engine transport silence: never the last path, never when off or blin
     FakeNet net(off, off);
     FakeTransport ft;
     Transfer t(8'000'000);
-    int a = 0;
-    int b = 0;
-    const Cut c = cut_active(net, ft, t, 500ms, a, b);
+    const Cut c = cut_active(net, ft, t, 500ms);
     CHECK_FALSE(c.lost);
     CHECK(ft.asked == 0);
   }
@@ -189,9 +186,7 @@ TEST_CASE("engine transport silence: never the last path, never when off or blin
     FakeTransport ft;
     ft.blind = true;
     Transfer t(8'000'000);
-    int a = 0;
-    int b = 0;
-    const Cut c = cut_active(net, ft, t, 500ms, a, b);
+    const Cut c = cut_active(net, ft, t, 500ms);
     CHECK_FALSE(c.lost);
     CHECK(ft.asked <= 2);  // once per path
     CHECK(net.spins == 0);
@@ -200,17 +195,8 @@ TEST_CASE("engine transport silence: never the last path, never when off or blin
     FakeNet net(slow_probe_config(), slow_probe_config());
     FakeTransport ft;
     Transfer t(8'000'000);
-    const int a = net.add_link({Framing::stream, 1ms});
-    const int b = net.add_link({Framing::stream, 1ms});
-    wire_transfer(net, t);
-    ft.install(net);
-    REQUIRE(net.run_until([&] { return t.read > 1'000'000; }, 30s));
-    ft.cut[net.client_path(a)] = net.now;
-    ft.cut[net.client_path(b)] = net.now;
-    net.blackhole(a);
-    net.blackhole(b);
-    net.max_step = 1ms;
-    (void)net.run_until([] { return false; }, 500ms);
+    (void)cut_links(net, ft, t, 2, 2, 500ms);
+    (void)net.run_until([] { return false; }, 500ms);  // on past the first death, if any
     CHECK(net.client.stats().transport_silence_deaths <= 1);
   }
 }
