@@ -57,6 +57,8 @@ constexpr std::uint64_t kInFlight = 512 * 1024;
 constexpr double kMaxGapMs = 150;
 // The old limit of a recorded packet: bigger ones were skipped.
 constexpr std::size_t kOldReplayMax = 9216;
+// MSS-size segments in one 64 KiB GRO aggregate (MSS >= 1 400 on this 1 500-byte veth).
+constexpr long long kSegmentsPerAggregate = 65536 / 1400 + 1;
 
 std::uint32_t total_retrans(int fd) {
   tcp_info ti{};
@@ -324,8 +326,11 @@ void run_big_replay(const std::string& srv_addr, const std::string& peer_addr,
   // of 24 moves with 10 and 23 such packets). Known gap: with nothing recorded there, the peer
   // may retransmit nothing but its loss probes (CI: 1 segment after a 7.3 ms freeze, the probe
   // itself recorded while held and replayed).
+  // A packet the server dropped for load (socket backlog, veth queue; machine_drops) is one GRO
+  // aggregate of up to 64 KiB the peer must send again, up to kSegmentsPerAggregate segments
+  // (CI, 91 ms frozen on a loaded run: 1 backlog drop, 45 segments = one 65 160-byte aggregate).
   if (late.second == 0) {
-    CHECK(retrans_window <= static_cast<std::uint32_t>(probes));
+    CHECK(retrans_window <= static_cast<std::uint32_t>(probes + machine * kSegmentsPerAggregate));
   }
 }
 
