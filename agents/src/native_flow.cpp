@@ -26,6 +26,14 @@ class NativeSourceFlow final : public SourceFlow {
     if (!cp) {
       return std::move(cp).take_error();
     }
+    // Bytes in flight: ask the peer what it has, so the target resends at once what the network
+    // lost just before the freeze instead of waiting seconds for a timer. The freeze records the
+    // answer (peer_ack_hint at COMMIT; the target's own freeze if it comes after the steer).
+    if (froze_) {
+      if (auto asked = a_.repairer_.ask_peer_ack(cp->socket, cp->snapshot); !asked.ok()) {
+        a_.log_.warn(asked.error().message());
+      }
+    }
     socket_ = std::move(cp->socket);
     captured_ = true;
     return std::move(cp->snapshot);
@@ -88,6 +96,15 @@ class NativeStagedFlow final : public StagedFlow {
     // leaves repair mode and takes the source's packets, then ours; it lifts only then. Lifted
     // first, the peer's packets met a socket still in repair mode (lost) or overtook the
     // replay (the peer retransmitted what the replay carried).
+    // The peer's answer to the source's ask_peer_ack may have come after the steer: then our
+    // freeze recorded it. The later of the two ACKs counts.
+    if (frozen_here_ && a_.freezer_) {
+      if (auto c = a_.freezer_->counters(t_);
+          c && c->peer_ack &&
+          (!peer_ack || static_cast<std::int32_t>(*c->peer_ack - peer_ack->ack) >= 0)) {
+        peer_ack = repair::PeerAck{*c->peer_ack, c->peer_window};
+      }
+    }
     FlowActivation act(frozen_here_ && a_.freezer_);
     Result<UniqueFd> fd = make_error(std::errc::operation_canceled, "not activated");
     auto feed = [&](const Packets& pk) {

@@ -46,7 +46,8 @@ void put32(std::uint8_t* p, std::uint32_t v) {
 std::vector<std::byte> build_segment(const ForgedSegment& seg) {
   const bool v4 = seg.from.family == IpFamily::v4;
   const std::size_t iph = v4 ? 20 : 40;
-  std::vector<std::uint8_t> pkt(iph + 20, 0);
+  const std::size_t tcp_len = 20U + seg.payload;
+  std::vector<std::uint8_t> pkt(iph + tcp_len, 0);
   std::uint8_t* tcp = pkt.data() + iph;
   put16(tcp + 0, seg.from.port);
   put16(tcp + 2, seg.to.port);
@@ -61,8 +62,8 @@ std::vector<std::byte> build_segment(const ForgedSegment& seg) {
   acc = sum16(seg.from.addr.data(), alen, acc);
   acc = sum16(seg.to.addr.data(), alen, acc);
   acc += IPPROTO_TCP;
-  acc += 20;  // TCP length
-  acc = sum16(tcp, 20, acc);
+  acc += static_cast<std::uint32_t>(tcp_len);
+  acc = sum16(tcp, tcp_len, acc);
   put16(tcp + 16, fold(acc));
 
   std::uint8_t* ip = pkt.data();
@@ -77,7 +78,7 @@ std::vector<std::byte> build_segment(const ForgedSegment& seg) {
     put16(ip + 10, fold(sum16(ip, 20, 0)));
   } else {
     ip[0] = 0x60;
-    put16(ip + 4, 20);
+    put16(ip + 4, static_cast<std::uint16_t>(tcp_len));
     ip[6] = IPPROTO_TCP;
     ip[7] = 64;
     std::memcpy(ip + 8, seg.from.addr.data(), 16);

@@ -22,9 +22,12 @@ struct ForgedSegment {
   std::uint32_t ack = 0;
   std::uint16_t window = 0;  // already scaled down by the peer's window scale
   bool fin = false;
+  // Bytes of data after the header (zeros): a segment the peer must answer (ask_peer_ack).
+  std::uint16_t payload = 0;
 };
 
-// build_segment returns the IP packet (IPv4 or IPv6 header + 20-byte TCP header, checksummed).
+// build_segment returns the IP packet (IPv4 or IPv6 header + 20-byte TCP header + |payload| zero
+// bytes, checksummed).
 [[nodiscard]] std::vector<std::byte> build_segment(const ForgedSegment& seg);
 
 // inject_segment sends |seg| to the local stack with SO_MARK |mark| from a one-shot raw socket.

@@ -468,6 +468,7 @@ ssize_t FakeSys::sendto(int fd, const void* buf, std::size_t len, int flags, con
   // A forged segment for the restored socket: an IPv4 or IPv6 header, then TCP; FIN is bit 0 of
   // the flags byte (offset 13). A segment acknowledging our FIN (ack = write_seq) acks it.
   const auto* p = static_cast<const std::uint8_t*>(buf);
+  raw_sent.emplace_back(static_cast<const std::byte*>(buf), static_cast<const std::byte*>(buf) + len);
   const std::size_t iph = len > 0 && (p[0] >> 4) == 4 ? 20 : 40;
   FakeSocket* t = len >= iph + 20 ? tcp_target() : nullptr;
   if (t != nullptr && (p[iph + 13] & 0x01U) != 0) {

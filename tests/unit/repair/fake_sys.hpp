@@ -120,6 +120,8 @@ class FakeSys final : public Sys {
   void clear_faults();
 
   [[nodiscard]] const std::vector<Call>& calls() const { return calls_; }
+  // Every packet a raw socket sent (sendto that succeeded), in order.
+  std::vector<std::vector<std::byte>> raw_sent;
   void clear_calls() { calls_.clear(); }
 
   // The netns: SO_NETNS_COOKIE reports |netns_cookie| (0 = a kernel without the option), and

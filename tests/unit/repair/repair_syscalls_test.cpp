@@ -472,3 +472,52 @@ TEST_CASE("replay feeds a connection's packets in sequence order through one mar
   CHECK(*none == 0);
   CHECK(idle.calls().empty());
 }
+
+TEST_CASE("ask_peer_ack sends the peer one marked byte below snd_una, and nothing when nothing "
+          "is in flight",
+          "[repair][ask_peer_ack]") {
+  FakeSys fake;
+  const int fd = fake.add_connected("10.99.0.1:443", "10.0.1.2:51000");
+  auto& s = fake.sock(fd);
+  s.recv_seq = 5000;
+  s.send_seq = 9000;
+  s.recv_queue = bytes(10, 3);
+  const std::uint32_t in_flight = GENERATE(0U, 1448U);
+  s.send_queue = bytes(in_flight + 100, 5);
+  s.unsent = 100;
+  s.window = tcp_repair_window{5000, 64000, 65535, 64000, 5010};
+  Repairer rep(fake, quiet());
+  auto cp = rep.checkpoint(fd);
+  REQUIRE_OK(cp);
+  fake.clear_calls();
+  fake.raw_sent.clear();
+  REQUIRE_OK(rep.ask_peer_ack(cp->socket, cp->snapshot));
+  INFO("in flight " << in_flight << "\n" << trace(fake.calls()));
+  if (in_flight == 0) {
+    CHECK(fake.raw_sent.empty());
+    CHECK(fake.calls().empty());
+    return;
+  }
+  REQUIRE(fake.raw_sent.size() == 1);
+  CHECK(std::any_of(fake.calls().begin(), fake.calls().end(), [](const Call& c) {
+    return c.is_set(SOL_SOCKET, SO_MARK) && c.value == 0xC114;
+  }));
+  const auto& p = fake.raw_sent[0];
+  REQUIRE(p.size() == 20 + 20 + 1);  // IPv4, TCP without options, one byte
+  auto u8 = [&](std::size_t i) { return std::to_integer<std::uint32_t>(p[i]); };
+  auto u32 = [&](std::size_t i) { return (u8(i) << 24) | (u8(i + 1) << 16) | (u8(i + 2) << 8) | u8(i + 3); };
+  CHECK(u32(12) == 0x0A630001U);  // from our address...
+  CHECK(u32(16) == 0x0A000102U);  // ...to the peer
+  CHECK(((u8(20) << 8) | u8(21)) == 443);
+  CHECK(((u8(22) << 8) | u8(23)) == 51000);
+  CHECK(u32(24) == 9000U - 1);   // one byte the peer already acknowledged
+  CHECK(u32(28) == 5000U + 10);  // our rcv_nxt
+  CHECK((u8(33) & 0x10U) != 0);  // ACK
+  // Nothing once our FIN was sent: the restore resends nothing on an ACK's strength then.
+  auto fin = cp->snapshot;
+  fin.fin_queued = fin.fin_sent = true;
+  fin.state = TcpState::fin_wait1;
+  fake.raw_sent.clear();
+  REQUIRE_OK(rep.ask_peer_ack(cp->socket, fin));
+  CHECK(fake.raw_sent.empty());
+}

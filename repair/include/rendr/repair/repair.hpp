@@ -240,8 +240,9 @@ class Repairer {
   // ACKs a freeze dropped: ebpf::FreezeCounters::peer_ack). The sent-but-unacked bytes below
   // its ack are queued as already transmitted (the peer's next ACK releases them); the bytes
   // from it on are sent again as fresh data at once. Without it every unacked byte is queued as
-  // transmitted, and whatever the freeze dropped waits for a retransmission timer, which on a
-  // restored socket (no RTT sample yet) is a 1 s tail loss probe. An out-of-range ack (below
+  // transmitted, and whatever the freeze or the network dropped waits for a retransmission
+  // timer, which on a restored socket (no RTT sample yet) takes 1-4 s: ask_peer_ack() at the
+  // checkpoint makes the peer send an ACK the freeze records. An out-of-range ack (below
   // the queue or beyond what was sent) is clamped. Its window becomes the socket's send window
   // before repair mode is left (also for an ACK that acknowledges nothing new: a window the
   // peer opened during the freeze is used at once instead of waiting for a zero-window probe);
@@ -277,6 +278,21 @@ class Repairer {
 
   // release closes a frozen socket silently: no FIN, no RST leave this host.
   void release(RepairSocket&& s);
+
+  // ask_peer_ack makes the peer of the frozen connection |s| (checkpointed as |snap|) tell what
+  // it received, so activate() can be given the peer's ACK (|peer_acked|) and send at once what
+  // the peer lacks. Without it, bytes the network lost just before the freeze are restored as
+  // transmitted and wait for a retransmission timer: seconds on a restored socket, which has no
+  // RTT sample. It sends one segment from the connection's address carrying one byte below
+  // snd_una - data the peer already acknowledged (the byte's content is never read): a receiver
+  // answers such a duplicate at once with an ACK of its rcv_nxt and its window (RFC 9293
+  // 3.10.7.4; not rate-limited as Linux does a bare out-of-window segment's answer,
+  // tcp_invalid_ratelimit). The answer comes back while the flow is frozen, where the freeze
+  // records it (ebpf::FreezeCounters::peer_ack). Sent with SO_MARK |mark| so the freeze lets it
+  // out (needs CAP_NET_RAW). Sends nothing (ok) when no byte is in flight or our FIN was sent
+  // (activate then resends nothing on the strength of an ACK).
+  [[nodiscard]] Status ask_peer_ack(const RepairSocket& s, const TcpSnapshot& snap,
+                                    std::uint32_t mark = 0xC114);
 
   // adopt_frozen takes |fd|, a connected TCP socket another process (or an earlier run of this
   // one) left in repair mode, so it can be thawed or released: a restarted agent reclaiming a
