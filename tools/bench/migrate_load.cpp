@@ -161,19 +161,28 @@ struct Window {
   double t0_ms = 0;  // asked
   double t1_ms = 0;  // report received
   double frozen_ms = 0;
+  std::string steps;  // the report's "steps_ms" object
+};
+
+struct Gap {
+  double ms = 0;
+  double from_ms = 0;  // the receive that starts it
 };
 
 // longest_gap: the longest interval between consecutive receive times |t| (ms) that overlaps
 // [w0, w1]; the receive before w0 starts the first candidate interval.
-double longest_gap(const std::vector<double>& t, double w0, double w1) {
-  double worst = 0;
+Gap longest_gap(const std::vector<double>& t, double w0, double w1) {
+  Gap worst;
   for (std::size_t i = 1; i < t.size(); ++i) {
-    if (t[i] >= w0 && t[i - 1] <= w1) {
-      worst = std::max(worst, t[i] - t[i - 1]);
+    if (t[i] >= w0 && t[i - 1] <= w1 && t[i] - t[i - 1] > worst.ms) {
+      worst = {t[i] - t[i - 1], t[i - 1]};
     }
   }
   return worst;
 }
+
+// A stall above the target (30 ms) is reported with its migration's steps.
+constexpr double kReportStallMs = 30;
 
 }  // namespace
 
@@ -221,6 +230,9 @@ StallResult measure_stalls(const lab::GatewayLab& lab, const lab::AgentStack& st
         if (result == "committed") {
           on = to;
           w.frozen_ms = std::atof(json_scalar(*rep, "frozen_ms").c_str());
+          if (const auto st = rep->find("\"steps_ms\":"); st != std::string::npos) {
+            w.steps = rep->substr(st, rep->find('}', st) + 1 - st);
+          }
           windows.push_back(w);
         } else if (result == "empty") {
           ++after_end;  // the server had finished the flow
@@ -261,11 +273,19 @@ StallResult measure_stalls(const lab::GatewayLab& lab, const lab::AgentStack& st
     }
     res.after_end += after_end;
     if (baseline) {
-      res.baseline_gap_ms = longest_gap(recv_ms, 0, recv_ms.empty() ? 0 : recv_ms.back());
+      res.baseline_gap_ms = longest_gap(recv_ms, 0, recv_ms.empty() ? 0 : recv_ms.back()).ms;
       continue;
     }
     for (const auto& w : windows) {
-      res.stall_ms.push_back(longest_gap(recv_ms, w.t0_ms, w.t1_ms));
+      const Gap g = longest_gap(recv_ms, w.t0_ms, w.t1_ms);
+      if (g.ms > kReportStallMs) {
+        std::fprintf(stderr,
+                     "%s stall of %.1f ms: no data from %.1f ms on; migration %zu asked at "
+                     "%.1f ms, answered at %.1f ms, frozen %.1f ms %s\n",
+                     o.half_close ? "half-closed" : "bulk", g.ms, g.from_ms,
+                     res.stall_ms.size(), w.t0_ms, w.t1_ms, w.frozen_ms, w.steps.c_str());
+      }
+      res.stall_ms.push_back(g.ms);
       res.frozen_ms.push_back(w.frozen_ms);
       ++res.committed;
     }
