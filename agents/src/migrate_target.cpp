@@ -203,7 +203,8 @@ Message Agent::on_commit(const Message& m) {
       const auto& snap = sm.sockets[i]->snapshot();
       log_.info("activate " + t.to_string() + ": " + std::to_string(snap.send_unacked()) +
                 " bytes unacked, " +
-                std::to_string(snap.send_queue.size() - snap.send_unacked()) + " unsent, peer ack " +
+                std::to_string(snap.send_queue.size() - snap.send_unacked()) +
+                " unsent, peer ack (source) " +
                 (peer_acked ? std::to_string(static_cast<std::int32_t>(*peer_acked - snap.send_seq)) +
                                   " past snd_una"
                             : std::string("unknown")));

@@ -103,6 +103,10 @@ class NativeStagedFlow final : public StagedFlow {
           c && c->peer_ack &&
           (!peer_ack || static_cast<std::int32_t>(*c->peer_ack - peer_ack->ack) >= 0)) {
         peer_ack = repair::PeerAck{*c->peer_ack, c->peer_window};
+        a_.log_.info("activate " + t_.to_string() + ": peer ack seen here " +
+                     std::to_string(static_cast<std::int32_t>(peer_ack->ack -
+                                                              s_.snapshot().send_seq)) +
+                     " past snd_una");
       }
     }
     FlowActivation act(frozen_here_ && a_.freezer_);

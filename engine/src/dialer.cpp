@@ -45,6 +45,10 @@ Result<std::unique_ptr<Dialer>> Dialer::create(DialOptions opts) {
                               "Dialer: retry needs 0 < min_backoff <= max_backoff and "
                               "attempt_timeout > 0");
   }
+  if (opts.later_paths_after.count() < 0) {
+    return engine::make_error(engine::errc::invalid_config,
+                              "Dialer: later_paths_after must not be negative");
+  }
   if (opts.instance_id == engine::Id128{}) {
     opts.instance_id = random_id();
   }
@@ -102,8 +106,13 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
   };
   std::vector<Dialed> carriers;
   std::vector<const PathSpec*> failed;
+  std::vector<const PathSpec*> later;  // later_paths_after: not dialled now
   std::optional<Error> first_error;
   for (const auto& spec : opts.paths) {
+    if (opts.later_paths_after.count() > 0 && !carriers.empty()) {
+      later.push_back(&spec);
+      continue;
+    }
     auto c = detail::dial_carrier(*ctx, rt->io(), spec, deadline);
     if (!c) {
       if (!first_error) {
@@ -160,10 +169,19 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
     drv->shutdown();
     return std::move(st).take_error();
   }
-  if (ctx->retry.enabled && !failed.empty()) {
+  if ((ctx->retry.enabled && !failed.empty()) || !later.empty()) {
     std::unique_lock lk(drv->mu);
-    for (const PathSpec* spec : failed) {
-      drv->schedule_redial_locked(*spec);
+    // One queue dials them in turn: the first deferred path waits later_paths_after, the rest
+    // follow it; then the re-dials of paths that failed.
+    for (std::size_t i = 0; i < later.size(); ++i) {
+      drv->schedule_later_locked(*later[i],
+                                 i == 0 ? opts.later_paths_after : std::chrono::milliseconds{0},
+                                 ctx->retry.enabled);
+    }
+    if (ctx->retry.enabled) {
+      for (const PathSpec* spec : failed) {
+        drv->schedule_redial_locked(*spec);
+      }
     }
   }
   return drv;

@@ -469,6 +469,7 @@ void FlowDriver::remove_migrate_callback(std::uint64_t id) {
 engine::FlowStats FlowDriver::stats_locked() {
   engine::FlowStats s = core_->stats();
   s.path_redials = redials_;
+  s.paths_later = later_paths_;
   s.timer_fired = timing_.fired();
   s.timer_late_max = timing_.max_late();
   s.timer_late_hist = timing_.histogram();

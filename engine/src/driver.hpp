@@ -71,7 +71,13 @@ struct RetryQueue {
   std::condition_variable write_cv;
   bool stop = false;
   bool running = false;
-  std::deque<std::pair<PathSpec, std::chrono::milliseconds>> pending;  // spec, next backoff
+  struct Pending {
+    PathSpec spec;
+    std::chrono::milliseconds wait{};  // before this attempt
+    bool retry = true;                 // dial again (backing off) when the attempt fails
+    bool later = false;                // a path dial deferred at dial time, not a re-dial
+  };
+  std::deque<Pending> pending;
 };
 
 // Dial |spec| through |ctx| (built-ins first). Returns the carrier in one of two slots.
@@ -124,6 +130,10 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   void note_path_locked(engine::PathId path, const PathSpec& spec);
   void forget_path_locked(engine::PathId path);
   void schedule_redial_locked(const PathSpec& spec);
+  // schedule_later_locked queues |spec|, dialled for the first time after |wait| (a path
+  // DialOptions::later_paths_after deferred); retried like a re-dial only when |retry|.
+  void schedule_later_locked(const PathSpec& spec, std::chrono::milliseconds wait, bool retry);
+  void enqueue_dial_locked(RetryQueue::Pending p);
   // redial_wanted: the flow still wants its paths back (not shut down, closed or dead).
   [[nodiscard]] bool redial_wanted();
   [[nodiscard]] bool redial_wanted_locked() const;
@@ -220,6 +230,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::map<engine::PathId, PathSpec> path_specs_;  // client: what each path was dialled from
   std::shared_ptr<RetryQueue> retry_;              // created on the first re-dial
   std::uint64_t redials_ = 0;                      // paths brought back by the re-dial
+  std::uint64_t later_paths_ = 0;                  // deferred paths added (later_paths_after)
   asio::steady_timer timer_;
   asio::steady_timer drain_timer_;  // bounds the final flush after shutdown()
   std::optional<engine::TimePoint> armed_;

@@ -180,11 +180,20 @@ bool FlowDriver::redial_wanted() {
 }
 
 void FlowDriver::schedule_redial_locked(const PathSpec& spec) {
+  enqueue_dial_locked(RetryQueue::Pending{spec, dial_->retry.min_backoff, true, false});
+}
+
+void FlowDriver::schedule_later_locked(const PathSpec& spec, std::chrono::milliseconds wait,
+                                       bool retry) {
+  enqueue_dial_locked(RetryQueue::Pending{spec, wait, retry, true});
+}
+
+void FlowDriver::enqueue_dial_locked(RetryQueue::Pending p) {
   if (!retry_) {
     retry_ = std::make_shared<RetryQueue>();
   }
   std::lock_guard rl(retry_->mu);
-  retry_->pending.emplace_back(spec, dial_->retry.min_backoff);
+  retry_->pending.push_back(std::move(p));
   if (retry_->running) {
     retry_->cv.notify_all();
     return;
@@ -195,18 +204,16 @@ void FlowDriver::schedule_redial_locked(const PathSpec& spec) {
   std::thread([q = retry_, weak = std::weak_ptr<FlowDriver>(shared_from_this()),
                policy = dial_->retry] {
     for (;;) {
-      PathSpec next;
-      std::chrono::milliseconds backoff{};
+      RetryQueue::Pending next;
       {
         std::unique_lock ql(q->mu);
         if (q->stop || q->pending.empty()) {
           q->running = false;
           return;
         }
-        next = q->pending.front().first;
-        backoff = q->pending.front().second;
+        next = std::move(q->pending.front());
         q->pending.pop_front();
-        q->cv.wait_for(ql, backoff, [&] { return q->stop; });
+        q->cv.wait_for(ql, next.wait, [&] { return q->stop; });
         if (q->stop) {
           q->running = false;
           return;
@@ -218,16 +225,19 @@ void FlowDriver::schedule_redial_locked(const PathSpec& spec) {
         q->running = false;
         return;
       }
-      auto r = drv->add_path(next, deadline_in(policy.attempt_timeout));
+      auto r = drv->add_path(next.spec, deadline_in(policy.attempt_timeout));
       if (r) {
         std::unique_lock lk(drv->mu);
-        drv->redials_ += 1;
+        (next.later ? drv->later_paths_ : drv->redials_) += 1;
       }
-      const bool again = !r && drv->redial_wanted();
+      const bool again = !r && next.retry && drv->redial_wanted();
       drv.reset();  // may destroy the flow here: its destructor only sets q->stop
       std::lock_guard ql(q->mu);
       if (again) {
-        q->pending.emplace_back(next, std::min(backoff * 2, policy.max_backoff));
+        // A deferred path that failed is re-dialled like any other from now on.
+        const auto wait = next.later ? policy.min_backoff
+                                     : std::min(next.wait * 2, policy.max_backoff);
+        q->pending.push_back(RetryQueue::Pending{std::move(next.spec), wait, true, false});
       }
     }
   }).detach();

@@ -48,6 +48,7 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   w.kv("backpressure_events", s.backpressure_events);
   w.kv("paths_lost", s.paths_lost);
   w.kv("path_redials", s.path_redials);
+  w.kv("paths_later", s.paths_later);
   w.kv("last_path_down", s.last_path_down);
   w.kv("write_shut", s.write_shut);
   w.kv("peer_write_shut", s.peer_write_shut);

@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -168,6 +169,64 @@ TEST_CASE("engine api: retry leaves a path removed with remove_path alone, bad r
   bad.retry.enabled = true;
   bad.retry.min_backoff = 0ms;
   REQUIRE_ERROR(Dialer::create(bad), engine::errc::invalid_config, "retry");
+}
+
+TEST_CASE("engine api: later_paths_after dials one path now and the others in the background",
+          "[engine][api][tcp][later]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  auto o = dial_opts({tcp_path(**l, "p1"), tcp_path(**l, "p2")});
+  o.later_paths_after = 100ms;
+  auto [d, c, s] = dial_pair(**l, o);
+  // Right after the dial: one path on both sides, the other not dialled yet.
+  CHECK((*c)->stats().paths.size() == 1);
+  CHECK((*c)->stats().paths_later == 0);
+  CHECK((*s)->stats().paths.size() == 1);
+  for (int i = 0; i < 300 && (*c)->stats().paths_later == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  auto st = (*c)->stats();
+  CHECK(st.paths_later == 1);
+  CHECK(st.path_redials == 0);
+  REQUIRE(st.paths.size() == 2);
+  for (int i = 0; i < 300 && (*s)->stats().paths.size() < 2; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK((*s)->stats().paths.size() == 2);
+  // The deferred path carries the flow when the first one dies.
+  const auto k = transfer_killing_active(**c, **s, 4U << 20, 7);
+  CHECK(k.killed);
+  CHECK(k.writer_error.empty());
+  CHECK((*c)->state() == engine::FlowState::active);
+
+  // A flow closed before the delay never dials the rest: its second path points at a plain
+  // TCP listener of this test, which must see no connection.
+  const int plain = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(plain >= 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t sl = sizeof sa;
+  REQUIRE(::bind(plain, reinterpret_cast<sockaddr*>(&sa), sl) == 0);
+  REQUIRE(::listen(plain, 4) == 0);
+  REQUIRE(::getsockname(plain, reinterpret_cast<sockaddr*>(&sa), &sl) == 0);
+  PathSpec q2;
+  q2.address = "127.0.0.1:" + std::to_string(ntohs(sa.sin_port));
+  auto o2 = dial_opts({tcp_path(**l, "q1"), q2});
+  o2.later_paths_after = 50ms;
+  auto d2 = Dialer::create(o2);
+  REQUIRE_OK(d2);
+  auto c2 = (*d2)->dial(deadline_in(5s));
+  REQUIRE_OK(c2);
+  CHECK((*c2)->stats().paths.size() == 1);
+  REQUIRE_OK((*c2)->close());
+  pollfd pf{plain, POLLIN, 0};
+  CHECK(::poll(&pf, 1, 250) == 0);  // five delays: a deferred dial would have come
+  ::close(plain);
+
+  auto bad = dial_opts({tcp_path(**l)});
+  bad.later_paths_after = -1ms;
+  REQUIRE_ERROR(Dialer::create(bad), engine::errc::invalid_config, "later_paths_after");
 }
 
 TEST_CASE("engine api: all paths gone past the budget is MigrationBudgetExceeded, not EOF",

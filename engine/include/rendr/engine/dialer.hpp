@@ -9,7 +9,8 @@
 // Dial algorithm: a fresh random 16-byte flow_id; every path in order is dialled with its
 // transport's factory; the first carrier carries HELLO, the others BRIDGE_TAG once HELLO_ACK is
 // in. dial returns when the handshake is done and every dialled path is ready or gone (or the
-// deadline passed with the handshake done). Paths that fail to dial are skipped (use
+// deadline passed with the handshake done); with DialOptions::later_paths_after only the first
+// path that dials is, the others follow in the background. Paths that fail to dial are skipped (use
 // Admin::add_path to bring one back, or DialOptions::retry to have it re-dialled in the
 // background); no path at all is an error.
 //
@@ -53,6 +54,14 @@ struct RetryPolicy {
 struct DialOptions : engine::FlowConfig {
   std::vector<PathSpec> paths;
   RetryPolicy retry;
+  // Zero (the default): every path is dialled at once. Otherwise only the first path that can
+  // be dialled is, and the flow's other paths are added (BRIDGE_TAG) this long after the
+  // handshake, from a background thread, unless the flow ended by then: a short flow (a TUN
+  // ingress's request/response) then never pays a carrier connect and a BRIDGE_TAG per extra
+  // path on both sides. Until they come the flow has one path; if it dies the flow waits for
+  // them (within migration_budget). A deferred path that fails to dial is re-dialled only with
+  // retry.enabled. Counted in FlowStats::paths_later.
+  std::chrono::milliseconds later_paths_after{0};
   // Zero: a fresh random instance id per Dialer.
   engine::Id128 instance_id{};
   // Run flows on this io_context (owned by the caller, run by one thread) instead of an own

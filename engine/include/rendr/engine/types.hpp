@@ -288,6 +288,7 @@ struct FlowStats {
   std::size_t recv_chunk_bytes = 0;  // receive chunks alive (held by paths and unread payloads)
   std::uint64_t paths_lost = 0;  // paths that went down (any reason)
   std::uint64_t path_redials = 0;  // paths re-dialled by DialOptions::retry (shell-filled)
+  std::uint64_t paths_later = 0;   // paths DialOptions::later_paths_after deferred, added since
   std::string last_path_down;    // why the most recent one went down ("" = none yet)
   // Silence reprieves (docs/engine.md "How silence is decided"): a path's freshness window ran
   // out while its socket held unread input (pending) or while our own thread ran the check
