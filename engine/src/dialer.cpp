@@ -178,6 +178,9 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
                                  i == 0 ? opts.later_paths_after : std::chrono::milliseconds{0},
                                  ctx->retry.enabled);
     }
+    if (!later.empty()) {
+      drv->arm_later_locked(opts.later_paths_bytes);
+    }
     if (ctx->retry.enabled) {
       for (const PathSpec* spec : failed) {
         drv->schedule_redial_locked(*spec);

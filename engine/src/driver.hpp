@@ -71,6 +71,7 @@ struct RetryQueue {
   std::condition_variable write_cv;
   bool stop = false;
   bool running = false;
+  bool hurry = false;  // dial the deferred paths now (DialOptions::later_paths_bytes)
   struct Pending {
     PathSpec spec;
     std::chrono::milliseconds wait{};  // before this attempt
@@ -134,6 +135,19 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   // DialOptions::later_paths_after deferred); retried like a re-dial only when |retry|.
   void schedule_later_locked(const PathSpec& spec, std::chrono::milliseconds wait, bool retry);
   void enqueue_dial_locked(RetryQueue::Pending p);
+  // arm_later_locked: the deferred paths are also dialled once the application moved |bytes|
+  // (read + written; DialOptions::later_paths_bytes, 0 = time only).
+  void arm_later_locked(std::uint64_t bytes);
+  // note_moved_locked counts |n| application bytes towards that and wakes the queue once.
+  void note_moved_locked(std::size_t n) {
+    if (later_left_ > 0) {
+      later_left_ = n >= later_left_ ? 0 : later_left_ - n;
+      if (later_left_ == 0) {
+        hurry_later_locked();
+      }
+    }
+  }
+  void hurry_later_locked();
   // redial_wanted: the flow still wants its paths back (not shut down, closed or dead).
   [[nodiscard]] bool redial_wanted();
   [[nodiscard]] bool redial_wanted_locked() const;
@@ -231,6 +245,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::shared_ptr<RetryQueue> retry_;              // created on the first re-dial
   std::uint64_t redials_ = 0;                      // paths brought back by the re-dial
   std::uint64_t later_paths_ = 0;                  // deferred paths added (later_paths_after)
+  std::uint64_t later_left_ = 0;  // application bytes until the deferred paths are dialled
   asio::steady_timer timer_;
   asio::steady_timer drain_timer_;  // bounds the final flush after shutdown()
   std::optional<engine::TimePoint> armed_;

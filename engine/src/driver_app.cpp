@@ -24,6 +24,7 @@ void FlowDriver::complete_async_locked() {
     if (!r) {
       done.emplace(r.error().code, 0);
     } else if (r->bytes > 0 || p.buf.empty()) {
+      note_moved_locked(r->bytes);
       done.emplace(std::error_code{}, r->bytes);
     } else if (r->eof) {
       done.emplace(asio::error::eof, 0);
@@ -40,6 +41,7 @@ void FlowDriver::complete_async_locked() {
     if (!r) {
       done.emplace(r.error().code, 0);
     } else if (*r > 0 || p.buf.empty()) {
+      note_moved_locked(*r);
       done.emplace(std::error_code{}, *r);
     }
     if (done) {
@@ -148,6 +150,7 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
       }
       lk.lock();
       core_->recycle(read_loans_);
+      note_moved_locked(r->bytes);
       return r->bytes;
     }
     if (r->eof || buf.empty()) {
@@ -184,6 +187,7 @@ Result<std::size_t> FlowDriver::write_some(std::span<const std::byte> data, Dead
         return std::move(c).take_error();
       }
       request_service_locked();
+      note_moved_locked(*c);
       return *c;
     }
     if (data.empty()) {

@@ -188,6 +188,17 @@ void FlowDriver::schedule_later_locked(const PathSpec& spec, std::chrono::millis
   enqueue_dial_locked(RetryQueue::Pending{spec, wait, retry, true});
 }
 
+void FlowDriver::arm_later_locked(std::uint64_t bytes) { later_left_ = bytes; }
+
+void FlowDriver::hurry_later_locked() {
+  if (!retry_) {
+    return;
+  }
+  std::lock_guard rl(retry_->mu);
+  retry_->hurry = true;
+  retry_->cv.notify_all();
+}
+
 void FlowDriver::enqueue_dial_locked(RetryQueue::Pending p) {
   if (!retry_) {
     retry_ = std::make_shared<RetryQueue>();
@@ -213,7 +224,7 @@ void FlowDriver::enqueue_dial_locked(RetryQueue::Pending p) {
         }
         next = std::move(q->pending.front());
         q->pending.pop_front();
-        q->cv.wait_for(ql, next.wait, [&] { return q->stop; });
+        q->cv.wait_for(ql, next.wait, [&] { return q->stop || (next.later && q->hurry); });
         if (q->stop) {
           q->running = false;
           return;

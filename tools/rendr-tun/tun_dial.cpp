@@ -13,6 +13,8 @@ Result<Dialer*> Dialers::get(const std::vector<std::string>& peers) {
   DialOptions o;
   o.listener_key = common_.listener_key;
   apply_probe(common_, o);
+  o.later_paths_after = common_.later_paths;
+  o.later_paths_bytes = 64U << 10;
   // A path that dies is dialled again until it is back (a dropped uplink that returns): without
   // it a flow whose paths all died once (a real outage, or a loaded host missing the freshness
   // window on the last one) stays without a path until its migration budget ends. Attempts

@@ -41,7 +41,8 @@ int usage() {
       stderr,
       "usage: rendr-tun ingress --tun NAME (--peer HOST:PORT ... | --config FILE)\n"
       "                 [--tun-clone PATH] [--udp-max-flows N] [--udp-idle-timeout MS]\n"
-      "                 [--send-mss N] [--status-socket PATH] [--key-file FILE]\n"
+      "                 [--send-mss N] [--later-paths-ms N] [--status-socket PATH]\n"
+      "                 [--key-file FILE]\n"
       "       rendr-tun egress --listen HOST:PORT (--allow SEL | --deny SEL |\n"
       "                 --redirect SEL=HOST:PORT)... [--connect-timeout MS]\n"
       "                 [--status-socket PATH] [--key-file FILE]\n"
@@ -58,6 +59,8 @@ int usage() {
       "--udp-idle-timeout MS: a UDP flow with no datagram either way ends (default 60000)\n"
       "--send-mss N: lwIP's segment size towards the app, 536..65000 (default lwIP's, 1460);\n"
       "  above 1460 needs the TUN's MTU above N + 40\n"
+      "--later-paths-ms N: dial a flow's first path at once and its others N ms later or once\n"
+      "  it carried 64 KiB (default 250; 0: all at once), so a short flow pays for one path\n"
       "--probe-ms N (both roles): probe every path every N ms (5..1000), dead after 3 N ms of\n"
       "  silence (default: the engine's 1 s / 500 ms)\n"
       "docs/tun-ingress.md has the config file format, the counters and the limits.\n");
@@ -154,6 +157,15 @@ int main(int argc, char** argv) {
         return 2;
       }
       in.probe = eg.probe = std::chrono::milliseconds(n);
+    } else if (k == "--later-paths-ms") {
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 0 || n > 60000) {
+        std::fprintf(stderr, "rendr-tun: --later-paths-ms takes 0..60000, not '%s'\n",
+                     v.c_str());
+        return 2;
+      }
+      in.later_paths = std::chrono::milliseconds(n);
     } else if (k == "--send-mss") {
       char* end = nullptr;
       const long n = std::strtol(v.c_str(), &end, 10);

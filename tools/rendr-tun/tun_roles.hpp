@@ -37,6 +37,10 @@ struct CommonOptions {
   // ms of silence (FlowConfig probe_interval / fresh_min); 0 = the engine's defaults (1 s,
   // 500 ms). Faster failover for more probe traffic per flow.
   std::chrono::milliseconds probe{0};
+  // --later-paths-ms N (ingress): a flow dials its first path at once and the others N ms later
+  // or once it carried 64 KiB (DialOptions::later_paths_after / later_paths_bytes), so a
+  // request/response that ends sooner pays for one path only; 0 = every path at once.
+  std::chrono::milliseconds later_paths{250};
 };
 
 // UdpOptions: the ingress's UDP flow table (docs/tun-ingress.md "UDP").

@@ -219,10 +219,30 @@ TEST_CASE("engine api: later_paths_after dials one path now and the others in th
   auto c2 = (*d2)->dial(deadline_in(5s));
   REQUIRE_OK(c2);
   CHECK((*c2)->stats().paths.size() == 1);
+  auto s2 = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s2);
   REQUIRE_OK((*c2)->close());
   pollfd pf{plain, POLLIN, 0};
   CHECK(::poll(&pf, 1, 250) == 0);  // five delays: a deferred dial would have come
   ::close(plain);
+
+  // Bytes moved bring them at once, long before the delay.
+  auto o3 = dial_opts({tcp_path(**l, "r1"), tcp_path(**l, "r2")});
+  o3.later_paths_after = 60s;
+  o3.later_paths_bytes = 64U << 10;
+  auto [d3, c3, s3] = dial_pair(**l, o3);
+  CHECK((*c3)->stats().paths.size() == 1);
+  {
+    Writer up(**c3, 1U << 20, 8);
+    read_verify(**s3, 1U << 20, 8);
+    up.t.join();
+    CHECK(up.error.empty());
+  }
+  for (int i = 0; i < 300 && (*c3)->stats().paths_later == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK((*c3)->stats().paths_later == 1);
+  CHECK((*c3)->stats().paths.size() == 2);
 
   auto bad = dial_opts({tcp_path(**l)});
   bad.later_paths_after = -1ms;

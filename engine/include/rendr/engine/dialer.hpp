@@ -56,12 +56,15 @@ struct DialOptions : engine::FlowConfig {
   RetryPolicy retry;
   // Zero (the default): every path is dialled at once. Otherwise only the first path that can
   // be dialled is, and the flow's other paths are added (BRIDGE_TAG) this long after the
-  // handshake, from a background thread, unless the flow ended by then: a short flow (a TUN
-  // ingress's request/response) then never pays a carrier connect and a BRIDGE_TAG per extra
-  // path on both sides. Until they come the flow has one path; if it dies the flow waits for
-  // them (within migration_budget). A deferred path that fails to dial is re-dialled only with
-  // retry.enabled. Counted in FlowStats::paths_later.
+  // handshake - or as soon as the application moved later_paths_bytes through the flow (read
+  // plus written; 0 = by time only) - from a background thread, unless the flow ended by then:
+  // a short flow (a TUN ingress's request/response) then never pays a carrier connect and a
+  // BRIDGE_TAG per extra path on both sides, a busy one gets them at once. Until they come the
+  // flow has one path; if it dies the flow waits for them (within migration_budget). A deferred
+  // path that fails to dial is re-dialled only with retry.enabled. Counted in
+  // FlowStats::paths_later.
   std::chrono::milliseconds later_paths_after{0};
+  std::uint64_t later_paths_bytes = 0;
   // Zero: a fresh random instance id per Dialer.
   engine::Id128 instance_id{};
   // Run flows on this io_context (owned by the caller, run by one thread) instead of an own
