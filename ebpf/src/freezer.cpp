@@ -273,7 +273,10 @@ Result<FreezeCounters> Freezer::counters(const FourTuple& flow) const {
   if (auto lost = impl_->stash_lost.find(key_bytes(*key)); lost != impl_->stash_lost.end()) {
     out.replay_lost += lost->second;
   }
-  // peer_ack is a per-CPU maximum, not a counter: take the latest over CPUs.
+  // peer_ack is a per-CPU maximum, not a counter: take the latest over CPUs. For the same ACK
+  // the widest window wins: a window update the peer sent later may have been seen on another
+  // CPU (the order between CPUs is lost), and a peer never moves its window's right edge back
+  // for the same ACK (RFC 9293 3.8.6: shrinking is discouraged; Linux does not).
   for (std::size_t off = 0; off + sizeof(rendr_freeze_counters) <= buf->size();
        off += sizeof(rendr_freeze_counters)) {
     rendr_freeze_counters one;
@@ -282,9 +285,11 @@ Result<FreezeCounters> Freezer::counters(const FourTuple& flow) const {
       continue;
     }
     auto ack = static_cast<std::uint32_t>(one.peer_ack);
-    if (!out.peer_ack || static_cast<std::int32_t>(ack - *out.peer_ack) > 0) {
+    const auto win = static_cast<std::uint16_t>(one.peer_win);
+    if (!out.peer_ack || static_cast<std::int32_t>(ack - *out.peer_ack) > 0 ||
+        (ack == *out.peer_ack && win > out.peer_window)) {
       out.peer_ack = ack;
-      out.peer_window = static_cast<std::uint16_t>(one.peer_win);
+      out.peer_window = win;
     }
   }
   return out;

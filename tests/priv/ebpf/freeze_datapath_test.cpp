@@ -8,9 +8,12 @@
 #include <rendr/ebpf/prog_test_run.hpp>
 
 #include <catch2/catch.hpp>
+
 #include <linux/pkt_cls.h>
+#include <sched.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace rendr;
@@ -193,13 +196,40 @@ TEST_CASE("ebpf: freeze remembers the latest ACK the peer sent while frozen",
   CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x10, 900)) ==
         TC_ACT_SHOT);
   CHECK(f->counters(v4)->peer_window == 900);
+  // The counters are per CPU: a window update for the same ACK seen on another CPU is the
+  // peer's latest word too (Linux never moves a window's right edge back), so the widest window
+  // of the latest ACK wins, whichever CPU saw it first (the first CPU's, here a closed window,
+  // left a restored socket waiting ~200 ms for its zero-window probe).
+  const bool two_cpus = std::thread::hardware_concurrency() >= 2;
+  if (two_cpus) {
+    cpu_set_t saved;
+    REQUIRE(::sched_getaffinity(0, sizeof saved, &saved) == 0);
+    auto pin = [](int cpu) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      REQUIRE(::sched_setaffinity(0, sizeof one, &one) == 0);
+    };
+    pin(0);
+    CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x10, 0)) ==
+          TC_ACT_SHOT);
+    pin(1);
+    CHECK(run(*f, Hook::ingress,
+              seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x10, 3000)) == TC_ACT_SHOT);
+    CHECK(f->counters(v4)->peer_window == 3000);
+    pin(0);
+    CHECK(run(*f, Hook::ingress,
+              seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x10, 3100)) == TC_ACT_SHOT);
+    CHECK(f->counters(v4)->peer_window == 3100);
+    REQUIRE(::sched_setaffinity(0, sizeof saved, &saved) == 0);
+  }
   // A bypassed (marked) packet is not a dropped ACK.
   CHECK(run(*f, Hook::ingress, seg("10.2.0.2:40000", "10.1.0.1:8080", test::kTcpAck, 0x20),
             0xC114) == TC_ACT_OK);
   auto last = f->unfreeze(v4);
   REQUIRE_OK(last);
   CHECK(last->peer_ack == std::optional<std::uint32_t>(0x10U));
-  CHECK(last->ingress_packets == 5);
+  CHECK(last->ingress_packets == (two_cpus ? 8U : 5U));
 }
 
 TEST_CASE("ebpf: freeze records dropped ingress packets with payload, FIN or RST for replay",

@@ -53,7 +53,9 @@ struct FreezeCounters {
   // dropped at ingress, i.e. what the peer had acknowledged while its ACKs could not reach the
   // frozen socket; empty if no ACK was dropped. Ingress is taken to come from the peer.
   std::optional<std::uint32_t> peer_ack;
-  // The raw (not yet scaled) window field of that ACK; meaningful when peer_ack is set.
+  // The raw (not yet scaled) window field of that ACK - the widest one seen with that ACK number
+  // (a later window update; the CPUs' counters do not keep their order); meaningful when
+  // peer_ack is set.
   std::uint16_t peer_window = 0;
   // Dropped ingress packets carrying more than a bare ACK (payload, FIN, RST, SYN): recorded
   // for replay (take_dropped); not recordable (over 64 KiB from the IP header on: a BIG TCP
