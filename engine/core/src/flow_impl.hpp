@@ -579,7 +579,13 @@ struct FlowCore::Impl {
   [[nodiscard]] std::optional<std::string> transport_silent(PathId id, Path& p, TimePoint now,
                                                             const FlowCore::TimerContext& ctx);
   static constexpr Duration kTransportCheck = std::chrono::milliseconds(5);
-  static constexpr int kLoneSegmentFactor = 3;
+  // A receiver may hold the ACK of less than two full segments for its delayed-ACK timer: up
+  // to 200 ms on Linux (TCP_DELACK_MAX; it grows there for sparse small segments, which is
+  // what an echo sends) and in Windows' default. Fewer than kDelayedAckPackets packets in
+  // flight wait that long plus ack_silence_min. 3 x ack_silence_min (90 ms) failed a healthy
+  // path in CI: one echo segment to a loaded rendr-impair waited 104 ms for its ACK.
+  static constexpr std::uint32_t kDelayedAckPackets = 3;
+  static constexpr Duration kDelayedAckMax = std::chrono::milliseconds(200);
 
   [[nodiscard]] Duration rto_for(const detail::LedgerEntry& e) const {
     const Path* p = find(e.last_path);

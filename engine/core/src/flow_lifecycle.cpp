@@ -130,8 +130,8 @@ std::optional<std::string> FlowCore::Impl::transport_silent(PathId id, Path& p, 
   // silence counts from then at the most.
   const Duration silent = std::min(ta->since_ack, now - *p.inflight_since);
   Duration bound = std::max(cfg.ack_silence_min, 2 * ta->srtt + 4 * ta->rttvar);
-  if (ta->in_flight_packets < 2) {
-    bound = std::max(bound, kLoneSegmentFactor * cfg.ack_silence_min);  // a delayed ACK
+  if (ta->in_flight_packets < kDelayedAckPackets) {
+    bound = std::max(bound, kDelayedAckMax + cfg.ack_silence_min);  // a delayed ACK
   }
   if (silent < bound) {
     return std::nullopt;
