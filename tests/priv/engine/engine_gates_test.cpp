@@ -261,6 +261,7 @@ TEST_CASE("engine G4+G5: silent drop of the active path, then the path rejoins v
   REQUIRE(died.load());
   WARN("G4: switch " << switch_ms.load() << " ms after the drop; max receiver gap "
                      << res.max_gap_ms << " ms");
+  INFO("client: " << engine::flow_stats_json(p.client->stats()));
   CHECK(switch_ms.load() >= 0);
   CHECK(switch_ms.load() <= 5000);
   // G5: the path came back through add_path and carried the rest without duplicates.

@@ -109,8 +109,8 @@ TEST_CASE("engine transport silence: a silently dropped busy path fails within t
   Transfer t(8'000'000);
   const Cut c = cut_active(net, ft, t, 1s);
   REQUIRE(c.lost);
-  CHECK(c.took >= 30ms);  // ack_silence_min
-  CHECK(c.took <= 30ms + 2 * 5ms);  // plus at most one check interval (and a clock step)
+  CHECK(c.took >= 100ms);  // ack_silence_min
+  CHECK(c.took <= 100ms + 2 * 5ms);  // plus at most one check interval (and a clock step)
   const auto st = net.client.stats();
   CHECK(st.transport_silence_deaths == 1);
   CHECK(st.last_path_down.find("no transport acknowledgement") != std::string::npos);
@@ -141,8 +141,8 @@ TEST_CASE("engine transport silence: a lone segment in flight waits for a delaye
   Transfer t(8'000'000);
   const Cut c = cut_active(net, ft, t, 1s);
   REQUIRE(c.lost);
-  CHECK(c.took >= 230ms);  // the delayed-ACK maximum (200 ms) + ack_silence_min
-  CHECK(c.took <= 240ms);
+  CHECK(c.took >= 300ms);  // the delayed-ACK maximum (200 ms) + ack_silence_min
+  CHECK(c.took <= 310ms);
 }
 
 TEST_CASE("engine transport silence: acknowledgements that keep coming keep the path",

@@ -158,9 +158,9 @@ struct FlowConfig {
   // path with our frames in flight whose transport heard no acknowledgement for
   // max(ack_silence_min, 2 srtt + 4 rttvar) - the transport's own view of its round trip - is
   // failed at once when another path is ready (docs/engine.md "Paths: probes and death"). This
-  // is what catches a silent drop of a busy path within tens of ms. A lone segment in flight
-  // waits at least 3 x ack_silence_min (the peer may delay its ACK). 0 = off.
-  Duration ack_silence_min = std::chrono::milliseconds(30);
+  // is what catches a silent drop of a busy path within tens of ms. Fewer than 3 packets in
+  // flight wait at least 200 ms + ack_silence_min (the peer may delay its ACK). 0 = off.
+  Duration ack_silence_min = std::chrono::milliseconds(100);
   Duration rto_min = std::chrono::milliseconds(20);  // datagram carriers only
   Duration rto_max = std::chrono::seconds(1);
   // prime
