@@ -69,6 +69,9 @@ inline void publish_status(const CommonOptions& o, TunStatus& s) {
 
 // apply_probe sets |c|'s probing from |o| (nothing when o.probe is 0).
 inline void apply_probe(const CommonOptions& o, engine::FlowConfig& c) {
+  // Transport silence (docs/engine.md "Paths: probes and death", rule 3): off in the engine by
+  // default, on here - a silently dropped uplink is failed over in tens of ms.
+  c.ack_silence_min = std::chrono::milliseconds(30);
   if (o.probe.count() > 0) {
     c.probe_interval = o.probe;
     c.fresh_min = 3 * o.probe;

@@ -63,6 +63,7 @@ FlowConfig slow_probe_config() {
   c.fresh_max = 4s;
   c.stall_min = 2s;
   c.stall_max = 4s;
+  c.ack_silence_min = 100ms;  // off by default
   return c;
 }
 
