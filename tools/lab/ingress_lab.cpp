@@ -42,6 +42,26 @@ std::vector<std::string> IngressLab::peers() {
   return v;
 }
 
+int IngressLab::active_path(std::string_view st) {
+  const std::string id = json_scalar(st, "active_path");
+  const auto paths = st.find("\"paths\":[");
+  if (id.empty() || id == "0" || paths == std::string_view::npos) {
+    return 0;
+  }
+  const auto at = st.find("{\"id\":" + id + ",", paths);
+  if (at == std::string_view::npos) {
+    return 0;
+  }
+  const std::string_view obj = st.substr(at, st.find('}', at) - at);
+  for (int i = 1; i <= kPaths; ++i) {
+    // The egress's address is the remote end on the ingress, the local one on the egress.
+    if (obj.find("\"" + egress_addr4(i) + ":") != std::string_view::npos) {
+      return i;
+    }
+  }
+  return 0;
+}
+
 Status IngressLab::run(const std::string& role, const std::string& cmd) const {
   return run_in(ns(role), cmd);
 }

@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rendr::lab {
@@ -102,6 +103,11 @@ class IngressLab {
   [[nodiscard]] static std::string egress_addr4(int i); // "10.88.0.2", "10.89.0.2"
   // peers: the --peer list for rendr-tun ingress, path 1 first ("10.88.0.2:7000", ...).
   [[nodiscard]] static std::vector<std::string> peers();
+  // active_path: the lab path (1 .. kPaths) the first flow of a rendr-tun status document
+  // (either side's) is active on, 0 when it has no active path. The engine may run a flow on
+  // path 2 (its first ready path, or a quality switch), so "the active path" is read, never
+  // assumed.
+  [[nodiscard]] static int active_path(std::string_view tun_status);
 
   // drop turns the silent drop of path |i| on or off (both directions, in the app namespace).
   // EINVAL for a bad path.

@@ -189,7 +189,8 @@ int run_tun_demo(const TunDemoOptions& o) {
               lab::IngressLab::egress_addr4(2).c_str());
   std::fflush(stdout);
 
-  // Watch curl's output grow; drop path 1 at a third, re-add it at two thirds.
+  // Watch curl's output grow; drop the path the egress sends on at a third, re-add it at two
+  // thirds.
   const auto t0 = Clock::now();
   auto ms_since = [](Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
@@ -205,8 +206,9 @@ int run_tun_demo(const TunDemoOptions& o) {
   std::string active_before;
   std::string active_after;
   std::string redial_status;
+  int drop_path = 0;          // the lab path dropped: the egress's active one at the drop
   std::uint64_t dropped = 0;  // packets the drop rules discarded (read before the re-add)
-  double readded_ms = -1;  // re-add -> rendr-tun dialled path 1 again
+  double readded_ms = -1;  // re-add -> rendr-tun dialled the dropped path again
   int curl_status = -1;
   bool started = false;
   while (true) {
@@ -228,39 +230,42 @@ int run_tun_demo(const TunDemoOptions& o) {
       last_growth = now;
     }
     if (t_drop == Clock::time_point{} && s >= size / 3) {
-      active_before = active_peer(stack.status("egress"), "local");
+      const std::string eg = stack.status("egress");
+      active_before = active_peer(eg, "local");
+      drop_path = lab::IngressLab::active_path(eg);
+      drop_path = drop_path == 0 ? 1 : drop_path;  // no active path: drop path 1 all the same
       t_drop = Clock::now();
       drop_pct = 100.0 * static_cast<double>(s) / static_cast<double>(size);
-      if (auto d = lab.drop(1, true); !d) {
+      if (auto d = lab.drop(drop_path, true); !d) {
         ::kill(*curl, SIGKILL);
         return fail(d.error().message());
       }
-      std::printf("  %6.0f ms  %5.1f%%  path 1 silently dropped (nftables, both ways); the "
+      std::printf("  %6.0f ms  %5.1f%%  path %d silently dropped (nftables, both ways); the "
                   "egress was sending on %s\n",
-                  ms_since(t0, t_drop), drop_pct, active_before.c_str());
+                  ms_since(t0, t_drop), drop_pct, drop_path, active_before.c_str());
       std::fflush(stdout);
     }
     if (t_drop != Clock::time_point{} && t_readd == Clock::time_point{} && s >= 2 * size / 3) {
       active_after = active_peer(stack.status("egress"), "local");
-      const auto c = lab.drop_counters(1);
+      const auto c = lab.drop_counters(drop_path);
       dropped = c ? c->out_packets + c->in_packets : 0;
       t_readd = Clock::now();
       readd_pct = 100.0 * static_cast<double>(s) / static_cast<double>(size);
-      if (auto d = lab.drop(1, false); !d) {
+      if (auto d = lab.drop(drop_path, false); !d) {
         ::kill(*curl, SIGKILL);
         return fail(d.error().message());
       }
-      std::printf("  %6.0f ms  %5.1f%%  path 1 re-added (the egress sends on %s)\n",
-                  ms_since(t0, t_readd), readd_pct, active_after.c_str());
+      std::printf("  %6.0f ms  %5.1f%%  path %d re-added (the egress sends on %s)\n",
+                  ms_since(t0, t_readd), readd_pct, drop_path, active_after.c_str());
       std::fflush(stdout);
     }
     if (t_readd != Clock::time_point{} && readded_ms < 0) {
       redial_status = stack.status("ingress");
       if (std::atoll(json_scalar(redial_status, "path_redials").c_str()) >= 1) {
         readded_ms = ms_since(t_readd, Clock::now());
-        std::printf("  %6.0f ms          rendr-tun dialled path 1 again (%.0f ms after it came "
+        std::printf("  %6.0f ms          rendr-tun dialled path %d again (%.0f ms after it came "
                     "back)\n",
-                    ms_since(t0, Clock::now()), readded_ms);
+                    ms_since(t0, Clock::now()), drop_path, readded_ms);
         std::fflush(stdout);
       }
     }
@@ -283,9 +288,11 @@ int run_tun_demo(const TunDemoOptions& o) {
   }
   const bool sha_ok = !got_sha.empty() && got_sha == src_sha && got_size == src_size;
   // The drop hit the path the flow was on, and it moved to the other one.
-  const bool exercised = t_drop != Clock::time_point{} && dropped > 0 &&
-                         active_before == lab::IngressLab::peers()[0] &&
-                         active_after == lab::IngressLab::peers()[1];
+  const int other = drop_path == 1 ? 2 : 1;
+  const bool exercised =
+      t_drop != Clock::time_point{} && dropped > 0 && drop_path > 0 &&
+      active_before == lab::IngressLab::peers()[static_cast<std::size_t>(drop_path - 1)] &&
+      active_after == lab::IngressLab::peers()[static_cast<std::size_t>(other - 1)];
   const bool ok = curl_status == 0 && sha_ok && rsts == 0 && exercised;
   std::printf("\nrendr-demo report (--tun)\n");
   std::printf("  curl exit      %d\n", curl_status);
@@ -295,9 +302,9 @@ int run_tun_demo(const TunDemoOptions& o) {
   std::printf("  sha256 curl    %s\n", got_sha.c_str());
   std::printf("  resets         %lld TCP RSTs between curl and rendr-tun (on %s)\n", rsts,
               lab::IngressLab::kTun);
-  std::printf("  path 1 drop    at %.1f%%, %llu packets dropped; re-added at %.1f%%, dialled "
+  std::printf("  path %d drop    at %.1f%%, %llu packets dropped; re-added at %.1f%%, dialled "
               "again %s\n",
-              drop_pct, static_cast<unsigned long long>(dropped), readd_pct,
+              drop_path, drop_pct, static_cast<unsigned long long>(dropped), readd_pct,
               readded_ms >= 0 ? (std::to_string(static_cast<long long>(readded_ms)) +
                                  " ms later").c_str()
                               : "(not before curl finished)");
@@ -331,6 +338,7 @@ int run_tun_demo(const TunDemoOptions& o) {
     j.kv("active_path_before_drop", active_before);
     j.kv("active_path_before_readd", active_after);
     j.kv("path1", lab::IngressLab::peers()[0]);
+    j.kv("dropped_path", static_cast<std::int64_t>(drop_path));
     if (readded_ms >= 0) {
       j.kv("redial_ms", readded_ms);
     } else {

@@ -198,40 +198,19 @@ struct TunLab {
 };
 
 // read_dropping_path reads |fifo| (a client's output) to its end; once |drop_at| bytes have
-// arrived it silently drops the lab's first path (10.88.0.2, the active one) both ways with
-// nftables (IngressLab::drop), as a dead uplink would, and sets |dropped|. Returns what was
+// arrived it silently drops the path the flow's data comes on (IngressLab::active_path of the
+// egress's status: each side picks its own active path, and the engine may run a flow on path
+// 2) both ways with nftables
+// (IngressLab::drop), as a dead uplink would, and sets |dropped| to that path. Returns what was
 // read.
 inline std::vector<char> read_dropping_path(TunLab& lab, int fifo, std::size_t drop_at,
-                                            bool& dropped) {
-  std::vector<char> got;
-  got.reserve(lab.blob.size());
-  std::vector<char> buf(64 * 1024);
-  while (true) {
-    pollfd p{fifo, POLLIN, 0};
-    REQUIRE(::poll(&p, 1, 60000) > 0);
-    const ssize_t n = ::read(fifo, buf.data(), buf.size());
-    if (n < 0 && errno == EAGAIN) {
-      continue;  // the client has not opened the FIFO yet
-    }
-    REQUIRE(n >= 0);
-    if (n == 0) {
-      break;
-    }
-    got.insert(got.end(), buf.begin(), buf.begin() + n);
-    if (!dropped && got.size() >= drop_at) {
-      const auto st = lab.net->drop(1, true);
-      INFO((st ? std::string() : st.error().message()));
-      REQUIRE(st.ok());
-      dropped = true;
-    }
-  }
-  return got;
-}
+                                            int& dropped);
 
-// check_drop_counted: the rules read_dropping_path added saw packets both ways, so the path it
-// dropped was carrying the flow (the rest crossed the other path).
-inline void check_drop_counted(const TunLab& lab) {
-  const auto c = lab.net->drop_counters(1);
+// check_drop_counted: the rules read_dropping_path added to path |dropped| saw packets both
+// ways, so the path it dropped was carrying the flow (the rest crossed the other path).
+inline void check_drop_counted(const TunLab& lab, int dropped) {
+  REQUIRE(dropped > 0);
+  const auto c = lab.net->drop_counters(dropped);
   INFO((c ? std::string() : c.error().message()));
   REQUIRE(c.ok());
   CHECK(c->on);
@@ -262,6 +241,37 @@ inline std::string read_status(const std::string& path) {
 inline std::uint64_t status_counter(const std::string& json, const std::string& name) {
   const std::string v = rendr::json_scalar(json, name);
   return v.empty() ? 0 : std::stoull(v);
+}
+
+inline std::vector<char> read_dropping_path(TunLab& lab, int fifo, std::size_t drop_at,
+                                            int& dropped) {
+  std::vector<char> got;
+  got.reserve(lab.blob.size());
+  std::vector<char> buf(64 * 1024);
+  while (true) {
+    pollfd p{fifo, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 60000) > 0);
+    const ssize_t n = ::read(fifo, buf.data(), buf.size());
+    if (n < 0 && errno == EAGAIN) {
+      continue;  // the client has not opened the FIFO yet
+    }
+    REQUIRE(n >= 0);
+    if (n == 0) {
+      break;
+    }
+    got.insert(got.end(), buf.begin(), buf.begin() + n);
+    if (dropped == 0 && got.size() >= drop_at) {
+      const std::string st = read_status(lab.egress_status());
+      const int path = lab::IngressLab::active_path(st);
+      INFO("egress status: " << st);
+      REQUIRE(path > 0);
+      const auto done = lab.net->drop(path, true);
+      INFO((done ? std::string() : done.error().message()));
+      REQUIRE(done.ok());
+      dropped = path;
+    }
+  }
+  return got;
 }
 
 }  // namespace rendr::test
