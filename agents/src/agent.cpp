@@ -166,7 +166,7 @@ int run_agent(const AgentConfig& cfg) {
     asio::co_spawn(io, agent.peer_acceptor(), asio::detached);
   }
   asio::co_spawn(io, agent.steer_gc_loop(), asio::detached);
-  asio::co_spawn(io, agent.us_reap_loop(), asio::detached);
+  asio::co_spawn(io, agent.us_event_loop(), asio::detached);
   std::signal(SIGPIPE, SIG_IGN);
   // Readiness line for supervisors and tests.
   std::printf("rendr-agent %s ready\n", cfg.name.c_str());

@@ -25,6 +25,10 @@ std::optional<repair::PeerAck> decode_peer_ack(std::uint64_t v) {
   return repair::PeerAck{static_cast<std::uint32_t>(v), static_cast<std::uint16_t>(v >> 32)};
 }
 
+std::uint64_t encode_peer_ack(const repair::PeerAck& pa) {
+  return (std::uint64_t{1} << 48) | (std::uint64_t{pa.window} << 32) | pa.ack;
+}
+
 std::string fmt_ms(Clock::time_point a, Clock::time_point b) {
   char out[32];
   std::snprintf(out, sizeof out, "%.2f", std::chrono::duration<double, std::milli>(b - a).count());

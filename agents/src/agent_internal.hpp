@@ -20,7 +20,9 @@
 //   freeze_grace.cpp    the eBPF freeze: setup, grace timers after a flow left, peer-ack hints
 //   status.cpp          status / flows JSON and Prometheus metrics
 //   method.cpp          the migration method (native / userstack) chosen at start
-//   userstack_serve.cpp the userstack method: lwIP connections bridged to registered servers
+//   userstack_serve.cpp the userstack method: the keeper's connections handed to registered servers
+//   userstack_flow.cpp  the userstack method's flow operations, run by the keeper
+//   us_keeper.cpp       the userstack keeper process (TUN, lwIP, Bridges); us_keeper_client.cpp
 #pragma once
 
 #include <rendr/agents/capabilities.hpp>
@@ -28,6 +30,7 @@
 #include "agent.hpp"
 #include "flow_method.hpp"
 #include "sock_diag.hpp"
+#include "us_keeper.hpp"
 
 #include <rendr/agents/message.hpp>
 #include <rendr/agents/migration.hpp>
@@ -81,6 +84,8 @@ using tls_stream = asio::ssl::stream<asio::ip::tcp::socket>;
 
 double ms_since(Clock::time_point t0);
 std::optional<repair::PeerAck> decode_peer_ack(std::uint64_t v);
+// encode_peer_ack: the inverse (Tag::peer_ack's layout).
+std::uint64_t encode_peer_ack(const repair::PeerAck& pa);
 std::string fmt_ms(Clock::time_point a, Clock::time_point b);
 // peer_in_our_netns: whether the process at the other end of control socket |fd| lives in this
 // agent's network namespace (then its sockets can be looked up here).
@@ -230,12 +235,6 @@ struct Metrics {
   double frozen_ms_max = 0;
 };
 
-// A connection terminated in this agent's lwIP, pumped to its server by a Bridge.
-struct UsFlow {
-  std::unique_ptr<userstack::Bridge> bridge;
-  std::string service;
-};
-
 // Adopted fds waiting for a registered server of their service.
 struct Orphan {
   FourTuple tuple;
@@ -272,9 +271,10 @@ class Agent {
   // returns at once on a host.
   awaitable<void> steer_gc_loop();
   void shutdown();
-  // us_reap_loop forgets userstack bridges that ended (userstack_serve.cpp); returns at once
-  // without a Stack.
-  awaitable<void> us_reap_loop();
+  // us_event_loop takes the userstack keeper's events: connections it accepted, connections
+  // that ended (userstack_serve.cpp); first it reclaims what an earlier run left captured.
+  // Returns at once without a keeper.
+  awaitable<void> us_event_loop();
 
  private:
   // The methods' flow operations (flow_method.hpp; native_flow.cpp, userstack_flow.cpp).
@@ -290,17 +290,14 @@ class Agent {
   // |peer_ack|: what the peer acknowledged during the source's freeze (the OFFER's hint).
   Result<std::unique_ptr<StagedFlow>> us_staged_flow(TcpSnapshot snap, const std::string& service,
                                                      std::optional<repair::PeerAck> peer_ack);
-  // us_schedule_unfreeze lifts a moved flow's freeze in the Stack after the freeze grace.
-  void us_schedule_unfreeze(const FourTuple& t);
   // init_method picks the migration method (method.cpp): native, userstack (starts the Stack),
   // or unavailable; an explicit --method that is not available is an error.
   Status init_method();
-  // userstack method (userstack_serve.cpp): start the Stack, take its accepted connections on
-  // the io thread, bridge them to the registered server of their port's service.
+  // userstack method (userstack_serve.cpp): find or start the keeper, hand the connections it
+  // accepts to the registered server of their port's service.
   Status start_userstack();
-  void us_take_accepted();
-  void us_accept(userstack::ConnectionPtr c);
-  std::size_t us_reap();
+  void us_accept(const FourTuple& t, UniqueFd fd);
+  void us_ended(const FourTuple& t, const std::string& how);
   void us_status(JsonWriter& j);
   void us_stop();
 
@@ -322,6 +319,12 @@ class Agent {
   awaitable<void> run_reclaim(std::shared_ptr<AppSession> session, std::uint64_t conn_id,
                               FourTuple t, repair::RepairSocket sock, std::vector<std::byte> state);
   awaitable<PeerVerdict> query_tuple(const std::string& peer, const FourTuple& t);
+  // reclaim_steps runs the Reclaim core for |t| with the method's |thaw| and |release|;
+  // returns its outcome.
+  awaitable<std::string> reclaim_steps(FourTuple t, std::function<Status()> thaw,
+                                       std::function<void()> release);
+  // run_us_reclaim: the same for a connection the userstack keeper holds captured.
+  awaitable<void> run_us_reclaim(FourTuple t);
   // on_query_tuple answers a restarted source's QUERY by tuple (migrate_target.cpp).
   Message on_query_tuple(const PeerConn& c, const FourTuple& t);
   void drop_session(AppSession& s);
@@ -444,12 +447,11 @@ class Agent {
   // The migration method chosen at start ("native", "userstack" or "unavailable") and why.
   std::string method_ = "unavailable";
   std::string method_reason_;
-  // userstack method: the Stack (destroyed after every Bridge: declared before us_flows_),
-  // connections its reader thread accepted for the io thread, the bridged flows by tuple key.
-  std::unique_ptr<userstack::Stack> stack_;
-  std::mutex us_mu_;
-  std::vector<userstack::ConnectionPtr> us_accepted_;
-  std::map<std::string, UsFlow> us_flows_;
+  // userstack method: the keeper (us_keeper.hpp), the tuples it serves for this agent's
+  // servers, and those an earlier run left captured (reclaimed at start).
+  std::unique_ptr<KeeperClient> keeper_;
+  std::set<std::string> us_tuples_;
+  std::vector<FourTuple> us_held_;
   CapabilityReport probed_;  // the capability probe at start (status: "probed")
   std::map<std::string, std::uint32_t> backend_index_;
   std::vector<Endpoint> vips_;  // --vip, parsed (gateway)

@@ -20,6 +20,8 @@ void Agent::on_session_message(AppSession& s, Packet& p) {
       r.session = sessions_[s.id];
       r.conn_id = *id;
       r.service = s.service;
+      // A connection the userstack keeper serves (tracked again after this agent restarted).
+      r.userstack = us_tuples_.contains(t->to_string());
       flows_[t->to_string()] = std::move(r);
       s.conns[*id] = t->to_string();
       return;

@@ -41,6 +41,19 @@ const char* to_string(MsgType t) {
     case MsgType::mig_state: return "mig_state";
     case MsgType::peer_fail: return "peer_fail";
     case MsgType::steer_check: return "steer_check";
+    case MsgType::keeper_hello: return "keeper_hello";
+    case MsgType::keeper_checkpoint: return "keeper_checkpoint";
+    case MsgType::keeper_take_held: return "keeper_take_held";
+    case MsgType::keeper_release: return "keeper_release";
+    case MsgType::keeper_thaw: return "keeper_thaw";
+    case MsgType::keeper_unfreeze: return "keeper_unfreeze";
+    case MsgType::keeper_stage: return "keeper_stage";
+    case MsgType::keeper_activate: return "keeper_activate";
+    case MsgType::keeper_drop_staged: return "keeper_drop_staged";
+    case MsgType::keeper_reset: return "keeper_reset";
+    case MsgType::keeper_status: return "keeper_status";
+    case MsgType::keeper_accepted: return "keeper_accepted";
+    case MsgType::keeper_ended: return "keeper_ended";
   }
   return "unknown";
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-agent: the migration method, chosen once at start (docs/native-migration.md "Method
 // selection"). native: kernel sockets with TCP_REPAIR and the eBPF freeze. userstack: VIP
-// connections routed into a pre-provisioned TUN are terminated in this agent's lwIP and bridged
-// to the servers (userstack_serve.cpp). auto takes native when it works, else userstack when
+// connections routed into a pre-provisioned TUN are terminated in the lwIP of this host's
+// userstack keeper and bridged to the servers (userstack_serve.cpp, us_keeper.hpp). auto takes native when it works, else userstack when
 // --tun attaches; an explicit --method that cannot work here fails the start with the reason.
 #include "agent_internal.hpp"
 
@@ -46,6 +46,19 @@ Status Agent::init_method() {
     method_reason_ = native_why + "; userstack unavailable: " + s.error().message();
     log_.warn("no migration method: " + method_reason_);
     return {};
+  }
+  // A keeper that outlived an earlier run holds the device: the probe found it busy, yet it
+  // attaches - through the keeper.
+  for (auto& c : probed_.caps) {
+    if ((c.name == "tun" || c.name == "userstack") && !c.ok && c.reason == "busy") {
+      c.ok = true;
+      c.detail.clear();
+      c.reason.clear();
+    }
+  }
+  if (probed_.method == "engine") {
+    probed_.method = "userstack";
+    probed_.reason = "TUN device " + cfg_.tun + " is held by this host's userstack keeper";
   }
   method_ = "userstack";
   method_reason_ = cfg_.method == "userstack"

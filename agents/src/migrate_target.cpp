@@ -36,7 +36,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     }
   }
   // A userstack target restores into its lwIP; a native one needs TCP_REPAIR.
-  if (std::string why = check_offer(shape, cfg_.name, tcp_repair_ok_ || stack_ != nullptr,
+  if (std::string why = check_offer(shape, cfg_.name, tcp_repair_ok_ || keeper_ != nullptr,
                                     tcp_repair_error_,
                                     mig ? *mig : 0, staged_from);
       !why.empty()) {
@@ -86,7 +86,7 @@ Message Agent::on_offer(PeerConn& c, const Message& m) {
     Result<std::unique_ptr<StagedFlow>> st =
         make_error(std::errc::io_error, "restore failed (fault injected)");
     if (!(i == 1 && fault("fail_second_restore"))) {
-      st = stack_ ? us_staged_flow(std::move(decoded[i]), *svc, ro.peer_ack)
+      st = keeper_ ? us_staged_flow(std::move(decoded[i]), *svc, ro.peer_ack)
                   : native_staged_flow(std::move(decoded[i]), ro);
     }
     if (!st) {
@@ -218,7 +218,7 @@ Message Agent::on_commit(const Message& m) {
     }
     ++adopted;
     adopt_or_queue(sm.service,
-                   Orphan{t, std::move(*fd), std::move(sm.states[i]), stack_ != nullptr});
+                   Orphan{t, std::move(*fd), std::move(sm.states[i]), keeper_ != nullptr});
   }
   sm.sockets.clear();
   remember_outcome(sm.core.mig(), "committed");

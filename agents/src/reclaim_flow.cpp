@@ -7,6 +7,8 @@
 
 #include <rendr/agents/reclaim.hpp>
 
+#include "us_keeper.hpp"
+
 namespace rendr::agents {
 
 namespace {
@@ -80,19 +82,9 @@ awaitable<PeerVerdict> Agent::query_tuple(const std::string& peer, const FourTup
   co_return st == "aborted" || st == "unknown" ? PeerVerdict::not_here : PeerVerdict::unreachable;
 }
 
-awaitable<void> Agent::run_reclaim(std::shared_ptr<AppSession> session, std::uint64_t conn_id,
-                                   FourTuple t, repair::RepairSocket sock,
-                                   std::vector<std::byte> state) {
+awaitable<std::string> Agent::reclaim_steps(FourTuple t, std::function<Status()> thaw,
+                                            std::function<void()> release) {
   const std::string key = t.to_string();
-  const std::string service = session ? session->service : std::string();
-  std::weak_ptr<AppSession> ws = session;
-  session.reset();
-  // Nothing leaves or reaches the socket while the peers are asked (the restarted freeze
-  // filters dropped the previous run's entries).
-  if (freezer_) {
-    cancel_freeze(t);
-    (void)freezer_->freeze(t);
-  }
   std::vector<std::string> hosts;
   for (const auto& [name, addr] : cfg_.peers) {
     if (name != cfg_.gateway) {
@@ -100,7 +92,6 @@ awaitable<void> Agent::run_reclaim(std::shared_ptr<AppSession> session, std::uin
     }
   }
   Reclaim core(hosts.size(), !cfg_.gateway.empty(), Clock::now(), kReclaimBudget, kReclaimRetry);
-  UniqueFd live;
   while (!core.done()) {
     const Reclaim::Next n = core.next();
     switch (n.step) {
@@ -139,19 +130,12 @@ awaitable<void> Agent::run_reclaim(std::shared_ptr<AppSession> session, std::uin
         break;
       }
       case ReclaimStep::thaw: {
-        auto fd = repairer_.thaw(std::move(sock));
-        if (fd) {
-          live = std::move(*fd);
-        }
-        if (freezer_) {
-          cancel_freeze(t);
-        }
-        core.on_thaw(fd.ok(), fd ? std::string() : fd.error().message());
+        const Status st = thaw();
+        core.on_thaw(st.ok(), st ? std::string() : st.error().message());
         break;
       }
       case ReclaimStep::release:
-        repairer_.release(std::move(sock));
-        schedule_unfreeze(t);
+        release();
         core.on_released();
         break;
       case ReclaimStep::hold:
@@ -159,8 +143,41 @@ awaitable<void> Agent::run_reclaim(std::shared_ptr<AppSession> session, std::uin
         break;
     }
   }
+  log_.info("reclaim " + key + ": " + core.outcome() + " after " +
+            std::to_string(core.queries()) + " query round(s)");
+  co_return core.outcome();
+}
+
+awaitable<void> Agent::run_reclaim(std::shared_ptr<AppSession> session, std::uint64_t conn_id,
+                                   FourTuple t, repair::RepairSocket sock,
+                                   std::vector<std::byte> state) {
+  const std::string key = t.to_string();
+  const std::string service = session ? session->service : std::string();
+  std::weak_ptr<AppSession> ws = session;
+  session.reset();
+  // Nothing leaves or reaches the socket while the peers are asked (the restarted freeze
+  // filters dropped the previous run's entries).
+  if (freezer_) {
+    cancel_freeze(t);
+    (void)freezer_->freeze(t);
+  }
+  UniqueFd live;
+  std::function<Status()> thaw = [&]() -> Status {
+    auto fd = repairer_.thaw(std::move(sock));
+    if (fd) {
+      live = std::move(*fd);
+    }
+    if (freezer_) {
+      cancel_freeze(t);
+    }
+    return fd ? Status{} : Status(fd.error());
+  };
+  std::function<void()> release = [&] {
+    repairer_.release(std::move(sock));
+    schedule_unfreeze(t);
+  };
+  const std::string outcome = co_await reclaim_steps(t, thaw, release);
   reclaiming_.erase(key);
-  const std::string& outcome = core.outcome();
   auto s = ws.lock();
   const bool to_server = s && s->alive;
   if (outcome == "released") {
@@ -190,8 +207,50 @@ awaitable<void> Agent::run_reclaim(std::shared_ptr<AppSession> session, std::uin
     // connection that may live elsewhere. A later run of this agent reclaims it again.
     ++metrics_.reclaims_held;
   }
-  log_.info("reclaim " + key + ": " + outcome + " after " + std::to_string(core.queries()) +
-            " query round(s)");
+}
+
+awaitable<void> Agent::run_us_reclaim(FourTuple t) {
+  const std::string key = t.to_string();
+  if (reclaiming_.contains(key)) {
+    co_return;
+  }
+  reclaiming_.insert(key);
+  ++metrics_.reclaims;
+  log_.info("reclaim " + key + ": captured in the userstack keeper by an unfinished move of an "
+            "earlier run; asking the peers where the move got to");
+  bool thawed = false;
+  std::function<Status()> thaw = [&]() -> Status {
+    if (!keeper_) {
+      return make_error(std::errc::connection_reset, "the userstack keeper is gone");
+    }
+    auto r = keeper_->call(Message(keeper::kThaw).add(Tag::tuple, key));
+    if (!r) {
+      return r.error();
+    }
+    (void)keeper_->call(Message(keeper::kUnfreeze).add(Tag::tuple, key));
+    thawed = true;
+    return {};
+  };
+  std::function<void()> release = [&] {
+    if (keeper_) {
+      (void)keeper_->call(Message(keeper::kRelease).add(Tag::tuple, key));
+    }
+  };
+  const std::string outcome = co_await reclaim_steps(t, thaw, release);
+  reclaiming_.erase(key);
+  if (outcome == "released") {
+    // It lives on a peer: its server here reads EOF on its end of the bridge.
+    ++metrics_.reclaims_released;
+    us_tuples_.erase(key);
+  } else if (thawed) {
+    ++metrics_.reclaims_returned;  // its server kept the fd: the bridge pumps again
+    us_tuples_.insert(key);
+    if (auto f = flows_.find(key); f != flows_.end()) {
+      f->second.userstack = true;
+    }
+  } else {
+    ++metrics_.reclaims_held;  // stays captured in the keeper; a later run tries again
+  }
 }
 
 }  // namespace rendr::agents

@@ -168,9 +168,9 @@ std::string Agent::metrics_text() {
        static_cast<double>(metrics_.peer_requests_refused));
   line("rendr_agent_method", "The migration method in use (1 for the method label).", "gauge",
        ",method=\"" + method_ + "\"", 1);
-  if (stack_) {
+  if (method_ == "userstack") {
     line("rendr_userstack_flows", "Connections served through this agent's userstack.", "gauge",
-         "", static_cast<double>(us_flows_.size()));
+         "", static_cast<double>(us_tuples_.size()));
     line("rendr_userstack_accepted_total", "userstack connections handed to a server.",
          "counter", "", static_cast<double>(metrics_.us_accepted));
     line("rendr_userstack_refused_total", "userstack connections reset (no service/server).",

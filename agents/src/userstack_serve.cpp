@@ -1,54 +1,92 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-agent: the userstack method. One userstack::Stack on the pre-provisioned TUN terminates
-// every TCP connection routed into it. Each connection to a port of a registered service
-// (--service-port NAME=PORT) is bridged (userstack::Bridge: one end of a socketpair) and handed
-// to that service's server with the same adopt message a migrated-in connection gets, with an
-// empty state (a new connection), already tracked: the server never learns the method. Other
-// connections are reset. The Stack's reader thread only queues accepted connections; the io
-// thread takes them (us_take_accepted), so agent state stays single-threaded.
+// rendr-agent: the userstack method. The TUN device, lwIP and the Bridges live in the userstack
+// keeper (us_keeper.hpp), a process of their own, so the connections outlive this agent. Each
+// connection the keeper accepts arrives here as an event with the server's end of its Bridge;
+// one to a port of a registered service (--service-port NAME=PORT) is handed to that service's
+// server with the same adopt message a migrated-in connection gets, with an empty state (a new
+// connection), already tracked: the server never learns the method. Other connections are
+// reset. A restarted agent finds the keeper again: the connections it serves are tracked again
+// as their servers register, and moves its predecessor left captured are reclaimed.
 #include "agent_internal.hpp"
+
+#include "us_keeper.hpp"
 
 namespace rendr::agents {
 
 Status Agent::start_userstack() {
-  userstack::StackOptions so;
-  so.tun.name = cfg_.tun;
-  if (!cfg_.tun_clone.empty()) {
-    so.tun.clone_path = cfg_.tun_clone;
+  KeeperOptions ko;
+  ko.tun = cfg_.tun;
+  ko.tun_clone = cfg_.tun_clone;
+  ko.freeze_grace_ms = static_cast<std::uint64_t>(cfg_.freeze_grace_ms);
+  std::vector<FourTuple> serving;
+  std::vector<FourTuple> held;
+  std::string how;
+  auto k = KeeperClient::open(ko, serving, held, how);
+  if (!k) {
+    return std::move(k).take_error();
   }
-  auto st = userstack::Stack::start(so);
-  if (!st) {
-    return std::move(st).take_error();
+  keeper_ = std::make_unique<KeeperClient>(std::move(*k));
+  for (const auto& t : serving) {
+    us_tuples_.insert(t.to_string());
   }
-  stack_ = std::move(*st);
-  stack_->set_accept_handler([this](userstack::ConnectionPtr c) {
-    bool first = false;
-    {
-      std::lock_guard lk(us_mu_);
-      first = us_accepted_.empty();
-      us_accepted_.push_back(std::move(c));
-    }
-    if (first) {
-      asio::post(io_, [this] { us_take_accepted(); });
-    }
-  });
-  log_.info("userstack: serving connections routed into TUN device " + cfg_.tun);
+  us_held_ = std::move(held);
+  log_.info("userstack: " + how + ": serving connections routed into TUN device " + cfg_.tun +
+            (serving.empty() ? std::string()
+                             : "; " + std::to_string(serving.size()) +
+                                   " connection(s) served since before this run") +
+            (us_held_.empty() ? std::string()
+                              : "; " + std::to_string(us_held_.size()) +
+                                    " left captured by an unfinished move: reclaiming"));
   return {};
 }
 
-void Agent::us_take_accepted() {
-  std::vector<userstack::ConnectionPtr> batch;
-  {
-    std::lock_guard lk(us_mu_);
-    batch.swap(us_accepted_);
+awaitable<void> Agent::us_event_loop() {
+  if (!keeper_) {
+    co_return;
   }
-  for (auto& c : batch) {
-    us_accept(std::move(c));
+  for (const auto& t : us_held_) {
+    asio::co_spawn(io_, run_us_reclaim(t), asio::detached);
+  }
+  us_held_.clear();
+  seqp::socket ev(io_);
+  {
+    asio::error_code ec;
+    ev.assign(seqp(AF_UNIX, 0), keeper_->take_events().release(), ec);
+    if (ec) {
+      log_.error("userstack keeper events: " + ec.message());
+      co_return;
+    }
+  }
+  for (;;) {
+    auto [ec] = co_await ev.async_wait(asio::socket_base::wait_read, as_tuple_aw);
+    if (ec) {
+      co_return;  // shut down
+    }
+    auto p = recv_packet(ev.native_handle());
+    if (!p && p.error().code == std::errc::resource_unavailable_try_again) {
+      continue;
+    }
+    if (!p) {
+      log_.error("userstack: the keeper of " + cfg_.tun + " is gone (" + p.error().message() +
+                 "): its connections are lost; new ones are not served until an agent "
+                 "restarts it");
+      keeper_.reset();
+      co_return;
+    }
+    auto ts = p->msg.str(Tag::tuple);
+    auto t = ts ? FourTuple::parse(*ts) : Result<FourTuple>(ts.error());
+    if (!t) {
+      continue;
+    }
+    if (p->msg.type() == keeper::kAccepted && p->fd.valid()) {
+      us_accept(*t, std::move(p->fd));
+    } else if (p->msg.type() == keeper::kEnded) {
+      us_ended(*t, p->msg.str_or(Tag::text, "finished"));
+    }
   }
 }
 
-void Agent::us_accept(userstack::ConnectionPtr c) {
-  const FourTuple t = c->tuple();
+void Agent::us_accept(const FourTuple& t, UniqueFd fd) {
   const std::string key = t.to_string();
   auto sp = cfg_.service_ports.find(t.local.port);
   std::shared_ptr<AppSession> server;
@@ -60,31 +98,27 @@ void Agent::us_accept(userstack::ConnectionPtr c) {
       }
     }
   }
-  if (!server || flows_.count(key) != 0) {
-    log_.info("userstack: " + key + " reset: " +
-              (sp == cfg_.service_ports.end()
-                   ? "no service for port " + std::to_string(t.local.port) + " (--service-port)"
-                   : server ? "the tuple is already served here"
-                            : "no server of service " + sp->second + " is registered"));
+  const auto reset = [&](const std::string& why) {
+    log_.info("userstack: " + key + " reset: " + why);
     ++metrics_.us_refused;
-    c->abort();
+    fd.reset();
+    if (keeper_) {
+      (void)keeper_->call(Message(keeper::kReset).add(Tag::tuple, key));
+    }
+  };
+  if (!server || flows_.count(key) != 0) {
+    reset(sp == cfg_.service_ports.end()
+              ? "no service for port " + std::to_string(t.local.port) + " (--service-port)"
+          : server ? "the tuple is already served here"
+                   : "no server of service " + sp->second + " is registered");
     return;
   }
-  auto b = userstack::Bridge::start(std::move(c));
-  if (!b) {
-    log_.warn("userstack: " + key + ": " + b.error().message());
-    ++metrics_.us_refused;
-    return;  // the Connection went with the failed start: closed
-  }
-  UniqueFd fd = (*b)->take_fd();
   const std::uint64_t id = new_adopt_id(*server);
   Message a(MsgType::adopt);
   a.add_u64(Tag::conn_id, id).add(Tag::tuple, key).add(Tag::state, std::vector<std::byte>{});
   if (auto s = send_packet(server->sock->native_handle(), a, fd.get()); !s) {
-    log_.warn("userstack: " + key + ": handing it to service " + sp->second + ": " +
-              s.error().message());
-    ++metrics_.us_refused;
-    return;  // the Bridge goes: its connection is closed
+    reset("handing it to service " + sp->second + ": " + s.error().message());
+    return;
   }
   FlowRec r;
   r.tuple = t;
@@ -94,98 +128,58 @@ void Agent::us_accept(userstack::ConnectionPtr c) {
   r.userstack = true;
   flows_[key] = std::move(r);
   server->conns[id] = key;
-  us_flows_[key] = UsFlow{std::move(*b), sp->second};
+  us_tuples_.insert(key);
   ++metrics_.us_accepted;
   log_.debug("userstack: " + key + " handed to service " + sp->second + " as conn " +
              std::to_string(id));
 }
 
-std::size_t Agent::us_reap() {
-  std::size_t n = 0;
-  for (auto it = us_flows_.begin(); it != us_flows_.end();) {
-    const auto st = it->second.bridge->stats();
-    if (!st.done && !st.reset) {
-      ++it;
-      continue;
-    }
-    auto f = flows_.find(it->first);
-    if (f != flows_.end() && f->second.userstack && !f->second.migrating) {
-      if (auto s = f->second.session.lock(); s) {
-        s->conns.erase(f->second.conn_id);
-      }
-      flows_.erase(f);
-    }
-    log_.debug("userstack: " + it->first + (st.reset ? " reset" : " finished"));
-    it = us_flows_.erase(it);
-    ++n;
+void Agent::us_ended(const FourTuple& t, const std::string& how) {
+  const std::string key = t.to_string();
+  if (us_tuples_.erase(key) == 0) {
+    return;
   }
-  metrics_.us_finished += n;
-  return n;
-}
-
-awaitable<void> Agent::us_reap_loop() {
-  if (!stack_) {
-    co_return;
-  }
-  asio::steady_timer t(io_);
-  for (;;) {
-    t.expires_after(ms(200));
-    auto [ec] = co_await t.async_wait(as_tuple_aw);
-    if (ec || !stack_) {
-      co_return;
+  auto f = flows_.find(key);
+  if (f != flows_.end() && f->second.userstack && !f->second.migrating) {
+    if (auto s = f->second.session.lock(); s) {
+      s->conns.erase(f->second.conn_id);
     }
-    (void)us_reap();
+    flows_.erase(f);
   }
+  ++metrics_.us_finished;
+  log_.debug("userstack: " + key + " " + how);
 }
 
 void Agent::us_status(JsonWriter& j) {
-  if (!stack_) {
+  if (method_ != "userstack") {
     return;
   }
-  const auto c = stack_->counters();
-  j.begin_object("userstack");
-  j.kv("tun", cfg_.tun);
-  j.kv("accepted", metrics_.us_accepted);
-  j.kv("refused", metrics_.us_refused);
-  j.kv("finished", metrics_.us_finished);
-  j.kv("rx_packets", c.rx_packets);
-  j.kv("tx_packets", c.tx_packets);
-  j.kv("rx_held", c.rx_held);
-  j.kv("rx_hold_dropped", c.rx_hold_dropped);
-  j.kv("listeners", c.listeners);
-  j.begin_array("flows");
-  for (const auto& [key, f] : us_flows_) {
-    j.begin_object();
-    j.kv("tuple", key);
-    j.kv("service", f.service);
-    const auto bs = f.bridge->stats();
-    if (auto ci = f.bridge->info(); ci) {
-      j.kv("state", std::string(to_string(ci->state)));
-      j.kv("send_queue", static_cast<std::uint64_t>(ci->send_queue));
-      j.kv("recv_queue", static_cast<std::uint64_t>(ci->recv_queue));
-      j.kv("mss", static_cast<std::uint64_t>(ci->mss));
+  JsonWriter a;
+  a.begin_object();
+  a.kv("tun", cfg_.tun);
+  a.kv("keeper", keeper_ != nullptr);
+  a.kv("accepted", metrics_.us_accepted);
+  a.kv("refused", metrics_.us_refused);
+  a.kv("finished", metrics_.us_finished);
+  a.kv("connections", static_cast<std::uint64_t>(us_tuples_.size()));
+  a.end_object();
+  std::string doc = a.str();
+  if (keeper_) {
+    // The keeper's counters and flows (lwIP state, queues, bytes each way), in the same object.
+    if (auto r = keeper_->call(Message(keeper::kStatus)); r) {
+      const std::string k = r->msg.str_or(Tag::text, "{}");
+      if (k.size() > 2 && k.front() == '{') {
+        doc.pop_back();
+        doc += "," + k.substr(1);
+      }
     }
-    j.kv("to_server", bs.to_server);
-    j.kv("from_server", bs.from_server);
-    j.end_object();
   }
-  j.end_array();
-  j.end_object();
+  j.raw("userstack", doc);
 }
 
 void Agent::us_stop() {
-  if (!stack_) {
-    return;
-  }
-  // New connections are reset from now on; bridges (and their connections) go before the
-  // Stack.
-  stack_->set_accept_handler([](userstack::ConnectionPtr c) { c->abort(); });
-  {
-    std::lock_guard lk(us_mu_);
-    us_accepted_.clear();
-  }
-  us_flows_.clear();
-  stack_.reset();
+  // The keeper and its connections stay: a later run of the agent finds them again.
+  keeper_.reset();
 }
 
 }  // namespace rendr::agents

@@ -2,7 +2,9 @@
 #include "support/sockets.hpp"
 
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -214,6 +216,33 @@ void expect_eof(int fd, int timeout_ms) {
   if (r != 0) {
     fail("expect_eof: got " + std::to_string(r) + (r < 0 ? std::string(" ") + std::strerror(errno) : ""));
   }
+}
+
+int send_queue(int fd) {
+  int n = 0;
+  (void)::ioctl(fd, SIOCOUTQ, &n);
+  return n;
+}
+
+int in_flight(int fd) {
+  int unsent = 0;
+  (void)::ioctl(fd, SIOCOUTQNSD, &unsent);
+  return send_queue(fd) - unsent;
+}
+
+int inq(int fd) {
+  int n = 0;
+  (void)::ioctl(fd, SIOCINQ, &n);
+  return n;
+}
+
+std::uint32_t total_retrans(int fd) {
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) {
+    return 0;
+  }
+  return ti.tcpi_total_retrans;
 }
 
 void wait_inq(int fd, int n, int timeout_ms) {

@@ -13,6 +13,7 @@
 #include <rendr/common/unique_fd.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,14 @@ std::vector<std::byte> read_exact(int fd, std::size_t n, int timeout_ms = 10000)
 void expect_eof(int fd, int timeout_ms = 10000);
 // wait_inq waits until SIOCINQ on |fd| reaches |n|.
 void wait_inq(int fd, int n, int timeout_ms = 5000);
+// send_queue: bytes in |fd|'s send queue (SIOCOUTQ: unacknowledged plus never sent).
+int send_queue(int fd);
+// in_flight: bytes |fd| sent that are not acknowledged yet (SIOCOUTQ - SIOCOUTQNSD).
+int in_flight(int fd);
+// inq: bytes |fd| received in order that nobody read yet (SIOCINQ).
+int inq(int fd);
+// total_retrans: TCP_INFO's tcpi_total_retrans of |fd| (0 when it cannot be read).
+std::uint32_t total_retrans(int fd);
 // write_until_full writes pattern bytes from |offset| until the socket would block; returns
 // how many were written.
 std::size_t write_until_full(int fd, const Pattern& p, std::uint64_t offset);

@@ -389,11 +389,11 @@ int run_userstack(std::span<char* const> args) {
     j.kv("rx_hold_dropped", r->counters.rx_hold_dropped);
     // Per move the peer's worst echo round trip around it; p50 over the moves (null: skipped
     // with --moves 0, or no move of that kind was measured).
-    auto p50_or_null = [&j](const char* key, const std::vector<double>& v, double p) {
+    auto p50_or_null = [&j](const char* key, const std::vector<double>& v, double pct) {
       if (v.empty()) {
         j.kv_null(key);
       } else {
-        j.kv(key, percentile(v, p));
+        j.kv(key, percentile(v, pct));
       }
     };
     const std::vector<double> none;

@@ -120,7 +120,12 @@ Status netns_add(const std::string& name) {
 
 void netns_del(const std::string& name) {
   if (netns_exists(name)) {
-    (void)shell("ip netns del " + shell_quote(name));
+    // Processes the lab's tools left there (a userstack keeper outlives its agent on purpose)
+    // would keep the namespace, and its devices, alive after the delete.
+    // Never this process (a thread of it may stand in the namespace).
+    (void)shell("ip netns pids " + shell_quote(name) + " | grep -vx " +
+                std::to_string(::getpid()) + " | xargs -r kill -9; ip netns del " +
+                shell_quote(name));
   }
 }
 

@@ -52,7 +52,8 @@ int shell(const std::string& cmd, std::string* out = nullptr);
 // netns_add creates a named namespace with "lo" up. Fails with EPERM and a "needs root" hint
 // when the caller lacks CAP_SYS_ADMIN, with EEXIST when the name is taken.
 [[nodiscard]] Status netns_add(const std::string& name);
-// netns_del deletes a named namespace; a missing one is not an error.
+// netns_del kills the processes left in a named namespace and deletes it; a missing one is not
+// an error.
 void netns_del(const std::string& name);
 // open_netns opens /run/netns/<name> (for setns / NetnsEnter).
 [[nodiscard]] Result<UniqueFd> open_netns(const std::string& name);

@@ -377,16 +377,26 @@ void Stack::Impl::run() {
       return;
     }
     std::size_t got = 0;
-    while (got < kBatch) {
+    bool gone = (pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+    while (got < kBatch && !gone) {
       ssize_t n = ::read(tun_.fd(), bufs[got].data(), kCap);
       if (n < 0) {
-        break;  // EAGAIN: drained
+        // EBADFD: the device was deleted (tun_chr_poll reports POLLERR from then on, so
+        // polling again would spin). EAGAIN: drained.
+        gone = errno == EBADFD || errno == EIO;
+        break;
       }
       if (static_cast<std::size_t>(n) <= sizeof(VnetHeader)) {
         continue;
       }
       lens[got] = static_cast<std::size_t>(n);
       ++got;
+    }
+    if (gone && got == 0) {
+      default_log_sink(LogLevel::warn, "userstack: TUN device " + tun_.name() +
+                                           " is gone; its connections cannot continue");
+      device_gone_ = true;
+      return;
     }
     if (got == 0) {
       continue;
@@ -625,5 +635,7 @@ StackCounters Stack::counters() const {
 }
 
 const TunDevice& Stack::tun() const { return impl_->tun_; }
+
+bool Stack::device_gone() const { return impl_->device_gone_.load(); }
 
 }  // namespace rendr::userstack

@@ -112,6 +112,8 @@ class Stack::Impl {
 
   UniqueFd stop_efd_;
   std::thread reader_;
+  // The TUN device went away under the reader (deleted, or its namespace was): it stopped.
+  std::atomic<bool> device_gone_{false};
   bool netif_added_ = false;
 
   struct Counters {

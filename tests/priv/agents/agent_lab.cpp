@@ -125,6 +125,11 @@ void AgentLab::start_agent(const std::string& name, const std::vector<std::strin
   if (name == "gw") {
     extra = opt_.gw_args;
   }
+  if (std::find(opt_.userstack_hosts.begin(), opt_.userstack_hosts.end(), name) !=
+      opt_.userstack_hosts.end()) {
+    extra.insert(extra.end(), {"--method", "userstack", "--tun", "rtun0", "--service-port",
+                               "pat=8000"});
+  }
   for (const auto& f : faults) {
     extra.insert(extra.end(), {"--fault", f});
   }

@@ -64,7 +64,8 @@ class AgentLab {
   // migrate runs `rendrctl migrate ... --json` from |from| and returns the JSON report line.
   std::string migrate(const std::string& from, const std::vector<std::string>& select,
                       const std::string& to, int* status = nullptr) const;
-  // start_agent / kill_agent manage one agent process (name: gw, a, b).
+  // start_agent / kill_agent manage one agent process (name: gw, a, b); a userstack host's
+  // agent starts with its userstack arguments again.
   void start_agent(const std::string& name, const std::vector<std::string>& faults = {});
   void kill_agent(const std::string& name, int sig = 9);
   // pid of a process the lab started (agents gw, a, b; servers srv-a, srv-b), 0 if none.

@@ -60,33 +60,6 @@ constexpr std::size_t kOldReplayMax = 9216;
 // MSS-size segments in one 64 KiB GRO aggregate (MSS >= 1 400 on this 1 500-byte veth).
 constexpr long long kSegmentsPerAggregate = 65536 / 1400 + 1;
 
-std::uint32_t total_retrans(int fd) {
-  tcp_info ti{};
-  socklen_t len = sizeof ti;
-  (void)::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len);
-  return ti.tcpi_total_retrans;
-}
-
-int send_queue(int fd) {
-  int n = 0;
-  (void)::ioctl(fd, SIOCOUTQ, &n);
-  return n;
-}
-
-// in_flight: bytes |fd| sent that are not acknowledged yet.
-int in_flight(int fd) {
-  int unsent = 0;
-  (void)::ioctl(fd, SIOCOUTQNSD, &unsent);
-  return send_queue(fd) - unsent;
-}
-
-// readable: bytes |fd| received in order that nobody read yet.
-int readable(int fd) {
-  int n = 0;
-  (void)::ioctl(fd, SIOCINQ, &n);
-  return n;
-}
-
 // writer streams [offset, offset + n) of |p| into |fd| on its own thread.
 std::future<void> writer(int fd, const Pattern& p, std::uint64_t offset, std::size_t n) {
   return std::async(std::launch::async, [fd, &p, offset, n] {
@@ -285,7 +258,7 @@ void run_big_replay(const std::string& srv_addr, const std::string& peer_addr,
     late = {more->size(), last->held.size()};
     // Everything the peer had sent by the lift lies below what the socket holds in order plus
     // what the peer still counts in flight (nothing was read yet).
-    watch.mark = static_cast<std::size_t>(readable(restored->get())) +
+    watch.mark = static_cast<std::size_t>(inq(restored->get())) +
                  static_cast<std::size_t>(in_flight(client.get()));
   }
   const double frozen_ms = std::chrono::duration<double, std::milli>(t0 - frozen_at).count();

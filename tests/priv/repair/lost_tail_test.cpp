@@ -43,15 +43,6 @@ constexpr std::size_t kTail = 32U << 10;  // what the network loses
 // Linux's minimum RTO is 200 ms: a tail recovered by a timer cannot arrive sooner.
 constexpr double kMaxTailMs = 150;
 
-// in_flight: bytes |fd| sent that are not acknowledged yet.
-int in_flight(int fd) {
-  int queued = 0;
-  int unsent = 0;
-  (void)::ioctl(fd, SIOCOUTQ, &queued);
-  (void)::ioctl(fd, SIOCOUTQNSD, &unsent);
-  return queued - unsent;
-}
-
 void poll_ms(int ms) {
   pollfd none{-1, 0, 0};
   ::poll(&none, 0, ms);
@@ -61,9 +52,7 @@ void run_lost_tail(const std::string& srv_addr, const std::string& peer_addr,
                    const std::string& ip_flags) {
   Netns srv = Netns::create("losttail-srv");
   Netns peer = Netns::create("losttail-peer");
-  srv.must("ip link add vs type veth peer name vp && ip link set vp netns " + peer.path() +
-           " && ip link set vs up");
-  peer.must("ip link set vp up");
+  veth(srv, "vs", peer, "vp");
   srv.must("ip addr add " + srv_addr + " dev vs " + ip_flags);
   peer.must("ip addr add " + peer_addr + " dev vp " + ip_flags);
 

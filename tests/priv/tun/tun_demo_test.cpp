@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-demo --tun (tools/demo --tun), small: stock curl downloads 48 MiB through rendr-tun in
 // the ingress lab while the path the egress sends on is silently dropped at a third and
-// re-added at two thirds. The demo's exit code, its report and its JSON line say whether every byte arrived (SHA-256), no
-// reset crossed the TUN, the drop hit the path the egress was sending on and the flow moved to
-// the other one. Its own lab prefix: never the user's demo.
+// re-added at two thirds. The demo's exit code, its report and its JSON line say whether every
+// byte arrived (SHA-256), no reset crossed the TUN, the drop hit the path the egress was sending
+// on and the flow moved to the other one. Its own lab prefix: never the user's demo.
 #include "support/netns.hpp"
 
 #include <rendr/common/json.hpp>

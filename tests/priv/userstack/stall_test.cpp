@@ -148,20 +148,6 @@ ReadStats stream(int client, const Pattern& p, std::uint64_t offset, std::size_t
   return s;
 }
 
-// send_queue: bytes the peer's socket has not had acknowledged yet.
-int send_queue(int fd) {
-  int n = 0;
-  (void)::ioctl(fd, SIOCOUTQ, &n);
-  return n;
-}
-
-std::uint32_t total_retrans(int fd) {
-  tcp_info ti{};
-  socklen_t len = sizeof ti;
-  (void)::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len);
-  return ti.tcpi_total_retrans;
-}
-
 }  // namespace
 
 TEST_CASE("userstack n2u: a peer sending into the kernel's large window does not stall",

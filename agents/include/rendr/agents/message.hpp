@@ -63,6 +63,20 @@ enum class MsgType : std::uint16_t {
   mig_state = 0x040B,  // tag mig, text (unknown | staged | committed | aborted)
   peer_fail = 0x040C,  // tag mig, text
   steer_check = 0x040D,  // tag mig, backend, tuple*: could the gateway steer these? (no change)
+  // agent <-> its userstack keeper (a local socket; agents/src/us_keeper.hpp)
+  keeper_hello = 0x0501,
+  keeper_checkpoint = 0x0502,
+  keeper_take_held = 0x0503,
+  keeper_release = 0x0504,
+  keeper_thaw = 0x0505,
+  keeper_unfreeze = 0x0506,
+  keeper_stage = 0x0507,
+  keeper_activate = 0x0508,
+  keeper_drop_staged = 0x0509,
+  keeper_reset = 0x050A,
+  keeper_status = 0x050B,
+  keeper_accepted = 0x0510,
+  keeper_ended = 0x0511,
 };
 
 enum class Tag : std::uint16_t {
@@ -94,6 +108,9 @@ enum class Tag : std::uint16_t {
   // OFFER, one per migrated connection in offer order: packets the source's freeze dropped from
   // the server (an ACK among them is one its snapshot counts as delivered), 0 = none. Optional.
   server_dropped = 21,
+  // A userstack keeper's hello reply (agent-local): a connection a move captured and left
+  // frozen when its agent went away.
+  held_tuple = 22,
 };
 
 [[nodiscard]] const char* to_string(MsgType t);

@@ -189,6 +189,9 @@ class Stack {
 
   [[nodiscard]] StackCounters counters() const;
   [[nodiscard]] const TunDevice& tun() const;
+  // device_gone: the TUN device was deleted (or its network namespace was) and the reader
+  // thread stopped: nothing reaches or leaves the connections any more.
+  [[nodiscard]] bool device_gone() const;
 
  private:
   explicit Stack(std::unique_ptr<Impl> impl);
