@@ -295,12 +295,26 @@ class Keeper {
     }
   }
 
-  void event(const Message& m, int fd = -1) {
+  // event sends |m| to the agent without waiting: false when its queue is full (a stopped or
+  // busy agent: not a gone one) or there is no agent.
+  bool event(const Message& m, int fd = -1) {
     if (!events_) {
-      return;
+      return false;
     }
-    if (auto s = send_packet_nowait(events_.get(), m, fd); !s) {
+    auto s = send_packet_nowait(events_.get(), m, fd);
+    if (!s && s.error().code != std::errc::resource_unavailable_try_again) {
       agent_gone("event: " + s.error().message());
+    }
+    return s.ok();
+  }
+
+  // flush_ended sends the ends the agent's full queue refused before.
+  void flush_ended() {
+    while (!ended_.empty() && event(ended_.front())) {
+      ended_.pop_front();
+    }
+    if (!events_) {
+      ended_.clear();
     }
   }
 
@@ -328,10 +342,19 @@ class Keeper {
         continue;
       }
       UniqueFd fd = (*b)->take_fd();
-      serving_[key] = std::move(*b);
       Message a(keeper::kAccepted);
       a.add(Tag::tuple, key);
-      event(a, fd.get());
+      if (!event(a, fd.get())) {
+        // The agent does not take it (its queue is full, or it just went): like a full accept
+        // backlog, the connection is reset.
+        log_.info("keeper " + o_.tun + ": " + key + " reset: the agent does not take it");
+        ++refused_;
+        if (auto st = (*b)->detach(); st && st->conn) {
+          st->conn->abort();
+        }
+        continue;
+      }
+      serving_[key] = std::move(*b);
     }
   }
 
@@ -344,9 +367,12 @@ class Keeper {
       }
       Message e(keeper::kEnded);
       e.add(Tag::tuple, it->first).add(Tag::text, st.reset ? "reset" : "finished");
-      event(e);
+      if (events_ && ended_.size() < kMaxEnded) {
+        ended_.push_back(std::move(e));
+      }
       it = serving_.erase(it);
     }
+    flush_ended();
   }
 
   void run_graces(KClock::time_point now) {
@@ -681,6 +707,9 @@ class Keeper {
   std::map<std::string, FourTuple> frozen_;  // source flows frozen by a checkpoint
   std::map<std::string, std::pair<FourTuple, KClock::time_point>> grace_;
   std::uint64_t refused_ = 0;
+  // Ends the agent has not taken yet (its queue was full), oldest first; bounded.
+  static constexpr std::size_t kMaxEnded = 65536;
+  std::deque<Message> ended_;
 };
 
 void ready_line(int fd, const std::string& line) {
