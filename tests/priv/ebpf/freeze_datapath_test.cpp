@@ -287,7 +287,6 @@ TEST_CASE("ebpf: a held flow lets its socket and the peer's bare ACKs through an
   FreezerLab lab("ebpf-freeze-hold");
   auto& f = lab.f;
   const FourTuple& v4 = lab.v4;
-  const FourTuple& v6 = lab.v6;
   // Only a frozen flow can be held.
   REQUIRE_ERROR(f->hold(v4), std::errc::no_such_file_or_directory, "10.1.0.1:8080");
   lab.freeze_both();
