@@ -26,6 +26,16 @@ namespace rendr::agents {
 
 std::string keeper_address(const std::string& tun) { return "rendr-keeper/" + tun; }
 
+sockaddr_un keeper_sockaddr(const std::string& tun, socklen_t& len) {
+  const std::string name = keeper_address(tun);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  const std::size_t n = std::min(name.size(), sizeof sa.sun_path - 1);
+  std::memcpy(sa.sun_path + 1, name.data(), n);  // sun_path[0] == 0: the abstract namespace
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+  return sa;
+}
+
 Result<UniqueFd> blob_fd(const Message& m) {
   const int raw = ::memfd_create("rendr-blob", MFD_CLOEXEC);
   if (raw < 0) {
@@ -121,14 +131,6 @@ Status read_dry(int fd, std::vector<std::byte>& out, bool& eof) {
   }
 }
 
-sockaddr_un abstract_addr(const std::string& name, socklen_t& len) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  const std::size_t n = std::min(name.size(), sizeof sa.sun_path - 1);
-  std::memcpy(sa.sun_path + 1, name.data(), n);
-  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
-  return sa;
-}
 
 class Keeper {
  public:
@@ -431,13 +433,23 @@ class Keeper {
     }
   }
 
+  // with_blob: an ok reply with |b| attached as a blob (|reply_fd|), or the blob's error.
+  static Message with_blob(const Message& b, UniqueFd& reply_fd) {
+    auto fd = blob_fd(b);
+    if (!fd) {
+      return fail_msg(fd.error());
+    }
+    reply_fd = std::move(*fd);
+    return ok_msg();
+  }
+
   Message handle(Packet& p, UniqueFd& reply_fd) {
     const Message& m = p.msg;
     if (m.type() == keeper::kStatus) {
       return Message(MsgType::json).add(Tag::text, status_json());
     }
     if (m.type() == keeper::kStage) {
-      return stage(m, p.fd.get());
+      return stage(p.fd.get());
     }
     auto ts = m.str(Tag::tuple);
     auto t = ts ? FourTuple::parse(*ts) : Result<FourTuple>(ts.error());
@@ -453,12 +465,7 @@ class Keeper {
       }
       Message b(MsgType::ok);
       b.add(Tag::snapshot, encode_snapshot(*snap));
-      auto fd = blob_fd(b);
-      if (!fd) {
-        return fail_msg(fd.error());
-      }
-      reply_fd = std::move(*fd);
-      return ok_msg();
+      return with_blob(b, reply_fd);
     }
     if (type == keeper::kTakeHeld) {
       Message b(MsgType::ok);
@@ -468,12 +475,7 @@ class Keeper {
         }
         stack_->freeze(*t);  // stray packets stay unanswered until release's grace ends
       }
-      auto fd = blob_fd(b);
-      if (!fd) {
-        return fail_msg(fd.error());
-      }
-      reply_fd = std::move(*fd);
-      return ok_msg();
+      return with_blob(b, reply_fd);
     }
     if (type == keeper::kRelease) {
       captured_.erase(key);  // with it the pump end: the connection lives elsewhere now
@@ -578,7 +580,9 @@ class Keeper {
     return std::move(*snap);
   }
 
-  Message stage(const Message& m, int blob) {
+  // stage restores an offered snapshot, frozen; the agent dropped what the OFFER's peer ACK
+  // acknowledges before it sent it (us_staged_flow).
+  Message stage(int blob) {
     auto b = read_blob(blob);
     if (!b) {
       return fail_msg(b.error());
@@ -591,8 +595,6 @@ class Keeper {
     if (!snap) {
       return fail_msg(snap.error());
     }
-    const auto pa = m.u64(Tag::peer_ack);
-    (void)drop_peer_acked(*snap, pa ? decode_peer_ack(*pa) : std::nullopt);
     const std::string key = snap->tuple.to_string();
     if (staged_.count(key) != 0 || serving_.count(key) != 0) {
       return fail_msg(make_error(std::errc::address_in_use, "userstack: " + key +
@@ -733,7 +735,7 @@ int run_keeper(const KeeperOptions& o) {
     return 1;
   }
   socklen_t len = 0;
-  const sockaddr_un sa = abstract_addr(keeper_address(o.tun), len);
+  const sockaddr_un sa = keeper_sockaddr(o.tun, len);
   if (::bind(lfd->get(), reinterpret_cast<const sockaddr*>(&sa), len) != 0 ||
       ::listen(lfd->get(), 8) != 0) {
     const int e = errno;

@@ -27,6 +27,9 @@
 #include <rendr/common/unique_fd.hpp>
 #include <rendr/repair/repair.hpp>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -52,8 +55,10 @@ inline constexpr MsgType kEnded = MsgType::keeper_ended;            // event: tu
 inline constexpr int kLingerMs = 10000;
 }  // namespace keeper
 
-// keeper_address: the abstract socket name of the keeper of TUN device |tun|.
+// keeper_address: the abstract socket name of the keeper of TUN device |tun|;
+// keeper_sockaddr: that name as an address (|len| set) for bind and connect.
 std::string keeper_address(const std::string& tun);
+sockaddr_un keeper_sockaddr(const std::string& tun, socklen_t& len);
 
 // Blobs: a Message (snapshot, packets) encoded into a sealed-size memfd, and back.
 Result<UniqueFd> blob_fd(const Message& m);

@@ -29,12 +29,8 @@ Result<UniqueFd> connect_keeper(const std::string& tun) {
   if (!fd) {
     return std::move(fd).take_error();
   }
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  const std::string name = keeper_address(tun);
-  const std::size_t n = std::min(name.size(), sizeof sa.sun_path - 1);
-  std::memcpy(sa.sun_path + 1, name.data(), n);
-  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+  socklen_t len = 0;
+  const sockaddr_un sa = keeper_sockaddr(tun, len);
   if (::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), len) != 0) {
     return errno_error("connect to the userstack keeper of " + tun);
   }

@@ -19,51 +19,6 @@ using namespace rendr::test;
 
 namespace {
 
-// wait_tracked waits until `rendrctl flows` on |agent| lists |flow|.
-bool wait_tracked(const AgentLab& al, const std::string& agent, const std::string& flow,
-                  int timeout_ms) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    std::string out;
-    if (al.rendrctl(agent, {"flows", "--json"}, out) == 0 && out.find(flow) != std::string::npos) {
-      return true;
-    }
-    if (std::chrono::steady_clock::now() > end) {
-      return false;
-    }
-    ::usleep(100000);
-  }
-}
-
-// wait_log waits until the log of |name| contains |text|.
-bool wait_log(const AgentLab& al, const std::string& name, const std::string& text,
-              int timeout_ms) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (al.log(name).find(text) == std::string::npos) {
-    if (std::chrono::steady_clock::now() > end) {
-      return false;
-    }
-    ::usleep(10000);
-  }
-  return true;
-}
-
-// migrate_killing_a asks agent a to move |flow| to b and kills a (SIGKILL) 1 s into that
-// migration, inside the 3 s pause of the lab's stall fault. Returns rendrctl's exit status; the
-// agent dies under it, so it prints no report (AgentLab::migrate would throw). |out| gets
-// rendrctl's stdout and stderr.
-int migrate_killing_a(AgentLab& al, const std::string& flow, std::string& out) {
-  std::thread killer([&al] {
-    ::usleep(1000000);
-    al.kill_agent("a");
-  });
-  std::string err;
-  const int rc = al.rendrctl("a", {"migrate", "--flow", flow, "--to", "b", "--json"}, out, &err);
-  killer.join();
-  out += err;
-  return rc;
-}
-
 // moved_to_b: |c|'s connection, once streaming, migrated from a to b (committed there, adopted
 // by b's server); returns its tuple.
 std::string moved_to_b(AgentLab& al, PatternClient& c) {

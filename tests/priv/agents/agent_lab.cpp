@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <cstdio>
@@ -308,6 +309,51 @@ std::uint64_t metric(AgentLab& al, const std::string& agent, const std::string& 
   }
   p = out.find("} ", p);
   return std::stoull(out.substr(p + 2));
+}
+
+AgentLabOptions userstack_options() {
+  AgentLabOptions o;
+  o.userstack_hosts = {"a", "b"};
+  return o;
+}
+
+bool wait_tracked(const AgentLab& al, const std::string& agent, const std::string& flow,
+                  int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    std::string out;
+    if (al.rendrctl(agent, {"flows", "--json"}, out) == 0 && out.find(flow) != std::string::npos) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() > end) {
+      return false;
+    }
+    ::usleep(100000);
+  }
+}
+
+bool wait_log(const AgentLab& al, const std::string& name, const std::string& text,
+              int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (al.log(name).find(text) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > end) {
+      return false;
+    }
+    ::usleep(10000);
+  }
+  return true;
+}
+
+int migrate_killing_a(AgentLab& al, const std::string& flow, std::string& out) {
+  std::thread killer([&al] {
+    ::usleep(1000000);
+    al.kill_agent("a");
+  });
+  std::string err;
+  const int rc = al.rendrctl("a", {"migrate", "--flow", flow, "--to", "b", "--json"}, out, &err);
+  killer.join();
+  out += err;
+  return rc;
 }
 
 }  // namespace rendr::test

@@ -122,4 +122,19 @@ std::uint64_t metric(AgentLab& al, const std::string& agent, const std::string& 
 // peer saw no RST since |rst_before| and that both pattern servers still run.
 void expect_healthy(AgentLab& al, PatternClient& c, long long rst_before);
 
+// userstack_options: a lab whose hosts a and b both serve with the userstack method.
+AgentLabOptions userstack_options();
+
+// wait_tracked waits until `rendrctl flows` on |agent| lists |flow|.
+bool wait_tracked(const AgentLab& al, const std::string& agent, const std::string& flow,
+                  int timeout_ms);
+// wait_log waits until the log of |name| contains |text|.
+bool wait_log(const AgentLab& al, const std::string& name, const std::string& text,
+              int timeout_ms);
+// migrate_killing_a asks agent a to move |flow| to b and kills a (SIGKILL) 1 s into that
+// migration, inside the 3 s pause of the lab's stall fault. Returns rendrctl's exit status; the
+// agent dies under it, so it prints no report (AgentLab::migrate would throw). |out| gets
+// rendrctl's stdout and stderr.
+int migrate_killing_a(AgentLab& al, const std::string& flow, std::string& out);
+
 }  // namespace rendr::test

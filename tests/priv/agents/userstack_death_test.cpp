@@ -14,68 +14,16 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <functional>
 #include <string>
 #include <thread>
 
 using namespace rendr;
 using namespace rendr::test;
 
-namespace {
-
-AgentLabOptions us_options() {
-  AgentLabOptions o;
-  o.userstack_hosts = {"a", "b"};
-  return o;
-}
-
-bool wait_until(const std::function<bool()>& pred, int timeout_ms) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) {
-      return false;
-    }
-    ::usleep(20000);
-  }
-  return true;
-}
-
-bool wait_tracked(const AgentLab& al, const std::string& agent, const std::string& flow,
-                  int timeout_ms) {
-  return wait_until(
-      [&] {
-        std::string out;
-        return al.rendrctl(agent, {"flows", "--json"}, out) == 0 &&
-               out.find(flow) != std::string::npos;
-      },
-      timeout_ms);
-}
-
-bool wait_log(const AgentLab& al, const std::string& name, const std::string& text,
-              int timeout_ms) {
-  return wait_until([&] { return al.log(name).find(text) != std::string::npos; }, timeout_ms);
-}
-
-// migrate_killing_a asks a to move |flow| to b and kills a (SIGKILL) 1 s into the move, inside
-// the 3 s pause of the lab's stall fault.
-int migrate_killing_a(AgentLab& al, const std::string& flow, std::string& out) {
-  std::thread killer([&al] {
-    ::usleep(1000000);
-    al.kill_agent("a");
-  });
-  std::string err;
-  const int rc = al.rendrctl("a", {"migrate", "--flow", flow, "--to", "b", "--json"}, out, &err);
-  killer.join();
-  out += err;
-  return rc;
-}
-
-}  // namespace
-
 TEST_CASE("a userstack agent killed with SIGKILL while serving: its keeper serves on and the "
           "restarted agent moves the connection",
           "[.userstack_agent][userstack_agent][netns]") {
-  AgentLab al(us_options());
+  AgentLab al(userstack_options());
   PatternClient c(al.lab, 8000);
   const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(4 << 20, 10000));
@@ -119,7 +67,7 @@ TEST_CASE("a userstack agent killed with SIGKILL while serving: its keeper serve
 
 TEST_CASE("a second userstack agent on a device whose agent is alive is refused",
           "[.userstack_agent][userstack_agent][netns]") {
-  AgentLab al(us_options());
+  AgentLab al(userstack_options());
   // a's keeper holds rtun0 for a: another agent there must not take it over.
   std::string out;
   const int rc = al.lab.a.sh(std::string(RENDR_AGENT_BIN) + " --name a2 --cert " + al.dir +
@@ -141,7 +89,7 @@ namespace {
 // releases it (it lives on b).
 void us_killed_after_freeze(const std::string& fault, const std::string& b_says) {
   const bool on_b = b_says == "committed";
-  AgentLabOptions o = us_options();
+  AgentLabOptions o = userstack_options();
   o.faults_a = {fault};
   AgentLab al(o);
   PatternClient c(al.lab, 8000);

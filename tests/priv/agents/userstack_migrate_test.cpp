@@ -17,19 +17,10 @@
 using namespace rendr;
 using namespace rendr::test;
 
-namespace {
-
-AgentLabOptions us_options() {
-  AgentLabOptions o;
-  o.userstack_hosts = {"a", "b"};
-  return o;
-}
-
-}  // namespace
 
 TEST_CASE("userstack agents move a live pattern stream back and forth with nothing lost",
           "[.userstack_agent][userstack_agent][netns]") {
-  AgentLab al(us_options());
+  AgentLab al(userstack_options());
   PatternClient c(al.lab, 8000, 256ULL << 20);
   const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(4 << 20, 10000));
@@ -60,7 +51,7 @@ TEST_CASE("userstack agents move a live pattern stream back and forth with nothi
 
 TEST_CASE("a userstack migration aborted after the freeze leaves the connection serving on A",
           "[.userstack_agent][userstack_agent][netns]") {
-  AgentLabOptions o = us_options();
+  AgentLabOptions o = userstack_options();
   o.faults_a = {"cut_during_ship"};
   AgentLab al(o);
   PatternClient c(al.lab, 8000);
