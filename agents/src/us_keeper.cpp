@@ -626,8 +626,21 @@ class Keeper {
       (void)stack_->take_held(t);
       return fail_msg(b.error());
     }
+    std::vector<std::vector<std::byte>> replay;
+    for (const auto* r : b->all(Tag::replay)) {
+      replay.push_back(*r);
+    }
+    // The peer's latest ACK: the source's freeze saw it (COMMIT's peer_ack), it is among the
+    // packets the source recorded, or it reached this host after the steer (the answer to the
+    // source's ask_peer_ack), as a native target's freeze records it.
     const auto pa = m.u64(Tag::peer_ack);
-    if (drop_peer_acked(s.snap, pa ? decode_peer_ack(*pa) : std::nullopt) > 0) {
+    std::optional<repair::PeerAck> peer = pa ? decode_peer_ack(*pa) : std::nullopt;
+    for (const auto& seen : {userstack::latest_ack(replay), stack_->held_latest_ack(t)}) {
+      if (seen && (!peer || static_cast<std::int32_t>(seen->ack - peer->ack) >= 0)) {
+        peer = repair::PeerAck{seen->ack, seen->window};
+      }
+    }
+    if (drop_peer_acked(s.snap, peer) > 0) {
       // The peer acknowledged more while the source was frozen than the OFFER said: rebuild
       // the (still frozen, unread) connection without those bytes.
       (void)stack_->snapshot(*s.conn);  // silent removal
@@ -647,10 +660,6 @@ class Keeper {
     }
     reply_fd = (*br)->take_fd();
     serving_[key] = std::move(*br);
-    std::vector<std::vector<std::byte>> replay;
-    for (const auto* r : b->all(Tag::replay)) {
-      replay.push_back(*r);
-    }
     // The source's held packets first (older), then what reached this host while staged.
     (void)stack_->thaw(t, std::move(replay));
     return ok_msg();

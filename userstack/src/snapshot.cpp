@@ -279,6 +279,12 @@ Result<ConnectionPtr> Stack::restore(const TcpSnapshot& snap) {
   const std::uint32_t inflight = snap.send_unacked();
   pcb->cwnd = std::max<tcpwnd_size_t>(inflight + pcb->mss, 4U * pcb->mss);
   pcb->ssthresh = std::max<tcpwnd_size_t>(pcb->cwnd, TCP_WND);
+  // lwIP must hold every in-flight byte: the peer may have them all (a kernel socket has MiBs
+  // in flight where lwIP's send buffer is 64 KiB), and lwIP ignores an ACK beyond what it has
+  // sent ("ACK for unsent data") - the flow stalled for good. The buffer keeps that size (the
+  // connection had that much in flight before). lwIP's queue limit (TCP_SND_QUEUELEN
+  // segments) still caps it: ~256 KiB at MSS 1460.
+  pcb->snd_buf = std::max<tcpwnd_size_t>(pcb->snd_buf, inflight);
   pcb->tmr = tcp_ticks;
   if (snap.options.nodelay) {
     tcp_nagle_disable(pcb);

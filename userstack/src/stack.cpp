@@ -147,6 +147,17 @@ void Stack::Impl::stop() {
     netif_set_down(&nif_);
     netif_remove(&nif_);
     netif_added_ = false;
+    // lwIP is process-global: the connections it was finishing alone (closed ones in FIN_WAIT,
+    // LAST_ACK, TIME_WAIT) and those still attached would outlive this Stack and retransmit
+    // through the next one's device, into a network that never knew them (its kernel answers
+    // with RST). Removed silently; an attached Connection sees a reset.
+    while (tcp_active_pcbs != nullptr) {
+      tcp_clear_flags(tcp_active_pcbs, TF_ACK_DELAY | TF_ACK_NOW);
+      tcp_abandon(tcp_active_pcbs, 0);
+    }
+    while (tcp_tw_pcbs != nullptr) {
+      tcp_abandon(tcp_tw_pcbs, 0);
+    }
   }
   // Connections accepted but never handed out are closed outside the core lock (their
   // destructors take it).
@@ -549,6 +560,22 @@ std::vector<std::vector<std::byte>> Stack::take_held(const FourTuple& tuple) {
   return {std::make_move_iterator(held.begin()), std::make_move_iterator(held.end())};
 }
 
+std::optional<AckSeen> Stack::held_latest_ack(const FourTuple& tuple) {
+  CoreLock lock;
+  const FlowEntry* e = impl_->flows_.find(tuple);
+  if (e == nullptr || !e->frozen) {
+    return std::nullopt;
+  }
+  std::optional<AckSeen> best;
+  for (const auto& pkt : e->held) {
+    if (auto a = latest_ack(std::span<const std::vector<std::byte>>(&pkt, 1));
+        a && (!best || static_cast<std::int32_t>(a->ack - best->ack) >= 0)) {
+      best = a;
+    }
+  }
+  return best;
+}
+
 bool Stack::Impl::hand_udp(std::span<const std::byte> pkt,
                            const std::function<void(const UdpDatagram&)>& h) {
   const auto u = parse_udp(pkt);
@@ -622,6 +649,14 @@ StackCounters Stack::counters() const {
   s.tx_packets = c.tx_packets;
   s.tx_frozen_dropped = c.tx_frozen_dropped;
   s.tx_held = c.tx_held;
+  {
+    CoreLock lock;
+    for (tcp_pcb* list : {tcp_active_pcbs, tcp_tw_pcbs}) {
+      for (tcp_pcb* p = list; p != nullptr; p = p->next) {
+        ++s.tcp_pcbs;
+      }
+    }
+  }
   s.tx_discarded = c.tx_discarded;
   s.tx_errors = c.tx_errors;
   s.tx_injected = c.tx_injected;

@@ -136,6 +136,20 @@ std::uint16_t checksum_fold(std::uint32_t sum) {
   return static_cast<std::uint16_t>(sum);
 }
 
+std::optional<AckSeen> latest_ack(std::span<const std::vector<std::byte>> packets) {
+  std::optional<AckSeen> best;
+  for (const auto& pkt : packets) {
+    auto tp = parse_tcp(pkt);
+    if (!tp || !tp->has_ack() || tp->rst()) {
+      continue;
+    }
+    if (!best || static_cast<std::int32_t>(tp->ack - best->ack) >= 0) {
+      best = AckSeen{tp->ack, tp->window};
+    }
+  }
+  return best;
+}
+
 namespace {
 std::uint32_t pseudo_sum(std::span<const std::byte> pkt, const TcpPacket& p) {
   std::uint32_t sum = 0;

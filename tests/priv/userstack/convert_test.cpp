@@ -169,3 +169,59 @@ TEST_CASE("userstack kernel socket checkpointed and rebuilt in lwIP keeps every 
       "'ip addr del' %.2f ms, first byte after %.2f ms\n",
       checkpoint_ms, restore_ms, move_ms, first_byte_ms);
 }
+
+// n2u with more sent-but-unacknowledged bytes than lwIP's send buffer (64 KiB): the peer
+// received them all, but the kernel socket never saw its ACKs (dropped here with nftables; in
+// a migration the ACKs went out during the source's freeze or the peer's delayed ACK came
+// late). lwIP re-sends the in-flight bytes; the peer answers with an ACK of everything it has.
+// An ACK beyond what lwIP has sent is "ACK for unsent data" to lwIP and ignored, so a restore
+// that queued only 64 KiB of them stalled for good (rendr-demo --method mixed: curl exit 56
+// after 60 s when the flow's source had seen no peer ACK).
+TEST_CASE("userstack n2u: the peer's ACK of more than 64 KiB of restored in-flight bytes is taken",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  const Endpoint vip = Endpoint::parse("198.18.0.12:8084").value();
+  Pattern down(33);
+  constexpr std::size_t kUnacked = 200000;  // > 3 x 64 KiB, < lwIP's queue limit
+  lab.ns().must("ip addr add 198.18.0.12/32 dev lo");
+  UniqueFd listener = listen_on(lab.ns(), vip);
+  UniqueFd client = connect_bound(Endpoint::parse("10.77.0.1:0").value(), vip);
+  UniqueFd server = accept_one(listener.get());
+  // Windows first grow with ACKs flowing (the client's initial window is 64 KiB).
+  write_all(server.get(), pattern_bytes(down, 0, kBulk));
+  CHECK(down.mismatch(0, read_exact(client.get(), kBulk)) == -1);
+  const std::uint16_t cport = local_of(client.get()).port;
+  lab.ns().must("nft add table inet rendr_acks && nft add chain inet rendr_acks out "
+                "'{ type filter hook output priority 0; }' && nft add rule inet rendr_acks out "
+                "ip saddr 10.77.0.1 tcp sport " +
+                std::to_string(cport) + " drop");
+  write_all(server.get(), pattern_bytes(down, kBulk, kUnacked));
+  CHECK(down.mismatch(kBulk, read_exact(client.get(), kUnacked)) == -1);
+  const FourTuple tuple = tuple_of(server.get());
+
+  st.freeze(tuple);
+  repair::Repairer rep;
+  auto cp = rep.checkpoint(server.get());
+  REQUIRE_OK(cp);
+  CHECK(cp->snapshot.send_unacked() == kUnacked);  // the peer has every byte, acked none
+  lab.ns().must("ip addr del 198.18.0.12/32 dev lo && nft delete table inet rendr_acks");
+  listener.reset();
+  auto conn = st.restore(cp->snapshot);
+  REQUIRE_OK(conn);
+  rep.release(std::move(cp->socket));
+  server.reset();
+  st.thaw(tuple);
+
+  // The next bytes reach the peer only once lwIP has taken the peer's ACK of all kUnacked.
+  userstack::Connection& c = **conn;
+  auto t1 = std::chrono::steady_clock::now();
+  conn_write_all(c, pattern_bytes(down, kBulk + kUnacked, 4096));
+  CHECK(down.mismatch(kBulk + kUnacked, read_exact(client.get(), 4096, 5000)) == -1);
+  std::printf("userstack n2u: %zu bytes restored unacked, next bytes after %.2f ms\n", kUnacked,
+              ms_since(t1));
+  ::shutdown(client.get(), SHUT_WR);
+  conn_expect_eof(c);
+  REQUIRE_OK(c.shutdown_write());
+  expect_eof(client.get());
+}

@@ -165,3 +165,27 @@ TEST_CASE("userstack set_tcp_checksum repairs a partial or stale checksum",
     }
   }
 }
+
+TEST_CASE("userstack latest_ack takes the latest ACK across wrap-around with its last window",
+          "[userstack][packet]") {
+  auto with = [](std::uint32_t ack, std::uint16_t window, std::uint8_t flags) {
+    test::TcpFrameSpec s = spec4();
+    s.ack = ack;
+    s.window = window;
+    s.flags = flags;
+    return ip_packet(s);
+  };
+  const std::uint8_t ack = test::kTcpAck;
+  CHECK_FALSE(latest_ack({}));
+  std::vector<std::vector<std::byte>> none{with(7, 1, test::kTcpSyn), {std::byte{0x45}}};
+  CHECK_FALSE(latest_ack(none));
+  // 0xfffffff0 -> 0x10 wraps: 0x10 is the later one; an older ACK after it changes nothing; a
+  // window update with the same ACK later wins; a RST never counts.
+  std::vector<std::vector<std::byte>> pk{with(0xfffffff0U, 100, ack), with(0x10, 200, ack),
+                                         with(0xfffffff8U, 300, ack), with(0x10, 400, ack),
+                                         with(0x4000, 500, test::kTcpRst | ack)};
+  auto a = latest_ack(pk);
+  REQUIRE(a);
+  CHECK(a->ack == 0x10U);
+  CHECK(a->window == 400);
+}

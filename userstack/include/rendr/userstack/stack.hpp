@@ -28,6 +28,7 @@
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/result.hpp>
 #include <rendr/common/tcp_snapshot.hpp>
+#include <rendr/userstack/tcp_packet.hpp>
 #include <rendr/userstack/tun_device.hpp>
 #include <rendr/userstack/udp_packet.hpp>
 
@@ -36,6 +37,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -130,6 +132,8 @@ struct StackCounters {
   std::uint64_t accepted = 0;
   std::uint64_t listeners = 0;
   std::uint64_t flows = 0;  // shim entries (pruned every 5 s once lwIP dropped the PCB)
+  // lwIP connections now (established, closing ones lwIP finishes alone, TIME_WAIT).
+  std::uint64_t tcp_pcbs = 0;
 };
 
 class Stack {
@@ -172,6 +176,11 @@ class Stack {
   // instead of replaying them, for a flow that moves elsewhere; held outbound ones are
   // discarded (the snapshot carries their bytes).
   [[nodiscard]] std::vector<std::vector<std::byte>> take_held(const FourTuple& tuple);
+  // held_latest_ack: the latest ACK (wire sequence numbers) among the inbound packets held for
+  // the frozen |tuple|, with its window; nullopt when none (or not frozen). The held packets
+  // stay. A migration target uses it as the native target uses its freeze's peer_ack: the peer
+  // may have answered the source's question (ask_peer_ack) after the flow was steered here.
+  [[nodiscard]] std::optional<AckSeen> held_latest_ack(const FourTuple& tuple);
 
   // snapshot captures |conn| into a TcpSnapshot in wire sequence numbers (the same value
   // repair/ produces for a kernel socket) and then removes its PCB silently (no FIN, no RST):

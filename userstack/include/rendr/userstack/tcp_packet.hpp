@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 namespace rendr::userstack {
 
@@ -51,6 +52,17 @@ struct TcpPacket {
 // a well-formed, unfragmented IPv4/IPv6 TCP packet (IPv6 skips hop-by-hop, routing and
 // destination-options headers).
 [[nodiscard]] std::optional<TcpPacket> parse_tcp(std::span<const std::byte> pkt);
+
+// AckSeen — an acknowledgment a peer sent and the (unscaled) window it carried.
+struct AckSeen {
+  std::uint32_t ack = 0;
+  std::uint16_t window = 0;
+};
+
+// latest_ack returns the latest ACK (in sequence order) among |packets| (IP packets of one
+// connection from its peer, oldest first), with the window of the last packet that carried
+// it; nullopt when none carries an ACK. RSTs and unparsable packets are skipped.
+[[nodiscard]] std::optional<AckSeen> latest_ack(std::span<const std::vector<std::byte>> packets);
 
 // checksum_fold: one's-complement sum of |data| added to |initial| (not complemented).
 [[nodiscard]] std::uint32_t checksum_add(std::span<const std::byte> data,
