@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "inject.hpp"
+#include "ops.hpp"
 
 #include <rendr/common/unique_fd.hpp>
 
@@ -8,6 +9,7 @@
 #include <netinet/ip6.h>
 #include <netinet/tcp.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -42,6 +44,23 @@ void put32(std::uint8_t* p, std::uint32_t v) {
 }
 
 }  // namespace
+
+ForgedSegment peer_probe(const TcpSnapshot& snap) {
+  ForgedSegment probe;
+  probe.from = snap.tuple.local;
+  probe.to = snap.tuple.remote;
+  detail::unmap_v4(probe.from);
+  detail::unmap_v4(probe.to);
+  probe.seq = snap.send_seq - 1;
+  probe.ack = snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size()) +
+              (snap.peer_fin ? 1U : 0U);
+  // The window this socket announced last: the peer does not take it from an old segment,
+  // but if it did, nothing would change.
+  const std::uint32_t wnd = snap.has_window ? snap.window.rcv_wnd >> snap.rcv_wscale : 0xFFFF;
+  probe.window = static_cast<std::uint16_t>(std::min<std::uint32_t>(wnd, 0xFFFF));
+  probe.payload = 1;
+  return probe;
+}
 
 std::vector<std::byte> build_segment(const ForgedSegment& seg) {
   const bool v4 = seg.from.family == IpFamily::v4;

@@ -6,6 +6,7 @@
 
 #include <rendr/common/endpoint.hpp>
 #include <rendr/common/result.hpp>
+#include <rendr/common/tcp_snapshot.hpp>
 #include <rendr/repair/sys.hpp>
 
 #include <cstddef>
@@ -25,6 +26,12 @@ struct ForgedSegment {
   // Bytes of data after the header (zeros): a segment the peer must answer (ask_peer_ack).
   std::uint16_t payload = 0;
 };
+
+// peer_probe is a segment from our side of |snap|'s connection carrying one byte below snd_una -
+// data the peer already acknowledged: a receiver answers such a duplicate at once with an ACK of
+// its rcv_nxt and its current window (ask_peer_ack, and the window probe of a restored
+// CLOSE_WAIT socket, which the kernel does not probe itself).
+[[nodiscard]] ForgedSegment peer_probe(const TcpSnapshot& snap);
 
 // build_segment returns the IP packet (IPv4 or IPv6 header + 20-byte TCP header + |payload| zero
 // bytes, checksummed).

@@ -328,20 +328,7 @@ Status Repairer::ask_peer_ack(const RepairSocket& s, const TcpSnapshot& snap,
   if (snap.fin_sent || snap.send_unacked() == 0) {
     return {};
   }
-  ForgedSegment probe;
-  probe.from = snap.tuple.local;
-  probe.to = snap.tuple.remote;
-  detail::unmap_v4(probe.from);
-  detail::unmap_v4(probe.to);
-  probe.seq = snap.send_seq - 1;
-  probe.ack = snap.recv_seq + static_cast<std::uint32_t>(snap.recv_queue.size()) +
-              (snap.peer_fin ? 1U : 0U);
-  // The window this socket announced last: the peer does not take it from an old segment,
-  // but if it did, nothing would change.
-  const std::uint32_t wnd = snap.has_window ? snap.window.rcv_wnd >> snap.rcv_wscale : 0xFFFF;
-  probe.window = static_cast<std::uint16_t>(std::min<std::uint32_t>(wnd, 0xFFFF));
-  probe.payload = 1;
-  RENDR_TRY_CTX(kick(s.fd(), probe, mark),
+  RENDR_TRY_CTX(kick(s.fd(), peer_probe(snap), mark),
                 "ask the peer of " + snap.tuple.to_string() + " for its ACK");
   return {};
 }

@@ -667,6 +667,16 @@ Result<UniqueFd> Repairer::activate_staged(const TcpSnapshot& snap, const Restor
       soft(std::move(k).take_error().with_context("ACK kick skipped"));
     }
   }
+  // Leaving repair mode the kernel probes the peer's window (which the peer answers with its
+  // ACK and window) only in ESTABLISHED (tcp_send_window_probe). A CLOSE_WAIT socket whose saved
+  // window is stale - the peer opened it while the freeze dropped its window update, and a
+  // half-closed peer sends nothing else - waited for its persist timer: 200 ms and more. Ask
+  // the peer as ask_peer_ack does (one byte it already has: answered at once, not rate-limited).
+  if (opts.window_probe && snap.peer_fin && !snap.fin_sent) {
+    if (auto k = this->kick(raw, peer_probe(snap), opts.inject_mark, cookie()); !k.ok()) {
+      soft(std::move(k).take_error().with_context("CLOSE_WAIT window probe skipped"));
+    }
+  }
   // Replay what the peer sent while the connection was frozen (the freeze dropped it): the
   // socket takes it as if it had just arrived, instead of waiting for the peer's retransmission.
   if (!replay.empty()) {

@@ -284,3 +284,74 @@ TEST_CASE("a window the peer opened during the freeze is used at once (ACK hint 
   CHECK(p.mismatch(queued, read_exact(f.client.get(), 10000)) == -1);
   CHECK(peer_resets(lab) == resets);
 }
+
+TEST_CASE("a CLOSE_WAIT connection whose peer opened its window during the freeze sends at once",
+          "[.repair][repair][window][halfclose]") {
+  // Leaving repair mode the kernel probes the peer's window only in ESTABLISHED: a restored
+  // CLOSE_WAIT socket with a stale closed window waited for its persist timer (the ~200 ms
+  // stalls of half-closed flows in rendr-bench migrate, ~1 move in 1 150). No hint here: the
+  // restore's own probe must get the window.
+  GatewayFixture lab;
+  Flow f = open_flow(lab, false, 7207);
+  Pattern p(12);
+  const long long resets = peer_resets(lab);
+  int small = 64 * 1024;
+  ::setsockopt(f.client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  set_nonblocking(f.server.get(), true);
+  std::size_t queued = 0;
+  for (int i = 0; i < 200; ++i) {
+    queued += write_until_full(f.server.get(), p, queued);
+    ::poll(nullptr, 0, 5);
+  }
+  ::shutdown(f.client.get(), SHUT_WR);
+  wait_state(f.server.get(), TCP_CLOSE_WAIT);
+  lab.freeze(f.tuple);
+  repair::Repairer rep;
+  auto cp = rep.checkpoint(f.server.get());
+  REQUIRE(cp.ok());
+  const TcpSnapshot& s = cp->snapshot;
+  REQUIRE(s.state == TcpState::close_wait);
+  REQUIRE(s.window.snd_wnd < 4096);
+  REQUIRE(s.send_unsent > 0);
+  // The peer reads all it holds; its window update is dropped by the freeze.
+  set_nonblocking(f.client.get(), true);
+  std::vector<std::byte> buf(1 << 20);
+  std::size_t got = 0;
+  for (ssize_t n = 0; (n = ::recv(f.client.get(), buf.data(), buf.size(), 0)) > 0;) {
+    CHECK(p.mismatch(got, std::span(buf).first(static_cast<std::size_t>(n))) == -1);
+    got += static_cast<std::size_t>(n);
+  }
+  REQUIRE(got > 0);
+  set_nonblocking(f.client.get(), false);
+
+  rep.release(std::move(cp->socket));
+  f.server.reset();
+  lab.route_vip_to(lab.b);
+  repair::StagedSocket staged;
+  {
+    NetnsScope in_b(lab.b);
+    auto st = rep.restore_staged(s);
+    REQUIRE(st.ok());
+    staged = std::move(*st);
+  }
+  lab.unfreeze();
+  const auto t0 = std::chrono::steady_clock::now();
+  UniqueFd live;
+  {
+    NetnsScope in_b(lab.b);
+    auto fd = rep.activate(std::move(staged));
+    REQUIRE(fd.ok());
+    live = std::move(*fd);
+  }
+  pollfd pf{f.client.get(), POLLIN, 0};
+  REQUIRE(::poll(&pf, 1, 5000) == 1);
+  const double stall_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "CLOSE_WAIT, peer window opened during the freeze: first byte %.2f ms "
+               "after activate\n", stall_ms);
+  CHECK(stall_ms < 100);  // not after a zero-window probe (>= 200 ms)
+  CHECK(p.mismatch(got, read_exact(f.client.get(), queued - got)) == -1);
+  REQUIRE(::shutdown(live.get(), SHUT_WR) == 0);
+  expect_eof(f.client.get(), 5000);
+  CHECK(peer_resets(lab) == resets);
+}

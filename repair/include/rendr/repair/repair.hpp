@@ -116,7 +116,9 @@ struct RestoreOptions {
   // Set IP_TRANSPARENT (needs CAP_NET_ADMIN) e.g. for a VIP routed to this host but not local.
   bool transparent = false;
   // Leave repair with a window probe (TCP_REPAIR_OFF): the peer's answer resynchronises ACK
-  // state and window. false = TCP_REPAIR_OFF_NO_WP.
+  // state and window. The kernel probes only an ESTABLISHED socket; a CLOSE_WAIT one is probed
+  // with a forged segment as ask_peer_ack sends (needs CAP_NET_RAW, else a warning).
+  // false = TCP_REPAIR_OFF_NO_WP and no probe.
   bool window_probe = true;
   // After restore, inject one stale segment from the peer so the socket answers with an
   // immediate ACK (repays delayed-ACK debt the old socket owed; needs CAP_NET_RAW, else skipped
