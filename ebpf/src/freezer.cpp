@@ -241,20 +241,24 @@ Status Freezer::freeze(const FourTuple& flow) {
   if (!ncpu) {
     return ncpu.error().with_context(ctx);
   }
+  // A fresh freeze starts with no recorded packets: leftovers of an earlier freeze of this flow
+  // are all in the ring before the new entry exists, so they are moved to the stash now and
+  // forgotten once the entry is in. Drained after the insert, the packets the program recorded
+  // meanwhile were forgotten with them (on a Freezer's first freeze, while the ring buffer was
+  // being opened: hundreds in a test, the peer's first packet in a migration).
+  (void)impl_->drain();
   std::vector<rendr_freeze_counters> zero(*ncpu, rendr_freeze_counters{});
   int err = bpf_map__update_elem(impl_->skel->maps.freeze_flows, &*key, sizeof *key, zero.data(),
                                  zero.size() * sizeof(rendr_freeze_counters), BPF_NOEXIST);
   if (err == -EEXIST) {
-    impl_->unhold(*key);  // already frozen: keep its counters, but whole again
+    impl_->unhold(*key);  // already frozen: keep its counters and records, but whole again
     return {};
   }
   if (err != 0) {
     return detail::libbpf_error(err, ctx + ": update freeze_flows");
   }
   impl_->unhold(*key);
-  // A fresh freeze starts with no recorded packets (drop leftovers of an earlier one).
-  (void)impl_->drain();
-  impl_->forget(*key);
+  impl_->forget(*key);  // the stash holds only records from before the insert
   return {};
 }
 

@@ -162,10 +162,10 @@ Result<DowntimeResult> measure_downtime(const lab::GatewayLab& lab, const lab::A
       if (rep) {
         auto steps = rep->find("\"steps_ms\":");
         auto steps_end = steps == std::string::npos ? steps : rep->find('}', steps);
-        std::fprintf(stderr, "migration %llu: %s, total %s ms, frozen %s ms, replayed %s %s\n",
+        std::fprintf(stderr, "migration %llu: %s, total %s ms, frozen %s ms, replayed %s (unrecorded %s) %s\n",
                      static_cast<unsigned long long>(i), json_scalar(*rep, "result").c_str(),
                      json_scalar(*rep, "total_ms").c_str(), json_scalar(*rep, "frozen_ms").c_str(),
-                     json_scalar(*rep, "replayed_packets").c_str(),
+                     json_scalar(*rep, "replayed_packets").c_str(), json_scalar(*rep, "replay_unrecorded").c_str(),
                      steps == std::string::npos
                          ? ""
                          : rep->substr(steps, steps_end + 1 - steps).c_str());
