@@ -219,6 +219,24 @@ std::string PatternClient::error() const {
   return error_;
 }
 
+int PatternClient::wait_window_full(int stable_ms, int timeout_ms) const {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int last = -1;
+  auto since = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() < end) {
+    const int q = inq(fd_.get());
+    const auto now = std::chrono::steady_clock::now();
+    if (q != last) {
+      last = q;
+      since = now;
+    } else if (q > 0 && now - since >= std::chrono::milliseconds(stable_ms)) {
+      return q;
+    }
+    ::poll(nullptr, 0, 5);
+  }
+  return -1;
+}
+
 bool PatternClient::wait_down(std::uint64_t more, int timeout_ms) {
   const std::uint64_t target = down_.load() + more;
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);

@@ -95,6 +95,10 @@ class PatternClient {
   [[nodiscard]] bool failed() const { return failed_.load(); }
   [[nodiscard]] std::string error() const;
   void set_reading(bool on) { reading_.store(on); }
+  // wait_window_full waits (reading off) until the client's receive queue has not grown for
+  // |stable_ms|: the server filled the window and, writing on, its own send queue. Returns the
+  // queued bytes, or -1 on timeout.
+  int wait_window_full(int stable_ms, int timeout_ms) const;
   // wait_down waits until |bytes| more were received (false on timeout or failure).
   bool wait_down(std::uint64_t more, int timeout_ms);
   void stop();

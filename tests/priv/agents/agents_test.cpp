@@ -93,7 +93,11 @@ TEST_CASE("a connection whose peer stopped reading migrates with its full queues
   const long long rst0 = peer_resets(al.lab.peer);
   REQUIRE(c.wait_down(1 << 20, 10000));
   c.set_reading(false);
-  ::usleep(300000);  // the server fills the peer's window and its own send queue
+  // The server fills the peer's window and its own send queue. A fixed 300 ms was not always
+  // enough in the suite's parallel run (once the export found the queue empty: 0 bytes
+  // carried); wait until the peer's receive queue stops growing, then a little more.
+  REQUIRE(c.wait_window_full(200, 20000) > 0);
+  ::usleep(100000);
   int st = -1;
   std::string rep = al.migrate("a", {"--flow", c.tuple().to_string()}, "b", &st);
   INFO(rep);
