@@ -633,12 +633,17 @@ class Keeper {
     // The peer's latest ACK: the source's freeze saw it (COMMIT's peer_ack), it is among the
     // packets the source recorded, or it reached this host after the steer (the answer to the
     // source's ask_peer_ack), as a native target's freeze records it.
-    const auto pa = m.u64(Tag::peer_ack);
-    std::optional<repair::PeerAck> peer = pa ? decode_peer_ack(*pa) : std::nullopt;
-    for (const auto& seen : {userstack::latest_ack(replay), stack_->held_latest_ack(t)}) {
-      if (seen && (!peer || static_cast<std::int32_t>(seen->ack - peer->ack) >= 0)) {
-        peer = repair::PeerAck{seen->ack, seen->window};
+    std::optional<userstack::AckSeen> seen;
+    if (const auto pa = m.u64(Tag::peer_ack); pa) {
+      if (const auto hint = decode_peer_ack(*pa)) {
+        seen = userstack::AckSeen{hint->ack, hint->window};
       }
+    }
+    seen = userstack::later_ack(seen, userstack::latest_ack(replay));
+    seen = userstack::later_ack(seen, stack_->held_latest_ack(t));
+    std::optional<repair::PeerAck> peer;
+    if (seen) {
+      peer = repair::PeerAck{seen->ack, seen->window};
     }
     if (drop_peer_acked(s.snap, peer) > 0) {
       // The peer acknowledged more while the source was frozen than the OFFER said: rebuild

@@ -492,19 +492,19 @@ int run_migrate(std::span<char* const> args) {
       std::vector<double> mk;
       double plain = 0;
       double with = 0;
-      auto run_plain = [&] {
-        plain = download(0, k == 0 ? plain_tl : tl_plain, nullptr);
+      auto counters = [&](const char* what) {
         for (const char* h : {"peer", "a", "b"}) {
-          std::fprintf(stderr, "bulk (no migration) %s: %s\n", h,
+          std::fprintf(stderr, "bulk (%s) %s: %s\n", what, h,
                        tcp_counters(lab.ns(h), kDiag).c_str());
         }
       };
+      auto run_plain = [&] {
+        plain = download(0, k == 0 ? plain_tl : tl_plain, nullptr);
+        counters("no migration");
+      };
       auto run_mig = [&] {
         with = download(5, k == 0 ? mig_tl : tl_mig, k == 0 ? &marks : &mk);
-        for (const char* h : {"peer", "a", "b"}) {
-          std::fprintf(stderr, "bulk (5 migrations) %s: %s\n", h,
-                       tcp_counters(lab.ns(h), kDiag).c_str());
-        }
+        counters("5 migrations");
       };
       if (k % 2 == 0) {
         run_plain();
@@ -605,34 +605,14 @@ int run_migrate(std::span<char* const> args) {
   j.kv("frozen_p50_ms", percentile(frozen, 50));
   j.kv("frozen_p99_ms", percentile(frozen, 99));
   j.kv("migrations", static_cast<std::uint64_t>(downtimes.size()));
-  j.begin_array("downtime_ms");
-  for (double v : downtimes) {
-    j.number(std::round(v * 1000) / 1000);
-  }
-  j.end_array();
-  j.begin_array("frozen_ms");
-  for (double v : frozen) {
-    j.number(std::round(v * 1000) / 1000);
-  }
-  j.end_array();
+  write_rounded(j, "downtime_ms", downtimes, 3);
+  write_rounded(j, "frozen_ms", frozen, 3);
   j.kv("bulk_throughput_ratio", ratio);
   j.kv("bulk_throughput_ratio_min",
        bulk_ratios.empty() ? 0.0 : *std::min_element(bulk_ratios.begin(), bulk_ratios.end()));
-  j.begin_array("bulk_pair_ratios");
-  for (double v : bulk_ratios) {
-    j.number(std::round(v * 1000) / 1000);
-  }
-  j.end_array();
-  j.begin_array("bulk_pair_mib_s_plain");
-  for (double v : bulk_plain) {
-    j.number(std::round(v * 10) / 10);
-  }
-  j.end_array();
-  j.begin_array("bulk_pair_mib_s_migrated");
-  for (double v : bulk_with) {
-    j.number(std::round(v * 10) / 10);
-  }
-  j.end_array();
+  write_rounded(j, "bulk_pair_ratios", bulk_ratios, 3);
+  write_rounded(j, "bulk_pair_mib_s_plain", bulk_plain, 1);
+  write_rounded(j, "bulk_pair_mib_s_migrated", bulk_with, 1);
   j.kv("bulk_migrations_committed", bulk_committed);
   j.kv("bulk_migrations_after_end", bulk_finished_first);
   for (auto [key, tl] : {std::pair{"plain", &plain_tl}, std::pair{"migrated", &mig_tl}}) {
@@ -647,11 +627,7 @@ int run_migrate(std::span<char* const> args) {
     }
     j.end_array();
   }
-  j.begin_array("bulk_migration_marks_s");
-  for (double v : marks) {
-    j.number(std::round(v * 1000) / 1000);
-  }
-  j.end_array();
+  write_rounded(j, "bulk_migration_marks_s", marks, 3);
   if (!plot.empty() && bulk_mib > 0) {
     if (auto pl = plot_bulk(plot, plain_tl, mig_tl, marks, bulk_mib); !pl) {
       failures += "plot: " + pl.error().message() + "; ";
@@ -667,14 +643,8 @@ int run_migrate(std::span<char* const> args) {
   j.kv("halfclose_stall_p50_ms", percentile(halfclose.stall_ms, 50));
   j.kv("halfclose_stall_max_ms", percentile(halfclose.stall_ms, 100));
   j.kv("halfclose_stall_migrations", halfclose.committed);
-  for (auto [key, v] : {std::pair{"bulk_stall_ms", &stalls.stall_ms},
-                        std::pair{"halfclose_stall_ms", &halfclose.stall_ms}}) {
-    j.begin_array(key);
-    for (double x : *v) {
-      j.number(std::round(x * 1000) / 1000);
-    }
-    j.end_array();
-  }
+  write_rounded(j, "bulk_stall_ms", stalls.stall_ms, 3);
+  write_rounded(j, "halfclose_stall_ms", halfclose.stall_ms, 3);
   j.kv("busy_batch_flows", busy.flows);
   j.kv("busy_batch50_frozen_ms", busy.frozen_ms);
   j.kv("busy_batch_total_ms", busy.total_ms);

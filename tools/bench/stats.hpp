@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// Latency samples and percentiles (nearest-rank), plus a monotonic clock in nanoseconds.
+// Latency samples and percentiles (nearest-rank), a monotonic clock in nanoseconds, and sample
+// lists written into a bench result.
 #pragma once
 
+#include <rendr/common/json.hpp>
+
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <ctime>
+#include <string_view>
 #include <vector>
 
 namespace rendr::bench {
@@ -25,6 +30,18 @@ inline double percentile(std::vector<double> v, double p) {
   auto rank = static_cast<std::size_t>(p / 100.0 * static_cast<double>(v.size()) + 0.999999);
   rank = std::clamp<std::size_t>(rank, 1, v.size());
   return v[rank - 1];
+}
+
+// write_rounded writes |v| as the JSON array |key| of |j|, each value rounded to |decimals|
+// decimal places (every sample of a bench key, e.g. downtime_ms).
+inline void write_rounded(JsonWriter& j, std::string_view key, const std::vector<double>& v,
+                          int decimals) {
+  const double scale = std::pow(10.0, decimals);
+  j.begin_array(key);
+  for (double x : v) {
+    j.number(std::round(x * scale) / scale);
+  }
+  j.end_array();
 }
 
 // Samples collects durations in nanoseconds and reports them in microseconds.

@@ -28,7 +28,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <future>
@@ -405,15 +404,9 @@ int run_userstack(std::span<char* const> args) {
     p50_or_null("migrate_downtime_p50_ms", moves ? moves->u2u_ms : none, 50);
     p50_or_null("migrate_downtime_p99_ms", moves ? moves->u2u_ms : none, 99);
     p50_or_null("migrate_frozen_p50_ms", moves ? moves->frozen_ms : none, 50);
-    for (auto [key, v] : {std::pair{"u2n_stalls_ms", moves ? &moves->u2n_ms : &none},
-                          std::pair{"n2u_stalls_ms", moves ? &moves->n2u_ms : &none},
-                          std::pair{"migrate_downtimes_ms", moves ? &moves->u2u_ms : &none}}) {
-      j.begin_array(key);
-      for (double x : *v) {
-        j.number(std::round(x * 1000) / 1000);
-      }
-      j.end_array();
-    }
+    write_rounded(j, "u2n_stalls_ms", moves ? moves->u2n_ms : none, 3);
+    write_rounded(j, "n2u_stalls_ms", moves ? moves->n2u_ms : none, 3);
+    write_rounded(j, "migrate_downtimes_ms", moves ? moves->u2u_ms : none, 3);
     j.kv("moves", moves ? cfg.moves : 0);
     j.kv("moves_bytes_lost", moves ? moves->bytes_lost : 0);
     j.kv("moves_failures", moves ? moves->failures : std::string());

@@ -568,10 +568,7 @@ std::optional<AckSeen> Stack::held_latest_ack(const FourTuple& tuple) {
   }
   std::optional<AckSeen> best;
   for (const auto& pkt : e->held) {
-    if (auto a = latest_ack(std::span<const std::vector<std::byte>>(&pkt, 1));
-        a && (!best || static_cast<std::int32_t>(a->ack - best->ack) >= 0)) {
-      best = a;
-    }
+    best = later_ack(best, ack_of(pkt));
   }
   return best;
 }

@@ -136,16 +136,28 @@ std::uint16_t checksum_fold(std::uint32_t sum) {
   return static_cast<std::uint16_t>(sum);
 }
 
+std::optional<AckSeen> later_ack(std::optional<AckSeen> a, std::optional<AckSeen> b) {
+  if (!b) {
+    return a;
+  }
+  if (!a || static_cast<std::int32_t>(b->ack - a->ack) >= 0) {
+    return b;
+  }
+  return a;
+}
+
+std::optional<AckSeen> ack_of(std::span<const std::byte> pkt) {
+  auto tp = parse_tcp(pkt);
+  if (!tp || !tp->has_ack() || tp->rst()) {
+    return std::nullopt;
+  }
+  return AckSeen{tp->ack, tp->window};
+}
+
 std::optional<AckSeen> latest_ack(std::span<const std::vector<std::byte>> packets) {
   std::optional<AckSeen> best;
   for (const auto& pkt : packets) {
-    auto tp = parse_tcp(pkt);
-    if (!tp || !tp->has_ack() || tp->rst()) {
-      continue;
-    }
-    if (!best || static_cast<std::int32_t>(tp->ack - best->ack) >= 0) {
-      best = AckSeen{tp->ack, tp->window};
-    }
+    best = later_ack(best, ack_of(pkt));
   }
   return best;
 }

@@ -57,6 +57,33 @@ repair::PeerAck peer_window_update(int fd, std::uint8_t wscale) {
   return {static_cast<std::uint32_t>(rcv_nxt), static_cast<std::uint16_t>(w.rcv_wnd >> wscale)};
 }
 
+// close_peer_window shrinks the peer's receive buffer and has the server write the pattern
+// until the peer's window is closed and the server's send queue full. Returns the bytes written.
+std::size_t close_peer_window(Flow& f, const Pattern& p) {
+  int small = 64 * 1024;
+  ::setsockopt(f.client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  set_nonblocking(f.server.get(), true);
+  std::size_t queued = 0;
+  for (int i = 0; i < 200; ++i) {
+    queued += write_until_full(f.server.get(), p, queued);
+    ::poll(nullptr, 0, 5);
+  }
+  return queued;
+}
+
+// read_held reads (without waiting) all the peer |client| holds, checked against |p| from 0.
+std::size_t read_held(int client, const Pattern& p) {
+  set_nonblocking(client, true);
+  std::vector<std::byte> buf(1 << 20);
+  std::size_t got = 0;
+  for (ssize_t n = 0; (n = ::recv(client, buf.data(), buf.size(), 0)) > 0;) {
+    CHECK(p.mismatch(got, std::span(buf).first(static_cast<std::size_t>(n))) == -1);
+    got += static_cast<std::size_t>(n);
+  }
+  set_nonblocking(client, false);
+  return got;
+}
+
 long long peer_resets(GatewayFixture& lab) {
   return snmp_counter(lab.peer, "Tcp", "EstabResets") + snmp_counter(lab.peer, "Tcp", "OutRsts");
 }
@@ -193,15 +220,7 @@ TEST_CASE("a connection whose peer stopped reading (window closed) migrates",
   Flow f = open_flow(lab, false, 7205);
   Pattern p(8);
   const long long resets = peer_resets(lab);
-  int small = 64 * 1024;
-  ::setsockopt(f.client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  set_nonblocking(f.server.get(), true);
-  // Fill until the peer's receive window is closed and our send queue is full.
-  std::size_t queued = 0;
-  for (int i = 0; i < 200; ++i) {
-    queued += write_until_full(f.server.get(), p, queued);
-    ::poll(nullptr, 0, 5);
-  }
+  const std::size_t queued = close_peer_window(f, p);
   TcpSnapshot seen;
   UniqueFd r = migrate(lab, f.server, lab.b, {.inspect = [&](const TcpSnapshot& s) { seen = s; }});
   CHECK(seen.has_window);
@@ -220,14 +239,7 @@ TEST_CASE("a window the peer opened during the freeze is used at once (ACK hint 
   Flow f = open_flow(lab, false, 7206);
   Pattern p(10);
   const long long resets = peer_resets(lab);
-  int small = 64 * 1024;
-  ::setsockopt(f.client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  set_nonblocking(f.server.get(), true);
-  std::size_t queued = 0;
-  for (int i = 0; i < 200; ++i) {
-    queued += write_until_full(f.server.get(), p, queued);
-    ::poll(nullptr, 0, 5);
-  }
+  const std::size_t queued = close_peer_window(f, p);
   lab.freeze(f.tuple);
   repair::Repairer rep;
   auto cp = rep.checkpoint(f.server.get());
@@ -236,15 +248,8 @@ TEST_CASE("a window the peer opened during the freeze is used at once (ACK hint 
   REQUIRE(s.window.snd_wnd < 4096);  // the peer's window is closed
   REQUIRE(s.send_unsent > 0);
   // The peer reads all it holds; its window update (same ACK number) is dropped by the freeze.
-  set_nonblocking(f.client.get(), true);
-  std::vector<std::byte> buf(1 << 20);
-  std::size_t got = 0;
-  for (ssize_t n = 0; (n = ::recv(f.client.get(), buf.data(), buf.size(), 0)) > 0;) {
-    CHECK(p.mismatch(got, std::span(buf).first(static_cast<std::size_t>(n))) == -1);
-    got += static_cast<std::size_t>(n);
-  }
+  const std::size_t got = read_held(f.client.get(), p);
   REQUIRE(got > 0);
-  set_nonblocking(f.client.get(), false);
   const repair::PeerAck hint = peer_window_update(f.client.get(), s.snd_wscale);
   CHECK(hint.ack == s.send_seq + s.send_unacked());
   CHECK(hint.window > 0);
@@ -295,14 +300,7 @@ TEST_CASE("a CLOSE_WAIT connection whose peer opened its window during the freez
   Flow f = open_flow(lab, false, 7207);
   Pattern p(12);
   const long long resets = peer_resets(lab);
-  int small = 64 * 1024;
-  ::setsockopt(f.client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  set_nonblocking(f.server.get(), true);
-  std::size_t queued = 0;
-  for (int i = 0; i < 200; ++i) {
-    queued += write_until_full(f.server.get(), p, queued);
-    ::poll(nullptr, 0, 5);
-  }
+  const std::size_t queued = close_peer_window(f, p);
   ::shutdown(f.client.get(), SHUT_WR);
   wait_state(f.server.get(), TCP_CLOSE_WAIT);
   lab.freeze(f.tuple);
@@ -314,15 +312,8 @@ TEST_CASE("a CLOSE_WAIT connection whose peer opened its window during the freez
   REQUIRE(s.window.snd_wnd < 4096);
   REQUIRE(s.send_unsent > 0);
   // The peer reads all it holds; its window update is dropped by the freeze.
-  set_nonblocking(f.client.get(), true);
-  std::vector<std::byte> buf(1 << 20);
-  std::size_t got = 0;
-  for (ssize_t n = 0; (n = ::recv(f.client.get(), buf.data(), buf.size(), 0)) > 0;) {
-    CHECK(p.mismatch(got, std::span(buf).first(static_cast<std::size_t>(n))) == -1);
-    got += static_cast<std::size_t>(n);
-  }
+  const std::size_t got = read_held(f.client.get(), p);
   REQUIRE(got > 0);
-  set_nonblocking(f.client.get(), false);
 
   rep.release(std::move(cp->socket));
   f.server.reset();

@@ -188,4 +188,10 @@ TEST_CASE("userstack latest_ack takes the latest ACK across wrap-around with its
   REQUIRE(a);
   CHECK(a->ack == 0x10U);
   CHECK(a->window == 400);
+  // later_ack, the rule behind it: either side may be absent; a tie takes the second.
+  CHECK_FALSE(later_ack(std::nullopt, std::nullopt));
+  CHECK(later_ack(AckSeen{5, 1}, std::nullopt)->window == 1);
+  CHECK(later_ack(std::nullopt, AckSeen{5, 2})->window == 2);
+  CHECK(later_ack(AckSeen{5, 1}, AckSeen{5, 2})->window == 2);
+  CHECK(later_ack(AckSeen{0x10, 1}, AckSeen{0xfffffff0U, 2})->ack == 0x10U);
 }

@@ -59,6 +59,13 @@ struct AckSeen {
   std::uint16_t window = 0;
 };
 
+// later_ack returns the later of two acknowledgments in sequence order (wrap-aware); on a tie
+// |b|, the newer one (its window may have moved). Either may be absent.
+[[nodiscard]] std::optional<AckSeen> later_ack(std::optional<AckSeen> a,
+                                               std::optional<AckSeen> b);
+// ack_of: the acknowledgment |pkt| carries (nullopt: no ACK flag, a RST, or not parsable).
+[[nodiscard]] std::optional<AckSeen> ack_of(std::span<const std::byte> pkt);
+
 // latest_ack returns the latest ACK (in sequence order) among |packets| (IP packets of one
 // connection from its peer, oldest first), with the window of the last packet that carried
 // it; nullopt when none carries an ACK. RSTs and unparsable packets are skipped.
