@@ -22,7 +22,7 @@
 //   method.cpp          the migration method (native / userstack) chosen at start
 //   userstack_serve.cpp the userstack method: the keeper's connections handed to registered servers
 //   userstack_flow.cpp  the userstack method's flow operations, run by the keeper
-//   us_keeper.cpp       the userstack keeper process (TUN, lwIP, Bridges); us_keeper_client.cpp
+//   us_keeper.cpp       the userstack keeper process (TUN, lwIP, pumps); us_keeper_client.cpp
 #pragma once
 
 #include <rendr/agents/capabilities.hpp>
@@ -45,7 +45,7 @@
 #include <rendr/ebpf/freezer.hpp>
 #include <rendr/ebpf/steerer.hpp>
 #include <rendr/repair/repair.hpp>
-#include <rendr/userstack/bridge.hpp>
+#include <rendr/userstack/pump.hpp>
 #include <rendr/userstack/stack.hpp>
 
 #include <asio.hpp>

@@ -4,7 +4,7 @@
 // migrate_undo.cpp, migrate_target.cpp, driven by the I/O-free SourceMigration /
 // StagedMigration cores) calls only these and never branches on the method:
 //   native     a kernel socket: eBPF freeze + TCP_REPAIR checkpoint/restore (native_flow.cpp)
-//   userstack  an lwIP connection behind a Bridge: the Stack's shim freeze + lwIP snapshot /
+//   userstack  an lwIP connection behind a pump: the Stack's shim freeze + lwIP snapshot /
 //              restore (userstack_flow.cpp)
 // A snapshot is the same TcpSnapshot value for both, so any source method pairs with any
 // target method. Private to rendr-agent.

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// The userstack keeper process (us_keeper.hpp): the Stack on the TUN, the Bridges to the
+// The userstack keeper process (us_keeper.hpp): the Stack on the TUN, the pumps to the
 // servers, and the per-flow operations of a migration, run on its agent's requests. One
-// thread polls the listening socket, the agent's two connections and the Stack's accept queue;
-// the Stack's reader and the Bridges' pumps run on their own threads as in the agent before.
+// thread polls the listening socket, the agent's two connections, the Stack's accept queue and
+// every connection's pump (one PumpSet: no thread per connection, so a move stops and starts
+// a pump without a thread hand-off); the Stack's reader runs on its own thread.
 //
 // What a migration leaves here when its agent goes away: a staged (restored, frozen)
 // connection is dropped silently, its freeze kept for the grace (the source aborts the move);
-// a captured one (the source's checkpoint taken, its Bridge stopped) stays captured and frozen
+// a captured one (the source's checkpoint taken, its pump stopped) stays captured and frozen
 // until the next agent asks the peers where the move got to (a reclaim, as for a native
 // connection frozen in repair mode) and then thaws or releases it.
 #include "us_keeper.hpp"
@@ -83,6 +84,32 @@ Result<Message> read_blob(int fd) {
   return Message::decode(body);
 }
 
+Status attach_body(Message& carrier, const Message& body, UniqueFd& fd) {
+  std::size_t size = 0;
+  for (const auto& f : body.fields()) {
+    size += f.value.size() + 8;
+  }
+  if (size <= kInlineBody) {
+    for (const auto& f : body.fields()) {
+      carrier.add(f.tag, std::span<const std::byte>(f.value));
+    }
+    return {};
+  }
+  auto b = blob_fd(body);
+  if (!b) {
+    return std::move(b).take_error();
+  }
+  fd = std::move(*b);
+  return {};
+}
+
+Result<Message> body_of(const Packet& p) {
+  if (p.fd.valid()) {
+    return read_blob(p.fd.get());
+  }
+  return p.msg;
+}
+
 std::uint32_t drop_peer_acked(TcpSnapshot& snap, const std::optional<repair::PeerAck>& pa) {
   if (!pa || snap.fin_sent) {
     return 0;
@@ -135,8 +162,12 @@ Status read_dry(int fd, std::vector<std::byte>& out, bool& eof) {
 class Keeper {
  public:
   Keeper(const KeeperOptions& o, std::unique_ptr<userstack::Stack> s, UniqueFd lfd,
-         UniqueFd efd)
-      : o_(o), stack_(std::move(s)), listen_(std::move(lfd)), accept_efd_(std::move(efd)) {
+         UniqueFd efd, userstack::PumpSet pumps)
+      : o_(o),
+        stack_(std::move(s)),
+        listen_(std::move(lfd)),
+        accept_efd_(std::move(efd)),
+        pumps_(std::move(pumps)) {
     stack_->set_accept_handler([this](userstack::ConnectionPtr c) {
       {
         std::lock_guard lk(mu_);
@@ -148,6 +179,9 @@ class Keeper {
   }
   ~Keeper() {
     stack_->set_accept_handler([](userstack::ConnectionPtr c) { c->abort(); });
+    for (auto& [key, p] : serving_) {
+      pumps_.remove(*p);
+    }
     serving_.clear();
     captured_.clear();
     staged_.clear();
@@ -157,7 +191,9 @@ class Keeper {
     auto idle_since = KClock::now();
     auto next_reap = KClock::now();
     for (;;) {
-      std::vector<pollfd> p = {{listen_.get(), POLLIN, 0}, {accept_efd_.get(), POLLIN, 0}};
+      std::vector<pollfd> p = {{listen_.get(), POLLIN, 0},
+                               {accept_efd_.get(), POLLIN, 0},
+                               {pumps_.fd(), POLLIN, 0}};
       if (ctl_) {
         p.push_back({ctl_.get(), POLLIN, 0});
       }
@@ -170,11 +206,16 @@ class Keeper {
         return 1;
       }
       // Hang-ups first: a restarted agent's hello may be queued behind its predecessor's end.
-      for (std::size_t i = 2; i < p.size(); ++i) {
+      for (std::size_t i = 3; i < p.size(); ++i) {
         if (p[i].fd == ctl_.get() && (p[i].revents & POLLIN) != 0) {
           serve_ctl();
         } else if (p[i].fd == events_.get() && p[i].revents != 0) {
           agent_gone("its event connection closed");
+        }
+      }
+      if ((p[2].revents & POLLIN) != 0) {
+        for (userstack::Pump* stopped : pumps_.run()) {
+          ended(*stopped);
         }
       }
       if ((p[1].revents & POLLIN) != 0) {
@@ -187,7 +228,7 @@ class Keeper {
       }
       const auto now = KClock::now();
       if (now >= next_reap) {
-        reap();
+        flush_ended();
         next_reap = now + std::chrono::milliseconds(200);
       }
       run_graces(now);
@@ -337,7 +378,7 @@ class Keeper {
         c->abort();
         continue;
       }
-      auto b = userstack::Bridge::start(std::move(c));
+      auto b = userstack::Pump::start(std::move(c));
       if (!b) {
         log_.warn("keeper " + o_.tun + ": " + key + ": " + b.error().message());
         ++refused_;
@@ -356,23 +397,40 @@ class Keeper {
         }
         continue;
       }
-      serving_[key] = std::move(*b);
+      if (auto st = serve(key, std::move(*b)); !st) {
+        log_.warn("keeper " + o_.tun + ": " + key + ": " + st.error().message());
+        ++refused_;
+      }
     }
   }
 
-  void reap() {
-    for (auto it = serving_.begin(); it != serving_.end();) {
-      const auto st = it->second->stats();
-      if (!st.done && !st.reset) {
-        ++it;
-        continue;
-      }
-      Message e(keeper::kEnded);
-      e.add(Tag::tuple, it->first).add(Tag::text, st.reset ? "reset" : "finished");
-      if (events_ && ended_.size() < kMaxEnded) {
-        ended_.push_back(std::move(e));
-      }
-      it = serving_.erase(it);
+  // serve pumps |p| in the set; a pump that stops at once ends at once.
+  Status serve(const std::string& key, std::unique_ptr<userstack::Pump> p) {
+    userstack::Pump& pump = *p;
+    RENDR_TRY(pumps_.add(pump));
+    serving_[key] = std::move(p);
+    if (pump.state() != userstack::Pump::State::running) {
+      ended(pump);
+    }
+    return {};
+  }
+
+  // ended forgets a pump that stopped (both directions finished, a reset, or the server closed
+  // its end) and tells the agent.
+  void ended(userstack::Pump& p) {
+    const std::string key = p.tuple().to_string();
+    auto it = serving_.find(key);
+    if (it == serving_.end() || it->second.get() != &p) {
+      return;
+    }
+    const auto state = p.state();
+    pumps_.remove(p);
+    serving_.erase(it);  // a server that went away: the connection closes as its socket would
+    Message e(keeper::kEnded);
+    e.add(Tag::tuple, key).add(Tag::text,
+                               state == userstack::Pump::State::done ? "finished" : "reset");
+    if (events_ && ended_.size() < kMaxEnded) {
+      ended_.push_back(std::move(e));
     }
     flush_ended();
   }
@@ -408,12 +466,11 @@ class Keeper {
 
   Status resume(userstack::BridgeState st) {
     const std::string key = st.conn->tuple().to_string();
-    auto b = userstack::Bridge::resume(std::move(st));
+    auto b = userstack::Pump::resume(std::move(st));
     if (!b) {
       return b.error().with_context("resume the bridge of " + key);
     }
-    serving_[key] = std::move(*b);
-    return {};
+    return serve(key, std::move(*b));
   }
 
   // --- requests
@@ -433,14 +490,13 @@ class Keeper {
     }
   }
 
-  // with_blob: an ok reply with |b| attached as a blob (|reply_fd|), or the blob's error.
-  static Message with_blob(const Message& b, UniqueFd& reply_fd) {
-    auto fd = blob_fd(b);
-    if (!fd) {
-      return fail_msg(fd.error());
+  // with_body: an ok reply carrying |b| (attach_body), or the blob's error.
+  static Message with_body(const Message& b, UniqueFd& reply_fd) {
+    Message ok = ok_msg();
+    if (auto st = attach_body(ok, b, reply_fd); !st) {
+      return fail_msg(st.error());
     }
-    reply_fd = std::move(*fd);
-    return ok_msg();
+    return ok;
   }
 
   Message handle(Packet& p, UniqueFd& reply_fd) {
@@ -449,7 +505,7 @@ class Keeper {
       return Message(MsgType::json).add(Tag::text, status_json());
     }
     if (m.type() == keeper::kStage) {
-      return stage(p.fd.get());
+      return stage(p);
     }
     auto ts = m.str(Tag::tuple);
     auto t = ts ? FourTuple::parse(*ts) : Result<FourTuple>(ts.error());
@@ -465,7 +521,7 @@ class Keeper {
       }
       Message b(MsgType::ok);
       b.add(Tag::snapshot, encode_snapshot(*snap));
-      return with_blob(b, reply_fd);
+      return with_body(b, reply_fd);
     }
     if (type == keeper::kTakeHeld) {
       Message b(MsgType::ok);
@@ -475,7 +531,7 @@ class Keeper {
         }
         stack_->freeze(*t);  // stray packets stay unanswered until release's grace ends
       }
-      return with_blob(b, reply_fd);
+      return with_body(b, reply_fd);
     }
     if (type == keeper::kRelease) {
       captured_.erase(key);  // with it the pump end: the connection lives elsewhere now
@@ -501,7 +557,7 @@ class Keeper {
       return ok_msg();
     }
     if (type == keeper::kActivate) {
-      return activate(*t, m, p.fd.get(), reply_fd);
+      return activate(*t, p, reply_fd);
     }
     if (type == keeper::kDropStaged) {
       auto it = staged_.find(key);
@@ -518,6 +574,7 @@ class Keeper {
     }
     if (type == keeper::kReset) {
       if (auto it = serving_.find(key); it != serving_.end()) {
+        pumps_.remove(*it->second);
         if (auto st = it->second->detach(); st && st->conn) {
           st->conn->abort();
         }
@@ -530,8 +587,8 @@ class Keeper {
                                "keeper: unknown request " + std::to_string(static_cast<int>(type))));
   }
 
-  // checkpoint: freeze, stop the Bridge and capture the connection with the bytes in flight
-  // between the Bridge and the server (userstack_flow.cpp has the accounting).
+  // checkpoint: freeze, stop the pump and capture the connection with the bytes in flight
+  // between the pump and the server (userstack_flow.cpp has the accounting).
   Result<TcpSnapshot> checkpoint(const FourTuple& t, int server_fd) {
     const std::string key = t.to_string();
     auto it = serving_.find(key);
@@ -541,6 +598,7 @@ class Keeper {
     }
     stack_->freeze(t);
     frozen_[key] = t;
+    pumps_.remove(*it->second);
     auto st = it->second->detach();
     serving_.erase(it);
     if (!st) {
@@ -582,8 +640,8 @@ class Keeper {
 
   // stage restores an offered snapshot, frozen; the agent dropped what the OFFER's peer ACK
   // acknowledges before it sent it (us_staged_flow).
-  Message stage(int blob) {
-    auto b = read_blob(blob);
+  Message stage(const Packet& p) {
+    auto b = body_of(p);
     if (!b) {
       return fail_msg(b.error());
     }
@@ -611,7 +669,8 @@ class Keeper {
     return ok_msg();
   }
 
-  Message activate(const FourTuple& t, const Message& m, int blob, UniqueFd& reply_fd) {
+  Message activate(const FourTuple& t, const Packet& p, UniqueFd& reply_fd) {
+    const Message& m = p.msg;
     const std::string key = t.to_string();
     auto it = staged_.find(key);
     if (it == staged_.end()) {
@@ -620,7 +679,7 @@ class Keeper {
     }
     StagedConn s = std::move(it->second);
     staged_.erase(it);
-    auto b = read_blob(blob);
+    auto b = body_of(p);
     if (!b) {
       (void)stack_->snapshot(*s.conn);
       (void)stack_->take_held(t);
@@ -658,13 +717,16 @@ class Keeper {
       }
       s.conn = std::move(*c);
     }
-    auto br = userstack::Bridge::start(std::move(s.conn));
+    auto br = userstack::Pump::start(std::move(s.conn));
     if (!br) {
       (void)stack_->take_held(t);
       return fail_msg(br.error());
     }
     reply_fd = (*br)->take_fd();
-    serving_[key] = std::move(*br);
+    if (auto st = serve(key, std::move(*br)); !st) {
+      (void)stack_->take_held(t);
+      return fail_msg(st.error());
+    }
     // The source's held packets first (older), then what reached this host while staged.
     (void)stack_->thaw(t, std::move(replay));
     return ok_msg();
@@ -716,8 +778,9 @@ class Keeper {
   pid_t agent_pid_ = -1;
   std::mutex mu_;
   std::vector<userstack::ConnectionPtr> accepted_;
-  // Bridges before the Stack goes (the destructor clears them first).
-  std::map<std::string, std::unique_ptr<userstack::Bridge>> serving_;
+  // Pumps before the Stack goes (the destructor clears them first).
+  userstack::PumpSet pumps_;
+  std::map<std::string, std::unique_ptr<userstack::Pump>> serving_;
   std::map<std::string, Captured> captured_;
   std::map<std::string, StagedConn> staged_;
   std::map<std::string, FourTuple> frozen_;  // source flows frozen by a checkpoint
@@ -774,7 +837,12 @@ int run_keeper(const KeeperOptions& o) {
   }
   log.info("keeper " + o.tun + ": pid " + std::to_string(::getpid()) +
            " serves the connections routed into TUN device " + o.tun);
-  Keeper k(o, std::move(*st), std::move(*lfd), UniqueFd(efd));
+  auto pumps = userstack::PumpSet::create();
+  if (!pumps) {
+    ready_line(o.ready_fd, pumps.error().message());
+    return 1;
+  }
+  Keeper k(o, std::move(*st), std::move(*lfd), UniqueFd(efd), std::move(*pumps));
   ready_line(o.ready_fd, "ok");
   return k.run();
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The userstack keeper: the process that owns a userstack host's TUN device, its lwIP stack
-// and every Bridge, so the connections outlive the agent (docs/userstack.md "When the agent
-// goes away"). The TCP state of a native connection lives in the kernel and survives its
+// and every connection's pump, so the connections outlive the agent (docs/userstack.md "When
+// the agent goes away"). The TCP state of a native connection lives in the kernel and survives its
 // agent; a userstack connection's lives in lwIP, so lwIP runs apart from the agent: in a small
 // process with no network-facing part (no TLS, no peer channel, no parser of remote input
 // beyond the TCP/IP lwIP already takes), which the agent starts and talks to over a local
@@ -63,6 +63,15 @@ sockaddr_un keeper_sockaddr(const std::string& tun, socklen_t& len);
 // Blobs: a Message (snapshot, packets) encoded into a sealed-size memfd, and back.
 Result<UniqueFd> blob_fd(const Message& m);
 Result<Message> read_blob(int fd);
+
+// Bodies: the snapshot or packet list a keeper request or reply carries. attach_body puts
+// |body|'s fields into |carrier| itself when they fit well within one datagram (up to
+// kInlineBody bytes), else into a blob (|fd|, to send with the carrier): making, filling and
+// reading a memfd took 40-60 us of a move's frozen window for a snapshot of a few hundred
+// bytes. body_of is the other side: the blob when an fd came with |p|, else |p|'s own fields.
+inline constexpr std::size_t kInlineBody = 32U << 10;
+Status attach_body(Message& carrier, const Message& body, UniqueFd& fd);
+Result<Message> body_of(const Packet& p);
 
 // KeeperOptions: what `rendr-agent --userstack-keeper` runs with (set by the agent).
 struct KeeperOptions {

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // rendr-agent: the userstack method's flow operations (flow_method.hpp). The connection lives
 // in the userstack keeper (us_keeper.hpp), which runs each step on request: freeze it in the
-// Stack's shim (packets held, not dropped), stop its Bridge and capture it with the bytes in
-// flight between the Bridge and the server accounted exactly:
+// Stack's shim (packets held, not dropped), stop its pump and capture it with the bytes in
+// flight between the pump and the server accounted exactly:
 //   peer -> server: [unread at the server's end][pump buffer][lwIP unread]  -> receive queue
 //   server -> peer: [lwIP send queue][pump buffer][unread at the pump's end] -> send queue
 // The server stopped using its end at the export (the batch holds it; the keeper gets a
 // duplicate to read it dry). An abort rebuilds the connection from that snapshot in the keeper
-// and resumes the Bridge on the same socketpair: the server gets its fd back and sees every
+// and resumes the pump on the same socketpair: the server gets its fd back and sees every
 // byte once. A target restores an offered snapshot there (staged, frozen) and activates it at
 // COMMIT.
 #include "agent_internal.hpp"
@@ -24,11 +24,11 @@ Message with_tuple(MsgType t, const std::string& key) {
   return m;
 }
 
-Result<Message> blob_reply(Result<Packet> r) {
+Result<Message> body_reply(Result<Packet> r) {
   if (!r) {
     return std::move(r).take_error();
   }
-  return read_blob(r->fd.get());
+  return body_of(*r);
 }
 
 }  // namespace
@@ -42,7 +42,7 @@ class UsSourceFlow final : public SourceFlow {
       return make_error(std::errc::no_such_process, "userstack: the keeper is gone");
     }
     frozen_ = true;
-    auto b = blob_reply(a_.keeper_->call(with_tuple(keeper::kCheckpoint, key_), fd_));
+    auto b = body_reply(a_.keeper_->call(with_tuple(keeper::kCheckpoint, key_), fd_));
     if (!b) {
       return std::move(b).take_error();
     }
@@ -63,7 +63,7 @@ class UsSourceFlow final : public SourceFlow {
     if (!a_.keeper_ || !frozen_) {
       return {};
     }
-    auto b = blob_reply(a_.keeper_->call(with_tuple(keeper::kTakeHeld, key_)));
+    auto b = body_reply(a_.keeper_->call(with_tuple(keeper::kTakeHeld, key_)));
     Packets held;
     if (b) {
       for (const auto* p : b->all(Tag::replay)) {
@@ -122,15 +122,13 @@ class UsStagedFlow final : public StagedFlow {
     for (auto& p : replay) {
       b.add(Tag::replay, std::move(p));
     }
-    auto fd = blob_fd(b);
-    if (!fd) {
-      return std::move(fd).take_error();
-    }
     Message m = with_tuple(keeper::kActivate, key_);
     if (peer_ack) {
       m.add_u64(Tag::peer_ack, encode_peer_ack(*peer_ack));
     }
-    auto r = a_.keeper_->call(m, fd->get());
+    UniqueFd fd;
+    RENDR_TRY(attach_body(m, b, fd));
+    auto r = a_.keeper_->call(m, fd.get());
     staged_ = false;
     if (!r) {
       return std::move(r).take_error();
@@ -180,11 +178,10 @@ Result<std::unique_ptr<StagedFlow>> Agent::us_staged_flow(
   (void)drop_peer_acked(snap, peer_ack);
   Message b(MsgType::ok);
   b.add(Tag::snapshot, encode_snapshot(snap));
-  auto fd = blob_fd(b);
-  if (!fd) {
-    return std::move(fd).take_error();
-  }
-  auto r = keeper_->call(Message(keeper::kStage), fd->get());
+  Message m(keeper::kStage);
+  UniqueFd fd;
+  RENDR_TRY(attach_body(m, b, fd));
+  auto r = keeper_->call(m, fd.get());
   if (!r) {
     return std::move(r).take_error();
   }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-agent: the userstack method. The TUN device, lwIP and the Bridges live in the userstack
+// rendr-agent: the userstack method. The TUN device, lwIP and the pumps live in the userstack
 // keeper (us_keeper.hpp), a process of their own, so the connections outlive this agent. Each
-// connection the keeper accepts arrives here as an event with the server's end of its Bridge;
+// connection the keeper accepts arrives here as an event with the server's end of its pump;
 // one to a port of a registered service (--service-port NAME=PORT) is handed to that service's
 // server with the same adopt message a migrated-in connection gets, with an empty state (a new
 // connection), already tracked: the server never learns the method. Other connections are

@@ -4,6 +4,8 @@
 // userstack target applies to an offered snapshot before lwIP restores it.
 #include "us_keeper.hpp"
 
+#include <rendr/agents/packet.hpp>
+
 #include <rendr/common/snapshot_codec.hpp>
 
 #include <catch2/catch.hpp>
@@ -73,4 +75,34 @@ TEST_CASE("drop_peer_acked drops what the peer acknowledged and takes that ACK's
   f.fin_sent = true;
   CHECK(drop_peer_acked(f, repair::PeerAck{1050, 5}) == 0);
   CHECK(f.send_queue.size() == 100);
+}
+
+TEST_CASE("keeper bodies travel inline when small and as a blob when large", "[unit][keeper]") {
+  // Small (a snapshot of an idle connection): the fields join the carrier, no fd.
+  Message small_body(MsgType::ok);
+  small_body.add(Tag::snapshot, std::vector<std::byte>(600, std::byte{3}))
+      .add(Tag::replay, std::vector<std::byte>(60, std::byte{4}));
+  Packet small;
+  small.msg = Message(MsgType::keeper_activate);
+  small.msg.add(Tag::tuple, "10.0.0.1:80->10.0.0.2:40000");
+  REQUIRE(attach_body(small.msg, small_body, small.fd).ok());
+  CHECK_FALSE(small.fd.valid());
+  auto got = body_of(small);
+  REQUIRE(got.ok());
+  REQUIRE(got->get(Tag::snapshot) != nullptr);
+  CHECK(got->get(Tag::snapshot)->size() == 600);
+  CHECK(got->all(Tag::replay).size() == 1);
+  CHECK(got->str_or(Tag::tuple, "") == "10.0.0.1:80->10.0.0.2:40000");  // the carrier's own
+  // Large (a snapshot with full socket buffers): a blob; the carrier stays small.
+  Message big_body(MsgType::ok);
+  big_body.add(Tag::snapshot, std::vector<std::byte>(kInlineBody + 1, std::byte{5}));
+  Packet big;
+  big.msg = Message(MsgType::ok);
+  REQUIRE(attach_body(big.msg, big_body, big.fd).ok());
+  REQUIRE(big.fd.valid());
+  CHECK(big.msg.get(Tag::snapshot) == nullptr);
+  auto back = body_of(big);
+  REQUIRE(back.ok());
+  REQUIRE(back->get(Tag::snapshot) != nullptr);
+  CHECK(back->get(Tag::snapshot)->size() == kInlineBody + 1);
 }

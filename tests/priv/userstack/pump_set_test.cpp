@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: Apache-2.0
+// Pumps without threads: one PumpSet, driven by one thread's poll loop (as the userstack
+// keeper drives it), serves many bridged connections at once, a bulk one among them, with
+// every byte intact; and a server that closes its end while its pump holds bytes for it ends
+// that pump and the connection, instead of leaving both behind.
+#include "tun_lab.hpp"
+
+#include "support/require_result.hpp"
+
+#include <rendr/userstack/pump.hpp>
+#include <rendr/userstack/stack.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+using namespace rendr;
+using namespace rendr::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// echo_server: a plain blocking echo loop on a server fd (an unmodified server).
+void echo_server(UniqueFd fd) {
+  std::vector<char> buf(128 * 1024);
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    if (n <= 0) {
+      break;
+    }
+    for (ssize_t off = 0; off < n;) {
+      const ssize_t w = ::write(fd.get(), buf.data() + off, static_cast<std::size_t>(n - off));
+      if (w <= 0) {
+        return;
+      }
+      off += w;
+    }
+  }
+  ::shutdown(fd.get(), SHUT_WR);
+}
+
+// PumpLoop: the accept handler queues connections; one thread pumps them all in a PumpSet and
+// starts an echo server thread per connection (or closes the server's end at once).
+class PumpLoop {
+ public:
+  PumpLoop(userstack::Stack& st, bool echo) : echo_(echo) {
+    st.set_accept_handler([this](userstack::ConnectionPtr c) {
+      {
+        std::lock_guard lk(mu_);
+        accepted_.push_back(std::move(c));
+      }
+      const std::uint64_t one = 1;
+      (void)!::write(wake_.get(), &one, sizeof one);
+    });
+    thread_ = std::thread([this] { run(); });
+  }
+  ~PumpLoop() {
+    stop_ = true;
+    const std::uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+    thread_.join();
+    for (auto& t : servers_) {
+      t.join();
+    }
+  }
+  std::map<userstack::Pump::State, int> ended() {
+    std::lock_guard lk(mu_);
+    return ended_;
+  }
+  std::size_t max_running() const { return max_running_; }
+  std::string error() {
+    std::lock_guard lk(mu_);
+    return error_;
+  }
+
+ private:
+  void fail(const std::string& e) {  // Catch2's assertions are for the test's own thread
+    std::lock_guard lk(mu_);
+    error_ = e;
+  }
+
+  void run() {
+    auto set = userstack::PumpSet::create();
+    if (!set) {
+      fail(set.error().message());
+      return;
+    }
+    std::map<userstack::Pump*, std::unique_ptr<userstack::Pump>> pumps;
+    auto end = [&](userstack::Pump& p) {
+      set->remove(p);
+      std::lock_guard lk(mu_);
+      ++ended_[p.state()];
+      pumps.erase(&p);
+    };
+    while (!stop_) {
+      pollfd pf[2] = {{wake_.get(), POLLIN, 0}, {set->fd(), POLLIN, 0}};
+      ::poll(pf, 2, 100);
+      std::uint64_t v = 0;
+      (void)!::read(wake_.get(), &v, sizeof v);
+      std::vector<userstack::ConnectionPtr> batch;
+      {
+        std::lock_guard lk(mu_);
+        batch.swap(accepted_);
+      }
+      for (auto& c : batch) {
+        auto p = userstack::Pump::start(std::move(c));
+        if (!p) {
+          fail(p.error().message());
+          continue;
+        }
+        UniqueFd fd = (*p)->take_fd();
+        if (echo_) {
+          servers_.emplace_back(echo_server, std::move(fd));
+        }  // else: the server closes its end at once, before reading a byte
+        userstack::Pump& pump = **p;
+        pumps[&pump] = std::move(*p);
+        if (auto st = set->add(pump); !st) {
+          fail(st.error().message());
+        }
+        if (pump.state() != userstack::Pump::State::running) {
+          end(pump);
+        }
+      }
+      for (userstack::Pump* p : set->run()) {
+        end(*p);
+      }
+      max_running_ = std::max(max_running_.load(), pumps.size());
+    }
+  }
+
+  bool echo_;
+  UniqueFd wake_{::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+  std::mutex mu_;
+  std::vector<userstack::ConnectionPtr> accepted_;
+  std::map<userstack::Pump::State, int> ended_;
+  std::string error_;
+  std::vector<std::thread> servers_;
+  std::atomic<std::size_t> max_running_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("userstack one PumpSet thread serves 16 bridged echoes at once, a bulk one among them",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  const long long resets0 = lab.resets();
+  std::vector<std::future<EchoResult>> clients;
+  {
+    PumpLoop loop(lab.stack(), true);
+    for (std::uint32_t i = 0; i < 16; ++i) {
+      const std::uint64_t total = i == 0 ? (48ULL << 20) : (512ULL << 10);
+      const std::string vip = (i % 2 == 0 ? "198.18.0." : "[fd99::") + std::to_string(20 + i) +
+                              (i % 2 == 0 ? ":" : "]:") + std::to_string(9000 + i);
+      clients.push_back(std::async(std::launch::async, [vip, total, i] {
+        return echo_client(Endpoint::parse(vip).value(), total, 100 + i, 60s);
+      }));
+    }
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+      EchoResult r = clients[i].get();
+      INFO("client " << i << ": " << r.error);
+      CHECK(r.error.empty());
+      CHECK(r.first_bad == -1);
+      CHECK(r.received == r.sent);
+      CHECK(r.eof);
+    }
+    // Every pump ended by itself, both directions finished.
+    for (int w = 0; w < 100 && loop.ended()[userstack::Pump::State::done] < 16; ++w) {
+      std::this_thread::sleep_for(20ms);
+    }
+    auto ended = loop.ended();
+    CHECK(ended[userstack::Pump::State::done] == 16);
+    CHECK(ended[userstack::Pump::State::reset] == 0);
+    CHECK(ended[userstack::Pump::State::server_gone] == 0);
+    CHECK(loop.max_running() >= 2);  // they really were pumped side by side
+    CHECK(loop.error().empty());
+  }
+  CHECK(lab.resets() == resets0);
+}
+
+TEST_CASE("userstack a server closing its end with bytes pending ends the pump and the connection",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  PumpLoop loop(lab.stack(), false);
+  auto fd = UniqueFd::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE_OK(fd);
+  const timeval tv{5, 0};
+  ::setsockopt(fd->get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(9100);
+  REQUIRE(::inet_pton(AF_INET, "198.18.0.40", &sa.sin_addr) == 1);
+  REQUIRE(::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0);
+  // The client keeps sending; the server never reads. The connection must end (a reset or an
+  // EOF) instead of taking bytes nobody will read until the client gives up.
+  std::vector<char> chunk(64 * 1024, 'x');
+  bool ended = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!ended && std::chrono::steady_clock::now() - t0 < 10s) {
+    const ssize_t n = ::send(fd->get(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      ended = errno == ECONNRESET || errno == EPIPE;
+      REQUIRE((ended || errno == EAGAIN || errno == EINTR));
+    }
+  }
+  CHECK(ended);
+  auto e = loop.ended();
+  CHECK(e[userstack::Pump::State::server_gone] == 1);
+  CHECK(e[userstack::Pump::State::done] == 0);
+  CHECK(loop.error().empty());
+}
