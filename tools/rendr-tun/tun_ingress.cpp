@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-tun ingress: one thread per application flow (the relay blocks), one Dialer per
-// distinct peer set the decision hook names.
+// rendr-tun ingress: one thread per application flow (the dial and the relay block), one
+// Dialer per distinct peer set the decision hook names, one PumpHub thread pumping every flow's
+// lwIP connection to its relay.
 #include "tun_dial.hpp"
 #include "tun_relay.hpp"
 #include "tun_roles.hpp"
@@ -10,7 +11,7 @@
 #include <pthread.h>
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/errors.hpp>
-#include <rendr/userstack/bridge.hpp>
+#include <rendr/userstack/pump_hub.hpp>
 #include <rendr/userstack/stack.hpp>
 
 #include <cstdio>
@@ -34,7 +35,7 @@ engine::L3Identity identity_of(const FourTuple& t) {
 }
 
 void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
-                  userstack::ConnectionPtr conn) {
+                  userstack::PumpHub& hub, userstack::ConnectionPtr conn) {
   (void)::pthread_setname_np(::pthread_self(), "tun-in-flow");  // per-thread CPU reports
   const auto id = identity_of(conn->tuple());
   const std::string name = engine::to_string(id);
@@ -63,13 +64,18 @@ void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
     conn->abort();
     return;
   }
-  auto bridge = userstack::Bridge::start(std::move(conn));
-  if (!bridge) {
+  UniqueFd fd;
+  auto pump = hub.attach(std::move(conn), fd);
+  if (!pump) {
     status.count("reset_bridge_failed");
-    std::fprintf(stderr, "rendr-tun: bridge: %s\n", bridge.error().message().c_str());
+    std::fprintf(stderr, "rendr-tun: bridge: %s\n", pump.error().message().c_str());
     return;
   }
-  UniqueFd fd = (*bridge)->take_fd();
+  struct Release {  // the pump goes with the flow (whatever path leaves here)
+    userstack::PumpHub& hub;
+    userstack::PumpHub::Ticket& t;
+    ~Release() { hub.release(t); }
+  } release{hub, **pump};
   status.set_conn(entry, c->get());
   entry->state.store("relaying");
   std::string why;
@@ -79,9 +85,7 @@ void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
                          // down: the app must see a reset, not a FIN.
                          why = reason_of(c->get(), e);
                          status.count("reset_" + why);
-                         if (auto st = (*bridge)->detach()) {
-                           st->conn->abort();
-                         }
+                         hub.abort(**pump);
                          std::fprintf(stderr, "rendr-tun: %s: engine flow ended: %s: reset\n",
                                       name.c_str(), e.message().c_str());
                        });
@@ -89,7 +93,7 @@ void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
   if (!r.conn_failed && r.up && r.down) {
     // Both directions ended cleanly: let the pump hand its last bytes and the FIN to lwIP
     // (destroying the Bridge now would discard them).
-    (*bridge)->wait();
+    hub.wait(**pump);
   }
   status.set_conn(entry, nullptr);
   status.count(r.conn_failed ? "flows_reset" : "flows_done");
@@ -138,6 +142,11 @@ int run_ingress(const IngressOptions& o) {
   });
   UdpIngress udp(o, dialers, status, **stack);
   (*stack)->set_udp_handler([&udp](const userstack::UdpDatagram& d) { udp.on_datagram(d); });
+  auto hub = userstack::PumpHub::start();
+  if (!hub) {
+    std::fprintf(stderr, "rendr-tun: %s\n", hub.error().message().c_str());
+    return 1;
+  }
   std::printf("ready ingress tun=%s\n", o.tun.c_str());
   std::fflush(stdout);
   for (;;) {
@@ -146,7 +155,8 @@ int run_ingress(const IngressOptions& o) {
       continue;  // ETIMEDOUT
     }
     // One thread per app flow for its lifetime; the process ends them.
-    std::thread(ingress_flow, std::cref(o), std::ref(dialers), std::ref(status), std::move(*c))
+    std::thread(ingress_flow, std::cref(o), std::ref(dialers), std::ref(status), std::ref(**hub),
+                std::move(*c))
         .detach();
   }
 }

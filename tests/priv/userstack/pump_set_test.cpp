@@ -2,12 +2,14 @@
 // Pumps without threads: one PumpSet, driven by one thread's poll loop (as the userstack
 // keeper drives it), serves many bridged connections at once, a bulk one among them, with
 // every byte intact; and a server that closes its end while its pump holds bytes for it ends
-// that pump and the connection, instead of leaving both behind.
+// that pump and the connection, instead of leaving both behind. A PumpHub (one pump thread for
+// connections attached from many threads, as rendr-tun does) ends, aborts and waits per ticket.
 #include "tun_lab.hpp"
 
 #include "support/require_result.hpp"
 
 #include <rendr/userstack/pump.hpp>
+#include <rendr/userstack/pump_hub.hpp>
 #include <rendr/userstack/stack.hpp>
 
 #include <catch2/catch.hpp>
@@ -222,4 +224,58 @@ TEST_CASE("userstack a server closing its end with bytes pending ends the pump a
   CHECK(e[userstack::Pump::State::server_gone] == 1);
   CHECK(e[userstack::Pump::State::done] == 0);
   CHECK(loop.error().empty());
+}
+
+TEST_CASE("userstack PumpHub pumps connections attached from other threads; abort resets one",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  auto hub = userstack::PumpHub::start();
+  REQUIRE_OK(hub);
+  // An echo through the hub: the pump ends by itself once both directions finished.
+  auto client = std::async(std::launch::async, [] {
+    return echo_client(Endpoint::parse("198.18.0.50:9200").value(), 4U << 20, 7, 30s);
+  });
+  auto acc = st.accept(5s);
+  REQUIRE_OK(acc);
+  UniqueFd server_fd;
+  auto t = (*hub)->attach(std::move(acc).value(), server_fd);
+  REQUIRE_OK(t);
+  std::thread server(echo_server, std::move(server_fd));
+  EchoResult r = client.get();
+  server.join();
+  CHECK(r.error.empty());
+  CHECK(r.first_bad == -1);
+  CHECK(r.eof);
+  (*hub)->wait(**t);
+  CHECK((*t)->state == userstack::Pump::State::done);
+  CHECK((*t)->stats.to_server == (4U << 20));
+  CHECK((*hub)->size() == 0);
+
+  // abort: the app's connection is reset, not closed with a FIN.
+  const long long resets0 = lab.resets();
+  auto fd = UniqueFd::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE_OK(fd);
+  const timeval tv{5, 0};
+  ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(9201);
+  REQUIRE(::inet_pton(AF_INET, "198.18.0.51", &sa.sin_addr) == 1);
+  REQUIRE(::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0);
+  auto acc2 = st.accept(5s);
+  REQUIRE_OK(acc2);
+  UniqueFd server2;
+  auto t2 = (*hub)->attach(std::move(acc2).value(), server2);
+  REQUIRE_OK(t2);
+  CHECK((*hub)->size() == 1);
+  (*hub)->abort(**t2);
+  (*hub)->wait(**t2);  // returns at once: aborted
+  CHECK((*t2)->state == userstack::Pump::State::reset);
+  char c = 0;
+  const ssize_t n = ::recv(fd->get(), &c, 1, 0);
+  CHECK(n < 0);
+  CHECK(errno == ECONNRESET);
+  CHECK(lab.resets() > resets0);
+  CHECK((*hub)->size() == 0);
 }
