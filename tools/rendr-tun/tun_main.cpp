@@ -108,10 +108,27 @@ void remove_sockets_on_termination(std::vector<std::string> paths) {
 
 }  // namespace
 
+// small_thread_stacks makes every thread created from here on take 512 KiB of stack instead of
+// the 8 MiB default. rendr-tun starts threads per flow; glibc keeps 40 MiB of freed stacks for
+// reuse, which is five 8 MiB stacks: with more flows at once every new thread mapped a fresh
+// stack (page faults) and every ended one unmapped its own (a TLB shootdown on every CPU) -
+// ~15 % of the CPU per new flow on both sides (docs/bench.md, 12-07 13:00).
+void small_thread_stacks() {
+  pthread_attr_t a;
+  if (::pthread_attr_init(&a) != 0) {
+    return;
+  }
+  if (::pthread_attr_setstacksize(&a, 512U << 10) == 0) {
+    (void)::pthread_setattr_default_np(&a);
+  }
+  ::pthread_attr_destroy(&a);
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
     return usage();
   }
+  small_thread_stacks();
   const std::string mode = argv[1];
   if (mode == "check-config") {
     if (argc != 3) {
