@@ -226,7 +226,7 @@ TEST_CASE("userstack a server closing its end with bytes pending ends the pump a
   CHECK(loop.error().empty());
 }
 
-TEST_CASE("userstack PumpHub pumps connections attached from other threads; abort resets one",
+TEST_CASE("userstack PumpHub pumps connections attached from other threads, and abort resets one",
           "[.netns][userstack][netns]") {
   StackLab lab;
   userstack::Stack& st = lab.stack();

@@ -521,3 +521,28 @@ TEST_CASE("ask_peer_ack sends the peer one marked byte below snd_una, and nothin
   REQUIRE_OK(rep.ask_peer_ack(cp->socket, fin));
   CHECK(fake.raw_sent.empty());
 }
+
+TEST_CASE("restore sets the timestamp clock two ticks past the one read, keeping its mode bit",
+          "[repair][syscalls]") {
+  // The kernel reads TCP_TIMESTAMP with the low bit cleared (millisecond mode) or set
+  // (microsecond mode), so what a checkpoint read may be 1 below the last TSval sent: the
+  // restored clock starts 2 on, never behind what the peer has seen.
+  for (const std::uint32_t read : {424242U, 424243U, 0xFFFFFFFEU}) {
+    FakeSys fake;
+    const int fd = fake.add_connected("10.99.0.1:443", "10.0.1.2:51000");
+    auto& s = fake.sock(fd);
+    s.tcpi_options = TCPI_OPT_TIMESTAMPS;
+    s.timestamp = read;
+    Repairer rep(fake, quiet());
+    auto cp = rep.checkpoint(fd);
+    REQUIRE_OK(cp);
+    CHECK(cp->snapshot.timestamp == read);
+    FakeSys target;
+    Repairer rep2(target, quiet());
+    auto restored = rep2.restore(cp->snapshot);
+    REQUIRE_OK(restored);
+    const std::uint32_t set = target.sock(restored->get()).timestamp;
+    CHECK(set == read + 2U);  // wraps like the TCP clock
+    CHECK((set & 1U) == (read & 1U));
+  }
+}
