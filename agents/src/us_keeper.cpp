@@ -189,7 +189,7 @@ class Keeper {
 
   int run() {
     auto idle_since = KClock::now();
-    auto next_reap = KClock::now();
+    auto next_flush = KClock::now();
     for (;;) {
       std::vector<pollfd> p = {{listen_.get(), POLLIN, 0},
                                {accept_efd_.get(), POLLIN, 0},
@@ -227,9 +227,9 @@ class Keeper {
         on_listen();
       }
       const auto now = KClock::now();
-      if (now >= next_reap) {
+      if (now >= next_flush) {
         flush_ended();
-        next_reap = now + std::chrono::milliseconds(200);
+        next_flush = now + std::chrono::milliseconds(200);
       }
       run_graces(now);
       if (stack_->device_gone()) {

@@ -14,8 +14,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -51,6 +49,19 @@ void echo_server(UniqueFd fd) {
     }
   }
   ::shutdown(fd.get(), SHUT_WR);
+}
+
+// blocking_client connects to |vip| (connect_tcp) and makes the socket blocking, its sends and
+// receives bounded by 5 s.
+Result<UniqueFd> blocking_client(const char* vip) {
+  auto fd = connect_tcp(Endpoint::parse(vip).value());
+  if (fd) {
+    set_nonblocking(fd->get(), false);
+    const timeval tv{5, 0};
+    ::setsockopt(fd->get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  return fd;
 }
 
 // PumpLoop: the accept handler queues connections; one thread pumps them all in a PumpSet and
@@ -197,16 +208,8 @@ TEST_CASE("userstack a server closing its end with bytes pending ends the pump a
           "[.netns][userstack][netns]") {
   StackLab lab;
   PumpLoop loop(lab.stack(), false);
-  auto fd = UniqueFd::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  auto fd = blocking_client("198.18.0.40:9100");
   REQUIRE_OK(fd);
-  const timeval tv{5, 0};
-  ::setsockopt(fd->get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(9100);
-  REQUIRE(::inet_pton(AF_INET, "198.18.0.40", &sa.sin_addr) == 1);
-  REQUIRE(::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0);
   // The client keeps sending; the server never reads. The connection must end (a reset or an
   // EOF) instead of taking bytes nobody will read until the client gives up.
   std::vector<char> chunk(64 * 1024, 'x');
@@ -254,15 +257,8 @@ TEST_CASE("userstack PumpHub pumps connections attached from other threads, and 
 
   // abort: the app's connection is reset, not closed with a FIN.
   const long long resets0 = lab.resets();
-  auto fd = UniqueFd::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  auto fd = blocking_client("198.18.0.51:9201");
   REQUIRE_OK(fd);
-  const timeval tv{5, 0};
-  ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(9201);
-  REQUIRE(::inet_pton(AF_INET, "198.18.0.51", &sa.sin_addr) == 1);
-  REQUIRE(::connect(fd->get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0);
   auto acc2 = st.accept(5s);
   REQUIRE_OK(acc2);
   UniqueFd server2;
