@@ -208,6 +208,9 @@ bool FlowDriver::pump_pass_locked() {
       if (!s->started) {
         start_slot_locked(s);
         started = true;
+      } else if (s->needs_read && !s->app_rx) {
+        s->needs_read = false;  // the reader gave its input back: read it here again
+        start_read_locked(s, false);
       }
       if (!s->closed) {
         flush_locked(s);
@@ -233,6 +236,8 @@ void FlowDriver::notify_locked() {
   // The application's waiters are woken by run_deferred, which every pump_locked precedes.
   if (read_waiters_ > 0 && (shut_ || core_->read_ready())) {
     wake_reader_ = true;
+  } else if (app_inside_ && (shut_ || core_->read_ready())) {
+    wake_app_reader_locked();  // in poll on its carrier: another path delivered
   }
   if (write_waiters_ > 0 && (shut_ || core_->write_ready(write_want_))) {
     wake_writer_ = true;
@@ -240,15 +245,18 @@ void FlowDriver::notify_locked() {
 }
 
 void FlowDriver::arm_timer_locked() {
-  const auto why = core_->next_deadline_why();
-  if (!why) {
+  auto why = core_->next_deadline_why();
+  // Input the reader holds while it is away from read_some is looked at soon (direct receive).
+  const auto app_check = app_input_check_locked();
+  if (!why && !app_check) {
     return;
   }
+  const bool core_due = why && (!app_check || why->at <= *app_check);
   // On a 1 ms grid (rounded up, never early): a re-arm costs a timerfd_settime, ~10 us on this
   // kind of VM, and deadlines that move by microseconds (a datagram flow's RTO head, one per
   // ACK) then share one arming; the quic carrier's timer uses the same grid, so a side's
   // timers due in one tick fire in one reactor wake-up.
-  const engine::TimePoint next = round_up_to_tick(why->at);
+  const engine::TimePoint next = round_up_to_tick(core_due ? why->at : *app_check);
   if (armed_ && *armed_ <= next) {
     return;
   }
@@ -258,7 +266,7 @@ void FlowDriver::arm_timer_locked() {
   // for which kind of deadline: on a lossy datagram path mostly the ledger head's RTO, overdue
   // the moment a cumulative ACK makes a frame sent long ago the head).
   const auto armed_at = Clock::now();
-  if (next < armed_at) {
+  if (core_due && next < armed_at) {
     timing_.record_armed_late(armed_at - next, why->kind);
   }
   timer_.expires_at(next);
@@ -279,6 +287,7 @@ void FlowDriver::arm_timer_locked() {
         if (self->armed_ && *self->armed_ <= now) {
           self->armed_.reset();
         }
+        self->reclaim_idle_locked();
         if (auto d = self->core_->next_deadline(); d && *d <= now) {
           engine::FlowCore::TimerContext ctx;
           ctx.lateness = now > due ? now - due : engine::Duration::zero();
@@ -297,6 +306,7 @@ Status FlowDriver::close(const engine::Refusal* refusal) {
   std::unique_lock lk(mu);
   if (!user_closed_) {
     user_closed_ = true;
+    reclaim_input_locked();
     if (refusal) {
       (void)core_->refuse(refusal->code, refusal->detail, Clock::now());
     } else {
@@ -326,6 +336,7 @@ void FlowDriver::shutdown() {
   }
   shut_ = true;
   cv.notify_all();
+  wake_app_reader_locked();
   read_cv.notify_all();
   write_cv.notify_all();
   asio::post(rt_->io(), [self = shared_from_this()] {
@@ -470,6 +481,9 @@ engine::FlowStats FlowDriver::stats_locked() {
   engine::FlowStats s = core_->stats();
   s.path_redials = redials_;
   s.paths_later = later_paths_;
+  s.direct_rx_bytes = direct_rx_bytes_;
+  s.direct_handovers = direct_handovers_;
+  s.direct_reclaims = direct_reclaims_;
   s.timer_fired = timing_.fired();
   s.timer_late_max = timing_.max_late();
   s.timer_late_hist = timing_.histogram();

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <rendr/common/result.hpp>
+#include <rendr/common/unique_fd.hpp>
 #include <rendr/engine/carrier.hpp>
 #include <rendr/engine/conn.hpp>
 #include <rendr/engine/core/flow.hpp>
@@ -204,6 +205,18 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
     std::vector<std::byte> initial;
     std::string local;
     std::string remote;
+    // Direct receive (driver_direct.cpp): the application's reader owns this carrier's input
+    // (app_rx) and may be in recv/poll on its fd without |mu| (app_busy); a carrier closed
+    // meanwhile is closed by the io thread once the reader is out (close_deferred).
+    bool app_rx = false;
+    bool app_busy = false;
+    bool close_deferred = false;
+    bool direct = false;      // set_input_watch(false) in force
+    int app_fd = -1;          // the carrier's direct_read_fd
+    std::size_t app_last = 0;  // the reader's last recv
+    bool app_lowat = false;    // SO_RCVLOWAT raised for bulk input
+    bool needs_read = false;  // given back by the reader: the io thread reads it again
+    bool no_offer = false;    // the reader saw it end or fail: the io thread fails it
   };
   using SlotPtr = std::shared_ptr<Slot>;
 
@@ -227,6 +240,29 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::optional<engine::TransportAck> transport_ack_locked(engine::PathId path) const;
   void complete_async_locked();
   bool path_settled_locked(engine::PathId id) const;
+
+  // --- direct receive (driver_direct.cpp) ---
+  // offer_to_app_locked (io thread, instead of starting its next read of |s|): hands |s|'s
+  // input to a reader blocked in read_some when it can take it; true when it did.
+  bool offer_to_app_locked(const SlotPtr& s);
+  // app_slot_locked: the slot whose input the reader owns (null when none).
+  [[nodiscard]] SlotPtr app_slot_locked() const;
+  // app_receive_locked (reader thread, read_mu_ and mu held): one recv from |s|, or a poll
+  // until it or the io thread has something; false once |d| passed.
+  bool app_receive_locked(std::unique_lock<std::mutex>& lk, const SlotPtr& s, Deadline d);
+  // return_input_locked: the io thread reads |s| again (the reader gave it back or it is taken).
+  void return_input_locked(const SlotPtr& s);
+  // end_direct_locked (io thread): |s| goes back into the io thread's reactor (SO_RCVLOWAT
+  // back to 1, set_input_watch(true)).
+  void end_direct_locked(const SlotPtr& s);
+  // reclaim_input_locked (any thread): input the reader owns but is not receiving goes back to
+  // the io thread now; a reader in poll is told to give it back.
+  void reclaim_input_locked();
+  // reclaim_idle_locked (io thread, timer): the same when the reader has left read_some.
+  void reclaim_idle_locked();
+  void wake_app_reader_locked();
+  // app_input_check_locked: how soon the io thread must look at input the reader holds.
+  [[nodiscard]] std::optional<engine::TimePoint> app_input_check_locked() const;
 
   std::shared_ptr<IoRuntime> rt_;
   std::size_t max_payload_ = engine::kMaxPayload;
@@ -281,6 +317,15 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::size_t write_want_ = 0;  // smallest room a waiting writer wants
   std::optional<PendingRead> pending_read_;
   std::optional<PendingWrite> pending_write_;
+  // Direct receive state (guarded by mu).
+  bool app_rx_wanted_ = false;  // the reader waits in read_some and would take a carrier's input
+  bool app_inside_ = false;     // the reader is inside read_some
+  bool app_reclaim_ = false;    // the io thread wants the input back
+  bool app_woken_ = false;      // app_wake_ was signalled and not yet drained
+  UniqueFd app_wake_;           // eventfd: wakes the reader out of its poll
+  std::uint64_t direct_rx_bytes_ = 0;
+  std::uint64_t direct_handovers_ = 0;
+  std::uint64_t direct_reclaims_ = 0;
 };
 
 }  // namespace rendr::detail

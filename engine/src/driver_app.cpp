@@ -59,6 +59,7 @@ void FlowDriver::start_async_read(std::span<std::byte> buf, IoHandler h) {
     return;
   }
   pending_read_ = PendingRead{buf, std::move(h)};
+  reclaim_input_locked();
   request_service_locked();
   if (shut_) {
     auto p = std::move(*pending_read_);
@@ -124,6 +125,7 @@ bool FlowDriver::wait_writable_locked(std::unique_lock<std::mutex>& lk, std::siz
                                       Deadline d) {
   // Several writers: wake for the smallest want (each rechecks its own).
   write_want_ = write_waiters_ == 0 ? want : std::min(write_want_, want);
+  reclaim_input_locked();  // the ACKs that make room must be read even if no reader is in
   return wait_locked(lk, write_cv, write_waiters_, d);
 }
 
@@ -132,6 +134,20 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
   // and acknowledge): the core lends whole delivered buffers (read_loan).
   std::unique_lock rl(read_mu_);
   std::unique_lock lk(mu);
+  app_inside_ = true;
+  // Leaving (mu held): input this reader still holds is checked by the io thread's timer
+  // soon (arm_timer_locked), which needs a service when nothing is armed that soon.
+  struct Leave {
+    FlowDriver& d;
+    ~Leave() {
+      d.app_inside_ = false;
+      d.app_rx_wanted_ = false;
+      if (d.app_slot_locked() != nullptr &&
+          (!d.armed_ || *d.armed_ > Clock::now() + std::chrono::milliseconds(10))) {
+        d.request_service_locked();
+      }
+    }
+  } leave{*this};
   for (;;) {
     auto r = core_->read_loan(buf, read_loans_, Clock::now());
     if (!r) {
@@ -156,7 +172,16 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
     if (r->eof || buf.empty()) {
       return std::size_t{0};
     }
-    if (!wait_locked(lk, read_cv, read_waiters_, d)) {
+    if (auto s = app_slot_locked()) {
+      if (!app_receive_locked(lk, s, d)) {
+        return timed_out("read");
+      }
+      continue;
+    }
+    app_rx_wanted_ = true;  // an io read that completes now hands its carrier to this thread
+    const bool waited = wait_locked(lk, read_cv, read_waiters_, d);
+    app_rx_wanted_ = false;
+    if (!waited) {
       return timed_out("read");
     }
   }

@@ -67,6 +67,12 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
 }
 
 void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
+  if (offer_to_app_locked(s)) {
+    return;  // the blocked reader receives from this carrier itself now
+  }
+  if (s->direct) {
+    end_direct_locked(s);
+  }
   // A carrier that had nothing more to read (its last read did not fill the space, and was
   // small: kStreamIdleRead) waits for readability without a receive chunk: an idle path (a
   // probe a second) holds no receive memory between reads; 5 000 idle flows held 16 KiB each.
@@ -138,6 +144,7 @@ void FlowDriver::flush_locked(const SlotPtr& s) {
                              if (s->closed) {
                                return;
                              }
+
                              if (ec) {
                                self->carrier_failed_locked(s, ec, "stream carrier write");
                              } else if (self->shut_) {
@@ -200,8 +207,16 @@ void FlowDriver::close_slot_locked(const SlotPtr& s) {
     return;
   }
   s->closed = true;
+  s->app_rx = false;
   if (s->stream) {
-    s->stream->close();
+    if (s->app_busy) {
+      // The reader is in recv/poll on this carrier's fd: it closes it (on this thread) once
+      // it is out, so the fd cannot be reused under it.
+      s->close_deferred = true;
+      wake_app_reader_locked();
+    } else {
+      s->stream->close();
+    }
   }
   if (s->packet) {
     s->packet->close();

@@ -49,6 +49,9 @@ void write_flow_stats(JsonWriter& w, const FlowStats& s, std::string_view key) {
   w.kv("paths_lost", s.paths_lost);
   w.kv("path_redials", s.path_redials);
   w.kv("paths_later", s.paths_later);
+  w.kv("direct_rx_bytes", s.direct_rx_bytes);
+  w.kv("direct_handovers", s.direct_handovers);
+  w.kv("direct_reclaims", s.direct_reclaims);
   w.kv("last_path_down", s.last_path_down);
   w.kv("write_shut", s.write_shut);
   w.kv("peer_write_shut", s.peer_write_shut);

@@ -341,6 +341,8 @@ FlowCore::FlowCore(FlowCore&&) noexcept = default;
 FlowCore& FlowCore::operator=(FlowCore&&) noexcept = default;
 FlowCore::~FlowCore() = default;
 
+bool FlowCore::has_events() const { return !impl_->events.empty(); }
+
 std::optional<FlowEvent> FlowCore::poll_event() {
   auto& ev = impl_->events;
   if (ev.empty()) {

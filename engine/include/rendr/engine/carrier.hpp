@@ -104,6 +104,15 @@ class StreamCarrier {
   [[nodiscard]] virtual Status rebind(const std::string& local) {
     return make_error(std::errc::not_supported, "rebind " + local + ": not a quic carrier");
   }
+  // Direct receive (docs/engine.md "Direct receive"): direct_read_fd is a connected stream
+  // socket whose bytes are exactly the carrier's input, or -1 (the default: the engine reads
+  // through async_read_some only). The engine may hand that input to the application's reader
+  // thread, which recv(2)s and poll(2)s the fd itself; meanwhile it calls
+  // set_input_watch(false) (never with a read or wait pending) and the carrier should stop
+  // waking the io thread for input (it may finish a write in flight first); writes go on.
+  // set_input_watch(true) when the engine reads again. The fd stays the carrier's.
+  [[nodiscard]] virtual int direct_read_fd() const { return -1; }
+  virtual void set_input_watch(bool on) { (void)on; }
 };
 using StreamCarrierPtr = std::unique_ptr<StreamCarrier>;
 

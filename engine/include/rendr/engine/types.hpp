@@ -291,6 +291,12 @@ struct FlowStats {
   std::uint64_t paths_lost = 0;  // paths that went down (any reason)
   std::uint64_t path_redials = 0;  // paths re-dialled by DialOptions::retry (shell-filled)
   std::uint64_t paths_later = 0;   // paths DialOptions::later_paths_after deferred, added since
+  // Direct receive (shell-filled, docs/engine.md "Direct receive"): bytes the application's
+  // reader received from a carrier itself, how often a carrier's input went to the reader,
+  // and how often the io thread took it back (the reader stayed away, a writer waited).
+  std::uint64_t direct_rx_bytes = 0;
+  std::uint64_t direct_handovers = 0;
+  std::uint64_t direct_reclaims = 0;
   std::string last_path_down;    // why the most recent one went down ("" = none yet)
   // Silence reprieves (docs/engine.md "How silence is decided"): a path's freshness window ran
   // out while its socket held unread input (pending) or while our own thread ran the check

@@ -201,6 +201,8 @@ class FlowCore {
   [[nodiscard]] bool wants_transmit(PathId path) const;
   [[nodiscard]] std::vector<PathId> path_ids() const;
   [[nodiscard]] std::optional<FlowEvent> poll_event();
+  // has_events: poll_event would return one.
+  [[nodiscard]] bool has_events() const;
   [[nodiscard]] std::optional<TimePoint> next_deadline() const;
   // next_deadline_why: next_deadline with the timer it belongs to (the shell counts deadlines
   // that were already past when it armed its timer, by kind).
