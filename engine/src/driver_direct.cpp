@@ -46,19 +46,19 @@ bool FlowDriver::offer_to_app_locked(const SlotPtr& s) {
       !s->stream || accept_gate_ || core_->packet_mode() || app_slot_locked() != nullptr) {
     return false;
   }
+  const int fd = s->stream->direct_read_fd();
+  if (fd < 0) {
+    return false;
+  }
   if (core_->recv_space(s->id).space.empty()) {
     return false;  // the path cannot take input (failed): the io thread's read finds out
   }
   if (!app_wake_) {
-    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (fd < 0) {
+    const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
       return false;
     }
-    app_wake_ = UniqueFd(fd);
-  }
-  const int fd = s->stream->direct_read_fd();
-  if (fd < 0) {
-    return false;
+    app_wake_ = UniqueFd(efd);
   }
   s->stream->set_input_watch(false);
   s->app_fd = fd;
@@ -166,6 +166,13 @@ bool FlowDriver::app_receive_locked(std::unique_lock<std::mutex>& lk, const Slot
     }
     if (s->app_lowat && (ms < 0 || ms > kBulkWait.count())) {
       ms = static_cast<int>(kBulkWait.count());
+    } else if (!s->app_lowat) {
+      // Idle input: wait without the receive chunk (an idle path holds none, as when the io
+      // thread waits for readability).
+      sp = engine::RecvSpace{};
+      lk.lock();
+      (void)core_->release_recv_space(s->id);
+      lk.unlock();
     }
     pollfd p[2] = {{fd, POLLIN, 0}, {app_wake_.get(), POLLIN, 0}};
     const int rc = ::poll(p, 2, ms);
