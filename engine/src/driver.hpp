@@ -242,8 +242,8 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   bool path_settled_locked(engine::PathId id) const;
 
   // --- direct receive (driver_direct.cpp) ---
-  // offer_to_app_locked (io thread, instead of starting its next read of |s|): hands |s|'s
-  // input to a reader blocked in read_some when it can take it; true when it did.
+  // offer_to_app_locked (io thread, after a bulk read of |s|, instead of starting the next):
+  // hands |s|'s input to a reader inside read_some when it can take it; true when it did.
   bool offer_to_app_locked(const SlotPtr& s);
   // app_slot_locked: the slot whose input the reader owns (null when none).
   [[nodiscard]] SlotPtr app_slot_locked() const;

@@ -67,9 +67,6 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
 }
 
 void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
-  if (offer_to_app_locked(s)) {
-    return;  // the blocked reader receives from this carrier itself now
-  }
   if (s->direct) {
     end_direct_locked(s);
   }
@@ -115,7 +112,13 @@ void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
           hold.reset();  // the core holds the chunk; a chunk nobody views can start over
           (void)self->core_->on_received(s->id, n, began);
           if (!s->closed && !self->shut_) {
-            self->start_read_locked(s, n < room && n < kStreamIdleRead);
+            // Bulk input (a read that filled its space or took kStreamIdleRead or more) goes
+            // to a reader inside read_some if there is one (direct receive); small messages
+            // stay with the io thread.
+            const bool drained = n < room && n < kStreamIdleRead;
+            if (drained || !self->offer_to_app_locked(s)) {
+              self->start_read_locked(s, drained);
+            }
           }
         }
         self->pump_locked();

@@ -16,6 +16,8 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 namespace rendr::detail {
 
@@ -28,6 +30,15 @@ constexpr std::chrono::milliseconds kAppInputCheck{5};
 constexpr std::size_t kBulkRecv = 64 * 1024;
 constexpr std::size_t kBulkLowat = 256 * 1024;
 constexpr std::chrono::milliseconds kBulkWait{1};
+
+// RENDR_DIRECT_RECEIVE=0 turns direct receive off (A/B measurements, diagnosis).
+bool direct_receive_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("RENDR_DIRECT_RECEIVE");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return on;
+}
 
 }  // namespace
 
@@ -42,7 +53,7 @@ FlowDriver::SlotPtr FlowDriver::app_slot_locked() const {
 
 bool FlowDriver::offer_to_app_locked(const SlotPtr& s) {
   // A reader inside read_some (waiting, or copying what it got) comes back for more.
-  if (!(app_rx_wanted_ || app_inside_) || shut_ || closed_event_ || s->closed || s->no_offer ||
+  if (!(app_rx_wanted_ || app_inside_) || !direct_receive_enabled() || shut_ || closed_event_ || s->closed || s->no_offer ||
       !s->stream || accept_gate_ || core_->packet_mode() || app_slot_locked() != nullptr) {
     return false;
   }
