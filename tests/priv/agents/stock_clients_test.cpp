@@ -139,7 +139,10 @@ TEST_CASE("stock downloaders see every byte across native migrations",
       const std::string to = on == "a" ? "b" : "a";
       const std::string r = migrate_service(l, on, to);
       INFO("migration " << k << " " << on << "->" << to << ": " << r);
-      CHECK((r == "committed" || r == "empty"));
+      // A download that finished before this migration (it lasts ~2 s, longer than the four
+      // moves on a quiet host) leaves the service no tracked flow: nothing to move is no loss.
+      const bool nothing_left = k > 0 && r == "error: migrate: no flows selected";
+      CHECK((r == "committed" || r == "empty" || nothing_left));
       if (r == "committed") {
         ++committed;
         on = to;
