@@ -245,7 +245,7 @@ void FlowDriver::notify_locked() {
 }
 
 void FlowDriver::arm_timer_locked() {
-  auto why = core_->next_deadline_why();
+  const auto why = core_->next_deadline_why();
   // Input the reader holds while it is away from read_some is looked at soon (direct receive).
   const auto app_check = app_input_check_locked();
   if (!why && !app_check) {

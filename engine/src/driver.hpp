@@ -261,6 +261,10 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   // reclaim_idle_locked (io thread, timer): the same when the reader has left read_some.
   void reclaim_idle_locked();
   void wake_app_reader_locked();
+  // leave_read_locked (read_some, on every return): the reader is out; input it still holds
+  // is looked at by the io thread's timer soon, which needs a service when nothing is armed
+  // that soon.
+  void leave_read_locked();
   // app_input_check_locked: how soon the io thread must look at input the reader holds.
   [[nodiscard]] std::optional<engine::TimePoint> app_input_check_locked() const;
 
@@ -318,8 +322,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::optional<PendingRead> pending_read_;
   std::optional<PendingWrite> pending_write_;
   // Direct receive state (guarded by mu).
-  bool app_rx_wanted_ = false;  // the reader waits in read_some and would take a carrier's input
-  bool app_inside_ = false;     // the reader is inside read_some
+  bool app_inside_ = false;     // the reader is inside read_some (it takes bulk input offered)
   bool app_reclaim_ = false;    // the io thread wants the input back
   bool app_woken_ = false;      // app_wake_ was signalled and not yet drained
   UniqueFd app_wake_;           // eventfd: wakes the reader out of its poll

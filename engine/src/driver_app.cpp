@@ -135,18 +135,9 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
   std::unique_lock rl(read_mu_);
   std::unique_lock lk(mu);
   app_inside_ = true;
-  // Leaving (mu held): input this reader still holds is checked by the io thread's timer
-  // soon (arm_timer_locked), which needs a service when nothing is armed that soon.
   struct Leave {
     FlowDriver& d;
-    ~Leave() {
-      d.app_inside_ = false;
-      d.app_rx_wanted_ = false;
-      if (d.app_slot_locked() != nullptr &&
-          (!d.armed_ || *d.armed_ > Clock::now() + std::chrono::milliseconds(10))) {
-        d.request_service_locked();
-      }
-    }
+    ~Leave() { d.leave_read_locked(); }  // mu is held on every return
   } leave{*this};
   for (;;) {
     auto r = core_->read_loan(buf, read_loans_, Clock::now());
@@ -178,10 +169,8 @@ Result<std::size_t> FlowDriver::read_some(std::span<std::byte> buf, Deadline d) 
       }
       continue;
     }
-    app_rx_wanted_ = true;  // an io read that completes now hands its carrier to this thread
-    const bool waited = wait_locked(lk, read_cv, read_waiters_, d);
-    app_rx_wanted_ = false;
-    if (!waited) {
+    // An io read of bulk input that completes now hands its carrier to this thread.
+    if (!wait_locked(lk, read_cv, read_waiters_, d)) {
       return timed_out("read");
     }
   }

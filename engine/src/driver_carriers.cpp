@@ -115,9 +115,9 @@ void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
             // Bulk input (a read that filled its space or took kStreamIdleRead or more) goes
             // to a reader inside read_some if there is one (direct receive); small messages
             // stay with the io thread.
-            const bool drained = n < room && n < kStreamIdleRead;
-            if (drained || !self->offer_to_app_locked(s)) {
-              self->start_read_locked(s, drained);
+            const bool emptied = n < room && n < kStreamIdleRead;
+            if (emptied || !self->offer_to_app_locked(s)) {
+              self->start_read_locked(s, emptied);
             }
           }
         }
@@ -147,7 +147,6 @@ void FlowDriver::flush_locked(const SlotPtr& s) {
                              if (s->closed) {
                                return;
                              }
-
                              if (ec) {
                                self->carrier_failed_locked(s, ec, "stream carrier write");
                              } else if (self->shut_) {

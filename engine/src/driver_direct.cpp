@@ -53,7 +53,7 @@ FlowDriver::SlotPtr FlowDriver::app_slot_locked() const {
 
 bool FlowDriver::offer_to_app_locked(const SlotPtr& s) {
   // A reader inside read_some (waiting, or copying what it got) comes back for more.
-  if (!(app_rx_wanted_ || app_inside_) || !direct_receive_enabled() || shut_ || closed_event_ || s->closed || s->no_offer ||
+  if (!app_inside_ || !direct_receive_enabled() || shut_ || closed_event_ || s->closed || s->no_offer ||
       !s->stream || accept_gate_ || core_->packet_mode() || app_slot_locked() != nullptr) {
     return false;
   }
@@ -75,7 +75,6 @@ bool FlowDriver::offer_to_app_locked(const SlotPtr& s) {
   s->app_fd = fd;
   s->direct = true;
   s->app_rx = true;
-  app_rx_wanted_ = false;
   direct_handovers_ += 1;
   wake_reader_ = true;  // it waits on read_cv: let it take the input
   return true;
@@ -130,6 +129,14 @@ void FlowDriver::wake_app_reader_locked() {
   const std::uint64_t one = 1;
   if (::write(app_wake_.get(), &one, sizeof one) == sizeof one) {
     app_woken_ = true;
+  }
+}
+
+void FlowDriver::leave_read_locked() {
+  app_inside_ = false;
+  if (app_slot_locked() != nullptr &&
+      (!armed_ || *armed_ > Clock::now() + 2 * kAppInputCheck)) {
+    request_service_locked();
   }
 }
 

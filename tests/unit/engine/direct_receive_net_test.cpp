@@ -27,17 +27,19 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// read_exact reads |n| bytes into |buf| (deadline |d| per read); false on an error or EOF.
+// read_exact fills |buf| (Conn::read) before |d|; false on an error or an EOF first.
 bool read_exact(Conn& c, std::span<std::byte> buf, std::chrono::milliseconds d) {
-  std::size_t off = 0;
-  while (off < buf.size()) {
-    auto r = c.read_some(buf.subspan(off), deadline_in(d));
-    if (!r || *r == 0) {
-      return false;
-    }
-    off += *r;
-  }
-  return true;
+  auto r = c.read(buf, deadline_in(d));
+  return r && *r == buf.size();
+}
+
+// bulk writes |n| pattern bytes (|seed|) on |from| and reads and verifies them on |to|; the
+// bulk input that hands |to|'s carrier to its reader.
+void bulk(Conn& from, Conn& to, std::uint64_t n, std::uint32_t seed) {
+  Writer w(from, n, seed);
+  read_verify(to, n, seed);
+  w.t.join();
+  CHECK(w.error.empty());
 }
 
 }  // namespace
@@ -48,13 +50,7 @@ TEST_CASE("engine direct receive: a blocked reader receives bulk input itself, b
   REQUIRE_OK(l);
   auto [d, c, s] = dial_pair(**l, dial_opts({tcp_path(**l)}));
   constexpr std::uint64_t kTotal = 32U << 20;
-  {
-    // One way: after the first handover the server's reader takes nearly everything.
-    Writer up(**c, kTotal, 10);
-    read_verify(**s, kTotal, 10);
-    up.t.join();
-    CHECK(up.error.empty());
-  }
+  bulk(**c, **s, kTotal, 10);  // one way
   const auto one_way = (*s)->stats();
   INFO("one way: server direct " << one_way.direct_rx_bytes << " B, "
                                  << one_way.direct_handovers << " handovers");
@@ -127,9 +123,7 @@ TEST_CASE("engine direct receive: input a reader holds but does not read goes ba
   SECTION("a writer waiting for the peer's ACKs while nobody reads") {
     // The server's reader takes the input, then stops reading and writes 16 MiB: its 1 MiB
     // ledger frees only with the client's ACK frames, which arrive on the input it holds.
-    Writer first(client, 4U << 20, 31);
-    read_verify(server, 4U << 20, 31);
-    first.t.join();
+    bulk(client, server, 4U << 20, 31);
     REQUIRE(server.stats().direct_handovers >= 1);
     constexpr std::uint64_t kDown = 16U << 20;
     Writer down(server, kDown, 32);
@@ -140,9 +134,7 @@ TEST_CASE("engine direct receive: input a reader holds but does not read goes ba
   }
 
   SECTION("a BYE after bulk input, while the reader is away") {
-    Writer first(client, 8U << 20, 33);
-    read_verify(server, 8U << 20, 33);
-    first.t.join();
+    bulk(client, server, 8U << 20, 33);
     REQUIRE(server.stats().direct_rx_bytes > 0);
     // A few bytes and the close while nobody reads on the server: its io thread must take the
     // input back and see both, small as they are after bulk input.
@@ -167,9 +159,7 @@ TEST_CASE("engine direct receive: small messages after bulk input are not held b
   auto [d, c, s] = dial_pair(**l, dial_opts({tcp_path(**l)}));
   Conn& client = **c;
   Conn& server = **s;
-  Writer bulk(client, 16U << 20, 41);
-  read_verify(server, 16U << 20, 41);
-  bulk.t.join();
+  bulk(client, server, 16U << 20, 41);
   CHECK(server.stats().direct_rx_bytes > 0);  // the bulk input raised SO_RCVLOWAT
   // Ping-pong 16-byte messages with the server's reader in its own receive: each round trip
   // must be far below a second (the bulk mode's wait for more input is 1 ms).
@@ -206,9 +196,7 @@ TEST_CASE("engine direct receive: a reader in poll holds no receive chunk, the p
   Conn& client = **c;
   Conn& server = **s;
   // Bulk input hands the server's input to its reader; its next read waits in poll.
-  Writer bulk(client, 4U << 20, 51);
-  read_verify(server, 4U << 20, 51);
-  bulk.t.join();
+  bulk(client, server, 4U << 20, 51);
   REQUIRE(server.stats().direct_handovers >= 1);
   std::atomic<bool> done{false};
   Result<std::size_t> last = std::size_t{1};
