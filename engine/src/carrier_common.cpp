@@ -101,13 +101,14 @@ Result<asio::ip::tcp::endpoint> parse_tcp_endpoint(const std::string& text) {
   return ep;
 }
 
-// connect_fd: a non-blocking socket of |type| connected to |spec.address| (bound to spec.local
-// when given) before |deadline|.
-Result<UniqueFd> connect_fd(const PathSpec& spec, int type, Deadline deadline) {
+// start_connect_fd: a non-blocking socket of |type| (bound to spec.local when given) whose
+// connect to |spec.address| is under way (or done); |remote| is that address.
+Result<UniqueFd> start_connect_fd(const PathSpec& spec, int type, Endpoint& remote_out) {
   auto remote = Endpoint::parse(spec.address);
   if (!remote) {
     return std::move(remote).take_error().with_context("path address \"" + spec.address + "\"");
   }
+  remote_out = *remote;
   auto fd = UniqueFd::socket(remote->af(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (!fd) {
     return std::move(fd).take_error();
@@ -125,34 +126,48 @@ Result<UniqueFd> connect_fd(const PathSpec& spec, int type, Deadline deadline) {
   }
   sockaddr_storage rs{};
   const socklen_t rlen = remote->to_sockaddr(rs);
-  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&rs), rlen) != 0) {
-    if (errno != EINPROGRESS) {
-      return errno_error("connect " + remote->to_string());
+  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&rs), rlen) != 0 && errno != EINPROGRESS) {
+    return errno_error("connect " + remote->to_string());
+  }
+  return fd;
+}
+
+Status connect_result(int fd, const Endpoint& remote) {
+  int err = 0;
+  socklen_t elen = sizeof err;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+    return errno_error("getsockopt SO_ERROR");
+  }
+  if (err != 0) {
+    return errno_error("connect " + remote.to_string(), err);
+  }
+  return {};
+}
+
+Result<UniqueFd> connect_fd(const PathSpec& spec, int type, Deadline deadline) {
+  Endpoint remote;
+  auto fd = start_connect_fd(spec, type, remote);
+  if (!fd) {
+    return fd;
+  }
+  for (;;) {  // writable = connected or failed (an immediate connect is writable at once)
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      return make_error(std::errc::timed_out, "connect " + remote.to_string());
     }
-    for (int guard = 0;; ++guard) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) {
-        return make_error(std::errc::timed_out, "connect " + remote->to_string());
-      }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
-      pollfd p{fd->get(), POLLOUT, 0};
-      const int rc = ::poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1000)));
-      if (rc < 0 && errno != EINTR) {
-        return errno_error("poll connect");
-      }
-      if (rc > 0) {
-        break;
-      }
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    pollfd p{fd->get(), POLLOUT, 0};
+    const int rc = ::poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1000)));
+    if (rc < 0 && errno != EINTR) {
+      return errno_error("poll connect");
     }
-    int err = 0;
-    socklen_t elen = sizeof err;
-    if (::getsockopt(fd->get(), SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
-      return errno_error("getsockopt SO_ERROR");
+    if (rc > 0) {
+      break;
     }
-    if (err != 0) {
-      return errno_error("connect " + remote->to_string(), err);
-    }
+  }
+  if (auto st = connect_result(fd->get(), remote); !st) {
+    return std::move(st).take_error();
   }
   return fd;
 }

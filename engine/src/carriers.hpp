@@ -3,6 +3,7 @@
 // carrier_tcp.cpp, carrier_udpflow.cpp, and what they share in carrier_common.cpp.
 #pragma once
 
+#include <rendr/common/endpoint.hpp>
 #include <rendr/common/result.hpp>
 #include <rendr/common/unique_fd.hpp>
 #include <rendr/engine/carrier.hpp>
@@ -50,5 +51,10 @@ struct UdpServerPathState {
 // |spec.address| (bound to spec.local when given) before |deadline|. Errors: errno of
 // socket/bind/connect, timed_out, invalid_argument (address).
 [[nodiscard]] Result<UniqueFd> connect_fd(const PathSpec& spec, int type, Deadline deadline);
+// The same in two steps, for a caller that waits for writability itself (Dialer::async_dial):
+// start_connect_fd returns the socket with its connect under way (or done) and sets |remote|;
+// connect_result, once the socket is writable, is the connect's outcome (SO_ERROR).
+[[nodiscard]] Result<UniqueFd> start_connect_fd(const PathSpec& spec, int type, Endpoint& remote);
+[[nodiscard]] Status connect_result(int fd, const Endpoint& remote);
 
 }  // namespace rendr::detail

@@ -99,6 +99,16 @@ Status Admin::refuse(engine::RefusalCode code, std::string_view detail) {
   return d_->close(&r);
 }
 
+void Admin::async_close(std::function<void(Status)> done) {
+  d_->close_async(nullptr, std::move(done));
+}
+
+void Admin::async_refuse(engine::RefusalCode code, std::string_view detail,
+                         std::function<void(Status)> done) {
+  const engine::Refusal r{code, std::string(detail)};
+  d_->close_async(&r, std::move(done));
+}
+
 std::optional<engine::Refusal> Admin::peer_refusal() const {
   std::unique_lock lk(d_->mu);
   return d_->core().stats().peer_refusal;

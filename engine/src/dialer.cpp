@@ -1,13 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <rendr/engine/dialer.hpp>
 
+#include "carriers.hpp"
 #include "driver.hpp"
 
 #include <rendr/engine/errors.hpp>
 
 #include <sys/random.h>
 
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+
 #include <algorithm>
+#include <deque>
+#include <thread>
 
 namespace rendr {
 
@@ -95,37 +101,34 @@ std::shared_ptr<const detail::DialContext> dial_context(
   return ctx;
 }
 
-Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
-    const DialOptions& opts, const std::shared_ptr<detail::IoRuntime>& rt,
-    const std::shared_ptr<const detail::DialContext>& ctx, bool packet, Deadline deadline) {
-  // Dial every carrier first: the flow's frames must fit every path (datagram carriers take
-  // 1 392-byte frames), so max_payload is settled before the FlowCore exists.
-  struct Dialed {
-    detail::DialedCarrier c;
-    const PathSpec* spec;
-  };
+// Dialled: what dialling the paths gave (each path's carrier or failure, in path order).
+struct Dialed {
+  detail::DialedCarrier c;
+  const PathSpec* spec;
+};
+struct DialedPaths {
   std::vector<Dialed> carriers;
   std::vector<const PathSpec*> failed;
   std::vector<const PathSpec*> later;  // later_paths_after: not dialled now
   std::optional<Error> first_error;
-  for (const auto& spec : opts.paths) {
-    if (opts.later_paths_after.count() > 0 && !carriers.empty()) {
-      later.push_back(&spec);
-      continue;
-    }
-    auto c = detail::dial_carrier(*ctx, rt->io(), spec, deadline);
-    if (!c) {
-      if (!first_error) {
-        first_error = c.error().with_context("dial " + spec.transport + " " + spec.address);
-      }
-      failed.push_back(&spec);
-      continue;
-    }
-    carriers.push_back(Dialed{std::move(*c), &spec});
-  }
+};
+
+bool deferred_path(const DialOptions& opts, std::size_t index) {
+  return opts.later_paths_after.count() > 0 && index > 0;
+}
+
+// make_flow builds the client flow on the dialled carriers (the first carries HELLO, the others
+// BRIDGE_TAG once HELLO_ACK is in); the caller waits for it to settle.
+Result<std::shared_ptr<detail::FlowDriver>> make_flow(
+    const DialOptions& opts, const std::shared_ptr<detail::IoRuntime>& rt,
+    const std::shared_ptr<const detail::DialContext>& ctx, bool packet, DialedPaths& dialed) {
+  auto& carriers = dialed.carriers;
   if (carriers.empty()) {
-    return first_error ? *first_error : engine::make_error(engine::errc::invalid_config, "no path");
+    return dialed.first_error ? *dialed.first_error
+                              : engine::make_error(engine::errc::invalid_config, "no path");
   }
+  // The flow's frames must fit every path (datagram carriers take 1 392-byte frames), so
+  // max_payload is settled before the FlowCore exists.
   engine::FlowConfig cfg = opts;
   if (packet) {
     cfg.caps |= engine::kCapsPacketMode;
@@ -143,52 +146,233 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
   }
   auto drv = std::make_shared<detail::FlowDriver>(rt, std::move(*core), ctx);
   drv->set_max_payload(cfg.max_payload);
-  {
-    std::unique_lock lk(drv->mu);
-    for (auto& d : carriers) {
-      engine::PathOptions po;
-      po.name = d.spec->name.empty() ? d.spec->transport + "/" + d.spec->address : d.spec->name;
-      if (d.c.packet) {
-        po.framing = engine::Framing::datagram;
-        po.max_frame = d.c.packet->max_frame();
-      }
-      po.wall = std::chrono::system_clock::now();
-      auto id = drv->core().add_path(po, engine::Clock::now());
-      if (!id) {
-        return std::move(id).take_error();
-      }
-      if (d.c.stream) {
-        drv->attach_stream_locked(*id, std::move(d.c.stream), d.spec->transport, {});
-      } else {
-        drv->attach_packet_locked(*id, std::move(d.c.packet), d.spec->transport);
-      }
-      drv->note_path_locked(*id, *d.spec);
+  std::unique_lock lk(drv->mu);
+  for (auto& d : carriers) {
+    engine::PathOptions po;
+    po.name = d.spec->name.empty() ? d.spec->transport + "/" + d.spec->address : d.spec->name;
+    if (d.c.packet) {
+      po.framing = engine::Framing::datagram;
+      po.max_frame = d.c.packet->max_frame();
     }
-  }
-  if (auto st = drv->wait_established(deadline); !st) {
-    drv->shutdown();
-    return std::move(st).take_error();
-  }
-  if ((ctx->retry.enabled && !failed.empty()) || !later.empty()) {
-    std::unique_lock lk(drv->mu);
-    // One queue dials them in turn: the first deferred path waits later_paths_after, the rest
-    // follow it; then the re-dials of paths that failed.
-    for (std::size_t i = 0; i < later.size(); ++i) {
-      drv->schedule_later_locked(*later[i],
-                                 i == 0 ? opts.later_paths_after : std::chrono::milliseconds{0},
-                                 ctx->retry.enabled);
+    po.wall = std::chrono::system_clock::now();
+    auto id = drv->core().add_path(po, engine::Clock::now());
+    if (!id) {
+      return std::move(id).take_error();
     }
-    if (!later.empty()) {
-      drv->arm_later_locked(opts.later_paths_bytes);
+    if (d.c.stream) {
+      drv->attach_stream_locked(*id, std::move(d.c.stream), d.spec->transport, {});
+    } else {
+      drv->attach_packet_locked(*id, std::move(d.c.packet), d.spec->transport);
     }
-    if (ctx->retry.enabled) {
-      for (const PathSpec* spec : failed) {
-        drv->schedule_redial_locked(*spec);
-      }
-    }
+    drv->note_path_locked(*id, *d.spec);
   }
   return drv;
 }
+
+// schedule_background queues what the flow dials after its handshake: deferred paths, and the
+// re-dial of paths that failed (retry).
+void schedule_background(detail::FlowDriver& drv, const DialOptions& opts,
+                         const detail::DialContext& ctx, const DialedPaths& dialed) {
+  const auto& later = dialed.later;
+  if ((!ctx.retry.enabled || dialed.failed.empty()) && later.empty()) {
+    return;
+  }
+  std::unique_lock lk(drv.mu);
+  // One queue dials them in turn: the first deferred path waits later_paths_after, the rest
+  // follow it; then the re-dials of paths that failed.
+  for (std::size_t i = 0; i < later.size(); ++i) {
+    drv.schedule_later_locked(*later[i],
+                              i == 0 ? opts.later_paths_after : std::chrono::milliseconds{0},
+                              ctx.retry.enabled);
+  }
+  if (!later.empty()) {
+    drv.arm_later_locked(opts.later_paths_bytes);
+  }
+  if (ctx.retry.enabled) {
+    for (const PathSpec* spec : dialed.failed) {
+      drv.schedule_redial_locked(*spec);
+    }
+  }
+}
+
+void note_failure(DialedPaths& dialed, const PathSpec& spec, const Error& e) {
+  if (!dialed.first_error) {
+    dialed.first_error = e.with_context("dial " + spec.transport + " " + spec.address);
+  }
+  dialed.failed.push_back(&spec);
+}
+
+Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
+    const DialOptions& opts, const std::shared_ptr<detail::IoRuntime>& rt,
+    const std::shared_ptr<const detail::DialContext>& ctx, bool packet, Deadline deadline) {
+  DialedPaths dialed;
+  for (std::size_t i = 0; i < opts.paths.size(); ++i) {
+    const auto& spec = opts.paths[i];
+    if (deferred_path(opts, i) && !dialed.carriers.empty()) {
+      dialed.later.push_back(&spec);
+      continue;
+    }
+    auto c = detail::dial_carrier(*ctx, rt->io(), spec, deadline);
+    if (!c) {
+      note_failure(dialed, spec, c.error());
+      continue;
+    }
+    dialed.carriers.push_back(Dialed{std::move(*c), &spec});
+  }
+  auto drv = make_flow(opts, rt, ctx, packet, dialed);
+  if (!drv) {
+    return drv;
+  }
+  if (auto st = (*drv)->wait_established(deadline); !st) {
+    (*drv)->shutdown();
+    return std::move(st).take_error();
+  }
+  schedule_background(**drv, opts, *ctx, dialed);
+  return drv;
+}
+
+// AsyncDial: Dialer::async_dial over tcp paths, on the io thread: every path's connect at once
+// (writability through the reactor, one timer for the deadline), then make_flow and
+// on_settled_locked. The handler runs once, on the io thread.
+class AsyncDial : public std::enable_shared_from_this<AsyncDial> {
+ public:
+  AsyncDial(DialOptions opts, std::shared_ptr<detail::IoRuntime> rt,
+            std::shared_ptr<const detail::DialContext> ctx, Deadline deadline,
+            std::function<void(Result<ConnPtr>)> done)
+      : opts_(std::move(opts)),
+        rt_(std::move(rt)),
+        ctx_(std::move(ctx)),
+        deadline_(deadline),
+        done_(std::move(done)),
+        timer_(rt_->io()) {}
+
+  void start() {  // io thread
+    const bool deferring = opts_.later_paths_after.count() > 0;
+    for (std::size_t i = 0; i < opts_.paths.size(); ++i) {
+      if (deferring && i > 0) {
+        dialed_.later.push_back(&opts_.paths[i]);  // the first path is the one dialled now
+        continue;
+      }
+      connect(opts_.paths[i]);
+    }
+    if (deadline_ != kNoDeadline) {
+      timer_.expires_at(deadline_);
+      timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+        if (ec != asio::error::operation_aborted) {
+          for (auto& p : self->pending_) {
+            if (p.sock) {
+              std::error_code ignored;
+              p.sock->cancel(ignored);  // each completes with a time-out below
+            }
+          }
+          self->expired_ = true;
+        }
+      });
+    }
+    maybe_finish();
+  }
+
+ private:
+  struct Pending {
+    const PathSpec* spec = nullptr;
+    std::unique_ptr<asio::ip::tcp::socket> sock;
+    Endpoint remote;
+    std::optional<Result<detail::DialedCarrier>> result;
+  };
+
+  void connect(const PathSpec& spec) {
+    pending_.emplace_back();
+    Pending& p = pending_.back();
+    p.spec = &spec;
+    auto fd = detail::start_connect_fd(spec, SOCK_STREAM, p.remote);
+    if (!fd) {
+      p.result.emplace(fd.error().with_context("dial tcp"));
+      return;
+    }
+    p.sock = std::make_unique<asio::ip::tcp::socket>(rt_->io());
+    std::error_code ec;
+    p.sock->assign(p.remote.family == IpFamily::v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(),
+                   fd->release(), ec);
+    if (ec) {
+      p.result.emplace(Error{ec, "dial tcp: assign"});
+      p.sock.reset();
+      return;
+    }
+    ++waiting_;
+    const std::size_t index = pending_.size() - 1;
+    p.sock->async_wait(asio::socket_base::wait_write,
+                       [self = shared_from_this(), index](std::error_code wec) {
+                         self->connected(index, wec);
+                       });
+  }
+
+  void connected(std::size_t index, std::error_code ec) {
+    Pending& p = pending_[index];
+    --waiting_;
+    if (ec || expired_) {
+      p.result.emplace(make_error(std::errc::timed_out, "dial tcp: connect " + p.remote.to_string()));
+    } else if (auto st = detail::connect_result(p.sock->native_handle(), p.remote); !st) {
+      p.result.emplace(st.error().with_context("dial tcp"));
+    } else {
+      detail::DialedCarrier c;
+      c.stream = detail::make_tcp_carrier(std::move(*p.sock));
+      p.result.emplace(std::move(c));
+    }
+    p.sock.reset();
+    maybe_finish();
+  }
+
+  void maybe_finish() {
+    if (waiting_ > 0 || finished_) {
+      return;
+    }
+    finished_ = true;
+    for (auto& p : pending_) {
+      if (*p.result) {
+        dialed_.carriers.push_back(Dialed{std::move(**p.result), p.spec});
+      } else {
+        note_failure(dialed_, *p.spec, p.result->error());
+      }
+    }
+    auto drv = make_flow(opts_, rt_, ctx_, false, dialed_);
+    if (!drv) {
+      timer_.cancel();
+      complete(std::move(drv).take_error());
+      return;
+    }
+    std::unique_lock lk((*drv)->mu);
+    (*drv)->on_settled_locked(deadline_, [self = shared_from_this(), d = *drv](Status st) {
+      if (!st) {
+        d->shutdown();
+        self->complete(std::move(st).take_error());
+        return;
+      }
+      schedule_background(*d, self->opts_, *self->ctx_, self->dialed_);
+      self->complete(std::make_unique<Conn>(d));
+    });
+  }
+
+  void complete(Result<ConnPtr> r) {
+    timer_.cancel();
+    auto done = std::move(done_);
+    done_ = nullptr;
+    if (done) {
+      done(std::move(r));
+    }
+  }
+
+  DialOptions opts_;  // the flow's knobs; the PathSpecs pending_ and dialed_ point into
+  std::shared_ptr<detail::IoRuntime> rt_;
+  std::shared_ptr<const detail::DialContext> ctx_;
+  Deadline deadline_;
+  std::function<void(Result<ConnPtr>)> done_;
+  asio::steady_timer timer_;
+  std::deque<Pending> pending_;  // a deque: references stay valid as paths are added
+  DialedPaths dialed_;
+  int waiting_ = 0;
+  bool expired_ = false;
+  bool finished_ = false;
+};
 
 }  // namespace
 
@@ -219,6 +403,30 @@ Result<ConnPtr> Dialer::dial(const engine::L3Identity& identity, Deadline deadli
     return std::move(d).take_error();
   }
   return std::make_unique<Conn>(std::move(*d));
+}
+
+void Dialer::async_dial(const engine::L3Identity& identity, Deadline deadline,
+                        std::function<void(Result<ConnPtr>)> done) {
+  DialOptions o = opts_;
+  o.l3_identity = identity;
+  auto ctx = dial_context(o, stream_factories_, packet_factories_);
+  const bool all_tcp = std::all_of(o.paths.begin(), o.paths.end(),
+                                   [](const PathSpec& p) { return p.transport == "tcp"; });
+  if (!all_tcp) {
+    // Other carriers dial with blocking factories: the blocking dial, on a thread of its own.
+    std::thread([o = std::move(o), rt = rt_, ctx = std::move(ctx), deadline,
+                 done = std::move(done)]() mutable {
+      auto d = dial_flow(o, rt, ctx, false, deadline);
+      Result<ConnPtr> r = d ? Result<ConnPtr>(std::make_unique<Conn>(std::move(*d)))
+                            : Result<ConnPtr>(std::move(d).take_error());
+      auto shared = std::make_shared<Result<ConnPtr>>(std::move(r));
+      asio::post(rt->io(), [shared, done = std::move(done)] { done(std::move(*shared)); });
+    }).detach();
+    return;
+  }
+  auto a = std::make_shared<AsyncDial>(std::move(o), rt_, std::move(ctx), deadline,
+                                       std::move(done));
+  asio::post(rt_->io(), [a] { a->start(); });
 }
 
 Result<PacketConnPtr> Dialer::dial_packet(const engine::L3Identity& identity, Deadline deadline) {

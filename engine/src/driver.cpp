@@ -194,6 +194,7 @@ bool FlowDriver::pump_pass_locked() {
     released();
   }
   complete_async_locked();
+  run_hooks_locked();
   if (!shut_) {
     // Copy: flushing may close (erase) slots.
     std::vector<SlotPtr> live;
@@ -381,6 +382,8 @@ void FlowDriver::shutdown() {
       hs.push_back(std::move(self->pending_write_->h));
       self->pending_write_.reset();
     }
+    self->run_hooks_locked();  // an on_settled / close_async waiter learns the flow is gone
+    self->run_deferred(l2);
     l2.unlock();
     for (auto& h : hs) {
       h(make_error_code(engine::errc::closed), 0);

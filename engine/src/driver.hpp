@@ -182,6 +182,12 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   [[nodiscard]] engine::FlowStats stats_locked();
   // dial helpers: wait for the handshake and the dialled paths.
   [[nodiscard]] Status wait_established(Deadline d);
+  // on_settled_locked (mu held): |done| runs once, on the io thread, with what
+  // wait_established(|d|) would return, as soon as that is known (Dialer::async_dial).
+  void on_settled_locked(Deadline d, std::function<void(Status)> done);
+  // close_async: close(|refusal|) without waiting; |done| runs once on the io thread with what
+  // close() would return, after the flow ended and was shut down (Admin::async_close).
+  void close_async(const engine::Refusal* refusal, std::function<void(Status)> done);
   void start_async_read(std::span<std::byte> buf, IoHandler h);
   void start_async_write(std::span<const std::byte> buf, IoHandler h);
   void cancel_async();
@@ -240,6 +246,10 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::optional<engine::TransportAck> transport_ack_locked(engine::PathId path) const;
   void complete_async_locked();
   bool path_settled_locked(engine::PathId id) const;
+  // settled_status_locked: wait_established's answer now, or nothing while it must wait.
+  [[nodiscard]] std::optional<Status> settled_status_locked(Deadline d);
+  // run_hooks_locked: the on_settled / close_async callbacks whose moment came (deferred).
+  void run_hooks_locked();
 
   // --- direct receive (driver_direct.cpp) ---
   // offer_to_app_locked (io thread, after a bulk read of |s|, instead of starting the next):
@@ -277,6 +287,10 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   std::function<void()> on_finished_;
   std::function<void(std::size_t)> carriers_hook_;
   std::function<void()> accept_gate_;
+  std::function<void(Status)> settled_hook_;  // on_settled_locked
+  Deadline settled_by_{};
+  std::unique_ptr<asio::steady_timer> settle_timer_;
+  std::function<void(Status)> closed_hook_;  // close_async
   std::atomic<bool> held_{false};
   std::atomic<bool> refused_{false};
 

@@ -136,32 +136,105 @@ Result<PathId> FlowDriver::add_path(const PathSpec& spec, Deadline d) {
   }
 }
 
+std::optional<Status> FlowDriver::settled_status_locked(Deadline d) {
+  const auto st = core_->state();
+  if (st == FlowState::dead) {
+    const auto& e = core_->close_error();
+    return Status(e ? e->with_context("dial") : engine::make_error(engine::errc::closed, "dial"));
+  }
+  if (st != FlowState::init && st != FlowState::handshaking) {
+    bool settled = true;
+    for (const auto& p : core_->stats().paths) {
+      settled = settled && p.state == engine::PathState::ready;
+    }
+    if (settled || Clock::now() >= d) {
+      return Status{};
+    }
+    return std::nullopt;
+  }
+  if (core_->path_ids().empty()) {
+    return Status(engine::make_error(engine::errc::path_dead,
+                                     "dial: every path died before the handshake"));
+  }
+  if (Clock::now() >= d) {
+    return Status(timed_out("dial: waiting for HELLO_ACK"));
+  }
+  return std::nullopt;
+}
+
 Status FlowDriver::wait_established(Deadline d) {
   std::unique_lock lk(mu);
   for (;;) {
-    const auto st = core_->state();
-    if (st == FlowState::dead) {
-      const auto& e = core_->close_error();
-      return e ? e->with_context("dial") : engine::make_error(engine::errc::closed, "dial");
-    }
-    if (st != FlowState::init && st != FlowState::handshaking) {
-      bool settled = true;
-      for (const auto& p : core_->stats().paths) {
-        settled = settled && p.state == engine::PathState::ready;
-      }
-      if (settled || Clock::now() >= d) {
-        return {};
-      }
-    } else {
-      if (core_->path_ids().empty()) {
-        return engine::make_error(engine::errc::path_dead,
-                                  "dial: every path died before the handshake");
-      }
-      if (Clock::now() >= d) {
-        return timed_out("dial: waiting for HELLO_ACK");
-      }
+    if (auto st = settled_status_locked(d)) {
+      return std::move(*st);
     }
     cv.wait_until(lk, d);
+  }
+}
+
+void FlowDriver::on_settled_locked(Deadline d, std::function<void(Status)> done) {
+  settled_hook_ = std::move(done);
+  settled_by_ = d;
+  if (d != kNoDeadline) {
+    settle_timer_ = std::make_unique<asio::steady_timer>(rt_->io());
+    settle_timer_->expires_at(d);
+    settle_timer_->async_wait([weak = weak_from_this()](std::error_code ec) {
+      auto self = weak.lock();
+      if (ec == asio::error::operation_aborted || !self) {
+        return;
+      }
+      std::unique_lock lk(self->mu);
+      self->run_hooks_locked();
+      self->run_deferred(lk);
+    });
+  }
+  request_service_locked();
+}
+
+void FlowDriver::close_async(const engine::Refusal* refusal, std::function<void(Status)> done) {
+  std::unique_lock lk(mu);
+  if (!user_closed_) {
+    user_closed_ = true;
+    reclaim_input_locked();
+    if (refusal) {
+      (void)core_->refuse(refusal->code, refusal->detail, Clock::now());
+    } else {
+      core_->close(Clock::now());
+    }
+  }
+  closed_hook_ = std::move(done);
+  request_service_locked();
+}
+
+void FlowDriver::run_hooks_locked() {
+  if (settled_hook_) {
+    auto st = settled_status_locked(settled_by_);
+    if (!st && shut_) {
+      st = Status(engine::make_error(engine::errc::closed, "dial: the flow was shut down"));
+    }
+    if (st) {
+      deferred_.push_back([h = std::move(settled_hook_), st = std::move(*st)]() mutable {
+        h(std::move(st));
+      });
+      settled_hook_ = nullptr;
+      if (settle_timer_) {
+        settle_timer_->cancel();
+      }
+    }
+  }
+  if (closed_hook_ && (core_->state() == FlowState::dead || shut_)) {
+    std::optional<Error> err = core_->close_error();
+    Status st;
+    if (err && err->code == make_error_code(engine::errc::graceful_close_timeout)) {
+      st = std::move(*err);
+    }
+    // As close(): the carriers go once the flow ended (shutdown() takes mu: after unlocking).
+    deferred_.push_back([self = shared_from_this(), h = std::move(closed_hook_),
+                         st = std::move(st)]() mutable {
+      self->shutdown();
+      h(std::move(st));
+    });
+    closed_hook_ = nullptr;
   }
 }
 

@@ -108,6 +108,13 @@ class Admin {
   // peer_refusal() says why. A peer without the feature (caps bit 15) gets BYE(app_request)
   // instead (peer_closed there). On a flow already closing or ended it is close().
   [[nodiscard]] Status refuse(engine::RefusalCode code, std::string_view detail = {});
+  // async_close / async_refuse: close() / refuse() without blocking, for code running on the
+  // io thread (an event-driven relay). |done| runs once, on the io thread, with what the
+  // blocking call would return, once the flow ended and its carriers were let go; the handle
+  // may be destroyed from |done| (its destructor's close() then returns at once).
+  void async_close(std::function<void(Status)> done);
+  void async_refuse(engine::RefusalCode code, std::string_view detail,
+                    std::function<void(Status)> done);
   // peer_refusal: the REFUSE the peer ended this flow with (its read/write then failed with
   // flow_refused); empty otherwise.
   [[nodiscard]] std::optional<engine::Refusal> peer_refusal() const;

@@ -24,6 +24,7 @@
 #include <rendr/engine/types.hpp>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -100,6 +101,14 @@ class Dialer {
   [[nodiscard]] Result<PacketConnPtr> dial_packet(
       const engine::L3Identity& identity,
       Deadline deadline = deadline_in(std::chrono::seconds(10)));
+
+  // async_dial: dial(identity, deadline) without blocking. |done| runs once, on this Dialer's
+  // io thread (so a handler may start the Conn's async operations at once), with the Conn or
+  // the error dial would return. tcp paths connect through the io thread's reactor, all at
+  // once; any other transport makes it the blocking dial on a thread of its own. Blocking calls
+  // on the Conn must not be made from |done| (it runs on the io thread).
+  void async_dial(const engine::L3Identity& identity, Deadline deadline,
+                  std::function<void(Result<ConnPtr>)> done);
 
   [[nodiscard]] const DialOptions& options() const { return opts_; }
 

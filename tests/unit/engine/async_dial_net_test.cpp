@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: Apache-2.0
+// Dialer::async_dial and Admin::async_close / async_refuse over loopback: the event-driven face
+// an io-thread program (rendr-tun) uses - every completion on the Dialer's io thread, no call
+// that blocks it, and the same outcomes as dial / close / refuse.
+#include <rendr/common/unique_fd.hpp>
+#include <rendr/engine/conn.hpp>
+#include <rendr/engine/dialer.hpp>
+#include <rendr/engine/errors.hpp>
+#include <rendr/engine/listener.hpp>
+
+#include "api_helpers.hpp"
+#include "support/require_result.hpp"
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <catch2/catch.hpp>
+
+#include <future>
+#include <thread>
+
+using namespace rendr;
+using namespace std::chrono_literals;
+using namespace rendr::test::api;
+
+namespace {
+
+// IoThread: an io_context run by one thread (the Dialer's io, given as DialOptions::io).
+struct IoThread {
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  std::thread t{[this] { io.run(); }};
+  ~IoThread() {
+    work.reset();
+    io.stop();
+    t.join();
+  }
+};
+
+engine::L3Identity identity() {
+  auto id = engine::make_l3_identity(6, "10.9.8.7:51000", "203.0.113.9:80");
+  REQUIRE(id);
+  return *id;
+}
+
+// Outcome: what async_dial's handler saw.
+struct Outcome {
+  Result<ConnPtr> conn = make_error(std::errc::operation_canceled, "not run");
+  bool on_io_thread = false;
+};
+
+Outcome dial_async(Dialer& d, IoThread& io, Deadline deadline) {
+  std::promise<Outcome> p;
+  d.async_dial(identity(), deadline, [&](Result<ConnPtr> r) {
+    Outcome o;
+    o.on_io_thread = std::this_thread::get_id() == io.t.get_id();
+    o.conn = std::move(r);
+    p.set_value(std::move(o));
+  });
+  auto f = p.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  return f.get();
+}
+
+// A listening TCP socket that accepts nothing: a connect completes, a HELLO is never answered.
+struct Mute {
+  UniqueFd fd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  std::string address;
+  Mute() {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd.get(), 16) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    address = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("engine async_dial: two tcp paths, the handler on the io thread, identity and bytes "
+          "both ways",
+          "[engine][async_dial]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  IoThread io;
+  auto o = dial_opts({tcp_path(**l, "a"), tcp_path(**l, "b")});
+  o.io = &io.io;
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  auto out = dial_async(**d, io, deadline_in(5s));
+  REQUIRE_OK(out.conn);
+  CHECK(out.on_io_thread);
+  auto s = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s);
+  REQUIRE((*s)->l3_identity().has_value());
+  CHECK(*(*s)->l3_identity() == identity());
+  // Every dialled path was ready when the handler ran (as dial returns).
+  const auto st = (*out.conn)->stats();
+  REQUIRE(st.paths.size() == 2);
+  for (const auto& p : st.paths) {
+    CHECK(p.state == engine::PathState::ready);
+  }
+  // Bytes both ways (blocking calls from this thread, not the io thread).
+  const std::string up = "request", down = "answer!";
+  REQUIRE_OK((*out.conn)->write(std::as_bytes(std::span(up))));
+  std::string got(up.size(), '\0');
+  auto n = (*s)->read(std::as_writable_bytes(std::span(got)), deadline_in(5s));
+  REQUIRE_OK(n);
+  CHECK(got == up);
+  REQUIRE_OK((*s)->write(std::as_bytes(std::span(down))));
+  n = (*out.conn)->read(std::as_writable_bytes(std::span(got)), deadline_in(5s));
+  REQUIRE_OK(n);
+  CHECK(got == down);
+}
+
+TEST_CASE("engine async_dial: a refused connect and a HELLO never answered end in errors on the "
+          "io thread",
+          "[engine][async_dial]") {
+  IoThread io;
+  SECTION("nothing listens: the connect's error") {
+    Mute m;
+    const std::string addr = m.address;
+    m.fd.reset();  // the port is closed now
+    PathSpec p;
+    p.address = addr;
+    auto o = dial_opts({p});
+    o.io = &io.io;
+    auto d = Dialer::create(o);
+    REQUIRE_OK(d);
+    auto out = dial_async(**d, io, deadline_in(5s));
+    REQUIRE_FALSE(out.conn);
+    CHECK(out.on_io_thread);
+    CHECK(out.conn.error().code == std::errc::connection_refused);
+  }
+  SECTION("a peer that never answers: timed out at the deadline, not before") {
+    Mute m;
+    PathSpec p;
+    p.address = m.address;
+    auto o = dial_opts({p});
+    o.io = &io.io;
+    auto d = Dialer::create(o);
+    REQUIRE_OK(d);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto out = dial_async(**d, io, deadline_in(300ms));
+    const auto took = std::chrono::steady_clock::now() - t0;
+    REQUIRE_FALSE(out.conn);
+    CHECK(out.on_io_thread);
+    CHECK(out.conn.error().code == std::errc::timed_out);
+    CHECK(took >= 290ms);
+    CHECK(took < 3s);
+  }
+  SECTION("one of two paths refused: the flow lives on the other") {
+    auto l = listen_tcp("127.0.0.1:0", listen_opts());
+    REQUIRE_OK(l);
+    Mute m;
+    PathSpec dead;
+    dead.address = m.address;
+    m.fd.reset();
+    auto o = dial_opts({dead, tcp_path(**l)});
+    o.io = &io.io;
+    auto d = Dialer::create(o);
+    REQUIRE_OK(d);
+    auto out = dial_async(**d, io, deadline_in(5s));
+    REQUIRE_OK(out.conn);
+    CHECK((*out.conn)->stats().paths.size() == 1);
+    auto s = (*l)->accept(deadline_in(5s));
+    REQUIRE_OK(s);
+  }
+}
+
+TEST_CASE("engine async_close / async_refuse: done on the io thread, the peer sees EOF or the "
+          "refusal, the handle dropped inside done",
+          "[engine][async_dial]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  IoThread io;
+  auto o = dial_opts({tcp_path(**l)});
+  o.io = &io.io;
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  const bool refuse = GENERATE(false, true);
+  auto out = dial_async(**d, io, deadline_in(5s));
+  REQUIRE_OK(out.conn);
+  auto s = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s);
+  const std::string last = "last bytes";
+  REQUIRE_OK((*out.conn)->write(std::as_bytes(std::span(last))));
+  std::promise<std::pair<Status, bool>> p;
+  // Started on the io thread, as an event-driven relay does; the Conn goes inside done.
+  std::shared_ptr<Conn> conn(std::move(*out.conn));
+  asio::post(io.io, [&, conn]() mutable {
+    auto done = [&, conn](Status st) mutable {
+      conn.reset();  // ~Conn's close() must not block here
+      p.set_value({std::move(st), std::this_thread::get_id() == io.t.get_id()});
+    };
+    if (refuse) {
+      conn->async_refuse(engine::RefusalCode::flow_denied, "not here", std::move(done));
+    } else {
+      conn->async_close(std::move(done));
+    }
+  });
+  conn.reset();
+  auto f = p.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  auto [st, on_io] = f.get();
+  CHECK(st);
+  CHECK(on_io);
+  // The peer reads every byte, then EOF (close) or the refusal.
+  std::string got(last.size(), '\0');
+  auto n = (*s)->read(std::as_writable_bytes(std::span(got)), deadline_in(5s));
+  REQUIRE_OK(n);
+  CHECK(got == last);
+  std::byte b[1];
+  auto end = (*s)->read_some(b, deadline_in(5s));
+  if (refuse) {
+    REQUIRE_FALSE(end);
+    CHECK(end.error().code == make_error_code(engine::errc::flow_refused));
+    REQUIRE((*s)->peer_refusal().has_value());
+    CHECK((*s)->peer_refusal()->code == engine::RefusalCode::flow_denied);
+  } else {
+    REQUIRE_OK(end);
+    CHECK(*end == 0);
+  }
+}
