@@ -148,6 +148,9 @@ void FlowDriver::run_deferred(std::unique_lock<std::mutex>& lk) {
   for (auto& f : d) {
     f();
   }
+  // Destroyed unlocked too: a callback's captures may hold the last handle on this flow, and
+  // the handle's destructor takes |mu| (an async_close's done that owns the Conn).
+  d.clear();
   lk.lock();
 }
 

@@ -12,6 +12,7 @@ Result<Dialer*> Dialers::get(const std::vector<std::string>& peers) {
   }
   DialOptions o;
   o.listener_key = common_.listener_key;
+  o.io = io_;
   apply_probe(common_, o);
   o.later_paths_after = common_.later_paths;
   o.later_paths_bytes = 64U << 10;

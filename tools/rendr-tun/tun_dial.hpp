@@ -22,14 +22,17 @@ namespace rendr::tun {
 
 class Dialers {
  public:
-  // |o|: the listener key and the probing (--probe-ms) every Dialer gets.
-  explicit Dialers(const CommonOptions& o) : common_(o) {}
+  // |o|: the listener key and the probing (--probe-ms) every Dialer gets; |io|: the io_context
+  // every Dialer runs its flows on (null: a thread of its own each).
+  explicit Dialers(const CommonOptions& o, asio::io_context* io = nullptr)
+      : common_(o), io_(io) {}
   // get: the Dialer for |peers|, created on first use. Its flows dial a dead path again until
   // it is back. Errors: Dialer::create's.
   [[nodiscard]] Result<Dialer*> get(const std::vector<std::string>& peers);
 
  private:
   CommonOptions common_;
+  asio::io_context* io_ = nullptr;
   std::mutex mu_;
   std::map<std::vector<std::string>, std::unique_ptr<Dialer>> by_peers_;
 };

@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-tun egress: one thread per engine flow; lands it with the egress hook's decision or
-// refuses it with a RefusalCode the ingress counts.
+// rendr-tun egress: the listener and every stream flow run on one io thread - the decision, the
+// origin's connect and the relay are events there, no thread per flow; a flow that cannot be
+// landed is refused with a RefusalCode the ingress counts. Packet flows (UDP) keep a thread
+// each.
+#include "tun_io.hpp"
 #include "tun_relay.hpp"
 #include "tun_roles.hpp"
 #include "tun_status.hpp"
 
 #include <pthread.h>
 #include <rendr/engine/listener.hpp>
+
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -48,37 +55,7 @@ engine::RefusalCode refusal_for(int err) {
   }
 }
 
-// connect_to connects a blocking TCP socket to |dst| within |timeout|; on failure the errno.
-Result<UniqueFd> connect_to(const Endpoint& dst, std::chrono::milliseconds timeout) {
-  UniqueFd fd(::socket(dst.af(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) {
-    return errno_error("socket");
-  }
-  sockaddr_storage ss{};
-  const socklen_t len = dst.to_sockaddr(ss);
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
-    if (errno != EINPROGRESS) {
-      return errno_error("connect " + dst.to_string());
-    }
-    pollfd p{fd.get(), POLLOUT, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
-    if (n == 0) {
-      return errno_error("connect " + dst.to_string(), ETIMEDOUT);
-    }
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (n < 0 || ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &el) != 0) {
-      return errno_error("connect " + dst.to_string());
-    }
-    if (err != 0) {
-      return errno_error("connect " + dst.to_string(), err);
-    }
-  }
-  const int fl = ::fcntl(fd.get(), F_GETFL);
-  ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
-  return fd;
-}
-
+// refuse: ends a packet flow with a REFUSE carrying |code| (blocking: its own thread).
 void refuse(Admin& conn, TunStatus& status, const std::string& name, engine::RefusalCode code,
             const std::string& detail) {
   status.count("refused_" + engine::to_string(code));
@@ -87,51 +64,125 @@ void refuse(Admin& conn, TunStatus& status, const std::string& name, engine::Ref
   (void)conn.refuse(code, detail);
 }
 
-void egress_flow(const EgressOptions& o, TunStatus& status, ConnPtr conn) {
-  (void)::pthread_setname_np(::pthread_self(), "tun-eg-flow");  // per-thread CPU reports
-  const auto id = conn->l3_identity();
-  if (!id || id->proto != 6) {
-    refuse(*conn, status, id ? engine::to_string(*id) : "(no identity)",
-           engine::RefusalCode::identity_mismatch,
-           id ? "only tcp identities are landed" : "the flow carries no L3 identity");
+// EgressFlow: one stream flow being landed, on the io thread; its status entry goes with it.
+struct EgressFlow {
+  EgressFlow(TunStatus& s, ConnPtr c) : status(s), conn(std::move(c)) {}
+  ~EgressFlow() {
+    if (entry) {
+      status.remove(entry);
+    }
+  }
+  EgressFlow(const EgressFlow&) = delete;
+  EgressFlow& operator=(const EgressFlow&) = delete;
+  TunStatus& status;
+  ConnPtr conn;  // until the relay takes it
+  std::shared_ptr<FlowEntry> entry;
+  std::string name;
+  std::unique_ptr<asio::posix::stream_descriptor> origin;  // while connecting
+  std::unique_ptr<asio::steady_timer> timer;
+};
+
+// refuse_async (io thread): ends the flow with a REFUSE carrying |code|; the Conn goes once the
+// refusal is out.
+void refuse_async(const std::shared_ptr<EgressFlow>& f, engine::RefusalCode code,
+                  const std::string& detail) {
+  f->status.count("refused_" + engine::to_string(code));
+  std::fprintf(stderr, "rendr-tun: egress %s: refused: %s (%s)\n", f->name.c_str(),
+               engine::to_string(code).c_str(), detail.c_str());
+  if (f->entry) {
+    f->entry->state.store("refused");
+    f->status.set_conn(f->entry, nullptr);
+  }
+  std::shared_ptr<Conn> conn(std::move(f->conn));
+  Conn& c = *conn;
+  c.async_refuse(code, detail, [conn](Status) {});
+}
+
+// relay_to_origin (io thread): the origin answered; bridge it and the flow.
+void relay_to_origin(const std::shared_ptr<EgressFlow>& f, UniqueFd fd) {
+  f->entry->state.store("relaying");
+  RelayHooks h;
+  // Bytes up (app -> origin) arrive from the Conn here: the relay's from_conn.
+  h.progress = {&f->entry->bytes_down, &f->entry->bytes_up};
+  h.on_done = [f](const RelayResult& r) {
+    f->status.set_conn(f->entry, nullptr);
+    f->status.count(r.conn_failed ? "flows_failed" : "flows_done");
+    std::fprintf(stderr, "rendr-tun: egress %s: %llu bytes to origin, %llu back\n",
+                 f->name.c_str(), static_cast<unsigned long long>(r.from_conn),
+                 static_cast<unsigned long long>(r.to_conn));
+  };
+  start_relay(std::move(f->conn), std::move(fd), std::move(h));
+}
+
+// connect_origin (io thread): a non-blocking connect to |dst| bounded by o.connect_timeout;
+// then relay_to_origin, or a refusal naming why.
+void connect_origin(const EgressOptions& o, const std::shared_ptr<EgressFlow>& f,
+                    const Endpoint& dst) {
+  f->entry->state.store("connecting");
+  UniqueFd fd(::socket(dst.af(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) {
+    refuse_async(f, refusal_for(errno), errno_error("socket").message());
     return;
   }
-  const std::string name = engine::to_string(*id);
-  const auto entry = status.add(*id);
-  struct Unregister {
-    TunStatus& s;
-    const std::shared_ptr<FlowEntry>& e;
-    ~Unregister() { s.remove(e); }
-  } unregister{status, entry};
-  status.set_conn(entry, conn.get());
+  sockaddr_storage ss{};
+  const socklen_t len = dst.to_sockaddr(ss);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0 &&
+      errno != EINPROGRESS) {
+    const int err = errno;
+    refuse_async(f, refusal_for(err), errno_error("connect " + dst.to_string(), err).message());
+    return;
+  }
+  auto& io = static_cast<asio::io_context&>(f->conn->get_executor().context());
+  f->origin = std::make_unique<asio::posix::stream_descriptor>(io, fd.release());
+  f->timer = std::make_unique<asio::steady_timer>(io, o.connect_timeout);
+  f->timer->async_wait([f](std::error_code ec) {
+    if (!ec && f->origin) {
+      f->origin->cancel();  // the wait below completes with operation_aborted: a time-out
+    }
+  });
+  f->origin->async_wait(asio::posix::stream_descriptor::wait_write, [f, dst](std::error_code ec) {
+    f->timer->cancel();
+    int err = ec ? (ec == asio::error::operation_aborted ? ETIMEDOUT : ec.value()) : 0;
+    if (err == 0) {
+      socklen_t el = sizeof err;
+      if (::getsockopt(f->origin->native_handle(), SOL_SOCKET, SO_ERROR, &err, &el) != 0) {
+        err = errno;
+      }
+    }
+    if (err != 0) {
+      f->origin.reset();
+      refuse_async(f, refusal_for(err), errno_error("connect " + dst.to_string(), err).message());
+      return;
+    }
+    UniqueFd connected(f->origin->release());
+    f->origin.reset();
+    relay_to_origin(f, std::move(connected));
+  });
+}
+
+// egress_flow (io thread): identity, decision, then the origin's connect.
+void egress_flow(const EgressOptions& o, TunStatus& status, ConnPtr conn) {
+  auto f = std::make_shared<EgressFlow>(status, std::move(conn));
+  const auto id = f->conn->l3_identity();
+  if (!id || id->proto != 6) {
+    f->name = id ? engine::to_string(*id) : "(no identity)";
+    refuse_async(f, engine::RefusalCode::identity_mismatch,
+                 id ? "only tcp identities are landed" : "the flow carries no L3 identity");
+    return;
+  }
+  f->name = engine::to_string(*id);
+  f->entry = status.add(*id);
+  status.set_conn(f->entry, f->conn.get());
   const EgressDecision d =
       o.decide ? o.decide(*id) : EgressDecision{EgressDecision::Kind::deny, {}, {}, "no policy"};
   if (d.kind == EgressDecision::Kind::deny) {
-    entry->state.store("refused");
-    refuse(*conn, status, name, d.code, d.detail);
-    status.set_conn(entry, nullptr);
+    refuse_async(f, d.code, d.detail);
     return;
   }
-  const Endpoint dst = d.kind == EgressDecision::Kind::redirect ? d.to : destination_of(*id);
   if (d.kind == EgressDecision::Kind::redirect) {
     status.count("redirected");
   }
-  entry->state.store("connecting");
-  auto fd = connect_to(dst, o.connect_timeout);
-  if (!fd) {
-    entry->state.store("refused");
-    refuse(*conn, status, name, refusal_for(fd.error().code.value()), fd.error().message());
-    status.set_conn(entry, nullptr);
-    return;
-  }
-  entry->state.store("relaying");
-  // Bytes up (app -> origin) arrive from the Conn here: the relay's from_conn.
-  const auto r = relay(*conn, fd->get(), {&entry->bytes_down, &entry->bytes_up});
-  status.set_conn(entry, nullptr);
-  status.count(r.conn_failed ? "flows_failed" : "flows_done");
-  std::fprintf(stderr, "rendr-tun: egress %s: %llu bytes to origin, %llu back\n", name.c_str(),
-               static_cast<unsigned long long>(r.from_conn),
-               static_cast<unsigned long long>(r.to_conn));
+  connect_origin(o, f, d.kind == EgressDecision::Kind::redirect ? d.to : destination_of(*id));
 }
 
 // udp_socket_to: a UDP socket connected to |dst| (so only its replies are read).
@@ -254,7 +305,9 @@ int run_egress(const EgressOptions& o) {
     }
   }
   publish_status(o, status);
+  IoThread io("tun-io");
   ListenOptions lo;
+  lo.io = &io.io;
   lo.listener_key = o.listener_key;
   apply_probe(o, lo.flow);
   // An egress serves a few ingress hosts, each carrying many app flows from one address (200
@@ -299,7 +352,9 @@ int run_egress(const EgressOptions& o) {
       std::fprintf(stderr, "rendr-tun: accept: %s\n", c.error().message().c_str());
       return 1;
     }
-    std::thread(egress_flow, std::cref(o), std::ref(status), std::move(*c)).detach();
+    // Landed on the io thread, like every flow and relay of this process.
+    auto conn = std::make_shared<ConnPtr>(std::move(*c));
+    asio::post(io.io, [&o, &status, conn] { egress_flow(o, status, std::move(*conn)); });
   }
 }
 

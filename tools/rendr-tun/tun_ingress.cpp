@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-tun ingress: one thread per application flow (the dial and the relay block), one
-// Dialer per distinct peer set the decision hook names, one PumpHub thread pumping every flow's
-// lwIP connection to its relay.
+// rendr-tun ingress: the accept thread decides each application flow and hands its lwIP
+// connection to the PumpHub thread (which pumps every flow's connection to a socket); the dial
+// (Dialer::async_dial) and the relay run on one io thread shared by every Dialer - no thread
+// per flow.
 #include "tun_dial.hpp"
+#include "tun_io.hpp"
 #include "tun_relay.hpp"
 #include "tun_roles.hpp"
 #include "tun_status.hpp"
 #include "tun_udp.hpp"
 
-#include <pthread.h>
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/errors.hpp>
 #include <rendr/userstack/pump_hub.hpp>
@@ -16,7 +17,6 @@
 
 #include <cstdio>
 #include <memory>
-#include <thread>
 
 namespace rendr::tun {
 
@@ -34,36 +34,75 @@ engine::L3Identity identity_of(const FourTuple& t) {
   return id;
 }
 
+// IngressFlow: one app flow's state while its dial and relay run on the io thread; its status
+// entry goes with it.
+struct IngressFlow {
+  IngressFlow(TunStatus& s, userstack::PumpHub& h, const engine::L3Identity& id)
+      : status(s), hub(h), entry(s.add(id)), name(engine::to_string(id)) {}
+  ~IngressFlow() { status.remove(entry); }
+  IngressFlow(const IngressFlow&) = delete;
+  IngressFlow& operator=(const IngressFlow&) = delete;
+  TunStatus& status;
+  userstack::PumpHub& hub;
+  std::shared_ptr<FlowEntry> entry;
+  std::string name;
+  std::shared_ptr<userstack::PumpHub::Ticket> pump;
+};
+
+// relay_flow (io thread): bridges the dialled engine flow and the pump's socket.
+void relay_flow(const std::shared_ptr<IngressFlow>& f, ConnPtr conn, UniqueFd fd) {
+  Conn* raw = conn.get();
+  f->status.set_conn(f->entry, raw);
+  f->entry->state.store("relaying");
+  RelayHooks h;
+  h.progress = {&f->entry->bytes_up, &f->entry->bytes_down};
+  h.on_conn_error = [f, raw](const Error& e) {
+    // Stop the pump and reset the app's connection before the fd is shut down: the app must
+    // see a reset, not a FIN (a call to the hub's thread, which never waits for this one).
+    f->status.count("reset_" + reason_of(raw, e));
+    f->hub.abort(*f->pump);
+    std::fprintf(stderr, "rendr-tun: %s: engine flow ended: %s: reset\n", f->name.c_str(),
+                 e.message().c_str());
+  };
+  h.on_done = [f](const RelayResult& r) {
+    f->entry->state.store("closing");
+    f->status.set_conn(f->entry, nullptr);
+    // Both directions ended cleanly: the pump hands its last bytes and the FIN to lwIP and
+    // ends by itself (its socket is closed with the relay). Otherwise it goes now.
+    if (!r.conn_failed && !(r.up && r.down)) {
+      f->hub.release(*f->pump);
+    }
+    f->status.count(r.conn_failed ? "flows_reset" : "flows_done");
+    std::fprintf(stderr, "rendr-tun: %s: %llu bytes up, %llu down%s%s\n", f->name.c_str(),
+                 static_cast<unsigned long long>(r.to_conn),
+                 static_cast<unsigned long long>(r.from_conn), r.up ? "" : " (up: error)",
+                 r.down ? "" : " (down: error)");
+  };
+  start_relay(std::move(conn), std::move(fd), std::move(h));
+}
+
+// ingress_flow (the accept thread): decide, hand the lwIP connection to the pump hub and start
+// the engine dial; the rest happens on the io thread.
 void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
                   userstack::PumpHub& hub, userstack::ConnectionPtr conn) {
-  (void)::pthread_setname_np(::pthread_self(), "tun-in-flow");  // per-thread CPU reports
   const auto id = identity_of(conn->tuple());
-  const std::string name = engine::to_string(id);
-  const auto entry = status.add(id);
-  struct Unregister {
-    TunStatus& s;
-    const std::shared_ptr<FlowEntry>& e;
-    ~Unregister() { s.remove(e); }
-  } unregister{status, entry};
-
+  auto f = std::make_shared<IngressFlow>(status, hub, id);
   const FlowDecision d = o.decide ? o.decide(id) : FlowDecision{true, {}};
   if (d.deny || d.peers.empty()) {
     status.count("reset_flow_denied");
-    std::fprintf(stderr, "rendr-tun: %s: denied by the flow decision: reset\n", name.c_str());
+    std::fprintf(stderr, "rendr-tun: %s: denied by the flow decision: reset\n", f->name.c_str());
     conn->abort();  // the app sees a reset of this one flow
     return;
   }
   auto dialer = dialers.get(d.peers);
-  Result<ConnPtr> c = dialer ? (*dialer)->dial(id) : Result<ConnPtr>(dialer.error());
-  if (!c) {
-    // Refused while the dial waited for its paths: the refusal's reason; else the dial's.
-    const bool refused = c.error().code == make_error_code(engine::errc::flow_refused);
-    status.count("reset_" + (refused ? reason_of(nullptr, c.error()) : std::string("dial_failed")));
-    std::fprintf(stderr, "rendr-tun: %s: dial: %s: reset\n", name.c_str(),
-                 c.error().message().c_str());
+  if (!dialer) {
+    status.count("reset_dial_failed");
+    std::fprintf(stderr, "rendr-tun: %s: dial: %s: reset\n", f->name.c_str(),
+                 dialer.error().message().c_str());
     conn->abort();
     return;
   }
+  // The pump starts now: the app's first bytes wait in its socket until the relay reads them.
   UniqueFd fd;
   auto pump = hub.attach(std::move(conn), fd);
   if (!pump) {
@@ -71,36 +110,25 @@ void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
     std::fprintf(stderr, "rendr-tun: bridge: %s\n", pump.error().message().c_str());
     return;
   }
-  struct Release {  // the pump goes with the flow (whatever path leaves here)
-    userstack::PumpHub& hub;
-    userstack::PumpHub::Ticket& t;
-    ~Release() { hub.release(t); }
-  } release{hub, **pump};
-  status.set_conn(entry, c->get());
-  entry->state.store("relaying");
-  std::string why;
-  const auto r = relay(**c, fd.get(), {&entry->bytes_up, &entry->bytes_down},
-                       [&](const Error& e) {
-                         // Stop the pump and reset the app's connection before the fd is shut
-                         // down: the app must see a reset, not a FIN.
-                         why = reason_of(c->get(), e);
-                         status.count("reset_" + why);
-                         hub.abort(**pump);
-                         std::fprintf(stderr, "rendr-tun: %s: engine flow ended: %s: reset\n",
-                                      name.c_str(), e.message().c_str());
-                       });
-  entry->state.store("closing");
-  if (!r.conn_failed && r.up && r.down) {
-    // Both directions ended cleanly: let the pump hand its last bytes and the FIN to lwIP
-    // (destroying the Bridge now would discard them).
-    hub.wait(**pump);
-  }
-  status.set_conn(entry, nullptr);
-  status.count(r.conn_failed ? "flows_reset" : "flows_done");
-  std::fprintf(stderr, "rendr-tun: %s: %llu bytes up, %llu down%s%s\n", name.c_str(),
-               static_cast<unsigned long long>(r.to_conn),
-               static_cast<unsigned long long>(r.from_conn), r.up ? "" : " (up: error)",
-               r.down ? "" : " (down: error)");
+  f->pump = std::move(*pump);
+  f->entry->state.store("dialling");
+  auto sock = std::make_shared<UniqueFd>(std::move(fd));
+  (*dialer)->async_dial(id, deadline_in(std::chrono::seconds(10)),
+                        [f, sock](Result<ConnPtr> c) {
+                          if (!c) {
+                            // Refused while the dial waited for its paths: the refusal's
+                            // reason; else the dial's.
+                            const bool refused =
+                                c.error().code == make_error_code(engine::errc::flow_refused);
+                            f->status.count("reset_" + (refused ? reason_of(nullptr, c.error())
+                                                                : std::string("dial_failed")));
+                            std::fprintf(stderr, "rendr-tun: %s: dial: %s: reset\n",
+                                         f->name.c_str(), c.error().message().c_str());
+                            f->hub.abort(*f->pump);
+                            return;
+                          }
+                          relay_flow(f, std::move(*c), std::move(*sock));
+                        });
 }
 
 }  // namespace
@@ -114,7 +142,8 @@ int run_ingress(const IngressOptions& o) {
     }
   }
   publish_status(o, status);
-  Dialers dialers(o);
+  IoThread io("tun-io");
+  Dialers dialers(o, &io.io);
   userstack::StackOptions so;
   so.tun.name = o.tun;
   if (!o.tun_clone.empty()) {
@@ -154,10 +183,7 @@ int run_ingress(const IngressOptions& o) {
     if (!c) {
       continue;  // ETIMEDOUT
     }
-    // One thread per app flow for its lifetime; the process ends them.
-    std::thread(ingress_flow, std::cref(o), std::ref(dialers), std::ref(status), std::ref(**hub),
-                std::move(*c))
-        .detach();
+    ingress_flow(o, dialers, status, **hub, std::move(*c));
   }
 }
 
