@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <rendr/engine/dialer.hpp>
 
-#include "carriers.hpp"
 #include "driver.hpp"
 
 #include <rendr/engine/errors.hpp>
@@ -9,11 +8,8 @@
 #include <sys/random.h>
 
 #include <asio/post.hpp>
-#include <asio/steady_timer.hpp>
 
 #include <algorithm>
-#include <deque>
-#include <thread>
 
 namespace rendr {
 
@@ -231,9 +227,9 @@ Result<std::shared_ptr<detail::FlowDriver>> dial_flow(
   return drv;
 }
 
-// AsyncDial: Dialer::async_dial over tcp paths, on the io thread: every path's connect at once
-// (writability through the reactor, one timer for the deadline), then make_flow and
-// on_settled_locked. The handler runs once, on the io thread.
+// AsyncDial: Dialer::async_dial on the io thread: every path's carrier at once
+// (detail::async_dial_carrier), then make_flow and on_settled_locked. The handler runs once, on
+// the io thread.
 class AsyncDial : public std::enable_shared_from_this<AsyncDial> {
  public:
   AsyncDial(DialOptions opts, std::shared_ptr<detail::IoRuntime> rt,
@@ -243,100 +239,40 @@ class AsyncDial : public std::enable_shared_from_this<AsyncDial> {
         rt_(std::move(rt)),
         ctx_(std::move(ctx)),
         deadline_(deadline),
-        done_(std::move(done)),
-        timer_(rt_->io()) {}
+        done_(std::move(done)) {}
 
   void start() {  // io thread
-    const bool deferring = opts_.later_paths_after.count() > 0;
     for (std::size_t i = 0; i < opts_.paths.size(); ++i) {
-      if (deferring && i > 0) {
+      if (deferred_path(opts_, i)) {
         dialed_.later.push_back(&opts_.paths[i]);  // the first path is the one dialled now
         continue;
       }
-      connect(opts_.paths[i]);
+      results_.emplace_back(&opts_.paths[i], std::nullopt);
     }
-    if (deadline_ != kNoDeadline) {
-      timer_.expires_at(deadline_);
-      timer_.async_wait([self = shared_from_this()](std::error_code ec) {
-        if (ec != asio::error::operation_aborted) {
-          for (auto& p : self->pending_) {
-            if (p.sock) {
-              std::error_code ignored;
-              p.sock->cancel(ignored);  // each completes with a time-out below
-            }
-          }
-          self->expired_ = true;
-        }
-      });
+    waiting_ = results_.size();
+    for (std::size_t i = 0; i < results_.size(); ++i) {
+      detail::async_dial_carrier(ctx_, rt_->io(), *results_[i].first, deadline_,
+                                 [self = shared_from_this(), i](Result<detail::DialedCarrier> c) {
+                                   self->results_[i].second.emplace(std::move(c));
+                                   if (--self->waiting_ == 0) {
+                                     self->dialled();
+                                   }
+                                 });
     }
-    maybe_finish();
   }
 
  private:
-  struct Pending {
-    const PathSpec* spec = nullptr;
-    std::unique_ptr<asio::ip::tcp::socket> sock;
-    Endpoint remote;
-    std::optional<Result<detail::DialedCarrier>> result;
-  };
-
-  void connect(const PathSpec& spec) {
-    pending_.emplace_back();
-    Pending& p = pending_.back();
-    p.spec = &spec;
-    auto fd = detail::start_connect_fd(spec, SOCK_STREAM, p.remote);
-    if (!fd) {
-      p.result.emplace(fd.error().with_context("dial tcp"));
-      return;
-    }
-    p.sock = std::make_unique<asio::ip::tcp::socket>(rt_->io());
-    std::error_code ec;
-    p.sock->assign(p.remote.family == IpFamily::v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(),
-                   fd->release(), ec);
-    if (ec) {
-      p.result.emplace(Error{ec, "dial tcp: assign"});
-      p.sock.reset();
-      return;
-    }
-    ++waiting_;
-    const std::size_t index = pending_.size() - 1;
-    p.sock->async_wait(asio::socket_base::wait_write,
-                       [self = shared_from_this(), index](std::error_code wec) {
-                         self->connected(index, wec);
-                       });
-  }
-
-  void connected(std::size_t index, std::error_code ec) {
-    Pending& p = pending_[index];
-    --waiting_;
-    if (ec || expired_) {
-      p.result.emplace(make_error(std::errc::timed_out, "dial tcp: connect " + p.remote.to_string()));
-    } else if (auto st = detail::connect_result(p.sock->native_handle(), p.remote); !st) {
-      p.result.emplace(st.error().with_context("dial tcp"));
-    } else {
-      detail::DialedCarrier c;
-      c.stream = detail::make_tcp_carrier(std::move(*p.sock));
-      p.result.emplace(std::move(c));
-    }
-    p.sock.reset();
-    maybe_finish();
-  }
-
-  void maybe_finish() {
-    if (waiting_ > 0 || finished_) {
-      return;
-    }
-    finished_ = true;
-    for (auto& p : pending_) {
-      if (*p.result) {
-        dialed_.carriers.push_back(Dialed{std::move(**p.result), p.spec});
+  void dialled() {
+    for (auto& [spec, r] : results_) {
+      if (*r) {
+        dialed_.carriers.push_back(Dialed{std::move(**r), spec});
       } else {
-        note_failure(dialed_, *p.spec, p.result->error());
+        note_failure(dialed_, *spec, r->error());
       }
     }
+    results_.clear();
     auto drv = make_flow(opts_, rt_, ctx_, false, dialed_);
     if (!drv) {
-      timer_.cancel();
       complete(std::move(drv).take_error());
       return;
     }
@@ -353,7 +289,6 @@ class AsyncDial : public std::enable_shared_from_this<AsyncDial> {
   }
 
   void complete(Result<ConnPtr> r) {
-    timer_.cancel();
     auto done = std::move(done_);
     done_ = nullptr;
     if (done) {
@@ -361,17 +296,14 @@ class AsyncDial : public std::enable_shared_from_this<AsyncDial> {
     }
   }
 
-  DialOptions opts_;  // the flow's knobs; the PathSpecs pending_ and dialed_ point into
+  DialOptions opts_;  // the flow's knobs; the PathSpecs results_ and dialed_ point into
   std::shared_ptr<detail::IoRuntime> rt_;
   std::shared_ptr<const detail::DialContext> ctx_;
   Deadline deadline_;
   std::function<void(Result<ConnPtr>)> done_;
-  asio::steady_timer timer_;
-  std::deque<Pending> pending_;  // a deque: references stay valid as paths are added
+  std::vector<std::pair<const PathSpec*, std::optional<Result<detail::DialedCarrier>>>> results_;
+  std::size_t waiting_ = 0;
   DialedPaths dialed_;
-  int waiting_ = 0;
-  bool expired_ = false;
-  bool finished_ = false;
 };
 
 }  // namespace
@@ -410,20 +342,6 @@ void Dialer::async_dial(const engine::L3Identity& identity, Deadline deadline,
   DialOptions o = opts_;
   o.l3_identity = identity;
   auto ctx = dial_context(o, stream_factories_, packet_factories_);
-  const bool all_tcp = std::all_of(o.paths.begin(), o.paths.end(),
-                                   [](const PathSpec& p) { return p.transport == "tcp"; });
-  if (!all_tcp) {
-    // Other carriers dial with blocking factories: the blocking dial, on a thread of its own.
-    std::thread([o = std::move(o), rt = rt_, ctx = std::move(ctx), deadline,
-                 done = std::move(done)]() mutable {
-      auto d = dial_flow(o, rt, ctx, false, deadline);
-      Result<ConnPtr> r = d ? Result<ConnPtr>(std::make_unique<Conn>(std::move(*d)))
-                            : Result<ConnPtr>(std::move(d).take_error());
-      auto shared = std::make_shared<Result<ConnPtr>>(std::move(r));
-      asio::post(rt->io(), [shared, done = std::move(done)] { done(std::move(*shared)); });
-    }).detach();
-    return;
-  }
   auto a = std::make_shared<AsyncDial>(std::move(o), rt_, std::move(ctx), deadline,
                                        std::move(done));
   asio::post(rt_->io(), [a] { a->start(); });

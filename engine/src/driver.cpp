@@ -42,11 +42,6 @@ FlowDriver::FlowDriver(std::shared_ptr<IoRuntime> rt, engine::FlowCore* table_co
       drain_timer_(rt_->io()) {}
 
 FlowDriver::~FlowDriver() {
-  if (retry_) {
-    std::lock_guard rl(retry_->mu);
-    retry_->stop = true;
-    retry_->cv.notify_all();
-  }
   // A server flow's core lives in the listener's table: it may go only now that nothing can
   // touch it any more.
   if (on_finished_) {

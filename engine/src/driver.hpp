@@ -61,18 +61,11 @@ struct DialContext {
   RetryPolicy retry;
 };
 
-// RetryQueue: a client flow's paths waiting to be re-dialled, shared by the flow and its retry
-// thread (detached; it holds the flow only weakly, and strongly only during one attempt).
+// RetryQueue: a client flow's paths waiting to be dialled in the background (deferred paths,
+// re-dials), one at a time, on the io thread: a timer for each wait, async_dial_carrier for the
+// attempt, the path's BRIDGE_ACK watched by run_hooks_locked. Guarded by the flow's mu.
 struct RetryQueue {
-  std::mutex mu;
-  std::condition_variable cv;  // state changes (handshake, paths, close): any waiter
-  // Application readers and writers wait on their own variables and are woken only when the
-  // call they wait in can make progress (a writer for half a window, not for every frame).
-  std::condition_variable read_cv;
-  std::condition_variable write_cv;
-  bool stop = false;
-  bool running = false;
-  bool hurry = false;  // dial the deferred paths now (DialOptions::later_paths_bytes)
+  explicit RetryQueue(asio::io_context& io) : timer(io) {}
   struct Pending {
     PathSpec spec;
     std::chrono::milliseconds wait{};  // before this attempt
@@ -80,6 +73,13 @@ struct RetryQueue {
     bool later = false;                // a path dial deferred at dial time, not a re-dial
   };
   std::deque<Pending> pending;
+  std::optional<Pending> current;  // waiting, dialling, or attached and waiting for BRIDGE_ACK
+  bool waiting = false;            // current's timer runs
+  bool hurry = false;              // dial the deferred paths now (DialOptions::later_paths_bytes)
+  std::optional<engine::PathId> attached;  // current's path, until it is ready or gone
+  Deadline attempt_deadline{};
+  std::uint64_t gen = 0;  // each timer wait's generation: a cancelled, replaced one is ignored
+  asio::steady_timer timer;
 };
 
 // Dial |spec| through |ctx| (built-ins first). Returns the carrier in one of two slots.
@@ -89,6 +89,12 @@ struct DialedCarrier {
 };
 [[nodiscard]] Result<DialedCarrier> dial_carrier(const DialContext& ctx, asio::io_context& io,
                                                  const PathSpec& spec, Deadline deadline);
+// async_dial_carrier: the same without blocking. tcp connects through |io|'s reactor; other
+// transports (blocking factories) dial on a thread of their own. |done| runs once, on |io|'s
+// thread.
+void async_dial_carrier(std::shared_ptr<const DialContext> ctx, asio::io_context& io,
+                        const PathSpec& spec, Deadline deadline,
+                        std::function<void(Result<DialedCarrier>)> done);
 
 class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
  public:
@@ -136,6 +142,16 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   // DialOptions::later_paths_after deferred); retried like a re-dial only when |retry|.
   void schedule_later_locked(const PathSpec& spec, std::chrono::milliseconds wait, bool retry);
   void enqueue_dial_locked(RetryQueue::Pending p);
+  // The retry queue's steps (io thread, mu held): start the next wait, dial when it ends, attach
+  // what was dialled, and end the attempt (|ok|: the path is ready).
+  void next_dial_locked();
+  void retry_timer_fired(std::uint64_t gen);
+  void retry_dialled(std::uint64_t gen, Result<DialedCarrier> c);
+  void check_retry_locked();  // the attached path ready, gone, or out of time
+  void retry_attempt_done_locked(bool ok);
+  // attach_dialled_locked adds |c| as a new path dialled from |spec| (BRIDGE_TAG follows).
+  [[nodiscard]] Result<engine::PathId> attach_dialled_locked(const PathSpec& spec,
+                                                             DialedCarrier c);
   // arm_later_locked: the deferred paths are also dialled once the application moved |bytes|
   // (read + written; DialOptions::later_paths_bytes, 0 = time only).
   void arm_later_locked(std::uint64_t bytes);
@@ -296,7 +312,7 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
 
   std::map<engine::PathId, SlotPtr> slots_;
   std::map<engine::PathId, PathSpec> path_specs_;  // client: what each path was dialled from
-  std::shared_ptr<RetryQueue> retry_;              // created on the first re-dial
+  std::unique_ptr<RetryQueue> retry_;              // created on the first re-dial
   std::uint64_t redials_ = 0;                      // paths brought back by the re-dial
   std::uint64_t later_paths_ = 0;                  // deferred paths added (later_paths_after)
   std::uint64_t later_left_ = 0;  // application bytes until the deferred paths are dialled

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // FlowDriver, dialling side: dialling a carrier by transport, add_path, waiting for the
 // handshake, and the background re-dial (DialOptions::retry).
+#include "carriers.hpp"
 #include "driver_internal.hpp"
 
 #include <asio/error.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <algorithm>
 #include <type_traits>
@@ -71,6 +73,87 @@ Result<DialedCarrier> dial_carrier(const DialContext& ctx, asio::io_context& io,
   return make_error(std::errc::not_supported, "unknown transport \"" + spec.transport + "\"");
 }
 
+namespace {
+
+// TcpConnect: one tcp carrier's connect through the reactor, bounded by a timer.
+class TcpConnect : public std::enable_shared_from_this<TcpConnect> {
+ public:
+  TcpConnect(asio::io_context& io, std::function<void(Result<DialedCarrier>)> done)
+      : sock_(io), timer_(io), done_(std::move(done)) {}
+
+  void start(const PathSpec& spec, Deadline deadline) {
+    auto fd = start_connect_fd(spec, SOCK_STREAM, remote_);
+    if (!fd) {
+      finish(fd.error().with_context("dial tcp"));
+      return;
+    }
+    std::error_code ec;
+    sock_.assign(remote_.family == IpFamily::v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(),
+                 fd->release(), ec);
+    if (ec) {
+      finish(Error{ec, "dial tcp: assign"});
+      return;
+    }
+    if (deadline != kNoDeadline) {
+      timer_.expires_at(deadline);
+      timer_.async_wait([self = shared_from_this()](std::error_code tec) {
+        if (!tec) {
+          self->expired_ = true;
+          std::error_code ignored;
+          self->sock_.cancel(ignored);  // the wait below completes: a time-out
+        }
+      });
+    }
+    sock_.async_wait(asio::socket_base::wait_write,
+                     [self = shared_from_this()](std::error_code wec) { self->writable(wec); });
+  }
+
+ private:
+  void writable(std::error_code ec) {
+    timer_.cancel();
+    if (ec || expired_) {
+      finish(make_error(std::errc::timed_out, "dial tcp: connect " + remote_.to_string()));
+    } else if (auto st = connect_result(sock_.native_handle(), remote_); !st) {
+      finish(st.error().with_context("dial tcp"));
+    } else {
+      DialedCarrier c;
+      c.stream = make_tcp_carrier(std::move(sock_));
+      finish(std::move(c));
+    }
+  }
+
+  void finish(Result<DialedCarrier> r) {
+    auto done = std::move(done_);
+    done_ = nullptr;
+    if (done) {
+      done(std::move(r));
+    }
+  }
+
+  asio::ip::tcp::socket sock_;
+  asio::steady_timer timer_;
+  std::function<void(Result<DialedCarrier>)> done_;
+  Endpoint remote_;
+  bool expired_ = false;
+};
+
+}  // namespace
+
+void async_dial_carrier(std::shared_ptr<const DialContext> ctx, asio::io_context& io,
+                        const PathSpec& spec, Deadline deadline,
+                        std::function<void(Result<DialedCarrier>)> done) {
+  if (spec.transport == "tcp") {
+    auto c = std::make_shared<TcpConnect>(io, std::move(done));
+    asio::post(io, [c, spec, deadline] { c->start(spec, deadline); });
+    return;
+  }
+  // Blocking factories (udpflow, quic, registered ones): on a thread of their own.
+  std::thread([ctx = std::move(ctx), &io, spec, deadline, done = std::move(done)]() mutable {
+    auto r = std::make_shared<Result<DialedCarrier>>(dial_carrier(*ctx, io, spec, deadline));
+    asio::post(io, [r, done = std::move(done)] { done(std::move(*r)); });
+  }).detach();
+}
+
 bool FlowDriver::path_settled_locked(PathId id) const {
   for (const auto& p : core_->stats().paths) {
     if (p.id == id) {
@@ -78,6 +161,32 @@ bool FlowDriver::path_settled_locked(PathId id) const {
     }
   }
   return true;  // gone
+}
+
+Result<PathId> FlowDriver::attach_dialled_locked(const PathSpec& spec, DialedCarrier c) {
+  engine::PathOptions opts;
+  opts.name = spec.name.empty() ? spec.transport + "/" + spec.address : spec.name;
+  if (c.packet) {
+    opts.framing = engine::Framing::datagram;
+    opts.max_frame = c.packet->max_frame();
+  }
+  opts.wall = std::chrono::system_clock::now();
+  auto id = core_->add_path(opts, Clock::now());
+  if (!id) {
+    if (c.stream) {
+      c.stream->close();
+    } else {
+      c.packet->close();
+    }
+    return std::move(id).take_error();
+  }
+  if (c.stream) {
+    attach_stream_locked(*id, std::move(c.stream), spec.transport, {});
+  } else {
+    attach_packet_locked(*id, std::move(c.packet), spec.transport);
+  }
+  note_path_locked(*id, spec);
+  return *id;
 }
 
 Result<PathId> FlowDriver::add_path(const PathSpec& spec, Deadline d) {
@@ -88,29 +197,11 @@ Result<PathId> FlowDriver::add_path(const PathSpec& spec, Deadline d) {
   if (!c) {
     return std::move(c).take_error().with_context("add_path " + spec.address);
   }
-  engine::PathOptions opts;
-  opts.name = spec.name.empty() ? spec.transport + "/" + spec.address : spec.name;
-  if (c->packet) {
-    opts.framing = engine::Framing::datagram;
-    opts.max_frame = c->packet->max_frame();
-  }
   std::unique_lock lk(mu);
-  opts.wall = std::chrono::system_clock::now();
-  auto id = core_->add_path(opts, Clock::now());
+  auto id = attach_dialled_locked(spec, std::move(*c));
   if (!id) {
-    if (c->stream) {
-      c->stream->close();
-    } else {
-      c->packet->close();
-    }
     return std::move(id).take_error().with_context("add_path " + spec.address);
   }
-  if (c->stream) {
-    attach_stream_locked(*id, std::move(c->stream), spec.transport, {});
-  } else {
-    attach_packet_locked(*id, std::move(c->packet), spec.transport);
-  }
-  note_path_locked(*id, spec);
   const PathId pid = *id;
   for (;;) {
     bool present = false;
@@ -207,6 +298,7 @@ void FlowDriver::close_async(const engine::Refusal* refusal, std::function<void(
 }
 
 void FlowDriver::run_hooks_locked() {
+  check_retry_locked();
   if (settled_hook_) {
     auto st = settled_status_locked(settled_by_);
     if (!st && shut_) {
@@ -267,64 +359,141 @@ void FlowDriver::hurry_later_locked() {
   if (!retry_) {
     return;
   }
-  std::lock_guard rl(retry_->mu);
-  retry_->hurry = true;
-  retry_->cv.notify_all();
+  auto& q = *retry_;
+  q.hurry = true;
+  if (q.waiting && q.current && q.current->later) {
+    q.timer.cancel();  // its handler (this generation) dials now
+  }
 }
 
 void FlowDriver::enqueue_dial_locked(RetryQueue::Pending p) {
   if (!retry_) {
-    retry_ = std::make_shared<RetryQueue>();
+    retry_ = std::make_unique<RetryQueue>(rt_->io());
   }
-  std::lock_guard rl(retry_->mu);
   retry_->pending.push_back(std::move(p));
-  if (retry_->running) {
-    retry_->cv.notify_all();
+  next_dial_locked();
+}
+
+void FlowDriver::next_dial_locked() {
+  auto& q = *retry_;
+  if (q.current || q.pending.empty()) {
     return;
   }
-  retry_->running = true;
-  // Detached: the thread keeps the queue, and the flow only weakly between attempts, so a
-  // Conn the application drops is not kept alive by a path that will never come back.
-  std::thread([q = retry_, weak = std::weak_ptr<FlowDriver>(shared_from_this()),
-               policy = dial_->retry] {
-    for (;;) {
-      RetryQueue::Pending next;
-      {
-        std::unique_lock ql(q->mu);
-        if (q->stop || q->pending.empty()) {
-          q->running = false;
-          return;
-        }
-        next = std::move(q->pending.front());
-        q->pending.pop_front();
-        q->cv.wait_for(ql, next.wait, [&] { return q->stop || (next.later && q->hurry); });
-        if (q->stop) {
-          q->running = false;
-          return;
-        }
-      }
-      auto drv = weak.lock();
-      if (!drv || !drv->redial_wanted()) {
-        std::lock_guard ql(q->mu);
-        q->running = false;
-        return;
-      }
-      auto r = drv->add_path(next.spec, deadline_in(policy.attempt_timeout));
-      if (r) {
-        std::unique_lock lk(drv->mu);
-        (next.later ? drv->later_paths_ : drv->redials_) += 1;
-      }
-      const bool again = !r && next.retry && drv->redial_wanted();
-      drv.reset();  // may destroy the flow here: its destructor only sets q->stop
-      std::lock_guard ql(q->mu);
-      if (again) {
-        // A deferred path that failed is re-dialled like any other from now on.
-        const auto wait = next.later ? policy.min_backoff
-                                     : std::min(next.wait * 2, policy.max_backoff);
-        q->pending.push_back(RetryQueue::Pending{std::move(next.spec), wait, true, false});
-      }
+  if (!redial_wanted_locked()) {
+    q.pending.clear();
+    return;
+  }
+  q.current = std::move(q.pending.front());
+  q.pending.pop_front();
+  q.waiting = true;
+  q.timer.expires_after(q.current->later && q.hurry ? std::chrono::milliseconds{0}
+                                                    : q.current->wait);
+  // The flow only weakly: a Conn the application drops is not kept alive by a path that will
+  // never come back.
+  q.timer.async_wait([weak = weak_from_this(), gen = ++q.gen](std::error_code) {
+    if (auto self = weak.lock()) {
+      self->retry_timer_fired(gen);
     }
-  }).detach();
+  });
+}
+
+void FlowDriver::retry_timer_fired(std::uint64_t gen) {
+  std::unique_lock lk(mu);
+  if (!retry_ || retry_->gen != gen || !retry_->current) {
+    return;  // a step that was cancelled and replaced
+  }
+  auto& q = *retry_;
+  if (q.attached) {  // the attempt's deadline: run_hooks_locked ends it
+    run_hooks_locked();
+    run_deferred(lk);
+    return;
+  }
+  q.waiting = false;
+  if (!redial_wanted_locked()) {
+    q.current.reset();
+    q.pending.clear();
+    return;
+  }
+  q.attempt_deadline = deadline_in(dial_->retry.attempt_timeout);
+  async_dial_carrier(dial_, rt_->io(), q.current->spec, q.attempt_deadline,
+                     [weak = weak_from_this(), gen](Result<DialedCarrier> c) {
+                       if (auto self = weak.lock()) {
+                         self->retry_dialled(gen, std::move(c));
+                       }
+                     });
+}
+
+void FlowDriver::retry_dialled(std::uint64_t gen, Result<DialedCarrier> c) {
+  std::unique_lock lk(mu);
+  if (!retry_ || retry_->gen != gen || !retry_->current) {
+    return;
+  }
+  auto& q = *retry_;
+  if (!c) {
+    retry_attempt_done_locked(false);
+    run_deferred(lk);
+    return;
+  }
+  if (!redial_wanted_locked()) {
+    q.current.reset();
+    q.pending.clear();
+    return;  // the carrier closes as it goes
+  }
+  auto id = attach_dialled_locked(q.current->spec, std::move(*c));
+  if (!id) {
+    retry_attempt_done_locked(false);
+    run_deferred(lk);
+    return;
+  }
+  q.attached = *id;
+  q.timer.expires_at(q.attempt_deadline);
+  q.timer.async_wait([weak = weak_from_this(), gen](std::error_code ec) {
+    auto self = weak.lock();
+    if (self && ec != asio::error::operation_aborted) {
+      self->retry_timer_fired(gen);
+    }
+  });
+  request_service_locked();
+}
+
+void FlowDriver::check_retry_locked() {
+  if (!retry_ || !retry_->attached) {
+    return;
+  }
+  const PathId pid = *retry_->attached;
+  bool present = false;
+  bool ready = false;
+  for (const auto& p : core_->stats().paths) {
+    if (p.id == pid) {
+      present = true;
+      ready = p.state == engine::PathState::ready;
+    }
+  }
+  if (ready) {
+    retry_attempt_done_locked(true);
+  } else if (!present || core_->state() == FlowState::dead ||
+             Clock::now() >= retry_->attempt_deadline) {
+    retry_attempt_done_locked(false);
+  }
+}
+
+void FlowDriver::retry_attempt_done_locked(bool ok) {
+  auto& q = *retry_;
+  ++q.gen;  // the attempt's timer, if it runs, is stale now
+  q.timer.cancel();
+  q.attached.reset();
+  q.waiting = false;
+  RetryQueue::Pending cur = std::move(*q.current);
+  q.current.reset();
+  if (ok) {
+    (cur.later ? later_paths_ : redials_) += 1;
+  } else if (cur.retry && redial_wanted_locked()) {
+    // A deferred path that failed is re-dialled like any other from now on.
+    const auto wait = cur.later ? dial_->retry.min_backoff
+                                : std::min(cur.wait * 2, dial_->retry.max_backoff);
+    q.pending.push_back(RetryQueue::Pending{std::move(cur.spec), wait, true, false});
+  }
+  next_dial_locked();
 }
 
 }  // namespace rendr::detail

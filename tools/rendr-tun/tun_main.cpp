@@ -60,7 +60,7 @@ int usage() {
       "--send-mss N: lwIP's segment size towards the app, 536..65000 (default lwIP's, 1460);\n"
       "  above 1460 needs the TUN's MTU above N + 40\n"
       "--later-paths-ms N: dial a flow's first path at once and its others N ms later or once\n"
-      "  it carried 64 KiB, so a short flow pays for one path (default 0: all at once)\n"
+      "  it carried 64 KiB, so a short flow pays for one path (default 250; 0: all at once)\n"
       "--probe-ms N (both roles): probe every path every N ms (5..1000), dead after 3 N ms of\n"
       "  silence (default: the engine's 1 s / 500 ms)\n"
       "docs/tun-ingress.md has the config file format, the counters and the limits.\n");

@@ -39,10 +39,10 @@ struct CommonOptions {
   std::chrono::milliseconds probe{0};
   // --later-paths-ms N (ingress): a flow dials its first path at once and the others N ms later
   // or once it carried 64 KiB (DialOptions::later_paths_after / later_paths_bytes), so a
-  // request/response that ends sooner pays for one path only; 0 (default) = every path at once.
-  // Off by default: a path that joins later may become the flow's active one, so the first
-  // path is no longer sure to carry it (CI: a dropped path 1 carried nothing any more).
-  std::chrono::milliseconds later_paths{0};
+  // request/response that ends sooner pays for one path only; 0 = every path at once. A path
+  // that joins later may become the flow's active one: tests and benches read the active path
+  // from the status before they drop one.
+  std::chrono::milliseconds later_paths{250};
 };
 
 // UdpOptions: the ingress's UDP flow table (docs/tun-ingress.md "UDP").

@@ -20,6 +20,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -232,4 +233,45 @@ TEST_CASE("engine async_close / async_refuse: done on the io thread, the peer se
     REQUIRE_OK(end);
     CHECK(*end == 0);
   }
+}
+
+namespace {
+// threads: this process's thread count (/proc/self/task).
+std::size_t threads() {
+  std::size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
+}  // namespace
+
+TEST_CASE("engine dialer: deferred paths and re-dials wait on the io thread, not a thread per "
+          "flow",
+          "[engine][async_dial][later]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  IoThread io;
+  auto o = dial_opts({tcp_path(**l, "p1"), tcp_path(**l, "p2")});
+  o.io = &io.io;
+  o.later_paths_after = 60s;  // still waiting when the test looks
+  o.retry.enabled = true;
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  const std::size_t before = threads();
+  constexpr int kFlows = 24;
+  std::vector<ConnPtr> conns;
+  for (int i = 0; i < kFlows; ++i) {
+    auto c = i % 2 == 0 ? (*d)->dial(deadline_in(5s)) : dial_async(**d, io, deadline_in(5s)).conn;
+    REQUIRE_OK(c);
+    CHECK((*c)->stats().paths.size() == 1);
+    conns.push_back(std::move(*c));
+  }
+  const std::size_t during = threads();
+  INFO(kFlows << " flows, each with a deferred path waiting: threads " << before << " -> "
+              << during);
+  CHECK(during < before + 4);
+  conns.clear();  // closing them all ends their waits
+  CHECK(threads() < before + 4);
 }

@@ -104,9 +104,9 @@ class Dialer {
 
   // async_dial: dial(identity, deadline) without blocking. |done| runs once, on this Dialer's
   // io thread (so a handler may start the Conn's async operations at once), with the Conn or
-  // the error dial would return. tcp paths connect through the io thread's reactor, all at
-  // once; any other transport makes it the blocking dial on a thread of its own. Blocking calls
-  // on the Conn must not be made from |done| (it runs on the io thread).
+  // the error dial would return. Every path is dialled at once: tcp connects through the io
+  // thread's reactor, other transports (blocking factories) on a thread of their own each.
+  // Blocking calls on the Conn must not be made from |done| (it runs on the io thread).
   void async_dial(const engine::L3Identity& identity, Deadline deadline,
                   std::function<void(Result<ConnPtr>)> done);
 
