@@ -232,6 +232,18 @@ Result<PacketConnPtr> Listener::accept_packet(Deadline deadline) {
   return accept_from<PacketConn>(*c_, c_->packet_q, deadline);
 }
 
+void Listener::set_accept_handler(std::function<void(ConnPtr)> h) {
+  std::lock_guard lk(c_->mu);
+  if (!h) {
+    c_->stream_handler = nullptr;
+    return;
+  }
+  c_->stream_handler = [h = std::move(h)](std::shared_ptr<detail::FlowDriver> d) {
+    h(std::make_unique<Conn>(std::move(d)));
+  };
+  c_->post_hand_out_locked();
+}
+
 std::string Listener::local_address() const { return c_->local; }
 
 std::uint16_t Listener::port() const {

@@ -127,6 +127,10 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   std::map<Id128, std::weak_ptr<FlowDriver>> drivers;
   std::deque<std::shared_ptr<FlowDriver>> stream_q;
   std::deque<std::shared_ptr<FlowDriver>> packet_q;
+  // Listener::set_accept_handler: stream flows go to it (io thread) instead of stream_q's
+  // accept(); handler_posted: a hand_out is posted and not run yet.
+  std::function<void(std::shared_ptr<FlowDriver>)> stream_handler;
+  bool handler_posted = false;
   bool closed = false;
   ListenerStats counters;
   std::size_t peak_flows = 0;  // io thread: table size since the last malloc_trim
@@ -274,6 +278,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
         driver->hold_for_accept_locked([this] {
           std::lock_guard lk(mu);
           cv.notify_all();
+          post_hand_out_locked();
         });
       }
       attach_carrier(*driver, a.path);
@@ -283,10 +288,56 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
       drivers[fid] = driver;
       (packet ? packet_q : stream_q).push_back(std::move(driver));
       adm.flow_added(fid, src, 1);
+      if (!packet) {
+        post_hand_out_locked();
+      }
     }
     cv.notify_all();
     out.taken = true;
     return out;
+  }
+
+  // post_hand_out_locked (mu held): with an accept handler set, the acceptable stream flows go
+  // to it from a posted step (never from under a driver's lock, where the release hook runs).
+  void post_hand_out_locked() {
+    if (!stream_handler || handler_posted || stream_q.empty()) {
+      return;
+    }
+    handler_posted = true;
+    asio::post(rt->io(), [self = shared_from_this()] { self->hand_out(); });
+  }
+
+  // hand_out (io thread): takes what accept() would return, in order, and passes it on.
+  void hand_out() {
+    std::vector<std::shared_ptr<FlowDriver>> ready;
+    std::vector<std::shared_ptr<FlowDriver>> refused;
+    std::function<void(std::shared_ptr<FlowDriver>)> h;
+    {
+      std::lock_guard lk(mu);
+      handler_posted = false;
+      h = stream_handler;
+      if (!h) {
+        return;
+      }
+      for (auto it = stream_q.begin(); it != stream_q.end();) {
+        auto& d = *it;
+        if (d->accept_held()) {
+          ++it;  // its L3 identity record is not in yet
+          continue;
+        }
+        if (d->accept_refused()) {
+          refused.push_back(std::move(d));
+        } else {
+          adm.accepted(d->core().flow_id());  // immutable: no need for the driver's lock
+          ready.push_back(std::move(d));
+        }
+        it = stream_q.erase(it);
+      }
+    }
+    refused.clear();  // released outside mu
+    for (auto& d : ready) {
+      h(std::move(d));
+    }
   }
 
   // --- tcp ---

@@ -12,7 +12,6 @@
 #include <rendr/engine/listener.hpp>
 
 #include <asio/posix/stream_descriptor.hpp>
-#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 
 #include <fcntl.h>
@@ -346,15 +345,11 @@ int run_egress(const EgressOptions& o) {
   }).detach();
   std::printf("ready egress listen=%s\n", (*l)->local_address().c_str());
   std::fflush(stdout);
+  // Every stream flow is landed on the io thread, like every flow and relay of this process.
+  (*l)->set_accept_handler(
+      [&o, &status](ConnPtr c) { egress_flow(o, status, std::move(c)); });
   for (;;) {
-    auto c = (*l)->accept();
-    if (!c) {
-      std::fprintf(stderr, "rendr-tun: accept: %s\n", c.error().message().c_str());
-      return 1;
-    }
-    // Landed on the io thread, like every flow and relay of this process.
-    auto conn = std::make_shared<ConnPtr>(std::move(*c));
-    asio::post(io.io, [&o, &status, conn] { egress_flow(o, status, std::move(*conn)); });
+    ::pause();  // the threads above do the work; a signal ends the process
   }
 }
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-tun ingress: the accept thread decides each application flow and hands its lwIP
+// rendr-tun ingress: the stack's reader thread decides each application flow and hands its lwIP
 // connection to the PumpHub thread (which pumps every flow's connection to a socket); the dial
 // (Dialer::async_dial) and the relay run on one io thread shared by every Dialer - no thread
 // per flow.
@@ -14,6 +14,8 @@
 #include <rendr/engine/errors.hpp>
 #include <rendr/userstack/pump_hub.hpp>
 #include <rendr/userstack/stack.hpp>
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
@@ -81,8 +83,9 @@ void relay_flow(const std::shared_ptr<IngressFlow>& f, ConnPtr conn, UniqueFd fd
   start_relay(std::move(conn), std::move(fd), std::move(h));
 }
 
-// ingress_flow (the accept thread): decide, hand the lwIP connection to the pump hub and start
-// the engine dial; the rest happens on the io thread.
+// ingress_flow (the stack's reader thread, its accept handler): decide, hand the lwIP
+// connection to the pump hub and start the engine dial, waiting for neither; the rest happens
+// on the io thread.
 void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
                   userstack::PumpHub& hub, userstack::ConnectionPtr conn) {
   const auto id = identity_of(conn->tuple());
@@ -104,7 +107,7 @@ void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
   }
   // The pump starts now: the app's first bytes wait in its socket until the relay reads them.
   UniqueFd fd;
-  auto pump = hub.attach(std::move(conn), fd);
+  auto pump = hub.attach_async(std::move(conn), fd);
   if (!pump) {
     status.count("reset_bridge_failed");
     std::fprintf(stderr, "rendr-tun: bridge: %s\n", pump.error().message().c_str());
@@ -176,14 +179,15 @@ int run_ingress(const IngressOptions& o) {
     std::fprintf(stderr, "rendr-tun: %s\n", hub.error().message().c_str());
     return 1;
   }
+  // Every new connection is decided on the stack's reader thread (connections that came
+  // before are passed on first).
+  (*stack)->set_accept_handler([&](userstack::ConnectionPtr c) {
+    ingress_flow(o, dialers, status, **hub, std::move(c));
+  });
   std::printf("ready ingress tun=%s\n", o.tun.c_str());
   std::fflush(stdout);
   for (;;) {
-    auto c = (*stack)->accept(std::chrono::milliseconds(1000));
-    if (!c) {
-      continue;  // ETIMEDOUT
-    }
-    ingress_flow(o, dialers, status, **hub, std::move(*c));
+    ::pause();  // the threads above do the work; a signal ends the process
   }
 }
 

@@ -21,7 +21,9 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <condition_variable>
 #include <future>
+#include <mutex>
 #include <thread>
 
 using namespace rendr;
@@ -274,4 +276,66 @@ TEST_CASE("engine dialer: deferred paths and re-dials wait on the io thread, not
   CHECK(during < before + 4);
   conns.clear();  // closing them all ends their waits
   CHECK(threads() < before + 4);
+}
+
+TEST_CASE("engine listener: set_accept_handler hands every stream flow to the io thread, waiting "
+          "ones first, identities in",
+          "[engine][async_dial][listener]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  auto o = dial_opts({tcp_path(**l)});
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  // One flow waits in the queue before the handler is set.
+  auto early = (*d)->dial(identity(), deadline_in(5s));
+  REQUIRE_OK(early);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<ConnPtr> got;
+  std::vector<std::thread::id> on;
+  (*l)->set_accept_handler([&](ConnPtr c) {
+    std::lock_guard lk(mu);
+    on.push_back(std::this_thread::get_id());
+    got.push_back(std::move(c));
+    cv.notify_all();
+  });
+  std::vector<ConnPtr> dialled;
+  for (int i = 0; i < 3; ++i) {
+    auto c = (*d)->dial(identity(), deadline_in(5s));
+    REQUIRE_OK(c);
+    dialled.push_back(std::move(*c));
+  }
+  std::unique_lock lk(mu);
+  REQUIRE(cv.wait_for(lk, 5s, [&] { return got.size() == 4; }));
+  // All on the listener's io thread: where its flows' executor runs.
+  std::promise<std::thread::id> io_id;
+  asio::post(got.front()->get_executor(), [&] { io_id.set_value(std::this_thread::get_id()); });
+  const auto io = io_id.get_future().get();
+  for (const auto& id : on) {
+    CHECK(id == io);
+  }
+  for (const auto& c : got) {
+    REQUIRE(c->l3_identity().has_value());
+    CHECK(*c->l3_identity() == identity());
+  }
+  // accept() no longer sees them; with the handler gone it does again.
+  lk.unlock();
+  CHECK_FALSE((*l)->accept(deadline_in(100ms)));
+  (*l)->set_accept_handler(nullptr);
+  auto late = (*d)->dial(identity(), deadline_in(5s));
+  REQUIRE_OK(late);
+  CHECK((*l)->accept(deadline_in(5s)));
+  // Bytes flow on a handed-out Conn (blocking calls from this thread).
+  const std::string hi = "hi";
+  REQUIRE_OK((*early)->write(std::as_bytes(std::span(hi))));
+  std::string buf(2, '\0');
+  bool found = false;
+  for (auto& c : got) {
+    if (c->flow_id() == (*early)->flow_id()) {
+      auto n = c->read(std::as_writable_bytes(std::span(buf)), deadline_in(5s));
+      REQUIRE_OK(n);
+      found = buf == hi;
+    }
+  }
+  CHECK(found);
 }

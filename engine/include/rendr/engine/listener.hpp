@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -123,6 +124,12 @@ class Listener {
   // accept returns the next new stream flow. Errors: closed (listener closed), timed_out.
   [[nodiscard]] Result<ConnPtr> accept(Deadline deadline = kNoDeadline);
   [[nodiscard]] Result<PacketConnPtr> accept_packet(Deadline deadline = kNoDeadline);
+  // set_accept_handler: from now on every new stream flow is passed to |h| on the listener's io
+  // thread as soon as accept() would have returned it (flows already waiting first), instead of
+  // queueing for accept() - for programs that run on that thread (no thread waits in accept,
+  // none is woken per flow). |h| must not block; it may start the Conn's async operations.
+  // An empty |h| goes back to accept().
+  void set_accept_handler(std::function<void(ConnPtr)> h);
   // local_address: "ip:port" actually bound (port 0 resolved).
   [[nodiscard]] std::string local_address() const;
   [[nodiscard]] std::uint16_t port() const;
