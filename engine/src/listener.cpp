@@ -244,6 +244,18 @@ void Listener::set_accept_handler(std::function<void(ConnPtr)> h) {
   c_->post_hand_out_locked();
 }
 
+void Listener::set_packet_accept_handler(std::function<void(PacketConnPtr)> h) {
+  std::lock_guard lk(c_->mu);
+  if (!h) {
+    c_->packet_handler = nullptr;
+    return;
+  }
+  c_->packet_handler = [h = std::move(h)](std::shared_ptr<detail::FlowDriver> d) {
+    h(std::make_unique<PacketConn>(std::move(d)));
+  };
+  c_->post_hand_out_locked();
+}
+
 std::string Listener::local_address() const { return c_->local; }
 
 std::uint16_t Listener::port() const {

@@ -127,9 +127,10 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   std::map<Id128, std::weak_ptr<FlowDriver>> drivers;
   std::deque<std::shared_ptr<FlowDriver>> stream_q;
   std::deque<std::shared_ptr<FlowDriver>> packet_q;
-  // Listener::set_accept_handler: stream flows go to it (io thread) instead of stream_q's
-  // accept(); handler_posted: a hand_out is posted and not run yet.
+  // Listener::set_accept_handler / set_packet_accept_handler: flows of that kind go to it (io
+  // thread) instead of waiting for accept(); handler_posted: a hand_out is posted, not run yet.
   std::function<void(std::shared_ptr<FlowDriver>)> stream_handler;
+  std::function<void(std::shared_ptr<FlowDriver>)> packet_handler;
   bool handler_posted = false;
   bool closed = false;
   ListenerStats counters;
@@ -288,9 +289,7 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
       drivers[fid] = driver;
       (packet ? packet_q : stream_q).push_back(std::move(driver));
       adm.flow_added(fid, src, 1);
-      if (!packet) {
-        post_hand_out_locked();
-      }
+      post_hand_out_locked();
     }
     cv.notify_all();
     out.taken = true;
@@ -300,43 +299,61 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
   // post_hand_out_locked (mu held): with an accept handler set, the acceptable stream flows go
   // to it from a posted step (never from under a driver's lock, where the release hook runs).
   void post_hand_out_locked() {
-    if (!stream_handler || handler_posted || stream_q.empty()) {
+    if (handler_posted || ((!stream_handler || stream_q.empty()) &&
+                           (!packet_handler || packet_q.empty()))) {
       return;
     }
     handler_posted = true;
     asio::post(rt->io(), [self = shared_from_this()] { self->hand_out(); });
   }
 
-  // hand_out (io thread): takes what accept() would return, in order, and passes it on.
+  // hand_out (io thread): takes what accept() / accept_packet() would return, in order, and
+  // passes it on.
   void hand_out() {
-    std::vector<std::shared_ptr<FlowDriver>> ready;
+    std::vector<std::shared_ptr<FlowDriver>> streams;
+    std::vector<std::shared_ptr<FlowDriver>> packets;
     std::vector<std::shared_ptr<FlowDriver>> refused;
-    std::function<void(std::shared_ptr<FlowDriver>)> h;
+    std::function<void(std::shared_ptr<FlowDriver>)> sh;
+    std::function<void(std::shared_ptr<FlowDriver>)> ph;
     {
       std::lock_guard lk(mu);
       handler_posted = false;
-      h = stream_handler;
-      if (!h) {
-        return;
+      sh = stream_handler;
+      ph = packet_handler;
+      if (sh) {
+        take_ready_locked(stream_q, streams, refused);
       }
-      for (auto it = stream_q.begin(); it != stream_q.end();) {
-        auto& d = *it;
-        if (d->accept_held()) {
-          ++it;  // its L3 identity record is not in yet
-          continue;
-        }
-        if (d->accept_refused()) {
-          refused.push_back(std::move(d));
-        } else {
-          adm.accepted(d->core().flow_id());  // immutable: no need for the driver's lock
-          ready.push_back(std::move(d));
-        }
-        it = stream_q.erase(it);
+      if (ph) {
+        take_ready_locked(packet_q, packets, refused);
       }
     }
     refused.clear();  // released outside mu
-    for (auto& d : ready) {
-      h(std::move(d));
+    for (auto& d : streams) {
+      sh(std::move(d));
+    }
+    for (auto& d : packets) {
+      ph(std::move(d));
+    }
+  }
+
+  // take_ready_locked moves |q|'s acceptable flows to |ready| (counted accepted) and the ones
+  // whose L3 identity was refused to |refused|; flows still waiting for theirs stay.
+  void take_ready_locked(std::deque<std::shared_ptr<FlowDriver>>& q,
+                         std::vector<std::shared_ptr<FlowDriver>>& ready,
+                         std::vector<std::shared_ptr<FlowDriver>>& refused) {
+    for (auto it = q.begin(); it != q.end();) {
+      auto& d = *it;
+      if (d->accept_held()) {
+        ++it;  // its L3 identity record is not in yet
+        continue;
+      }
+      if (d->accept_refused()) {
+        refused.push_back(std::move(d));
+      } else {
+        adm.accepted(d->core().flow_id());  // immutable: no need for the driver's lock
+        ready.push_back(std::move(d));
+      }
+      it = q.erase(it);
     }
   }
 

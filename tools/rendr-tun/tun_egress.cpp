@@ -332,17 +332,11 @@ int run_egress(const EgressOptions& o) {
     w.kv("key_refused", s.key_missing + s.key_bad + s.key_stale + s.key_replayed);
     w.end_object();
   });
-  // Packet flows (UDP identities) on their own accept thread; it lives as long as the process.
-  std::thread([&o, &status, ls = l->get()] {
-    for (;;) {
-      auto c = ls->accept_packet();
-      if (!c) {
-        std::fprintf(stderr, "rendr-tun: accept_packet: %s\n", c.error().message().c_str());
-        return;
-      }
-      std::thread(egress_udp_flow, std::cref(o), std::ref(status), std::move(*c)).detach();
-    }
-  }).detach();
+  // Packet flows (UDP identities): a thread each (their relay blocks), started from the io
+  // thread as they come - no thread waits for them.
+  (*l)->set_packet_accept_handler([&o, &status](PacketConnPtr c) {
+    std::thread(egress_udp_flow, std::cref(o), std::ref(status), std::move(c)).detach();
+  });
   std::printf("ready egress listen=%s\n", (*l)->local_address().c_str());
   std::fflush(stdout);
   // Every stream flow is landed on the io thread, like every flow and relay of this process.

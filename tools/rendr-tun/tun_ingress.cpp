@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// rendr-tun ingress: the stack's reader thread decides each application flow and hands its lwIP
-// connection to the PumpHub thread (which pumps every flow's connection to a socket); the dial
-// (Dialer::async_dial) and the relay run on one io thread shared by every Dialer - no thread
-// per flow.
+// rendr-tun ingress: the stack's reader thread decides each application flow; the dial
+// (Dialer::async_dial) and the relay between the flow's lwIP connection and its engine flow run
+// on one io thread shared by every Dialer - no thread per flow, no socket between lwIP and the
+// engine.
 #include "tun_dial.hpp"
 #include "tun_io.hpp"
 #include "tun_relay.hpp"
@@ -12,7 +12,6 @@
 
 #include <rendr/engine/dialer.hpp>
 #include <rendr/engine/errors.hpp>
-#include <rendr/userstack/pump_hub.hpp>
 #include <rendr/userstack/stack.hpp>
 
 #include <unistd.h>
@@ -39,62 +38,58 @@ engine::L3Identity identity_of(const FourTuple& t) {
 // IngressFlow: one app flow's state while its dial and relay run on the io thread; its status
 // entry goes with it.
 struct IngressFlow {
-  IngressFlow(TunStatus& s, userstack::PumpHub& h, const engine::L3Identity& id)
-      : status(s), hub(h), entry(s.add(id)), name(engine::to_string(id)) {}
+  IngressFlow(TunStatus& s, const engine::L3Identity& id, userstack::ConnectionPtr c)
+      : status(s), entry(s.add(id)), name(engine::to_string(id)), app(std::move(c)) {}
   ~IngressFlow() { status.remove(entry); }
   IngressFlow(const IngressFlow&) = delete;
   IngressFlow& operator=(const IngressFlow&) = delete;
   TunStatus& status;
-  userstack::PumpHub& hub;
   std::shared_ptr<FlowEntry> entry;
   std::string name;
-  std::shared_ptr<userstack::PumpHub::Ticket> pump;
+  userstack::ConnectionPtr app;  // until the relay takes it
 };
 
-// relay_flow (io thread): bridges the dialled engine flow and the pump's socket.
-void relay_flow(const std::shared_ptr<IngressFlow>& f, ConnPtr conn, UniqueFd fd) {
+// relay_flow (io thread): bridges the dialled engine flow and the app's lwIP connection.
+void relay_flow(const std::shared_ptr<IngressFlow>& f, ConnPtr conn) {
   Conn* raw = conn.get();
   f->status.set_conn(f->entry, raw);
   f->entry->state.store("relaying");
   RelayHooks h;
   h.progress = {&f->entry->bytes_up, &f->entry->bytes_down};
   h.on_conn_error = [f, raw](const Error& e) {
-    // Stop the pump and reset the app's connection before the fd is shut down: the app must
-    // see a reset, not a FIN (a call to the hub's thread, which never waits for this one).
+    // The relay has reset the app's connection already (a reset, not a FIN).
     f->status.count("reset_" + reason_of(raw, e));
-    f->hub.abort(*f->pump);
     std::fprintf(stderr, "rendr-tun: %s: engine flow ended: %s: reset\n", f->name.c_str(),
                  e.message().c_str());
   };
   h.on_done = [f](const RelayResult& r) {
     f->entry->state.store("closing");
     f->status.set_conn(f->entry, nullptr);
-    // Both directions ended cleanly: the pump hands its last bytes and the FIN to lwIP and
-    // ends by itself (its socket is closed with the relay). Otherwise it goes now.
-    if (!r.conn_failed && !(r.up && r.down)) {
-      f->hub.release(*f->pump);
-    }
     f->status.count(r.conn_failed ? "flows_reset" : "flows_done");
     std::fprintf(stderr, "rendr-tun: %s: %llu bytes up, %llu down%s%s\n", f->name.c_str(),
                  static_cast<unsigned long long>(r.to_conn),
                  static_cast<unsigned long long>(r.from_conn), r.up ? "" : " (up: error)",
                  r.down ? "" : " (down: error)");
   };
-  start_relay(std::move(conn), std::move(fd), std::move(h));
+  if (auto st = start_relay(std::move(conn), std::move(f->app), std::move(h)); !st) {
+    f->status.set_conn(f->entry, nullptr);
+    f->status.count("reset_bridge_failed");
+    std::fprintf(stderr, "rendr-tun: %s: %s: reset\n", f->name.c_str(),
+                 st.error().message().c_str());
+  }
 }
 
-// ingress_flow (the stack's reader thread, its accept handler): decide, hand the lwIP
-// connection to the pump hub and start the engine dial, waiting for neither; the rest happens
-// on the io thread.
+// ingress_flow (the stack's reader thread, its accept handler): decide and start the engine
+// dial without waiting for it; the rest happens on the io thread.
 void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
-                  userstack::PumpHub& hub, userstack::ConnectionPtr conn) {
+                  userstack::ConnectionPtr conn) {
   const auto id = identity_of(conn->tuple());
-  auto f = std::make_shared<IngressFlow>(status, hub, id);
+  auto f = std::make_shared<IngressFlow>(status, id, std::move(conn));
   const FlowDecision d = o.decide ? o.decide(id) : FlowDecision{true, {}};
   if (d.deny || d.peers.empty()) {
     status.count("reset_flow_denied");
     std::fprintf(stderr, "rendr-tun: %s: denied by the flow decision: reset\n", f->name.c_str());
-    conn->abort();  // the app sees a reset of this one flow
+    f->app->abort();  // the app sees a reset of this one flow
     return;
   }
   auto dialer = dialers.get(d.peers);
@@ -102,36 +97,24 @@ void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
     status.count("reset_dial_failed");
     std::fprintf(stderr, "rendr-tun: %s: dial: %s: reset\n", f->name.c_str(),
                  dialer.error().message().c_str());
-    conn->abort();
+    f->app->abort();
     return;
   }
-  // The pump starts now: the app's first bytes wait in its socket until the relay reads them.
-  UniqueFd fd;
-  auto pump = hub.attach_async(std::move(conn), fd);
-  if (!pump) {
-    status.count("reset_bridge_failed");
-    std::fprintf(stderr, "rendr-tun: bridge: %s\n", pump.error().message().c_str());
-    return;
-  }
-  f->pump = std::move(*pump);
+  // The app's first bytes wait in lwIP (its window) until the relay reads them.
   f->entry->state.store("dialling");
-  auto sock = std::make_shared<UniqueFd>(std::move(fd));
-  (*dialer)->async_dial(id, deadline_in(std::chrono::seconds(10)),
-                        [f, sock](Result<ConnPtr> c) {
-                          if (!c) {
-                            // Refused while the dial waited for its paths: the refusal's
-                            // reason; else the dial's.
-                            const bool refused =
-                                c.error().code == make_error_code(engine::errc::flow_refused);
-                            f->status.count("reset_" + (refused ? reason_of(nullptr, c.error())
-                                                                : std::string("dial_failed")));
-                            std::fprintf(stderr, "rendr-tun: %s: dial: %s: reset\n",
-                                         f->name.c_str(), c.error().message().c_str());
-                            f->hub.abort(*f->pump);
-                            return;
-                          }
-                          relay_flow(f, std::move(*c), std::move(*sock));
-                        });
+  (*dialer)->async_dial(id, deadline_in(std::chrono::seconds(10)), [f](Result<ConnPtr> c) {
+    if (!c) {
+      // Refused while the dial waited for its paths: the refusal's reason; else the dial's.
+      const bool refused = c.error().code == make_error_code(engine::errc::flow_refused);
+      f->status.count("reset_" +
+                      (refused ? reason_of(nullptr, c.error()) : std::string("dial_failed")));
+      std::fprintf(stderr, "rendr-tun: %s: dial: %s: reset\n", f->name.c_str(),
+                   c.error().message().c_str());
+      f->app->abort();
+      return;
+    }
+    relay_flow(f, std::move(*c));
+  });
 }
 
 }  // namespace
@@ -174,15 +157,10 @@ int run_ingress(const IngressOptions& o) {
   });
   UdpIngress udp(o, dialers, status, **stack);
   (*stack)->set_udp_handler([&udp](const userstack::UdpDatagram& d) { udp.on_datagram(d); });
-  auto hub = userstack::PumpHub::start();
-  if (!hub) {
-    std::fprintf(stderr, "rendr-tun: %s\n", hub.error().message().c_str());
-    return 1;
-  }
   // Every new connection is decided on the stack's reader thread (connections that came
   // before are passed on first).
   (*stack)->set_accept_handler([&](userstack::ConnectionPtr c) {
-    ingress_flow(o, dialers, status, **hub, std::move(c));
+    ingress_flow(o, dialers, status, std::move(c));
   });
   std::printf("ready ingress tun=%s\n", o.tun.c_str());
   std::fflush(stdout);

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tun_relay.hpp"
 
+#include <asio/dispatch.hpp>
 #include <asio/error.hpp>
 #include <asio/posix/stream_descriptor.hpp>
-#include <asio/dispatch.hpp>
+#include <asio/post.hpp>
 #include <asio/write.hpp>
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
+#include <optional>
 
 namespace rendr::tun {
 
@@ -16,29 +19,159 @@ namespace {
 
 constexpr std::size_t kBuf = 64 * 1024;  // per direction
 
-class Relay : public std::enable_shared_from_this<Relay> {
+using Done = std::function<void(std::error_code, std::size_t)>;
+
+// AppSide: the application's end of a relay, driven on the io thread. read_some completes with
+// at least one byte, or asio::error::eof after the app's FIN; write completes once every byte
+// was taken (or with the error).
+class AppSide {
  public:
-  Relay(ConnPtr conn, UniqueFd fd, RelayHooks hooks)
-      : conn_(std::move(conn)),
-        sd_(conn_->get_executor(), fd.release()),
-        hooks_(std::move(hooks)) {}
+  virtual ~AppSide() = default;
+  virtual void read_some(std::span<std::byte> buf, Done h) = 0;
+  virtual void write(std::span<const std::byte> buf, Done h) = 0;
+  virtual void shutdown_write() = 0;  // our FIN, after what was written
+  virtual void fail() = 0;            // the engine flow failed: end both directions now
+  virtual void close() {}             // the relay ended: let go (no operation is pending)
+};
 
-  [[nodiscard]] asio::any_io_executor executor() { return sd_.get_executor(); }
-
-  void start() {  // io thread
+// FdSide: a connected stream socket.
+class FdSide final : public AppSide {
+ public:
+  FdSide(const asio::any_io_executor& ex, UniqueFd fd) : sd_(ex, fd.release()) {
     std::error_code ignored;
     sd_.non_blocking(true, ignored);
+  }
+  void read_some(std::span<std::byte> buf, Done h) override {
+    sd_.async_read_some(asio::buffer(buf.data(), buf.size()), std::move(h));
+  }
+  void write(std::span<const std::byte> buf, Done h) override {
+    asio::async_write(sd_, asio::buffer(buf.data(), buf.size()), std::move(h));
+  }
+  void shutdown_write() override { ::shutdown(sd_.native_handle(), SHUT_WR); }
+  void fail() override { ::shutdown(sd_.native_handle(), SHUT_RDWR); }
+
+ private:
+  asio::posix::stream_descriptor sd_;
+};
+
+// LwipSide: an lwIP Connection, woken through (a dup of) its event fd: a read of the eventfd
+// is the wait - asio tries it at once and otherwise queues it on the fd's edge-triggered
+// registration, so an event between a try and the wait is never lost - and it clears the
+// event as Connection::clear_event would.
+class LwipSide final : public AppSide, public std::enable_shared_from_this<LwipSide> {
+ public:
+  LwipSide(const asio::any_io_executor& ex, userstack::ConnectionPtr c, int efd)
+      : ex_(ex), conn_(std::move(c)), ev_(ex, efd) {}
+
+  void read_some(std::span<std::byte> buf, Done h) override {
+    rd_.emplace(Op{buf, 0, std::move(h), {}});
+    progress();
+  }
+  void write(std::span<const std::byte> buf, Done h) override {
+    wr_.emplace(Op{{}, 0, std::move(h), buf});
+    progress();
+  }
+  void shutdown_write() override { (void)conn_->shutdown_write(); }
+  void fail() override {
+    failed_ = true;
+    conn_->abort();  // the app sees a reset of this one flow
+    progress();      // pending operations end with the Connection's error
+  }
+  void close() override {
+    // The Connection closes as a kernel socket would (FIN after what it still sends); the
+    // event wait, if queued, ends now instead of holding this side until the next event.
+    conn_.reset();
+    std::error_code ignored;
+    ev_.close(ignored);
+  }
+
+ private:
+  struct Op {
+    std::span<std::byte> in;
+    std::size_t done = 0;
+    Done h;
+    std::span<const std::byte> out;
+  };
+
+  void complete(Done h, std::error_code ec, std::size_t n) {
+    // Posted, not called: a handler's next operation must not recurse into this one.
+    asio::post(ex_, [h = std::move(h), ec, n] { h(ec, n); });
+  }
+
+  // progress moves the pending operations as far as they go now, then waits for the next
+  // event when one is still pending.
+  void progress() {
+    if (!conn_) {
+      return;  // closed
+    }
+    if (rd_) {
+      auto r = conn_->read(rd_->in);
+      if (r && *r > 0) {
+        complete(std::move(rd_->h), {}, *r);
+        rd_.reset();
+      } else if (r) {
+        complete(std::move(rd_->h), asio::error::eof, 0);
+        rd_.reset();
+      } else if (r.error().code != std::errc::resource_unavailable_try_again || failed_) {
+        complete(std::move(rd_->h), r.error().code, 0);
+        rd_.reset();
+      }
+    }
+    while (wr_ && wr_->done < wr_->out.size()) {
+      auto w = conn_->write(wr_->out.subspan(wr_->done));
+      if (w) {
+        wr_->done += *w;
+        continue;
+      }
+      if (w.error().code != std::errc::resource_unavailable_try_again || failed_) {
+        complete(std::move(wr_->h), w.error().code, wr_->done);
+        wr_.reset();
+      }
+      break;
+    }
+    if (wr_ && wr_->done == wr_->out.size()) {
+      complete(std::move(wr_->h), {}, wr_->done);
+      wr_.reset();
+    }
+    if ((rd_ || wr_) && !waiting_) {
+      waiting_ = true;
+      ev_.async_read_some(asio::buffer(&count_, sizeof count_),
+                          [self = shared_from_this()](std::error_code, std::size_t) {
+                            self->waiting_ = false;
+                            self->progress();
+                          });
+    }
+  }
+
+  asio::any_io_executor ex_;
+  userstack::ConnectionPtr conn_;
+  asio::posix::stream_descriptor ev_;
+  std::uint64_t count_ = 0;
+  std::optional<Op> rd_;
+  std::optional<Op> wr_;
+  bool waiting_ = false;
+  bool failed_ = false;
+};
+
+class Relay : public std::enable_shared_from_this<Relay> {
+ public:
+  Relay(ConnPtr conn, std::shared_ptr<AppSide> app, RelayHooks hooks)
+      : conn_(std::move(conn)), app_(std::move(app)), hooks_(std::move(hooks)) {}
+
+  [[nodiscard]] asio::any_io_executor executor() const { return conn_->get_executor(); }
+
+  void start() {  // io thread
     read_up();
     read_down();
   }
 
  private:
-  // --- fd -> Conn ---
+  // --- app -> Conn ---
   void read_up() {
-    sd_.async_read_some(asio::buffer(up_.get(), kBuf),
-                        [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                          self->on_up_read(ec, n);
-                        });
+    app_->read_some({up_.get(), kBuf}, [self = shared_from_this()](std::error_code ec,
+                                                                   std::size_t n) {
+      self->on_up_read(ec, n);
+    });
   }
 
   void on_up_read(std::error_code ec, std::size_t n) {
@@ -50,7 +183,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
       return;
     }
     if (ec) {
-      r_.up = Error{ec, "relay: recv"};
+      r_.up = Error{ec, "relay: read from the app"};
       end_direction();
       return;
     }
@@ -74,7 +207,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
     read_up();
   }
 
-  // --- Conn -> fd ---
+  // --- Conn -> app ---
   void read_down() {
     conn_->async_read_some(asio::buffer(down_.get(), kBuf),
                            [self = shared_from_this()](std::error_code ec, std::size_t n) {
@@ -84,7 +217,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
 
   void on_down_read(std::error_code ec, std::size_t n) {
     if (ec == asio::error::eof) {
-      ::shutdown(sd_.native_handle(), SHUT_WR);  // the far side half-closed: pass the FIN on
+      app_->shutdown_write();  // the far side half-closed: pass the FIN on
       end_direction();
       return;
     }
@@ -94,10 +227,9 @@ class Relay : public std::enable_shared_from_this<Relay> {
       end_direction();
       return;
     }
-    asio::async_write(sd_, asio::buffer(down_.get(), n),
-                      [self = shared_from_this()](std::error_code wec, std::size_t w) {
-                        self->on_down_written(wec, w);
-                      });
+    app_->write({down_.get(), n}, [self = shared_from_this()](std::error_code wec, std::size_t w) {
+      self->on_down_written(wec, w);
+    });
   }
 
   void on_down_written(std::error_code ec, std::size_t n) {
@@ -106,8 +238,8 @@ class Relay : public std::enable_shared_from_this<Relay> {
       hooks_.progress.from_conn->fetch_add(n, std::memory_order_relaxed);
     }
     if (ec) {
-      r_.down = Error{ec, "relay: send"};
-      ::shutdown(sd_.native_handle(), SHUT_WR);
+      r_.down = Error{ec, "relay: write to the app"};
+      app_->shutdown_write();
       end_direction();
       return;
     }
@@ -119,16 +251,17 @@ class Relay : public std::enable_shared_from_this<Relay> {
       return;
     }
     r_.conn_failed = true;
+    app_->fail();  // before anything else reaches the app: a reset, not a FIN
     if (hooks_.on_conn_error) {
       hooks_.on_conn_error(e);
     }
-    ::shutdown(sd_.native_handle(), SHUT_RDWR);  // ends the other direction's read
   }
 
   void end_direction() {
     if (++ended_ < 2) {
       return;
     }
+    app_->close();
     conn_->async_close([self = shared_from_this()](Status) {
       if (self->hooks_.on_done) {
         self->hooks_.on_done(self->r_);
@@ -137,7 +270,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
   }
 
   ConnPtr conn_;
-  asio::posix::stream_descriptor sd_;
+  std::shared_ptr<AppSide> app_;
   RelayHooks hooks_;
   // Uninitialised: a short flow should not pay for zeroing (and faulting in) 64 KiB.
   std::unique_ptr<std::byte[]> up_{new std::byte[kBuf]};
@@ -146,11 +279,28 @@ class Relay : public std::enable_shared_from_this<Relay> {
   int ended_ = 0;
 };
 
+void run(ConnPtr conn, std::shared_ptr<AppSide> app, RelayHooks hooks) {
+  auto r = std::make_shared<Relay>(std::move(conn), std::move(app), std::move(hooks));
+  asio::dispatch(r->executor(), [r] { r->start(); });
+}
+
 }  // namespace
 
 void start_relay(ConnPtr conn, UniqueFd fd, RelayHooks hooks) {
-  auto r = std::make_shared<Relay>(std::move(conn), std::move(fd), std::move(hooks));
-  asio::dispatch(r->executor(), [r] { r->start(); });
+  auto app = std::make_shared<FdSide>(conn->get_executor(), std::move(fd));
+  run(std::move(conn), std::move(app), std::move(hooks));
+}
+
+Status start_relay(ConnPtr conn, userstack::ConnectionPtr app, RelayHooks hooks) {
+  const int efd = ::dup(app->event_fd());
+  if (efd < 0) {
+    const Status err = errno_error("relay: dup the connection's event fd");
+    app->abort();
+    return err;
+  }
+  auto side = std::make_shared<LwipSide>(conn->get_executor(), std::move(app), efd);
+  run(std::move(conn), std::move(side), std::move(hooks));
+  return {};
 }
 
 }  // namespace rendr::tun

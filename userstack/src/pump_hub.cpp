@@ -60,32 +60,6 @@ bool PumpHub::call(const std::function<void()>& f) {
   return true;
 }
 
-bool PumpHub::post(std::function<void()> f) {
-  {
-    std::lock_guard lk(mu_);
-    if (stop_) {
-      return false;
-    }
-    calls_.push_back(std::move(f));
-  }
-  const std::uint64_t one = 1;
-  (void)!::write(wake_.get(), &one, sizeof one);
-  return true;
-}
-
-Status PumpHub::add(std::unique_ptr<Pump>& pump, const std::shared_ptr<Ticket>& t) {
-  Pump& raw = *pump;
-  if (auto st = set_.add(raw); !st) {
-    return st;
-  }
-  by_ticket_[t.get()] = &raw;
-  pumps_[&raw] = {std::move(pump), t};
-  if (raw.state() != Pump::State::running) {
-    end(raw, raw.state());
-  }
-  return {};
-}
-
 Result<std::shared_ptr<PumpHub::Ticket>> PumpHub::attach(ConnectionPtr conn, UniqueFd& server_fd,
                                                          std::size_t buffer) {
   auto p = Pump::start(std::move(conn), buffer);
@@ -96,39 +70,23 @@ Result<std::shared_ptr<PumpHub::Ticket>> PumpHub::attach(ConnectionPtr conn, Uni
   auto t = std::make_shared<Ticket>();
   Status added;
   std::unique_ptr<Pump> pump = std::move(*p);
-  if (!call([&] { added = add(pump, t); })) {
+  const bool ran = call([&] {
+    Pump& raw = *pump;
+    added = set_.add(raw);
+    if (!added) {
+      return;
+    }
+    by_ticket_[t.get()] = &raw;
+    pumps_[&raw] = {std::move(pump), t};
+    if (raw.state() != Pump::State::running) {
+      end(raw, raw.state());
+    }
+  });
+  if (!ran) {
     return make_error(std::errc::operation_canceled, "userstack pump hub: stopping");
   }
   if (!added) {
     return added.error();
-  }
-  return t;
-}
-
-Result<std::shared_ptr<PumpHub::Ticket>> PumpHub::attach_async(ConnectionPtr conn,
-                                                               UniqueFd& server_fd,
-                                                               std::size_t buffer) {
-  auto p = Pump::start(std::move(conn), buffer);
-  if (!p) {
-    return p.error();
-  }
-  server_fd = (*p)->take_fd();
-  auto t = std::make_shared<Ticket>();
-  auto pump = std::make_shared<std::unique_ptr<Pump>>(std::move(*p));
-  const bool posted = post([this, pump, t] {
-    if (add(*pump, t)) {
-      return;
-    }
-    if (auto st = (*pump)->detach(); st && st->conn) {
-      st->conn->abort();  // the app sees a reset of this one flow
-    }
-    std::lock_guard lk(t->mu);
-    t->ended = true;
-    t->state = Pump::State::reset;
-    t->cv.notify_all();
-  });
-  if (!posted) {
-    return make_error(std::errc::operation_canceled, "userstack pump hub: stopping");
   }
   return t;
 }

@@ -34,13 +34,18 @@ void prefault(void* p, std::size_t n) {
   (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
 }
 
+// Below this an allocation comes from heap pages malloc has mapped already (a freed flow's
+// buffers are the next one's): a madvise each was one syscall per packet (7 % of the CPU of
+// rendr-bench's g3quic on this VM, where a syscall is dear), and for a short flow the 16 KiB
+// first receive chunk of every carrier was one more (7.5 calls per new TUN ingress flow, all
+// on pages already mapped). Larger ones (the 1 MiB receive chunks, 128 KiB send chunks) are
+// mapped fresh by malloc, page by page unless prefaulted.
+constexpr std::size_t kPrefaultMin = 64 * 1024;
+
 Buffer fresh_buffer(std::size_t capacity) {
   Buffer b;
   b.reserve(capacity);
-  // Small buffers (a packet flow's frames, never pooled: below kMinCapacity) come from heap
-  // pages that are mostly mapped already; a madvise call each was one syscall per packet
-  // (7 % of the CPU of rendr-bench's g3quic on this VM, where a syscall is dear).
-  if (capacity >= FrameCache::kMinCapacity) {
+  if (capacity >= kPrefaultMin) {
     prefault(b.data(), capacity);
   }
   return b;

@@ -339,3 +339,34 @@ TEST_CASE("engine listener: set_accept_handler hands every stream flow to the io
   }
   CHECK(found);
 }
+
+TEST_CASE("engine listener: set_packet_accept_handler hands packet flows over, stream flows "
+          "still wait for accept()",
+          "[engine][async_dial][listener]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  auto d = Dialer::create(dial_opts({tcp_path(**l)}));
+  REQUIRE_OK(d);
+  std::promise<PacketConnPtr> got;
+  (*l)->set_packet_accept_handler([&](PacketConnPtr c) { got.set_value(std::move(c)); });
+  auto udp = engine::make_l3_identity(17, "10.0.0.2:5000", "198.51.100.53:53");
+  REQUIRE(udp);
+  auto pc = (*d)->dial_packet(*udp, deadline_in(5s));
+  REQUIRE_OK(pc);
+  auto f = got.get_future();
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  auto s = f.get();
+  REQUIRE(s->l3_identity().has_value());
+  CHECK(*s->l3_identity() == *udp);
+  const std::string ping = "ping";
+  REQUIRE_OK((*pc)->write(std::as_bytes(std::span(ping))));
+  std::vector<std::byte> pkt;
+  auto r = s->read(pkt, deadline_in(5s));
+  REQUIRE_OK(r);
+  CHECK(*r);
+  CHECK(pkt.size() == ping.size());
+  // A stream flow is not the packet handler's: accept() gets it.
+  auto c = (*d)->dial(deadline_in(5s));
+  REQUIRE_OK(c);
+  CHECK((*l)->accept(deadline_in(5s)));
+}

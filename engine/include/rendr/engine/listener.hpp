@@ -128,8 +128,10 @@ class Listener {
   // thread as soon as accept() would have returned it (flows already waiting first), instead of
   // queueing for accept() - for programs that run on that thread (no thread waits in accept,
   // none is woken per flow). |h| must not block; it may start the Conn's async operations.
-  // An empty |h| goes back to accept().
+  // An empty |h| goes back to accept(). set_packet_accept_handler: the same for packet flows
+  // (accept_packet()).
   void set_accept_handler(std::function<void(ConnPtr)> h);
+  void set_packet_accept_handler(std::function<void(PacketConnPtr)> h);
   // local_address: "ip:port" actually bound (port 0 resolved).
   [[nodiscard]] std::string local_address() const;
   [[nodiscard]] std::uint16_t port() const;

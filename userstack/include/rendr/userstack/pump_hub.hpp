@@ -49,12 +49,6 @@ class PumpHub {
   // attach pumps |conn| and sets |server_fd| to the server's end. Errors: socketpair, epoll.
   [[nodiscard]] Result<std::shared_ptr<Ticket>> attach(ConnectionPtr conn, UniqueFd& server_fd,
                                                        std::size_t buffer = kPumpBuffer);
-  // attach_async: attach without waiting for the hub's thread - the pump joins its set there,
-  // in order with later calls, so wait / abort / release of the ticket find it. An add that
-  // fails there resets the connection and ends the ticket (state reset). Errors: socketpair.
-  [[nodiscard]] Result<std::shared_ptr<Ticket>> attach_async(ConnectionPtr conn,
-                                                             UniqueFd& server_fd,
-                                                             std::size_t buffer = kPumpBuffer);
   // wait blocks until |t|'s pump ended (by itself, abort() or release()).
   void wait(Ticket& t);
   // abort stops |t|'s pump and resets its connection; release stops it and closes the
@@ -68,10 +62,6 @@ class PumpHub {
   void run();
   // call runs |f| on the hub's thread and waits for it; false when the hub is stopping.
   bool call(const std::function<void()>& f);
-  // post queues |f| for the hub's thread without waiting; false when the hub is stopping.
-  bool post(std::function<void()> f);
-  // add (hub thread) puts |pump| into the set under |t| (taking it only when that worked).
-  Status add(std::unique_ptr<Pump>& pump, const std::shared_ptr<Ticket>& t);
   void finish(Ticket& t, bool reset);
   void end(Pump& p, Pump::State why);  // hub thread
 
