@@ -98,7 +98,7 @@ void refuse_async(const std::shared_ptr<EgressFlow>& f, engine::RefusalCode code
 }
 
 // relay_to_origin (io thread): the origin answered; bridge it and the flow.
-void relay_to_origin(const std::shared_ptr<EgressFlow>& f, UniqueFd fd) {
+void relay_to_origin(const std::shared_ptr<EgressFlow>& f, asio::posix::stream_descriptor sd) {
   f->entry->state.store("relaying");
   RelayHooks h;
   // Bytes up (app -> origin) arrive from the Conn here: the relay's from_conn.
@@ -110,7 +110,7 @@ void relay_to_origin(const std::shared_ptr<EgressFlow>& f, UniqueFd fd) {
                  f->name.c_str(), static_cast<unsigned long long>(r.from_conn),
                  static_cast<unsigned long long>(r.to_conn));
   };
-  start_relay(std::move(f->conn), std::move(fd), std::move(h));
+  start_relay(std::move(f->conn), std::move(sd), std::move(h));
 }
 
 // connect_origin (io thread): a non-blocking connect to |dst| bounded by o.connect_timeout;
@@ -153,7 +153,7 @@ void connect_origin(const EgressOptions& o, const std::shared_ptr<EgressFlow>& f
       refuse_async(f, refusal_for(err), errno_error("connect " + dst.to_string(), err).message());
       return;
     }
-    UniqueFd connected(f->origin->release());
+    auto connected = std::move(*f->origin);
     f->origin.reset();
     relay_to_origin(f, std::move(connected));
   });

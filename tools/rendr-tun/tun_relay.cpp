@@ -37,7 +37,7 @@ class AppSide {
 // FdSide: a connected stream socket.
 class FdSide final : public AppSide {
  public:
-  FdSide(const asio::any_io_executor& ex, UniqueFd fd) : sd_(ex, fd.release()) {
+  explicit FdSide(asio::posix::stream_descriptor sd) : sd_(std::move(sd)) {
     std::error_code ignored;
     sd_.non_blocking(true, ignored);
   }
@@ -287,8 +287,12 @@ void run(ConnPtr conn, std::shared_ptr<AppSide> app, RelayHooks hooks) {
 }  // namespace
 
 void start_relay(ConnPtr conn, UniqueFd fd, RelayHooks hooks) {
-  auto app = std::make_shared<FdSide>(conn->get_executor(), std::move(fd));
-  run(std::move(conn), std::move(app), std::move(hooks));
+  asio::posix::stream_descriptor sd(conn->get_executor(), fd.release());
+  start_relay(std::move(conn), std::move(sd), std::move(hooks));
+}
+
+void start_relay(ConnPtr conn, asio::posix::stream_descriptor sd, RelayHooks hooks) {
+  run(std::move(conn), std::make_shared<FdSide>(std::move(sd)), std::move(hooks));
 }
 
 Status start_relay(ConnPtr conn, userstack::ConnectionPtr app, RelayHooks hooks) {

@@ -20,6 +20,8 @@
 #include <rendr/engine/conn.hpp>
 #include <rendr/userstack/stack.hpp>
 
+#include <asio/posix/stream_descriptor.hpp>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -49,6 +51,9 @@ struct RelayHooks {
 // start_relay takes |conn| and the app side and starts relaying on the Conn's io thread;
 // returns at once (any thread). |fd|: a connected stream socket (made non-blocking here).
 void start_relay(ConnPtr conn, UniqueFd fd, RelayHooks hooks);
+// The same with the socket already registered on the Conn's io_context (the egress connected it
+// there: no second registration).
+void start_relay(ConnPtr conn, asio::posix::stream_descriptor sd, RelayHooks hooks);
 // |app|: an lwIP connection. Errors: the dup of its event fd (then nothing runs: the app's
 // connection is reset and the Conn closed as they go).
 [[nodiscard]] Status start_relay(ConnPtr conn, userstack::ConnectionPtr app, RelayHooks hooks);
