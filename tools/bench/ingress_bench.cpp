@@ -371,7 +371,8 @@ struct Flows {
   std::string first_error;
 };
 
-Flows run_flows(int app_ns, std::uint64_t clients, std::chrono::milliseconds dur) {
+Flows run_flows(int app_ns, const char* addr, std::uint64_t clients,
+                std::chrono::milliseconds dur) {
   std::atomic<std::uint64_t> ok{0};
   std::atomic<std::uint64_t> failed{0};
   std::mutex mu;
@@ -391,7 +392,7 @@ Flows run_flows(int app_ns, std::uint64_t clients, std::chrono::milliseconds dur
         return;
       }
       while (Clock::now() < end) {
-        auto d = download(kHere, lab::IngressLab::kOrigin4, 64, 64, kForever, [] {}, [] {});
+        auto d = download(kHere, addr, 64, 64, kForever, [] {}, [] {});
         if (d && d->intact && d->bytes == 64) {
           ++ok;
           continue;
@@ -614,6 +615,7 @@ int run_ingress(std::span<char* const> args) {
   }
 
   Flows flows;
+  Flows raw_flows;
   CpuTime flows_in, flows_eg, flows_self;
   std::map<std::string, CpuTime> flows_in_threads, flows_eg_threads;
   std::string flows_status;
@@ -625,14 +627,20 @@ int run_ingress(std::span<char* const> args) {
     const auto et0 = threads_cpu_by_name(eg_pid);
     say("flows: " + std::to_string(cfg.flow_clients) + " clients for " +
         std::to_string(cfg.flows_ms) + " ms");
-    flows = run_flows(app, cfg.flow_clients, std::chrono::milliseconds(cfg.flows_ms));
+    flows = run_flows(app, lab::IngressLab::kOrigin4, cfg.flow_clients,
+                      std::chrono::milliseconds(cfg.flows_ms));
     flows_in = process_cpu(in_pid) - i0;
     flows_eg = process_cpu(eg_pid) - e0;
     flows_self = process_cpu(::getpid()) - s0;
     flows_in_threads = diff(threads_cpu_by_name(in_pid), it0);
     flows_eg_threads = diff(threads_cpu_by_name(eg_pid), et0);
-    // The flows' own threads have exited: their time is the process's minus the live threads'.
     flows_status = stack.status("ingress");
+    // The baseline: the same clients and origin, routed without rendr (the egress host only
+    // forwards), for as long.
+    say("raw flows: " + std::to_string(cfg.flow_clients) + " clients for " +
+        std::to_string(cfg.flows_ms) + " ms to " + lab::IngressLab::kOriginRaw4);
+    raw_flows = run_flows(app, lab::IngressLab::kOriginRaw4, cfg.flow_clients,
+                          std::chrono::milliseconds(cfg.flows_ms));
   }
   const double load_end = load_1m();
   const double e2e_gbps = gbps(*e2e);
@@ -640,6 +648,8 @@ int run_ingress(std::span<char* const> args) {
   const double stall_p50 = percentile(stalls, 50);
   const double stall_max = percentile(stalls, 100);
   const double fps = flows.seconds > 0 ? static_cast<double>(flows.ok) / flows.seconds : 0;
+  const double raw_fps =
+      raw_flows.seconds > 0 ? static_cast<double>(raw_flows.ok) / raw_flows.seconds : 0;
   const bool intact = e2e->intact && raw->intact && fo_intact;
   const double gib = static_cast<double>(e2e->bytes) / (1ULL << 30);
 
@@ -682,6 +692,9 @@ int run_ingress(std::span<char* const> args) {
     std::printf("cpu during flows: ingress %.2f s, egress %.2f s, bench (clients + origin) %.2f s "
                 "over %.1f s\n", flows_in.total(), flows_eg.total(), flows_self.total(),
                 flows.seconds);
+    std::printf("raw flows (the same clients, routed, no rendr)  %.0f /s  (%llu failed%s%s)\n",
+                raw_fps, static_cast<unsigned long long>(raw_flows.failed),
+                raw_flows.first_error.empty() ? "" : ": ", raw_flows.first_error.c_str());
   }
   std::printf("bytes intact: %s\n", intact ? "yes" : "NO");
   if (cfg.json) {
@@ -731,6 +744,9 @@ int run_ingress(std::span<char* const> args) {
     j.kv("flows_failed", flows.failed);
     j.kv("flow_clients", cfg.flow_clients);
     j.kv("flows_error", flows.first_error);
+    j.kv("raw_flows_per_s", raw_fps);
+    j.kv("raw_flows_failed", raw_flows.failed);
+    j.kv("flows_vs_raw_ratio", raw_fps > 0 ? fps / raw_fps : 0.0);
     j.begin_object("flows_cpu_s");
     j.kv("ingress", flows_in.total());
     j.kv("egress", flows_eg.total());

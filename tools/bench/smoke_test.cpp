@@ -141,12 +141,15 @@ int main(int argc, char** argv) {
     spec.args = "ingress --json --quiet --mib 16 --runs 2 --pre-mib 4 --post-ms 500 "
                 "--flow-clients 4 --flows-ms 500";
     spec.keys = {"e2e_gbps", "raw_gbps", "failover_stall_ms_p50", "failover_stall_ms_max",
-                 "flows_per_s", "e2e_cpu_s", "flows_cpu_s", "failover_runs_failed"};
+                 "flows_per_s", "raw_flows_per_s", "flows_vs_raw_ratio", "e2e_cpu_s",
+                 "flows_cpu_s", "failover_runs_failed"};
     // Every byte checked against the origin's pattern (the bench exits 1 otherwise), each
     // download whole, both failover runs completed at the app (no reset, no 20 s silence).
     spec.exact = {"\"bytes_intact\":true", "\"e2e_bytes\":16777216", "\"raw_bytes\":16777216",
-                  "\"failover_runs\":2", "\"failover_runs_failed\":0"};
-    spec.numbers = {"e2e_gbps", "raw_gbps", "failover_stall_ms_p50", "flows_per_s"};
+                  "\"failover_runs\":2", "\"failover_runs_failed\":0", "\"flows_failed\":0",
+                  "\"raw_flows_failed\":0"};
+    spec.numbers = {"e2e_gbps", "raw_gbps", "failover_stall_ms_p50", "flows_per_s",
+                    "raw_flows_per_s"};
   } else if (which == "g3quic") {
     // G3 on one quic datagram path at a low rate: 2 s baseline, 2 s with 10 rebinds. And the
     // dgramcap section (one 1 s run each of quic datagram and udpflow at 5 000 pps offered),

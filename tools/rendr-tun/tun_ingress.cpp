@@ -14,6 +14,9 @@
 #include <rendr/engine/errors.hpp>
 #include <rendr/userstack/stack.hpp>
 
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/post.hpp>
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -117,6 +120,48 @@ void ingress_flow(const IngressOptions& o, Dialers& dialers, TunStatus& status,
   });
 }
 
+// TunPoller: the stack's TUN read on the io thread - a wait for readability, then
+// Stack::poll_tun, again until the device is gone.
+class TunPoller : public std::enable_shared_from_this<TunPoller> {
+ public:
+  static Result<std::shared_ptr<TunPoller>> start(asio::io_context& io, userstack::Stack& st) {
+    const int fd = ::dup(st.tun_fd());  // the descriptor asio owns; the stack keeps its own
+    if (fd < 0) {
+      return errno_error("dup the TUN fd");
+    }
+    auto p = std::shared_ptr<TunPoller>(new TunPoller(io, st, fd));
+    asio::post(io, [p] { p->poll(); });
+    return p;
+  }
+
+ private:
+  TunPoller(asio::io_context& io, userstack::Stack& st, int fd) : st_(st), sd_(io, fd) {}
+
+  void poll() {
+    const int n = st_.poll_tun();
+    if (n < 0) {
+      std::fprintf(stderr, "rendr-tun: the TUN device is gone: no new flows\n");
+      return;
+    }
+    if (n >= kDrainedBelow) {
+      // Not drained (poll_tun reads a bounded amount): the edge-triggered wait would not fire
+      // for what is left. Another round after what else is queued.
+      asio::post(sd_.get_executor(), [self = shared_from_this()] { self->poll(); });
+      return;
+    }
+    sd_.async_wait(asio::posix::stream_descriptor::wait_read,
+                   [self = shared_from_this()](std::error_code ec) {
+                     if (!ec) {
+                       self->poll();
+                     }
+                   });
+  }
+
+  static constexpr int kDrainedBelow = 128;  // poll_tun's bound: 4 batches of 32
+  userstack::Stack& st_;
+  asio::posix::stream_descriptor sd_;
+};
+
 }  // namespace
 
 int run_ingress(const IngressOptions& o) {
@@ -136,6 +181,10 @@ int run_ingress(const IngressOptions& o) {
     so.tun.clone_path = o.tun_clone;
   }
   so.send_mss = o.send_mss;
+  // The TUN is read on the io thread too (TunPoller below): lwIP's input, the accept handler
+  // and every connection's events run where the relays and engine flows run - no thread hop
+  // and no contended lwIP lock per packet.
+  so.reader_thread = false;
   auto stack = userstack::Stack::start(so);
   if (!stack) {
     std::fprintf(stderr, "rendr-tun: tun %s: %s\n", o.tun.c_str(),
@@ -157,11 +206,16 @@ int run_ingress(const IngressOptions& o) {
   });
   UdpIngress udp(o, dialers, status, **stack);
   (*stack)->set_udp_handler([&udp](const userstack::UdpDatagram& d) { udp.on_datagram(d); });
-  // Every new connection is decided on the stack's reader thread (connections that came
-  // before are passed on first).
+  // Every new connection is decided where the stack hands it out: on the io thread.
   (*stack)->set_accept_handler([&](userstack::ConnectionPtr c) {
     ingress_flow(o, dialers, status, std::move(c));
   });
+  auto poller = TunPoller::start(io.io, **stack);
+  if (!poller) {
+    std::fprintf(stderr, "rendr-tun: tun %s: %s\n", o.tun.c_str(),
+                 poller.error().message().c_str());
+    return 1;
+  }
   std::printf("ready ingress tun=%s\n", o.tun.c_str());
   std::fflush(stdout);
   for (;;) {

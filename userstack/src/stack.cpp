@@ -368,10 +368,6 @@ void Stack::Impl::write_tun(std::span<const std::byte> pkt) {
 }
 
 void Stack::Impl::run() {
-  constexpr std::size_t kBatch = 32;
-  constexpr std::size_t kCap = sizeof(VnetHeader) + 65536 + 256;
-  std::vector<std::vector<std::byte>> bufs(kBatch, std::vector<std::byte>(kCap));
-  std::array<std::size_t, kBatch> lens{};
   auto next_prune = std::chrono::steady_clock::now() + kPruneInterval;
   for (;;) {
     if (std::chrono::steady_clock::now() >= next_prune) {
@@ -387,68 +383,81 @@ void Stack::Impl::run() {
     if ((pf[1].revents & POLLIN) != 0) {
       return;
     }
-    std::size_t got = 0;
-    bool gone = (pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
-    while (got < kBatch && !gone) {
-      ssize_t n = ::read(tun_.fd(), bufs[got].data(), kCap);
-      if (n < 0) {
-        // EBADFD: the device was deleted (tun_chr_poll reports POLLERR from then on, so
-        // polling again would spin). EAGAIN: drained.
-        gone = errno == EBADFD || errno == EIO;
-        break;
-      }
-      if (static_cast<std::size_t>(n) <= sizeof(VnetHeader)) {
-        continue;
-      }
-      lens[got] = static_cast<std::size_t>(n);
-      ++got;
-    }
-    if (gone && got == 0) {
-      default_log_sink(LogLevel::warn, "userstack: TUN device " + tun_.name() +
-                                           " is gone; its connections cannot continue");
-      device_gone_ = true;
+    if (read_batch((pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) < 0) {
       return;
     }
-    if (got == 0) {
+  }
+}
+
+int Stack::Impl::read_batch(bool error_seen) {
+  constexpr std::size_t kCap = sizeof(VnetHeader) + 65536 + 256;
+  if (bufs_.empty()) {
+    bufs_.assign(kBatch, std::vector<std::byte>(kCap));
+  }
+  auto& bufs = bufs_;
+  std::array<std::size_t, kBatch> lens{};
+  std::size_t got = 0;
+  bool gone = error_seen;
+  while (got < kBatch && !gone) {
+    ssize_t n = ::read(tun_.fd(), bufs[got].data(), kCap);
+    if (n < 0) {
+      // EBADFD: the device was deleted (tun_chr_poll reports POLLERR from then on, so
+      // polling again would spin). EAGAIN: drained.
+      gone = errno == EBADFD || errno == EIO;
+      break;
+    }
+    if (static_cast<std::size_t>(n) <= sizeof(VnetHeader)) {
       continue;
     }
+    lens[got] = static_cast<std::size_t>(n);
+    ++got;
+  }
+  if (gone && got == 0) {
+    default_log_sink(LogLevel::warn, "userstack: TUN device " + tun_.name() +
+                                         " is gone; its connections cannot continue");
+    device_gone_ = true;
+    return -1;
+  }
+  if (got == 0) {
+    return 0;
+  }
+  for (std::size_t i = 0; i < got; ++i) {
+    VnetHeader vh;
+    std::memcpy(&vh, bufs[i].data(), sizeof vh);
+    std::span<std::byte> pkt(bufs[i].data() + sizeof vh, lens[i] - sizeof vh);
+    if ((vh.flags & VnetHeader::kNeedsCsum) != 0 &&
+        !complete_partial_checksum(pkt, vh.csum_start, vh.csum_offset)) {
+      ++c_.rx_bad_checksum;
+      lens[i] = 0;
+    }
+  }
+  std::function<void(const UdpDatagram&)> udp;
+  {
+    std::lock_guard<std::mutex> g(udp_mu_);
+    udp = udp_handler_;
+  }
+  if (udp) {
     for (std::size_t i = 0; i < got; ++i) {
-      VnetHeader vh;
-      std::memcpy(&vh, bufs[i].data(), sizeof vh);
-      std::span<std::byte> pkt(bufs[i].data() + sizeof vh, lens[i] - sizeof vh);
-      if ((vh.flags & VnetHeader::kNeedsCsum) != 0 &&
-          !complete_partial_checksum(pkt, vh.csum_start, vh.csum_offset)) {
-        ++c_.rx_bad_checksum;
+      if (lens[i] != 0 &&
+          hand_udp(std::span<const std::byte>(bufs[i].data() + sizeof(VnetHeader),
+                                              lens[i] - sizeof(VnetHeader)),
+                   udp)) {
         lens[i] = 0;
       }
     }
-    std::function<void(const UdpDatagram&)> udp;
-    {
-      std::lock_guard<std::mutex> g(udp_mu_);
-      udp = udp_handler_;
-    }
-    if (udp) {
-      for (std::size_t i = 0; i < got; ++i) {
-        if (lens[i] != 0 &&
-            hand_udp(std::span<const std::byte>(bufs[i].data() + sizeof(VnetHeader),
-                                                lens[i] - sizeof(VnetHeader)),
-                     udp)) {
-          lens[i] = 0;
-        }
-      }
-    }
-    {
-      CoreLock lock;
-      for (std::size_t i = 0; i < got; ++i) {
-        if (lens[i] != 0) {
-          feed(std::span<std::byte>(bufs[i].data() + sizeof(VnetHeader),
-                                    lens[i] - sizeof(VnetHeader)),
-               false);
-        }
-      }
-    }
-    deliver_accepts();
   }
+  {
+    CoreLock lock;
+    for (std::size_t i = 0; i < got; ++i) {
+      if (lens[i] != 0) {
+        feed(std::span<std::byte>(bufs[i].data() + sizeof(VnetHeader),
+                                  lens[i] - sizeof(VnetHeader)),
+             false);
+      }
+    }
+  }
+  deliver_accepts();
+  return static_cast<int>(got);
 }
 
 Stack::Stack(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -476,11 +485,38 @@ Result<std::unique_ptr<Stack>> Stack::start(const StackOptions& opts) {
     return std::move(st).take_error();
   }
   Impl* raw = impl.get();
-  raw->reader_ = std::thread([raw] {
-    (void)::pthread_setname_np(::pthread_self(), "us-tun-reader");  // per-thread CPU reports
-    raw->run();
-  });
+  if (opts.reader_thread) {
+    raw->reader_ = std::thread([raw] {
+      (void)::pthread_setname_np(::pthread_self(), "us-tun-reader");  // per-thread CPU reports
+      raw->run();
+    });
+  }
   return std::unique_ptr<Stack>(new Stack(std::move(impl)));
+}
+
+int Stack::tun_fd() const { return impl_->tun_.fd(); }
+
+int Stack::poll_tun() {
+  if (impl_->device_gone_) {
+    return -1;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= impl_->next_prune_) {
+    impl_->prune_flows();
+    impl_->next_prune_ = now + Impl::kPruneInterval;
+  }
+  int total = 0;
+  for (int i = 0; i < 4; ++i) {  // bounded: the owner's other work runs between calls
+    const int n = impl_->read_batch(false);
+    if (n < 0) {
+      return total > 0 ? total : -1;
+    }
+    total += n;
+    if (n < static_cast<int>(Impl::kBatch)) {
+      break;
+    }
+  }
+  return total;
 }
 
 void Stack::set_accept_handler(std::function<void(ConnectionPtr)> h) {

@@ -72,6 +72,10 @@ class Stack::Impl {
 
   Status init();  // netif setup (takes the core lock)
   void run();     // reader thread
+  // read_batch reads up to kBatch packets from the TUN (non-blocking) and feeds them: the
+  // count, 0 when there was none, -1 when the device is gone (|error_seen|: poll said so).
+  int read_batch(bool error_seen);
+  static constexpr std::size_t kBatch = 32;
   void stop();
   // prune_flows drops shim entries whose connection lwIP no longer has (takes the core lock).
   void prune_flows();
@@ -112,6 +116,8 @@ class Stack::Impl {
 
   UniqueFd stop_efd_;
   std::thread reader_;
+  std::vector<std::vector<std::byte>> bufs_;  // read_batch's buffers (one reader at a time)
+  std::chrono::steady_clock::time_point next_prune_{};  // poll_tun's prune schedule
   // The TUN device went away under the reader (deleted, or its namespace was): it stopped.
   std::atomic<bool> device_gone_{false};
   bool netif_added_ = false;

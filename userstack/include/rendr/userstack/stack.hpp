@@ -109,6 +109,10 @@ struct StackOptions {
   // choice, <= 1460). Larger segments are the lever for throughput toward the local kernel
   // (needs a TUN MTU above it; the peer must accept segments beyond its MSS, as Linux does).
   std::uint16_t send_mss = 0;
+  // false: no reader thread - the owner waits for tun_fd() to be readable and calls poll_tun()
+  // from its own event loop (one thread), so lwIP's input, the accept handler and the
+  // connections' events run on that thread (rendr-tun's ingress runs them on its io thread).
+  bool reader_thread = true;
 };
 
 struct StackCounters {
@@ -159,6 +163,12 @@ class Stack {
   // write's errno (EAGAIN: the TUN's queue is full; the packet is lost, like a drop).
   [[nodiscard]] Status inject(std::span<const std::byte> ip_packet);
 
+  // tun_fd / poll_tun (StackOptions::reader_thread false): the TUN's fd (non-blocking; poll it
+  // for readability) and one round of what the reader thread does - read what is there (a few
+  // batches at most), feed it to lwIP, hand out accepted connections. Returns the packets read,
+  // 0 when none, -1 once the device is gone (device_gone()). One thread at a time.
+  [[nodiscard]] int tun_fd() const;
+  int poll_tun();
   // accept waits up to |timeout| for a queued connection. Errors: ETIMEDOUT.
   [[nodiscard]] Result<ConnectionPtr> accept(std::chrono::milliseconds timeout);
 
