@@ -157,17 +157,19 @@ TEST_CASE("engine G2: echo every 100 ms with >= 30 migrations, no loss, p99 < 2x
     paths.push_back(p);
   }
   const int seconds = env_int("RENDR_G2_SECONDS", 60);
-  // Baseline: the same flow setup without migrations.
-  std::vector<double> base_rtts;
-  {
-    auto p = connect(*rig, **l, dial_opts(paths));
-    auto r = bench::echo(*p.client, *p.server, 100ms, 50);
-    INFO(r.error);
-    REQUIRE(r.error.empty());
-    base_rtts = r.rtt_ms;
-  }
-  auto p = connect(*rig, **l, dial_opts(paths));
   const int count = seconds * 10;
+  // The baseline is the same flow setup without migrations, echoing at the same time (half an
+  // interval apart): both see the same machine, so a busy moment (CI builds the sanitizer
+  // stage in the background meanwhile) raises both instead of failing the gate. A baseline
+  // measured before the run saw p99 43 ms once and the run then 93 ms, with nothing migration
+  // could explain.
+  auto base = connect(*rig, **l, dial_opts(paths));
+  auto p = connect(*rig, **l, dial_opts(paths));
+  bench::EchoResult base_r;
+  std::thread base_echo([&] {
+    std::this_thread::sleep_for(50ms);
+    base_r = bench::echo(*base.client, *base.server, 100ms, count);
+  });
   const int every = std::max(1, count / 34);  // >= 30 migrations in the run
   // A failed migrate is recorded, not thrown: the callback runs inside echo, whose server thread
   // would be left unjoined by an exception (std::terminate, then the ctest timeout).
@@ -181,6 +183,10 @@ TEST_CASE("engine G2: echo every 100 ms with >= 30 migrations, no loss, p99 < 2x
       }
     }
   });
+  base_echo.join();
+  INFO(base_r.error);
+  REQUIRE(base_r.error.empty());
+  const std::vector<double> base_rtts = base_r.rtt_ms;
   INFO(migrate_error);
   REQUIRE(migrate_error.empty());
   INFO(r.error);
@@ -190,9 +196,17 @@ TEST_CASE("engine G2: echo every 100 ms with >= 30 migrations, no loss, p99 < 2x
   const auto migrations = p.client->migration_count();
   const double base_p99 = bench::percentile(base_rtts, 99);
   const double p99 = bench::percentile(r.rtt_ms, 99);
+  // Where the slow echoes were: right after a migration, or anywhere (the machine).
+  std::vector<double> at_migration;
+  std::vector<double> others;
+  for (std::size_t i = 0; i < r.rtt_ms.size(); ++i) {
+    (i > 0 && static_cast<int>(i) % every == 0 ? at_migration : others).push_back(r.rtt_ms[i]);
+  }
   WARN("G2: " << count << " echoes, " << migrations << " migrations, baseline p99 " << base_p99
               << " ms, p99 " << p99 << " ms, p99.9 " << bench::percentile(r.rtt_ms, 99.9)
-              << " ms");
+              << " ms; echoes right after a migration: p50 " << bench::percentile(at_migration, 50)
+              << " max " << bench::percentile(at_migration, 100) << " ms; the others: p99 "
+              << bench::percentile(others, 99) << " ms");
   CHECK(migrations >= 30);
   CHECK(p99 < 2 * base_p99);
   CHECK(bench::percentile(r.rtt_ms, 99.9) < 1000);
