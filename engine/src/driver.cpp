@@ -313,6 +313,19 @@ Status FlowDriver::close(const engine::Refusal* refusal) {
     }
     request_service_locked();
   }
+  if (rt_->io().get_executor().running_in_this_thread()) {
+    // On the io thread (a handle dropped in an io handler): waiting here would wait for this
+    // very thread. The flow closes as close_async's does - BYE, then the carriers go once it
+    // ended - and this returns at once.
+    if (!closed_hook_ && core_->state() != FlowState::dead && !shut_) {
+      closed_hook_ = [](const Status&) {};
+      request_service_locked();
+      return {};
+    }
+    if (closed_hook_) {
+      return {};  // close_async runs it
+    }
+  }
   // The core ends a closing flow after min(budget, graceful_close_timeout); the cap here only
   // guards against a shell that cannot run (no io thread).
   const auto cap = Clock::now() + std::chrono::seconds(100);

@@ -300,6 +300,9 @@ Status start_relay(ConnPtr conn, userstack::ConnectionPtr app, RelayHooks hooks)
   if (efd < 0) {
     const Status err = errno_error("relay: dup the connection's event fd");
     app->abort();
+    std::shared_ptr<Conn> c(std::move(conn));
+    Conn& raw = *c;
+    raw.async_close([c](Status) {});
     return err;
   }
   auto side = std::make_shared<LwipSide>(conn->get_executor(), std::move(app), efd);

@@ -370,3 +370,39 @@ TEST_CASE("engine listener: set_packet_accept_handler hands packet flows over, s
   REQUIRE_OK(c);
   CHECK((*l)->accept(deadline_in(5s)));
 }
+
+TEST_CASE("engine conn: a handle dropped on the io thread closes the flow without waiting for "
+          "that thread",
+          "[engine][async_dial]") {
+  auto l = listen_tcp("127.0.0.1:0", listen_opts());
+  REQUIRE_OK(l);
+  IoThread io;
+  auto o = dial_opts({tcp_path(**l)});
+  o.io = &io.io;
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  std::promise<bool> dropped;
+  const std::string last = "bye";
+  (*d)->async_dial(identity(), deadline_in(5s), [&](Result<ConnPtr> c) {
+    if (!c) {
+      dropped.set_value(false);
+      return;
+    }
+    (void)(*c)->write_some(std::as_bytes(std::span(last)));  // fits: no wait
+    c->reset();  // ~Conn on the io thread: close() must not wait for this thread
+    dropped.set_value(true);
+  });
+  auto f = dropped.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  REQUIRE(f.get());
+  auto s = (*l)->accept(deadline_in(5s));
+  REQUIRE_OK(s);
+  std::string got(last.size(), '\0');
+  auto n = (*s)->read(std::as_writable_bytes(std::span(got)), deadline_in(5s));
+  REQUIRE_OK(n);
+  CHECK(got == last);
+  std::byte b[1];
+  auto end = (*s)->read_some(b, deadline_in(5s));
+  REQUIRE_OK(end);
+  CHECK(*end == 0);  // BYE(normal): EOF, the flow closed cleanly
+}

@@ -100,7 +100,9 @@ class Admin {
   [[nodiscard]] Status shutdown_write();
   // close sends BYE(normal) and waits until the peer acknowledged it or graceful_close_timeout
   // (2 s; error graceful_close_timeout), then closes every carrier. Idempotent; the destructor
-  // calls it.
+  // calls it. Called on the flow's io thread (a handle dropped in an io handler) it does not
+  // wait - that would wait for itself: the flow closes the same way in the background (as with
+  // async_close) and close returns at once.
   [[nodiscard]] Status close();
   // refuse ends the flow as refused (docs/wire.md "Refusal"): a REFUSE carrying |code| and
   // |detail| (cut to 255 bytes) follows everything written, and the call waits for it like
