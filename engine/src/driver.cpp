@@ -301,18 +301,23 @@ void FlowDriver::arm_timer_locked() {
       });
 }
 
+void FlowDriver::begin_close_locked(const engine::Refusal* refusal) {
+  if (user_closed_) {
+    return;
+  }
+  user_closed_ = true;
+  reclaim_input_locked();
+  if (refusal) {
+    (void)core_->refuse(refusal->code, refusal->detail, Clock::now());
+  } else {
+    core_->close(Clock::now());
+  }
+  request_service_locked();
+}
+
 Status FlowDriver::close(const engine::Refusal* refusal) {
   std::unique_lock lk(mu);
-  if (!user_closed_) {
-    user_closed_ = true;
-    reclaim_input_locked();
-    if (refusal) {
-      (void)core_->refuse(refusal->code, refusal->detail, Clock::now());
-    } else {
-      core_->close(Clock::now());
-    }
-    request_service_locked();
-  }
+  begin_close_locked(refusal);
   if (rt_->io().get_executor().running_in_this_thread()) {
     // On the io thread (a handle dropped in an io handler): waiting here would wait for this
     // very thread. The flow closes as close_async's does - BYE, then the carriers go once it

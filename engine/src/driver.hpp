@@ -165,9 +165,11 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
     }
   }
   void hurry_later_locked();
-  // redial_wanted: the flow still wants its paths back (not shut down, closed or dead).
-  [[nodiscard]] bool redial_wanted();
+  // redial_wanted_locked: the flow still wants its paths back (not shut down, closed or dead).
   [[nodiscard]] bool redial_wanted_locked() const;
+  // begin_close_locked starts close / close_async once: BYE(normal), or a REFUSE when
+  // |refusal| is set.
+  void begin_close_locked(const engine::Refusal* refusal);
   // close ends the flow with BYE(normal), or with a REFUSE when |refusal| is set, and waits.
   [[nodiscard]] Status close(const engine::Refusal* refusal = nullptr);
   // shutdown closes carriers and the timer (io thread, posted); idempotent. A carrier with a

@@ -284,15 +284,7 @@ void FlowDriver::on_settled_locked(Deadline d, std::function<void(Status)> done)
 
 void FlowDriver::close_async(const engine::Refusal* refusal, std::function<void(Status)> done) {
   std::unique_lock lk(mu);
-  if (!user_closed_) {
-    user_closed_ = true;
-    reclaim_input_locked();
-    if (refusal) {
-      (void)core_->refuse(refusal->code, refusal->detail, Clock::now());
-    } else {
-      core_->close(Clock::now());
-    }
-  }
+  begin_close_locked(refusal);
   closed_hook_ = std::move(done);
   request_service_locked();
 }
@@ -337,11 +329,6 @@ void FlowDriver::forget_path_locked(PathId path) { path_specs_.erase(path); }
 bool FlowDriver::redial_wanted_locked() const {
   const auto st = core_->state();
   return !shut_ && !user_closed_ && st != FlowState::dead && st != FlowState::closing;
-}
-
-bool FlowDriver::redial_wanted() {
-  std::unique_lock lk(mu);
-  return redial_wanted_locked();
 }
 
 void FlowDriver::schedule_redial_locked(const PathSpec& spec) {

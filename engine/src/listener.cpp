@@ -193,20 +193,7 @@ Result<std::unique_ptr<ConnT>> accept_from(ListenerCore& c,
   std::vector<std::shared_ptr<detail::FlowDriver>> refused;
   std::unique_lock lk(c.mu);
   for (;;) {
-    for (auto it = q.begin(); it != q.end();) {
-      auto& d = *it;
-      if (d->accept_held()) {
-        ++it;  // its L3 identity record is not in yet
-        continue;
-      }
-      if (d->accept_refused()) {
-        refused.push_back(std::move(d));
-        it = q.erase(it);
-        continue;
-      }
-      auto taken = std::move(d);
-      q.erase(it);
-      c.adm.accepted(taken->core().flow_id());  // immutable: no need for the driver's lock
+    if (auto taken = c.take_next_locked(q, refused)) {
       return std::make_unique<ConnT>(std::move(taken));
     }
     if (c.closed) {
@@ -232,28 +219,31 @@ Result<PacketConnPtr> Listener::accept_packet(Deadline deadline) {
   return accept_from<PacketConn>(*c_, c_->packet_q, deadline);
 }
 
-void Listener::set_accept_handler(std::function<void(ConnPtr)> h) {
-  std::lock_guard lk(c_->mu);
+namespace {
+
+// set_handler installs |h| (empty: back to accept()) as |slot|, which hands out flows of ConnT.
+template <typename ConnT>
+void set_handler(ListenerCore& c, std::function<void(std::shared_ptr<detail::FlowDriver>)>& slot,
+                 std::function<void(std::unique_ptr<ConnT>)> h) {
+  std::lock_guard lk(c.mu);
   if (!h) {
-    c_->stream_handler = nullptr;
+    slot = nullptr;
     return;
   }
-  c_->stream_handler = [h = std::move(h)](std::shared_ptr<detail::FlowDriver> d) {
-    h(std::make_unique<Conn>(std::move(d)));
+  slot = [h = std::move(h)](std::shared_ptr<detail::FlowDriver> d) {
+    h(std::make_unique<ConnT>(std::move(d)));
   };
-  c_->post_hand_out_locked();
+  c.post_hand_out_locked();
+}
+
+}  // namespace
+
+void Listener::set_accept_handler(std::function<void(ConnPtr)> h) {
+  set_handler<Conn>(*c_, c_->stream_handler, std::move(h));
 }
 
 void Listener::set_packet_accept_handler(std::function<void(PacketConnPtr)> h) {
-  std::lock_guard lk(c_->mu);
-  if (!h) {
-    c_->packet_handler = nullptr;
-    return;
-  }
-  c_->packet_handler = [h = std::move(h)](std::shared_ptr<detail::FlowDriver> d) {
-    h(std::make_unique<PacketConn>(std::move(d)));
-  };
-  c_->post_hand_out_locked();
+  set_handler<PacketConn>(*c_, c_->packet_handler, std::move(h));
 }
 
 std::string Listener::local_address() const { return c_->local; }

@@ -320,11 +320,11 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
       handler_posted = false;
       sh = stream_handler;
       ph = packet_handler;
-      if (sh) {
-        take_ready_locked(stream_q, streams, refused);
+      while (auto d = sh ? take_next_locked(stream_q, refused) : nullptr) {
+        streams.push_back(std::move(d));
       }
-      if (ph) {
-        take_ready_locked(packet_q, packets, refused);
+      while (auto d = ph ? take_next_locked(packet_q, refused) : nullptr) {
+        packets.push_back(std::move(d));
       }
     }
     refused.clear();  // released outside mu
@@ -336,25 +336,27 @@ class ListenerCore : public std::enable_shared_from_this<ListenerCore> {
     }
   }
 
-  // take_ready_locked moves |q|'s acceptable flows to |ready| (counted accepted) and the ones
-  // whose L3 identity was refused to |refused|; flows still waiting for theirs stay.
-  void take_ready_locked(std::deque<std::shared_ptr<FlowDriver>>& q,
-                         std::vector<std::shared_ptr<FlowDriver>>& ready,
-                         std::vector<std::shared_ptr<FlowDriver>>& refused) {
+  // take_next_locked (mu held): |q|'s first flow accept() may hand out (counted accepted),
+  // or null; flows whose L3 identity was refused leave |q| into |refused| (released after
+  // mu), flows still waiting for theirs stay.
+  std::shared_ptr<FlowDriver> take_next_locked(std::deque<std::shared_ptr<FlowDriver>>& q,
+                                               std::vector<std::shared_ptr<FlowDriver>>& refused) {
     for (auto it = q.begin(); it != q.end();) {
       auto& d = *it;
       if (d->accept_held()) {
         ++it;  // its L3 identity record is not in yet
         continue;
       }
-      if (d->accept_refused()) {
-        refused.push_back(std::move(d));
-      } else {
-        adm.accepted(d->core().flow_id());  // immutable: no need for the driver's lock
-        ready.push_back(std::move(d));
-      }
+      auto taken = std::move(d);
       it = q.erase(it);
+      if (taken->accept_refused()) {
+        refused.push_back(std::move(taken));
+        continue;
+      }
+      adm.accepted(taken->core().flow_id());  // immutable: no need for the driver's lock
+      return taken;
     }
+    return nullptr;
   }
 
   // --- tcp ---

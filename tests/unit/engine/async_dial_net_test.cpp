@@ -44,6 +44,15 @@ struct IoThread {
   }
 };
 
+// io_dialer: a Dialer over |paths| (dial_opts) running its flows on |io|.
+std::unique_ptr<Dialer> io_dialer(IoThread& io, std::vector<PathSpec> paths) {
+  auto o = dial_opts(std::move(paths));
+  o.io = &io.io;
+  auto d = Dialer::create(o);
+  REQUIRE_OK(d);
+  return std::move(*d);
+}
+
 engine::L3Identity identity() {
   auto id = engine::make_l3_identity(6, "10.9.8.7:51000", "203.0.113.9:80");
   REQUIRE(id);
@@ -93,11 +102,8 @@ TEST_CASE("engine async_dial: two tcp paths, the handler on the io thread, ident
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
   IoThread io;
-  auto o = dial_opts({tcp_path(**l, "a"), tcp_path(**l, "b")});
-  o.io = &io.io;
-  auto d = Dialer::create(o);
-  REQUIRE_OK(d);
-  auto out = dial_async(**d, io, deadline_in(5s));
+  auto d = io_dialer(io, {tcp_path(**l, "a"), tcp_path(**l, "b")});
+  auto out = dial_async(*d, io, deadline_in(5s));
   REQUIRE_OK(out.conn);
   CHECK(out.on_io_thread);
   auto s = (*l)->accept(deadline_in(5s));
@@ -133,11 +139,8 @@ TEST_CASE("engine async_dial: a refused connect and a HELLO never answered end i
     m.fd.reset();  // the port is closed now
     PathSpec p;
     p.address = addr;
-    auto o = dial_opts({p});
-    o.io = &io.io;
-    auto d = Dialer::create(o);
-    REQUIRE_OK(d);
-    auto out = dial_async(**d, io, deadline_in(5s));
+    auto d = io_dialer(io, {p});
+    auto out = dial_async(*d, io, deadline_in(5s));
     REQUIRE_FALSE(out.conn);
     CHECK(out.on_io_thread);
     CHECK(out.conn.error().code == std::errc::connection_refused);
@@ -146,12 +149,9 @@ TEST_CASE("engine async_dial: a refused connect and a HELLO never answered end i
     Mute m;
     PathSpec p;
     p.address = m.address;
-    auto o = dial_opts({p});
-    o.io = &io.io;
-    auto d = Dialer::create(o);
-    REQUIRE_OK(d);
+    auto d = io_dialer(io, {p});
     const auto t0 = std::chrono::steady_clock::now();
-    auto out = dial_async(**d, io, deadline_in(300ms));
+    auto out = dial_async(*d, io, deadline_in(300ms));
     const auto took = std::chrono::steady_clock::now() - t0;
     REQUIRE_FALSE(out.conn);
     CHECK(out.on_io_thread);
@@ -166,11 +166,8 @@ TEST_CASE("engine async_dial: a refused connect and a HELLO never answered end i
     PathSpec dead;
     dead.address = m.address;
     m.fd.reset();
-    auto o = dial_opts({dead, tcp_path(**l)});
-    o.io = &io.io;
-    auto d = Dialer::create(o);
-    REQUIRE_OK(d);
-    auto out = dial_async(**d, io, deadline_in(5s));
+    auto d = io_dialer(io, {dead, tcp_path(**l)});
+    auto out = dial_async(*d, io, deadline_in(5s));
     REQUIRE_OK(out.conn);
     CHECK((*out.conn)->stats().paths.size() == 1);
     auto s = (*l)->accept(deadline_in(5s));
@@ -184,14 +181,11 @@ TEST_CASE("engine async_close / async_refuse: done on the io thread, the peer se
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
   IoThread io;
-  auto o = dial_opts({tcp_path(**l)});
-  o.io = &io.io;
-  auto d = Dialer::create(o);
-  REQUIRE_OK(d);
+  auto d = io_dialer(io, {tcp_path(**l)});
   const bool refuse = GENERATE(false, true);
   // The last handle dropped inside done, or only with done itself (its captures go after it ran).
   const bool drop_inside = GENERATE(true, false);
-  auto out = dial_async(**d, io, deadline_in(5s));
+  auto out = dial_async(*d, io, deadline_in(5s));
   REQUIRE_OK(out.conn);
   auto s = (*l)->accept(deadline_in(5s));
   REQUIRE_OK(s);
@@ -377,13 +371,10 @@ TEST_CASE("engine conn: a handle dropped on the io thread closes the flow withou
   auto l = listen_tcp("127.0.0.1:0", listen_opts());
   REQUIRE_OK(l);
   IoThread io;
-  auto o = dial_opts({tcp_path(**l)});
-  o.io = &io.io;
-  auto d = Dialer::create(o);
-  REQUIRE_OK(d);
+  auto d = io_dialer(io, {tcp_path(**l)});
   std::promise<bool> dropped;
   const std::string last = "bye";
-  (*d)->async_dial(identity(), deadline_in(5s), [&](Result<ConnPtr> c) {
+  d->async_dial(identity(), deadline_in(5s), [&](Result<ConnPtr> c) {
     if (!c) {
       dropped.set_value(false);
       return;
