@@ -195,8 +195,13 @@ TEST_CASE("engine direct receive: a reader in poll holds no receive chunk, the p
   auto [d, c, s] = dial_pair(**l, dial_opts({tcp_path(**l)}));
   Conn& client = **c;
   Conn& server = **s;
-  // Bulk input hands the server's input to its reader; its next read waits in poll.
-  bulk(client, server, 4U << 20, 51);
+  // Bulk input hands the server's input to its reader; its next read waits in poll. The
+  // handover needs the reader inside read_some when a bulk io read completes: a reader busy
+  // verifying (a sanitizer build on a loaded machine) can miss every one of a 4 MiB run (a CI
+  // run saw 0), so a few more runs until one happened.
+  for (std::uint32_t round = 0; round < 8 && server.stats().direct_handovers == 0; ++round) {
+    bulk(client, server, 4U << 20, 51 + round);
+  }
   REQUIRE(server.stats().direct_handovers >= 1);
   std::atomic<bool> done{false};
   Result<std::size_t> last = std::size_t{1};
