@@ -74,12 +74,7 @@ void relay_flow(const std::shared_ptr<IngressFlow>& f, ConnPtr conn) {
                  static_cast<unsigned long long>(r.from_conn), r.up ? "" : " (up: error)",
                  r.down ? "" : " (down: error)");
   };
-  if (auto st = start_relay(std::move(conn), std::move(f->app), std::move(h)); !st) {
-    f->status.set_conn(f->entry, nullptr);
-    f->status.count("reset_bridge_failed");
-    std::fprintf(stderr, "rendr-tun: %s: %s: reset\n", f->name.c_str(),
-                 st.error().message().c_str());
-  }
+  start_relay(std::move(conn), std::move(f->app), std::move(h));
 }
 
 // ingress_flow (the stack's reader thread, its accept handler): decide and start the engine

@@ -4,7 +4,7 @@
 // written on, none (the backpressure of both sides). Half-close is carried through (app EOF ->
 // Conn::shutdown_write, Conn EOF -> the app side's FIN). The application's side is either
 //   - an lwIP Connection of the userstack (the ingress: the app's flow terminated from the TUN;
-//     read, written and shut down directly, woken by its event fd), or
+//     read, written and shut down directly, woken by its waker), or
 //   - a connected stream socket (the egress's connection to the origin).
 //
 // When the engine flow fails (a refusal, the migration budget: anything but EOF) the app side
@@ -54,8 +54,8 @@ void start_relay(ConnPtr conn, UniqueFd fd, RelayHooks hooks);
 // The same with the socket already registered on the Conn's io_context (the egress connected it
 // there: no second registration).
 void start_relay(ConnPtr conn, asio::posix::stream_descriptor sd, RelayHooks hooks);
-// |app|: an lwIP connection. Errors: the dup of its event fd (then nothing runs: the app's
-// connection is reset and the Conn closed as they go).
-[[nodiscard]] Status start_relay(ConnPtr conn, userstack::ConnectionPtr app, RelayHooks hooks);
+// |app|: an lwIP connection whose input runs on the Conn's io thread (the relay wakes through
+// Connection::set_waker).
+void start_relay(ConnPtr conn, userstack::ConnectionPtr app, RelayHooks hooks);
 
 }  // namespace rendr::tun

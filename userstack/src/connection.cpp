@@ -14,10 +14,7 @@
 namespace rendr::userstack {
 
 Connection::Impl::Impl(Stack::Impl& stack, tcp_pcb* pcb, FourTuple tuple)
-    : stack_(stack),
-      pcb_(pcb),
-      tuple_(std::move(tuple)),
-      efd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+    : stack_(stack), pcb_(pcb), tuple_(std::move(tuple)) {}
 
 Connection::Impl::~Impl() = default;
 
@@ -41,9 +38,24 @@ tcp_pcb* Connection::Impl::detach() {
   return pcb;
 }
 
+void Connection::Impl::ensure_efd_locked() const {
+  if (efd_) {
+    return;
+  }
+  efd_ = UniqueFd(::eventfd(pending_ ? 1 : 0, EFD_NONBLOCK | EFD_CLOEXEC));
+  pending_ = false;
+}
+
 void Connection::Impl::signal() {
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t r = ::write(efd_.get(), &one, sizeof one);
+  std::lock_guard lk(efd_mu_);
+  if (waker_) {
+    waker_();
+  } else if (efd_) {
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(efd_.get(), &one, sizeof one);
+  } else {
+    pending_ = true;
+  }
 }
 
 err_t Connection::Impl::on_recv(void* arg, tcp_pcb* /*pcb*/, pbuf* p, err_t /*err*/) {
@@ -138,11 +150,30 @@ Connection::Connection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Connection::~Connection() { close(); }
 
 const FourTuple& Connection::tuple() const { return impl_->tuple_; }
-int Connection::event_fd() const { return impl_->efd_.get(); }
+int Connection::event_fd() const {
+  std::lock_guard lk(impl_->efd_mu_);
+  impl_->ensure_efd_locked();
+  return impl_->efd_.get();
+}
 
 void Connection::clear_event() {
-  std::uint64_t v = 0;
-  [[maybe_unused]] ssize_t r = ::read(impl_->efd_.get(), &v, sizeof v);
+  std::lock_guard lk(impl_->efd_mu_);
+  impl_->pending_ = false;
+  if (impl_->efd_) {
+    std::uint64_t v = 0;
+    [[maybe_unused]] ssize_t r = ::read(impl_->efd_.get(), &v, sizeof v);
+  }
+}
+
+void Connection::set_waker(std::function<void()> w) {
+  std::lock_guard lk(impl_->efd_mu_);
+  impl_->waker_ = std::move(w);
+  if (impl_->waker_ && impl_->pending_) {
+    impl_->pending_ = false;
+    impl_->waker_();
+  } else if (!impl_->waker_) {
+    impl_->ensure_efd_locked();  // events go to the fd again
+  }
 }
 
 Result<std::size_t> Connection::read(std::span<std::byte> buf) {

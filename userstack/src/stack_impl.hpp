@@ -41,7 +41,15 @@ class Connection::Impl {
   Stack::Impl& stack_;
   tcp_pcb* pcb_ = nullptr;  // (core)
   FourTuple tuple_;
-  UniqueFd efd_;
+  // The event fd, made on first use (event_fd/clear_event), or the waker instead (set_waker);
+  // |pending_|: an event came while there was neither. Guarded by efd_mu_ (a leaf lock: signal()
+  // runs under the core lock, event_fd() without it).
+  mutable std::mutex efd_mu_;
+  mutable UniqueFd efd_;
+  mutable bool pending_ = false;
+  std::function<void()> waker_;
+  // ensure_efd_locked makes the event fd if there is none (readable at once if |pending_|).
+  void ensure_efd_locked() const;
   std::vector<std::byte> rx_;  // (core) received bytes; rx_head_ = first unread
   std::size_t rx_head_ = 0;
   bool peer_fin_ = false;     // (core)

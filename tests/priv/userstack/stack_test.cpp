@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <future>
 
@@ -319,6 +321,60 @@ TEST_CASE("userstack abort resets a peer that has nothing more to send, at once"
   errno = 0;
   CHECK(::recv(client.get(), b, sizeof b, 0) == -1);
   CHECK(errno == ECONNRESET);
+}
+
+TEST_CASE("userstack a waker replaces the event fd: called per event, the fd stays quiet",
+          "[.netns][userstack][netns]") {
+  StackLab lab;
+  userstack::Stack& st = lab.stack();
+  const Endpoint vip = Endpoint::parse("198.18.0.16:8088").value();
+  UniqueFd client = connect_from(lab.ns(), vip);
+  auto acc = st.accept(5s);
+  REQUIRE_OK(acc);
+  userstack::ConnectionPtr conn = std::move(acc).value();
+  auto read_str = [&](std::size_t n) {
+    const auto v = conn_read_exact(*conn, n);
+    return std::string(reinterpret_cast<const char*>(v.data()), v.size());
+  };
+  // Bytes that came before the waker: it is called once when set.
+  REQUIRE(::send(client.get(), "abc", 3, MSG_NOSIGNAL) == 3);
+  std::mutex mu;
+  std::condition_variable cv;
+  int wakes = 0;
+  auto wait_wakes = [&](int n) {
+    std::unique_lock lk(mu);
+    return cv.wait_for(lk, 5s, [&] { return wakes >= n; });
+  };
+  // Let the bytes reach lwIP (the reader thread feeds it) before the waker exists.
+  for (int i = 0; i < 500 && conn->info().recv_queue < 3; ++i) {
+    pollfd none{-1, 0, 0};
+    ::poll(&none, 0, 2);
+  }
+  REQUIRE(conn->info().recv_queue == 3);
+  conn->set_waker([&] {
+    std::lock_guard lk(mu);
+    ++wakes;
+    cv.notify_all();
+  });
+  CHECK(wait_wakes(1));
+  CHECK(read_str(3) == "abc");
+  // New bytes call the waker (the reader thread's lwIP input) and leave the event fd quiet.
+  const int fd = conn->event_fd();
+  conn->clear_event();
+  const int before = [&] {
+    std::lock_guard lk(mu);
+    return wakes;
+  }();
+  REQUIRE(::send(client.get(), "defg", 4, MSG_NOSIGNAL) == 4);
+  CHECK(wait_wakes(before + 1));
+  CHECK(read_str(4) == "defg");
+  pollfd pf{fd, POLLIN, 0};
+  CHECK(::poll(&pf, 1, 0) == 0);
+  // Without the waker, events make the fd readable again.
+  conn->set_waker({});
+  REQUIRE(::send(client.get(), "h", 1, MSG_NOSIGNAL) == 1);
+  CHECK(::poll(&pf, 1, 5000) == 1);
+  CHECK(read_str(1) == "h");
 }
 
 TEST_CASE("userstack stops reading a TUN device that was deleted instead of spinning on it",

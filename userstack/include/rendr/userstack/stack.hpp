@@ -67,10 +67,18 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   [[nodiscard]] const FourTuple& tuple() const;
-  // event_fd becomes readable (an eventfd) whenever data, send space, a FIN or an error
-  // arrived. Call clear_event() before retrying a read()/write() that returned EAGAIN.
+  // event_fd becomes readable (an eventfd, made on first use) whenever data, send space, a FIN
+  // or an error arrived. Call clear_event() before retrying a read()/write() that returned
+  // EAGAIN.
   [[nodiscard]] int event_fd() const;
   void clear_event();
+  // set_waker: from now on an event calls |w| instead of making event_fd readable - for an
+  // owner that runs lwIP's input on its own event loop (StackOptions::reader_thread false) and
+  // wakes its pending operations there: no eventfd, no fd registration, no write and read per
+  // event. |w| runs on the thread feeding lwIP with lwIP's core lock held: it must not call
+  // into the Connection or block (post the retry to the event loop). If an event came before,
+  // |w| is called once now. An empty |w| goes back to the event fd.
+  void set_waker(std::function<void()> w);
 
   // read copies up to |buf.size()| received bytes. Returns the count; 0 = the peer sent FIN and
   // everything was read. Errors: EAGAIN (nothing yet), ECONNRESET (reset or aborted),
