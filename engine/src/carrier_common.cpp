@@ -32,10 +32,6 @@ void StreamCarrier::async_write_gather(std::span<const std::span<const std::byte
   async_write(*buf, [buf, h = std::move(handler)](std::error_code ec, std::size_t n) { h(ec, n); });
 }
 
-void StreamCarrier::async_wait_readable(std::function<void(std::error_code)> handler) {
-  handler(std::make_error_code(std::errc::operation_not_supported));
-}
-
 namespace detail {
 
 std::string fd_local(int fd) {

@@ -134,11 +134,6 @@ class TcpCarrier final : public StreamCarrier {
                         h(ec, before + n);
                       });
   }
-  [[nodiscard]] bool can_wait_readable() const override { return true; }
-  void async_wait_readable(std::function<void(std::error_code)> handler) override {
-    st_->sock.async_wait(asio::socket_base::wait_read,
-                         [s = st_, h = std::move(handler)](std::error_code ec) { h(ec); });
-  }
   [[nodiscard]] int direct_read_fd() const override { return st_->fd; }
   void set_input_watch(bool on) override {
     st_->watch_input = on;

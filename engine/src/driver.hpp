@@ -21,6 +21,7 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -216,6 +217,9 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   [[nodiscard]] bool is_client() const { return dial_ != nullptr; }
 
  private:
+  // An idle stream carrier's next read goes into a buffer of this size in its slot (frames of
+  // an interactive or short flow fit; a full one is followed by a read into the chunk).
+  static constexpr std::size_t kIdleRead = 1024;
   struct Slot {
     engine::PathId id = 0;
     std::string transport;
@@ -241,6 +245,8 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
     bool app_lowat = false;    // SO_RCVLOWAT raised for bulk input
     bool needs_read = false;  // given back by the reader: the io thread reads it again
     bool no_offer = false;    // the reader saw it end or fail: the io thread fails it
+    // stream: an idle carrier's next input (start_read_locked), copied into the core.
+    std::array<std::byte, kIdleRead> idle_in;
   };
   using SlotPtr = std::shared_ptr<Slot>;
 

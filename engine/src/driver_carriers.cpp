@@ -71,23 +71,34 @@ void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
     end_direct_locked(s);
   }
   // A carrier that had nothing more to read (its last read did not fill the space, and was
-  // small: kStreamIdleRead) waits for readability without a receive chunk: an idle path (a
-  // probe a second) holds no receive memory between reads; 5 000 idle flows held 16 KiB each.
-  if (drained && s->stream->can_wait_readable()) {
+  // small: kStreamIdleRead) lets go of the receive chunk and reads its next input into the
+  // slot's small buffer (kIdleRead), which the core copies from: an idle path (a probe a
+  // second) holds no receive memory between reads (5 000 idle flows held 16 KiB each). A read,
+  // not a readability wait: asio's wait costs an epoll_ctl each time (a short flow made ~6 per
+  // side), a read queued after a short read costs nothing until input comes.
+  if (drained) {
     (void)core_->release_recv_space(s->id);
-    s->stream->async_wait_readable([self = shared_from_this(), s](std::error_code ec) {
-      std::unique_lock lk(self->mu);
-      if (s->closed) {
-        return;
-      }
-      if (ec) {
-        self->carrier_failed_locked(s, ec, "stream carrier wait");
-      } else if (!self->shut_) {
-        self->start_read_locked(s, false);
-      }
-      self->pump_locked();
-      self->run_deferred(lk);
-    });
+    s->stream->async_read_some(
+        s->idle_in, [self = shared_from_this(), s](std::error_code ec, std::size_t n) {
+          const auto asked = Clock::now();
+          std::unique_lock lk(self->mu);
+          if (s->closed) {
+            return;
+          }
+          const auto began = self->begin_handler_locked(asked);
+          if (ec) {
+            self->carrier_failed_locked(s, ec, "stream carrier read");
+          } else {
+            (void)self->core_->on_receive(s->id, std::span(s->idle_in).first(n), began);
+            if (!s->closed && !self->shut_) {
+              // A full small buffer: more may be waiting - read it into the chunk at once.
+              self->start_read_locked(s, n < s->idle_in.size());
+            }
+          }
+          self->pump_locked();
+          self->end_handler_locked(began);
+          self->run_deferred(lk);
+        });
     return;
   }
   // The carrier reads straight into the core's receive chunk: DATA payloads stay where the

@@ -186,7 +186,7 @@ bool FlowDriver::app_receive_locked(std::unique_lock<std::mutex>& lk, const Slot
       ms = static_cast<int>(kBulkWait.count());
     } else if (!s->app_lowat) {
       // Idle input: wait without the receive chunk (an idle path holds none, as when the io
-      // thread waits for readability).
+      // thread reads it into the slot's small buffer).
       sp = engine::RecvSpace{};
       lk.lock();
       (void)core_->release_recv_space(s->id);

@@ -28,9 +28,9 @@ inline constexpr std::size_t kStreamChunk = 128 * 1024;
 inline constexpr std::size_t kStreamRoom = kStreamChunk + engine::kMaxStreamFrame + 2;
 inline constexpr int kDatagramBurst = 256;
 // A stream read that drained its carrier with fewer bytes than this lets go of the receive
-// chunk and waits for readability (an idle path holds no receive memory); after a larger read
-// (bulk data) the next read is queued at once: waiting costs an epoll_ctl and a wake-up more
-// per read, and the chunk would be taken again right away.
+// chunk and reads next into the slot's small buffer (an idle path holds no receive memory);
+// after a larger read (bulk data) the next read goes into the chunk at once (the small buffer
+// would add a copy and a read per chunk).
 inline constexpr std::size_t kStreamIdleRead = 16 * 1024;
 // After close() on a flow that ended, how long a carrier may take to hand the peer the flow's
 // last frames (its BYE or REFUSE, the terminal ACK) before it is closed anyway.

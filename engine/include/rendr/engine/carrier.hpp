@@ -72,12 +72,6 @@ class StreamCarrier {
   // override it when the carrier can gather (writev).
   virtual void async_write_gather(std::span<const std::span<const std::byte>> pieces,
                                   IoHandler handler);
-  // async_wait_readable calls |handler| once a read would not block (or with the error that
-  // ends the carrier). The engine waits so before reading into a fresh receive chunk, so a
-  // carrier with nothing to read holds no receive memory. Only called when
-  // can_wait_readable() is true (the default is false: the engine reads at once).
-  [[nodiscard]] virtual bool can_wait_readable() const { return false; }
-  virtual void async_wait_readable(std::function<void(std::error_code)> handler);
   // close ends the carrier; pending operations complete with an error. Idempotent.
   virtual void close() = 0;
   // describe: local and remote address, for stats ("10.10.1.1:40000", "10.10.1.2:7000").
