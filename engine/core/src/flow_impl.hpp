@@ -352,6 +352,17 @@ struct FlowCore::Impl {
     }
   }
 
+  // probe_first: a path that is ready from now on probes at once - due now, so it leaves in the
+  // transmit that follows (with the HELLO_ACK, L3 identity or DATA sent then) rather than in a
+  // segment of its own after a timer turn (a short flow sent 2 of its ~13 segments so).
+  void probe_first(Path& p, TimePoint now) {
+    p.next_probe = now + cfg.probe_interval;
+    if (!p.probe_due) {
+      p.probe_due = true;
+      mark_waiting(p, now);
+    }
+  }
+
   void queue_ctrl(Path& p, const Frame& f, TimePoint now) {
     if (p.ctrl.size() >= kMaxCtrlQueue) {
       return;  // a peer flooding probes does not grow our memory

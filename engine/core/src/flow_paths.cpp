@@ -31,6 +31,9 @@ Result<FlowCore::Impl::Path*> FlowCore::Impl::new_path(const PathOptions& opts, 
   p.attached_at = now;
   auto [it, inserted] = paths.emplace(p.id, std::move(p));
   (void)inserted;
+  if (st == PathState::ready) {
+    probe_first(it->second, now);
+  }
   return &it->second;
 }
 
@@ -202,7 +205,7 @@ void FlowCore::Impl::send_bridge_tag(Path& p, TimePoint now) {
 
 void FlowCore::Impl::path_became_ready(Path& p, TimePoint now) {
   p.state = PathState::ready;
-  p.next_probe = now;
+  probe_first(p, now);
   p.last_rx = now;
   events.emplace_back(EvPathReady{p.id});
   if (state == FlowState::migrating || (established() && active == 0)) {

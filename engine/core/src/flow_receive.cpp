@@ -207,7 +207,7 @@ void FlowCore::Impl::handle_hello_ack(Path& p, const HelloAck& ha, TimePoint now
   state = our_bye_seq ? FlowState::closing : FlowState::active;
   active = p.id;
   p.state = PathState::ready;
-  p.next_probe = now;
+  probe_first(p, now);
   events.emplace_back(EvHandshakeDone{});
   events.emplace_back(EvPathReady{p.id});
   for (auto& [id, q] : paths) {

@@ -130,7 +130,9 @@ TEST_CASE("engine silence: a blackholed path is failed after one window on a pun
     return ctx;
   };
   const Duration took = silent_for(net);
-  CHECK(took >= 500ms);
+  // The window runs from the first probe nothing answered: one sent less than a round trip
+  // (10 ms) before the cut lost its reply to the blackhole too.
+  CHECK(took >= 490ms);
   CHECK(took <= 540ms);
   CHECK(net.client.stats().silence_pending_reprieves == 0);
   CHECK(net.client.stats().silence_starved_reprieves == 0);
