@@ -765,3 +765,57 @@ TEST_CASE("engine flow: stream ACKs coalesce - a MiB or 5 ms of DATA per ACK - a
   CHECK_FALSE(client.close_error().has_value());
   CHECK(server.read(dst, now)->bytes == src.size());
 }
+
+namespace {
+
+// probes_in: how many PATH_PROBE frames (not replies) one transmit of |wire| carried, and
+// whether a HELLO_ACK was among them.
+struct Carried {
+  int probes = 0;
+  bool hello_ack = false;
+};
+Carried carried(std::span<const std::byte> wire) {
+  Carried c;
+  StreamDeframer d;
+  d.feed(wire);
+  while (auto fr = d.next()) {
+    if (!fr->has_value()) {
+      break;
+    }
+    auto dec = decode_frame(**fr);
+    REQUIRE(dec.ok());
+    c.probes += std::holds_alternative<Probe>(*dec) ? 1 : 0;
+    c.hello_ack = c.hello_ack || std::holds_alternative<HelloAck>(*dec);
+  }
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("engine flow: a path's first probe leaves with what the path sends when it is ready",
+          "[engine][flow][probe]") {
+  // No timer turn in between (on_timeout is never called here): the server's first transmit
+  // carries its HELLO_ACK and its first probe, the client's first transmit after the
+  // HELLO_ACK its own first probe. Before, each probe waited for a timer and left alone.
+  FlowConfig cfg;
+  auto c = FlowCore::client(cfg, make_id(1), make_id(2));
+  REQUIRE(c.ok());
+  FlowCore& client = *c;
+  const TimePoint now = TimePoint{} + 1h;
+  const PathId cp = *client.add_path({}, now);
+  std::vector<std::byte> hello;
+  while (client.poll_transmit(cp, hello, 1 << 20, now) > 0) {
+  }
+  FlowCore server = server_from_hello(cfg, hello, now);
+  const PathId sp = server.path_ids().front();
+  std::vector<std::byte> back;
+  REQUIRE(server.poll_transmit(sp, back, 1 << 20, now) > 0);
+  const Carried s = carried(back);
+  CHECK(s.hello_ack);
+  CHECK(s.probes == 1);
+  REQUIRE(client.on_receive(cp, back, now).ok());
+  REQUIRE(client.state() == FlowState::active);
+  std::vector<std::byte> out;
+  REQUIRE(client.poll_transmit(cp, out, 1 << 20, now) > 0);
+  CHECK(carried(out).probes == 1);
+}
