@@ -71,12 +71,20 @@ class TcpCarrier final : public StreamCarrier {
  public:
   explicit TcpCarrier(asio::ip::tcp::socket sock)
       : st_(std::make_shared<TcpState>(std::move(sock))) {
+    // Keepalive is off as every socket starts (and the engine's listener never turns it on,
+    // so accepted ones inherit off): no setsockopt for it. One getsockname serves the address
+    // family and the local address (a short flow pays these per carrier and side).
     std::error_code ec;
     st_->sock.set_option(asio::ip::tcp::no_delay(true), ec);
-    st_->sock.set_option(asio::socket_base::keep_alive(false), ec);
     st_->fd = st_->sock.native_handle();
-    st_->protocol = st_->sock.local_endpoint(ec).protocol();
-    local_ = fd_local(st_->fd);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(st_->fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      st_->protocol = ss.ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
+      if (auto e = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len)) {
+        local_ = e->to_string();
+      }
+    }
     remote_ = fd_remote(st_->fd);
   }
   ~TcpCarrier() override { close(); }
