@@ -460,7 +460,16 @@ int main(int argc, char** argv) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
+    // The download may have ended while the last migration was being reported (curl catches
+    // up after a stall at its --limit-rate): then there is nothing left to move.
+    if (int st = 0; !curl_done && ::waitpid(curl, &st, WNOHANG) == curl) {
+      curl_done = true;
+      curl_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    }
     if (curl_done) {
+      std::printf("  the download ended before migration %d: a lower --rate-mib or a larger "
+                  "--size-mib leaves room for every migration\n",
+                  k);
       break;
     }
     MigrationReport mr;
