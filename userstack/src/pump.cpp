@@ -202,6 +202,11 @@ Pump::State Pump::step() {
         to_server_ += static_cast<std::uint64_t>(n);
         progress = true;
       } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        // The bytes held here were never read by anyone: reset the connection, as a kernel
+        // socket closed with unread input does. A graceful close would leave lwIP taking and
+        // dropping whatever the client sends next (its PCB has no receiver any more) whenever
+        // the pump happened to have drained lwIP's queue - the client never learnt.
+        conn_->abort();
         return state_ = State::server_gone;
       }
     }

@@ -64,7 +64,7 @@ class Pump {
  public:
   // What step() left: still pumping; both directions finished (EOF and FIN passed both ways,
   // every byte handed over); the TCP connection was reset; the server closed its end while the
-  // pump held bytes for it (the Connection is closed when the Pump is destroyed).
+  // pump held bytes for it (the Connection is reset then: those bytes were never read).
   enum class State { running, done, reset, server_gone };
 
   // start creates the socketpair. Errors: socketpair/fcntl errno.
