@@ -254,6 +254,11 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   bool pump_pass_locked();  // true when it started a carrier (its input may queue events)
   void start_slot_locked(const SlotPtr& s);
   void start_read_locked(const SlotPtr& s, bool drained);
+  // read_done: what every stream read's completion does around |fed| (which feeds the core
+  // what was read, with the handler's start time): the lock, the closed check, handler
+  // timing, a failed read, then the pump (driver_carriers.cpp; io thread).
+  template <typename Fed>
+  void read_done(const SlotPtr& s, std::error_code ec, Fed&& fed);
   void flush_locked(const SlotPtr& s);
   void close_slot_locked(const SlotPtr& s);
   void drain_locked(const SlotPtr& s);  // after shutdown(): flush once more, close when idle

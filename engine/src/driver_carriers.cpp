@@ -66,6 +66,24 @@ void FlowDriver::start_slot_locked(const SlotPtr& s) {
       });
 }
 
+template <typename Fed>
+void FlowDriver::read_done(const SlotPtr& s, std::error_code ec, Fed&& fed) {
+  const auto asked = Clock::now();
+  std::unique_lock lk(mu);
+  if (s->closed) {
+    return;
+  }
+  const auto began = begin_handler_locked(asked);
+  if (ec) {
+    carrier_failed_locked(s, ec, "stream carrier read");
+  } else {
+    fed(began);
+  }
+  pump_locked();
+  end_handler_locked(began);
+  run_deferred(lk);
+}
+
 void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
   if (s->direct) {
     end_direct_locked(s);
@@ -80,24 +98,13 @@ void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
     (void)core_->release_recv_space(s->id);
     s->stream->async_read_some(
         s->idle_in, [self = shared_from_this(), s](std::error_code ec, std::size_t n) {
-          const auto asked = Clock::now();
-          std::unique_lock lk(self->mu);
-          if (s->closed) {
-            return;
-          }
-          const auto began = self->begin_handler_locked(asked);
-          if (ec) {
-            self->carrier_failed_locked(s, ec, "stream carrier read");
-          } else {
+          self->read_done(s, ec, [&](Clock::time_point began) {
             (void)self->core_->on_receive(s->id, std::span(s->idle_in).first(n), began);
             if (!s->closed && !self->shut_) {
               // A full small buffer: more may be waiting - read it into the chunk at once.
               self->start_read_locked(s, n < s->idle_in.size());
             }
-          }
-          self->pump_locked();
-          self->end_handler_locked(began);
-          self->run_deferred(lk);
+          });
         });
     return;
   }
@@ -111,15 +118,7 @@ void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
   s->stream->async_read_some(
       sp.space, [self = shared_from_this(), s, room, hold = std::move(sp.hold)](
                     std::error_code ec, std::size_t n) mutable {
-        const auto asked = Clock::now();
-        std::unique_lock lk(self->mu);
-        if (s->closed) {
-          return;
-        }
-        const auto began = self->begin_handler_locked(asked);
-        if (ec) {
-          self->carrier_failed_locked(s, ec, "stream carrier read");
-        } else {
+        self->read_done(s, ec, [&](Clock::time_point began) {
           hold.reset();  // the core holds the chunk; a chunk nobody views can start over
           (void)self->core_->on_received(s->id, n, began);
           if (!s->closed && !self->shut_) {
@@ -131,10 +130,7 @@ void FlowDriver::start_read_locked(const SlotPtr& s, bool drained) {
               self->start_read_locked(s, emptied);
             }
           }
-        }
-        self->pump_locked();
-        self->end_handler_locked(began);
-        self->run_deferred(lk);
+        });
       });
 }
 

@@ -94,6 +94,17 @@ struct Mute {
   }
 };
 
+// read_last_then_end reads |last| from |c| (checked) and returns the read after it: the flow's
+// end as the peer sees it (0 = EOF, or the error).
+Result<std::size_t> read_last_then_end(Conn& c, const std::string& last) {
+  std::string got(last.size(), '\0');
+  auto n = c.read(std::as_writable_bytes(std::span(got)), deadline_in(5s));
+  REQUIRE_OK(n);
+  CHECK(got == last);
+  std::byte b[1];
+  return c.read_some(b, deadline_in(5s));
+}
+
 }  // namespace
 
 TEST_CASE("engine async_dial: two tcp paths, the handler on the io thread, identity and bytes "
@@ -214,12 +225,7 @@ TEST_CASE("engine async_close / async_refuse: done on the io thread, the peer se
   CHECK(st);
   CHECK(on_io);
   // The peer reads every byte, then EOF (close) or the refusal.
-  std::string got(last.size(), '\0');
-  auto n = (*s)->read(std::as_writable_bytes(std::span(got)), deadline_in(5s));
-  REQUIRE_OK(n);
-  CHECK(got == last);
-  std::byte b[1];
-  auto end = (*s)->read_some(b, deadline_in(5s));
+  auto end = read_last_then_end(**s, last);
   if (refuse) {
     REQUIRE_FALSE(end);
     CHECK(end.error().code == make_error_code(engine::errc::flow_refused));
@@ -388,12 +394,7 @@ TEST_CASE("engine conn: a handle dropped on the io thread closes the flow withou
   REQUIRE(f.get());
   auto s = (*l)->accept(deadline_in(5s));
   REQUIRE_OK(s);
-  std::string got(last.size(), '\0');
-  auto n = (*s)->read(std::as_writable_bytes(std::span(got)), deadline_in(5s));
-  REQUIRE_OK(n);
-  CHECK(got == last);
-  std::byte b[1];
-  auto end = (*s)->read_some(b, deadline_in(5s));
+  auto end = read_last_then_end(**s, last);
   REQUIRE_OK(end);
   CHECK(*end == 0);  // BYE(normal): EOF, the flow closed cleanly
 }
