@@ -163,12 +163,32 @@ TEST_CASE("engine G2: echo every 100 ms with >= 30 migrations, no loss, p99 < 2x
   // stage in the background meanwhile) raises both instead of failing the gate. A baseline
   // measured before the run saw p99 43 ms once and the run then 93 ms, with nothing migration
   // could explain.
-  // One baseline flow per path (each pinned to its path's relay): the migrating flow spends
+  // One baseline flow starts on each path (each on its path's relay): the migrating flow spends
   // about half its echoes on each relay, so a relay that is slow now and then (its own process,
   // on the same loaded cores) must show in the baseline too. With one baseline on the first
   // path a CI run saw six ~120 ms echoes in the migrating flow only.
-  auto base1 = connect(*rig, **l, dial_opts({paths[0]}));
-  auto base2 = connect(*rig, **l, dial_opts({paths[1]}));
+  // Each baseline flow has both paths and re-dials a path that dies, like a flow a user would
+  // run: a one-path baseline without retry stalled for good in CI (its read timed out) when a
+  // busy moment made its only path look silent (fresh_min 150 ms), while the migrating flow
+  // rides out the same verdict on its other path.
+  const auto base_opts = [&] {
+    auto o = dial_opts(paths);
+    o.retry.enabled = true;
+    return o;
+  };
+  auto base1 = connect(*rig, **l, base_opts());
+  auto base2 = connect(*rig, **l, base_opts());
+  {
+    PathId second = 0;
+    for (int i = 0; i < 200 && second == 0; ++i) {
+      second = other_path(*base2.client);
+      if (second == 0) {
+        std::this_thread::sleep_for(10ms);
+      }
+    }
+    REQUIRE(second != 0);
+    REQUIRE_OK(base2.client->migrate(second));
+  }
   auto p = connect(*rig, **l, dial_opts(paths));
   bench::EchoResult base1_r;
   bench::EchoResult base2_r;
@@ -195,7 +215,9 @@ TEST_CASE("engine G2: echo every 100 ms with >= 30 migrations, no loss, p99 < 2x
   });
   base1_echo.join();
   base2_echo.join();
-  INFO(base1_r.error << " / " << base2_r.error);
+  INFO(base1_r.error << " / " << base2_r.error << "; baseline clients "
+                     << engine::flow_stats_json(base1.client->stats()) << " / "
+                     << engine::flow_stats_json(base2.client->stats()));
   REQUIRE(base1_r.error.empty());
   REQUIRE(base2_r.error.empty());
   std::vector<double> base_rtts = base1_r.rtt_ms;
