@@ -242,9 +242,14 @@ void FlowCore::Impl::deliver_packet(detail::Payload payload) {
 }
 
 void FlowCore::Impl::drain_reorder(TimePoint now) {
-  bool urgent = false;  // the head passed something other than DATA: ACK it at once
+  // The head passed something other than DATA, SHUTDOWN_WRITE or the L3 record: ACK it at
+  // once. A SHUTDOWN_WRITE or an L3 record is acknowledged like DATA (the answer it usually
+  // brings - the peer's own SHUTDOWN_WRITE and BYE, a probe reply - carries the ACK).
+  bool urgent = false;
   while (state != FlowState::dead && reorder.head_ready()) {
-    if (reorder.head().kind != detail::RecvItem::Kind::data) {
+    const auto kind = reorder.head().kind;
+    if (kind != detail::RecvItem::Kind::data && kind != detail::RecvItem::Kind::fin &&
+        kind != detail::RecvItem::Kind::l3_identity) {
       urgent = true;
     }
     auto& h = reorder.head();

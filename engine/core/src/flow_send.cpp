@@ -108,6 +108,18 @@ std::size_t FlowCore::Impl::transmit(Path& p, std::vector<std::byte>& out, std::
   // such a probe measures our queue (self-load), not the path.
   const bool backlogged = p.unacked_bytes >= cfg.self_load_bytes;
 
+  // A coalesced ACK that is owed (ack_deadline) rides with whatever this stream path sends now
+  // instead of leaving on its own when the deadline comes: a request/response flow's ACKs go
+  // with its next frames (one carrier segment less per exchange). The ACK is cumulative, so one
+  // path carrying it is enough; if that path dies, the peer's replay brings duplicates, and
+  // duplicates are acknowledged at once.
+  if (stream && ack_deadline && !p.ack_pending && p.state == PathState::ready &&
+      (!p.ctrl.empty() || p.probe_due || !p.data.empty())) {
+    p.ack_pending = true;
+    ack_deadline.reset();
+    ack_owed_bytes = 0;
+    ack_owed_frames = 0;
+  }
   while (more() && !p.ctrl.empty() && fits(p.ctrl.front().size())) {
     emit(p.ctrl.front());
     p.ctrl.pop_front();

@@ -730,6 +730,11 @@ TEST_CASE("engine flow: stream ACKs coalesce - a MiB or 5 ms of DATA per ACK - a
   };
   server_to_client();  // HELLO_ACK
   REQUIRE(client.state() == FlowState::active);
+  // The first probes and their replies: after these neither side has anything of its own to
+  // send (an owed ACK rides with anything a path sends; see the next test).
+  client_to_server();
+  server_to_client();
+  client_to_server();
   std::vector<std::byte> dst(4U << 20);
 
   // 256 KiB: delivered, but not acknowledged yet; the ACK is due within 5 ms.
@@ -764,6 +769,98 @@ TEST_CASE("engine flow: stream ACKs coalesce - a MiB or 5 ms of DATA per ACK - a
   CHECK(client.state() == FlowState::dead);
   CHECK_FALSE(client.close_error().has_value());
   CHECK(server.read(dst, now)->bytes == src.size());
+}
+
+TEST_CASE("engine flow: an owed ACK rides with the next frames a stream path sends - a "
+          "response, a SHUTDOWN_WRITE with BYE",
+          "[engine][flow][ack]") {
+  FlowConfig cfg;
+  auto c = FlowCore::client(cfg, make_id(1), make_id(2));
+  REQUIRE(c.ok());
+  FlowCore& client = *c;
+  TimePoint now = TimePoint{} + 1h;
+  const PathId cp = *client.add_path({}, now);
+  std::vector<std::byte> wire;
+  while (client.poll_transmit(cp, wire, 1 << 20, now) > 0) {
+  }
+  FlowCore server = server_from_hello(cfg, wire, now);
+  const PathId sp = server.path_ids().front();
+  // Each transmit as the carrier would write it: the frames one side sends in one go.
+  const auto frames_of = [](std::span<const std::byte> w) {
+    std::vector<std::string> names;
+    StreamDeframer d;
+    d.feed(w);
+    while (auto fr = d.next()) {
+      if (!fr->has_value()) {
+        break;
+      }
+      auto dec = decode_frame(**fr);
+      REQUIRE(dec.ok());
+      names.emplace_back(frame_name(*dec));
+    }
+    return names;
+  };
+  const auto send = [&](FlowCore& from, PathId fp, FlowCore& to, PathId tp) {
+    std::vector<std::byte> out;
+    while (from.poll_transmit(fp, out, 1 << 20, now) > 0) {
+    }
+    if (!out.empty()) {
+      REQUIRE(to.on_receive(tp, out, now).ok());
+    }
+    return frames_of(out);
+  };
+  const auto has = [](const std::vector<std::string>& v, const char* name) {
+    return std::count(v.begin(), v.end(), name);
+  };
+  (void)send(server, sp, client, cp);  // HELLO_ACK
+  REQUIRE(client.state() == FlowState::active);
+  (void)send(client, cp, server, sp);  // probes and replies
+  (void)send(server, sp, client, cp);
+  (void)send(client, cp, server, sp);
+  REQUIRE(send(server, sp, client, cp).empty());  // nothing left on either side
+
+  // A request: the server owes its ACK (coalesced, not sent at once)...
+  std::vector<std::byte> req(100, std::byte{0x41});
+  REQUIRE(*client.write(req, now) == req.size());
+  (void)send(client, cp, server, sp);
+  std::vector<std::byte> dst(4096);
+  REQUIRE(server.read(dst, now)->bytes == req.size());
+  CHECK(client.stats().ledger_frames == 1);
+  // ... and its response carries it, without the clock moving.
+  std::vector<std::byte> resp(200, std::byte{0x42});
+  REQUIRE(*server.write(resp, now) == resp.size());
+  const auto with_response = send(server, sp, client, cp);
+  CHECK(has(with_response, "ack") == 1);
+  CHECK(has(with_response, "data") == 1);
+  CHECK(client.stats().ledger_frames == 0);
+  REQUIRE(client.read(dst, now)->bytes == resp.size());
+
+  // The client's half-close: not acknowledged on its own (the server has nothing to send)...
+  REQUIRE(client.shutdown_write(now).ok());
+  const auto shut = send(client, cp, server, sp);
+  CHECK(has(shut, "ack") == 1);  // the client's owed ACK of the response rode with it
+  CHECK(has(shut, "shutdown_write") == 1);
+  CHECK(server.stats().ledger_frames == 0);
+  CHECK(send(server, sp, client, cp).empty());
+  CHECK(server.read(dst, now)->eof);
+  // ... the server's own SHUTDOWN_WRITE and BYE carry it; the client ACKs the BYE at once and
+  // both ends finish cleanly, the clock never moved (the client's close after the peer's BYE
+  // sends nothing more).
+  REQUIRE(server.shutdown_write(now).ok());
+  server.close(now);
+  const auto answer = send(server, sp, client, cp);
+  CHECK(has(answer, "ack") == 1);
+  CHECK(has(answer, "shutdown_write") == 1);
+  CHECK(has(answer, "bye") == 1);
+  CHECK(client.read(dst, now)->eof);
+  client.close(now);
+  (void)send(client, cp, server, sp);
+  (void)send(server, sp, client, cp);
+  CHECK(client.state() == FlowState::dead);
+  CHECK(server.state() == FlowState::dead);
+  REQUIRE(client.close_error().has_value());  // the peer's clean close
+  CHECK(client.close_error()->code == make_error_code(errc::closed));
+  CHECK_FALSE(server.close_error().has_value());  // its BYE was acknowledged
 }
 
 namespace {
