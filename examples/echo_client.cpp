@@ -248,6 +248,9 @@ int transfer(rendr::Conn& conn, const Plan& plan) {
   }
   std::fflush(stdout);
   const auto closed = conn.close();
+  if (!closed) {
+    std::fprintf(stderr, "echo-client: close: %s\n", closed.error().message().c_str());
+  }
   return ok && closed ? 0 : 1;
 }
 

@@ -153,15 +153,16 @@ void FlowDriver::pump_locked() {
   // Starting a carrier feeds the core the bytes read with its first frame, which can queue
   // events (junk after a HELLO kills the path): drain them in a second pass, or the dead path's
   // carrier would stay open until some later event (CLOSE-WAIT for the migration budget).
+  bool hold_flush = false;
   for (int pass = 0; pass < 2; ++pass) {
-    if (!pump_pass_locked()) {
+    if (!pump_pass_locked(hold_flush)) {
       break;
     }
   }
   notify_locked();
 }
 
-bool FlowDriver::pump_pass_locked() {
+bool FlowDriver::pump_pass_locked(bool& hold_flush) {
   bool started = false;
   while (auto ev = core_->poll_event()) {
     if (auto* down = std::get_if<engine::EvPathDown>(&*ev)) {
@@ -192,7 +193,11 @@ bool FlowDriver::pump_pass_locked() {
     released();
   }
   complete_async_locked();
-  run_hooks_locked();
+  // A flow whose async dial completes now: its first transmit waits for a service posted after
+  // the dialler's callback, which usually writes at once (rendr-tun: the app's first bytes,
+  // waiting in lwIP) - the probe, its reply, the L3 record and those bytes then leave in one
+  // carrier write instead of two.
+  hold_flush = run_hooks_locked() || hold_flush;
   if (!shut_) {
     // Copy: flushing may close (erase) slots.
     std::vector<SlotPtr> live;
@@ -211,7 +216,7 @@ bool FlowDriver::pump_pass_locked() {
         s->needs_read = false;  // the reader gave its input back: read it here again
         start_read_locked(s, false);
       }
-      if (!s->closed) {
+      if (!s->closed && !hold_flush) {
         flush_locked(s);
       }
       if (closed_event_ && !s->closed && !s->writing) {
@@ -225,6 +230,9 @@ bool FlowDriver::pump_pass_locked() {
       armed_.reset();
     } else {
       arm_timer_locked();
+    }
+    if (hold_flush) {
+      request_service_locked();
     }
   }
   return started;
@@ -337,6 +345,14 @@ Status FlowDriver::close(const engine::Refusal* refusal) {
   while (core_->state() != FlowState::dead && Clock::now() < cap && !shut_) {
     cv.wait_until(lk, cap);
   }
+  // The flow ended, but its last frames (the terminal ACK that ends the peer's close, our BYE)
+  // may still wait for the io thread to hand them to a carrier: a program that exits right
+  // after close() cut them, and its peer's close() timed out ("BYE not acknowledged", seen
+  // under CPU load). Wait for them a little - not for a peer that stopped reading.
+  const auto drain_by = Clock::now() + kCloseDrainWait;
+  while (output_pending_locked() && Clock::now() < drain_by && !shut_) {
+    cv.wait_until(lk, drain_by);
+  }
   std::optional<Error> err = core_->close_error();
   lk.unlock();
   shutdown();
@@ -344,6 +360,15 @@ Status FlowDriver::close(const engine::Refusal* refusal) {
     return *err;
   }
   return {};
+}
+
+bool FlowDriver::output_pending_locked() const {
+  for (const auto& [id, s] : slots_) {
+    if (!s->closed && (s->writing || core_->wants_transmit(id))) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void FlowDriver::shutdown() {

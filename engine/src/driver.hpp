@@ -251,7 +251,11 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   using SlotPtr = std::shared_ptr<Slot>;
 
   void service();  // io thread: lock, pump, run deferred
-  bool pump_pass_locked();  // true when it started a carrier (its input may queue events)
+  // pump_pass_locked: true when it started a carrier (its input may queue events);
+  // |hold_flush| is set once an async dial's callback was queued (no flush until it ran).
+  bool pump_pass_locked(bool& hold_flush);
+  // output_pending_locked: a live carrier is writing, or the core has frames for one.
+  [[nodiscard]] bool output_pending_locked() const;
   void start_slot_locked(const SlotPtr& s);
   void start_read_locked(const SlotPtr& s, bool drained);
   // read_done: what every stream read's completion does around |fed| (which feeds the core
@@ -278,7 +282,8 @@ class FlowDriver : public std::enable_shared_from_this<FlowDriver> {
   // settled_status_locked: wait_established's answer now, or nothing while it must wait.
   [[nodiscard]] std::optional<Status> settled_status_locked(Deadline d);
   // run_hooks_locked: the on_settled / close_async callbacks whose moment came (deferred).
-  void run_hooks_locked();
+  // True when it queued an on_settled callback for an established flow.
+  bool run_hooks_locked();
 
   // --- direct receive (driver_direct.cpp) ---
   // offer_to_app_locked (io thread, after a bulk read of |s|, instead of starting the next):

@@ -289,14 +289,16 @@ void FlowDriver::close_async(const engine::Refusal* refusal, std::function<void(
   request_service_locked();
 }
 
-void FlowDriver::run_hooks_locked() {
+bool FlowDriver::run_hooks_locked() {
   check_retry_locked();
+  bool established = false;
   if (settled_hook_) {
     auto st = settled_status_locked(settled_by_);
     if (!st && shut_) {
       st = Status(engine::make_error(engine::errc::closed, "dial: the flow was shut down"));
     }
     if (st) {
+      established = static_cast<bool>(*st);
       deferred_.push_back([h = std::move(settled_hook_), st = std::move(*st)]() mutable {
         h(std::move(st));
       });
@@ -320,6 +322,7 @@ void FlowDriver::run_hooks_locked() {
     });
     closed_hook_ = nullptr;
   }
+  return established;
 }
 
 void FlowDriver::note_path_locked(PathId path, const PathSpec& spec) { path_specs_[path] = spec; }

@@ -35,6 +35,9 @@ inline constexpr std::size_t kStreamIdleRead = 16 * 1024;
 // After close() on a flow that ended, how long a carrier may take to hand the peer the flow's
 // last frames (its BYE or REFUSE, the terminal ACK) before it is closed anyway.
 inline constexpr std::chrono::milliseconds kDrainCap{5000};
+// How long close() waits for an ended flow's last frames to reach its carriers (a starved io
+// thread), before it lets go of the flow either way.
+inline constexpr std::chrono::milliseconds kCloseDrainWait{500};
 // A write_some publishes at most this much at once (its copy runs before the io thread may
 // send any of it).
 inline constexpr std::size_t kAppSlice = 256 * 1024;

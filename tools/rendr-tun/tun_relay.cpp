@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tun_relay.hpp"
 
+#include <rendr/common/block_pool.hpp>
+
 #include <asio/dispatch.hpp>
 #include <asio/error.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -21,42 +23,12 @@ namespace {
 
 constexpr std::size_t kBuf = 64 * 1024;  // per direction
 
-// RelayBuffer: a kBuf buffer from a per-thread free list (at most kKeep kept): a short flow
-// takes two and gives them back, and a fresh 64 KiB malloc per direction and flow made the
-// heap grow and shrink (madvise, sysmalloc) - the egress spent ~10 % less per flow with heap
-// trimming off. Uninitialised: a short flow should not pay for zeroing (and faulting in) it.
-class RelayBuffer {
- public:
-  RelayBuffer() : p_(take()) {}
-  ~RelayBuffer() { give(std::move(p_)); }
-  RelayBuffer(const RelayBuffer&) = delete;
-  RelayBuffer& operator=(const RelayBuffer&) = delete;
-  [[nodiscard]] std::byte* get() const { return p_.get(); }
-
- private:
-  static constexpr std::size_t kKeep = 64;  // 4 MiB per thread at most
-  using Block = std::unique_ptr<std::byte[]>;
-  static std::vector<Block>& free_list() {
-    thread_local std::vector<Block> v;
-    return v;
-  }
-  static Block take() {
-    auto& v = free_list();
-    if (v.empty()) {
-      return Block(new std::byte[kBuf]);
-    }
-    Block b = std::move(v.back());
-    v.pop_back();
-    return b;
-  }
-  static void give(Block b) {
-    auto& v = free_list();
-    if (v.size() < kKeep) {
-      v.push_back(std::move(b));
-    }
-  }
-  Block p_;
-};
+// relay_buffer: a kBuf buffer for one direction of one relay, from a process-wide pool (at
+// most 64 kept, 4 MiB): a short flow takes two and gives them back (rendr/common/block_pool.hpp).
+BlockPool::Block relay_buffer() {
+  static auto* pool = new BlockPool(kBuf, 64);  // never destroyed: relays may outlive statics
+  return pool->take();
+}
 
 using Done = std::function<void(std::error_code, std::size_t)>;
 
@@ -67,6 +39,9 @@ class AppSide {
  public:
   virtual ~AppSide() = default;
   virtual void read_some(std::span<std::byte> buf, Done h) = 0;
+  // read_now: bytes the app has sent already, taken without waiting (0: none, or its FIN - a
+  // read_some after it tells which).
+  virtual std::size_t read_now(std::span<std::byte> /*buf*/) { return 0; }
   virtual void write(std::span<const std::byte> buf, Done h) = 0;
   virtual void shutdown_write() = 0;  // our FIN, after what was written
   virtual void fail() = 0;            // the engine flow failed: end both directions now
@@ -119,6 +94,13 @@ class LwipSide final : public AppSide, public std::enable_shared_from_this<LwipS
   void read_some(std::span<std::byte> buf, Done h) override {
     rd_.emplace(Op{buf, 0, std::move(h), {}});
     progress();
+  }
+  std::size_t read_now(std::span<std::byte> buf) override {
+    if (!conn_ || rd_) {
+      return 0;
+    }
+    auto r = conn_->read(buf);
+    return r ? *r : 0;
   }
   void write(std::span<const std::byte> buf, Done h) override {
     wr_.emplace(Op{{}, 0, std::move(h), buf});
@@ -201,14 +183,21 @@ class Relay : public std::enable_shared_from_this<Relay> {
   [[nodiscard]] asio::any_io_executor executor() const { return conn_->get_executor(); }
 
   void start() {  // io thread
-    read_up();
+    // What the app sent while its flow was dialled (waiting in lwIP) goes to the Conn now:
+    // an async dial's completion holds the flow's first transmit until this ran, so these
+    // bytes leave with the L3 record and the first probe in one carrier write.
+    if (const std::size_t n = app_->read_now({up_.data(), kBuf}); n > 0) {
+      on_up_read({}, n);
+    } else {
+      read_up();
+    }
     read_down();
   }
 
  private:
   // --- app -> Conn ---
   void read_up() {
-    app_->read_some({up_.get(), kBuf}, [self = shared_from_this()](std::error_code ec,
+    app_->read_some({up_.data(), kBuf}, [self = shared_from_this()](std::error_code ec,
                                                                    std::size_t n) {
       self->on_up_read(ec, n);
     });
@@ -227,7 +216,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
       end_direction();
       return;
     }
-    asio::async_write(*conn_, asio::buffer(up_.get(), n),
+    asio::async_write(*conn_, asio::buffer(up_.data(), n),
                       [self = shared_from_this()](std::error_code wec, std::size_t w) {
                         self->on_up_written(wec, w);
                       });
@@ -249,7 +238,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
 
   // --- Conn -> app ---
   void read_down() {
-    conn_->async_read_some(asio::buffer(down_.get(), kBuf),
+    conn_->async_read_some(asio::buffer(down_.data(), kBuf),
                            [self = shared_from_this()](std::error_code ec, std::size_t n) {
                              self->on_down_read(ec, n);
                            });
@@ -267,7 +256,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
       end_direction();
       return;
     }
-    app_->write({down_.get(), n}, [self = shared_from_this()](std::error_code wec, std::size_t w) {
+    app_->write({down_.data(), n}, [self = shared_from_this()](std::error_code wec, std::size_t w) {
       self->on_down_written(wec, w);
     });
   }
@@ -312,8 +301,8 @@ class Relay : public std::enable_shared_from_this<Relay> {
   ConnPtr conn_;
   std::shared_ptr<AppSide> app_;
   RelayHooks hooks_;
-  RelayBuffer up_;
-  RelayBuffer down_;
+  BlockPool::Block up_ = relay_buffer();
+  BlockPool::Block down_ = relay_buffer();
   RelayResult r_;
   int ended_ = 0;
 };

@@ -10,62 +10,32 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <mutex>
 
 namespace rendr::userstack {
 
 namespace {
 
-// The pool of free default-size buffers (Pump::Buffer); bounded, so a burst of ended flows
-// still gives its memory back.
-class BufferPool {
- public:
-  static BufferPool& get() {
-    static BufferPool* pool = new BufferPool;  // never destroyed: pumps may outlive statics
-    return *pool;
-  }
-  std::byte* take() {
-    {
-      std::lock_guard lk(mu_);
-      if (!free_.empty()) {
-        std::byte* p = free_.back();
-        free_.pop_back();
-        return p;
-      }
-    }
-    return static_cast<std::byte*>(::operator new(kPumpBuffer));
-  }
-  void give(std::byte* p) {
-    {
-      std::lock_guard lk(mu_);
-      if (free_.size() < kKeep) {
-        free_.push_back(p);
-        return;
-      }
-    }
-    ::operator delete(p);
-  }
-
- private:
-  static constexpr std::size_t kKeep = 16;  // 4 MiB of address space, resident as touched
-  std::mutex mu_;
-  std::vector<std::byte*> free_;
-};
+// The pool of free default-size buffers (Pump::Buffer); bounded (16 kept, 4 MiB), so a burst
+// of ended flows still gives its memory back.
+BlockPool& pump_pool() {
+  // Never destroyed: pumps may outlive statics.
+  static auto* pool = new BlockPool(kPumpBuffer, 16);
+  return *pool;
+}
 
 }  // namespace
 
-Pump::Buffer::Buffer(std::size_t n)
-    : p_(n == kPumpBuffer ? BufferPool::get().take()
-                          : static_cast<std::byte*>(::operator new(n))),
-      n_(n) {}
-
-Pump::Buffer::~Buffer() {
-  if (n_ == kPumpBuffer) {
-    BufferPool::get().give(p_);
+Pump::Buffer::Buffer(std::size_t n) : n_(n) {
+  if (n == kPumpBuffer) {
+    block_ = pump_pool().take();
+    p_ = block_.data();
   } else {
-    ::operator delete(p_);
+    other_.reset(new std::byte[n]);
+    p_ = other_.get();
   }
 }
+
+Pump::Buffer::~Buffer() = default;
 
 Result<std::unique_ptr<Pump>> Pump::start(ConnectionPtr conn, std::size_t buffer) {
   int sv[2];

@@ -18,6 +18,7 @@
 // destroyed before the Stack. Methods: one thread at a time (stats() from any thread).
 #pragma once
 
+#include <rendr/common/block_pool.hpp>
 #include <rendr/common/result.hpp>
 #include <rendr/common/tcp_snapshot.hpp>
 #include <rendr/common/unique_fd.hpp>
@@ -123,7 +124,9 @@ class Pump {
     [[nodiscard]] std::size_t size() const { return n_; }
 
    private:
-    std::byte* p_;
+    BlockPool::Block block_;               // kPumpBuffer: from the pumps' pool
+    std::unique_ptr<std::byte[]> other_;   // any other size
+    std::byte* p_ = nullptr;
     std::size_t n_;
   };
   Buffer in_;   // Connection -> server
