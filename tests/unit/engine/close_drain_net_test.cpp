@@ -39,13 +39,12 @@ using namespace std::chrono_literals;
 
 TEST_CASE("engine net close: a dead flow's final BYE is not cut by close() while a write waits",
           "[engine][net][close]") {
-  std::uint16_t port = 0;
-  const int lfd = listen_loopback(port);
+  const UniqueFd lfd = listen_tcp(*Endpoint::parse("127.0.0.1:0"));
 
   // The peer: answer the HELLO, then read nothing more until told.
   int pfd = -1;
   std::thread peer([&] {
-    pfd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    pfd = ::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (pfd < 0) {
       return;
     }
@@ -65,7 +64,7 @@ TEST_CASE("engine net close: a dead flow's final BYE is not cut by close() while
   DialOptions o;
   PathSpec p;
   p.transport = "tcp";
-  p.address = "127.0.0.1:" + std::to_string(port);
+  p.address = local_of(lfd.get()).to_string();
   o.paths.push_back(p);
   o.ledger_max_bytes = 64U << 20;
   o.unsent_max_bytes = 64U << 20;
@@ -108,7 +107,6 @@ TEST_CASE("engine net close: a dead flow's final BYE is not cut by close() while
   REQUIRE(bye.has_value());
   CHECK(*bye == engine::ByeReason::proto_version);
   ::close(pfd);
-  ::close(lfd);
 }
 
 TEST_CASE("engine net close: close() after the peer's BYE returns once the terminal ACK is out "
@@ -129,15 +127,11 @@ TEST_CASE("engine net close: close() after the peer's BYE returns once the termi
   lo.flow.unsent_max_bytes = 64U << 20;
   auto l = listen_tcp("127.0.0.1:0", lo);
   REQUIRE_OK(l);
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  {
-    auto ep = Endpoint::parse((*l)->local_address());
-    REQUIRE(ep.ok());
-    sockaddr_storage ss{};
-    const socklen_t len = ep->to_sockaddr(ss);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0);
-  }
+  auto ep = Endpoint::parse((*l)->local_address());
+  REQUIRE_OK(ep);
+  auto raw = connect_tcp(*ep);
+  REQUIRE_OK(raw);
+  const int fd = raw->get();
   engine::Hello h;
   h.flow_id[0] = 0x42;
   h.instance_id[0] = 0x17;
@@ -184,5 +178,4 @@ TEST_CASE("engine net close: close() after the peer's BYE returns once the termi
   CHECK(*acked == 3);  // the BYE (SEQ 2) was acknowledged
   s->reset();
   l->reset();
-  ::close(fd);
 }

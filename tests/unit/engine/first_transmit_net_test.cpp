@@ -54,8 +54,7 @@ std::uint32_t data_segs_in(int fd) {
 TEST_CASE("engine async_dial: what the handler writes at once leaves with the flow's first "
           "frames, in one carrier segment",
           "[engine][net][async_dial]") {
-  std::uint16_t port = 0;
-  const int lfd = listen_loopback(port);
+  const UniqueFd lfd = listen_tcp(*Endpoint::parse("127.0.0.1:0"));
   asio::io_context io;
   auto work = asio::make_work_guard(io);
   std::thread io_thread([&] { io.run(); });
@@ -63,7 +62,7 @@ TEST_CASE("engine async_dial: what the handler writes at once leaves with the fl
   DialOptions o;
   PathSpec p;
   p.transport = "tcp";
-  p.address = "127.0.0.1:" + std::to_string(port);
+  p.address = local_of(lfd.get()).to_string();
   o.paths.push_back(p);
   o.io = &io;
   auto d = Dialer::create(o);
@@ -82,8 +81,8 @@ TEST_CASE("engine async_dial: what the handler writes at once leaves with the fl
     dialled.set_value(std::move(*c));
   });
 
-  const int pfd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-  REQUIRE(pfd >= 0);
+  const UniqueFd peer = accept_one(lfd.get());
+  const int pfd = peer.get();
   std::uint32_t before = 0;
   std::string got;
   int l3_records = 0;
@@ -122,6 +121,4 @@ TEST_CASE("engine async_dial: what the handler writes at once leaves with the fl
   work.reset();
   io.stop();
   io_thread.join();
-  ::close(pfd);
-  ::close(lfd);
 }

@@ -13,6 +13,7 @@
 #include "support/sockets.hpp"
 
 #include "api_helpers.hpp"
+#include "raw_peer.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -32,15 +33,6 @@ engine::L3Identity identity() {
   auto id = engine::make_l3_identity(6, "10.9.8.7:51000", "203.0.113.9:80");
   REQUIRE_OK(id);
   return *id;
-}
-
-std::vector<std::byte> framed(const engine::Frame& f) {
-  std::vector<std::byte> frame;
-  REQUIRE(engine::encode_frame(f, frame).ok());
-  std::vector<std::byte> out;
-  engine::append_stream_prefix(frame.size(), out);
-  out.insert(out.end(), frame.begin(), frame.end());
-  return out;
 }
 
 }  // namespace
@@ -108,36 +100,21 @@ TEST_CASE("engine net l3 identity: a hostile record is refused and its flow neve
   auto rec = engine::encode_l3_identity(identity());
   REQUIRE_OK(rec);
   (*rec)[2] = std::byte{7};  // family 7
-  auto bytes = framed(h);
-  const auto r = framed(engine::L3IdentityFrame{1, *rec});
+  auto bytes = test::framed(h);
+  const auto r = test::framed(engine::L3IdentityFrame{1, *rec});
   bytes.insert(bytes.end(), r.begin(), r.end());
   test::write_all(raw->get(), bytes);
   // The listener answers HELLO_ACK, then BYE(proto_version) for the record, then closes.
-  engine::StreamDeframer def;
   bool acked = false;
   bool bye = false;
-  std::vector<std::byte> buf(4096);
-  while (!bye && test::readable(raw->get(), 5000)) {
-    const auto n = ::read(raw->get(), buf.data(), buf.size());
-    if (n <= 0) {
-      break;
+  test::read_frames(raw->get(), 5000, [&](const engine::Frame& f) {
+    if (const auto* a = std::get_if<engine::HelloAck>(&f)) {
+      acked = (a->caps & h.caps) == h.caps;
+    } else if (const auto* b = std::get_if<engine::Bye>(&f)) {
+      bye = b->reason == engine::ByeReason::proto_version;
     }
-    def.feed(std::span(buf).first(static_cast<std::size_t>(n)));
-    while (true) {
-      auto f = def.next();
-      REQUIRE(f.ok());
-      if (!f->has_value()) {
-        break;
-      }
-      auto dec = engine::decode_frame(**f);
-      REQUIRE(dec.ok());
-      if (const auto* a = std::get_if<engine::HelloAck>(&*dec)) {
-        acked = (a->caps & h.caps) == h.caps;
-      } else if (const auto* b = std::get_if<engine::Bye>(&*dec)) {
-        bye = b->reason == engine::ByeReason::proto_version;
-      }
-    }
-  }
+    return !bye;
+  });
   CHECK(acked);
   CHECK(bye);
   // Meanwhile an honest flow is accepted; the hostile one never is.

@@ -5,41 +5,29 @@
 
 #include <rendr/engine/core/wire.hpp>
 
+#include "support/sockets.hpp"
+
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <cstdint>
 #include <vector>
 
 namespace rendr::test {
 
-// listen_loopback: a listening TCP socket on 127.0.0.1 (port 0); |port| gets its port.
-inline int listen_loopback(std::uint16_t& port) {
-  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(lfd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(lfd, 1) == 0);
-  socklen_t alen = sizeof a;
-  REQUIRE(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &alen) == 0);
-  port = ntohs(a.sin_port);
-  return lfd;
+// framed: |f| as a stream carrier carries it (u16 length prefix, then the frame).
+inline std::vector<std::byte> framed(const engine::Frame& f) {
+  std::vector<std::byte> frame;
+  REQUIRE(engine::encode_frame(f, frame).ok());
+  std::vector<std::byte> out;
+  engine::append_stream_prefix(frame.size(), out);
+  out.insert(out.end(), frame.begin(), frame.end());
+  return out;
 }
 
-inline void send_frame(int fd, const engine::Frame& f) {
-  std::vector<std::byte> body;
-  REQUIRE(engine::encode_frame(f, body).ok());
-  std::vector<std::byte> out;
-  engine::append_stream_prefix(body.size(), out);
-  out.insert(out.end(), body.begin(), body.end());
-  REQUIRE(::send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size()));
-}
+// send_frame writes |f| framed to |fd| (support/sockets.hpp write_all).
+inline void send_frame(int fd, const engine::Frame& f) { write_all(fd, framed(f)); }
 
 // read_frames reads |fd| until EOF, an error or |ms| of silence, handing every frame to |on|.
 template <typename F>
