@@ -42,7 +42,6 @@ class BlockPool {
 
   // take: a block from the free list, or a new one.
   [[nodiscard]] Block take();
-  [[nodiscard]] std::size_t block_size() const { return size_; }
   // free_blocks: blocks kept for the next taker now (at most keep).
   [[nodiscard]] std::size_t free_blocks() const;
 
